@@ -1,0 +1,6 @@
+//! Shared foundations of Quarry: the errno vocabulary every layer maps its
+//! errors onto, and (in later modules) configuration, keyrings and specs.
+
+pub mod errno;
+
+pub use errno::Errno;
