@@ -1,0 +1,413 @@
+//! Wire framing shared by every Quarry connection (client↔mon, client↔OSD,
+//! OSD↔OSD, mon↔mon).
+//!
+//! A frame is a fixed 36-byte header, a control body (a serde value encoded
+//! with postcard) and a raw data payload (object bytes, never re-serialized):
+//!
+//! ```text
+//! 0      4    5     6       8            16         20         24        28        32         36
+//! | magic | ver | kind | flags | request_id | body_len | data_len | body_crc | data_crc | hdr_crc |
+//! ```
+//! All integers little-endian; crcs are crc32c; `hdr_crc` covers bytes 0..32.
+//! Lengths are bounded ([`MAX_BODY_LEN`], [`MAX_DATA_LEN`]) so a corrupt or
+//! hostile peer cannot make us allocate without limit.
+//!
+//! Architecture invariant: this crate knows framing only. Message enums
+//! live with the protocol that owns them; they reach this crate as `kind`
+//! (a u8 the protocol defines) and a serializable body.
+
+use bytes::{Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use quarry_common::Errno;
+
+/// Frame magic: "QRY1" little-endian.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"QRY1");
+/// Wire format version.
+pub const VERSION: u8 = 1;
+/// Size of the fixed header in bytes.
+pub const HEADER_LEN: usize = 36;
+/// Largest control body accepted (16 MiB).
+pub const MAX_BODY_LEN: u32 = 16 << 20;
+/// Largest data payload accepted (64 MiB: larger than any object write).
+pub const MAX_DATA_LEN: u32 = 64 << 20;
+
+/// A frame as read from or written to the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Message kind, defined by the protocol using the connection.
+    pub kind: u8,
+    /// Protocol-defined flags.
+    pub flags: u16,
+    /// Matches replies to requests; many requests may be in flight.
+    pub request_id: u64,
+    /// Encoded control body.
+    pub body: Bytes,
+    /// Raw data payload (may be empty).
+    pub data: Bytes,
+}
+
+/// Why a frame could not be read or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the connection cleanly between frames.
+    #[error("connection closed by peer")]
+    Closed,
+    /// Socket error.
+    #[error("i/o error on connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not a Quarry frame (wrong magic), e.g. a foreign client on our port.
+    #[error("bad frame magic {0:#010x}: peer does not speak the quarry protocol")]
+    BadMagic(u32),
+    /// Unsupported wire version.
+    #[error("unsupported frame version {0}")]
+    BadVersion(u8),
+    /// The header checksum does not match: corruption in flight.
+    #[error("frame header checksum mismatch")]
+    HeaderCrc,
+    /// The body checksum does not match.
+    #[error("frame body checksum mismatch (request {0})")]
+    BodyCrc(u64),
+    /// The data checksum does not match.
+    #[error("frame data checksum mismatch (request {0})")]
+    DataCrc(u64),
+    /// A length exceeds the protocol's bound.
+    #[error("frame {what} length {len} exceeds limit {max}")]
+    TooLarge {
+        /// Which part.
+        what: &'static str,
+        /// Announced length.
+        len: u32,
+        /// The bound.
+        max: u32,
+    },
+    /// The body could not be encoded or decoded.
+    #[error("frame body {0}")]
+    Codec(String),
+}
+
+impl FrameError {
+    /// The errno a client call fails with when its connection hits this.
+    pub fn errno(&self) -> Errno {
+        match self {
+            FrameError::Closed | FrameError::Io(_) => Errno::ENOTCONN,
+            FrameError::TooLarge { .. } => Errno::E2BIG,
+            _ => Errno::EIO,
+        }
+    }
+}
+
+impl Frame {
+    /// Build a frame with a serialized control body and a data payload.
+    pub fn new<T: Serialize>(
+        kind: u8,
+        request_id: u64,
+        body: &T,
+        data: Bytes,
+    ) -> Result<Frame, FrameError> {
+        Ok(Frame {
+            kind,
+            flags: 0,
+            request_id,
+            body: encode_body(body)?,
+            data,
+        })
+    }
+
+    /// Decode the control body as `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, FrameError> {
+        decode_body(&self.body)
+    }
+
+    /// Encode the fixed header for this frame.
+    pub fn header(&self) -> Result<[u8; HEADER_LEN], FrameError> {
+        let body_len = bounded_len("body", self.body.len(), MAX_BODY_LEN)?;
+        let data_len = bounded_len("data", self.data.len(), MAX_DATA_LEN)?;
+        let mut h = [0u8; HEADER_LEN];
+        h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        h[4] = VERSION;
+        h[5] = self.kind;
+        h[6..8].copy_from_slice(&self.flags.to_le_bytes());
+        h[8..16].copy_from_slice(&self.request_id.to_le_bytes());
+        h[16..20].copy_from_slice(&body_len.to_le_bytes());
+        h[20..24].copy_from_slice(&data_len.to_le_bytes());
+        h[24..28].copy_from_slice(&crc32c::crc32c(&self.body).to_le_bytes());
+        h[28..32].copy_from_slice(&crc32c::crc32c(&self.data).to_le_bytes());
+        let hcrc = crc32c::crc32c(&h[0..32]);
+        h[32..36].copy_from_slice(&hcrc.to_le_bytes());
+        Ok(h)
+    }
+}
+
+fn bounded_len(what: &'static str, len: usize, max: u32) -> Result<u32, FrameError> {
+    match u32::try_from(len) {
+        Ok(l) if l <= max => Ok(l),
+        _ => Err(FrameError::TooLarge {
+            what,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            max,
+        }),
+    }
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+/// A parsed, checksum-verified header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Message kind.
+    pub kind: u8,
+    /// Flags.
+    pub flags: u16,
+    /// Request id.
+    pub request_id: u64,
+    /// Body length.
+    pub body_len: u32,
+    /// Data length.
+    pub data_len: u32,
+    /// Expected body crc32c.
+    pub body_crc: u32,
+    /// Expected data crc32c.
+    pub data_crc: u32,
+}
+
+/// Parse and verify a fixed header (magic, version, crc, bounds).
+pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
+    let magic = le_u32(&h[0..4]);
+    if magic != MAGIC {
+        return Err(FrameError::BadMagic(magic));
+    }
+    if crc32c::crc32c(&h[0..32]) != le_u32(&h[32..36]) {
+        return Err(FrameError::HeaderCrc);
+    }
+    if h[4] != VERSION {
+        return Err(FrameError::BadVersion(h[4]));
+    }
+    let mut rid = [0u8; 8];
+    rid.copy_from_slice(&h[8..16]);
+    let hdr = Header {
+        kind: h[5],
+        flags: u16::from_le_bytes([h[6], h[7]]),
+        request_id: u64::from_le_bytes(rid),
+        body_len: le_u32(&h[16..20]),
+        data_len: le_u32(&h[20..24]),
+        body_crc: le_u32(&h[24..28]),
+        data_crc: le_u32(&h[28..32]),
+    };
+    if hdr.body_len > MAX_BODY_LEN {
+        return Err(FrameError::TooLarge {
+            what: "body",
+            len: hdr.body_len,
+            max: MAX_BODY_LEN,
+        });
+    }
+    if hdr.data_len > MAX_DATA_LEN {
+        return Err(FrameError::TooLarge {
+            what: "data",
+            len: hdr.data_len,
+            max: MAX_DATA_LEN,
+        });
+    }
+    Ok(hdr)
+}
+
+/// Read one frame. A clean EOF before the first header byte is `Closed`.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
+    let mut h = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        let n = r.read(&mut h[got..]).await?;
+        if n == 0 {
+            return Err(if got == 0 {
+                FrameError::Closed
+            } else {
+                FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())
+            });
+        }
+        got += n;
+    }
+    let hdr = parse_header(&h)?;
+    let body = read_exact_bytes(r, hdr.body_len as usize).await?;
+    if crc32c::crc32c(&body) != hdr.body_crc {
+        return Err(FrameError::BodyCrc(hdr.request_id));
+    }
+    let data = read_exact_bytes(r, hdr.data_len as usize).await?;
+    if crc32c::crc32c(&data) != hdr.data_crc {
+        return Err(FrameError::DataCrc(hdr.request_id));
+    }
+    Ok(Frame {
+        kind: hdr.kind,
+        flags: hdr.flags,
+        request_id: hdr.request_id,
+        body,
+        data,
+    })
+}
+
+async fn read_exact_bytes<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+) -> Result<Bytes, FrameError> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let mut buf = BytesMut::zeroed(len);
+    r.read_exact(&mut buf).await?;
+    Ok(buf.freeze())
+}
+
+/// Write one frame (header, body, data) without copying the data payload.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), FrameError> {
+    let h = f.header()?;
+    w.write_all(&h).await?;
+    if !f.body.is_empty() {
+        w.write_all(&f.body).await?;
+    }
+    if !f.data.is_empty() {
+        w.write_all(&f.data).await?;
+    }
+    Ok(())
+}
+
+/// Encode a control body with postcard.
+pub fn encode_body<T: Serialize>(v: &T) -> Result<Bytes, FrameError> {
+    postcard::to_stdvec(v)
+        .map(Bytes::from)
+        .map_err(|e| FrameError::Codec(format!("encode: {e}")))
+}
+
+/// Decode a control body with postcard; trailing bytes are refused.
+pub fn decode_body<T: DeserializeOwned>(b: &[u8]) -> Result<T, FrameError> {
+    let (v, rest) =
+        postcard::take_from_bytes(b).map_err(|e| FrameError::Codec(format!("decode: {e}")))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Codec(format!(
+            "decode: {} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Frame {
+        Frame::new(
+            7,
+            42,
+            &("hello".to_string(), 5u64),
+            Bytes::from_static(b"data bytes"),
+        )
+        .expect("encode")
+    }
+
+    #[tokio::test]
+    async fn roundtrip() {
+        let f = sample();
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &f).await.expect("write");
+        assert_eq!(buf.len(), HEADER_LEN + f.body.len() + f.data.len());
+        let g = read_frame(&mut &buf[..]).await.expect("read");
+        assert_eq!(f, g);
+        let body: (String, u64) = g.decode().expect("decode");
+        assert_eq!(body, ("hello".to_string(), 5));
+    }
+
+    #[tokio::test]
+    async fn clean_eof_is_closed() {
+        let empty: &[u8] = &[];
+        assert!(matches!(
+            read_frame(&mut &empty[..]).await,
+            Err(FrameError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_io_error() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &sample()).await.expect("write");
+        buf.truncate(buf.len() - 3);
+        assert!(matches!(
+            read_frame(&mut &buf[..]).await,
+            Err(FrameError::Io(_))
+        ));
+        buf.truncate(10);
+        assert!(matches!(
+            read_frame(&mut &buf[..]).await,
+            Err(FrameError::Io(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn every_corruption_is_detected() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &sample()).await.expect("write");
+        for i in 0..buf.len() {
+            let mut c = buf.clone();
+            c[i] ^= 0x10;
+            let r = read_frame(&mut &c[..]).await;
+            assert!(r.is_err(), "flip at byte {i} went undetected");
+        }
+        let mut c = buf.clone();
+        c[0] ^= 1;
+        assert!(matches!(
+            read_frame(&mut &c[..]).await,
+            Err(FrameError::BadMagic(_))
+        ));
+        let mut c = buf.clone();
+        c[HEADER_LEN] ^= 1;
+        assert!(matches!(
+            read_frame(&mut &c[..]).await,
+            Err(FrameError::BodyCrc(42))
+        ));
+        let n = c.len();
+        let mut c = buf.clone();
+        c[n - 1] ^= 1;
+        assert!(matches!(
+            read_frame(&mut &c[..]).await,
+            Err(FrameError::DataCrc(42))
+        ));
+    }
+
+    #[tokio::test]
+    async fn oversized_lengths_are_refused_before_allocating() {
+        let f = sample();
+        let mut h = f.header().expect("header");
+        h[20..24].copy_from_slice(&(MAX_DATA_LEN + 1).to_le_bytes());
+        let crc = crc32c::crc32c(&h[0..32]);
+        h[32..36].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            read_frame(&mut &h[..]).await,
+            Err(FrameError::TooLarge { what: "data", .. })
+        ));
+    }
+
+    #[test]
+    fn trailing_body_bytes_refused() {
+        let mut b = encode_body(&1u32).expect("encode").to_vec();
+        b.push(0);
+        assert!(decode_body::<u32>(&b).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parse_header_never_panics(bytes in proptest::collection::vec(any::<u8>(), HEADER_LEN)) {
+            let mut h = [0u8; HEADER_LEN];
+            h.copy_from_slice(&bytes);
+            let _ = parse_header(&h);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_body::<(String, Vec<u64>, Option<bool>)>(&bytes);
+        }
+    }
+}
