@@ -69,7 +69,7 @@ impl Errno {
     }
 
     /// `-errno`, the form the C ABI returns.
-    pub fn neg(self) -> i32 {
+    pub fn negated(self) -> i32 {
         -(self as i32)
     }
 
@@ -154,7 +154,7 @@ mod tests {
     fn roundtrip_and_display() {
         for e in [Errno::ENOENT, Errno::EROFS, Errno::EBUSY, Errno::ENOTEMPTY] {
             assert_eq!(Errno::from_code(e.code()), e);
-            assert_eq!(Errno::from_code(e.neg()), e);
+            assert_eq!(Errno::from_code(e.negated()), e);
         }
         assert_eq!(Errno::ENOENT.to_string(), "(2) No such file or directory");
         assert_eq!(Errno::from_code(9999), Errno::EIO);
