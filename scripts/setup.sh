@@ -7,16 +7,27 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-# Debian packages: the real consumers the end-to-end tests drive.
-# (qemu-block-extra carries QEMU's rbd module; fio has the rbd engine built in.)
-PKGS="build-essential pkg-config"
-missing=""
-for p in $PKGS; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
+# Debian packages: the real consumers the end-to-end tests drive. Debian 12's
+# QEMU 7.2 set is pinned as one version (its rbd module, qemu-block-extra, is
+# not in the backport some images carry); fio has the rbd engine built in;
+# librbd-dev/librados-dev give Ceph's real headers for the ABI layout test.
+need_pkgs() {
+  for p in build-essential pkg-config fio librbd-dev librados-dev qemu-block-extra qemu-system-x86 qemu-utils; do
+    dpkg -s "$p" >/dev/null 2>&1 || return 0
+  done
+  case "$(qemu-img --version 2>/dev/null | head -1)" in
+    *"version 7.2"*) return 1 ;;
+    *) return 0 ;;
+  esac
+}
+if need_pkgs; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
+  QV=$(apt-cache policy qemu-block-extra | awk '/Candidate/{print $2}')
+  QD=$(apt-cache policy qemu-system-data | awk '/Candidate/{print $2}')
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --allow-downgrades --no-install-recommends \
+    build-essential pkg-config fio librbd-dev librados-dev \
+    "qemu-utils=$QV" "qemu-block-extra=$QV" "qemu-system-x86=$QV" "qemu-system-common=$QV" "qemu-system-data=$QD"
+  $SUDO apt-mark hold qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common qemu-system-data >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
