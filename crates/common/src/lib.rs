@@ -4,3 +4,7 @@
 pub mod errno;
 
 pub use errno::Errno;
+
+pub mod conf;
+pub mod entity;
+pub mod size;
