@@ -1,0 +1,1 @@
+//! The monitor daemon (work in progress).

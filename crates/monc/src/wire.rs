@@ -1,0 +1,365 @@
+//! The client↔monitor protocol: message kinds and bodies carried in
+//! quarry-proto frames. The monitor (quarry-mon) speaks the same types.
+//!
+//! Every connection starts with the handshake of `quarry_auth::handshake`
+//! (`Hello` → `Challenge` → `Prove` → `AuthOk`); nothing else is served
+//! before it succeeds. Requests carry a request id echoed by the response;
+//! map pushes (after `Subscribe`) use request id 0.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use quarry_map::{ClusterMap, Epoch, MonInfo, OsdId, PgId, PoolDef};
+use quarry_rados::{PoolId, SnapId};
+
+/// Frame kind of a [`Request`].
+pub const KIND_REQUEST: u8 = 1;
+/// Frame kind of a [`Response`].
+pub const KIND_RESPONSE: u8 = 2;
+/// Frame kind of a pushed map ([`Response::Map`], request id 0).
+pub const KIND_MAP_PUSH: u8 = 3;
+
+/// A request from a client, OSD or CLI to a monitor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Start of the handshake.
+    Hello {
+        /// Entity name (`client.admin`).
+        entity: String,
+        /// Fresh client nonce.
+        client_nonce: [u8; 16],
+    },
+    /// The client's proof (after checking the monitor's).
+    Prove {
+        /// `quarry_auth::client_proof`.
+        proof: [u8; 32],
+    },
+    /// Fetch the current map.
+    GetMap,
+    /// Push every map with an epoch above `have` on this connection.
+    Subscribe {
+        /// Newest epoch the client already has.
+        have: Epoch,
+    },
+    /// An administrative command.
+    Command(MonCommand),
+    /// A fresh ticket (renewal before expiry).
+    GetTicket {
+        /// Fresh nonce for wrapping the session key.
+        nonce: [u8; 16],
+    },
+    /// The cluster's service key (osd.* only).
+    GetServiceKey {
+        /// Fresh nonce for wrapping the key.
+        nonce: [u8; 16],
+    },
+    /// An OSD starts serving.
+    OsdBoot {
+        /// Its id (must match the authenticated `osd.N`).
+        id: OsdId,
+        /// `ip:port` it serves on.
+        addr: String,
+        /// Host name (failure domain).
+        host: String,
+    },
+    /// An OSD is alive.
+    OsdBeacon {
+        /// Its id.
+        id: OsdId,
+    },
+    /// A PG went active with this acting set.
+    PgActivated {
+        /// The PG.
+        pg: PgId,
+        /// Map epoch the primary activated at.
+        epoch: Epoch,
+        /// Acting set, primary first.
+        acting: Vec<OsdId>,
+    },
+}
+
+/// A monitor's answer (or push).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// Handshake step 2: the monitor's nonce and proof.
+    Challenge {
+        /// Fresh server nonce.
+        server_nonce: [u8; 16],
+        /// `quarry_auth::server_proof`.
+        server_proof: [u8; 32],
+    },
+    /// Handshake done.
+    AuthOk {
+        /// Global id of this session.
+        global_id: u64,
+        /// The ticket.
+        ticket: WireTicket,
+    },
+    /// A cluster map (reply to `GetMap`, or a push).
+    Map(Box<ClusterMap>),
+    /// Reply to a command.
+    Reply(MonReply),
+    /// Reply to `GetTicket`.
+    Ticket(WireTicket),
+    /// Reply to `GetServiceKey`: the key wrapped under the entity's secret
+    /// with nonces (request nonce, `server_nonce`).
+    ServiceKey {
+        /// Server's nonce for the wrap.
+        server_nonce: [u8; 16],
+        /// Wrapped key.
+        wrapped: [u8; 32],
+    },
+    /// Reply to `OsdBoot` / `PgActivated`: the epoch that records it.
+    Epoch(Epoch),
+    /// Success without data (`OsdBeacon`, `Subscribe`).
+    Ok,
+    /// Failure, with errno and a message for the user.
+    Error {
+        /// Positive errno.
+        errno: i32,
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// A ticket on the wire: the session key is wrapped under the entity's
+/// secret with (`client_nonce`, `server_nonce`) of the exchange.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WireTicket {
+    /// Signed blob for OSDs.
+    pub blob: Vec<u8>,
+    /// Server nonce used for wrapping (the client nonce is the request's).
+    pub server_nonce: [u8; 16],
+    /// `quarry_auth::wrap_session_key` output.
+    pub wrapped_session_key: [u8; 32],
+    /// Expiry, seconds since the epoch.
+    pub expires_unix: u64,
+}
+
+impl std::fmt::Debug for WireTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireTicket")
+            .field("blob_len", &self.blob.len())
+            .field("expires_unix", &self.expires_unix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Administrative commands (what `ceph osd pool ...`, `ceph auth ...` do).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MonCommand {
+    /// `osd pool create NAME [PG_NUM]` with optional size/min_size/application.
+    PoolCreate {
+        /// Pool name.
+        name: String,
+        /// PG count (default `osd_pool_default_pg_num`).
+        pg_num: Option<u32>,
+        /// Replicas (default `osd_pool_default_size`).
+        size: Option<u32>,
+        /// Min replicas for writes (default `osd_pool_default_min_size`).
+        min_size: Option<u32>,
+        /// Application tag (`rbd`).
+        application: Option<String>,
+    },
+    /// `osd pool delete NAME` (needs `mon_allow_pool_delete`).
+    PoolDelete {
+        /// Pool name.
+        name: String,
+    },
+    /// `osd pool set NAME VAR VAL` for `size`, `min_size`, `pg_num`,
+    /// `application`.
+    PoolSet {
+        /// Pool name.
+        name: String,
+        /// Variable.
+        var: String,
+        /// Value.
+        val: String,
+    },
+    /// `osd pool ls`.
+    PoolList,
+    /// Allocate a self-managed snapshot id (`pool.snap_seq + 1`).
+    SnapCreate {
+        /// Pool id.
+        pool: PoolId,
+    },
+    /// Remove a self-managed snapshot (appended to `removed_snaps`).
+    SnapRemove {
+        /// Pool id.
+        pool: PoolId,
+        /// Snapshot id.
+        snap: SnapId,
+    },
+    /// `osd down N`.
+    OsdDown {
+        /// OSD id.
+        id: OsdId,
+    },
+    /// `osd out N`.
+    OsdOut {
+        /// OSD id.
+        id: OsdId,
+    },
+    /// `osd in N`.
+    OsdIn {
+        /// OSD id.
+        id: OsdId,
+    },
+    /// `auth get-or-create ENTITY [SVC CAPS]...`.
+    AuthGetOrCreate {
+        /// Entity name.
+        entity: String,
+        /// `(service, caps text)` pairs.
+        caps: Vec<(String, String)>,
+    },
+    /// `auth add ENTITY [SVC CAPS]...` with an optional given key (base64).
+    AuthAdd {
+        /// Entity name.
+        entity: String,
+        /// Key to install (a random one if absent).
+        key: Option<String>,
+        /// `(service, caps text)` pairs.
+        caps: Vec<(String, String)>,
+    },
+    /// `auth get ENTITY`.
+    AuthGet {
+        /// Entity name.
+        entity: String,
+    },
+    /// `auth ls`.
+    AuthList,
+    /// `auth del ENTITY`.
+    AuthDel {
+        /// Entity name.
+        entity: String,
+    },
+    /// `auth caps ENTITY [SVC CAPS]...` (replaces all caps).
+    AuthCaps {
+        /// Entity name.
+        entity: String,
+        /// `(service, caps text)` pairs.
+        caps: Vec<(String, String)>,
+    },
+    /// `auth print-key ENTITY`.
+    AuthPrintKey {
+        /// Entity name.
+        entity: String,
+    },
+    /// `status` / `health`.
+    Status,
+}
+
+/// Replies to [`MonCommand`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MonReply {
+    /// Done; the map epoch that records the change (or the current one).
+    Ok {
+        /// Epoch.
+        epoch: Epoch,
+    },
+    /// Pool created.
+    PoolCreated {
+        /// New pool id.
+        pool: PoolId,
+        /// Epoch that records it.
+        epoch: Epoch,
+    },
+    /// Pools (for `PoolList`).
+    Pools(Vec<PoolDef>),
+    /// Snapshot id allocated.
+    Snap {
+        /// The new id.
+        snap: SnapId,
+        /// Epoch that records it.
+        epoch: Epoch,
+    },
+    /// Auth entries (get-or-create, add, get, ls).
+    Auth(Vec<AuthEntry>),
+    /// A key in base64 (print-key).
+    Key(String),
+    /// Cluster status.
+    Status(ClusterStatus),
+}
+
+/// One entity of the auth database as shown to administrators.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthEntry {
+    /// Entity name.
+    pub entity: String,
+    /// Key, Ceph base64 form.
+    pub key: String,
+    /// Caps by service.
+    pub caps: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for AuthEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthEntry")
+            .field("entity", &self.entity)
+            .field("key", &"<redacted>")
+            .field("caps", &self.caps)
+            .finish()
+    }
+}
+
+impl AuthEntry {
+    /// The keyring section Ceph prints (`[client.x]\n\tkey = ...\n\tcaps mon = "..."`).
+    pub fn keyring_section(&self) -> String {
+        let mut s = format!("[{}]\n\tkey = {}\n", self.entity, self.key);
+        for (svc, text) in &self.caps {
+            s.push_str(&format!("\tcaps {svc} = \"{text}\"\n"));
+        }
+        s
+    }
+}
+
+/// Overall health, as `ceph health`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// HEALTH_OK.
+    Ok,
+    /// HEALTH_WARN.
+    Warn,
+    /// HEALTH_ERR.
+    Err,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Ok => "HEALTH_OK",
+            Health::Warn => "HEALTH_WARN",
+            Health::Err => "HEALTH_ERR",
+        })
+    }
+}
+
+/// What `ceph -s` summarises.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Cluster id.
+    pub fsid: String,
+    /// Map epoch.
+    pub epoch: Epoch,
+    /// Health.
+    pub health: Health,
+    /// Health details (one line each).
+    pub checks: Vec<String>,
+    /// Monitors in the map.
+    pub mons: Vec<MonInfo>,
+    /// Name of the leader, if known.
+    pub leader: Option<String>,
+    /// Names of monitors in quorum (voters the leader hears from).
+    pub quorum: Vec<String>,
+    /// OSDs in the map.
+    pub num_osds: u32,
+    /// OSDs up.
+    pub num_up_osds: u32,
+    /// OSDs in.
+    pub num_in_osds: u32,
+    /// Pools.
+    pub num_pools: u32,
+    /// PGs over all pools.
+    pub num_pgs: u32,
+}
