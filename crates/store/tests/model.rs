@@ -1,0 +1,329 @@
+//! Property test: random op sequences (with snapshots, rollbacks and
+//! trims) against a trivially correct in-memory model of one object.
+//!
+//! The model keeps the head's full state and, for every live snapshot, a
+//! copy of the head's state when the snapshot was taken. The store must
+//! agree on every read, at the head and at every snapshot.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use quarry_common::Errno;
+use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, SnapContext, SnapId, NOSNAP};
+use quarry_store::Store;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Obj {
+    data: Vec<u8>,
+    xattrs: BTreeMap<String, Bytes>,
+    omap: BTreeMap<String, Bytes>,
+}
+
+#[derive(Default)]
+struct Model {
+    head: Option<Obj>,
+    snaps: BTreeMap<SnapId, Option<Obj>>,
+    seq: SnapId,
+    version: u64,
+}
+
+impl Model {
+    fn snapc(&self) -> SnapContext {
+        SnapContext {
+            seq: self.seq,
+            snaps: self.snaps.keys().rev().copied().collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Write(u64, u64, u8),
+    WriteFull(u64, u8),
+    Zero(u64, u64),
+    Truncate(u64),
+    Remove,
+    Create(bool),
+    SetXattr(u8, u8),
+    RmXattr(u8),
+    OmapSet(u8, u8),
+    OmapRm(u8),
+    OmapClear,
+    /// A compound write whose last op fails: nothing may change.
+    FailingCompound(u64, u8),
+    Snap,
+    /// Remove the n-th live snap (mod count).
+    RmSnap(usize),
+    /// Roll back to the n-th live snap (mod count).
+    Rollback(usize),
+}
+
+const MAX_OFF: u64 = 40_000;
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..MAX_OFF, 0..9000u64, any::<u8>()).prop_map(|(o, l, b)| Step::Write(o, l, b)),
+        1 => (0..20_000u64, any::<u8>()).prop_map(|(l, b)| Step::WriteFull(l, b)),
+        2 => (0..MAX_OFF, 0..20_000u64).prop_map(|(o, l)| Step::Zero(o, l)),
+        2 => (0..MAX_OFF + 10_000).prop_map(Step::Truncate),
+        1 => Just(Step::Remove),
+        1 => any::<bool>().prop_map(Step::Create),
+        1 => (0..4u8, any::<u8>()).prop_map(|(k, v)| Step::SetXattr(k, v)),
+        1 => (0..4u8).prop_map(Step::RmXattr),
+        1 => (0..6u8, any::<u8>()).prop_map(|(k, v)| Step::OmapSet(k, v)),
+        1 => (0..6u8).prop_map(Step::OmapRm),
+        1 => Just(Step::OmapClear),
+        1 => (0..MAX_OFF, any::<u8>()).prop_map(|(o, b)| Step::FailingCompound(o, b)),
+        3 => Just(Step::Snap),
+        1 => any::<usize>().prop_map(Step::RmSnap),
+        1 => any::<usize>().prop_map(Step::Rollback),
+    ]
+}
+
+fn oid() -> ObjectId {
+    ObjectId::new(7, "obj")
+}
+
+/// Read everything observable of the object at `snap`; None if ENOENT.
+fn observe(s: &Store, snap: SnapId) -> Option<(Obj, u64)> {
+    let req = OpRequest::new(oid())
+        .at_snap(snap)
+        .op(Op::Stat)
+        .op(Op::Read { off: 0, len: 0 })
+        .op(Op::SparseRead { off: 0, len: 0 })
+        .op(Op::GetXattrs)
+        .op(Op::OmapGetVals {
+            start_after: String::new(),
+            prefix: String::new(),
+            max: 0,
+        });
+    let r = match s.apply(&req) {
+        Ok(r) => r,
+        Err(e) if e.errno == Errno::ENOENT => return None,
+        Err(e) => panic!("observe failed: {e}"),
+    };
+    let OpOutput::Stat(st) = &r.outputs[0] else {
+        panic!()
+    };
+    let OpOutput::Data(d) = &r.outputs[1] else {
+        panic!()
+    };
+    let OpOutput::Sparse(ext, sd) = &r.outputs[2] else {
+        panic!()
+    };
+    let OpOutput::Xattrs(x) = &r.outputs[3] else {
+        panic!()
+    };
+    let OpOutput::Omap(m, more) = &r.outputs[4] else {
+        panic!()
+    };
+    assert!(!more);
+    assert_eq!(st.size as usize, d.len());
+    // The sparse read must rebuild the full read, holes as zeros.
+    let mut rebuilt = vec![0u8; d.len()];
+    let mut pos = 0usize;
+    let mut last_end = 0u64;
+    for &(o, l) in ext {
+        assert!(o >= last_end, "extents ascending and disjoint: {ext:?}");
+        last_end = o + l;
+        rebuilt[o as usize..(o + l) as usize].copy_from_slice(&sd[pos..pos + l as usize]);
+        pos += l as usize;
+    }
+    assert_eq!(pos, sd.len());
+    assert_eq!(&rebuilt[..], &d[..], "sparse read disagrees with read");
+    Some((
+        Obj {
+            data: d.to_vec(),
+            xattrs: x.clone(),
+            omap: m.clone(),
+        },
+        st.version,
+    ))
+}
+
+fn key(k: u8) -> String {
+    format!("k{k}")
+}
+
+fn run(steps: Vec<Step>) {
+    let s = Store::open_memory().unwrap();
+    let mut m = Model::default();
+    let mut last_version = 0u64;
+    for st in steps {
+        let base = OpRequest::new(oid()).with_snapc(m.snapc());
+        // (request, model update, expected errno)
+        let mut next = m.head.clone();
+        let mut expect_err = None;
+        let req = match &st {
+            Step::Write(off, len, b) => {
+                let h = next.get_or_insert_with(Obj::default);
+                let end = (off + len) as usize;
+                if h.data.len() < end {
+                    h.data.resize(end, 0);
+                }
+                h.data[*off as usize..end].fill(*b);
+                Some(base.op(Op::Write {
+                    off: *off,
+                    data: Bytes::from(vec![*b; *len as usize]),
+                }))
+            }
+            Step::WriteFull(len, b) => {
+                let h = next.get_or_insert_with(Obj::default);
+                h.data = vec![*b; *len as usize];
+                Some(base.op(Op::WriteFull(Bytes::from(vec![*b; *len as usize]))))
+            }
+            Step::Zero(off, len) => {
+                if let Some(h) = next.as_mut() {
+                    let end = ((off + len) as usize).min(h.data.len());
+                    if (*off as usize) < end {
+                        h.data[*off as usize..end].fill(0);
+                    }
+                }
+                Some(base.op(Op::Zero {
+                    off: *off,
+                    len: *len,
+                }))
+            }
+            Step::Truncate(size) => {
+                next.get_or_insert_with(Obj::default)
+                    .data
+                    .resize(*size as usize, 0);
+                Some(base.op(Op::Truncate(*size)))
+            }
+            Step::Remove => {
+                if next.take().is_none() {
+                    expect_err = Some(Errno::ENOENT);
+                }
+                Some(base.op(Op::Remove))
+            }
+            Step::Create(excl) => {
+                if next.is_some() && *excl {
+                    expect_err = Some(Errno::EEXIST);
+                }
+                next.get_or_insert_with(Obj::default);
+                Some(base.op(Op::Create { exclusive: *excl }))
+            }
+            Step::SetXattr(k, v) => {
+                next.get_or_insert_with(Obj::default)
+                    .xattrs
+                    .insert(key(*k), Bytes::from(vec![*v]));
+                Some(base.op(Op::SetXattr(key(*k), Bytes::from(vec![*v]))))
+            }
+            Step::RmXattr(k) => {
+                match next.as_mut() {
+                    None => expect_err = Some(Errno::ENOENT),
+                    Some(h) => {
+                        if h.xattrs.remove(&key(*k)).is_none() {
+                            expect_err = Some(Errno::ENODATA);
+                        }
+                    }
+                }
+                Some(base.op(Op::RmXattr(key(*k))))
+            }
+            Step::OmapSet(k, v) => {
+                next.get_or_insert_with(Obj::default)
+                    .omap
+                    .insert(key(*k), Bytes::from(vec![*v; 3]));
+                Some(base.op(Op::OmapSetVals(
+                    [(key(*k), Bytes::from(vec![*v; 3]))].into(),
+                )))
+            }
+            Step::OmapRm(k) => {
+                match next.as_mut() {
+                    None => expect_err = Some(Errno::ENOENT),
+                    Some(h) => {
+                        h.omap.remove(&key(*k));
+                    }
+                }
+                Some(base.op(Op::OmapRmKeys(vec![key(*k)])))
+            }
+            Step::OmapClear => {
+                match next.as_mut() {
+                    None => expect_err = Some(Errno::ENOENT),
+                    Some(h) => h.omap.clear(),
+                }
+                Some(base.op(Op::OmapClear))
+            }
+            Step::FailingCompound(off, b) => {
+                expect_err = Some(Errno::ENODATA);
+                Some(
+                    base.op(Op::Write {
+                        off: *off,
+                        data: Bytes::from(vec![*b; 5000]),
+                    })
+                    .op(Op::OmapSetVals([("zz".to_string(), Bytes::new())].into()))
+                    .op(Op::Truncate(3))
+                    .op(Op::RmXattr("never-set".into())),
+                )
+            }
+            Step::Rollback(n) => {
+                if m.snaps.is_empty() {
+                    None
+                } else {
+                    let (&sid, state) = m.snaps.iter().nth(n % m.snaps.len()).unwrap();
+                    next = state.clone();
+                    Some(base.op(Op::Rollback(sid)))
+                }
+            }
+            Step::Snap => {
+                m.seq += 1;
+                m.snaps.insert(m.seq, m.head.clone());
+                None
+            }
+            Step::RmSnap(n) => {
+                if !m.snaps.is_empty() {
+                    let sid = *m.snaps.keys().nth(n % m.snaps.len()).unwrap();
+                    m.snaps.remove(&sid);
+                    s.trim_snaps(7, &[sid]).unwrap();
+                }
+                None
+            }
+        };
+        if let Some(req) = req {
+            match (s.apply(&req), expect_err) {
+                (Ok(r), None) => {
+                    let changed = m.head.is_some() || next.is_some();
+                    if changed {
+                        assert!(r.version > last_version, "versions strictly increase");
+                        last_version = r.version;
+                        m.version = r.version;
+                    }
+                    m.head = next;
+                }
+                (Err(e), Some(want)) => assert_eq!(e.errno, want, "{st:?}"),
+                (got, want) => panic!("{st:?}: got {got:?}, want error {want:?}"),
+            }
+        }
+        // Head and every live snapshot must match the model.
+        let got = observe(&s, NOSNAP);
+        assert_eq!(
+            got.as_ref().map(|g| &g.0),
+            m.head.as_ref(),
+            "head after {st:?}"
+        );
+        if let Some((_, v)) = got {
+            assert_eq!(v, m.version, "head version after {st:?}");
+        }
+        for (sid, state) in &m.snaps {
+            let got = observe(&s, *sid).map(|g| g.0);
+            assert_eq!(got.as_ref(), state.as_ref(), "snap {sid} after {st:?}");
+        }
+    }
+    // Removing every snapshot and the head frees everything.
+    let all: Vec<SnapId> = m.snaps.keys().copied().collect();
+    s.trim_snaps(7, &all).unwrap();
+    if m.head.is_some() {
+        s.apply(&OpRequest::new(oid()).op(Op::Remove)).unwrap();
+    }
+    let st = s.pool_stat(7).unwrap();
+    assert_eq!((st.num_objects, st.num_bytes), (0, 0));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn store_matches_model(steps in proptest::collection::vec(step(), 1..40)) {
+        run(steps);
+    }
+}
