@@ -7,4 +7,5 @@ pub use errno::Errno;
 
 pub mod conf;
 pub mod entity;
+pub mod options;
 pub mod size;
