@@ -1,0 +1,127 @@
+//! `rados_t` and `rados_ioctx_t`: configuration, connection, pools.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use quarry_common::Errno;
+use quarry_rados::{PoolId, Rados};
+
+use crate::config::Config;
+use crate::engine::{CError, CResult, ImageEngine, IoTarget};
+
+/// Lock a mutex, ignoring poisoning (a panic elsewhere must not wedge C callers).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A connected object layer plus the image engine on it.
+pub struct Connection {
+    /// The object layer.
+    pub rados: Arc<dyn Rados>,
+    /// The image engine.
+    pub engine: Arc<dyn ImageEngine>,
+}
+
+/// What a `rados_t` points to.
+pub struct Cluster {
+    /// Configuration (levels).
+    pub conf: Mutex<Config>,
+    /// Set by `rados_connect`.
+    pub conn: Mutex<Option<Arc<Connection>>>,
+}
+
+impl Cluster {
+    /// A new, unconnected handle for `type.id`, with `CEPH_ARGS` applied.
+    pub fn new(entity_type: &str, id: &str, cluster: Option<&str>) -> Cluster {
+        let mut conf = Config::new(entity_type, id);
+        if let Some(c) = cluster {
+            conf.cluster = c.to_string();
+            conf.cluster_fixed = true;
+        }
+        conf.apply_env();
+        Cluster {
+            conf: Mutex::new(conf),
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The connection, or `ENOTCONN` before `rados_connect`.
+    pub fn connection(&self) -> CResult<Arc<Connection>> {
+        lock(&self.conn)
+            .clone()
+            .ok_or_else(|| CError::new(Errno::ENOTCONN, "not connected"))
+    }
+
+    /// `rados_connect`.
+    pub fn connect(&self) -> CResult<()> {
+        let conf = lock(&self.conf).clone();
+        let rados = open_backend(&conf)?;
+        let engine = crate::rbd_adapter::engine(rados.clone());
+        *lock(&self.conn) = Some(Arc::new(Connection { rados, engine }));
+        Ok(())
+    }
+}
+
+fn embedded_instances() -> &'static Mutex<HashMap<PathBuf, Weak<quarry_store::Embedded>>> {
+    static M: OnceLock<Mutex<HashMap<PathBuf, Weak<quarry_store::Embedded>>>> = OnceLock::new();
+    M.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Open the embedded store at `dir`, sharing one instance per directory in
+/// this process (several `rados_connect` on one dir, e.g. fio jobs).
+fn open_embedded(dir: &str) -> CResult<Arc<dyn Rados>> {
+    let path = std::fs::canonicalize(dir)
+        .map_err(|e| CError::new(Errno::ENOENT, format!("quarry_embedded_dir {dir}: {e}")))?;
+    let mut m = lock(embedded_instances());
+    if let Some(e) = m.get(&path).and_then(Weak::upgrade) {
+        return Ok(e.client());
+    }
+    let e = quarry_store::Embedded::open(&path).map_err(|e| {
+        eprintln!("quarry: cannot open embedded store {}: {e}", path.display());
+        CError::from(e)
+    })?;
+    m.insert(path, Arc::downgrade(&e));
+    Ok(e.client())
+}
+
+fn open_backend(conf: &Config) -> CResult<Arc<dyn Rados>> {
+    let dir = conf.get("quarry_embedded_dir")?;
+    if !dir.is_empty() {
+        return open_embedded(&dir);
+    }
+    let mon_host = conf.get("mon_host")?;
+    if mon_host.trim().is_empty() {
+        eprintln!("unable to get monitor info from DNS SRV with service name: ceph-mon");
+        return Err(CError::new(Errno::ENOENT, "no mon_host configured"));
+    }
+    crate::net::connect(conf)
+}
+
+/// What a `rados_ioctx_t` points to.
+pub struct IoCtx {
+    /// The connection (kept alive by the ioctx).
+    pub conn: Arc<Connection>,
+    /// The cluster handle (its config is read when images are opened).
+    pub cluster: Arc<Cluster>,
+    /// Pool id.
+    pub pool: PoolId,
+    /// Pool name.
+    pub pool_name: String,
+    /// Namespace.
+    pub namespace: Mutex<String>,
+}
+
+impl IoCtx {
+    /// The pool + namespace currently designated.
+    pub fn target(&self) -> IoTarget {
+        IoTarget {
+            pool: self.pool,
+            pool_name: self.pool_name.clone(),
+            namespace: lock(&self.namespace).clone(),
+        }
+    }
+}

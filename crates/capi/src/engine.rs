@@ -1,0 +1,247 @@
+//! What the C layer needs from the image engine, as two small traits.
+//!
+//! The C ABI is written against [`ImageEngine`] / [`ImageBackend`] only;
+//! `crate::rbd_adapter` implements them on `quarry-rbd`. Keeping this seam
+//! lets the ABI layer (handles, completions, cache, errno) be tested on its
+//! own and keeps placement and object layout out of this crate.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use quarry_common::Errno;
+use quarry_rados::{PoolId, Rados};
+
+/// An error at the C boundary: the errno returned and a message for stderr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CError {
+    /// The errno (returned negated).
+    pub errno: Errno,
+    /// What failed.
+    pub msg: String,
+}
+
+impl CError {
+    /// An error with a message.
+    pub fn new(errno: Errno, msg: impl Into<String>) -> CError {
+        CError {
+            errno,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<Errno> for CError {
+    fn from(errno: Errno) -> CError {
+        CError {
+            errno,
+            msg: String::new(),
+        }
+    }
+}
+
+impl From<quarry_rados::RadosError> for CError {
+    fn from(e: quarry_rados::RadosError) -> CError {
+        CError {
+            errno: e.errno,
+            msg: e.context,
+        }
+    }
+}
+
+/// Result at the C boundary.
+pub type CResult<T> = Result<T, CError>;
+
+/// A pool + namespace, what a `rados_ioctx_t` designates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoTarget {
+    /// Pool id.
+    pub pool: PoolId,
+    /// Pool name.
+    pub pool_name: String,
+    /// Namespace ("" = default).
+    pub namespace: String,
+}
+
+/// Static facts about an open image.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Current size in bytes (of the head or the opened snapshot).
+    pub size: u64,
+    /// log2 of the object size.
+    pub order: u32,
+    /// `rbd_data.<id>`.
+    pub block_name_prefix: String,
+    /// Feature bits (RBD_FEATURE_*).
+    pub features: u64,
+    /// Flag bits (RBD_FLAG_*).
+    pub flags: u64,
+    /// Stripe unit (bytes).
+    pub stripe_unit: u64,
+    /// Stripe count.
+    pub stripe_count: u64,
+    /// Image id.
+    pub id: String,
+    /// Image name.
+    pub name: String,
+}
+
+/// One snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapInfo {
+    /// Snapshot id.
+    pub id: u64,
+    /// Image size at the snapshot.
+    pub size: u64,
+    /// Snapshot name.
+    pub name: String,
+    /// Whether protected.
+    pub protected: bool,
+    /// Creation time, seconds since the epoch.
+    pub timestamp: u64,
+}
+
+/// Where a clone's data comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentInfo {
+    /// Parent pool id.
+    pub pool_id: PoolId,
+    /// Parent pool name.
+    pub pool_name: String,
+    /// Parent namespace.
+    pub pool_namespace: String,
+    /// Parent image id.
+    pub image_id: String,
+    /// Parent image name.
+    pub image_name: String,
+    /// Parent snapshot id.
+    pub snap_id: u64,
+    /// Parent snapshot name.
+    pub snap_name: String,
+    /// Bytes of the child backed by the parent.
+    pub overlap: u64,
+}
+
+/// One extent reported by diff iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiffExtent {
+    /// Image offset.
+    pub off: u64,
+    /// Length.
+    pub len: u64,
+    /// Whether data exists there (false: zeroed/removed since `fromsnap`).
+    pub exists: bool,
+}
+
+/// Options for image creation.
+#[derive(Clone, Debug)]
+pub struct CreateOpts {
+    /// Size in bytes.
+    pub size: u64,
+    /// Object size order (12..=25).
+    pub order: u32,
+    /// Feature bits.
+    pub features: u64,
+    /// Stripe unit (0 = object size).
+    pub stripe_unit: u64,
+    /// Stripe count (0 = 1).
+    pub stripe_count: u64,
+}
+
+/// Pool-level image operations.
+#[async_trait]
+pub trait ImageEngine: Send + Sync {
+    /// Create an image.
+    async fn create(&self, io: &IoTarget, name: &str, opts: &CreateOpts) -> CResult<()>;
+    /// Remove an image (`EBUSY` if open elsewhere, `ENOTEMPTY` with snapshots).
+    async fn remove(&self, io: &IoTarget, name: &str) -> CResult<()>;
+    /// Rename an image.
+    async fn rename(&self, io: &IoTarget, from: &str, to: &str) -> CResult<()>;
+    /// Open an image at its head or a snapshot.
+    async fn open(
+        &self,
+        io: &IoTarget,
+        name: &str,
+        snap: Option<&str>,
+        read_only: bool,
+    ) -> CResult<Arc<dyn ImageBackend>>;
+    /// Image `(id, name)` pairs of a pool/namespace, sorted by name.
+    async fn list(&self, io: &IoTarget) -> CResult<Vec<(String, String)>>;
+    /// Clone `parent@snap` into `child` (in `cio`).
+    #[allow(clippy::too_many_arguments)]
+    async fn clone_image(
+        &self,
+        pio: &IoTarget,
+        parent: &str,
+        snap: &str,
+        cio: &IoTarget,
+        child: &str,
+        opts: &CreateOpts,
+    ) -> CResult<()>;
+    /// Whether a namespace exists in the pool.
+    async fn namespace_exists(&self, pool: PoolId, ns: &str) -> CResult<bool>;
+    /// Pool-level config overrides (`rbd config pool set`): `(name, value)`.
+    async fn pool_config(&self, io: &IoTarget) -> CResult<Vec<(String, String)>>;
+}
+
+/// An open image.
+#[async_trait]
+pub trait ImageBackend: Send + Sync {
+    /// Current facts (size may change after resize).
+    async fn info(&self) -> CResult<ImageInfo>;
+    /// Read `len` bytes at `off` (the caller has clipped to the size).
+    async fn read(&self, off: u64, len: u64) -> CResult<Bytes>;
+    /// Write bytes at `off` (clipped by the caller); durable when Ok.
+    async fn write(&self, off: u64, data: Bytes) -> CResult<()>;
+    /// Discard a range (may leave data in place at partial granules).
+    async fn discard(&self, off: u64, len: u64) -> CResult<()>;
+    /// Zero a range; `thick` writes real zeros.
+    async fn write_zeroes(&self, off: u64, len: u64, thick: bool) -> CResult<()>;
+    /// Make every completed write durable.
+    async fn flush(&self) -> CResult<()>;
+    /// Grow or shrink.
+    async fn resize(&self, size: u64) -> CResult<()>;
+    /// Snapshots, by id ascending.
+    async fn snap_list(&self) -> CResult<Vec<SnapInfo>>;
+    /// Create a snapshot.
+    async fn snap_create(&self, name: &str) -> CResult<()>;
+    /// Remove a snapshot.
+    async fn snap_remove(&self, name: &str) -> CResult<()>;
+    /// Roll the head back to a snapshot.
+    async fn snap_rollback(&self, name: &str) -> CResult<()>;
+    /// Protect a snapshot (clone v1 parents).
+    async fn snap_protect(&self, name: &str) -> CResult<()>;
+    /// Unprotect a snapshot.
+    async fn snap_unprotect(&self, name: &str) -> CResult<()>;
+    /// Rename a snapshot.
+    async fn snap_rename(&self, from: &str, to: &str) -> CResult<()>;
+    /// Parent of a clone; `ENOENT` if none.
+    async fn parent(&self) -> CResult<ParentInfo>;
+    /// Copy up everything from the parent and detach it.
+    async fn flatten(&self) -> CResult<()>;
+    /// Allocated/changed extents, increasing and non-overlapping, inside
+    /// `[off, off+len)`.
+    async fn diff(
+        &self,
+        fromsnap: Option<&str>,
+        off: u64,
+        len: u64,
+        include_parent: bool,
+        whole_object: bool,
+    ) -> CResult<Vec<DiffExtent>>;
+    /// Image-level config overrides (`rbd config image set`).
+    async fn image_config(&self) -> CResult<Vec<(String, String)>>;
+    /// Image metadata get (`ENOENT` if absent).
+    async fn metadata_get(&self, key: &str) -> CResult<String>;
+    /// Image metadata set.
+    async fn metadata_set(&self, key: &str, value: &str) -> CResult<()>;
+    /// Image metadata remove.
+    async fn metadata_remove(&self, key: &str) -> CResult<()>;
+    /// Image metadata list (sorted).
+    async fn metadata_list(&self) -> CResult<Vec<(String, String)>>;
+    /// Release watches/locks; the handle is not used afterwards.
+    async fn close(&self) -> CResult<()>;
+}
+
+/// How a connection obtains its engine from an object layer.
+pub type EngineFactory = fn(Arc<dyn Rados>) -> Arc<dyn ImageEngine>;

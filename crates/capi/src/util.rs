@@ -1,0 +1,132 @@
+//! Small helpers shared by the exports: panic guards, C strings, errno.
+
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use quarry_common::Errno;
+
+use crate::engine::CError;
+
+/// `-EIO`, what an export returns if Quarry panicked inside it.
+pub const NEG_EIO: i32 = -5;
+/// `-EINVAL`.
+pub const NEG_EINVAL: i32 = -22;
+/// `-EOPNOTSUPP` (Linux: same value as ENOTSUP).
+pub const NEG_ENOTSUP: i32 = -95;
+
+/// Run `f`, turning a panic into `on_panic` (never unwind into C).
+pub fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(_) => {
+            eprintln!("quarry: internal error (panic) in the client library");
+            on_panic
+        }
+    }
+}
+
+/// Run an int-returning body: `Ok(v)` → v, `Err(e)` → `-errno`, panic → -EIO.
+pub fn int(f: impl FnOnce() -> Result<i32, CError>) -> i32 {
+    guard(NEG_EIO, || match f() {
+        Ok(v) => v,
+        Err(e) => fail(e),
+    })
+}
+
+/// Same for `ssize_t` returns.
+pub fn ssize(f: impl FnOnce() -> Result<isize, CError>) -> isize {
+    guard(NEG_EIO as isize, || match f() {
+        Ok(v) => v,
+        Err(e) => fail(e) as isize,
+    })
+}
+
+/// Log an error's message (if any, and if `QUARRY_DEBUG` is set) and
+/// return `-errno`.
+pub fn fail(e: CError) -> i32 {
+    if !e.msg.is_empty() && std::env::var_os("QUARRY_DEBUG").is_some() {
+        eprintln!("quarry: {}: {}", e.msg, e.errno.description());
+    }
+    e.errno.negated()
+}
+
+/// Borrow a C string as UTF-8; NULL → `None`; invalid UTF-8 → EINVAL.
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string live for `'a`.
+pub unsafe fn opt_str<'a>(p: *const c_char) -> Result<Option<&'a str>, CError> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-null and NUL-terminated per the caller's contract.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str()
+        .map(Some)
+        .map_err(|_| CError::new(Errno::EINVAL, "string is not UTF-8"))
+}
+
+/// Like [`opt_str`] but NULL is EINVAL.
+///
+/// # Safety
+/// As [`opt_str`].
+pub unsafe fn req_str<'a>(p: *const c_char) -> Result<&'a str, CError> {
+    // SAFETY: forwarded contract.
+    unsafe { opt_str(p) }?.ok_or_else(|| CError::new(Errno::EINVAL, "NULL string argument"))
+}
+
+/// Copy `s` NUL-terminated into `buf` of `len` bytes; `ERANGE` if it does
+/// not fit. A NULL buffer with `len == 0` is tolerated (nothing written).
+///
+/// # Safety
+/// `buf` must be NULL or valid for `len` bytes of writes.
+pub unsafe fn copy_out(s: &str, buf: *mut c_char, len: usize) -> Result<(), CError> {
+    if buf.is_null() {
+        return if len == 0 {
+            Ok(())
+        } else {
+            Err(Errno::EINVAL.into())
+        };
+    }
+    if s.len() + 1 > len {
+        return Err(Errno::ERANGE.into());
+    }
+    // SAFETY: buf has room for s.len()+1 bytes (checked above).
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), s.len());
+        *buf.add(s.len()) = 0;
+    }
+    Ok(())
+}
+
+/// `strdup` into libc's heap (freed by the C side or our `*_cleanup`).
+pub fn c_strdup(s: &str) -> *mut c_char {
+    let clean: String = s.chars().filter(|&c| c != '\0').collect();
+    // SAFETY: malloc of len+1 bytes, then a bounded copy and terminator.
+    unsafe {
+        let p = libc::malloc(clean.len() + 1).cast::<c_char>();
+        if p.is_null() {
+            return p;
+        }
+        std::ptr::copy_nonoverlapping(clean.as_ptr(), p.cast::<u8>(), clean.len());
+        *p.add(clean.len()) = 0;
+        p
+    }
+}
+
+/// `free` a pointer from [`c_strdup`] (NULL is fine).
+///
+/// # Safety
+/// `p` must be NULL or from libc's malloc, not freed before.
+pub unsafe fn c_free(p: *mut c_char) {
+    // SAFETY: per the caller's contract.
+    unsafe { libc::free(p.cast()) }
+}
+
+/// Check an out-pointer, EINVAL if NULL.
+pub fn nonnull<T>(p: *const T) -> Result<(), CError> {
+    if p.is_null() {
+        Err(CError::new(Errno::EINVAL, "NULL pointer argument"))
+    } else {
+        Ok(())
+    }
+}
