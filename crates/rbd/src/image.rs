@@ -1,0 +1,1191 @@
+//! An open image: cached header/view, snapshots, resize, flatten,
+//! metadata. The data path is in `io.rs`, diffs in `diff.rs`.
+//!
+//! Concurrency: the current [`View`] (header, snapshot context, object map,
+//! parent handle) sits behind a `std::sync::RwLock<Arc<View>>`; the data
+//! path clones the `Arc` and never holds that lock across an await. An
+//! async `gate` RwLock is taken shared by every I/O and exclusively by
+//! operations that must quiesce this handle's I/O (snapshot create and
+//! remove, rollback, resize, set_snap, refresh), like librbd quiesces
+//! before a snapshot. Per-object state transitions of the object map are
+//! serialized by striped async locks (see `io.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use quarry_common::Errno;
+use quarry_rados::{ObjectId, Op, OpRequest, Rados, SnapContext, SnapId, NOSNAP};
+
+use crate::error::{RadosContext, RbdError, Result};
+use crate::header::{self, read_header, update_header, Header, ParentSpec, Protection, SnapRecord};
+use crate::layout::{self, num_objects};
+use crate::objmap::{self, ObjectMap, OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT};
+use crate::rbd::{self, ChildRef};
+use crate::{
+    ChildInfo, ImageInfo, IoCtx, ParentInfo, SnapInfo, SnapSpec, FEATURE_FAST_DIFF,
+    FEATURE_OBJECT_MAP, FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID,
+};
+
+/// Striped locks serializing object-map state transitions per object.
+pub(crate) const STRIPES: usize = 256;
+/// Most per-object ops one request keeps in flight.
+pub(crate) const PARALLEL_OPS_MAX: usize = 64;
+
+/// An open image handle. `Send + Sync`; share it (e.g. in an `Arc`) between
+/// tasks: every method takes `&self` and I/O calls may run concurrently.
+pub struct Image {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("spec", &self.inner.spec())
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+/// A clone's parent: the spec and an open read-only handle at the parent snapshot.
+pub(crate) struct ParentLink {
+    pub spec: ParentSpec,
+    pub image: Arc<Image>,
+}
+
+/// What a handle currently looks at: the head or one snapshot.
+pub(crate) struct View {
+    pub header: Header,
+    /// `NOSNAP` for the head.
+    pub snap: SnapId,
+    pub snap_name: Option<String>,
+    /// Size of this view.
+    pub size: u64,
+    pub parent: Option<ParentLink>,
+    pub snapc: SnapContext,
+    pub map: Arc<ObjectMap>,
+    pub map_oid: ObjectId,
+}
+
+impl View {
+    pub fn order(&self) -> u8 {
+        self.header.order
+    }
+    pub fn obj_size(&self) -> u64 {
+        1u64 << self.header.order
+    }
+    pub fn overlap(&self) -> u64 {
+        self.parent
+            .as_ref()
+            .map_or(0, |p| p.spec.overlap.min(self.size))
+    }
+    pub fn has_object_map(&self) -> bool {
+        self.header.features & FEATURE_OBJECT_MAP != 0
+    }
+}
+
+pub(crate) struct Inner {
+    pub rados: Arc<dyn Rados>,
+    pub io: IoCtx,
+    pub id: String,
+    pub name: String,
+    /// Opened read-only (snapshot handles are always read-only).
+    pub read_only: bool,
+    pub header_oid: ObjectId,
+    view: std::sync::RwLock<Arc<View>>,
+    pub gate: tokio::sync::RwLock<()>,
+    pub stripes: Vec<tokio::sync::RwLock<()>>,
+    watch: Mutex<Option<u64>>,
+    closed: AtomicBool,
+}
+
+impl Inner {
+    pub fn view(&self) -> Arc<View> {
+        // Poisoning only happens if a panic hit while swapping an Arc.
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_view(&self, v: View) {
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+    }
+
+    pub fn spec(&self) -> String {
+        self.io.spec(&self.name)
+    }
+
+    pub fn what(&self, view: &View) -> String {
+        match &view.snap_name {
+            Some(s) => format!("image {}@{s}", self.spec()),
+            None => format!("image {}", self.spec()),
+        }
+    }
+
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(RbdError::Closed { what: self.spec() })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `EROFS` for read-only handles and snapshot views.
+    pub fn check_writable(&self, view: &View) -> Result<()> {
+        self.check_open()?;
+        if self.read_only || view.snap != NOSNAP {
+            Err(RbdError::read_only(self.what(view)))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn data_oid(&self, objno: u64) -> ObjectId {
+        self.io.oid(layout::data_oid(&self.id, objno))
+    }
+
+    pub fn map_oid(&self, snap: SnapId) -> ObjectId {
+        self.io.oid(layout::object_map_oid(&self.id, snap))
+    }
+
+    pub fn stripe(&self, objno: u64) -> &tokio::sync::RwLock<()> {
+        &self.stripes[(objno % STRIPES as u64) as usize]
+    }
+
+    /// Re-read the header and install a fresh view of the same snapshot.
+    /// Callers that need I/O quiesced hold `gate` exclusively.
+    pub async fn reload(&self) -> Result<Arc<View>> {
+        let old = self.view();
+        let what = format!("image {}", self.spec());
+        let h = read_header(self.rados.as_ref(), &self.header_oid, &what).await?;
+        self.install(h, Some(old.snap)).await
+    }
+
+    /// Build and install a view of `snap` (`None` = keep the current one)
+    /// from a header just read or written.
+    pub async fn install(&self, h: Header, snap: Option<SnapId>) -> Result<Arc<View>> {
+        let old = self.view();
+        let snap = snap.unwrap_or(old.snap);
+        let v = build_view(
+            &self.rados,
+            &self.io,
+            &self.id,
+            &self.spec(),
+            h,
+            snap,
+            Some(&old),
+        )
+        .await?;
+        self.set_view(v);
+        Ok(self.view())
+    }
+
+    /// CAS-update the header, then install the result.
+    pub async fn update<F>(&self, f: F) -> Result<Arc<View>>
+    where
+        F: FnMut(&mut Header) -> Result<()>,
+    {
+        let what = format!("image {}", self.spec());
+        let h = update_header(&self.rados, &self.header_oid, &what, f).await?;
+        self.install(h, None).await
+    }
+}
+
+/// Open the parent of a view (read-only, at the parent snapshot, no watch),
+/// reusing the previous view's handle when it is the same parent.
+async fn open_parent(
+    rados: &Arc<dyn Rados>,
+    spec: &ParentSpec,
+    old: Option<&View>,
+) -> Result<ParentLink> {
+    if let Some(p) = old.and_then(|o| o.parent.as_ref()) {
+        if p.spec.pool == spec.pool
+            && p.spec.namespace == spec.namespace
+            && p.spec.image_id == spec.image_id
+            && p.spec.snap_id == spec.snap_id
+        {
+            return Ok(ParentLink {
+                spec: spec.clone(),
+                image: p.image.clone(),
+            });
+        }
+    }
+    let pool_name = rbd::pool_name(rados.as_ref(), spec.pool).await?;
+    let io = IoCtx::new(spec.pool, pool_name, spec.namespace.clone());
+    let name = rbd::lookup_name(rados.as_ref(), &io, &spec.image_id)
+        .await?
+        .unwrap_or_else(|| spec.image_id.clone());
+    let image = open(
+        rados.clone(),
+        io,
+        spec.image_id.clone(),
+        name,
+        Some(SnapSpec::Id(spec.snap_id)),
+        true,
+        false,
+    )
+    .await?;
+    Ok(ParentLink {
+        spec: spec.clone(),
+        image: Arc::new(image),
+    })
+}
+
+async fn build_view(
+    rados: &Arc<dyn Rados>,
+    io: &IoCtx,
+    id: &str,
+    spec: &str,
+    header: Header,
+    snap: SnapId,
+    old: Option<&View>,
+) -> Result<View> {
+    let (size, parent_spec, snap_name) = if snap == NOSNAP {
+        (header.size, header.parent.clone(), None)
+    } else {
+        let rec = header
+            .snaps
+            .get(&snap)
+            .ok_or_else(|| RbdError::not_found(format!("snapshot id {snap} of image {spec}")))?;
+        (rec.size, rec.parent.clone(), Some(rec.name.clone()))
+    };
+    let map_oid = io.oid(layout::object_map_oid(id, snap));
+    let map = if header.features & FEATURE_OBJECT_MAP != 0 {
+        let bytes = objmap::load(rados.as_ref(), &map_oid).await?;
+        ObjectMap::from_bytes(bytes.as_deref())
+    } else {
+        ObjectMap::disabled()
+    };
+    let parent = match &parent_spec {
+        Some(p) => Some(open_parent(rados, p, old).await?),
+        None => None,
+    };
+    let snapc = header.snapc();
+    Ok(View {
+        header,
+        snap,
+        snap_name,
+        size,
+        parent,
+        snapc,
+        map: Arc::new(map),
+        map_oid,
+    })
+}
+
+/// Open image `id` (boxed: opening a clone opens its parent recursively).
+pub(crate) fn open(
+    rados: Arc<dyn Rados>,
+    io: IoCtx,
+    id: String,
+    name: String,
+    snap: Option<SnapSpec>,
+    read_only: bool,
+    watch: bool,
+) -> BoxFuture<'static, Result<Image>> {
+    async move {
+        let header_oid = io.oid(layout::header_oid(&id));
+        let spec = io.spec(&name);
+        let h = read_header(rados.as_ref(), &header_oid, &format!("image {spec}")).await?;
+        let snap_id = match &snap {
+            None => NOSNAP,
+            Some(SnapSpec::Id(s)) => {
+                if !h.snaps.contains_key(s) {
+                    return Err(RbdError::not_found(format!(
+                        "snapshot id {s} of image {spec}"
+                    )));
+                }
+                *s
+            }
+            Some(SnapSpec::Name(n)) => {
+                h.snap_by_name(n)
+                    .ok_or_else(|| RbdError::not_found(format!("snapshot {spec}@{n}")))?
+                    .id
+            }
+        };
+        let view = build_view(&rados, &io, &id, &spec, h, snap_id, None).await?;
+        let cookie = if watch {
+            Some(
+                rados
+                    .watch(&header_oid)
+                    .await
+                    .ctx(|| format!("watching header of {spec}"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Image {
+            inner: Arc::new(Inner {
+                rados,
+                io,
+                id,
+                name,
+                read_only: read_only || snap_id != NOSNAP,
+                header_oid,
+                view: std::sync::RwLock::new(Arc::new(view)),
+                gate: tokio::sync::RwLock::new(()),
+                stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
+                watch: Mutex::new(cookie),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+    .boxed()
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        // Unregister the header watch if close() was not called, so that a
+        // dropped handle does not keep the image busy.
+        let cookie = self
+            .inner
+            .watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let (Some(cookie), Ok(rt)) = (cookie, tokio::runtime::Handle::try_current()) {
+            let rados = self.inner.rados.clone();
+            let oid = self.inner.header_oid.clone();
+            rt.spawn(async move {
+                let _ = rados.unwatch(&oid, cookie).await;
+            });
+        }
+    }
+}
+
+fn snap_info(s: &SnapRecord) -> SnapInfo {
+    SnapInfo {
+        id: s.id,
+        name: s.name.clone(),
+        size: s.size,
+        timestamp_ns: s.timestamp_ns,
+        protected: s.protection != Protection::Unprotected,
+    }
+}
+
+impl Image {
+    /// Image name as opened.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Image id (immutable).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Pool and namespace of the image.
+    pub fn ioctx(&self) -> &IoCtx {
+        &self.inner.io
+    }
+
+    /// Whether every mutation is refused (read-only open or snapshot view).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only || self.inner.view().snap != NOSNAP
+    }
+
+    /// The snapshot this handle reads (`None` = head).
+    pub fn snap_id(&self) -> Option<SnapId> {
+        let v = self.inner.view();
+        (v.snap != NOSNAP).then_some(v.snap)
+    }
+
+    /// Size in bytes of the current view (no I/O).
+    pub fn size(&self) -> u64 {
+        self.inner.view().size
+    }
+
+    /// Feature bits.
+    pub fn features(&self) -> u64 {
+        self.inner.view().header.features
+    }
+
+    /// Flag bits: the stored flags plus `OBJECT_MAP_INVALID`/`FAST_DIFF_INVALID`
+    /// when the object map of this view could not be loaded.
+    pub fn flags(&self) -> u64 {
+        let v = self.inner.view();
+        let mut f = v.header.flags;
+        if v.has_object_map() && !v.map.is_valid() {
+            f |= FLAG_OBJECT_MAP_INVALID;
+            if v.header.features & FEATURE_FAST_DIFF != 0 {
+                f |= FLAG_FAST_DIFF_INVALID;
+            }
+        }
+        f
+    }
+
+    /// `rbd_stat`: geometry and names of the current view (no I/O).
+    pub fn stat(&self) -> ImageInfo {
+        let v = self.inner.view();
+        ImageInfo {
+            size: v.size,
+            obj_size: v.obj_size(),
+            num_objs: num_objects(v.size, v.order()),
+            order: v.order(),
+            block_name_prefix: v.header.object_prefix.clone(),
+            parent_pool: v.parent.as_ref().map_or(-1, |p| p.spec.pool),
+            parent_name: v
+                .parent
+                .as_ref()
+                .map_or(String::new(), |p| p.image.name().to_string()),
+            id: self.inner.id.clone(),
+            name: self.inner.name.clone(),
+            features: v.header.features,
+            flags: self.flags(),
+            snapshot_count: v.header.snaps.len() as u64,
+            create_timestamp_ns: v.header.create_ts_ns,
+        }
+    }
+
+    /// Parent overlap of the current view (`ENOENT` if not a clone).
+    pub fn overlap(&self) -> Result<u64> {
+        let v = self.inner.view();
+        match &v.parent {
+            Some(_) => Ok(v.overlap()),
+            None => Err(RbdError::not_found(format!(
+                "parent of {}",
+                self.inner.what(&v)
+            ))),
+        }
+    }
+
+    /// Re-read header and object map (see the crate docs on consistency).
+    pub async fn refresh(&self) -> Result<()> {
+        self.inner.check_open()?;
+        let _g = self.inner.gate.write().await;
+        let v = self.inner.view();
+        let what = format!("image {}", self.inner.spec());
+        let h = read_header(self.inner.rados.as_ref(), &self.inner.header_oid, &what).await?;
+        // Rebuild the parent handle too: it may have changed (flatten elsewhere).
+        let nv = build_view(
+            &self.inner.rados,
+            &self.inner.io,
+            &self.inner.id,
+            &self.inner.spec(),
+            h,
+            v.snap,
+            None,
+        )
+        .await?;
+        self.inner.set_view(nv);
+        Ok(())
+    }
+
+    /// `rbd_invalidate_cache`: Quarry caches no data, so this is [`Image::refresh`].
+    pub async fn invalidate_cache(&self) -> Result<()> {
+        self.refresh().await
+    }
+
+    /// Unregister the header watch; later calls fail with `ESHUTDOWN`. Idempotent.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        let cookie = self
+            .inner
+            .watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = cookie {
+            match self.inner.rados.unwatch(&self.inner.header_oid, c).await {
+                Ok(()) => {}
+                Err(e) if e.errno == Errno::ENOENT => {}
+                Err(e) => {
+                    return Err(RbdError::rados(
+                        format!("unwatching {}", self.inner.spec()),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- snapshots
+
+    /// Snapshots, ascending by id (from the cached header; call
+    /// [`Image::refresh`] first to see other clients' snapshots).
+    pub fn snap_list(&self) -> Vec<SnapInfo> {
+        self.inner
+            .view()
+            .header
+            .snaps
+            .values()
+            .map(snap_info)
+            .collect()
+    }
+
+    /// One snapshot by name (`ENOENT`).
+    pub fn snap_info(&self, name: &str) -> Result<SnapInfo> {
+        let v = self.inner.view();
+        v.header
+            .snap_by_name(name)
+            .map(snap_info)
+            .ok_or_else(|| RbdError::not_found(format!("snapshot {}@{name}", self.inner.spec())))
+    }
+
+    /// Whether a snapshot exists (cached header).
+    pub fn snap_exists(&self, name: &str) -> bool {
+        self.inner.view().header.snap_by_name(name).is_some()
+    }
+
+    /// Take a snapshot: O(1) in image size — allocate a self-managed snap
+    /// id, record it in the header (CAS), freeze the object map. Later
+    /// writes carry the new snap context. `EEXIST` on a duplicate name,
+    /// `EROFS` on read-only handles.
+    pub async fn snap_create(&self, name: &str) -> Result<SnapId> {
+        layout::validate_snap_name(name)?;
+        let inner = &self.inner;
+        let _g = inner.gate.write().await;
+        let v = inner.reload().await?;
+        inner.check_writable(&v)?;
+        let what = format!("snapshot {}@{name}", inner.spec());
+        if v.header.snap_by_name(name).is_some() {
+            return Err(RbdError::exists(what));
+        }
+        let rados = inner.rados.as_ref();
+        let pool = inner.io.pool_id;
+        let id = rados
+            .snap_create(pool)
+            .await
+            .ctx(|| format!("allocating a snap id for {what}"))?;
+        let head_map = if v.has_object_map() {
+            objmap::load(rados, &v.map_oid).await?
+        } else {
+            None
+        };
+        let snap_map_oid = inner.map_oid(id);
+        let result: Result<Arc<View>> = async {
+            if let Some(m) = &head_map {
+                objmap::store_all(rados, &snap_map_oid, m.clone()).await?;
+            }
+            inner
+                .update(|h| {
+                    if h.snap_by_name(name).is_some() {
+                        return Err(RbdError::exists(what.clone()));
+                    }
+                    if id <= h.snap_seq {
+                        return Err(RbdError::corrupt(format!(
+                            "allocated snap id {id} not above snap_seq {}",
+                            h.snap_seq
+                        )));
+                    }
+                    h.snaps.insert(
+                        id,
+                        SnapRecord {
+                            id,
+                            name: name.to_string(),
+                            size: h.size,
+                            timestamp_ns: crate::now_ns(),
+                            protection: Protection::Unprotected,
+                            parent: h.parent.clone(),
+                        },
+                    );
+                    h.snap_seq = id;
+                    Ok(())
+                })
+                .await
+        }
+        .await;
+        let nv = match result {
+            Ok(nv) => nv,
+            Err(e) => {
+                let _ = objmap::remove(rados, &snap_map_oid).await;
+                let _ = rados.snap_remove(pool, id).await;
+                return Err(e);
+            }
+        };
+        // Objects existing now are "clean" relative to the new snapshot:
+        // fast-diff reports an object as changed only once it is written again.
+        if let Some(m) = head_map {
+            let clean: Vec<u8> = m
+                .iter()
+                .map(|&s| {
+                    if s == OBJECT_EXISTS {
+                        OBJECT_EXISTS_CLEAN
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            for (o, &s) in clean.iter().enumerate() {
+                nv.map.set(o as u64, s);
+            }
+            objmap::store_all(rados, &nv.map_oid, clean).await?;
+        }
+        Ok(id)
+    }
+
+    /// Remove a snapshot (`ENOENT`; `EBUSY` if protected). Its clones are
+    /// trimmed by the object layer.
+    pub async fn snap_remove(&self, name: &str) -> Result<()> {
+        let inner = &self.inner;
+        let _g = inner.gate.write().await;
+        let v = inner.reload().await?;
+        inner.check_writable(&v)?;
+        let what = format!("snapshot {}@{name}", inner.spec());
+        let rec = v
+            .header
+            .snap_by_name(name)
+            .ok_or_else(|| RbdError::not_found(what.clone()))?
+            .clone();
+        if rec.protection != Protection::Unprotected {
+            return Err(RbdError::busy(what, "it is protected"));
+        }
+        let rados = inner.rados.as_ref();
+        if v.has_object_map() {
+            // Fold "written since the previous snapshot" of the removed map
+            // into the next newer one, so diffs across it stay complete.
+            let next = v
+                .header
+                .snaps
+                .range(rec.id + 1..)
+                .next()
+                .map_or(NOSNAP, |(id, _)| *id);
+            let next_oid = inner.map_oid(next);
+            let removed = objmap::load(rados, &inner.map_oid(rec.id)).await?;
+            let newer = objmap::load(rados, &next_oid).await?;
+            if let (Some(r), Some(mut n)) = (removed, newer) {
+                let mut changed = false;
+                for (i, s) in n.iter_mut().enumerate() {
+                    if *s == OBJECT_EXISTS_CLEAN && r.get(i) == Some(&OBJECT_EXISTS) {
+                        *s = OBJECT_EXISTS;
+                        changed = true;
+                    }
+                }
+                if changed {
+                    objmap::store_all(rados, &next_oid, n).await?;
+                }
+            }
+        }
+        let nv = inner
+            .update(|h| {
+                let Some(r) = h.snaps.get(&rec.id) else {
+                    return Err(RbdError::not_found(what.clone()));
+                };
+                if r.protection != Protection::Unprotected {
+                    return Err(RbdError::busy(what.clone(), "it is protected"));
+                }
+                h.snaps.remove(&rec.id);
+                Ok(())
+            })
+            .await?;
+        match rados.snap_remove(inner.io.pool_id, rec.id).await {
+            Ok(()) => {}
+            Err(e) if e.errno == Errno::ENOENT => {}
+            Err(e) => return Err(RbdError::rados(format!("trimming {what}"), e)),
+        }
+        objmap::remove(rados, &inner.map_oid(rec.id)).await?;
+        if let Some(p) = &rec.parent {
+            if !nv.header.references_parent(p) {
+                rbd::set_child_link(rados, p, &self.child_ref(), false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn child_ref(&self) -> ChildRef {
+        ChildRef {
+            pool: self.inner.io.pool_id,
+            namespace: self.inner.io.namespace.clone(),
+            image_id: self.inner.id.clone(),
+        }
+    }
+
+    /// Rename a snapshot (`ENOENT`, `EEXIST`, `EINVAL`).
+    pub async fn snap_rename(&self, src: &str, dst: &str) -> Result<()> {
+        layout::validate_snap_name(dst)?;
+        let inner = &self.inner;
+        inner.check_writable(&inner.view())?;
+        let spec = inner.spec();
+        inner
+            .update(|h| {
+                let id = h
+                    .snap_by_name(src)
+                    .ok_or_else(|| RbdError::not_found(format!("snapshot {spec}@{src}")))?
+                    .id;
+                if src == dst {
+                    return Ok(());
+                }
+                if h.snap_by_name(dst).is_some() {
+                    return Err(RbdError::exists(format!("snapshot {spec}@{dst}")));
+                }
+                if let Some(s) = h.snaps.get_mut(&id) {
+                    s.name = dst.to_string();
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Protect a snapshot so it can be cloned (`EBUSY` if already protected).
+    pub async fn snap_protect(&self, name: &str) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_writable(&inner.view())?;
+        let what = format!("snapshot {}@{name}", inner.spec());
+        inner
+            .update(|h| {
+                let id = h
+                    .snap_by_name(name)
+                    .ok_or_else(|| RbdError::not_found(what.clone()))?
+                    .id;
+                let s = h
+                    .snaps
+                    .get_mut(&id)
+                    .ok_or_else(|| RbdError::not_found(what.clone()))?;
+                if s.protection != Protection::Unprotected {
+                    return Err(RbdError::busy(what.clone(), "it is already protected"));
+                }
+                s.protection = Protection::Protected;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Unprotect a snapshot (`EINVAL` if not protected, `EBUSY` while clones exist).
+    pub async fn snap_unprotect(&self, name: &str) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_writable(&inner.view())?;
+        let what = format!("snapshot {}@{name}", inner.spec());
+        let set = |from: Protection, to: Protection| {
+            let what = what.clone();
+            move |h: &mut Header| {
+                let id = h
+                    .snap_by_name(name)
+                    .ok_or_else(|| RbdError::not_found(what.clone()))?
+                    .id;
+                let s = h
+                    .snaps
+                    .get_mut(&id)
+                    .ok_or_else(|| RbdError::not_found(what.clone()))?;
+                if s.protection != from {
+                    return Err(match s.protection {
+                        Protection::Unprotected => {
+                            RbdError::invalid(format!("{what} is not protected"))
+                        }
+                        _ => RbdError::busy(what.clone(), "another unprotect is in progress"),
+                    });
+                }
+                s.protection = to;
+                Ok(())
+            }
+        };
+        let v = inner
+            .update(set(Protection::Protected, Protection::Unprotecting))
+            .await?;
+        let id = v.header.snap_by_name(name).map(|s| s.id);
+        let children = match id {
+            Some(id) => rbd::list_children(inner.rados.as_ref(), &inner.io, &inner.id, id).await,
+            None => Ok(vec![]),
+        };
+        match children {
+            Ok(c) if c.is_empty() => {
+                inner
+                    .update(set(Protection::Unprotecting, Protection::Unprotected))
+                    .await?;
+                Ok(())
+            }
+            other => {
+                inner
+                    .update(set(Protection::Unprotecting, Protection::Protected))
+                    .await?;
+                let c = other?;
+                Err(RbdError::busy(what, format!("it has {} clone(s)", c.len())))
+            }
+        }
+    }
+
+    /// Whether a snapshot is protected (`ENOENT`).
+    pub fn snap_is_protected(&self, name: &str) -> Result<bool> {
+        Ok(self.snap_info(name)?.protected)
+    }
+
+    /// Switch this handle to a snapshot (read-only view) or back to the head (`None`).
+    pub async fn set_snap(&self, snap: Option<SnapSpec>) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let _g = inner.gate.write().await;
+        let what = format!("image {}", inner.spec());
+        let h = read_header(inner.rados.as_ref(), &inner.header_oid, &what).await?;
+        let id = match snap {
+            None => NOSNAP,
+            Some(SnapSpec::Id(id)) => {
+                if !h.snaps.contains_key(&id) {
+                    return Err(RbdError::not_found(format!("snapshot id {id} of {what}")));
+                }
+                id
+            }
+            Some(SnapSpec::Name(n)) => {
+                h.snap_by_name(&n)
+                    .ok_or_else(|| RbdError::not_found(format!("snapshot {}@{n}", inner.spec())))?
+                    .id
+            }
+        };
+        inner.install(h, Some(id)).await?;
+        Ok(())
+    }
+
+    /// Roll the head back to a snapshot: per-object rollback (objects
+    /// created after it are removed), size restored. `EROFS`, `ENOENT`.
+    pub async fn snap_rollback(&self, name: &str) -> Result<()> {
+        let inner = &self.inner;
+        let _g = inner.gate.write().await;
+        let v = inner.reload().await?;
+        inner.check_writable(&v)?;
+        let what = format!("snapshot {}@{name}", inner.spec());
+        let rec = v
+            .header
+            .snap_by_name(name)
+            .ok_or_else(|| RbdError::not_found(what.clone()))?
+            .clone();
+        let rados = inner.rados.as_ref();
+        let order = v.order();
+        let snap_map = if v.has_object_map() {
+            objmap::load(rados, &inner.map_oid(rec.id)).await?
+        } else {
+            None
+        };
+        let head_valid = v.map.is_valid();
+        let n = num_objects(v.size, order).max(num_objects(rec.size, order));
+        let objs: Vec<u64> = (0..n)
+            .filter(|&o| match &snap_map {
+                Some(sm) if head_valid => {
+                    objmap::may_exist(sm.get(o as usize).copied().unwrap_or(0))
+                        || v.map.get(o).is_none_or(objmap::may_exist)
+                }
+                _ => true,
+            })
+            .collect();
+        let snapc = v.snapc.clone();
+        futures::stream::iter(objs.into_iter().map(|o| {
+            let req = OpRequest::new(inner.data_oid(o))
+                .with_snapc(snapc.clone())
+                .op(Op::Rollback(rec.id));
+            let what = &what;
+            async move {
+                match rados.operate(req).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.errno == Errno::ENOENT => Ok(()),
+                    Err(e) => Err(RbdError::rados(
+                        format!("rolling object {o} back to {what}"),
+                        e,
+                    )),
+                }
+            }
+        }))
+        .buffer_unordered(PARALLEL_OPS_MAX)
+        .try_collect::<Vec<()>>()
+        .await?;
+        if v.has_object_map() {
+            // Everything that exists now was rewritten relative to the
+            // newest snapshot: mark it dirty (conservative for fast-diff).
+            let states = match &snap_map {
+                Some(sm) => sm
+                    .iter()
+                    .take(num_objects(rec.size, order) as usize)
+                    .map(|&s| {
+                        if objmap::may_exist(s) {
+                            OBJECT_EXISTS
+                        } else {
+                            OBJECT_NONEXISTENT
+                        }
+                    })
+                    .collect(),
+                None => vec![OBJECT_EXISTS; num_objects(rec.size, order) as usize],
+            };
+            objmap::store_all(rados, &v.map_oid, states).await?;
+        }
+        inner
+            .update(|h| {
+                h.size = rec.size;
+                if let Some(p) = h.parent.as_mut() {
+                    p.overlap = p.overlap.min(rec.size);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- resize / flatten
+
+    /// Resize. Growing only changes the header; shrinking first removes or
+    /// truncates the objects past the new end (with the snap context, so
+    /// snapshots keep their data) and shrinks a clone's parent overlap.
+    pub async fn resize(&self, size: u64) -> Result<()> {
+        let inner = &self.inner;
+        let _g = inner.gate.write().await;
+        let v = inner.reload().await?;
+        inner.check_writable(&v)?;
+        rbd::validate_geometry(size, v.order(), v.header.features)?;
+        if size < v.size {
+            let order = v.order();
+            let os = v.obj_size();
+            let keep = num_objects(size, order);
+            let old = num_objects(v.size, order);
+            let rados = inner.rados.as_ref();
+            let snapc = v.snapc.clone();
+            let map = v.map.clone();
+            let doomed: Vec<u64> = (keep..old)
+                .filter(|&o| map.get(o).is_none_or(objmap::may_exist))
+                .collect();
+            futures::stream::iter(doomed.into_iter().map(|o| {
+                let req = OpRequest::new(inner.data_oid(o))
+                    .with_snapc(snapc.clone())
+                    .op(Op::Remove);
+                let map = map.clone();
+                let map_oid = v.map_oid.clone();
+                async move {
+                    let _s = inner.stripe(o).write().await;
+                    match rados.operate(req).await {
+                        Ok(_) => {}
+                        Err(e) if e.errno == Errno::ENOENT => {}
+                        Err(e) => {
+                            return Err(RbdError::rados(
+                                format!("removing object {o} of {}", inner.spec()),
+                                e,
+                            ))
+                        }
+                    }
+                    if map.get(o).is_some_and(objmap::may_exist) {
+                        objmap::store_state(rados, &map_oid, o, OBJECT_NONEXISTENT).await?;
+                        map.set(o, OBJECT_NONEXISTENT);
+                    }
+                    Ok(())
+                }
+            }))
+            .buffer_unordered(PARALLEL_OPS_MAX)
+            .try_collect::<Vec<()>>()
+            .await?;
+            if size % os != 0 {
+                let o = size >> order;
+                if map.get(o).is_none_or(objmap::may_exist) {
+                    let _s = inner.stripe(o).write().await;
+                    if map.get(o) == Some(OBJECT_EXISTS_CLEAN) {
+                        objmap::store_state(rados, &v.map_oid, o, OBJECT_EXISTS).await?;
+                        map.set(o, OBJECT_EXISTS);
+                    }
+                    let req = OpRequest::new(inner.data_oid(o))
+                        .with_snapc(snapc.clone())
+                        .op(Op::AssertExists)
+                        .op(Op::Truncate(size % os));
+                    match rados.operate(req).await {
+                        Ok(_) => {}
+                        Err(e) if e.errno == Errno::ENOENT => {}
+                        Err(e) => {
+                            return Err(RbdError::rados(
+                                format!("truncating object {o} of {}", inner.spec()),
+                                e,
+                            ))
+                        }
+                    }
+                }
+            }
+            if v.has_object_map() {
+                objmap::store_truncate(rados, &v.map_oid, keep).await?;
+                map.truncate(keep);
+            }
+        }
+        inner
+            .update(|h| {
+                let shrink = size < h.size;
+                h.size = size;
+                if shrink {
+                    if let Some(p) = h.parent.as_mut() {
+                        p.overlap = p.overlap.min(size);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Copy all parent data within the overlap into this clone, then detach
+    /// the parent. `progress(done, total)` is called after each object.
+    /// `EINVAL` if the image has no parent, `EROFS` if read-only.
+    pub async fn flatten<F>(&self, mut progress: F) -> Result<()>
+    where
+        F: FnMut(u64, u64) + Send,
+    {
+        let inner = &self.inner;
+        let v = {
+            let _g = inner.gate.write().await;
+            inner.reload().await?
+        };
+        inner.check_writable(&v)?;
+        let Some(parent) = &v.parent else {
+            return Err(RbdError::invalid(format!(
+                "image {} has no parent",
+                inner.spec()
+            )));
+        };
+        let pspec = parent.spec.clone();
+        {
+            let _g = inner.gate.read().await;
+            let total = num_objects(v.overlap(), v.order());
+            let mut done = 0u64;
+            progress(0, total);
+            let mut s = futures::stream::iter(
+                (0..total).map(|o| crate::io::copy_up_if_absent(inner, &v, o)),
+            )
+            .buffer_unordered(PARALLEL_OPS_MAX / 4);
+            while let Some(r) = s.next().await {
+                r?;
+                done += 1;
+                progress(done, total);
+            }
+        }
+        let _g = inner.gate.write().await;
+        let nv = inner
+            .update(|h| {
+                h.parent = None;
+                Ok(())
+            })
+            .await?;
+        if !nv.header.references_parent(&pspec) {
+            rbd::set_child_link(inner.rados.as_ref(), &pspec, &self.child_ref(), false).await?;
+        }
+        Ok(())
+    }
+
+    /// Where this clone's data comes from (`ENOENT` if not a clone).
+    pub async fn parent_info(&self) -> Result<ParentInfo> {
+        let v = self.inner.view();
+        let p = v
+            .parent
+            .as_ref()
+            .ok_or_else(|| RbdError::not_found(format!("parent of {}", self.inner.what(&v))))?;
+        let pv = p.image.inner.view();
+        Ok(ParentInfo {
+            pool_id: p.spec.pool,
+            pool_name: p.image.inner.io.pool_name.clone(),
+            namespace: p.spec.namespace.clone(),
+            image_id: p.spec.image_id.clone(),
+            image_name: p.image.name().to_string(),
+            snap_id: p.spec.snap_id,
+            snap_name: pv.snap_name.clone().unwrap_or_default(),
+            overlap: v.overlap(),
+        })
+    }
+
+    /// Clones of the snapshot this handle is at (`EINVAL` at the head, like librbd).
+    pub async fn children(&self) -> Result<Vec<ChildInfo>> {
+        let v = self.inner.view();
+        if v.snap == NOSNAP {
+            return Err(RbdError::invalid(
+                "list children of a snapshot, not of the head",
+            ));
+        }
+        rbd::resolve_children(
+            self.inner.rados.as_ref(),
+            &self.inner.io,
+            &self.inner.id,
+            v.snap,
+        )
+        .await
+    }
+
+    // ---------------------------------------------------------------- metadata
+
+    fn meta_key(key: &str) -> Result<String> {
+        if key.is_empty() {
+            return Err(RbdError::invalid("metadata key is empty"));
+        }
+        Ok(format!("{}{key}", header::METADATA_PREFIX))
+    }
+
+    /// One metadata value (`ENOENT` if unset).
+    pub async fn metadata_get(&self, key: &str) -> Result<Bytes> {
+        let k = Self::meta_key(key)?;
+        let inner = &self.inner;
+        inner.check_open()?;
+        let req =
+            OpRequest::new(inner.header_oid.clone()).op(Op::OmapGetValsByKeys(vec![k.clone()]));
+        let reply = inner
+            .rados
+            .operate(req)
+            .await
+            .ctx(|| format!("reading metadata of {}", inner.spec()))?;
+        for o in reply.outputs {
+            if let quarry_rados::OpOutput::Omap(mut m, _) = o {
+                if let Some(v) = m.remove(&k) {
+                    return Ok(v);
+                }
+            }
+        }
+        Err(RbdError::not_found(format!(
+            "metadata key '{key}' of {}",
+            inner.spec()
+        )))
+    }
+
+    /// Set a metadata value (`EROFS` on read-only handles).
+    pub async fn metadata_set(&self, key: &str, value: impl Into<Bytes>) -> Result<()> {
+        let k = Self::meta_key(key)?;
+        let inner = &self.inner;
+        inner.check_writable(&inner.view())?;
+        let req = OpRequest::new(inner.header_oid.clone())
+            .op(Op::AssertExists)
+            .op(Op::OmapSetVals(BTreeMap::from([(k, value.into())])));
+        inner
+            .rados
+            .operate(req)
+            .await
+            .ctx(|| format!("setting metadata of {}", inner.spec()))?;
+        Ok(())
+    }
+
+    /// Remove a metadata key (`ENOENT` if unset).
+    pub async fn metadata_remove(&self, key: &str) -> Result<()> {
+        self.metadata_get(key).await?;
+        let k = Self::meta_key(key)?;
+        let inner = &self.inner;
+        inner.check_writable(&inner.view())?;
+        let req = OpRequest::new(inner.header_oid.clone())
+            .op(Op::AssertExists)
+            .op(Op::OmapRmKeys(vec![k]));
+        inner
+            .rados
+            .operate(req)
+            .await
+            .ctx(|| format!("removing metadata of {}", inner.spec()))?;
+        Ok(())
+    }
+
+    /// Metadata keys > `start_after` (at most `max`, 0 = all), sorted.
+    pub async fn metadata_list(
+        &self,
+        start_after: &str,
+        max: u64,
+    ) -> Result<BTreeMap<String, Bytes>> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let start = if start_after.is_empty() {
+            String::new()
+        } else {
+            format!("{}{start_after}", header::METADATA_PREFIX)
+        };
+        let req = OpRequest::new(inner.header_oid.clone()).op(Op::OmapGetVals {
+            start_after: start,
+            prefix: header::METADATA_PREFIX.into(),
+            max,
+        });
+        let reply = inner
+            .rados
+            .operate(req)
+            .await
+            .ctx(|| format!("listing metadata of {}", inner.spec()))?;
+        let mut out = BTreeMap::new();
+        for o in reply.outputs {
+            if let quarry_rados::OpOutput::Omap(m, _) = o {
+                for (k, v) in m {
+                    out.insert(k[header::METADATA_PREFIX.len()..].to_string(), v);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
