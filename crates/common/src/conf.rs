@@ -330,10 +330,11 @@ impl Parser {
 
     fn line(&mut self, n: usize, raw: &str) -> Result<(), ConfError> {
         let t = raw.trim();
+        let shown = redact_secret(t);
         let err = |reason: &str| ConfError::Syntax {
             path: None,
             line: n,
-            text: t.to_string(),
+            text: shown.clone(),
             reason: reason.to_string(),
         };
         if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
@@ -398,6 +399,15 @@ impl Parser {
             line: n,
         });
         Ok(())
+    }
+}
+
+/// The line as shown in an error: a `key = <secret>` line has its value
+/// replaced, because secrets must never reach logs.
+fn redact_secret(line: &str) -> String {
+    match line.split_once('=') {
+        Some((k, _)) if normalize_key(k) == "key" => format!("{} = <redacted>", k.trim()),
+        _ => line.to_string(),
     }
 }
 
@@ -871,6 +881,9 @@ mod tests {
         assert!(syntax_line("[glo\u{1}bal]\n")
             .1
             .contains("control character"));
+        let e = ConfFile::parse("[global]\nkey = \"AQsecret\n").unwrap_err();
+        assert!(!e.to_string().contains("AQsecret"), "{e}");
+        assert!(e.to_string().contains("key = <redacted>"), "{e}");
         let e = ConfFile::parse("[global]\n\n\nbad line\n").unwrap_err();
         assert_eq!(e.errno(), Errno::EINVAL);
         assert_eq!(

@@ -7,5 +7,6 @@ pub use errno::Errno;
 
 pub mod conf;
 pub mod entity;
+pub mod keyring;
 pub mod options;
 pub mod size;
