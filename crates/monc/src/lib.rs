@@ -3,20 +3,33 @@
 //!
 //! [`MonClient::connect`] authenticates to one of the monitors (mutual
 //! challenge-response, see `quarry_auth::handshake`), fetches the cluster
-//! map and subscribes to new epochs; afterwards it keeps one connection
-//! open, reconnects to another monitor when it fails, and resubscribes.
+//! map and subscribes to new epochs; afterwards a background task keeps one
+//! session open, reconnects to another monitor when it fails,
+//! re-authenticates and resubscribes. Requests sent to a follower monitor
+//! are forwarded by it to the leader, so the client never needs to know
+//! which monitor leads.
+//!
 //! A wrong key or an unknown entity fails at once with EACCES; monitors
 //! that cannot be reached fail with ETIMEDOUT after `timeout`.
 
+pub mod conn;
 pub mod wire;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use tokio::sync::{watch, Notify};
+
+use quarry_auth::{handshake, AuthError, Secret, Ticket};
 use quarry_common::Errno;
 use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
+use quarry_proto::Frame;
 
+pub use conn::{Conn, ConnError};
 pub use wire::{AuthEntry, ClusterStatus, Health, MonCommand, MonReply};
+use wire::{Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE};
 
 /// How to reach and authenticate to the monitors.
 #[derive(Clone, Debug)]
@@ -33,7 +46,7 @@ pub struct MonClientConfig {
 }
 
 /// Why a monitor client call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MonClientError {
     /// Authentication was refused (wrong key, unknown entity...).
     #[error("{0}")]
@@ -72,68 +85,479 @@ impl MonClientError {
             MonClientError::Shutdown => Errno::ESHUTDOWN,
         }
     }
+
+    /// A refusal that retrying with another monitor cannot fix.
+    fn is_definitive(&self) -> bool {
+        match self {
+            MonClientError::Auth(_) | MonClientError::NoMonitors => true,
+            MonClientError::Remote { errno, .. } => {
+                matches!(errno, Errno::EACCES | Errno::EPERM | Errno::EINVAL)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Build a request frame (the connection assigns the request id).
+pub fn request_frame(req: &Request) -> Result<Frame, MonClientError> {
+    Frame::new(KIND_REQUEST, 0, req, Bytes::new())
+        .map_err(|e| MonClientError::Protocol(e.to_string()))
+}
+
+/// Decode a response frame; a `Response::Error` becomes `Remote`.
+pub fn decode_response(f: &Frame) -> Result<Response, MonClientError> {
+    if f.kind != KIND_RESPONSE && f.kind != KIND_MAP_PUSH {
+        return Err(MonClientError::Protocol(format!(
+            "unexpected frame kind {}",
+            f.kind
+        )));
+    }
+    match f.decode::<Response>() {
+        Ok(Response::Error { errno, message }) => Err(MonClientError::Remote {
+            errno: Errno::from_code(errno),
+            message,
+        }),
+        Ok(r) => Ok(r),
+        Err(e) => Err(MonClientError::Protocol(e.to_string())),
+    }
+}
+
+fn conn_err(e: ConnError, timeout: Duration) -> MonClientError {
+    match e {
+        ConnError::Timeout(addr, t) => {
+            MonClientError::Timeout(t, format!("no reply from monitor {addr}"))
+        }
+        other => MonClientError::Timeout(timeout, other.to_string()),
+    }
+}
+
+/// Result of a successful handshake.
+#[derive(Debug, Clone)]
+pub struct AuthOutcome {
+    /// Global id of the session.
+    pub global_id: u64,
+    /// The ticket (session key already unwrapped).
+    pub ticket: Ticket,
+}
+
+/// Run the handshake on a fresh connection as `entity`.
+pub async fn authenticate(
+    conn: &Conn,
+    entity: &str,
+    secret: &Secret,
+    timeout: Duration,
+) -> Result<AuthOutcome, MonClientError> {
+    let cn = handshake::random_nonce();
+    let hello = Request::Hello {
+        entity: entity.to_string(),
+        client_nonce: cn,
+    };
+    let f = conn
+        .call(request_frame(&hello)?, timeout)
+        .await
+        .map_err(|e| conn_err(e, timeout))?;
+    let (sn, sproof) = match decode_response(&f)? {
+        Response::Challenge {
+            server_nonce,
+            server_proof,
+        } => (server_nonce, server_proof),
+        other => {
+            return Err(MonClientError::Protocol(format!(
+                "expected a challenge, got {other:?}"
+            )))
+        }
+    };
+    // Check the monitor first: with a wrong key this is where we notice, and
+    // a fake monitor never gets our proof.
+    let want = handshake::server_proof(secret, entity, &cn, &sn);
+    if !handshake::proofs_equal(&want, &sproof) {
+        return Err(AuthError::BadServerProof(entity.to_string()).into());
+    }
+    let prove = Request::Prove {
+        proof: handshake::client_proof(secret, entity, &cn, &sn),
+    };
+    let f = conn
+        .call(request_frame(&prove)?, timeout)
+        .await
+        .map_err(|e| conn_err(e, timeout))?;
+    match decode_response(&f)? {
+        Response::AuthOk { global_id, ticket } => Ok(AuthOutcome {
+            global_id,
+            ticket: unwrap_ticket(secret, entity, &cn, ticket),
+        }),
+        other => Err(MonClientError::Protocol(format!(
+            "expected auth ok, got {other:?}"
+        ))),
+    }
+}
+
+fn unwrap_ticket(secret: &Secret, entity: &str, cn: &[u8; 16], t: WireTicket) -> Ticket {
+    Ticket {
+        blob: Bytes::from(t.blob),
+        session_key: handshake::unwrap_session_key(
+            secret,
+            entity,
+            cn,
+            &t.server_nonce,
+            &t.wrapped_session_key,
+        ),
+        expires_unix: t.expires_unix,
+    }
+}
+
+struct Session {
+    conn: Conn,
+    global_id: u64,
+    ticket: Ticket,
+    issued_unix: u64,
+}
+
+/// Everything the background task shares with callers.
+struct Inner {
+    cfg: MonClientConfig,
+    map_tx: Arc<watch::Sender<Arc<ClusterMap>>>,
+    session_tx: watch::Sender<Option<Arc<Session>>>,
+    invalidate: Notify,
+    next_mon: AtomicUsize,
+    last_error: Mutex<Option<MonClientError>>,
 }
 
 /// A connected, authenticated monitor client.
 pub struct MonClient {
-    cfg: MonClientConfig,
-    map_tx: tokio::sync::watch::Sender<Arc<ClusterMap>>,
+    inner: Arc<Inner>,
+    global_id: AtomicU64,
+    ticket: tokio::sync::Mutex<Option<(Ticket, u64)>>,
+    service_key: Mutex<Option<[u8; 32]>>,
+    maint: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MonClient {
+    fn drop(&mut self) {
+        self.maint.abort();
+    }
 }
 
 impl std::fmt::Debug for MonClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MonClient")
-            .field("entity", &self.cfg.entity)
+            .field("entity", &self.inner.cfg.entity)
+            .field("global_id", &self.global_id())
             .finish_non_exhaustive()
     }
 }
 
-fn unimplemented_yet() -> MonClientError {
-    MonClientError::Protocol("not implemented yet".into())
+impl Inner {
+    /// Connect and authenticate to some monitor before `deadline`.
+    async fn open_session(&self, deadline: Instant) -> Result<Arc<Session>, MonClientError> {
+        let addrs = &self.cfg.mon_addrs;
+        if addrs.is_empty() {
+            return Err(MonClientError::NoMonitors);
+        }
+        let mut last = String::from("no monitor tried");
+        let mut tried = 0usize;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(MonClientError::Timeout(self.cfg.timeout, last));
+            }
+            let remaining = deadline - now;
+            let i = self.next_mon.fetch_add(1, Ordering::Relaxed) % addrs.len();
+            let addr = &addrs[i];
+            tried += 1;
+            let per_try = remaining.min(Duration::from_secs(3));
+            let map_tx = self.map_tx.clone();
+            let on_push: conn::PushHandler = Box::new(move |f: Frame| {
+                if let Ok(Response::Map(m)) = decode_response(&f) {
+                    publish_map(&map_tx, *m);
+                }
+            });
+            match Conn::connect(addr, per_try, Some(on_push)).await {
+                Err(e) => last = e.to_string(),
+                Ok(conn) => match self.start_session(conn, per_try).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) if e.is_definitive() => return Err(e),
+                    Err(e) => last = format!("monitor {addr}: {e}"),
+                },
+            }
+            if tried >= addrs.len() {
+                tried = 0;
+                // A full round failed: back off a little before the next.
+                let pause = Duration::from_millis(200)
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    async fn start_session(
+        &self,
+        conn: Conn,
+        timeout: Duration,
+    ) -> Result<Arc<Session>, MonClientError> {
+        let auth = authenticate(&conn, &self.cfg.entity, &self.cfg.secret, timeout).await?;
+        let have = self.map_tx.borrow().epoch;
+        let f = conn
+            .call(request_frame(&Request::Subscribe { have })?, timeout)
+            .await
+            .map_err(|e| conn_err(e, timeout))?;
+        decode_response(&f)?;
+        let f = conn
+            .call(request_frame(&Request::GetMap)?, timeout)
+            .await
+            .map_err(|e| conn_err(e, timeout))?;
+        match decode_response(&f)? {
+            Response::Map(m) => publish_map(&self.map_tx, *m),
+            other => {
+                return Err(MonClientError::Protocol(format!(
+                    "expected a map, got {other:?}"
+                )))
+            }
+        }
+        Ok(Arc::new(Session {
+            conn,
+            global_id: auth.global_id,
+            ticket: auth.ticket,
+            issued_unix: now_unix(),
+        }))
+    }
+
+    /// The current session, waiting (until `deadline`) for a reconnect.
+    async fn session(&self, deadline: Instant) -> Result<Arc<Session>, MonClientError> {
+        let mut rx = self.session_tx.subscribe();
+        loop {
+            if let Some(s) = rx.borrow_and_update().clone() {
+                if !s.conn.is_closed() {
+                    return Ok(s);
+                }
+            }
+            match tokio::time::timeout_at(deadline.into(), rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(MonClientError::Shutdown),
+                Err(_) => {
+                    let last = self.last_error.lock().ok().and_then(|e| e.clone());
+                    return Err(match last {
+                        Some(e) if e.is_definitive() => e,
+                        Some(e) => MonClientError::Timeout(self.cfg.timeout, e.to_string()),
+                        None => MonClientError::Timeout(
+                            self.cfg.timeout,
+                            "reconnecting to the monitors".into(),
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Send one request, retrying on another monitor when the connection
+    /// breaks or the monitor has no quorum.
+    async fn call(&self, req: &Request) -> Result<Response, MonClientError> {
+        let deadline = Instant::now() + self.cfg.timeout;
+        loop {
+            let s = self.session(deadline).await?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match s.conn.call(request_frame(req)?, remaining).await {
+                Ok(f) => match decode_response(&f) {
+                    Err(MonClientError::Remote {
+                        errno: Errno::EAGAIN,
+                        ..
+                    }) if Instant::now() + Duration::from_millis(200) < deadline => {
+                        // This monitor cannot serve right now (no quorum):
+                        // move to another one.
+                        self.drop_session(&s);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    r => return r,
+                },
+                Err(ConnError::Timeout(addr, t)) => {
+                    self.drop_session(&s);
+                    return Err(MonClientError::Timeout(
+                        t,
+                        format!("no reply from monitor {addr}"),
+                    ));
+                }
+                Err(_) => self.drop_session(&s),
+            }
+        }
+    }
+
+    fn drop_session(&self, s: &Arc<Session>) {
+        let current = self.session_tx.borrow().clone();
+        if current.is_some_and(|c| Arc::ptr_eq(&c, s)) {
+            self.invalidate.notify_one();
+        }
+    }
+}
+
+fn publish_map(tx: &watch::Sender<Arc<ClusterMap>>, m: ClusterMap) {
+    tx.send_if_modified(|cur| {
+        if m.epoch > cur.epoch || (cur.epoch == 0 && cur.fsid.is_empty()) {
+            *cur = Arc::new(m);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Keep a session open: reconnect whenever it closes or is dropped.
+async fn maintain(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let current = inner.session_tx.borrow().clone();
+        if let Some(s) = current {
+            let closed = async { s.conn.closed().await };
+            tokio::select! {
+                _ = closed => {}
+                _ = inner.invalidate.notified() => {}
+            }
+            tracing::info!("monitor session to {} ended; reconnecting", s.conn.addr());
+        }
+        inner.session_tx.send_replace(None);
+        loop {
+            let deadline = Instant::now() + inner.cfg.timeout;
+            match inner.open_session(deadline).await {
+                Ok(s) => {
+                    if let Ok(mut e) = inner.last_error.lock() {
+                        *e = None;
+                    }
+                    inner.session_tx.send_replace(Some(s));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot reconnect to the monitors: {e}");
+                    if let Ok(mut le) = inner.last_error.lock() {
+                        *le = Some(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        drop(inner);
+    }
 }
 
 impl MonClient {
     /// Connect and authenticate; fails at once on a refused key.
     pub async fn connect(cfg: MonClientConfig) -> Result<Arc<MonClient>, MonClientError> {
-        let _ = cfg;
-        Err(unimplemented_yet())
+        let (map_tx, _) = watch::channel(Arc::new(ClusterMap::new("")));
+        let (session_tx, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            cfg,
+            map_tx: Arc::new(map_tx),
+            session_tx,
+            invalidate: Notify::new(),
+            next_mon: AtomicUsize::new(0),
+            last_error: Mutex::new(None),
+        });
+        let deadline = Instant::now() + inner.cfg.timeout;
+        let s = inner.open_session(deadline).await?;
+        let global_id = s.global_id;
+        let ticket = (s.ticket.clone(), s.issued_unix);
+        inner.session_tx.send_replace(Some(s));
+        let maint = tokio::spawn(maintain(Arc::downgrade(&inner)));
+        Ok(Arc::new(MonClient {
+            inner,
+            global_id: AtomicU64::new(global_id),
+            ticket: tokio::sync::Mutex::new(Some(ticket)),
+            service_key: Mutex::new(None),
+            maint,
+        }))
     }
 
     /// The latest map known.
     pub fn map(&self) -> Arc<ClusterMap> {
-        self.map_tx.borrow().clone()
+        self.inner.map_tx.borrow().clone()
     }
 
     /// A receiver that sees every new map.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<ClusterMap>> {
-        self.map_tx.subscribe()
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterMap>> {
+        self.inner.map_tx.subscribe()
     }
 
     /// Wait until a map with at least `epoch` is known.
     pub async fn wait_for_epoch(&self, epoch: Epoch) -> Result<Arc<ClusterMap>, MonClientError> {
-        let _ = epoch;
-        Err(unimplemented_yet())
+        let mut rx = self.subscribe();
+        let wait = rx.wait_for(|m| m.epoch >= epoch);
+        if let Ok(Ok(m)) = tokio::time::timeout(self.inner.cfg.timeout, wait).await {
+            return Ok(m.clone());
+        }
+        // A push may have been lost with a connection: ask once directly.
+        let m = self.refresh_map().await?;
+        if m.epoch >= epoch {
+            Ok(m)
+        } else {
+            Err(MonClientError::Timeout(
+                self.inner.cfg.timeout,
+                format!("map epoch {epoch} not reached (have {})", m.epoch),
+            ))
+        }
     }
 
     /// Fetch the current map from the monitor.
     pub async fn refresh_map(&self) -> Result<Arc<ClusterMap>, MonClientError> {
-        Err(unimplemented_yet())
+        match self.inner.call(&Request::GetMap).await? {
+            Response::Map(m) => {
+                publish_map(&self.inner.map_tx, *m);
+                Ok(self.map())
+            }
+            other => Err(MonClientError::Protocol(format!(
+                "expected a map, got {other:?}"
+            ))),
+        }
     }
 
     /// Run an administrative command.
     pub async fn command(&self, cmd: MonCommand) -> Result<MonReply, MonClientError> {
-        let _ = cmd;
-        Err(unimplemented_yet())
+        match self.inner.call(&Request::Command(cmd)).await? {
+            Response::Reply(r) => {
+                if let Some(e) = reply_epoch(&r) {
+                    // Commands that change the map return once our map has it.
+                    let _ = self.wait_for_epoch(e).await;
+                }
+                Ok(r)
+            }
+            other => Err(MonClientError::Protocol(format!(
+                "expected a reply, got {other:?}"
+            ))),
+        }
     }
 
     /// The global id of the current session.
     pub fn global_id(&self) -> u64 {
-        0
+        if let Some(s) = self.inner.session_tx.borrow().as_ref() {
+            self.global_id.store(s.global_id, Ordering::Relaxed);
+        }
+        self.global_id.load(Ordering::Relaxed)
     }
 
-    /// A valid ticket for OSDs (renewed before expiry).
-    pub async fn ticket(&self) -> Result<quarry_auth::Ticket, MonClientError> {
-        Err(unimplemented_yet())
+    /// A valid ticket for OSDs (renewed once three quarters of its life are gone).
+    pub async fn ticket(&self) -> Result<Ticket, MonClientError> {
+        let mut guard = self.ticket.lock().await;
+        let now = now_unix();
+        if let Some((t, issued)) = guard.as_ref() {
+            let life = t.expires_unix.saturating_sub(*issued);
+            if now + life / 4 < t.expires_unix {
+                return Ok(t.clone());
+            }
+        }
+        let nonce = handshake::random_nonce();
+        match self.inner.call(&Request::GetTicket { nonce }).await? {
+            Response::Ticket(wt) => {
+                let t = unwrap_ticket(&self.inner.cfg.secret, &self.inner.cfg.entity, &nonce, wt);
+                *guard = Some((t.clone(), now));
+                Ok(t)
+            }
+            other => Err(MonClientError::Protocol(format!(
+                "expected a ticket, got {other:?}"
+            ))),
+        }
     }
 
     /// Report this OSD up at `addr` on `host`; returns the epoch marking it up.
@@ -143,14 +567,21 @@ impl MonClient {
         addr: String,
         host: String,
     ) -> Result<Epoch, MonClientError> {
-        let _ = (id, addr, host);
-        Err(unimplemented_yet())
+        let e = self
+            .epoch_call(&Request::OsdBoot { id, addr, host })
+            .await?;
+        let _ = self.wait_for_epoch(e).await;
+        Ok(e)
     }
 
     /// Tell the monitors this OSD is alive.
     pub async fn osd_beacon(&self, id: OsdId) -> Result<(), MonClientError> {
-        let _ = id;
-        Err(unimplemented_yet())
+        match self.inner.call(&Request::OsdBeacon { id }).await? {
+            Response::Ok => Ok(()),
+            other => Err(MonClientError::Protocol(format!(
+                "expected ok, got {other:?}"
+            ))),
+        }
     }
 
     /// Record that a PG went active with `acting` at `epoch`.
@@ -160,12 +591,55 @@ impl MonClient {
         epoch: Epoch,
         acting: Vec<OsdId>,
     ) -> Result<Epoch, MonClientError> {
-        let _ = (pg, epoch, acting);
-        Err(unimplemented_yet())
+        self.epoch_call(&Request::PgActivated { pg, epoch, acting })
+            .await
     }
 
     /// The cluster's service key, to verify tickets (osd.* entities only).
     pub async fn service_key(&self) -> Result<[u8; 32], MonClientError> {
-        Err(unimplemented_yet())
+        if let Some(k) = self.service_key.lock().ok().and_then(|k| *k) {
+            return Ok(k);
+        }
+        let nonce = handshake::random_nonce();
+        match self.inner.call(&Request::GetServiceKey { nonce }).await? {
+            Response::ServiceKey {
+                server_nonce,
+                wrapped,
+            } => {
+                let cfg = &self.inner.cfg;
+                let k = handshake::unwrap_session_key(
+                    &cfg.secret,
+                    &cfg.entity,
+                    &nonce,
+                    &server_nonce,
+                    &wrapped,
+                );
+                if let Ok(mut g) = self.service_key.lock() {
+                    *g = Some(k);
+                }
+                Ok(k)
+            }
+            other => Err(MonClientError::Protocol(format!(
+                "expected the service key, got {other:?}"
+            ))),
+        }
+    }
+
+    async fn epoch_call(&self, req: &Request) -> Result<Epoch, MonClientError> {
+        match self.inner.call(req).await? {
+            Response::Epoch(e) => Ok(e),
+            other => Err(MonClientError::Protocol(format!(
+                "expected an epoch, got {other:?}"
+            ))),
+        }
+    }
+}
+
+fn reply_epoch(r: &MonReply) -> Option<Epoch> {
+    match r {
+        MonReply::Ok { epoch }
+        | MonReply::PoolCreated { epoch, .. }
+        | MonReply::Snap { epoch, .. } => Some(*epoch),
+        _ => None,
     }
 }
