@@ -1,0 +1,147 @@
+//! Shared test helpers: an embedded backend, a pool, and a counting proxy
+//! of the object layer to assert how many ops an engine call issued.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use quarry_common::Errno;
+use quarry_rados::{
+    ListEntry, ObjectId, OpReply, OpRequest, PoolId, PoolInfo, PoolStat, Rados, Result, SnapId, Watcher,
+};
+use quarry_rbd::{IoCtx, Rbd, RbdError};
+use quarry_store::Embedded;
+
+/// Forwards to another client and counts `operate` calls (reads / writes).
+pub struct Counting {
+    pub inner: Arc<dyn Rados>,
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    /// Operations on objects whose name starts with `rbd_data.`.
+    pub data_ops: AtomicU64,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn Rados>) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            data_ops: AtomicU64::new(0),
+        })
+    }
+    pub fn data_ops(&self) -> u64 {
+        self.data_ops.load(Ordering::SeqCst)
+    }
+    pub fn ops(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst) + self.writes.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Rados for Counting {
+    fn instance_id(&self) -> u64 {
+        self.inner.instance_id()
+    }
+    async fn pool_create(&self, name: &str) -> Result<PoolId> {
+        self.inner.pool_create(name).await
+    }
+    async fn pool_delete(&self, name: &str) -> Result<()> {
+        self.inner.pool_delete(name).await
+    }
+    async fn pool_lookup(&self, name: &str) -> Result<PoolId> {
+        self.inner.pool_lookup(name).await
+    }
+    async fn pool_list(&self) -> Result<Vec<PoolInfo>> {
+        self.inner.pool_list().await
+    }
+    async fn pool_stat(&self, pool: PoolId) -> Result<PoolStat> {
+        self.inner.pool_stat(pool).await
+    }
+    async fn snap_create(&self, pool: PoolId) -> Result<SnapId> {
+        self.inner.snap_create(pool).await
+    }
+    async fn snap_remove(&self, pool: PoolId, snap: SnapId) -> Result<()> {
+        self.inner.snap_remove(pool, snap).await
+    }
+    async fn operate(&self, req: OpRequest) -> Result<OpReply> {
+        if req.is_write() {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+        }
+        if req.oid.name.starts_with("rbd_data.") {
+            self.data_ops.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.operate(req).await
+    }
+    async fn list_objects(&self, pool: PoolId, namespace: Option<&str>) -> Result<Vec<ListEntry>> {
+        self.inner.list_objects(pool, namespace).await
+    }
+    async fn watch(&self, oid: &ObjectId) -> Result<u64> {
+        self.inner.watch(oid).await
+    }
+    async fn unwatch(&self, oid: &ObjectId, cookie: u64) -> Result<()> {
+        self.inner.unwatch(oid, cookie).await
+    }
+    async fn list_watchers(&self, oid: &ObjectId) -> Result<Vec<Watcher>> {
+        self.inner.list_watchers(oid).await
+    }
+}
+
+pub struct Env {
+    pub emb: Arc<Embedded>,
+    pub rados: Arc<dyn Rados>,
+    pub rbd: Rbd,
+    pub io: IoCtx,
+}
+
+pub async fn env() -> Env {
+    let emb = Embedded::open_memory().expect("open memory store");
+    env_on(emb).await
+}
+
+pub async fn env_on(emb: Arc<Embedded>) -> Env {
+    let rados = emb.client();
+    match rados.pool_create("rbd").await {
+        Ok(_) => {}
+        Err(e) if e.errno == Errno::EEXIST => {}
+        Err(e) => panic!("pool create: {e}"),
+    }
+    let rbd = Rbd::new(rados.clone());
+    let io = rbd.ioctx("rbd", "").await.expect("ioctx");
+    Env { emb, rados, rbd, io }
+}
+
+/// All object names of a pool (all namespaces).
+pub async fn objects(rados: &dyn Rados, pool: PoolId) -> Vec<String> {
+    rados
+        .list_objects(pool, None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| if e.namespace.is_empty() { e.name } else { format!("{}/{}", e.namespace, e.name) })
+        .collect()
+}
+
+pub async fn data_objects(rados: &dyn Rados, pool: PoolId, id: &str) -> Vec<String> {
+    let p = format!("rbd_data.{id}.");
+    objects(rados, pool).await.into_iter().filter(|n| n.contains(&p)).collect()
+}
+
+pub fn errno<T: std::fmt::Debug>(r: std::result::Result<T, RbdError>) -> Errno {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.errno(),
+    }
+}
+
+pub const MIB: u64 = 1 << 20;
+
+/// Deterministic pattern bytes.
+pub fn pattern(len: usize, seed: u8) -> Bytes {
+    Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect::<Vec<u8>>())
+}
