@@ -155,7 +155,7 @@ fn create_impl(
     }
     let features = match features {
         Some(f) => f,
-        None => conf.get_u64("rbd_default_features"),
+        None => crate::config::parse_features(&conf.get("rbd_default_features")?)?,
     };
     let opts = CreateOpts {
         size,
@@ -1887,7 +1887,10 @@ fn clone_impl(
     let opts = CreateOpts {
         size: 0,
         order: order as u32,
-        features: features.unwrap_or_else(|| conf.get_u64("rbd_default_features")),
+        features: match features {
+            Some(f) => f,
+            None => crate::config::parse_features(&conf.get("rbd_default_features")?)?,
+        },
         stripe_unit: stripe.0,
         stripe_count: stripe.1,
     };

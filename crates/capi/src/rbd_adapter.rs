@@ -1,63 +1,304 @@
-//! [`ImageEngine`] on the image engine crate (placeholder until it lands:
-//! every image operation reports `EOPNOTSUPP`).
+//! [`ImageEngine`] / [`ImageBackend`] on `quarry-rbd`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use quarry_common::Errno;
 use quarry_rados::{PoolId, Rados};
+use quarry_rbd::{CreateOptions, DiffOptions, Image, OpenOptions, Rbd, RbdError, SnapSpec};
 
-use crate::engine::{CError, CResult, CreateOpts, ImageBackend, ImageEngine, IoTarget};
+use crate::engine::{
+    CError, CResult, CreateOpts, DiffExtent, ImageBackend, ImageEngine, ImageInfo, IoTarget,
+    ParentInfo, SnapInfo,
+};
 
-struct Unavailable;
+impl From<RbdError> for CError {
+    fn from(e: RbdError) -> CError {
+        CError::new(e.errno(), e.to_string())
+    }
+}
 
-fn no<T>() -> CResult<T> {
-    Err(CError::new(Errno::EOPNOTSUPP, "image engine not available"))
+fn io(t: &IoTarget) -> quarry_rbd::IoCtx {
+    quarry_rbd::IoCtx::new(t.pool, t.pool_name.clone(), t.namespace.clone())
+}
+
+fn create_options(o: &CreateOpts) -> CResult<CreateOptions> {
+    if o.stripe_unit != 0 && o.stripe_unit != 1u64 << o.order {
+        return Err(CError::new(
+            Errno::EINVAL,
+            "fancy striping is not supported",
+        ));
+    }
+    if o.stripe_count > 1 {
+        return Err(CError::new(
+            Errno::EINVAL,
+            "fancy striping is not supported",
+        ));
+    }
+    Ok(CreateOptions {
+        order: o.order as u8,
+        features: Some(o.features),
+    })
+}
+
+struct Engine {
+    rbd: Rbd,
 }
 
 #[async_trait]
-impl ImageEngine for Unavailable {
-    async fn create(&self, _io: &IoTarget, _name: &str, _opts: &CreateOpts) -> CResult<()> {
-        no()
+impl ImageEngine for Engine {
+    async fn create(&self, t: &IoTarget, name: &str, opts: &CreateOpts) -> CResult<()> {
+        let o = create_options(opts)?;
+        Ok(self.rbd.create(&io(t), name, opts.size, &o).await?)
     }
-    async fn remove(&self, _io: &IoTarget, _name: &str) -> CResult<()> {
-        no()
+
+    async fn remove(&self, t: &IoTarget, name: &str) -> CResult<()> {
+        Ok(self.rbd.remove(&io(t), name).await?)
     }
-    async fn rename(&self, _io: &IoTarget, _from: &str, _to: &str) -> CResult<()> {
-        no()
+
+    async fn rename(&self, t: &IoTarget, from: &str, to: &str) -> CResult<()> {
+        Ok(self.rbd.rename(&io(t), from, to).await?)
     }
+
     async fn open(
         &self,
-        _io: &IoTarget,
-        _name: &str,
-        _snap: Option<&str>,
-        _read_only: bool,
+        t: &IoTarget,
+        name: &str,
+        snap: Option<&str>,
+        read_only: bool,
     ) -> CResult<Arc<dyn ImageBackend>> {
-        no()
+        let opts = OpenOptions {
+            read_only,
+            snap: snap.map(|s| SnapSpec::Name(s.to_string())),
+        };
+        let img = self.rbd.open(&io(t), name, &opts).await?;
+        Ok(Arc::new(Backend { img }))
     }
-    async fn list(&self, _io: &IoTarget) -> CResult<Vec<(String, String)>> {
-        no()
+
+    async fn list(&self, t: &IoTarget) -> CResult<Vec<(String, String)>> {
+        let mut v: Vec<(String, String)> = self
+            .rbd
+            .list(&io(t))
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e.name))
+            .collect();
+        v.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(v)
     }
+
     async fn clone_image(
         &self,
-        _pio: &IoTarget,
-        _parent: &str,
-        _snap: &str,
-        _cio: &IoTarget,
-        _child: &str,
-        _opts: &CreateOpts,
+        pt: &IoTarget,
+        parent: &str,
+        snap: &str,
+        ct: &IoTarget,
+        child: &str,
+        opts: &CreateOpts,
     ) -> CResult<()> {
-        no()
+        let o = create_options(opts)?;
+        Ok(self
+            .rbd
+            .clone(&io(pt), parent, snap, &io(ct), child, &o)
+            .await?)
     }
-    async fn namespace_exists(&self, _pool: PoolId, _ns: &str) -> CResult<bool> {
-        no()
+
+    async fn namespace_exists(&self, pool: PoolId, ns: &str) -> CResult<bool> {
+        let t = self.rbd.ioctx(pool, ns).await?;
+        Ok(self.rbd.namespace_exists(&t).await?)
     }
-    async fn pool_config(&self, _io: &IoTarget) -> CResult<Vec<(String, String)>> {
+
+    async fn pool_config(&self, _t: &IoTarget) -> CResult<Vec<(String, String)>> {
+        // Pool-level overrides (`rbd config pool set`) are not stored by
+        // the engine yet: none apply.
         Ok(Vec::new())
     }
 }
 
+struct Backend {
+    img: Image,
+}
+
+/// Image metadata keys that carry per-image config overrides.
+const CONF_PREFIX: &str = "conf_";
+
+#[async_trait]
+impl ImageBackend for Backend {
+    async fn info(&self) -> CResult<ImageInfo> {
+        let s = self.img.stat();
+        Ok(ImageInfo {
+            size: s.size,
+            order: s.order as u32,
+            block_name_prefix: s.block_name_prefix,
+            features: s.features,
+            flags: s.flags,
+            stripe_unit: s.obj_size,
+            stripe_count: 1,
+            id: s.id,
+            name: s.name,
+        })
+    }
+
+    async fn read(&self, off: u64, len: u64) -> CResult<Bytes> {
+        Ok(self.img.read(off, len).await?)
+    }
+
+    async fn write(&self, off: u64, data: Bytes) -> CResult<()> {
+        self.img.write(off, data).await?;
+        Ok(())
+    }
+
+    async fn discard(&self, off: u64, len: u64) -> CResult<()> {
+        self.img.discard(off, len).await?;
+        Ok(())
+    }
+
+    async fn write_zeroes(&self, off: u64, len: u64, thick: bool) -> CResult<()> {
+        let flags = if thick {
+            quarry_rbd::WRITE_ZEROES_FLAG_THICK_PROVISION
+        } else {
+            0
+        };
+        self.img.write_zeroes(off, len, flags).await?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> CResult<()> {
+        Ok(self.img.flush().await?)
+    }
+
+    async fn resize(&self, size: u64) -> CResult<()> {
+        Ok(self.img.resize(size).await?)
+    }
+
+    async fn snap_list(&self) -> CResult<Vec<SnapInfo>> {
+        Ok(self
+            .img
+            .snap_list()
+            .into_iter()
+            .map(|s| SnapInfo {
+                id: s.id,
+                size: s.size,
+                name: s.name,
+                protected: s.protected,
+                timestamp: s.timestamp_ns / 1_000_000_000,
+            })
+            .collect())
+    }
+
+    async fn snap_create(&self, name: &str) -> CResult<()> {
+        self.img.snap_create(name).await?;
+        Ok(())
+    }
+
+    async fn snap_remove(&self, name: &str) -> CResult<()> {
+        Ok(self.img.snap_remove(name).await?)
+    }
+
+    async fn snap_rollback(&self, name: &str) -> CResult<()> {
+        Ok(self.img.snap_rollback(name).await?)
+    }
+
+    async fn snap_protect(&self, name: &str) -> CResult<()> {
+        Ok(self.img.snap_protect(name).await?)
+    }
+
+    async fn snap_unprotect(&self, name: &str) -> CResult<()> {
+        Ok(self.img.snap_unprotect(name).await?)
+    }
+
+    async fn snap_rename(&self, from: &str, to: &str) -> CResult<()> {
+        Ok(self.img.snap_rename(from, to).await?)
+    }
+
+    async fn parent(&self) -> CResult<ParentInfo> {
+        let p = self.img.parent_info().await?;
+        Ok(ParentInfo {
+            pool_id: p.pool_id,
+            pool_name: p.pool_name,
+            pool_namespace: p.namespace,
+            image_id: p.image_id,
+            image_name: p.image_name,
+            snap_id: p.snap_id,
+            snap_name: p.snap_name,
+            overlap: p.overlap,
+        })
+    }
+
+    async fn flatten(&self) -> CResult<()> {
+        Ok(self.img.flatten(|_, _| ()).await?)
+    }
+
+    async fn diff(
+        &self,
+        fromsnap: Option<&str>,
+        off: u64,
+        len: u64,
+        include_parent: bool,
+        whole_object: bool,
+    ) -> CResult<Vec<DiffExtent>> {
+        let opts = DiffOptions {
+            from_snap: fromsnap.map(str::to_string),
+            include_parent,
+            whole_object,
+        };
+        Ok(self
+            .img
+            .diff(off, len, &opts)
+            .await?
+            .into_iter()
+            .map(|e| DiffExtent {
+                off: e.offset,
+                len: e.len,
+                exists: e.exists,
+            })
+            .collect())
+    }
+
+    async fn image_config(&self) -> CResult<Vec<(String, String)>> {
+        Ok(self
+            .metadata_list()
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix(CONF_PREFIX).map(|k| (k.to_string(), v)))
+            .collect())
+    }
+
+    async fn metadata_get(&self, key: &str) -> CResult<String> {
+        let v = self.img.metadata_get(key).await?;
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+
+    async fn metadata_set(&self, key: &str, value: &str) -> CResult<()> {
+        Ok(self
+            .img
+            .metadata_set(key, Bytes::copy_from_slice(value.as_bytes()))
+            .await?)
+    }
+
+    async fn metadata_remove(&self, key: &str) -> CResult<()> {
+        Ok(self.img.metadata_remove(key).await?)
+    }
+
+    async fn metadata_list(&self) -> CResult<Vec<(String, String)>> {
+        Ok(self
+            .img
+            .metadata_list("", 0)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect())
+    }
+
+    async fn close(&self) -> CResult<()> {
+        Ok(self.img.close().await?)
+    }
+}
+
 /// The engine for a connection.
-pub fn engine(_rados: Arc<dyn Rados>) -> Arc<dyn ImageEngine> {
-    Arc::new(Unavailable)
+pub fn engine(rados: Arc<dyn Rados>) -> Arc<dyn ImageEngine> {
+    Arc::new(Engine {
+        rbd: Rbd::new(rados),
+    })
 }
