@@ -1,0 +1,299 @@
+//! One authenticated, pipelined connection to an OSD.
+//!
+//! A writer task drains a bounded queue of frames onto the socket
+//! (flushing when the queue is empty, so bursts share syscalls); a reader
+//! task matches responses to callers by request id through oneshot
+//! channels. In-flight requests are bounded by a semaphore.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quarry_auth::Ticket;
+use quarry_common::Errno;
+use quarry_proto::{read_frame, write_frame, Frame, FrameError};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::wire::{
+    AuthProof, AuthResult, Challenge, Hello, Request, Response, K_AUTH, K_AUTH_RESULT, K_CHALLENGE,
+    K_HELLO, K_REQUEST, K_RESPONSE,
+};
+
+/// Most requests in flight on one connection before callers wait.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Frames queued for the writer before callers wait.
+const SEND_QUEUE: usize = 256;
+
+/// Why a connection or a call on it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// TCP connect or socket error.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// Peer.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The peer refused our credentials (or failed to prove its own).
+    #[error("authentication error talking to {addr}: {msg}")]
+    Auth {
+        /// Peer.
+        addr: String,
+        /// Reason.
+        msg: String,
+    },
+    /// The connection is gone; the request may or may not have been applied.
+    #[error("connection to {0} closed")]
+    Closed(String),
+    /// A framing or codec failure.
+    #[error("protocol error with {addr}: {source}")]
+    Frame {
+        /// Peer.
+        addr: String,
+        /// Cause.
+        source: FrameError,
+    },
+    /// The handshake did not finish in time.
+    #[error("handshake with {0} timed out")]
+    Timeout(String),
+}
+
+impl ConnError {
+    /// errno as a client call reports it.
+    pub fn errno(&self) -> Errno {
+        match self {
+            ConnError::Auth { .. } => Errno::EACCES,
+            ConnError::Timeout(_) => Errno::ETIMEDOUT,
+            ConnError::Frame { source, .. } => source.errno(),
+            _ => Errno::ENOTCONN,
+        }
+    }
+
+    /// Whether retrying later (after a map change) makes sense.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, ConnError::Auth { .. })
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The map stays consistent across a panic (single insert/remove calls).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An open connection to an OSD.
+pub struct Conn {
+    addr: String,
+    out: mpsc::Sender<Frame>,
+    pending: Pending,
+    next_id: AtomicU64,
+    closed: Arc<AtomicBool>,
+    slots: Semaphore,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("addr", &self.addr).finish()
+    }
+}
+
+async fn expect_frame(s: &mut TcpStream, addr: &str, kind: u8) -> Result<Frame, ConnError> {
+    let f = read_frame(s).await.map_err(|e| match e {
+        FrameError::Closed => ConnError::Auth {
+            addr: addr.to_string(),
+            msg: "connection closed during authentication".into(),
+        },
+        e => ConnError::Frame {
+            addr: addr.to_string(),
+            source: e,
+        },
+    })?;
+    if f.kind != kind {
+        return Err(ConnError::Frame {
+            addr: addr.to_string(),
+            source: FrameError::Codec(format!("expected kind {kind}, got {}", f.kind)),
+        });
+    }
+    Ok(f)
+}
+
+fn ferr(addr: &str) -> impl Fn(FrameError) -> ConnError + '_ {
+    move |e| ConnError::Frame {
+        addr: addr.to_string(),
+        source: e,
+    }
+}
+
+async fn handshake(s: &mut TcpStream, addr: &str, ticket: &Ticket) -> Result<(), ConnError> {
+    let cn = quarry_auth::random_nonce();
+    let hello = Hello {
+        ticket: ticket.blob.to_vec(),
+        client_nonce: cn,
+    };
+    write_frame(
+        s,
+        &Frame::new(K_HELLO, 0, &hello, Bytes::new()).map_err(ferr(addr))?,
+    )
+    .await
+    .map_err(ferr(addr))?;
+    let f = read_frame(s).await.map_err(ferr(addr))?;
+    if f.kind == K_AUTH_RESULT {
+        // Refused at the ticket stage.
+        let r: AuthResult = f.decode().map_err(ferr(addr))?;
+        return Err(ConnError::Auth {
+            addr: addr.to_string(),
+            msg: r.err().map(|e| e.msg).unwrap_or_else(|| "refused".into()),
+        });
+    }
+    if f.kind != K_CHALLENGE {
+        return Err(ferr(addr)(FrameError::Codec(format!(
+            "expected challenge, got kind {}",
+            f.kind
+        ))));
+    }
+    let ch: Challenge = f.decode().map_err(ferr(addr))?;
+    let want = quarry_auth::server_session_proof(&ticket.session_key, &cn, &ch.server_nonce);
+    if !quarry_auth::ticket::check_session_proof(&want, &ch.server_proof) {
+        return Err(ConnError::Auth {
+            addr: addr.to_string(),
+            msg: "the OSD failed to prove it holds the service key".into(),
+        });
+    }
+    let proof = AuthProof {
+        client_proof: quarry_auth::session_proof(&ticket.session_key, &cn, &ch.server_nonce),
+    };
+    write_frame(
+        s,
+        &Frame::new(K_AUTH, 0, &proof, Bytes::new()).map_err(ferr(addr))?,
+    )
+    .await
+    .map_err(ferr(addr))?;
+    let f = expect_frame(s, addr, K_AUTH_RESULT).await?;
+    let r: AuthResult = f.decode().map_err(ferr(addr))?;
+    r.map_err(|e| ConnError::Auth {
+        addr: addr.to_string(),
+        msg: e.msg,
+    })
+}
+
+impl Conn {
+    /// Connect to `addr`, authenticate with `ticket`, start the I/O tasks.
+    pub async fn connect(
+        addr: &str,
+        ticket: &Ticket,
+        timeout: Duration,
+    ) -> Result<Arc<Conn>, ConnError> {
+        let fut = async {
+            let mut s = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ConnError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            let _ = s.set_nodelay(true);
+            handshake(&mut s, addr, ticket).await?;
+            Ok::<_, ConnError>(s)
+        };
+        let s = tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| ConnError::Timeout(addr.to_string()))??;
+        Ok(Self::start(s, addr.to_string()))
+    }
+
+    fn start(s: TcpStream, addr: String) -> Arc<Conn> {
+        let (mut rd, wr) = s.into_split();
+        let (tx, mut rx) = mpsc::channel::<Frame>(SEND_QUEUE);
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let conn = Arc::new(Conn {
+            addr,
+            out: tx,
+            pending: pending.clone(),
+            next_id: AtomicU64::new(1),
+            closed: closed.clone(),
+            slots: Semaphore::new(MAX_IN_FLIGHT),
+        });
+        let wclosed = closed.clone();
+        tokio::spawn(async move {
+            let mut w = BufWriter::with_capacity(64 << 10, wr);
+            while let Some(f) = rx.recv().await {
+                if write_frame(&mut w, &f).await.is_err() {
+                    break;
+                }
+                if rx.is_empty() && w.flush().await.is_err() {
+                    break;
+                }
+            }
+            wclosed.store(true, Ordering::SeqCst);
+            let _ = w.shutdown().await;
+        });
+        tokio::spawn(async move {
+            loop {
+                match read_frame(&mut rd).await {
+                    Ok(f) if f.kind == K_RESPONSE => {
+                        let tx = lock(&pending).remove(&f.request_id);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(f);
+                        }
+                    }
+                    Ok(_) => {} // Nothing else is expected; ignore.
+                    Err(_) => break,
+                }
+            }
+            closed.store(true, Ordering::SeqCst);
+            // Dropping the senders wakes every waiting caller with Closed.
+            lock(&pending).clear();
+        });
+        conn
+    }
+
+    /// Whether the connection has failed (callers reconnect).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The peer address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Send a request and wait for its response.
+    pub async fn call(&self, req: &Request, data: Bytes) -> Result<(Response, Bytes), ConnError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| ConnError::Closed(self.addr.clone()))?;
+        if self.is_closed() {
+            return Err(ConnError::Closed(self.addr.clone()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = Frame::new(K_REQUEST, id, req, data).map_err(ferr(&self.addr))?;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        // Guard removes the pending entry if this future is dropped (timeout).
+        struct Unregister<'a>(&'a Pending, u64);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                lock(self.0).remove(&self.1);
+            }
+        }
+        let _guard = Unregister(&self.pending, id);
+        if self.out.send(frame).await.is_err() {
+            return Err(ConnError::Closed(self.addr.clone()));
+        }
+        if self.is_closed() {
+            // The reader may have cleared `pending` before we inserted.
+            lock(&self.pending).remove(&id);
+        }
+        let f = rx.await.map_err(|_| ConnError::Closed(self.addr.clone()))?;
+        let resp: Response = f.decode().map_err(ferr(&self.addr))?;
+        Ok((resp, f.data))
+    }
+}

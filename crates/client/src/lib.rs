@@ -1,0 +1,506 @@
+//! The networked object-layer client: [`quarry_rados::Rados`] over a cluster.
+//!
+//! [`ClusterClient`] authenticates to the monitors with `quarry-monc`,
+//! follows the cluster map, and computes placement itself (object → PG →
+//! primary OSD) for every op; nobody is asked per I/O. It keeps one
+//! pipelined connection per OSD ([`conn::Conn`]): many requests in flight,
+//! matched by request id.
+//!
+//! Retry rule (as librados): an op is resent, never failed, while its PG has
+//! no active primary, while the target OSD is unreachable, or when the OSD
+//! answers "retry with map epoch E" (it is not the primary at its newer map,
+//! or the PG is still peering). Only `rados_osd_op_timeout` (0 = forever)
+//! turns waiting into `ETIMEDOUT`. Real errors (ENOENT, EEXIST, ERANGE...)
+//! come back at once.
+//!
+//! Architecture invariant: this crate never touches a disk; it knows
+//! placement and the wire, not object semantics (the OSD's store does).
+//! The OSD protocol itself lives in [`wire`] so the OSD daemon reuses it
+//! (and [`conn::Conn`] for OSD↔OSD traffic).
+
+pub mod conn;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use quarry_common::Errno;
+use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
+use quarry_monc::{MonClient, MonClientConfig, MonClientError, MonCommand, MonReply};
+use quarry_rados::{
+    ListEntry, ObjectId, OpReply, OpRequest, PoolId, PoolInfo, PoolStat, Rados, RadosError, Result,
+    SnapId, Watcher,
+};
+
+use conn::{Conn, ConnError};
+use wire::{Request, Resp};
+
+/// Timeouts of a cluster client.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimeouts {
+    /// Bound on reaching the monitors (connect, commands).
+    pub mon: Duration,
+    /// `rados_osd_op_timeout`: `None` (0) waits forever, as Ceph.
+    pub osd_op: Option<Duration>,
+    /// Bound on one OSD connection handshake.
+    pub connect: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            mon: Duration::from_secs(30),
+            osd_op: None,
+            connect: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Convert a monitor client error to the object layer's error.
+pub fn mon_err(e: MonClientError) -> RadosError {
+    RadosError::new(e.errno(), e.to_string())
+}
+
+/// The networked [`Rados`] implementation.
+pub struct ClusterClient {
+    monc: Arc<MonClient>,
+    timeouts: ClientTimeouts,
+    conns: Mutex<HashMap<OsdId, (String, Arc<Conn>)>>,
+    next_cookie: AtomicU64,
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClient")
+            .field("monc", &self.monc)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Pause between attempts while the cluster is not ready for an op.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Longest wait for a newer map before asking the monitor again.
+const MAP_WAIT: Duration = Duration::from_secs(1);
+
+impl ClusterClient {
+    /// Authenticate to the monitors as `entity` with `secret` and connect.
+    pub async fn connect(
+        mon_addrs: Vec<String>,
+        entity: &str,
+        secret: quarry_auth::Secret,
+        timeouts: ClientTimeouts,
+    ) -> Result<Arc<ClusterClient>> {
+        let monc = MonClient::connect(MonClientConfig {
+            mon_addrs,
+            entity: entity.to_string(),
+            secret,
+            timeout: timeouts.mon,
+        })
+        .await
+        .map_err(mon_err)?;
+        Ok(Self::with_monc(monc, timeouts))
+    }
+
+    /// Build on an already connected monitor client.
+    pub fn with_monc(monc: Arc<MonClient>, timeouts: ClientTimeouts) -> Arc<ClusterClient> {
+        Arc::new(ClusterClient {
+            monc,
+            timeouts,
+            conns: Mutex::new(HashMap::new()),
+            next_cookie: AtomicU64::new(1),
+        })
+    }
+
+    /// The monitor client (for commands beyond the object layer).
+    pub fn monc(&self) -> &Arc<MonClient> {
+        &self.monc
+    }
+
+    /// Wait until the map is at least `epoch` (bounded; then refetch).
+    async fn wait_map(&self, epoch: Epoch) {
+        let mut rx = self.monc.subscribe();
+        let ok = tokio::time::timeout(MAP_WAIT, async {
+            rx.wait_for(|m| m.epoch >= epoch).await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            let _ = self.monc.refresh_map().await;
+        }
+    }
+
+    async fn conn_for(
+        &self,
+        map: &ClusterMap,
+        osd: OsdId,
+    ) -> std::result::Result<Arc<Conn>, ConnError> {
+        let addr = map
+            .osds
+            .get(&osd)
+            .map(|o| o.addr.clone())
+            .unwrap_or_default();
+        if let Some((a, c)) = lock(&self.conns).get(&osd) {
+            if *a == addr && !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let ticket = self.monc.ticket().await.map_err(|e| ConnError::Auth {
+            addr: addr.clone(),
+            msg: e.to_string(),
+        })?;
+        let c = Conn::connect(&addr, &ticket, self.timeouts.connect).await?;
+        lock(&self.conns).insert(osd, (addr, c.clone()));
+        Ok(c)
+    }
+
+    /// Send a request to the primary of `pg`, retrying across map changes
+    /// until it answers for good (or the op timeout passes).
+    async fn pg_call(
+        &self,
+        pg: PgId,
+        make: impl Fn(Epoch) -> Request,
+        data: Bytes,
+    ) -> Result<(Resp, Bytes)> {
+        let deadline = self.timeouts.osd_op.map(|d| Instant::now() + d);
+        let mut last = String::from("no attempt yet");
+        loop {
+            if let Some(d) = deadline {
+                if Instant::now() >= d {
+                    return Err(RadosError::new(
+                        Errno::ETIMEDOUT,
+                        format!("op on pg {pg} timed out: {last}"),
+                    ));
+                }
+            }
+            let map = self.monc.map();
+            let primary = match map.pg_primary(pg) {
+                Ok(p) => p,
+                Err(_) => {
+                    // The pool may be newer than our map: ask once more.
+                    let map = self.monc.refresh_map().await.map_err(mon_err)?;
+                    if !map.pools.contains_key(&pg.pool) {
+                        return Err(RadosError::not_found(format!(
+                            "pool {} does not exist",
+                            pg.pool
+                        )));
+                    }
+                    continue;
+                }
+            };
+            let Some(osd) = primary else {
+                last = format!("pg {pg} has no OSD up");
+                self.wait_map(map.epoch + 1).await;
+                continue;
+            };
+            let conn = match self.conn_for(&map, osd).await {
+                Ok(c) => c,
+                Err(e) if !e.is_transient() => {
+                    return Err(RadosError::new(e.errno(), e.to_string()))
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    self.wait_map(map.epoch + 1).await;
+                    continue;
+                }
+            };
+            let req = make(map.epoch);
+            let call = conn.call(&req, data.clone());
+            let res = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), call).await {
+                    Ok(r) => r,
+                    Err(_) => continue, // reported at the top of the loop
+                },
+                None => call.await,
+            };
+            match res {
+                Ok((Ok(resp), data)) => return Ok((resp, data)),
+                Ok((Err(we), _)) => match we.retry_epoch {
+                    Some(e) => {
+                        last = we.msg.clone();
+                        if e <= map.epoch {
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                        }
+                        self.wait_map(e.max(map.epoch + 1)).await;
+                    }
+                    None => return Err(we.to_rados()),
+                },
+                Err(e) if !e.is_transient() => {
+                    return Err(RadosError::new(e.errno(), e.to_string()))
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    lock(&self.conns).remove(&osd);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    fn map_with_pool(
+        &self,
+        pool: PoolId,
+    ) -> impl std::future::Future<Output = Result<Arc<ClusterMap>>> + '_ {
+        async move {
+            let map = self.monc.map();
+            if map.pools.contains_key(&pool) {
+                return Ok(map);
+            }
+            let map = self.monc.refresh_map().await.map_err(mon_err)?;
+            if map.pools.contains_key(&pool) {
+                Ok(map)
+            } else {
+                Err(RadosError::not_found(format!("pool {pool} does not exist")))
+            }
+        }
+    }
+
+    async fn object_pg(&self, oid: &ObjectId) -> Result<PgId> {
+        let map = self.map_with_pool(oid.pool).await?;
+        map.object_pg(oid.pool, &oid.namespace, &oid.name)
+            .map_err(|e| RadosError::new(e.errno(), e.to_string()))
+    }
+
+    async fn command(&self, cmd: MonCommand) -> Result<MonReply> {
+        self.monc.command(cmd).await.map_err(mon_err)
+    }
+
+    async fn wait_epoch(&self, epoch: Epoch) -> Result<()> {
+        self.monc
+            .wait_for_epoch(epoch)
+            .await
+            .map(|_| ())
+            .map_err(mon_err)
+    }
+}
+
+fn unexpected(what: &str) -> RadosError {
+    RadosError::io(format!("unexpected response from OSD to {what}"))
+}
+
+#[async_trait]
+impl Rados for ClusterClient {
+    fn instance_id(&self) -> u64 {
+        self.monc.global_id()
+    }
+
+    async fn pool_create(&self, name: &str) -> Result<PoolId> {
+        match self
+            .command(MonCommand::PoolCreate {
+                name: name.to_string(),
+                pg_num: None,
+                size: None,
+                min_size: None,
+                application: None,
+            })
+            .await?
+        {
+            MonReply::PoolCreated { pool, epoch } => {
+                self.wait_epoch(epoch).await?;
+                Ok(pool)
+            }
+            _ => Err(RadosError::io("unexpected monitor reply to pool create")),
+        }
+    }
+
+    async fn pool_delete(&self, name: &str) -> Result<()> {
+        match self
+            .command(MonCommand::PoolDelete {
+                name: name.to_string(),
+            })
+            .await?
+        {
+            MonReply::Ok { epoch } => self.wait_epoch(epoch).await,
+            _ => Err(RadosError::io("unexpected monitor reply to pool delete")),
+        }
+    }
+
+    async fn pool_lookup(&self, name: &str) -> Result<PoolId> {
+        if let Some(p) = self.monc.map().pool_by_name(name) {
+            return Ok(p.id);
+        }
+        let map = self.monc.refresh_map().await.map_err(mon_err)?;
+        map.pool_by_name(name)
+            .map(|p| p.id)
+            .ok_or_else(|| RadosError::not_found(format!("pool '{name}' does not exist")))
+    }
+
+    async fn pool_list(&self) -> Result<Vec<PoolInfo>> {
+        let map = self.monc.refresh_map().await.map_err(mon_err)?;
+        Ok(map
+            .pools
+            .values()
+            .map(|p| PoolInfo {
+                id: p.id,
+                name: p.name.clone(),
+            })
+            .collect())
+    }
+
+    async fn pool_stat(&self, pool: PoolId) -> Result<PoolStat> {
+        let map = self.map_with_pool(pool).await?;
+        let pgs = map
+            .pool_pgs(pool)
+            .map_err(|e| RadosError::new(e.errno(), e.to_string()))?;
+        let mut total = PoolStat::default();
+        // One request per PG keeps routing identical to ops (the PG's
+        // primary answers), at the cost of pg_num round trips.
+        for pg in pgs {
+            let (resp, _) = self
+                .pg_call(
+                    pg,
+                    |epoch| Request::PoolStat {
+                        epoch,
+                        pool,
+                        seeds: vec![pg.seed],
+                    },
+                    Bytes::new(),
+                )
+                .await?;
+            match resp {
+                Resp::Stat(s) => {
+                    total.num_objects += s.num_objects;
+                    total.num_bytes += s.num_bytes;
+                }
+                _ => return Err(unexpected("pool stat")),
+            }
+        }
+        Ok(total)
+    }
+
+    async fn snap_create(&self, pool: PoolId) -> Result<SnapId> {
+        match self.command(MonCommand::SnapCreate { pool }).await? {
+            MonReply::Snap { snap, epoch } => {
+                self.wait_epoch(epoch).await?;
+                Ok(snap)
+            }
+            _ => Err(RadosError::io("unexpected monitor reply to snap create")),
+        }
+    }
+
+    async fn snap_remove(&self, pool: PoolId, snap: SnapId) -> Result<()> {
+        match self.command(MonCommand::SnapRemove { pool, snap }).await? {
+            MonReply::Ok { epoch } => self.wait_epoch(epoch).await,
+            _ => Err(RadosError::io("unexpected monitor reply to snap remove")),
+        }
+    }
+
+    async fn operate(&self, req: OpRequest) -> Result<OpReply> {
+        if !req.snapc.is_valid() {
+            return Err(RadosError::invalid(format!(
+                "invalid snap context {:?}",
+                req.snapc
+            )));
+        }
+        let pg = self.object_pg(&req.oid).await?;
+        let (stripped, lens, data) = wire::strip_request(req);
+        let (resp, data) = self
+            .pg_call(
+                pg,
+                |epoch| Request::Op {
+                    epoch,
+                    req: stripped.clone(),
+                    lens: lens.clone(),
+                },
+                data,
+            )
+            .await?;
+        match resp {
+            Resp::Op(mut reply, lens) => {
+                wire::fill_reply(&mut reply, &lens, &data).map_err(|e| e.to_rados())?;
+                Ok(reply)
+            }
+            _ => Err(unexpected("op")),
+        }
+    }
+
+    async fn list_objects(&self, pool: PoolId, namespace: Option<&str>) -> Result<Vec<ListEntry>> {
+        let map = self.map_with_pool(pool).await?;
+        let pgs = map
+            .pool_pgs(pool)
+            .map_err(|e| RadosError::new(e.errno(), e.to_string()))?;
+        let ns = namespace.map(str::to_string);
+        let mut all = Vec::new();
+        for pg in pgs {
+            let (resp, _) = self
+                .pg_call(
+                    pg,
+                    |epoch| Request::ListPg {
+                        epoch,
+                        pg,
+                        namespace: ns.clone(),
+                    },
+                    Bytes::new(),
+                )
+                .await?;
+            match resp {
+                Resp::List(v) => all.extend(v),
+                _ => return Err(unexpected("list")),
+            }
+        }
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    async fn watch(&self, oid: &ObjectId) -> Result<u64> {
+        let pg = self.object_pg(oid).await?;
+        let cookie = self.next_cookie.fetch_add(1, Ordering::Relaxed);
+        let (resp, _) = self
+            .pg_call(
+                pg,
+                |epoch| Request::Watch {
+                    epoch,
+                    oid: oid.clone(),
+                    cookie,
+                },
+                Bytes::new(),
+            )
+            .await?;
+        match resp {
+            Resp::Cookie(c) => Ok(c),
+            _ => Err(unexpected("watch")),
+        }
+    }
+
+    async fn unwatch(&self, oid: &ObjectId, cookie: u64) -> Result<()> {
+        let pg = self.object_pg(oid).await?;
+        self.pg_call(
+            pg,
+            |epoch| Request::Unwatch {
+                epoch,
+                oid: oid.clone(),
+                cookie,
+            },
+            Bytes::new(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn list_watchers(&self, oid: &ObjectId) -> Result<Vec<Watcher>> {
+        let pg = self.object_pg(oid).await?;
+        let (resp, _) = self
+            .pg_call(
+                pg,
+                |epoch| Request::ListWatchers {
+                    epoch,
+                    oid: oid.clone(),
+                },
+                Bytes::new(),
+            )
+            .await?;
+        match resp {
+            Resp::Watchers(w) => Ok(w),
+            _ => Err(unexpected("list watchers")),
+        }
+    }
+}

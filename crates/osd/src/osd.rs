@@ -1,0 +1,1329 @@
+//! The daemon: connections, op handling, replication, peering, recovery.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use quarry_auth::Claims;
+use quarry_client::conn::Conn;
+use quarry_client::wire::{
+    self, AuthProof, AuthResult, Challenge, Hello, ObjState, PgInfo, Request, Resp, Response, Ver,
+    WireError, K_AUTH, K_AUTH_RESULT, K_CHALLENGE, K_HELLO, K_REQUEST, K_RESPONSE,
+};
+use quarry_common::Errno;
+use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
+use quarry_monc::{MonClient, MonClientConfig};
+use quarry_proto::{read_frame, write_frame, Frame};
+use quarry_rados::{
+    ListEntry, ObjectId, Op, OpOutput, OpReply, OpRequest, PoolId, PoolStat, RadosError,
+    SnapContext, Watcher, NOSNAP,
+};
+use quarry_store::Store;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::pglog::{self, PgMeta};
+use crate::{OsdConfig, OsdError};
+
+/// Requests one connection may have in flight before we stop reading it.
+const CONN_IN_FLIGHT: usize = 256;
+/// Responses queued for one connection's writer.
+const CONN_SEND_QUEUE: usize = 256;
+/// A peer must finish the handshake within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest an op waits inside the OSD (for a map or an active PG) before
+/// telling the client to retry; the client then re-evaluates placement.
+const OP_WAIT: Duration = Duration::from_secs(3);
+/// PGs peering at once.
+const PEERING_PARALLEL: usize = 16;
+/// Pause between peering attempts that could not complete.
+const PEER_RETRY: Duration = Duration::from_millis(300);
+
+type WResult<T> = std::result::Result<T, WireError>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The store pool holding one PG's objects.
+fn spool(pg: PgId) -> PoolId {
+    (pg.pool << 32) | pg.seed as i64
+}
+
+/// An object as the store names it (its PG's store pool).
+fn store_oid(pg: PgId, oid: &ObjectId) -> ObjectId {
+    ObjectId {
+        pool: spool(pg),
+        namespace: oid.namespace.clone(),
+        name: oid.name.clone(),
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Run a store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> quarry_rados::Result<T> + Send + 'static,
+) -> quarry_rados::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RadosError::io(format!("store task failed: {e}")))?
+}
+
+/// An active interval of a PG this OSD is primary for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Active {
+    epoch: Epoch,
+    acting: Vec<OsdId>,
+}
+
+/// One PG's state on this OSD.
+struct Pg {
+    id: PgId,
+    /// Serializes writes, recovery pushes and peering of this PG.
+    write_lock: tokio::sync::Mutex<()>,
+    /// `Some` while this OSD is the active primary.
+    active: watch::Sender<Option<Active>>,
+    /// Highest peering epoch seen: replicated writes from older intervals are refused.
+    interval: AtomicU64,
+    /// Bumped to cancel a running peering.
+    peer_gen: AtomicU64,
+    /// Persisted metadata (mirrors the store's copy).
+    meta: Mutex<PgMeta>,
+    /// Next sequence number for writes in the active interval.
+    next_seq: AtomicU64,
+}
+
+struct WatchRec {
+    conn: u64,
+    client: u64,
+    cookie: u64,
+    addr: String,
+}
+
+struct Osd {
+    id: OsdId,
+    store: Arc<Store>,
+    monc: Arc<MonClient>,
+    service_key: [u8; 32],
+    pgs: Mutex<HashMap<PgId, Arc<Pg>>>,
+    peers: Mutex<HashMap<OsdId, (String, Arc<Conn>)>>,
+    watches: Mutex<HashMap<ObjectId, Vec<WatchRec>>>,
+    next_conn: AtomicU64,
+    peering: Semaphore,
+}
+
+/// Who is on the other end of a connection.
+struct ConnCtx {
+    id: u64,
+    claims: Claims,
+    addr: String,
+}
+
+impl ConnCtx {
+    fn peer_osd(&self) -> Option<OsdId> {
+        self.claims.entity.strip_prefix("osd.")?.parse().ok()
+    }
+}
+
+/// Run the OSD until the process is killed.
+pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
+    let id = cfg.id;
+    let dir = cfg.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| OsdError::Store {
+            id,
+            dir: cfg.data_dir.display().to_string(),
+            source: RadosError::io(e.to_string()),
+        })?
+        .map_err(|source| OsdError::Store {
+            id,
+            dir: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+    let monc = MonClient::connect(MonClientConfig {
+        mon_addrs: cfg.mon_addrs.clone(),
+        entity: format!("osd.{id}"),
+        secret: cfg.secret.clone(),
+        timeout: cfg.mon_timeout,
+    })
+    .await
+    .map_err(|source| OsdError::Mon { id, source })?;
+    let service_key = monc
+        .service_key()
+        .await
+        .map_err(|source| OsdError::Mon { id, source })?;
+    let listener = TcpListener::bind(&cfg.bind_addr)
+        .await
+        .map_err(|source| OsdError::Listen {
+            id,
+            addr: cfg.bind_addr.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| OsdError::Listen {
+            id,
+            addr: cfg.bind_addr.clone(),
+            source,
+        })?
+        .to_string();
+    let osd = Arc::new(Osd {
+        id,
+        store: Arc::new(store),
+        monc: monc.clone(),
+        service_key,
+        pgs: Mutex::new(HashMap::new()),
+        peers: Mutex::new(HashMap::new()),
+        watches: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(1),
+        peering: Semaphore::new(PEERING_PARALLEL),
+    });
+    // Serve before booting: peers may query us as soon as the map says up.
+    let acceptor = osd.clone();
+    tokio::spawn(async move { acceptor.accept_loop(listener).await });
+    let epoch = monc
+        .osd_boot(id, addr.clone(), cfg.host.clone())
+        .await
+        .map_err(|source| OsdError::Mon { id, source })?;
+    tracing::info!(osd = id, %addr, epoch, "booted");
+    let watcher = osd.clone();
+    tokio::spawn(async move { watcher.map_loop().await });
+    let interval = cfg.beacon_interval;
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = osd.monc.osd_beacon(id).await {
+            tracing::warn!(osd = id, "beacon failed: {e}");
+        }
+    }
+}
+
+impl Osd {
+    fn map(&self) -> Arc<ClusterMap> {
+        self.monc.map()
+    }
+
+    /// A map at least as new as `epoch`, waiting a bounded time.
+    async fn map_at_least(&self, epoch: Epoch) -> WResult<Arc<ClusterMap>> {
+        let m = self.map();
+        if m.epoch >= epoch {
+            return Ok(m);
+        }
+        let mut rx = self.monc.subscribe();
+        let got = tokio::time::timeout(OP_WAIT, async {
+            rx.wait_for(|m| m.epoch >= epoch).await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if !got {
+            let _ = self.monc.refresh_map().await;
+        }
+        let m = self.map();
+        if m.epoch >= epoch {
+            Ok(m)
+        } else {
+            Err(WireError::retry(
+                epoch,
+                format!("osd.{} has map {} < {epoch}", self.id, m.epoch),
+            ))
+        }
+    }
+
+    fn pg(&self, pg: PgId) -> WResult<Arc<Pg>> {
+        if let Some(p) = lock(&self.pgs).get(&pg) {
+            return Ok(p.clone());
+        }
+        // Loading meta is a small read; done under no lock, then inserted once.
+        let meta = pglog::load(&self.store, pg).map_err(WireError::from)?;
+        let mut pgs = lock(&self.pgs);
+        Ok(pgs
+            .entry(pg)
+            .or_insert_with(|| {
+                Arc::new(Pg {
+                    id: pg,
+                    write_lock: tokio::sync::Mutex::new(()),
+                    active: watch::channel(None).0,
+                    interval: AtomicU64::new(0),
+                    peer_gen: AtomicU64::new(0),
+                    meta: Mutex::new(meta),
+                    next_seq: AtomicU64::new(1),
+                })
+            })
+            .clone())
+    }
+
+    // ---------------------------------------------------------------
+    // Connections
+    // ---------------------------------------------------------------
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((s, peer)) => {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.serve_conn(s, peer.to_string()).await });
+                }
+                Err(e) => {
+                    // Out of fds and the like: back off instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn handshake(&self, s: &mut TcpStream) -> Result<Claims, String> {
+        let f = read_frame(s).await.map_err(|e| e.to_string())?;
+        if f.kind != K_HELLO {
+            return Err(format!("expected hello, got kind {}", f.kind));
+        }
+        let hello: Hello = f.decode().map_err(|e| e.to_string())?;
+        let claims = match quarry_auth::verify_ticket(&self.service_key, &hello.ticket, now_unix())
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("authentication error: {e}");
+                let r: AuthResult = Err(WireError::new(Errno::EACCES, msg.clone()));
+                if let Ok(fr) = Frame::new(K_AUTH_RESULT, 0, &r, Bytes::new()) {
+                    let _ = write_frame(s, &fr).await;
+                }
+                return Err(msg);
+            }
+        };
+        let sn = quarry_auth::random_nonce();
+        let ch = Challenge {
+            server_nonce: sn,
+            server_proof: quarry_auth::server_session_proof(
+                &claims.session_key,
+                &hello.client_nonce,
+                &sn,
+            ),
+        };
+        let fr = Frame::new(K_CHALLENGE, 0, &ch, Bytes::new()).map_err(|e| e.to_string())?;
+        write_frame(s, &fr).await.map_err(|e| e.to_string())?;
+        let f = read_frame(s).await.map_err(|e| e.to_string())?;
+        if f.kind != K_AUTH {
+            return Err(format!("expected auth proof, got kind {}", f.kind));
+        }
+        let proof: AuthProof = f.decode().map_err(|e| e.to_string())?;
+        let want = quarry_auth::session_proof(&claims.session_key, &hello.client_nonce, &sn);
+        let r: AuthResult = if quarry_auth::ticket::check_session_proof(&want, &proof.client_proof)
+        {
+            Ok(())
+        } else {
+            Err(WireError::new(
+                Errno::EACCES,
+                "authentication error: bad session proof",
+            ))
+        };
+        let fr = Frame::new(K_AUTH_RESULT, 0, &r, Bytes::new()).map_err(|e| e.to_string())?;
+        write_frame(s, &fr).await.map_err(|e| e.to_string())?;
+        r.map(|_| claims).map_err(|e| e.msg)
+    }
+
+    async fn serve_conn(self: Arc<Self>, mut s: TcpStream, peer: String) {
+        let _ = s.set_nodelay(true);
+        let claims = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut s)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::info!(osd = self.id, %peer, "refused connection: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(osd = self.id, %peer, "handshake timed out");
+                return;
+            }
+        };
+        let ctx = Arc::new(ConnCtx {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            claims,
+            addr: peer.clone(),
+        });
+        let (mut rd, wr) = s.into_split();
+        let (tx, mut rx) = mpsc::channel::<Frame>(CONN_SEND_QUEUE);
+        let writer = tokio::spawn(async move {
+            let mut w = BufWriter::with_capacity(64 << 10, wr);
+            while let Some(f) = rx.recv().await {
+                if write_frame(&mut w, &f).await.is_err() {
+                    break;
+                }
+                if rx.is_empty() && w.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+        let slots = Arc::new(Semaphore::new(CONN_IN_FLIGHT));
+        loop {
+            let f = match read_frame(&mut rd).await {
+                Ok(f) => f,
+                Err(quarry_proto::FrameError::Closed) => break,
+                Err(e) => {
+                    tracing::info!(osd = self.id, %peer, "dropping connection: {e}");
+                    break;
+                }
+            };
+            if f.kind != K_REQUEST {
+                tracing::info!(osd = self.id, %peer, kind = f.kind, "dropping connection: unexpected frame kind");
+                break;
+            }
+            let req: Request = match f.decode() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::info!(osd = self.id, %peer, "dropping connection: {e}");
+                    break;
+                }
+            };
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let me = self.clone();
+            let ctx = ctx.clone();
+            let tx = tx.clone();
+            let rid = f.request_id;
+            tokio::spawn(async move {
+                let (resp, data) = match me.handle(&ctx, req, f.data).await {
+                    Ok((r, d)) => (Ok(r), d),
+                    Err(e) => (Err(e), Bytes::new()),
+                };
+                let resp: Response = resp;
+                if let Ok(fr) = Frame::new(K_RESPONSE, rid, &resp, data) {
+                    let _ = tx.send(fr).await;
+                }
+                drop(permit);
+            });
+        }
+        drop(tx);
+        // Watches die with the connection that registered them.
+        lock(&self.watches).retain(|_, v| {
+            v.retain(|w| w.conn != ctx.id);
+            !v.is_empty()
+        });
+        let _ = writer.await;
+    }
+
+    // ---------------------------------------------------------------
+    // Dispatch
+    // ---------------------------------------------------------------
+
+    async fn handle(
+        self: &Arc<Self>,
+        ctx: &ConnCtx,
+        req: Request,
+        data: Bytes,
+    ) -> WResult<(Resp, Bytes)> {
+        match req {
+            Request::Op {
+                epoch,
+                mut req,
+                lens,
+            } => {
+                wire::fill_request(&mut req, &lens, &data)?;
+                let reply = self.client_op(ctx, epoch, req).await?;
+                let (reply, lens, data) = wire::strip_reply(reply);
+                Ok((Resp::Op(reply, lens), data))
+            }
+            Request::ListPg {
+                epoch,
+                pg,
+                namespace,
+            } => {
+                let map = self.map_at_least(epoch).await?;
+                self.check_caps(
+                    ctx,
+                    &map,
+                    pg.pool,
+                    namespace.as_deref().unwrap_or(""),
+                    None,
+                    false,
+                )?;
+                self.primary_active(pg, epoch).await?;
+                let store = self.store.clone();
+                let list: Vec<ListEntry> =
+                    blocking(move || store.list(spool(pg), namespace.as_deref())).await?;
+                Ok((Resp::List(list), Bytes::new()))
+            }
+            Request::PoolStat { epoch, pool, seeds } => {
+                let map = self.map_at_least(epoch).await?;
+                self.check_caps(ctx, &map, pool, "", None, false)?;
+                let mut total = PoolStat::default();
+                for seed in seeds {
+                    let pg = PgId { pool, seed };
+                    self.primary_active(pg, epoch).await?;
+                    let store = self.store.clone();
+                    let s = blocking(move || store.pool_stat(spool(pg))).await?;
+                    total.num_objects += s.num_objects;
+                    total.num_bytes += s.num_bytes;
+                }
+                Ok((Resp::Stat(total), Bytes::new()))
+            }
+            Request::Watch { epoch, oid, cookie } => {
+                let pg = self.object_pg_checked(ctx, epoch, &oid, false).await?;
+                self.primary_active(pg, epoch).await?;
+                let st = OpRequest::new(store_oid(pg, &oid)).op(Op::Stat);
+                let store = self.store.clone();
+                blocking(move || store.apply(&st)).await?;
+                let mut w = lock(&self.watches);
+                let list = w.entry(oid).or_default();
+                list.retain(|x| !(x.client == ctx.claims.global_id && x.cookie == cookie));
+                list.push(WatchRec {
+                    conn: ctx.id,
+                    client: ctx.claims.global_id,
+                    cookie,
+                    addr: ctx.addr.clone(),
+                });
+                Ok((Resp::Cookie(cookie), Bytes::new()))
+            }
+            Request::Unwatch { epoch, oid, cookie } => {
+                let pg = self.object_pg_checked(ctx, epoch, &oid, false).await?;
+                self.primary_active(pg, epoch).await?;
+                let mut w = lock(&self.watches);
+                let found = w.get_mut(&oid).is_some_and(|list| {
+                    let n = list.len();
+                    list.retain(|x| !(x.client == ctx.claims.global_id && x.cookie == cookie));
+                    list.len() != n
+                });
+                w.retain(|_, v| !v.is_empty());
+                if found {
+                    Ok((Resp::Unit, Bytes::new()))
+                } else {
+                    Err(WireError::new(
+                        Errno::ENOENT,
+                        format!("no watch {cookie} on {}", oid.name),
+                    ))
+                }
+            }
+            Request::ListWatchers { epoch, oid } => {
+                let pg = self.object_pg_checked(ctx, epoch, &oid, false).await?;
+                self.primary_active(pg, epoch).await?;
+                let w = lock(&self.watches);
+                let list = w
+                    .get(&oid)
+                    .map(|l| {
+                        l.iter()
+                            .map(|x| Watcher {
+                                client: x.client,
+                                cookie: x.cookie,
+                                addr: x.addr.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok((Resp::Watchers(list), Bytes::new()))
+            }
+            // ---- OSD to OSD ----
+            other => {
+                let Some(from) = ctx.peer_osd() else {
+                    return Err(WireError::new(
+                        Errno::EACCES,
+                        format!("{} may not send OSD-internal messages", ctx.claims.entity),
+                    ));
+                };
+                self.handle_peer(from, other, data).await
+            }
+        }
+    }
+
+    fn check_caps(
+        &self,
+        ctx: &ConnCtx,
+        map: &ClusterMap,
+        pool: PoolId,
+        ns: &str,
+        object: Option<&str>,
+        write: bool,
+    ) -> WResult<()> {
+        let Some(def) = map.pools.get(&pool) else {
+            return Err(WireError::new(
+                Errno::ENOENT,
+                format!("pool {pool} does not exist"),
+            ));
+        };
+        if ctx.claims.caps.allows_object(&def.name, ns, object, write) {
+            Ok(())
+        } else {
+            Err(WireError::new(
+                Errno::EPERM,
+                format!(
+                    "{} is not allowed to {} pool '{}'",
+                    ctx.claims.entity,
+                    if write { "write" } else { "read" },
+                    def.name
+                ),
+            ))
+        }
+    }
+
+    async fn object_pg_checked(
+        &self,
+        ctx: &ConnCtx,
+        epoch: Epoch,
+        oid: &ObjectId,
+        write: bool,
+    ) -> WResult<PgId> {
+        let map = self.map_at_least(epoch).await?;
+        self.check_caps(ctx, &map, oid.pool, &oid.namespace, Some(&oid.name), write)?;
+        map.object_pg(oid.pool, &oid.namespace, &oid.name)
+            .map_err(|e| WireError::new(e.errno(), e.to_string()))
+    }
+
+    /// Wait (bounded) until this OSD is the active primary of `pg`.
+    async fn primary_active(&self, pg: PgId, epoch: Epoch) -> WResult<(Arc<Pg>, Active)> {
+        let map = self.map_at_least(epoch).await?;
+        let primary = map
+            .pg_primary(pg)
+            .map_err(|e| WireError::new(e.errno(), e.to_string()))?;
+        if primary != Some(self.id) {
+            return Err(WireError::retry(
+                map.epoch + 1,
+                format!(
+                    "osd.{} is not the primary of {pg} at epoch {}",
+                    self.id, map.epoch
+                ),
+            ));
+        }
+        let p = self.pg(pg)?;
+        let mut rx = p.active.subscribe();
+        let got = tokio::time::timeout(OP_WAIT, async {
+            rx.wait_for(|a| a.is_some())
+                .await
+                .ok()
+                .and_then(|a| a.clone())
+        })
+        .await
+        .ok()
+        .flatten();
+        match got {
+            Some(a) => Ok((p, a)),
+            None => Err(WireError::retry(
+                self.map().epoch + 1,
+                format!("pg {pg} is not active on osd.{}", self.id),
+            )),
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Client ops
+    // ---------------------------------------------------------------
+
+    async fn client_op(
+        self: &Arc<Self>,
+        ctx: &ConnCtx,
+        epoch: Epoch,
+        req: OpRequest,
+    ) -> WResult<OpReply> {
+        let write = req.is_write();
+        let pg = self.object_pg_checked(ctx, epoch, &req.oid, write).await?;
+        let (p, active) = self.primary_active(pg, epoch).await?;
+        let mut sreq = req;
+        sreq.oid = store_oid(pg, &sreq.oid);
+        if !write {
+            return self.read_with_repair(pg, &active, sreq).await;
+        }
+        if sreq.snap != NOSNAP {
+            return Err(WireError::new(Errno::EROFS, "writes must target the head"));
+        }
+        let _g = p.write_lock.lock().await;
+        // Peering may have run while we waited for the lock.
+        let cur = p.active.borrow().clone();
+        if cur.as_ref() != Some(&active) {
+            return Err(WireError::retry(
+                self.map().epoch + 1,
+                format!("pg {pg} changed interval"),
+            ));
+        }
+        let ver = Ver {
+            epoch: active.epoch,
+            seq: p.next_seq.fetch_add(1, Ordering::SeqCst),
+        };
+        let gen = p.peer_gen.load(Ordering::SeqCst);
+        let local = self.apply_logged(&p, ver, sreq.clone());
+        let (rreq, lens, data) = wire::strip_request(sreq);
+        let mut remotes = Vec::new();
+        for &m in active.acting.iter().filter(|&&m| m != self.id) {
+            let r = Request::RepOp {
+                pg,
+                epoch: active.epoch,
+                ver,
+                req: rreq.clone(),
+                lens: lens.clone(),
+            };
+            remotes.push(self.peer_call(m, r, data.clone()));
+        }
+        let (local, remote) = tokio::join!(local, futures_join_all(remotes));
+        let mut replica_failed = None;
+        for r in remote {
+            match r {
+                Ok((Resp::Op(..), _)) => {
+                    if local.is_err() {
+                        replica_failed = Some("replica applied a write the primary refused".into());
+                    }
+                }
+                Ok(_) => replica_failed = Some("unexpected replica response".to_string()),
+                Err(e) => {
+                    let same =
+                        matches!(&local, Err(le) if le.errno == e.errno && e.retry_epoch.is_none());
+                    if !same {
+                        replica_failed = Some(e.msg);
+                    }
+                }
+            }
+        }
+        if let Some(why) = replica_failed {
+            // The acting set is no longer in step: re-peer (which brings every
+            // member to the primary's state) and let the client resend.
+            tracing::info!(osd = self.id, %pg, "replication failed ({why}); re-peering");
+            if p.peer_gen.load(Ordering::SeqCst) == gen {
+                p.active.send_replace(None);
+                drop(_g);
+                self.start_peering(p.clone(), self.map());
+            }
+            return Err(WireError::retry(
+                self.map().epoch + 1,
+                format!("pg {pg} re-peering: {why}"),
+            ));
+        }
+        local
+    }
+
+    /// Log then apply a write on this OSD.
+    async fn apply_logged(&self, p: &Arc<Pg>, ver: Ver, sreq: OpRequest) -> WResult<OpReply> {
+        let store = self.store.clone();
+        let p2 = p.clone();
+        let user_oid = ObjectId {
+            pool: p.id.pool,
+            namespace: sreq.oid.namespace.clone(),
+            name: sreq.oid.name.clone(),
+        };
+        let res = blocking(move || {
+            let meta = lock(&p2.meta).clone();
+            let m = pglog::append(&store, p2.id, &meta, ver, &user_oid)?;
+            *lock(&p2.meta) = m;
+            store.apply(&sreq)
+        })
+        .await;
+        res.map_err(WireError::from)
+    }
+
+    async fn read_with_repair(
+        &self,
+        pg: PgId,
+        active: &Active,
+        sreq: OpRequest,
+    ) -> WResult<OpReply> {
+        let store = self.store.clone();
+        let r2 = sreq.clone();
+        match blocking(move || store.apply(&r2)).await {
+            Err(e) if e.errno == Errno::EIO => {
+                tracing::warn!(osd = self.id, %pg, obj = %sreq.oid.name, "read error ({e}); repairing from a replica");
+                let user_oid = ObjectId {
+                    pool: pg.pool,
+                    namespace: sreq.oid.namespace.clone(),
+                    name: sreq.oid.name.clone(),
+                };
+                let p = self.pg(pg)?;
+                let _g = p.write_lock.lock().await;
+                let mut repaired = false;
+                for &m in active.acting.iter().filter(|&&m| m != self.id) {
+                    if let Ok((Resp::State(state), data)) = self
+                        .peer_call(
+                            m,
+                            Request::Pull {
+                                oid: user_oid.clone(),
+                            },
+                            Bytes::new(),
+                        )
+                        .await
+                    {
+                        self.install(pg, &user_oid, state, data).await?;
+                        repaired = true;
+                        break;
+                    }
+                }
+                if !repaired {
+                    return Err(e.into());
+                }
+                let store = self.store.clone();
+                Ok(blocking(move || store.apply(&sreq)).await?)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // OSD to OSD
+    // ---------------------------------------------------------------
+
+    async fn peer_conn(&self, osd: OsdId) -> WResult<Arc<Conn>> {
+        let map = self.map();
+        let addr = map
+            .osds
+            .get(&osd)
+            .map(|o| o.addr.clone())
+            .unwrap_or_default();
+        if let Some((a, c)) = lock(&self.peers).get(&osd) {
+            if *a == addr && !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let ticket = self
+            .monc
+            .ticket()
+            .await
+            .map_err(|e| WireError::retry(map.epoch + 1, e.to_string()))?;
+        let c = Conn::connect(&addr, &ticket, Duration::from_secs(5))
+            .await
+            .map_err(|e| WireError::retry(map.epoch + 1, format!("osd.{osd}: {e}")))?;
+        lock(&self.peers).insert(osd, (addr, c.clone()));
+        Ok(c)
+    }
+
+    async fn peer_call(&self, osd: OsdId, req: Request, data: Bytes) -> WResult<(Resp, Bytes)> {
+        let c = self.peer_conn(osd).await?;
+        match c.call(&req, data).await {
+            Ok((Ok(r), d)) => Ok((r, d)),
+            Ok((Err(e), _)) => Err(e),
+            Err(e) => {
+                lock(&self.peers).remove(&osd);
+                Err(WireError::retry(
+                    self.map().epoch + 1,
+                    format!("osd.{osd}: {e}"),
+                ))
+            }
+        }
+    }
+
+    async fn handle_peer(&self, from: OsdId, req: Request, data: Bytes) -> WResult<(Resp, Bytes)> {
+        match req {
+            Request::RepOp {
+                pg,
+                epoch,
+                ver,
+                mut req,
+                lens,
+            } => {
+                wire::fill_request(&mut req, &lens, &data)?;
+                let map = self.map_at_least(epoch).await?;
+                let p = self.pg(pg)?;
+                if epoch < p.interval.load(Ordering::SeqCst) {
+                    return Err(WireError::new(
+                        Errno::ESHUTDOWN,
+                        format!("stale interval {epoch} for {pg} from osd.{from}"),
+                    ));
+                }
+                if map.pg_primary(pg).ok().flatten() != Some(from) {
+                    return Err(WireError::new(
+                        Errno::ESHUTDOWN,
+                        format!(
+                            "osd.{from} is not the primary of {pg} at epoch {}",
+                            map.epoch
+                        ),
+                    ));
+                }
+                let _g = p.write_lock.lock().await;
+                req.oid = store_oid(pg, &req.oid);
+                let reply = self.apply_logged(&p, ver, req).await?;
+                Ok((Resp::Op(reply, Vec::new()), Bytes::new()))
+            }
+            Request::PgQuery { pg, epoch } => {
+                self.map_at_least(epoch).await?;
+                let p = self.pg(pg)?;
+                p.interval.fetch_max(epoch, Ordering::SeqCst);
+                // Any write in flight under the old interval finishes (or is
+                // refused) before we report what we hold.
+                let _g = p.write_lock.lock().await;
+                let info = lock(&p.meta).info.clone();
+                Ok((Resp::Info(info), Bytes::new()))
+            }
+            Request::PgLog { pg, since } => {
+                let log = self.local_log(pg, since).await?;
+                Ok((Resp::Log(log), Bytes::new()))
+            }
+            Request::PgObjects { pg } => {
+                Ok((Resp::Objects(self.local_objects(pg).await?), Bytes::new()))
+            }
+            Request::Pull { oid } => {
+                let map = self.map();
+                let pg = map
+                    .object_pg(oid.pool, &oid.namespace, &oid.name)
+                    .map_err(|e| WireError::new(e.errno(), e.to_string()))?;
+                let (st, data) = self.read_state(pg, &oid).await?;
+                Ok((Resp::State(st), data))
+            }
+            Request::Push {
+                pg,
+                epoch,
+                oid,
+                state,
+            } => {
+                let p = self.pg(pg)?;
+                if epoch < p.interval.load(Ordering::SeqCst) {
+                    return Err(WireError::new(Errno::ESHUTDOWN, "stale push"));
+                }
+                let _g = p.write_lock.lock().await;
+                self.install(pg, &oid, state, data).await?;
+                Ok((Resp::Unit, Bytes::new()))
+            }
+            Request::Activate { pg, epoch, info } => {
+                let p = self.pg(pg)?;
+                if epoch < p.interval.load(Ordering::SeqCst) {
+                    return Err(WireError::new(Errno::ESHUTDOWN, "stale activate"));
+                }
+                p.interval.fetch_max(epoch, Ordering::SeqCst);
+                let _g = p.write_lock.lock().await;
+                let cur = lock(&p.meta).info.clone();
+                if cur != info {
+                    let store = self.store.clone();
+                    let m = blocking(move || pglog::reset(&store, pg, info)).await?;
+                    *lock(&p.meta) = m;
+                }
+                Ok((Resp::Unit, Bytes::new()))
+            }
+            _ => Err(WireError::new(Errno::EINVAL, "unexpected request")),
+        }
+    }
+
+    async fn local_log(&self, pg: PgId, since: Ver) -> WResult<Option<Vec<(Ver, ObjectId)>>> {
+        let p = self.pg(pg)?;
+        let meta = lock(&p.meta).clone();
+        let store = self.store.clone();
+        Ok(blocking(move || pglog::entries_since(&store, pg, &meta, since)).await?)
+    }
+
+    async fn local_objects(&self, pg: PgId) -> WResult<Vec<ObjectId>> {
+        let store = self.store.clone();
+        let list = blocking(move || store.list(spool(pg), None)).await?;
+        Ok(list
+            .into_iter()
+            .map(|e| ObjectId {
+                pool: pg.pool,
+                namespace: e.namespace,
+                name: e.name,
+            })
+            .collect())
+    }
+
+    /// The full head state of an object here (`None` if absent).
+    async fn read_state(&self, pg: PgId, oid: &ObjectId) -> WResult<(Option<ObjState>, Bytes)> {
+        let req = OpRequest::new(store_oid(pg, oid))
+            .op(Op::Stat)
+            .op(Op::SparseRead { off: 0, len: 0 })
+            .op(Op::GetXattrs)
+            .op(Op::OmapGetVals {
+                start_after: String::new(),
+                prefix: String::new(),
+                max: 0,
+            });
+        let store = self.store.clone();
+        let reply = match blocking(move || store.apply(&req)).await {
+            Ok(r) => r,
+            Err(e) if e.errno == Errno::ENOENT => return Ok((None, Bytes::new())),
+            Err(e) => return Err(e.into()),
+        };
+        let mut st = ObjState::default();
+        let mut data = Bytes::new();
+        for out in reply.outputs {
+            match out {
+                OpOutput::Stat(s) => st.size = s.size,
+                OpOutput::Sparse(ext, d) => {
+                    st.extents = ext;
+                    data = d;
+                }
+                OpOutput::Xattrs(x) => {
+                    st.xattrs = x.into_iter().map(|(k, v)| (k, v.to_vec())).collect()
+                }
+                OpOutput::Omap(m, _) => {
+                    st.omap = m.into_iter().map(|(k, v)| (k, v.to_vec())).collect()
+                }
+                _ => {}
+            }
+        }
+        Ok((Some(st), data))
+    }
+
+    /// Make this OSD's copy of `oid` equal `state` (caller holds the write lock).
+    async fn install(
+        &self,
+        pg: PgId,
+        oid: &ObjectId,
+        state: Option<ObjState>,
+        data: Bytes,
+    ) -> WResult<()> {
+        let soid = store_oid(pg, oid);
+        let (cur, _) = self
+            .read_state(pg, oid)
+            .await
+            .unwrap_or((None, Bytes::new()));
+        let mut req = OpRequest::new(soid).with_snapc(SnapContext::default());
+        match state {
+            None => {
+                if cur.is_none() {
+                    return Ok(());
+                }
+                req.ops.push(Op::Remove);
+            }
+            Some(st) => {
+                req.ops.push(Op::Create { exclusive: false });
+                req.ops.push(Op::Truncate(0));
+                req.ops.push(Op::OmapClear);
+                if let Some(c) = &cur {
+                    for k in c.xattrs.keys() {
+                        req.ops.push(Op::RmXattr(k.clone()));
+                    }
+                }
+                let mut off = 0usize;
+                for &(o, l) in &st.extents {
+                    let end = usize::try_from(l)
+                        .ok()
+                        .and_then(|l| off.checked_add(l))
+                        .filter(|&e| e <= data.len())
+                        .ok_or_else(|| WireError::new(Errno::EINVAL, "push extents exceed data"))?;
+                    req.ops.push(Op::Write {
+                        off: o,
+                        data: data.slice(off..end),
+                    });
+                    off = end;
+                }
+                req.ops.push(Op::Truncate(st.size));
+                for (k, v) in st.xattrs {
+                    req.ops.push(Op::SetXattr(k, Bytes::from(v)));
+                }
+                if !st.omap.is_empty() {
+                    let m: BTreeMap<String, Bytes> = st
+                        .omap
+                        .into_iter()
+                        .map(|(k, v)| (k, Bytes::from(v)))
+                        .collect();
+                    req.ops.push(Op::OmapSetVals(m));
+                }
+            }
+        }
+        let store = self.store.clone();
+        blocking(move || store.apply(&req)).await?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------
+    // Map changes and peering
+    // ---------------------------------------------------------------
+
+    async fn map_loop(self: Arc<Self>) {
+        let mut rx = self.monc.subscribe();
+        let mut removed_seen: HashMap<PoolId, usize> = HashMap::new();
+        let mut first = true;
+        loop {
+            let map = rx.borrow_and_update().clone();
+            self.on_map(&map, &mut removed_seen, first).await;
+            first = false;
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn on_map(
+        self: &Arc<Self>,
+        map: &Arc<ClusterMap>,
+        removed_seen: &mut HashMap<PoolId, usize>,
+        first: bool,
+    ) {
+        for (&pool, def) in &map.pools {
+            for seed in 0..def.pg_num {
+                let pg = PgId { pool, seed };
+                let up = map.pg_up_set(pg).unwrap_or_default();
+                if up.first() == Some(&self.id) {
+                    let Ok(p) = self.pg(pg) else { continue };
+                    let cur = p.active.borrow().clone();
+                    let needs = match &cur {
+                        Some(a) => a.acting != up,
+                        None => true,
+                    };
+                    if needs {
+                        self.start_peering(p, map.clone());
+                    }
+                } else if let Some(p) = lock(&self.pgs).get(&pg).cloned() {
+                    if p.active.borrow().is_some() {
+                        p.peer_gen.fetch_add(1, Ordering::SeqCst);
+                        p.active.send_replace(None);
+                    }
+                }
+            }
+        }
+        // Snapshot trimming: removed_snaps only grows.
+        let held: Vec<PoolId> = {
+            let store = self.store.clone();
+            blocking(move || store.pools_with_data())
+                .await
+                .unwrap_or_default()
+        };
+        for (&pool, def) in &map.pools {
+            let seen = removed_seen.get(&pool).copied().unwrap_or(0);
+            if def.removed_snaps.len() > seen || (first && !def.removed_snaps.is_empty()) {
+                let snaps = def.removed_snaps.clone();
+                for &sp in held.iter().filter(|&&sp| sp >> 32 == pool) {
+                    let store = self.store.clone();
+                    let snaps = snaps.clone();
+                    if let Err(e) = blocking(move || store.trim_snaps(sp, &snaps)).await {
+                        tracing::warn!(osd = self.id, pool, "snap trim failed: {e}");
+                    }
+                }
+                removed_seen.insert(pool, def.removed_snaps.len());
+            }
+        }
+        // Deleted pools.
+        for &sp in &held {
+            if !map.pools.contains_key(&(sp >> 32)) {
+                let store = self.store.clone();
+                let _ = blocking(move || store.remove_pool(sp)).await;
+            }
+        }
+    }
+
+    fn start_peering(self: &Arc<Self>, p: Arc<Pg>, map: Arc<ClusterMap>) {
+        let gen = p.peer_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        p.active.send_replace(None);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = me.peering.acquire().await else {
+                return;
+            };
+            loop {
+                if p.peer_gen.load(Ordering::SeqCst) != gen {
+                    return;
+                }
+                match me.peer(&p, &map, gen).await {
+                    Ok(true) => return,
+                    Ok(false) => return, // cannot go active at this map: wait for the next
+                    Err(e) => {
+                        tracing::info!(osd = me.id, pg = %p.id, "peering: {e}; retrying");
+                        tokio::time::sleep(PEER_RETRY).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// One peering attempt. `Ok(false)`: the PG cannot go active at this map.
+    async fn peer(&self, p: &Arc<Pg>, map: &Arc<ClusterMap>, gen: u64) -> WResult<bool> {
+        let pg = p.id;
+        let cancelled = || p.peer_gen.load(Ordering::SeqCst) != gen;
+        let Some(def) = map.pools.get(&pg.pool) else {
+            return Ok(false);
+        };
+        let acting = map
+            .pg_up_set(pg)
+            .map_err(|e| WireError::new(e.errno(), e.to_string()))?;
+        if acting.first() != Some(&self.id) {
+            return Ok(false);
+        }
+        if (acting.len() as u32) < def.min_size.max(1) {
+            tracing::info!(osd = self.id, %pg, ?acting, "fewer than min_size members up; waiting");
+            return Ok(false);
+        }
+        let epoch = map.epoch;
+        p.interval.fetch_max(epoch, Ordering::SeqCst);
+        let _g = p.write_lock.lock().await;
+        // 1. Gather infos.
+        let mut infos: BTreeMap<OsdId, PgInfo> = BTreeMap::new();
+        infos.insert(self.id, lock(&p.meta).info.clone());
+        for &m in acting.iter().filter(|&&m| m != self.id) {
+            match self
+                .peer_call(m, Request::PgQuery { pg, epoch }, Bytes::new())
+                .await?
+            {
+                (Resp::Info(i), _) => {
+                    infos.insert(m, i);
+                }
+                _ => return Err(WireError::new(Errno::EIO, "bad PgQuery reply")),
+            }
+        }
+        if cancelled() {
+            return Ok(false);
+        }
+        // 2. Pick the authority among members of the last recorded acting set.
+        let hist = map.pg_history.get(&pg);
+        let candidates: Vec<OsdId> = match hist {
+            Some(h) => acting
+                .iter()
+                .copied()
+                .filter(|m| h.acting.contains(m))
+                .collect(),
+            None => acting.clone(),
+        };
+        if candidates.is_empty() {
+            tracing::warn!(osd = self.id, %pg, ?acting, history = ?hist, "no member of the last acting set is up; waiting");
+            return Ok(false);
+        }
+        let auth = candidates
+            .iter()
+            .copied()
+            .max_by_key(|m| (infos[m].last_update.clone(), *m == self.id))
+            .unwrap_or(self.id);
+        let auth_info = infos[&auth].clone();
+        let auth_lu = auth_info.last_update;
+        // 3. Objects each lagging member must receive.
+        let mut plans: BTreeMap<OsdId, BTreeSet<ObjectId>> = BTreeMap::new();
+        for (&m, info) in &infos {
+            if info.last_update == auth_lu {
+                continue;
+            }
+            let log = if auth == self.id {
+                self.local_log(pg, info.last_update).await?
+            } else {
+                match self
+                    .peer_call(
+                        auth,
+                        Request::PgLog {
+                            pg,
+                            since: info.last_update,
+                        },
+                        Bytes::new(),
+                    )
+                    .await?
+                {
+                    (Resp::Log(l), _) => l,
+                    _ => return Err(WireError::new(Errno::EIO, "bad PgLog reply")),
+                }
+            };
+            let set: BTreeSet<ObjectId> = match log {
+                Some(entries) => entries.into_iter().map(|(_, o)| o).collect(),
+                None => {
+                    // Backfill: everything either side holds.
+                    let mut s: BTreeSet<ObjectId> =
+                        self.objects_of(auth, pg).await?.into_iter().collect();
+                    s.extend(self.objects_of(m, pg).await?);
+                    s
+                }
+            };
+            plans.insert(m, set);
+        }
+        // 4. Bring this OSD up to date from the authority first.
+        if let Some(set) = plans.remove(&self.id) {
+            for oid in set {
+                if cancelled() {
+                    return Ok(false);
+                }
+                let (state, data) = match self
+                    .peer_call(auth, Request::Pull { oid: oid.clone() }, Bytes::new())
+                    .await?
+                {
+                    (Resp::State(s), d) => (s, d),
+                    _ => return Err(WireError::new(Errno::EIO, "bad Pull reply")),
+                };
+                self.install(pg, &oid, state, data).await?;
+            }
+            let info = PgInfo {
+                last_update: auth_lu,
+                log_tail: auth_lu,
+            };
+            let store = self.store.clone();
+            let m = blocking(move || pglog::reset(&store, pg, info)).await?;
+            *lock(&p.meta) = m;
+        }
+        // 5. Push to the others.
+        for (m, set) in &plans {
+            for oid in set {
+                if cancelled() {
+                    return Ok(false);
+                }
+                let (state, data) = self.read_state(pg, oid).await?;
+                self.peer_call(
+                    *m,
+                    Request::Push {
+                        pg,
+                        epoch,
+                        oid: oid.clone(),
+                        state,
+                    },
+                    data,
+                )
+                .await?;
+            }
+        }
+        for &m in acting.iter().filter(|&&m| m != self.id) {
+            let info = if plans.contains_key(&m) {
+                PgInfo {
+                    last_update: auth_lu,
+                    log_tail: auth_lu,
+                }
+            } else {
+                infos[&m].clone()
+            };
+            self.peer_call(m, Request::Activate { pg, epoch, info }, Bytes::new())
+                .await?;
+        }
+        if cancelled() {
+            return Ok(false);
+        }
+        // 6. Record the acting set before serving any write.
+        self.monc
+            .pg_activated(pg, epoch, acting.clone())
+            .await
+            .map_err(|e| WireError::new(e.errno(), format!("pg_activated: {e}")))?;
+        if cancelled() {
+            return Ok(false);
+        }
+        let next = if auth_lu.epoch == epoch {
+            auth_lu.seq + 1
+        } else {
+            1
+        };
+        p.next_seq.store(next, Ordering::SeqCst);
+        p.active.send_replace(Some(Active { epoch, acting }));
+        tracing::info!(osd = self.id, %pg, epoch, "active");
+        Ok(true)
+    }
+
+    async fn objects_of(&self, osd: OsdId, pg: PgId) -> WResult<Vec<ObjectId>> {
+        if osd == self.id {
+            return self.local_objects(pg).await;
+        }
+        match self
+            .peer_call(osd, Request::PgObjects { pg }, Bytes::new())
+            .await?
+        {
+            (Resp::Objects(v), _) => Ok(v),
+            _ => Err(WireError::new(Errno::EIO, "bad PgObjects reply")),
+        }
+    }
+}
+
+/// Await every future, keeping order (tiny `join_all` to avoid a dependency).
+async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(fs.len());
+    let mut handles: Vec<std::pin::Pin<Box<F>>> = fs.into_iter().map(Box::pin).collect();
+    // Drive all concurrently by polling in a select-free loop via join on pairs.
+    // Sizes are tiny (replica count), so sequential awaiting after starting
+    // them would not overlap: use a simple poll_fn instead.
+    let mut results: Vec<Option<F::Output>> = (0..handles.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, h) in handles.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match h.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    for r in results.into_iter().flatten() {
+        out.push(r);
+    }
+    out
+}

@@ -1,0 +1,113 @@
+//! Per-PG metadata persisted in the store's `sys` table: the PG info
+//! (last update, log tail) and a bounded ring of log entries naming the
+//! objects each write touched.
+//!
+//! Keys: `pg/<pool>.<seed>/meta` and `pg/<pool>.<seed>/log/<slot>`, with
+//! `slot = index % LOG_MAX`. Only object names are logged, not data:
+//! recovery pushes the authority's *current* state of each named object,
+//! so an entry whose data write never happened (crash between the two
+//! writes) is harmless — it only makes recovery look at one more object.
+
+use quarry_client::wire::{PgInfo, Ver};
+use quarry_map::PgId;
+use quarry_rados::{ObjectId, RadosError, Result};
+use quarry_store::Store;
+use serde::{Deserialize, Serialize};
+
+/// Entries kept per PG; a member further behind is backfilled in full.
+pub const LOG_MAX: u64 = 1000;
+
+/// The persisted per-PG record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgMeta {
+    /// Info reported when peering.
+    pub info: PgInfo,
+    /// Number of entries ever appended in this log incarnation.
+    pub head: u64,
+    /// Valid entries: indices `head - count .. head`.
+    pub count: u64,
+}
+
+fn meta_key(pg: PgId) -> String {
+    format!("pg/{}.{}/meta", pg.pool, pg.seed)
+}
+
+fn slot_key(pg: PgId, index: u64) -> String {
+    format!("pg/{}.{}/log/{}", pg.pool, pg.seed, index % LOG_MAX)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> RadosError {
+    RadosError::io(format!("corrupted pg metadata {what}: {e}"))
+}
+
+/// Load a PG's meta (default when the PG was never seen here).
+pub fn load(store: &Store, pg: PgId) -> Result<PgMeta> {
+    match store.sys_get(&meta_key(pg))? {
+        None => Ok(PgMeta::default()),
+        Some(b) => postcard::from_bytes(&b).map_err(|e| corrupt(&meta_key(pg), e)),
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(v).map_err(|e| RadosError::io(format!("encode pg metadata: {e}")))
+}
+
+/// Append an entry for `ver` touching `oid` and make it durable; returns the new meta.
+pub fn append(store: &Store, pg: PgId, meta: &PgMeta, ver: Ver, oid: &ObjectId) -> Result<PgMeta> {
+    let mut m = meta.clone();
+    let key = slot_key(pg, m.head);
+    if m.count >= LOG_MAX {
+        // The slot we overwrite holds the oldest entry: it becomes the tail.
+        if let Some(b) = store.sys_get(&key)? {
+            let (old, _): (Ver, ObjectId) =
+                postcard::from_bytes(&b).map_err(|e| corrupt(&key, e))?;
+            m.info.log_tail = old;
+        }
+    } else {
+        m.count += 1;
+    }
+    m.head += 1;
+    m.info.last_update = ver;
+    store.sys_put(vec![
+        (key, Some(encode(&(ver, oid))?)),
+        (meta_key(pg), Some(encode(&m)?)),
+    ])?;
+    Ok(m)
+}
+
+/// Replace the meta (after recovery: the log restarts at `info.last_update`).
+pub fn reset(store: &Store, pg: PgId, info: PgInfo) -> Result<PgMeta> {
+    let m = PgMeta {
+        info,
+        head: 0,
+        count: 0,
+    };
+    store.sys_put(vec![(meta_key(pg), Some(encode(&m)?))])?;
+    Ok(m)
+}
+
+/// Entries after `since`, oldest first; `None` if the log cannot prove it
+/// holds all of them (`since` is neither the tail nor one of its entries,
+/// e.g. the asking member diverged or fell too far behind).
+pub fn entries_since(
+    store: &Store,
+    pg: PgId,
+    meta: &PgMeta,
+    since: Ver,
+) -> Result<Option<Vec<(Ver, ObjectId)>>> {
+    let mut out = Vec::new();
+    let mut found = since == meta.info.log_tail;
+    for idx in meta.head - meta.count..meta.head {
+        let key = slot_key(pg, idx);
+        let Some(b) = store.sys_get(&key)? else {
+            return Ok(None);
+        };
+        let (v, oid): (Ver, ObjectId) = postcard::from_bytes(&b).map_err(|e| corrupt(&key, e))?;
+        if v == since {
+            found = true;
+        } else if v > since {
+            out.push((v, oid));
+        }
+    }
+    Ok(found.then_some(out))
+}
