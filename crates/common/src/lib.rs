@@ -10,3 +10,4 @@ pub mod entity;
 pub mod keyring;
 pub mod options;
 pub mod size;
+pub mod spec;
