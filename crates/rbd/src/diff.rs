@@ -19,6 +19,9 @@ use crate::image::{Image, Inner, View, PARALLEL_OPS_MAX};
 use crate::objmap::{self, OBJECT_EXISTS};
 use crate::{DiffExtent, DiffOptions};
 
+/// Changed extents of one object: `(obj_off, len, exists)`.
+type ObjExtents = Vec<(u64, u64, bool)>;
+
 /// The stored maps a diff needs, when all are trustworthy.
 struct Maps {
     /// Map at the from-snapshot (None = diff since creation).
@@ -118,7 +121,7 @@ async fn object_diff(
     from: Option<SnapId>,
     maps: Option<&Maps>,
     whole: bool,
-) -> Result<Vec<(u64, u64, bool)>> {
+) -> Result<ObjExtents> {
     let len_in_image = view
         .obj_size()
         .min(view.size.saturating_sub(objno << view.order()));
@@ -138,10 +141,10 @@ async fn object_diff(
                 if !ee && !ef {
                     return Ok(vec![]);
                 }
-                if ee != ef {
+                if ee != ef && (whole || !ee) {
                     return Ok(whole_obj(ee));
                 }
-                if !m.after.iter().any(|a| st(a, objno) == OBJECT_EXISTS) {
+                if ee == ef && !m.after.iter().any(|a| st(a, objno) == OBJECT_EXISTS) {
                     return Ok(vec![]);
                 }
                 if whole {
@@ -275,7 +278,7 @@ impl Image {
         let last = (end - 1) >> order;
         let maps = self.load_maps(&view, from).await?;
         let whole = opts.whole_object;
-        let per_obj: Vec<(u64, Vec<(u64, u64, bool)>)> =
+        let per_obj: Vec<(u64, ObjExtents)> =
             futures::stream::iter((first..=last).map(|o| {
                 let (view, maps) = (&view, maps.as_ref());
                 async move {

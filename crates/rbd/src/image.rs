@@ -32,6 +32,8 @@ use crate::{
 
 /// Striped locks serializing object-map state transitions per object.
 pub(crate) const STRIPES: usize = 256;
+/// How often snapshot creation retries after losing a snap-id race.
+const SNAP_CREATE_RETRIES_MAX: u32 = 20;
 /// Most per-object ops one request keeps in flight.
 pub(crate) const PARALLEL_OPS_MAX: usize = 64;
 
@@ -545,54 +547,62 @@ impl Image {
         }
         let rados = inner.rados.as_ref();
         let pool = inner.io.pool_id;
-        let id = rados
-            .snap_create(pool)
-            .await
-            .ctx(|| format!("allocating a snap id for {what}"))?;
         let head_map = if v.has_object_map() {
             objmap::load(rados, &v.map_oid).await?
         } else {
             None
         };
-        let snap_map_oid = inner.map_oid(id);
-        let result: Result<Arc<View>> = async {
-            if let Some(m) = &head_map {
-                objmap::store_all(rados, &snap_map_oid, m.clone()).await?;
-            }
-            inner
-                .update(|h| {
-                    if h.snap_by_name(name).is_some() {
-                        return Err(RbdError::exists(what.clone()));
-                    }
-                    if id <= h.snap_seq {
-                        return Err(RbdError::corrupt(format!(
-                            "allocated snap id {id} not above snap_seq {}",
-                            h.snap_seq
-                        )));
-                    }
-                    h.snaps.insert(
-                        id,
-                        SnapRecord {
-                            id,
-                            name: name.to_string(),
-                            size: h.size,
-                            timestamp_ns: crate::now_ns(),
-                            protection: Protection::Unprotected,
-                            parent: h.parent.clone(),
-                        },
-                    );
-                    h.snap_seq = id;
-                    Ok(())
-                })
+        let mut attempt = 0;
+        let (id, nv) = loop {
+            let id = rados
+                .snap_create(pool)
                 .await
-        }
-        .await;
-        let nv = match result {
-            Ok(nv) => nv,
-            Err(e) => {
-                let _ = objmap::remove(rados, &snap_map_oid).await;
-                let _ = rados.snap_remove(pool, id).await;
-                return Err(e);
+                .ctx(|| format!("allocating a snap id for {what}"))?;
+            let snap_map_oid = inner.map_oid(id);
+            // Another client may record a newer snap id first; then ours is
+            // stale (objects written under the newer snap context would not
+            // be cloned for it) and a fresh id is needed, as librbd does on ESTALE.
+            let stale = AtomicBool::new(false);
+            let result: Result<Arc<View>> = async {
+                if let Some(m) = &head_map {
+                    objmap::store_all(rados, &snap_map_oid, m.clone()).await?;
+                }
+                inner
+                    .update(|h| {
+                        if h.snap_by_name(name).is_some() {
+                            return Err(RbdError::exists(what.clone()));
+                        }
+                        if id <= h.snap_seq {
+                            stale.store(true, Ordering::Relaxed);
+                            return Err(RbdError::Contention { what: what.clone() });
+                        }
+                        h.snaps.insert(
+                            id,
+                            SnapRecord {
+                                id,
+                                name: name.to_string(),
+                                size: h.size,
+                                timestamp_ns: crate::now_ns(),
+                                protection: Protection::Unprotected,
+                                parent: h.parent.clone(),
+                            },
+                        );
+                        h.snap_seq = id;
+                        Ok(())
+                    })
+                    .await
+            }
+            .await;
+            match result {
+                Ok(nv) => break (id, nv),
+                Err(e) => {
+                    let _ = objmap::remove(rados, &snap_map_oid).await;
+                    let _ = rados.snap_remove(pool, id).await;
+                    attempt += 1;
+                    if !stale.load(Ordering::Relaxed) || attempt >= SNAP_CREATE_RETRIES_MAX {
+                        return Err(e);
+                    }
+                }
             }
         };
         // Objects existing now are "clean" relative to the new snapshot:
@@ -959,7 +969,7 @@ impl Image {
             .buffer_unordered(PARALLEL_OPS_MAX)
             .try_collect::<Vec<()>>()
             .await?;
-            if size % os != 0 {
+            if size & (os - 1) != 0 {
                 let o = size >> order;
                 if map.get(o).is_none_or(objmap::may_exist) {
                     let _s = inner.stripe(o).write().await;

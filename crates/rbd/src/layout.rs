@@ -99,7 +99,7 @@ pub fn validate_namespace_name(name: &str) -> Result<()> {
 pub(crate) fn num_objects(size: u64, order: u8) -> u64 {
     debug_assert!((MIN_ORDER..=MAX_ORDER).contains(&order));
     let os = 1u64 << order;
-    size / os + u64::from(size % os != 0)
+    (size >> order) + u64::from(size & (os - 1) != 0)
 }
 
 /// One piece of an image request that falls in one object.

@@ -14,15 +14,33 @@ use quarry_rbd::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_stat_list_open() {
     let e = env().await;
-    e.rbd.create(&e.io, "img", 10 * MIB, &CreateOptions::default()).await.unwrap();
     e.rbd
-        .create(&e.io, "small", 100 * MIB, &CreateOptions { order: 20, features: Some(FEATURE_LAYERING) })
+        .create(&e.io, "img", 10 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    e.rbd
+        .create(
+            &e.io,
+            "small",
+            100 * MIB,
+            &CreateOptions {
+                order: 20,
+                features: Some(FEATURE_LAYERING),
+            },
+        )
         .await
         .unwrap();
     let list = e.rbd.list(&e.io).await.unwrap();
-    assert_eq!(list.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), vec!["img", "small"]);
+    assert_eq!(
+        list.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        vec!["img", "small"]
+    );
 
-    let img = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    let img = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     let st = img.stat();
     assert_eq!(st.size, 10 * MIB);
     assert_eq!(st.obj_size, 4 * MIB);
@@ -40,14 +58,25 @@ async fn create_stat_list_open() {
     assert!(!img.is_read_only());
     assert!(img.id().len() >= 8 && img.id().chars().all(|c| c.is_ascii_hexdigit()));
 
-    let small = e.rbd.open(&e.io, "small", &OpenOptions::default()).await.unwrap();
+    let small = e
+        .rbd
+        .open(&e.io, "small", &OpenOptions::default())
+        .await
+        .unwrap();
     assert_eq!(small.stat().obj_size, MIB);
     assert_eq!(small.stat().num_objs, 100);
     assert_eq!(small.features(), FEATURE_LAYERING);
 
     // Size 0 images are allowed.
-    e.rbd.create(&e.io, "empty", 0, &CreateOptions::default()).await.unwrap();
-    let z = e.rbd.open(&e.io, "empty", &OpenOptions::default()).await.unwrap();
+    e.rbd
+        .create(&e.io, "empty", 0, &CreateOptions::default())
+        .await
+        .unwrap();
+    let z = e
+        .rbd
+        .open(&e.io, "empty", &OpenOptions::default())
+        .await
+        .unwrap();
     assert_eq!(z.stat().num_objs, 0);
     assert_eq!(z.read(0, 0).await.unwrap().len(), 0);
     assert_eq!(errno(z.read(0, 1).await), Errno::EINVAL);
@@ -56,12 +85,23 @@ async fn create_stat_list_open() {
         errno(e.rbd.open(&e.io, "nope", &OpenOptions::default()).await),
         Errno::ENOENT
     );
-    let err = e.rbd.open(&e.io, "nope", &OpenOptions::default()).await.unwrap_err();
+    let err = e
+        .rbd
+        .open(&e.io, "nope", &OpenOptions::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("rbd/nope"), "{err}");
     assert_eq!(
         errno(
             e.rbd
-                .open(&e.io, "img", &OpenOptions { read_only: false, snap: Some(SnapSpec::Name("s".into())) })
+                .open(
+                    &e.io,
+                    "img",
+                    &OpenOptions {
+                        read_only: false,
+                        snap: Some(SnapSpec::Name("s".into()))
+                    }
+                )
                 .await
         ),
         Errno::ENOENT
@@ -71,23 +111,54 @@ async fn create_stat_list_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_creates_nothing() {
     let e = env().await;
-    e.rbd.create(&e.io, "img", MIB, &CreateOptions::default()).await.unwrap();
+    e.rbd
+        .create(&e.io, "img", MIB, &CreateOptions::default())
+        .await
+        .unwrap();
     let before = objects(e.rados.as_ref(), e.io.pool_id).await;
 
     let long = "x".repeat(MAX_IMAGE_NAME_LEN + 1);
     for name in ["", "a/b", "a@b", "tab\there", long.as_str()] {
-        assert_eq!(errno(e.rbd.create(&e.io, name, MIB, &CreateOptions::default()).await), Errno::EINVAL, "{name:?}");
+        assert_eq!(
+            errno(
+                e.rbd
+                    .create(&e.io, name, MIB, &CreateOptions::default())
+                    .await
+            ),
+            Errno::EINVAL,
+            "{name:?}"
+        );
     }
     for order in [1, 11, 26, 64] {
-        let o = CreateOptions { order, features: None };
-        assert_eq!(errno(e.rbd.create(&e.io, "o", MIB, &o).await), Errno::EINVAL, "order {order}");
+        let o = CreateOptions {
+            order,
+            features: None,
+        };
+        assert_eq!(
+            errno(e.rbd.create(&e.io, "o", MIB, &o).await),
+            Errno::EINVAL,
+            "order {order}"
+        );
     }
     for size in [u64::MAX, u64::MAX - 4 * MIB, MAX_IMAGE_SIZE + 1] {
-        assert_eq!(errno(e.rbd.create(&e.io, "s", size, &CreateOptions::default()).await), Errno::EINVAL);
+        assert_eq!(
+            errno(
+                e.rbd
+                    .create(&e.io, "s", size, &CreateOptions::default())
+                    .await
+            ),
+            Errno::EINVAL
+        );
     }
     // Too many objects for an object map; fine without one.
-    let o = CreateOptions { order: 12, features: None };
-    assert_eq!(errno(e.rbd.create(&e.io, "big", 1 << 50, &o).await), Errno::EINVAL);
+    let o = CreateOptions {
+        order: 12,
+        features: None,
+    };
+    assert_eq!(
+        errno(e.rbd.create(&e.io, "big", 1 << 50, &o).await),
+        Errno::EINVAL
+    );
     for (f, want) in [
         (FEATURE_OBJECT_MAP, Errno::EINVAL),
         (FEATURE_FAST_DIFF | FEATURE_EXCLUSIVE_LOCK, Errno::EINVAL),
@@ -95,23 +166,51 @@ async fn bad_input_creates_nothing() {
         (FEATURE_LAYERING | FEATURE_JOURNALING, Errno::EOPNOTSUPP),
         (FEATURE_LAYERING | FEATURE_DATA_POOL, Errno::EOPNOTSUPP),
     ] {
-        let o = CreateOptions { order: 0, features: Some(f) };
-        assert_eq!(errno(e.rbd.create(&e.io, "f", MIB, &o).await), want, "features {f:#x}");
+        let o = CreateOptions {
+            order: 0,
+            features: Some(f),
+        };
+        assert_eq!(
+            errno(e.rbd.create(&e.io, "f", MIB, &o).await),
+            want,
+            "features {f:#x}"
+        );
     }
-    assert_eq!(errno(e.rbd.create(&e.io, "img", MIB, &CreateOptions::default()).await), Errno::EEXIST);
+    assert_eq!(
+        errno(
+            e.rbd
+                .create(&e.io, "img", MIB, &CreateOptions::default())
+                .await
+        ),
+        Errno::EEXIST
+    );
     // A missing namespace.
     let ns = e.rbd.ioctx("rbd", "nons").await.unwrap();
-    assert_eq!(errno(e.rbd.create(&ns, "x", MIB, &CreateOptions::default()).await), Errno::ENOENT);
-    assert_eq!(objects(e.rados.as_ref(), e.io.pool_id).await, before, "a failed create left objects");
+    assert_eq!(
+        errno(e.rbd.create(&ns, "x", MIB, &CreateOptions::default()).await),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        objects(e.rados.as_ref(), e.io.pool_id).await,
+        before,
+        "a failed create left objects"
+    );
 
     assert_eq!(errno(e.rbd.ioctx("nopool", "").await), Errno::ENOENT);
     assert_eq!(errno(e.rbd.ioctx(12345i64, "").await), Errno::ENOENT);
     assert_eq!(errno(e.rbd.ioctx("rbd", "a/b").await), Errno::EINVAL);
     assert_eq!(errno(e.rbd.remove(&e.io, "nope").await), Errno::ENOENT);
     assert_eq!(errno(e.rbd.rename(&e.io, "nope", "x").await), Errno::ENOENT);
-    assert_eq!(errno(e.rbd.rename(&e.io, "img", "a@b").await), Errno::EINVAL);
+    assert_eq!(
+        errno(e.rbd.rename(&e.io, "img", "a@b").await),
+        Errno::EINVAL
+    );
 
-    let img = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    let img = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     assert_eq!(errno(img.snap_create("").await), Errno::EINVAL);
     assert_eq!(errno(img.snap_create("a@b").await), Errno::EINVAL);
     assert_eq!(errno(img.snap_remove("nope").await), Errno::ENOENT);
@@ -119,8 +218,14 @@ async fn bad_input_creates_nothing() {
     assert_eq!(errno(img.snap_protect("nope").await), Errno::ENOENT);
     assert_eq!(errno(img.snap_unprotect("nope").await), Errno::ENOENT);
     assert_eq!(errno(img.snap_rename("nope", "x").await), Errno::ENOENT);
-    assert_eq!(errno(img.set_snap(Some(SnapSpec::Name("nope".into()))).await), Errno::ENOENT);
-    assert_eq!(errno(img.set_snap(Some(SnapSpec::Id(999))).await), Errno::ENOENT);
+    assert_eq!(
+        errno(img.set_snap(Some(SnapSpec::Name("nope".into()))).await),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        errno(img.set_snap(Some(SnapSpec::Id(999))).await),
+        Errno::ENOENT
+    );
     assert_eq!(errno(img.flatten(|_, _| {}).await), Errno::EINVAL);
     assert_eq!(errno(img.resize(u64::MAX).await), Errno::EINVAL);
     assert_eq!(errno(img.write_zeroes(0, 10, 2).await), Errno::EINVAL);
@@ -132,16 +237,27 @@ async fn io_roundtrip_sparse_and_bounds() {
     let e = env().await;
     let counting = Counting::new(e.rados.clone());
     let rbd = Rbd::new(counting.clone());
-    rbd.create(&e.io, "img", 20 * MIB, &CreateOptions::default()).await.unwrap();
-    let img = rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    rbd.create(&e.io, "img", 20 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
 
     // Never written: zeros, no object created, no data-object round trip.
     let d0 = counting.data_ops();
     let r = img.read(0, 20 * MIB).await.unwrap();
     assert_eq!(r.len() as u64, 20 * MIB);
     assert!(r.iter().all(|&b| b == 0));
-    assert_eq!(counting.data_ops(), d0, "reads of absent objects went to the object layer");
-    assert!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await.is_empty());
+    assert_eq!(
+        counting.data_ops(),
+        d0,
+        "reads of absent objects went to the object layer"
+    );
+    assert!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+        .await
+        .is_empty());
 
     // A write crossing two object boundaries.
     let data = pattern((9 * MIB) as usize, 7);
@@ -151,15 +267,31 @@ async fn io_roundtrip_sparse_and_bounds() {
     let around = img.read(off - 100, 100).await.unwrap();
     assert!(around.iter().all(|&b| b == 0));
     // [3 MiB+123, 12 MiB+123) touches objects 0..=3.
-    assert_eq!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await.len(), 4);
+    assert_eq!(
+        data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+            .await
+            .len(),
+        4
+    );
 
     // Bounds: start at/after the end → EINVAL; crossing → clipped.
     assert_eq!(errno(img.read(20 * MIB, 1).await), Errno::EINVAL);
-    assert_eq!(errno(img.write(20 * MIB, Bytes::from_static(b"x")).await), Errno::EINVAL);
-    assert_eq!(errno(img.write(u64::MAX, Bytes::from_static(b"x")).await), Errno::EINVAL);
+    assert_eq!(
+        errno(img.write(20 * MIB, Bytes::from_static(b"x")).await),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(img.write(u64::MAX, Bytes::from_static(b"x")).await),
+        Errno::EINVAL
+    );
     assert_eq!(errno(img.discard(20 * MIB + 5, 1).await), Errno::EINVAL);
     assert_eq!(img.read(20 * MIB - 10, 100).await.unwrap().len(), 10);
-    assert_eq!(img.write(20 * MIB - 4, Bytes::from_static(b"abcdefgh")).await.unwrap(), 4);
+    assert_eq!(
+        img.write(20 * MIB - 4, Bytes::from_static(b"abcdefgh"))
+            .await
+            .unwrap(),
+        4
+    );
     assert_eq!(img.read(20 * MIB - 4, 4).await.unwrap().as_ref(), b"abcd");
     // Zero-length requests are always valid.
     assert_eq!(img.read(u64::MAX, 0).await.unwrap().len(), 0);
@@ -168,7 +300,17 @@ async fn io_roundtrip_sparse_and_bounds() {
 
     // A second handle (another client) sees the data.
     let other = Rbd::new(e.emb.client());
-    let img2 = other.open(&e.io, "img", &OpenOptions { read_only: true, snap: None }).await.unwrap();
+    let img2 = other
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(img2.read(off, 9 * MIB).await.unwrap(), data);
     img.close().await.unwrap();
     assert_eq!(errno(img.read(0, 1).await), Errno::ESHUTDOWN);
@@ -178,15 +320,40 @@ async fn io_roundtrip_sparse_and_bounds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_handles_refuse_writes() {
     let e = env().await;
-    e.rbd.create(&e.io, "img", 8 * MIB, &CreateOptions::default()).await.unwrap();
-    let rw = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let rw = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     rw.write(0, pattern(4096, 1)).await.unwrap();
     rw.snap_create("s1").await.unwrap();
 
-    let ro = e.rbd.open(&e.io, "img", &OpenOptions { read_only: true, snap: None }).await.unwrap();
+    let ro = e
+        .rbd
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: None,
+            },
+        )
+        .await
+        .unwrap();
     let at = e
         .rbd
-        .open(&e.io, "img", &OpenOptions { read_only: false, snap: Some(SnapSpec::Name("s1".into())) })
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: false,
+                snap: Some(SnapSpec::Name("s1".into())),
+            },
+        )
         .await
         .unwrap();
     for img in [&ro, &at] {
@@ -206,7 +373,14 @@ async fn read_only_handles_refuse_writes() {
     let id = rw.snap_list()[0].id;
     let by_id = e
         .rbd
-        .open(&e.io, "img", &OpenOptions { read_only: false, snap: Some(SnapSpec::Id(id)) })
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: false,
+                snap: Some(SnapSpec::Id(id)),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(by_id.snap_id(), Some(id));
@@ -215,14 +389,31 @@ async fn read_only_handles_refuse_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discard_and_write_zeroes() {
     let e = env().await;
-    e.rbd.create(&e.io, "img", 16 * MIB, &CreateOptions::default()).await.unwrap();
-    let img = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    e.rbd
+        .create(&e.io, "img", 16 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     img.write(0, pattern((16 * MIB) as usize, 3)).await.unwrap();
-    assert_eq!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await.len(), 4);
+    assert_eq!(
+        data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+            .await
+            .len(),
+        4
+    );
 
     // Whole object 1 → removed; partial ranges zeroed; tail of object 2 truncated.
     assert_eq!(img.discard(4 * MIB, 4 * MIB).await.unwrap(), 4 * MIB);
-    assert_eq!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await.len(), 3);
+    assert_eq!(
+        data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+            .await
+            .len(),
+        3
+    );
     img.discard(100, 1000).await.unwrap();
     img.discard(10 * MIB, 2 * MIB).await.unwrap();
     let mut model = pattern((16 * MIB) as usize, 3).to_vec();
@@ -233,45 +424,91 @@ async fn discard_and_write_zeroes() {
 
     // write_zeroes without flags deallocates whole objects too.
     img.write_zeroes(12 * MIB, 4 * MIB, 0).await.unwrap();
-    assert_eq!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await.len(), 2);
+    assert_eq!(
+        data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+            .await
+            .len(),
+        2
+    );
     // Thick provisioning writes real zeros: the object exists afterwards.
-    img.write_zeroes(4 * MIB, 4 * MIB, WRITE_ZEROES_FLAG_THICK_PROVISION).await.unwrap();
-    assert_eq!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await.len(), 3);
+    img.write_zeroes(4 * MIB, 4 * MIB, WRITE_ZEROES_FLAG_THICK_PROVISION)
+        .await
+        .unwrap();
+    assert_eq!(
+        data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+            .await
+            .len(),
+        3
+    );
     model[12 * MIB as usize..].fill(0);
     assert_eq!(img.read(0, 16 * MIB).await.unwrap().as_ref(), &model[..]);
     // Discarding never-written space creates nothing.
     img.discard(12 * MIB, 4 * MIB).await.unwrap();
-    assert_eq!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await.len(), 3);
+    assert_eq!(
+        data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+            .await
+            .len(),
+        3
+    );
     // A fresh handle (reloaded object map) reads the same.
-    let img2 = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    let img2 = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     assert_eq!(img2.read(0, 16 * MIB).await.unwrap().as_ref(), &model[..]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resize_grow_shrink() {
     let e = env().await;
-    e.rbd.create(&e.io, "img", 10 * MIB, &CreateOptions::default()).await.unwrap();
-    let img = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    e.rbd
+        .create(&e.io, "img", 10 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     img.write(0, pattern((10 * MIB) as usize, 9)).await.unwrap();
     img.resize(30 * MIB).await.unwrap();
     assert_eq!(img.size(), 30 * MIB);
-    assert!(img.read(10 * MIB, 20 * MIB).await.unwrap().iter().all(|&b| b == 0));
+    assert!(img
+        .read(10 * MIB, 20 * MIB)
+        .await
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0));
     img.write(25 * MIB, pattern(100, 1)).await.unwrap();
 
     // Shrink to mid-object, then grow: the cut bytes read as zeros.
     img.resize(5 * MIB + 7).await.unwrap();
     assert_eq!(img.stat().num_objs, 2);
-    assert_eq!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await.len(), 2);
+    assert_eq!(
+        data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+            .await
+            .len(),
+        2
+    );
     img.resize(30 * MIB).await.unwrap();
     let r = img.read(0, 30 * MIB).await.unwrap();
-    assert_eq!(&r[..(5 * MIB + 7) as usize], &pattern((10 * MIB) as usize, 9)[..(5 * MIB + 7) as usize]);
+    assert_eq!(
+        &r[..(5 * MIB + 7) as usize],
+        &pattern((10 * MIB) as usize, 9)[..(5 * MIB + 7) as usize]
+    );
     assert!(r[(5 * MIB + 7) as usize..].iter().all(|&b| b == 0));
     img.resize(0).await.unwrap();
-    assert!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await.is_empty());
+    assert!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+        .await
+        .is_empty());
 
     // Another client sees the resize after refresh.
     let other = Rbd::new(e.emb.client());
-    let o = other.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    let o = other
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     img.resize(7 * MIB).await.unwrap();
     assert_eq!(o.size(), 0);
     o.refresh().await.unwrap();
@@ -281,12 +518,25 @@ async fn resize_grow_shrink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rename_remove_busy() {
     let e = env().await;
-    e.rbd.create(&e.io, "a", 8 * MIB, &CreateOptions::default()).await.unwrap();
-    e.rbd.create(&e.io, "b", MIB, &CreateOptions::default()).await.unwrap();
+    e.rbd
+        .create(&e.io, "a", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    e.rbd
+        .create(&e.io, "b", MIB, &CreateOptions::default())
+        .await
+        .unwrap();
     assert_eq!(errno(e.rbd.rename(&e.io, "a", "b").await), Errno::EEXIST);
     e.rbd.rename(&e.io, "a", "c").await.unwrap();
-    assert_eq!(errno(e.rbd.open(&e.io, "a", &OpenOptions::default()).await), Errno::ENOENT);
-    let img = e.rbd.open(&e.io, "c", &OpenOptions::default()).await.unwrap();
+    assert_eq!(
+        errno(e.rbd.open(&e.io, "a", &OpenOptions::default()).await),
+        Errno::ENOENT
+    );
+    let img = e
+        .rbd
+        .open(&e.io, "c", &OpenOptions::default())
+        .await
+        .unwrap();
     img.write(0, pattern((8 * MIB) as usize, 1)).await.unwrap();
     let id = img.id().to_string();
 
@@ -295,7 +545,17 @@ async fn rename_remove_busy() {
     img.close().await.unwrap();
     let client2 = e.emb.client();
     let rbd2 = Rbd::new(client2.clone());
-    let img2 = rbd2.open(&e.io, "c", &OpenOptions { read_only: true, snap: None }).await.unwrap();
+    let img2 = rbd2
+        .open(
+            &e.io,
+            "c",
+            &OpenOptions {
+                read_only: true,
+                snap: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(e.rbd.watchers(&e.io, "c").await.unwrap().len(), 1);
     assert_eq!(errno(e.rbd.remove(&e.io, "c").await), Errno::EBUSY);
     // Dropping the other client drops its watch.
@@ -306,17 +566,28 @@ async fn rename_remove_busy() {
     assert!(e.rbd.watchers(&e.io, "c").await.unwrap().is_empty());
 
     // Snapshots block removal with ENOTEMPTY.
-    let img = e.rbd.open(&e.io, "c", &OpenOptions::default()).await.unwrap();
+    let img = e
+        .rbd
+        .open(&e.io, "c", &OpenOptions::default())
+        .await
+        .unwrap();
     img.snap_create("s").await.unwrap();
     img.close().await.unwrap();
     assert_eq!(errno(e.rbd.remove(&e.io, "c").await), Errno::ENOTEMPTY);
-    let img = e.rbd.open(&e.io, "c", &OpenOptions::default()).await.unwrap();
+    let img = e
+        .rbd
+        .open(&e.io, "c", &OpenOptions::default())
+        .await
+        .unwrap();
     img.snap_remove("s").await.unwrap();
     drop(img);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     e.rbd.remove(&e.io, "c").await.unwrap();
-    let left: Vec<String> =
-        objects(e.rados.as_ref(), e.io.pool_id).await.into_iter().filter(|n| n.contains(&id)).collect();
+    let left: Vec<String> = objects(e.rados.as_ref(), e.io.pool_id)
+        .await
+        .into_iter()
+        .filter(|n| n.contains(&id))
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     assert_eq!(e.rbd.list(&e.io).await.unwrap().len(), 1);
     assert_eq!(errno(e.rbd.remove(&e.io, "c").await), Errno::ENOENT);
@@ -325,15 +596,27 @@ async fn rename_remove_busy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata() {
     let e = env().await;
-    e.rbd.create(&e.io, "img", MIB, &CreateOptions::default()).await.unwrap();
-    let img = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    e.rbd
+        .create(&e.io, "img", MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     assert_eq!(errno(img.metadata_get("k").await), Errno::ENOENT);
     img.metadata_set("conf_rbd_cache", "false").await.unwrap();
-    img.metadata_set("a", Bytes::from_static(b"1")).await.unwrap();
+    img.metadata_set("a", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
     img.metadata_set("b", "2").await.unwrap();
     assert_eq!(img.metadata_get("a").await.unwrap().as_ref(), b"1");
     let all = img.metadata_list("", 0).await.unwrap();
-    assert_eq!(all.keys().cloned().collect::<Vec<_>>(), vec!["a", "b", "conf_rbd_cache"]);
+    assert_eq!(
+        all.keys().cloned().collect::<Vec<_>>(),
+        vec!["a", "b", "conf_rbd_cache"]
+    );
     let page = img.metadata_list("a", 1).await.unwrap();
     assert_eq!(page.keys().cloned().collect::<Vec<_>>(), vec!["b"]);
     img.metadata_remove("a").await.unwrap();
@@ -354,10 +637,24 @@ async fn namespaces() {
     assert_eq!(errno(e.rbd.namespace_create(&ns).await), Errno::EEXIST);
     assert!(e.rbd.namespace_exists(&ns).await.unwrap());
     assert_eq!(e.rbd.namespace_list(&e.io).await.unwrap(), vec!["ns1"]);
-    e.rbd.create(&ns, "img", MIB, &CreateOptions::default()).await.unwrap();
-    e.rbd.create(&e.io, "img", MIB, &CreateOptions::default()).await.unwrap();
-    let a = e.rbd.open(&ns, "img", &OpenOptions::default()).await.unwrap();
-    let b = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    e.rbd
+        .create(&ns, "img", MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    e.rbd
+        .create(&e.io, "img", MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = e
+        .rbd
+        .open(&ns, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    let b = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     a.write(0, pattern(10, 1)).await.unwrap();
     assert!(b.read(0, 10).await.unwrap().iter().all(|&x| x == 0));
     assert_eq!(a.read(0, 10).await.unwrap(), pattern(10, 1));
@@ -374,10 +671,23 @@ async fn namespaces() {
 async fn concurrent_io_on_one_handle() {
     let e = env().await;
     e.rbd
-        .create(&e.io, "img", 64 * MIB, &CreateOptions { order: 20, features: None })
+        .create(
+            &e.io,
+            "img",
+            64 * MIB,
+            &CreateOptions {
+                order: 20,
+                features: None,
+            },
+        )
         .await
         .unwrap();
-    let img = Arc::new(e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap());
+    let img = Arc::new(
+        e.rbd
+            .open(&e.io, "img", &OpenOptions::default())
+            .await
+            .unwrap(),
+    );
     // 32 concurrent writers, each owning an interleaved set of 4 KiB blocks.
     let mut tasks = Vec::new();
     for t in 0..32u64 {
@@ -385,7 +695,9 @@ async fn concurrent_io_on_one_handle() {
         tasks.push(tokio::spawn(async move {
             for i in 0..32u64 {
                 let blk = i * 32 + t;
-                img.write(blk * 64 * 1024, pattern(4096, (blk % 251) as u8)).await.unwrap();
+                img.write(blk * 64 * 1024, pattern(4096, (blk % 251) as u8))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -406,8 +718,15 @@ async fn concurrent_io_on_one_handle() {
         let got = img.read(blk * 64 * 1024, 4096).await.unwrap();
         assert_eq!(got, pattern(4096, (blk % 251) as u8), "block {blk}");
     }
-    let fresh = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
-    assert_eq!(fresh.read(0, 64 * MIB).await.unwrap(), img.read(0, 64 * MIB).await.unwrap());
+    let fresh = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.read(0, 64 * MIB).await.unwrap(),
+        img.read(0, 64 * MIB).await.unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,8 +735,15 @@ async fn persistence_across_reopen() {
     let data = pattern((5 * MIB) as usize, 4);
     {
         let e = env_on(quarry_store::Embedded::open(dir.path()).unwrap()).await;
-        e.rbd.create(&e.io, "img", 8 * MIB, &CreateOptions::default()).await.unwrap();
-        let img = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+        e.rbd
+            .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+            .await
+            .unwrap();
+        let img = e
+            .rbd
+            .open(&e.io, "img", &OpenOptions::default())
+            .await
+            .unwrap();
         img.write(MIB, data.clone()).await.unwrap();
         img.snap_create("s").await.unwrap();
         img.write(MIB, pattern(10, 200)).await.unwrap();
@@ -425,9 +751,15 @@ async fn persistence_across_reopen() {
         img.close().await.unwrap();
     }
     let e = env_on(quarry_store::Embedded::open(dir.path()).unwrap()).await;
-    let img = e.rbd.open(&e.io, "img", &OpenOptions::default()).await.unwrap();
+    let img = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
     assert_eq!(img.read(MIB, 10).await.unwrap(), pattern(10, 200));
     assert_eq!(img.metadata_get("k").await.unwrap().as_ref(), b"v");
-    img.set_snap(Some(SnapSpec::Name("s".into()))).await.unwrap();
+    img.set_snap(Some(SnapSpec::Name("s".into())))
+        .await
+        .unwrap();
     assert_eq!(img.read(MIB, 5 * MIB).await.unwrap(), data);
 }

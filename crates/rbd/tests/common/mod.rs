@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use quarry_common::Errno;
 use quarry_rados::{
-    ListEntry, ObjectId, OpReply, OpRequest, PoolId, PoolInfo, PoolStat, Rados, Result, SnapId, Watcher,
+    ListEntry, ObjectId, OpReply, OpRequest, PoolId, PoolInfo, PoolStat, Rados, Result, SnapId,
+    Watcher,
 };
 use quarry_rbd::{IoCtx, Rbd, RbdError};
 use quarry_store::Embedded;
@@ -113,7 +114,12 @@ pub async fn env_on(emb: Arc<Embedded>) -> Env {
     }
     let rbd = Rbd::new(rados.clone());
     let io = rbd.ioctx("rbd", "").await.expect("ioctx");
-    Env { emb, rados, rbd, io }
+    Env {
+        emb,
+        rados,
+        rbd,
+        io,
+    }
 }
 
 /// All object names of a pool (all namespaces).
@@ -123,13 +129,23 @@ pub async fn objects(rados: &dyn Rados, pool: PoolId) -> Vec<String> {
         .await
         .expect("list")
         .into_iter()
-        .map(|e| if e.namespace.is_empty() { e.name } else { format!("{}/{}", e.namespace, e.name) })
+        .map(|e| {
+            if e.namespace.is_empty() {
+                e.name
+            } else {
+                format!("{}/{}", e.namespace, e.name)
+            }
+        })
         .collect()
 }
 
 pub async fn data_objects(rados: &dyn Rados, pool: PoolId, id: &str) -> Vec<String> {
     let p = format!("rbd_data.{id}.");
-    objects(rados, pool).await.into_iter().filter(|n| n.contains(&p)).collect()
+    objects(rados, pool)
+        .await
+        .into_iter()
+        .filter(|n| n.contains(&p))
+        .collect()
 }
 
 pub fn errno<T: std::fmt::Debug>(r: std::result::Result<T, RbdError>) -> Errno {
@@ -143,5 +159,9 @@ pub const MIB: u64 = 1 << 20;
 
 /// Deterministic pattern bytes.
 pub fn pattern(len: usize, seed: u8) -> Bytes {
-    Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect::<Vec<u8>>())
+    Bytes::from(
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+            .collect::<Vec<u8>>(),
+    )
 }

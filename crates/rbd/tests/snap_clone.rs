@@ -1,0 +1,777 @@
+//! Snapshots, rollback, clones (read-through, copy-up, overlap, flatten),
+//! diffs, space reclamation, O(1) clones, multi-client visibility.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::*;
+use quarry_common::Errno;
+use quarry_rbd::*;
+
+async fn open(e: &Env, io: &IoCtx, name: &str) -> Image {
+    e.rbd.open(io, name, &OpenOptions::default()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_keep_data() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 16 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = open(&e, &e.io, "img").await;
+    let v1 = pattern((16 * MIB) as usize, 1);
+    img.write(0, v1.clone()).await.unwrap();
+    let s1 = img.snap_create("s1").await.unwrap();
+    assert_eq!(errno(img.snap_create("s1").await), Errno::EEXIST);
+
+    // Overwrite, discard, shrink: the snapshot keeps its data and size.
+    img.write(MIB, pattern(MIB as usize, 2)).await.unwrap();
+    img.discard(4 * MIB, 4 * MIB).await.unwrap();
+    img.resize(6 * MIB).await.unwrap();
+    let s2 = img.snap_create("s2").await.unwrap();
+    assert!(s2 > s1);
+    img.write(0, pattern(100, 3)).await.unwrap();
+
+    let list = img.snap_list();
+    assert_eq!(
+        list.iter()
+            .map(|s| (s.name.as_str(), s.size))
+            .collect::<Vec<_>>(),
+        vec![("s1", 16 * MIB), ("s2", 6 * MIB)]
+    );
+    assert!(list.iter().all(|s| !s.protected && s.timestamp_ns > 0));
+    assert_eq!(img.snap_info("s2").unwrap().id, s2);
+
+    let at1 = e
+        .rbd
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: Some(SnapSpec::Name("s1".into())),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(at1.size(), 16 * MIB);
+    assert_eq!(at1.read(0, 16 * MIB).await.unwrap(), v1);
+
+    let mut m2 = v1[..(6 * MIB) as usize].to_vec();
+    m2[MIB as usize..(2 * MIB) as usize].copy_from_slice(&pattern(MIB as usize, 2));
+    m2[(4 * MIB) as usize..].fill(0);
+    img.set_snap(Some(SnapSpec::Name("s2".into())))
+        .await
+        .unwrap();
+    assert_eq!(img.size(), 6 * MIB);
+    assert_eq!(img.read(0, 6 * MIB).await.unwrap().as_ref(), &m2[..]);
+    assert_eq!(errno(img.write(0, pattern(1, 1)).await), Errno::EROFS);
+    img.set_snap(None).await.unwrap();
+    assert_eq!(img.read(0, 100).await.unwrap(), pattern(100, 3));
+
+    // Rename, protect, remove.
+    img.snap_rename("s2", "two").await.unwrap();
+    assert_eq!(errno(img.snap_rename("two", "s1").await), Errno::EEXIST);
+    assert!(img.snap_exists("two") && !img.snap_exists("s2"));
+    img.snap_protect("two").await.unwrap();
+    assert_eq!(errno(img.snap_protect("two").await), Errno::EBUSY);
+    assert!(img.snap_is_protected("two").unwrap());
+    assert_eq!(errno(img.snap_remove("two").await), Errno::EBUSY);
+    img.snap_unprotect("two").await.unwrap();
+    assert_eq!(errno(img.snap_unprotect("two").await), Errno::EINVAL);
+    img.snap_remove("two").await.unwrap();
+    img.snap_remove("s1").await.unwrap();
+    assert!(img.snap_list().is_empty());
+    assert_eq!(img.read(0, 100).await.unwrap(), pattern(100, 3));
+    assert_eq!(img.read(MIB, MIB).await.unwrap(), pattern(MIB as usize, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_restores_data_and_size() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = open(&e, &e.io, "img").await;
+    let v1 = pattern((4 * MIB) as usize, 5);
+    img.write(0, v1.clone()).await.unwrap();
+    img.snap_create("s").await.unwrap();
+    img.write(0, pattern(4096, 6)).await.unwrap();
+    img.write(5 * MIB, pattern(4096, 7)).await.unwrap(); // object created after the snapshot
+    img.resize(20 * MIB).await.unwrap();
+    img.write(18 * MIB, pattern(4096, 8)).await.unwrap();
+    img.snap_rollback("s").await.unwrap();
+    assert_eq!(img.size(), 8 * MIB);
+    let r = img.read(0, 8 * MIB).await.unwrap();
+    assert_eq!(&r[..(4 * MIB) as usize], &v1[..]);
+    assert!(r[(4 * MIB) as usize..].iter().all(|&b| b == 0));
+    assert_eq!(
+        data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+            .await
+            .len(),
+        1
+    );
+    img.resize(20 * MIB).await.unwrap();
+    assert!(img
+        .read(8 * MIB, 12 * MIB)
+        .await
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0));
+    // The snapshot is intact and a fresh handle agrees.
+    let fresh = open(&e, &e.io, "img").await;
+    assert_eq!(fresh.read(0, 4 * MIB).await.unwrap(), v1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_read_through_copy_up_flatten() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "parent", 12 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let parent = open(&e, &e.io, "parent").await;
+    let pdata = pattern((12 * MIB) as usize, 11);
+    parent.write(0, pdata.clone()).await.unwrap();
+    parent.snap_create("gold").await.unwrap();
+    assert_eq!(
+        errno(
+            e.rbd
+                .clone(
+                    &e.io,
+                    "parent",
+                    "gold",
+                    &e.io,
+                    "child",
+                    &CreateOptions::default()
+                )
+                .await
+        ),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(
+            e.rbd
+                .clone(
+                    &e.io,
+                    "parent",
+                    "nosnap",
+                    &e.io,
+                    "child",
+                    &CreateOptions::default()
+                )
+                .await
+        ),
+        Errno::ENOENT
+    );
+    parent.snap_protect("gold").await.unwrap();
+    e.rbd
+        .clone(
+            &e.io,
+            "parent",
+            "gold",
+            &e.io,
+            "child",
+            &CreateOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        errno(
+            e.rbd
+                .clone(
+                    &e.io,
+                    "parent",
+                    "gold",
+                    &e.io,
+                    "child",
+                    &CreateOptions::default()
+                )
+                .await
+        ),
+        Errno::EEXIST
+    );
+    let no_layering = CreateOptions {
+        order: 0,
+        features: Some(FEATURE_EXCLUSIVE_LOCK),
+    };
+    assert_eq!(
+        errno(
+            e.rbd
+                .clone(&e.io, "parent", "gold", &e.io, "c2", &no_layering)
+                .await
+        ),
+        Errno::EINVAL
+    );
+
+    // Writing the parent head after the snapshot does not affect the child.
+    parent.write(0, pattern(MIB as usize, 99)).await.unwrap();
+
+    let child = open(&e, &e.io, "child").await;
+    assert!(data_objects(e.rados.as_ref(), e.io.pool_id, child.id())
+        .await
+        .is_empty());
+    assert_eq!(child.size(), 12 * MIB);
+    assert_eq!(child.overlap().unwrap(), 12 * MIB);
+    let pi = child.parent_info().await.unwrap();
+    assert_eq!(
+        (
+            pi.pool_name.as_str(),
+            pi.image_name.as_str(),
+            pi.snap_name.as_str()
+        ),
+        ("rbd", "parent", "gold")
+    );
+    assert_eq!(pi.overlap, 12 * MIB);
+    assert_eq!(child.stat().parent_pool, e.io.pool_id);
+    assert_eq!(child.stat().parent_name, "parent");
+    assert_eq!(child.read(0, 12 * MIB).await.unwrap(), pdata);
+
+    let kids = e.rbd.children(&e.io, "parent", "gold").await.unwrap();
+    assert_eq!(
+        kids.iter()
+            .map(|c| c.image_name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["child"]
+    );
+    assert_eq!(errno(parent.snap_unprotect("gold").await), Errno::EBUSY);
+    assert_eq!(errno(parent.snap_remove("gold").await), Errno::EBUSY);
+
+    // Copy-up: a 4 KiB write in the middle of object 1 keeps the rest of
+    // the object's parent data, in one object of the child.
+    let mut model = pdata.to_vec();
+    child
+        .write(4 * MIB + 4096, pattern(4096, 42))
+        .await
+        .unwrap();
+    model[(4 * MIB + 4096) as usize..(4 * MIB + 8192) as usize].copy_from_slice(&pattern(4096, 42));
+    assert_eq!(
+        data_objects(e.rados.as_ref(), e.io.pool_id, child.id())
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(child.read(0, 12 * MIB).await.unwrap().as_ref(), &model[..]);
+    let fresh = open(&e, &e.io, "child").await;
+    assert_eq!(fresh.read(0, 12 * MIB).await.unwrap().as_ref(), &model[..]);
+
+    // Discard inside the overlap must not let the parent show through.
+    child.discard(0, 4 * MIB).await.unwrap();
+    child.discard(8 * MIB + 100, 1000).await.unwrap();
+    model[..(4 * MIB) as usize].fill(0);
+    model[(8 * MIB + 100) as usize..(8 * MIB + 1100) as usize].fill(0);
+    assert_eq!(child.read(0, 12 * MIB).await.unwrap().as_ref(), &model[..]);
+
+    // A snapshot of the child keeps reading through to the parent.
+    child.snap_create("cs").await.unwrap();
+
+    // Shrink reduces the overlap, growing back exposes zeros, not parent data.
+    child.resize(6 * MIB).await.unwrap();
+    assert_eq!(child.overlap().unwrap(), 6 * MIB);
+    child.resize(12 * MIB).await.unwrap();
+    assert_eq!(child.overlap().unwrap(), 6 * MIB);
+    model[(6 * MIB) as usize..].fill(0);
+    assert_eq!(child.read(0, 12 * MIB).await.unwrap().as_ref(), &model[..]);
+
+    // Flatten: all parent data copied, parent detached, progress reported.
+    let mut calls = Vec::new();
+    child.flatten(|d, t| calls.push((d, t))).await.unwrap();
+    assert_eq!(calls.first(), Some(&(0, 2)));
+    assert_eq!(calls.last(), Some(&(2, 2)));
+    assert_eq!(errno(child.parent_info().await), Errno::ENOENT);
+    assert_eq!(child.read(0, 12 * MIB).await.unwrap().as_ref(), &model[..]);
+    let fresh = open(&e, &e.io, "child").await;
+    assert_eq!(errno(fresh.overlap()), Errno::ENOENT);
+    assert_eq!(fresh.read(0, 12 * MIB).await.unwrap().as_ref(), &model[..]);
+
+    // The child's snapshot still references the parent: the link stays.
+    assert_eq!(
+        e.rbd.children(&e.io, "parent", "gold").await.unwrap().len(),
+        1
+    );
+    let at_cs = e
+        .rbd
+        .open(
+            &e.io,
+            "child",
+            &OpenOptions {
+                read_only: true,
+                snap: Some(SnapSpec::Name("cs".into())),
+            },
+        )
+        .await
+        .unwrap();
+    let mut cs_model = pdata.to_vec();
+    cs_model[(4 * MIB + 4096) as usize..(4 * MIB + 8192) as usize]
+        .copy_from_slice(&pattern(4096, 42));
+    cs_model[..(4 * MIB) as usize].fill(0);
+    cs_model[(8 * MIB + 100) as usize..(8 * MIB + 1100) as usize].fill(0);
+    assert_eq!(
+        at_cs.read(0, 12 * MIB).await.unwrap().as_ref(),
+        &cs_model[..]
+    );
+    drop(at_cs);
+    child.snap_remove("cs").await.unwrap();
+    assert!(e
+        .rbd
+        .children(&e.io, "parent", "gold")
+        .await
+        .unwrap()
+        .is_empty());
+    parent.snap_unprotect("gold").await.unwrap();
+    parent.snap_remove("gold").await.unwrap();
+    // The flattened child no longer needs the parent at all.
+    let fresh = open(&e, &e.io, "child").await;
+    assert_eq!(fresh.read(0, 12 * MIB).await.unwrap().as_ref(), &model[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_across_pools_namespaces_and_chains() {
+    let e = env().await;
+    e.rados.pool_create("other").await.unwrap();
+    let other = e.rbd.ioctx("other", "").await.unwrap();
+    let ns = e.rbd.ioctx("other", "tenant").await.unwrap();
+    e.rbd.namespace_create(&ns).await.unwrap();
+
+    e.rbd
+        .create(&e.io, "base", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let base = open(&e, &e.io, "base").await;
+    let data = pattern((8 * MIB) as usize, 21);
+    base.write(0, data.clone()).await.unwrap();
+    base.snap_create("s").await.unwrap();
+    base.snap_protect("s").await.unwrap();
+    // Different order in the child.
+    e.rbd
+        .clone(
+            &e.io,
+            "base",
+            "s",
+            &ns,
+            "mid",
+            &CreateOptions {
+                order: 20,
+                features: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mid = open(&e, &ns, "mid").await;
+    assert_eq!(mid.stat().order, 20);
+    assert_eq!(mid.read(0, 8 * MIB).await.unwrap(), data);
+    mid.write(3 * MIB, pattern(MIB as usize, 22)).await.unwrap();
+    mid.snap_create("m").await.unwrap();
+    mid.snap_protect("m").await.unwrap();
+    // Clone of a clone, in a third location.
+    e.rbd
+        .clone(&ns, "mid", "m", &other, "leaf", &CreateOptions::default())
+        .await
+        .unwrap();
+    let leaf = open(&e, &other, "leaf").await;
+    let mut model = data.to_vec();
+    model[(3 * MIB) as usize..(4 * MIB) as usize].copy_from_slice(&pattern(MIB as usize, 22));
+    assert_eq!(leaf.read(0, 8 * MIB).await.unwrap().as_ref(), &model[..]);
+    leaf.write(7 * MIB, pattern(10, 23)).await.unwrap();
+    model[(7 * MIB) as usize..(7 * MIB + 10) as usize].copy_from_slice(&pattern(10, 23));
+    assert_eq!(leaf.read(0, 8 * MIB).await.unwrap().as_ref(), &model[..]);
+    let kids = e.rbd.children(&ns, "mid", "m").await.unwrap();
+    assert_eq!(
+        (
+            kids[0].pool_name.as_str(),
+            kids[0].namespace.as_str(),
+            kids[0].image_name.as_str()
+        ),
+        ("other", "", "leaf")
+    );
+    let kids = e.rbd.children(&e.io, "base", "s").await.unwrap();
+    assert_eq!(
+        (kids[0].pool_name.as_str(), kids[0].namespace.as_str()),
+        ("other", "tenant")
+    );
+    let pi = leaf.parent_info().await.unwrap();
+    assert_eq!(
+        (
+            pi.namespace.as_str(),
+            pi.image_name.as_str(),
+            pi.snap_name.as_str()
+        ),
+        ("tenant", "mid", "m")
+    );
+
+    // Removing a clone removes its child link.
+    leaf.close().await.unwrap();
+    drop(leaf);
+    e.rbd.remove(&other, "leaf").await.unwrap();
+    assert!(e.rbd.children(&ns, "mid", "m").await.unwrap().is_empty());
+    mid.snap_unprotect("m").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_iterate_semantics() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 32 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = open(&e, &e.io, "img").await;
+    let all = DiffOptions::default();
+    let whole = DiffOptions {
+        whole_object: true,
+        ..Default::default()
+    };
+    assert!(img.diff(0, 32 * MIB, &all).await.unwrap().is_empty());
+
+    img.write(0, pattern(64 * 1024, 1)).await.unwrap();
+    img.write(5 * MIB, pattern(8192, 2)).await.unwrap();
+    img.write(20 * MIB, pattern(4096, 3)).await.unwrap();
+    let ext = |o, l, x| DiffExtent {
+        offset: o,
+        len: l,
+        exists: x,
+    };
+    // Exact: objects without history report [0, object size on disk).
+    assert_eq!(
+        img.diff(0, 32 * MIB, &all).await.unwrap(),
+        vec![
+            ext(0, 65536, true),
+            ext(4 * MIB, MIB + 8192, true),
+            ext(20 * MIB, 4096, true)
+        ]
+    );
+    assert_eq!(
+        img.diff(0, 32 * MIB, &whole).await.unwrap(),
+        vec![
+            ext(0, 4 * MIB, true),
+            ext(4 * MIB, 4 * MIB, true),
+            ext(20 * MIB, 4 * MIB, true)
+        ]
+    );
+    // Clipped to the requested range.
+    assert_eq!(
+        img.diff(5 * MIB + 100, 4096, &whole).await.unwrap(),
+        vec![ext(5 * MIB + 100, 4096, true)]
+    );
+
+    img.snap_create("s1").await.unwrap();
+    let since = |w| DiffOptions {
+        from_snap: Some("s1".into()),
+        whole_object: w,
+        include_parent: false,
+    };
+    assert!(img
+        .diff(0, 32 * MIB, &since(false))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(img
+        .diff(0, 32 * MIB, &since(true))
+        .await
+        .unwrap()
+        .is_empty());
+
+    img.write(5 * MIB + 4096, pattern(4096, 4)).await.unwrap(); // change inside object 1
+    img.discard(20 * MIB, 4 * MIB).await.unwrap(); // object 5 removed
+    img.write(28 * MIB, pattern(512, 5)).await.unwrap(); // new object 7
+    assert_eq!(
+        img.diff(0, 32 * MIB, &since(false)).await.unwrap(),
+        vec![
+            ext(5 * MIB + 4096, 4096, true),
+            ext(20 * MIB, 4 * MIB, false),
+            ext(28 * MIB, 512, true)
+        ]
+    );
+    assert_eq!(
+        img.diff(0, 32 * MIB, &since(true)).await.unwrap(),
+        vec![
+            ext(4 * MIB, 4 * MIB, true),
+            ext(20 * MIB, 4 * MIB, false),
+            ext(28 * MIB, 4 * MIB, true)
+        ]
+    );
+    // A second snapshot; changes since s1 span both epochs, even after s2 is removed.
+    img.snap_create("s2").await.unwrap();
+    img.write(0, pattern(10, 6)).await.unwrap();
+    let got = img.diff(0, 32 * MIB, &since(true)).await.unwrap();
+    assert_eq!(
+        got.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        vec![0, 4 * MIB, 20 * MIB, 28 * MIB]
+    );
+    img.snap_remove("s2").await.unwrap();
+    assert_eq!(img.diff(0, 32 * MIB, &since(true)).await.unwrap(), got);
+    assert_eq!(img.diff(0, 32 * MIB, &since(false)).await.unwrap().len(), 4);
+
+    // Diff of a snapshot view against an older snapshot.
+    img.snap_create("s3").await.unwrap();
+    img.write(12 * MIB, pattern(10, 7)).await.unwrap();
+    img.set_snap(Some(SnapSpec::Name("s3".into())))
+        .await
+        .unwrap();
+    assert_eq!(img.diff(0, 32 * MIB, &since(true)).await.unwrap(), got);
+    let bad = DiffOptions {
+        from_snap: Some("s3".into()),
+        ..Default::default()
+    };
+    assert_eq!(errno(img.diff(0, 32 * MIB, &bad).await), Errno::EINVAL);
+    let missing = DiffOptions {
+        from_snap: Some("zz".into()),
+        ..Default::default()
+    };
+    assert_eq!(errno(img.diff(0, 32 * MIB, &missing).await), Errno::ENOENT);
+    img.set_snap(None).await.unwrap();
+
+    // Callback order and early stop.
+    let mut seen = Vec::new();
+    let r = img
+        .diff_iterate(0, 32 * MIB, &whole, |o, l, x| {
+            seen.push((o, l, x));
+            if seen.len() == 2 {
+                -9000
+            } else {
+                0
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(r, -9000);
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].0 + seen[0].1 <= seen[1].0);
+    let mut n = 0;
+    assert_eq!(
+        img.diff_iterate(0, 32 * MIB, &whole, |_, _, _| {
+            n += 1;
+            0
+        })
+        .await
+        .unwrap(),
+        0
+    );
+    assert_eq!(n, 4);
+    assert_eq!(img.disk_usage().await.unwrap(), 16 * MIB);
+
+    // Images without an object map take the slow path with the same answers.
+    let nomap = CreateOptions {
+        order: 0,
+        features: Some(FEATURE_LAYERING),
+    };
+    e.rbd
+        .create(&e.io, "plain", 32 * MIB, &nomap)
+        .await
+        .unwrap();
+    let p = open(&e, &e.io, "plain").await;
+    p.write(0, pattern(65536, 1)).await.unwrap();
+    p.write(5 * MIB, pattern(8192, 2)).await.unwrap();
+    p.snap_create("s1").await.unwrap();
+    p.write(5 * MIB + 4096, pattern(4096, 4)).await.unwrap();
+    p.write(28 * MIB, pattern(512, 5)).await.unwrap();
+    assert_eq!(
+        p.diff(0, 32 * MIB, &since(false)).await.unwrap(),
+        vec![ext(5 * MIB + 4096, 4096, true), ext(28 * MIB, 512, true)]
+    );
+    assert_eq!(
+        p.diff(0, 32 * MIB, &all).await.unwrap(),
+        vec![
+            ext(0, 65536, true),
+            ext(4 * MIB, MIB + 8192, true),
+            ext(28 * MIB, 512, true)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_include_parent() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "p", 16 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let p = open(&e, &e.io, "p").await;
+    p.write(0, pattern(4096, 1)).await.unwrap();
+    p.write(8 * MIB, pattern(4096, 1)).await.unwrap();
+    p.snap_create("s").await.unwrap();
+    p.snap_protect("s").await.unwrap();
+    e.rbd
+        .clone(&e.io, "p", "s", &e.io, "c", &CreateOptions::default())
+        .await
+        .unwrap();
+    let c = open(&e, &e.io, "c").await;
+    let whole = |inc| DiffOptions {
+        from_snap: None,
+        include_parent: inc,
+        whole_object: true,
+    };
+    assert!(c.diff(0, 16 * MIB, &whole(false)).await.unwrap().is_empty());
+    let got = c.diff(0, 16 * MIB, &whole(true)).await.unwrap();
+    assert_eq!(
+        got.iter().map(|x| (x.offset, x.len)).collect::<Vec<_>>(),
+        vec![(0, 4 * MIB), (8 * MIB, 4 * MIB)]
+    );
+    c.write(12 * MIB, pattern(10, 2)).await.unwrap();
+    c.write(8 * MIB + 100, pattern(10, 2)).await.unwrap();
+    let got = c.diff(0, 16 * MIB, &whole(true)).await.unwrap();
+    assert_eq!(
+        got.iter().map(|x| x.offset).collect::<Vec<_>>(),
+        vec![0, 8 * MIB, 12 * MIB]
+    );
+    let exact = DiffOptions {
+        from_snap: None,
+        include_parent: true,
+        whole_object: false,
+    };
+    let got = c.diff(0, 16 * MIB, &exact).await.unwrap();
+    assert_eq!(
+        got[0],
+        DiffExtent {
+            offset: 0,
+            len: 4096,
+            exists: true
+        }
+    );
+    assert!(got
+        .windows(2)
+        .all(|w| w[0].offset + w[0].len <= w[1].offset));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_is_reclaimed() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 64 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = open(&e, &e.io, "img").await;
+    img.write(0, pattern((64 * MIB) as usize, 1)).await.unwrap();
+    img.snap_create("a").await.unwrap();
+    img.write(0, pattern((32 * MIB) as usize, 2)).await.unwrap();
+    img.snap_create("b").await.unwrap();
+    img.write(16 * MIB, pattern((32 * MIB) as usize, 3))
+        .await
+        .unwrap();
+    let full = e.emb.store().usage().unwrap();
+    assert!(full.stored_bytes >= 128 * MIB, "{full:?}");
+
+    img.discard(0, 64 * MIB).await.unwrap();
+    img.snap_remove("a").await.unwrap();
+    img.snap_remove("b").await.unwrap();
+    let st = e.rados.pool_stat(e.io.pool_id).await.unwrap();
+    let usage = e.emb.store().usage().unwrap();
+    println!("after discard + snap removal: {usage:?}, pool {st:?}");
+    assert!(usage.stored_bytes < 64 * 1024, "{usage:?}");
+    assert!(data_objects(e.rados.as_ref(), e.io.pool_id, img.id())
+        .await
+        .is_empty());
+    assert_eq!(img.disk_usage().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_of_golden_image_is_o1() {
+    let e = env().await;
+    let counting = Counting::new(e.rados.clone());
+    let rbd = Rbd::new(counting.clone());
+    rbd.create(&e.io, "golden", 10 << 30, &CreateOptions::default())
+        .await
+        .unwrap();
+    let g = rbd
+        .open(&e.io, "golden", &OpenOptions::default())
+        .await
+        .unwrap();
+    for i in 0..16u64 {
+        g.write(i * 640 * MIB, pattern(MIB as usize, i as u8))
+            .await
+            .unwrap();
+    }
+    let t = Instant::now();
+    g.snap_create("base").await.unwrap();
+    println!("snapshot of a 10 GiB image: {:?}", t.elapsed());
+    g.snap_protect("base").await.unwrap();
+
+    let n = 20;
+    let before = counting.data_ops();
+    let ops_before = counting.ops();
+    let t = Instant::now();
+    for i in 0..n {
+        rbd.clone(
+            &e.io,
+            "golden",
+            "base",
+            &e.io,
+            &format!("vm{i}"),
+            &CreateOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let el = t.elapsed();
+    println!(
+        "{n} clones of a 10 GiB image: {el:?} ({:?} each), {} object ops each",
+        el / n,
+        (counting.ops() - ops_before) / n as u64
+    );
+    assert_eq!(counting.data_ops(), before, "clone touched data objects");
+    let vm = rbd
+        .open(&e.io, "vm7", &OpenOptions::default())
+        .await
+        .unwrap();
+    assert!(data_objects(e.rados.as_ref(), e.io.pool_id, vm.id())
+        .await
+        .is_empty());
+    assert_eq!(vm.size(), 10 << 30);
+    assert_eq!(
+        vm.read(640 * MIB * 3, MIB).await.unwrap(),
+        pattern(MIB as usize, 3)
+    );
+    assert_eq!(
+        rbd.children(&e.io, "golden", "base").await.unwrap().len(),
+        n as usize
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_client_visibility() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = Arc::new(open(&e, &e.io, "img").await);
+    let rbd_b = Rbd::new(e.emb.client());
+    let b = rbd_b
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    a.write(0, pattern(4096, 1)).await.unwrap();
+    // B takes a snapshot; A refreshes before writing again (documented contract).
+    b.snap_create("s").await.unwrap();
+    assert!(a.snap_list().is_empty());
+    a.refresh().await.unwrap();
+    assert_eq!(a.snap_list().len(), 1);
+    a.write(0, pattern(4096, 2)).await.unwrap();
+    b.set_snap(Some(SnapSpec::Name("s".into()))).await.unwrap();
+    assert_eq!(b.read(0, 4096).await.unwrap(), pattern(4096, 1));
+    b.set_snap(None).await.unwrap();
+    assert_eq!(b.read(0, 4096).await.unwrap(), pattern(4096, 2));
+    // Concurrent snapshot creation from both clients: CAS keeps both.
+    let (r1, r2) = tokio::join!(a.snap_create("x"), b.snap_create("y"));
+    r1.unwrap();
+    r2.unwrap();
+    a.refresh().await.unwrap();
+    let mut names: Vec<String> = a.snap_list().into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, vec!["s", "x", "y"]);
+    let ids: Vec<u64> = a.snap_list().into_iter().map(|s| s.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    // Same name from both: exactly one wins.
+    let (r1, r2) = tokio::join!(a.snap_create("z"), b.snap_create("z"));
+    assert!(r1.is_ok() ^ r2.is_ok(), "{r1:?} {r2:?}");
+    // Resize by B, seen by A after refresh, and both agree on data.
+    b.resize(16 * MIB).await.unwrap();
+    a.refresh().await.unwrap();
+    assert_eq!(a.size(), 16 * MIB);
+    b.write(12 * MIB, pattern(10, 3)).await.unwrap();
+    a.refresh().await.unwrap();
+    assert_eq!(a.read(12 * MIB, 10).await.unwrap(), pattern(10, 3));
+}
