@@ -1,0 +1,432 @@
+//! Debian's unmodified qemu-img / qemu-io (7.2, block-rbd.so) load Quarry's
+//! library under LD_LIBRARY_PATH and work against the embedded store. The
+//! tools must be installed: a missing tool fails these tests.
+
+mod common;
+
+use common::Env;
+
+fn qemu_img(env: &Env, args: &[&str]) -> (bool, String, String) {
+    let bin = common::require("qemu-img");
+    env.run(env.cmd(bin).args(args))
+}
+
+fn qemu_io(env: &Env, args: &[&str]) -> (bool, String, String) {
+    let bin = common::require("qemu-io");
+    env.run(env.cmd(bin).args(args))
+}
+
+fn ok(r: (bool, String, String)) -> String {
+    assert!(r.0, "command failed:\nstdout: {}\nstderr: {}", r.1, r.2);
+    r.1
+}
+
+fn fails_with(r: (bool, String, String), msg: &str) {
+    assert!(!r.0, "command unexpectedly succeeded: {}", r.1);
+    assert!(
+        r.2.contains(msg),
+        "stderr does not contain {msg:?}:\n{}",
+        r.2
+    );
+}
+
+#[test]
+fn qemu_loads_quarry_library() {
+    let env = Env::new(&["data"]);
+    ok(qemu_img(
+        &env,
+        &["create", "-f", "raw", "rbd:data/foo", "1G"],
+    ));
+    let bin = common::require("qemu-img");
+    let mut c = env.cmd(bin);
+    c.args(["info", "rbd:data/foo"]).env("LD_DEBUG", "libs");
+    let (good, _out, err) = env.run(&mut c);
+    assert!(good, "{err}");
+    let ours = env.path().join("lib").join("librbd.so.1");
+    assert!(
+        err.contains(&format!("calling init: {}", ours.display())),
+        "qemu-img did not load Quarry's librbd.so.1:\n{err}"
+    );
+    assert!(
+        !err.contains("/lib/x86_64-linux-gnu/librbd.so.1")
+            && !err.contains("/lib/x86_64-linux-gnu/librados.so.2"),
+        "Ceph's own library was loaded too"
+    );
+}
+
+#[test]
+fn create_info_resize_as_ceph() {
+    let env = Env::new(&["data"]);
+    let out = ok(qemu_img(
+        &env,
+        &["create", "-f", "raw", "rbd:data/foo", "10G"],
+    ));
+    assert_eq!(out, "Formatting 'rbd:data/foo', fmt=raw size=10737418240\n");
+    let info = ok(qemu_img(&env, &["info", "rbd:data/foo"]));
+    assert_eq!(
+        info,
+        "image: json:{\"driver\": \"raw\", \"file\": {\"pool\": \"data\", \"image\": \"foo\", \"driver\": \"rbd\", \"namespace\": \"\"}}\n\
+         file format: raw\n\
+         virtual size: 10 GiB (10737418240 bytes)\n\
+         disk size: unavailable\n\
+         cluster_size: 4194304\n"
+    );
+    fails_with(
+        qemu_img(&env, &["create", "-f", "raw", "rbd:data/foo", "10G"]),
+        "qemu-img: rbd:data/foo: error rbd create: File exists",
+    );
+    let out = ok(qemu_img(&env, &["resize", "rbd:data/foo", "20G"]));
+    assert_eq!(out, "Image resized.\n");
+    let info = ok(qemu_img(&env, &["info", "rbd:data/foo"]));
+    assert!(
+        info.contains("virtual size: 20 GiB (21474836480 bytes)"),
+        "{info}"
+    );
+    fails_with(
+        qemu_img(&env, &["resize", "-f", "raw", "rbd:data/foo", "15G"]),
+        "Use the --shrink option to perform a shrink operation.",
+    );
+    ok(qemu_img(
+        &env,
+        &["resize", "-f", "raw", "--shrink", "rbd:data/foo", "10G"],
+    ));
+    let info = ok(qemu_img(&env, &["info", "rbd:data/foo"]));
+    assert!(
+        info.contains("virtual size: 10 GiB (10737418240 bytes)"),
+        "{info}"
+    );
+}
+
+#[test]
+fn qemu_io_patterns_under_every_cache_mode() {
+    let env = Env::new(&["data"]);
+    ok(qemu_img(
+        &env,
+        &["create", "-f", "raw", "rbd:data/io", "64M"],
+    ));
+    for (i, mode) in ["none", "writethrough", "writeback", "directsync", "unsafe"]
+        .iter()
+        .enumerate()
+    {
+        let pat = format!("0x{:02x}", 0x31 + i);
+        let off = 4095 + i * 1_000_003;
+        let w = format!("write -P {pat} {off} 777777");
+        let r = format!("read -P {pat} {off} 777777");
+        let out = ok(qemu_io(
+            &env,
+            &[
+                "-f",
+                "raw",
+                "-t",
+                mode,
+                "-c",
+                &w,
+                "-c",
+                "flush",
+                "-c",
+                &r,
+                "rbd:data/io",
+            ],
+        ));
+        assert!(out.contains("wrote 777777/777777"), "{mode}: {out}");
+        assert!(out.contains("read 777777/777777"), "{mode}: {out}");
+        // Read back in a new process: the data is durable.
+        let out = ok(qemu_io(&env, &["-f", "raw", "-r", "-c", &r, "rbd:data/io"]));
+        assert!(out.contains("read 777777/777777"), "{mode} reopen: {out}");
+    }
+    // Discard / write_zeroes through QEMU.
+    ok(qemu_io(
+        &env,
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -z 4095 100000",
+            "-c",
+            "read -P 0 4095 100000",
+            "rbd:data/io",
+        ],
+    ));
+}
+
+#[test]
+fn convert_compare_map() {
+    let env = Env::new(&["data"]);
+    let q = env.path().join("debian_squeeze.qcow2");
+    let qs = q.to_str().expect("utf8");
+    ok(qemu_img(&env, &["create", "-f", "qcow2", qs, "64M"]));
+    ok(qemu_io(
+        &env,
+        &[
+            "-c",
+            "write -P 0x5a 1M 2M",
+            "-c",
+            "write -P 0x6b 40M 512k",
+            qs,
+        ],
+    ));
+    ok(qemu_img(
+        &env,
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            qs,
+            "rbd:data/squeeze",
+        ],
+    ));
+    let out = ok(qemu_img(
+        &env,
+        &[
+            "compare",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            qs,
+            "rbd:data/squeeze",
+        ],
+    ));
+    assert!(out.contains("Images are identical."), "{out}");
+    fails_with(
+        qemu_img(
+            &env,
+            &[
+                "convert",
+                "-f",
+                "qcow2",
+                "-O",
+                "raw",
+                qs,
+                "rbd:data/squeeze",
+            ],
+        ),
+        "error rbd create: File exists",
+    );
+    // rbd -> qcow2 and rbd -> rbd.
+    let back = env.path().join("back.qcow2");
+    let bs = back.to_str().expect("utf8");
+    ok(qemu_img(
+        &env,
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "rbd:data/squeeze",
+            bs,
+        ],
+    ));
+    ok(qemu_img(
+        &env,
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            "rbd:data/squeeze",
+            "rbd:data/copy",
+        ],
+    ));
+    let out = ok(qemu_img(
+        &env,
+        &["compare", "-f", "qcow2", "-F", "raw", bs, "rbd:data/copy"],
+    ));
+    assert!(out.contains("Images are identical."), "{out}");
+    // Allocation map through rbd_diff_iterate2 (4 MiB objects).
+    let map = ok(qemu_img(
+        &env,
+        &["map", "-f", "raw", "--output=json", "rbd:data/squeeze"],
+    ));
+    assert!(
+        map.contains("\"data\": false"),
+        "holes expected in the map: {map}"
+    );
+    assert!(
+        map.contains("\"data\": true"),
+        "data expected in the map: {map}"
+    );
+}
+
+#[test]
+fn snapshots_through_qemu_img() {
+    let env = Env::new(&["data"]);
+    ok(qemu_img(
+        &env,
+        &["create", "-f", "raw", "rbd:data/foo", "20G"],
+    ));
+    ok(qemu_io(
+        &env,
+        &["-f", "raw", "-c", "write -P 0x11 0 1M", "rbd:data/foo"],
+    ));
+    ok(qemu_img(&env, &["snapshot", "-c", "snap1", "rbd:data/foo"]));
+    let out = ok(qemu_img(&env, &["snapshot", "-l", "rbd:data/foo"]));
+    assert_eq!(
+        out,
+        "Snapshot list:\n\
+         ID        TAG               VM SIZE                DATE     VM CLOCK     ICOUNT\n\
+         snap1     snap1              20 GiB 1970-01-01 00:00:00 00:00:00.000          0\n"
+    );
+    fails_with(
+        qemu_img(&env, &["snapshot", "-c", "snap1", "rbd:data/foo"]),
+        "qemu-img: Could not create snapshot 'snap1': -17 (File exists)",
+    );
+    ok(qemu_io(
+        &env,
+        &["-f", "raw", "-c", "write -P 0x22 0 1M", "rbd:data/foo"],
+    ));
+    // The snapshot is read-only and keeps the old data.
+    ok(qemu_io(
+        &env,
+        &[
+            "-f",
+            "raw",
+            "-r",
+            "-c",
+            "read -P 0x11 0 1M",
+            "rbd:data/foo@snap1",
+        ],
+    ));
+    fails_with(
+        qemu_img(&env, &["resize", "-f", "raw", "rbd:data/foo@snap1", "30G"]),
+        "Could not open 'rbd:data/foo@snap1': rbd snapshots are read-only",
+    );
+    fails_with(
+        qemu_img(&env, &["info", "rbd:data/foo@nosuchsnap"]),
+        "Could not open 'rbd:data/foo@nosuchsnap': error reading header from foo: No such file or directory",
+    );
+    // Apply (rollback), then delete.
+    ok(qemu_img(&env, &["snapshot", "-a", "snap1", "rbd:data/foo"]));
+    ok(qemu_io(
+        &env,
+        &["-f", "raw", "-r", "-c", "read -P 0x11 0 1M", "rbd:data/foo"],
+    ));
+    fails_with(
+        qemu_img(&env, &["snapshot", "-a", "nosuchsnap", "rbd:data/foo"]),
+        "Could not apply snapshot 'nosuchsnap'",
+    );
+    ok(qemu_img(&env, &["snapshot", "-d", "snap1", "rbd:data/foo"]));
+    let out = ok(qemu_img(&env, &["snapshot", "-l", "rbd:data/foo"]));
+    assert!(!out.contains("snap1"), "{out}");
+}
+
+#[test]
+fn errors_users_meet() {
+    let env = Env::new(&["data"]);
+    ok(qemu_img(
+        &env,
+        &["create", "-f", "raw", "rbd:data/foo", "1G"],
+    ));
+    fails_with(
+        qemu_img(&env, &["info", "rbd:nosuchpool/foo"]),
+        "qemu-img: Could not open 'rbd:nosuchpool/foo': error opening pool nosuchpool: No such file or directory",
+    );
+    fails_with(
+        qemu_img(&env, &["create", "-f", "raw", "rbd:nosuchpool/foo", "1G"]),
+        "qemu-img: rbd:nosuchpool/foo: error opening pool nosuchpool: No such file or directory",
+    );
+    fails_with(
+        qemu_img(&env, &["info", "rbd:data/nosuchimage"]),
+        "qemu-img: Could not open 'rbd:data/nosuchimage': error reading header from nosuchimage: No such file or directory",
+    );
+    fails_with(
+        qemu_img(&env, &["info", "rbd:data/foo:no_such_option=1"]),
+        "qemu-img: Could not open 'rbd:data/foo:no_such_option=1': invalid conf option no_such_option: No such file or directory",
+    );
+    fails_with(
+        qemu_img(&env, &["info", "rbd:data/foo:rbd_cache=maybe"]),
+        "invalid conf option rbd_cache: Invalid argument",
+    );
+    fails_with(
+        qemu_img(&env, &["info", "rbd:data/foo:conf=/nonexistent/ceph.conf"]),
+        "error reading conf file /nonexistent/ceph.conf: No such file or directory",
+    );
+    fails_with(
+        qemu_img(
+            &env,
+            &["info", "rbd:data/foo:id=glance:conf=/nonexistent/ceph.conf"],
+        ),
+        "error reading conf file /nonexistent/ceph.conf: No such file or directory",
+    );
+    // An explicit conf path with an escaped colon reaches us unescaped.
+    let odd = env.path().join("dir:with:colons");
+    std::fs::create_dir_all(&odd).expect("mkdir");
+    std::fs::copy(env.conf(), odd.join("ceph.conf")).expect("copy conf");
+    let spec = format!(
+        "rbd:data/foo:conf={}",
+        odd.join("ceph.conf")
+            .display()
+            .to_string()
+            .replace(':', "\\:")
+    );
+    let bin = common::require("qemu-img");
+    let (good, out, err) = env.run(env.cmd(bin).args(["info", &spec]).env_remove("CEPH_CONF"));
+    assert!(good, "{err}");
+    assert!(out.contains("virtual size: 1 GiB"), "{out}");
+    // No config at all: nothing tells the library where the cluster is.
+    let bin = common::require("qemu-img");
+    let (good, _out, err) = env.run(
+        env.cmd(bin)
+            .args(["info", "rbd:data/foo"])
+            .env("CEPH_CONF", "/nonexistent.conf"),
+    );
+    assert!(!good);
+    assert!(
+        err.contains("error connecting: No such file or directory"),
+        "{err}"
+    );
+    // Encryption is refused cleanly.
+    let (good, _out, err) = qemu_img(
+        &env,
+        &[
+            "info",
+            "--object",
+            "secret,id=sec0,data=123456",
+            "--image-opts",
+            "driver=rbd,pool=data,image=foo,encrypt.format=luks,encrypt.key-secret=sec0",
+        ],
+    );
+    assert!(!good);
+    assert!(
+        err.contains("encryption load fail: Operation not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn effective_cache_mode_follows_qemu() {
+    let env = Env::new(&["data"]);
+    ok(qemu_img(&env, &["create", "-f", "raw", "rbd:data/c", "8M"]));
+    let cases = [
+        ("none", "rbd:data/c", "cache mode none"),
+        ("writeback", "rbd:data/c", "cache mode writearound"),
+        ("writethrough", "rbd:data/c", "cache mode writearound"),
+        // The spec's rbd_cache_max_dirty=0 is Ceph's writethrough.
+        (
+            "writeback",
+            "rbd:data/c:rbd_cache_max_dirty=0",
+            "cache mode writethrough",
+        ),
+        // QEMU sets rbd_cache last: it beats the spec's pair (Ceph 16 default policy: writearound).
+        (
+            "writeback",
+            "rbd:data/c:rbd_cache=false",
+            "cache mode writearound",
+        ),
+        ("none", "rbd:data/c:rbd_cache=true", "cache mode none"),
+    ];
+    for (mode, spec, want) in cases {
+        let bin = common::require("qemu-io");
+        let (good, _out, err) = env.run(
+            env.cmd(bin)
+                .args(["-f", "raw", "-t", mode, "-c", "read 0 4k", spec])
+                .env("QUARRY_LOG_CACHE", "1"),
+        );
+        assert!(good, "{err}");
+        assert!(err.contains(want), "{mode} {spec}: want {want:?}:\n{err}");
+    }
+}
