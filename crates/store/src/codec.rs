@@ -25,6 +25,12 @@ pub fn pool_prefix(pool: PoolId) -> [u8; 8] {
     ((pool as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+/// Inverse of [`pool_prefix`].
+pub fn parse_pool_prefix(key: &[u8]) -> Option<PoolId> {
+    let b: [u8; 8] = key.try_into().ok()?;
+    Some((u64::from_be_bytes(b) ^ (1 << 63)) as PoolId)
+}
+
 /// Append `s` escaped so that the encoding is self-delimiting and sorts like
 /// the raw bytes: 0x00 becomes 0x00 0xFF, the terminator is 0x00 0x01.
 fn push_escaped(out: &mut Vec<u8>, s: &[u8]) {

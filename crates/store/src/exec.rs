@@ -20,9 +20,10 @@ use quarry_rados::{
     CloneInfo, ObjectId, ObjectStat, Op, OpOutput, OpReply, OpRequest, RadosError, Result, SnapId,
     SnapSet, NOSNAP,
 };
-use redb::{ReadableTable, Table};
+use redb::ReadableTable;
 
 use crate::codec::{self, CloneMeta, InstMeta, ObjRecord, BLOCK_SIZE};
+use crate::tables::{Tbl, WTables};
 
 /// Largest object size accepted (1 TiB); larger writes are `EFBIG`.
 pub const MAX_OBJECT_SIZE: u64 = 1 << 40;
@@ -973,74 +974,48 @@ fn truncate<D: RTable, O: RTable>(
 
 // ---------------------------------------------------------------- flushing
 
-/// The write transaction's tables.
-pub struct WTables<'t> {
-    /// Object records.
-    pub meta: Table<'t, Raw, Raw>,
-    /// Data blocks.
-    pub data: Table<'t, Raw, Raw>,
-    /// Omap entries.
-    pub omap: Table<'t, Raw, Raw>,
-    /// Index of objects that have clones (for trimming).
-    pub snapped: Table<'t, Raw, Raw>,
-}
-
 /// Storage errors while flushing abort the whole batch (they are never a
 /// request's own failure, which staging has already ruled out).
 pub type FlushResult<T> = Result<T>;
 
-fn take_all(_: &[u8], _: &[u8]) -> bool {
-    true
-}
-
-/// Delete every key in `[lo, hi)`; returns the total value length removed
-/// minus `per_value_overhead` per entry, and the entry count.
-fn delete_range(
-    t: &mut Table<'_, Raw, Raw>,
+/// Delete every key under `prefix` (from `from` on, if given); returns the
+/// total value length removed minus `per_value_overhead` per entry.
+fn delete_prefix(
+    t: &mut WTables<'_>,
+    which: Tbl,
     prefix: &[u8],
     from: Option<&[u8]>,
     per_value_overhead: u64,
 ) -> FlushResult<(u64, u64)> {
-    let lo = from.map(<[u8]>::to_vec).unwrap_or_else(|| prefix.to_vec());
     let hi = codec::prefix_end(prefix);
-    let (mut bytes, mut n) = (0u64, 0u64);
-    let iter = match &hi {
-        Some(hi) => t
-            .extract_from_if::<&[u8], _>(lo.as_slice()..hi.as_slice(), take_all)
-            .map_err(sio)?,
-        None => t
-            .extract_from_if::<&[u8], _>(lo.as_slice().., take_all)
-            .map_err(sio)?,
-    };
-    for item in iter {
-        let (_, v) = item.map_err(sio)?;
-        bytes += (v.value().len() as u64).saturating_sub(per_value_overhead);
-        n += 1;
-    }
-    Ok((bytes, n))
+    let (bytes, n) = t.del_range(which, from.unwrap_or(prefix), hi.as_deref())?;
+    Ok((bytes.saturating_sub(n * per_value_overhead), n))
 }
 
-/// Copy every entry under `from_prefix` to the same suffix under `to_prefix`.
-/// Values are copied raw: block checksums are seeded by block index, not by
-/// instance, so a corrupted block stays detectably corrupted in the copy.
+/// Copy every entry under `from_prefix` (below `below`, if given) to the
+/// same suffix under `to_prefix`. Values are copied raw: block checksums are
+/// seeded by block index, not by instance, so a corrupted block stays
+/// detectably corrupted in the copy.
 fn copy_prefix(
-    t: &mut Table<'_, Raw, Raw>,
+    t: &mut WTables<'_>,
+    which: Tbl,
     from_prefix: &[u8],
     to_prefix: &[u8],
     below: Option<&[u8]>,
     per_value_overhead: u64,
 ) -> FlushResult<(u64, u64)> {
-    let hi = codec::prefix_end(from_prefix);
-    let hi = match (below, &hi) {
-        (Some(b), _) => Some(b.to_vec()),
-        (None, h) => h.clone(),
+    let hi = match below {
+        Some(b) => Some(b.to_vec()),
+        None => codec::prefix_end(from_prefix),
     };
     let mut items = Vec::new();
     {
+        let table = t.table(which);
         let iter = match &hi {
-            Some(hi) => t.range::<&[u8]>(from_prefix..hi.as_slice()).map_err(sio)?,
-            None => t.range::<&[u8]>(from_prefix..).map_err(sio)?,
-        };
+            Some(hi) => table.range::<&[u8]>(from_prefix..hi.as_slice()),
+            None => table.range::<&[u8]>(from_prefix..),
+        }
+        .map_err(sio)?;
         for item in iter {
             let (k, v) = item.map_err(sio)?;
             let suffix = k.value().get(from_prefix.len()..).unwrap_or_default();
@@ -1053,7 +1028,7 @@ fn copy_prefix(
     for (k, v) in items {
         bytes += (v.len() as u64).saturating_sub(per_value_overhead);
         n += 1;
-        t.insert(k.as_slice(), v.as_slice()).map_err(sio)?;
+        t.put(which, &k, &v)?;
     }
     Ok((bytes, n))
 }
@@ -1079,10 +1054,10 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
     if let Some(id) = plan.new_clone {
         let ckey = codec::inst_key(okey, id);
         if orig_stored > 0 {
-            copy_prefix(&mut t.data, &head_key, &ckey, None, 4)?;
+            copy_prefix(t, Tbl::Data, &head_key, &ckey, None, 4)?;
         }
         if orig_omap > 0 {
-            copy_prefix(&mut t.omap, &head_key, &ckey, None, 0)?;
+            copy_prefix(t, Tbl::Omap, &head_key, &ckey, None, 0)?;
         }
         if let Some(c) = plan.rec.clones.iter_mut().find(|c| c.id == id) {
             c.inst.stored = orig_stored;
@@ -1099,23 +1074,23 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
         Base::Inst(NOSNAP) => {
             if plan.hd.limit != u64::MAX && stored > 0 {
                 let from = codec::block_key(&head_key, plan.hd.limit);
-                let (b, _) = delete_range(&mut t.data, &head_key, Some(&from), 4)?;
+                let (b, _) = delete_prefix(t, Tbl::Data, &head_key, Some(&from), 4)?;
                 stored -= b.min(stored);
             }
         }
         Base::Empty => {
             if stored > 0 {
-                delete_range(&mut t.data, &head_key, None, 4)?;
+                delete_prefix(t, Tbl::Data, &head_key, None, 4)?;
                 stored = 0;
             }
         }
         Base::Inst(x) => {
             if stored > 0 {
-                delete_range(&mut t.data, &head_key, None, 4)?;
+                delete_prefix(t, Tbl::Data, &head_key, None, 4)?;
             }
             let xkey = codec::inst_key(okey, x);
             let below = (plan.hd.limit != u64::MAX).then(|| codec::block_key(&xkey, plan.hd.limit));
-            let (b, _) = copy_prefix(&mut t.data, &xkey, &head_key, below.as_deref(), 4)?;
+            let (b, _) = copy_prefix(t, Tbl::Data, &xkey, &head_key, below.as_deref(), 4)?;
             stored = b;
         }
     }
@@ -1127,12 +1102,12 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
                 val.resize(4 + d.len(), 0);
                 codec::encode_block_into(&mut val, blk, &d);
                 stored += d.len() as u64;
-                t.data.insert(key.as_slice(), val.as_slice()).map_err(sio)?
+                t.put(Tbl::Data, &key, &val)?
             }
-            _ => t.data.remove(key.as_slice()).map_err(sio)?,
+            _ => t.del(Tbl::Data, &key)?,
         };
         if let Some(old) = old {
-            stored = stored.saturating_sub((old.value().len() as u64).saturating_sub(4));
+            stored = stored.saturating_sub((old as u64).saturating_sub(4));
         }
     }
 
@@ -1141,16 +1116,16 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
         Base::Inst(NOSNAP) => {}
         Base::Empty => {
             if omap_count > 0 {
-                delete_range(&mut t.omap, &head_key, None, 0)?;
+                delete_prefix(t, Tbl::Omap, &head_key, None, 0)?;
                 omap_count = 0;
             }
         }
         Base::Inst(x) => {
             if omap_count > 0 {
-                delete_range(&mut t.omap, &head_key, None, 0)?;
+                delete_prefix(t, Tbl::Omap, &head_key, None, 0)?;
             }
             let xkey = codec::inst_key(okey, x);
-            let (_, n) = copy_prefix(&mut t.omap, &xkey, &head_key, None, 0)?;
+            let (_, n) = copy_prefix(t, Tbl::Omap, &xkey, &head_key, None, 0)?;
             omap_count = n;
         }
     }
@@ -1159,11 +1134,9 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
         let old = match v {
             Some(v) => {
                 omap_count += 1;
-                t.omap
-                    .insert(key.as_slice(), codec::encode_omap_val(&v).as_slice())
-                    .map_err(sio)?
+                t.put(Tbl::Omap, &key, &codec::encode_omap_val(&v))?
             }
-            None => t.omap.remove(key.as_slice()).map_err(sio)?,
+            None => t.del(Tbl::Omap, &key)?,
         };
         if old.is_some() {
             omap_count = omap_count.saturating_sub(1);
@@ -1171,7 +1144,7 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
     }
 
     // 4. Counters and the record.
-    match (&plan.orig_head, &mut plan.rec.head) {
+    match (&plan.orig_head, &plan.rec.head) {
         (None, Some(_)) => delta.objects += 1,
         (Some(_), None) => delta.objects -= 1,
         _ => {}
@@ -1182,14 +1155,12 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
         h.omap_count = omap_count;
     }
     if plan.rec.head.is_none() && plan.rec.clones.is_empty() {
-        t.meta.remove(okey.as_slice()).map_err(sio)?;
+        t.del(Tbl::Meta, okey)?;
     } else {
-        t.meta
-            .insert(okey.as_slice(), plan.rec.encode().as_slice())
-            .map_err(sio)?;
+        t.put(Tbl::Meta, okey, &plan.rec.encode())?;
     }
     if plan.new_clone.is_some() {
-        t.snapped.insert(okey.as_slice(), &[][..]).map_err(sio)?;
+        t.put(Tbl::Snapped, okey, &[])?;
     }
     Ok(delta)
 }
@@ -1213,10 +1184,10 @@ pub fn trim_object(
         let c = rec.clones.remove(i);
         let ckey = codec::inst_key(okey, c.id);
         if c.inst.stored > 0 {
-            delete_range(&mut t.data, &ckey, None, 4)?;
+            delete_prefix(t, Tbl::Data, &ckey, None, 4)?;
         }
         if c.inst.omap_count > 0 {
-            delete_range(&mut t.omap, &ckey, None, 0)?;
+            delete_prefix(t, Tbl::Omap, &ckey, None, 0)?;
         }
         freed += c.inst.stored;
         dropped += 1;
@@ -1228,12 +1199,12 @@ pub fn trim_object(
         }
     }
     if rec.head.is_none() && rec.clones.is_empty() {
-        t.meta.remove(okey).map_err(sio)?;
+        t.del(Tbl::Meta, okey)?;
     } else {
-        t.meta.insert(okey, rec.encode().as_slice()).map_err(sio)?;
+        t.put(Tbl::Meta, okey, &rec.encode())?;
     }
     if rec.clones.is_empty() {
-        t.snapped.remove(okey).map_err(sio)?;
+        t.del(Tbl::Snapped, okey)?;
     }
     Ok((freed, dropped))
 }

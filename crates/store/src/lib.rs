@@ -14,6 +14,8 @@ mod codec;
 mod embedded;
 mod exec;
 mod store;
+mod tables;
+mod wal;
 
 pub use codec::BLOCK_SIZE;
 pub use embedded::Embedded;

@@ -9,14 +9,15 @@
 //! | `data`    | object key + instance id + block (BE) | crc32c + up to 4 KiB of data       |
 //! | `omap`    | object key + instance id + omap key   | crc32c + value                     |
 //! | `snapped` | object key of objects with clones     | empty (index for snapshot trimming)|
-//! | `pools`   | pool id                               | `PoolCounters` + crc32c            |
-//! | `sys`     | string                                | opaque (the embedded backend's registry) |
+//! | `pool_counters` | pool id (sign-flipped BE)       | `PoolCounters` + crc32c            |
+//! | `sys`     | string                                | WAL checkpoint; the embedded backend's registry |
 //!
 //! The instance id is the clone id, or `NOSNAP` for the head.
 //!
 //! Architecture invariant: exactly one thread (the writer) opens write
 //! transactions; everything that mutates goes through its bounded queue, so
-//! requests are serialized and many are committed with one fsync.
+//! requests are serialized and many are committed with one fdatasync (of
+//! the write-ahead log, see `wal`; or of redb itself at checkpoints).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -24,17 +25,15 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use quarry_rados::{ListEntry, OpReply, OpRequest, PoolId, PoolStat, RadosError, Result, SnapId};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable};
 
 use crate::codec::{self, ObjRecord, PoolCounters};
-use crate::exec::{self, sio, Raw, WTables};
+use crate::exec::{self, sio};
+use crate::tables::{self, Tbl, WTables};
+use crate::wal::{Records, Wal};
 
-const META: TableDefinition<Raw, Raw> = TableDefinition::new("meta");
-const DATA: TableDefinition<Raw, Raw> = TableDefinition::new("data");
-const OMAP: TableDefinition<Raw, Raw> = TableDefinition::new("omap");
-const SNAPPED: TableDefinition<Raw, Raw> = TableDefinition::new("snapped");
-const POOLS: TableDefinition<i64, Raw> = TableDefinition::new("pools");
-const SYS: TableDefinition<&'static str, Raw> = TableDefinition::new("sys");
+/// `sys` key of the last LSN whose effects redb holds durably.
+const CHECKPOINT_KEY: &[u8] = b"wal.checkpoint";
 
 /// Pending requests the writer queue holds before submitters wait.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -160,7 +159,10 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|e| RadosError::io(format!("open {}: {e}", path.display())))?;
-        Self::start(db, Some(path))
+        let wal_path = dir.join("store.wal");
+        let (wal, records) = Wal::open(&wal_path)
+            .map_err(|e| RadosError::io(format!("open {}: {e}", wal_path.display())))?;
+        Self::start(db, Some(path), Some((wal, records)))
     }
 
     /// A store in memory (redb's in-memory backend; same code path).
@@ -169,21 +171,49 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(sio)?;
-        Self::start(db, None)
+        Self::start(db, None, None)
     }
 
-    fn start(db: Database, path: Option<PathBuf>) -> Result<Store> {
-        // Create every table up front so readers never see a missing table.
-        let txn = db.begin_write().map_err(sio)?;
+    fn start(db: Database, path: Option<PathBuf>, wal: Option<(Wal, Records)>) -> Result<Store> {
+        // Create every table up front so readers never see a missing table,
+        // and replay the log's records past the last checkpoint.
+        let mut txn = db.begin_write().map_err(sio)?;
+        let mut lsn;
         {
-            txn.open_table(META).map_err(sio)?;
-            txn.open_table(DATA).map_err(sio)?;
-            txn.open_table(OMAP).map_err(sio)?;
-            txn.open_table(SNAPPED).map_err(sio)?;
-            txn.open_table(POOLS).map_err(sio)?;
-            txn.open_table(SYS).map_err(sio)?;
+            let mut t = WTables::open(&txn, false)?;
+            let cp = match t.table(Tbl::Sys).get(CHECKPOINT_KEY).map_err(sio)? {
+                Some(v) => u64::from_le_bytes(
+                    v.value()
+                        .try_into()
+                        .map_err(|_| RadosError::io("corrupted WAL checkpoint record"))?,
+                ),
+                None => 0,
+            };
+            lsn = cp;
+            if let Some((_, records)) = &wal {
+                for (rlsn, body) in records.iter().filter(|(l, _)| *l > cp) {
+                    if *rlsn != lsn + 1 {
+                        return Err(RadosError::io(format!(
+                            "write-ahead log gap: checkpoint {cp}, next record {rlsn}"
+                        )));
+                    }
+                    tables::replay(&mut t, body)?;
+                    lsn = *rlsn;
+                }
+            }
+            t.put(Tbl::Sys, CHECKPOINT_KEY, &lsn.to_le_bytes())?;
         }
+        txn.set_durability(Durability::Immediate);
         txn.commit().map_err(sio)?;
+        let mut wal = wal.map(|(w, _)| w);
+        if let Some(w) = wal.as_mut() {
+            w.reset();
+        }
+        let ws = WriterState {
+            wal,
+            lsn,
+            dirty: false,
+        };
         let inner = Arc::new(Inner {
             db,
             path,
@@ -194,7 +224,7 @@ impl Store {
         let w = inner.clone();
         let writer = std::thread::Builder::new()
             .name("quarry-store-writer".into())
-            .spawn(move || writer_main(w))
+            .spawn(move || writer_main(w, ws))
             .map_err(|e| RadosError::io(format!("spawn store writer: {e}")))?;
         Ok(Store {
             inner,
@@ -286,9 +316,9 @@ impl Store {
     /// A read-only request, in a read transaction on the caller's thread.
     fn read(&self, req: &OpRequest) -> Result<OpReply> {
         let txn = self.inner.db.begin_read().map_err(sio)?;
-        let meta = txn.open_table(META).map_err(sio)?;
-        let data = txn.open_table(DATA).map_err(sio)?;
-        let omap = txn.open_table(OMAP).map_err(sio)?;
+        let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
+        let data = txn.open_table(Tbl::Data.def()).map_err(sio)?;
+        let omap = txn.open_table(Tbl::Omap.def()).map_err(sio)?;
         Ok(exec::stage(&meta, &data, &omap, req, 0)?.reply)
     }
 
@@ -304,7 +334,7 @@ impl Store {
     /// Head objects of a pool (optionally one namespace), ordered by (namespace, name).
     pub fn list(&self, pool: PoolId, namespace: Option<&str>) -> Result<Vec<ListEntry>> {
         let txn = self.inner.db.begin_read().map_err(sio)?;
-        let meta = txn.open_table(META).map_err(sio)?;
+        let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
         let prefix = match namespace {
             Some(ns) => codec::ns_prefix(pool, ns),
             None => codec::pool_prefix(pool).to_vec(),
@@ -334,8 +364,8 @@ impl Store {
     /// Objects and stored bytes of a pool (zero for an unknown pool).
     pub fn pool_stat(&self, pool: PoolId) -> Result<PoolStat> {
         let txn = self.inner.db.begin_read().map_err(sio)?;
-        let pools = txn.open_table(POOLS).map_err(sio)?;
-        let c = match pools.get(pool).map_err(sio)? {
+        let pools = txn.open_table(Tbl::Pools.def()).map_err(sio)?;
+        let c = match pools.get(&codec::pool_prefix(pool)[..]).map_err(sio)? {
             Some(v) => PoolCounters::decode(v.value(), pool)?,
             None => PoolCounters::default(),
         };
@@ -356,10 +386,15 @@ impl Store {
     /// Pools that have counters in the store (for reconciliation at open).
     pub fn pools_with_data(&self) -> Result<Vec<PoolId>> {
         let txn = self.inner.db.begin_read().map_err(sio)?;
-        let pools = txn.open_table(POOLS).map_err(sio)?;
+        let pools = txn.open_table(Tbl::Pools.def()).map_err(sio)?;
         let mut out = Vec::new();
         for item in pools.iter().map_err(sio)? {
-            out.push(item.map_err(sio)?.0.value());
+            let k = item.map_err(sio)?.0;
+            out.push(
+                codec::parse_pool_prefix(k.value()).ok_or_else(|| {
+                    RadosError::io("corrupted pool counter key in the local store")
+                })?,
+            );
         }
         Ok(out)
     }
@@ -369,10 +404,11 @@ impl Store {
         let mut u = StoreUsage::default();
         {
             let txn = self.inner.db.begin_read().map_err(sio)?;
-            let pools = txn.open_table(POOLS).map_err(sio)?;
+            let pools = txn.open_table(Tbl::Pools.def()).map_err(sio)?;
             for item in pools.iter().map_err(sio)? {
                 let (k, v) = item.map_err(sio)?;
-                let c = PoolCounters::decode(v.value(), k.value())?;
+                let pool = codec::parse_pool_prefix(k.value()).unwrap_or(-1);
+                let c = PoolCounters::decode(v.value(), pool)?;
                 u.stored_bytes += c.bytes;
                 u.objects += c.objects;
             }
@@ -388,8 +424,11 @@ impl Store {
     /// Read a value of the `sys` table (small records of upper layers).
     pub fn sys_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let txn = self.inner.db.begin_read().map_err(sio)?;
-        let sys = txn.open_table(SYS).map_err(sio)?;
-        Ok(sys.get(key).map_err(sio)?.map(|v| v.value().to_vec()))
+        let sys = txn.open_table(Tbl::Sys.def()).map_err(sio)?;
+        Ok(sys
+            .get(key.as_bytes())
+            .map_err(sio)?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Durably and atomically set (`Some`) or delete (`None`) `sys` values.
@@ -420,7 +459,17 @@ impl Drop for Store {
 
 // ---------------------------------------------------------------- the writer
 
-fn writer_main(inner: Arc<Inner>) {
+/// State owned by the writer thread.
+struct WriterState {
+    /// The write-ahead log (`None` in memory: every commit is durable).
+    wal: Option<Wal>,
+    /// Last LSN handed out (a batch's sequence number).
+    lsn: u64,
+    /// Whether redb holds non-durable commits (covered by the log only).
+    dirty: bool,
+}
+
+fn writer_main(inner: Arc<Inner>, mut ws: WriterState) {
     loop {
         let batch = {
             let mut q = lock(&inner.queue);
@@ -428,7 +477,7 @@ fn writer_main(inner: Arc<Inner>) {
                 q = inner.not_empty.wait(q).unwrap_or_else(|e| e.into_inner());
             }
             if q.jobs.is_empty() {
-                return;
+                break;
             }
             let mut batch = Vec::new();
             let mut bytes = 0usize;
@@ -445,23 +494,30 @@ fn writer_main(inner: Arc<Inner>) {
             batch
         };
         inner.not_full.notify_all();
-        // A panic while applying would leave submitters waiting forever:
-        // turn it into EIO for everyone, now and later.
-        let answered =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_batch(&inner.db, batch)));
-        if answered.is_err() {
+        // A panic while applying would leave submitters waiting forever, and
+        // a failure after the log append leaves redb behind the log: both
+        // stop the writer (everyone gets EIO; reopening recovers).
+        let fatal = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_batch(&inner.db, &mut ws, batch)
+        }))
+        .unwrap_or(true);
+        if fatal {
             let mut q = lock(&inner.queue);
             q.dead = true;
             for job in q.jobs.drain(..) {
                 job.reply.send(fail(
                     &job.kind,
-                    RadosError::io("local store writer panicked"),
+                    RadosError::io("local store writer stopped after a storage failure"),
                 ));
             }
             drop(q);
             inner.not_full.notify_all();
             return;
         }
+    }
+    // Clean shutdown: make redb durable on its own so the log is not needed.
+    if ws.dirty {
+        let _ = commit_checkpoint(&inner.db, &mut ws);
     }
 }
 
@@ -477,16 +533,13 @@ fn fail(kind: &JobKind, e: RadosError) -> Answer {
 struct Counters(HashMap<PoolId, (PoolCounters, bool)>);
 
 impl Counters {
-    fn get(
-        &mut self,
-        pools: &redb::Table<'_, i64, Raw>,
-        pool: PoolId,
-    ) -> Result<&mut (PoolCounters, bool)> {
+    fn get(&mut self, t: &WTables<'_>, pool: PoolId) -> Result<&mut (PoolCounters, bool)> {
         use std::collections::hash_map::Entry;
         match self.0.entry(pool) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
-                let c = match pools.get(pool).map_err(sio)? {
+                let key = codec::pool_prefix(pool);
+                let c = match t.table(Tbl::Pools).get(&key[..]).map_err(sio)? {
                     Some(v) => PoolCounters::decode(v.value(), pool)?,
                     None => PoolCounters::default(),
                 };
@@ -496,54 +549,71 @@ impl Counters {
     }
 }
 
-/// Apply a batch in one write transaction, commit once, answer everyone.
-fn run_batch(db: &Database, batch: Vec<Job>) {
-    let (answers, ok) = match apply_batch(db, &batch) {
-        Ok(a) => (a, true),
-        Err(e) => (
+/// Apply a batch in one write transaction, make it durable with one
+/// fdatasync, answer everyone. Returns whether the writer must stop.
+fn run_batch(db: &Database, ws: &mut WriterState, batch: Vec<Job>) -> bool {
+    let (answers, fatal) = match apply_batch(db, ws, &batch) {
+        Ok(a) => (a, false),
+        Err((e, fatal)) => (
             batch.iter().map(|j| fail(&j.kind, e.clone())).collect(),
-            false,
+            fatal,
         ),
     };
-    debug_assert!(ok || !answers.is_empty() || batch.is_empty());
     for (job, a) in batch.into_iter().zip(answers) {
         job.reply.send(a);
     }
+    fatal
 }
 
-/// Storage-level failure of a batch: every request in it fails with EIO.
-fn apply_batch(db: &Database, batch: &[Job]) -> Result<Vec<Answer>> {
+/// An empty durable commit recording the current LSN as the checkpoint.
+fn commit_checkpoint(db: &Database, ws: &mut WriterState) -> Result<()> {
     let mut txn = db.begin_write().map_err(sio)?;
-    txn.set_durability(Durability::Immediate);
-    let mut answers = Vec::with_capacity(batch.len());
     {
-        let mut t = WTables {
-            meta: txn.open_table(META).map_err(sio)?,
-            data: txn.open_table(DATA).map_err(sio)?,
-            omap: txn.open_table(OMAP).map_err(sio)?,
-            snapped: txn.open_table(SNAPPED).map_err(sio)?,
-        };
-        let mut pools = txn.open_table(POOLS).map_err(sio)?;
-        let mut sys = txn.open_table(SYS).map_err(sio)?;
+        let mut t = WTables::open(&txn, false)?;
+        t.put(Tbl::Sys, CHECKPOINT_KEY, &ws.lsn.to_le_bytes())?;
+    }
+    txn.set_durability(Durability::Immediate);
+    txn.commit().map_err(sio)?;
+    ws.dirty = false;
+    if let Some(w) = ws.wal.as_mut() {
+        w.reset();
+    }
+    Ok(())
+}
+
+/// The batch's answers, or an error for all of it (and whether it is fatal).
+fn apply_batch(
+    db: &Database,
+    ws: &mut WriterState,
+    batch: &[Job],
+) -> std::result::Result<Vec<Answer>, (RadosError, bool)> {
+    let soft = |e: RadosError| (e, false);
+    let mut txn = db.begin_write().map_err(|e| soft(sio(e)))?;
+    let mut answers = Vec::with_capacity(batch.len());
+    let lsn = ws.lsn + 1;
+    let redo = {
+        let mut t = WTables::open(&txn, ws.wal.is_some()).map_err(soft)?;
         let mut counters = Counters(HashMap::new());
         for job in batch {
             let a = match &job.kind {
-                JobKind::Op(req) => Answer::Op(apply_op(&mut t, &pools, &mut counters, req)?),
+                JobKind::Op(req) => Answer::Op(apply_op(&mut t, &mut counters, req).map_err(soft)?),
                 JobKind::Trim(pool, snaps) => {
-                    Answer::Trim(trim(&mut t, &pools, &mut counters, *pool, snaps)?)
+                    Answer::Trim(trim(&mut t, &mut counters, *pool, snaps).map_err(soft)?)
                 }
                 JobKind::RemovePool(pool) => {
-                    remove_pool(&mut t, *pool)?;
+                    remove_pool(&mut t, *pool).map_err(soft)?;
                     counters.0.remove(pool);
-                    pools.remove(*pool).map_err(sio)?;
+                    t.del(Tbl::Pools, &codec::pool_prefix(*pool))
+                        .map_err(soft)?;
                     Answer::Unit(Ok(()))
                 }
                 JobKind::Sys(kv) => {
                     for (k, v) in kv {
                         match v {
-                            Some(v) => sys.insert(k.as_str(), v.as_slice()).map_err(sio)?,
-                            None => sys.remove(k.as_str()).map_err(sio)?,
-                        };
+                            Some(v) => t.put(Tbl::Sys, k.as_bytes(), v),
+                            None => t.del(Tbl::Sys, k.as_bytes()),
+                        }
+                        .map_err(soft)?;
                     }
                     Answer::Unit(Ok(()))
                 }
@@ -552,11 +622,48 @@ fn apply_batch(db: &Database, batch: &[Job]) -> Result<Vec<Answer>> {
         }
         for (pool, (c, dirty)) in counters.0 {
             if dirty {
-                pools.insert(pool, c.encode().as_slice()).map_err(sio)?;
+                t.put(Tbl::Pools, &codec::pool_prefix(pool), &c.encode())
+                    .map_err(soft)?;
             }
         }
+        match ws.wal.as_ref() {
+            Some(w) if w.fits(t.redo_len()) => Some(t.take_redo()),
+            Some(_) => {
+                // Too big for the log: this batch is the checkpoint.
+                t.put(Tbl::Sys, CHECKPOINT_KEY, &lsn.to_le_bytes())
+                    .map_err(soft)?;
+                None
+            }
+            None => None,
+        }
+    };
+    match (redo, ws.wal.as_mut()) {
+        (Some(redo), Some(wal)) => {
+            if redo.is_empty() {
+                // Nothing changed (every request failed or was a no-op).
+                txn.abort().map_err(|e| soft(sio(e)))?;
+                return Ok(answers);
+            }
+            // Durable in the log first; only then publish to readers.
+            wal.append(lsn, &redo)
+                .map_err(|e| (RadosError::io(format!("write-ahead log: {e}")), true))?;
+            ws.lsn = lsn;
+            txn.set_durability(Durability::None);
+            txn.commit().map_err(|e| (sio(e), true))?;
+            ws.dirty = true;
+        }
+        (None, Some(wal)) => {
+            txn.set_durability(Durability::Immediate);
+            txn.commit().map_err(|e| (sio(e), true))?;
+            ws.lsn = lsn;
+            ws.dirty = false;
+            wal.reset();
+        }
+        (_, None) => {
+            txn.set_durability(Durability::Immediate);
+            txn.commit().map_err(|e| soft(sio(e)))?;
+        }
     }
-    txn.commit().map_err(sio)?;
     Ok(answers)
 }
 
@@ -564,22 +671,27 @@ fn apply_batch(db: &Database, batch: &[Job]) -> Result<Vec<Answer>> {
 /// (aborts the batch); the inner one is the request's own failure.
 fn apply_op(
     t: &mut WTables<'_>,
-    pools: &redb::Table<'_, i64, Raw>,
     counters: &mut Counters,
     req: &OpRequest,
 ) -> Result<Result<OpReply>> {
     let pool = req.oid.pool;
-    let last_version = match counters.get(pools, pool) {
+    let last_version = match counters.get(t, pool) {
         Ok(c) => c.0.last_version,
         Err(e) => return Ok(Err(e)),
     };
-    let staged = match exec::stage(&t.meta, &t.data, &t.omap, req, last_version) {
+    let staged = match exec::stage(
+        t.table(Tbl::Meta),
+        t.table(Tbl::Data),
+        t.table(Tbl::Omap),
+        req,
+        last_version,
+    ) {
         Ok(s) => s,
         Err(e) => return Ok(Err(e)),
     };
     if let Some(plan) = staged.plan {
         let d = exec::flush(t, plan)?;
-        let (c, dirty) = counters.get(pools, pool)?;
+        let (c, dirty) = counters.get(t, pool)?;
         c.last_version = staged.reply.version;
         c.objects = c.objects.saturating_add_signed(d.objects);
         c.bytes = c.bytes.saturating_add_signed(d.bytes);
@@ -590,7 +702,6 @@ fn apply_op(
 
 fn trim(
     t: &mut WTables<'_>,
-    pools: &redb::Table<'_, i64, Raw>,
     counters: &mut Counters,
     pool: PoolId,
     snaps: &[SnapId],
@@ -599,9 +710,10 @@ fn trim(
     let prefix = codec::pool_prefix(pool);
     let hi = codec::prefix_end(&prefix);
     let keys: Vec<Vec<u8>> = {
+        let snapped = t.table(Tbl::Snapped);
         let iter = match &hi {
-            Some(hi) => t.snapped.range::<&[u8]>(prefix.as_slice()..hi.as_slice()),
-            None => t.snapped.range::<&[u8]>(prefix.as_slice()..),
+            Some(hi) => snapped.range::<&[u8]>(prefix.as_slice()..hi.as_slice()),
+            None => snapped.range::<&[u8]>(prefix.as_slice()..),
         }
         .map_err(sio)?;
         let mut keys = Vec::new();
@@ -616,7 +728,7 @@ fn trim(
             .map(|(ns, n)| format!("{pool}/{ns}/{n}"))
             .unwrap_or_else(|| format!("{pool}/<bad key>"));
         let rec = t
-            .meta
+            .table(Tbl::Meta)
             .get(okey.as_slice())
             .map_err(sio)?
             .map(|v| ObjRecord::decode(v.value(), &what));
@@ -625,7 +737,7 @@ fn trim(
             Some(Err(e)) => return Ok(Err(e)),
             None => {
                 // Stale index entry: nothing to trim.
-                t.snapped.remove(okey.as_slice()).map_err(sio)?;
+                t.del(Tbl::Snapped, &okey)?;
                 continue;
             }
         };
@@ -641,7 +753,7 @@ fn trim(
         dropped += d;
     }
     if freed > 0 || dropped > 0 {
-        let (c, dirty) = counters.get(pools, pool)?;
+        let (c, dirty) = counters.get(t, pool)?;
         c.bytes = c.bytes.saturating_sub(freed);
         c.objects = c.objects.saturating_sub(dropped);
         *dirty = true;
@@ -652,12 +764,8 @@ fn trim(
 fn remove_pool(t: &mut WTables<'_>, pool: PoolId) -> Result<()> {
     let lo = codec::pool_prefix(pool);
     let hi = codec::prefix_end(&lo);
-    for table in [&mut t.meta, &mut t.data, &mut t.omap, &mut t.snapped] {
-        match &hi {
-            Some(hi) => table.retain_in::<&[u8], _>(lo.as_slice()..hi.as_slice(), |_, _| false),
-            None => table.retain_in::<&[u8], _>(lo.as_slice().., |_, _| false),
-        }
-        .map_err(sio)?;
+    for which in [Tbl::Meta, Tbl::Data, Tbl::Omap, Tbl::Snapped] {
+        t.del_range(which, &lo, hi.as_deref())?;
     }
     Ok(())
 }

@@ -1,0 +1,189 @@
+//! Durable 4 KiB random-write benchmark: the store vs a plain file.
+//!
+//! `cargo run --release -p quarry-store --example store_bench -- [DIR] [SECS]`
+//!
+//! For QD1 and QD32 it reports IOPS and mean/p99 latency of
+//! * the store: `Store::apply(Write 4 KiB)` (durable when it returns), and
+//! * a plain file in the same directory: `pwrite` 4 KiB + `fdatasync`,
+//!   the durable-write floor of the disk.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quarry_rados::{ObjectId, Op, OpRequest};
+use quarry_store::Store;
+
+const OBJ_SIZE: u64 = 4 << 20;
+const OBJECTS: u64 = 16;
+const IO: usize = 4096;
+
+/// xorshift64*: enough randomness for offsets, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+struct Stats {
+    lat_us: Vec<f64>,
+    elapsed: Duration,
+}
+
+impl Stats {
+    fn print(&mut self, what: &str) {
+        self.lat_us.sort_by(|a, b| a.total_cmp(b));
+        let n = self.lat_us.len().max(1);
+        let mean = self.lat_us.iter().sum::<f64>() / n as f64;
+        let p99 = self.lat_us[(n * 99 / 100).min(n - 1)];
+        println!(
+            "{what:<28} {:>9.0} IOPS   mean {:>8.1} us   p99 {:>8.1} us   ({} ops)",
+            self.lat_us.len() as f64 / self.elapsed.as_secs_f64(),
+            mean,
+            p99,
+            self.lat_us.len()
+        );
+    }
+}
+
+/// Run `op` from `qd` threads for `secs`, collecting per-op latencies.
+fn run<F>(qd: usize, secs: f64, op: F) -> Stats
+where
+    F: Fn(&mut Rng) + Send + Sync + 'static,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..qd)
+        .map(|t| {
+            let (op, stop) = (op.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 7919));
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    op(&mut rng);
+                    lat.push(t0.elapsed().as_secs_f64() * 1e6);
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut lat_us = Vec::new();
+    for t in threads {
+        lat_us.extend(t.join().expect("bench thread"));
+    }
+    Stats {
+        lat_us,
+        elapsed: start.elapsed(),
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "/tmp/quarry-store-bench".into()),
+    );
+    let secs: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    // Optional: "file" or "store" to run one side only (for profiling).
+    let only = args.next().unwrap_or_default();
+    let qds: Vec<usize> = std::env::var("QUARRY_BENCH_QD")
+        .ok()
+        .and_then(|v| v.split(',').map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 32]);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create bench dir");
+    println!(
+        "dir {}  working set {} MiB  {secs} s per run",
+        dir.display(),
+        (OBJ_SIZE * OBJECTS) >> 20
+    );
+
+    if only != "store" {
+        bench_file(&dir, secs, &qds);
+    }
+    if only != "file" {
+        bench_store(&dir, secs, &qds);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Plain file: preallocate by writing, then pwrite + fdatasync.
+fn bench_file(dir: &std::path::Path, secs: f64, qds: &[usize]) {
+    let fpath = dir.join("plain.dat");
+    let file = Arc::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&fpath)
+            .expect("open plain file"),
+    );
+    let chunk = vec![0xA5u8; 1 << 20];
+    for i in 0..((OBJ_SIZE * OBJECTS) >> 20) {
+        file.write_all_at(&chunk, i << 20).expect("prefill");
+    }
+    file.sync_all().expect("sync");
+    let blocks = OBJ_SIZE * OBJECTS / IO as u64;
+    for &qd in qds {
+        let f = file.clone();
+        let buf = vec![0x5Au8; IO];
+        let mut s = run(qd, secs, move |rng| {
+            let off = (rng.next() % blocks) * IO as u64;
+            f.write_all_at(&buf, off).expect("pwrite");
+            f.sync_data().expect("fdatasync");
+        });
+        s.print(&format!("file pwrite+fdatasync QD{qd}"));
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&fpath);
+}
+
+/// The store: prefill objects so writes are overwrites, as for the file.
+fn bench_store(dir: &std::path::Path, secs: f64, qds: &[usize]) {
+    let store = Arc::new(Store::open(&dir.join("store")).expect("open store"));
+    for o in 0..OBJECTS {
+        store
+            .apply(
+                &OpRequest::new(ObjectId::new(1, format!("obj{o}")))
+                    .op(Op::WriteFull(Bytes::from(vec![0xA5u8; OBJ_SIZE as usize]))),
+            )
+            .expect("prefill store");
+    }
+    let data = Bytes::from(vec![0x5Au8; IO]);
+    for &qd in qds {
+        let (st, data) = (store.clone(), data.clone());
+        let mut s = run(qd, secs, move |rng| {
+            let r = rng.next();
+            let obj = r % OBJECTS;
+            let off = ((r >> 8) % (OBJ_SIZE / IO as u64)) * IO as u64;
+            st.apply(
+                &OpRequest::new(ObjectId::new(1, format!("obj{obj}"))).op(Op::Write {
+                    off,
+                    data: data.clone(),
+                }),
+            )
+            .expect("store write");
+        });
+        s.print(&format!("store write QD{qd}"));
+    }
+    let u = store.usage().expect("usage");
+    println!(
+        "store: {} objects, {} MiB stored, file {} MiB",
+        u.objects,
+        u.stored_bytes >> 20,
+        u.file_bytes >> 20
+    );
+}
