@@ -458,11 +458,19 @@ fn parse_iec_size(raw: &str) -> Result<u64, String> {
             ))
         }
     };
-    let v = parse_plain_int(num)?;
-    if v < 0 {
-        return Err("must not be negative".to_string());
+    if num.starts_with('-') {
+        return Err(match parse_plain_int(num) {
+            Ok(_) => "must not be negative".to_string(),
+            Err(e) => e,
+        });
     }
-    let v = v as u64;
+    // Parsed as u64 (not i64 like Ceph's strtoll) so that every canonical
+    // value this returns, up to 16 EiB - 1, parses again.
+    let digits = num.strip_prefix('+').unwrap_or(num);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err("expected a number of bytes".to_string());
+    }
+    let v: u64 = digits.parse().map_err(|_| "out of range".to_string())?;
     if v > (u64::MAX >> shift) {
         return Err("out of range".to_string());
     }

@@ -123,6 +123,19 @@ fn sizes_follow_ceph() {
     assert_eq!(s("1Ti").as_deref(), Ok("1099511627776"));
     assert_eq!(s("5B").as_deref(), Ok("5"));
     assert_eq!(s("15E").as_deref(), Ok((15u64 << 60).to_string().as_str()));
+    // Canonical values above i64::MAX parse again (found by proptest).
+    assert_eq!(s("8200P").as_deref(), Ok("9232379236109516800"));
+    assert_eq!(
+        s("9232379236109516800").as_deref(),
+        Ok("9232379236109516800")
+    );
+    assert_eq!(
+        s("18446744073709551615").as_deref(),
+        Ok("18446744073709551615")
+    );
+    assert!(s("18446744073709551616").is_err());
+    assert!(s("+").is_err());
+    assert!(s("1-2").is_err());
     for bad in [
         "32MiB",
         "32m",
