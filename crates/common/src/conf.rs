@@ -139,6 +139,12 @@ impl ConfError {
     }
 }
 
+impl From<ConfError> for Errno {
+    fn from(e: ConfError) -> Errno {
+        e.errno()
+    }
+}
+
 /// One `key = value` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfEntry {

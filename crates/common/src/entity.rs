@@ -59,6 +59,12 @@ impl EntityError {
     }
 }
 
+impl From<EntityError> for Errno {
+    fn from(e: EntityError) -> Errno {
+        e.errno()
+    }
+}
+
 /// The kind of party an entity name denotes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntityType {

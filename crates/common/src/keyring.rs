@@ -261,6 +261,19 @@ impl KeyringError {
     }
 }
 
+impl From<KeyringError> for Errno {
+    fn from(e: KeyringError) -> Errno {
+        e.errno()
+    }
+}
+
+impl From<KeyError> for Errno {
+    /// A malformed key is EINVAL (librados: `error connecting: Invalid argument`).
+    fn from(_: KeyError) -> Errno {
+        Errno::EINVAL
+    }
+}
+
 /// One entity's entry: key and capabilities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyringEntry {

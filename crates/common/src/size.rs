@@ -133,6 +133,12 @@ impl SizeError {
     }
 }
 
+impl From<SizeError> for Errno {
+    fn from(e: SizeError) -> Errno {
+        e.errno()
+    }
+}
+
 /// Parse a human size; a number without a unit is in `default_unit`.
 ///
 /// Accepts `100`, `4k`, `4K`, `4Ki`, `4KiB`, `4 KiB`, `1.5G`, `512B`; refuses

@@ -114,6 +114,12 @@ impl SpecError {
     }
 }
 
+impl From<SpecError> for Errno {
+    fn from(e: SpecError) -> Errno {
+        e.errno()
+    }
+}
+
 /// Check one name of a spec.
 pub fn validate_name(part: NamePart, name: &str, spec: &str) -> Result<(), SpecError> {
     if name.is_empty() {
@@ -237,6 +243,18 @@ impl ImageSpec {
         };
         s.validate_in(spec)?;
         Ok(s)
+    }
+
+    /// Like [`ImageSpec::parse`] with the default pool taken from the
+    /// `rbd_default_pool` option of `cfg`.
+    pub fn parse_with_config(
+        spec: &str,
+        cfg: &crate::options::Config,
+    ) -> Result<ImageSpec, SpecError> {
+        let pool = cfg
+            .get("rbd_default_pool")
+            .unwrap_or_else(|| "rbd".to_string());
+        ImageSpec::parse(spec, &pool)
     }
 
     /// Like [`ImageSpec::parse`], refusing a snapshot (`rbd create`, `rm`).
@@ -627,6 +645,29 @@ mod tests {
             }
         ));
         assert!(ImageSpec::new("p", "", "i/j", None).is_err());
+    }
+
+    #[test]
+    fn default_pool_from_config() {
+        use crate::options::{Config, Level};
+        let mut cfg = Config::new(EntityName::admin());
+        assert_eq!(
+            ImageSpec::parse_with_config("img", &cfg).unwrap().pool,
+            "rbd"
+        );
+        cfg.set("rbd_default_pool", "data", Level::File).unwrap();
+        assert_eq!(
+            ImageSpec::parse_with_config("img", &cfg).unwrap().pool,
+            "data"
+        );
+        assert_eq!(
+            ImageSpec::parse_with_config("p/img", &cfg).unwrap().pool,
+            "p"
+        );
+        assert_eq!(
+            Errno::from(ImageSpec::parse("", "rbd").unwrap_err()),
+            Errno::EINVAL
+        );
     }
 
     #[test]

@@ -580,8 +580,13 @@ impl Config {
         ceph_conf_env: Option<&str>,
         home: Option<&Path>,
     ) -> Result<(PathBuf, Vec<ConfWarning>), ConfError> {
+        // Metavariables work in conf paths too (`/etc/ceph/$cluster.conf`).
+        let none = |_: &str| None;
         let list: Vec<PathBuf> = match paths {
-            Some(p) => split_path_list(p).into_iter().map(PathBuf::from).collect(),
+            Some(p) => split_path_list(p)
+                .into_iter()
+                .map(|p| PathBuf::from(expand_metavariables(&p, &self.vars, &none)))
+                .collect(),
             None => conf_search_paths(&self.vars.cluster, ceph_conf_env, home),
         };
         let (path, conf) = read_first_conf(&list)?;
@@ -604,6 +609,15 @@ impl Config {
         Ok(())
     }
 
+    /// Split a `CEPH_ARGS`-style string and apply its options at `level`
+    /// (`rados_conf_parse_env` with a custom variable). Returns the parsed
+    /// arguments for the caller's entity/conf/cluster decisions.
+    pub fn apply_arg_string(&mut self, s: &str, level: Level) -> Result<CephArgs, ConfigError> {
+        let args = parse_ceph_args(&split_env_args(s)?)?;
+        self.apply_args(&args, level)?;
+        Ok(args)
+    }
+
     /// Apply the environment at `Env` level: `CEPH_KEYRING`, then
     /// `CEPH_ARGS`. `getenv` is a parameter so tests need not touch the
     /// process environment. Returns the parsed `CEPH_ARGS`.
@@ -614,12 +628,10 @@ impl Config {
         if let Some(k) = getenv("CEPH_KEYRING").filter(|k| !k.is_empty()) {
             self.set("keyring", &k, Level::Env)?;
         }
-        let args = match getenv("CEPH_ARGS") {
-            Some(s) => parse_ceph_args(&split_env_args(&s)?)?,
-            None => CephArgs::default(),
-        };
-        self.apply_args(&args, Level::Env)?;
-        Ok(args)
+        match getenv("CEPH_ARGS") {
+            Some(s) => self.apply_arg_string(&s, Level::Env),
+            None => Ok(CephArgs::default()),
+        }
     }
 }
 

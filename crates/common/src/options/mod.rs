@@ -240,6 +240,12 @@ impl ConfigError {
     }
 }
 
+impl From<ConfigError> for Errno {
+    fn from(e: ConfigError) -> Errno {
+        e.errno()
+    }
+}
+
 /// Normalize an option name: trimmed, spaces and dashes become underscores.
 pub fn normalize_name(name: &str) -> String {
     crate::conf::normalize_key(name)

@@ -493,6 +493,12 @@ fn read_conf_file_searches_and_derives_cluster() {
         .unwrap()
         .starts_with("/etc/ceph/prod.client.admin.keyring,"));
 
+    // Metavariables in explicit paths.
+    let mut c2 = Config::with_cluster(EntityName::admin(), "prod");
+    let templ = format!("{}/$cluster.conf", d.display());
+    let (path, _) = c2.read_conf_file(Some(&templ), None, None).unwrap();
+    assert_eq!(path, prod);
+
     // The name is fixed at the first read.
     let other = d.join("other.conf");
     std::fs::write(&other, "[global]\n").unwrap();
@@ -596,6 +602,23 @@ fn ceph_args_parsing() {
     );
     let empty: [&str; 0] = [];
     assert_eq!(parse_ceph_args(&empty).unwrap(), CephArgs::default());
+}
+
+#[test]
+fn arg_strings_and_errno_conversion() {
+    let mut c = test_config();
+    let args = c
+        .apply_arg_string("--rbd_cache_size 4M -n client.x extra", Level::CmdLine)
+        .unwrap();
+    assert_eq!(args.rest, vec!["extra"]);
+    assert_eq!(
+        c.get_with_source("rbd_cache_size").unwrap(),
+        ("4194304".to_string(), Level::CmdLine)
+    );
+    assert_eq!(
+        Errno::from(c.set("nope", "1", Level::Override).unwrap_err()),
+        Errno::ENOENT
+    );
 }
 
 #[test]
