@@ -1,23 +1,131 @@
-//! The networked object layer (monitors + OSDs).
-//!
-//! The cluster client crate is not part of this build yet, so connecting
-//! to `mon_host` reports `ENOTCONN` with a clear message instead of
-//! pretending to work.
+//! The networked object layer: `quarry-client` connected with `mon_host`,
+//! the entity name and its key (`key`, `keyfile`, or the `keyring` list,
+//! as librados resolves them).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use quarry_client::{ClientTimeouts, ClusterClient};
+use quarry_common::entity::EntityName;
+use quarry_common::keyring::Keyring;
 use quarry_common::Errno;
 use quarry_rados::Rados;
 
 use crate::config::Config;
 use crate::engine::{CError, CResult};
+use crate::rt;
+
+/// Monitor addresses from `mon_host` (`a:p,b:p`, `;`/space lists,
+/// `[v2:a:p,v1:a:p]` vectors; `v1:`/`v2:` prefixes dropped).
+pub fn mon_addrs(mon_host: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in mon_host.split([',', ';', ' ', '\t']) {
+        let a = item
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_start_matches("v2:")
+            .trim_start_matches("v1:");
+        if a.is_empty() {
+            continue;
+        }
+        let a = if a
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            a.to_string()
+        } else {
+            format!("{a}:6789")
+        };
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The base64 key of the configured entity: `key`, then `keyfile`, then the
+/// first readable file of `keyring` that has the entity.
+fn find_key(conf: &Config) -> CResult<String> {
+    let key = conf.get("key")?;
+    if !key.trim().is_empty() {
+        return Ok(key.trim().to_string());
+    }
+    let keyfile = conf.get("keyfile")?;
+    if !keyfile.trim().is_empty() {
+        let k = std::fs::read_to_string(keyfile.trim())
+            .map_err(|e| CError::new(Errno::ENOENT, format!("keyfile {}: {e}", keyfile.trim())))?;
+        return Ok(k.trim().to_string());
+    }
+    let name = conf.entity_name();
+    let entity = EntityName::parse(&name).ok();
+    let list = conf.get("keyring")?;
+    let mut read_any = false;
+    for path in list
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let Ok(ring) = Keyring::load(std::path::Path::new(path)) else {
+            continue;
+        };
+        read_any = true;
+        if let Some(k) = entity.as_ref().and_then(|e| ring.key_for(e)) {
+            return Ok(k.to_base64());
+        }
+    }
+    if read_any {
+        eprintln!("quarry: no key for {name} in keyring {list}");
+    } else {
+        eprintln!("quarry: unable to find a keyring on {list}: (2) No such file or directory");
+    }
+    Err(CError::new(Errno::ENOENT, format!("no key for {name}")))
+}
 
 /// Connect to the cluster named by `mon_host` with the configured key.
 pub fn connect(conf: &Config) -> CResult<Arc<dyn Rados>> {
-    let mon = conf.get("mon_host").unwrap_or_default();
-    eprintln!(
-        "quarry: cannot connect to monitors at {mon}: this library was built without the \
-         cluster client; set quarry_embedded_dir for a local store"
-    );
-    Err(CError::new(Errno::ENOTCONN, "cluster client not available"))
+    let addrs = mon_addrs(&conf.get("mon_host")?);
+    if addrs.is_empty() {
+        return Err(CError::new(Errno::ENOENT, "no monitor address"));
+    }
+    let key = find_key(conf)?;
+    let secret = quarry_auth::Secret::from_base64(&key)
+        .map_err(|e| CError::new(Errno::EINVAL, format!("bad key: {e}")))?;
+    let mount = conf.get_u64("client_mount_timeout");
+    let osd_op = conf.get_u64("rados_osd_op_timeout");
+    let timeouts = ClientTimeouts {
+        mon: Duration::from_secs(if mount == 0 { 300 } else { mount }),
+        osd_op: (osd_op > 0).then(|| Duration::from_secs(osd_op)),
+        ..ClientTimeouts::default()
+    };
+    let entity = conf.entity_name();
+    let client =
+        rt::block_on(async move { ClusterClient::connect(addrs, &entity, secret, timeouts).await })
+            .map_err(|e| {
+                eprintln!("quarry: {e}");
+                CError::from(e)
+            })?;
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mon_host_forms() {
+        assert_eq!(
+            mon_addrs("127.0.0.1:6789,127.0.0.1:6790"),
+            vec!["127.0.0.1:6789", "127.0.0.1:6790"]
+        );
+        assert_eq!(
+            mon_addrs("[v2:10.0.0.1:3300,v1:10.0.0.1:6789]"),
+            vec!["10.0.0.1:3300", "10.0.0.1:6789"]
+        );
+        assert_eq!(
+            mon_addrs("10.0.0.1; 10.0.0.2"),
+            vec!["10.0.0.1:6789", "10.0.0.2:6789"]
+        );
+        assert!(mon_addrs("  ").is_empty());
+    }
 }
