@@ -96,6 +96,9 @@ struct Pg {
     interval: AtomicU64,
     /// Bumped to cancel a running peering.
     peer_gen: AtomicU64,
+    /// The acting set a running peering works toward (unchanged maps must
+    /// not restart it, or PGs activating elsewhere would starve it).
+    peering_for: Mutex<Option<Vec<OsdId>>>,
     /// Persisted metadata (mirrors the store's copy).
     meta: Mutex<PgMeta>,
     /// Next sequence number for writes in the active interval.
@@ -254,6 +257,7 @@ impl Osd {
                     active: watch::channel(None).0,
                     interval: AtomicU64::new(0),
                     peer_gen: AtomicU64::new(0),
+                    peering_for: Mutex::new(None),
                     meta: Mutex::new(meta),
                     next_seq: AtomicU64::new(1),
                 })
@@ -1045,14 +1049,15 @@ impl Osd {
                     let cur = p.active.borrow().clone();
                     let needs = match &cur {
                         Some(a) => a.acting != up,
-                        None => true,
+                        None => lock(&p.peering_for).as_ref() != Some(&up),
                     };
                     if needs {
                         self.start_peering(p, map.clone());
                     }
                 } else if let Some(p) = lock(&self.pgs).get(&pg).cloned() {
-                    if p.active.borrow().is_some() {
+                    if p.active.borrow().is_some() || lock(&p.peering_for).is_some() {
                         p.peer_gen.fetch_add(1, Ordering::SeqCst);
+                        *lock(&p.peering_for) = None;
                         p.active.send_replace(None);
                     }
                 }
@@ -1091,6 +1096,7 @@ impl Osd {
     fn start_peering(self: &Arc<Self>, p: Arc<Pg>, map: Arc<ClusterMap>) {
         let gen = p.peer_gen.fetch_add(1, Ordering::SeqCst) + 1;
         p.active.send_replace(None);
+        *lock(&p.peering_for) = Some(map.pg_up_set(p.id).unwrap_or_default());
         let me = self.clone();
         tokio::spawn(async move {
             let Ok(_permit) = me.peering.acquire().await else {
@@ -1101,8 +1107,13 @@ impl Osd {
                     return;
                 }
                 match me.peer(&p, &map, gen).await {
-                    Ok(true) => return,
-                    Ok(false) => return, // cannot go active at this map: wait for the next
+                    Ok(done) => {
+                        if !done && p.peer_gen.load(Ordering::SeqCst) == gen {
+                            // Cannot go active at this map: the next map retries.
+                            *lock(&p.peering_for) = None;
+                        }
+                        return;
+                    }
                     Err(e) => {
                         tracing::info!(osd = me.id, pg = %p.id, "peering: {e}; retrying");
                         tokio::time::sleep(PEER_RETRY).await;
