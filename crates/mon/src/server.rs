@@ -1,0 +1,1235 @@
+//! The running monitor: accepts connections, authenticates them, serves
+//! maps, subscriptions and commands, proposes changes through raft
+//! (forwarding them to the leader when this monitor follows), and — while
+//! leader — detects failed OSDs from missing beacons.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
+
+use quarry_auth::{handshake, issue_ticket, Caps, Claims, EntityCaps, MonAccess, Secret};
+use quarry_common::Errno;
+use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
+use quarry_monc::wire::{
+    Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE,
+};
+use quarry_monc::{AuthEntry, ClusterStatus, Health, MonCommand, MonReply};
+use quarry_proto::{read_frame, write_frame, Frame, FrameError};
+
+use crate::config::MonConfig;
+use crate::keyring::KeyringEntry;
+use crate::peer::{
+    PeerRequest, PeerResponse, Peers, KIND_PEER_REQUEST, KIND_PEER_RESPONSE, MON_ENTITY,
+};
+use crate::state::{Applied, CmdError, CmdResult, PoolParams, StateCmd};
+use crate::store::{Shared, TypeConfig};
+
+/// An unauthenticated connection must finish the handshake within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames queued for one connection's writer at most.
+const OUT_QUEUE: usize = 256;
+/// Requests of one connection processed concurrently at most.
+const INFLIGHT_PER_CONN: usize = 64;
+/// Global ids reserved per raft write.
+const GID_BATCH: u64 = 1024;
+/// Longest entity name accepted in a handshake.
+const MAX_ENTITY_LEN: usize = 300;
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn cmd_err(e: Errno, m: impl Into<String>) -> CmdError {
+    CmdError {
+        errno: e.code(),
+        message: m.into(),
+    }
+}
+
+fn error_response(e: CmdError) -> Response {
+    Response::Error {
+        errno: e.errno,
+        message: e.message,
+    }
+}
+
+/// One authenticated connection.
+struct Session {
+    entity: String,
+    global_id: u64,
+    is_mon: bool,
+    secret: Secret,
+}
+
+#[derive(Default)]
+struct Detector {
+    was_leader: bool,
+    last_beacon: HashMap<OsdId, Instant>,
+    seen_up_from: HashMap<OsdId, Epoch>,
+}
+
+/// The monitor.
+pub struct Mon {
+    pub(crate) cfg: MonConfig,
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) mon_secret: Secret,
+    pub(crate) keyring: Vec<KeyringEntry>,
+    pub(crate) peers: Arc<Peers>,
+    gids: Mutex<(u64, u64)>,
+    gid_lock: tokio::sync::Mutex<()>,
+    detector: Mutex<Detector>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl Mon {
+    /// Build the monitor around a started raft node.
+    pub(crate) fn new(
+        cfg: MonConfig,
+        raft: Raft<TypeConfig>,
+        shared: Arc<Shared>,
+        mon_secret: Secret,
+        keyring: Vec<KeyringEntry>,
+        peers: Arc<Peers>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Mon {
+        Mon {
+            cfg,
+            raft,
+            shared,
+            mon_secret,
+            keyring,
+            peers,
+            gids: Mutex::new((0, 0)),
+            gid_lock: tokio::sync::Mutex::new(()),
+            detector: Mutex::new(Detector::default()),
+            shutdown,
+        }
+    }
+
+    fn map(&self) -> Arc<ClusterMap> {
+        self.shared.map_tx.borrow().clone()
+    }
+
+    fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.cfg.rank)
+    }
+
+    fn leader_addr(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .nodes()
+            .find(|(n, _)| **n == id)
+            .map(|(_, node)| node.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// Commit a state change: locally when leader, else via the leader.
+    pub(crate) async fn propose(&self, cmd: StateCmd) -> CmdResult {
+        let deadline = Instant::now() + self.cfg.timings.propose_timeout;
+        let mut last = String::from("no leader elected");
+        loop {
+            match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return resp.data,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    if let (Some(id), Some(BasicNode { addr })) = (f.leader_id, f.leader_node) {
+                        if id != self.cfg.rank {
+                            let remaining = deadline.saturating_duration_since(Instant::now());
+                            match self
+                                .peers
+                                .call(&addr, &PeerRequest::Forward(cmd.clone()), remaining)
+                                .await
+                            {
+                                Ok(PeerResponse::Forwarded(Err(e)))
+                                    if e.errno == Errno::EAGAIN.code() =>
+                                {
+                                    last = e.message;
+                                }
+                                Ok(PeerResponse::Forwarded(r)) => return r,
+                                Ok(other) => {
+                                    last = format!("unexpected answer from the leader: {other:?}")
+                                }
+                                Err(e) => last = e.to_string(),
+                            }
+                        }
+                    }
+                }
+                Err(RaftError::APIError(e)) => {
+                    return Err(cmd_err(Errno::EIO, format!("raft: {e}")))
+                }
+                Err(RaftError::Fatal(e)) => {
+                    return Err(cmd_err(Errno::ESHUTDOWN, format!("monitor stopping: {e}")))
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(cmd_err(
+                    Errno::EAGAIN,
+                    format!(
+                        "no monitor quorum within {:?}: {last}",
+                        self.cfg.timings.propose_timeout
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn next_global_id(&self) -> Result<u64, CmdError> {
+        let take = |g: &Mutex<(u64, u64)>| -> Option<u64> {
+            let mut r = g.lock().ok()?;
+            if r.0 < r.1 {
+                r.0 += 1;
+                Some(r.0 - 1)
+            } else {
+                None
+            }
+        };
+        if let Some(id) = take(&self.gids) {
+            return Ok(id);
+        }
+        let _one_at_a_time = self.gid_lock.lock().await;
+        if let Some(id) = take(&self.gids) {
+            return Ok(id);
+        }
+        match self
+            .propose(StateCmd::AllocGlobalIds { count: GID_BATCH })
+            .await?
+        {
+            Applied::GlobalIds(first) => {
+                if let Ok(mut r) = self.gids.lock() {
+                    *r = (first + 1, first + GID_BATCH);
+                }
+                Ok(first)
+            }
+            other => Err(cmd_err(Errno::EIO, format!("unexpected result {other:?}"))),
+        }
+    }
+
+    fn entity_caps(&self, s: &Session) -> EntityCaps {
+        if s.is_mon {
+            return EntityCaps::admin();
+        }
+        self.shared
+            .read(|st| st.auth.get(&s.entity).map(|r| r.caps.clone()))
+            .unwrap_or_default()
+    }
+
+    fn require(&self, s: &Session, access: MonAccess) -> Result<EntityCaps, CmdError> {
+        let caps = self.entity_caps(s);
+        if caps.mon().mon_allows(access) {
+            Ok(caps)
+        } else {
+            Err(cmd_err(
+                Errno::EACCES,
+                format!(
+                    "access denied: {} lacks the monitor caps for this ({access:?})",
+                    s.entity
+                ),
+            ))
+        }
+    }
+
+    fn make_ticket(
+        &self,
+        entity: &str,
+        global_id: u64,
+        osd_caps: Caps,
+        secret: &Secret,
+        cn: &[u8; 16],
+    ) -> WireTicket {
+        let sn = handshake::random_nonce();
+        let mut session_key = [0u8; 32];
+        session_key[..16].copy_from_slice(&handshake::random_nonce());
+        session_key[16..].copy_from_slice(&handshake::random_nonce());
+        let expires_unix = now_unix() + self.cfg.ticket_ttl.as_secs().max(1);
+        let service_key = self.shared.read(|st| st.service_key);
+        let t = issue_ticket(
+            &service_key,
+            &Claims {
+                entity: entity.to_string(),
+                global_id,
+                caps: osd_caps,
+                expires_unix,
+                session_key,
+            },
+            &handshake::random_nonce(),
+        );
+        WireTicket {
+            blob: t.blob.to_vec(),
+            server_nonce: sn,
+            wrapped_session_key: handshake::wrap_session_key(secret, entity, cn, &sn, &session_key),
+            expires_unix,
+        }
+    }
+
+    /// Accept connections until shutdown.
+    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let limit = Arc::new(Semaphore::new(self.cfg.max_connections.max(1)));
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        tracing::warn!(
+                            "mon.{}: connection limit reached, refusing {peer}",
+                            self.cfg.name
+                        );
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let mut sd = me.shutdown.clone();
+                        tokio::select! {
+                            _ = me.clone().serve_conn(stream, peer, permit) => {}
+                            _ = sd.wait_for(|s| *s) => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("mon.{}: accept failed: {e}", self.cfg.name);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve_conn(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let (mut rd, wr) = stream.into_split();
+        let (out_tx, out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
+        let writer = tokio::spawn(write_loop(wr, out_rx));
+        let session =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut rd, &out_tx, peer))
+                .await
+            {
+                Ok(Ok(s)) => Arc::new(s),
+                Ok(Err(msg)) => {
+                    tracing::warn!("mon.{}: handshake with {peer} failed: {msg}", self.cfg.name);
+                    drop(out_tx);
+                    let _ = writer.await;
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "mon.{}: {peer} did not authenticate within {HANDSHAKE_TIMEOUT:?}; closing",
+                        self.cfg.name
+                    );
+                    return;
+                }
+            };
+        tracing::debug!(
+            "mon.{}: {} authenticated from {peer}",
+            self.cfg.name,
+            session.entity
+        );
+        let inflight = Arc::new(Semaphore::new(INFLIGHT_PER_CONN));
+        let mut push_task: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            let f = match read_frame(&mut rd).await {
+                Ok(f) => f,
+                Err(FrameError::Closed) => break,
+                Err(e) => {
+                    tracing::warn!(
+                        "mon.{}: closing connection from {peer} ({}): {e}",
+                        self.cfg.name,
+                        session.entity
+                    );
+                    break;
+                }
+            };
+            let Ok(permit) = inflight.clone().acquire_owned().await else {
+                break;
+            };
+            match f.kind {
+                KIND_REQUEST => {
+                    let req: Request = match f.decode() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(
+                                "mon.{}: bad request from {peer}: {e}; closing",
+                                self.cfg.name
+                            );
+                            break;
+                        }
+                    };
+                    if let Request::Subscribe { have } = req {
+                        if let Some(t) = push_task.take() {
+                            t.abort();
+                        }
+                        push_task = Some(tokio::spawn(push_maps(
+                            self.shared.map_tx.subscribe(),
+                            have,
+                            out_tx.clone(),
+                        )));
+                        send(&out_tx, KIND_RESPONSE, f.request_id, &Response::Ok).await;
+                        continue;
+                    }
+                    let me = self.clone();
+                    let s = session.clone();
+                    let tx = out_tx.clone();
+                    tokio::spawn(async move {
+                        let resp = me.handle(&s, req).await;
+                        send(&tx, KIND_RESPONSE, f.request_id, &resp).await;
+                        drop(permit);
+                    });
+                }
+                KIND_PEER_REQUEST if session.is_mon => {
+                    let req: PeerRequest = match f.decode() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(
+                                "mon.{}: bad peer request from {peer}: {e}; closing",
+                                self.cfg.name
+                            );
+                            break;
+                        }
+                    };
+                    let me = self.clone();
+                    let tx = out_tx.clone();
+                    tokio::spawn(async move {
+                        let resp = me.handle_peer(req).await;
+                        send(&tx, KIND_PEER_RESPONSE, f.request_id, &resp).await;
+                        drop(permit);
+                    });
+                }
+                k => {
+                    tracing::warn!(
+                        "mon.{}: unexpected frame kind {k} from {peer} ({}); closing",
+                        self.cfg.name,
+                        session.entity
+                    );
+                    break;
+                }
+            }
+        }
+        if let Some(t) = push_task {
+            t.abort();
+        }
+    }
+
+    async fn handshake(
+        &self,
+        rd: &mut OwnedReadHalf,
+        out: &mpsc::Sender<Frame>,
+        peer: SocketAddr,
+    ) -> Result<Session, String> {
+        let refuse = |errno: Errno, message: String| async move {
+            send(
+                out,
+                KIND_RESPONSE,
+                1,
+                &Response::Error {
+                    errno: errno.code(),
+                    message: message.clone(),
+                },
+            )
+            .await;
+            Err::<Session, String>(message)
+        };
+        let f = read_frame(rd).await.map_err(|e| e.to_string())?;
+        let id = f.request_id;
+        if f.kind != KIND_REQUEST {
+            return Err(format!("frame kind {} before authentication", f.kind));
+        }
+        let (entity, cn) = match f.decode::<Request>() {
+            Ok(Request::Hello {
+                entity,
+                client_nonce,
+            }) => (entity, client_nonce),
+            Ok(_) => return refuse(Errno::EACCES, "authenticate first".into()).await,
+            Err(e) => return Err(format!("bad handshake body: {e}")),
+        };
+        if entity.len() > MAX_ENTITY_LEN {
+            return refuse(Errno::EINVAL, "entity name too long".into()).await;
+        }
+        let is_mon = entity == MON_ENTITY;
+        let secret = if is_mon {
+            Some(self.mon_secret.clone())
+        } else {
+            let (init, secret) = self.shared.read(|st| {
+                (
+                    st.initialized,
+                    st.auth.get(&entity).and_then(|r| r.secret()),
+                )
+            });
+            if !init {
+                return refuse(
+                    Errno::EAGAIN,
+                    "monitor not ready: cluster not bootstrapped yet".into(),
+                )
+                .await;
+            }
+            secret
+        };
+        let Some(secret) = secret else {
+            return refuse(
+                Errno::EACCES,
+                format!("authentication error: unknown entity {entity} (no such user in the cluster's auth database)"),
+            )
+            .await;
+        };
+        let sn = handshake::random_nonce();
+        let challenge = Response::Challenge {
+            server_nonce: sn,
+            server_proof: handshake::server_proof(&secret, &entity, &cn, &sn),
+        };
+        send(out, KIND_RESPONSE, id, &challenge).await;
+        let f = match read_frame(rd).await {
+            Ok(f) => f,
+            Err(FrameError::Closed) => {
+                return Err(format!(
+                    "{entity} from {peer} left during the handshake (its key does not match ours?)"
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let id = f.request_id;
+        let proof = match f.decode::<Request>() {
+            Ok(Request::Prove { proof }) => proof,
+            Ok(_) | Err(_) => {
+                return refuse(Errno::EACCES, "expected the client's proof".into()).await
+            }
+        };
+        if !handshake::proofs_equal(&handshake::client_proof(&secret, &entity, &cn, &sn), &proof) {
+            return refuse(
+                Errno::EACCES,
+                format!("authentication error: wrong key for {entity}"),
+            )
+            .await;
+        }
+        let global_id = if is_mon {
+            0
+        } else {
+            match self.next_global_id().await {
+                Ok(g) => g,
+                Err(e) => {
+                    let errno = Errno::from_code(e.errno);
+                    return refuse(errno, e.message).await;
+                }
+            }
+        };
+        let osd_caps = if is_mon {
+            Caps::all()
+        } else {
+            self.shared
+                .read(|st| st.auth.get(&entity).map(|r| r.caps.osd()))
+                .unwrap_or_else(Caps::none)
+        };
+        let ticket = self.make_ticket(&entity, global_id, osd_caps, &secret, &cn);
+        send(
+            out,
+            KIND_RESPONSE,
+            id,
+            &Response::AuthOk { global_id, ticket },
+        )
+        .await;
+        Ok(Session {
+            entity,
+            global_id,
+            is_mon,
+            secret,
+        })
+    }
+
+    async fn handle(&self, s: &Session, req: Request) -> Response {
+        match self.handle_inner(s, req).await {
+            Ok(r) => r,
+            Err(e) => error_response(e),
+        }
+    }
+
+    fn osd_self(&self, s: &Session, id: OsdId) -> Result<(), CmdError> {
+        let caps = self.require(s, MonAccess::OsdDaemon)?;
+        let admin = caps.mon().mon_allows(MonAccess::AuthAdmin);
+        if s.entity == format!("osd.{id}") || admin {
+            Ok(())
+        } else {
+            Err(cmd_err(
+                Errno::EACCES,
+                format!("access denied: {} cannot act for osd.{id}", s.entity),
+            ))
+        }
+    }
+
+    async fn handle_inner(&self, s: &Session, req: Request) -> Result<Response, CmdError> {
+        match req {
+            Request::Hello { .. } | Request::Prove { .. } => {
+                Err(cmd_err(Errno::EINVAL, "already authenticated"))
+            }
+            Request::Subscribe { .. } => Ok(Response::Ok),
+            Request::GetMap => {
+                self.require(s, MonAccess::Read)?;
+                Ok(Response::Map(Box::new((*self.map()).clone())))
+            }
+            Request::Command(cmd) => self.command(s, cmd).await.map(Response::Reply),
+            Request::GetTicket { nonce } => {
+                let osd_caps = if s.is_mon {
+                    Caps::all()
+                } else {
+                    self.entity_caps(s).osd()
+                };
+                Ok(Response::Ticket(self.make_ticket(
+                    &s.entity,
+                    s.global_id,
+                    osd_caps,
+                    &s.secret,
+                    &nonce,
+                )))
+            }
+            Request::GetServiceKey { nonce } => {
+                self.require(s, MonAccess::OsdDaemon)?;
+                if !(s.is_mon || s.entity.starts_with("osd.")) {
+                    return Err(cmd_err(
+                        Errno::EACCES,
+                        "access denied: only OSDs get the service key",
+                    ));
+                }
+                let key = self.shared.read(|st| st.service_key);
+                let sn = handshake::random_nonce();
+                Ok(Response::ServiceKey {
+                    server_nonce: sn,
+                    wrapped: handshake::wrap_session_key(&s.secret, &s.entity, &nonce, &sn, &key),
+                })
+            }
+            Request::OsdBoot { id, addr, host } => {
+                self.osd_self(s, id)?;
+                if addr.is_empty() || addr.len() > 256 || host.is_empty() || host.len() > 256 {
+                    return Err(cmd_err(
+                        Errno::EINVAL,
+                        "osd boot: address and host must be 1 to 256 bytes",
+                    ));
+                }
+                tracing::info!(
+                    "mon.{}: osd.{id} boots at {addr} on host {host}",
+                    self.cfg.name
+                );
+                match self.propose(StateCmd::OsdBoot { id, addr, host }).await? {
+                    Applied::Epoch(e) => Ok(Response::Epoch(e)),
+                    other => Err(cmd_err(Errno::EIO, format!("unexpected result {other:?}"))),
+                }
+            }
+            Request::OsdBeacon { id } => {
+                self.osd_self(s, id)?;
+                self.beacon(id).await;
+                Ok(Response::Ok)
+            }
+            Request::PgActivated { pg, epoch, acting } => {
+                self.require(s, MonAccess::OsdDaemon)?;
+                if acting.len() > 64 {
+                    return Err(cmd_err(Errno::EINVAL, "acting set too large"));
+                }
+                self.pg_activated(pg, epoch, acting)
+                    .await
+                    .map(Response::Epoch)
+            }
+        }
+    }
+
+    async fn pg_activated(
+        &self,
+        pg: PgId,
+        epoch: Epoch,
+        acting: Vec<OsdId>,
+    ) -> Result<Epoch, CmdError> {
+        match self
+            .propose(StateCmd::PgActivated {
+                items: vec![(pg, epoch, acting)],
+            })
+            .await?
+        {
+            Applied::Epoch(e) => Ok(e),
+            other => Err(cmd_err(Errno::EIO, format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn beacon(&self, id: OsdId) {
+        if self.is_leader() {
+            if let Ok(mut d) = self.detector.lock() {
+                d.last_beacon.insert(id, Instant::now());
+            }
+            return;
+        }
+        if let Some((_, addr)) = self.leader_addr() {
+            // Best effort: the OSD sends another beacon in a second anyway.
+            let t = self.cfg.timings.tick.max(Duration::from_millis(500));
+            if let Err(e) = self.peers.call(&addr, &PeerRequest::Beacon { id }, t).await {
+                tracing::debug!("mon.{}: forwarding beacon of osd.{id}: {e}", self.cfg.name);
+            }
+        }
+    }
+
+    async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
+        match req {
+            PeerRequest::Append(r) => PeerResponse::Append(self.raft.append_entries(r).await),
+            PeerRequest::Vote(r) => PeerResponse::Vote(self.raft.vote(r).await),
+            PeerRequest::Snapshot(r) => PeerResponse::Snapshot(self.raft.install_snapshot(r).await),
+            PeerRequest::Forward(cmd) => {
+                // Only commit locally: forwarding again could loop.
+                let r = match self.raft.client_write(cmd).await {
+                    Ok(resp) => resp.data,
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        Err(cmd_err(Errno::EAGAIN, "not the leader any more"))
+                    }
+                    Err(e) => Err(cmd_err(Errno::EAGAIN, format!("raft: {e}"))),
+                };
+                PeerResponse::Forwarded(r)
+            }
+            PeerRequest::Beacon { id } => {
+                if self.is_leader() {
+                    if let Ok(mut d) = self.detector.lock() {
+                        d.last_beacon.insert(id, Instant::now());
+                    }
+                }
+                PeerResponse::Ok
+            }
+        }
+    }
+
+    fn pool_params(&self, cmd: &MonCommand) -> Option<PoolParams> {
+        let MonCommand::PoolCreate {
+            name,
+            pg_num,
+            size,
+            min_size,
+            application,
+        } = cmd
+        else {
+            return None;
+        };
+        let d = &self.cfg.pool_defaults;
+        let size = size.unwrap_or(d.size);
+        let min_size = min_size.unwrap_or(if d.min_size == 0 {
+            size - size / 2
+        } else {
+            d.min_size.min(size)
+        });
+        Some(PoolParams {
+            name: name.clone(),
+            pg_num: pg_num.unwrap_or(d.pg_num),
+            size,
+            min_size,
+            application: application.clone(),
+            failure_domain: self.cfg.failure_domain,
+        })
+    }
+
+    fn require_auth_admin(&self, s: &Session, entity: &str) -> Result<(), CmdError> {
+        let caps = self.entity_caps(s).mon();
+        if caps.mon_allows(MonAccess::AuthAdmin)
+            || (entity.starts_with("osd.") && caps.mon_allows(MonAccess::BootstrapOsd))
+        {
+            Ok(())
+        } else {
+            Err(cmd_err(
+                Errno::EACCES,
+                format!(
+                    "access denied: {} may not manage the key of {entity}",
+                    s.entity
+                ),
+            ))
+        }
+    }
+
+    async fn command(&self, s: &Session, cmd: MonCommand) -> Result<MonReply, CmdError> {
+        let reply = |a: Applied| match a {
+            Applied::Reply(r) => Ok(r),
+            Applied::Epoch(e) => Ok(MonReply::Ok { epoch: e }),
+            other => Err(cmd_err(Errno::EIO, format!("unexpected result {other:?}"))),
+        };
+        let caps_of = |pairs: &[(String, String)]| {
+            EntityCaps::from_pairs(pairs).map_err(|e| cmd_err(e.errno(), e.to_string()))
+        };
+        match &cmd {
+            MonCommand::PoolCreate { .. } => {
+                self.require(s, MonAccess::Write)?;
+                let p = self
+                    .pool_params(&cmd)
+                    .ok_or_else(|| cmd_err(Errno::EINVAL, "bad pool create"))?;
+                reply(self.propose(StateCmd::PoolCreate(p)).await?)
+            }
+            MonCommand::PoolDelete { name } => {
+                self.require(s, MonAccess::Write)?;
+                if !self.cfg.allow_pool_delete {
+                    return Err(cmd_err(
+                        Errno::EPERM,
+                        "pool deletion is disabled; you must first set the mon_allow_pool_delete config option to true before you can destroy a pool",
+                    ));
+                }
+                reply(
+                    self.propose(StateCmd::PoolDelete { name: name.clone() })
+                        .await?,
+                )
+            }
+            MonCommand::PoolSet { name, var, val } => {
+                self.require(s, MonAccess::Write)?;
+                reply(
+                    self.propose(StateCmd::PoolSet {
+                        name: name.clone(),
+                        var: var.clone(),
+                        val: val.clone(),
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::PoolList => {
+                self.require(s, MonAccess::Read)?;
+                Ok(MonReply::Pools(
+                    self.map().pools.values().cloned().collect(),
+                ))
+            }
+            MonCommand::SnapCreate { pool } | MonCommand::SnapRemove { pool, .. } => {
+                // Self-managed snapshots need write access to the pool: mon
+                // write caps, or OSD caps allowing writes there (as Ceph).
+                let caps = self.entity_caps(s);
+                let pool_name = self.map().pools.get(pool).map(|p| p.name.clone());
+                let Some(pool_name) = pool_name else {
+                    return Err(cmd_err(
+                        Errno::ENOENT,
+                        format!("pool {pool} does not exist"),
+                    ));
+                };
+                if !(caps.mon().mon_allows(MonAccess::Write)
+                    || caps.osd().allows(&pool_name, "", true))
+                {
+                    return Err(cmd_err(
+                        Errno::EPERM,
+                        format!(
+                            "access denied: {} may not manage snapshots in pool '{pool_name}'",
+                            s.entity
+                        ),
+                    ));
+                }
+                let sc = match &cmd {
+                    MonCommand::SnapRemove { pool, snap } => StateCmd::SnapRemove {
+                        pool: *pool,
+                        snap: *snap,
+                    },
+                    _ => StateCmd::SnapCreate { pool: *pool },
+                };
+                reply(self.propose(sc).await?)
+            }
+            MonCommand::OsdDown { id } => {
+                self.require(s, MonAccess::Write)?;
+                reply(
+                    self.propose(StateCmd::OsdDown {
+                        ids: vec![*id],
+                        now_unix: now_unix(),
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::OsdOut { id } => {
+                self.require(s, MonAccess::Write)?;
+                reply(
+                    self.propose(StateCmd::OsdOut {
+                        ids: vec![*id],
+                        auto: false,
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::OsdIn { id } => {
+                self.require(s, MonAccess::Write)?;
+                reply(self.propose(StateCmd::OsdIn { id: *id }).await?)
+            }
+            MonCommand::AuthGetOrCreate { entity, caps } => {
+                self.require_auth_admin(s, entity)?;
+                let c = caps_of(caps)?;
+                reply(
+                    self.propose(StateCmd::AuthGetOrCreate {
+                        entity: entity.clone(),
+                        caps_given: !caps.is_empty(),
+                        caps: c,
+                        new_key: Secret::generate(now_unix()).to_base64(),
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::AuthAdd { entity, key, caps } => {
+                self.require_auth_admin(s, entity)?;
+                let c = caps_of(caps)?;
+                let key = match key {
+                    Some(k) => Secret::from_base64(k)
+                        .map_err(|e| cmd_err(e.errno(), e.to_string()))?
+                        .to_base64(),
+                    None => Secret::generate(now_unix()).to_base64(),
+                };
+                reply(
+                    self.propose(StateCmd::AuthAdd {
+                        entity: entity.clone(),
+                        key,
+                        caps: c,
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::AuthGet { entity } => {
+                self.require_auth_admin(s, entity)?;
+                self.shared
+                    .read(|st| st.auth_entry(entity))
+                    .map(|e| MonReply::Auth(vec![e]))
+                    .ok_or_else(|| {
+                        cmd_err(Errno::ENOENT, format!("failed to find {entity} in keyring"))
+                    })
+            }
+            MonCommand::AuthPrintKey { entity } => {
+                self.require_auth_admin(s, entity)?;
+                self.shared
+                    .read(|st| st.auth.get(entity).map(|r| r.key.clone()))
+                    .map(MonReply::Key)
+                    .ok_or_else(|| cmd_err(Errno::ENOENT, format!("don't have {entity}")))
+            }
+            MonCommand::AuthList => {
+                self.require(s, MonAccess::AuthAdmin)?;
+                let v: Vec<AuthEntry> = self
+                    .shared
+                    .read(|st| st.auth.keys().filter_map(|k| st.auth_entry(k)).collect());
+                Ok(MonReply::Auth(v))
+            }
+            MonCommand::AuthDel { entity } => {
+                self.require(s, MonAccess::AuthAdmin)?;
+                reply(
+                    self.propose(StateCmd::AuthDel {
+                        entity: entity.clone(),
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::AuthCaps { entity, caps } => {
+                self.require(s, MonAccess::AuthAdmin)?;
+                let c = caps_of(caps)?;
+                reply(
+                    self.propose(StateCmd::AuthCaps {
+                        entity: entity.clone(),
+                        caps: c,
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::Status => {
+                self.require(s, MonAccess::Read)?;
+                Ok(MonReply::Status(self.status()))
+            }
+        }
+    }
+
+    /// `ceph -s` summary.
+    pub(crate) fn status(&self) -> ClusterStatus {
+        let map = self.map();
+        let metrics = self.raft.metrics().borrow().clone();
+        let name_of = |rank: u64| {
+            map.mons
+                .iter()
+                .find(|m| m.rank == rank)
+                .map(|m| m.name.clone())
+        };
+        let leader = metrics.current_leader.and_then(name_of);
+        let quorum: Vec<String> = if leader.is_some() {
+            metrics
+                .membership_config
+                .voter_ids()
+                .filter_map(name_of)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let num_osds = map.osds.len() as u32;
+        let num_up = map.osds.values().filter(|o| o.up).count() as u32;
+        let num_in = map.osds.values().filter(|o| o.in_cluster).count() as u32;
+        let mut checks = Vec::new();
+        let mut health = Health::Ok;
+        if leader.is_none() {
+            health = Health::Err;
+            checks.push("no monitor quorum".to_string());
+        }
+        let down_in = map.osds.values().filter(|o| !o.up && o.in_cluster).count();
+        if down_in > 0 {
+            health = health.max_with(Health::Warn);
+            checks.push(format!("{down_in} osds down"));
+        }
+        let (mut inactive, mut degraded, mut num_pgs) = (0u32, 0u32, 0u32);
+        for pool in map.pools.values() {
+            for seed in 0..pool.pg_num {
+                num_pgs += 1;
+                let up = map
+                    .pg_up_set(PgId {
+                        pool: pool.id,
+                        seed,
+                    })
+                    .map(|v| v.len() as u32)
+                    .unwrap_or(0);
+                if up < pool.min_size {
+                    inactive += 1;
+                } else if up < pool.size {
+                    degraded += 1;
+                }
+            }
+        }
+        if inactive > 0 {
+            health = health.max_with(Health::Warn);
+            checks.push(format!(
+                "Reduced data availability: {inactive} pgs inactive"
+            ));
+        }
+        if degraded > 0 {
+            health = health.max_with(Health::Warn);
+            checks.push(format!(
+                "Degraded data redundancy: {degraded} pgs undersized"
+            ));
+        }
+        ClusterStatus {
+            fsid: map.fsid.clone(),
+            epoch: map.epoch,
+            health,
+            checks,
+            mons: map.mons.clone(),
+            leader,
+            quorum,
+            num_osds,
+            num_up_osds: num_up,
+            num_in_osds: num_in,
+            num_pools: map.pools.len() as u32,
+            num_pgs,
+        }
+    }
+
+    /// Propose the initial state once this monitor leads an empty cluster.
+    pub(crate) async fn bootstrap_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if self.shared.read(|st| st.initialized) || *shutdown.borrow() {
+                return;
+            }
+            if self.is_leader() {
+                let mut entities: Vec<(String, String, EntityCaps)> = Vec::new();
+                for e in &self.keyring {
+                    let mut caps = e.caps.clone();
+                    if caps.0.is_empty() && (e.entity == "client.admin" || e.entity == MON_ENTITY) {
+                        caps = EntityCaps::admin();
+                    }
+                    entities.push((e.entity.clone(), e.secret.to_base64(), caps));
+                }
+                let mut service_key = [0u8; 32];
+                service_key[..16].copy_from_slice(&handshake::random_nonce());
+                service_key[16..].copy_from_slice(&handshake::random_nonce());
+                let cmd = StateCmd::Bootstrap {
+                    fsid: self.cfg.fsid.clone(),
+                    mons: self.cfg.mons.clone(),
+                    entities,
+                    service_key,
+                };
+                match self.propose(cmd).await {
+                    Ok(_) => tracing::info!(
+                        "mon.{}: cluster {} bootstrapped",
+                        self.cfg.name,
+                        self.cfg.fsid
+                    ),
+                    Err(e) => tracing::warn!("mon.{}: bootstrap: {}", self.cfg.name, e.message),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Leader duty: mark OSDs down without beacons, then out.
+    pub(crate) async fn failure_detector(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let t = self.cfg.timings.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(t.tick) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if !self.is_leader() {
+                if let Ok(mut d) = self.detector.lock() {
+                    d.was_leader = false;
+                }
+                continue;
+            }
+            let map = self.map();
+            let now = Instant::now();
+            let mut to_down = Vec::new();
+            if let Ok(mut d) = self.detector.lock() {
+                if !d.was_leader {
+                    // A new leader knows no beacons yet: grace starts now.
+                    d.last_beacon.clear();
+                    d.seen_up_from.clear();
+                    d.was_leader = true;
+                }
+                for o in map.osds.values().filter(|o| o.up) {
+                    if d.seen_up_from.get(&o.id) != Some(&o.up_from) {
+                        d.seen_up_from.insert(o.id, o.up_from);
+                        d.last_beacon.insert(o.id, now);
+                    }
+                    let last = *d.last_beacon.entry(o.id).or_insert(now);
+                    if now.duration_since(last) > t.osd_heartbeat_grace {
+                        to_down.push(o.id);
+                    }
+                }
+            }
+            let now_u = now_unix();
+            if !to_down.is_empty() {
+                tracing::warn!(
+                    "mon.{}: marking {:?} down: no beacon for {:?}",
+                    self.cfg.name,
+                    to_down,
+                    t.osd_heartbeat_grace
+                );
+                if let Err(e) = self
+                    .propose(StateCmd::OsdDown {
+                        ids: to_down,
+                        now_unix: now_u,
+                    })
+                    .await
+                {
+                    tracing::warn!("mon.{}: marking down failed: {}", self.cfg.name, e.message);
+                }
+            }
+            let out_after = t.osd_down_out_interval.as_secs();
+            let to_out: Vec<OsdId> = self.shared.read(|st| {
+                st.map
+                    .osds
+                    .values()
+                    .filter(|o| !o.up && o.in_cluster)
+                    .filter(|o| {
+                        st.osd_down_since
+                            .get(&o.id)
+                            .is_some_and(|since| now_u >= since + out_after)
+                    })
+                    .map(|o| o.id)
+                    .collect()
+            });
+            if !to_out.is_empty() {
+                tracing::warn!(
+                    "mon.{}: marking {:?} out after {out_after}s down",
+                    self.cfg.name,
+                    to_out
+                );
+                if let Err(e) = self
+                    .propose(StateCmd::OsdOut {
+                        ids: to_out,
+                        auto: true,
+                    })
+                    .await
+                {
+                    tracing::warn!("mon.{}: marking out failed: {}", self.cfg.name, e.message);
+                }
+            }
+        }
+    }
+
+    /// The raft voters this monitor was configured with.
+    pub(crate) fn members(&self) -> BTreeMap<u64, BasicNode> {
+        self.cfg
+            .mons
+            .iter()
+            .map(|m| {
+                (
+                    m.rank,
+                    BasicNode {
+                        addr: m.addr.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+trait HealthExt {
+    fn max_with(self, other: Health) -> Health;
+}
+
+impl HealthExt for Health {
+    fn max_with(self, other: Health) -> Health {
+        let rank = |h: Health| match h {
+            Health::Ok => 0,
+            Health::Warn => 1,
+            Health::Err => 2,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+async fn send<T: serde::Serialize>(out: &mpsc::Sender<Frame>, kind: u8, request_id: u64, body: &T) {
+    match Frame::new(kind, request_id, body, Bytes::new()) {
+        Ok(f) => {
+            let _ = out.send(f).await;
+        }
+        Err(e) => tracing::error!("cannot encode a monitor response: {e}"),
+    }
+}
+
+async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) {
+    let mut w = BufWriter::new(wr);
+    while let Some(f) = rx.recv().await {
+        if write_frame(&mut w, &f).await.is_err() {
+            return;
+        }
+        if rx.is_empty() && w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}
+
+/// Push every map newer than `have` (intermediate ones may be skipped:
+/// each map is complete, so the newest is all a subscriber needs).
+async fn push_maps(
+    mut rx: watch::Receiver<Arc<ClusterMap>>,
+    mut have: Epoch,
+    out: mpsc::Sender<Frame>,
+) {
+    loop {
+        let m = rx.borrow_and_update().clone();
+        if m.epoch > have {
+            have = m.epoch;
+            let body = Response::Map(Box::new((*m).clone()));
+            match Frame::new(KIND_MAP_PUSH, 0, &body, Bytes::new()) {
+                Ok(f) => {
+                    if out.send(f).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!("cannot encode a map push: {e}"),
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

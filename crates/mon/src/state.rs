@@ -1,0 +1,884 @@
+//! The replicated state machine: cluster map, auth database, counters.
+//!
+//! Architecture invariant: [`MonState::apply`] is a pure function of the
+//! state and the command. Everything non-deterministic (fresh keys, clock
+//! readings, config defaults) is resolved by the proposing monitor and
+//! carried inside the [`StateCmd`], so every replica computes the same
+//! state from the same log.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use quarry_auth::{EntityCaps, Secret};
+use quarry_common::entity::EntityName;
+use quarry_common::Errno;
+use quarry_map::{
+    ClusterMap, Epoch, FailureDomain, MonInfo, OsdId, OsdInfo, PgHistory, PgId, PoolDef, WEIGHT_ONE,
+};
+use quarry_monc::{AuthEntry, MonReply};
+use quarry_rados::{PoolId, SnapId};
+
+/// Largest pool size accepted (Ceph's limit is also 10).
+const MAX_POOL_SIZE: u32 = 10;
+/// Largest pg_num accepted (bounds the map and per-PG work).
+const MAX_PG_NUM: u32 = 65_536;
+/// Longest pool name accepted.
+const MAX_POOL_NAME: usize = 255;
+
+/// One entity of the auth database.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthRecord {
+    /// Ceph base64 key.
+    pub key: String,
+    /// Caps by service.
+    pub caps: EntityCaps,
+}
+
+impl std::fmt::Debug for AuthRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRecord")
+            .field("key", &"<redacted>")
+            .field("caps", &self.caps)
+            .finish()
+    }
+}
+
+impl AuthRecord {
+    /// The secret (None if the stored key is somehow unparseable).
+    pub fn secret(&self) -> Option<Secret> {
+        Secret::from_base64(&self.key).ok()
+    }
+}
+
+/// The whole replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonState {
+    /// False until the first `Bootstrap` entry is applied.
+    pub initialized: bool,
+    /// The cluster map.
+    pub map: ClusterMap,
+    /// Entities by name.
+    pub auth: BTreeMap<String, AuthRecord>,
+    /// Key that signs tickets (OSDs verify with it).
+    pub service_key: [u8; 32],
+    /// Next global id to hand out (monitors reserve ranges).
+    pub next_global_id: u64,
+    /// When each down OSD went down (unix seconds, from the leader's clock).
+    pub osd_down_since: BTreeMap<OsdId, u64>,
+    /// OSDs marked out by the failure detector (marked in again on boot).
+    pub auto_out: BTreeSet<OsdId>,
+}
+
+/// Default values the proposer fills in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolParams {
+    /// Pool name.
+    pub name: String,
+    /// PG count.
+    pub pg_num: u32,
+    /// Replicas.
+    pub size: u32,
+    /// Min replicas.
+    pub min_size: u32,
+    /// Application tag.
+    pub application: Option<String>,
+    /// Failure domain; None = decide from the map (one host → osd).
+    pub failure_domain: Option<FailureDomain>,
+}
+
+/// A replicated log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateCmd {
+    /// First entry: the initial state (ignored once initialized).
+    Bootstrap {
+        /// Cluster id.
+        fsid: String,
+        /// Monitors.
+        mons: Vec<MonInfo>,
+        /// Initial entities: name, base64 key, caps.
+        entities: Vec<(String, String, EntityCaps)>,
+        /// Ticket signing key.
+        service_key: [u8; 32],
+    },
+    /// Reserve `count` global ids; returns the first.
+    AllocGlobalIds {
+        /// How many.
+        count: u64,
+    },
+    /// Create a pool.
+    PoolCreate(PoolParams),
+    /// Delete a pool.
+    PoolDelete {
+        /// Name.
+        name: String,
+    },
+    /// Set a pool variable.
+    PoolSet {
+        /// Name.
+        name: String,
+        /// Variable.
+        var: String,
+        /// Value.
+        val: String,
+    },
+    /// Allocate a self-managed snapshot id.
+    SnapCreate {
+        /// Pool.
+        pool: PoolId,
+    },
+    /// Remove a self-managed snapshot.
+    SnapRemove {
+        /// Pool.
+        pool: PoolId,
+        /// Snapshot.
+        snap: SnapId,
+    },
+    /// An OSD booted.
+    OsdBoot {
+        /// Id.
+        id: OsdId,
+        /// Address.
+        addr: String,
+        /// Host.
+        host: String,
+    },
+    /// Mark OSDs down (admin or failure detector).
+    OsdDown {
+        /// Ids.
+        ids: Vec<OsdId>,
+        /// Leader's clock.
+        now_unix: u64,
+    },
+    /// Mark OSDs out; `auto` when the failure detector does it.
+    OsdOut {
+        /// Ids.
+        ids: Vec<OsdId>,
+        /// By the failure detector.
+        auto: bool,
+    },
+    /// Mark an OSD in.
+    OsdIn {
+        /// Id.
+        id: OsdId,
+    },
+    /// Record PG activations.
+    PgActivated {
+        /// (pg, epoch, acting) triples.
+        items: Vec<(PgId, Epoch, Vec<OsdId>)>,
+    },
+    /// Create an entity or return the existing one.
+    AuthGetOrCreate {
+        /// Entity.
+        entity: String,
+        /// Caps.
+        caps: EntityCaps,
+        /// Caps were given (an existing entity must then match).
+        caps_given: bool,
+        /// Key to use if the entity is new.
+        new_key: String,
+    },
+    /// Add an entity with a given key.
+    AuthAdd {
+        /// Entity.
+        entity: String,
+        /// Key.
+        key: String,
+        /// Caps.
+        caps: EntityCaps,
+    },
+    /// Delete an entity.
+    AuthDel {
+        /// Entity.
+        entity: String,
+    },
+    /// Replace an entity's caps.
+    AuthCaps {
+        /// Entity.
+        entity: String,
+        /// Caps.
+        caps: EntityCaps,
+    },
+}
+
+/// A refusal, with errno and message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmdError {
+    /// Positive errno.
+    pub errno: i32,
+    /// Message.
+    pub message: String,
+}
+
+fn err(e: Errno, message: impl Into<String>) -> CmdError {
+    CmdError {
+        errno: e.code(),
+        message: message.into(),
+    }
+}
+
+/// What applying an entry produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// Nothing to report (blank/membership entries).
+    None,
+    /// A command reply.
+    Reply(MonReply),
+    /// An epoch (boot, pg activation).
+    Epoch(Epoch),
+    /// First of a reserved global id range.
+    GlobalIds(u64),
+}
+
+/// The result of one entry, as the raft state machine returns it.
+pub type CmdResult = Result<Applied, CmdError>;
+
+/// Validate an entity name (`mon.` is the monitors' shared entity).
+pub fn check_entity(name: &str) -> Result<(), CmdError> {
+    if name == "mon." {
+        return Ok(());
+    }
+    EntityName::parse(name)
+        .map(|_| ())
+        .map_err(|e| err(Errno::EINVAL, e.to_string()))
+}
+
+fn check_pool_name(name: &str) -> Result<(), CmdError> {
+    if name.is_empty() || name.len() > MAX_POOL_NAME {
+        return Err(err(
+            Errno::EINVAL,
+            format!("invalid pool name '{name}': 1 to {MAX_POOL_NAME} bytes"),
+        ));
+    }
+    if name.chars().any(|c| c.is_control() || c == '/' || c == '@') {
+        return Err(err(
+            Errno::EINVAL,
+            format!("invalid pool name '{name}': no '/', '@' or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl MonState {
+    /// An empty, uninitialized state.
+    pub fn new() -> MonState {
+        MonState {
+            initialized: false,
+            map: ClusterMap::new(""),
+            auth: BTreeMap::new(),
+            service_key: [0u8; 32],
+            next_global_id: 1,
+            osd_down_since: BTreeMap::new(),
+            auto_out: BTreeSet::new(),
+        }
+    }
+
+    /// The auth entry of an entity for display.
+    pub fn auth_entry(&self, name: &str) -> Option<AuthEntry> {
+        self.auth.get(name).map(|r| AuthEntry {
+            entity: name.to_string(),
+            key: r.key.clone(),
+            caps: r.caps.0.clone(),
+        })
+    }
+
+    fn pool_mut_by_name(&mut self, name: &str) -> Result<&mut PoolDef, CmdError> {
+        self.map
+            .pools
+            .values_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| err(Errno::ENOENT, format!("pool '{name}' does not exist")))
+    }
+
+    fn bump(&mut self) -> Epoch {
+        self.map.epoch += 1;
+        self.map.epoch
+    }
+
+    /// Apply one entry. Errors leave the state unchanged.
+    pub fn apply(&mut self, cmd: &StateCmd) -> CmdResult {
+        if !self.initialized && !matches!(cmd, StateCmd::Bootstrap { .. }) {
+            return Err(err(
+                Errno::EAGAIN,
+                "monitor cluster is not bootstrapped yet",
+            ));
+        }
+        match cmd {
+            StateCmd::Bootstrap {
+                fsid,
+                mons,
+                entities,
+                service_key,
+            } => {
+                if self.initialized {
+                    return Ok(Applied::None);
+                }
+                self.initialized = true;
+                self.map = ClusterMap::new(fsid.clone());
+                self.map.mons = mons.clone();
+                self.map.epoch = 1;
+                self.service_key = *service_key;
+                for (name, key, caps) in entities {
+                    self.auth.insert(
+                        name.clone(),
+                        AuthRecord {
+                            key: key.clone(),
+                            caps: caps.clone(),
+                        },
+                    );
+                }
+                Ok(Applied::Epoch(self.map.epoch))
+            }
+            StateCmd::AllocGlobalIds { count } => {
+                let first = self.next_global_id;
+                self.next_global_id = first.saturating_add(*count);
+                Ok(Applied::GlobalIds(first))
+            }
+            StateCmd::PoolCreate(p) => self.pool_create(p),
+            StateCmd::PoolDelete { name } => {
+                let id =
+                    self.map.pool_by_name(name).map(|p| p.id).ok_or_else(|| {
+                        err(Errno::ENOENT, format!("pool '{name}' does not exist"))
+                    })?;
+                self.map.pools.remove(&id);
+                self.map.pg_history.retain(|pg, _| pg.pool != id);
+                Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
+            }
+            StateCmd::PoolSet { name, var, val } => self.pool_set(name, var, val),
+            StateCmd::SnapCreate { pool } => {
+                let p = self
+                    .map
+                    .pools
+                    .get_mut(pool)
+                    .ok_or_else(|| err(Errno::ENOENT, format!("pool {pool} does not exist")))?;
+                p.snap_seq += 1;
+                let snap = p.snap_seq;
+                Ok(Applied::Reply(MonReply::Snap {
+                    snap,
+                    epoch: self.bump(),
+                }))
+            }
+            StateCmd::SnapRemove { pool, snap } => {
+                let p = self
+                    .map
+                    .pools
+                    .get_mut(pool)
+                    .ok_or_else(|| err(Errno::ENOENT, format!("pool {pool} does not exist")))?;
+                if *snap == 0 || *snap > p.snap_seq {
+                    return Err(err(
+                        Errno::ENOENT,
+                        format!("snapshot {snap} does not exist in pool {pool}"),
+                    ));
+                }
+                match p.removed_snaps.binary_search(snap) {
+                    // Already removed: idempotent, as a retried request must be.
+                    Ok(_) => Ok(Applied::Reply(MonReply::Ok {
+                        epoch: self.map.epoch,
+                    })),
+                    Err(pos) => {
+                        p.removed_snaps.insert(pos, *snap);
+                        Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
+                    }
+                }
+            }
+            StateCmd::OsdBoot { id, addr, host } => {
+                let epoch = self.map.epoch + 1;
+                let auto_in = self.auto_out.remove(id);
+                let o = self.map.osds.entry(*id).or_insert_with(|| OsdInfo {
+                    id: *id,
+                    addr: String::new(),
+                    host: String::new(),
+                    up: false,
+                    in_cluster: true,
+                    weight: WEIGHT_ONE,
+                    up_from: 0,
+                    down_at: 0,
+                });
+                o.addr = addr.clone();
+                o.host = host.clone();
+                o.up = true;
+                o.up_from = epoch;
+                if auto_in {
+                    o.in_cluster = true;
+                }
+                self.osd_down_since.remove(id);
+                Ok(Applied::Epoch(self.bump()))
+            }
+            StateCmd::OsdDown { ids, now_unix } => {
+                for id in ids {
+                    if !self.map.osds.contains_key(id) {
+                        return Err(err(Errno::ENOENT, format!("osd.{id} does not exist")));
+                    }
+                }
+                let epoch = self.map.epoch + 1;
+                let mut changed = false;
+                for id in ids {
+                    if let Some(o) = self.map.osds.get_mut(id) {
+                        if o.up {
+                            o.up = false;
+                            o.down_at = epoch;
+                            self.osd_down_since.insert(*id, *now_unix);
+                            changed = true;
+                        }
+                    }
+                }
+                let epoch = if changed { self.bump() } else { self.map.epoch };
+                Ok(Applied::Reply(MonReply::Ok { epoch }))
+            }
+            StateCmd::OsdOut { ids, auto } => {
+                for id in ids {
+                    if !self.map.osds.contains_key(id) {
+                        return Err(err(Errno::ENOENT, format!("osd.{id} does not exist")));
+                    }
+                }
+                let mut changed = false;
+                for id in ids {
+                    if let Some(o) = self.map.osds.get_mut(id) {
+                        if o.in_cluster {
+                            o.in_cluster = false;
+                            changed = true;
+                            if *auto {
+                                self.auto_out.insert(*id);
+                            }
+                        }
+                    }
+                }
+                let epoch = if changed { self.bump() } else { self.map.epoch };
+                Ok(Applied::Reply(MonReply::Ok { epoch }))
+            }
+            StateCmd::OsdIn { id } => {
+                let o = self
+                    .map
+                    .osds
+                    .get_mut(id)
+                    .ok_or_else(|| err(Errno::ENOENT, format!("osd.{id} does not exist")))?;
+                self.auto_out.remove(id);
+                if o.in_cluster {
+                    return Ok(Applied::Reply(MonReply::Ok {
+                        epoch: self.map.epoch,
+                    }));
+                }
+                o.in_cluster = true;
+                Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
+            }
+            StateCmd::PgActivated { items } => {
+                let mut changed = false;
+                for (pg, epoch, acting) in items {
+                    if !self.map.pools.contains_key(&pg.pool) {
+                        continue;
+                    }
+                    let newer = self.map.pg_history.get(pg).is_none_or(|h| {
+                        h.epoch < *epoch || (h.epoch == *epoch && h.acting != *acting)
+                    });
+                    if newer {
+                        self.map.pg_history.insert(
+                            *pg,
+                            PgHistory {
+                                epoch: *epoch,
+                                acting: acting.clone(),
+                            },
+                        );
+                        changed = true;
+                    }
+                }
+                let epoch = if changed { self.bump() } else { self.map.epoch };
+                Ok(Applied::Epoch(epoch))
+            }
+            StateCmd::AuthGetOrCreate {
+                entity,
+                caps,
+                caps_given,
+                new_key,
+            } => {
+                check_entity(entity)?;
+                if let Some(r) = self.auth.get(entity) {
+                    if *caps_given && r.caps != *caps {
+                        return Err(err(
+                            Errno::EINVAL,
+                            format!("key for {entity} exists but its caps do not match"),
+                        ));
+                    }
+                } else {
+                    self.auth.insert(
+                        entity.clone(),
+                        AuthRecord {
+                            key: new_key.clone(),
+                            caps: caps.clone(),
+                        },
+                    );
+                }
+                Ok(Applied::Reply(MonReply::Auth(
+                    self.auth_entry(entity).into_iter().collect(),
+                )))
+            }
+            StateCmd::AuthAdd { entity, key, caps } => {
+                check_entity(entity)?;
+                if let Some(r) = self.auth.get(entity) {
+                    if r.key != *key {
+                        return Err(err(
+                            Errno::EINVAL,
+                            format!("entity {entity} exists but key does not match"),
+                        ));
+                    }
+                }
+                self.auth.insert(
+                    entity.clone(),
+                    AuthRecord {
+                        key: key.clone(),
+                        caps: caps.clone(),
+                    },
+                );
+                Ok(Applied::Reply(MonReply::Auth(
+                    self.auth_entry(entity).into_iter().collect(),
+                )))
+            }
+            StateCmd::AuthDel { entity } => {
+                if entity == "mon." {
+                    return Err(err(Errno::EINVAL, "the mon. entity cannot be deleted"));
+                }
+                if self.auth.remove(entity).is_none() {
+                    return Err(err(
+                        Errno::ENOENT,
+                        format!("failed to find {entity} in keyring"),
+                    ));
+                }
+                Ok(Applied::Reply(MonReply::Ok {
+                    epoch: self.map.epoch,
+                }))
+            }
+            StateCmd::AuthCaps { entity, caps } => {
+                let r = self
+                    .auth
+                    .get_mut(entity)
+                    .ok_or_else(|| err(Errno::ENOENT, format!("couldn't find entry {entity}")))?;
+                r.caps = caps.clone();
+                Ok(Applied::Reply(MonReply::Ok {
+                    epoch: self.map.epoch,
+                }))
+            }
+        }
+    }
+
+    fn pool_create(&mut self, p: &PoolParams) -> CmdResult {
+        check_pool_name(&p.name)?;
+        if self.map.pool_by_name(&p.name).is_some() {
+            return Err(err(
+                Errno::EEXIST,
+                format!("pool '{}' already exists", p.name),
+            ));
+        }
+        check_size(p.size, p.min_size)?;
+        check_pg_num(p.pg_num)?;
+        let failure_domain = p.failure_domain.unwrap_or(if self.map.single_host() {
+            FailureDomain::Osd
+        } else {
+            FailureDomain::Host
+        });
+        let id = self.map.next_pool_id;
+        self.map.next_pool_id += 1;
+        self.map.pools.insert(
+            id,
+            PoolDef {
+                id,
+                name: p.name.clone(),
+                size: p.size,
+                min_size: p.min_size,
+                pg_num: p.pg_num,
+                failure_domain,
+                snap_seq: 0,
+                removed_snaps: Vec::new(),
+                application: p.application.clone(),
+            },
+        );
+        Ok(Applied::Reply(MonReply::PoolCreated {
+            pool: id,
+            epoch: self.bump(),
+        }))
+    }
+
+    fn pool_set(&mut self, name: &str, var: &str, val: &str) -> CmdResult {
+        let num = || -> Result<u32, CmdError> {
+            val.trim().parse::<u32>().map_err(|_| {
+                err(
+                    Errno::EINVAL,
+                    format!("value '{val}' for {var} is not a non-negative integer"),
+                )
+            })
+        };
+        let pool = self.pool_mut_by_name(name)?;
+        match var {
+            "size" => {
+                let size = num()?;
+                let min_size = pool.min_size.min(size);
+                check_size(size, min_size)?;
+                pool.size = size;
+                pool.min_size = min_size;
+            }
+            "min_size" => {
+                let min_size = num()?;
+                check_size(pool.size, min_size)?;
+                pool.min_size = min_size;
+            }
+            "pg_num" => {
+                let n = num()?;
+                check_pg_num(n)?;
+                pool.pg_num = n;
+            }
+            "application" => {
+                let v = val.trim();
+                pool.application = if v.is_empty() {
+                    None
+                } else {
+                    Some(v.to_string())
+                };
+            }
+            "failure_domain" | "crush_failure_domain" => {
+                pool.failure_domain = match val.trim() {
+                    "host" => FailureDomain::Host,
+                    "osd" => FailureDomain::Osd,
+                    other => {
+                        return Err(err(
+                            Errno::EINVAL,
+                            format!("failure domain '{other}': expected host or osd"),
+                        ));
+                    }
+                };
+            }
+            other => {
+                return Err(err(
+                    Errno::EINVAL,
+                    format!("unrecognized variable '{other}' (supported: size, min_size, pg_num, application, failure_domain)"),
+                ));
+            }
+        }
+        Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
+    }
+}
+
+impl Default for MonState {
+    fn default() -> Self {
+        MonState::new()
+    }
+}
+
+fn check_size(size: u32, min_size: u32) -> Result<(), CmdError> {
+    if size == 0 || size > MAX_POOL_SIZE {
+        return Err(err(
+            Errno::EINVAL,
+            format!("pool size must be between 1 and {MAX_POOL_SIZE}"),
+        ));
+    }
+    if min_size == 0 || min_size > size {
+        return Err(err(
+            Errno::EINVAL,
+            format!("pool min_size must be between 1 and size ({size})"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_pg_num(n: u32) -> Result<(), CmdError> {
+    if n == 0 || n > MAX_PG_NUM {
+        return Err(err(
+            Errno::EINVAL,
+            format!("pg_num {n} out of range 1..={MAX_PG_NUM}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot() -> MonState {
+        let mut s = MonState::new();
+        s.apply(&StateCmd::Bootstrap {
+            fsid: "f".into(),
+            mons: vec![],
+            entities: vec![(
+                "client.admin".into(),
+                Secret::generate(0).to_base64(),
+                EntityCaps::admin(),
+            )],
+            service_key: [1; 32],
+        })
+        .expect("bootstrap");
+        s
+    }
+
+    fn pool(name: &str) -> StateCmd {
+        StateCmd::PoolCreate(PoolParams {
+            name: name.into(),
+            pg_num: 8,
+            size: 3,
+            min_size: 2,
+            application: None,
+            failure_domain: None,
+        })
+    }
+
+    #[test]
+    fn uninitialized_refuses() {
+        let mut s = MonState::new();
+        assert!(s.apply(&pool("rbd")).is_err());
+    }
+
+    #[test]
+    fn pools_snaps_epochs() {
+        let mut s = boot();
+        let e0 = s.map.epoch;
+        assert!(matches!(
+            s.apply(&pool("rbd")),
+            Ok(Applied::Reply(MonReply::PoolCreated { pool: 1, .. }))
+        ));
+        assert_eq!(
+            s.apply(&pool("rbd")).unwrap_err().errno,
+            Errno::EEXIST.code()
+        );
+        assert_eq!(s.map.epoch, e0 + 1);
+        let mut last = 0;
+        for _ in 0..5 {
+            match s.apply(&StateCmd::SnapCreate { pool: 1 }) {
+                Ok(Applied::Reply(MonReply::Snap { snap, .. })) => {
+                    assert!(snap > last);
+                    last = snap;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        s.apply(&StateCmd::SnapRemove { pool: 1, snap: 3 })
+            .expect("rm");
+        s.apply(&StateCmd::SnapRemove { pool: 1, snap: 2 })
+            .expect("rm");
+        s.apply(&StateCmd::SnapRemove { pool: 1, snap: 3 })
+            .expect("idempotent");
+        assert_eq!(s.map.pools[&1].removed_snaps, vec![2, 3]);
+        assert!(s.apply(&StateCmd::SnapRemove { pool: 1, snap: 9 }).is_err());
+        assert!(s.apply(&StateCmd::SnapCreate { pool: 7 }).is_err());
+        s.apply(&StateCmd::PoolSet {
+            name: "rbd".into(),
+            var: "size".into(),
+            val: "1".into(),
+        })
+        .expect("size");
+        assert_eq!((s.map.pools[&1].size, s.map.pools[&1].min_size), (1, 1));
+        assert!(s
+            .apply(&StateCmd::PoolSet {
+                name: "rbd".into(),
+                var: "min_size".into(),
+                val: "2".into()
+            })
+            .is_err());
+        let before = s.clone();
+        assert!(s
+            .apply(&StateCmd::PoolSet {
+                name: "rbd".into(),
+                var: "bogus".into(),
+                val: "2".into()
+            })
+            .is_err());
+        assert_eq!(before, s);
+        s.apply(&StateCmd::PoolDelete { name: "rbd".into() })
+            .expect("delete");
+        assert!(matches!(
+            s.apply(&pool("rbd")),
+            Ok(Applied::Reply(MonReply::PoolCreated { pool: 2, .. }))
+        ));
+    }
+
+    #[test]
+    fn osd_lifecycle() {
+        let mut s = boot();
+        let boot = StateCmd::OsdBoot {
+            id: 0,
+            addr: "127.0.0.1:1".into(),
+            host: "h".into(),
+        };
+        let Ok(Applied::Epoch(e)) = s.apply(&boot) else {
+            panic!()
+        };
+        assert_eq!(s.map.osds[&0].up_from, e);
+        s.apply(&StateCmd::OsdDown {
+            ids: vec![0],
+            now_unix: 5,
+        })
+        .expect("down");
+        assert!(!s.map.osds[&0].up);
+        s.apply(&StateCmd::OsdOut {
+            ids: vec![0],
+            auto: true,
+        })
+        .expect("out");
+        assert!(!s.map.osds[&0].in_cluster);
+        s.apply(&boot).expect("reboot");
+        assert!(
+            s.map.osds[&0].up && s.map.osds[&0].in_cluster,
+            "auto-out comes back in"
+        );
+        s.apply(&StateCmd::OsdOut {
+            ids: vec![0],
+            auto: false,
+        })
+        .expect("out");
+        s.apply(&boot).expect("reboot");
+        assert!(!s.map.osds[&0].in_cluster, "manual out stays out");
+        assert!(s
+            .apply(&StateCmd::OsdDown {
+                ids: vec![9],
+                now_unix: 5
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn auth_db() {
+        let mut s = boot();
+        let caps = EntityCaps::from_pairs(&[("mon", "profile rbd")]).expect("caps");
+        let goc = |k: &str| StateCmd::AuthGetOrCreate {
+            entity: "client.glance".into(),
+            caps: caps.clone(),
+            caps_given: true,
+            new_key: k.into(),
+        };
+        let k1 = Secret::generate(0).to_base64();
+        let k2 = Secret::generate(0).to_base64();
+        s.apply(&goc(&k1)).expect("create");
+        let Ok(Applied::Reply(MonReply::Auth(v))) = s.apply(&goc(&k2)) else {
+            panic!()
+        };
+        assert_eq!(v[0].key, k1, "get-or-create returns the existing key");
+        assert!(s
+            .apply(&StateCmd::AuthGetOrCreate {
+                entity: "client.glance".into(),
+                caps: EntityCaps::admin(),
+                caps_given: true,
+                new_key: k2.clone()
+            })
+            .is_err());
+        assert!(s
+            .apply(&StateCmd::AuthGetOrCreate {
+                entity: "bogus".into(),
+                caps: EntityCaps::default(),
+                caps_given: false,
+                new_key: k2.clone()
+            })
+            .is_err());
+        s.apply(&StateCmd::AuthDel {
+            entity: "client.glance".into(),
+        })
+        .expect("del");
+        assert!(s
+            .apply(&StateCmd::AuthDel {
+                entity: "client.glance".into()
+            })
+            .is_err());
+        let Ok(Applied::GlobalIds(a)) = s.apply(&StateCmd::AllocGlobalIds { count: 10 }) else {
+            panic!()
+        };
+        let Ok(Applied::GlobalIds(b)) = s.apply(&StateCmd::AllocGlobalIds { count: 10 }) else {
+            panic!()
+        };
+        assert_eq!(b, a + 10);
+    }
+}

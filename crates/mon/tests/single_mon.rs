@@ -1,0 +1,489 @@
+//! One monitor: authentication, commands, subscriptions, tickets, caps,
+//! persistence across restarts, bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use quarry_auth::{verify_ticket, Secret};
+use quarry_common::Errno;
+use quarry_monc::{MonClient, MonClientConfig, MonCommand, MonReply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn pool_create(name: &str) -> MonCommand {
+    MonCommand::PoolCreate {
+        name: name.into(),
+        pg_num: Some(8),
+        size: Some(3),
+        min_size: None,
+        application: Some("rbd".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_commands_and_subscriptions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mon, keyring) = single_mon(dir.path(), 1).await;
+    let addrs = vec![mon.addr().to_string()];
+    let admin = client(&addrs, &keyring, "client.admin").await;
+    assert_eq!(admin.map().fsid, "fsid-test-1");
+    assert!(admin.map().epoch >= 1);
+    assert!(admin.global_id() > 0);
+
+    // Wrong key: refused at once with EACCES, not a timeout.
+    let bad = MonClient::connect(MonClientConfig {
+        mon_addrs: addrs.clone(),
+        entity: "client.admin".into(),
+        secret: Secret::generate(0),
+        timeout: Duration::from_secs(60),
+    })
+    .await
+    .expect_err("wrong key must fail");
+    assert_eq!(bad.errno(), Errno::EACCES, "{bad}");
+    assert!(bad.to_string().contains("authentication error"), "{bad}");
+
+    // Unknown entity: refused at once with a clear message.
+    let unk = MonClient::connect(MonClientConfig {
+        mon_addrs: addrs.clone(),
+        entity: "client.nosuchuser".into(),
+        secret: Secret::generate(0),
+        timeout: Duration::from_secs(60),
+    })
+    .await
+    .expect_err("unknown entity must fail");
+    assert_eq!(unk.errno(), Errno::EACCES, "{unk}");
+    assert!(
+        unk.to_string().contains("unknown entity client.nosuchuser"),
+        "{unk}"
+    );
+
+    // Pools.
+    let mut sub = admin.subscribe();
+    let before = admin.map().epoch;
+    let r = admin.command(pool_create("rbd")).await.expect("create rbd");
+    let MonReply::PoolCreated { pool: rbd, epoch } = r else {
+        panic!("{r:?}")
+    };
+    assert!(epoch > before);
+    // The subscription sees the new epoch (the command returns once it is known).
+    tokio::time::timeout(Duration::from_secs(10), sub.wait_for(|m| m.epoch >= epoch))
+        .await
+        .expect("subscription delivers")
+        .expect("watch open");
+    assert!(admin.map().pool_by_name("rbd").is_some());
+    let e = admin.command(pool_create("rbd")).await.expect_err("exists");
+    assert_eq!(e.errno(), Errno::EEXIST);
+    admin
+        .command(pool_create("data"))
+        .await
+        .expect("create data");
+    match admin.command(MonCommand::PoolList).await.expect("ls") {
+        MonReply::Pools(p) => {
+            let names: Vec<_> = p.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["rbd", "data"]);
+            assert_eq!(p[0].min_size, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = admin
+        .command(MonCommand::PoolSet {
+            name: "rbd".into(),
+            var: "size".into(),
+            val: "eleven".into(),
+        })
+        .await
+        .expect_err("bad value");
+    assert_eq!(e.errno(), Errno::EINVAL);
+
+    // Snapshot ids strictly increase; removal is recorded.
+    let mut last = 0;
+    for _ in 0..5 {
+        match admin
+            .command(MonCommand::SnapCreate { pool: rbd })
+            .await
+            .expect("snap")
+        {
+            MonReply::Snap { snap, .. } => {
+                assert!(snap > last, "{snap} after {last}");
+                last = snap;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    admin
+        .command(MonCommand::SnapRemove { pool: rbd, snap: 2 })
+        .await
+        .expect("snap rm");
+    assert_eq!(admin.map().pools[&rbd].removed_snaps, vec![2]);
+    assert_eq!(admin.map().pools[&rbd].snap_seq, last);
+
+    // A restricted user: profile rbd on one pool.
+    let r = admin
+        .command(MonCommand::AuthGetOrCreate {
+            entity: "client.glance".into(),
+            caps: vec![
+                ("mon".into(), "profile rbd".into()),
+                ("osd".into(), "profile rbd pool=data".into()),
+            ],
+        })
+        .await
+        .expect("get-or-create");
+    let MonReply::Auth(entries) = r else {
+        panic!("{r:?}")
+    };
+    let section = entries[0].keyring_section();
+    assert!(
+        section.starts_with("[client.glance]\n\tkey = "),
+        "{section}"
+    );
+    assert!(
+        section.contains("caps osd = \"profile rbd pool=data\""),
+        "{section}"
+    );
+    let gkey = Secret::from_base64(&entries[0].key).expect("key");
+    let e = admin
+        .command(MonCommand::AuthGetOrCreate {
+            entity: "client.glance".into(),
+            caps: vec![("mon".into(), "allow *".into())],
+        })
+        .await
+        .expect_err("caps mismatch");
+    assert_eq!(e.errno(), Errno::EINVAL);
+    let e = admin
+        .command(MonCommand::AuthGetOrCreate {
+            entity: "client.bad".into(),
+            caps: vec![("osd".into(), "allow rwz".into())],
+        })
+        .await
+        .expect_err("malformed caps");
+    assert_eq!(e.errno(), Errno::EINVAL);
+    assert!(e.to_string().contains("invalid caps"), "{e}");
+
+    let glance = MonClient::connect(MonClientConfig {
+        mon_addrs: addrs.clone(),
+        entity: "client.glance".into(),
+        secret: gkey,
+        timeout: Duration::from_secs(20),
+    })
+    .await
+    .expect("glance connects");
+    assert!(glance.map().pool_by_name("data").is_some());
+    let e = glance
+        .command(pool_create("mine"))
+        .await
+        .expect_err("no mon write cap");
+    assert_eq!(e.errno(), Errno::EACCES);
+    let e = glance
+        .command(MonCommand::AuthList)
+        .await
+        .expect_err("no auth cap");
+    assert_eq!(e.errno(), Errno::EACCES);
+    let data = admin.map().pool_by_name("data").expect("data").id;
+    glance
+        .command(MonCommand::SnapCreate { pool: data })
+        .await
+        .expect("snap in its own pool");
+    let e = glance
+        .command(MonCommand::SnapCreate { pool: rbd })
+        .await
+        .expect_err("snap in another pool");
+    assert_eq!(e.errno(), Errno::EPERM);
+
+    // Tickets: an OSD gets the service key and verifies a client's ticket.
+    let osd = client(&addrs, &keyring, "osd.0").await;
+    let skey = osd.service_key().await.expect("service key");
+    let t = glance.ticket().await.expect("ticket");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = verify_ticket(&skey, &t.blob, now).expect("valid ticket");
+    assert_eq!(claims.entity, "client.glance");
+    assert_eq!(claims.global_id, glance.global_id());
+    assert_eq!(
+        claims.session_key, t.session_key,
+        "client unwrapped the same session key"
+    );
+    assert!(claims.caps.allows("data", "", true));
+    assert!(!claims.caps.allows("rbd", "", false));
+    let mut tampered = t.blob.to_vec();
+    let n = tampered.len();
+    tampered[n / 2] ^= 1;
+    assert!(verify_ticket(&skey, &tampered, now).is_err());
+    let expired = verify_ticket(&skey, &t.blob, t.expires_unix).expect_err("expired");
+    assert_eq!(expired.errno(), Errno::EACCES);
+    // Only OSDs get the service key.
+    let e = admin.service_key().await.expect_err("admin is no OSD");
+    assert_eq!(e.errno(), Errno::EACCES);
+    // An OSD may only boot as itself.
+    let e = osd
+        .osd_boot(1, "127.0.0.1:7000".into(), "h".into())
+        .await
+        .expect_err("osd.0 booting as osd.1");
+    assert_eq!(e.errno(), Errno::EACCES);
+
+    // auth del: the user can no longer connect.
+    admin
+        .command(MonCommand::AuthDel {
+            entity: "client.glance".into(),
+        })
+        .await
+        .expect("del");
+    let e = admin
+        .command(MonCommand::AuthGet {
+            entity: "client.glance".into(),
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(e.errno(), Errno::ENOENT);
+
+    // Status.
+    match admin.command(MonCommand::Status).await.expect("status") {
+        MonReply::Status(s) => {
+            assert_eq!(s.leader.as_deref(), Some("a"));
+            assert_eq!(s.num_pools, 2);
+            assert_eq!(s.num_pgs, 16);
+        }
+        other => panic!("{other:?}"),
+    }
+    mon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_monitors_time_out() {
+    let port = free_port();
+    let e = MonClient::connect(MonClientConfig {
+        mon_addrs: vec![format!("127.0.0.1:{port}")],
+        entity: "client.admin".into(),
+        secret: Secret::generate(0),
+        timeout: Duration::from_millis(800),
+    })
+    .await
+    .expect_err("nobody listens");
+    assert_eq!(e.errno(), Errno::ETIMEDOUT, "{e}");
+    let e = MonClient::connect(MonClientConfig {
+        mon_addrs: vec![],
+        entity: "client.admin".into(),
+        secret: Secret::generate(0),
+        timeout: Duration::from_millis(800),
+    })
+    .await
+    .expect_err("no monitors");
+    assert_eq!(e.errno(), Errno::ENOENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mon, keyring) = single_mon(dir.path(), 1).await;
+    let addr = mon.addr().to_string();
+    let admin = client(std::slice::from_ref(&addr), &keyring, "client.admin").await;
+    admin.command(pool_create("rbd")).await.expect("create");
+    let pool = admin.map().pool_by_name("rbd").expect("rbd").id;
+    let MonReply::Snap { snap, .. } = admin
+        .command(MonCommand::SnapCreate { pool })
+        .await
+        .expect("snap")
+    else {
+        panic!()
+    };
+    let epoch = admin.map().epoch;
+    let gid = admin.global_id();
+    drop(admin);
+    mon.shutdown().await;
+
+    // Same data directory and address, no keyring: everything comes from the store.
+    let mut cfg = common::mon_cfg(
+        "a",
+        0,
+        dir.path(),
+        &[quarry_map::MonInfo {
+            name: "a".into(),
+            rank: 0,
+            addr: addr.clone(),
+        }],
+        &keyring,
+    );
+    cfg.keyring = None;
+    let mon = quarry_mon::start(cfg).await.expect("restart");
+    let admin = client(&[addr], &keyring, "client.admin").await;
+    let m = admin.map();
+    assert!(m.epoch >= epoch, "epoch went back: {} < {epoch}", m.epoch);
+    assert_eq!(m.pool_by_name("rbd").map(|p| p.snap_seq), Some(snap));
+    assert!(admin.global_id() > gid, "global ids are never reused");
+    let MonReply::Snap { snap: next, .. } = admin
+        .command(MonCommand::SnapCreate { pool })
+        .await
+        .expect("snap")
+    else {
+        panic!()
+    };
+    assert!(next > snap);
+    mon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osd_boot_beacons_down_then_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mon, keyring) = single_mon(dir.path(), 2).await;
+    let addrs = vec![mon.addr().to_string()];
+    let osd = client(&addrs, &keyring, "osd.0").await;
+    let e0 = osd
+        .osd_boot(0, "127.0.0.1:6800".into(), "host-a".into())
+        .await
+        .expect("boot");
+    let m = osd.map();
+    let o = &m.osds[&0];
+    assert!(o.up && o.in_cluster);
+    assert_eq!(o.up_from, e0);
+    // Beacons keep it up past the grace (2 s).
+    for _ in 0..15 {
+        osd.osd_beacon(0).await.expect("beacon");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(osd.map().osds[&0].up, "beaconing OSD stayed up");
+    // Silence: marked down after the grace, then out after the interval.
+    let mut sub = osd.subscribe();
+    tokio::time::timeout(Duration::from_secs(30), sub.wait_for(|m| !m.osds[&0].up))
+        .await
+        .expect("marked down")
+        .expect("watch");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        sub.wait_for(|m| !m.osds[&0].in_cluster),
+    )
+    .await
+    .expect("marked out")
+    .expect("watch");
+    // Booting again brings it up and (auto-)in with a new up_from.
+    let e1 = osd
+        .osd_boot(0, "127.0.0.1:6801".into(), "host-a".into())
+        .await
+        .expect("reboot");
+    let m = osd.map();
+    assert!(m.osds[&0].up && m.osds[&0].in_cluster);
+    assert!(e1 > e0);
+    assert_eq!(m.osds[&0].addr, "127.0.0.1:6801");
+    // PG activation is recorded in the map.
+    let admin = client(&addrs, &keyring, "client.admin").await;
+    admin.command(pool_create("rbd")).await.expect("pool");
+    let pool = admin.map().pool_by_name("rbd").expect("rbd").id;
+    let pg = quarry_map::PgId { pool, seed: 3 };
+    let e = osd.pg_activated(pg, e1, vec![0]).await.expect("activated");
+    let m = osd.wait_for_epoch(e).await.expect("epoch");
+    assert_eq!(m.pg_history[&pg].acting, vec![0]);
+    // Admin marks it down and out by hand; out stays out across a boot.
+    admin
+        .command(MonCommand::OsdOut { id: 0 })
+        .await
+        .expect("out");
+    osd.osd_boot(0, "127.0.0.1:6801".into(), "host-a".into())
+        .await
+        .expect("boot");
+    assert!(!osd.map().osds[&0].in_cluster);
+    admin
+        .command(MonCommand::OsdIn { id: 0 })
+        .await
+        .expect("in");
+    assert!(admin.map().osds[&0].in_cluster);
+    let e = admin
+        .command(MonCommand::OsdDown { id: 9 })
+        .await
+        .expect_err("no such osd");
+    assert_eq!(e.errno(), Errno::ENOENT);
+    mon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_closes_only_that_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mon, keyring) = single_mon(dir.path(), 0).await;
+    let addr = mon.addr().to_string();
+    let admin = client(std::slice::from_ref(&addr), &keyring, "client.admin").await;
+
+    async fn closed_after(addr: &str, bytes: &[u8]) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(bytes).await.expect("write");
+        let mut buf = [0u8; 256];
+        // The monitor must drop the connection (EOF or reset), not hang.
+        let r = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            r.is_ok(),
+            "connection not closed after {} bad bytes",
+            bytes.len()
+        );
+    }
+    // Garbage, a truncated header, an oversized length, an unknown kind
+    // and a request before authenticating.
+    closed_after(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789").await;
+    let hello = quarry_proto::Frame::new(
+        quarry_monc::wire::KIND_REQUEST,
+        1,
+        &quarry_monc::wire::Request::GetMap,
+        bytes::Bytes::new(),
+    )
+    .expect("frame");
+    let mut h = hello.header().expect("header");
+    h[16..20].copy_from_slice(&(u32::MAX).to_le_bytes());
+    let crc = crc32c_of(&h[0..32]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    closed_after(&addr, &h).await;
+    let mut unknown = Vec::new();
+    let mut f = hello.clone();
+    f.kind = 200;
+    quarry_proto::write_frame(&mut unknown, &f)
+        .await
+        .expect("encode");
+    closed_after(&addr, &unknown).await;
+    let mut early = Vec::new();
+    quarry_proto::write_frame(&mut early, &hello)
+        .await
+        .expect("encode");
+    closed_after(&addr, &early).await;
+    let mut junk_body = Vec::new();
+    let f = quarry_proto::Frame {
+        kind: quarry_monc::wire::KIND_REQUEST,
+        flags: 0,
+        request_id: 1,
+        body: bytes::Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]),
+        data: bytes::Bytes::new(),
+    };
+    quarry_proto::write_frame(&mut junk_body, &f)
+        .await
+        .expect("encode");
+    closed_after(&addr, &junk_body[..junk_body.len() - 2]).await;
+
+    // The monitor still serves everyone else.
+    admin.refresh_map().await.expect("still serving");
+    admin
+        .command(pool_create("after"))
+        .await
+        .expect("still committing");
+    mon.shutdown().await;
+}
+
+fn crc32c_of(b: &[u8]) -> u32 {
+    // Same polynomial as quarry-proto (Castagnoli), computed bitwise to keep
+    // the test free of extra dependencies.
+    let mut crc = !0u32;
+    for &x in b {
+        crc ^= x as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
