@@ -36,6 +36,20 @@ impl Rng {
 struct Stats {
     lat_us: Vec<f64>,
     elapsed: Duration,
+    cpu_s: f64,
+}
+
+/// CPU time (user + system) of this process so far, from /proc (0 if unknown).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesized command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
 }
 
 impl Stats {
@@ -45,10 +59,11 @@ impl Stats {
         let mean = self.lat_us.iter().sum::<f64>() / n as f64;
         let p99 = self.lat_us[(n * 99 / 100).min(n - 1)];
         println!(
-            "{what:<28} {:>9.0} IOPS   mean {:>8.1} us   p99 {:>8.1} us   ({} ops)",
+            "{what:<28} {:>9.0} IOPS   mean {:>8.1} us   p99 {:>8.1} us   cpu {:>6.1} us/op   ({} ops)",
             self.lat_us.len() as f64 / self.elapsed.as_secs_f64(),
             mean,
             p99,
+            self.cpu_s * 1e6 / n as f64,
             self.lat_us.len()
         );
     }
@@ -62,6 +77,7 @@ where
     let op = Arc::new(op);
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let threads: Vec<_> = (0..qd)
         .map(|t| {
             let (op, stop) = (op.clone(), stop.clone());
@@ -86,6 +102,7 @@ where
     Stats {
         lat_us,
         elapsed: start.elapsed(),
+        cpu_s: cpu_seconds() - cpu0,
     }
 }
 

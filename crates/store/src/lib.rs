@@ -7,6 +7,29 @@
 //! * [`Embedded`]: the [`quarry_rados::Rados`] trait on top of a `Store`, for
 //!   tests and single-process use (pools, snap ids and watches).
 //!
+//! Design, in brief (details in each module):
+//!
+//! * **Layout** (`store`): one redb database with byte-keyed tables for
+//!   object records (snap set, head and clone metadata, xattrs), data blocks
+//!   (4 KiB, absent = hole, value = crc32c + bytes), omap entries, an index
+//!   of objects that have clones, per-pool counters (objects, bytes, last
+//!   version) and a small `sys` table. Keys are order-preserving encodings
+//!   of (pool, namespace, name, instance, block | omap key).
+//! * **Execution** (`exec`): a request is staged in memory against the
+//!   current state and flushed only if every op succeeded, so one request is
+//!   atomic even though many share a transaction.
+//! * **Group commit and durability** (`store`, `wal`): one writer thread
+//!   drains a bounded queue, applies a batch in one redb transaction,
+//!   appends the batch's physical redo to a preallocated write-ahead log,
+//!   fdatasyncs once, commits redb non-durably and answers everyone. redb is
+//!   made durable on its own at checkpoints (log full, big batches, close);
+//!   recovery replays the log past the last checkpoint.
+//! * **Snapshots**: object-granular copy-on-write as RADOS does it: the
+//!   first write after a snapshot copies the head (blocks, omap, xattrs) to a
+//!   clone labelled with the new snaps; clones track their overlap with the
+//!   next newer instance; trimming drops snap ids from labels and deletes
+//!   clones no snapshot needs.
+//!
 //! Architecture invariant: this crate implements object semantics only; it
 //! knows nothing of images, placement or the network.
 

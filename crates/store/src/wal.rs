@@ -25,7 +25,12 @@ const MAGIC: u32 = 0x4C41_5751; // "QWAL"
 const HDR: usize = 20;
 
 /// Size of the preallocated log file.
-pub const WAL_BYTES: u64 = 16 << 20;
+pub const WAL_BYTES: u64 = 8 << 20;
+/// Once this much log is written, the next batch checkpoints. Between
+/// checkpoints redb cannot reuse pages it frees (its non-durable commits
+/// only free at the next durable one), so this also bounds how much the
+/// database file grows per cycle.
+pub const CHECKPOINT_AT: u64 = 4 << 20;
 /// Batches whose redo exceeds this skip the log and checkpoint instead
 /// (large writes would otherwise be written twice).
 pub const MAX_RECORD: usize = 1 << 20;
@@ -100,7 +105,9 @@ impl Wal {
 
     /// Whether a record with this body fits before the end of the file.
     pub fn fits(&self, body_len: usize) -> bool {
-        body_len <= MAX_RECORD && self.off + (HDR + body_len) as u64 <= WAL_BYTES
+        body_len <= MAX_RECORD
+            && self.off < CHECKPOINT_AT
+            && self.off + (HDR + body_len) as u64 <= WAL_BYTES
     }
 
     /// Append a record and make it durable.

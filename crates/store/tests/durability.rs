@@ -10,9 +10,18 @@ use quarry_rados::{ObjectId, Op, OpOutput, OpRequest};
 use quarry_store::{Embedded, Store};
 
 fn pattern(i: u64) -> Vec<u8> {
-    let tag = format!("<quarry-ack-{i:08}>");
-    tag.as_bytes().iter().copied().cycle().take(4096).collect()
+    pattern_len(i, 4096)
 }
+
+fn pattern_len(i: u64, len: usize) -> Vec<u8> {
+    let tag = format!("<quarry-ack-{i:08}>");
+    tag.as_bytes().iter().copied().cycle().take(len).collect()
+}
+
+/// Crash-test writes: big enough that the acknowledged ones span several
+/// write-ahead-log cycles (checkpoints and restarts at offset 0).
+const CRASH_IO: u64 = 16 << 10;
+const CRASH_ACKS: usize = 1200;
 
 fn read(s: &Store, oid: &ObjectId, off: u64, len: u64) -> quarry_rados::Result<Vec<u8>> {
     let r = s.apply(&OpRequest::new(oid.clone()).op(Op::Read { off, len }))?;
@@ -115,8 +124,8 @@ fn crash_child() {
                     let i = t + THREADS * k;
                     let oid = ObjectId::new(1, format!("o{}", i / 64));
                     s.apply(&OpRequest::new(oid).op(Op::Write {
-                        off: (i % 64) * 4096,
-                        data: Bytes::from(pattern(i)),
+                        off: (i % 64) * CRASH_IO,
+                        data: Bytes::from(pattern_len(i, CRASH_IO as usize)),
                     }))
                     .unwrap();
                     let mut o = out.lock().unwrap();
@@ -147,21 +156,21 @@ fn acknowledged_writes_survive_sigkill() {
         let line = line.unwrap();
         if let Some(i) = line.strip_prefix("ACK ") {
             acked.push(i.parse::<u64>().unwrap());
-            if acked.len() >= 400 {
+            if acked.len() >= CRASH_ACKS {
                 break;
             }
         }
     }
     child.kill().unwrap(); // SIGKILL: no clean shutdown of anything.
     child.wait().unwrap();
-    assert!(acked.len() >= 400, "child stopped early");
+    assert!(acked.len() >= CRASH_ACKS, "child stopped early");
 
     let s = Store::open(dir.path()).unwrap();
     for &i in &acked {
         let oid = ObjectId::new(1, format!("o{}", i / 64));
-        assert_eq!(
-            read(&s, &oid, (i % 64) * 4096, 4096).unwrap(),
-            pattern(i),
+        assert!(
+            read(&s, &oid, (i % 64) * CRASH_IO, CRASH_IO).unwrap()
+                == pattern_len(i, CRASH_IO as usize),
             "acknowledged write {i} lost"
         );
     }
