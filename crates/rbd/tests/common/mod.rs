@@ -157,11 +157,21 @@ pub fn errno<T: std::fmt::Debug>(r: std::result::Result<T, RbdError>) -> Errno {
 
 pub const MIB: u64 = 1 << 20;
 
-/// Deterministic pattern bytes.
+/// Deterministic non-zero pattern bytes; every 4 KiB block differs (its
+/// index is mixed in) so misplaced blocks are detected.
 pub fn pattern(len: usize, seed: u8) -> Bytes {
-    Bytes::from(
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
-            .collect::<Vec<u8>>(),
-    )
+    let block: Vec<u8> = (0..4096usize).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect();
+    let mut v = Vec::with_capacity(len);
+    let mut n = 0u64;
+    while v.len() < len {
+        let take = (len - v.len()).min(4096);
+        let start = v.len();
+        v.extend_from_slice(&block[..take]);
+        v[start] = (n as u8).wrapping_add(seed) | 1;
+        if take > 1 {
+            v[start + 1] = ((n >> 8) as u8) | 1;
+        }
+        n += 1;
+    }
+    Bytes::from(v)
 }
