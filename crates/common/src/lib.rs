@@ -8,6 +8,7 @@ pub use errno::Errno;
 pub mod conf;
 pub mod entity;
 pub mod keyring;
+pub mod monhost;
 pub mod options;
 pub mod size;
 pub mod spec;

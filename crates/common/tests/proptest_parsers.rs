@@ -251,6 +251,76 @@ proptest! {
     }
 
     #[test]
+    fn mon_host_parser_never_panics_and_display_reparses(s in tricky()) {
+        if let Ok(mons) = quarry_common::monhost::parse_mon_host(&s) {
+            for m in mons {
+                for a in m.0 {
+                    let again = quarry_common::monhost::parse_mon_host(&a.to_string()).unwrap();
+                    prop_assert_eq!(&again[0].0[0], &a);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mon_host_structured_inputs_parse(
+        mons in prop::collection::vec(
+            prop::collection::vec(
+                (
+                    prop::option::of(prop::sample::select(vec!["v1:", "v2:", "any:"])),
+                    prop_oneof![
+                        // "v1:123" is a prefix, not host "v1": skip those names.
+                        "[a-z][a-z0-9.-]{0,10}".prop_filter("prefix-like host", |h| {
+                            !matches!(h.as_str(), "v1" | "v2" | "any")
+                        }),
+                        any::<std::net::Ipv4Addr>().prop_map(|a| a.to_string()),
+                        any::<std::net::Ipv6Addr>().prop_map(|a| format!("[{a}]")),
+                    ],
+                    prop::option::of(1u16..),
+                ),
+                1..3,
+            ),
+            1..4,
+        ),
+        sep in prop::sample::select(vec![",", ";", " ", ", "]),
+    ) {
+        let text: Vec<String> = mons
+            .iter()
+            .map(|addrs| {
+                // Several addresses of one monitor need a vector, whose
+                // items all carry a protocol prefix.
+                let vector = addrs.len() > 1;
+                let items: Vec<String> = addrs
+                    .iter()
+                    .map(|(p, h, port)| {
+                        let p = match (p, vector) {
+                            (Some(p), _) => *p,
+                            (None, true) => "v2:",
+                            (None, false) => "",
+                        };
+                        format!("{p}{h}{}", port.map(|p| format!(":{p}")).unwrap_or_default())
+                    })
+                    .collect();
+                if vector {
+                    format!("[{}]", items.join(","))
+                } else {
+                    items[0].clone()
+                }
+            })
+            .collect();
+        let parsed = quarry_common::monhost::parse_mon_host(&text.join(sep));
+        prop_assert!(parsed.is_ok(), "{:?}: {:?}", text, parsed);
+        let parsed = parsed.unwrap();
+        prop_assert_eq!(parsed.len(), mons.len());
+        for (m, addrs) in parsed.iter().zip(&mons) {
+            prop_assert_eq!(m.0.len(), addrs.len());
+            for (a, (_, _, port)) in m.0.iter().zip(addrs) {
+                prop_assert_eq!(a.port, *port);
+            }
+        }
+    }
+
+    #[test]
     fn entity_parse_never_panics_and_roundtrips(s in tricky()) {
         if let Ok(e) = EntityName::parse(&s) {
             prop_assert_eq!(EntityName::parse(&e.to_string()).unwrap(), e);
