@@ -34,6 +34,10 @@ pub const MAX_CONF_BYTES: u64 = 4 << 20;
 /// → ...); deeper chains are left literal rather than looping.
 const MAX_EXPANSION_DEPTH: usize = 8;
 
+/// How many option lookups one expansion may do. Without a budget, values
+/// like `a = $b$b$b$b`, `b = $c$c$c$c`, ... grow exponentially with depth.
+const MAX_EXPANSION_LOOKUPS: usize = 256;
+
 /// Why a conf file could not be read or parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfError {
@@ -531,7 +535,8 @@ pub fn expand_metavariables(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> String {
     let mut stack = Vec::new();
-    expand_inner(value, vars, lookup, &mut stack)
+    let mut budget = MAX_EXPANSION_LOOKUPS;
+    expand_inner(value, vars, lookup, &mut stack, &mut budget)
 }
 
 fn expand_inner(
@@ -539,6 +544,7 @@ fn expand_inner(
     vars: &MetaVars,
     lookup: &dyn Fn(&str) -> Option<String>,
     stack: &mut Vec<String>,
+    budget: &mut usize,
 ) -> String {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
@@ -563,10 +569,14 @@ fn expand_inner(
         }
         let replacement = match vars.get(name) {
             Some(v) => Some(v),
-            None if stack.len() < MAX_EXPANSION_DEPTH && !stack.iter().any(|s| s == name) => {
+            None if *budget > 0
+                && stack.len() < MAX_EXPANSION_DEPTH
+                && !stack.iter().any(|s| s == name) =>
+            {
+                *budget -= 1;
                 lookup(name).map(|v| {
                     stack.push(name.to_string());
-                    let expanded = expand_inner(&v, vars, lookup, stack);
+                    let expanded = expand_inner(&v, vars, lookup, stack, budget);
                     stack.pop();
                     expanded
                 })
@@ -978,6 +988,14 @@ mod tests {
         );
         // Cycles terminate and leave the repeated name literal.
         assert_eq!(expand_metavariables("$a", &v, &lookup), "$a");
+        // Exponential fan-out is cut off by the lookup budget.
+        let fan = |name: &str| {
+            let n: u32 = name.strip_prefix('v')?.parse().ok()?;
+            Some(format!("$v{0}$v{0}$v{0}$v{0}", n + 1))
+        };
+        let out = expand_metavariables("$v0", &v, &fan);
+        assert!(out.len() < 100_000, "{}", out.len());
+        assert!(out.contains("$v"));
     }
 
     #[test]

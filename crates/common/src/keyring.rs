@@ -449,8 +449,11 @@ pub fn write_keyring(path: &Path, keyring: &Keyring) -> Result<(), KeyringError>
     let name = path
         .file_name()
         .ok_or_else(|| io(path, std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    // Unique per call, so concurrent writers in one process never share it.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{seq}",
         name.to_string_lossy(),
         std::process::id()
     ));
