@@ -474,6 +474,7 @@ fn create_cluster(dir: &Path, osds: u32, mons: u32, extra: &[String]) -> R<()> {
         if osds == 1 { 1 } else { 2 }
     );
     let _ = writeln!(conf, "\tosd_crush_chooseleaf_type = 0");
+    let _ = writeln!(conf, "\tmon_allow_pool_delete = true");
     let _ = writeln!(conf, "\tlog_file = {}/log/$name.log", dir.display());
     for kv in extra {
         let (k, v) = kv
@@ -513,7 +514,7 @@ fn create_cluster(dir: &Path, osds: u32, mons: u32, extra: &[String]) -> R<()> {
     for (n, k) in osd_keys.iter().enumerate() {
         let _ = writeln!(
             all_kr,
-            "[osd.{n}]\n\tkey = {}\n\tcaps mon = \"allow profile osd\"\n\tcaps osd = \"allow *\"",
+            "[osd.{n}]\n\tkey = {}\n\tcaps mon = \"profile osd\"\n\tcaps osd = \"allow *\"",
             k.to_base64()
         );
     }
@@ -523,7 +524,7 @@ fn create_cluster(dir: &Path, osds: u32, mons: u32, extra: &[String]) -> R<()> {
     for n in 0..osds {
         std::fs::create_dir_all(dir.join(format!("osd.{n}"))).map_err(io_ctx("create osd dir"))?;
     }
-    mon_impl::mkfs(dir, &fsid, &ids, &mon_addr, &mon_key, &admin, &osd_keys)?;
+    mon_impl::mkfs(dir, &conf, &ids)?;
     // ceph.conf last: its presence marks a complete cluster directory.
     std::fs::write(dir.join("ceph.conf"), conf).map_err(io_ctx("write ceph.conf"))?;
     Ok(())
@@ -668,24 +669,79 @@ pub fn status(a: DirArgs) -> R<()> {
 /// The monitor glue (kept apart: it follows `quarry-mon`'s API).
 mod mon_impl {
     use super::*;
+    use quarry_map::MonInfo;
+
+    const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+    fn mon_config(
+        dir: &Path,
+        conf: &ConfFile,
+        id: &str,
+        keyring: Option<PathBuf>,
+    ) -> R<quarry_mon::MonConfig> {
+        let fsid = conf
+            .get("global", "fsid")
+            .ok_or("ceph.conf has no fsid")?
+            .to_string();
+        let mut mons = Vec::new();
+        for (rank, name) in NAMES.iter().enumerate() {
+            if let Some(addr) = conf.get(&format!("mon.{name}"), "mon_addr") {
+                mons.push(MonInfo {
+                    name: name.to_string(),
+                    rank: rank as u64,
+                    addr: addr.trim().to_string(),
+                });
+            }
+        }
+        let me = mons
+            .iter()
+            .find(|m| m.name == id)
+            .ok_or_else(|| format!("ceph.conf has no [mon.{id}] with mon_addr"))?
+            .clone();
+        let mut cfg =
+            quarry_mon::MonConfig::single(id, dir.join(format!("mon.{id}")), &me.addr, &fsid);
+        cfg.rank = me.rank;
+        cfg.mons = mons;
+        cfg.keyring = keyring;
+        cfg.timings.osd_heartbeat_grace = conf_secs(conf, "mon", "osd_heartbeat_grace", 20.0);
+        cfg.timings.osd_down_out_interval =
+            conf_secs(conf, "mon", "mon_osd_down_out_interval", 600.0);
+        let int = |k: &str| {
+            conf.get("mon", k)
+                .or_else(|| conf.get("global", k))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        };
+        if let Some(v) = int("osd_pool_default_size") {
+            cfg.pool_defaults.size = v;
+        }
+        if let Some(v) = int("osd_pool_default_min_size") {
+            cfg.pool_defaults.min_size = v;
+        }
+        if let Some(v) = int("osd_pool_default_pg_num") {
+            cfg.pool_defaults.pg_num = v;
+        }
+        cfg.allow_pool_delete = conf
+            .get("global", "mon_allow_pool_delete")
+            .is_some_and(|v| matches!(v.trim(), "true" | "1" | "yes"));
+        Ok(cfg)
+    }
 
     /// Initialize the monitors' stores.
-    pub fn mkfs(
-        dir: &Path,
-        fsid: &str,
-        ids: &[String],
-        addrs: &[String],
-        mon_key: &Secret,
-        admin: &Secret,
-        osd_keys: &[Secret],
-    ) -> R<()> {
-        let _ = (dir, fsid, ids, addrs, mon_key, admin, osd_keys);
-        Err("monitor mkfs not wired yet".into())
+    pub fn mkfs(dir: &Path, conf_text: &str, ids: &[String]) -> R<()> {
+        let conf = ConfFile::parse(conf_text).map_err(|e| format!("generated ceph.conf: {e}"))?;
+        for id in ids {
+            let cfg = mon_config(dir, &conf, id, Some(dir.join("keyring")))?;
+            quarry_mon::mkfs(&cfg).map_err(|e| format!("mon.{id} mkfs: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Run a monitor in the foreground.
     pub fn run(dir: &Path, id: &str) -> R<()> {
-        let _ = (dir, id);
-        Err("monitor not wired yet".into())
+        let conf = load_conf(dir)?;
+        let cfg = mon_config(dir, &conf, id, Some(dir.join("keyring")))?;
+        runtime()?
+            .block_on(quarry_mon::run(cfg))
+            .map_err(|e| format!("mon.{id}: {e}"))
     }
 }

@@ -1,0 +1,425 @@
+//! End-to-end cluster tests: the real `quarry` binary starts separate
+//! daemon processes on 127.0.0.1 (`quarry up`), and the networked client
+//! drives them. Timeouts are generous bounds so a bug fails instead of
+//! hanging; nothing asserts on timings.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quarry_client::{ClientTimeouts, ClusterClient};
+use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, Rados, SnapContext};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quarry");
+/// Bound on anything that should finish: fail instead of hanging.
+const BOUND: Duration = Duration::from_secs(90);
+
+struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn up(osds: u32) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Cluster { dir };
+        c.run_up(Some(osds));
+        c
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run_up(&self, osds: Option<u32>) {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("up").arg("--dir").arg(self.path());
+        if let Some(n) = osds {
+            cmd.arg("--osds").arg(n.to_string());
+        }
+        cmd.args([
+            "--conf-set",
+            "osd_heartbeat_grace=2",
+            "--conf-set",
+            "osd_heartbeat_interval=0.3",
+            "--conf-set",
+            "mon_osd_down_out_interval=600",
+            "--conf-set",
+            "osd_pool_default_pg_num=8",
+        ]);
+        let out = cmd.output().expect("run quarry up");
+        assert!(
+            out.status.success(),
+            "quarry up failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        let p = self.path().join("run").join(format!("{name}.pid"));
+        std::fs::read_to_string(&p)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    fn kill9(&self, name: &str) {
+        let pid = self.pid(name);
+        // SAFETY: signal to a daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        reap();
+    }
+
+    fn mon_addrs(&self) -> Vec<String> {
+        let conf = std::fs::read_to_string(self.path().join("ceph.conf")).expect("conf");
+        let line = conf
+            .lines()
+            .find(|l| l.trim_start().starts_with("mon_host"))
+            .expect("mon_host");
+        line.split_once('=')
+            .expect("=")
+            .1
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect()
+    }
+
+    fn admin_secret(&self) -> quarry_auth::Secret {
+        let kr = std::fs::read_to_string(self.path().join("ceph.client.admin.keyring"))
+            .expect("keyring");
+        let key = kr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("key = "))
+            .expect("key line");
+        quarry_auth::Secret::from_base64(key.trim()).expect("key")
+    }
+
+    async fn client(&self) -> Arc<ClusterClient> {
+        ClusterClient::connect(
+            self.mon_addrs(),
+            "client.admin",
+            self.admin_secret(),
+            ClientTimeouts::default(),
+        )
+        .await
+        .expect("connect")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN)
+            .arg("down")
+            .arg("--dir")
+            .arg(self.path())
+            .output();
+    }
+}
+
+fn reap() {
+    loop {
+        // SAFETY: non-blocking reap of any exited child.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if r <= 0 {
+            break;
+        }
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only probes.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {BOUND:?}"))
+}
+
+async fn write(c: &ClusterClient, pool: i64, name: &str, data: &[u8]) {
+    let req =
+        OpRequest::new(ObjectId::new(pool, name)).op(Op::WriteFull(Bytes::copy_from_slice(data)));
+    bounded(&format!("write {name}"), c.operate(req))
+        .await
+        .expect("write");
+}
+
+async fn read(c: &ClusterClient, pool: i64, name: &str) -> Vec<u8> {
+    let req = OpRequest::new(ObjectId::new(pool, name)).op(Op::Read { off: 0, len: 0 });
+    let r = bounded(&format!("read {name}"), c.operate(req))
+        .await
+        .expect("read");
+    match &r.outputs[0] {
+        OpOutput::Data(d) => d.to_vec(),
+        o => panic!("unexpected output {o:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_semantics_over_the_network() {
+    let cl = Cluster::up(3);
+    let c = cl.client().await;
+    let pool = c.pool_lookup("rbd").await.expect("rbd pool");
+    assert!(c.pool_lookup("data").await.is_ok());
+
+    // Compound op, sparse data, version asserts.
+    let oid = ObjectId::new(pool, "obj");
+    let r = c
+        .operate(
+            OpRequest::new(oid.clone())
+                .op(Op::Write {
+                    off: 8192,
+                    data: Bytes::from_static(b"hello"),
+                })
+                .op(Op::SetXattr("k".into(), Bytes::from_static(b"v"))),
+        )
+        .await
+        .expect("write");
+    let v1 = r.version;
+    assert!(v1 > 0);
+    let r = c
+        .operate(
+            OpRequest::new(oid.clone())
+                .op(Op::Stat)
+                .op(Op::SparseRead { off: 0, len: 0 })
+                .op(Op::GetXattr("k".into())),
+        )
+        .await
+        .expect("read");
+    match &r.outputs[..] {
+        [OpOutput::Stat(s), OpOutput::Sparse(ext, d), OpOutput::Data(x)] => {
+            assert_eq!(s.size, 8197);
+            assert_eq!(ext, &vec![(8192, 5)]);
+            assert_eq!(&d[..], b"hello");
+            assert_eq!(&x[..], b"v");
+        }
+        o => panic!("unexpected {o:?}"),
+    }
+    let e = c
+        .operate(
+            OpRequest::new(oid.clone())
+                .op(Op::AssertVersion(v1 + 100))
+                .op(Op::WriteFull(Bytes::from_static(b"x"))),
+        )
+        .await
+        .expect_err("version assert");
+    assert_eq!(e.errno, quarry_common::Errno::ERANGE);
+    // Atomic: the failed request applied nothing.
+    assert_eq!(read(&c, pool, "obj").await.len(), 8197);
+    let e = c
+        .operate(OpRequest::new(ObjectId::new(pool, "absent")).op(Op::Stat))
+        .await
+        .expect_err("absent");
+    assert_eq!(e.errno, quarry_common::Errno::ENOENT);
+
+    // Snapshots: clone on first write after a snap, read at the snap.
+    write(&c, pool, "snapobj", b"before").await;
+    let s1 = c.snap_create(pool).await.expect("snap");
+    c.operate(
+        OpRequest::new(ObjectId::new(pool, "snapobj"))
+            .with_snapc(SnapContext {
+                seq: s1,
+                snaps: vec![s1],
+            })
+            .op(Op::WriteFull(Bytes::from_static(b"after"))),
+    )
+    .await
+    .expect("write after snap");
+    assert_eq!(read(&c, pool, "snapobj").await, b"after");
+    let r = c
+        .operate(
+            OpRequest::new(ObjectId::new(pool, "snapobj"))
+                .at_snap(s1)
+                .op(Op::Read { off: 0, len: 0 }),
+        )
+        .await
+        .expect("read at snap");
+    assert_eq!(r.outputs[0], OpOutput::Data(Bytes::from_static(b"before")));
+    c.snap_remove(pool, s1).await.expect("snap remove");
+
+    // Listing spans every PG.
+    for i in 0..20 {
+        write(&c, pool, &format!("list.{i}"), b"x").await;
+    }
+    let names = c.list_objects(pool, None).await.expect("list");
+    assert_eq!(
+        names.iter().filter(|e| e.name.starts_with("list.")).count(),
+        20
+    );
+    let st = c.pool_stat(pool).await.expect("stat");
+    assert!(st.num_objects >= 22);
+
+    // Watches live with the client.
+    let cookie = c.watch(&oid).await.expect("watch");
+    let w = c.list_watchers(&oid).await.expect("watchers");
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].cookie, cookie);
+    let other = cl.client().await;
+    assert_eq!(other.list_watchers(&oid).await.expect("watchers").len(), 1);
+    c.unwatch(&oid, cookie).await.expect("unwatch");
+    assert!(other.list_watchers(&oid).await.expect("w").is_empty());
+    assert!(c.watch(&ObjectId::new(pool, "absent")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_blocking_and_catch_up() {
+    let cl = Cluster::up(3);
+    let c = cl.client().await;
+    let pool = c.pool_lookup("rbd").await.expect("pool");
+    for i in 0..30 {
+        write(&c, pool, &format!("o{i}"), format!("v1-{i}").as_bytes()).await;
+    }
+    // kill -9 one OSD: I/O continues once it is marked down.
+    cl.kill9("osd.2");
+    for i in 0..30 {
+        write(&c, pool, &format!("o{i}"), format!("v2-{i}").as_bytes()).await;
+    }
+    for i in 0..30 {
+        assert_eq!(
+            read(&c, pool, &format!("o{i}")).await,
+            format!("v2-{i}").as_bytes()
+        );
+    }
+    // Two of three down: I/O blocks (no error) until one comes back.
+    cl.kill9("osd.1");
+    let c2 = c.clone();
+    let pending = tokio::spawn(async move {
+        let req = OpRequest::new(ObjectId::new(pool, "o0"))
+            .op(Op::WriteFull(Bytes::from_static(b"v3-0")));
+        c2.operate(req).await
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!pending.is_finished(), "I/O must block with 1 of 3 OSDs up");
+    // `quarry up` restarts the dead daemons on the same data.
+    cl.run_up(None);
+    bounded("blocked write", pending)
+        .await
+        .expect("join")
+        .expect("write resumed");
+    assert_eq!(read(&c, pool, "o0").await, b"v3-0");
+    for i in 1..30 {
+        assert_eq!(
+            read(&c, pool, &format!("o{i}")).await,
+            format!("v2-{i}").as_bytes()
+        );
+    }
+    // The restarted OSDs caught up: kill the one that never died and the
+    // rest still serve every acknowledged write.
+    cl.kill9("osd.0");
+    for i in 1..30 {
+        assert_eq!(
+            read(&c, pool, &format!("o{i}")).await,
+            format!("v2-{i}").as_bytes()
+        );
+    }
+    assert_eq!(read(&c, pool, "o0").await, b"v3-0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_twice_keeps_data_and_down_stops_everything() {
+    let cl = Cluster::up(2);
+    let c = cl.client().await;
+    let pool = c.pool_lookup("data").await.expect("pool");
+    write(&c, pool, "keep", b"durable").await;
+    drop(c);
+    let out = Command::new(BIN)
+        .args(["down", "--dir"])
+        .arg(cl.path())
+        .output()
+        .expect("down");
+    assert!(out.status.success());
+    reap();
+    let pids: Vec<PathBuf> = std::fs::read_dir(cl.path().join("run"))
+        .expect("run dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(pids.is_empty(), "pid files left: {pids:?}");
+    cl.run_up(None);
+    let c = cl.client().await;
+    assert_eq!(read(&c, pool, "keep").await, b"durable");
+    for name in ["mon.a", "osd.0", "osd.1"] {
+        assert!(pid_alive(cl.pid(name)), "{name} not running");
+    }
+    let mode = std::fs::metadata(cl.path().join("ceph.client.admin.keyring"))
+        .expect("keyring")
+        .permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.mode() & 0o777, 0o600);
+    let env = std::fs::read_to_string(cl.path().join("env")).expect("env");
+    assert!(env.contains("CEPH_CONF="));
+    assert!(env.contains("LD_LIBRARY_PATH="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_refused_and_bad_frames_dropped() {
+    let cl = Cluster::up(1);
+    let wrong = quarry_auth::Secret::generate(0);
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        ClusterClient::connect(
+            cl.mon_addrs(),
+            "client.admin",
+            wrong,
+            ClientTimeouts::default(),
+        ),
+    )
+    .await
+    .expect("refusal must be immediate, not a hang");
+    let e = r.expect_err("wrong key accepted");
+    assert!(
+        matches!(
+            e.errno,
+            quarry_common::Errno::EACCES | quarry_common::Errno::EPERM
+        ),
+        "{e}"
+    );
+
+    // Garbage and truncated frames to the OSD: the connection is dropped,
+    // the daemon keeps serving.
+    let c = cl.client().await;
+    let pool = c.pool_lookup("rbd").await.expect("pool");
+    write(&c, pool, "alive", b"1").await;
+    let osd_addr = {
+        let map = c.monc().refresh_map().await.expect("map");
+        map.osds[&0].addr.clone()
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for junk in [
+        vec![0u8; 100],
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        vec![0xff; 36],
+        b"QRY1".to_vec(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&osd_addr)
+            .await
+            .expect("connect");
+        let _ = s.write_all(&junk).await;
+        let _ = s.shutdown().await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    }
+    // An unauthenticated request frame is refused too.
+    let mut s = tokio::net::TcpStream::connect(&osd_addr)
+        .await
+        .expect("connect");
+    let f = quarry_proto::Frame::new(
+        quarry_client::wire::K_REQUEST,
+        1,
+        &quarry_client::wire::Request::PgObjects {
+            pg: quarry_map::PgId { pool, seed: 0 },
+        },
+        Bytes::new(),
+    )
+    .expect("frame");
+    quarry_proto::write_frame(&mut s, &f).await.expect("send");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    assert!(buf.is_empty(), "unauthenticated request was answered");
+    assert_eq!(read(&c, pool, "alive").await, b"1");
+    assert!(pid_alive(cl.pid("osd.0")));
+}
