@@ -177,37 +177,67 @@ enum Mutation {
     Zero,
 }
 
-/// Make sure the stored map says `EXISTS` before an op that leaves the
-/// object existing. Returns the stripe guard to hold across the op.
+/// The stripe guard held across one object's op (held only for its Drop).
+#[allow(dead_code)]
+enum StripeGuard<'a> {
+    Shared(tokio::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(tokio::sync::RwLockWriteGuard<'a, ()>),
+}
+
+/// Make sure the map says `EXISTS` before an op that leaves the object
+/// existing. Returns the stripe guard to hold across the op and whether
+/// the state was just stored (`false`: it came from the cache, which may
+/// be stale if another client removed the object since).
 async fn ensure_exists_state<'a>(
     inner: &'a Inner,
     view: &View,
     objno: u64,
-) -> Result<tokio::sync::RwLockReadGuard<'a, ()>> {
+) -> Result<(StripeGuard<'a>, bool)> {
+    let mut stored = false;
     loop {
         let g = inner.stripe(objno).read().await;
         match view.map.get(objno) {
-            None | Some(OBJECT_EXISTS) => return Ok(g),
+            None | Some(OBJECT_EXISTS) => return Ok((StripeGuard::Shared(g), stored)),
             Some(_) => {}
         }
         drop(g);
         {
             let _w = inner.stripe(objno).write().await;
             if view.map.get(objno).is_some_and(|s| s != OBJECT_EXISTS) {
-                if let Err(e) =
-                    objmap::store_state(inner.rados.as_ref(), &view.map_oid, objno, OBJECT_EXISTS)
-                        .await
-                {
-                    // Unknown stored state now: never trust this map again.
-                    view.map.invalidate();
-                    return Err(e);
-                }
-                view.map.set(objno, OBJECT_EXISTS);
+                store_exists(inner, view, objno).await?;
+                stored = true;
             }
         }
         // Loop to take the shared guard; the state cannot go back to
         // anything but EXISTS except through a removal, which re-checks.
     }
+}
+
+async fn store_exists(inner: &Inner, view: &View, objno: u64) -> Result<()> {
+    if let Err(e) =
+        objmap::store_state(inner.rados.as_ref(), &view.map_oid, objno, OBJECT_EXISTS).await
+    {
+        // Unknown stored state now: never trust this map again.
+        view.map.invalidate();
+        return Err(e);
+    }
+    view.map.set(objno, OBJECT_EXISTS);
+    Ok(())
+}
+
+/// The object turned out to be absent although the cache said it exists
+/// (another client removed it): store `EXISTS` again before recreating it,
+/// holding the stripe exclusively.
+async fn force_exists_state<'a>(
+    inner: &'a Inner,
+    view: &View,
+    objno: u64,
+) -> Result<StripeGuard<'a>> {
+    let w = inner.stripe(objno).write().await;
+    if view.map.get(objno).is_some() {
+        store_exists(inner, view, objno).await?;
+    }
+    Ok(StripeGuard::Exclusive(w))
 }
 
 async fn operate_ops(
@@ -305,7 +335,7 @@ pub(crate) async fn copy_up_if_absent(inner: &Inner, view: &View, objno: u64) ->
         // Nothing to copy: once detached, the absent object reads as zeros too.
         return Ok(());
     }
-    let _g = ensure_exists_state(inner, view, objno).await?;
+    let (_g, _) = ensure_exists_state(inner, view, objno).await?;
     copy_up(inner, view, objno, vec![]).await
 }
 
@@ -348,7 +378,8 @@ async fn mutate_object(inner: &Inner, view: &View, e: ObjExtent, m: Mutation) ->
                 }
                 return Ok(());
             }
-            let _g = ensure_exists_state(inner, view, e.objno).await?;
+            let (_g, _) = ensure_exists_state(inner, view, e.objno).await?;
+            // Neither op creates an absent object, so a stale cached state is harmless.
             let ops = if reaches_end {
                 vec![Op::AssertExists, Op::Truncate(e.obj_off)]
             } else {
@@ -365,13 +396,9 @@ async fn mutate_object(inner: &Inner, view: &View, e: ObjExtent, m: Mutation) ->
         }
         // Inside the parent overlap the object must stay (empty or zeroed)
         // so the parent's data does not show through.
-        let _g = ensure_exists_state(inner, view, e.objno).await?;
-        if covers {
-            return operate_ops(inner, view, e.objno, vec![Op::Truncate(0)])
-                .await
-                .map_err(|err| RbdError::rados(format!("zeroing {}", what()), err));
-        }
-        let op = if reaches_end {
+        let op = if covers {
+            Op::Truncate(0)
+        } else if reaches_end {
             Op::Truncate(e.obj_off)
         } else {
             Op::Zero {
@@ -379,31 +406,66 @@ async fn mutate_object(inner: &Inner, view: &View, e: ObjExtent, m: Mutation) ->
                 len: e.len,
             }
         };
-        return match operate_ops(inner, view, e.objno, vec![Op::AssertExists, op.clone()]).await {
-            Ok(()) => Ok(()),
-            Err(err) if err.errno == Errno::ENOENT => copy_up(inner, view, e.objno, vec![op]).await,
-            Err(err) => Err(RbdError::rados(format!("zeroing {}", what()), err)),
-        };
+        return apply(inner, view, e.objno, op, true, covers).await;
     }
 
     let Mutation::Write(data) = m else {
         unreachable!("Zero handled above")
     };
     debug_assert_eq!(data.len() as u64, e.len);
-    let _g = ensure_exists_state(inner, view, e.objno).await?;
-    let op = Op::Write {
-        off: e.obj_off,
-        data,
-    };
-    if !in_overlap {
-        return operate_ops(inner, view, e.objno, vec![op])
+    apply(
+        inner,
+        view,
+        e.objno,
+        Op::Write {
+            off: e.obj_off,
+            data,
+        },
+        in_overlap,
+        false,
+    )
+    .await
+}
+
+/// Apply `op` (which leaves the object existing) to one object, keeping the
+/// object map invariant and copying up from the parent when `in_overlap`.
+/// `no_copy_up`: the op rewrites the whole object, parent data is not needed.
+async fn apply(
+    inner: &Inner,
+    view: &View,
+    objno: u64,
+    op: Op,
+    in_overlap: bool,
+    no_copy_up: bool,
+) -> Result<()> {
+    let what = || format!("object {objno} of {}", inner.what(view));
+    let (g, stored) = ensure_exists_state(inner, view, objno).await?;
+    // When the map's EXISTS came from the cache, guard the op so that an
+    // object removed meanwhile by another client is noticed before the op
+    // recreates it behind the stored map's back.
+    let guard = in_overlap || (!stored && view.map.get(objno).is_some());
+    if !guard {
+        return operate_ops(inner, view, objno, vec![op])
             .await
             .map_err(|err| RbdError::rados(format!("writing {}", what()), err));
     }
-    match operate_ops(inner, view, e.objno, vec![Op::AssertExists, op.clone()]).await {
-        Ok(()) => Ok(()),
-        Err(err) if err.errno == Errno::ENOENT => copy_up(inner, view, e.objno, vec![op]).await,
-        Err(err) => Err(RbdError::rados(format!("writing {}", what()), err)),
+    match operate_ops(inner, view, objno, vec![Op::AssertExists, op.clone()]).await {
+        Ok(()) => return Ok(()),
+        Err(err) if err.errno == Errno::ENOENT => {}
+        Err(err) => return Err(RbdError::rados(format!("writing {}", what()), err)),
+    }
+    let _g = if stored || view.map.get(objno).is_none() {
+        g
+    } else {
+        drop(g);
+        force_exists_state(inner, view, objno).await?
+    };
+    if in_overlap && !no_copy_up {
+        copy_up(inner, view, objno, vec![op]).await
+    } else {
+        operate_ops(inner, view, objno, vec![op])
+            .await
+            .map_err(|err| RbdError::rados(format!("writing {}", what()), err))
     }
 }
 

@@ -639,20 +639,29 @@ async fn diff_include_parent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn space_is_reclaimed() {
     let e = env().await;
-    e.rbd.create(&e.io, "img", 64 * MIB, &CreateOptions::default()).await.unwrap();
+    e.rbd
+        .create(&e.io, "img", 64 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
     let img = open(&e, &e.io, "img").await;
     // Data in every object (1 MiB each, to keep the debug-build store fast),
     // two snapshots, overwrites in between.
     for o in 0..16 {
-        img.write(o * 4 * MIB + 1000, pattern(MIB as usize, o as u8)).await.unwrap();
+        img.write(o * 4 * MIB + 1000, pattern(MIB as usize, o as u8))
+            .await
+            .unwrap();
     }
     img.snap_create("a").await.unwrap();
     for o in 0..8 {
-        img.write(o * 4 * MIB, pattern(MIB as usize, 100)).await.unwrap();
+        img.write(o * 4 * MIB, pattern(MIB as usize, 100))
+            .await
+            .unwrap();
     }
     img.snap_create("b").await.unwrap();
     for o in 4..12 {
-        img.write(o * 4 * MIB + 2 * MIB, pattern(MIB as usize, 101)).await.unwrap();
+        img.write(o * 4 * MIB + 2 * MIB, pattern(MIB as usize, 101))
+            .await
+            .unwrap();
     }
     let full = e.emb.store().usage().unwrap();
     assert!(full.stored_bytes >= 32 * MIB, "{full:?}");
@@ -777,4 +786,17 @@ async fn multi_client_visibility() {
     b.write(12 * MIB, pattern(10, 3)).await.unwrap();
     a.refresh().await.unwrap();
     assert_eq!(a.read(12 * MIB, 10).await.unwrap(), pattern(10, 3));
+
+    // B removes an object A believes exists; A's next write must not leave
+    // the stored object map saying "absent" for the recreated object.
+    a.write(4 * MIB, pattern(10, 4)).await.unwrap();
+    b.refresh().await.unwrap();
+    b.discard(4 * MIB, 4 * MIB).await.unwrap();
+    a.write(4 * MIB + 100, pattern(10, 5)).await.unwrap();
+    let c = rbd_b
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(c.read(4 * MIB + 100, 10).await.unwrap(), pattern(10, 5));
+    assert!(c.read(4 * MIB, 100).await.unwrap().iter().all(|&x| x == 0));
 }

@@ -160,7 +160,9 @@ pub const MIB: u64 = 1 << 20;
 /// Deterministic non-zero pattern bytes; every 4 KiB block differs (its
 /// index is mixed in) so misplaced blocks are detected.
 pub fn pattern(len: usize, seed: u8) -> Bytes {
-    let block: Vec<u8> = (0..4096usize).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect();
+    let block: Vec<u8> = (0..4096usize)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect();
     let mut v = Vec::with_capacity(len);
     let mut n = 0u64;
     while v.len() < len {
