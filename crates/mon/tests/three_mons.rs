@@ -1,0 +1,107 @@
+//! Three monitors: the cluster keeps working when the leader dies, and the
+//! dead monitor catches up when it comes back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use quarry_map::MonInfo;
+use quarry_monc::{MonCommand, MonReply};
+
+fn pool(name: &str) -> MonCommand {
+    MonCommand::PoolCreate {
+        name: name.into(),
+        pg_num: Some(4),
+        size: Some(3),
+        min_size: None,
+        application: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_mons_survive_leader_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = write_keyring(dir.path(), 1);
+    let mons: Vec<MonInfo> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| MonInfo {
+            name: n.to_string(),
+            rank: i as u64,
+            addr: format!("127.0.0.1:{}", free_port()),
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for m in &mons {
+        let h = quarry_mon::start(mon_cfg(&m.name, m.rank, dir.path(), &mons, &keyring))
+            .await
+            .expect("start");
+        handles.push(Some(h));
+    }
+    let addrs: Vec<String> = mons.iter().map(|m| m.addr.clone()).collect();
+    let admin = client(&addrs, &keyring, "client.admin").await;
+    admin.command(pool("rbd")).await.expect("pool on 3 mons");
+    let leader = match admin.command(MonCommand::Status).await.expect("status") {
+        MonReply::Status(s) => {
+            assert_eq!(s.quorum.len(), 3);
+            s.leader.expect("a leader")
+        }
+        other => panic!("{other:?}"),
+    };
+    let li = mons
+        .iter()
+        .position(|m| m.name == leader)
+        .expect("leader known");
+    let epoch_before = admin.map().epoch;
+
+    // Kill the leader.
+    handles[li].take().expect("running").shutdown().await;
+
+    // Commands still work (the client moves to a surviving monitor, which
+    // forwards to the newly elected leader) and the epoch continues.
+    admin
+        .command(pool("data"))
+        .await
+        .expect("pool after leader loss");
+    let pool_id = admin.map().pool_by_name("data").expect("data").id;
+    let MonReply::Snap { snap, epoch } = admin
+        .command(MonCommand::SnapCreate { pool: pool_id })
+        .await
+        .expect("snap after leader loss")
+    else {
+        panic!()
+    };
+    assert_eq!(snap, 1);
+    assert!(
+        epoch > epoch_before + 1,
+        "epoch continues: {epoch} after {epoch_before}"
+    );
+    match admin.command(MonCommand::Status).await.expect("status") {
+        MonReply::Status(s) => assert_ne!(s.leader.as_deref(), Some(leader.as_str())),
+        other => panic!("{other:?}"),
+    }
+
+    // The old leader comes back from its store and catches up.
+    let m = &mons[li];
+    let mut cfg = mon_cfg(&m.name, m.rank, dir.path(), &mons, &keyring);
+    cfg.keyring = None;
+    handles[li] = Some(quarry_mon::start(cfg).await.expect("restart old leader"));
+    let only_old = client(std::slice::from_ref(&m.addr), &keyring, "client.admin").await;
+    let mut sub = only_old.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        sub.wait_for(|m| {
+            m.pools
+                .values()
+                .any(|p| p.name == "data" && p.snap_seq == 1)
+        }),
+    )
+    .await
+    .expect("restarted monitor catches up")
+    .expect("watch");
+
+    for h in handles.into_iter().flatten() {
+        h.shutdown().await;
+    }
+}
