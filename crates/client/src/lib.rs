@@ -245,21 +245,16 @@ impl ClusterClient {
         }
     }
 
-    fn map_with_pool(
-        &self,
-        pool: PoolId,
-    ) -> impl std::future::Future<Output = Result<Arc<ClusterMap>>> + '_ {
-        async move {
-            let map = self.monc.map();
-            if map.pools.contains_key(&pool) {
-                return Ok(map);
-            }
-            let map = self.monc.refresh_map().await.map_err(mon_err)?;
-            if map.pools.contains_key(&pool) {
-                Ok(map)
-            } else {
-                Err(RadosError::not_found(format!("pool {pool} does not exist")))
-            }
+    async fn map_with_pool(&self, pool: PoolId) -> Result<Arc<ClusterMap>> {
+        let map = self.monc.map();
+        if map.pools.contains_key(&pool) {
+            return Ok(map);
+        }
+        let map = self.monc.refresh_map().await.map_err(mon_err)?;
+        if map.pools.contains_key(&pool) {
+            Ok(map)
+        } else {
+            Err(RadosError::not_found(format!("pool {pool} does not exist")))
         }
     }
 

@@ -1177,7 +1177,7 @@ impl Osd {
         let auth = candidates
             .iter()
             .copied()
-            .max_by_key(|m| (infos[m].last_update.clone(), *m == self.id))
+            .max_by_key(|m| (infos[m].last_update, *m == self.id))
             .unwrap_or(self.id);
         let auth_info = infos[&auth].clone();
         let auth_lu = auth_info.last_update;
@@ -1308,20 +1308,17 @@ impl Osd {
     }
 }
 
-/// Await every future, keeping order (tiny `join_all` to avoid a dependency).
+/// Await every future concurrently, keeping order (replica counts are tiny,
+/// so polling all on each wake is cheaper than a dependency).
 async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
-    let mut out = Vec::with_capacity(fs.len());
     let mut handles: Vec<std::pin::Pin<Box<F>>> = fs.into_iter().map(Box::pin).collect();
-    // Drive all concurrently by polling in a select-free loop via join on pairs.
-    // Sizes are tiny (replica count), so sequential awaiting after starting
-    // them would not overlap: use a simple poll_fn instead.
     let mut results: Vec<Option<F::Output>> = (0..handles.len()).map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
-        for (i, h) in handles.iter_mut().enumerate() {
-            if results[i].is_none() {
+        for (h, r) in handles.iter_mut().zip(results.iter_mut()) {
+            if r.is_none() {
                 match h.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Ready(v) => *r = Some(v),
                     std::task::Poll::Pending => pending = true,
                 }
             }
@@ -1333,8 +1330,5 @@ async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> 
         }
     })
     .await;
-    for r in results.into_iter().flatten() {
-        out.push(r);
-    }
-    out
+    results.into_iter().flatten().collect()
 }
