@@ -86,6 +86,8 @@ pub struct MonConfig {
     pub ticket_ttl: Duration,
     /// Most client connections served at once.
     pub max_connections: usize,
+    /// Build a raft snapshot (and trim the log) every this many entries.
+    pub snapshot_logs: u64,
 }
 
 impl MonConfig {
@@ -109,6 +111,7 @@ impl MonConfig {
             allow_pool_delete: false,
             ticket_ttl: Duration::from_secs(3600),
             max_connections: 4096,
+            snapshot_logs: 1000,
         }
     }
 }

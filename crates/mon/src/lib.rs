@@ -368,8 +368,8 @@ pub async fn start(cfg: MonConfig) -> Result<MonHandle, MonError> {
         heartbeat_interval: t.raft_heartbeat.as_millis().max(10) as u64,
         election_timeout_min: t.election_timeout.as_millis().max(50) as u64,
         election_timeout_max: (t.election_timeout.as_millis().max(50) * 2) as u64,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
-        max_in_snapshot_log_to_keep: 200,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs.max(1)),
+        max_in_snapshot_log_to_keep: cfg.snapshot_logs.clamp(1, 200),
         ..Default::default()
     }
     .validate()

@@ -42,6 +42,8 @@ const OUT_QUEUE: usize = 256;
 const INFLIGHT_PER_CONN: usize = 64;
 /// Global ids reserved per raft write.
 const GID_BATCH: u64 = 1024;
+/// Most PG activations committed in one raft entry.
+const PG_BATCH_MAX: usize = 4096;
 /// Longest entity name accepted in a handshake.
 const MAX_ENTITY_LEN: usize = 300;
 
@@ -74,6 +76,15 @@ struct Session {
     secret: Secret,
 }
 
+type PgWaiter = tokio::sync::oneshot::Sender<Result<Epoch, CmdError>>;
+
+/// PG activations waiting for the next raft write.
+#[derive(Default)]
+struct PgQueue {
+    flushing: bool,
+    items: Vec<(PgId, Epoch, Vec<OsdId>, PgWaiter)>,
+}
+
 #[derive(Default)]
 struct Detector {
     was_leader: bool,
@@ -92,6 +103,7 @@ pub struct Mon {
     gids: Mutex<(u64, u64)>,
     gid_lock: tokio::sync::Mutex<()>,
     detector: Mutex<Detector>,
+    pg_queue: Mutex<PgQueue>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -116,6 +128,7 @@ impl Mon {
             gids: Mutex::new((0, 0)),
             gid_lock: tokio::sync::Mutex::new(()),
             detector: Mutex::new(Detector::default()),
+            pg_queue: Mutex::new(PgQueue::default()),
             shutdown,
         }
     }
@@ -652,21 +665,55 @@ impl Mon {
         }
     }
 
+    /// Record a PG activation. Activations arriving while one raft write
+    /// is in flight are committed together in the next one (group commit):
+    /// an OSD starting up activates all its PGs at once, and one epoch for
+    /// all of them spares every subscriber a map per PG.
     async fn pg_activated(
         &self,
         pg: PgId,
         epoch: Epoch,
         acting: Vec<OsdId>,
     ) -> Result<Epoch, CmdError> {
-        match self
-            .propose(StateCmd::PgActivated {
-                items: vec![(pg, epoch, acting)],
-            })
-            .await?
-        {
-            Applied::Epoch(e) => Ok(e),
-            other => Err(cmd_err(Errno::EIO, format!("unexpected result {other:?}"))),
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut q = self
+                .pg_queue
+                .lock()
+                .map_err(|_| cmd_err(Errno::EIO, "pg queue poisoned"))?;
+            q.items.push((pg, epoch, acting, tx));
+            !std::mem::replace(&mut q.flushing, true)
+        };
+        if lead {
+            // This request's task commits batches until the queue is empty.
+            loop {
+                let batch: Vec<_> = {
+                    let Ok(mut q) = self.pg_queue.lock() else {
+                        break;
+                    };
+                    if q.items.is_empty() {
+                        q.flushing = false;
+                        break;
+                    }
+                    let n = q.items.len().min(PG_BATCH_MAX);
+                    q.items.drain(..n).collect()
+                };
+                let items = batch
+                    .iter()
+                    .map(|(p, e, a, _)| (*p, *e, a.clone()))
+                    .collect();
+                let r = match self.propose(StateCmd::PgActivated { items }).await {
+                    Ok(Applied::Epoch(e)) => Ok(e),
+                    Ok(other) => Err(cmd_err(Errno::EIO, format!("unexpected result {other:?}"))),
+                    Err(e) => Err(e),
+                };
+                for (_, _, _, tx) in batch {
+                    let _ = tx.send(r.clone());
+                }
+            }
         }
+        rx.await
+            .unwrap_or_else(|_| Err(cmd_err(Errno::EIO, "pg activation batch lost")))
     }
 
     async fn beacon(&self, id: OsdId) {

@@ -373,6 +373,21 @@ async fn osd_boot_beacons_down_then_out() {
     let e = osd.pg_activated(pg, e1, vec![0]).await.expect("activated");
     let m = osd.wait_for_epoch(e).await.expect("epoch");
     assert_eq!(m.pg_history[&pg].acting, vec![0]);
+    // Concurrent activations (an OSD starting all its PGs) all land.
+    let mut tasks = Vec::new();
+    for seed in 0..8u32 {
+        let osd = osd.clone();
+        tasks.push(tokio::spawn(async move {
+            osd.pg_activated(quarry_map::PgId { pool, seed }, e1, vec![0])
+                .await
+        }));
+    }
+    let mut newest = 0;
+    for t in tasks {
+        newest = newest.max(t.await.expect("join").expect("activated"));
+    }
+    let m = osd.wait_for_epoch(newest).await.expect("epoch");
+    assert_eq!(m.pg_history.len(), 8);
     // Admin marks it down and out by hand; out stays out across a boot.
     admin
         .command(MonCommand::OsdOut { id: 0 })

@@ -105,3 +105,68 @@ async fn three_mons_survive_leader_loss() {
         h.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_monitor_catches_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = write_keyring(dir.path(), 1);
+    let mons: Vec<MonInfo> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| MonInfo {
+            name: n.to_string(),
+            rank: i as u64,
+            addr: format!("127.0.0.1:{}", free_port()),
+        })
+        .collect();
+    let cfg_of = |i: usize| {
+        let mut c = mon_cfg(&mons[i].name, mons[i].rank, dir.path(), &mons, &keyring);
+        // Snapshot and trim the log often, so the lagging monitor cannot
+        // catch up from the log alone.
+        c.snapshot_logs = 5;
+        c
+    };
+    let mut handles = Vec::new();
+    for i in 0..3 {
+        handles.push(Some(quarry_mon::start(cfg_of(i)).await.expect("start")));
+    }
+    let addrs: Vec<String> = mons.iter().map(|m| m.addr.clone()).collect();
+    let admin = client(&addrs, &keyring, "client.admin").await;
+    admin.command(pool("rbd")).await.expect("pool");
+    let leader = match admin.command(MonCommand::Status).await.expect("status") {
+        MonReply::Status(s) => s.leader.expect("leader"),
+        other => panic!("{other:?}"),
+    };
+    let fi = mons
+        .iter()
+        .position(|m| m.name != leader)
+        .expect("a follower");
+    handles[fi].take().expect("running").shutdown().await;
+    let pool_id = admin.map().pool_by_name("rbd").expect("rbd").id;
+    for _ in 0..30 {
+        admin
+            .command(MonCommand::SnapCreate { pool: pool_id })
+            .await
+            .expect("snap while one monitor is down");
+    }
+    let mut cfg = cfg_of(fi);
+    cfg.keyring = None;
+    handles[fi] = Some(quarry_mon::start(cfg).await.expect("restart follower"));
+    let only = client(
+        std::slice::from_ref(&mons[fi].addr),
+        &keyring,
+        "client.admin",
+    )
+    .await;
+    let mut sub = only.subscribe();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        sub.wait_for(|m| m.pools.get(&pool_id).is_some_and(|p| p.snap_seq == 30)),
+    )
+    .await
+    .expect("follower caught up")
+    .expect("watch");
+    for h in handles.into_iter().flatten() {
+        h.shutdown().await;
+    }
+}
