@@ -113,97 +113,126 @@ async fn list_snaps(inner: &Inner, view: &View, objno: u64) -> Result<SnapSet> {
     }
 }
 
-/// Changed extents of one object, as `(obj_off, len, exists)` ascending.
+/// Changed extents of one object between `from` and the view, as
+/// `(obj_off, len, exists)` ascending. In a clone, an absent object shows
+/// the parent's data up to the overlap of its time (`ov_from` for the
+/// from-snapshot, the view's overlap now), so an object that appears,
+/// disappears or whose overlap moved changes there even without own data.
+#[allow(clippy::too_many_arguments)]
 async fn object_diff(
     inner: &Inner,
     view: &View,
     objno: u64,
     from: Option<SnapId>,
+    ov_from: u64,
     maps: Option<&Maps>,
     whole: bool,
 ) -> Result<ObjExtents> {
-    let len_in_image = view
-        .obj_size()
-        .min(view.size.saturating_sub(objno << view.order()));
-    let whole_obj = |exists: bool| vec![(0, len_in_image, exists)];
-    let mut exists_known = None;
-    if let Some(m) = maps {
-        let ee = objmap::may_exist(st(&m.end, objno));
-        let ef = m
-            .from
-            .as_ref()
-            .is_some_and(|f| objmap::may_exist(st(f, objno)));
-        match from {
-            None if !ee => return Ok(vec![]),
-            None if whole => return Ok(whole_obj(true)),
-            None => {}
-            Some(_) => {
-                if !ee && !ef {
-                    return Ok(vec![]);
-                }
-                if ee != ef && (whole || !ee) {
-                    return Ok(whole_obj(ee));
-                }
-                if ee == ef && !m.after.iter().any(|a| st(a, objno) == OBJECT_EXISTS) {
-                    return Ok(vec![]);
-                }
-                if whole {
-                    return Ok(whole_obj(true));
-                }
-            }
+    let obj_start = objno << view.order();
+    let len_in_image = view.obj_size().min(view.size.saturating_sub(obj_start));
+    let par = |ov: u64| ov.saturating_sub(obj_start).min(len_in_image);
+    let (pf, pe) = (par(ov_from), par(view.overlap()));
+    let finish = |v: ObjExtents, exists_now: bool| -> ObjExtents {
+        let v: ObjExtents = v.into_iter().filter(|&(_, l, _)| l > 0).collect();
+        if whole && !v.is_empty() {
+            vec![(0, len_in_image, exists_now)]
+        } else {
+            v
         }
-        exists_known = Some((ef, ee));
-    }
-    let ss = list_snaps(inner, view, objno).await?;
-    let ie = serving(&ss, view.snap);
-    let jf = from.and_then(|f| serving(&ss, f));
-    let (ef, ee) = exists_known.unwrap_or((jf.is_some(), ie.is_some()));
-    let exact: Vec<(u64, u64, bool)> = match (ef, ee) {
-        (false, false) => vec![],
-        (true, false) => whole_obj(false),
-        (false, true) => match ie {
-            Some(i) => vec![(0, ss.clones[i].size.min(len_in_image), true)],
-            None => whole_obj(true),
-        },
-        (true, true) => match (jf, ie) {
-            (Some(f), Some(e)) if f == e => vec![],
-            (Some(f), Some(e)) if f < e => {
-                let mut changed = Vec::new();
-                for k in f..e {
-                    let (a, b) = (&ss.clones[k], &ss.clones[k + 1]);
-                    changed.extend(complement(&union(a.overlap.clone()), a.size.max(b.size)));
-                }
-                let end_size = ss.clones[e].size;
-                let mut out = Vec::new();
-                for (o, l) in union(changed) {
-                    let (o, l) = (
-                        o.min(len_in_image),
-                        (o + l).min(len_in_image) - o.min(len_in_image),
-                    );
-                    if l == 0 {
-                        continue;
-                    }
-                    if o + l <= end_size {
-                        out.push((o, l, true));
-                    } else if o >= end_size {
-                        out.push((o, l, false));
-                    } else {
-                        out.push((o, end_size - o, true));
-                        out.push((end_size, o + l - end_size, false));
-                    }
-                }
-                out
-            }
-            // The object layer's view disagrees with the maps: report the
-            // whole object (over-reporting is always safe).
-            _ => whole_obj(true),
-        },
     };
-    let exact: Vec<_> = exact.into_iter().filter(|&(_, l, _)| l > 0).collect();
-    if whole && !exact.is_empty() {
-        return Ok(whole_obj(ee));
+    let mut ss = None;
+    let (ef, ee, dirty) = match maps {
+        Some(m) => (
+            from.is_some()
+                && m.from
+                    .as_ref()
+                    .is_some_and(|f| objmap::may_exist(st(f, objno))),
+            objmap::may_exist(st(&m.end, objno)),
+            m.after.iter().any(|a| st(a, objno) == OBJECT_EXISTS),
+        ),
+        None => {
+            let s = list_snaps(inner, view, objno).await?;
+            let ee = serving(&s, view.snap).is_some();
+            let ef = from.is_some_and(|f| serving(&s, f).is_some());
+            ss = Some(s);
+            (ef, ee, true)
+        }
+    };
+    match (ef, ee) {
+        (false, false) => {
+            if from.is_none() || pf == pe {
+                return Ok(vec![]);
+            }
+            let (a, b) = (pf.min(pe), pf.max(pe));
+            Ok(finish(vec![(a, b - a, pe > pf)], pe > 0))
+        }
+        (true, false) => Ok(finish(
+            vec![(0, pe, true), (pe, len_in_image - pe, false)],
+            pe > 0,
+        )),
+        (false, true) => {
+            if whole {
+                return Ok(vec![(0, len_in_image, true)]);
+            }
+            let s = match ss {
+                Some(s) => s,
+                None => list_snaps(inner, view, objno).await?,
+            };
+            let size =
+                serving(&s, view.snap).map_or(len_in_image, |i| s.clones[i].size.min(len_in_image));
+            let mut v = vec![(0, size, true)];
+            if from.is_some() && pf > size {
+                v.push((size, pf - size, false));
+            }
+            Ok(finish(v, true))
+        }
+        (true, true) => {
+            if !dirty {
+                return Ok(vec![]);
+            }
+            if whole && maps.is_some() {
+                return Ok(vec![(0, len_in_image, true)]);
+            }
+            let s = match ss {
+                Some(s) => s,
+                None => list_snaps(inner, view, objno).await?,
+            };
+            let (Some(f), Some(e)) = (from.and_then(|f| serving(&s, f)), serving(&s, view.snap))
+            else {
+                // The object layer's view disagrees with the maps: report the
+                // whole object (over-reporting is always safe).
+                return Ok(vec![(0, len_in_image, true)]);
+            };
+            if f == e {
+                return Ok(vec![]);
+            }
+            if f > e {
+                return Ok(vec![(0, len_in_image, true)]);
+            }
+            let mut changed = Vec::new();
+            for k in f..e {
+                let (a, b) = (&s.clones[k], &s.clones[k + 1]);
+                changed.extend(complement(&union(a.overlap.clone()), a.size.max(b.size)));
+            }
+            let end_size = s.clones[e].size;
+            let mut out = Vec::new();
+            for (o, l) in union(changed) {
+                let (o, end) = (o.min(len_in_image), (o + l).min(len_in_image));
+                if end <= o {
+                    continue;
+                }
+                if end <= end_size {
+                    out.push((o, end - o, true));
+                } else if o >= end_size {
+                    out.push((o, end - o, false));
+                } else {
+                    out.push((o, end_size - o, true));
+                    out.push((end_size, end - end_size, false));
+                }
+            }
+            Ok(finish(out, true))
+        }
     }
-    Ok(exact)
 }
 
 impl Image {
@@ -266,6 +295,11 @@ impl Image {
                 Some(rec.id)
             }
         };
+        // The from-snapshot's parent overlap (0 without a parent).
+        let ov_from = from
+            .and_then(|f| view.header.snaps.get(&f))
+            .and_then(|r| r.parent.as_ref().map(|p| p.overlap.min(r.size)))
+            .unwrap_or(0);
         let end = off
             .checked_add(len)
             .ok_or_else(|| RbdError::invalid("diff range overflows"))?
@@ -278,16 +312,18 @@ impl Image {
         let last = (end - 1) >> order;
         let maps = self.load_maps(&view, from).await?;
         let whole = opts.whole_object;
-        let per_obj: Vec<(u64, ObjExtents)> =
-            futures::stream::iter((first..=last).map(|o| {
-                let (view, maps) = (&view, maps.as_ref());
-                async move {
-                    Ok::<_, RbdError>((o, object_diff(inner, view, o, from, maps, whole).await?))
-                }
-            }))
-            .buffered(PARALLEL_OPS_MAX)
-            .try_collect()
-            .await?;
+        let per_obj: Vec<(u64, ObjExtents)> = futures::stream::iter((first..=last).map(|o| {
+            let (view, maps) = (&view, maps.as_ref());
+            async move {
+                Ok::<_, RbdError>((
+                    o,
+                    object_diff(inner, view, o, from, ov_from, maps, whole).await?,
+                ))
+            }
+        }))
+        .buffered(PARALLEL_OPS_MAX)
+        .try_collect()
+        .await?;
 
         // Parent data shows through absent objects within the overlap.
         let overlap = view.overlap();

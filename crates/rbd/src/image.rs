@@ -907,15 +907,21 @@ impl Image {
             };
             objmap::store_all(rados, &v.map_oid, states).await?;
         }
-        inner
+        // The snapshot's parent link (and overlap) comes back with its data:
+        // objects absent at the snapshot read through to the parent again.
+        let old_parent = v.header.parent.clone();
+        let nv = inner
             .update(|h| {
                 h.size = rec.size;
-                if let Some(p) = h.parent.as_mut() {
-                    p.overlap = p.overlap.min(rec.size);
-                }
+                h.parent = rec.parent.clone();
                 Ok(())
             })
             .await?;
+        if let Some(p) = old_parent {
+            if !nv.header.references_parent(&p) {
+                rbd::set_child_link(rados, &p, &self.child_ref(), false).await?;
+            }
+        }
         Ok(())
     }
 
