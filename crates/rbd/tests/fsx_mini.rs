@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use common::*;
 use quarry_rbd::*;
 use rand::rngs::StdRng;
