@@ -453,11 +453,12 @@ impl Mon {
         out: &mpsc::Sender<Frame>,
         peer: SocketAddr,
     ) -> Result<Session, String> {
-        let refuse = |errno: Errno, message: String| async move {
+        // Refusals answer the request being refused (its id), then close.
+        let refuse = |id: u64, errno: Errno, message: String| async move {
             send(
                 out,
                 KIND_RESPONSE,
-                1,
+                id,
                 &Response::Error {
                     errno: errno.code(),
                     message: message.clone(),
@@ -476,11 +477,11 @@ impl Mon {
                 entity,
                 client_nonce,
             }) => (entity, client_nonce),
-            Ok(_) => return refuse(Errno::EACCES, "authenticate first".into()).await,
+            Ok(_) => return refuse(id, Errno::EACCES, "authenticate first".into()).await,
             Err(e) => return Err(format!("bad handshake body: {e}")),
         };
         if entity.len() > MAX_ENTITY_LEN {
-            return refuse(Errno::EINVAL, "entity name too long".into()).await;
+            return refuse(id, Errno::EINVAL, "entity name too long".into()).await;
         }
         let is_mon = entity == MON_ENTITY;
         let secret = if is_mon {
@@ -494,6 +495,7 @@ impl Mon {
             });
             if !init {
                 return refuse(
+                    id,
                     Errno::EAGAIN,
                     "monitor not ready: cluster not bootstrapped yet".into(),
                 )
@@ -502,8 +504,7 @@ impl Mon {
             secret
         };
         let Some(secret) = secret else {
-            return refuse(
-                Errno::EACCES,
+            return refuse(id, Errno::EACCES,
                 format!("authentication error: unknown entity {entity} (no such user in the cluster's auth database)"),
             )
             .await;
@@ -527,11 +528,12 @@ impl Mon {
         let proof = match f.decode::<Request>() {
             Ok(Request::Prove { proof }) => proof,
             Ok(_) | Err(_) => {
-                return refuse(Errno::EACCES, "expected the client's proof".into()).await
+                return refuse(id, Errno::EACCES, "expected the client's proof".into()).await
             }
         };
         if !handshake::proofs_equal(&handshake::client_proof(&secret, &entity, &cn, &sn), &proof) {
             return refuse(
+                id,
                 Errno::EACCES,
                 format!("authentication error: wrong key for {entity}"),
             )
@@ -544,7 +546,7 @@ impl Mon {
                 Ok(g) => g,
                 Err(e) => {
                     let errno = Errno::from_code(e.errno);
-                    return refuse(errno, e.message).await;
+                    return refuse(id, errno, e.message).await;
                 }
             }
         };

@@ -502,3 +502,99 @@ fn crc32c_of(b: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_or_tampered_handshake_is_refused() {
+    use quarry_auth::handshake;
+    use quarry_monc::wire::{Request, Response};
+    use quarry_monc::{decode_response, request_frame, Conn};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mon, keyring) = single_mon(dir.path(), 0).await;
+    let addr = mon.addr().to_string();
+    // A normal client first: it waits until the cluster is bootstrapped.
+    let _admin = client(std::slice::from_ref(&addr), &keyring, "client.admin").await;
+    let key = key_of(&keyring, "client.admin");
+    let t = Duration::from_secs(10);
+    let cn = handshake::random_nonce();
+    let hello = Request::Hello {
+        entity: "client.admin".into(),
+        client_nonce: cn,
+    };
+    let challenge = |f: &quarry_proto::Frame| match decode_response(f).expect("challenge") {
+        Response::Challenge {
+            server_nonce,
+            server_proof,
+        } => (server_nonce, server_proof),
+        other => panic!("{other:?}"),
+    };
+
+    // A genuine exchange, recorded by an eavesdropper.
+    let c1 = Conn::connect(&addr, t, None).await.expect("connect");
+    let (sn1, sp1) = challenge(
+        &c1.call(request_frame(&hello).expect("f"), t)
+            .await
+            .expect("hello"),
+    );
+    assert_eq!(
+        sp1,
+        handshake::server_proof(&key, "client.admin", &cn, &sn1)
+    );
+    let proof1 = handshake::client_proof(&key, "client.admin", &cn, &sn1);
+    let ok = c1
+        .call(
+            request_frame(&Request::Prove { proof: proof1 }).expect("f"),
+            t,
+        )
+        .await
+        .expect("prove");
+    assert!(matches!(decode_response(&ok), Ok(Response::AuthOk { .. })));
+
+    // Replaying the recorded proof on a new connection fails: fresh nonce.
+    let c2 = Conn::connect(&addr, t, None).await.expect("connect");
+    let (sn2, _) = challenge(
+        &c2.call(request_frame(&hello).expect("f"), t)
+            .await
+            .expect("hello"),
+    );
+    assert_ne!(sn1, sn2, "server nonces are fresh");
+    let r = c2
+        .call(
+            request_frame(&Request::Prove { proof: proof1 }).expect("f"),
+            t,
+        )
+        .await
+        .expect("reply");
+    let e = decode_response(&r).expect_err("replay refused");
+    assert_eq!(e.errno(), Errno::EACCES, "{e}");
+    assert!(e.to_string().contains("wrong key"), "{e}");
+    c2.closed().await;
+
+    // A tampered proof fails too, and so does skipping the handshake.
+    let c3 = Conn::connect(&addr, t, None).await.expect("connect");
+    let (sn3, _) = challenge(
+        &c3.call(request_frame(&hello).expect("f"), t)
+            .await
+            .expect("hello"),
+    );
+    let mut bad = handshake::client_proof(&key, "client.admin", &cn, &sn3);
+    bad[0] ^= 0x80;
+    let r = c3
+        .call(request_frame(&Request::Prove { proof: bad }).expect("f"), t)
+        .await
+        .expect("reply");
+    assert_eq!(
+        decode_response(&r).expect_err("tampered").errno(),
+        Errno::EACCES
+    );
+    let c4 = Conn::connect(&addr, t, None).await.expect("connect");
+    let r = c4
+        .call(request_frame(&Request::GetMap).expect("f"), t)
+        .await
+        .expect("reply");
+    assert_eq!(
+        decode_response(&r).expect_err("unauthenticated").errno(),
+        Errno::EACCES
+    );
+    mon.shutdown().await;
+}
