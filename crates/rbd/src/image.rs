@@ -505,30 +505,37 @@ impl Image {
 
     // ---------------------------------------------------------------- snapshots
 
-    /// Snapshots, ascending by id (from the cached header; call
-    /// [`Image::refresh`] first to see other clients' snapshots).
-    pub fn snap_list(&self) -> Vec<SnapInfo> {
-        self.inner
-            .view()
-            .header
+    /// The header as stored now (does not change this handle's view).
+    async fn fresh_header(&self) -> Result<Header> {
+        self.inner.check_open()?;
+        let what = format!("image {}", self.inner.spec());
+        read_header(self.inner.rados.as_ref(), &self.inner.header_oid, &what).await
+    }
+
+    /// Snapshots, ascending by id, read fresh from the header (so other
+    /// clients' snapshots show up without a refresh).
+    pub async fn snap_list(&self) -> Result<Vec<SnapInfo>> {
+        Ok(self
+            .fresh_header()
+            .await?
             .snaps
             .values()
             .map(snap_info)
-            .collect()
+            .collect())
     }
 
-    /// One snapshot by name (`ENOENT`).
-    pub fn snap_info(&self, name: &str) -> Result<SnapInfo> {
-        let v = self.inner.view();
-        v.header
+    /// One snapshot by name, read fresh (`ENOENT`).
+    pub async fn snap_info(&self, name: &str) -> Result<SnapInfo> {
+        self.fresh_header()
+            .await?
             .snap_by_name(name)
             .map(snap_info)
             .ok_or_else(|| RbdError::not_found(format!("snapshot {}@{name}", self.inner.spec())))
     }
 
-    /// Whether a snapshot exists (cached header).
-    pub fn snap_exists(&self, name: &str) -> bool {
-        self.inner.view().header.snap_by_name(name).is_some()
+    /// Whether a snapshot exists, read fresh.
+    pub async fn snap_exists(&self, name: &str) -> Result<bool> {
+        Ok(self.fresh_header().await?.snap_by_name(name).is_some())
     }
 
     /// Take a snapshot: O(1) in image size — allocate a self-managed snap
@@ -808,8 +815,8 @@ impl Image {
     }
 
     /// Whether a snapshot is protected (`ENOENT`).
-    pub fn snap_is_protected(&self, name: &str) -> Result<bool> {
-        Ok(self.snap_info(name)?.protected)
+    pub async fn snap_is_protected(&self, name: &str) -> Result<bool> {
+        Ok(self.snap_info(name).await?.protected)
     }
 
     /// Switch this handle to a snapshot (read-only view) or back to the head (`None`).

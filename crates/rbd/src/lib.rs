@@ -307,3 +307,19 @@ pub(crate) fn now_ns() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        // The C ABI shares one Image between QEMU's submitting threads and
+        // the runtime's workers.
+        send_sync::<Image>();
+        send_sync::<Rbd>();
+        send_sync::<RbdError>();
+    }
+}

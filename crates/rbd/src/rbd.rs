@@ -547,6 +547,28 @@ impl Rbd {
         .await
     }
 
+    /// Open an image by its id (see [`Rbd::open`]).
+    pub async fn open_by_id(&self, io: &IoCtx, id: &str, opts: &OpenOptions) -> Result<Image> {
+        let name = lookup_name(self.rados.as_ref(), io, id)
+            .await?
+            .ok_or_else(|| RbdError::not_found(format!("image id {id} in {}", io.spec(""))))?;
+        image::open(
+            self.rados.clone(),
+            io.clone(),
+            id.to_string(),
+            name,
+            opts.snap.clone(),
+            opts.read_only || opts.snap.is_some(),
+            true,
+        )
+        .await
+    }
+
+    /// The id of image `name` (`ENOENT`).
+    pub async fn image_id(&self, io: &IoCtx, name: &str) -> Result<String> {
+        lookup_id(self.rados.as_ref(), io, name).await
+    }
+
     /// Clients that have `name` open (watchers of its header).
     pub async fn watchers(&self, io: &IoCtx, name: &str) -> Result<Vec<Watcher>> {
         let id = lookup_id(self.rados.as_ref(), io, name).await?;

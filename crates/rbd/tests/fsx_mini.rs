@@ -130,7 +130,7 @@ async fn run(seed: u64, ops: usize) {
                     .nth(rng.gen_range(0..m.snaps.len()))
                     .cloned()
                     .unwrap();
-                if img.snap_is_protected(&s).expect(&ctx) {
+                if img.snap_is_protected(&s).await.expect(&ctx) {
                     assert_eq!(
                         img.snap_remove(&s).await.unwrap_err().errno(),
                         quarry_common::Errno::EBUSY
@@ -202,7 +202,7 @@ async fn run(seed: u64, ops: usize) {
             76..=78 if !m.snaps.is_empty() && clone_no < 3 => {
                 // Clone a snapshot and continue on the child.
                 let s = m.snaps.keys().next_back().cloned().unwrap();
-                if !img.snap_is_protected(&s).unwrap() {
+                if !img.snap_is_protected(&s).await.unwrap() {
                     img.snap_protect(&s).await.expect(&ctx);
                 }
                 clone_no += 1;

@@ -368,9 +368,9 @@ async fn read_only_handles_refuse_writes() {
         assert_eq!(errno(img.metadata_set("k", "v").await), Errno::EROFS);
         assert_eq!(img.read(0, 4096).await.unwrap(), pattern(4096, 1));
     }
-    assert_eq!(at.snap_id(), Some(rw.snap_list()[0].id));
+    assert_eq!(at.snap_id(), Some(rw.snap_list().await.unwrap()[0].id));
     // Opening by snap id works too.
-    let id = rw.snap_list()[0].id;
+    let id = rw.snap_list().await.unwrap()[0].id;
     let by_id = e
         .rbd
         .open(
@@ -762,4 +762,51 @@ async fn persistence_across_reopen() {
         .await
         .unwrap();
     assert_eq!(img.read(MIB, 5 * MIB).await.unwrap(), data);
+}
+
+/// Every engine future must be `Send` so the C ABI can spawn it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn futures_are_send() {
+    fn send<T: Send>(t: T) -> T {
+        t
+    }
+    let e = env().await;
+    send(e.rbd.create(&e.io, "img", MIB, &CreateOptions::default()))
+        .await
+        .unwrap();
+    let img = send(e.rbd.open(&e.io, "img", &OpenOptions::default()))
+        .await
+        .unwrap();
+    send(img.write(0, pattern(10, 1))).await.unwrap();
+    send(img.read(0, 10)).await.unwrap();
+    send(img.discard(0, 10)).await.unwrap();
+    send(img.write_zeroes(0, 10, 0)).await.unwrap();
+    send(img.flush()).await.unwrap();
+    send(img.resize(2 * MIB)).await.unwrap();
+    send(img.snap_create("s")).await.unwrap();
+    send(img.snap_list()).await.unwrap();
+    send(img.snap_protect("s")).await.unwrap();
+    send(
+        e.rbd
+            .clone(&e.io, "img", "s", &e.io, "c", &CreateOptions::default()),
+    )
+    .await
+    .unwrap();
+    let c = send(e.rbd.open(&e.io, "c", &OpenOptions::default()))
+        .await
+        .unwrap();
+    send(c.parent_info()).await.unwrap();
+    send(c.diff(0, MIB, &DiffOptions::default())).await.unwrap();
+    send(c.diff_iterate(0, MIB, &DiffOptions::default(), |_, _, _| 0))
+        .await
+        .unwrap();
+    send(c.flatten(|_, _| {})).await.unwrap();
+    send(c.metadata_set("k", "v")).await.unwrap();
+    send(c.refresh()).await.unwrap();
+    send(c.close()).await.unwrap();
+    send(e.rbd.remove(&e.io, "c")).await.unwrap();
+    send(img.snap_unprotect("s")).await.unwrap();
+    send(img.snap_rollback("s")).await.unwrap();
+    send(img.snap_remove("s")).await.unwrap();
+    send(e.rbd.list(&e.io)).await.unwrap();
 }
