@@ -643,3 +643,56 @@ fn reply_epoch(r: &MonReply) -> Option<Epoch> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_never_go_back() {
+        let (tx, rx) = watch::channel(Arc::new(ClusterMap::new("")));
+        let mut m = ClusterMap::new("f");
+        m.epoch = 5;
+        publish_map(&tx, m.clone());
+        assert_eq!(rx.borrow().epoch, 5);
+        m.epoch = 3;
+        publish_map(&tx, m.clone());
+        assert_eq!(
+            rx.borrow().epoch,
+            5,
+            "an older map from a lagging monitor is ignored"
+        );
+        m.epoch = 6;
+        publish_map(&tx, m);
+        assert_eq!(rx.borrow().epoch, 6);
+    }
+
+    #[test]
+    fn errno_mapping() {
+        assert_eq!(
+            MonClientError::Timeout(Duration::from_secs(1), String::new()).errno(),
+            Errno::ETIMEDOUT
+        );
+        assert_eq!(MonClientError::NoMonitors.errno(), Errno::ENOENT);
+        let e = MonClientError::Auth(AuthError::BadServerProof("client.x".into()));
+        assert_eq!(e.errno(), Errno::EACCES);
+        assert!(e.is_definitive());
+        assert!(!MonClientError::Remote {
+            errno: Errno::EAGAIN,
+            message: String::new()
+        }
+        .is_definitive());
+    }
+
+    #[test]
+    fn config_debug_redacts_the_secret() {
+        let s = Secret::generate(0);
+        let cfg = MonClientConfig {
+            mon_addrs: vec![],
+            entity: "client.admin".into(),
+            secret: s.clone(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{cfg:?}").contains(&s.to_base64()));
+    }
+}
