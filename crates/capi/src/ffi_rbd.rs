@@ -8,6 +8,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -376,10 +377,12 @@ fn close_impl(p: ImageT) -> CResult<i32> {
     rt::block_on(async move {
         let barrier = img.writes.barrier();
         img.writes.wait_before(barrier).await;
+        let deferred = img.take_deferred_error();
         if !img.read_only {
             img.backend.flush().await?;
         }
-        img.backend.close().await
+        img.backend.close().await?;
+        deferred
     })?;
     Ok(0)
 }
@@ -762,8 +765,12 @@ fn do_read(img: &Arc<Image>, off: u64, len: u64) -> CResult<Bytes> {
     if n == 0 {
         return Ok(Bytes::new());
     }
-    let b = img.backend.clone();
-    rt::block_on(async move { b.read(off, n).await })
+    let barrier = img.writes.barrier();
+    let img2 = img.clone();
+    rt::block_on(async move {
+        img2.writes.wait_overlapping(barrier, off, off + n).await;
+        img2.backend.read(off, n).await
+    })
 }
 
 /// Read; returns the byte count (clipped at the end of the image).
@@ -796,17 +803,23 @@ pub unsafe extern "C" fn rbd_read2(
     unsafe { rbd_read(image, ofs, len, buf) }
 }
 
-fn mutate<F, Fut>(img: &Arc<Image>, f: F) -> CResult<()>
+/// A synchronous mutation of `[off, off+len)`, ordered after earlier
+/// overlapping ones and acknowledged when durable.
+fn mutate<F, Fut>(img: &Arc<Image>, off: u64, len: u64, f: F) -> CResult<()>
 where
-    F: FnOnce(Arc<dyn crate::engine::ImageBackend>) -> Fut,
+    F: FnOnce(Arc<dyn crate::engine::ImageBackend>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = CResult<()>> + Send + 'static,
 {
     img.check_writable()?;
-    let ticket = img.writes.start();
-    let fut = f(img.backend.clone());
-    let r = rt::block_on(fut);
-    img.writes.end(ticket);
-    r
+    let end = off.saturating_add(len);
+    let ticket = img.writes.start(off, end);
+    let img2 = img.clone();
+    rt::block_on(async move {
+        img2.writes.wait_overlapping(ticket, off, end).await;
+        let r = f(img2.backend.clone()).await;
+        img2.writes.end(ticket);
+        r
+    })
 }
 
 /// Write; returns the byte count (clipped at the end of the image).
@@ -830,7 +843,12 @@ pub unsafe extern "C" fn rbd_write(
         let data = Bytes::copy_from_slice(unsafe {
             std::slice::from_raw_parts(buf.cast::<u8>(), n as usize)
         });
-        mutate(img, move |b| async move { b.write(ofs, data).await })?;
+        mutate(
+            img,
+            ofs,
+            n,
+            move |b| async move { b.write(ofs, data).await },
+        )?;
         Ok(n as isize)
     })
 }
@@ -857,7 +875,7 @@ pub unsafe extern "C" fn rbd_discard(image: ImageT, ofs: u64, len: u64) -> c_int
         img.check_writable()?;
         let n = img.clip(ofs, len)?;
         if n > 0 {
-            mutate(img, move |b| async move { b.discard(ofs, n).await })?;
+            mutate(img, ofs, n, move |b| async move { b.discard(ofs, n).await })?;
         }
         Ok(n.min(i32::MAX as u64) as i32)
     })
@@ -882,10 +900,9 @@ pub unsafe extern "C" fn rbd_write_zeroes(
         let n = img.clip(ofs, len as u64)?;
         let thick = zero_flags & RBD_WRITE_ZEROES_FLAG_THICK_PROVISION != 0;
         if n > 0 {
-            mutate(
-                img,
-                move |b| async move { b.write_zeroes(ofs, n, thick).await },
-            )?;
+            mutate(img, ofs, n, move |b| async move {
+                b.write_zeroes(ofs, n, thick).await
+            })?;
         }
         Ok(n as isize)
     })
@@ -897,10 +914,12 @@ pub unsafe extern "C" fn rbd_flush(image: ImageT) -> c_int {
     int(|| {
         // SAFETY: handle from the caller.
         let img = unsafe { img_of(image) }?;
+        img.flushed.store(true, Ordering::Release);
+        let barrier = img.writes.barrier();
         let i2 = img.clone();
         rt::block_on(async move {
-            let barrier = i2.writes.barrier();
             i2.writes.wait_before(barrier).await;
+            i2.take_deferred_error()?;
             i2.backend.flush().await
         })?;
         Ok(0)
@@ -1000,8 +1019,21 @@ fn events_of(img: &Image) -> Option<Arc<crate::completion::EventQueue>> {
     img.events.enabled().then(|| img.events.clone())
 }
 
-/// Submit a mutation: validated synchronously, completed through `c`.
-fn aio_mutation<F, Fut>(img: &Arc<Image>, c: CompT, check: CResult<()>, f: F) -> CResult<i32>
+/// Submit a mutation of `[off, off+len)`: validated synchronously,
+/// completed through `c`. With `may_ack_early` (plain writes) and a
+/// write-around cache, the completion fires once the write holds its share
+/// of `rbd_cache_max_dirty` and is queued behind earlier overlapping
+/// mutations; a later failure is reported by the next flush.
+#[allow(clippy::too_many_arguments)]
+fn aio_mutation<F, Fut>(
+    img: &Arc<Image>,
+    c: CompT,
+    check: CResult<()>,
+    off: u64,
+    len: u64,
+    may_ack_early: bool,
+    f: F,
+) -> CResult<i32>
 where
     F: FnOnce(Arc<dyn crate::engine::ImageBackend>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = CResult<()>> + Send + 'static,
@@ -1012,16 +1044,37 @@ where
         comp.finish(e.errno.negated() as i64, ev);
         return Ok(0);
     }
-    let ticket = img.writes.start();
+    let end = off.saturating_add(len);
+    let ticket = img.writes.start(off, end);
+    let budget = if may_ack_early {
+        img.early_ack_budget(len)
+    } else {
+        None
+    };
     let img2 = img.clone();
     rt::spawn(async move {
+        let mut early = None;
+        if let Some(sem) = budget {
+            // len <= max_dirty <= u32::MAX (checked by early_ack_budget).
+            if let Ok(permit) = sem.acquire_many_owned(len as u32).await {
+                comp.clone().finish(0, ev.clone());
+                early = Some(permit);
+            }
+        }
+        img2.writes.wait_overlapping(ticket, off, end).await;
         let r = f(img2.backend.clone()).await;
         img2.writes.end(ticket);
-        let ret = match r {
-            Ok(()) => 0,
-            Err(e) => e.errno.negated() as i64,
-        };
-        comp.finish(ret, ev);
+        match (early, r) {
+            (Some(_permit), Ok(())) => {}
+            (Some(_permit), Err(e)) => img2.defer_error(e),
+            (None, r) => {
+                let ret = match r {
+                    Ok(()) => 0,
+                    Err(e) => e.errno.negated() as i64,
+                };
+                comp.finish(ret, ev);
+            }
+        }
     });
     Ok(0)
 }
@@ -1040,12 +1093,14 @@ fn aio_read_impl(img: &Arc<Image>, c: CompT, off: u64, targets: Scatter) -> CRes
             return Ok(0);
         }
     };
-    let b = img.backend.clone();
+    let barrier = img.writes.barrier();
+    let img2 = img.clone();
     rt::spawn(async move {
         let r = if n == 0 {
             Ok(Bytes::new())
         } else {
-            b.read(off, n).await
+            img2.writes.wait_overlapping(barrier, off, off + n).await;
+            img2.backend.read(off, n).await
         };
         let ret = match r {
             Ok(data) => {
@@ -1152,7 +1207,8 @@ fn aio_write_impl(img: &Arc<Image>, c: CompT, off: u64, data: Bytes) -> CResult<
         Ok(n) => (Ok(()), data.slice(..n as usize)),
         Err(e) => (Err(e), Bytes::new()),
     };
-    aio_mutation(img, c, check, move |b| async move {
+    let n = data.len() as u64;
+    aio_mutation(img, c, check, off, n, true, move |b| async move {
         if data.is_empty() {
             Ok(())
         } else {
@@ -1236,7 +1292,7 @@ pub unsafe extern "C" fn rbd_aio_discard(image: ImageT, off: u64, len: u64, c: C
             Ok(n) => (Ok(()), n),
             Err(e) => (Err(e), 0),
         };
-        aio_mutation(img, c, check, move |b| async move {
+        aio_mutation(img, c, check, off, n, false, move |b| async move {
             if n == 0 {
                 Ok(())
             } else {
@@ -1268,7 +1324,7 @@ pub unsafe extern "C" fn rbd_aio_write_zeroes(
                 Err(e) => (Err(e), 0),
             }
         };
-        aio_mutation(img, c, check, move |b| async move {
+        aio_mutation(img, c, check, off, n, false, move |b| async move {
             if n == 0 {
                 Ok(())
             } else {
@@ -1287,11 +1343,16 @@ pub unsafe extern "C" fn rbd_aio_flush(image: ImageT, c: CompT) -> c_int {
         let img = unsafe { img_of(image) }?;
         let comp = accept(c)?;
         let ev = events_of(img);
+        img.flushed.store(true, Ordering::Release);
         let barrier = img.writes.barrier();
         let img2 = img.clone();
         rt::spawn(async move {
             img2.writes.wait_before(barrier).await;
-            let ret = match img2.backend.flush().await {
+            let r = match img2.take_deferred_error() {
+                Ok(()) => img2.backend.flush().await,
+                Err(e) => Err(e),
+            };
+            let ret = match r {
                 Ok(()) => 0,
                 Err(e) => e.errno.negated() as i64,
             };

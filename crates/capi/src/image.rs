@@ -2,12 +2,12 @@
 //! write tracker that orders flushes after earlier writes, the poll queue)
 //! and its effective cache settings.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use quarry_common::Errno;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::cluster::lock;
 use crate::completion::EventQueue;
@@ -64,45 +64,61 @@ impl CacheSettings {
     }
 }
 
-/// Tracks in-flight mutations so that a flush completes only after every
-/// mutation submitted before it has completed (and is therefore durable).
+/// Tracks in-flight mutations with their byte ranges:
+/// * a flush completes only after every mutation submitted before it has
+///   completed (and is therefore durable);
+/// * a mutation is issued to the engine only after every earlier
+///   overlapping one completed (so early-acknowledged writes keep order);
+/// * a read waits for earlier overlapping mutations (read-your-writes).
 #[derive(Default)]
 pub struct WriteTracker {
-    state: Mutex<(u64, BTreeSet<u64>)>,
+    state: Mutex<TrackerState>,
     notify: Notify,
 }
 
+#[derive(Default)]
+struct TrackerState {
+    next: u64,
+    inflight: BTreeMap<u64, (u64, u64)>,
+}
+
 impl WriteTracker {
-    /// Register a mutation at submit time; returns its ticket.
-    pub fn start(&self) -> u64 {
+    /// Register a mutation of `[off, end)` at submit time; returns its ticket.
+    pub fn start(&self, off: u64, end: u64) -> u64 {
         let mut g = lock(&self.state);
-        g.0 += 1;
-        let t = g.0;
-        g.1.insert(t);
+        g.next += 1;
+        let t = g.next;
+        g.inflight.insert(t, (off, end));
         t
     }
 
     /// A mutation finished.
     pub fn end(&self, ticket: u64) {
-        lock(&self.state).1.remove(&ticket);
+        lock(&self.state).inflight.remove(&ticket);
         self.notify.notify_waiters();
     }
 
-    /// The ticket boundary for a flush submitted now.
+    /// The ticket boundary for an operation submitted now.
     pub fn barrier(&self) -> u64 {
-        lock(&self.state).0 + 1
+        lock(&self.state).next + 1
     }
 
     /// Wait until every mutation with a ticket below `barrier` finished.
     pub async fn wait_before(&self, barrier: u64) {
+        self.wait_overlapping(barrier, 0, u64::MAX).await
+    }
+
+    /// Wait until every mutation with a ticket below `barrier` that
+    /// overlaps `[off, end)` finished.
+    pub async fn wait_overlapping(&self, barrier: u64, off: u64, end: u64) {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let pending = lock(&self.state)
-                .1
-                .first()
-                .is_some_and(|&first| first < barrier);
+                .inflight
+                .range(..barrier)
+                .any(|(_, &(o, e))| o < end && off < e);
             if !pending {
                 return;
             }
@@ -129,6 +145,13 @@ pub struct Image {
     pub name: String,
     /// Snapshot name as opened.
     pub snap: Option<String>,
+    /// Write-around: bytes that may be acknowledged before they are
+    /// durable (`rbd_cache_max_dirty`); `None` = acknowledge when durable.
+    pub dirty_budget: Option<Arc<Semaphore>>,
+    /// Whether a flush was received (`rbd_cache_writethrough_until_flush`).
+    pub flushed: AtomicBool,
+    /// First error of an early-acknowledged write, reported by the next flush.
+    pub deferred_error: Mutex<Option<CError>>,
 }
 
 impl Image {
@@ -143,17 +166,26 @@ impl Image {
         snap: Option<&str>,
     ) -> Image {
         let cache = CacheSettings::from_config(conf);
+        let early = !read_only && matches!(cache.mode(), "writeback" | "writearound");
+        let dirty_budget = early.then(|| {
+            let permits = cache.max_dirty.min(Semaphore::MAX_PERMITS as u64) as usize;
+            Arc::new(Semaphore::new(permits))
+        });
         if std::env::var_os("QUARRY_LOG_CACHE").is_some()
             || std::env::var_os("QUARRY_DEBUG").is_some()
         {
             eprintln!(
-                "quarry: image {name}: cache mode {} (rbd_cache={} policy={} max_dirty={} writethrough_until_flush={}); \
-                 writes are acknowledged only when durable",
+                "quarry: image {name}: cache mode {} (rbd_cache={} policy={} max_dirty={} writethrough_until_flush={}); {}",
                 cache.mode(),
                 cache.enabled,
                 cache.policy,
                 cache.max_dirty,
-                cache.writethrough_until_flush
+                cache.writethrough_until_flush,
+                if early {
+                    "writes are acknowledged once in flight, up to max_dirty bytes; flush waits for them"
+                } else {
+                    "writes are acknowledged only when durable"
+                }
             );
         }
         Image {
@@ -165,6 +197,9 @@ impl Image {
             cache,
             name: name.to_string(),
             snap: snap.map(str::to_string),
+            dirty_budget,
+            flushed: AtomicBool::new(false),
+            deferred_error: Mutex::new(None),
         }
     }
 
@@ -192,6 +227,35 @@ impl Image {
             ));
         }
         Ok(len.min(size - off))
+    }
+
+    /// The write-around budget if a write of `len` bytes submitted now may
+    /// be acknowledged before it is durable.
+    pub fn early_ack_budget(&self, len: u64) -> Option<Arc<Semaphore>> {
+        let b = self.dirty_budget.as_ref()?;
+        if self.cache.writethrough_until_flush && !self.flushed.load(Ordering::Acquire) {
+            return None;
+        }
+        if len == 0 || len > self.cache.max_dirty || len > u32::MAX as u64 {
+            return None;
+        }
+        Some(b.clone())
+    }
+
+    /// Remember the first failure of an early-acknowledged write.
+    pub fn defer_error(&self, e: CError) {
+        let mut g = lock(&self.deferred_error);
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+
+    /// Take the deferred failure (reported by a flush).
+    pub fn take_deferred_error(&self) -> CResult<()> {
+        match lock(&self.deferred_error).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// `EROFS` for read-only handles.

@@ -176,6 +176,7 @@ impl ImageBackend for Backend {
         Ok(self
             .img
             .snap_list()
+            .await?
             .into_iter()
             .map(|s| SnapInfo {
                 id: s.id,
