@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use quarry_common::Errno;
-use quarry_rados::{PoolId, Rados};
+use quarry_rados::{ObjectId, PoolId, Rados};
 
 use crate::config::Config;
 use crate::engine::{CError, CResult, ImageEngine, IoTarget};
@@ -24,6 +24,74 @@ pub struct Connection {
     pub rados: Arc<dyn Rados>,
     /// The image engine.
     pub engine: Arc<dyn ImageEngine>,
+    /// Per-object ordering of `rados_aio_*` operations.
+    pub order: ObjectOrder,
+}
+
+/// Keeps asynchronous operations on one object in submission order, as
+/// librados does: each operation waits for its predecessor on the same
+/// object before it is sent.
+#[derive(Default)]
+pub struct ObjectOrder {
+    tails: Mutex<HashMap<ObjectId, (u64, tokio::sync::watch::Receiver<bool>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A slot in an object's order: wait for the predecessor, then hold the
+/// slot until the operation finished (dropping it releases the successor).
+pub struct OrderSlot<'a> {
+    order: &'a ObjectOrder,
+    oid: ObjectId,
+    seq: u64,
+    prev: Option<tokio::sync::watch::Receiver<bool>>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl ObjectOrder {
+    /// Take the next slot for `oid` (call on the submitting thread).
+    pub fn enter(&self, oid: &ObjectId) -> (u64, Option<tokio::sync::watch::Receiver<bool>>, tokio::sync::watch::Sender<bool>) {
+        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let prev = lock(&self.tails)
+            .insert(oid.clone(), (seq, rx))
+            .map(|(_, r)| r);
+        (seq, prev, tx)
+    }
+
+    /// Build a slot from [`ObjectOrder::enter`]'s parts.
+    pub fn slot(
+        &self,
+        oid: ObjectId,
+        parts: (u64, Option<tokio::sync::watch::Receiver<bool>>, tokio::sync::watch::Sender<bool>),
+    ) -> OrderSlot<'_> {
+        OrderSlot {
+            order: self,
+            oid,
+            seq: parts.0,
+            prev: parts.1,
+            done: parts.2,
+        }
+    }
+}
+
+impl OrderSlot<'_> {
+    /// Wait until the previous operation on the object finished.
+    pub async fn ready(&mut self) {
+        if let Some(mut rx) = self.prev.take() {
+            // Err: the predecessor's sender was dropped, i.e. it finished.
+            let _ = rx.wait_for(|d| *d).await;
+        }
+    }
+}
+
+impl Drop for OrderSlot<'_> {
+    fn drop(&mut self) {
+        let _ = self.done.send(true);
+        let mut g = lock(&self.order.tails);
+        if g.get(&self.oid).is_some_and(|(s, _)| *s == self.seq) {
+            g.remove(&self.oid);
+        }
+    }
 }
 
 /// What a `rados_t` points to.
@@ -61,7 +129,11 @@ impl Cluster {
         let conf = lock(&self.conf).clone();
         let rados = open_backend(&conf)?;
         let engine = crate::rbd_adapter::engine(rados.clone());
-        *lock(&self.conn) = Some(Arc::new(Connection { rados, engine }));
+        *lock(&self.conn) = Some(Arc::new(Connection {
+            rados,
+            engine,
+            order: ObjectOrder::default(),
+        }));
         Ok(())
     }
 }

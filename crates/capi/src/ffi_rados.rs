@@ -941,9 +941,13 @@ fn submit(
     let comp = unsafe { Completion::from_handle(c) };
     let mut req = OpRequest::new(oid(io, name));
     req.ops = ops;
-    let rados = io.conn.rados.clone();
+    let conn = io.conn.clone();
+    let parts = conn.order.enter(&req.oid);
     rt::spawn(async move {
-        let r = rados.operate(req).await;
+        let mut slot = conn.order.slot(req.oid.clone(), parts);
+        slot.ready().await;
+        let r = conn.rados.operate(req).await;
+        drop(slot);
         let ret = match r {
             Ok(reply) => match (on_read, reply.outputs.into_iter().next()) {
                 (Some((buf, len)), Some(OpOutput::Data(d))) => {

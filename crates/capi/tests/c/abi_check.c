@@ -124,6 +124,46 @@ int main(int argc, char **argv) {
   EQ(rados_remove(io, "obj1"), 0);
   EQ(rados_remove(io, "obj1"), -ENOENT);
 
+  /* ---- rados aio: operations on one object keep submission order ---- */
+  {
+    enum { N = 200, SPAN = 1 << 18, MAXLEN = 8192 };
+    static char model[SPAN + MAXLEN], got[SPAN + MAXLEN], bufs[N][MAXLEN];
+    rados_completion_t cs[N];
+    memset(model, 0, sizeof model);
+    EQ(rados_write(io, "ordered", model, sizeof model, 0), 0);
+    srand(7);
+    for (int i = 0; i < N; i++) {
+      int off = rand() % SPAN, len = 1 + rand() % MAXLEN;
+      for (int k = 0; k < len; k++) bufs[i][k] = (char)(i * 13 + k + 1);
+      memcpy(model + off, bufs[i], len);
+      EQ(rados_aio_create_completion(NULL, NULL, NULL, &cs[i]), 0);
+      EQ(rados_aio_write(io, "ordered", cs[i], bufs[i], len, off), 0);
+    }
+    for (int i = 0; i < N; i++) {
+      EQ(rados_aio_wait_for_complete(cs[i]), 0);
+      EQ(rados_aio_get_return_value(cs[i]), 0);
+      rados_aio_release(cs[i]);
+    }
+    rados_completion_t rc;
+    EQ(rados_aio_create_completion(NULL, NULL, NULL, &rc), 0);
+    EQ(rados_aio_read(io, "ordered", rc, got, sizeof got, 0), 0);
+    EQ(rados_aio_wait_for_complete(rc), 0);
+    EQ(rados_aio_get_return_value(rc), sizeof got);
+    rados_aio_release(rc);
+    CHECK(memcmp(model, got, sizeof got) == 0, "rados aio writes applied in order");
+    rados_write_op_t op = rados_create_write_op();
+    rados_write_op_zero(op, 0, 4096);
+    EQ(rados_aio_create_completion(NULL, NULL, NULL, &rc), 0);
+    EQ(rados_aio_write_op_operate(op, io, rc, "ordered", NULL, 0), 0);
+    EQ(rados_aio_wait_for_complete(rc), 0);
+    EQ(rados_aio_get_return_value(rc), 0);
+    rados_aio_release(rc);
+    rados_release_write_op(op);
+    EQ(rados_read(io, "ordered", got, 4096, 0), 4096);
+    CHECK(got[0] == 0 && got[4095] == 0, "write_op_zero");
+    EQ(rados_remove(io, "ordered"), 0);
+  }
+
   /* ---- images ---- */
   int order = 0;
   rbd_remove(io, "abi1");
