@@ -636,16 +636,31 @@ impl Image {
     /// Remove a snapshot (`ENOENT`; `EBUSY` if protected). Its clones are
     /// trimmed by the object layer.
     pub async fn snap_remove(&self, name: &str) -> Result<()> {
+        self.snap_remove_spec(SnapSpec::Name(name.to_string()))
+            .await
+    }
+
+    /// Remove a snapshot by id (`rbd_snap_remove_by_id`).
+    pub async fn snap_remove_by_id(&self, id: SnapId) -> Result<()> {
+        self.snap_remove_spec(SnapSpec::Id(id)).await
+    }
+
+    async fn snap_remove_spec(&self, spec: SnapSpec) -> Result<()> {
         let inner = &self.inner;
         let _g = inner.gate.write().await;
         let v = inner.reload().await?;
         inner.check_writable(&v)?;
-        let what = format!("snapshot {}@{name}", inner.spec());
-        let rec = v
-            .header
-            .snap_by_name(name)
-            .ok_or_else(|| RbdError::not_found(what.clone()))?
-            .clone();
+        let (rec, what) = match &spec {
+            SnapSpec::Name(name) => (
+                v.header.snap_by_name(name).cloned(),
+                format!("snapshot {}@{name}", inner.spec()),
+            ),
+            SnapSpec::Id(id) => (
+                v.header.snaps.get(id).cloned(),
+                format!("snapshot id {id} of {}", inner.spec()),
+            ),
+        };
+        let rec = rec.ok_or_else(|| RbdError::not_found(what.clone()))?;
         if rec.protection != Protection::Unprotected {
             return Err(RbdError::busy(what, "it is protected"));
         }
@@ -1071,6 +1086,78 @@ impl Image {
         if !nv.header.references_parent(&pspec) {
             rbd::set_child_link(inner.rados.as_ref(), &pspec, &self.child_ref(), false).await?;
         }
+        Ok(())
+    }
+
+    /// Enable or disable mutable features (`rbd_update_features`):
+    /// exclusive-lock, object-map, fast-diff. Dependencies are enforced as
+    /// librbd does (`EINVAL`); other bits are `EINVAL`. Enabling object-map
+    /// builds the head map from the listed data objects (snapshots get no
+    /// map: diffs from them take the exact, slower path).
+    pub async fn update_features(&self, features: u64, enabled: bool) -> Result<()> {
+        use crate::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP};
+        const MUTABLE: u64 = FEATURE_EXCLUSIVE_LOCK | FEATURE_OBJECT_MAP | FEATURE_FAST_DIFF;
+        if features & !MUTABLE != 0 {
+            return Err(RbdError::invalid(format!(
+                "features {:#x} cannot be changed",
+                features & !MUTABLE
+            )));
+        }
+        let inner = &self.inner;
+        let _g = inner.gate.write().await;
+        let v = inner.reload().await?;
+        inner.check_writable(&v)?;
+        let old = v.header.features;
+        let new = if enabled {
+            old | features
+        } else {
+            old & !features
+        };
+        if new & FEATURE_OBJECT_MAP != 0 && new & FEATURE_EXCLUSIVE_LOCK == 0 {
+            return Err(RbdError::invalid("object-map requires exclusive-lock"));
+        }
+        if new & FEATURE_FAST_DIFF != 0 && new & FEATURE_OBJECT_MAP == 0 {
+            return Err(RbdError::invalid("fast-diff requires object-map"));
+        }
+        if new == old {
+            return Ok(());
+        }
+        let rados = inner.rados.as_ref();
+        if new & FEATURE_OBJECT_MAP != 0 && old & FEATURE_OBJECT_MAP == 0 {
+            let prefix = format!("{}.", layout::data_prefix(&inner.id));
+            let listed = rados
+                .list_objects(inner.io.pool_id, Some(&inner.io.namespace))
+                .await
+                .ctx(|| format!("listing objects of {}", inner.spec()))?;
+            let mut states = vec![OBJECT_NONEXISTENT; num_objects(v.size, v.order()) as usize];
+            for o in listed {
+                let Some(hex) = o.name.strip_prefix(&prefix) else {
+                    continue;
+                };
+                match u64::from_str_radix(hex, 16) {
+                    Ok(n) if (n as usize) < states.len() => states[n as usize] = OBJECT_EXISTS,
+                    _ => {}
+                }
+            }
+            objmap::store_all(rados, &v.map_oid, states).await?;
+        }
+        if new & FEATURE_OBJECT_MAP == 0 && old & FEATURE_OBJECT_MAP != 0 {
+            let mut maps = vec![inner.map_oid(NOSNAP)];
+            maps.extend(v.header.snaps.keys().map(|&s| inner.map_oid(s)));
+            for m in maps {
+                objmap::remove(rados, &m).await?;
+            }
+        }
+        inner
+            .update(|h| {
+                h.features = if enabled {
+                    h.features | features
+                } else {
+                    h.features & !features
+                };
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 

@@ -20,6 +20,17 @@ use crate::{
     FEATURE_JOURNALING, FEATURE_LAYERING, FEATURE_OBJECT_MAP, FEATURE_STRIPINGV2,
 };
 
+/// Pool-level settings object (per namespace).
+const POOL_INFO: &str = "rbd_info";
+const POOL_META_PREFIX: &str = "metadata_";
+
+fn pool_meta_key(key: &str) -> Result<String> {
+    if key.is_empty() {
+        return Err(RbdError::invalid("metadata key is empty"));
+    }
+    Ok(format!("{POOL_META_PREFIX}{key}"))
+}
+
 /// How many object removals run at once when an image is removed.
 const REMOVE_PARALLEL_MAX: usize = 32;
 const CAS_RETRIES_MAX: u32 = 100;
@@ -567,6 +578,68 @@ impl Rbd {
     /// The id of image `name` (`ENOENT`).
     pub async fn image_id(&self, io: &IoCtx, name: &str) -> Result<String> {
         lookup_id(self.rados.as_ref(), io, name).await
+    }
+
+    fn pool_info_oid(io: &IoCtx) -> ObjectId {
+        io.oid(POOL_INFO)
+    }
+
+    /// Pool-level metadata value (`rbd_pool_metadata_get`; `ENOENT` if unset).
+    /// Stored as omap `metadata_<key>` of `rbd_info` in `io`'s namespace;
+    /// `conf_<option>` keys are per-pool librbd config overrides.
+    pub async fn pool_metadata_get(&self, io: &IoCtx, key: &str) -> Result<Bytes> {
+        let k = pool_meta_key(key)?;
+        let (_, mut m) = omap_read(
+            self.rados.as_ref(),
+            &Self::pool_info_oid(io),
+            vec![k.clone()],
+        )
+        .await?;
+        m.remove(&k).ok_or_else(|| {
+            RbdError::not_found(format!("pool metadata key '{key}' of {}", io.pool_name))
+        })
+    }
+
+    /// Set a pool-level metadata value.
+    pub async fn pool_metadata_set(
+        &self,
+        io: &IoCtx,
+        key: &str,
+        value: impl Into<Bytes>,
+    ) -> Result<()> {
+        let k = pool_meta_key(key)?;
+        let req = OpRequest::new(Self::pool_info_oid(io))
+            .op(Op::OmapSetVals(BTreeMap::from([(k, value.into())])));
+        self.rados
+            .operate(req)
+            .await
+            .ctx(|| format!("setting pool metadata of {}", io.pool_name))?;
+        Ok(())
+    }
+
+    /// Remove a pool-level metadata key (`ENOENT` if unset).
+    pub async fn pool_metadata_remove(&self, io: &IoCtx, key: &str) -> Result<()> {
+        self.pool_metadata_get(io, key).await?;
+        let req =
+            OpRequest::new(Self::pool_info_oid(io)).op(Op::OmapRmKeys(vec![pool_meta_key(key)?]));
+        self.rados
+            .operate(req)
+            .await
+            .ctx(|| format!("removing pool metadata of {}", io.pool_name))?;
+        Ok(())
+    }
+
+    /// All pool-level metadata, sorted by key.
+    pub async fn pool_metadata_list(&self, io: &IoCtx) -> Result<BTreeMap<String, Bytes>> {
+        let m = omap_list(
+            self.rados.as_ref(),
+            &Self::pool_info_oid(io),
+            POOL_META_PREFIX,
+        )
+        .await?;
+        Ok(m.into_iter()
+            .map(|(k, v)| (k[POOL_META_PREFIX.len()..].to_string(), v))
+            .collect())
     }
 
     /// Clients that have `name` open (watchers of its header).

@@ -810,3 +810,106 @@ async fn futures_are_send() {
     send(img.snap_remove("s")).await.unwrap();
     send(e.rbd.list(&e.io)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_features_pool_metadata_snap_by_id() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 16 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    img.write(4 * MIB, pattern(100, 1)).await.unwrap();
+    assert_eq!(
+        errno(img.update_features(FEATURE_OBJECT_MAP, false).await),
+        Errno::EINVAL
+    ); // fast-diff needs it
+    assert_eq!(
+        errno(img.update_features(FEATURE_LAYERING, false).await),
+        Errno::EINVAL
+    );
+    img.update_features(FEATURE_FAST_DIFF | FEATURE_OBJECT_MAP, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        img.features(),
+        FEATURE_LAYERING | FEATURE_EXCLUSIVE_LOCK | FEATURE_DEEP_FLATTEN
+    );
+    assert!(!objects(e.rados.as_ref(), e.io.pool_id)
+        .await
+        .iter()
+        .any(|n| n.starts_with("rbd_object_map.")));
+    img.write(12 * MIB, pattern(100, 2)).await.unwrap();
+    assert_eq!(img.read(4 * MIB, 100).await.unwrap(), pattern(100, 1));
+    assert_eq!(img.disk_usage().await.unwrap(), 8 * MIB);
+    img.update_features(FEATURE_OBJECT_MAP | FEATURE_FAST_DIFF, true)
+        .await
+        .unwrap();
+    assert_eq!(img.features(), FEATURES_DEFAULT);
+    assert_eq!(img.flags(), 0);
+    let fresh = e
+        .rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(fresh.read(12 * MIB, 100).await.unwrap(), pattern(100, 2));
+    let whole = DiffOptions {
+        whole_object: true,
+        ..Default::default()
+    };
+    let d = fresh.diff(0, 16 * MIB, &whole).await.unwrap();
+    assert_eq!(
+        d.iter().map(|x| x.offset).collect::<Vec<_>>(),
+        vec![4 * MIB, 12 * MIB]
+    );
+
+    let id = img.snap_create("s").await.unwrap();
+    assert_eq!(errno(img.snap_remove_by_id(id + 100).await), Errno::ENOENT);
+    img.snap_remove_by_id(id).await.unwrap();
+    assert!(img.snap_list().await.unwrap().is_empty());
+
+    assert_eq!(
+        errno(e.rbd.pool_metadata_get(&e.io, "conf_rbd_cache").await),
+        Errno::ENOENT
+    );
+    e.rbd
+        .pool_metadata_set(&e.io, "conf_rbd_cache", "false")
+        .await
+        .unwrap();
+    assert_eq!(
+        e.rbd
+            .pool_metadata_get(&e.io, "conf_rbd_cache")
+            .await
+            .unwrap()
+            .as_ref(),
+        b"false"
+    );
+    assert_eq!(e.rbd.pool_metadata_list(&e.io).await.unwrap().len(), 1);
+    e.rbd
+        .pool_metadata_remove(&e.io, "conf_rbd_cache")
+        .await
+        .unwrap();
+    assert_eq!(
+        errno(e.rbd.pool_metadata_remove(&e.io, "conf_rbd_cache").await),
+        Errno::ENOENT
+    );
+    assert_eq!(e.rbd.image_id(&e.io, "img").await.unwrap(), img.id());
+    let by_id = e
+        .rbd
+        .open_by_id(&e.io, img.id(), &OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(by_id.name(), "img");
+    assert_eq!(
+        errno(
+            e.rbd
+                .open_by_id(&e.io, "ffff", &OpenOptions::default())
+                .await
+        ),
+        Errno::ENOENT
+    );
+}
