@@ -29,16 +29,35 @@
 //! # Consistency between clients
 //! A handle caches the header (size, snapshots, parent) and the object map.
 //! Every header-changing operation (snapshot create/remove/rename/protect,
-//! resize, rollback, flatten, set_snap) re-reads the header under
-//! compare-and-swap and installs the result, and [`Image::refresh`] (what
-//! `rbd_invalidate_cache` maps to) re-reads header and object map. A handle
-//! therefore sees another client's resize or snapshot at its next
-//! header-changing operation or refresh. The object layer has no
-//! watch-notify, so there is no push invalidation (librbd's exclusive-lock
-//! hand-off): two clients writing one image at the same time must refresh
-//! after the other one took a snapshot, and a handle may serve stale
-//! "absent object → zeros/parent" answers from its object map for objects
-//! another client created until it refreshes.
+//! resize, rollback, flatten, set_snap, update_features) re-reads the
+//! header and changes it by compare-and-swap on the object version, then
+//! installs the result; [`Image::refresh`] (what `rbd_invalidate_cache`
+//! maps to) re-reads header and object map; [`Image::snap_list`] and
+//! friends read the header fresh. A handle therefore sees another client's
+//! resize or snapshot in its size/snap context at its next header-changing
+//! operation or refresh.
+//!
+//! The object layer has no watch-notify, so there is no push invalidation
+//! (librbd's exclusive-lock hand-off is not implemented; the feature bit is
+//! only recorded). Consequences, by design: (1) a client writing while
+//! another takes a snapshot must refresh before its next write, or the
+//! snapshot may see that write; (2) a handle may answer "absent object →
+//! zeros / parent" from its cached object map for objects another client
+//! created until it refreshes. What is guaranteed regardless: the stored
+//! object map never says "absent" for an existing object (a write whose
+//! cached state says "exists" is guarded with `AssertExists`, and an object
+//! removed meanwhile gets its map entry stored again before being
+//! recreated), and header updates never interleave.
+//!
+//! # Concurrency inside one handle
+//! Requests are split per object and the pieces run concurrently (at most
+//! 64 in flight per request). The data path clones an `Arc` of the current
+//! view (no lock held across awaits) and takes an async `gate` RwLock
+//! shared; snapshot create/remove, rollback, resize, refresh and set_snap
+//! take it exclusively to quiesce this handle's I/O, as librbd does.
+//! Object-map state transitions are serialized per object by 256 striped
+//! async locks; steady-state writes to an object already marked `EXISTS`
+//! cost exactly one object-layer op.
 
 mod diff;
 mod error;
