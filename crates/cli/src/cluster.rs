@@ -209,9 +209,19 @@ pub fn osd(a: OsdArgs) -> R<()> {
         beacon_interval: conf_secs(&conf, "osd", "osd_heartbeat_interval", 1.0),
         mon_timeout: Duration::from_secs(30),
     };
-    runtime()?
-        .block_on(quarry_osd::run(cfg))
-        .map_err(|e| e.to_string())
+    let rt = runtime()?;
+    let r = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(io_ctx("install SIGTERM handler"))?;
+        tokio::select! {
+            r = quarry_osd::run(cfg) => r.map_err(|e| e.to_string()),
+            _ = term.recv() => Ok(()),
+        }
+    });
+    // Dropping the runtime drops every task and with them the store, which
+    // closes its database cleanly (no recovery scan at the next start).
+    rt.shutdown_timeout(Duration::from_secs(5));
+    r
 }
 
 // -------------------------------------------------------------------
@@ -248,7 +258,18 @@ fn new_fsid() -> String {
 
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    // A killed daemon whose parent exited may linger as a zombie when
+    // nothing reaps orphans (containers): that is not "running".
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => true,
+    }
 }
 
 fn read_pid(path: &Path) -> Option<i32> {

@@ -73,6 +73,21 @@ impl Cluster {
         reap();
     }
 
+    fn term(&self, name: &str) {
+        let pid = self.pid(name);
+        // SAFETY: signal to a daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + BOUND;
+        while pid_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} ignored SIGTERM"
+            );
+            reap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn mon_addrs(&self) -> Vec<String> {
         let conf = std::fs::read_to_string(self.path().join("ceph.conf")).expect("conf");
         let line = conf
@@ -111,6 +126,20 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Show the daemons' view of the failure.
+            if let Ok(rd) = std::fs::read_dir(self.path().join("log")) {
+                for e in rd.flatten() {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let lines: Vec<&str> =
+                        text.lines().filter(|l| !l.contains("openraft")).collect();
+                    eprintln!("==== {}", e.path().display());
+                    for l in &lines[lines.len().saturating_sub(25)..] {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
         let _ = Command::new(BIN)
             .arg("down")
             .arg("--dir")
@@ -130,8 +159,19 @@ fn reap() {
 }
 
 fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only probes.
-    unsafe { libc::kill(pid, 0) == 0 }
+    // SAFETY: kill with signal 0 only checks the process exists.
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    // A killed daemon whose parent exited may linger as a zombie when
+    // nothing reaps orphans (containers): that is not "running".
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => true,
+    }
 }
 
 async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
@@ -422,4 +462,117 @@ async fn wrong_key_refused_and_bad_frames_dropped() {
     assert!(buf.is_empty(), "unauthenticated request was answered");
     assert_eq!(read(&c, pool, "alive").await, b"1");
     assert!(pid_alive(cl.pid("osd.0")));
+}
+
+/// Wait until every PG's recorded acting set equals its up set.
+async fn wait_clean(c: &ClusterClient) {
+    bounded("pgs active", async {
+        loop {
+            let map = c.monc().refresh_map().await.expect("map");
+            let clean = map.pools.iter().all(|(&pool, def)| {
+                (0..def.pg_num).all(|seed| {
+                    let pg = quarry_map::PgId { pool, seed };
+                    let up = map.pg_up_set(pg).unwrap_or_default();
+                    !up.is_empty() && map.pg_history.get(&pg).is_some_and(|h| h.acting == up)
+                })
+            });
+            if clean {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+}
+
+async fn pool_min1(c: &ClusterClient, name: &str) -> i64 {
+    c.monc()
+        .command(quarry_monc::MonCommand::PoolCreate {
+            name: name.into(),
+            pg_num: Some(8),
+            size: Some(3),
+            min_size: Some(1),
+            application: None,
+        })
+        .await
+        .expect("pool create");
+    c.pool_lookup(name).await.expect("lookup")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_out_rereplicates_to_another_osd() {
+    let cl = Cluster::up(4);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "t").await;
+    wait_clean(&c).await;
+    for i in 0..40 {
+        write(&c, pool, &format!("m{i}"), format!("val-{i}").as_bytes()).await;
+    }
+    cl.kill9("osd.3");
+    c.monc()
+        .command(quarry_monc::MonCommand::OsdOut { id: 3 })
+        .await
+        .expect("osd out");
+    wait_clean(&c).await;
+    // Every PG now lives on osd.0-2; kill two of them: the survivor must
+    // hold every object (for most PGs it received them by backfill).
+    cl.kill9("osd.0");
+    cl.kill9("osd.1");
+    for i in 0..40 {
+        assert_eq!(
+            read(&c, pool, &format!("m{i}")).await,
+            format!("val-{i}").as_bytes()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_copy_is_detected_and_repaired() {
+    let cl = Cluster::up(3);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "t").await;
+    wait_clean(&c).await;
+    // An object whose primary is osd.0.
+    let map = c.monc().refresh_map().await.expect("map");
+    let name = (0..1000)
+        .map(|i| format!("victim{i}"))
+        .find(|n| {
+            let pg = map.object_pg(pool, "", n).expect("pg");
+            map.pg_primary(pg).expect("primary") == Some(0)
+        })
+        .expect("an object on osd.0");
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8 ^ 0x5a).collect();
+    write(&c, pool, &name, &pattern).await;
+    // A clean stop (SIGTERM): the engine opens without a recovery scan, so
+    // only Quarry's own block checksums can notice the flip.
+    cl.term("osd.0");
+    // Flip one byte in every copy of the block in osd.0's store file.
+    let file = cl.path().join("osd.0").join("store.redb");
+    let mut bytes = std::fs::read(&file).expect("store file");
+    let mut hits = 0;
+    let mut i = 0;
+    while i + pattern.len() <= bytes.len() {
+        if bytes[i..i + pattern.len()] == pattern[..] {
+            bytes[i + 100] ^= 0xff;
+            hits += 1;
+            i += pattern.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(hits > 0, "pattern not found in the store file");
+    eprintln!("flipped {hits} copies");
+    std::fs::write(&file, &bytes).expect("write store");
+    cl.run_up(None);
+    wait_clean(&c).await;
+    assert_eq!(read(&c, pool, &name).await, pattern, "read after repair");
+    let log = std::fs::read_to_string(cl.path().join("log").join("osd.0.log")).expect("log");
+    assert!(
+        log.contains("repairing from a replica"),
+        "osd.0 did not detect the corruption"
+    );
+    // The repaired copy serves alone too.
+    cl.kill9("osd.1");
+    cl.kill9("osd.2");
+    assert_eq!(read(&c, pool, &name).await, pattern);
 }
