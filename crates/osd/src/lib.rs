@@ -50,8 +50,29 @@
 //! deposed primary cannot be acknowledged: the new primary's query made
 //! the members refuse them before peering read their state.
 //!
-//! Recovery moves whole object heads (data, xattrs, omap); snapshot clones
-//! are not moved (see the crate README / report).
+//! Crash windows: each member writes the log entry (its own store
+//! transaction) before the data write. A crash between them leaves an entry
+//! naming an object whose write never happened, which is harmless because
+//! recovery pushes the authority's *current* state of named objects. The
+//! reverse order could leave unlogged data on a member that nothing would
+//! ever repair. A store call applying an op and `sys` keys in one
+//! transaction (`Store::apply_with_sys`, requested from quarry-store) would
+//! remove the window and one fsync per write.
+//!
+//! Known limits (recorded, not hidden):
+//! * Recovery moves whole object heads (data, xattrs, omap); snapshot clones
+//!   are not moved, so a backfilled member lacks clones (needs a store
+//!   export/import of an object's full state, clones and versions included).
+//! * Object versions come from each member's store (per-PG counters), so
+//!   they agree while members apply the same sequence but can differ after
+//!   a recovery push; `AssertVersion` across a failover may then fail
+//!   spuriously (never pass wrongly only if versions stay monotonic).
+//! * No duplicate-op detection: a client resending a non-idempotent op
+//!   after a failed replication (exclusive create, remove) may see EEXIST /
+//!   ENOENT although its first attempt applied.
+//! * Watches live on the primary only and are not re-established after a
+//!   failover.
+//! * Writes of one PG are serialized (one in flight per PG).
 //!
 //! Architecture invariant: store calls never run on async worker threads
 //! (they go through `spawn_blocking`); every queue is bounded (per

@@ -111,3 +111,76 @@ pub fn entries_since(
     }
     Ok(found.then_some(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(epoch: u64, seq: u64) -> Ver {
+        Ver { epoch, seq }
+    }
+
+    #[test]
+    fn log_answers_only_what_it_can_prove() {
+        let store = Store::open_memory().expect("store");
+        let pg = PgId { pool: 1, seed: 3 };
+        let mut m = load(&store, pg).expect("load");
+        assert_eq!(m, PgMeta::default());
+        for s in 1..=5 {
+            m = append(&store, pg, &m, v(7, s), &ObjectId::new(1, format!("o{s}")))
+                .expect("append");
+        }
+        assert_eq!(load(&store, pg).expect("reload"), m);
+        assert_eq!(m.info.last_update, v(7, 5));
+        // From the tail: everything.
+        let all = entries_since(&store, pg, &m, Ver::default()).expect("read");
+        assert_eq!(all.map(|e| e.len()), Some(5));
+        // From an entry: only the newer ones.
+        let some = entries_since(&store, pg, &m, v(7, 3))
+            .expect("read")
+            .expect("covered");
+        assert_eq!(
+            some.iter().map(|(ver, _)| ver.seq).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        // Up to date: nothing.
+        assert_eq!(
+            entries_since(&store, pg, &m, v(7, 5)).expect("read"),
+            Some(vec![])
+        );
+        // A version that never was here (a diverged member): not provable.
+        assert_eq!(entries_since(&store, pg, &m, v(6, 9)).expect("read"), None);
+        // After a reset the log restarts at the authority's version.
+        let m = reset(
+            &store,
+            pg,
+            PgInfo {
+                last_update: v(9, 1),
+                log_tail: v(9, 1),
+            },
+        )
+        .expect("reset");
+        assert_eq!(
+            entries_since(&store, pg, &m, v(9, 1)).expect("read"),
+            Some(vec![])
+        );
+        assert_eq!(entries_since(&store, pg, &m, v(7, 3)).expect("read"), None);
+    }
+
+    #[test]
+    fn log_is_bounded_and_moves_its_tail() {
+        let store = Store::open_memory().expect("store");
+        let pg = PgId { pool: 2, seed: 0 };
+        let mut m = PgMeta::default();
+        for s in 1..=LOG_MAX + 10 {
+            m = append(&store, pg, &m, v(1, s), &ObjectId::new(2, "x")).expect("append");
+        }
+        assert_eq!(m.count, LOG_MAX);
+        assert_eq!(m.info.log_tail, v(1, 10));
+        assert_eq!(entries_since(&store, pg, &m, v(1, 5)).expect("read"), None);
+        let e = entries_since(&store, pg, &m, v(1, 10))
+            .expect("read")
+            .expect("covered");
+        assert_eq!(e.len() as u64, LOG_MAX);
+    }
+}
