@@ -18,7 +18,13 @@ use quarry_rados::{ObjectId, Op, OpRequest};
 use quarry_store::Store;
 
 const OBJ_SIZE: u64 = 4 << 20;
-const OBJECTS: u64 = 16;
+/// Objects in the working set (env QUARRY_BENCH_OBJECTS overrides).
+fn objects() -> u64 {
+    std::env::var("QUARRY_BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
+}
 const IO: usize = 4096;
 
 /// xorshift64*: enough randomness for offsets, no dependency.
@@ -84,7 +90,12 @@ where
             std::thread::spawn(move || {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 7919));
                 let mut lat = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
+                // QUARRY_BENCH_OPS: a fixed op count per thread (for profilers).
+                let max_ops: usize = std::env::var("QUARRY_BENCH_OPS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(usize::MAX);
+                while !stop.load(Ordering::Relaxed) && lat.len() < max_ops {
                     let t0 = Instant::now();
                     op(&mut rng);
                     lat.push(t0.elapsed().as_secs_f64() * 1e6);
@@ -93,7 +104,10 @@ where
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs_f64(secs));
+    let deadline = start + Duration::from_secs_f64(secs);
+    while Instant::now() < deadline && !threads.iter().all(|t| t.is_finished()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     stop.store(true, Ordering::Relaxed);
     let mut lat_us = Vec::new();
     for t in threads {
@@ -124,7 +138,7 @@ fn main() {
     println!(
         "dir {}  working set {} MiB  {secs} s per run",
         dir.display(),
-        (OBJ_SIZE * OBJECTS) >> 20
+        (OBJ_SIZE * objects()) >> 20
     );
 
     if only != "store" {
@@ -149,11 +163,11 @@ fn bench_file(dir: &std::path::Path, secs: f64, qds: &[usize]) {
             .expect("open plain file"),
     );
     let chunk = vec![0xA5u8; 1 << 20];
-    for i in 0..((OBJ_SIZE * OBJECTS) >> 20) {
+    for i in 0..((OBJ_SIZE * objects()) >> 20) {
         file.write_all_at(&chunk, i << 20).expect("prefill");
     }
     file.sync_all().expect("sync");
-    let blocks = OBJ_SIZE * OBJECTS / IO as u64;
+    let blocks = OBJ_SIZE * objects() / IO as u64;
     for &qd in qds {
         let f = file.clone();
         let buf = vec![0x5Au8; IO];
@@ -171,7 +185,7 @@ fn bench_file(dir: &std::path::Path, secs: f64, qds: &[usize]) {
 /// The store: prefill objects so writes are overwrites, as for the file.
 fn bench_store(dir: &std::path::Path, secs: f64, qds: &[usize]) {
     let store = Arc::new(Store::open(&dir.join("store")).expect("open store"));
-    for o in 0..OBJECTS {
+    for o in 0..objects() {
         store
             .apply(
                 &OpRequest::new(ObjectId::new(1, format!("obj{o}")))
@@ -182,9 +196,10 @@ fn bench_store(dir: &std::path::Path, secs: f64, qds: &[usize]) {
     let data = Bytes::from(vec![0x5Au8; IO]);
     for &qd in qds {
         let (st, data) = (store.clone(), data.clone());
+        let nobj = objects();
         let mut s = run(qd, secs, move |rng| {
             let r = rng.next();
-            let obj = r % OBJECTS;
+            let obj = r % nobj;
             let off = ((r >> 8) % (OBJ_SIZE / IO as u64)) * IO as u64;
             st.apply(
                 &OpRequest::new(ObjectId::new(1, format!("obj{obj}"))).op(Op::Write {
