@@ -49,7 +49,14 @@ pub struct OrderSlot<'a> {
 
 impl ObjectOrder {
     /// Take the next slot for `oid` (call on the submitting thread).
-    pub fn enter(&self, oid: &ObjectId) -> (u64, Option<tokio::sync::watch::Receiver<bool>>, tokio::sync::watch::Sender<bool>) {
+    pub fn enter(
+        &self,
+        oid: &ObjectId,
+    ) -> (
+        u64,
+        Option<tokio::sync::watch::Receiver<bool>>,
+        tokio::sync::watch::Sender<bool>,
+    ) {
         let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let prev = lock(&self.tails)
@@ -62,7 +69,11 @@ impl ObjectOrder {
     pub fn slot(
         &self,
         oid: ObjectId,
-        parts: (u64, Option<tokio::sync::watch::Receiver<bool>>, tokio::sync::watch::Sender<bool>),
+        parts: (
+            u64,
+            Option<tokio::sync::watch::Receiver<bool>>,
+            tokio::sync::watch::Sender<bool>,
+        ),
     ) -> OrderSlot<'_> {
         OrderSlot {
             order: self,
@@ -185,6 +196,8 @@ pub struct IoCtx {
     pub pool_name: String,
     /// Namespace.
     pub namespace: Mutex<String>,
+    /// The `rados_t` handle it was created from (`rados_ioctx_get_cluster`).
+    pub handle: usize,
 }
 
 impl IoCtx {

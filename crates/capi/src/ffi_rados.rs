@@ -234,6 +234,7 @@ pub unsafe extern "C" fn rados_ioctx_create(
     pool_name: *const c_char,
     out: *mut IoCtxT,
 ) -> c_int {
+    let handle = c as usize;
     int(|| {
         // SAFETY: handle and C string from the caller.
         let c = unsafe { cluster(c) }?;
@@ -250,6 +251,7 @@ pub unsafe extern "C" fn rados_ioctx_create(
             pool,
             pool_name: name,
             namespace: Mutex::new(String::new()),
+            handle,
         };
         // SAFETY: out is non-null caller storage.
         unsafe { *out = Box::into_raw(Box::new(Arc::new(io))) as IoCtxT };
@@ -277,6 +279,7 @@ pub unsafe extern "C" fn rados_ioctx_create2(c: RadosT, pool_id: i64, out: *mut 
             pool: p.id,
             pool_name: p.name,
             namespace: Mutex::new(String::new()),
+            handle: c as usize,
         };
         // SAFETY: out is non-null caller storage.
         unsafe { *out = Box::into_raw(Box::new(Arc::new(io))) as IoCtxT };
@@ -323,6 +326,18 @@ pub unsafe extern "C" fn rados_ioctx_get_namespace(
         // SAFETY: buf valid for len bytes.
         unsafe { copy_out(&ns, buf, len as usize) }?;
         Ok(ns.len() as i32)
+    })
+}
+
+/// The cluster handle an ioctx was created from.
+#[no_mangle]
+pub unsafe extern "C" fn rados_ioctx_get_cluster(io: IoCtxT) -> RadosT {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: handle from the caller.
+        match unsafe { ioctx(io) } {
+            Ok(io) => io.handle as RadosT,
+            Err(_) => std::ptr::null_mut(),
+        }
     })
 }
 

@@ -126,7 +126,17 @@ pub unsafe extern "C" fn rbd_version(major: *mut c_int, minor: *mut c_int, extra
     })
 }
 
-fn create_impl(
+/// `rbd_default_features` of the cluster an ioctx belongs to.
+pub(crate) fn default_features(io: IoCtxT) -> CResult<u64> {
+    // SAFETY: handle from the caller.
+    let io = unsafe { ioctx(io) }?;
+    let conf = lock(&io.cluster.conf).clone();
+    Ok(crate::config::parse_features(
+        &conf.get("rbd_default_features")?,
+    )?)
+}
+
+pub(crate) fn create_impl(
     io: IoCtxT,
     name: *const c_char,
     size: u64,
@@ -1915,7 +1925,7 @@ pub unsafe extern "C" fn rbd_image_spec_cleanup(image: *mut RbdImageSpec) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn clone_impl(
+pub(crate) fn clone_impl(
     p_io: IoCtxT,
     p_name: *const c_char,
     p_snap: *const c_char,
@@ -2103,6 +2113,80 @@ pub unsafe extern "C" fn rbd_metadata_remove(image: ImageT, key: *const c_char) 
         let key = unsafe { req_str(key) }?.to_string();
         let b = img.backend.clone();
         rt::block_on(async move { b.metadata_remove(&key).await })?;
+        Ok(0)
+    })
+}
+
+/// List image metadata after `start` (at most `max`, 0 = all): keys and
+/// values as NUL-separated lists; `-ERANGE` with both lengths set if short.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_metadata_list(
+    image: ImageT,
+    start: *const c_char,
+    max: u64,
+    keys: *mut c_char,
+    key_len: *mut usize,
+    values: *mut c_char,
+    vals_len: *mut usize,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle and C string from the caller.
+        let img = unsafe { img_of(image) }?;
+        // SAFETY: as above.
+        let start = unsafe { opt_str(start) }?.unwrap_or("").to_string();
+        nonnull(key_len)?;
+        nonnull(vals_len)?;
+        let b = img.backend.clone();
+        let all = rt::block_on(async move { b.metadata_list().await })?;
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        for (key, val) in all
+            .iter()
+            .filter(|(key, _)| start.is_empty() || key.as_str() > start.as_str())
+            .take(if max == 0 { usize::MAX } else { max as usize })
+        {
+            k.extend_from_slice(key.as_bytes());
+            k.push(0);
+            v.extend_from_slice(val.as_bytes());
+            v.push(0);
+        }
+        // SAFETY: both length pointers non-null.
+        let (have_k, have_v) = unsafe { (*key_len, *vals_len) };
+        // SAFETY: as above.
+        unsafe {
+            *key_len = k.len();
+            *vals_len = v.len();
+        }
+        if have_k < k.len() || have_v < v.len() {
+            return Err(Errno::ERANGE.into());
+        }
+        for (src, dst) in [(&k, keys), (&v, values)] {
+            if !src.is_empty() {
+                nonnull(dst)?;
+                // SAFETY: dst has room for src.len() bytes (checked above).
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.cast::<u8>(), src.len()) };
+            }
+        }
+        Ok(0)
+    })
+}
+
+/// Namespace type of a snapshot: always user (0) in Quarry.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_snap_get_namespace_type(
+    image: ImageT,
+    snap_id: u64,
+    ty: *mut c_int,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        nonnull(ty)?;
+        if !snaps_of(img)?.iter().any(|s| s.id == snap_id) {
+            return Err(Errno::ENOENT.into());
+        }
+        // SAFETY: non-null.
+        unsafe { *ty = 0 };
         Ok(0)
     })
 }

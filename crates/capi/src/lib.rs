@@ -34,6 +34,8 @@ pub mod ffi_rados;
 pub mod ffi_rbd;
 pub mod image;
 mod net;
+pub mod opts;
 mod rbd_adapter;
 mod rt;
+pub mod unsupported;
 pub mod util;

@@ -264,6 +264,9 @@ int main(int argc, char **argv) {
     static char model[SPAN + MAXLEN], got2[SPAN + MAXLEN], bufs[N][MAXLEN];
     rbd_image_t w;
     rbd_completion_t comps[N];
+    /* Writes acknowledged early by one handle are visible to another
+     * handle only after a flush (librbd: exclusive-lock hand-off flushes). */
+    EQ(rbd_flush(img), 0);
     EQ(rbd_open(io, "abi1", &w, NULL), 0);
     EQ(rbd_flush(w), 0); /* leaves writethrough_until_flush mode */
     EQ(rbd_read(w, 0, sizeof model, model), sizeof model);
@@ -279,6 +282,12 @@ int main(int argc, char **argv) {
         /* a read in the middle sees everything submitted before it */
         EQ(rbd_read(w, 0, sizeof got2, got2), sizeof got2);
         CHECK(memcmp(model, got2, sizeof got2) == 0, "read-your-writes at %d", i);
+        for (size_t q = 0; q < sizeof got2; q++)
+          if (model[q] != got2[q]) {
+            fprintf(stderr, "  first difference at %zu: expected %02x, got %02x\n", q,
+                    (unsigned char)model[q], (unsigned char)got2[q]);
+            break;
+          }
       }
     }
     rbd_completion_t fc;

@@ -1,0 +1,267 @@
+//! Exports that Debian's python3-rbd / python3-rados import but Quarry does
+//! not implement. Python loads its extension modules with RTLD_NOW, so every
+//! imported symbol must exist for `import rbd` / `import rados` to work; each
+//! of these refuses deliberately with `-EOPNOTSUPP` ("Operation not
+//! supported"), `NULL`, 0 or nothing, as its return type allows. None of
+//! them pretends to succeed. Generated from the header prototypes; the
+//! stubs take no parameters (the System V x86_64 ABI lets a caller pass
+//! arguments a callee ignores).
+
+use std::ffi::{c_int, c_void};
+
+use crate::util::NEG_ENOTSUP;
+
+macro_rules! unsupported_int {
+    ($($name:ident),* $(,)?) => {$(
+        /// Not implemented in Quarry: returns -EOPNOTSUPP.
+        #[no_mangle]
+        pub extern "C" fn $name() -> c_int {
+            NEG_ENOTSUP
+        }
+    )*};
+}
+
+macro_rules! unsupported_void {
+    ($($name:ident),* $(,)?) => {$(
+        /// Not implemented in Quarry: does nothing (nothing was allocated).
+        #[no_mangle]
+        pub extern "C" fn $name() {}
+    )*};
+}
+
+unsupported_int!(
+    rbd_get_create_timestamp,
+    rbd_is_exclusive_lock_owner,
+    rbd_snap_set,
+    rados_aio_append,
+    rados_aio_cmpext,
+    rados_aio_exec,
+    rados_aio_notify,
+    rados_aio_read_op_operate,
+    rados_aio_rmxattr,
+    rados_aio_setxattr,
+    rados_aio_stat,
+    rados_aio_writesame,
+    rados_application_enable,
+    rados_application_list,
+    rados_application_metadata_get,
+    rados_application_metadata_list,
+    rados_application_metadata_remove,
+    rados_application_metadata_set,
+    rados_blocklist_add,
+    rados_cluster_fsid,
+    rados_cmpext,
+    rados_conf_parse_argv_remainder,
+    rados_create_with_context,
+    rados_decode_notify_response,
+    rados_exec,
+    rados_getaddrs,
+    rados_getxattrs,
+    rados_getxattrs_next,
+    rados_inconsistent_pg_list,
+    rados_ioctx_pool_required_alignment2,
+    rados_ioctx_pool_requires_alignment2,
+    rados_ioctx_selfmanaged_snap_create,
+    rados_ioctx_selfmanaged_snap_remove,
+    rados_ioctx_selfmanaged_snap_rollback,
+    rados_ioctx_selfmanaged_snap_set_write_ctx,
+    rados_ioctx_snap_create,
+    rados_ioctx_snap_get_name,
+    rados_ioctx_snap_get_stamp,
+    rados_ioctx_snap_list,
+    rados_ioctx_snap_lookup,
+    rados_ioctx_snap_remove,
+    rados_ioctx_snap_rollback,
+    rados_lock_exclusive,
+    rados_lock_shared,
+    rados_mgr_command,
+    rados_mgr_command_target,
+    rados_mon_command_target,
+    rados_monitor_log,
+    rados_monitor_log2,
+    rados_nobjects_list_next,
+    rados_nobjects_list_open,
+    rados_notify2,
+    rados_notify_ack,
+    rados_omap_get_next,
+    rados_osd_command,
+    rados_pg_command,
+    rados_ping_monitor,
+    rados_pool_create_with_all,
+    rados_pool_create_with_auid,
+    rados_pool_create_with_crush_rule,
+    rados_pool_get_base_tier,
+    rados_pool_reverse_lookup,
+    rados_read_op_operate,
+    rados_service_register,
+    rados_service_update_status,
+    rados_unlock,
+    rados_unwatch2,
+    rados_watch3,
+    rados_watch_check,
+    rados_watch_flush,
+    rados_writesame,
+    rbd_aio_mirror_image_create_snapshot,
+    rbd_aio_mirror_image_get_info,
+    rbd_aio_mirror_image_get_mode,
+    rbd_aio_open_by_id,
+    rbd_aio_open_by_id_read_only,
+    rbd_break_lock,
+    rbd_config_image_list,
+    rbd_config_pool_list,
+    rbd_copy3,
+    rbd_deep_copy,
+    rbd_features_from_string,
+    rbd_features_to_string,
+    rbd_get_access_timestamp,
+    rbd_get_group,
+    rbd_get_migration_source_spec,
+    rbd_get_modify_timestamp,
+    rbd_group_create,
+    rbd_group_image_add,
+    rbd_group_image_list,
+    rbd_group_image_list_cleanup,
+    rbd_group_image_remove,
+    rbd_group_info_cleanup,
+    rbd_group_list,
+    rbd_group_remove,
+    rbd_group_rename,
+    rbd_group_snap_create2,
+    rbd_group_snap_list,
+    rbd_group_snap_list_cleanup,
+    rbd_group_snap_remove,
+    rbd_group_snap_rename,
+    rbd_group_snap_rollback,
+    rbd_list_children3,
+    rbd_list_descendants,
+    rbd_lock_acquire,
+    rbd_lock_break,
+    rbd_lock_exclusive,
+    rbd_lock_get_owners,
+    rbd_lock_release,
+    rbd_lock_shared,
+    rbd_migration_abort_with_progress,
+    rbd_migration_commit_with_progress,
+    rbd_migration_execute_with_progress,
+    rbd_migration_prepare,
+    rbd_migration_prepare_import,
+    rbd_migration_status,
+    rbd_mirror_image_create_snapshot2,
+    rbd_mirror_image_demote,
+    rbd_mirror_image_disable,
+    rbd_mirror_image_enable2,
+    rbd_mirror_image_get_global_status,
+    rbd_mirror_image_get_info,
+    rbd_mirror_image_get_instance_id,
+    rbd_mirror_image_get_mode,
+    rbd_mirror_image_global_status_list,
+    rbd_mirror_image_info_list,
+    rbd_mirror_image_instance_id_list,
+    rbd_mirror_image_promote,
+    rbd_mirror_image_resync,
+    rbd_mirror_image_status_summary,
+    rbd_mirror_mode_get,
+    rbd_mirror_mode_set,
+    rbd_mirror_peer_bootstrap_create,
+    rbd_mirror_peer_bootstrap_import,
+    rbd_mirror_peer_site_add,
+    rbd_mirror_peer_site_get_attributes,
+    rbd_mirror_peer_site_list,
+    rbd_mirror_peer_site_remove,
+    rbd_mirror_peer_site_set_attributes,
+    rbd_mirror_peer_site_set_client_name,
+    rbd_mirror_peer_site_set_name,
+    rbd_mirror_site_name_get,
+    rbd_mirror_site_name_set,
+    rbd_mirror_uuid_get,
+    rbd_namespace_create,
+    rbd_namespace_list,
+    rbd_namespace_remove,
+    rbd_open_by_id,
+    rbd_open_by_id_read_only,
+    rbd_pool_init,
+    rbd_pool_metadata_get,
+    rbd_pool_metadata_list,
+    rbd_pool_metadata_remove,
+    rbd_pool_metadata_set,
+    rbd_pool_stats_get,
+    rbd_pool_stats_option_add_uint64,
+    rbd_rebuild_object_map,
+    rbd_snap_get_group_namespace,
+    rbd_snap_get_mirror_namespace,
+    rbd_snap_get_trash_namespace,
+    rbd_snap_group_namespace_cleanup,
+    rbd_snap_mirror_namespace_cleanup,
+    rbd_snap_remove_by_id,
+    rbd_snap_set_by_id,
+    rbd_snap_set_limit,
+    rbd_sparsify,
+    rbd_trash_get,
+    rbd_trash_list,
+    rbd_trash_move,
+    rbd_trash_purge,
+    rbd_trash_remove_with_progress,
+    rbd_trash_restore,
+    rbd_unlock,
+    rbd_update_features,
+    rbd_watchers_list,
+);
+
+unsupported_void!(
+    rados_free_notify_response,
+    rados_getxattrs_end,
+    rados_ioctx_locator_set_key,
+    rados_ioctx_snap_set_read,
+    rados_nobjects_list_close,
+    rados_omap_get_end,
+    rados_read_op_cmpext,
+    rados_read_op_omap_get_keys2,
+    rados_read_op_omap_get_vals2,
+    rados_read_op_omap_get_vals_by_keys,
+    rados_read_op_set_flags,
+    rados_release_read_op,
+    rados_set_pool_full_try,
+    rados_unset_pool_full_try,
+    rados_write_op_append,
+    rados_write_op_cmpext,
+    rados_write_op_exec,
+    rados_write_op_omap_cmp,
+    rados_write_op_omap_rm_keys,
+    rados_write_op_omap_rm_range2,
+    rados_write_op_omap_set,
+    rados_write_op_writesame,
+    rbd_config_image_list_cleanup,
+    rbd_config_pool_list_cleanup,
+    rbd_linked_image_spec_list_cleanup,
+    rbd_lock_get_owners_cleanup,
+    rbd_migration_status_cleanup,
+    rbd_mirror_image_get_info_cleanup,
+    rbd_mirror_image_global_status_cleanup,
+    rbd_mirror_image_global_status_list_cleanup,
+    rbd_mirror_image_info_list_cleanup,
+    rbd_mirror_image_instance_id_list_cleanup,
+    rbd_mirror_peer_site_list_cleanup,
+    rbd_pool_stats_create,
+    rbd_pool_stats_destroy,
+    rbd_trash_get_cleanup,
+    rbd_trash_list_cleanup,
+    rbd_watchers_list_cleanup,
+);
+
+/// Not implemented in Quarry: returns -EOPNOTSUPP.
+#[no_mangle]
+pub extern "C" fn rbd_list_lockers() -> isize {
+    NEG_ENOTSUP as isize
+}
+
+/// Not implemented in Quarry: no read ops, returns NULL.
+#[no_mangle]
+pub extern "C" fn rados_create_read_op() -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+/// Versions are not tracked per ioctx: returns 0.
+#[no_mangle]
+pub extern "C" fn rados_get_last_version() -> u64 {
+    0
+}
