@@ -128,6 +128,10 @@ pub static QUARRY_OPTIONS: &[OptionDef] = &[
       "Address a daemon advertises to clients; '-' picks one"),
     q("public_network", Str, "", Global, false,
       "Network (CIDR) a daemon picks its public address from"),
+    // Not a Ceph option: when set, clients use an in-process store in this
+    // directory instead of connecting to monitors (tests, single-host use).
+    q("quarry_embedded_dir", Str, "", Client, false,
+      "Directory of a local embedded object store used instead of a cluster; empty = connect to mon_host"),
     qb("rados_mon_op_timeout", Secs, "0", Client, Some(0.0), None,
        "Seconds a monitor request may take before ETIMEDOUT; 0 = wait forever"),
     qb("rados_osd_op_timeout", Secs, "0", Client, Some(0.0), None,
