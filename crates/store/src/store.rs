@@ -19,10 +19,11 @@
 //! requests are serialized and many are committed with one fdatasync (of
 //! the write-ahead log, see `wal`; or of redb itself at checkpoints).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use quarry_rados::{ListEntry, OpReply, OpRequest, PoolId, PoolStat, RadosError, Result, SnapId};
 use redb::{Database, Durability, ReadableTable};
@@ -37,10 +38,17 @@ const CHECKPOINT_KEY: &[u8] = b"wal.checkpoint";
 
 /// Pending requests the writer queue holds before submitters wait.
 pub const QUEUE_CAPACITY: usize = 256;
-/// Most requests committed by one transaction.
+/// Most requests made durable by one log append (one fdatasync).
 pub const MAX_BATCH: usize = 128;
-/// Most payload bytes committed by one transaction (bounds its memory).
+/// Most payload bytes in one batch (bounds its memory).
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
+/// How long one redb transaction stays open collecting batches. redb's
+/// commit costs as much CPU as the writes it commits (tree finalization,
+/// page checksums, freed-page bookkeeping): amortizing it over many
+/// batches is what makes a small durable write cheap.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(5);
+/// Most batches in one redb transaction.
+const MAX_TXN_BATCHES: usize = 512;
 /// redb page cache size.
 const CACHE_BYTES: usize = 64 << 20;
 
@@ -57,10 +65,17 @@ pub struct StoreUsage {
 
 /// Work for the writer thread.
 enum JobKind {
+    /// A request (a write; or a read of an object with uncommitted changes).
     Op(OpRequest),
     Trim(PoolId, Vec<SnapId>),
     RemovePool(PoolId),
     Sys(Vec<(String, Option<Vec<u8>>)>),
+    /// Reads routed to the writer because what they read has changes not
+    /// yet committed to redb (only the writer's transaction sees them).
+    List(PoolId, Option<String>),
+    PoolStat(PoolId),
+    Usage,
+    SysGet(String),
 }
 
 /// A job's answer.
@@ -68,6 +83,10 @@ enum Answer {
     Op(Result<OpReply>),
     Trim(Result<u64>),
     Unit(Result<()>),
+    List(Result<Vec<ListEntry>>),
+    PoolStat(Result<PoolStat>),
+    Usage(Result<(u64, u64)>),
+    Bytes(Result<Option<Vec<u8>>>),
 }
 
 /// Where to send an answer: a blocked thread or an async task.
@@ -117,8 +136,32 @@ impl Job {
 struct Queue {
     jobs: VecDeque<Job>,
     shutdown: bool,
-    /// Set if the writer thread died (panicked): submitters get EIO.
+    /// Set if the writer stopped after a storage failure: submitters get EIO.
     dead: bool,
+}
+
+/// What the writer's open transaction changed and redb readers can't see
+/// yet. Readers consult it *before* opening their read transaction; if what
+/// they read is here, they ask the writer instead. Entries are added before
+/// a write is acknowledged and removed only after the commit that makes it
+/// visible, so an acknowledged write is never missed.
+#[derive(Default)]
+struct Pending {
+    objects: HashSet<Vec<u8>>,
+    /// Pools whose counters or object set changed.
+    pools: HashSet<PoolId>,
+    /// Pools where unknown objects changed (trims, pool removal).
+    bulk_pools: HashSet<PoolId>,
+    sys: bool,
+}
+
+impl Pending {
+    fn merge(&mut self, o: Pending) {
+        self.objects.extend(o.objects);
+        self.pools.extend(o.pools);
+        self.bulk_pools.extend(o.bulk_pools);
+        self.sys |= o.sys;
+    }
 }
 
 struct Inner {
@@ -127,6 +170,7 @@ struct Inner {
     queue: Mutex<Queue>,
     not_empty: Condvar,
     not_full: Condvar,
+    pending: Mutex<Pending>,
 }
 
 /// The local durable object store (see the module docs for the layout).
@@ -149,8 +193,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn mismatched() -> RadosError {
+    RadosError::io("local store: mismatched answer")
+}
+
 impl Store {
-    /// Open (or create) the store in `dir` (file `dir/store.redb`).
+    /// Open (or create) the store in `dir` (files `dir/store.redb` and the
+    /// write-ahead log `dir/store.wal`).
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .map_err(|e| RadosError::io(format!("create {}: {e}", dir.display())))?;
@@ -165,7 +214,7 @@ impl Store {
         Self::start(db, Some(path), Some((wal, records)))
     }
 
-    /// A store in memory (redb's in-memory backend; same code path).
+    /// A store in memory (redb's in-memory backend; same code path, no log).
     pub fn open_memory() -> Result<Store> {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
@@ -220,6 +269,7 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
+            pending: Mutex::new(Pending::default()),
         });
         let w = inner.clone();
         let writer = std::thread::Builder::new()
@@ -287,13 +337,13 @@ impl Store {
         }
         match self.submit_blocking(JobKind::Op(req.clone()))? {
             Answer::Op(r) => r,
-            _ => Err(RadosError::io("local store: mismatched answer")),
+            _ => Err(mismatched()),
         }
     }
 
     /// Submit a write without blocking the caller's thread: the returned
-    /// receiver yields the answer. `None` if the queue is full (the caller
-    /// should fall back to [`Store::apply`] on a blocking thread).
+    /// future yields the answer. Gives the request back if the queue is
+    /// full (the caller should then use [`Store::apply`] on a blocking thread).
     pub(crate) fn submit_write(
         &self,
         req: OpRequest,
@@ -306,15 +356,27 @@ impl Store {
             Ok(Ok(rx)) => Ok(Ok(async move {
                 match rx.await {
                     Ok(Answer::Op(r)) => r,
-                    Ok(_) => Err(RadosError::io("local store: mismatched answer")),
+                    Ok(_) => Err(mismatched()),
                     Err(_) => Err(RadosError::io("local store writer died before answering")),
                 }
             })),
         }
     }
 
-    /// A read-only request, in a read transaction on the caller's thread.
+    /// A read-only request: in a read transaction on the caller's thread,
+    /// unless the object has uncommitted changes (then by the writer).
     fn read(&self, req: &OpRequest) -> Result<OpReply> {
+        let okey = codec::obj_key(req.oid.pool, &req.oid.namespace, &req.oid.name);
+        let routed = {
+            let p = lock(&self.inner.pending);
+            p.objects.contains(&okey) || p.bulk_pools.contains(&req.oid.pool)
+        };
+        if routed {
+            return match self.submit_blocking(JobKind::Op(req.clone()))? {
+                Answer::Op(r) => r,
+                _ => Err(mismatched()),
+            };
+        }
         let txn = self.inner.db.begin_read().map_err(sio)?;
         let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
         let data = txn.open_table(Tbl::Data.def()).map_err(sio)?;
@@ -322,69 +384,61 @@ impl Store {
         Ok(exec::stage(&meta, &data, &omap, req, 0)?.reply)
     }
 
+    /// Whether a pool-level read must go to the writer.
+    fn pool_pending(&self, pool: Option<PoolId>) -> bool {
+        let p = lock(&self.inner.pending);
+        match pool {
+            Some(pool) => p.pools.contains(&pool),
+            None => !p.pools.is_empty(),
+        }
+    }
+
     /// Drop `removed` snaps from every clone label in `pool`, deleting
     /// clones no snapshot needs any more. Returns the bytes freed.
     pub fn trim_snaps(&self, pool: PoolId, removed: &[SnapId]) -> Result<u64> {
         match self.submit_blocking(JobKind::Trim(pool, removed.to_vec()))? {
             Answer::Trim(r) => r,
-            _ => Err(RadosError::io("local store: mismatched answer")),
+            _ => Err(mismatched()),
         }
     }
 
     /// Head objects of a pool (optionally one namespace), ordered by (namespace, name).
     pub fn list(&self, pool: PoolId, namespace: Option<&str>) -> Result<Vec<ListEntry>> {
+        if self.pool_pending(Some(pool)) {
+            return match self.submit_blocking(JobKind::List(pool, namespace.map(str::to_string)))? {
+                Answer::List(r) => r,
+                _ => Err(mismatched()),
+            };
+        }
         let txn = self.inner.db.begin_read().map_err(sio)?;
         let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
-        let prefix = match namespace {
-            Some(ns) => codec::ns_prefix(pool, ns),
-            None => codec::pool_prefix(pool).to_vec(),
-        };
-        let hi = codec::prefix_end(&prefix);
-        let iter = match &hi {
-            Some(hi) => meta.range::<&[u8]>(prefix.as_slice()..hi.as_slice()),
-            None => meta.range::<&[u8]>(prefix.as_slice()..),
-        }
-        .map_err(sio)?;
-        let mut out = Vec::new();
-        for item in iter {
-            let (k, v) = item.map_err(sio)?;
-            let (ns, name) = codec::parse_obj_key(k.value())
-                .ok_or_else(|| RadosError::io(format!("corrupted object key in pool {pool}")))?;
-            let rec = ObjRecord::decode(v.value(), &format_args!("{pool}/{ns}/{name}"))?;
-            if rec.head.is_some() {
-                out.push(ListEntry {
-                    namespace: ns,
-                    name,
-                });
-            }
-        }
-        Ok(out)
+        list_in(&meta, pool, namespace)
     }
 
     /// Objects and stored bytes of a pool (zero for an unknown pool).
     pub fn pool_stat(&self, pool: PoolId) -> Result<PoolStat> {
+        if self.pool_pending(Some(pool)) {
+            return match self.submit_blocking(JobKind::PoolStat(pool))? {
+                Answer::PoolStat(r) => r,
+                _ => Err(mismatched()),
+            };
+        }
         let txn = self.inner.db.begin_read().map_err(sio)?;
         let pools = txn.open_table(Tbl::Pools.def()).map_err(sio)?;
-        let c = match pools.get(&codec::pool_prefix(pool)[..]).map_err(sio)? {
-            Some(v) => PoolCounters::decode(v.value(), pool)?,
-            None => PoolCounters::default(),
-        };
-        Ok(PoolStat {
-            num_objects: c.objects,
-            num_bytes: c.bytes,
-        })
+        pool_stat_in(&pools, pool)
     }
 
     /// Delete every object of a pool and its counters.
     pub fn remove_pool(&self, pool: PoolId) -> Result<()> {
         match self.submit_blocking(JobKind::RemovePool(pool))? {
             Answer::Unit(r) => r,
-            _ => Err(RadosError::io("local store: mismatched answer")),
+            _ => Err(mismatched()),
         }
     }
 
     /// Pools that have counters in the store (for reconciliation at open).
     pub fn pools_with_data(&self) -> Result<Vec<PoolId>> {
+        // Only called before any write is queued, so committed state is current.
         let txn = self.inner.db.begin_read().map_err(sio)?;
         let pools = txn.open_table(Tbl::Pools.def()).map_err(sio)?;
         let mut out = Vec::new();
@@ -401,18 +455,21 @@ impl Store {
 
     /// Whole-store usage: stored bytes, objects and the file's size.
     pub fn usage(&self) -> Result<StoreUsage> {
-        let mut u = StoreUsage::default();
-        {
+        let (stored_bytes, objects) = if self.pool_pending(None) {
+            match self.submit_blocking(JobKind::Usage)? {
+                Answer::Usage(r) => r?,
+                _ => return Err(mismatched()),
+            }
+        } else {
             let txn = self.inner.db.begin_read().map_err(sio)?;
             let pools = txn.open_table(Tbl::Pools.def()).map_err(sio)?;
-            for item in pools.iter().map_err(sio)? {
-                let (k, v) = item.map_err(sio)?;
-                let pool = codec::parse_pool_prefix(k.value()).unwrap_or(-1);
-                let c = PoolCounters::decode(v.value(), pool)?;
-                u.stored_bytes += c.bytes;
-                u.objects += c.objects;
-            }
-        }
+            usage_in(&pools)?
+        };
+        let mut u = StoreUsage {
+            stored_bytes,
+            objects,
+            file_bytes: 0,
+        };
         if let Some(p) = &self.inner.path {
             u.file_bytes = std::fs::metadata(p)
                 .map_err(|e| RadosError::io(format!("stat {}: {e}", p.display())))?
@@ -423,19 +480,22 @@ impl Store {
 
     /// Read a value of the `sys` table (small records of upper layers).
     pub fn sys_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        if lock(&self.inner.pending).sys {
+            return match self.submit_blocking(JobKind::SysGet(key.to_string()))? {
+                Answer::Bytes(r) => r,
+                _ => Err(mismatched()),
+            };
+        }
         let txn = self.inner.db.begin_read().map_err(sio)?;
         let sys = txn.open_table(Tbl::Sys.def()).map_err(sio)?;
-        Ok(sys
-            .get(key.as_bytes())
-            .map_err(sio)?
-            .map(|v| v.value().to_vec()))
+        sys_get_in(&sys, key)
     }
 
     /// Durably and atomically set (`Some`) or delete (`None`) `sys` values.
     pub fn sys_put(&self, kv: Vec<(String, Option<Vec<u8>>)>) -> Result<()> {
         match self.submit_blocking(JobKind::Sys(kv))? {
             Answer::Unit(r) => r,
-            _ => Err(RadosError::io("local store: mismatched answer")),
+            _ => Err(mismatched()),
         }
     }
 
@@ -443,6 +503,70 @@ impl Store {
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
     }
+}
+
+// ---------------------------------------------------------------- reads on any view
+
+fn list_in<M: exec::RTable>(
+    meta: &M,
+    pool: PoolId,
+    namespace: Option<&str>,
+) -> Result<Vec<ListEntry>> {
+    let prefix = match namespace {
+        Some(ns) => codec::ns_prefix(pool, ns),
+        None => codec::pool_prefix(pool).to_vec(),
+    };
+    let hi = codec::prefix_end(&prefix);
+    let iter = match &hi {
+        Some(hi) => meta.range::<&[u8]>(prefix.as_slice()..hi.as_slice()),
+        None => meta.range::<&[u8]>(prefix.as_slice()..),
+    }
+    .map_err(sio)?;
+    let mut out = Vec::new();
+    for item in iter {
+        let (k, v) = item.map_err(sio)?;
+        let (ns, name) = codec::parse_obj_key(k.value())
+            .ok_or_else(|| RadosError::io(format!("corrupted object key in pool {pool}")))?;
+        let rec = ObjRecord::decode(v.value(), &format_args!("{pool}/{ns}/{name}"))?;
+        if rec.head.is_some() {
+            out.push(ListEntry {
+                namespace: ns,
+                name,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn pool_stat_in<P: exec::RTable>(pools: &P, pool: PoolId) -> Result<PoolStat> {
+    let c = match pools.get(&codec::pool_prefix(pool)[..]).map_err(sio)? {
+        Some(v) => PoolCounters::decode(v.value(), pool)?,
+        None => PoolCounters::default(),
+    };
+    Ok(PoolStat {
+        num_objects: c.objects,
+        num_bytes: c.bytes,
+    })
+}
+
+/// (stored bytes, objects) over all pools.
+fn usage_in<P: exec::RTable>(pools: &P) -> Result<(u64, u64)> {
+    let (mut bytes, mut objects) = (0u64, 0u64);
+    for item in pools.iter().map_err(sio)? {
+        let (k, v) = item.map_err(sio)?;
+        let pool = codec::parse_pool_prefix(k.value()).unwrap_or(-1);
+        let c = PoolCounters::decode(v.value(), pool)?;
+        bytes += c.bytes;
+        objects += c.objects;
+    }
+    Ok((bytes, objects))
+}
+
+fn sys_get_in<S: exec::RTable>(sys: &S, key: &str) -> Result<Option<Vec<u8>>> {
+    Ok(sys
+        .get(key.as_bytes())
+        .map_err(sio)?
+        .map(|v| v.value().to_vec()))
 }
 
 impl Drop for Store {
@@ -469,51 +593,72 @@ struct WriterState {
     dirty: bool,
 }
 
-fn writer_main(inner: Arc<Inner>, mut ws: WriterState) {
+/// Take the next batch, waiting until `deadline` (forever if `None`).
+/// `None` when the deadline passed or the store shuts down with nothing queued.
+fn take_batch(inner: &Inner, deadline: Option<Instant>) -> Option<Vec<Job>> {
+    let mut q = lock(&inner.queue);
     loop {
-        let batch = {
-            let mut q = lock(&inner.queue);
-            while q.jobs.is_empty() && !q.shutdown {
-                q = inner.not_empty.wait(q).unwrap_or_else(|e| e.into_inner());
-            }
-            if q.jobs.is_empty() {
-                break;
-            }
-            let mut batch = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(job) = q.jobs.front() {
-                let b = job.payload_bytes();
-                if !batch.is_empty() && (batch.len() >= MAX_BATCH || bytes + b > MAX_BATCH_BYTES) {
-                    break;
-                }
-                bytes += b;
-                if let Some(job) = q.jobs.pop_front() {
-                    batch.push(job);
-                }
-            }
-            batch
-        };
-        inner.not_full.notify_all();
-        // A panic while applying would leave submitters waiting forever, and
-        // a failure after the log append leaves redb behind the log: both
-        // stop the writer (everyone gets EIO; reopening recovers).
-        let fatal = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_batch(&inner.db, &mut ws, batch)
-        }))
-        .unwrap_or(true);
-        if fatal {
-            let mut q = lock(&inner.queue);
-            q.dead = true;
-            for job in q.jobs.drain(..) {
-                job.reply.send(fail(
-                    &job.kind,
-                    RadosError::io("local store writer stopped after a storage failure"),
-                ));
-            }
-            drop(q);
-            inner.not_full.notify_all();
-            return;
+        if !q.jobs.is_empty() {
+            break;
         }
+        if q.shutdown {
+            return None;
+        }
+        q = match deadline {
+            None => inner.not_empty.wait(q).unwrap_or_else(|e| e.into_inner()),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return None;
+                }
+                inner
+                    .not_empty
+                    .wait_timeout(q, d - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
+    }
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(job) = q.jobs.front() {
+        let b = job.payload_bytes();
+        if !batch.is_empty() && (batch.len() >= MAX_BATCH || bytes + b > MAX_BATCH_BYTES) {
+            break;
+        }
+        bytes += b;
+        if let Some(job) = q.jobs.pop_front() {
+            batch.push(job);
+        }
+    }
+    drop(q);
+    inner.not_full.notify_all();
+    Some(batch)
+}
+
+fn writer_main(inner: Arc<Inner>, mut ws: WriterState) {
+    while let Some(first) = take_batch(&inner, None) {
+        // A panic or a storage failure leaves redb behind the log (or in an
+        // unknown state): stop, failing everything; reopening recovers.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_txn(&inner, &mut ws, first)
+        }));
+        let err = match ok {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => RadosError::io("local store writer panicked"),
+        };
+        let mut q = lock(&inner.queue);
+        q.dead = true;
+        for job in q.jobs.drain(..) {
+            job.reply.send(fail(
+                &job.kind,
+                RadosError::io(format!("local store stopped after a failure: {err}")),
+            ));
+        }
+        drop(q);
+        inner.not_full.notify_all();
+        return;
     }
     // Clean shutdown: make redb durable on its own so the log is not needed.
     if ws.dirty {
@@ -526,43 +671,11 @@ fn fail(kind: &JobKind, e: RadosError) -> Answer {
         JobKind::Op(_) => Answer::Op(Err(e)),
         JobKind::Trim(..) => Answer::Trim(Err(e)),
         JobKind::RemovePool(_) | JobKind::Sys(_) => Answer::Unit(Err(e)),
+        JobKind::List(..) => Answer::List(Err(e)),
+        JobKind::PoolStat(_) => Answer::PoolStat(Err(e)),
+        JobKind::Usage => Answer::Usage(Err(e)),
+        JobKind::SysGet(_) => Answer::Bytes(Err(e)),
     }
-}
-
-/// Per-batch cache of pool counters, written back once per commit.
-struct Counters(HashMap<PoolId, (PoolCounters, bool)>);
-
-impl Counters {
-    fn get(&mut self, t: &WTables<'_>, pool: PoolId) -> Result<&mut (PoolCounters, bool)> {
-        use std::collections::hash_map::Entry;
-        match self.0.entry(pool) {
-            Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(e) => {
-                let key = codec::pool_prefix(pool);
-                let c = match t.table(Tbl::Pools).get(&key[..]).map_err(sio)? {
-                    Some(v) => PoolCounters::decode(v.value(), pool)?,
-                    None => PoolCounters::default(),
-                };
-                Ok(e.insert((c, false)))
-            }
-        }
-    }
-}
-
-/// Apply a batch in one write transaction, make it durable with one
-/// fdatasync, answer everyone. Returns whether the writer must stop.
-fn run_batch(db: &Database, ws: &mut WriterState, batch: Vec<Job>) -> bool {
-    let (answers, fatal) = match apply_batch(db, ws, &batch) {
-        Ok(a) => (a, false),
-        Err((e, fatal)) => (
-            batch.iter().map(|j| fail(&j.kind, e.clone())).collect(),
-            fatal,
-        ),
-    };
-    for (job, a) in batch.into_iter().zip(answers) {
-        job.reply.send(a);
-    }
-    fatal
 }
 
 /// An empty durable commit recording the current LSN as the checkpoint.
@@ -581,90 +694,179 @@ fn commit_checkpoint(db: &Database, ws: &mut WriterState) -> Result<()> {
     Ok(())
 }
 
-/// The batch's answers, or an error for all of it (and whether it is fatal).
-fn apply_batch(
-    db: &Database,
-    ws: &mut WriterState,
-    batch: &[Job],
-) -> std::result::Result<Vec<Answer>, (RadosError, bool)> {
-    let soft = |e: RadosError| (e, false);
-    let mut txn = db.begin_write().map_err(|e| soft(sio(e)))?;
-    let mut answers = Vec::with_capacity(batch.len());
-    let lsn = ws.lsn + 1;
-    let redo = {
-        let mut t = WTables::open(&txn, ws.wal.is_some()).map_err(soft)?;
-        let mut counters = Counters(HashMap::new());
-        for job in batch {
-            let a = match &job.kind {
-                JobKind::Op(req) => Answer::Op(apply_op(&mut t, &mut counters, req).map_err(soft)?),
-                JobKind::Trim(pool, snaps) => {
-                    Answer::Trim(trim(&mut t, &mut counters, *pool, snaps).map_err(soft)?)
-                }
-                JobKind::RemovePool(pool) => {
-                    remove_pool(&mut t, *pool).map_err(soft)?;
-                    counters.0.remove(pool);
-                    t.del(Tbl::Pools, &codec::pool_prefix(*pool))
-                        .map_err(soft)?;
-                    Answer::Unit(Ok(()))
-                }
-                JobKind::Sys(kv) => {
-                    for (k, v) in kv {
-                        match v {
-                            Some(v) => t.put(Tbl::Sys, k.as_bytes(), v),
-                            None => t.del(Tbl::Sys, k.as_bytes()),
-                        }
-                        .map_err(soft)?;
-                    }
-                    Answer::Unit(Ok(()))
-                }
-            };
-            answers.push(a);
-        }
-        for (pool, (c, dirty)) in counters.0 {
-            if dirty {
-                t.put(Tbl::Pools, &codec::pool_prefix(pool), &c.encode())
-                    .map_err(soft)?;
-            }
-        }
-        match ws.wal.as_ref() {
-            Some(w) if w.fits(t.redo_len()) => Some(t.take_redo()),
-            Some(_) => {
-                // Too big for the log: this batch is the checkpoint.
-                t.put(Tbl::Sys, CHECKPOINT_KEY, &lsn.to_le_bytes())
-                    .map_err(soft)?;
-                None
-            }
-            None => None,
-        }
-    };
-    match (redo, ws.wal.as_mut()) {
-        (Some(redo), Some(wal)) => {
-            if redo.is_empty() {
-                // Nothing changed (every request failed or was a no-op).
-                txn.abort().map_err(|e| soft(sio(e)))?;
-                return Ok(answers);
-            }
-            // Durable in the log first; only then publish to readers.
-            wal.append(lsn, &redo)
-                .map_err(|e| (RadosError::io(format!("write-ahead log: {e}")), true))?;
-            ws.lsn = lsn;
-            txn.set_durability(Durability::None);
-            txn.commit().map_err(|e| (sio(e), true))?;
-            ws.dirty = true;
-        }
-        (None, Some(wal)) => {
-            txn.set_durability(Durability::Immediate);
-            txn.commit().map_err(|e| (sio(e), true))?;
-            ws.lsn = lsn;
-            ws.dirty = false;
-            wal.reset();
-        }
-        (_, None) => {
-            txn.set_durability(Durability::Immediate);
-            txn.commit().map_err(|e| soft(sio(e)))?;
+/// Answers whose senders wait for the transaction's commit.
+type Deferred = Vec<(ReplyTo, Answer)>;
+
+/// One redb transaction: apply batches until the commit interval ends (each
+/// made durable by one log append and answered at once), then commit. Any
+/// error returned is fatal for the writer.
+fn run_txn(inner: &Inner, ws: &mut WriterState, first: Vec<Job>) -> Result<()> {
+    let mut txn = inner.db.begin_write().map_err(sio)?;
+    let mut deferred: Deferred = Vec::new();
+    let checkpoint = fill_txn(inner, ws, &txn, first, &mut deferred)?;
+    let durable = checkpoint || ws.wal.is_none();
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    });
+    txn.commit().map_err(sio)?;
+    if checkpoint {
+        ws.dirty = false;
+        if let Some(w) = ws.wal.as_mut() {
+            w.reset();
         }
     }
-    Ok(answers)
+    // Everything is visible to new read transactions now.
+    *lock(&inner.pending) = Pending::default();
+    for (r, a) in deferred {
+        r.send(a);
+    }
+    Ok(())
+}
+
+/// Apply batches into `txn`. Returns whether this transaction must be a
+/// checkpoint (durable redb commit); its answers then wait in `deferred`.
+fn fill_txn(
+    inner: &Inner,
+    ws: &mut WriterState,
+    txn: &redb::WriteTransaction,
+    first: Vec<Job>,
+    deferred: &mut Deferred,
+) -> Result<bool> {
+    let opened = Instant::now();
+    let mut t = WTables::open(txn, ws.wal.is_some())?;
+    let mut batch = first;
+    for n in 1.. {
+        let (answers, touched) = apply_batch(&mut t, &batch)?;
+        let replies = batch.into_iter().map(|j| j.reply).zip(answers);
+        let Some(wal) = ws.wal.as_mut() else {
+            // In memory: commit durably per batch, answer after it.
+            deferred.extend(replies);
+            return Ok(false);
+        };
+        if !wal.fits(t.redo_len()) {
+            // Log full or batch too large for it: this commit is the checkpoint.
+            t.take_redo();
+            ws.lsn += 1;
+            t.put(Tbl::Sys, CHECKPOINT_KEY, &ws.lsn.to_le_bytes())?;
+            deferred.extend(replies);
+            return Ok(true);
+        }
+        let redo = t.take_redo();
+        if !redo.is_empty() {
+            // Durable in the log first; only then visible and answered.
+            wal.append(ws.lsn + 1, &redo)
+                .map_err(|e| RadosError::io(format!("write-ahead log: {e}")))?;
+            ws.lsn += 1;
+            ws.dirty = true;
+            lock(&inner.pending).merge(touched);
+        }
+        for (r, a) in replies {
+            r.send(a);
+        }
+        let deadline = opened + COMMIT_INTERVAL;
+        if n >= MAX_TXN_BATCHES || Instant::now() >= deadline {
+            break;
+        }
+        match take_batch(inner, Some(deadline)) {
+            Some(b) => batch = b,
+            None => break,
+        }
+    }
+    Ok(false)
+}
+
+/// Apply one batch to the open tables: the answers, and what changed.
+/// Errors are storage failures (fatal); requests' own failures are answers.
+fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pending)> {
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut touched = Pending::default();
+    let mut counters = Counters(HashMap::new());
+    for job in batch {
+        let a = match &job.kind {
+            JobKind::Op(req) => {
+                let r = apply_op(t, &mut counters, req)?;
+                if r.as_ref().is_ok_and(|_| req.is_write()) {
+                    let o = &req.oid;
+                    touched
+                        .objects
+                        .insert(codec::obj_key(o.pool, &o.namespace, &o.name));
+                    touched.pools.insert(o.pool);
+                }
+                Answer::Op(r)
+            }
+            JobKind::Trim(pool, snaps) => {
+                touched.pools.insert(*pool);
+                touched.bulk_pools.insert(*pool);
+                Answer::Trim(trim(t, &mut counters, *pool, snaps)?)
+            }
+            JobKind::RemovePool(pool) => {
+                touched.pools.insert(*pool);
+                touched.bulk_pools.insert(*pool);
+                remove_pool(t, *pool)?;
+                counters.0.remove(pool);
+                t.del(Tbl::Pools, &codec::pool_prefix(*pool))?;
+                Answer::Unit(Ok(()))
+            }
+            JobKind::Sys(kv) => {
+                touched.sys = true;
+                for (k, v) in kv {
+                    match v {
+                        Some(v) => t.put(Tbl::Sys, k.as_bytes(), v)?,
+                        None => t.del(Tbl::Sys, k.as_bytes())?,
+                    };
+                }
+                Answer::Unit(Ok(()))
+            }
+            JobKind::List(pool, ns) => {
+                Answer::List(list_in(t.table(Tbl::Meta), *pool, ns.as_deref()))
+            }
+            JobKind::PoolStat(pool) => {
+                // Counters of this batch are written at its end: flush first.
+                counters.write(t)?;
+                Answer::PoolStat(pool_stat_in(t.table(Tbl::Pools), *pool))
+            }
+            JobKind::Usage => {
+                counters.write(t)?;
+                Answer::Usage(usage_in(t.table(Tbl::Pools)))
+            }
+            JobKind::SysGet(key) => Answer::Bytes(sys_get_in(t.table(Tbl::Sys), key)),
+        };
+        answers.push(a);
+    }
+    counters.write(t)?;
+    Ok((answers, touched))
+}
+
+/// Per-batch cache of pool counters, written back at the end of the batch.
+struct Counters(HashMap<PoolId, (PoolCounters, bool)>);
+
+impl Counters {
+    fn get(&mut self, t: &WTables<'_>, pool: PoolId) -> Result<&mut (PoolCounters, bool)> {
+        use std::collections::hash_map::Entry;
+        match self.0.entry(pool) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let key = codec::pool_prefix(pool);
+                let c = match t.table(Tbl::Pools).get(&key[..]).map_err(sio)? {
+                    Some(v) => PoolCounters::decode(v.value(), pool)?,
+                    None => PoolCounters::default(),
+                };
+                Ok(e.insert((c, false)))
+            }
+        }
+    }
+
+    fn write(&mut self, t: &mut WTables<'_>) -> Result<()> {
+        for (pool, (c, dirty)) in self.0.iter_mut() {
+            if *dirty {
+                t.put(Tbl::Pools, &codec::pool_prefix(*pool), &c.encode())?;
+                *dirty = false;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Stage then flush one request. The outer error is a storage failure

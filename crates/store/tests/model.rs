@@ -146,8 +146,15 @@ fn key(k: u8) -> String {
     format!("k{k}")
 }
 
-fn run(steps: Vec<Step>) {
-    let s = Store::open_memory().unwrap();
+fn run(steps: Vec<Step>, on_disk: bool) {
+    // On disk, reads right after writes go through the writer's open
+    // transaction (uncommitted-to-redb changes): both paths must agree.
+    let dir = tempfile::tempdir().unwrap();
+    let s = if on_disk {
+        Store::open(dir.path()).unwrap()
+    } else {
+        Store::open_memory().unwrap()
+    };
     let mut m = Model::default();
     let mut last_version = 0u64;
     for st in steps {
@@ -324,6 +331,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
     fn store_matches_model(steps in proptest::collection::vec(step(), 1..40)) {
-        run(steps);
+        run(steps, false);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #[test]
+    fn store_on_disk_matches_model(steps in proptest::collection::vec(step(), 1..40)) {
+        run(steps, true);
     }
 }
