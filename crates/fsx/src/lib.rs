@@ -93,7 +93,7 @@ impl Default for FsxConfig {
             seed: 1,
             ops: 1000,
             max_size: 6 << 20,
-            max_images: 6,
+            max_images: 8,
             dir: None,
             reopen_pct: 0,
             log_tail: 40,
@@ -156,6 +156,11 @@ struct MImage {
     data: Vec<u8>,
     snaps: Vec<MSnap>,
     parent: Option<(String, String)>,
+    /// The parent snapshot this image was cloned from, until it is removed:
+    /// flatten keeps the child link while the clone's own snapshots still
+    /// read through the parent (no deep-flatten), so unprotect may be
+    /// refused even after flatten.
+    link: Option<(String, String)>,
     handle: Option<Image>,
 }
 
@@ -259,6 +264,7 @@ impl Run {
             data: vec![0; size as usize],
             snaps: Vec::new(),
             parent: None,
+            link: None,
             handle: Some(handle),
         });
         self.count("create");
@@ -500,7 +506,15 @@ impl Run {
                     }
                 }
             }
-            r.map_err(|e| fail("unprotect", e))?;
+            let key = (img.clone(), name.clone());
+            let linked = self.images.iter().any(|m| m.link.as_ref() == Some(&key));
+            match r {
+                Err(e) if linked && e.errno() == Errno::EBUSY => {
+                    self.count("unprotect_refused");
+                    return Ok(());
+                }
+                r => r.map_err(|e| fail("unprotect", e))?,
+            }
             self.images[i].snaps[s].protected = false;
             self.count("unprotect");
         }
@@ -545,7 +559,8 @@ impl Run {
             name: child,
             data,
             snaps: Vec::new(),
-            parent: Some((parent, snap)),
+            parent: Some((parent.clone(), snap.clone())),
+            link: Some((parent, snap)),
             handle: Some(handle),
         });
         self.count("clone");
@@ -582,7 +597,7 @@ impl Run {
             return Ok(());
         }
         let i = self.pick_image();
-        if !self.images[i].snaps.is_empty() {
+        if !self.images[i].snaps.is_empty() && self.rng.chance(50) {
             // Refused while snapshots exist.
             let name = self.images[i].name.clone();
             match self.rbd.remove(&self.io, &name).await {
@@ -598,6 +613,29 @@ impl Run {
             }
         }
         let name = self.images[i].name.clone();
+        // Purge (`rbd snap purge`) when no clone depends on a snapshot,
+        // so images with history get removed too and clones keep coming.
+        if !self.images[i].snaps.is_empty() {
+            let busy = self.images[i].snaps.iter().any(|sn| {
+                let key = (name.clone(), sn.name.clone());
+                sn.children > 0 || self.images.iter().any(|m| m.link.as_ref() == Some(&key))
+            });
+            if busy {
+                return Ok(());
+            }
+            self.note(format!("snap purge {name}"));
+            while let Some(sn) = self.images[i].snaps.pop() {
+                let h = self.handle(i)?;
+                if sn.protected {
+                    h.snap_unprotect(&sn.name)
+                        .await
+                        .map_err(|e| fail(format!("purge: unprotect {name}@{}", sn.name), e))?;
+                }
+                h.snap_remove(&sn.name)
+                    .await
+                    .map_err(|e| fail(format!("purge: snap rm {name}@{}", sn.name), e))?;
+            }
+        }
         self.note(format!("rm {name}"));
         if let Some(h) = self.images[i].handle.take() {
             h.close().await.map_err(|e| fail("close", e))?;
