@@ -19,10 +19,12 @@
 //!   current state and flushed only if every op succeeded, so one request is
 //!   atomic even though many share a transaction.
 //! * **Group commit and durability** (`store`, `wal`): one writer thread
-//!   drains a bounded queue, applies a batch in one redb transaction,
-//!   appends the batch's physical redo to a preallocated write-ahead log,
-//!   fdatasyncs once, commits redb non-durably and answers everyone. redb is
-//!   made durable on its own at checkpoints (log full, big batches, close);
+//!   drains a bounded queue and applies a batch of requests, appends the
+//!   batch's physical redo to a preallocated write-ahead log, fdatasyncs
+//!   once and answers everyone. Its redb transaction stays open for a few
+//!   milliseconds across batches and is then committed non-durably (reads of
+//!   objects it changed are served by the writer meanwhile). redb is made
+//!   durable on its own at checkpoints (log full, big batches, close);
 //!   recovery replays the log past the last checkpoint.
 //! * **Snapshots**: object-granular copy-on-write as RADOS does it: the
 //!   first write after a snapshot copies the head (blocks, omap, xattrs) to a

@@ -2,10 +2,12 @@
 //!
 //! A redb durable commit rewrites a B-tree path per touched table plus its
 //! allocator state and header, then fsyncs: several scattered pages per
-//! commit. Instead, the writer thread commits ordinary batches to redb
-//! *non-durably* and makes them durable by appending their physical redo
-//! (see `tables`) to this log and calling fdatasync once: a sequential
-//! write into a preallocated file, as cheap as durability gets.
+//! commit, and as much CPU as the writes themselves. Instead, the writer
+//! thread makes each batch durable by appending its physical redo (see
+//! `tables`) to this log and calling fdatasync once — a sequential write
+//! into a preallocated file, as cheap as durability gets — and commits the
+//! redb transaction that holds many such batches non-durably, every few
+//! milliseconds.
 //!
 //! Every so often (log full, a large batch, shutdown) a batch is committed
 //! to redb durably instead: a *checkpoint*. It records its sequence number
