@@ -276,11 +276,12 @@ fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn spawn_daemon(dir: &Path, name: &str, args: &[String]) -> R<()> {
+/// Start a daemon unless it runs already; `true` if started.
+fn spawn_daemon(dir: &Path, name: &str, args: &[String]) -> R<bool> {
     let pidfile = dir.join("run").join(format!("{name}.pid"));
     if let Some(pid) = read_pid(&pidfile) {
         if pid_alive(pid) {
-            return Ok(()); // already running
+            return Ok(false); // already running
         }
     }
     let exe = std::env::current_exe().map_err(io_ctx("locate the quarry binary"))?;
@@ -302,7 +303,7 @@ fn spawn_daemon(dir: &Path, name: &str, args: &[String]) -> R<()> {
         .map_err(io_ctx(format!("start {name}")))?;
     std::fs::write(&pidfile, format!("{}\n", child.id()))
         .map_err(io_ctx(format!("write {}", pidfile.display())))?;
-    Ok(())
+    Ok(true)
 }
 
 fn osd_count(dir: &Path) -> u32 {
@@ -350,8 +351,9 @@ pub fn up(a: UpArgs) -> R<()> {
             ],
         )?;
     }
+    let mut started = Vec::new();
     for n in 0..osds {
-        spawn_daemon(
+        let fresh_start = spawn_daemon(
             &dir,
             &format!("osd.{n}"),
             &[
@@ -362,12 +364,18 @@ pub fn up(a: UpArgs) -> R<()> {
                 dir.display().to_string(),
             ],
         )?;
+        if fresh_start {
+            started.push(n);
+        }
     }
     let addrs = mon_addrs(&conf)?;
     let secret = keyring_secret(&dir.join("ceph.client.admin.keyring"), "client.admin")?;
     let rt = runtime()?;
     rt.block_on(async {
         let monc = connect_admin(&addrs, secret).await?;
+        // The persisted map may still show restarted OSDs up from their
+        // previous run: wait for boots newer than this epoch.
+        let e0 = monc.refresh_map().await.map_err(|e| e.to_string())?.epoch;
         let size = osds.min(3);
         let min_size = if osds == 1 { 1 } else { 2 };
         for pool in ["rbd", "data"] {
@@ -389,7 +397,7 @@ pub fn up(a: UpArgs) -> R<()> {
                 }
             }
         }
-        wait_ready(&monc, osds, Duration::from_secs(120)).await
+        wait_ready(&monc, osds, &started, e0, Duration::from_secs(120)).await
     })?;
     write_env(&dir)?;
     println!(
@@ -441,14 +449,30 @@ fn pg_counts(map: &ClusterMap) -> (u32, u32) {
     (active, total)
 }
 
-async fn wait_ready(monc: &Arc<MonClient>, osds: u32, timeout: Duration) -> R<()> {
+async fn wait_ready(
+    monc: &Arc<MonClient>,
+    osds: u32,
+    started: &[u32],
+    e0: quarry_map::Epoch,
+    timeout: Duration,
+) -> R<()> {
     let deadline = Instant::now() + timeout;
     let mut rx = monc.subscribe();
     loop {
         let map = rx.borrow_and_update().clone();
         let up = map.osds.values().filter(|o| o.up).count() as u32;
+        let booted = started
+            .iter()
+            .all(|id| map.osds.get(id).is_some_and(|o| o.up && o.up_from > e0));
+        let last_boot = started
+            .iter()
+            .filter_map(|id| map.osds.get(id).map(|o| o.up_from))
+            .max()
+            .unwrap_or(0);
         let (active, total) = pg_counts(&map);
-        if up >= osds && active == total && map.pool_by_name("rbd").is_some() {
+        let repeered = map.pg_history.values().all(|h| h.epoch >= last_boot);
+        if up >= osds && booted && repeered && active == total && map.pool_by_name("rbd").is_some()
+        {
             return Ok(());
         }
         if Instant::now() > deadline {

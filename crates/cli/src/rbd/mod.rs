@@ -1,0 +1,872 @@
+//! `quarry rbd …` (and `rbd …` through a symlink): Ceph's image tool, with
+//! its syntax, messages and exit codes (the errno of the failure).
+//!
+//! Layout: this module holds the argument grammar, the shared helpers
+//! (connection, specs, errors, tables, progress) and the dispatch; `cmds`
+//! implements the image/snapshot/metadata commands, `xfer` the data-moving
+//! ones (import/export, diffs, bench).
+
+mod cmds;
+mod xfer;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand, ValueEnum};
+use quarry_common::entity::EntityName;
+use quarry_common::size::{parse_size, SizeUnit};
+use quarry_common::spec::{ImageSpec, PoolSpec};
+use quarry_common::Errno;
+use quarry_rbd::{IoCtx, Rbd, RbdError};
+
+/// A failed command: the lines to print (each prefixed by the tool's name)
+/// and the process exit code (Ceph's tools exit with the errno).
+#[derive(Debug)]
+pub struct CmdError {
+    /// Message lines, without the `rbd: ` prefix.
+    pub lines: Vec<String>,
+    /// Exit code.
+    pub code: i32,
+}
+
+impl CmdError {
+    /// One line with an errno.
+    pub fn new(errno: Errno, msg: impl Into<String>) -> CmdError {
+        CmdError {
+            lines: vec![msg.into()],
+            code: errno.code(),
+        }
+    }
+
+    /// `what: (N) description`, Ceph's usual form.
+    pub fn errno(what: &str, errno: Errno) -> CmdError {
+        CmdError::new(errno, format!("{what}: {errno}"))
+    }
+
+    /// Ceph's form for an engine error.
+    pub fn rbd(what: &str, e: &RbdError) -> CmdError {
+        CmdError::errno(what, e.errno())
+    }
+
+    /// Add a line after the first.
+    pub fn then(mut self, line: impl Into<String>) -> CmdError {
+        self.lines.push(line.into());
+        self
+    }
+}
+
+/// Result of a command.
+pub type CmdResult<T = ()> = Result<T, CmdError>;
+
+/// Output format (`--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable tables.
+    Plain,
+    /// JSON (compact unless `--pretty-format`).
+    Json,
+}
+
+/// Options every `rbd` subcommand accepts (Ceph's generic options).
+#[derive(Args, Debug, Clone, Default)]
+pub struct Global {
+    /// Pool name (default: rbd).
+    #[arg(short = 'p', long, global = true)]
+    pub pool: Option<String>,
+    /// Namespace name.
+    #[arg(long, global = true)]
+    pub namespace: Option<String>,
+    /// Ceph configuration file.
+    #[arg(short = 'c', long = "conf", global = true)]
+    pub conf: Option<String>,
+    /// Client id (without the `client.` prefix).
+    #[arg(long, visible_alias = "user", global = true)]
+    pub id: Option<String>,
+    /// Client name (`client.NAME`).
+    #[arg(short = 'n', long, global = true)]
+    pub name: Option<String>,
+    /// Path to the keyring.
+    #[arg(short = 'k', long, global = true)]
+    pub keyring: Option<String>,
+    /// Monitor address(es), overriding mon_host.
+    #[arg(short = 'm', long = "mon-host", global = true)]
+    pub mon_host: Option<String>,
+    /// Cluster name.
+    #[arg(long, global = true)]
+    pub cluster: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, global = true)]
+    pub format: Option<Format>,
+    /// Pretty-print JSON output.
+    #[arg(long, global = true)]
+    pub pretty_format: bool,
+    /// Do not show progress.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+impl Global {
+    /// The connection request these options describe.
+    pub fn config_request(&self) -> CmdResult<quarry_connect::ConfigRequest> {
+        let entity = match (&self.name, &self.id) {
+            (Some(n), _) => Some(
+                EntityName::parse(n)
+                    .map_err(|e| CmdError::new(Errno::EINVAL, format!("invalid name '{n}': {e}")))?,
+            ),
+            (None, Some(id)) => Some(
+                EntityName::client(id)
+                    .map_err(|e| CmdError::new(Errno::EINVAL, format!("invalid id '{id}': {e}")))?,
+            ),
+            (None, None) => None,
+        };
+        let mut overrides = Vec::new();
+        if let Some(k) = &self.keyring {
+            overrides.push(("keyring".to_string(), k.clone()));
+        }
+        if let Some(m) = &self.mon_host {
+            overrides.push(("mon_host".to_string(), m.clone()));
+        }
+        Ok(quarry_connect::ConfigRequest {
+            entity,
+            conf: self.conf.clone(),
+            cluster: self.cluster.clone(),
+            overrides,
+            require_conf: false,
+        })
+    }
+
+    /// Whether output is JSON.
+    pub fn json(&self) -> bool {
+        self.format == Some(Format::Json)
+    }
+
+    /// Whether progress bars may be drawn.
+    pub fn progress(&self) -> bool {
+        !self.no_progress && std::io::stderr().is_terminal()
+    }
+
+    /// The default pool: `-p`, else `rbd`.
+    pub fn default_pool(&self) -> String {
+        self.pool.clone().unwrap_or_else(|| "rbd".to_string())
+    }
+}
+
+/// Connect as the global options say; Ceph's message on failure.
+pub async fn connect_with(
+    req: &quarry_connect::ConfigRequest,
+    tool: &str,
+) -> CmdResult<quarry_connect::Connection> {
+    let cfg = quarry_connect::build_config(req).map_err(|e| CmdError::new(e.errno(), e.to_string()))?;
+    quarry_connect::connect(&cfg).await.map_err(|e| {
+        let _ = tool;
+        CmdError::new(e.errno(), e.to_string()).then("couldn't connect to the cluster!")
+    })
+}
+
+/// The engine plus the options, shared by every subcommand.
+pub struct Ctx {
+    /// Image engine on the connected object layer.
+    pub rbd: Rbd,
+    /// Global options.
+    pub g: Global,
+    /// The connection (for pool-level calls).
+    pub conn: quarry_connect::Connection,
+}
+
+impl Ctx {
+    /// Parse an image spec, applying `-p`/`--namespace` defaults.
+    pub fn spec(&self, s: &str) -> CmdResult<ImageSpec> {
+        let mut spec = ImageSpec::parse(s, &self.g.default_pool())
+            .map_err(|e| CmdError::new(e.errno(), e.to_string()))?;
+        if spec.namespace.is_empty() && !s.contains('/') {
+            if let Some(ns) = &self.g.namespace {
+                spec.namespace = ns.clone();
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Parse a pool spec (`pool[/namespace]`, empty = default pool).
+    pub fn pool_spec(&self, s: Option<&str>) -> CmdResult<PoolSpec> {
+        let mut p = PoolSpec::parse(s.unwrap_or(""), &self.g.default_pool())
+            .map_err(|e| CmdError::new(e.errno(), e.to_string()))?;
+        if p.namespace.is_empty() {
+            if let Some(ns) = &self.g.namespace {
+                p.namespace = ns.clone();
+            }
+        }
+        Ok(p)
+    }
+
+    /// Open a pool: `error opening pool 'X'` on failure.
+    pub async fn ioctx(&self, pool: &str, namespace: &str) -> CmdResult<IoCtx> {
+        self.rbd
+            .ioctx(pool, namespace)
+            .await
+            .map_err(|e| CmdError::rbd(&format!("error opening pool '{pool}'"), &e))
+    }
+
+    /// Open the image of `spec` (at its snapshot if any, read-only then).
+    pub async fn open(&self, spec: &ImageSpec, read_only: bool) -> CmdResult<quarry_rbd::Image> {
+        let io = self.ioctx(&spec.pool, &spec.namespace).await?;
+        self.open_in(&io, &spec.image, spec.snap.as_deref(), read_only)
+            .await
+    }
+
+    /// Open an image in a known pool.
+    pub async fn open_in(
+        &self,
+        io: &IoCtx,
+        name: &str,
+        snap: Option<&str>,
+        read_only: bool,
+    ) -> CmdResult<quarry_rbd::Image> {
+        let opts = quarry_rbd::OpenOptions {
+            read_only,
+            snap: snap.map(|s| quarry_rbd::SnapSpec::Name(s.to_string())),
+        };
+        self.rbd
+            .open(io, name, &opts)
+            .await
+            .map_err(|e| CmdError::rbd(&format!("error opening image {name}"), &e))
+    }
+
+    /// Print a JSON value as `--pretty-format` says.
+    pub fn print_json(&self, v: &serde_json::Value) {
+        let s = if self.g.pretty_format {
+            serde_json::to_string_pretty(v)
+        } else {
+            serde_json::to_string(v)
+        };
+        // Serializing a Value cannot fail; print nothing rather than panic.
+        if let Ok(s) = s {
+            println!("{s}");
+        }
+    }
+}
+
+/// Parse a size option (`--size 10G`, default unit `unit`).
+pub fn size_arg(opt: &str, s: &str, unit: SizeUnit) -> CmdResult<u64> {
+    parse_size(s, unit).map_err(|e| CmdError::new(Errno::EINVAL, format!("{opt}: {e}")))
+}
+
+/// A column of a [`Table`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    /// Left.
+    Left,
+    /// Right.
+    Right,
+}
+
+/// Ceph's `TextTable`: headers left-aligned, cells aligned per column,
+/// every column padded to its width and separated by two spaces.
+pub struct Table {
+    cols: Vec<(String, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these columns.
+    pub fn new(cols: &[(&str, Align)]) -> Table {
+        Table {
+            cols: cols.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Append a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Render with a trailing newline per line.
+    pub fn render(&self) -> String {
+        let w: Vec<usize> = (0..self.cols.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|c| c.chars().count())
+                    .chain([self.cols[i].0.len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        let line = |cells: Vec<(String, Align)>, out: &mut String| {
+            let parts: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, (c, a))| match a {
+                    Align::Left => format!("{c:<width$}", width = w[i]),
+                    Align::Right => format!("{c:>width$}", width = w[i]),
+                })
+                .collect();
+            out.push_str(&parts.join("  "));
+            out.push('\n');
+        };
+        line(
+            self.cols
+                .iter()
+                .map(|(n, _)| (n.clone(), Align::Left))
+                .collect(),
+            &mut out,
+        );
+        for r in &self.rows {
+            line(
+                r.iter()
+                    .cloned()
+                    .zip(self.cols.iter().map(|(_, a)| *a))
+                    .collect(),
+                &mut out,
+            );
+        }
+        out
+    }
+}
+
+/// A progress bar on stderr, drawn only when enabled (TTY and no `--no-progress`).
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    /// Start a bar labelled like Ceph (`Importing image`) over `total` units.
+    pub fn new(enabled: bool, label: &str, total: u64) -> Progress {
+        if !enabled {
+            return Progress { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new(total.max(1));
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg}: {percent:>3}% complete... [{bar:30}] {elapsed_precise}",
+        )
+        .map(|s| s.progress_chars("=> "));
+        if let Ok(style) = style {
+            bar.set_style(style);
+        }
+        bar.set_message(label.to_string());
+        Progress { bar: Some(bar) }
+    }
+
+    /// Set the position.
+    pub fn set(&self, done: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+        }
+    }
+
+    /// Finish successfully (`...done.`).
+    pub fn done(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+            eprintln!("{}: 100% complete...done.", b.message());
+        }
+    }
+
+    /// Finish after a failure (`...failed.`).
+    pub fn failed(&self) {
+        if let Some(b) = &self.bar {
+            b.abandon();
+            eprintln!("{}: {}% complete...failed.", b.message(), percent(b));
+        }
+    }
+}
+
+fn percent(b: &indicatif::ProgressBar) -> u64 {
+    let len = b.length().unwrap_or(1).max(1);
+    b.position() * 100 / len
+}
+
+/// Ceph's timestamp form (`Wed Nov 25 17:11:53 2026`), in UTC.
+pub fn ctime(ns: u64) -> String {
+    let secs = (ns / 1_000_000_000) as i64;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MO: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        WD[days.rem_euclid(7) as usize],
+        MO[(m - 1).clamp(0, 11) as usize],
+        d,
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        y
+    )
+}
+
+/// `rbd` and its subcommands.
+#[derive(Args, Debug)]
+#[command(about = "Manage RBD images (Ceph's rbd syntax)")]
+pub struct RbdArgs {
+    #[command(flatten)]
+    g: Global,
+    #[command(subcommand)]
+    cmd: RbdCmd,
+}
+
+/// Image-creation options shared by create, import, clone, cp.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CreateArgs {
+    /// Object size in B/K/M (power of two, 4K..32M).
+    #[arg(long)]
+    pub object_size: Option<String>,
+    /// Object order (object size = 2^order), 12..25.
+    #[arg(long)]
+    pub order: Option<u8>,
+    /// Image features (repeatable, or a comma list): layering, exclusive-lock, object-map, fast-diff, deep-flatten.
+    #[arg(long = "image-feature")]
+    pub image_feature: Vec<String>,
+    /// Image format (only 2 is supported).
+    #[arg(long)]
+    pub image_format: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+enum RbdCmd {
+    /// Create an empty image.
+    Create {
+        /// Image spec `[pool/[namespace/]]image`.
+        image: String,
+        /// Image size (default unit MiB; K/M/G/T suffixes).
+        #[arg(short = 's', long)]
+        size: Option<String>,
+        #[command(flatten)]
+        c: CreateArgs,
+    },
+    /// List images of a pool.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Pool spec `[pool[/namespace]]`.
+        pool: Option<String>,
+        /// Long listing (size, parent, format, snapshots).
+        #[arg(short = 'l', long)]
+        long: bool,
+    },
+    /// Show information about an image.
+    Info {
+        /// Image spec `[pool/[namespace/]]image[@snap]`.
+        image: String,
+    },
+    /// Show provisioned and used space of an image (or all images of the pool).
+    #[command(visible_alias = "disk-usage")]
+    Du {
+        /// Image spec; omitted = every image in the pool.
+        image: Option<String>,
+        /// Only changes since this snapshot.
+        #[arg(long)]
+        from_snap: Option<String>,
+    },
+    /// Resize an image.
+    Resize {
+        /// Image spec.
+        image: String,
+        /// New size (default unit MiB).
+        #[arg(short = 's', long)]
+        size: String,
+        /// Permit shrinking.
+        #[arg(long)]
+        allow_shrink: bool,
+    },
+    /// Delete an image.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Image spec.
+        image: String,
+    },
+    /// Rename an image within its pool.
+    #[command(visible_alias = "rename")]
+    Mv {
+        /// Source image spec.
+        src: String,
+        /// Destination image spec.
+        dest: String,
+    },
+    /// Copy an image (head or snapshot) to a new image.
+    #[command(visible_alias = "copy")]
+    Cp {
+        /// Source image spec (`@snap` allowed).
+        src: String,
+        /// Destination image spec.
+        dest: String,
+        #[command(flatten)]
+        c: CreateArgs,
+    },
+    /// Snapshot management.
+    Snap {
+        #[command(subcommand)]
+        cmd: SnapCmd,
+    },
+    /// Clone a protected snapshot into a new copy-on-write image.
+    Clone {
+        /// Parent `pool/image@snap`.
+        parent: String,
+        /// Child image spec.
+        child: String,
+        #[command(flatten)]
+        c: CreateArgs,
+    },
+    /// List the clones of a snapshot.
+    Children {
+        /// Image spec with `@snap` (or `--snap`).
+        image: String,
+        /// Snapshot name.
+        #[arg(long)]
+        snap: Option<String>,
+        /// Also list clones of every snapshot of the image.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Also list grandchildren.
+        #[arg(long)]
+        descendants: bool,
+    },
+    /// Copy the parent's data into a clone and detach it.
+    Flatten {
+        /// Image spec.
+        image: String,
+    },
+    /// Import a raw file (or `-` for stdin) as a new image.
+    Import {
+        /// Source path or `-`.
+        path: String,
+        /// Destination image spec (default: the file's name).
+        dest: Option<String>,
+        /// Destination pool.
+        #[arg(long)]
+        dest_pool: Option<String>,
+        #[command(flatten)]
+        c: CreateArgs,
+    },
+    /// Export an image (or snapshot) to a raw file (or `-` for stdout).
+    Export {
+        /// Image spec (`@snap` allowed).
+        image: String,
+        /// Destination path or `-`.
+        path: String,
+        /// Export format (only 1, raw, is supported).
+        #[arg(long)]
+        export_format: Option<u32>,
+    },
+    /// Write the changes between two snapshots as an `rbd diff v1` stream.
+    ExportDiff {
+        /// Image spec (`@snap` = end snapshot).
+        image: String,
+        /// Destination path or `-`.
+        path: String,
+        /// Start snapshot (omitted = from the beginning).
+        #[arg(long)]
+        from_snap: Option<String>,
+        /// Report whole objects (accepted for compatibility).
+        #[arg(long)]
+        whole_object: bool,
+    },
+    /// Apply an `rbd diff v1` stream to an image.
+    ImportDiff {
+        /// Source path or `-`.
+        path: String,
+        /// Image spec.
+        image: String,
+    },
+    /// List extents that differ between two points in time.
+    Diff {
+        /// Image spec (`@snap` allowed).
+        image: String,
+        /// Start snapshot.
+        #[arg(long)]
+        from_snap: Option<String>,
+        /// Object granularity.
+        #[arg(long)]
+        whole_object: bool,
+    },
+    /// Image metadata (key/value pairs).
+    ImageMeta {
+        #[command(subcommand)]
+        cmd: MetaCmd,
+    },
+    /// Show watchers of an image.
+    Status {
+        /// Image spec.
+        image: String,
+    },
+    /// Simple I/O benchmark.
+    Bench {
+        /// Image spec.
+        image: String,
+        /// write or read.
+        #[arg(long)]
+        io_type: String,
+        /// I/O size (default 4K; bytes unless suffixed).
+        #[arg(long, default_value = "4K")]
+        io_size: String,
+        /// Concurrent I/Os.
+        #[arg(long, default_value_t = 16)]
+        io_threads: u32,
+        /// Total bytes (default 1G).
+        #[arg(long, default_value = "1G")]
+        io_total: String,
+        /// rand or seq.
+        #[arg(long, default_value = "seq")]
+        io_pattern: String,
+    },
+    /// Pool-level commands.
+    Pool {
+        #[command(subcommand)]
+        cmd: PoolCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapCmd {
+    /// Create a snapshot.
+    #[command(visible_alias = "add")]
+    Create {
+        /// `image@snap`.
+        spec: String,
+    },
+    /// List snapshots.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Image spec.
+        image: String,
+    },
+    /// Delete a snapshot.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// `image@snap`.
+        spec: String,
+    },
+    /// Roll the image back to a snapshot.
+    #[command(visible_alias = "revert")]
+    Rollback {
+        /// `image@snap`.
+        spec: String,
+    },
+    /// Protect a snapshot from removal (needed to clone it).
+    Protect {
+        /// `image@snap`.
+        spec: String,
+    },
+    /// Unprotect a snapshot.
+    Unprotect {
+        /// `image@snap`.
+        spec: String,
+    },
+    /// Delete every unprotected snapshot.
+    Purge {
+        /// Image spec.
+        image: String,
+    },
+    /// Rename a snapshot.
+    Rename {
+        /// `image@snap`.
+        src: String,
+        /// `image@newsnap` or just the new name.
+        dest: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MetaCmd {
+    /// Get a value.
+    Get {
+        /// Image spec.
+        image: String,
+        /// Key.
+        key: String,
+    },
+    /// Set a value.
+    Set {
+        /// Image spec.
+        image: String,
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// List all keys and values.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Image spec.
+        image: String,
+    },
+    /// Remove a key.
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// Image spec.
+        image: String,
+        /// Key.
+        key: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCmd {
+    /// Prepare a pool for RBD images.
+    Init {
+        /// Pool name.
+        pool: Option<String>,
+        /// Accepted for compatibility.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Run `rbd`; returns the process exit code.
+pub fn run(a: RbdArgs) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rbd: cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(dispatch(a)) {
+        Ok(()) => 0,
+        Err(e) => {
+            for l in &e.lines {
+                eprintln!("rbd: {l}");
+            }
+            e.code
+        }
+    }
+}
+
+async fn dispatch(a: RbdArgs) -> CmdResult {
+    let req = a.g.config_request()?;
+    let conn = connect_with(&req, "rbd").await?;
+    let ctx = Ctx {
+        rbd: Rbd::new(Arc::clone(&conn.rados)),
+        g: a.g,
+        conn,
+    };
+    use RbdCmd::*;
+    match a.cmd {
+        Create { image, size, c } => cmds::create(&ctx, &image, size.as_deref(), &c).await,
+        Ls { pool, long } => cmds::ls(&ctx, pool.as_deref(), long).await,
+        Info { image } => cmds::info(&ctx, &image).await,
+        Du { image, from_snap } => cmds::du(&ctx, image.as_deref(), from_snap.as_deref()).await,
+        Resize {
+            image,
+            size,
+            allow_shrink,
+        } => cmds::resize(&ctx, &image, &size, allow_shrink).await,
+        Rm { image } => cmds::rm(&ctx, &image).await,
+        Mv { src, dest } => cmds::mv(&ctx, &src, &dest).await,
+        Cp { src, dest, c } => xfer::cp(&ctx, &src, &dest, &c).await,
+        Snap { cmd } => match cmd {
+            SnapCmd::Create { spec } => cmds::snap_create(&ctx, &spec).await,
+            SnapCmd::Ls { image } => cmds::snap_ls(&ctx, &image).await,
+            SnapCmd::Rm { spec } => cmds::snap_rm(&ctx, &spec).await,
+            SnapCmd::Rollback { spec } => cmds::snap_rollback(&ctx, &spec).await,
+            SnapCmd::Protect { spec } => cmds::snap_protect(&ctx, &spec).await,
+            SnapCmd::Unprotect { spec } => cmds::snap_unprotect(&ctx, &spec).await,
+            SnapCmd::Purge { image } => cmds::snap_purge(&ctx, &image).await,
+            SnapCmd::Rename { src, dest } => cmds::snap_rename(&ctx, &src, &dest).await,
+        },
+        Clone { parent, child, c } => cmds::clone(&ctx, &parent, &child, &c).await,
+        Children {
+            image,
+            snap,
+            all,
+            descendants,
+        } => cmds::children(&ctx, &image, snap.as_deref(), all, descendants).await,
+        Flatten { image } => cmds::flatten(&ctx, &image).await,
+        Import {
+            path,
+            dest,
+            dest_pool,
+            c,
+        } => xfer::import(&ctx, &path, dest.as_deref(), dest_pool.as_deref(), &c).await,
+        Export {
+            image,
+            path,
+            export_format,
+        } => xfer::export(&ctx, &image, &path, export_format).await,
+        ExportDiff {
+            image,
+            path,
+            from_snap,
+            whole_object,
+        } => xfer::export_diff(&ctx, &image, &path, from_snap.as_deref(), whole_object).await,
+        ImportDiff { path, image } => xfer::import_diff(&ctx, &path, &image).await,
+        Diff {
+            image,
+            from_snap,
+            whole_object,
+        } => xfer::diff(&ctx, &image, from_snap.as_deref(), whole_object).await,
+        ImageMeta { cmd } => match cmd {
+            MetaCmd::Get { image, key } => cmds::meta_get(&ctx, &image, &key).await,
+            MetaCmd::Set { image, key, value } => cmds::meta_set(&ctx, &image, &key, &value).await,
+            MetaCmd::List { image } => cmds::meta_list(&ctx, &image).await,
+            MetaCmd::Remove { image, key } => cmds::meta_remove(&ctx, &image, &key).await,
+        },
+        Status { image } => cmds::status(&ctx, &image).await,
+        Bench {
+            image,
+            io_type,
+            io_size,
+            io_threads,
+            io_total,
+            io_pattern,
+        } => {
+            xfer::bench(
+                &ctx,
+                &image,
+                &io_type,
+                &io_size,
+                io_threads,
+                &io_total,
+                &io_pattern,
+            )
+            .await
+        }
+        Pool { cmd } => match cmd {
+            PoolCmd::Init { pool, force: _ } => cmds::pool_init(&ctx, pool.as_deref()).await,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctime_matches_ceph() {
+        // 2026-11-25T17:11:53Z, a Wednesday (from the golden record).
+        let ns = 1_795_626_713u64 * 1_000_000_000;
+        assert_eq!(ctime(ns), "Wed Nov 25 17:11:53 2026");
+        assert_eq!(ctime(0), "Thu Jan  1 00:00:00 1970");
+    }
+
+    #[test]
+    fn table_like_ceph() {
+        let mut t = Table::new(&[
+            ("NAME", Align::Left),
+            ("PROVISIONED", Align::Right),
+            ("USED", Align::Right),
+        ]);
+        t.row(vec!["squeeze".into(), "64 MiB".into(), "12 MiB".into()]);
+        assert_eq!(
+            t.render(),
+            "NAME     PROVISIONED  USED  \nsqueeze       64 MiB  12 MiB\n"
+        );
+    }
+}
