@@ -75,10 +75,13 @@ fn find_key(conf: &Config) -> CResult<String> {
         }
     }
     if read_any {
-        eprintln!("quarry: no key for {name} in keyring {list}");
-    } else {
-        eprintln!("quarry: unable to find a keyring on {list}: (2) No such file or directory");
+        // A keyring was found but does not know this entity: the monitor
+        // would refuse it, as Ceph does (EACCES), e.g. `id=client.glance`
+        // looking for `client.client.glance`.
+        eprintln!("quarry: no key for {name} in keyring {list}: (13) Permission denied");
+        return Err(CError::new(Errno::EACCES, format!("no key for {name}")));
     }
+    eprintln!("quarry: unable to find a keyring on {list}: (2) No such file or directory");
     Err(CError::new(Errno::ENOENT, format!("no key for {name}")))
 }
 

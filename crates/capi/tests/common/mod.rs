@@ -18,17 +18,19 @@ pub fn cdylib() -> PathBuf {
             .expect("target/<profile>/deps/<test>")
             .to_path_buf();
         let lib = profile.join("libquarry_capi.so");
-        if !lib.exists() {
-            let target = profile.parent().expect("target dir");
-            let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-            cmd.args(["build", "-p", "quarry-capi"])
-                .env("CARGO_TARGET_DIR", target);
-            if profile.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let st = cmd.status().expect("run cargo build");
-            assert!(st.success(), "cargo build -p quarry-capi failed");
+        // `cargo test` builds the rlib the tests link, not the cdylib the
+        // real clients load: build it (a no-op when up to date) so a stale
+        // library is never tested.
+        let target = profile.parent().expect("target dir");
+        let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        cmd.args(["build", "-p", "quarry-capi"])
+            .env("CARGO_TARGET_DIR", target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
         }
+        let st = cmd.status().expect("run cargo build");
+        assert!(st.success(), "cargo build -p quarry-capi failed");
         assert!(lib.exists(), "{} missing", lib.display());
         lib
     })
@@ -43,7 +45,9 @@ pub fn require(tool: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{tool} is not installed: CI installs it (scripts/setup.sh); install it to run this test");
+    panic!(
+        "{tool} is not installed: CI installs it (scripts/setup.sh); install it to run this test"
+    );
 }
 
 /// A temp dir with `lib/librbd.so.1` + `lib/librados.so.2` (symlinks to the
@@ -73,7 +77,11 @@ impl Env {
         if !pools.is_empty() {
             let mkpool = env.compile("mkpool.c", "mkpool");
             let out = env.cmd(&mkpool).args(pools).output().expect("run mkpool");
-            assert!(out.status.success(), "mkpool: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "mkpool: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         env
     }
@@ -108,7 +116,9 @@ impl Env {
                 && Path::new("/usr/include/rados/librados.h").exists(),
             "Ceph headers missing: install librbd-dev and librados-dev (CI does)"
         );
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(src);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/c")
+            .join(src);
         let bin = self.path().join(out);
         let lib = self.path().join("lib");
         let o = Command::new("gcc")
@@ -122,7 +132,11 @@ impl Env {
             .arg("-lpthread")
             .output()
             .expect("run gcc");
-        assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "gcc: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         bin
     }
 

@@ -1,0 +1,185 @@
+//! QEMU and fio through Quarry's library against a real one-host cluster
+//! started with `quarry up` (monitor + 3 OSDs, cephx-style auth).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The `quarry` binary of this target dir (built if needed).
+fn quarry_bin() -> PathBuf {
+    let so = common::cdylib();
+    let profile = so.parent().expect("profile dir").to_path_buf();
+    let bin = profile.join("quarry");
+    // Build (or confirm up to date) the daemons this test starts.
+    let target = profile.parent().expect("target dir");
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.args(["build", "-p", "quarry-cli"])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    assert!(
+        cmd.status().expect("cargo").success(),
+        "building quarry failed"
+    );
+    bin
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    quarry: PathBuf,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let quarry = quarry_bin();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(&quarry)
+            .args(["up", "--dir"])
+            .arg(dir.path())
+            .output()
+            .expect("quarry up");
+        assert!(
+            out.status.success(),
+            "quarry up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Use this build's library whatever `quarry up` linked.
+        let lib = dir.path().join("testlib");
+        std::fs::create_dir_all(&lib).expect("mkdir");
+        std::os::unix::fs::symlink(common::cdylib(), lib.join("librbd.so.1")).expect("link");
+        std::os::unix::fs::symlink(common::cdylib(), lib.join("librados.so.2")).expect("link");
+        Cluster { dir, quarry }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(common::require(tool));
+        c.env("LD_LIBRARY_PATH", self.path().join("testlib"))
+            .env("CEPH_CONF", self.path().join("ceph.conf"))
+            .env_remove("CEPH_ARGS")
+            .env_remove("CEPH_KEYRING")
+            .current_dir(self.path());
+        c
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> (bool, String, String) {
+        let o = self.cmd(tool).args(args).output().expect("spawn");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.quarry)
+            .args(["down", "--dir"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+#[test]
+fn qemu_and_fio_on_a_cluster() {
+    let c = Cluster::up();
+    let (ok, out, err) = c.run("qemu-img", &["create", "-f", "raw", "rbd:data/foo", "10G"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "Formatting 'rbd:data/foo', fmt=raw size=10737418240\n");
+    let (ok, out, err) = c.run("qemu-img", &["info", "rbd:data/foo"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("virtual size: 10 GiB (10737418240 bytes)"),
+        "{out}"
+    );
+    let (ok, out, err) = c.run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0xab 4095 1M",
+            "-c",
+            "flush",
+            "-c",
+            "read -P 0xab 4095 1M",
+            "rbd:data/foo",
+        ],
+    );
+    assert!(ok && out.contains("read 1048576/1048576"), "{out}{err}");
+    let (ok, out, err) = c.run("qemu-img", &["snapshot", "-c", "s1", "rbd:data/foo"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = c.run("qemu-img", &["snapshot", "-l", "rbd:data/foo"]);
+    assert!(ok && out.contains("s1        s1"), "{out}");
+
+    // fio's rbd engine with verification.
+    let (ok, _, err) = c.run("qemu-img", &["create", "-f", "raw", "rbd:data/fio", "32M"]);
+    assert!(ok, "{err}");
+    let job = c.path().join("job.fio");
+    std::fs::write(
+        &job,
+        "[global]\nioengine=rbd\nclientname=admin\npool=data\nrbdname=fio\nbs=4k\nsize=4M\n\
+         [w]\nrw=randwrite\niodepth=16\nverify=crc32c\ndo_verify=1\n",
+    )
+    .expect("job");
+    let (ok, out, err) = c.run("fio", &[job.to_str().expect("utf8")]);
+    assert!(ok && out.contains("err= 0"), "{out}{err}");
+}
+
+#[test]
+fn auth_errors_are_immediate_and_named() {
+    let c = Cluster::up();
+    let (ok, _, err) = c.run("qemu-img", &["create", "-f", "raw", "rbd:data/foo", "1G"]);
+    assert!(ok, "{err}");
+    let t = Instant::now();
+    // `client.` in the id looks for client.client.glance: no key for it.
+    let (ok, _, err) = c.run("qemu-img", &["info", "rbd:data/foo:id=client.glance"]);
+    assert!(!ok);
+    assert!(
+        err.contains("error connecting: No such file or directory"),
+        "{err}"
+    );
+    let keyring = c.path().join("ceph.client.admin.keyring");
+    let spec = format!("rbd:data/foo:id=client.admin:keyring={}", keyring.display());
+    let (ok, _, err) = c.run("qemu-img", &["info", &spec]);
+    assert!(!ok);
+    assert!(err.contains("error connecting: Permission denied"), "{err}");
+    // A well-formed but wrong key is refused at once (Ceph: 300 s timeout).
+    let (ok, _, err) = c.run(
+        "qemu-img",
+        &[
+            "info",
+            "rbd:data/foo:id=admin:key=AQDTFgdrEXinJRAASs0Vq7yhBPmFiCU1hiZn7A==",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("error connecting: Permission denied"), "{err}");
+    let (ok, _, err) = c.run(
+        "qemu-img",
+        &[
+            "info",
+            "rbd:data/foo:id=admin:key=AQBwrongwrongwrongwrongwrongwrongwrongw==",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("error connecting: Invalid argument"), "{err}");
+    let (ok, _, err) = c.run("qemu-img", &["info", "rbd:data/foo:keyring=/nonexistent"]);
+    assert!(!ok);
+    assert!(
+        err.contains("error connecting: No such file or directory"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "auth failures took {:?}",
+        t.elapsed()
+    );
+}
