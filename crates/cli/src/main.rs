@@ -3,9 +3,12 @@
 //! Dispatch stays a flat `match` on the subcommand; each command family
 //! lives in its own module (`cluster` for mon/osd/up/down/status).
 
+mod ceph;
 mod cluster;
+mod rbd;
+mod tools;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Quarry: distributed block storage for VMs.
 #[derive(Parser, Debug)]
@@ -27,16 +30,31 @@ enum Cmd {
     Down(cluster::DirArgs),
     /// Print a summary of the cluster.
     Status(cluster::DirArgs),
+    /// Manage images (Ceph's `rbd`; also runs as `rbd` through a symlink).
+    Rbd(rbd::RbdArgs),
+    /// Administer the cluster (Ceph's `ceph`; also runs as `ceph` through a symlink).
+    Ceph(ceph::CephArgs),
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(tools::args());
     let r = match cli.cmd {
         Cmd::Mon(a) => cluster::mon(a),
         Cmd::Osd(a) => cluster::osd(a),
         Cmd::Up(a) => cluster::up(a),
         Cmd::Down(a) => cluster::down(a),
         Cmd::Status(a) => cluster::status(a),
+        Cmd::Rbd(a) => std::process::exit(rbd::run(a)),
+        Cmd::Ceph(a) => std::process::exit(ceph::run(a)),
+        Cmd::Completions { shell } => {
+            tools::completions(shell, &mut Cli::command());
+            Ok(())
+        }
     };
     if let Err(e) = r {
         eprintln!("quarry: {e}");

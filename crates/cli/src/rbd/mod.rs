@@ -71,7 +71,7 @@ pub enum Format {
 #[derive(Args, Debug, Clone, Default)]
 pub struct Global {
     /// Pool name (default: rbd).
-    #[arg(short = 'p', long, global = true)]
+    #[arg(short = 'p', long = "pool", id = "global_pool", global = true)]
     pub pool: Option<String>,
     /// Namespace name.
     #[arg(long, global = true)]
@@ -83,7 +83,7 @@ pub struct Global {
     #[arg(long, visible_alias = "user", global = true)]
     pub id: Option<String>,
     /// Client name (`client.NAME`).
-    #[arg(short = 'n', long, global = true)]
+    #[arg(short = 'n', long = "name", id = "entity_name", global = true)]
     pub name: Option<String>,
     /// Path to the keyring.
     #[arg(short = 'k', long, global = true)]
@@ -108,17 +108,16 @@ pub struct Global {
 impl Global {
     /// The connection request these options describe.
     pub fn config_request(&self) -> CmdResult<quarry_connect::ConfigRequest> {
-        let entity = match (&self.name, &self.id) {
-            (Some(n), _) => Some(
-                EntityName::parse(n)
-                    .map_err(|e| CmdError::new(Errno::EINVAL, format!("invalid name '{n}': {e}")))?,
-            ),
-            (None, Some(id)) => Some(
-                EntityName::client(id)
-                    .map_err(|e| CmdError::new(Errno::EINVAL, format!("invalid id '{id}': {e}")))?,
-            ),
-            (None, None) => None,
-        };
+        let entity =
+            match (&self.name, &self.id) {
+                (Some(n), _) => Some(EntityName::parse(n).map_err(|e| {
+                    CmdError::new(Errno::EINVAL, format!("invalid name '{n}': {e}"))
+                })?),
+                (None, Some(id)) => Some(EntityName::client(id).map_err(|e| {
+                    CmdError::new(Errno::EINVAL, format!("invalid id '{id}': {e}"))
+                })?),
+                (None, None) => None,
+            };
         let mut overrides = Vec::new();
         if let Some(k) = &self.keyring {
             overrides.push(("keyring".to_string(), k.clone()));
@@ -156,7 +155,8 @@ pub async fn connect_with(
     req: &quarry_connect::ConfigRequest,
     tool: &str,
 ) -> CmdResult<quarry_connect::Connection> {
-    let cfg = quarry_connect::build_config(req).map_err(|e| CmdError::new(e.errno(), e.to_string()))?;
+    let cfg =
+        quarry_connect::build_config(req).map_err(|e| CmdError::new(e.errno(), e.to_string()))?;
     quarry_connect::connect(&cfg).await.map_err(|e| {
         let _ = tool;
         CmdError::new(e.errno(), e.to_string()).then("couldn't connect to the cluster!")

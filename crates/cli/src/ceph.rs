@@ -1,0 +1,999 @@
+//! `quarry ceph …` (and `ceph …` through a symlink): the cluster
+//! administration commands an operator's scripts use, with Ceph's output
+//! forms (`Error ENOENT: …` on stderr, exit code = errno).
+//!
+//! Against a cluster, commands go to the monitors through the connection's
+//! `MonClient`; against the embedded backend (no monitors) the pool
+//! commands use the object layer directly and the rest report EOPNOTSUPP.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand, ValueEnum};
+use quarry_common::entity::EntityName;
+use quarry_common::size::format_size;
+use quarry_common::Errno;
+use quarry_map::ClusterMap;
+use quarry_monc::{MonClient, MonCommand, MonReply};
+use serde_json::{json, Value};
+
+use crate::rbd::{connect_with, Align, CmdError, CmdResult, Table};
+
+/// Output format (`-f/--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CephFormat {
+    /// Human-readable.
+    Plain,
+    /// Compact JSON.
+    Json,
+    /// Indented JSON.
+    JsonPretty,
+}
+
+/// `ceph` and its subcommands.
+#[derive(Args, Debug)]
+#[command(about = "Administer the cluster (Ceph's ceph syntax)")]
+pub struct CephArgs {
+    /// Show cluster status (same as `ceph status`).
+    #[arg(short = 's')]
+    status: bool,
+    /// Ceph configuration file.
+    #[arg(short = 'c', long = "conf", global = true)]
+    conf: Option<String>,
+    /// Client id (without `client.`).
+    #[arg(long, visible_alias = "user", global = true)]
+    id: Option<String>,
+    /// Client name (`client.NAME`).
+    #[arg(short = 'n', long = "name", id = "entity_name", global = true)]
+    name: Option<String>,
+    /// Keyring path.
+    #[arg(short = 'k', long, global = true)]
+    keyring: Option<String>,
+    /// Monitor address(es).
+    #[arg(short = 'm', long = "mon-host", global = true)]
+    mon_host: Option<String>,
+    /// Cluster name.
+    #[arg(long, global = true)]
+    cluster: Option<String>,
+    /// Output format.
+    #[arg(short = 'f', long, value_enum, global = true)]
+    format: Option<CephFormat>,
+    #[command(subcommand)]
+    cmd: Option<CephCmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum CephCmd {
+    /// Cluster status summary.
+    Status,
+    /// Cluster health (`detail` for one line per check).
+    Health {
+        /// `detail`.
+        detail: Option<String>,
+    },
+    /// Space usage per pool.
+    Df {
+        /// `detail`.
+        detail: Option<String>,
+    },
+    /// OSD commands.
+    Osd {
+        #[command(subcommand)]
+        cmd: OsdCmd,
+    },
+    /// Authentication database.
+    Auth {
+        #[command(subcommand)]
+        cmd: AuthCmd,
+    },
+    /// Monitor commands.
+    Mon {
+        #[command(subcommand)]
+        cmd: MonCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OsdCmd {
+    /// OSDs by host.
+    Tree,
+    /// OSD ids.
+    Ls,
+    /// Summary of OSD states.
+    Stat,
+    /// Mark OSDs down.
+    Down {
+        /// OSD ids (`0` or `osd.0`).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Mark OSDs out.
+    Out {
+        /// OSD ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Mark OSDs in.
+    In {
+        /// OSD ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Pools.
+    Pool {
+        #[command(subcommand)]
+        cmd: PoolCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoolCmd {
+    /// Create a pool.
+    Create {
+        /// Pool name.
+        name: String,
+        /// Placement groups.
+        pg_num: Option<u32>,
+        /// Accepted for compatibility (equals pg_num).
+        pgp_num: Option<u32>,
+        /// `replicated` (the only kind).
+        kind: Option<String>,
+        /// Replicas.
+        #[arg(long)]
+        size: Option<u32>,
+    },
+    /// List pools.
+    Ls {
+        /// `detail`.
+        detail: Option<String>,
+    },
+    /// Delete a pool: `rm NAME NAME --yes-i-really-really-mean-it`.
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Pool name.
+        name: String,
+        /// Pool name again.
+        name2: Option<String>,
+        /// Confirm.
+        #[arg(long = "yes-i-really-really-mean-it")]
+        yes: bool,
+    },
+    /// Get a pool variable (size, min_size, pg_num, all).
+    Get {
+        /// Pool name.
+        name: String,
+        /// Variable.
+        var: String,
+    },
+    /// Set a pool variable (size, min_size, pg_num).
+    Set {
+        /// Pool name.
+        name: String,
+        /// Variable.
+        var: String,
+        /// Value.
+        val: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuthCmd {
+    /// Get an entity's key, creating it with the given caps if absent.
+    GetOrCreate {
+        /// Entity (`client.glance`).
+        entity: String,
+        /// Caps: `SERVICE CAPS` pairs (`mon 'allow r' osd 'allow rwx pool=data'`).
+        caps: Vec<String>,
+    },
+    /// Show an entity's keyring section.
+    Get {
+        /// Entity.
+        entity: String,
+    },
+    /// List every entity.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Delete an entity.
+    #[command(visible_alias = "rm")]
+    Del {
+        /// Entity.
+        entity: String,
+    },
+    /// Replace an entity's caps.
+    Caps {
+        /// Entity.
+        entity: String,
+        /// `SERVICE CAPS` pairs.
+        caps: Vec<String>,
+    },
+    /// Print only the key.
+    PrintKey {
+        /// Entity.
+        entity: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MonCmd {
+    /// Monitor summary.
+    Stat,
+}
+
+fn cerr(errno: Errno, msg: impl Into<String>) -> CmdError {
+    CmdError::new(errno, format!("Error {errno:?}: {}", msg.into()))
+}
+
+fn mon_err(e: quarry_monc::MonClientError) -> CmdError {
+    cerr(e.errno(), e.to_string())
+}
+
+struct Ctx {
+    monc: Option<Arc<MonClient>>,
+    rados: Arc<dyn quarry_rados::Rados>,
+    format: CephFormat,
+}
+
+impl Ctx {
+    fn json(&self) -> bool {
+        self.format != CephFormat::Plain
+    }
+
+    fn print_json(&self, v: &Value) {
+        let s = if self.format == CephFormat::JsonPretty {
+            serde_json::to_string_pretty(v)
+        } else {
+            serde_json::to_string(v)
+        };
+        if let Ok(s) = s {
+            println!("{s}");
+        }
+    }
+
+    fn monc(&self, what: &str) -> CmdResult<&Arc<MonClient>> {
+        self.monc.as_ref().ok_or_else(|| {
+            cerr(
+                Errno::EOPNOTSUPP,
+                format!("'{what}' needs a cluster (the embedded backend has no monitors)"),
+            )
+        })
+    }
+
+    async fn command(&self, what: &str, cmd: MonCommand) -> CmdResult<MonReply> {
+        self.monc(what)?.command(cmd).await.map_err(mon_err)
+    }
+
+    async fn map(&self, what: &str) -> CmdResult<Arc<ClusterMap>> {
+        self.monc(what)?.refresh_map().await.map_err(mon_err)
+    }
+}
+
+/// Run `ceph`; returns the process exit code.
+pub fn run(a: CephArgs) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ceph: cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(dispatch(a)) {
+        Ok(()) => 0,
+        Err(e) => {
+            for l in &e.lines {
+                eprintln!("{l}");
+            }
+            e.code
+        }
+    }
+}
+
+async fn dispatch(a: CephArgs) -> CmdResult {
+    let g = crate::rbd::Global {
+        conf: a.conf.clone(),
+        id: a.id.clone(),
+        name: a.name.clone(),
+        keyring: a.keyring.clone(),
+        mon_host: a.mon_host.clone(),
+        cluster: a.cluster.clone(),
+        ..Default::default()
+    };
+    let req = g.config_request()?;
+    let conn = connect_with(&req, "ceph").await.map_err(|mut e| {
+        // Ceph's tool words a failed connection this way.
+        e.lines = e.lines.into_iter().map(|l| format!("ceph: {l}")).collect();
+        e
+    })?;
+    let ctx = Ctx {
+        monc: conn.monc.clone(),
+        rados: Arc::clone(&conn.rados),
+        format: a.format.unwrap_or(CephFormat::Plain),
+    };
+    let cmd = match (a.status, a.cmd) {
+        (true, _) | (false, None) => CephCmd::Status,
+        (false, Some(c)) => c,
+    };
+    match cmd {
+        CephCmd::Status => status(&ctx).await,
+        CephCmd::Health { detail } => health(&ctx, detail.as_deref() == Some("detail")).await,
+        CephCmd::Df { .. } => df(&ctx).await,
+        CephCmd::Osd { cmd } => match cmd {
+            OsdCmd::Tree => osd_tree(&ctx).await,
+            OsdCmd::Ls => osd_ls(&ctx).await,
+            OsdCmd::Stat => osd_stat(&ctx).await,
+            OsdCmd::Down { ids } => osd_mark(&ctx, "down", &ids).await,
+            OsdCmd::Out { ids } => osd_mark(&ctx, "out", &ids).await,
+            OsdCmd::In { ids } => osd_mark(&ctx, "in", &ids).await,
+            OsdCmd::Pool { cmd } => match cmd {
+                PoolCmd::Create {
+                    name,
+                    pg_num,
+                    pgp_num: _,
+                    kind,
+                    size,
+                } => pool_create(&ctx, &name, pg_num, kind.as_deref(), size).await,
+                PoolCmd::Ls { detail } => pool_ls(&ctx, detail.as_deref() == Some("detail")).await,
+                PoolCmd::Rm { name, name2, yes } => {
+                    pool_rm(&ctx, &name, name2.as_deref(), yes).await
+                }
+                PoolCmd::Get { name, var } => pool_get(&ctx, &name, &var).await,
+                PoolCmd::Set { name, var, val } => pool_set(&ctx, &name, &var, &val).await,
+            },
+        },
+        CephCmd::Auth { cmd } => auth(&ctx, cmd).await,
+        CephCmd::Mon { cmd: MonCmd::Stat } => mon_stat(&ctx).await,
+    }
+}
+
+/// Objects and bytes over all pools (best effort: a pool deleted meanwhile counts 0).
+async fn usage(ctx: &Ctx) -> (u64, u64) {
+    let mut objs = 0;
+    let mut bytes = 0;
+    for p in ctx.rados.pool_list().await.unwrap_or_default() {
+        if let Ok(s) = ctx.rados.pool_stat(p.id).await {
+            objs += s.num_objects;
+            bytes += s.num_bytes;
+        }
+    }
+    (objs, bytes)
+}
+
+/// PG states from the map: a PG with an activation record whose acting set
+/// is complete is `active+clean`, with fewer replicas `active+undersized`,
+/// without a record `unknown`.
+fn pg_states(map: &ClusterMap) -> BTreeMap<&'static str, u32> {
+    let mut out = BTreeMap::new();
+    for p in map.pools.values() {
+        for seed in 0..p.pg_num {
+            let pg = quarry_map::PgId { pool: p.id, seed };
+            let state = match map.pg_history.get(&pg) {
+                Some(h) if h.acting.len() as u32 >= p.size => "active+clean",
+                Some(_) => "active+undersized",
+                None => "unknown",
+            };
+            *out.entry(state).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+async fn status(ctx: &Ctx) -> CmdResult {
+    let (objs, bytes) = usage(ctx).await;
+    let Some(monc) = &ctx.monc else {
+        let pools = ctx.rados.pool_list().await.unwrap_or_default();
+        if ctx.json() {
+            ctx.print_json(&json!({"health": {"status": "HEALTH_OK"}, "embedded": true,
+                "pgmap": {"num_pools": pools.len(), "num_objects": objs, "data_bytes": bytes}}));
+        } else {
+            println!("  cluster:\n    id:     embedded\n    health: HEALTH_OK\n ");
+            println!(
+                "  data:\n    pools:   {} pools\n    objects: {} objects, {}\n ",
+                pools.len(),
+                objs,
+                format_size(bytes)
+            );
+        }
+        return Ok(());
+    };
+    let st = match monc.command(MonCommand::Status).await.map_err(mon_err)? {
+        MonReply::Status(s) => s,
+        other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+    };
+    let map = monc.map();
+    let pgs = pg_states(&map);
+    if ctx.json() {
+        ctx.print_json(&json!({
+            "fsid": st.fsid,
+            "health": {"status": st.health.to_string(), "checks": st.checks},
+            "quorum_names": st.quorum,
+            "monmap": {"num_mons": st.mons.len()},
+            "osdmap": {"epoch": st.epoch, "num_osds": st.num_osds,
+                "num_up_osds": st.num_up_osds, "num_in_osds": st.num_in_osds},
+            "pgmap": {"num_pools": st.num_pools, "num_pgs": st.num_pgs,
+                "num_objects": objs, "data_bytes": bytes,
+                "pgs_by_state": pgs.iter().map(|(k, v)| json!({"state_name": k, "count": v})).collect::<Vec<_>>()},
+        }));
+        return Ok(());
+    }
+    let mut s = String::new();
+    s += "  cluster:\n";
+    s += &format!("    id:     {}\n", st.fsid);
+    s += &format!("    health: {}\n", st.health);
+    for c in &st.checks {
+        s += &format!("            {c}\n");
+    }
+    s += " \n  services:\n";
+    s += &format!(
+        "    mon: {} daemons, quorum {}\n",
+        st.mons.len(),
+        st.quorum.join(",")
+    );
+    s += &format!(
+        "    osd: {} osds: {} up, {} in\n",
+        st.num_osds, st.num_up_osds, st.num_in_osds
+    );
+    s += " \n  data:\n";
+    s += &format!("    pools:   {} pools, {} pgs\n", st.num_pools, st.num_pgs);
+    s += &format!("    objects: {} objects, {}\n", objs, format_size(bytes));
+    let pg_line: Vec<String> = pgs.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    s += &format!("    pgs:     {}\n", pg_line.join("\n             "));
+    s += " \n";
+    print!("{s}");
+    Ok(())
+}
+
+async fn health(ctx: &Ctx, detail: bool) -> CmdResult {
+    let (h, checks) = match &ctx.monc {
+        None => ("HEALTH_OK".to_string(), Vec::new()),
+        Some(m) => match m.command(MonCommand::Status).await.map_err(mon_err)? {
+            MonReply::Status(s) => (s.health.to_string(), s.checks),
+            other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+        },
+    };
+    if ctx.json() {
+        ctx.print_json(&json!({"status": h, "checks": checks}));
+    } else if checks.is_empty() {
+        println!("{h}");
+    } else if detail {
+        println!("{h} {}", checks.join("; "));
+        for c in &checks {
+            println!("[WRN] {c}");
+        }
+    } else {
+        println!("{h} {}", checks.join("; "));
+    }
+    Ok(())
+}
+
+async fn df(ctx: &Ctx) -> CmdResult {
+    let pools = ctx
+        .rados
+        .pool_list()
+        .await
+        .map_err(|e| cerr(e.errno, e.to_string()))?;
+    let map = match &ctx.monc {
+        Some(m) => Some(m.map()),
+        None => None,
+    };
+    let mut rows = Vec::new();
+    for p in &pools {
+        let st = ctx.rados.pool_stat(p.id).await.unwrap_or_default();
+        let def = map.as_ref().and_then(|m| m.pools.get(&p.id));
+        let size = def.map_or(1, |d| d.size.max(1)) as u64;
+        let pgs = def.map_or(0, |d| d.pg_num);
+        rows.push((
+            p.name.clone(),
+            p.id,
+            pgs,
+            st.num_bytes,
+            st.num_objects,
+            st.num_bytes * size,
+        ));
+    }
+    if ctx.json() {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(n, id, _, stored, objs, used)| {
+                json!({"name": n, "id": id, "stats": {"stored": stored, "objects": objs, "bytes_used": used}})
+            })
+            .collect();
+        let total: u64 = rows.iter().map(|r| r.5).sum();
+        ctx.print_json(&json!({"stats": {"total_used_raw_bytes": total}, "pools": v}));
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        ("POOL", Align::Left),
+        ("ID", Align::Right),
+        ("PGS", Align::Right),
+        ("STORED", Align::Right),
+        ("OBJECTS", Align::Right),
+        ("USED", Align::Right),
+    ]);
+    for (n, id, pgs, stored, objs, used) in &rows {
+        t.row(vec![
+            n.clone(),
+            id.to_string(),
+            pgs.to_string(),
+            format_size(*stored),
+            objs.to_string(),
+            format_size(*used),
+        ]);
+    }
+    println!("--- POOLS ---");
+    print!("{}", t.render());
+    Ok(())
+}
+
+fn weight(w: u32) -> f64 {
+    f64::from(w) / f64::from(quarry_map::WEIGHT_ONE)
+}
+
+async fn osd_tree(ctx: &Ctx) -> CmdResult {
+    let map = ctx.map("osd tree").await?;
+    let mut hosts: BTreeMap<&str, Vec<&quarry_map::OsdInfo>> = BTreeMap::new();
+    for o in map.osds.values() {
+        hosts.entry(o.host.as_str()).or_default().push(o);
+    }
+    if ctx.json() {
+        let nodes: Vec<Value> = map
+            .osds
+            .values()
+            .map(|o| json!({"id": o.id, "name": format!("osd.{}", o.id), "type": "osd",
+                "host": o.host, "crush_weight": weight(o.weight),
+                "status": if o.up {"up"} else {"down"}, "reweight": if o.in_cluster {1.0} else {0.0}}))
+            .collect();
+        ctx.print_json(&json!({"nodes": nodes}));
+        return Ok(());
+    }
+    let total: f64 = map.osds.values().map(|o| weight(o.weight)).sum();
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("CLASS", Align::Left),
+        ("WEIGHT", Align::Right),
+        ("TYPE NAME", Align::Left),
+        ("STATUS", Align::Right),
+        ("REWEIGHT", Align::Right),
+        ("PRI-AFF", Align::Right),
+    ]);
+    t.row(vec![
+        "-1".into(),
+        String::new(),
+        format!("{total:.5}"),
+        "root default".into(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    for (i, (h, osds)) in hosts.iter().enumerate() {
+        let hw: f64 = osds.iter().map(|o| weight(o.weight)).sum();
+        t.row(vec![
+            format!("-{}", i + 2),
+            String::new(),
+            format!("{hw:.5}"),
+            format!("    host {h}"),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+        for o in osds {
+            t.row(vec![
+                o.id.to_string(),
+                String::new(),
+                format!("{:.5}", weight(o.weight)),
+                format!("        osd.{}", o.id),
+                if o.up { "up" } else { "down" }.into(),
+                if o.in_cluster { "1.00000" } else { "0" }.into(),
+                "1.00000".into(),
+            ]);
+        }
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+async fn osd_ls(ctx: &Ctx) -> CmdResult {
+    let map = ctx.map("osd ls").await?;
+    if ctx.json() {
+        ctx.print_json(&json!(map.osds.keys().collect::<Vec<_>>()));
+    } else {
+        for id in map.osds.keys() {
+            println!("{id}");
+        }
+    }
+    Ok(())
+}
+
+async fn osd_stat(ctx: &Ctx) -> CmdResult {
+    let map = ctx.map("osd stat").await?;
+    let n = map.osds.len();
+    let up = map.osds.values().filter(|o| o.up).count();
+    let inn = map.osds.values().filter(|o| o.in_cluster).count();
+    if ctx.json() {
+        ctx.print_json(
+            &json!({"epoch": map.epoch, "num_osds": n, "num_up_osds": up, "num_in_osds": inn}),
+        );
+    } else {
+        println!("{n} osds: {up} up, {inn} in; epoch: e{}", map.epoch);
+    }
+    Ok(())
+}
+
+fn osd_id(s: &str) -> CmdResult<quarry_map::OsdId> {
+    s.strip_prefix("osd.")
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| cerr(Errno::EINVAL, format!("invalid osd id '{s}'")))
+}
+
+async fn osd_mark(ctx: &Ctx, how: &str, ids: &[String]) -> CmdResult {
+    let map = ctx.map(&format!("osd {how}")).await?;
+    for s in ids {
+        let id = osd_id(s)?;
+        if !map.osds.contains_key(&id) {
+            return Err(cerr(Errno::ENOENT, format!("osd.{id} does not exist")));
+        }
+        let cmd = match how {
+            "down" => MonCommand::OsdDown { id },
+            "out" => MonCommand::OsdOut { id },
+            _ => MonCommand::OsdIn { id },
+        };
+        ctx.command(&format!("osd {how}"), cmd).await?;
+        eprintln!("marked {how} osd.{id}. ");
+    }
+    Ok(())
+}
+
+async fn pool_create(
+    ctx: &Ctx,
+    name: &str,
+    pg_num: Option<u32>,
+    kind: Option<&str>,
+    size: Option<u32>,
+) -> CmdResult {
+    if matches!(kind, Some(k) if k != "replicated") {
+        return Err(cerr(
+            Errno::EOPNOTSUPP,
+            "only replicated pools are supported",
+        ));
+    }
+    let r = match &ctx.monc {
+        Some(m) => m
+            .command(MonCommand::PoolCreate {
+                name: name.to_string(),
+                pg_num,
+                size,
+                min_size: None,
+                application: None,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| (e.errno(), e.to_string())),
+        None => ctx
+            .rados
+            .pool_create(name)
+            .await
+            .map(|_| ())
+            .map_err(|e| (e.errno, e.to_string())),
+    };
+    match r {
+        Ok(()) => eprintln!("pool '{name}' created"),
+        // Ceph treats creating an existing pool as success.
+        Err((Errno::EEXIST, _)) => eprintln!("pool '{name}' already exists"),
+        Err((errno, msg)) => return Err(cerr(errno, msg)),
+    }
+    Ok(())
+}
+
+async fn pool_ls(ctx: &Ctx, detail: bool) -> CmdResult {
+    match &ctx.monc {
+        None => {
+            let pools = ctx
+                .rados
+                .pool_list()
+                .await
+                .map_err(|e| cerr(e.errno, e.to_string()))?;
+            if ctx.json() {
+                ctx.print_json(&json!(pools.iter().map(|p| &p.name).collect::<Vec<_>>()));
+            } else {
+                for p in &pools {
+                    if detail {
+                        println!("pool {} '{}' replicated size 1 min_size 1", p.id, p.name);
+                    } else {
+                        println!("{}", p.name);
+                    }
+                }
+            }
+        }
+        Some(m) => {
+            let pools = match m.command(MonCommand::PoolList).await.map_err(mon_err)? {
+                MonReply::Pools(p) => p,
+                other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+            };
+            if ctx.json() {
+                if detail {
+                    let v: Vec<Value> = pools.iter().map(|p| json!({"pool_id": p.id, "pool_name": p.name,
+                        "size": p.size, "min_size": p.min_size, "pg_num": p.pg_num, "pg_placement_num": p.pg_num,
+                        "snap_seq": p.snap_seq,
+                        "application_metadata": p.application.as_ref().map(|a| json!({a.as_str(): {}})).unwrap_or(json!({}))})).collect();
+                    ctx.print_json(&Value::Array(v));
+                } else {
+                    ctx.print_json(&json!(pools.iter().map(|p| &p.name).collect::<Vec<_>>()));
+                }
+                return Ok(());
+            }
+            for p in &pools {
+                if detail {
+                    let app = p
+                        .application
+                        .as_ref()
+                        .map(|a| format!(" application {a}"))
+                        .unwrap_or_default();
+                    println!(
+                        "pool {} '{}' replicated size {} min_size {} crush_rule 0 object_hash rjenkins pg_num {} pgp_num {} autoscale_mode off flags hashpspool,selfmanaged_snaps stripe_width 0{app}",
+                        p.id, p.name, p.size, p.min_size, p.pg_num, p.pg_num
+                    );
+                } else {
+                    println!("{}", p.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn pool_rm(ctx: &Ctx, name: &str, name2: Option<&str>, yes: bool) -> CmdResult {
+    if name2 != Some(name) || !yes {
+        return Err(cerr(
+            Errno::EPERM,
+            format!("WARNING: this will *PERMANENTLY DESTROY* all data stored in pool {name}.  If you are *ABSOLUTELY CERTAIN* that is what you want, pass the pool name *twice*, followed by --yes-i-really-really-mean-it."),
+        ));
+    }
+    let r = match &ctx.monc {
+        Some(m) => m
+            .command(MonCommand::PoolDelete {
+                name: name.to_string(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| (e.errno(), e.to_string())),
+        None => ctx
+            .rados
+            .pool_delete(name)
+            .await
+            .map_err(|e| (e.errno, e.to_string())),
+    };
+    match r {
+        Ok(()) => eprintln!("pool '{name}' removed"),
+        Err((Errno::ENOENT, _)) => eprintln!("pool '{name}' does not exist"),
+        Err((errno, msg)) => return Err(cerr(errno, msg)),
+    }
+    Ok(())
+}
+
+async fn pool_def(ctx: &Ctx, name: &str) -> CmdResult<quarry_map::PoolDef> {
+    let map = ctx.map("osd pool get").await?;
+    map.pool_by_name(name)
+        .cloned()
+        .ok_or_else(|| cerr(Errno::ENOENT, format!("unrecognized pool '{name}'")))
+}
+
+async fn pool_get(ctx: &Ctx, name: &str, var: &str) -> CmdResult {
+    let p = pool_def(ctx, name).await?;
+    let vals = [
+        ("size", p.size),
+        ("min_size", p.min_size),
+        ("pg_num", p.pg_num),
+        ("pgp_num", p.pg_num),
+    ];
+    let chosen: Vec<(&str, u32)> = match var {
+        "all" => vals.to_vec(),
+        v => match vals.iter().find(|(n, _)| *n == v) {
+            Some(x) => vec![*x],
+            None => {
+                return Err(cerr(
+                    Errno::EINVAL,
+                    format!("invalid variable '{var}' (size, min_size, pg_num, pgp_num, all)"),
+                ))
+            }
+        },
+    };
+    if ctx.json() {
+        let mut o = serde_json::Map::new();
+        o.insert("pool".into(), json!(name));
+        o.insert("pool_id".into(), json!(p.id));
+        for (k, v) in &chosen {
+            o.insert((*k).into(), json!(v));
+        }
+        ctx.print_json(&Value::Object(o));
+    } else {
+        for (k, v) in chosen {
+            println!("{k}: {v}");
+        }
+    }
+    Ok(())
+}
+
+async fn pool_set(ctx: &Ctx, name: &str, var: &str, val: &str) -> CmdResult {
+    if !matches!(var, "size" | "min_size" | "pg_num" | "pgp_num") {
+        return Err(cerr(
+            Errno::EINVAL,
+            format!("unsupported variable '{var}' (size, min_size, pg_num)"),
+        ));
+    }
+    if val.parse::<u32>().is_err() {
+        return Err(cerr(
+            Errno::EINVAL,
+            format!("value '{val}' is not a number"),
+        ));
+    }
+    let p = pool_def(ctx, name).await?;
+    if var == "pgp_num" {
+        // pgp_num always equals pg_num here; accept the common script step.
+        eprintln!("set pool {} {var} to {val}", p.id);
+        return Ok(());
+    }
+    ctx.command(
+        "osd pool set",
+        MonCommand::PoolSet {
+            name: name.to_string(),
+            var: var.to_string(),
+            val: val.to_string(),
+        },
+    )
+    .await?;
+    eprintln!("set pool {} {var} to {val}", p.id);
+    Ok(())
+}
+
+fn caps_pairs(caps: &[String]) -> CmdResult<Vec<(String, String)>> {
+    if caps.len() % 2 != 0 {
+        return Err(cerr(
+            Errno::EINVAL,
+            "caps must be given as SERVICE CAPS pairs (e.g. mon 'allow r')",
+        ));
+    }
+    Ok(caps
+        .chunks(2)
+        .map(|c| (c[0].clone(), c[1].clone()))
+        .collect())
+}
+
+fn entity(s: &str) -> CmdResult<String> {
+    EntityName::parse(s)
+        .map(|e| e.to_string())
+        .map_err(|e| cerr(Errno::EINVAL, format!("bad entity name '{s}': {e}")))
+}
+
+fn auth_json(entries: &[quarry_monc::AuthEntry]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|e| json!({"entity": e.entity, "key": e.key, "caps": e.caps}))
+            .collect(),
+    )
+}
+
+async fn auth(ctx: &Ctx, cmd: AuthCmd) -> CmdResult {
+    match cmd {
+        AuthCmd::GetOrCreate { entity: e, caps } => {
+            let e = entity(&e)?;
+            let caps = caps_pairs(&caps)?;
+            let r = ctx
+                .command(
+                    "auth get-or-create",
+                    MonCommand::AuthGetOrCreate { entity: e, caps },
+                )
+                .await?;
+            if let MonReply::Auth(entries) = r {
+                if ctx.json() {
+                    ctx.print_json(&auth_json(&entries));
+                } else {
+                    for a in &entries {
+                        println!("[{}]\n\tkey = {}", a.entity, a.key);
+                    }
+                }
+            }
+        }
+        AuthCmd::Get { entity: e } => {
+            let e = entity(&e)?;
+            let r = ctx
+                .command("auth get", MonCommand::AuthGet { entity: e.clone() })
+                .await?;
+            if let MonReply::Auth(entries) = r {
+                if ctx.json() {
+                    ctx.print_json(&auth_json(&entries));
+                } else {
+                    for a in &entries {
+                        print!("{}", a.keyring_section());
+                    }
+                    eprintln!("exported keyring for {e}");
+                }
+            }
+        }
+        AuthCmd::Ls => {
+            let r = ctx.command("auth ls", MonCommand::AuthList).await?;
+            if let MonReply::Auth(entries) = r {
+                if ctx.json() {
+                    ctx.print_json(&json!({"auth_dump": auth_json(&entries)}));
+                } else {
+                    for a in &entries {
+                        println!("{}\n\tkey: {}", a.entity, a.key);
+                        for (svc, c) in &a.caps {
+                            println!("\tcaps: [{svc}] {c}");
+                        }
+                    }
+                    eprintln!("installed auth entries:");
+                }
+            }
+        }
+        AuthCmd::Del { entity: e } => {
+            let e = entity(&e)?;
+            ctx.command("auth del", MonCommand::AuthDel { entity: e })
+                .await?;
+            eprintln!("updated");
+        }
+        AuthCmd::Caps { entity: e, caps } => {
+            let e = entity(&e)?;
+            let caps = caps_pairs(&caps)?;
+            ctx.command(
+                "auth caps",
+                MonCommand::AuthCaps {
+                    entity: e.clone(),
+                    caps,
+                },
+            )
+            .await?;
+            eprintln!("updated caps for {e}");
+        }
+        AuthCmd::PrintKey { entity: e } => {
+            let e = entity(&e)?;
+            let r = ctx
+                .command("auth print-key", MonCommand::AuthPrintKey { entity: e })
+                .await?;
+            if let MonReply::Key(k) = r {
+                println!("{k}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn mon_stat(ctx: &Ctx) -> CmdResult {
+    let monc = ctx.monc("mon stat")?;
+    let st = match monc.command(MonCommand::Status).await.map_err(mon_err)? {
+        MonReply::Status(s) => s,
+        other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+    };
+    let leader = st.leader.clone().unwrap_or_default();
+    if ctx.json() {
+        ctx.print_json(&json!({"epoch": st.epoch, "num_mons": st.mons.len(),
+            "mons": st.mons.iter().map(|m| json!({"name": m.name, "rank": m.rank, "addr": m.addr})).collect::<Vec<_>>(),
+            "leader": leader, "quorum": st.quorum}));
+        return Ok(());
+    }
+    let mons: Vec<String> = st
+        .mons
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.addr))
+        .collect();
+    let rank = |n: &str| st.mons.iter().find(|m| m.name == n).map_or(0, |m| m.rank);
+    let quorum: Vec<String> = st
+        .quorum
+        .iter()
+        .map(|q| format!("{} {q}", rank(q)))
+        .collect();
+    println!(
+        "e{}: {} mons at {{{}}}, election epoch {}, leader {} {}, quorum {}",
+        st.epoch,
+        st.mons.len(),
+        mons.join(","),
+        st.epoch,
+        rank(&leader),
+        leader,
+        quorum.join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,800 @@
+//! Data-moving `rbd` commands: import/export (raw, sparse-aware), the
+//! `rbd diff v1` incremental stream (export-diff/import-diff), diff, cp and
+//! bench.
+//!
+//! The diff stream is Ceph's documented format, so backups made with Ceph's
+//! `rbd export-diff` import here and vice versa: the banner `rbd diff v1\n`,
+//! then records, each a one-byte tag: `f` + le32 length + from-snapshot
+//! name, `t` + le32 length + to-snapshot name, `s` + le64 image size,
+//! `w` + le64 offset + le64 length + data, `z` + le64 offset + le64 length
+//! (zeroed), and `e` (end).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quarry_common::size::{format_size, SizeUnit};
+use quarry_common::Errno;
+use quarry_rbd::{DiffOptions, Image};
+use serde_json::{json, Value};
+
+use super::cmds::{create_opts, dest_spec};
+use super::{size_arg, Align, CmdError, CmdResult, CreateArgs, Ctx, Progress, Table};
+
+/// Bytes moved per engine call (one default object).
+const CHUNK: u64 = 4 << 20;
+/// Granularity of zero detection when writing sparsely.
+const SPARSE_BLOCK: usize = 4096;
+/// The banner of Ceph's incremental diff stream.
+pub const DIFF_BANNER: &[u8] = b"rbd diff v1\n";
+/// Longest snapshot name accepted from a diff stream (bounds allocation).
+const MAX_DIFF_NAME: u32 = 4096;
+
+fn io_err(what: &str, e: &std::io::Error) -> CmdError {
+    let errno = e.raw_os_error().map(Errno::from_code).unwrap_or(Errno::EIO);
+    CmdError::errno(what, errno)
+}
+
+/// Write `data` at `off`, skipping 4 KiB blocks of zeros so that holes in
+/// the source stay holes in the image.
+async fn write_sparse(img: &Image, off: u64, data: &Bytes) -> quarry_rbd::Result<()> {
+    let mut i = 0;
+    while i < data.len() {
+        // Find the next non-zero block, then the run of non-zero blocks.
+        let is_zero = |s: usize| {
+            let e = (s + SPARSE_BLOCK).min(data.len());
+            data[s..e].iter().all(|&b| b == 0)
+        };
+        while i < data.len() && is_zero(i) {
+            i += SPARSE_BLOCK;
+        }
+        let start = i;
+        while i < data.len() && !is_zero(i) {
+            i += SPARSE_BLOCK;
+        }
+        let end = i.min(data.len());
+        if end > start {
+            img.write(off + start as u64, data.slice(start..end))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Data extents of an image view (parent data included), merged.
+async fn data_extents(
+    img: &Image,
+    from: Option<&str>,
+) -> quarry_rbd::Result<Vec<(u64, u64, bool)>> {
+    let opts = DiffOptions {
+        from_snap: from.map(str::to_string),
+        include_parent: from.is_none(),
+        whole_object: false,
+    };
+    Ok(img
+        .diff(0, img.size(), &opts)
+        .await?
+        .into_iter()
+        .map(|e| (e.offset, e.len, e.exists))
+        .collect())
+}
+
+/// `rbd export`.
+pub async fn export(ctx: &Ctx, image: &str, path: &str, format: Option<u32>) -> CmdResult {
+    if matches!(format, Some(f) if f != 1) {
+        return Err(CmdError::new(
+            Errno::EOPNOTSUPP,
+            "export error: only --export-format 1 (raw) is supported",
+        ));
+    }
+    let spec = ctx.spec(image)?;
+    let img = ctx.open(&spec, true).await?;
+    let size = img.size();
+    let ext = data_extents(&img, None)
+        .await
+        .map_err(|e| CmdError::rbd("export error", &e))?;
+    let p = Progress::new(ctx.g.progress(), "Exporting image", size);
+    let r = if path == "-" {
+        let out = std::io::stdout();
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, out.lock());
+        export_stream(&img, &ext, size, &mut w, &p).await
+    } else {
+        export_file(&img, &ext, size, path, &p).await
+    };
+    match r {
+        Ok(()) => {
+            p.done();
+            Ok(())
+        }
+        Err(e) => {
+            p.failed();
+            Err(e)
+        }
+    }
+}
+
+async fn export_file(
+    img: &Image,
+    ext: &[(u64, u64, bool)],
+    size: u64,
+    path: &str,
+    p: &Progress,
+) -> CmdResult {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| io_err("export error", &e))?;
+    // Holes are left unwritten: set_len makes them read as zeros and keeps
+    // the file sparse.
+    f.set_len(size).map_err(|e| io_err("export error", &e))?;
+    for &(off, len, exists) in ext {
+        if !exists {
+            continue;
+        }
+        let mut o = off;
+        while o < off + len {
+            let n = CHUNK.min(off + len - o);
+            let data = img
+                .read(o, n)
+                .await
+                .map_err(|e| CmdError::rbd("export error", &e))?;
+            // Skip zero blocks so sparse regions stay sparse.
+            let mut i = 0;
+            while i < data.len() {
+                let e = (i + SPARSE_BLOCK).min(data.len());
+                if data[i..e].iter().any(|&b| b != 0) {
+                    f.seek(SeekFrom::Start(o + i as u64))
+                        .and_then(|_| f.write_all(&data[i..e]))
+                        .map_err(|e| io_err("export error", &e))?;
+                }
+                i = e;
+            }
+            o += n;
+            p.set(o);
+        }
+    }
+    f.sync_all().map_err(|e| io_err("export error", &e))
+}
+
+async fn export_stream(
+    img: &Image,
+    ext: &[(u64, u64, bool)],
+    size: u64,
+    w: &mut impl Write,
+    p: &Progress,
+) -> CmdResult {
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut pos = 0u64;
+    let write_zeros = |w: &mut dyn Write, mut n: u64| -> std::io::Result<()> {
+        while n > 0 {
+            let k = n.min(CHUNK);
+            w.write_all(&zeros[..k as usize])?;
+            n -= k;
+        }
+        Ok(())
+    };
+    for &(off, len, exists) in ext {
+        if !exists {
+            continue;
+        }
+        write_zeros(w, off - pos).map_err(|e| io_err("export error", &e))?;
+        let mut o = off;
+        while o < off + len {
+            let n = CHUNK.min(off + len - o);
+            let data = img
+                .read(o, n)
+                .await
+                .map_err(|e| CmdError::rbd("export error", &e))?;
+            w.write_all(&data).map_err(|e| io_err("export error", &e))?;
+            o += n;
+            p.set(o);
+        }
+        pos = off + len;
+    }
+    write_zeros(w, size - pos).map_err(|e| io_err("export error", &e))?;
+    w.flush().map_err(|e| io_err("export error", &e))
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// `rbd import`.
+pub async fn import(
+    ctx: &Ctx,
+    path: &str,
+    dest: Option<&str>,
+    dest_pool: Option<&str>,
+    c: &CreateArgs,
+) -> CmdResult {
+    let dest = match dest {
+        Some(d) => d.to_string(),
+        None if path == "-" => {
+            return Err(CmdError::new(
+                Errno::EINVAL,
+                "destination image name was not specified",
+            ))
+        }
+        None => std::path::Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let mut spec = ctx.spec(&dest)?;
+    if let Some(p) = dest_pool {
+        if !dest.contains('/') {
+            spec.pool = p.to_string();
+        }
+    }
+    let opts = create_opts(c, "import failed")?;
+    let io = ctx.ioctx(&spec.pool, &spec.namespace).await?;
+    let (mut reader, known): (Box<dyn Read>, Option<u64>) = if path == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| io_err("import failed", &e))?;
+        let len = f.metadata().map_err(|e| io_err("import failed", &e))?.len();
+        (Box::new(f), Some(len))
+    };
+    ctx.rbd
+        .create(&io, &spec.image, known.unwrap_or(0), &opts)
+        .await
+        .map_err(|e| CmdError::rbd("import failed", &e))?;
+    let img = ctx.open_in(&io, &spec.image, None, false).await?;
+    let p = Progress::new(ctx.g.progress(), "Importing image", known.unwrap_or(0));
+    let r = import_data(&img, &mut reader, known, &p).await;
+    match r {
+        Ok(()) => {
+            p.done();
+            Ok(())
+        }
+        Err(e) => {
+            p.failed();
+            // Do not leave a half-imported image behind.
+            drop(img);
+            let _ = ctx.rbd.remove(&io, &spec.image).await;
+            Err(e)
+        }
+    }
+}
+
+async fn import_data(img: &Image, r: &mut dyn Read, known: Option<u64>, p: &Progress) -> CmdResult {
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut off = 0u64;
+    let mut cap = img.size();
+    loop {
+        let n = read_full(r, &mut buf).map_err(|e| io_err("import failed", &e))?;
+        if n == 0 {
+            break;
+        }
+        if known.is_none() && off + n as u64 > cap {
+            // Unknown length (stdin): grow in big steps, trim at the end.
+            cap = (off + n as u64).next_multiple_of(1 << 30);
+            img.resize(cap)
+                .await
+                .map_err(|e| CmdError::rbd("import failed", &e))?;
+        }
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        write_sparse(img, off, &data)
+            .await
+            .map_err(|e| CmdError::rbd("import failed", &e))?;
+        off += n as u64;
+        p.set(off);
+        if n < buf.len() {
+            break;
+        }
+    }
+    if known.is_none() && off != img.size() {
+        img.resize(off)
+            .await
+            .map_err(|e| CmdError::rbd("import failed", &e))?;
+    }
+    img.flush()
+        .await
+        .map_err(|e| CmdError::rbd("import failed", &e))
+}
+
+/// `rbd cp`.
+pub async fn cp(ctx: &Ctx, src: &str, dest: &str, c: &CreateArgs) -> CmdResult {
+    let s = ctx.spec(src)?;
+    let d = dest_spec(ctx, &s, dest)?;
+    let src_img = ctx.open(&s, true).await?;
+    let mut opts = create_opts(c, "copy failed")?;
+    if opts.order == 0 {
+        opts.order = src_img.stat().order;
+    }
+    if opts.features.is_none() {
+        opts.features = Some(src_img.features());
+    }
+    let dio = ctx.ioctx(&d.pool, &d.namespace).await?;
+    ctx.rbd
+        .create(&dio, &d.image, src_img.size(), &opts)
+        .await
+        .map_err(|e| CmdError::rbd("copy failed", &e))?;
+    let dst = ctx.open_in(&dio, &d.image, None, false).await?;
+    let ext = data_extents(&src_img, None)
+        .await
+        .map_err(|e| CmdError::rbd("copy failed", &e))?;
+    let p = Progress::new(ctx.g.progress(), "Image copy", src_img.size());
+    for (off, len, exists) in ext {
+        if !exists {
+            continue;
+        }
+        let mut o = off;
+        while o < off + len {
+            let n = CHUNK.min(off + len - o);
+            let r = async {
+                let data = src_img.read(o, n).await?;
+                write_sparse(&dst, o, &data).await
+            }
+            .await;
+            if let Err(e) = r {
+                p.failed();
+                return Err(CmdError::rbd("copy failed", &e));
+            }
+            o += n;
+            p.set(o);
+        }
+    }
+    dst.flush()
+        .await
+        .map_err(|e| CmdError::rbd("copy failed", &e))?;
+    p.done();
+    Ok(())
+}
+
+/// `rbd diff`.
+pub async fn diff(ctx: &Ctx, image: &str, from: Option<&str>, whole_object: bool) -> CmdResult {
+    let spec = ctx.spec(image)?;
+    let img = ctx.open(&spec, true).await?;
+    let opts = DiffOptions {
+        from_snap: from.map(str::to_string),
+        include_parent: true,
+        whole_object,
+    };
+    let ext = img
+        .diff(0, img.size(), &opts)
+        .await
+        .map_err(|e| CmdError::rbd("diff error", &e))?;
+    if ctx.g.json() {
+        let v: Vec<Value> = ext
+            .iter()
+            .map(|e| {
+                json!({"offset": e.offset, "length": e.len,
+                "exists": if e.exists {"true"} else {"false"}})
+            })
+            .collect();
+        ctx.print_json(&Value::Array(v));
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        ("Offset", Align::Left),
+        ("Length", Align::Left),
+        ("Type", Align::Left),
+    ]);
+    for e in &ext {
+        t.row(vec![
+            e.offset.to_string(),
+            e.len.to_string(),
+            if e.exists { "data" } else { "zero" }.into(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `rbd export-diff`.
+pub async fn export_diff(
+    ctx: &Ctx,
+    image: &str,
+    path: &str,
+    from: Option<&str>,
+    _whole_object: bool,
+) -> CmdResult {
+    let spec = ctx.spec(image)?;
+    let img = ctx.open(&spec, true).await?;
+    if let Some(f) = from {
+        // A missing start snapshot is Ceph's ENOENT, before any output.
+        let head = ctx.open(&ImageSpecNoSnap::of(&spec), true).await?;
+        head.snap_info(f)
+            .await
+            .map_err(|e| CmdError::rbd("export-diff error", &e))?;
+    }
+    let size = img.size();
+    let ext = data_extents(&img, from)
+        .await
+        .map_err(|e| CmdError::rbd("export-diff error", &e))?;
+    let p = Progress::new(ctx.g.progress(), "Exporting image", size);
+    let mut out: Box<dyn Write> = if path == "-" {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout(),
+        ))
+    } else {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| io_err("export-diff error", &e))?;
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
+    };
+    let r = write_diff(&img, &spec.snap, from, size, &ext, &mut out, &p).await;
+    match r {
+        Ok(()) => {
+            p.done();
+            Ok(())
+        }
+        Err(e) => {
+            p.failed();
+            Err(e)
+        }
+    }
+}
+
+/// The image spec without its snapshot (to reach the head).
+struct ImageSpecNoSnap;
+
+impl ImageSpecNoSnap {
+    fn of(s: &quarry_common::spec::ImageSpec) -> quarry_common::spec::ImageSpec {
+        let mut h = s.clone();
+        h.snap = None;
+        h
+    }
+}
+
+async fn write_diff(
+    img: &Image,
+    to: &Option<String>,
+    from: Option<&str>,
+    size: u64,
+    ext: &[(u64, u64, bool)],
+    w: &mut dyn Write,
+    p: &Progress,
+) -> CmdResult {
+    let ioe = |e: std::io::Error| io_err("export-diff error", &e);
+    w.write_all(DIFF_BANNER).map_err(ioe)?;
+    let name_rec = |tag: u8, name: &str| {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        v.extend_from_slice(name.as_bytes());
+        v
+    };
+    if let Some(f) = from {
+        w.write_all(&name_rec(b'f', f)).map_err(ioe)?;
+    }
+    if let Some(t) = to {
+        w.write_all(&name_rec(b't', t)).map_err(ioe)?;
+    }
+    let mut rec = vec![b's'];
+    rec.extend_from_slice(&size.to_le_bytes());
+    w.write_all(&rec).map_err(ioe)?;
+    for &(off, len, exists) in ext {
+        if !exists {
+            let mut rec = vec![b'z'];
+            rec.extend_from_slice(&off.to_le_bytes());
+            rec.extend_from_slice(&len.to_le_bytes());
+            w.write_all(&rec).map_err(ioe)?;
+            continue;
+        }
+        let mut o = off;
+        while o < off + len {
+            let n = CHUNK.min(off + len - o);
+            let data = img
+                .read(o, n)
+                .await
+                .map_err(|e| CmdError::rbd("export-diff error", &e))?;
+            let mut rec = vec![b'w'];
+            rec.extend_from_slice(&o.to_le_bytes());
+            rec.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            w.write_all(&rec).map_err(ioe)?;
+            w.write_all(&data).map_err(ioe)?;
+            o += n;
+            p.set(o);
+        }
+    }
+    w.write_all(b"e").map_err(ioe)?;
+    w.flush().map_err(ioe)
+}
+
+fn bad_stream(why: &str) -> CmdError {
+    CmdError::new(Errno::EINVAL, format!("import-diff failed: {why}"))
+}
+
+fn read_exact(r: &mut dyn Read, buf: &mut [u8]) -> CmdResult {
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            bad_stream("truncated diff stream")
+        } else {
+            io_err("import-diff failed", &e)
+        }
+    })
+}
+
+fn read_u64(r: &mut dyn Read) -> CmdResult<u64> {
+    let mut b = [0u8; 8];
+    read_exact(r, &mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn read_name(r: &mut dyn Read) -> CmdResult<String> {
+    let mut b = [0u8; 4];
+    read_exact(r, &mut b)?;
+    let n = u32::from_le_bytes(b);
+    if n > MAX_DIFF_NAME {
+        return Err(bad_stream("snapshot name too long"));
+    }
+    let mut v = vec![0u8; n as usize];
+    read_exact(r, &mut v)?;
+    String::from_utf8(v).map_err(|_| bad_stream("snapshot name is not UTF-8"))
+}
+
+/// `rbd import-diff`.
+pub async fn import_diff(ctx: &Ctx, path: &str, image: &str) -> CmdResult {
+    let spec = ctx.spec(image)?;
+    let img = ctx.open(&ImageSpecNoSnap::of(&spec), false).await?;
+    let mut r: Box<dyn Read> = if path == "-" {
+        Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| io_err("import-diff failed", &e))?;
+        Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+    };
+    let mut banner = [0u8; DIFF_BANNER.len()];
+    read_exact(&mut r, &mut banner)?;
+    if banner != DIFF_BANNER {
+        return Err(
+            CmdError::new(Errno::EINVAL, "invalid or unexpected diff banner")
+                .then(format!("import-diff failed: {}", Errno::EINVAL)),
+        );
+    }
+    let p = Progress::new(ctx.g.progress(), "Importing image diff", img.size());
+    let mut to: Option<String> = None;
+    let mut buf = vec![0u8; CHUNK as usize];
+    loop {
+        let mut tag = [0u8; 1];
+        read_exact(&mut r, &mut tag)?;
+        match tag[0] {
+            b'f' => {
+                let from = read_name(&mut r)?;
+                if !img.snap_exists(&from).await.unwrap_or(false) {
+                    return Err(CmdError::new(
+                        Errno::ENOENT,
+                        format!("start snapshot '{from}' does not exist in the image, aborting"),
+                    )
+                    .then(format!("import-diff failed: {}", Errno::ENOENT)));
+                }
+            }
+            b't' => {
+                let t = read_name(&mut r)?;
+                if img.snap_exists(&t).await.unwrap_or(false) {
+                    return Err(CmdError::new(
+                        Errno::EEXIST,
+                        format!("end snapshot '{t}' already exists, aborting"),
+                    )
+                    .then(format!("import-diff failed: {}", Errno::EEXIST)));
+                }
+                to = Some(t);
+            }
+            b's' => {
+                let size = read_u64(&mut r)?;
+                if size != img.size() {
+                    img.resize(size)
+                        .await
+                        .map_err(|e| CmdError::rbd("import-diff failed", &e))?;
+                }
+            }
+            b'w' => {
+                let off = read_u64(&mut r)?;
+                let mut len = read_u64(&mut r)?;
+                let mut o = off;
+                // Stream the record through a bounded buffer: the length
+                // comes from the file and must not size an allocation.
+                while len > 0 {
+                    let n = len.min(CHUNK) as usize;
+                    read_exact(&mut r, &mut buf[..n])?;
+                    img.write(o, Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .map_err(|e| CmdError::rbd("import-diff failed", &e))?;
+                    o += n as u64;
+                    len -= n as u64;
+                    p.set(o);
+                }
+            }
+            b'z' => {
+                let off = read_u64(&mut r)?;
+                let len = read_u64(&mut r)?;
+                img.discard(off, len)
+                    .await
+                    .map_err(|e| CmdError::rbd("import-diff failed", &e))?;
+            }
+            b'e' => break,
+            t => return Err(bad_stream(&format!("unknown record tag 0x{t:02x}"))),
+        }
+    }
+    img.flush()
+        .await
+        .map_err(|e| CmdError::rbd("import-diff failed", &e))?;
+    if let Some(t) = to {
+        img.snap_create(&t)
+            .await
+            .map_err(|e| CmdError::rbd("import-diff failed", &e))?;
+    }
+    p.done();
+    Ok(())
+}
+
+/// `rbd bench`.
+#[allow(clippy::too_many_arguments)]
+pub async fn bench(
+    ctx: &Ctx,
+    image: &str,
+    io_type: &str,
+    io_size: &str,
+    io_threads: u32,
+    io_total: &str,
+    io_pattern: &str,
+) -> CmdResult {
+    let write = match io_type {
+        "write" => true,
+        "read" => false,
+        _ => {
+            return Err(CmdError::new(
+                Errno::EINVAL,
+                "--io-type must be read or write",
+            ))
+        }
+    };
+    let rand = match io_pattern {
+        "rand" | "random" => true,
+        "seq" | "sequential" => false,
+        _ => {
+            return Err(CmdError::new(
+                Errno::EINVAL,
+                "--io-pattern must be rand or seq",
+            ))
+        }
+    };
+    let io_size = size_arg("--io-size", io_size, SizeUnit::Bytes)?;
+    let total = size_arg("--io-total", io_total, SizeUnit::Bytes)?;
+    if io_size == 0 || io_size > 64 << 20 {
+        return Err(CmdError::new(
+            Errno::EINVAL,
+            "--io-size must be between 1 B and 64 MiB",
+        ));
+    }
+    if io_threads == 0 || io_threads > 1024 {
+        return Err(CmdError::new(
+            Errno::EINVAL,
+            "--io-threads must be between 1 and 1024",
+        ));
+    }
+    let spec = ctx.spec(image)?;
+    let img = Arc::new(ctx.open(&spec, !write).await?);
+    let size = img.size();
+    if io_size > size {
+        return Err(CmdError::new(
+            Errno::EINVAL,
+            "io-size must be less than the image size",
+        ));
+    }
+    let ops_total = total / io_size;
+    let slots = size / io_size;
+    println!(
+        "bench  type {} io_size {} io_threads {} bytes {} pattern {}",
+        io_type,
+        io_size,
+        io_threads,
+        total,
+        if rand { "random" } else { "sequential" }
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let data = Bytes::from(vec![0x5au8; io_size as usize]);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..io_threads {
+        let (img, next, done, stop, data) = (
+            Arc::clone(&img),
+            Arc::clone(&next),
+            Arc::clone(&done),
+            Arc::clone(&stop),
+            data.clone(),
+        );
+        let mut x: u64 =
+            0x9e37_79b9_7f4a_7c15 ^ (u64::from(t) + 1) ^ start.elapsed().as_nanos() as u64;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ops_total || stop.load(Ordering::Relaxed) {
+                    return Ok::<(), quarry_rbd::RbdError>(());
+                }
+                let slot = if rand {
+                    // xorshift64: cheap and good enough to scatter offsets.
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % slots
+                } else {
+                    i % slots
+                };
+                let off = slot * io_size;
+                let r = if write {
+                    img.write(off, data.clone()).await.map(|_| ())
+                } else {
+                    img.read(off, io_size).await.map(|_| ())
+                };
+                if let Err(e) = r {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    println!("  SEC       OPS   OPS/SEC   BYTES/SEC");
+    let reporter = {
+        let done = Arc::clone(&done);
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut sec = 0u64;
+            let mut last = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                sec += 1;
+                let d = done.load(Ordering::Relaxed);
+                let rate = (d - last) as f64;
+                println!(
+                    "{sec:>5}  {d:>8}  {rate:>8.2}  {:>10}/s",
+                    format_size((rate * io_size as f64) as u64)
+                );
+                last = d;
+            }
+        })
+    };
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(CmdError::rbd("bench failed", &e));
+            }
+            Err(e) => {
+                first_err.get_or_insert(CmdError::new(Errno::EIO, format!("bench failed: {e}")));
+            }
+        }
+    }
+    if write {
+        if let Err(e) = img.flush().await {
+            first_err.get_or_insert(CmdError::rbd("bench failed", &e));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    reporter.abort();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let ops = done.load(Ordering::Relaxed);
+    println!(
+        "elapsed: {}   ops: {}   ops/sec: {:.2}   bytes/sec: {}/s",
+        secs as u64,
+        ops,
+        ops as f64 / secs,
+        format_size((ops as f64 * io_size as f64 / secs) as u64)
+    );
+    Ok(())
+}
