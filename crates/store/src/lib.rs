@@ -45,4 +45,4 @@ mod wal;
 pub use codec::BLOCK_SIZE;
 pub use embedded::Embedded;
 pub use exec::MAX_OBJECT_SIZE;
-pub use store::{Store, StoreUsage, MAX_BATCH, QUEUE_CAPACITY};
+pub use store::{Store, StoreUsage, SysUpdates, MAX_BATCH, QUEUE_CAPACITY};

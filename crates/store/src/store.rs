@@ -63,13 +63,17 @@ pub struct StoreUsage {
     pub file_bytes: u64,
 }
 
+/// `sys` table updates: set (`Some`) or delete (`None`).
+pub type SysUpdates = Vec<(String, Option<Vec<u8>>)>;
+
 /// Work for the writer thread.
 enum JobKind {
-    /// A request (a write; or a read of an object with uncommitted changes).
-    Op(OpRequest),
+    /// A request (a write; or a read of an object with uncommitted changes),
+    /// and `sys` updates to apply atomically with it if it succeeds.
+    Op(Box<OpRequest>, SysUpdates),
     Trim(PoolId, Vec<SnapId>),
     RemovePool(PoolId),
-    Sys(Vec<(String, Option<Vec<u8>>)>),
+    Sys(SysUpdates),
     /// Reads routed to the writer because what they read has changes not
     /// yet committed to redb (only the writer's transaction sees them).
     List(PoolId, Option<String>),
@@ -117,7 +121,7 @@ struct Job {
 impl Job {
     fn payload_bytes(&self) -> usize {
         match &self.kind {
-            JobKind::Op(r) => {
+            JobKind::Op(r, _) => {
                 r.ops
                     .iter()
                     .map(|op| match op {
@@ -152,7 +156,7 @@ struct Pending {
     pools: HashSet<PoolId>,
     /// Pools where unknown objects changed (trims, pool removal).
     bulk_pools: HashSet<PoolId>,
-    sys: bool,
+    sys: HashSet<String>,
 }
 
 impl Pending {
@@ -160,7 +164,7 @@ impl Pending {
         self.objects.extend(o.objects);
         self.pools.extend(o.pools);
         self.bulk_pools.extend(o.bulk_pools);
-        self.sys |= o.sys;
+        self.sys.extend(o.sys);
     }
 }
 
@@ -335,7 +339,17 @@ impl Store {
         if !req.is_write() {
             return self.read(req);
         }
-        match self.submit_blocking(JobKind::Op(req.clone()))? {
+        match self.submit_blocking(JobKind::Op(Box::new(req.clone()), Vec::new()))? {
+            Answer::Op(r) => r,
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// Apply a request and, only if it succeeds, the `sys` updates, all
+    /// atomically and durably together (one commit: e.g. an OSD's PG log
+    /// entry with the write it records).
+    pub fn apply_with_sys(&self, req: &OpRequest, sys: SysUpdates) -> Result<OpReply> {
+        match self.submit_blocking(JobKind::Op(Box::new(req.clone()), sys))? {
             Answer::Op(r) => r,
             _ => Err(mismatched()),
         }
@@ -349,8 +363,8 @@ impl Store {
         req: OpRequest,
     ) -> std::result::Result<Result<impl std::future::Future<Output = Result<OpReply>>>, OpRequest>
     {
-        match self.try_submit_async(JobKind::Op(req)) {
-            Err(JobKind::Op(req)) => Err(req),
+        match self.try_submit_async(JobKind::Op(Box::new(req), Vec::new())) {
+            Err(JobKind::Op(req, _)) => Err(*req),
             Err(_) => unreachable!("try_submit_async returns the job it was given"),
             Ok(Err(e)) => Ok(Err(e)),
             Ok(Ok(rx)) => Ok(Ok(async move {
@@ -372,7 +386,7 @@ impl Store {
             p.objects.contains(&okey) || p.bulk_pools.contains(&req.oid.pool)
         };
         if routed {
-            return match self.submit_blocking(JobKind::Op(req.clone()))? {
+            return match self.submit_blocking(JobKind::Op(Box::new(req.clone()), Vec::new()))? {
                 Answer::Op(r) => r,
                 _ => Err(mismatched()),
             };
@@ -480,7 +494,7 @@ impl Store {
 
     /// Read a value of the `sys` table (small records of upper layers).
     pub fn sys_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        if lock(&self.inner.pending).sys {
+        if lock(&self.inner.pending).sys.contains(key) {
             return match self.submit_blocking(JobKind::SysGet(key.to_string()))? {
                 Answer::Bytes(r) => r,
                 _ => Err(mismatched()),
@@ -492,7 +506,7 @@ impl Store {
     }
 
     /// Durably and atomically set (`Some`) or delete (`None`) `sys` values.
-    pub fn sys_put(&self, kv: Vec<(String, Option<Vec<u8>>)>) -> Result<()> {
+    pub fn sys_put(&self, kv: SysUpdates) -> Result<()> {
         match self.submit_blocking(JobKind::Sys(kv))? {
             Answer::Unit(r) => r,
             _ => Err(mismatched()),
@@ -668,7 +682,7 @@ fn writer_main(inner: Arc<Inner>, mut ws: WriterState) {
 
 fn fail(kind: &JobKind, e: RadosError) -> Answer {
     match kind {
-        JobKind::Op(_) => Answer::Op(Err(e)),
+        JobKind::Op(..) => Answer::Op(Err(e)),
         JobKind::Trim(..) => Answer::Trim(Err(e)),
         JobKind::RemovePool(_) | JobKind::Sys(_) => Answer::Unit(Err(e)),
         JobKind::List(..) => Answer::List(Err(e)),
@@ -785,7 +799,7 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
     let mut counters = Counters(HashMap::new());
     for job in batch {
         let a = match &job.kind {
-            JobKind::Op(req) => {
+            JobKind::Op(req, sys) => {
                 let r = apply_op(t, &mut counters, req)?;
                 if r.as_ref().is_ok_and(|_| req.is_write()) {
                     let o = &req.oid;
@@ -793,6 +807,9 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
                         .objects
                         .insert(codec::obj_key(o.pool, &o.namespace, &o.name));
                     touched.pools.insert(o.pool);
+                }
+                if r.is_ok() {
+                    put_sys(t, &mut touched, sys)?;
                 }
                 Answer::Op(r)
             }
@@ -810,13 +827,7 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
                 Answer::Unit(Ok(()))
             }
             JobKind::Sys(kv) => {
-                touched.sys = true;
-                for (k, v) in kv {
-                    match v {
-                        Some(v) => t.put(Tbl::Sys, k.as_bytes(), v)?,
-                        None => t.del(Tbl::Sys, k.as_bytes())?,
-                    };
-                }
+                put_sys(t, &mut touched, kv)?;
                 Answer::Unit(Ok(()))
             }
             JobKind::List(pool, ns) => {
@@ -837,6 +848,17 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
     }
     counters.write(t)?;
     Ok((answers, touched))
+}
+
+fn put_sys(t: &mut WTables<'_>, touched: &mut Pending, kv: &SysUpdates) -> Result<()> {
+    for (k, v) in kv {
+        touched.sys.insert(k.clone());
+        match v {
+            Some(v) => t.put(Tbl::Sys, k.as_bytes(), v)?,
+            None => t.del(Tbl::Sys, k.as_bytes())?,
+        };
+    }
+    Ok(())
 }
 
 /// Per-batch cache of pool counters, written back at the end of the batch.

@@ -259,3 +259,39 @@ async fn embedded_concurrent_async_writers() {
     }
     assert_eq!(r.list_objects(p, None).await.unwrap().len(), 8);
 }
+
+#[test]
+fn apply_with_sys_is_atomic_and_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        let w = |data: &'static [u8]| {
+            OpRequest::new(ObjectId::new(1, "o")).op(Op::Write {
+                off: 0,
+                data: Bytes::from_static(data),
+            })
+        };
+        s.apply_with_sys(&w(b"one"), vec![("log.1".into(), Some(b"a".to_vec()))])
+            .unwrap();
+        assert_eq!(s.sys_get("log.1").unwrap(), Some(b"a".to_vec()));
+        // A failing request applies none of its sys updates.
+        let bad = w(b"two").op(Op::RmXattr("missing".into()));
+        let e = s
+            .apply_with_sys(&bad, vec![("log.2".into(), Some(b"b".to_vec()))])
+            .unwrap_err();
+        assert_eq!(e.errno, Errno::ENODATA);
+        assert_eq!(s.sys_get("log.2").unwrap(), None);
+        s.apply_with_sys(
+            &w(b"three"),
+            vec![
+                ("log.1".into(), None),
+                ("log.3".into(), Some(b"c".to_vec())),
+            ],
+        )
+        .unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.sys_get("log.1").unwrap(), None);
+    assert_eq!(s.sys_get("log.3").unwrap(), Some(b"c".to_vec()));
+    assert_eq!(read(&s, &ObjectId::new(1, "o"), 0, 0).unwrap(), b"three");
+}
