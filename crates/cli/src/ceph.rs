@@ -474,10 +474,7 @@ async fn df(ctx: &Ctx) -> CmdResult {
         .pool_list()
         .await
         .map_err(|e| cerr(e.errno, e.to_string()))?;
-    let map = match &ctx.monc {
-        Some(m) => Some(m.map()),
-        None => None,
-    };
+    let map = ctx.monc.as_ref().map(|m| m.map());
     let mut rows = Vec::new();
     for p in &pools {
         let st = ctx.rados.pool_stat(p.id).await.unwrap_or_default();
@@ -849,7 +846,7 @@ async fn pool_set(ctx: &Ctx, name: &str, var: &str, val: &str) -> CmdResult {
 }
 
 fn caps_pairs(caps: &[String]) -> CmdResult<Vec<(String, String)>> {
-    if caps.len() % 2 != 0 {
+    if !caps.len().is_multiple_of(2) {
         return Err(cerr(
             Errno::EINVAL,
             "caps must be given as SERVICE CAPS pairs (e.g. mon 'allow r')",

@@ -443,7 +443,7 @@ enum RbdCmd {
         /// Image spec `[pool/[namespace/]]image`.
         image: String,
         /// Image size (default unit MiB; K/M/G/T suffixes).
-        #[arg(short = 's', long)]
+        #[arg(short = 's', long, allow_hyphen_values = true)]
         size: Option<String>,
         #[command(flatten)]
         c: CreateArgs,
@@ -476,7 +476,7 @@ enum RbdCmd {
         /// Image spec.
         image: String,
         /// New size (default unit MiB).
-        #[arg(short = 's', long)]
+        #[arg(short = 's', long, allow_hyphen_values = true)]
         size: String,
         /// Permit shrinking.
         #[arg(long)]

@@ -1,0 +1,730 @@
+//! End-to-end tests of `quarry rbd` / `quarry ceph` against the embedded
+//! backend (`quarry_embedded_dir` in a temp conf): every subcommand's happy
+//! path, Ceph's error texts and exit codes, JSON outputs, export/import and
+//! export-diff/import-diff round trips, busybox dispatch.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quarry");
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    raw: Vec<u8>,
+}
+
+impl Env {
+    /// A conf with an embedded store and a pool `data`.
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = format!(
+            "[global]\nquarry_embedded_dir = {}\n",
+            dir.path().join("store").display()
+        );
+        std::fs::write(dir.path().join("ceph.conf"), conf).expect("write conf");
+        let e = Env { dir };
+        e.ok(&["ceph", "osd", "pool", "create", "data"]);
+        e.ok(&["rbd", "pool", "init", "data"]);
+        e
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
+        c.args(args)
+            .env("CEPH_CONF", self.path("ceph.conf"))
+            .env_remove("CEPH_ARGS")
+            .env_remove("CEPH_KEYRING")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run_with(&self, mut c: Command, stdin: Option<&[u8]>) -> Out {
+        let o = match stdin {
+            None => c.output().expect("run quarry"),
+            Some(data) => {
+                use std::io::Write;
+                c.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut ch = c.spawn().expect("spawn");
+                let mut si = ch.stdin.take().expect("stdin");
+                si.write_all(data).expect("feed stdin");
+                drop(si);
+                ch.wait_with_output().expect("wait")
+            }
+        };
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            raw: o.stdout,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        self.run_with(self.cmd(Path::new(BIN), args), None)
+    }
+
+    fn ok(&self, args: &[&str]) -> Out {
+        let o = self.run(args);
+        assert_eq!(
+            o.code, 0,
+            "{args:?} failed: stdout={} stderr={}",
+            o.stdout, o.stderr
+        );
+        o
+    }
+
+    /// Run expecting failure with exactly this exit code and stderr.
+    fn fails(&self, args: &[&str], code: i32, stderr: &str) {
+        let o = self.run(args);
+        assert_eq!(
+            o.code, code,
+            "{args:?}: stdout={} stderr={}",
+            o.stdout, o.stderr
+        );
+        assert_eq!(o.stderr, stderr, "{args:?}");
+        assert!(o.stdout.is_empty(), "{args:?}: stdout={}", o.stdout);
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let o = self.ok(args);
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", o.stdout))
+    }
+}
+
+/// 5 MiB + 4 KiB of test data with a hole in the middle and at the end.
+fn pattern_file(path: &Path) -> Vec<u8> {
+    let mut v = vec![0u8; (5 << 20) + 4096];
+    for (i, b) in v[..(1 << 20)].iter_mut().enumerate() {
+        *b = (i % 251) as u8 + 1;
+    }
+    for b in &mut v[(3 << 20)..(3 << 20) + 8192] {
+        *b = 0xab;
+    }
+    std::fs::write(path, &v).expect("write pattern");
+    v
+}
+
+#[test]
+fn create_info_ls_resize_mv_rm_and_errors() {
+    let e = Env::new();
+    e.ok(&["rbd", "create", "data/img1", "--size", "1G"]);
+    e.ok(&[
+        "rbd",
+        "create",
+        "--size",
+        "100",
+        "-p",
+        "data",
+        "img2",
+        "--image-feature",
+        "layering",
+        "--object-size",
+        "1M",
+    ]);
+    let info = e.ok(&["rbd", "info", "data/img1"]).stdout;
+    assert!(info.starts_with("rbd image 'img1':\n\tsize 1 GiB in 256 objects\n\torder 22 (4 MiB objects)\n\tsnapshot_count: 0\n"), "{info}");
+    assert!(info
+        .contains("\tfeatures: layering, exclusive-lock, object-map, fast-diff, deep-flatten\n"));
+    let j = e.json(&[
+        "rbd",
+        "info",
+        "--format",
+        "json",
+        "--pretty-format",
+        "data/img2",
+    ]);
+    assert_eq!(j["size"], 100 << 20);
+    assert_eq!(j["order"], 20);
+    assert_eq!(j["objects"], 100);
+    assert_eq!(j["features"], serde_json::json!(["layering"]));
+    assert_eq!(e.ok(&["rbd", "ls", "data"]).stdout, "img1\nimg2\n");
+    assert_eq!(
+        e.json(&["rbd", "ls", "--format", "json", "data"]),
+        serde_json::json!(["img1", "img2"])
+    );
+    let l = e.ok(&["rbd", "ls", "-l", "data"]).stdout;
+    assert_eq!(l, "NAME  SIZE     PARENT  FMT  PROT  LOCK\nimg1    1 GiB            2            \nimg2  100 MiB            2            \n");
+    let lj = e.json(&["rbd", "ls", "-l", "--format", "json", "data"]);
+    assert_eq!(lj[0]["image"], "img1");
+    assert_eq!(lj[0]["size"], 1u64 << 30);
+    assert_eq!(lj[0]["format"], 2);
+
+    // Ceph's errors and exit codes.
+    e.fails(
+        &["rbd", "info", "data/nosuchimage"],
+        2,
+        "rbd: error opening image nosuchimage: (2) No such file or directory\n",
+    );
+    e.fails(&["rbd", "ls", "nosuchpool"], 2, "rbd: error opening pool 'nosuchpool': (2) No such file or directory\nrbd: listing images failed: (2) No such file or directory\n");
+    e.fails(
+        &["rbd", "create", "data/img1", "--size", "1G"],
+        17,
+        "rbd: create error: (17) File exists\n",
+    );
+    e.fails(
+        &[
+            "rbd",
+            "create",
+            "data/img3",
+            "--size",
+            "100M",
+            "--image-format",
+            "1",
+        ],
+        22,
+        "rbd: image format 1 is deprecated\nrbd: create error: (22) Invalid argument\n",
+    );
+    for bad in ["10Q", "-1", ""] {
+        let o = e.run(&["rbd", "create", "data/bad", "--size", bad]);
+        assert_eq!(o.code, 22, "size {bad:?}: {}", o.stderr);
+        assert!(
+            o.stderr.starts_with("rbd: --size: invalid size"),
+            "{}",
+            o.stderr
+        );
+    }
+    e.fails(
+        &["rbd", "create", "data/nosize"],
+        22,
+        "rbd: must specify --size <M/G/T>\n",
+    );
+    e.fails(
+        &["rbd", "rm", "--no-progress", "data/nosuchimage"],
+        2,
+        "rbd: delete error: (2) No such file or directory\n",
+    );
+
+    // Resize: shrinking needs --allow-shrink.
+    e.ok(&[
+        "rbd",
+        "resize",
+        "data/img2",
+        "--size",
+        "200M",
+        "--no-progress",
+    ]);
+    e.fails(
+        &[
+            "rbd",
+            "resize",
+            "data/img2",
+            "--size",
+            "50M",
+            "--no-progress",
+        ],
+        22,
+        "rbd: shrinking an image is only allowed with the --allow-shrink flag\n",
+    );
+    e.ok(&[
+        "rbd",
+        "resize",
+        "data/img2",
+        "--size",
+        "50M",
+        "--allow-shrink",
+        "--no-progress",
+    ]);
+    assert!(e
+        .ok(&["rbd", "info", "data/img2"])
+        .stdout
+        .contains("\tsize 50 MiB in 50 objects\n"));
+
+    // mv, then rm.
+    e.ok(&["rbd", "mv", "data/img2", "data/renamed"]);
+    e.fails(
+        &["rbd", "info", "data/img2"],
+        2,
+        "rbd: error opening image img2: (2) No such file or directory\n",
+    );
+    e.fails(
+        &["rbd", "mv", "data/img1", "data/renamed"],
+        17,
+        "rbd: rename error: (17) File exists\n",
+    );
+    e.ok(&["rbd", "rm", "data/renamed"]);
+    assert_eq!(e.ok(&["rbd", "ls", "data"]).stdout, "img1\n");
+    // --help works on subcommands.
+    assert!(e
+        .ok(&["rbd", "snap", "create", "--help"])
+        .stdout
+        .contains("Usage"));
+}
+
+#[test]
+fn snapshots_clones_metadata_status_du() {
+    let e = Env::new();
+    e.ok(&["rbd", "create", "data/img1", "--size", "64M"]);
+    e.ok(&[
+        "rbd",
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4K",
+        "--io-total",
+        "64K",
+        "--io-pattern",
+        "seq",
+        "data/img1",
+    ]);
+    e.ok(&["rbd", "snap", "create", "data/img1@s1"]);
+    let ls = e.ok(&["rbd", "snap", "ls", "data/img1"]).stdout;
+    assert!(
+        ls.starts_with("SNAPID  NAME  SIZE    PROTECTED  TIMESTAMP"),
+        "{ls}"
+    );
+    let sj = e.json(&["rbd", "snap", "ls", "--format", "json", "data/img1"]);
+    assert_eq!(sj[0]["name"], "s1");
+    assert_eq!(sj[0]["protected"], "false");
+    e.fails(
+        &["rbd", "snap", "create", "data/img1@s1"],
+        17,
+        "rbd: failed to create snapshot: (17) File exists\n",
+    );
+
+    e.ok(&["rbd", "snap", "protect", "data/img1@s1"]);
+    e.fails(
+        &["rbd", "snap", "protect", "data/img1@s1"],
+        16,
+        "rbd: snap is already protected\n",
+    );
+    e.ok(&["rbd", "clone", "data/img1@s1", "data/child1"]);
+    assert_eq!(
+        e.ok(&["rbd", "children", "data/img1@s1"]).stdout,
+        "data/child1\n"
+    );
+    let cj = e.json(&["rbd", "children", "--format", "json", "data/img1@s1"]);
+    assert_eq!(cj[0]["image"], "child1");
+    let info = e.ok(&["rbd", "info", "data/child1"]).stdout;
+    assert!(
+        info.ends_with("\tparent: data/img1@s1\n\toverlap: 64 MiB\n"),
+        "{info}"
+    );
+    assert_eq!(
+        e.ok(&["rbd", "du", "data/child1"]).stdout,
+        "NAME    PROVISIONED  USED\nchild1       64 MiB   0 B\n"
+    );
+    e.fails(
+        &["rbd", "snap", "unprotect", "data/img1@s1"],
+        16,
+        "rbd: unprotecting snap failed: (16) Device or resource busy\n",
+    );
+    e.fails(
+        &["rbd", "snap", "rm", "--no-progress", "data/img1@s1"],
+        16,
+        "rbd: snapshot 's1' is protected from removal.\n",
+    );
+    e.fails(&["rbd", "rm", "--no-progress", "data/img1"], 39, "rbd: image has snapshots - these must be deleted with 'rbd snap purge' before the image can be removed.\n");
+
+    // The clone reads its parent's data; flatten detaches it.
+    let before = e
+        .ok(&["rbd", "export", "--no-progress", "data/child1", "-"])
+        .raw;
+    assert_eq!(&before[..4096], &[0x5au8; 4096][..]);
+    e.ok(&["rbd", "flatten", "--no-progress", "data/child1"]);
+    assert!(!e
+        .ok(&["rbd", "info", "data/child1"])
+        .stdout
+        .contains("parent:"));
+    assert_eq!(e.ok(&["rbd", "children", "data/img1@s1"]).stdout, "");
+    assert_eq!(
+        e.ok(&["rbd", "export", "--no-progress", "data/child1", "-"])
+            .raw,
+        before
+    );
+    e.fails(
+        &["rbd", "flatten", "--no-progress", "data/child1"],
+        22,
+        "rbd: flatten error: (22) Invalid argument\n",
+    );
+
+    // du per snapshot and in total, plain and JSON.
+    let du = e.ok(&["rbd", "du", "-p", "data"]).stdout;
+    assert!(du.contains("img1@s1") && du.contains("<TOTAL>"), "{du}");
+    let dj = e.json(&["rbd", "du", "--format", "json", "data/img1"]);
+    assert_eq!(dj["images"][0]["snapshot"], "s1");
+    assert_eq!(dj["images"][0]["used_size"], 4 << 20);
+
+    // rename, rollback, purge.
+    e.ok(&["rbd", "snap", "unprotect", "data/img1@s1"]);
+    e.fails(
+        &["rbd", "snap", "unprotect", "data/img1@s1"],
+        22,
+        "rbd: snap is already unprotected\n",
+    );
+    e.ok(&["rbd", "snap", "rename", "data/img1@s1", "data/img1@base"]);
+    e.ok(&[
+        "rbd",
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4K",
+        "--io-total",
+        "8K",
+        "--io-pattern",
+        "rand",
+        "data/img1",
+    ]);
+    e.ok(&["rbd", "snap", "create", "data/img1@s2"]);
+    e.ok(&["rbd", "snap", "rollback", "--no-progress", "data/img1@base"]);
+    e.ok(&["rbd", "snap", "protect", "data/img1@s2"]);
+    let o = e.run(&["rbd", "snap", "purge", "--no-progress", "data/img1"]);
+    assert_eq!(o.code, 16, "{}", o.stderr);
+    assert!(o.stderr.contains("'s2'"), "{}", o.stderr);
+    e.ok(&["rbd", "snap", "unprotect", "data/img1@s2"]);
+    e.ok(&["rbd", "snap", "purge", "--no-progress", "data/img1"]);
+    assert_eq!(e.ok(&["rbd", "snap", "ls", "data/img1"]).stdout, "");
+
+    // image-meta.
+    e.ok(&[
+        "rbd",
+        "image-meta",
+        "set",
+        "data/img1",
+        "conf_rbd_cache",
+        "false",
+    ]);
+    e.ok(&["rbd", "image-meta", "set", "data/img1", "owner", "ops"]);
+    assert_eq!(
+        e.ok(&["rbd", "image-meta", "get", "data/img1", "owner"])
+            .stdout,
+        "ops\n"
+    );
+    assert_eq!(
+        e.json(&["rbd", "image-meta", "list", "--format", "json", "data/img1"]),
+        serde_json::json!({"conf_rbd_cache": "false", "owner": "ops"})
+    );
+    let l = e.ok(&["rbd", "image-meta", "list", "data/img1"]).stdout;
+    assert!(
+        l.starts_with("There are 2 metadata on this image:\n\nKey "),
+        "{l}"
+    );
+    e.ok(&["rbd", "image-meta", "remove", "data/img1", "owner"]);
+    e.fails(
+        &["rbd", "image-meta", "get", "data/img1", "owner"],
+        2,
+        "rbd: failed to get metadata owner of image : (2) No such file or directory\n",
+    );
+
+    // status: nobody watches an image nobody has open.
+    assert_eq!(
+        e.ok(&["rbd", "status", "data/img1"]).stdout,
+        "Watchers: none\n"
+    );
+    assert_eq!(
+        e.json(&["rbd", "status", "--format", "json", "data/img1"]),
+        serde_json::json!({"watchers": []})
+    );
+    e.ok(&["rbd", "rm", "--no-progress", "data/img1"]);
+}
+
+fn allocated_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).expect("stat").blocks() * 512
+}
+
+#[test]
+fn export_import_roundtrip_sparse_and_stdio_and_cp() {
+    let e = Env::new();
+    let src = e.path("src.raw");
+    let data = pattern_file(&src);
+    e.ok(&[
+        "rbd",
+        "import",
+        "--no-progress",
+        src.to_str().expect("utf8"),
+        "data/imp",
+    ]);
+    assert_eq!(
+        e.json(&["rbd", "info", "--format", "json", "data/imp"])["size"],
+        data.len()
+    );
+    // Zero blocks were not written: the second object (all zeros) does not exist.
+    let du = e.json(&["rbd", "diff", "--format", "json", "data/imp"]);
+    let end: u64 = du
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x["offset"].as_u64().unwrap_or(0) + x["length"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    assert!(end <= (3 << 20) + 8192, "{du}");
+
+    let out = e.path("out.raw");
+    e.ok(&[
+        "rbd",
+        "export",
+        "--no-progress",
+        "data/imp",
+        out.to_str().expect("utf8"),
+    ]);
+    assert_eq!(std::fs::read(&out).expect("read"), data);
+    assert!(
+        allocated_bytes(&out) < 2 << 20,
+        "export is not sparse: {}",
+        allocated_bytes(&out)
+    );
+    e.fails(
+        &[
+            "rbd",
+            "export",
+            "--no-progress",
+            "data/imp",
+            out.to_str().expect("utf8"),
+        ],
+        17,
+        "rbd: export error: (17) File exists\n",
+    );
+    assert_eq!(
+        e.ok(&["rbd", "export", "--no-progress", "data/imp", "-"])
+            .raw,
+        data
+    );
+
+    // Import from stdin.
+    let o = e.run_with(
+        e.cmd(
+            Path::new(BIN),
+            &["rbd", "import", "--no-progress", "-", "data/fromstdin"],
+        ),
+        Some(&data),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        e.json(&["rbd", "info", "--format", "json", "data/fromstdin"])["size"],
+        data.len()
+    );
+    assert_eq!(
+        e.ok(&["rbd", "export", "--no-progress", "data/fromstdin", "-"])
+            .raw,
+        data
+    );
+    let o = e.run(&[
+        "rbd",
+        "import",
+        "--no-progress",
+        src.to_str().expect("utf8"),
+        "data/imp",
+    ]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (17, "rbd: import failed: (17) File exists\n")
+    );
+
+    // cp, also from a snapshot.
+    e.ok(&["rbd", "snap", "create", "data/imp@s"]);
+    e.ok(&["rbd", "cp", "--no-progress", "data/imp@s", "data/copy"]);
+    assert_eq!(
+        e.ok(&["rbd", "export", "--no-progress", "data/copy", "-"])
+            .raw,
+        data
+    );
+    let o = e.run(&["rbd", "cp", "--no-progress", "data/imp", "data/copy"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (17, "rbd: copy failed: (17) File exists\n")
+    );
+}
+
+#[test]
+fn export_diff_import_diff_reproduces_snapshots() {
+    let e = Env::new();
+    let src = e.path("src.raw");
+    pattern_file(&src);
+    e.ok(&[
+        "rbd",
+        "import",
+        "--no-progress",
+        src.to_str().expect("utf8"),
+        "data/a",
+    ]);
+    e.ok(&["rbd", "snap", "create", "data/a@s1"]);
+    e.ok(&[
+        "rbd",
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "64K",
+        "--io-total",
+        "128K",
+        "--io-pattern",
+        "seq",
+        "data/a",
+    ]);
+    e.ok(&["rbd", "resize", "--no-progress", "data/a", "--size", "8M"]);
+    e.ok(&["rbd", "snap", "create", "data/a@s2"]);
+    let diff = e.ok(&["rbd", "diff", "data/a", "--from-snap", "s1"]).stdout;
+    assert_eq!(
+        diff, "Offset  Length  Type\n0       131072  data\n",
+        "{diff}"
+    );
+
+    let d1 = e.path("a-s1.diff");
+    let d2 = e.path("a-s1-s2.diff");
+    e.ok(&[
+        "rbd",
+        "export-diff",
+        "--no-progress",
+        "data/a@s1",
+        d1.to_str().expect("utf8"),
+    ]);
+    e.ok(&[
+        "rbd",
+        "export-diff",
+        "--no-progress",
+        "--from-snap",
+        "s1",
+        "data/a@s2",
+        d2.to_str().expect("utf8"),
+    ]);
+    // Ceph's "rbd diff v1" framing: banner, from/to names, size, data, end.
+    let b = std::fs::read(&d2).expect("read diff");
+    let mut want = b"rbd diff v1\nf\x02\x00\x00\x00s1t\x02\x00\x00\x00s2s".to_vec();
+    want.extend_from_slice(&(8u64 << 20).to_le_bytes());
+    want.push(b'w');
+    want.extend_from_slice(&0u64.to_le_bytes());
+    want.extend_from_slice(&(128u64 << 10).to_le_bytes());
+    assert_eq!(&b[..want.len()], &want[..]);
+    assert_eq!(b.len(), want.len() + (128 << 10) + 1);
+    assert_eq!(b[b.len() - 1], b'e');
+
+    // Onto an image without the start snapshot: Ceph's refusal.
+    e.ok(&["rbd", "create", "data/b", "--size", "1M"]);
+    let o = e.run(&[
+        "rbd",
+        "import-diff",
+        "--no-progress",
+        d2.to_str().expect("utf8"),
+        "data/b",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .starts_with("rbd: start snapshot 's1' does not exist in the image, aborting\n"),
+        "{}",
+        o.stderr
+    );
+
+    e.ok(&[
+        "rbd",
+        "import-diff",
+        "--no-progress",
+        d1.to_str().expect("utf8"),
+        "data/b",
+    ]);
+    // The second diff comes through stdin.
+    let bytes = std::fs::read(&d2).expect("read");
+    let o = e.run_with(
+        e.cmd(
+            Path::new(BIN),
+            &["rbd", "import-diff", "--no-progress", "-", "data/b"],
+        ),
+        Some(&bytes),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let names: Vec<String> = e
+        .json(&["rbd", "snap", "ls", "--format", "json", "data/b"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, ["s1", "s2"]);
+    for snap in ["s1", "s2"] {
+        assert_eq!(
+            e.ok(&[
+                "rbd",
+                "export",
+                "--no-progress",
+                &format!("data/a@{snap}"),
+                "-"
+            ])
+            .raw,
+            e.ok(&[
+                "rbd",
+                "export",
+                "--no-progress",
+                &format!("data/b@{snap}"),
+                "-"
+            ])
+            .raw,
+            "snapshot {snap} differs"
+        );
+    }
+    let garbage = e.path("garbage");
+    std::fs::write(&garbage, b"not a diff at all").expect("write");
+    let o = e.run(&[
+        "rbd",
+        "import-diff",
+        "--no-progress",
+        garbage.to_str().expect("utf8"),
+        "data/b",
+    ]);
+    assert_eq!(o.code, 22, "{}", o.stderr);
+}
+
+#[test]
+fn busybox_symlinks_ceph_pools_and_completions() {
+    let e = Env::new();
+    let bin = e.path("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    std::os::unix::fs::symlink(BIN, bin.join("rbd")).expect("symlink rbd");
+    std::os::unix::fs::symlink(BIN, bin.join("ceph")).expect("symlink ceph");
+    let rbd = |args: &[&str]| e.run_with(e.cmd(&bin.join("rbd"), args), None);
+    let ceph = |args: &[&str]| e.run_with(e.cmd(&bin.join("ceph"), args), None);
+    assert_eq!(rbd(&["create", "data/x", "--size", "1"]).code, 0);
+    assert_eq!(rbd(&["ls", "-p", "data"]).stdout, "x\n");
+    assert_eq!(ceph(&["osd", "pool", "ls"]).stdout, "data\n");
+    let o = ceph(&["osd", "pool", "create", "scratch"]);
+    assert_eq!((o.code, o.stderr.as_str()), (0, "pool 'scratch' created\n"));
+    let o = ceph(&["osd", "pool", "rm", "scratch"]);
+    assert_eq!(o.code, 1);
+    assert_eq!(o.stderr, "Error EPERM: WARNING: this will *PERMANENTLY DESTROY* all data stored in pool scratch.  If you are *ABSOLUTELY CERTAIN* that is what you want, pass the pool name *twice*, followed by --yes-i-really-really-mean-it.\n");
+    let o = ceph(&[
+        "osd",
+        "pool",
+        "rm",
+        "scratch",
+        "scratch",
+        "--yes-i-really-really-mean-it",
+    ]);
+    assert_eq!((o.code, o.stderr.as_str()), (0, "pool 'scratch' removed\n"));
+    assert_eq!(
+        ceph(&["osd", "pool", "ls", "--format", "json"]).stdout,
+        "[\"data\"]\n"
+    );
+    assert!(ceph(&["-s"]).stdout.contains("health: HEALTH_OK"));
+    assert!(e.ok(&["completions", "bash"]).stdout.contains("rbd"));
+    // No conf and no mon_host: refused with ENOENT, not a hang.
+    let mut c = Command::new(BIN);
+    c.args(["rbd", "ls"])
+        .env_remove("CEPH_CONF")
+        .env_remove("CEPH_ARGS")
+        .env("HOME", e.path("nohome"))
+        .current_dir(&bin)
+        .stdin(Stdio::null());
+    let o = c.output().expect("run");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("couldn't connect to the cluster!"));
+}
