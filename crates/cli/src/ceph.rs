@@ -916,13 +916,13 @@ async fn auth(ctx: &Ctx, cmd: AuthCmd) -> CmdResult {
                 if ctx.json() {
                     ctx.print_json(&json!({"auth_dump": auth_json(&entries)}));
                 } else {
+                    eprintln!("installed auth entries:\n");
                     for a in &entries {
                         println!("{}\n\tkey: {}", a.entity, a.key);
                         for (svc, c) in &a.caps {
                             println!("\tcaps: [{svc}] {c}");
                         }
                     }
-                    eprintln!("installed auth entries:");
                 }
             }
         }
