@@ -239,14 +239,7 @@ impl Ctx {
     }
 
     fn print_json(&self, v: &Value) {
-        let s = if self.format == CephFormat::JsonPretty {
-            serde_json::to_string_pretty(v)
-        } else {
-            serde_json::to_string(v)
-        };
-        if let Ok(s) = s {
-            println!("{s}");
-        }
+        crate::rbd::print_json(v, self.format == CephFormat::JsonPretty);
     }
 
     fn monc(&self, what: &str) -> CmdResult<&Arc<MonClient>> {

@@ -233,15 +233,24 @@ impl Ctx {
 
     /// Print a JSON value as `--pretty-format` says.
     pub fn print_json(&self, v: &serde_json::Value) {
-        let s = if self.g.pretty_format {
-            serde_json::to_string_pretty(v)
-        } else {
-            serde_json::to_string(v)
-        };
-        // Serializing a Value cannot fail; print nothing rather than panic.
-        if let Ok(s) = s {
-            println!("{s}");
-        }
+        print_json(v, self.g.pretty_format);
+    }
+}
+
+/// Print JSON compactly, or indented by four spaces as Ceph's `--pretty-format`.
+pub fn print_json(v: &serde_json::Value, pretty: bool) {
+    use serde::Serialize;
+    let mut buf = Vec::new();
+    let r = if pretty {
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+        v.serialize(&mut ser)
+    } else {
+        serde_json::to_writer(&mut buf, v)
+    };
+    // Serializing a Value into memory cannot fail; print nothing rather than panic.
+    if r.is_ok() {
+        println!("{}", String::from_utf8_lossy(&buf));
     }
 }
 
