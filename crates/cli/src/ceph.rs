@@ -44,7 +44,13 @@ pub struct CephArgs {
     #[arg(long, visible_alias = "user", global = true)]
     id: Option<String>,
     /// Client name (`client.NAME`).
-    #[arg(short = 'n', long = "name", id = "entity_name", global = true)]
+    #[arg(
+        short = 'n',
+        long = "name",
+        id = "entity_name",
+        value_name = "NAME",
+        global = true
+    )]
     name: Option<String>,
     /// Keyring path.
     #[arg(short = 'k', long, global = true)]

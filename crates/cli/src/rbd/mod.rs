@@ -71,7 +71,13 @@ pub enum Format {
 #[derive(Args, Debug, Clone, Default)]
 pub struct Global {
     /// Pool name (default: rbd).
-    #[arg(short = 'p', long = "pool", id = "global_pool", global = true)]
+    #[arg(
+        short = 'p',
+        long = "pool",
+        id = "global_pool",
+        value_name = "POOL",
+        global = true
+    )]
     pub pool: Option<String>,
     /// Namespace name.
     #[arg(long, global = true)]
@@ -83,7 +89,13 @@ pub struct Global {
     #[arg(long, visible_alias = "user", global = true)]
     pub id: Option<String>,
     /// Client name (`client.NAME`).
-    #[arg(short = 'n', long = "name", id = "entity_name", global = true)]
+    #[arg(
+        short = 'n',
+        long = "name",
+        id = "entity_name",
+        value_name = "NAME",
+        global = true
+    )]
     pub name: Option<String>,
     /// Path to the keyring.
     #[arg(short = 'k', long, global = true)]
