@@ -42,17 +42,21 @@ impl Cluster {
             .arg(dir.path())
             .output()
             .expect("quarry up");
+        // From here on, dropping the guard runs `quarry down`, also when
+        // `quarry up` failed half-way (daemons must not outlive the test).
+        let guard = Cluster { dir, quarry };
         assert!(
             out.status.success(),
             "quarry up: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let dir = &guard.dir;
         // Use this build's library whatever `quarry up` linked.
         let lib = dir.path().join("testlib");
         std::fs::create_dir_all(&lib).expect("mkdir");
         std::os::unix::fs::symlink(common::cdylib(), lib.join("librbd.so.1")).expect("link");
         std::os::unix::fs::symlink(common::cdylib(), lib.join("librados.so.2")).expect("link");
-        Cluster { dir, quarry }
+        guard
     }
 
     fn path(&self) -> &Path {
@@ -88,9 +92,15 @@ impl Drop for Cluster {
     }
 }
 
+/// One cluster for both scenarios (starting clusters is the slow part).
 #[test]
-fn qemu_and_fio_on_a_cluster() {
+fn qemu_fio_and_auth_on_a_cluster() {
     let c = Cluster::up();
+    qemu_and_fio(&c);
+    auth_errors_are_immediate_and_named(&c);
+}
+
+fn qemu_and_fio(c: &Cluster) {
     let (ok, out, err) = c.run("qemu-img", &["create", "-f", "raw", "rbd:data/foo", "10G"]);
     assert!(ok, "{err}");
     assert_eq!(out, "Formatting 'rbd:data/foo', fmt=raw size=10737418240\n");
@@ -134,11 +144,7 @@ fn qemu_and_fio_on_a_cluster() {
     assert!(ok && out.contains("err= 0"), "{out}{err}");
 }
 
-#[test]
-fn auth_errors_are_immediate_and_named() {
-    let c = Cluster::up();
-    let (ok, _, err) = c.run("qemu-img", &["create", "-f", "raw", "rbd:data/foo", "1G"]);
-    assert!(ok, "{err}");
+fn auth_errors_are_immediate_and_named(c: &Cluster) {
     let t = Instant::now();
     // `client.` in the id looks for client.client.glance: no key for it.
     let (ok, _, err) = c.run("qemu-img", &["info", "rbd:data/foo:id=client.glance"]);
