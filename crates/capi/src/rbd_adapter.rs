@@ -109,10 +109,18 @@ impl ImageEngine for Engine {
         Ok(self.rbd.namespace_exists(&t).await?)
     }
 
-    async fn pool_config(&self, _t: &IoTarget) -> CResult<Vec<(String, String)>> {
-        // Pool-level overrides (`rbd config pool set`) are not stored by
-        // the engine yet: none apply.
-        Ok(Vec::new())
+    async fn pool_config(&self, t: &IoTarget) -> CResult<Vec<(String, String)>> {
+        // `rbd config pool set` = pool metadata `conf_<option>`.
+        Ok(self
+            .rbd
+            .pool_metadata_list(&io(t))
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(CONF_PREFIX)
+                    .map(|k| (k.to_string(), String::from_utf8_lossy(&v).into_owned()))
+            })
+            .collect())
     }
 }
 

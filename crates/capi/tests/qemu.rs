@@ -429,4 +429,30 @@ fn effective_cache_mode_follows_qemu() {
         assert!(good, "{err}");
         assert!(err.contains(want), "{mode} {spec}: want {want:?}:\n{err}");
     }
+    // An image-level override beats QEMU's own rbd_cache (librbd levels).
+    let setmeta = env.compile("setmeta.c", "setmeta");
+    let (good, _o, err) = env.run(
+        env.cmd(&setmeta)
+            .args(["data", "c", "conf_rbd_cache", "false"]),
+    );
+    assert!(good, "{err}");
+    let bin = common::require("qemu-io");
+    let (good, _out, err) = env.run(
+        env.cmd(bin)
+            .args([
+                "-f",
+                "raw",
+                "-t",
+                "writeback",
+                "-c",
+                "read 0 4k",
+                "rbd:data/c",
+            ])
+            .env("QUARRY_LOG_CACHE", "1"),
+    );
+    assert!(good, "{err}");
+    assert!(
+        err.contains("cache mode none"),
+        "image override ignored:\n{err}"
+    );
 }
