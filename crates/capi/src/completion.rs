@@ -31,6 +31,7 @@ pub struct Completion {
     cb_safe: Option<Callback>,
     state: Mutex<State>,
     cond: Condvar,
+    fired: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -53,6 +54,7 @@ impl Completion {
             cb_safe,
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
+            fired: std::sync::atomic::AtomicBool::new(false),
         });
         Arc::into_raw(c) as *mut c_void
     }
@@ -111,9 +113,13 @@ impl Completion {
         }
     }
 
-    /// Finish the operation with `ret`, on the callback thread. Called
-    /// exactly once per accepted submission.
+    /// Finish the operation with `ret`, on the callback thread. Only the
+    /// first call per completion has an effect (so a panic guard can always
+    /// call it), and every accepted submission calls it.
     pub fn finish(self: Arc<Self>, ret: i64, events: Option<Arc<EventQueue>>) {
+        if self.fired.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         rt::run_callback(move || {
             {
                 let mut st = lock(&self.state);

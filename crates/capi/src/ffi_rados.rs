@@ -958,26 +958,31 @@ fn submit(
     req.ops = ops;
     let conn = io.conn.clone();
     let parts = conn.order.enter(&req.oid);
-    rt::spawn(async move {
-        let mut slot = conn.order.slot(req.oid.clone(), parts);
-        slot.ready().await;
-        let r = conn.rados.operate(req).await;
-        drop(slot);
-        let ret = match r {
-            Ok(reply) => match (on_read, reply.outputs.into_iter().next()) {
-                (Some((buf, len)), Some(OpOutput::Data(d))) => {
-                    let n = d.len().min(len);
-                    // SAFETY: the caller keeps buf valid for len bytes until
-                    // the completion fires (librados contract).
-                    unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), buf as *mut u8, n) };
-                    n as i64
-                }
-                _ => 0,
-            },
-            Err(e) => e.errno.negated() as i64,
-        };
-        comp.finish(ret, None);
-    });
+    let guard_comp = comp.clone();
+    let guard_ev = None;
+    rt::spawn_guarded(
+        async move {
+            let mut slot = conn.order.slot(req.oid.clone(), parts);
+            slot.ready().await;
+            let r = conn.rados.operate(req).await;
+            drop(slot);
+            let ret = match r {
+                Ok(reply) => match (on_read, reply.outputs.into_iter().next()) {
+                    (Some((buf, len)), Some(OpOutput::Data(d))) => {
+                        let n = d.len().min(len);
+                        // SAFETY: the caller keeps buf valid for len bytes until
+                        // the completion fires (librados contract).
+                        unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), buf as *mut u8, n) };
+                        n as i64
+                    }
+                    _ => 0,
+                },
+                Err(e) => e.errno.negated() as i64,
+            };
+            comp.finish(ret, None);
+        },
+        move || guard_comp.finish(-5, guard_ev),
+    );
     Ok(0)
 }
 

@@ -813,6 +813,27 @@ pub unsafe extern "C" fn rbd_read2(
     unsafe { rbd_read(image, ofs, len, buf) }
 }
 
+/// A registered in-flight mutation; dropping it (also on a panic) ends it.
+struct WriteTicket {
+    img: Arc<Image>,
+    id: u64,
+}
+
+impl WriteTicket {
+    fn new(img: &Arc<Image>, off: u64, end: u64) -> WriteTicket {
+        WriteTicket {
+            img: img.clone(),
+            id: img.writes.start(off, end),
+        }
+    }
+}
+
+impl Drop for WriteTicket {
+    fn drop(&mut self) {
+        self.img.writes.end(self.id);
+    }
+}
+
 /// A synchronous mutation of `[off, off+len)`, ordered after earlier
 /// overlapping ones and acknowledged when durable.
 fn mutate<F, Fut>(img: &Arc<Image>, off: u64, len: u64, f: F) -> CResult<()>
@@ -822,12 +843,12 @@ where
 {
     img.check_writable()?;
     let end = off.saturating_add(len);
-    let ticket = img.writes.start(off, end);
+    let ticket = WriteTicket::new(img, off, end);
     let img2 = img.clone();
     rt::block_on(async move {
-        img2.writes.wait_overlapping(ticket, off, end).await;
+        img2.writes.wait_overlapping(ticket.id, off, end).await;
         let r = f(img2.backend.clone()).await;
-        img2.writes.end(ticket);
+        drop(ticket);
         r
     })
 }
@@ -1055,37 +1076,42 @@ where
         return Ok(0);
     }
     let end = off.saturating_add(len);
-    let ticket = img.writes.start(off, end);
+    let ticket = WriteTicket::new(img, off, end);
     let budget = if may_ack_early {
         img.early_ack_budget(len)
     } else {
         None
     };
     let img2 = img.clone();
-    rt::spawn(async move {
-        let mut early = None;
-        if let Some(sem) = budget {
-            // len <= max_dirty <= u32::MAX (checked by early_ack_budget).
-            if let Ok(permit) = sem.acquire_many_owned(len as u32).await {
-                comp.clone().finish(0, ev.clone());
-                early = Some(permit);
+    let guard_comp = comp.clone();
+    let guard_ev = ev.clone();
+    rt::spawn_guarded(
+        async move {
+            let mut early = None;
+            if let Some(sem) = budget {
+                // len <= max_dirty <= u32::MAX (checked by early_ack_budget).
+                if let Ok(permit) = sem.acquire_many_owned(len as u32).await {
+                    comp.clone().finish(0, ev.clone());
+                    early = Some(permit);
+                }
             }
-        }
-        img2.writes.wait_overlapping(ticket, off, end).await;
-        let r = f(img2.backend.clone()).await;
-        img2.writes.end(ticket);
-        match (early, r) {
-            (Some(_permit), Ok(())) => {}
-            (Some(_permit), Err(e)) => img2.defer_error(e),
-            (None, r) => {
-                let ret = match r {
-                    Ok(()) => 0,
-                    Err(e) => e.errno.negated() as i64,
-                };
-                comp.finish(ret, ev);
+            img2.writes.wait_overlapping(ticket.id, off, end).await;
+            let r = f(img2.backend.clone()).await;
+            drop(ticket);
+            match (early, r) {
+                (Some(_permit), Ok(())) => {}
+                (Some(_permit), Err(e)) => img2.defer_error(e),
+                (None, r) => {
+                    let ret = match r {
+                        Ok(()) => 0,
+                        Err(e) => e.errno.negated() as i64,
+                    };
+                    comp.finish(ret, ev);
+                }
             }
-        }
-    });
+        },
+        move || guard_comp.finish(-5, guard_ev),
+    );
     Ok(0)
 }
 
@@ -1105,34 +1131,39 @@ fn aio_read_impl(img: &Arc<Image>, c: CompT, off: u64, targets: Scatter) -> CRes
     };
     let barrier = img.writes.barrier();
     let img2 = img.clone();
-    rt::spawn(async move {
-        let r = if n == 0 {
-            Ok(Bytes::new())
-        } else {
-            img2.writes.wait_overlapping(barrier, off, off + n).await;
-            img2.backend.read(off, n).await
-        };
-        let ret = match r {
-            Ok(data) => {
-                let mut pos = 0usize;
-                for (addr, len) in targets {
-                    if pos >= data.len() {
-                        break;
+    let guard_comp = comp.clone();
+    let guard_ev = ev.clone();
+    rt::spawn_guarded(
+        async move {
+            let r = if n == 0 {
+                Ok(Bytes::new())
+            } else {
+                img2.writes.wait_overlapping(barrier, off, off + n).await;
+                img2.backend.read(off, n).await
+            };
+            let ret = match r {
+                Ok(data) => {
+                    let mut pos = 0usize;
+                    for (addr, len) in targets {
+                        if pos >= data.len() {
+                            break;
+                        }
+                        let k = len.min(data.len() - pos);
+                        // SAFETY: the caller keeps each buffer valid for its
+                        // length until the completion fires (librbd contract).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(data[pos..].as_ptr(), addr as *mut u8, k)
+                        };
+                        pos += k;
                     }
-                    let k = len.min(data.len() - pos);
-                    // SAFETY: the caller keeps each buffer valid for its
-                    // length until the completion fires (librbd contract).
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(data[pos..].as_ptr(), addr as *mut u8, k)
-                    };
-                    pos += k;
+                    pos as i64
                 }
-                pos as i64
-            }
-            Err(e) => e.errno.negated() as i64,
-        };
-        comp.finish(ret, ev);
-    });
+                Err(e) => e.errno.negated() as i64,
+            };
+            comp.finish(ret, ev);
+        },
+        move || guard_comp.finish(-5, guard_ev),
+    );
     Ok(0)
 }
 
@@ -1356,18 +1387,23 @@ pub unsafe extern "C" fn rbd_aio_flush(image: ImageT, c: CompT) -> c_int {
         img.flushed.store(true, Ordering::Release);
         let barrier = img.writes.barrier();
         let img2 = img.clone();
-        rt::spawn(async move {
-            img2.writes.wait_before(barrier).await;
-            let r = match img2.take_deferred_error() {
-                Ok(()) => img2.backend.flush().await,
-                Err(e) => Err(e),
-            };
-            let ret = match r {
-                Ok(()) => 0,
-                Err(e) => e.errno.negated() as i64,
-            };
-            comp.finish(ret, ev);
-        });
+        let guard_comp = comp.clone();
+        let guard_ev = ev.clone();
+        rt::spawn_guarded(
+            async move {
+                img2.writes.wait_before(barrier).await;
+                let r = match img2.take_deferred_error() {
+                    Ok(()) => img2.backend.flush().await,
+                    Err(e) => Err(e),
+                };
+                let ret = match r {
+                    Ok(()) => 0,
+                    Err(e) => e.errno.negated() as i64,
+                };
+                comp.finish(ret, ev);
+            },
+            move || guard_comp.finish(-5, guard_ev),
+        );
         Ok(0)
     })
 }

@@ -54,12 +54,20 @@ where
     }
 }
 
-/// Spawn a future on the library's runtime (asynchronous C calls).
-pub fn spawn<F>(fut: F)
+/// Spawn an operation whose completion must fire even if Quarry panics
+/// inside it: on a panic, `on_panic` runs (it completes with -EIO).
+pub fn spawn_guarded<F>(fut: F, on_panic: impl FnOnce() + Send + 'static)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    runtime().spawn(fut);
+    let rt = runtime();
+    let inner = rt.spawn(fut);
+    rt.spawn(async move {
+        if inner.await.is_err() {
+            eprintln!("quarry: internal error (panic) in an I/O task; completing with -EIO");
+            on_panic();
+        }
+    });
 }
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
