@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what Quarry's build and tests need on a fresh Debian 12 machine,
-# then build the release binaries. Idempotent; safe to rerun.
+# build the release binaries, and start a one-host cluster (1 monitor,
+# 3 OSDs on 127.0.0.1) in $QUARRY_DIR (default ./.quarry). Idempotent:
+# rerunning restarts the same cluster with its data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,3 +39,12 @@ fi
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
 cargo build --release --workspace
+
+QUARRY_DIR=${QUARRY_DIR:-$PWD/.quarry}
+if [ "${QUARRY_SETUP_NO_UP:-0}" != 1 ]; then
+  target/release/quarry up --dir "$QUARRY_DIR"
+  echo
+  echo "Cluster ready. Use it with:  . $QUARRY_DIR/env"
+  echo "  e.g. qemu-img create -f raw rbd:data/foo 10G && qemu-img info rbd:data/foo"
+  echo "Stop it with:                target/release/quarry down --dir $QUARRY_DIR"
+fi

@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
+# End-to-end tests drive the release `quarry` binary and libquarry_capi.so:
+# build every artifact first so no test finds a stale or missing one.
+cargo build --workspace --release
 cargo test --workspace --release
