@@ -180,6 +180,12 @@ pub trait ImageEngine: Send + Sync {
     ) -> CResult<()>;
     /// Whether a namespace exists in the pool.
     async fn namespace_exists(&self, pool: PoolId, ns: &str) -> CResult<bool>;
+    /// Create a namespace in `io`'s pool.
+    async fn namespace_create(&self, io: &IoTarget, ns: &str) -> CResult<()>;
+    /// Remove an (empty) namespace.
+    async fn namespace_remove(&self, io: &IoTarget, ns: &str) -> CResult<()>;
+    /// Namespaces of `io`'s pool, sorted.
+    async fn namespace_list(&self, io: &IoTarget) -> CResult<Vec<String>>;
     /// Pool-level config overrides (`rbd config pool set`): `(name, value)`.
     async fn pool_config(&self, io: &IoTarget) -> CResult<Vec<(String, String)>>;
 }
@@ -239,6 +245,8 @@ pub trait ImageBackend: Send + Sync {
     async fn metadata_remove(&self, key: &str) -> CResult<()>;
     /// Image metadata list (sorted).
     async fn metadata_list(&self) -> CResult<Vec<(String, String)>>;
+    /// Re-read the header and object map (`rbd_invalidate_cache`).
+    async fn refresh(&self) -> CResult<()>;
     /// Release watches/locks; the handle is not used afterwards.
     async fn close(&self) -> CResult<()>;
 }

@@ -963,6 +963,12 @@ pub unsafe extern "C" fn rbd_invalidate_cache(image: ImageT) -> c_int {
     int(|| {
         // SAFETY: handle from the caller.
         let img = unsafe { img_of(image) }?;
+        let i2 = img.clone();
+        rt::block_on(async move {
+            let barrier = i2.writes.barrier();
+            i2.writes.wait_before(barrier).await;
+            i2.backend.refresh().await
+        })?;
         info_of(img)?;
         Ok(0)
     })
@@ -2085,6 +2091,77 @@ pub unsafe extern "C" fn rbd_namespace_exists(
         // SAFETY: non-null.
         unsafe { *exists = e };
         Ok(0)
+    })
+}
+
+/// Create a namespace.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_namespace_create(io: IoCtxT, name: *const c_char) -> c_int {
+    int(|| {
+        // SAFETY: handle and C string from the caller.
+        let io = unsafe { ioctx(io) }?;
+        // SAFETY: as above.
+        let name = unsafe { req_str(name) }?.to_string();
+        if name.is_empty() {
+            return Err(Errno::EINVAL.into());
+        }
+        let engine = io.conn.engine.clone();
+        let target = io.target();
+        rt::block_on(async move { engine.namespace_create(&target, &name).await })?;
+        Ok(0)
+    })
+}
+
+/// Remove an empty namespace.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_namespace_remove(io: IoCtxT, name: *const c_char) -> c_int {
+    int(|| {
+        // SAFETY: handle and C string from the caller.
+        let io = unsafe { ioctx(io) }?;
+        // SAFETY: as above.
+        let name = unsafe { req_str(name) }?.to_string();
+        if name.is_empty() {
+            return Err(Errno::EINVAL.into());
+        }
+        let engine = io.conn.engine.clone();
+        let target = io.target();
+        rt::block_on(async move { engine.namespace_remove(&target, &name).await })?;
+        Ok(0)
+    })
+}
+
+/// Namespace names, NUL-separated; `-ERANGE` with `*size` set when short.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_namespace_list(
+    io: IoCtxT,
+    names: *mut c_char,
+    size: *mut usize,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let io = unsafe { ioctx(io) }?;
+        nonnull(size)?;
+        let engine = io.conn.engine.clone();
+        let target = io.target();
+        let list = rt::block_on(async move { engine.namespace_list(&target).await })?;
+        let mut out = Vec::new();
+        for n in &list {
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+        }
+        // SAFETY: non-null.
+        let have = unsafe { *size };
+        // SAFETY: non-null.
+        unsafe { *size = out.len() };
+        if have < out.len() {
+            return Err(Errno::ERANGE.into());
+        }
+        if !out.is_empty() {
+            nonnull(names)?;
+            // SAFETY: names holds have >= out.len() bytes.
+            unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), names.cast::<u8>(), out.len()) };
+        }
+        Ok(out.len() as c_int)
     })
 }
 

@@ -109,6 +109,26 @@ impl ImageEngine for Engine {
         Ok(self.rbd.namespace_exists(&t).await?)
     }
 
+    async fn namespace_create(&self, t: &IoTarget, ns: &str) -> CResult<()> {
+        let mut t = io(t);
+        t.namespace = ns.to_string();
+        Ok(self.rbd.namespace_create(&t).await?)
+    }
+
+    async fn namespace_remove(&self, t: &IoTarget, ns: &str) -> CResult<()> {
+        let mut t = io(t);
+        t.namespace = ns.to_string();
+        Ok(self.rbd.namespace_remove(&t).await?)
+    }
+
+    async fn namespace_list(&self, t: &IoTarget) -> CResult<Vec<String>> {
+        let mut t = io(t);
+        t.namespace = String::new();
+        let mut v = self.rbd.namespace_list(&t).await?;
+        v.sort();
+        Ok(v)
+    }
+
     async fn pool_config(&self, t: &IoTarget) -> CResult<Vec<(String, String)>> {
         // `rbd config pool set` = pool metadata `conf_<option>`.
         Ok(self
@@ -298,6 +318,10 @@ impl ImageBackend for Backend {
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
             .collect())
+    }
+
+    async fn refresh(&self) -> CResult<()> {
+        Ok(self.img.invalidate_cache().await?)
     }
 
     async fn close(&self) -> CResult<()> {

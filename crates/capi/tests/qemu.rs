@@ -315,6 +315,42 @@ fn snapshots_through_qemu_img() {
 }
 
 #[test]
+fn namespaces() {
+    let env = Env::new(&["data"]);
+    let mkpool = env.compile("mkpool.c", "mkpool");
+    let (good, _o, err) = env.run(env.cmd(&mkpool).args(["--ns", "data", "ns1"]));
+    assert!(good, "{err}");
+    ok(qemu_img(
+        &env,
+        &["create", "-f", "raw", "rbd:data/ns1/img", "1G"],
+    ));
+    let info = ok(qemu_img(&env, &["info", "rbd:data/ns1/img"]));
+    assert!(info.contains("\"namespace\": \"ns1\""), "{info}");
+    assert!(info.contains("virtual size: 1 GiB"), "{info}");
+    ok(qemu_io(
+        &env,
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x77 512 64k",
+            "-c",
+            "read -P 0x77 512 64k",
+            "rbd:data/ns1/img",
+        ],
+    ));
+    // The same name in the default namespace is a different image.
+    fails_with(
+        qemu_img(&env, &["info", "rbd:data/img"]),
+        "error reading header from img: No such file or directory",
+    );
+    fails_with(
+        qemu_img(&env, &["info", "rbd:data/nons/img"]),
+        "namespace 'nons' does not exist",
+    );
+}
+
+#[test]
 fn errors_users_meet() {
     let env = Env::new(&["data"]);
     ok(qemu_img(
