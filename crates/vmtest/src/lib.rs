@@ -651,3 +651,15 @@ pub fn debugfs_extent(image: &Path, file: &str) -> Option<(u64, u64)> {
     }
     None
 }
+
+/// Tests of one binary take this first: TCG guests are CPU-heavy, so VMs of
+/// one test binary run one test at a time (a failed test does not poison it).
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `kill -9 <pid>` (a daemon of the cluster, not a child of the test).
+pub fn kill9_pid(pid: i32) {
+    run_ok(Command::new("kill").arg("-9").arg(pid.to_string()));
+}
