@@ -59,3 +59,15 @@ fn fio_rbd_direct_discard_flush() {
                [w]\nstonewall\nrw=write\nfsync=4\nverify=md5\niodepth=4\n";
     run_fio(&env, job);
 }
+
+#[test]
+fn fio_rados_engine_verify() {
+    let env = Env::new(&["data"]);
+    // fio's rados engine reads its `conf` option (default /etc/ceph/ceph.conf).
+    let job = format!(
+        "[global]\nioengine=rados\nconf={}\nclientname=admin\npool=data\n\
+         bs=4k\nsize=4M\n[w]\nrw=randwrite\niodepth=8\nverify=crc32c\ndo_verify=1\n",
+        env.conf().display()
+    );
+    run_fio(&env, &job);
+}
