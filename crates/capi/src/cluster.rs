@@ -115,17 +115,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// A new, unconnected handle for `type.id`, with `CEPH_ARGS` applied.
-    pub fn new(entity_type: &str, id: &str, cluster: Option<&str>) -> Cluster {
-        let mut conf = Config::new(entity_type, id);
-        if let Some(c) = cluster {
-            conf.cluster = c.to_string();
-            conf.cluster_fixed = true;
-        }
+    pub fn new(entity_type: &str, id: &str, cluster: Option<&str>) -> Result<Cluster, Errno> {
+        let mut conf = Config::new(entity_type, id, cluster)?;
         conf.apply_env();
-        Cluster {
+        Ok(Cluster {
             conf: Mutex::new(conf),
             conn: Mutex::new(None),
-        }
+        })
     }
 
     /// The connection, or `ENOTCONN` before `rados_connect`.
@@ -139,6 +135,7 @@ impl Cluster {
     pub fn connect(&self) -> CResult<()> {
         let conf = lock(&self.conf).clone();
         let rados = open_backend(&conf)?;
+        lock(&self.conf).mark_started();
         let engine = crate::rbd_adapter::engine(rados.clone());
         *lock(&self.conn) = Some(Arc::new(Connection {
             rados,

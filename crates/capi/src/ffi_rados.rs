@@ -73,7 +73,7 @@ pub unsafe extern "C" fn rados_create(cluster: *mut RadosT, id: *const c_char) -
     int(|| {
         // SAFETY: id is NULL or a C string.
         let id = unsafe { opt_str(id) }?.unwrap_or("admin");
-        new_cluster(cluster, Cluster::new("client", id, None))
+        new_cluster(cluster, Cluster::new("client", id, None)?)
     })
 }
 
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn rados_create2(
         if ty.is_empty() || id.is_empty() {
             return Err(Errno::EINVAL.into());
         }
-        new_cluster(pcluster, Cluster::new(ty, id, cname))
+        new_cluster(pcluster, Cluster::new(ty, id, cname)?)
     })
 }
 
@@ -152,10 +152,6 @@ pub unsafe extern "C" fn rados_conf_set(
         let option = unsafe { req_str(option) }?;
         // SAFETY: as above.
         let value = unsafe { req_str(value) }?;
-        let def = crate::config::lookup(option).ok_or(Errno::ENOENT)?;
-        if c.connection().is_ok() && !def.runtime {
-            return Err(Errno::EPERM.into());
-        }
         lock(&c.conf).set(Level::Override, option, value)?;
         Ok(0)
     })
@@ -191,8 +187,7 @@ pub unsafe extern "C" fn rados_conf_parse_env(c: RadosT, var: *const c_char) -> 
         // SAFETY: as above.
         let var = unsafe { opt_str(var) }?.unwrap_or("CEPH_ARGS");
         if let Ok(v) = std::env::var(var) {
-            let args: Vec<String> = v.split_whitespace().map(str::to_string).collect();
-            lock(&c.conf).parse_args(&args);
+            lock(&c.conf).parse_env_string(&v)?;
         }
         Ok(0)
     })
@@ -222,7 +217,7 @@ pub unsafe extern "C" fn rados_conf_parse_argv(
         if !args.is_empty() {
             args.remove(0);
         }
-        lock(&c.conf).parse_args(&args);
+        lock(&c.conf).parse_args(&args)?;
         Ok(0)
     })
 }

@@ -131,9 +131,7 @@ pub(crate) fn default_features(io: IoCtxT) -> CResult<u64> {
     // SAFETY: handle from the caller.
     let io = unsafe { ioctx(io) }?;
     let conf = lock(&io.cluster.conf).clone();
-    Ok(crate::config::parse_features(
-        &conf.get("rbd_default_features")?,
-    )?)
+    Ok(conf.get_u64("rbd_default_features"))
 }
 
 pub(crate) fn create_impl(
@@ -166,7 +164,7 @@ pub(crate) fn create_impl(
     }
     let features = match features {
         Some(f) => f,
-        None => crate::config::parse_features(&conf.get("rbd_default_features")?)?,
+        None => conf.get_u64("rbd_default_features"),
     };
     let opts = CreateOpts {
         size,
@@ -2002,7 +2000,7 @@ pub(crate) fn clone_impl(
         order: order as u32,
         features: match features {
             Some(f) => f,
-            None => crate::config::parse_features(&conf.get("rbd_default_features")?)?,
+            None => conf.get_u64("rbd_default_features"),
         },
         stripe_unit: stripe.0,
         stripe_count: stripe.1,

@@ -269,13 +269,14 @@ impl Image {
 }
 
 /// Apply per-pool then per-image `rbd_*` overrides on top of the cluster
-/// config, above `rados_conf_set` (librbd's `apply_metadata`).
+/// config, above `rados_conf_set` (librbd's `apply_metadata`). Bad values
+/// are ignored, as librbd does.
 pub fn apply_overrides(conf: &mut Config, pool: &[(String, String)], image: &[(String, String)]) {
-    for (k, v) in pool.iter().chain(image.iter()) {
-        if k.starts_with("rbd_") {
-            // The extra levels sit above Override: emulate by setting at
-            // Override in order (pool first, image last wins).
-            let _ = conf.set(Level::Override, k, v);
+    for (level, list) in [(Level::Pool, pool), (Level::Image, image)] {
+        for (k, v) in list {
+            if k.starts_with("rbd_") {
+                let _ = conf.set(level, k, v);
+            }
         }
     }
 }
