@@ -8,6 +8,7 @@ use std::time::Duration;
 use quarry_client::{ClientTimeouts, ClusterClient};
 use quarry_common::entity::EntityName;
 use quarry_common::keyring::Keyring;
+use quarry_common::monhost::{parse_mon_host, MonProto};
 use quarry_common::Errno;
 use quarry_rados::Rados;
 
@@ -15,33 +16,25 @@ use crate::config::Config;
 use crate::engine::{CError, CResult};
 use crate::rt;
 
-/// Monitor addresses from `mon_host` (`a:p,b:p`, `;`/space lists,
-/// `[v2:a:p,v1:a:p]` vectors; `v1:`/`v2:` prefixes dropped).
-pub fn mon_addrs(mon_host: &str) -> Vec<String> {
+/// Monitor addresses from `mon_host` (Ceph's forms: `a:p,b:p`, `;`/space
+/// lists, `[v2:a:p,v1:a:p]` vectors), one per monitor; `EINVAL` if malformed.
+pub fn mon_addrs(mon_host: &str) -> CResult<Vec<String>> {
+    let mons = parse_mon_host(mon_host)
+        .map_err(|e| CError::new(Errno::EINVAL, format!("mon_host: {e}")))?;
     let mut out: Vec<String> = Vec::new();
-    for item in mon_host.split([',', ';', ' ', '\t']) {
-        let a = item
-            .trim()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .trim_start_matches("v2:")
-            .trim_start_matches("v1:");
-        if a.is_empty() {
-            continue;
-        }
-        let a = if a
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            a.to_string()
+    for m in mons {
+        let Some(a) = m.0.first() else { continue };
+        let default_port = if a.proto == Some(MonProto::V2) {
+            3300
         } else {
-            format!("{a}:6789")
+            6789
         };
-        if !out.contains(&a) {
-            out.push(a);
+        let s = a.connect_string(default_port);
+        if !out.contains(&s) {
+            out.push(s);
         }
     }
-    out
+    Ok(out)
 }
 
 /// The base64 key of the configured entity: `key`, then `keyfile`, then the
@@ -87,7 +80,7 @@ fn find_key(conf: &Config) -> CResult<String> {
 
 /// Connect to the cluster named by `mon_host` with the configured key.
 pub fn connect(conf: &Config) -> CResult<Arc<dyn Rados>> {
-    let addrs = mon_addrs(&conf.get("mon_host")?);
+    let addrs = mon_addrs(&conf.get("mon_host")?)?;
     if addrs.is_empty() {
         return Err(CError::new(Errno::ENOENT, "no monitor address"));
     }
@@ -118,17 +111,17 @@ mod tests {
     #[test]
     fn mon_host_forms() {
         assert_eq!(
-            mon_addrs("127.0.0.1:6789,127.0.0.1:6790"),
+            mon_addrs("127.0.0.1:6789,127.0.0.1:6790").unwrap(),
             vec!["127.0.0.1:6789", "127.0.0.1:6790"]
         );
         assert_eq!(
-            mon_addrs("[v2:10.0.0.1:3300,v1:10.0.0.1:6789]"),
-            vec!["10.0.0.1:3300", "10.0.0.1:6789"]
+            mon_addrs("[v2:10.0.0.1:3300,v1:10.0.0.1:6789]").unwrap(),
+            vec!["10.0.0.1:3300"]
         );
         assert_eq!(
-            mon_addrs("10.0.0.1; 10.0.0.2"),
+            mon_addrs("10.0.0.1; 10.0.0.2").unwrap(),
             vec!["10.0.0.1:6789", "10.0.0.2:6789"]
         );
-        assert!(mon_addrs("  ").is_empty());
+        assert!(mon_addrs("[v2:1.2.3.4:3300").is_err());
     }
 }
