@@ -47,6 +47,13 @@ fn qemu_loads_quarry_library() {
         err.contains(&format!("calling init: {}", ours.display())),
         "qemu-img did not load Quarry's librbd.so.1:\n{err}"
     );
+    // One mapping serves both sonames (SONAME librados.so.2 + same inode).
+    let inits = err
+        .lines()
+        .filter(|l| l.contains("calling init:"))
+        .filter(|l| l.ends_with("/librbd.so.1") || l.ends_with("/librados.so.2"))
+        .count();
+    assert_eq!(inits, 1, "library initialised {inits} times:\n{err}");
     assert!(
         !err.contains("/lib/x86_64-linux-gnu/librbd.so.1")
             && !err.contains("/lib/x86_64-linux-gnu/librados.so.2"),
