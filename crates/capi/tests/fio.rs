@@ -71,3 +71,21 @@ fn fio_rados_engine_verify() {
     );
     run_fio(&env, &job);
 }
+
+#[test]
+fn fio_maps_the_library_once() {
+    // fio needs librados.so.2 then librbd.so.1: the second name is the same
+    // file (same inode), so glibc maps and initialises it once.
+    let env = Env::new(&[]);
+    let fio = common::require("fio");
+    let (ok, _out, err) = env.run(env.cmd(fio).arg("--version").env("LD_DEBUG", "libs"));
+    assert!(ok, "{err}");
+    let lib = env.path().join("lib");
+    let inits: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("calling init:"))
+        .filter(|l| l.ends_with("/librbd.so.1") || l.ends_with("/librados.so.2"))
+        .collect();
+    assert_eq!(inits.len(), 1, "{inits:?}");
+    assert!(inits[0].contains(&lib.display().to_string()), "{inits:?}");
+}
