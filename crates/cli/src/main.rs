@@ -5,6 +5,7 @@
 
 mod ceph;
 mod cluster;
+mod install;
 mod rbd;
 mod tools;
 
@@ -34,6 +35,10 @@ enum Cmd {
     Rbd(rbd::RbdArgs),
     /// Administer the cluster (Ceph's `ceph`; also runs as `ceph` through a symlink).
     Ceph(ceph::CephArgs),
+    /// Make Quarry the system's librbd/librados and rbd/ceph (undo with `uninstall`).
+    Install(install::InstallArgs),
+    /// Undo `quarry install`, restoring what it replaced.
+    Uninstall(install::UninstallArgs),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -51,6 +56,8 @@ fn main() {
         Cmd::Status(a) => cluster::status(a),
         Cmd::Rbd(a) => std::process::exit(rbd::run(a)),
         Cmd::Ceph(a) => std::process::exit(ceph::run(a)),
+        Cmd::Install(a) => install::install(a),
+        Cmd::Uninstall(a) => install::uninstall(a),
         Cmd::Completions { shell } => {
             tools::completions(shell, &mut Cli::command());
             Ok(())
