@@ -576,3 +576,105 @@ async fn corrupted_copy_is_detected_and_repaired() {
     cl.kill9("osd.2");
     assert_eq!(read(&c, pool, &name).await, pattern);
 }
+
+async fn write_snapc(c: &ClusterClient, pool: i64, name: &str, data: &[u8], snaps: &[u64]) {
+    let req = OpRequest::new(ObjectId::new(pool, name))
+        .with_snapc(SnapContext {
+            seq: snaps.iter().copied().max().unwrap_or(0),
+            snaps: snaps.iter().rev().copied().collect(),
+        })
+        .op(Op::WriteFull(Bytes::copy_from_slice(data)));
+    bounded(&format!("write {name}"), c.operate(req))
+        .await
+        .expect("write");
+}
+
+async fn read_at(c: &ClusterClient, pool: i64, name: &str, snap: u64) -> Vec<u8> {
+    let req = OpRequest::new(ObjectId::new(pool, name))
+        .at_snap(snap)
+        .op(Op::Read { off: 0, len: 0 });
+    let r = bounded(&format!("read {name}@{snap}"), c.operate(req))
+        .await
+        .expect("read at snap");
+    match &r.outputs[0] {
+        OpOutput::Data(d) => d.to_vec(),
+        o => panic!("unexpected output {o:?}"),
+    }
+}
+
+/// Recovery moves an object's whole state, snapshot clones included: an
+/// OSD that missed a snapshot and the overwrites after it (and was down
+/// for the clone-creating writes) must, once recovered, serve the head and
+/// every snapshot on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovered_osd_has_snapshot_clones() {
+    let cl = Cluster::up(3);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "snaps").await;
+    wait_clean(&c).await;
+    let n = 8;
+    for i in 0..n {
+        write(&c, pool, &format!("s{i}"), format!("v0-{i}").as_bytes()).await;
+    }
+    // A snapshot and an overwrite every OSD sees: the clone exists everywhere.
+    let s0 = c.snap_create(pool).await.expect("snap");
+    for i in 0..n {
+        write_snapc(
+            &c,
+            pool,
+            &format!("s{i}"),
+            format!("v1-{i}").as_bytes(),
+            &[s0],
+        )
+        .await;
+    }
+    cl.kill9("osd.2");
+    // While osd.2 is down: a second snapshot, overwrites that create clones
+    // only on the survivors, and a new object.
+    let s1 = c.snap_create(pool).await.expect("snap");
+    for i in 0..n {
+        write_snapc(
+            &c,
+            pool,
+            &format!("s{i}"),
+            format!("v2-{i}").as_bytes(),
+            &[s0, s1],
+        )
+        .await;
+    }
+    write_snapc(&c, pool, "late", b"late", &[s0, s1]).await;
+    // Restart it and wait until every PG is active on all three again
+    // (peering recovered it before recording the acting set).
+    cl.run_up(None);
+    bounded("osd.2 up", async {
+        while !c
+            .monc()
+            .refresh_map()
+            .await
+            .expect("map")
+            .osds
+            .get(&2)
+            .is_some_and(|o| o.up)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    wait_clean(&c).await;
+    // Only the recovered OSD is left: it must hold heads and clones.
+    cl.kill9("osd.0");
+    cl.kill9("osd.1");
+    for i in 0..n {
+        let name = format!("s{i}");
+        assert_eq!(read(&c, pool, &name).await, format!("v2-{i}").as_bytes());
+        assert_eq!(
+            read_at(&c, pool, &name, s1).await,
+            format!("v1-{i}").as_bytes()
+        );
+        assert_eq!(
+            read_at(&c, pool, &name, s0).await,
+            format!("v0-{i}").as_bytes()
+        );
+    }
+    assert_eq!(read(&c, pool, "late").await, b"late");
+}

@@ -94,7 +94,7 @@ pub struct Conn {
     pending: Pending,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -217,7 +217,7 @@ impl Conn {
             pending: pending.clone(),
             next_id: AtomicU64::new(1),
             closed: closed.clone(),
-            slots: Semaphore::new(MAX_IN_FLIGHT),
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         });
         let wclosed = closed.clone();
         tokio::spawn(async move {
@@ -265,9 +265,23 @@ impl Conn {
 
     /// Send a request and wait for its response.
     pub async fn call(&self, req: &Request, data: Bytes) -> Result<(Response, Bytes), ConnError> {
-        let _slot = self
+        self.send(req, data).await?.await
+    }
+
+    /// Queue a request on the socket and return the future of its
+    /// response. Requests are written in the order their `send` completes,
+    /// so a caller that awaits `send` under its own lock orders them (the
+    /// OSD's pipelined replication relies on it to keep RepOps in log order).
+    pub async fn send(
+        &self,
+        req: &Request,
+        data: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<(Response, Bytes), ConnError>>, ConnError>
+    {
+        let slot = self
             .slots
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| ConnError::Closed(self.addr.clone()))?;
         if self.is_closed() {
@@ -277,14 +291,15 @@ impl Conn {
         let frame = Frame::new(K_REQUEST, id, req, data).map_err(ferr(&self.addr))?;
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        // Guard removes the pending entry if this future is dropped (timeout).
-        struct Unregister<'a>(&'a Pending, u64);
-        impl Drop for Unregister<'_> {
+        // Guard removes the pending entry if the caller drops the request
+        // (a timeout) at any point, sent or not.
+        struct Unregister(Pending, u64);
+        impl Drop for Unregister {
             fn drop(&mut self) {
-                lock(self.0).remove(&self.1);
+                lock(&self.0).remove(&self.1);
             }
         }
-        let _guard = Unregister(&self.pending, id);
+        let guard = Unregister(self.pending.clone(), id);
         if self.out.send(frame).await.is_err() {
             return Err(ConnError::Closed(self.addr.clone()));
         }
@@ -292,8 +307,13 @@ impl Conn {
             // The reader may have cleared `pending` before we inserted.
             lock(&self.pending).remove(&id);
         }
-        let f = rx.await.map_err(|_| ConnError::Closed(self.addr.clone()))?;
-        let resp: Response = f.decode().map_err(ferr(&self.addr))?;
-        Ok((resp, f.data))
+        let addr = self.addr.clone();
+        Ok(async move {
+            let _guard = guard;
+            let _slot = slot;
+            let f = rx.await.map_err(|_| ConnError::Closed(addr.clone()))?;
+            let resp: Response = f.decode().map_err(ferr(&addr))?;
+            Ok((resp, f.data))
+        })
     }
 }

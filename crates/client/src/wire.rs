@@ -7,8 +7,6 @@
 //! part: bodies carry only their lengths, and receivers slice the frame's
 //! data (`Bytes::slice`, no copy) to rebuild them.
 
-use std::collections::BTreeMap;
-
 use bytes::{Bytes, BytesMut};
 use quarry_common::Errno;
 use quarry_map::{Epoch, PgId};
@@ -85,19 +83,6 @@ pub struct PgInfo {
     pub log_tail: Ver,
 }
 
-/// The complete head state of an object, as recovery moves it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjState {
-    /// Logical size.
-    pub size: u64,
-    /// Data extents (offset, length); their bytes follow in the frame data.
-    pub extents: Vec<(u64, u64)>,
-    /// Xattrs (small; kept in the body).
-    pub xattrs: BTreeMap<String, Vec<u8>>,
-    /// Omap (kept in the body).
-    pub omap: BTreeMap<String, Vec<u8>>,
-}
-
 /// A request on an OSD connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
@@ -161,6 +146,10 @@ pub enum Request {
         epoch: Epoch,
         /// Version assigned by the primary.
         ver: Ver,
+        /// The primary's previous version in this PG: the replica applies
+        /// this op only right after that one (log order), whatever order
+        /// the pipelined RepOps arrive in.
+        prev: Ver,
         /// The request with write payloads emptied.
         req: OpRequest,
         /// Payload lengths.
@@ -185,12 +174,15 @@ pub enum Request {
         /// The PG.
         pg: PgId,
     },
-    /// The full head state of an object (`None` if absent).
+    /// An object's complete state (the store's export: head, clones,
+    /// versions, omap, xattrs) in the frame data; [`Resp::Export`] says
+    /// whether it exists.
     Pull {
         /// The object.
         oid: ObjectId,
     },
-    /// Install an object's full head state (`None` = remove it).
+    /// Make an object exactly the exported state in the frame data
+    /// (`exists == false`: remove every instance of it).
     Push {
         /// The PG.
         pg: PgId,
@@ -198,8 +190,8 @@ pub enum Request {
         epoch: Epoch,
         /// The object.
         oid: ObjectId,
-        /// New state; extent bytes in the frame data.
-        state: Option<ObjState>,
+        /// Whether the object exists (the export is the frame data).
+        exists: bool,
     },
     /// Peering done: the member now equals the authority at `last_update`.
     Activate {
@@ -233,8 +225,8 @@ pub enum Resp {
     Log(Option<Vec<(Ver, ObjectId)>>),
     /// Object ids.
     Objects(Vec<ObjectId>),
-    /// Object state (`None` = absent), extent bytes in frame data.
-    State(Option<ObjState>),
+    /// Whether the pulled object exists; its export is the frame data.
+    Export(bool),
 }
 
 /// A response body.
@@ -390,6 +382,7 @@ fn concat(parts: Vec<Bytes>) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn payloads_roundtrip() {

@@ -20,13 +20,23 @@
 //!   acting set. Clients send ops to the primary with their map epoch; an
 //!   OSD with an older map waits for the newer one; one that is not the
 //!   primary answers "retry with map epoch E".
-//! * Writes: the primary holds the PG's write lock, assigns the next PG
-//!   version `(interval epoch, seq)`, and applies the op locally while
-//!   sending it to every other acting member in parallel. Each member
-//!   appends a log entry (object name + version) durably *before* applying
-//!   the op durably. The client is answered only when every acting member
-//!   applied it; a PG with fewer than `min_size` members up does not go
-//!   active, so its I/O waits (never errors).
+//! * Writes (pipelined): under the PG's write lock the primary only
+//!   assigns the next PG version `(interval epoch, seq)`, queues the op to
+//!   its local store and queues a RepOp (carrying `ver` and the previous
+//!   version `prev`) on each peer connection; then it releases the lock, so
+//!   many writes of a PG are in flight and share the store's group commits.
+//!   The store queue and the peer sockets are FIFO, so every member sees a
+//!   PG's ops in version order; a replica additionally queues a RepOp only
+//!   when its last queued version is exactly `prev` (waiting, bounded, for
+//!   a late predecessor; refusing on a gap, which makes the primary
+//!   re-peer). Each member commits the op and its log entry (object name +
+//!   version) in one atomic durable store commit (`quarry_store::Logged`);
+//!   ops failing on their own terms (ENOENT...) are logged too, so every
+//!   member's log is the same sequence. The object takes a version derived
+//!   from the PG version, identical on every member. The client is answered
+//!   only when every acting member made it durable; a PG with fewer than
+//!   `min_size` members up does not go active, so its I/O waits (never
+//!   errors).
 //! * Peering (new primary or changed acting set): the primary asks every
 //!   member for its info (last update, log tail); a member answering a
 //!   query from epoch E refuses replicated writes from older intervals from
@@ -36,7 +46,9 @@
 //!   primary pulls what it lacks from the authority, pushes to every
 //!   lagging member the current state of each object named in the
 //!   authority's log after the member's last update (or everything, when
-//!   the log does not reach back or the member diverged: backfill), then
+//!   the log does not reach back or the member diverged: backfill) as a
+//!   store export (head, clones, snap set, versions, omap, xattrs: the
+//!   member's copy becomes byte-for-byte the authority's), then
 //!   records the new acting set with the monitor (`pg_activated`) and only
 //!   then serves I/O.
 //!
@@ -46,33 +58,32 @@
 //! interval must include a member of the last recorded acting set, and
 //! takes as authority the newest such member, which holds every write
 //! acknowledged in that interval (members apply an interval's writes in
-//! the primary's order) and, by induction, in earlier ones. Writes of a
-//! deposed primary cannot be acknowledged: the new primary's query made
-//! the members refuse them before peering read their state.
+//! the primary's order, each member's log is a prefix-closed sequence
+//! because of the `prev` link) and, by induction, in earlier ones. Writes
+//! of a deposed primary cannot be acknowledged: a member answering the new
+//! primary's query first raises its interval under the PG lock (every
+//! later old-interval RepOp is refused, it checks under the same lock),
+//! then waits for its store queue to drain (a barrier), so the info it
+//! reports covers every old-interval write it accepted. With pipelining an
+//! ack still needs every member's durable commit of that op, and since
+//! members commit in version order, a member holding version v holds all
+//! versions before it in the interval.
 //!
-//! Crash windows: each member writes the log entry (its own store
-//! transaction) before the data write. A crash between them leaves an entry
-//! naming an object whose write never happened, which is harmless because
-//! recovery pushes the authority's *current* state of named objects. The
-//! reverse order could leave unlogged data on a member that nothing would
-//! ever repair. A store call applying an op and `sys` keys in one
-//! transaction (`Store::apply_with_sys`, requested from quarry-store) would
-//! remove the window and one fsync per write.
+//! Crash windows: none between log and data: the entry and the op are one
+//! store commit (one fdatasync for both, shared with the batch), so after a
+//! crash a member's log and objects agree.
 //!
 //! Known limits (recorded, not hidden):
-//! * Recovery moves whole object heads (data, xattrs, omap); snapshot clones
-//!   are not moved, so a backfilled member lacks clones (needs a store
-//!   export/import of an object's full state, clones and versions included).
-//! * Object versions come from each member's store (per-PG counters), so
-//!   they agree while members apply the same sequence but can differ after
-//!   a recovery push; `AssertVersion` across a failover may then fail
-//!   spuriously (never pass wrongly only if versions stay monotonic).
+//! * Object versions are `epoch << 40 | seq` of the PG version: correct
+//!   while map epochs stay below 2^24 and an interval below 2^40 writes.
+//! * Writes to one object from one client with several in flight are
+//!   ordered by arrival at the PG lock (tasks race for it after the map
+//!   checks), not strictly by send order as in Ceph.
 //! * No duplicate-op detection: a client resending a non-idempotent op
 //!   after a failed replication (exclusive create, remove) may see EEXIST /
 //!   ENOENT although its first attempt applied.
 //! * Watches live on the primary only and are not re-established after a
 //!   failover.
-//! * Writes of one PG are serialized (one in flight per PG).
 //!
 //! Architecture invariant: store calls never run on async worker threads
 //! (they go through `spawn_blocking`); every queue is bounded (per

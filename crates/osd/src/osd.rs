@@ -1,6 +1,6 @@
 //! The daemon: connections, op handling, replication, peering, recovery.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,16 +9,15 @@ use bytes::Bytes;
 use quarry_auth::Claims;
 use quarry_client::conn::Conn;
 use quarry_client::wire::{
-    self, AuthProof, AuthResult, Challenge, Hello, ObjState, PgInfo, Request, Resp, Response, Ver,
-    WireError, K_AUTH, K_AUTH_RESULT, K_CHALLENGE, K_HELLO, K_REQUEST, K_RESPONSE,
+    self, AuthProof, AuthResult, Challenge, Hello, PgInfo, Request, Resp, Response, Ver, WireError,
+    K_AUTH, K_AUTH_RESULT, K_CHALLENGE, K_HELLO, K_REQUEST, K_RESPONSE,
 };
 use quarry_common::Errno;
 use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
 use quarry_monc::{MonClient, MonClientConfig};
 use quarry_proto::{read_frame, write_frame, Frame};
 use quarry_rados::{
-    ListEntry, ObjectId, Op, OpOutput, OpReply, OpRequest, PoolId, PoolStat, RadosError,
-    SnapContext, Watcher, NOSNAP,
+    ListEntry, ObjectId, Op, OpReply, OpRequest, PoolId, PoolStat, RadosError, Watcher, NOSNAP,
 };
 use quarry_store::Store;
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -103,6 +102,12 @@ struct Pg {
     meta: Mutex<PgMeta>,
     /// Next sequence number for writes in the active interval.
     next_seq: AtomicU64,
+    /// The newest PG version queued to the local store (primary: the last
+    /// one assigned). Pipelined RepOps wait on it to apply in log order.
+    last: watch::Sender<Ver>,
+    /// Versions of the newest log entries appended by this process (at
+    /// most `LOG_MAX`), so a full log's new tail needs no store read.
+    recent: Mutex<VecDeque<Ver>>,
 }
 
 struct WatchRec {
@@ -247,6 +252,7 @@ impl Osd {
         }
         // Loading meta is a small read; done under no lock, then inserted once.
         let meta = pglog::load(&self.store, pg).map_err(WireError::from)?;
+        let last = meta.info.last_update;
         let mut pgs = lock(&self.pgs);
         Ok(pgs
             .entry(pg)
@@ -260,6 +266,8 @@ impl Osd {
                     peering_for: Mutex::new(None),
                     meta: Mutex::new(meta),
                     next_seq: AtomicU64::new(1),
+                    last: watch::channel(last).0,
+                    recent: Mutex::new(VecDeque::new()),
                 })
             })
             .clone())
@@ -636,7 +644,12 @@ impl Osd {
         if sreq.snap != NOSNAP {
             return Err(WireError::new(Errno::EROFS, "writes must target the head"));
         }
-        let _g = p.write_lock.lock().await;
+        // Pipeline: under the PG's lock only assign the version, queue the
+        // op to the local store and queue the RepOps on the peer sockets
+        // (all FIFO, so every member sees the PG's ops in version order);
+        // then release it and wait for durability everywhere. Many writes
+        // of a PG are thus in flight at once and share group commits.
+        let g = p.write_lock.lock().await;
         // Peering may have run while we waited for the lock.
         let cur = p.active.borrow().clone();
         if cur.as_ref() != Some(&active) {
@@ -645,26 +658,38 @@ impl Osd {
                 format!("pg {pg} changed interval"),
             ));
         }
+        let prev = *p.last.borrow();
         let ver = Ver {
             epoch: active.epoch,
             seq: p.next_seq.fetch_add(1, Ordering::SeqCst),
         };
         let gen = p.peer_gen.load(Ordering::SeqCst);
-        let local = self.apply_logged(&p, ver, sreq.clone());
-        let (rreq, lens, data) = wire::strip_request(sreq);
+        let (rreq, lens, data) = wire::strip_request(sreq.clone());
+        let local = self.queue_logged(&p, ver, sreq).await;
         let mut remotes = Vec::new();
+        let mut send_failed = None;
         for &m in active.acting.iter().filter(|&&m| m != self.id) {
             let r = Request::RepOp {
                 pg,
                 epoch: active.epoch,
                 ver,
+                prev,
                 req: rreq.clone(),
                 lens: lens.clone(),
             };
-            remotes.push(self.peer_call(m, r, data.clone()));
+            match self.peer_send(m, r, data.clone()).await {
+                Ok(f) => remotes.push(f),
+                Err(e) => send_failed = Some(e.msg),
+            }
         }
-        let (local, remote) = tokio::join!(local, futures_join_all(remotes));
-        let mut replica_failed = None;
+        p.last.send_replace(ver);
+        drop(g);
+        let local = match local {
+            Ok(pending) => pending.wait().await.map_err(WireError::from),
+            Err(e) => Err(e),
+        };
+        let remote = futures_join_all(remotes).await;
+        let mut replica_failed = send_failed;
         for r in remote {
             match r {
                 Ok((Resp::Op(..), _)) => {
@@ -684,11 +709,10 @@ impl Osd {
         }
         if let Some(why) = replica_failed {
             // The acting set is no longer in step: re-peer (which brings every
-            // member to the primary's state) and let the client resend.
+            // member to the authority's state) and let the client resend.
             tracing::info!(osd = self.id, %pg, "replication failed ({why}); re-peering");
             if p.peer_gen.load(Ordering::SeqCst) == gen {
                 p.active.send_replace(None);
-                drop(_g);
                 self.start_peering(p.clone(), self.map());
             }
             return Err(WireError::retry(
@@ -699,23 +723,80 @@ impl Osd {
         local
     }
 
-    /// Log then apply a write on this OSD.
-    async fn apply_logged(&self, p: &Arc<Pg>, ver: Ver, sreq: OpRequest) -> WResult<OpReply> {
-        let store = self.store.clone();
-        let p2 = p.clone();
+    /// Queue a write at PG version `ver` to the local store together with
+    /// its log entry (one atomic durable commit); the caller holds the
+    /// PG's write lock, so ops are queued, logged and applied in version
+    /// order. Await the returned op for durability.
+    async fn queue_logged(
+        &self,
+        p: &Arc<Pg>,
+        ver: Ver,
+        sreq: OpRequest,
+    ) -> WResult<quarry_store::PendingOp> {
         let user_oid = ObjectId {
             pool: p.id.pool,
             namespace: sreq.oid.namespace.clone(),
             name: sreq.oid.name.clone(),
         };
-        let res = blocking(move || {
-            let meta = lock(&p2.meta).clone();
-            let m = pglog::append(&store, p2.id, &meta, ver, &user_oid)?;
-            *lock(&p2.meta) = m;
-            store.apply(&sreq)
-        })
-        .await;
-        res.map_err(WireError::from)
+        let meta = lock(&p.meta).clone();
+        let oldest = {
+            let r = lock(&p.recent);
+            (r.len() as u64 >= pglog::LOG_MAX)
+                .then(|| r.front().copied())
+                .flatten()
+        };
+        let (m, sys) = if meta.count < pglog::LOG_MAX || oldest.is_some() {
+            pglog::prepare(&self.store, p.id, &meta, ver, &user_oid, oldest)?
+        } else {
+            // The overwritten entry predates this process: read it (it is
+            // committed, so this is a plain read transaction).
+            let store = self.store.clone();
+            let pg = p.id;
+            blocking(move || pglog::prepare(&store, pg, &meta, ver, &user_oid, None)).await?
+        };
+        let logged = quarry_store::Logged {
+            sys,
+            sys_on_error: true,
+            version: Some(pglog::object_version(ver)),
+        };
+        let pending = match self.store.try_enqueue_logged(sreq, logged) {
+            Ok(r) => r?,
+            Err(back) => {
+                let (req, l) = *back;
+                // Store queue full: wait for space off the async workers,
+                // still under the lock so the order holds.
+                let store = self.store.clone();
+                blocking(move || store.enqueue_logged_blocking(req, l)).await?
+            }
+        };
+        // Mirror what the store will commit (ops failing on their own terms
+        // are logged as well, so the meta advances either way).
+        *lock(&p.meta) = m;
+        let mut r = lock(&p.recent);
+        r.push_back(ver);
+        if r.len() as u64 > pglog::LOG_MAX {
+            r.pop_front();
+        }
+        Ok(pending)
+    }
+
+    /// Replace the PG's log (after recovery) and remember where it starts.
+    async fn reset_log(&self, p: &Arc<Pg>, info: PgInfo) -> WResult<()> {
+        let store = self.store.clone();
+        let pg = p.id;
+        let last = info.last_update;
+        let m = blocking(move || pglog::reset(&store, pg, info)).await?;
+        *lock(&p.meta) = m;
+        lock(&p.recent).clear();
+        p.last.send_replace(last);
+        Ok(())
+    }
+
+    /// Every op queued to the local store so far is durable (and the
+    /// in-memory meta therefore matches the persisted one).
+    async fn store_barrier(&self) -> WResult<()> {
+        let store = self.store.clone();
+        Ok(blocking(move || store.barrier()).await?)
     }
 
     async fn read_with_repair(
@@ -738,7 +819,7 @@ impl Osd {
                 let _g = p.write_lock.lock().await;
                 let mut repaired = false;
                 for &m in active.acting.iter().filter(|&&m| m != self.id) {
-                    if let Ok((Resp::State(state), data)) = self
+                    if let Ok((Resp::Export(exists), data)) = self
                         .peer_call(
                             m,
                             Request::Pull {
@@ -748,7 +829,7 @@ impl Osd {
                         )
                         .await
                     {
-                        self.install(pg, &user_oid, state, data).await?;
+                        self.install(pg, &user_oid, exists, data).await?;
                         repaired = true;
                         break;
                     }
@@ -791,6 +872,28 @@ impl Osd {
         Ok(c)
     }
 
+    /// Queue a request to a peer now; the returned future is its answer.
+    async fn peer_send(
+        &self,
+        osd: OsdId,
+        req: Request,
+        data: Bytes,
+    ) -> WResult<impl std::future::Future<Output = WResult<(Resp, Bytes)>> + '_> {
+        let c = self.peer_conn(osd).await?;
+        let fail = move |e: quarry_client::conn::ConnError| {
+            lock(&self.peers).remove(&osd);
+            WireError::retry(self.map().epoch + 1, format!("osd.{osd}: {e}"))
+        };
+        let f = c.send(&req, data).await.map_err(fail)?;
+        Ok(async move {
+            match f.await {
+                Ok((Ok(r), d)) => Ok((r, d)),
+                Ok((Err(e), _)) => Err(e),
+                Err(e) => Err(fail(e)),
+            }
+        })
+    }
+
     async fn peer_call(&self, osd: OsdId, req: Request, data: Bytes) -> WResult<(Resp, Bytes)> {
         let c = self.peer_conn(osd).await?;
         match c.call(&req, data).await {
@@ -812,6 +915,7 @@ impl Osd {
                 pg,
                 epoch,
                 ver,
+                prev,
                 mut req,
                 lens,
             } => {
@@ -833,18 +937,46 @@ impl Osd {
                         ),
                     ));
                 }
-                let _g = p.write_lock.lock().await;
+                // Apply in log order: wait (bounded) until the op before
+                // this one was queued here; RepOps of one PG may be handled
+                // concurrently even though they arrive in order.
+                let mut rx = p.last.subscribe();
+                let _ = tokio::time::timeout(OP_WAIT, rx.wait_for(|v| *v >= prev)).await;
+                let g = p.write_lock.lock().await;
+                if epoch < p.interval.load(Ordering::SeqCst) {
+                    return Err(WireError::new(
+                        Errno::ESHUTDOWN,
+                        format!("stale interval {epoch} for {pg} from osd.{from}"),
+                    ));
+                }
+                let last = *p.last.borrow();
+                if last != prev {
+                    // A gap (a lost RepOp) or a replay: this member is out
+                    // of step; the primary re-peers.
+                    return Err(WireError::new(
+                        Errno::ESHUTDOWN,
+                        format!(
+                            "{pg}: op {ver:?} follows {prev:?} but osd.{} is at {last:?}",
+                            self.id
+                        ),
+                    ));
+                }
                 req.oid = store_oid(pg, &req.oid);
-                let reply = self.apply_logged(&p, ver, req).await?;
+                let pending = self.queue_logged(&p, ver, req).await?;
+                p.last.send_replace(ver);
+                drop(g);
+                let reply = pending.wait().await?;
                 Ok((Resp::Op(reply, Vec::new()), Bytes::new()))
             }
             Request::PgQuery { pg, epoch } => {
                 self.map_at_least(epoch).await?;
                 let p = self.pg(pg)?;
                 p.interval.fetch_max(epoch, Ordering::SeqCst);
-                // Any write in flight under the old interval finishes (or is
-                // refused) before we report what we hold.
+                // Any write of the old interval is either queued here already
+                // (the barrier makes it durable, so the info reports it) or
+                // refused from now on (it checks the interval under the lock).
                 let _g = p.write_lock.lock().await;
+                self.store_barrier().await?;
                 let info = lock(&p.meta).info.clone();
                 Ok((Resp::Info(info), Bytes::new()))
             }
@@ -860,21 +992,21 @@ impl Osd {
                 let pg = map
                     .object_pg(oid.pool, &oid.namespace, &oid.name)
                     .map_err(|e| WireError::new(e.errno(), e.to_string()))?;
-                let (st, data) = self.read_state(pg, &oid).await?;
-                Ok((Resp::State(st), data))
+                let (exists, data) = self.read_state(pg, &oid).await?;
+                Ok((Resp::Export(exists), data))
             }
             Request::Push {
                 pg,
                 epoch,
                 oid,
-                state,
+                exists,
             } => {
                 let p = self.pg(pg)?;
                 if epoch < p.interval.load(Ordering::SeqCst) {
                     return Err(WireError::new(Errno::ESHUTDOWN, "stale push"));
                 }
                 let _g = p.write_lock.lock().await;
-                self.install(pg, &oid, state, data).await?;
+                self.install(pg, &oid, exists, data).await?;
                 Ok((Resp::Unit, Bytes::new()))
             }
             Request::Activate { pg, epoch, info } => {
@@ -886,9 +1018,10 @@ impl Osd {
                 let _g = p.write_lock.lock().await;
                 let cur = lock(&p.meta).info.clone();
                 if cur != info {
-                    let store = self.store.clone();
-                    let m = blocking(move || pglog::reset(&store, pg, info)).await?;
-                    *lock(&p.meta) = m;
+                    self.reset_log(&p, info).await?;
+                } else {
+                    // The first RepOp of the interval follows this version.
+                    p.last.send_replace(info.last_update);
                 }
                 Ok((Resp::Unit, Bytes::new()))
             }
@@ -916,103 +1049,24 @@ impl Osd {
             .collect())
     }
 
-    /// The full head state of an object here (`None` if absent).
-    async fn read_state(&self, pg: PgId, oid: &ObjectId) -> WResult<(Option<ObjState>, Bytes)> {
-        let req = OpRequest::new(store_oid(pg, oid))
-            .op(Op::Stat)
-            .op(Op::SparseRead { off: 0, len: 0 })
-            .op(Op::GetXattrs)
-            .op(Op::OmapGetVals {
-                start_after: String::new(),
-                prefix: String::new(),
-                max: 0,
-            });
+    /// An object's complete state here (head, clones, versions, omap,
+    /// xattrs: the store's export) and whether it exists.
+    async fn read_state(&self, pg: PgId, oid: &ObjectId) -> WResult<(bool, Bytes)> {
+        let soid = store_oid(pg, oid);
         let store = self.store.clone();
-        let reply = match blocking(move || store.apply(&req)).await {
-            Ok(r) => r,
-            Err(e) if e.errno == Errno::ENOENT => return Ok((None, Bytes::new())),
-            Err(e) => return Err(e.into()),
-        };
-        let mut st = ObjState::default();
-        let mut data = Bytes::new();
-        for out in reply.outputs {
-            match out {
-                OpOutput::Stat(s) => st.size = s.size,
-                OpOutput::Sparse(ext, d) => {
-                    st.extents = ext;
-                    data = d;
-                }
-                OpOutput::Xattrs(x) => {
-                    st.xattrs = x.into_iter().map(|(k, v)| (k, v.to_vec())).collect()
-                }
-                OpOutput::Omap(m, _) => {
-                    st.omap = m.into_iter().map(|(k, v)| (k, v.to_vec())).collect()
-                }
-                _ => {}
-            }
-        }
-        Ok((Some(st), data))
+        Ok(match blocking(move || store.export_object(&soid)).await? {
+            Some(b) => (true, Bytes::from(b)),
+            None => (false, Bytes::new()),
+        })
     }
 
-    /// Make this OSD's copy of `oid` equal `state` (caller holds the write lock).
-    async fn install(
-        &self,
-        pg: PgId,
-        oid: &ObjectId,
-        state: Option<ObjState>,
-        data: Bytes,
-    ) -> WResult<()> {
+    /// Make this OSD's copy of `oid` identical to an export (caller holds
+    /// the write lock); `exists == false` removes every instance.
+    async fn install(&self, pg: PgId, oid: &ObjectId, exists: bool, data: Bytes) -> WResult<()> {
         let soid = store_oid(pg, oid);
-        let (cur, _) = self
-            .read_state(pg, oid)
-            .await
-            .unwrap_or((None, Bytes::new()));
-        let mut req = OpRequest::new(soid).with_snapc(SnapContext::default());
-        match state {
-            None => {
-                if cur.is_none() {
-                    return Ok(());
-                }
-                req.ops.push(Op::Remove);
-            }
-            Some(st) => {
-                req.ops.push(Op::Create { exclusive: false });
-                req.ops.push(Op::Truncate(0));
-                req.ops.push(Op::OmapClear);
-                if let Some(c) = &cur {
-                    for k in c.xattrs.keys() {
-                        req.ops.push(Op::RmXattr(k.clone()));
-                    }
-                }
-                let mut off = 0usize;
-                for &(o, l) in &st.extents {
-                    let end = usize::try_from(l)
-                        .ok()
-                        .and_then(|l| off.checked_add(l))
-                        .filter(|&e| e <= data.len())
-                        .ok_or_else(|| WireError::new(Errno::EINVAL, "push extents exceed data"))?;
-                    req.ops.push(Op::Write {
-                        off: o,
-                        data: data.slice(off..end),
-                    });
-                    off = end;
-                }
-                req.ops.push(Op::Truncate(st.size));
-                for (k, v) in st.xattrs {
-                    req.ops.push(Op::SetXattr(k, Bytes::from(v)));
-                }
-                if !st.omap.is_empty() {
-                    let m: BTreeMap<String, Bytes> = st
-                        .omap
-                        .into_iter()
-                        .map(|(k, v)| (k, Bytes::from(v)))
-                        .collect();
-                    req.ops.push(Op::OmapSetVals(m));
-                }
-            }
-        }
+        let state = exists.then(|| data.to_vec());
         let store = self.store.clone();
-        blocking(move || store.apply(&req)).await?;
+        blocking(move || store.import_object(&soid, state)).await?;
         Ok(())
     }
 
@@ -1143,6 +1197,9 @@ impl Osd {
         let epoch = map.epoch;
         p.interval.fetch_max(epoch, Ordering::SeqCst);
         let _g = p.write_lock.lock().await;
+        // Writes this OSD queued as primary of an earlier interval are
+        // durable, so its own info below is what its store holds.
+        self.store_barrier().await?;
         // 1. Gather infos.
         let mut infos: BTreeMap<OsdId, PgInfo> = BTreeMap::new();
         infos.insert(self.id, lock(&p.meta).info.clone());
@@ -1223,22 +1280,20 @@ impl Osd {
                 if cancelled() {
                     return Ok(false);
                 }
-                let (state, data) = match self
+                let (exists, data) = match self
                     .peer_call(auth, Request::Pull { oid: oid.clone() }, Bytes::new())
                     .await?
                 {
-                    (Resp::State(s), d) => (s, d),
+                    (Resp::Export(e), d) => (e, d),
                     _ => return Err(WireError::new(Errno::EIO, "bad Pull reply")),
                 };
-                self.install(pg, &oid, state, data).await?;
+                self.install(pg, &oid, exists, data).await?;
             }
             let info = PgInfo {
                 last_update: auth_lu,
                 log_tail: auth_lu,
             };
-            let store = self.store.clone();
-            let m = blocking(move || pglog::reset(&store, pg, info)).await?;
-            *lock(&p.meta) = m;
+            self.reset_log(p, info).await?;
         }
         // 5. Push to the others.
         for (m, set) in &plans {
@@ -1246,14 +1301,14 @@ impl Osd {
                 if cancelled() {
                     return Ok(false);
                 }
-                let (state, data) = self.read_state(pg, oid).await?;
+                let (exists, data) = self.read_state(pg, oid).await?;
                 self.peer_call(
                     *m,
                     Request::Push {
                         pg,
                         epoch,
                         oid: oid.clone(),
-                        state,
+                        exists,
                     },
                     data,
                 )
@@ -1289,6 +1344,9 @@ impl Osd {
             1
         };
         p.next_seq.store(next, Ordering::SeqCst);
+        // The first write of the interval follows the authority's last one
+        // (which every member now holds); replicas check that link.
+        p.last.send_replace(auth_lu);
         p.active.send_replace(Some(Active { epoch, acting }));
         tracing::info!(osd = self.id, %pg, epoch, "active");
         Ok(true)

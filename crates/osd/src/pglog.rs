@@ -4,14 +4,17 @@
 //!
 //! Keys: `pg/<pool>.<seed>/meta` and `pg/<pool>.<seed>/log/<slot>`, with
 //! `slot = index % LOG_MAX`. Only object names are logged, not data:
-//! recovery pushes the authority's *current* state of each named object,
-//! so an entry whose data write never happened (crash between the two
-//! writes) is harmless — it only makes recovery look at one more object.
+//! recovery pushes the authority's *current* state of each named object.
+//! An entry is committed in the same durable store commit as the write it
+//! records ([`Store::apply_with_sys`]-style, via [`quarry_store::Logged`]),
+//! so a member's log and its objects never disagree after a crash; ops
+//! that fail on their own terms are logged too (every member orders the
+//! same sequence and fails it the same way).
 
 use quarry_client::wire::{PgInfo, Ver};
 use quarry_map::PgId;
 use quarry_rados::{ObjectId, RadosError, Result};
-use quarry_store::Store;
+use quarry_store::{Store, SysUpdates};
 use serde::{Deserialize, Serialize};
 
 /// Entries kept per PG; a member further behind is backfilled in full.
@@ -52,27 +55,57 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(v).map_err(|e| RadosError::io(format!("encode pg metadata: {e}")))
 }
 
-/// Append an entry for `ver` touching `oid` and make it durable; returns the new meta.
-pub fn append(store: &Store, pg: PgId, meta: &PgMeta, ver: Ver, oid: &ObjectId) -> Result<PgMeta> {
+/// The meta after appending an entry for `ver` touching `oid`, and the
+/// `sys` updates that record it (to commit with the write itself).
+/// `oldest`: the version of the entry the append overwrites when the log
+/// is full, if the caller remembers it (else it is read from the store).
+pub fn prepare(
+    store: &Store,
+    pg: PgId,
+    meta: &PgMeta,
+    ver: Ver,
+    oid: &ObjectId,
+    oldest: Option<Ver>,
+) -> Result<(PgMeta, SysUpdates)> {
     let mut m = meta.clone();
     let key = slot_key(pg, m.head);
     if m.count >= LOG_MAX {
         // The slot we overwrite holds the oldest entry: it becomes the tail.
-        if let Some(b) = store.sys_get(&key)? {
-            let (old, _): (Ver, ObjectId) =
-                postcard::from_bytes(&b).map_err(|e| corrupt(&key, e))?;
-            m.info.log_tail = old;
+        match oldest {
+            Some(v) => m.info.log_tail = v,
+            None => {
+                if let Some(b) = store.sys_get(&key)? {
+                    let (old, _): (Ver, ObjectId) =
+                        postcard::from_bytes(&b).map_err(|e| corrupt(&key, e))?;
+                    m.info.log_tail = old;
+                }
+            }
         }
     } else {
         m.count += 1;
     }
     m.head += 1;
     m.info.last_update = ver;
-    store.sys_put(vec![
+    let sys = vec![
         (key, Some(encode(&(ver, oid))?)),
         (meta_key(pg), Some(encode(&m)?)),
-    ])?;
+    ];
+    Ok((m, sys))
+}
+
+/// Append an entry on its own and make it durable; returns the new meta.
+#[cfg(test)]
+pub fn append(store: &Store, pg: PgId, meta: &PgMeta, ver: Ver, oid: &ObjectId) -> Result<PgMeta> {
+    let (m, sys) = prepare(store, pg, meta, ver, oid, None)?;
+    store.sys_put(sys)?;
     Ok(m)
+}
+
+/// The store version of a write at PG version `ver`: every member derives
+/// the same one, ordered like PG versions (epochs below 2^24, sequence
+/// numbers within an interval below 2^40).
+pub fn object_version(ver: Ver) -> u64 {
+    (ver.epoch << 40) | (ver.seq & ((1 << 40) - 1))
 }
 
 /// Replace the meta (after recovery: the log restarts at `info.last_update`).

@@ -38,6 +38,7 @@
 mod codec;
 mod embedded;
 mod exec;
+mod export;
 mod store;
 mod tables;
 mod wal;
@@ -45,4 +46,4 @@ mod wal;
 pub use codec::BLOCK_SIZE;
 pub use embedded::Embedded;
 pub use exec::MAX_OBJECT_SIZE;
-pub use store::{Store, StoreUsage, SysUpdates, MAX_BATCH, QUEUE_CAPACITY};
+pub use store::{Logged, PendingOp, Store, StoreUsage, SysUpdates, MAX_BATCH, QUEUE_CAPACITY};

@@ -25,11 +25,14 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use quarry_rados::{ListEntry, OpReply, OpRequest, PoolId, PoolStat, RadosError, Result, SnapId};
+use quarry_rados::{
+    ListEntry, ObjectId, OpReply, OpRequest, PoolId, PoolStat, RadosError, Result, SnapId,
+};
 use redb::{Database, Durability, ReadableTable};
 
 use crate::codec::{self, ObjRecord, PoolCounters};
 use crate::exec::{self, sio};
+use crate::export;
 use crate::tables::{self, Tbl, WTables};
 use crate::wal::{Records, Wal};
 
@@ -66,11 +69,46 @@ pub struct StoreUsage {
 /// `sys` table updates: set (`Some`) or delete (`None`).
 pub type SysUpdates = Vec<(String, Option<Vec<u8>>)>;
 
+/// How a replicated (logged) write is applied: the `sys` records (a PG log
+/// entry) committed atomically with it, and the version it takes.
+#[derive(Clone, Debug, Default)]
+pub struct Logged {
+    /// `sys` updates committed in the same durable commit as the request.
+    pub sys: SysUpdates,
+    /// Commit `sys` even when the request fails on its own terms (ENOENT,
+    /// EEXIST, ...): a replicated log records every op it ordered, failed
+    /// or not, so that every member's log is the same sequence.
+    pub sys_on_error: bool,
+    /// The version the object takes if the request changes it, instead of
+    /// the pool's next one: replicas derive it from the PG log version so
+    /// that every member gives an object the same version. Must exceed the
+    /// object's current version (the caller's order guarantees it).
+    pub version: Option<u64>,
+}
+
+/// A write queued by [`Store::enqueue_logged`]; await [`PendingOp::wait`].
+pub struct PendingOp(tokio::sync::oneshot::Receiver<Answer>);
+
+impl PendingOp {
+    /// The request's answer, once it is durable.
+    pub async fn wait(self) -> Result<OpReply> {
+        match self.0.await {
+            Ok(Answer::Op(r)) => r,
+            Ok(_) => Err(mismatched()),
+            Err(_) => Err(RadosError::io("local store writer died before answering")),
+        }
+    }
+}
+
 /// Work for the writer thread.
 enum JobKind {
     /// A request (a write; or a read of an object with uncommitted changes),
-    /// and `sys` updates to apply atomically with it if it succeeds.
-    Op(Box<OpRequest>, SysUpdates),
+    /// and `sys` updates to apply atomically with it (see [`Logged`]).
+    Op(Box<OpRequest>, Logged),
+    /// Export an object whose state is not committed to redb yet.
+    Export(ObjectId),
+    /// Replace an object's whole state with an export (`None`: remove it).
+    Import(ObjectId, Option<Vec<u8>>),
     Trim(PoolId, Vec<SnapId>),
     RemovePool(PoolId),
     Sys(SysUpdates),
@@ -286,6 +324,31 @@ impl Store {
         })
     }
 
+    /// Enqueue a job for an async waiter, blocking this thread while the
+    /// queue is full (so the caller's order of enqueueing is kept).
+    fn enqueue_blocking(&self, kind: JobKind) -> Result<tokio::sync::oneshot::Receiver<Answer>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut q = lock(&self.inner.queue);
+            while q.jobs.len() >= QUEUE_CAPACITY && !q.dead && !q.shutdown {
+                q = self
+                    .inner
+                    .not_full
+                    .wait(q)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            if q.dead || q.shutdown {
+                return Err(RadosError::io("local store writer is not running"));
+            }
+            q.jobs.push_back(Job {
+                kind,
+                reply: ReplyTo::Async(tx),
+            });
+        }
+        self.inner.not_empty.notify_one();
+        Ok(rx)
+    }
+
     /// Enqueue a job, waiting while the queue is full.
     fn submit_blocking(&self, kind: JobKind) -> Result<Answer> {
         let (tx, rx) = mpsc::sync_channel(1);
@@ -339,7 +402,7 @@ impl Store {
         if !req.is_write() {
             return self.read(req);
         }
-        match self.submit_blocking(JobKind::Op(Box::new(req.clone()), Vec::new()))? {
+        match self.submit_blocking(JobKind::Op(Box::new(req.clone()), Logged::default()))? {
             Answer::Op(r) => r,
             _ => Err(mismatched()),
         }
@@ -349,8 +412,82 @@ impl Store {
     /// atomically and durably together (one commit: e.g. an OSD's PG log
     /// entry with the write it records).
     pub fn apply_with_sys(&self, req: &OpRequest, sys: SysUpdates) -> Result<OpReply> {
-        match self.submit_blocking(JobKind::Op(Box::new(req.clone()), sys))? {
+        let l = Logged {
+            sys,
+            ..Logged::default()
+        };
+        match self.submit_blocking(JobKind::Op(Box::new(req.clone()), l))? {
             Answer::Op(r) => r,
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// Queue a logged write without waiting for it (see [`Logged`]). Jobs
+    /// are applied in the order they are queued, so a caller that queues
+    /// under its own lock gets its order. Gives the request back if the
+    /// queue is full: the caller then uses [`Store::enqueue_logged_blocking`]
+    /// on a blocking thread (still under its lock, to keep its order).
+    pub fn try_enqueue_logged(
+        &self,
+        req: OpRequest,
+        l: Logged,
+    ) -> std::result::Result<Result<PendingOp>, Box<(OpRequest, Logged)>> {
+        match self.try_submit_async(JobKind::Op(Box::new(req), l)) {
+            Err(JobKind::Op(req, l)) => Err(Box::new((*req, l))),
+            Err(_) => Err(Box::new((
+                OpRequest::new(ObjectId::new(0, "")),
+                Logged::default(),
+            ))),
+            Ok(r) => Ok(r.map(PendingOp)),
+        }
+    }
+
+    /// [`Store::try_enqueue_logged`], waiting (blocking) for queue space.
+    pub fn enqueue_logged_blocking(&self, req: OpRequest, l: Logged) -> Result<PendingOp> {
+        self.enqueue_blocking(JobKind::Op(Box::new(req), l))
+            .map(PendingOp)
+    }
+
+    /// Wait until every job queued before this call is durable (an empty
+    /// `sys` commit travels through the same FIFO queue).
+    pub fn barrier(&self) -> Result<()> {
+        self.sys_put(Vec::new())
+    }
+
+    /// An object's complete state (record, every instance's blocks and
+    /// omap, snapshot index entry), or `None` if it has no head and no
+    /// clones. Opaque bytes for [`Store::import_object`] on another store.
+    pub fn export_object(&self, oid: &ObjectId) -> Result<Option<Vec<u8>>> {
+        let okey = codec::obj_key(oid.pool, &oid.namespace, &oid.name);
+        let routed = {
+            let p = lock(&self.inner.pending);
+            p.objects.contains(&okey) || p.bulk_pools.contains(&oid.pool)
+        };
+        if routed {
+            return match self.submit_blocking(JobKind::Export(oid.clone()))? {
+                Answer::Bytes(r) => r,
+                _ => Err(mismatched()),
+            };
+        }
+        let txn = self.inner.db.begin_read().map_err(sio)?;
+        let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
+        let data = txn.open_table(Tbl::Data.def()).map_err(sio)?;
+        let omap = txn.open_table(Tbl::Omap.def()).map_err(sio)?;
+        let snapped = txn.open_table(Tbl::Snapped.def()).map_err(sio)?;
+        export::export(&meta, &data, &omap, &snapped, &okey)
+    }
+
+    /// Make `oid` exactly the exported state (`None`: remove every instance),
+    /// atomically and durably. A malformed export is refused (EIO) with
+    /// nothing changed. The pool's version counter is raised to the
+    /// object's versions so later local versions stay above them.
+    pub fn import_object(&self, oid: &ObjectId, state: Option<Vec<u8>>) -> Result<()> {
+        if let Some(s) = &state {
+            // Validate on the caller's thread: the writer only installs.
+            export::parse(s, &exec::Name(oid))?;
+        }
+        match self.submit_blocking(JobKind::Import(oid.clone(), state))? {
+            Answer::Unit(r) => r,
             _ => Err(mismatched()),
         }
     }
@@ -363,7 +500,7 @@ impl Store {
         req: OpRequest,
     ) -> std::result::Result<Result<impl std::future::Future<Output = Result<OpReply>>>, OpRequest>
     {
-        match self.try_submit_async(JobKind::Op(Box::new(req), Vec::new())) {
+        match self.try_submit_async(JobKind::Op(Box::new(req), Logged::default())) {
             Err(JobKind::Op(req, _)) => Err(*req),
             Err(_) => unreachable!("try_submit_async returns the job it was given"),
             Ok(Err(e)) => Ok(Err(e)),
@@ -386,7 +523,9 @@ impl Store {
             p.objects.contains(&okey) || p.bulk_pools.contains(&req.oid.pool)
         };
         if routed {
-            return match self.submit_blocking(JobKind::Op(Box::new(req.clone()), Vec::new()))? {
+            return match self
+                .submit_blocking(JobKind::Op(Box::new(req.clone()), Logged::default()))?
+            {
                 Answer::Op(r) => r,
                 _ => Err(mismatched()),
             };
@@ -684,7 +823,8 @@ fn fail(kind: &JobKind, e: RadosError) -> Answer {
     match kind {
         JobKind::Op(..) => Answer::Op(Err(e)),
         JobKind::Trim(..) => Answer::Trim(Err(e)),
-        JobKind::RemovePool(_) | JobKind::Sys(_) => Answer::Unit(Err(e)),
+        JobKind::RemovePool(_) | JobKind::Sys(_) | JobKind::Import(..) => Answer::Unit(Err(e)),
+        JobKind::Export(_) => Answer::Bytes(Err(e)),
         JobKind::List(..) => Answer::List(Err(e)),
         JobKind::PoolStat(_) => Answer::PoolStat(Err(e)),
         JobKind::Usage => Answer::Usage(Err(e)),
@@ -799,8 +939,8 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
     let mut counters = Counters(HashMap::new());
     for job in batch {
         let a = match &job.kind {
-            JobKind::Op(req, sys) => {
-                let r = apply_op(t, &mut counters, req)?;
+            JobKind::Op(req, l) => {
+                let r = apply_op(t, &mut counters, req, l.version)?;
                 if r.as_ref().is_ok_and(|_| req.is_write()) {
                     let o = &req.oid;
                     touched
@@ -808,10 +948,29 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
                         .insert(codec::obj_key(o.pool, &o.namespace, &o.name));
                     touched.pools.insert(o.pool);
                 }
-                if r.is_ok() {
-                    put_sys(t, &mut touched, sys)?;
+                if r.is_ok() || l.sys_on_error {
+                    put_sys(t, &mut touched, &l.sys)?;
                 }
                 Answer::Op(r)
+            }
+            JobKind::Export(oid) => {
+                let okey = codec::obj_key(oid.pool, &oid.namespace, &oid.name);
+                Answer::Bytes(export::export(
+                    t.table(Tbl::Meta),
+                    t.table(Tbl::Data),
+                    t.table(Tbl::Omap),
+                    t.table(Tbl::Snapped),
+                    &okey,
+                ))
+            }
+            JobKind::Import(oid, state) => {
+                let okey = codec::obj_key(oid.pool, &oid.namespace, &oid.name);
+                let r = import(t, &mut counters, oid, &okey, state.as_deref())?;
+                if r.is_ok() {
+                    touched.objects.insert(okey);
+                    touched.pools.insert(oid.pool);
+                }
+                Answer::Unit(r)
             }
             JobKind::Trim(pool, snaps) => {
                 touched.pools.insert(*pool);
@@ -897,12 +1056,15 @@ fn apply_op(
     t: &mut WTables<'_>,
     counters: &mut Counters,
     req: &OpRequest,
+    version: Option<u64>,
 ) -> Result<Result<OpReply>> {
     let pool = req.oid.pool;
     let last_version = match counters.get(t, pool) {
         Ok(c) => c.0.last_version,
         Err(e) => return Ok(Err(e)),
     };
+    // `stage` gives a changed object `last_version + 1`.
+    let last_version = version.map_or(last_version, |v| v.saturating_sub(1));
     let staged = match exec::stage(
         t.table(Tbl::Meta),
         t.table(Tbl::Data),
@@ -916,12 +1078,57 @@ fn apply_op(
     if let Some(plan) = staged.plan {
         let d = exec::flush(t, plan)?;
         let (c, dirty) = counters.get(t, pool)?;
-        c.last_version = staged.reply.version;
+        // Never backwards: forced versions may interleave with local ones.
+        c.last_version = c.last_version.max(staged.reply.version);
         c.objects = c.objects.saturating_add_signed(d.objects);
         c.bytes = c.bytes.saturating_add_signed(d.bytes);
         *dirty = true;
     }
     Ok(Ok(staged.reply))
+}
+
+/// Replace one object's state with an export. The outer error is a
+/// storage failure; the inner one a refused export (nothing changed).
+fn import(
+    t: &mut WTables<'_>,
+    counters: &mut Counters,
+    oid: &ObjectId,
+    okey: &[u8],
+    state: Option<&[u8]>,
+) -> Result<Result<()>> {
+    let what = exec::Name(oid);
+    let parsed = match state.map(|s| export::parse(s, &what)).transpose() {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let old = match export::wipe(t, okey, &what) {
+        Ok(o) => o,
+        // A corrupt local record: the import is what repairs it, so wipe
+        // its entries without accounting for them.
+        Err(e) if e.errno == quarry_common::Errno::EIO => {
+            let hi = codec::prefix_end(okey);
+            for which in [Tbl::Meta, Tbl::Data, Tbl::Omap, Tbl::Snapped] {
+                t.del_range(which, okey, hi.as_deref())?;
+            }
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let (old_n, old_b) = old.as_ref().map_or((0, 0), export::weight);
+    let (new_n, new_b, new_v) = match &parsed {
+        Some(p) => {
+            export::install(t, okey, p)?;
+            let (n, b) = export::weight(&p.rec);
+            (n, b, export::max_version(&p.rec))
+        }
+        None => (0, 0, 0),
+    };
+    let (c, dirty) = counters.get(t, oid.pool)?;
+    c.objects = c.objects.saturating_sub(old_n).saturating_add(new_n);
+    c.bytes = c.bytes.saturating_sub(old_b).saturating_add(new_b);
+    c.last_version = c.last_version.max(new_v);
+    *dirty = true;
+    Ok(Ok(()))
 }
 
 fn trim(
