@@ -178,9 +178,11 @@ pub struct Cluster {
 
 impl Cluster {
     /// `quarry up --dir D --osds N`, then the variables `. D/env` exports.
+    /// With VMTEST_KEEP set, D (consoles, daemon logs) is kept after the test.
     pub fn up(osds: u32) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("quarry-vmtest.")
+            .disable_cleanup(std::env::var_os("VMTEST_KEEP").is_some())
             .tempdir()
             .expect("temp dir for the cluster");
         let quarry = bin_dir().join("quarry");

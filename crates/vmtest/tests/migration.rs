@@ -1,0 +1,106 @@
+//! Live migration (issue 6, part 4): a guest writing with `cache=writeback`
+//! on a raw rbd image moves between two QEMU processes on 127.0.0.1
+//! (`-incoming tcp:127.0.0.1:PORT`, `migrate` over QMP) in the middle of its
+//! write loop. On the destination the guest finishes the loop and reads every
+//! block back with O_DIRECT (through the destination's librbd, after QEMU's
+//! `rbd_invalidate_cache` on activation); the host then checks all blocks.
+
+use quarry_vmtest::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Blocks the guest writes (1 MiB each, scratch area).
+const N: u64 = 30;
+
+/// The strict form: the guest's blocks land in objects the source creates
+/// after the destination QEMU opened the image.
+#[test]
+#[ignore = "blocker in quarry-rbd/quarry-capi: a handle opened before another client creates an object \
+            keeps answering zeros for it from its cached object map, even after rbd_invalidate_cache \
+            (which QEMU calls when the destination takes over); reproducer in tests/vm/README.md"]
+fn live_migration_with_writeback_cache() {
+    migrate(false);
+}
+
+/// The same migration with the scratch objects created (by the host) before
+/// either QEMU opens the image: the data path across the hand-off (source
+/// writeback flush on inactivation, destination reads) without the stale
+/// object-map problem above.
+#[test]
+fn live_migration_with_writeback_cache_preallocated() {
+    migrate(true);
+}
+
+fn migrate(preallocate: bool) {
+    let _one = one_at_a_time();
+    Guest::get();
+    let c = Cluster::up(3);
+    let n = N;
+    c.run("qemu-img", &["create", "-f", "raw", "rbd:data/mig", "256M"]);
+    if preallocate {
+        let w = format!("write -P 0xee {} {}", SCRATCH_MIB << 20, 64u64 << 20);
+        c.run("qemu-io", &["-f", "raw", "-c", &w, "rbd:data/mig"]);
+    }
+    let drive = "format=raw,file=rbd:data/mig,if=virtio,cache=writeback";
+    let append = format!("vmtest=writeloop vmtest_dev=vda vmtest_n={n} vmtest_sleep=0.3");
+    let port = free_port();
+    let incoming = format!("tcp:127.0.0.1:{port}");
+    let mut src = Vm::start(&c, "mig-src", &append, &["-drive", drive]);
+    let dst = Vm::start_with(
+        &c,
+        "mig-dst",
+        &append,
+        &["-drive", drive],
+        &["-incoming", &incoming],
+    );
+    src.wait_for("VMTEST: SYNCED 5", BOOT_TIMEOUT);
+
+    let mut q = src.qmp();
+    q.execute(
+        "migrate-set-parameters",
+        json!({"max-bandwidth": 1u64 << 30, "downtime-limit": 500}),
+    );
+    let t = Instant::now();
+    q.execute("migrate", json!({"uri": incoming}));
+    let deadline = t + Duration::from_secs(120);
+    loop {
+        let st = q.execute("query-migrate", json!({}));
+        match st["status"].as_str() {
+            Some("completed") => break,
+            Some("failed") | Some("cancelled") => {
+                panic!("migration {st}; source console:\n{}", src.transcript())
+            }
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "migration not completed in 120 s: {st}; dst console:\n{}",
+            dst.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = t.elapsed();
+    let last_src = src
+        .transcript()
+        .lines()
+        .filter_map(|l| l.strip_prefix("VMTEST: SYNCED "))
+        .filter_map(|s| s.trim().parse::<u64>().ok())
+        .max()
+        .expect("source reported synced blocks");
+    q.execute("quit", json!({}));
+    assert!(
+        src.wait_exit(Duration::from_secs(30)),
+        "source QEMU did not quit"
+    );
+    println!("vmtest migration (preallocated={preallocate}): migrated after block {last_src} in {took:.2?}");
+
+    // The guest carries on at the destination, then verifies every block.
+    dst.wait_for("VMTEST: SYNCED", BOOT_TIMEOUT);
+    let verdict = dst.wait_for("VMTEST: RESULT", BOOT_TIMEOUT);
+    let host = c.check_blocks("data/mig", n);
+    println!("vmtest migration: destination verdict: {verdict}; host check: {host:?}");
+    let total = dst.expect_pass();
+    println!("vmtest migration: destination finished {n} blocks and read them back ({total:.1?} since start)");
+    c.check_blocks("data/mig", n)
+        .unwrap_or_else(|e| panic!("after migration: {e}"));
+}
