@@ -17,12 +17,15 @@ set -euo pipefail
 OUT=${1:?usage: build-guest.sh OUTDIR}
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${VMTEST_CACHE:-/var/cache/quarry-vmtest}
+if ! mkdir -p "$CACHE" 2>/dev/null || [ ! -w "$CACHE" ]; then
+  CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/quarry-vmtest
+fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 die() { echo "build-guest: $*" >&2; exit 1; }
 
-mkdir -p "$OUT" "$CACHE"
+mkdir -p "$OUT" "$CACHE" || die "cannot create $OUT or $CACHE"
 OUT=$(cd "$OUT" && pwd)
 
 # Tools from Debian packages (installed only when missing).

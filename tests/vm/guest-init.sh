@@ -19,12 +19,12 @@ SCEN=$(arg vmtest); DEV=$(arg vmtest_dev); ID=$(arg vmtest_id); N=$(arg vmtest_n
 SYNCMODE=$(arg vmtest_sync); HOLD=$(arg vmtest_hold); PAUSE=$(arg vmtest_sleep)
 : "${DEV:=vda}" "${ID:=0}" "${N:=16}" "${SYNCMODE:=fsync}" "${HOLD:=0}" "${PAUSE:=0}"
 say "init scenario=$SCEN dev=$DEV id=$ID uptime=$(cut -d' ' -f1 /proc/uptime)"
-for m in $(cat /modules.order); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
+while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done </modules.order
 i=0
 while [ ! -b "/dev/$DEV" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 [ -b "/dev/$DEV" ] || fail "/dev/$DEV did not appear (cmdline: $CMDLINE)"
 Q=/sys/block/$DEV/queue
-say "disk /dev/$DEV sectors=$(cat /sys/block/"$DEV"/size) discard_granularity=$(cat $Q/discard_granularity) discard_max_bytes=$(cat $Q/discard_max_bytes)"
+say "disk /dev/$DEV sectors=$(cat /sys/block/"$DEV"/size) discard_granularity=$(cat "$Q"/discard_granularity) discard_max_bytes=$(cat "$Q"/discard_max_bytes)"
 
 SCRATCH_MIB=128
 pattern() { # pattern FILE I : 1 MiB of byte (I % 250) + 1
@@ -82,6 +82,7 @@ discard)
   while [ $k -lt 32 ]; do write_block $k || fail "raw write $k"; k=$((k + 1)); done
   say "FILLED ext4 48MiB + scratch 32MiB; df: $(df -k /mnt | tail -1)"
   # wait for the host to measure (it answers on the serial console), at most 150 s
+  # shellcheck disable=SC3045 # busybox ash has read -t
   read -r -t 150 answer || answer=timeout
   say "host said: $answer"
   rm -f /mnt/big
