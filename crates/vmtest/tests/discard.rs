@@ -18,12 +18,32 @@ use quarry_vmtest::*;
 struct Usage {
     du_used: u64,
     stored: u64,
+    osd_disk_kib: u64,
+}
+
+/// Disk usage of the OSDs' data directories (`du -sk D/osd.*`).
+fn osd_disk_kib(c: &Cluster) -> u64 {
+    let mut total = 0;
+    for i in 0..3 {
+        let out = run_ok(
+            std::process::Command::new("du")
+                .arg("-sk")
+                .arg(c.path().join(format!("osd.{i}"))),
+        );
+        total += out
+            .split_whitespace()
+            .next()
+            .and_then(|k| k.parse::<u64>().ok())
+            .expect("du -sk output");
+    }
+    total
 }
 
 fn usage(c: &Cluster, image: &str) -> Usage {
     Usage {
         du_used: c.du(image).1,
         stored: c.pool_df("data").0,
+        osd_disk_kib: osd_disk_kib(c),
     }
 }
 
@@ -36,12 +56,15 @@ fn fill_and_trim(c: &Cluster, image: &str, dev: &str, disk: &[&str]) -> (Usage, 
     let took = vm.expect_pass();
     let trimmed = usage(c, &format!("data/{image}"));
     println!(
-        "vmtest discard {image} ({}): rbd du used {} -> {} KiB, pool data stored {} -> {} KiB ({took:.1?})",
+        "vmtest discard {image} ({}): rbd du used {} -> {} KiB, pool data stored {} -> {} KiB, \
+         OSD dirs on disk {} -> {} KiB ({took:.1?})",
         disk.join(" "),
         filled.du_used >> 10,
         trimmed.du_used >> 10,
         filled.stored >> 10,
-        trimmed.stored >> 10
+        trimmed.stored >> 10,
+        filled.osd_disk_kib,
+        trimmed.osd_disk_kib
     );
     (filled, trimmed)
 }
