@@ -585,17 +585,36 @@ impl Qmp {
 
     /// Execute a command and return its `return` value (events are skipped).
     pub fn execute(&mut self, cmd: &str, args: serde_json::Value) -> serde_json::Value {
+        self.try_execute(cmd, args)
+            .unwrap_or_else(|e| panic!("QMP {cmd}: {e}"))
+    }
+
+    /// As `execute`, returning I/O and QMP errors (e.g. QEMU died) instead of panicking.
+    pub fn try_execute(
+        &mut self,
+        cmd: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
         let msg = serde_json::json!({"execute": cmd, "arguments": args});
-        writeln!(self.stream, "{msg}").expect("write to QMP");
+        writeln!(self.stream, "{msg}").map_err(|e| format!("write to QMP: {e}"))?;
         loop {
-            let v = self.read_msg();
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .map_err(|e| format!("read from QMP: {e}"))?;
+            if n == 0 {
+                return Err("QMP connection closed (QEMU exited?)".into());
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| format!("bad QMP json {e}: {line}"))?;
             if v.get("event").is_some() {
                 continue;
             }
             if let Some(e) = v.get("error") {
-                panic!("QMP {cmd} failed: {e}");
+                return Err(format!("error {e}"));
             }
-            return v.get("return").cloned().unwrap_or(serde_json::Value::Null);
+            return Ok(v.get("return").cloned().unwrap_or(serde_json::Value::Null));
         }
     }
 }

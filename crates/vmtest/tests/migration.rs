@@ -85,15 +85,25 @@ fn migrate(prep: Prep) {
     src.wait_for("VMTEST: SYNCED 5", BOOT_TIMEOUT);
 
     let mut q = src.qmp();
-    q.execute(
+    let qmp = |q: &mut Qmp, cmd: &str, args: serde_json::Value| {
+        q.try_execute(cmd, args).unwrap_or_else(|e| {
+            panic!(
+                "QMP {cmd} on the source: {e}\nsource console:\n{}\ndestination console:\n{}",
+                src.transcript(),
+                dst.transcript()
+            )
+        })
+    };
+    qmp(
+        &mut q,
         "migrate-set-parameters",
         json!({"max-bandwidth": 1u64 << 30, "downtime-limit": 500}),
     );
     let t = Instant::now();
-    q.execute("migrate", json!({"uri": incoming}));
+    qmp(&mut q, "migrate", json!({"uri": incoming}));
     let deadline = t + Duration::from_secs(120);
     loop {
-        let st = q.execute("query-migrate", json!({}));
+        let st = qmp(&mut q, "query-migrate", json!({}));
         match st["status"].as_str() {
             Some("completed") => break,
             Some("failed") | Some("cancelled") => {
