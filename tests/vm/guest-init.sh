@@ -79,8 +79,8 @@ discard)
   rm -f /mnt/golden/data.bin
   sync
   k=0
-  while [ $k -lt 32 ]; do write_block $k || fail "raw write $k"; k=$((k + 1)); done
-  say "FILLED ext4 48MiB + scratch 32MiB; df: $(df -k /mnt | tail -1)"
+  while [ $k -lt 33 ]; do write_block $k || fail "raw write $k"; k=$((k + 1)); done
+  say "FILLED ext4 48MiB + scratch 33MiB; df: $(df -k /mnt | tail -1)"
   # wait for the host to measure (it answers on the serial console), at most 150 s
   # shellcheck disable=SC3045 # busybox ash has read -t
   read -r -t 150 answer || answer=timeout
@@ -90,6 +90,8 @@ discard)
   fstrim -v /mnt 2>&1 | sed 's/^/VMTEST: /'
   umount /mnt || fail "umount"
   blkdiscard -o $((SCRATCH_MIB << 20)) -l $((32 << 20)) "/dev/$DEV" || fail "blkdiscard scratch"
+  # sub-object discard: 128 KiB inside scratch block 32 (MiB 160, object 40), 64 KiB aligned
+  blkdiscard -o $(((SCRATCH_MIB + 32) * 1048576 + 65536)) -l 131072 "/dev/$DEV" || fail "blkdiscard sub-object"
   say "TRIMMED"
   say "RESULT PASS"
   off

@@ -1,8 +1,9 @@
 //! Discard/TRIM (issue 6, part 2). The guest fills its ext4 with 48 MiB and
 //! 32 MiB of the raw scratch area (8 whole 4 MiB objects), deletes the golden
 //! data file, syncs and waits; the host measures; then the guest deletes the
-//! big file, runs `fstrim` and `blkdiscard`s the scratch area; the host
-//! measures again.
+//! big file, runs `fstrim` and `blkdiscard`s the scratch area (whole objects)
+//! and 128 KiB inside one more scratch block (a sub-object discard: that range
+//! reads zeros, the rest of the block keeps its data); the host measures again.
 //!
 //! Cases: the seed's IDE form verbatim (`-drive ...,id=drive1,if=none -device
 //! driver=ide-hd,drive=drive1,discard_granularity=512`), the same with
@@ -45,6 +46,25 @@ fn usage(c: &Cluster, image: &str) -> Usage {
         stored: c.pool_df("data").0,
         osd_disk_kib: osd_disk_kib(c),
     }
+}
+
+/// The sub-object discard in scratch block 32: [64 KiB, 192 KiB) zeroed, the
+/// rest of the block intact.
+fn check_sub_object_discard(c: &Cluster, image: &str) {
+    let base = (SCRATCH_MIB + 32) << 20;
+    let p = pattern_byte(32);
+    assert!(
+        c.pattern_matches(image, p, base, 65536),
+        "{image}: data before the sub-object discard lost"
+    );
+    assert!(
+        c.pattern_matches(image, 0, base + 65536, 131072),
+        "{image}: sub-object discard did not zero"
+    );
+    assert!(
+        c.pattern_matches(image, p, base + 196608, (1 << 20) - 196608),
+        "{image}: data after the sub-object discard lost"
+    );
 }
 
 /// Boot the discard scenario; returns usage (filled, trimmed).
@@ -150,6 +170,7 @@ fn discard_reclaims_space() {
         c.pattern_matches("data/squeeze2", 0, SCRATCH_MIB * mib, 32 * mib),
         "discarded whole objects must read as zeros"
     );
+    check_sub_object_discard(&c, "data/squeeze2");
 
     // 3. virtio-blk with discard=unmap on a clone of golden@base.
     c.run("rbd", &["snap", "create", "data/squeeze@unused"]); // unrelated snapshot, harmless
@@ -187,6 +208,7 @@ fn discard_reclaims_space() {
         c.pattern_matches("data/vd", 0, SCRATCH_MIB * mib, 32 * mib),
         "clone: discarded scratch objects must read as zeros"
     );
+    check_sub_object_discard(&c, "data/vd");
     // The guest deleted /golden/data.bin (parent data) and trimmed it: the
     // clone must now read zeros there, not the parent's bytes.
     let (blk, len) =
