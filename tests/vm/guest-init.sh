@@ -1,6 +1,6 @@
 #!/bin/sh
 # /init of Quarry's VM-test guest (busybox). The kernel command line picks the scenario:
-#   vmtest=fleet|discard|writeloop|verify   vmtest_dev=vda|sda   vmtest_id=N
+#   vmtest=fleet|discard|writeloop|verify|fswrite   vmtest_dev=vda|sda   vmtest_id=N
 #   vmtest_n=BLOCKS (writeloop/verify)      vmtest_sync=fsync|direct   vmtest_hold=1 (writeloop: stay up)
 #   vmtest_sleep=SECONDS between writeloop blocks (default 0)
 # Disk layout (see build-guest.sh): ext4 over MiB [0,128); raw scratch MiB [128,256).
@@ -112,6 +112,20 @@ writeloop)
   fi
   say "RESULT PASS"
   off
+  ;;
+fswrite)
+  # files on ext4, each followed by sync; the host SIGKILLs QEMU and checks the filesystem
+  mount -t ext4 "/dev/$DEV" /mnt || fail "mount ext4"
+  k=0
+  while [ $k -lt "$N" ]; do
+    pattern /tmp/p $k
+    cp /tmp/p "/mnt/vmdata/f$k" || fail "write f$k"
+    sync
+    say "FSYNCED $k"
+    k=$((k + 1))
+  done
+  say "DONE $N"
+  while true; do sleep 3600; done
   ;;
 verify)
   verify_blocks "$N"
