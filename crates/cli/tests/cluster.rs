@@ -678,3 +678,41 @@ async fn recovered_osd_has_snapshot_clones() {
     }
     assert_eq!(read(&c, pool, "late").await, b"late");
 }
+
+/// A resent op (same client and tid, as after a lost reply) that was
+/// applied is answered with its original success, not applied again, also
+/// by a new primary after the old one was killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_ops_are_not_applied_twice() {
+    let cl = Cluster::up(3);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "dups").await;
+    wait_clean(&c).await;
+    let oid = ObjectId::new(pool, "dup");
+    let create = || OpRequest::new(oid.clone()).op(Op::Create { exclusive: true });
+    let remove = || OpRequest::new(oid.clone()).op(Op::Remove);
+    let run = |req: OpRequest, tid: u64| {
+        let c = c.clone();
+        async move { bounded("op", c.operate_tid(req, tid)).await }
+    };
+    const T1: u64 = 1 << 40;
+    run(create(), T1).await.expect("create");
+    run(create(), T1).await.expect("resent create succeeds");
+    let e = run(create(), T1 + 1).await.expect_err("a new create");
+    assert_eq!(e.errno, quarry_common::Errno::EEXIST);
+    run(remove(), T1 + 2).await.expect("remove");
+    run(remove(), T1 + 2).await.expect("resent remove succeeds");
+    let e = run(remove(), T1 + 3).await.expect_err("a new remove");
+    assert_eq!(e.errno, quarry_common::Errno::ENOENT);
+    run(create(), T1 + 4).await.expect("create again");
+    // Kill the primary: the new one knows the ops from its PG log.
+    let map = c.monc().refresh_map().await.expect("map");
+    let pg = map.object_pg(pool, "", "dup").expect("pg");
+    let primary = map.pg_primary(pg).expect("primary").expect("up");
+    cl.kill9(&format!("osd.{primary}"));
+    run(create(), T1 + 4)
+        .await
+        .expect("resent create after failover succeeds");
+    let e = run(create(), T1 + 5).await.expect_err("a new create");
+    assert_eq!(e.errno, quarry_common::Errno::EEXIST);
+}

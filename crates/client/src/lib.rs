@@ -71,6 +71,8 @@ pub struct ClusterClient {
     timeouts: ClientTimeouts,
     conns: Mutex<HashMap<OsdId, (String, Arc<Conn>)>>,
     next_cookie: AtomicU64,
+    /// Op ids (see `Request::Op::tid`); never 0.
+    next_tid: AtomicU64,
 }
 
 impl std::fmt::Debug for ClusterClient {
@@ -116,12 +118,47 @@ impl ClusterClient {
             timeouts,
             conns: Mutex::new(HashMap::new()),
             next_cookie: AtomicU64::new(1),
+            next_tid: AtomicU64::new(1),
         })
     }
 
     /// The monitor client (for commands beyond the object layer).
     pub fn monc(&self) -> &Arc<MonClient> {
         &self.monc
+    }
+
+    /// [`Rados::operate`] with a caller-chosen op id: every resend of one
+    /// logical op must use the same `tid` (the OSD then answers a resend
+    /// of an applied write with its original success). `operate` picks a
+    /// fresh one; tools and tests that resend on their own use this.
+    pub async fn operate_tid(&self, req: OpRequest, tid: u64) -> Result<OpReply> {
+        if !req.snapc.is_valid() {
+            return Err(RadosError::invalid(format!(
+                "invalid snap context {:?}",
+                req.snapc
+            )));
+        }
+        let pg = self.object_pg(&req.oid).await?;
+        let (stripped, lens, data) = wire::strip_request(req);
+        let (resp, data) = self
+            .pg_call(
+                pg,
+                |epoch| Request::Op {
+                    epoch,
+                    tid,
+                    req: stripped.clone(),
+                    lens: lens.clone(),
+                },
+                data,
+            )
+            .await?;
+        match resp {
+            Resp::Op(mut reply, lens) => {
+                wire::fill_reply(&mut reply, &lens, &data).map_err(|e| e.to_rados())?;
+                Ok(reply)
+            }
+            _ => Err(unexpected("op")),
+        }
     }
 
     /// Wait until the map is at least `epoch` (bounded; then refetch).
@@ -389,32 +426,8 @@ impl Rados for ClusterClient {
     }
 
     async fn operate(&self, req: OpRequest) -> Result<OpReply> {
-        if !req.snapc.is_valid() {
-            return Err(RadosError::invalid(format!(
-                "invalid snap context {:?}",
-                req.snapc
-            )));
-        }
-        let pg = self.object_pg(&req.oid).await?;
-        let (stripped, lens, data) = wire::strip_request(req);
-        let (resp, data) = self
-            .pg_call(
-                pg,
-                |epoch| Request::Op {
-                    epoch,
-                    req: stripped.clone(),
-                    lens: lens.clone(),
-                },
-                data,
-            )
-            .await?;
-        match resp {
-            Resp::Op(mut reply, lens) => {
-                wire::fill_reply(&mut reply, &lens, &data).map_err(|e| e.to_rados())?;
-                Ok(reply)
-            }
-            _ => Err(unexpected("op")),
-        }
+        let tid = self.next_tid.fetch_add(1, Ordering::Relaxed);
+        self.operate_tid(req, tid).await
     }
 
     async fn list_objects(&self, pool: PoolId, namespace: Option<&str>) -> Result<Vec<ListEntry>> {

@@ -90,6 +90,11 @@ pub enum Request {
     Op {
         /// Sender's map epoch.
         epoch: Epoch,
+        /// The client's id for this op, the same on every resend (0: none).
+        /// With the client's global id it names the op in the PG log, so a
+        /// resend of an op that was applied gets its original success
+        /// instead of being applied again.
+        tid: u64,
         /// The request with write payloads emptied.
         req: OpRequest,
         /// Payload lengths (see [`strip_request`]).
@@ -150,6 +155,8 @@ pub enum Request {
         /// this op only right after that one (log order), whatever order
         /// the pipelined RepOps arrive in.
         prev: Ver,
+        /// (client global id, tid) of a client op, for the log entry.
+        reqid: Option<(u64, u64)>,
         /// The request with write payloads emptied.
         req: OpRequest,
         /// Payload lengths.

@@ -79,9 +79,15 @@
 //! * Writes to one object from one client with several in flight are
 //!   ordered by arrival at the PG lock (tasks race for it after the map
 //!   checks), not strictly by send order as in Ceph.
-//! * No duplicate-op detection: a client resending a non-idempotent op
-//!   after a failed replication (exclusive create, remove) may see EEXIST /
-//!   ENOENT although its first attempt applied.
+//! * Duplicate ops: a client op carries a tid (the same on every resend);
+//!   with the client's global id it is logged in the PG log entry (with
+//!   whether the op succeeded) on every member, and the primary answers a
+//!   resend of a logged successful pure write with its original success
+//!   (a new primary rebuilds the index from its log when it activates).
+//!   Not covered: a resend racing the original still in flight on the same
+//!   primary, a new primary whose log was reset by recovery (it pulled its
+//!   state instead of replaying entries), ops older than the log's span,
+//!   and compound ops with reads (re-executed).
 //! * Watches live on the primary only and are not re-established after a
 //!   failover.
 //!

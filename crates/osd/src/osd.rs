@@ -17,7 +17,8 @@ use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
 use quarry_monc::{MonClient, MonClientConfig};
 use quarry_proto::{read_frame, write_frame, Frame};
 use quarry_rados::{
-    ListEntry, ObjectId, Op, OpReply, OpRequest, PoolId, PoolStat, RadosError, Watcher, NOSNAP,
+    ListEntry, ObjectId, Op, OpOutput, OpReply, OpRequest, PoolId, PoolStat, RadosError, Watcher,
+    NOSNAP,
 };
 use quarry_store::Store;
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -108,6 +109,34 @@ struct Pg {
     /// Versions of the newest log entries appended by this process (at
     /// most `LOG_MAX`), so a full log's new tail needs no store read.
     recent: Mutex<VecDeque<Ver>>,
+    /// Client ops known applied in this PG: (global id, tid) → version.
+    done: Mutex<DupIndex>,
+}
+
+/// Most client op ids remembered per PG (the log's span).
+const DUP_MAX: usize = pglog::LOG_MAX as usize;
+
+/// Recently applied client ops of a PG, so a resend (same global id and
+/// tid, e.g. after a failover lost the reply) gets the original success
+/// instead of being applied twice (EEXIST/ENOENT on exclusive create or
+/// remove). Bounded: the oldest ids are forgotten first.
+#[derive(Default)]
+struct DupIndex {
+    ids: HashMap<(u64, u64), Ver>,
+    order: VecDeque<(u64, u64)>,
+}
+
+impl DupIndex {
+    fn insert(&mut self, id: (u64, u64), ver: Ver) {
+        if self.ids.insert(id, ver).is_none() {
+            self.order.push_back(id);
+            while self.order.len() > DUP_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 struct WatchRec {
@@ -268,6 +297,7 @@ impl Osd {
                     next_seq: AtomicU64::new(1),
                     last: watch::channel(last).0,
                     recent: Mutex::new(VecDeque::new()),
+                    done: Mutex::new(DupIndex::default()),
                 })
             })
             .clone())
@@ -436,11 +466,12 @@ impl Osd {
         match req {
             Request::Op {
                 epoch,
+                tid,
                 mut req,
                 lens,
             } => {
                 wire::fill_request(&mut req, &lens, &data)?;
-                let reply = self.client_op(ctx, epoch, req).await?;
+                let reply = self.client_op(ctx, epoch, tid, req).await?;
                 let (reply, lens, data) = wire::strip_reply(reply);
                 Ok((Resp::Op(reply, lens), data))
             }
@@ -631,6 +662,7 @@ impl Osd {
         self: &Arc<Self>,
         ctx: &ConnCtx,
         epoch: Epoch,
+        tid: u64,
         req: OpRequest,
     ) -> WResult<OpReply> {
         let write = req.is_write();
@@ -643,6 +675,19 @@ impl Osd {
         }
         if sreq.snap != NOSNAP {
             return Err(WireError::new(Errno::EROFS, "writes must target the head"));
+        }
+        // Only pure writes are deduplicated: their reply is one `None`
+        // output per op and the version, which the index can reproduce.
+        let reqid =
+            (tid != 0 && sreq.ops.iter().all(Op::is_write)).then_some((ctx.claims.global_id, tid));
+        if let Some(id) = reqid {
+            if let Some(ver) = lock(&p.done).ids.get(&id).copied() {
+                tracing::debug!(osd = self.id, %pg, ?id, "resent op already applied");
+                return Ok(OpReply {
+                    outputs: vec![OpOutput::None; sreq.ops.len()],
+                    version: pglog::object_version(ver),
+                });
+            }
         }
         // Pipeline: under the PG's lock only assign the version, queue the
         // op to the local store and queue the RepOps on the peer sockets
@@ -665,7 +710,7 @@ impl Osd {
         };
         let gen = p.peer_gen.load(Ordering::SeqCst);
         let (rreq, lens, data) = wire::strip_request(sreq.clone());
-        let local = self.queue_logged(&p, ver, sreq).await;
+        let local = self.queue_logged(&p, ver, sreq, reqid).await;
         let mut remotes = Vec::new();
         let mut send_failed = None;
         for &m in active.acting.iter().filter(|&&m| m != self.id) {
@@ -674,6 +719,7 @@ impl Osd {
                 epoch: active.epoch,
                 ver,
                 prev,
+                reqid,
                 req: rreq.clone(),
                 lens: lens.clone(),
             };
@@ -720,6 +766,9 @@ impl Osd {
                 format!("pg {pg} re-peering: {why}"),
             ));
         }
+        if let (Some(id), Ok(_)) = (reqid, &local) {
+            lock(&p.done).insert(id, ver);
+        }
         local
     }
 
@@ -732,6 +781,7 @@ impl Osd {
         p: &Arc<Pg>,
         ver: Ver,
         sreq: OpRequest,
+        reqid: Option<(u64, u64)>,
     ) -> WResult<quarry_store::PendingOp> {
         let user_oid = ObjectId {
             pool: p.id.pool,
@@ -745,18 +795,18 @@ impl Osd {
                 .then(|| r.front().copied())
                 .flatten()
         };
-        let (m, sys) = if meta.count < pglog::LOG_MAX || oldest.is_some() {
-            pglog::prepare(&self.store, p.id, &meta, ver, &user_oid, oldest)?
+        let (m, sys, failed) = if meta.count < pglog::LOG_MAX || oldest.is_some() {
+            pglog::prepare(&self.store, p.id, &meta, ver, &user_oid, reqid, oldest)?
         } else {
             // The overwritten entry predates this process: read it (it is
             // committed, so this is a plain read transaction).
             let store = self.store.clone();
             let pg = p.id;
-            blocking(move || pglog::prepare(&store, pg, &meta, ver, &user_oid, None)).await?
+            blocking(move || pglog::prepare(&store, pg, &meta, ver, &user_oid, reqid, None)).await?
         };
         let logged = quarry_store::Logged {
             sys,
-            sys_on_error: true,
+            sys_failed: Some(failed),
             version: Some(pglog::object_version(ver)),
         };
         let pending = match self.store.try_enqueue_logged(sreq, logged) {
@@ -916,6 +966,7 @@ impl Osd {
                 epoch,
                 ver,
                 prev,
+                reqid,
                 mut req,
                 lens,
             } => {
@@ -962,7 +1013,7 @@ impl Osd {
                     ));
                 }
                 req.oid = store_oid(pg, &req.oid);
-                let pending = self.queue_logged(&p, ver, req).await?;
+                let pending = self.queue_logged(&p, ver, req, reqid).await?;
                 p.last.send_replace(ver);
                 drop(g);
                 let reply = pending.wait().await?;
@@ -1344,6 +1395,19 @@ impl Osd {
             1
         };
         p.next_seq.store(next, Ordering::SeqCst);
+        // Resends of ops this member's log records as applied are answered
+        // from it (a log reset by recovery forgets them: see the crate docs).
+        let meta = lock(&p.meta).clone();
+        let store = self.store.clone();
+        let entries = blocking(move || pglog::all_entries(&store, pg, &meta)).await?;
+        {
+            let mut d = lock(&p.done);
+            for e in entries {
+                if let (true, Some(id)) = (e.ok, e.reqid) {
+                    d.insert(id, e.ver);
+                }
+            }
+        }
         // The first write of the interval follows the authority's last one
         // (which every member now holds); replicas check that link.
         p.last.send_replace(auth_lu);

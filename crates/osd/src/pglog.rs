@@ -39,6 +39,35 @@ fn slot_key(pg: PgId, index: u64) -> String {
     format!("pg/{}.{}/log/{}", pg.pool, pg.seed, index % LOG_MAX)
 }
 
+/// One log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// PG version of the op.
+    pub ver: Ver,
+    /// Object it touched.
+    pub oid: ObjectId,
+    /// (client global id, tid) of the client op, if it had one.
+    pub reqid: Option<(u64, u64)>,
+    /// Whether the op succeeded (failed ops are logged too).
+    pub ok: bool,
+}
+
+/// Decode an entry; entries written before reqids were logged are
+/// `(Ver, ObjectId)` pairs (no reqid, result unknown: treated as failed,
+/// which only means a resend is re-executed).
+fn decode_entry(key: &str, b: &[u8]) -> Result<Entry> {
+    if let Ok(e) = postcard::from_bytes::<Entry>(b) {
+        return Ok(e);
+    }
+    let (ver, oid): (Ver, ObjectId) = postcard::from_bytes(b).map_err(|e| corrupt(key, e))?;
+    Ok(Entry {
+        ver,
+        oid,
+        reqid: None,
+        ok: false,
+    })
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> RadosError {
     RadosError::io(format!("corrupted pg metadata {what}: {e}"))
 }
@@ -56,7 +85,8 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 }
 
 /// The meta after appending an entry for `ver` touching `oid`, and the
-/// `sys` updates that record it (to commit with the write itself).
+/// `sys` updates that record it (to commit with the write itself): the
+/// first set if the op succeeds, the second if it fails.
 /// `oldest`: the version of the entry the append overwrites when the log
 /// is full, if the caller remembers it (else it is read from the store).
 pub fn prepare(
@@ -65,8 +95,9 @@ pub fn prepare(
     meta: &PgMeta,
     ver: Ver,
     oid: &ObjectId,
+    reqid: Option<(u64, u64)>,
     oldest: Option<Ver>,
-) -> Result<(PgMeta, SysUpdates)> {
+) -> Result<(PgMeta, SysUpdates, SysUpdates)> {
     let mut m = meta.clone();
     let key = slot_key(pg, m.head);
     if m.count >= LOG_MAX {
@@ -75,9 +106,7 @@ pub fn prepare(
             Some(v) => m.info.log_tail = v,
             None => {
                 if let Some(b) = store.sys_get(&key)? {
-                    let (old, _): (Ver, ObjectId) =
-                        postcard::from_bytes(&b).map_err(|e| corrupt(&key, e))?;
-                    m.info.log_tail = old;
+                    m.info.log_tail = decode_entry(&key, &b)?.ver;
                 }
             }
         }
@@ -86,19 +115,41 @@ pub fn prepare(
     }
     m.head += 1;
     m.info.last_update = ver;
-    let sys = vec![
-        (key, Some(encode(&(ver, oid))?)),
-        (meta_key(pg), Some(encode(&m)?)),
+    let mut e = Entry {
+        ver,
+        oid: oid.clone(),
+        reqid,
+        ok: true,
+    };
+    let meta_val = encode(&m)?;
+    let ok = vec![
+        (key.clone(), Some(encode(&e)?)),
+        (meta_key(pg), Some(meta_val.clone())),
     ];
-    Ok((m, sys))
+    e.ok = false;
+    let failed = vec![(key, Some(encode(&e)?)), (meta_key(pg), Some(meta_val))];
+    Ok((m, ok, failed))
 }
 
 /// Append an entry on its own and make it durable; returns the new meta.
 #[cfg(test)]
 pub fn append(store: &Store, pg: PgId, meta: &PgMeta, ver: Ver, oid: &ObjectId) -> Result<PgMeta> {
-    let (m, sys) = prepare(store, pg, meta, ver, oid, None)?;
+    let (m, sys, _) = prepare(store, pg, meta, ver, oid, None, None)?;
     store.sys_put(sys)?;
     Ok(m)
+}
+
+/// Every entry of the log, oldest first (for the duplicate-op index a
+/// new primary rebuilds; missing slots are skipped).
+pub fn all_entries(store: &Store, pg: PgId, meta: &PgMeta) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for idx in meta.head - meta.count..meta.head {
+        let key = slot_key(pg, idx);
+        if let Some(b) = store.sys_get(&key)? {
+            out.push(decode_entry(&key, &b)?);
+        }
+    }
+    Ok(out)
 }
 
 /// The store version of a write at PG version `ver`: every member derives
@@ -135,7 +186,7 @@ pub fn entries_since(
         let Some(b) = store.sys_get(&key)? else {
             return Ok(None);
         };
-        let (v, oid): (Ver, ObjectId) = postcard::from_bytes(&b).map_err(|e| corrupt(&key, e))?;
+        let Entry { ver: v, oid, .. } = decode_entry(&key, &b)?;
         if v == since {
             found = true;
         } else if v > since {

@@ -73,12 +73,14 @@ pub type SysUpdates = Vec<(String, Option<Vec<u8>>)>;
 /// entry) committed atomically with it, and the version it takes.
 #[derive(Clone, Debug, Default)]
 pub struct Logged {
-    /// `sys` updates committed in the same durable commit as the request.
+    /// `sys` updates committed in the same durable commit as the request,
+    /// if it succeeds.
     pub sys: SysUpdates,
-    /// Commit `sys` even when the request fails on its own terms (ENOENT,
-    /// EEXIST, ...): a replicated log records every op it ordered, failed
-    /// or not, so that every member's log is the same sequence.
-    pub sys_on_error: bool,
+    /// `sys` updates committed instead when the request fails on its own
+    /// terms (ENOENT, EEXIST, ...): a replicated log records every op it
+    /// ordered, failed or not (marked so), so every member's log is the
+    /// same sequence.
+    pub sys_failed: Option<SysUpdates>,
     /// The version the object takes if the request changes it, instead of
     /// the pool's next one: replicas derive it from the PG log version so
     /// that every member gives an object the same version. Must exceed the
@@ -948,8 +950,10 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
                         .insert(codec::obj_key(o.pool, &o.namespace, &o.name));
                     touched.pools.insert(o.pool);
                 }
-                if r.is_ok() || l.sys_on_error {
-                    put_sys(t, &mut touched, &l.sys)?;
+                match (&r, &l.sys_failed) {
+                    (Ok(_), _) => put_sys(t, &mut touched, &l.sys)?,
+                    (Err(_), Some(kv)) => put_sys(t, &mut touched, kv)?,
+                    (Err(_), None) => {}
                 }
                 Answer::Op(r)
             }
