@@ -716,3 +716,40 @@ async fn resent_ops_are_not_applied_twice() {
     let e = run(create(), T1 + 5).await.expect_err("a new create");
     assert_eq!(e.errno, quarry_common::Errno::EEXIST);
 }
+
+/// A watch survives the death of the primary it was registered on: the
+/// client re-registers it with the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_are_reestablished_after_failover() {
+    let cl = Cluster::up(3);
+    let c = cl.client().await;
+    let pool = c.pool_lookup("rbd").await.expect("pool");
+    write(&c, pool, "watched", b"x").await;
+    let oid = ObjectId::new(pool, "watched");
+    let cookie = bounded("watch", c.watch(&oid)).await.expect("watch");
+    let has = |w: Vec<quarry_rados::Watcher>| w.iter().any(|w| w.cookie == cookie);
+    assert!(has(bounded("watchers", c.list_watchers(&oid))
+        .await
+        .expect("list")));
+    let map = c.monc().refresh_map().await.expect("map");
+    let pg = map.object_pg(pool, "", "watched").expect("pg");
+    let primary = map.pg_primary(pg).expect("primary").expect("up");
+    cl.kill9(&format!("osd.{primary}"));
+    bounded("watch re-established on the new primary", async {
+        loop {
+            if let Ok(w) = c.list_watchers(&oid).await {
+                if has(w) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    bounded("unwatch", c.unwatch(&oid, cookie))
+        .await
+        .expect("unwatch");
+    assert!(!has(bounded("watchers", c.list_watchers(&oid))
+        .await
+        .expect("list")));
+}

@@ -23,7 +23,7 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -73,7 +73,24 @@ pub struct ClusterClient {
     next_cookie: AtomicU64,
     /// Op ids (see `Request::Op::tid`); never 0.
     next_tid: AtomicU64,
+    /// Watches this client holds, by cookie (see [`WatchReg`]).
+    watches: Mutex<HashMap<u64, WatchReg>>,
 }
+
+/// A watch and where it is registered. OSDs keep watches per connection on
+/// the primary only, so the client re-registers a watch whenever that
+/// connection is gone (OSD killed or restarted) or the object's primary
+/// changed (failover, rebalancing): the watch survives, as librados'.
+struct WatchReg {
+    oid: ObjectId,
+    osd: OsdId,
+    conn: Weak<Conn>,
+}
+
+/// How often held watches are checked besides on every new map.
+const WATCH_CHECK: Duration = Duration::from_secs(1);
+/// Bound on one re-registration attempt (retried at the next check).
+const WATCH_REREGISTER: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for ClusterClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,13 +130,80 @@ impl ClusterClient {
 
     /// Build on an already connected monitor client.
     pub fn with_monc(monc: Arc<MonClient>, timeouts: ClientTimeouts) -> Arc<ClusterClient> {
-        Arc::new(ClusterClient {
+        let c = Arc::new(ClusterClient {
             monc,
             timeouts,
             conns: Mutex::new(HashMap::new()),
             next_cookie: AtomicU64::new(1),
             next_tid: AtomicU64::new(1),
-        })
+            watches: Mutex::new(HashMap::new()),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(watch_keeper(Arc::downgrade(&c)));
+        }
+        c
+    }
+
+    /// Register (or re-register) watch `cookie` on the object's primary
+    /// and remember where.
+    async fn register_watch(&self, oid: &ObjectId, cookie: u64) -> Result<()> {
+        let pg = self.object_pg(oid).await?;
+        let (resp, _, osd, conn) = self
+            .pg_call_on(
+                pg,
+                |epoch| Request::Watch {
+                    epoch,
+                    oid: oid.clone(),
+                    cookie,
+                },
+                Bytes::new(),
+            )
+            .await?;
+        match resp {
+            Resp::Cookie(_) => {
+                lock(&self.watches).insert(
+                    cookie,
+                    WatchReg {
+                        oid: oid.clone(),
+                        osd,
+                        conn: Arc::downgrade(&conn),
+                    },
+                );
+                Ok(())
+            }
+            _ => Err(unexpected("watch")),
+        }
+    }
+
+    /// Re-register every held watch whose registration is gone.
+    async fn refresh_watches(&self) {
+        let map = self.monc.map();
+        let stale: Vec<(u64, ObjectId)> = lock(&self.watches)
+            .iter()
+            .filter(|(_, w)| {
+                let primary = map
+                    .object_pg(w.oid.pool, &w.oid.namespace, &w.oid.name)
+                    .ok()
+                    .and_then(|pg| map.pg_primary(pg).ok().flatten());
+                let alive = w.conn.upgrade().is_some_and(|c| !c.is_closed());
+                !alive || primary != Some(w.osd)
+            })
+            .map(|(&c, w)| (c, w.oid.clone()))
+            .collect();
+        for (cookie, oid) in stale {
+            let r = tokio::time::timeout(WATCH_REREGISTER, self.register_watch(&oid, cookie)).await;
+            match r {
+                Ok(Ok(())) => tracing::debug!(cookie, obj = %oid.name, "watch re-established"),
+                Ok(Err(e)) if e.errno == Errno::ENOENT => {
+                    // The object is gone: so is the watch (as in Ceph).
+                    tracing::info!(cookie, obj = %oid.name, "watched object removed; dropping watch");
+                    lock(&self.watches).remove(&cookie);
+                }
+                // Transient: retried at the next check.
+                Ok(Err(e)) => tracing::debug!(cookie, "watch re-registration failed: {e}"),
+                Err(_) => tracing::debug!(cookie, "watch re-registration timed out"),
+            }
+        }
     }
 
     /// The monitor client (for commands beyond the object layer).
@@ -206,6 +290,18 @@ impl ClusterClient {
         make: impl Fn(Epoch) -> Request,
         data: Bytes,
     ) -> Result<(Resp, Bytes)> {
+        self.pg_call_on(pg, make, data)
+            .await
+            .map(|(r, d, _, _)| (r, d))
+    }
+
+    /// [`Self::pg_call`], also saying which OSD and connection answered.
+    async fn pg_call_on(
+        &self,
+        pg: PgId,
+        make: impl Fn(Epoch) -> Request,
+        data: Bytes,
+    ) -> Result<(Resp, Bytes, OsdId, Arc<Conn>)> {
         let deadline = self.timeouts.osd_op.map(|d| Instant::now() + d);
         let mut last = String::from("no attempt yet");
         loop {
@@ -259,7 +355,7 @@ impl ClusterClient {
                 None => call.await,
             };
             match res {
-                Ok((Ok(resp), data)) => return Ok((resp, data)),
+                Ok((Ok(resp), data)) => return Ok((resp, data, osd, conn)),
                 Ok((Err(we), _)) => match we.retry_epoch {
                     Some(e) => {
                         last = we.msg.clone();
@@ -460,26 +556,14 @@ impl Rados for ClusterClient {
     }
 
     async fn watch(&self, oid: &ObjectId) -> Result<u64> {
-        let pg = self.object_pg(oid).await?;
         let cookie = self.next_cookie.fetch_add(1, Ordering::Relaxed);
-        let (resp, _) = self
-            .pg_call(
-                pg,
-                |epoch| Request::Watch {
-                    epoch,
-                    oid: oid.clone(),
-                    cookie,
-                },
-                Bytes::new(),
-            )
-            .await?;
-        match resp {
-            Resp::Cookie(c) => Ok(c),
-            _ => Err(unexpected("watch")),
-        }
+        self.register_watch(oid, cookie).await?;
+        Ok(cookie)
     }
 
     async fn unwatch(&self, oid: &ObjectId, cookie: u64) -> Result<()> {
+        // Forget it first so the keeper does not re-register it meanwhile.
+        lock(&self.watches).remove(&cookie);
         let pg = self.object_pg(oid).await?;
         self.pg_call(
             pg,
@@ -509,6 +593,22 @@ impl Rados for ClusterClient {
         match resp {
             Resp::Watchers(w) => Ok(w),
             _ => Err(unexpected("list watchers")),
+        }
+    }
+}
+
+/// Keeps a client's watches registered (see [`WatchReg`]): checks on
+/// every new map and every [`WATCH_CHECK`]; exits with the client.
+async fn watch_keeper(client: Weak<ClusterClient>) {
+    let mut rx = match client.upgrade() {
+        Some(c) => c.monc.subscribe(),
+        None => return,
+    };
+    loop {
+        let _ = tokio::time::timeout(WATCH_CHECK, rx.changed()).await;
+        let Some(c) = client.upgrade() else { return };
+        if !lock(&c.watches).is_empty() {
+            c.refresh_watches().await;
         }
     }
 }

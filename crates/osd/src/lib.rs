@@ -88,8 +88,10 @@
 //!   primary, a new primary whose log was reset by recovery (it pulled its
 //!   state instead of replaying entries), ops older than the log's span,
 //!   and compound ops with reads (re-executed).
-//! * Watches live on the primary only and are not re-established after a
-//!   failover.
+//! * Watches live on the primary only (per connection); the client
+//!   re-registers each watch it holds when that connection dies or the
+//!   object's primary changes (checked on every map and every second), so
+//!   a watch survives failover. There are no notifications yet.
 //!
 //! Architecture invariant: store calls never run on async worker threads
 //! (they go through `spawn_blocking`); every queue is bounded (per
