@@ -33,6 +33,8 @@ missing=()
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 command -v mke2fs >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v gzip >/dev/null 2>&1 || missing+=(gzip)
 command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this builder needs a Debian host"
 if [ ${#missing[@]} -gt 0 ]; then
   echo "build-guest: installing ${missing[*]}" >&2
