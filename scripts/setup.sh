@@ -12,9 +12,11 @@ SUDO=""
 # Debian packages: the real consumers the end-to-end tests drive. Debian 12's
 # QEMU 7.2 set is pinned as one version (its rbd module, qemu-block-extra, is
 # not in the backport some images carry); fio has the rbd engine built in;
-# librbd-dev/librados-dev give Ceph's real headers for the ABI layout test.
+# librbd-dev/librados-dev give Ceph's real headers for the ABI layout test;
+# busybox-static (fstrim included), cpio and e2fsprogs build the test guest.
 need_pkgs() {
-  for p in build-essential pkg-config fio librbd-dev librados-dev qemu-block-extra qemu-system-x86 qemu-utils; do
+  for p in build-essential pkg-config fio librbd-dev librados-dev qemu-block-extra qemu-system-x86 qemu-utils \
+           busybox-static cpio e2fsprogs openssl gzip binutils; do
     dpkg -s "$p" >/dev/null 2>&1 || return 0
   done
   case "$(qemu-img --version 2>/dev/null | head -1)" in
@@ -27,7 +29,7 @@ if need_pkgs; then
   QV=$(apt-cache policy qemu-block-extra | awk '/Candidate/{print $2}')
   QD=$(apt-cache policy qemu-system-data | awk '/Candidate/{print $2}')
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --allow-downgrades --no-install-recommends \
-    build-essential pkg-config fio librbd-dev librados-dev \
+    build-essential pkg-config fio librbd-dev librados-dev busybox-static cpio e2fsprogs openssl gzip binutils \
     "qemu-utils=$QV" "qemu-block-extra=$QV" "qemu-system-x86=$QV" "qemu-system-common=$QV" "qemu-system-data=$QD"
   $SUDO apt-mark hold qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common qemu-system-data >/dev/null
 fi
