@@ -9,7 +9,8 @@
 //! ```text
 //! lib/quarry/libquarry_capi.so     the library (one file)
 //! lib/quarry/quarry                the binary
-//! lib/librbd.so.1, lib/librados.so.2 -> quarry/libquarry_capi.so   (symlinks: one file, one state per process)
+//! lib/quarry/librbd.so.1           an empty shim, SONAME librbd.so.1, DT_NEEDED librados.so.2
+//! lib/librados.so.2 -> quarry/libquarry_capi.so, lib/librbd.so.1 -> quarry/librbd.so.1
 //! bin/quarry, bin/rbd, bin/ceph    -> ../lib/quarry/quarry
 //! lib/quarry/manifest              what was created or replaced, for uninstall
 //! ```
@@ -242,12 +243,23 @@ pub fn install(a: InstallArgs) -> Result<(), String> {
         inst.copy(&lib, &so, 0o755)?;
         let bin = qdir.join("quarry");
         inst.copy(&exe, &bin, 0o755)?;
-        for name in ["librbd.so.1", "librados.so.2"] {
-            inst.link(
-                Path::new("quarry/libquarry_capi.so"),
-                &a.prefix.join("lib").join(name),
-            )?;
-        }
+        // The dynamic linker's cache (ldconfig) is keyed by SONAME, and the
+        // library's is librados.so.2: a librbd.so.1 symlink to it would not
+        // be registered. librbd.so.1 is therefore a tiny shim with its own
+        // SONAME and no code, whose only job is to pull the one real
+        // library in (DT_NEEDED librados.so.2): symbols resolve there, so a
+        // process still has exactly one copy of the library state.
+        let shim = qdir.join("librbd.so.1");
+        inst.claim(&shim)?;
+        build_shim(&qdir, &shim)?;
+        inst.link(
+            Path::new("quarry/librbd.so.1"),
+            &a.prefix.join("lib/librbd.so.1"),
+        )?;
+        inst.link(
+            Path::new("quarry/libquarry_capi.so"),
+            &a.prefix.join("lib/librados.so.2"),
+        )?;
         for name in ["quarry", "rbd", "ceph"] {
             inst.link(
                 Path::new("../lib/quarry/quarry"),
@@ -288,6 +300,43 @@ pub fn install(a: InstallArgs) -> Result<(), String> {
         }
     );
     Ok(())
+}
+
+/// Link an empty shared object with SONAME librbd.so.1 that needs the real
+/// library (SONAME librados.so.2) sitting in `dir`.
+fn build_shim(dir: &Path, out: &Path) -> Result<(), String> {
+    let src = dir.join("librbd-shim.c");
+    ctx(
+        fs::write(
+            &src,
+            "/* librbd.so.1 shim: the code is in librados.so.2 (Quarry). */\n",
+        ),
+        || format!("writing {}", src.display()),
+    )?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let o = Command::new(&cc)
+        .arg("-shared")
+        .arg("-o")
+        .arg(out)
+        .arg(&src)
+        .arg("-Wl,-soname,librbd.so.1")
+        .arg("-Wl,--no-as-needed")
+        .arg("-L")
+        .arg(dir)
+        .arg("-l:libquarry_capi.so")
+        .output()
+        .map_err(|e| format!("running {cc} to link the librbd.so.1 shim: {e}"))?;
+    let _ = fs::remove_file(&src);
+    if !o.status.success() {
+        return Err(format!(
+            "linking the librbd.so.1 shim with {cc} failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    ctx(
+        fs::set_permissions(out, fs::Permissions::from_mode(0o755)),
+        || format!("chmod {}", out.display()),
+    )
 }
 
 fn install_cluster_config(inst: &mut Installer, dir: &Path, etc: &Path) -> Result<(), String> {
