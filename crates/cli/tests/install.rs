@@ -209,7 +209,7 @@ fn system_install_serves_commands_typed_with_no_environment() {
             .current_dir("/");
         c
     };
-    let r = (|| {
+    let r = || {
         run(&mut clean(
             "qemu-img",
             &["create", "-f", "raw", "rbd:data/foo", "10M"],
@@ -227,7 +227,7 @@ fn system_install_serves_commands_typed_with_no_environment() {
             ldd.contains("librbd.so.1 => /usr/local/lib/librbd.so.1"),
             "{ldd}"
         );
-    });
+    };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(r));
     run(Command::new(quarry()).arg("uninstall"));
     let ldd = run(&mut clean(
