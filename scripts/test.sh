@@ -12,7 +12,7 @@ cargo test --workspace --release
 # Changes what every process on the machine loads (root only), so it runs
 # alone, after everything else.
 if [ "$(id -u)" -eq 0 ]; then
-  cargo test --release -p quarry-cli --test install -- --ignored
+  timeout 900 cargo test --release -p quarry-cli --test install -- --ignored
 else
   echo "test.sh: not root: skipped the system-wide install test (quarry install)"
 fi
