@@ -45,6 +45,9 @@ cargo build --release --workspace
 QUARRY_DIR=${QUARRY_DIR:-$PWD/.quarry}
 if [ "${QUARRY_SETUP_NO_UP:-0}" != 1 ]; then
   target/release/quarry up --dir "$QUARRY_DIR"
+  # The reference document's story on that cluster: qemu-img create/info,
+  # a golden image converted from qcow2, snapshot, protect, clones.
+  bash scripts/story.sh "$QUARRY_DIR"
   echo
   echo "Cluster ready. Use it with:  . $QUARRY_DIR/env"
   echo "  e.g. qemu-img create -f raw rbd:data/foo 10G && qemu-img info rbd:data/foo"
