@@ -44,6 +44,8 @@ impl Env {
         let mut c = Command::new(bin);
         c.args(args)
             .env("CEPH_CONF", self.path("ceph.conf"))
+            // Never the machine's ~/.ceph: HOME is the test's directory.
+            .env("HOME", self.dir.path())
             .env_remove("CEPH_ARGS")
             .env_remove("CEPH_KEYRING")
             .stdin(Stdio::null());

@@ -39,6 +39,8 @@ impl Cluster {
         let o = Command::new(BIN)
             .args(args)
             .env("CEPH_CONF", self.path().join("ceph.conf"))
+            // Never the machine's /etc/ceph or ~/.ceph: HOME is the cluster dir.
+            .env("HOME", self.path())
             .env_remove("CEPH_ARGS")
             .env_remove("CEPH_KEYRING")
             .stdin(Stdio::null())
@@ -60,6 +62,13 @@ impl Cluster {
     fn json(&self, args: &[&str]) -> Value {
         let out = self.ok(args);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+
+    /// Run expecting this exit code, nothing on stdout and exactly this stderr.
+    fn fails(&self, args: &[&str], code: i32, stderr: &str) {
+        let (c, out, err) = self.run(args);
+        assert_eq!((c, err.as_str()), (code, stderr), "{args:?}: stdout={out}");
+        assert!(out.is_empty(), "{args:?}: stdout={out}");
     }
 }
 
@@ -231,4 +240,305 @@ fn ceph_and_rbd_against_a_cluster() {
     );
     c.ok(&["ceph", "auth", "caps", "client.glance", "mon", "allow r"]);
     c.ok(&["ceph", "auth", "del", "client.glance"]);
+}
+
+/// `rbd feature`, `rbd namespace` and `rbd config pool|image` on a cluster;
+/// an image-level `rbd_cache` override is what the C library (under
+/// qemu-io) uses, above QEMU's own `rbd_cache`.
+#[test]
+fn rbd_features_namespaces_and_config_against_a_cluster() {
+    let c = Cluster::up();
+    let features = |spec: &str| -> Value {
+        c.json(&["rbd", "info", "--format", "json", spec])["features"].clone()
+    };
+
+    // Features: --image-feature at create, then enable/disable.
+    c.ok(&[
+        "rbd",
+        "create",
+        "data/f1",
+        "--size",
+        "16M",
+        "--image-feature",
+        "layering,exclusive-lock",
+    ]);
+    assert_eq!(
+        features("data/f1"),
+        serde_json::json!(["layering", "exclusive-lock"])
+    );
+    assert!(c
+        .ok(&["rbd", "info", "data/f1"])
+        .contains("\tfeatures: layering, exclusive-lock\n"));
+    c.ok(&[
+        "rbd",
+        "feature",
+        "enable",
+        "data/f1",
+        "object-map",
+        "fast-diff",
+    ]);
+    assert_eq!(
+        features("data/f1"),
+        serde_json::json!(["layering", "exclusive-lock", "object-map", "fast-diff"])
+    );
+    c.ok(&[
+        "rbd",
+        "feature",
+        "disable",
+        "data/f1",
+        "fast-diff,object-map",
+    ]);
+    assert_eq!(
+        features("data/f1"),
+        serde_json::json!(["layering", "exclusive-lock"])
+    );
+    c.fails(
+        &["rbd", "feature", "enable", "data/f1", "bogus"],
+        22,
+        "rbd: invalid feature name: bogus\n",
+    );
+    c.fails(
+        &["rbd", "feature", "disable", "data/f1", "layering"],
+        22,
+        "rbd: cannot update immutable features: layering\n\
+         rbd: failed to update image features: (22) Invalid argument\n",
+    );
+    c.fails(
+        &["rbd", "feature", "enable", "data/f1", "deep-flatten"],
+        22,
+        "rbd: cannot enable disable-only feature: deep-flatten\n\
+         rbd: failed to update image features: (22) Invalid argument\n",
+    );
+    c.fails(
+        &["rbd", "feature", "enable", "data/f1", "journaling"],
+        95,
+        "rbd: journaling is not supported by Quarry (no rbd-mirror)\n\
+         rbd: failed to update image features: (95) Operation not supported\n",
+    );
+    // object-map needs exclusive-lock, as on Ceph.
+    c.ok(&["rbd", "feature", "disable", "data/f1", "exclusive-lock"]);
+    let (code, _, err) = c.run(&["rbd", "feature", "enable", "data/f1", "object-map"]);
+    assert_eq!(code, 22, "{err}");
+    assert!(
+        err.ends_with("rbd: failed to update image features: (22) Invalid argument\n"),
+        "{err}"
+    );
+    assert_eq!(features("data/f1"), serde_json::json!(["layering"]));
+    c.fails(
+        &["rbd", "feature", "enable", "data/nosuch", "exclusive-lock"],
+        2,
+        "rbd: error opening image nosuch: (2) No such file or directory\n",
+    );
+
+    // Namespaces: both spellings, images inside, rm of a non-empty one refused.
+    assert_eq!(c.ok(&["rbd", "namespace", "ls", "data"]), "");
+    c.ok(&["rbd", "namespace", "create", "data/ns1"]);
+    c.ok(&[
+        "rbd",
+        "namespace",
+        "create",
+        "--pool",
+        "data",
+        "--namespace",
+        "ns2",
+    ]);
+    assert_eq!(
+        c.ok(&["rbd", "namespace", "ls", "data"]),
+        "NAME\nns1 \nns2 \n"
+    );
+    assert_eq!(
+        c.json(&["rbd", "namespace", "ls", "data", "--format", "json"]),
+        serde_json::json!([{"name": "ns1"}, {"name": "ns2"}])
+    );
+    c.fails(
+        &["rbd", "namespace", "create", "data/ns1"],
+        17,
+        "rbd: namespace data/ns1 already exists\n\
+         rbd: failed to create namespace: (17) File exists\n",
+    );
+    c.ok(&["rbd", "create", "data/ns1/img", "--size", "8M"]);
+    c.ok(&[
+        "rbd",
+        "create",
+        "-p",
+        "data",
+        "--namespace",
+        "ns1",
+        "img2",
+        "--size",
+        "8M",
+    ]);
+    assert_eq!(c.ok(&["rbd", "ls", "data/ns1"]), "img\nimg2\n");
+    assert_eq!(
+        c.json(&[
+            "rbd",
+            "ls",
+            "-p",
+            "data",
+            "--namespace",
+            "ns1",
+            "--format",
+            "json"
+        ]),
+        serde_json::json!(["img", "img2"])
+    );
+    assert_eq!(c.ok(&["rbd", "ls", "data"]), "f1\n");
+    c.ok(&["rbd", "snap", "create", "data/ns1/img@s"]);
+    c.ok(&["rbd", "snap", "rm", "data/ns1/img@s"]);
+    c.fails(
+        &["rbd", "create", "data/nons/img", "--size", "8M"],
+        2,
+        "rbd: create error: (2) No such file or directory\n",
+    );
+    c.fails(
+        &["rbd", "namespace", "rm", "data/ns1"],
+        16,
+        "rbd: namespace data/ns1 is busy: it still holds images\n\
+         rbd: failed to remove namespace: (16) Device or resource busy\n",
+    );
+    c.ok(&["rbd", "rm", "--no-progress", "data/ns1/img"]);
+    c.ok(&["rbd", "rm", "--no-progress", "data/ns1/img2"]);
+    c.ok(&["rbd", "namespace", "rm", "data/ns1"]);
+    assert_eq!(c.ok(&["rbd", "namespace", "ls", "data"]), "NAME\nns2 \n");
+    c.fails(
+        &["rbd", "namespace", "rm", "data/ns1"],
+        2,
+        "rbd: namespace data/ns1 does not exist\n\
+         rbd: failed to remove namespace: (2) No such file or directory\n",
+    );
+    c.fails(
+        &["rbd", "namespace", "create", "data"],
+        22,
+        "rbd: namespace name was not specified\n",
+    );
+
+    // Config overrides: pool, then image above it.
+    c.ok(&["rbd", "create", "data/vm", "--size", "8M"]);
+    c.fails(
+        &["rbd", "config", "pool", "get", "data", "rbd_cache"],
+        2,
+        "rbd: rbd_cache is not set\n",
+    );
+    c.ok(&[
+        "rbd",
+        "config",
+        "pool",
+        "set",
+        "data",
+        "rbd_cache_max_dirty",
+        "8M",
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "rbd",
+            "config",
+            "pool",
+            "get",
+            "data",
+            "rbd_cache_max_dirty"
+        ]),
+        "8M\n"
+    );
+    c.ok(&[
+        "rbd",
+        "config",
+        "image",
+        "set",
+        "data/vm",
+        "rbd_cache",
+        "false",
+    ]);
+    assert_eq!(
+        c.ok(&["rbd", "config", "image", "get", "data/vm", "rbd_cache"]),
+        "false\n"
+    );
+    let list = c.json(&[
+        "rbd", "config", "image", "list", "data/vm", "--format", "json",
+    ]);
+    let find = |name: &str| -> Value {
+        list.as_array()
+            .and_then(|a| a.iter().find(|o| o["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from {list}"))
+    };
+    assert_eq!(
+        find("rbd_cache"),
+        serde_json::json!({"name": "rbd_cache", "value": "false", "source": "image"})
+    );
+    assert_eq!(
+        find("rbd_cache_max_dirty"),
+        serde_json::json!({"name": "rbd_cache_max_dirty", "value": "8388608", "source": "pool"})
+    );
+    assert_eq!(find("rbd_default_order")["source"], "config");
+    let plain = c.ok(&["rbd", "config", "image", "ls", "data/vm"]);
+    assert!(plain.starts_with("Name "), "{plain}");
+    assert!(
+        plain
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["rbd_cache", "false", "image"]),
+        "{plain}"
+    );
+    c.fails(
+        &[
+            "rbd",
+            "config",
+            "image",
+            "set",
+            "data/vm",
+            "rbd_cache",
+            "maybe",
+        ],
+        22,
+        "rbd: invalid config value 'maybe' for rbd_cache: expected true, false or a number\n",
+    );
+    c.fails(
+        &[
+            "rbd", "config", "pool", "set", "data", "mon_host", "1.2.3.4",
+        ],
+        22,
+        "rbd: invalid config key: mon_host\n",
+    );
+    c.fails(
+        &["rbd", "config", "image", "get", "data/nosuch", "rbd_cache"],
+        2,
+        "rbd: error opening image nosuch: (2) No such file or directory\n",
+    );
+
+    // The C library under qemu-io applies the image-level override above
+    // QEMU's own rbd_cache (cache=writeback sets it true).
+    let qemu_io = |spec: &str| -> String {
+        let o = Command::new("qemu-io")
+            .args(["-f", "raw", "-t", "writeback", "-c", "read 0 4k", spec])
+            .env("CEPH_CONF", c.path().join("ceph.conf"))
+            .env("HOME", c.path())
+            .env("LD_LIBRARY_PATH", c.path().join("lib"))
+            .env("QUARRY_LOG_CACHE", "1")
+            .env_remove("CEPH_ARGS")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run qemu-io (install qemu-utils)");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "qemu-io {spec}: {err}");
+        err
+    };
+    let err = qemu_io("rbd:data/vm");
+    assert!(err.contains("image vm: cache mode"), "{err}");
+    // The pool-level override reaches it too.
+    assert!(
+        err.contains("max_dirty=8388608"),
+        "pool override ignored: {err}"
+    );
+    assert!(
+        err.contains("rbd_cache=false"),
+        "image override ignored: {err}"
+    );
+    c.ok(&["rbd", "config", "image", "rm", "data/vm", "rbd_cache"]);
+    c.fails(
+        &["rbd", "config", "image", "rm", "data/vm", "rbd_cache"],
+        2,
+        "rbd: rbd_cache is not set\n",
+    );
+    let err = qemu_io("rbd:data/vm");
+    assert!(err.contains("rbd_cache=true"), "{err}");
+    c.ok(&["rbd", "config", "pool", "rm", "data", "rbd_cache_max_dirty"]);
 }

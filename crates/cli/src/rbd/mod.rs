@@ -6,6 +6,7 @@
 //! implements the image/snapshot/metadata commands, `xfer` the data-moving
 //! ones (import/export, diffs, bench).
 
+mod admin;
 mod cmds;
 mod xfer;
 
@@ -648,6 +649,111 @@ enum RbdCmd {
         #[command(subcommand)]
         cmd: PoolCmd,
     },
+    /// Enable or disable image features.
+    Feature {
+        #[command(subcommand)]
+        cmd: FeatureCmd,
+    },
+    /// Namespaces of a pool.
+    Namespace {
+        #[command(subcommand)]
+        cmd: NamespaceCmd,
+    },
+    /// Per-pool and per-image librbd option overrides.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FeatureCmd {
+    /// Enable features (exclusive-lock, object-map, fast-diff).
+    Enable {
+        /// Image spec.
+        image: String,
+        /// Feature names (exclusive-lock, object-map, fast-diff, ...).
+        #[arg(required = true)]
+        features: Vec<String>,
+    },
+    /// Disable features.
+    Disable {
+        /// Image spec.
+        image: String,
+        /// Feature names.
+        #[arg(required = true)]
+        features: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NamespaceCmd {
+    /// Create a namespace (`pool/namespace`, or `--pool` and `--namespace`).
+    #[command(visible_alias = "add")]
+    Create {
+        /// `pool/namespace`.
+        spec: Option<String>,
+    },
+    /// List the namespaces of a pool.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Pool name.
+        pool: Option<String>,
+    },
+    /// Remove an empty namespace.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// `pool/namespace`.
+        spec: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Overrides stored in a pool (apply to every image in it).
+    Pool {
+        #[command(subcommand)]
+        cmd: ConfigOp,
+    },
+    /// Overrides stored in one image (beat the pool's).
+    Image {
+        #[command(subcommand)]
+        cmd: ConfigOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigOp {
+    /// Show an override.
+    Get {
+        /// Pool (`config pool`) or image spec (`config image`).
+        target: String,
+        /// Option name (rbd_*).
+        key: String,
+    },
+    /// Set an override (validated against the option's type).
+    Set {
+        /// Pool or image spec.
+        target: String,
+        /// Option name (rbd_*).
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Remove an override.
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// Pool or image spec.
+        target: String,
+        /// Option name (rbd_*).
+        key: String,
+    },
+    /// List every rbd_* option with its effective value and source.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Pool or image spec.
+        target: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -862,6 +968,44 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
         Pool { cmd } => match cmd {
             PoolCmd::Init { pool, force: _ } => cmds::pool_init(&ctx, pool.as_deref()).await,
         },
+        Feature { cmd } => match cmd {
+            FeatureCmd::Enable { image, features } => {
+                admin::feature(&ctx, &image, &features, true).await
+            }
+            FeatureCmd::Disable { image, features } => {
+                admin::feature(&ctx, &image, &features, false).await
+            }
+        },
+        Namespace { cmd } => match cmd {
+            NamespaceCmd::Create { spec } => admin::namespace_create(&ctx, spec.as_deref()).await,
+            NamespaceCmd::Ls { pool } => admin::namespace_ls(&ctx, pool.as_deref()).await,
+            NamespaceCmd::Rm { spec } => admin::namespace_rm(&ctx, spec.as_deref()).await,
+        },
+        Config { cmd } => {
+            let (op, pool) = match cmd {
+                ConfigCmd::Pool { cmd } => (cmd, true),
+                ConfigCmd::Image { cmd } => (cmd, false),
+            };
+            let target = |t: String| {
+                if pool {
+                    admin::ConfTarget::Pool(t)
+                } else {
+                    admin::ConfTarget::Image(t)
+                }
+            };
+            match op {
+                ConfigOp::Get { target: t, key } => admin::config_get(&ctx, &target(t), &key).await,
+                ConfigOp::Set {
+                    target: t,
+                    key,
+                    value,
+                } => admin::config_set(&ctx, &target(t), &key, &value).await,
+                ConfigOp::Remove { target: t, key } => {
+                    admin::config_rm(&ctx, &target(t), &key).await
+                }
+                ConfigOp::List { target: t } => admin::config_list(&ctx, &target(t)).await,
+            }
+        }
     }
 }
 
