@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use quarry_common::Errno;
+use quarry_rbdcache::CacheConfig;
 use tokio::sync::{Notify, Semaphore};
 
+use crate::cached::CachedBackend;
 use crate::cluster::lock;
 use crate::completion::EventQueue;
 use crate::config::{Config, Level};
@@ -47,6 +50,31 @@ impl CacheSettings {
             max_dirty_age: c.get_f64("rbd_cache_max_dirty_age"),
             writethrough_until_flush: c.get_bool("rbd_cache_writethrough_until_flush"),
         }
+    }
+
+    /// Settings of the in-memory cache for the writeback and writethrough
+    /// modes (`None`: no cache, or write-around).
+    pub fn cache_config(&self) -> Option<CacheConfig> {
+        let max_dirty = match self.mode() {
+            "writeback" => self.max_dirty,
+            "writethrough" => 0,
+            _ => return None,
+        };
+        let age = if self.max_dirty_age.is_finite() && self.max_dirty_age > 0.0 {
+            Duration::from_secs_f64(self.max_dirty_age.min(1e9))
+        } else {
+            Duration::ZERO
+        };
+        Some(
+            CacheConfig {
+                size: self.size,
+                max_dirty,
+                target_dirty: self.target_dirty,
+                max_dirty_age: age,
+                writethrough_until_flush: self.writethrough_until_flush,
+            }
+            .normalized(),
+        )
     }
 
     /// The mode QEMU users reason about: `none`, `writethrough`, `writeback`
@@ -166,25 +194,37 @@ impl Image {
         snap: Option<&str>,
     ) -> Image {
         let cache = CacheSettings::from_config(conf);
-        let early = !read_only && matches!(cache.mode(), "writeback" | "writearound");
+        let mode = cache.mode();
+        // writearound: writes acknowledged once in flight (below); writeback
+        // and writethrough: the in-memory cache in front of the engine.
+        let early = !read_only && mode == "writearound";
         let dirty_budget = early.then(|| {
             let permits = cache.max_dirty.min(Semaphore::MAX_PERMITS as u64) as usize;
             Arc::new(Semaphore::new(permits))
         });
+        let backend: Arc<dyn ImageBackend> = match cache.cache_config() {
+            Some(cfg) => Arc::new(CachedBackend::new(backend, cfg)),
+            None => backend,
+        };
         if std::env::var_os("QUARRY_LOG_CACHE").is_some()
             || std::env::var_os("QUARRY_DEBUG").is_some()
         {
             eprintln!(
-                "quarry: image {name}: cache mode {} (rbd_cache={} policy={} max_dirty={} writethrough_until_flush={}); {}",
-                cache.mode(),
+                "quarry: image {name}: cache mode {mode} (rbd_cache={} policy={} size={} max_dirty={} target_dirty={} max_dirty_age={} writethrough_until_flush={}); {}",
                 cache.enabled,
                 cache.policy,
+                cache.size,
                 cache.max_dirty,
+                cache.target_dirty,
+                cache.max_dirty_age,
                 cache.writethrough_until_flush,
-                if early {
-                    "writes are acknowledged once in flight, up to max_dirty bytes; flush waits for them"
-                } else {
-                    "writes are acknowledged only when durable"
+                match mode {
+                    "writeback" if cache.writethrough_until_flush =>
+                        "in-memory cache; write-through until the first flush, then writes are acknowledged once cached",
+                    "writeback" => "in-memory cache; writes are acknowledged once cached",
+                    "writethrough" => "in-memory read cache; writes are acknowledged only when durable",
+                    "writearound" => "writes are acknowledged once in flight, up to max_dirty bytes; flush waits for them",
+                    _ => "no cache; writes are acknowledged only when durable",
                 }
             );
         }

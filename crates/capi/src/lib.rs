@@ -26,6 +26,7 @@
 //! network protocol. Every export catches panics (returning -EIO) and checks
 //! pointers.
 
+pub mod cached;
 pub mod cluster;
 pub mod completion;
 pub mod config;

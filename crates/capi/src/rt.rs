@@ -35,6 +35,12 @@ fn runtime() -> &'static Runtime {
     })
 }
 
+/// A handle on the library's runtime (for background tasks such as the
+/// rbd cache's flusher).
+pub fn handle() -> tokio::runtime::Handle {
+    runtime().handle().clone()
+}
+
 /// Run a future on the library's runtime and wait for its output on the
 /// calling thread (the synchronous C calls).
 pub fn block_on<F>(fut: F) -> F::Output

@@ -1,0 +1,159 @@
+//! The rbd cache in front of an open image: an [`ImageBackend`] that sends
+//! I/O through a `quarry-rbdcache` cache and writes the cache back (or
+//! drops it) around the operations that need it, as librbd does.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use quarry_rbdcache::{Backend, Cache, CacheConfig, Stats};
+
+use crate::engine::{CError, CResult, DiffExtent, ImageBackend, ImageInfo, ParentInfo, SnapInfo};
+
+/// The engine's image as the cache's backend.
+struct Under(Arc<dyn ImageBackend>);
+
+#[async_trait]
+impl Backend for Under {
+    type Error = CError;
+    async fn read(&self, off: u64, len: u64) -> CResult<Bytes> {
+        self.0.read(off, len).await
+    }
+    async fn write(&self, off: u64, data: Bytes) -> CResult<()> {
+        self.0.write(off, data).await
+    }
+    async fn discard(&self, off: u64, len: u64) -> CResult<()> {
+        self.0.discard(off, len).await
+    }
+    async fn write_zeroes(&self, off: u64, len: u64, thick: bool) -> CResult<()> {
+        self.0.write_zeroes(off, len, thick).await
+    }
+    async fn flush(&self) -> CResult<()> {
+        self.0.flush().await
+    }
+}
+
+/// An open image behind the rbd cache (writeback or writethrough mode).
+pub struct CachedBackend {
+    inner: Arc<dyn ImageBackend>,
+    cache: Cache<Under>,
+}
+
+impl CachedBackend {
+    /// Put a cache with `cfg` in front of `inner`.
+    pub fn new(inner: Arc<dyn ImageBackend>, cfg: CacheConfig) -> CachedBackend {
+        let cache = Cache::new(Under(inner.clone()), cfg, &crate::rt::handle());
+        CachedBackend { inner, cache }
+    }
+
+    /// The cache's counters.
+    pub fn stats(&self) -> Stats {
+        self.cache.stats()
+    }
+}
+
+#[async_trait]
+impl ImageBackend for CachedBackend {
+    async fn info(&self) -> CResult<ImageInfo> {
+        self.inner.info().await
+    }
+    async fn read(&self, off: u64, len: u64) -> CResult<Bytes> {
+        self.cache.read(off, len).await
+    }
+    async fn write(&self, off: u64, data: Bytes) -> CResult<()> {
+        self.cache.write(off, data).await
+    }
+    async fn discard(&self, off: u64, len: u64) -> CResult<()> {
+        self.cache.discard(off, len).await
+    }
+    async fn write_zeroes(&self, off: u64, len: u64, thick: bool) -> CResult<()> {
+        self.cache.write_zeroes(off, len, thick).await
+    }
+    async fn flush(&self) -> CResult<()> {
+        self.cache.flush().await
+    }
+    async fn resize(&self, size: u64) -> CResult<()> {
+        self.cache.sync().await?;
+        let r = self.inner.resize(size).await;
+        // Bytes past the (new) end no longer exist; a later grow reads zeros.
+        self.cache.purge(size, u64::MAX);
+        r
+    }
+    async fn snap_list(&self) -> CResult<Vec<SnapInfo>> {
+        self.inner.snap_list().await
+    }
+    async fn snap_create(&self, name: &str) -> CResult<()> {
+        // The snapshot must hold every write acknowledged before it.
+        self.cache.sync().await?;
+        self.inner.snap_create(name).await
+    }
+    async fn snap_remove(&self, name: &str) -> CResult<()> {
+        self.inner.snap_remove(name).await
+    }
+    async fn snap_rollback(&self, name: &str) -> CResult<()> {
+        self.cache.sync().await?;
+        let r = self.inner.snap_rollback(name).await;
+        self.cache.purge(0, u64::MAX);
+        r
+    }
+    async fn snap_protect(&self, name: &str) -> CResult<()> {
+        self.inner.snap_protect(name).await
+    }
+    async fn snap_unprotect(&self, name: &str) -> CResult<()> {
+        self.inner.snap_unprotect(name).await
+    }
+    async fn snap_rename(&self, from: &str, to: &str) -> CResult<()> {
+        self.inner.snap_rename(from, to).await
+    }
+    async fn parent(&self) -> CResult<ParentInfo> {
+        self.inner.parent().await
+    }
+    async fn flatten(&self) -> CResult<()> {
+        self.cache.sync().await?;
+        self.inner.flatten().await
+    }
+    async fn diff(
+        &self,
+        fromsnap: Option<&str>,
+        off: u64,
+        len: u64,
+        include_parent: bool,
+        whole_object: bool,
+    ) -> CResult<Vec<DiffExtent>> {
+        // Allocation must include acknowledged writes still in the cache.
+        self.cache.sync().await?;
+        self.inner
+            .diff(fromsnap, off, len, include_parent, whole_object)
+            .await
+    }
+    async fn image_config(&self) -> CResult<Vec<(String, String)>> {
+        self.inner.image_config().await
+    }
+    async fn metadata_get(&self, key: &str) -> CResult<String> {
+        self.inner.metadata_get(key).await
+    }
+    async fn metadata_set(&self, key: &str, value: &str) -> CResult<()> {
+        self.inner.metadata_set(key, value).await
+    }
+    async fn metadata_remove(&self, key: &str) -> CResult<()> {
+        self.inner.metadata_remove(key).await
+    }
+    async fn metadata_list(&self) -> CResult<Vec<(String, String)>> {
+        self.inner.metadata_list().await
+    }
+    async fn refresh(&self) -> CResult<()> {
+        // rbd_invalidate_cache: dirty data is written back first, then
+        // every clean byte is dropped (another client may have written).
+        let r = self.cache.invalidate().await;
+        self.inner.refresh().await?;
+        r
+    }
+    async fn close(&self) -> CResult<()> {
+        let r = self.cache.close().await;
+        if std::env::var_os("QUARRY_LOG_CACHE").is_some() {
+            eprintln!("quarry: cache at close: {:?}", self.cache.stats());
+        }
+        self.inner.close().await?;
+        r
+    }
+}
