@@ -360,7 +360,9 @@ impl<E> State<E> {
     /// Mark the dirty extents starting at `starts` (ascending) as being
     /// written back, coalescing adjacent ones into jobs.
     fn take_dirty(&mut self, starts: &[u64]) -> Vec<Job> {
-        let mut groups: Vec<(u64, u64, Vec<Bytes>, Vec<(u64, u64, u64)>)> = Vec::new();
+        // (start, end, data parts, pieces) of each job being built.
+        type Group = (u64, u64, Vec<Bytes>, Vec<(u64, u64, u64)>);
+        let mut groups: Vec<Group> = Vec::new();
         for &s in starts {
             let Some(e) = self.map.get_mut(&s) else {
                 continue;

@@ -59,7 +59,9 @@ impl Backend for MemBackend {
     async fn read(&self, off: u64, len: u64) -> Result<Bytes, Failed> {
         self.delay().await;
         let d = self.data.lock().unwrap();
-        Ok(Bytes::copy_from_slice(&d[off as usize..(off + len) as usize]))
+        Ok(Bytes::copy_from_slice(
+            &d[off as usize..(off + len) as usize],
+        ))
     }
     async fn write(&self, off: u64, data: Bytes) -> Result<(), Failed> {
         self.delay().await;
@@ -111,7 +113,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn pattern(off: u64, len: u64, p: u8) -> Vec<u8> {
-    (0..len).map(|i| p ^ ((off + i) as u8).wrapping_mul(31)).collect()
+    (0..len)
+        .map(|i| p ^ ((off + i) as u8).wrapping_mul(31))
+        .collect()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -166,7 +170,10 @@ fn run_model(ops: Vec<Op>, wtuf: bool, max_dirty: u64, seed: u64) -> Result<(), 
                 }
                 Op::Invalidate => {
                     cache.invalidate().await.unwrap();
-                    prop_assert!(backend.snapshot() == model, "backend differs after invalidate");
+                    prop_assert!(
+                        backend.snapshot() == model,
+                        "backend differs after invalidate"
+                    );
                     prop_assert_eq!(cache.stats().bytes, cache.stats().dirty);
                 }
             }
@@ -208,7 +215,10 @@ fn no_dirty_data_before_the_first_flush() {
     let cache = Cache::new(backend.clone(), CacheConfig::default(), rt.handle());
     rt.block_on(async {
         assert!(!cache.is_writeback());
-        cache.write(4097, Bytes::from(vec![0xab; 5000])).await.unwrap();
+        cache
+            .write(4097, Bytes::from(vec![0xab; 5000]))
+            .await
+            .unwrap();
         // Write-through: on the backend when acknowledged.
         assert_eq!(cache.stats().dirty, 0);
         assert_eq!(backend.snapshot()[4097..9097], [0xab; 5000][..]);
@@ -262,7 +272,10 @@ fn writers_block_at_max_dirty_and_lru_bounds_the_size() {
     let cache = Cache::new(backend.clone(), cfg, rt.handle());
     rt.block_on(async {
         for i in 0..64u64 {
-            cache.write(i * 4096, Bytes::from(vec![i as u8; 4096])).await.unwrap();
+            cache
+                .write(i * 4096, Bytes::from(vec![i as u8; 4096]))
+                .await
+                .unwrap();
             assert!(cache.stats().dirty <= 16 << 10);
         }
         for i in 0..64u64 {
@@ -312,7 +325,10 @@ fn write_back_coalesces_adjacent_writes() {
     let cache = Cache::new(backend.clone(), cfg, rt.handle());
     rt.block_on(async {
         for i in 0..256u64 {
-            cache.write(i * 512, Bytes::from(vec![3; 512])).await.unwrap();
+            cache
+                .write(i * 512, Bytes::from(vec![3; 512]))
+                .await
+                .unwrap();
         }
         cache.flush().await.unwrap();
         assert_eq!(backend.writes.load(Ordering::Relaxed), 1);
