@@ -208,6 +208,7 @@ fn writeback_cache_on_a_cluster() {
     patterns_read_back_by_another_process(&c);
     fio_verify_through_the_cache(&c);
     sigkill_keeps_flushed_writes_and_loses_unflushed_ones(&c);
+    dirty_data_reaches_the_cluster_after_max_dirty_age(&c);
 }
 
 fn patterns_read_back_by_another_process(c: &Cluster) {
@@ -378,4 +379,39 @@ fn image_operations_around_cached_writes() {
     assert!(err.contains("cache mode writeback"), "{err}");
     // The writes above were acknowledged from memory.
     assert!(stat(&err, "writes_cached") > 0, "{err}");
+}
+
+fn dirty_data_reaches_the_cluster_after_max_dirty_age(c: &Cluster) {
+    c.create("aged", "64M");
+    // Default rbd_cache_max_dirty_age (1 s): without any further flush the
+    // write is written back on its own, well before the bound below.
+    let mut q = Interactive::start(c, "rbd:data/aged:rbd_cache_policy=writeback");
+    q.cmd("flush");
+    assert!(q
+        .cmd("write -P 0x61 12345 6789")
+        .contains("wrote 6789/6789"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut cmd = c.cmd("qemu-io");
+        cmd.args([
+            "-f",
+            "raw",
+            "-r",
+            "-t",
+            "none",
+            "-c",
+            "read -P 0x61 12345 6789",
+            "rbd:data/aged",
+        ]);
+        // A pattern mismatch exits non-zero: poll until it matches.
+        if cmd.output().expect("spawn").status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dirty data not written back 60 s after the write (max_dirty_age 1 s)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    q.kill9();
 }

@@ -186,6 +186,9 @@ struct State<E> {
     next_read: u64,
     error: Option<E>,
     waiters: u64,
+    /// The flusher sleeps with no deadline: new dirty data must wake it
+    /// (its age limit would otherwise never be looked at).
+    flusher_idle: bool,
     closed: bool,
     stats: Stats,
 }
@@ -209,6 +212,7 @@ impl<E> State<E> {
             next_read: 0,
             error: None,
             waiters: 0,
+            flusher_idle: false,
             closed: false,
             stats: Stats::default(),
         }
@@ -506,13 +510,19 @@ impl<B: Backend> Inner<B> {
                     }
                 }
             }
+            let mut kick = false;
             if let Err(e) = r {
                 if st.error.is_none() {
                     st.error = Some(e);
                 }
+                // The data is dirty again: the flusher must time its retry.
+                kick = std::mem::take(&mut st.flusher_idle);
             }
             let size = self.cfg.size;
             st.evict(size);
+            if kick {
+                self.kick.notify_one();
+            }
         }
         self.changed.notify_waiters();
     }
@@ -559,7 +569,9 @@ impl<B: Backend> Inner<B> {
                 if st.closed {
                     return;
                 }
-                self.pick_background(&mut st)
+                let (jobs, next) = self.pick_background(&mut st);
+                st.flusher_idle = next.is_none();
+                (jobs, next)
             };
             self.spawn_jobs(jobs);
             match next {
@@ -752,7 +764,8 @@ impl<B: Backend> Cache<B> {
                     st.stats.writes_cached += 1;
                     let size = self.inner.cfg.size;
                     st.evict(size);
-                    let kick = st.dirty > self.inner.cfg.target_dirty;
+                    let kick = st.dirty > self.inner.cfg.target_dirty
+                        || std::mem::take(&mut st.flusher_idle);
                     drop(st);
                     if kick {
                         self.inner.kick.notify_one();

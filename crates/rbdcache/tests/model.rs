@@ -246,6 +246,8 @@ fn dirty_data_is_written_back_after_max_dirty_age_without_a_flush() {
     };
     let cache = Cache::new(backend.clone(), cfg, rt.handle());
     rt.block_on(async {
+        // Let the flusher go idle first: new dirty data must wake it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         cache.write(100, Bytes::from(vec![7; 100])).await.unwrap();
         assert_eq!(cache.stats().dirty, 100);
         // Bounded wait for the age-triggered write-back (fails, never hangs).

@@ -153,6 +153,18 @@ fn osd_killed_during_guest_write_loop() {
 /// every synced file intact (debugfs).
 #[test]
 fn ext4_on_writeback_clone_consistent_after_sigkill() {
+    ext4_after_sigkill("");
+}
+
+/// The same with librbd's in-memory writeback cache
+/// (`rbd_cache_policy=writeback`): the journal's ordering rests on the
+/// guest's flushes reaching the cluster before they complete.
+#[test]
+fn ext4_on_in_memory_writeback_clone_consistent_after_sigkill() {
+    ext4_after_sigkill(":rbd_cache_policy=writeback");
+}
+
+fn ext4_after_sigkill(opts: &str) {
     let _one = one_at_a_time();
     let guest = Guest::get();
     let c = Cluster::up(3);
@@ -178,7 +190,7 @@ fn ext4_on_writeback_clone_consistent_after_sigkill() {
         "vmtest=fswrite vmtest_dev=vda vmtest_n=60",
         &[
             "-drive",
-            "format=raw,file=rbd:data/fs,if=virtio,cache=writeback",
+            &format!("format=raw,file=rbd:data/fs{opts},if=virtio,cache=writeback"),
         ],
     );
     vm.wait_for("VMTEST: FSYNCED 6", BOOT_TIMEOUT);
@@ -219,5 +231,5 @@ fn ext4_on_writeback_clone_consistent_after_sigkill() {
             data.len()
         );
     }
-    println!("vmtest cache: ext4 on a writeback clone: SIGKILL after {} synced files; fsck clean, all intact", last + 1);
+    println!("vmtest cache: ext4 on a writeback clone{opts}: SIGKILL after {} synced files; fsck clean, all intact", last + 1);
 }
