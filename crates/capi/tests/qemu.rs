@@ -461,6 +461,28 @@ fn effective_cache_mode_follows_qemu() {
             "cache mode writearound",
         ),
         ("none", "rbd:data/c:rbd_cache=true", "cache mode none"),
+        // The in-memory cache is opt-in through the policy, as in Ceph 16;
+        // cache=none still turns it off, max_dirty=0 makes it write-through.
+        (
+            "writeback",
+            "rbd:data/c:rbd_cache_policy=writeback",
+            "cache mode writeback",
+        ),
+        (
+            "none",
+            "rbd:data/c:rbd_cache_policy=writeback",
+            "cache mode none",
+        ),
+        (
+            "writeback",
+            "rbd:data/c:rbd_cache_policy=writeback:rbd_cache_max_dirty=0",
+            "cache mode writethrough",
+        ),
+        (
+            "writeback",
+            "rbd:data/c:rbd_cache_policy=writethrough",
+            "cache mode writethrough",
+        ),
     ];
     for (mode, spec, want) in cases {
         let bin = common::require("qemu-io");

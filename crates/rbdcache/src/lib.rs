@@ -685,8 +685,14 @@ impl<B: Backend> Cache<B> {
         let len = end - off;
         let id = {
             let mut st = self.inner.lock();
-            let mut buf = vec![0u8; len as usize];
-            if st.overlay(off, &mut buf, true) == len {
+            let cached: u64 = st
+                .overlapping(off, end)
+                .iter()
+                .map(|&(s, e)| e.min(end) - s.max(off))
+                .sum();
+            if cached == len {
+                let mut buf = vec![0u8; len as usize];
+                st.overlay(off, &mut buf, true);
                 st.stats.read_hits += 1;
                 return Ok(Bytes::from(buf));
             }
