@@ -8,6 +8,7 @@
 
 mod admin;
 mod cmds;
+mod v2;
 mod xfer;
 
 use std::io::IsTerminal;
@@ -570,6 +571,9 @@ enum RbdCmd {
         /// Destination pool.
         #[arg(long)]
         dest_pool: Option<String>,
+        /// Stream format: 1 (raw, default) or 2 (Ceph's image stream with snapshots).
+        #[arg(long)]
+        export_format: Option<u32>,
         #[command(flatten)]
         c: CreateArgs,
     },
@@ -579,7 +583,7 @@ enum RbdCmd {
         image: String,
         /// Destination path or `-`.
         path: String,
-        /// Export format (only 1, raw, is supported).
+        /// Export format: 1 (raw, default) or 2 (Ceph's image stream with snapshots).
         #[arg(long)]
         export_format: Option<u32>,
     },
@@ -920,8 +924,19 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
             path,
             dest,
             dest_pool,
+            export_format,
             c,
-        } => xfer::import(&ctx, &path, dest.as_deref(), dest_pool.as_deref(), &c).await,
+        } => {
+            xfer::import(
+                &ctx,
+                &path,
+                dest.as_deref(),
+                dest_pool.as_deref(),
+                export_format,
+                &c,
+            )
+            .await
+        }
         Export {
             image,
             path,

@@ -83,13 +83,17 @@ async fn data_extents(
 
 /// `rbd export`.
 pub async fn export(ctx: &Ctx, image: &str, path: &str, format: Option<u32>) -> CmdResult {
-    if matches!(format, Some(f) if f != 1) {
-        return Err(CmdError::new(
-            Errno::EOPNOTSUPP,
-            "export error: only --export-format 1 (raw) is supported",
-        ));
-    }
     let spec = ctx.spec(image)?;
+    match format {
+        None | Some(1) => {}
+        Some(2) => return super::v2::export(ctx, &spec, path).await,
+        Some(n) => {
+            return Err(CmdError::new(
+                Errno::EINVAL,
+                format!("invalid export format {n}: only 1 (raw) and 2 are supported"),
+            ))
+        }
+    }
     let img = ctx.open(&spec, true).await?;
     let size = img.size();
     let ext = data_extents(&img, None)
@@ -217,8 +221,15 @@ pub async fn import(
     path: &str,
     dest: Option<&str>,
     dest_pool: Option<&str>,
+    format: Option<u32>,
     c: &CreateArgs,
 ) -> CmdResult {
+    if let Some(n) = format.filter(|n| *n != 1 && *n != 2) {
+        return Err(CmdError::new(
+            Errno::EINVAL,
+            format!("invalid export format {n}: only 1 (raw) and 2 are supported"),
+        ));
+    }
     let dest = match dest {
         Some(d) => d.to_string(),
         None if path == "-" => {
@@ -240,6 +251,9 @@ pub async fn import(
     }
     let opts = create_opts(c, "import failed")?;
     let io = ctx.ioctx(&spec.pool, &spec.namespace).await?;
+    if format == Some(2) {
+        return super::v2::import(ctx, &io, &spec.image, path, opts).await;
+    }
     let (mut reader, known): (Box<dyn Read>, Option<u64>) = if path == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
