@@ -28,10 +28,19 @@ fn live_migration_with_writeback_cache_no_object_map() {
     migrate(Prep::NoObjectMap);
 }
 
+/// The same with librbd's in-memory writeback cache on both sides
+/// (`rbd_cache_policy=writeback`): the source's dirty data must reach the
+/// cluster at hand-over and the destination must not serve stale clean data.
+#[test]
+fn live_migration_with_in_memory_writeback_cache() {
+    migrate(Prep::InMemoryCache);
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Prep {
     Default,
     NoObjectMap,
+    InMemoryCache,
 }
 
 fn migrate(prep: Prep) {
@@ -54,7 +63,11 @@ fn migrate(prep: Prep) {
     } else {
         c.run("qemu-img", &["create", "-f", "raw", "rbd:data/mig", "256M"]);
     }
-    let drive = "format=raw,file=rbd:data/mig,if=virtio,cache=writeback";
+    let drive = if prep == Prep::InMemoryCache {
+        "format=raw,file=rbd:data/mig:rbd_cache_policy=writeback,if=virtio,cache=writeback"
+    } else {
+        "format=raw,file=rbd:data/mig,if=virtio,cache=writeback"
+    };
     let append = format!("vmtest=writeloop vmtest_dev=vda vmtest_n={n} vmtest_sleep=0.3");
     let port = free_port();
     let incoming = format!("tcp:127.0.0.1:{port}");
