@@ -207,7 +207,9 @@ impl Conn {
     }
 
     fn start(s: TcpStream, addr: String) -> Arc<Conn> {
-        let (mut rd, wr) = s.into_split();
+        let (rd, wr) = s.into_split();
+        // Buffered: header, body and payload of a frame in one read syscall.
+        let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
         let (tx, mut rx) = mpsc::channel::<Frame>(SEND_QUEUE);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));

@@ -390,7 +390,10 @@ impl Osd {
             claims,
             addr: peer.clone(),
         });
-        let (mut rd, wr) = s.into_split();
+        let (rd, wr) = s.into_split();
+        // Buffered: a frame's header, body and payload then usually take
+        // one read syscall instead of three.
+        let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
         let (tx, mut rx) = mpsc::channel::<Frame>(CONN_SEND_QUEUE);
         let writer = tokio::spawn(async move {
             let mut w = BufWriter::with_capacity(64 << 10, wr);

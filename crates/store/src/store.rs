@@ -34,7 +34,7 @@ use crate::codec::{self, ObjRecord, PoolCounters};
 use crate::exec::{self, sio};
 use crate::export;
 use crate::tables::{self, Tbl, WTables};
-use crate::wal::{Records, Wal};
+use crate::wal::{self, Records, Wal};
 
 /// `sys` key of the last LSN whose effects redb holds durably.
 const CHECKPOINT_KEY: &[u8] = b"wal.checkpoint";
@@ -49,9 +49,13 @@ pub const MAX_BATCH_BYTES: usize = 64 << 20;
 /// commit costs as much CPU as the writes it commits (tree finalization,
 /// page checksums, freed-page bookkeeping): amortizing it over many
 /// batches is what makes a small durable write cheap.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(5);
+const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 /// Most batches in one redb transaction.
 const MAX_TXN_BATCHES: usize = 512;
+/// Batches handed to the log syncer before the writer waits.
+const SYNC_QUEUE: usize = 64;
+/// Log bytes handed to the log syncer before the writer waits.
+const SYNC_QUEUE_BYTES: usize = 64 << 20;
 /// redb page cache size.
 const CACHE_BYTES: usize = 64 << 20;
 
@@ -215,12 +219,162 @@ struct Inner {
     not_empty: Condvar,
     not_full: Condvar,
     pending: Mutex<Pending>,
+    sync: Syncer,
+}
+
+/// A batch the writer applied, on its way through the log syncer: its log
+/// record (none if it changed nothing), what it changed, its answers.
+struct Synced {
+    rec: Option<(u64, Vec<u8>)>,
+    touched: Pending,
+    replies: Vec<(ReplyTo, Answer)>,
+}
+
+#[derive(Default)]
+struct SyncQueue {
+    jobs: VecDeque<Synced>,
+    /// Log record bytes in `jobs`.
+    bytes: usize,
+    /// The syncer is writing a group (taken off `jobs`).
+    busy: bool,
+    shutdown: bool,
+    /// Set once a log write failed: every later batch fails too.
+    failed: Option<String>,
+}
+
+/// The hand-off between the writer thread (applies batches to redb) and
+/// the syncer thread (writes their log records, one fdatasync per group,
+/// then publishes and answers them in order). The writer applies the next
+/// batch while the previous one's fdatasync runs, and batches that queue
+/// up meanwhile share the next one.
+#[derive(Default)]
+struct Syncer {
+    q: Mutex<SyncQueue>,
+    /// Signals the syncer: work or shutdown.
+    work: Condvar,
+    /// Signals the writer: space freed, group finished, failure.
+    changed: Condvar,
+}
+
+impl Syncer {
+    /// Hand a batch over, waiting while the queue is full. After a log
+    /// failure the batch is answered with it and the error returned.
+    fn push(&self, j: Synced) -> Result<()> {
+        let mut q = lock(&self.q);
+        while (q.jobs.len() >= SYNC_QUEUE || (!q.jobs.is_empty() && q.bytes >= SYNC_QUEUE_BYTES))
+            && q.failed.is_none()
+        {
+            q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(e) = q.failed.clone() {
+            drop(q);
+            let e = RadosError::io(format!("write-ahead log: {e}"));
+            for (r, a) in j.replies {
+                r.send(failed_like(&a, e.clone()));
+            }
+            return Err(e);
+        }
+        q.bytes += j.rec.as_ref().map_or(0, |r| r.1.len());
+        q.jobs.push_back(j);
+        drop(q);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// Wait until every batch handed over is durable, published and
+    /// answered (before a redb commit makes the state visible to readers).
+    fn drain(&self) -> Result<()> {
+        let mut q = lock(&self.q);
+        while (!q.jobs.is_empty() || q.busy) && q.failed.is_none() {
+            q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        match &q.failed {
+            Some(e) => Err(RadosError::io(format!("write-ahead log: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&self, why: String) {
+        let mut q = lock(&self.q);
+        q.failed.get_or_insert(why);
+        q.busy = false;
+        drop(q);
+        self.changed.notify_all();
+    }
+}
+
+/// The same kind of answer as `a`, carrying `e`.
+fn failed_like(a: &Answer, e: RadosError) -> Answer {
+    match a {
+        Answer::Op(_) => Answer::Op(Err(e)),
+        Answer::Trim(_) => Answer::Trim(Err(e)),
+        Answer::Unit(_) => Answer::Unit(Err(e)),
+        Answer::List(_) => Answer::List(Err(e)),
+        Answer::PoolStat(_) => Answer::PoolStat(Err(e)),
+        Answer::Usage(_) => Answer::Usage(Err(e)),
+        Answer::Bytes(_) => Answer::Bytes(Err(e)),
+    }
+}
+
+fn syncer_main(inner: Arc<Inner>, file: Arc<std::fs::File>) {
+    let sync = &inner.sync;
+    loop {
+        let mut jobs: Vec<Synced> = {
+            let mut q = lock(&sync.q);
+            while q.jobs.is_empty() && !q.shutdown {
+                q = sync.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            if q.jobs.is_empty() {
+                return;
+            }
+            q.busy = true;
+            q.bytes = 0;
+            q.jobs.drain(..).collect()
+        };
+        sync.changed.notify_all();
+        let recs: Vec<(u64, Vec<u8>)> = jobs.iter_mut().filter_map(|j| j.rec.take()).collect();
+        let prior = lock(&sync.q).failed.clone();
+        let r = match prior {
+            Some(e) => Err(e),
+            None => std::panic::catch_unwind(|| wal::write_durable(&file, &recs))
+                .unwrap_or_else(|_| Err(std::io::Error::other("log syncer panicked")))
+                .map_err(|e| e.to_string()),
+        };
+        match r {
+            Ok(()) => {
+                // Durable: now visible to readers (through the writer), then answered.
+                {
+                    let mut p = lock(&inner.pending);
+                    for j in jobs.iter_mut() {
+                        p.merge(std::mem::take(&mut j.touched));
+                    }
+                }
+                for j in jobs {
+                    for (r, a) in j.replies {
+                        r.send(a);
+                    }
+                }
+            }
+            Err(why) => {
+                sync.fail(why.clone());
+                let e = RadosError::io(format!("write-ahead log: {why}"));
+                for j in jobs {
+                    for (r, a) in j.replies {
+                        r.send(failed_like(&a, e.clone()));
+                    }
+                }
+            }
+        }
+        lock(&sync.q).busy = false;
+        sync.changed.notify_all();
+    }
 }
 
 /// The local durable object store (see the module docs for the layout).
 pub struct Store {
     inner: Arc<Inner>,
     writer: Option<JoinHandle<()>>,
+    syncer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -314,7 +468,21 @@ impl Store {
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             pending: Mutex::new(Pending::default()),
+            sync: Syncer::default(),
         });
+        let syncer = match ws.wal.as_ref() {
+            Some(w) => {
+                let file = w.file();
+                let i = inner.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("quarry-store-sync".into())
+                        .spawn(move || syncer_main(i, file))
+                        .map_err(|e| RadosError::io(format!("spawn store log syncer: {e}")))?,
+                )
+            }
+            None => None,
+        };
         let w = inner.clone();
         let writer = std::thread::Builder::new()
             .name("quarry-store-writer".into())
@@ -323,6 +491,7 @@ impl Store {
         Ok(Store {
             inner,
             writer: Some(writer),
+            syncer,
         })
     }
 
@@ -733,6 +902,11 @@ impl Drop for Store {
             // The writer finishes (commits and answers) what is queued, then exits.
             let _ = w.join();
         }
+        lock(&self.inner.sync.q).shutdown = true;
+        self.inner.sync.work.notify_all();
+        if let Some(s) = self.syncer.take() {
+            let _ = s.join();
+        }
     }
 }
 
@@ -860,6 +1034,8 @@ fn run_txn(inner: &Inner, ws: &mut WriterState, first: Vec<Job>) -> Result<()> {
     let mut txn = inner.db.begin_write().map_err(sio)?;
     let mut deferred: Deferred = Vec::new();
     let checkpoint = fill_txn(inner, ws, &txn, first, &mut deferred)?;
+    // Nothing becomes visible to readers before its log record is durable.
+    inner.sync.drain()?;
     let durable = checkpoint || ws.wal.is_none();
     txn.set_durability(if durable {
         Durability::Immediate
@@ -910,17 +1086,18 @@ fn fill_txn(
             return Ok(true);
         }
         let redo = t.take_redo();
-        if !redo.is_empty() {
-            // Durable in the log first; only then visible and answered.
-            wal.append(ws.lsn + 1, &redo)
-                .map_err(|e| RadosError::io(format!("write-ahead log: {e}")))?;
+        let rec = (!redo.is_empty()).then(|| {
             ws.lsn += 1;
             ws.dirty = true;
-            lock(&inner.pending).merge(touched);
-        }
-        for (r, a) in replies {
-            r.send(a);
-        }
+            wal.encode(ws.lsn, &redo)
+        });
+        // Made durable, published and answered by the syncer, in order,
+        // while this thread goes on with the next batch.
+        inner.sync.push(Synced {
+            rec,
+            touched,
+            replies: replies.collect(),
+        })?;
         let deadline = opened + COMMIT_INTERVAL;
         if n >= MAX_TXN_BATCHES || Instant::now() >= deadline {
             break;

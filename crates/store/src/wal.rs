@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 const MAGIC: u32 = 0x4C41_5751; // "QWAL"
 const HDR: usize = 20;
@@ -47,7 +48,7 @@ pub type Records = Vec<(u64, Vec<u8>)>;
 
 /// The log file and where the next record goes.
 pub struct Wal {
-    file: File,
+    file: Arc<File>,
     off: u64,
 }
 
@@ -107,7 +108,13 @@ impl Wal {
             records.push((lsn, body));
             off += HDR as u64 + blen;
         }
-        Ok((Wal { file, off: 0 }, records))
+        Ok((
+            Wal {
+                file: Arc::new(file),
+                off: 0,
+            },
+            records,
+        ))
     }
 
     /// Whether a record with this body fits before the end of the file.
@@ -117,18 +124,24 @@ impl Wal {
             && self.off + (HDR + body_len) as u64 <= WAL_BYTES
     }
 
-    /// Append a record and make it durable.
-    pub fn append(&mut self, lsn: u64, body: &[u8]) -> io::Result<()> {
+    /// Reserve the next record's place and encode it: (offset, bytes).
+    /// The caller writes it (see [`write_durable`]) before acknowledging
+    /// anything it covers; reserving in LSN order keeps the log contiguous.
+    pub fn encode(&mut self, lsn: u64, body: &[u8]) -> (u64, Vec<u8>) {
         let mut buf = Vec::with_capacity(HDR + body.len());
         buf.extend_from_slice(&MAGIC.to_le_bytes());
         buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
         buf.extend_from_slice(&lsn.to_le_bytes());
         buf.extend_from_slice(&crc(lsn, body).to_le_bytes());
         buf.extend_from_slice(body);
-        self.file.write_all_at(&buf, self.off)?;
-        self.file.sync_data()?;
+        let off = self.off;
         self.off += buf.len() as u64;
-        Ok(())
+        (off, buf)
+    }
+
+    /// The log file, shared with the thread that writes encoded records.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
     }
 
     /// After a checkpoint: the next record goes to offset 0 again. Older
@@ -136,4 +149,34 @@ impl Wal {
     pub fn reset(&mut self) {
         self.off = 0;
     }
+}
+
+/// Write encoded records (offset, bytes; in log order) and make them
+/// durable with one fdatasync. Adjacent records go out in one write.
+pub fn write_durable(file: &File, recs: &[(u64, Vec<u8>)]) -> io::Result<()> {
+    let mut i = 0;
+    let mut joined = Vec::new();
+    while i < recs.len() {
+        let (off, first) = &recs[i];
+        let mut end = *off + first.len() as u64;
+        let mut j = i + 1;
+        while j < recs.len() && recs[j].0 == end {
+            end += recs[j].1.len() as u64;
+            j += 1;
+        }
+        if j == i + 1 {
+            file.write_all_at(first, *off)?;
+        } else {
+            joined.clear();
+            for (_, b) in &recs[i..j] {
+                joined.extend_from_slice(b);
+            }
+            file.write_all_at(&joined, *off)?;
+        }
+        i = j;
+    }
+    if !recs.is_empty() {
+        file.sync_data()?;
+    }
+    Ok(())
 }
