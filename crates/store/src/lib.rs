@@ -19,10 +19,12 @@
 //!   current state and flushed only if every op succeeded, so one request is
 //!   atomic even though many share a transaction.
 //! * **Group commit and durability** (`store`, `wal`): one writer thread
-//!   drains a bounded queue and applies a batch of requests, appends the
-//!   batch's physical redo to a preallocated write-ahead log, fdatasyncs
-//!   once and answers everyone. Its redb transaction stays open for a few
-//!   milliseconds across batches and is then committed non-durably (reads of
+//!   drains a bounded queue and applies a batch of requests; a syncer
+//!   thread appends the batch's physical redo to a preallocated write-ahead
+//!   log, fdatasyncs once (for every batch queued meanwhile) and answers
+//!   everyone, while the writer applies the next batch. The redb transaction
+//!   stays open for up to 50 ms across batches and is then committed
+//!   non-durably, after the syncer drained (reads of
 //!   objects it changed are served by the writer meanwhile). redb is made
 //!   durable on its own at checkpoints (log full, big batches, close);
 //!   recovery replays the log past the last checkpoint.
