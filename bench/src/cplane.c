@@ -1,0 +1,130 @@
+/* Control-plane timings through librbd itself (no CLI start-up in the figures):
+ * connect, create a 10 GiB image, snapshot create, protect, N clones, then
+ * remove everything, timing each call. Whichever librbd the dynamic linker
+ * picks (Debian's Ceph, or Quarry's via LD_LIBRARY_PATH) is used and its path
+ * is printed, so the caller can check it ran the library it meant to.
+ *
+ * usage: cplane POOL NCLONES      (CEPH_CONF selects the cluster; client.admin)
+ * Prints one JSON object on stdout; exit status 1 with a message on any error. */
+#define _GNU_SOURCE
+#include <link.h>
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static char librbd_path[4096] = "?";
+static int find_librbd(struct dl_phdr_info *info, size_t size, void *data) {
+  (void)size;
+  (void)data;
+  if (info->dlpi_name && strstr(info->dlpi_name, "librbd"))
+    snprintf(librbd_path, sizeof librbd_path, "%s", info->dlpi_name);
+  return 0;
+}
+
+#define CHECK(what, expr)                                                       \
+  do {                                                                          \
+    int r_ = (expr);                                                            \
+    if (r_ < 0) {                                                               \
+      fprintf(stderr, "cplane: %s failed: %s (%d)\n", what, strerror(-r_), r_); \
+      exit(1);                                                                  \
+    }                                                                           \
+  } while (0)
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: cplane POOL NCLONES\n");
+    return 2;
+  }
+  const char *pool = argv[1];
+  int n = atoi(argv[2]);
+  if (n < 1 || n > 10000) {
+    fprintf(stderr, "cplane: NCLONES must be 1..10000\n");
+    return 2;
+  }
+  char parent[64], name[128];
+  snprintf(parent, sizeof parent, "cplane-parent-%ld", (long)getpid());
+  double t0 = now_ms();
+  rados_t cluster;
+  CHECK("rados_create", rados_create(&cluster, "admin"));
+  CHECK("rados_conf_read_file", rados_conf_read_file(cluster, NULL));
+  CHECK("rados_connect", rados_connect(cluster));
+  rados_ioctx_t io;
+  CHECK("rados_ioctx_create", rados_ioctx_create(cluster, pool, &io));
+  double t_connect = now_ms() - t0;
+  dl_iterate_phdr(find_librbd, NULL);
+
+  int order = 22;
+  uint64_t features = RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK |
+                      RBD_FEATURE_OBJECT_MAP | RBD_FEATURE_FAST_DIFF |
+                      RBD_FEATURE_DEEP_FLATTEN;
+  t0 = now_ms();
+  CHECK("rbd_create2", rbd_create2(io, parent, 10ULL << 30, features, &order));
+  double t_create = now_ms() - t0;
+  rbd_image_t img;
+  CHECK("rbd_open", rbd_open(io, parent, &img, NULL));
+  t0 = now_ms();
+  CHECK("rbd_snap_create", rbd_snap_create(img, "s"));
+  double t_snap = now_ms() - t0;
+  t0 = now_ms();
+  CHECK("rbd_snap_protect", rbd_snap_protect(img, "s"));
+  double t_protect = now_ms() - t0;
+
+  double *each = calloc(n, sizeof *each);
+  double *each_rm = calloc(n, sizeof *each_rm);
+  if (!each || !each_rm) return 1;
+  double t_all = now_ms();
+  for (int i = 0; i < n; i++) {
+    snprintf(name, sizeof name, "%s-c%d", parent, i);
+    int o = 22;
+    t0 = now_ms();
+    CHECK("rbd_clone", rbd_clone(io, parent, "s", io, name, features, &o));
+    each[i] = now_ms() - t0;
+  }
+  double t_clones = now_ms() - t_all;
+  t_all = now_ms();
+  for (int i = 0; i < n; i++) {
+    snprintf(name, sizeof name, "%s-c%d", parent, i);
+    t0 = now_ms();
+    CHECK("rbd_remove (clone)", rbd_remove(io, name));
+    each_rm[i] = now_ms() - t0;
+  }
+  double t_rm_clones = now_ms() - t_all;
+  t0 = now_ms();
+  CHECK("rbd_snap_unprotect", rbd_snap_unprotect(img, "s"));
+  double t_unprotect = now_ms() - t0;
+  t0 = now_ms();
+  CHECK("rbd_snap_remove", rbd_snap_remove(img, "s"));
+  double t_snap_rm = now_ms() - t0;
+  CHECK("rbd_close", rbd_close(img));
+  t0 = now_ms();
+  CHECK("rbd_remove", rbd_remove(io, parent));
+  double t_rm = now_ms() - t0;
+  rados_ioctx_destroy(io);
+  rados_shutdown(cluster);
+
+  qsort(each, n, sizeof *each, cmp_d);
+  qsort(each_rm, n, sizeof *each_rm, cmp_d);
+  printf("{\"librbd\": \"%s\", \"clones\": %d, \"connect_ms\": %.3f, \"create_10g_ms\": %.3f, "
+         "\"snap_create_ms\": %.3f, \"snap_protect_ms\": %.3f, \"clones_total_ms\": %.3f, "
+         "\"clone_median_ms\": %.3f, \"clone_max_ms\": %.3f, \"remove_clones_total_ms\": %.3f, "
+         "\"remove_clone_median_ms\": %.3f, \"snap_unprotect_ms\": %.3f, \"snap_remove_ms\": %.3f, "
+         "\"remove_image_ms\": %.3f}\n",
+         librbd_path, n, t_connect, t_create, t_snap, t_protect, t_clones, each[n / 2], each[n - 1],
+         t_rm_clones, each_rm[n / 2], t_unprotect, t_snap_rm, t_rm);
+  return 0;
+}
