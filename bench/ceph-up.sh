@@ -80,7 +80,7 @@ ceph-mon --mkfs -i a --monmap "$D/monmap" --keyring "$D/mon.keyring"
 ceph-mon -i a
 # Bounded wait: a monitor that does not answer must fail the bring-up, not hang it.
 timeout 60 ceph --connect-timeout 30 mon stat >/dev/null
-for i in $(seq 0 $((OSDS - 1))); do
+for _ in $(seq 0 $((OSDS - 1))); do
   uuid=$(uuidgen)
   secret=$(ceph-authtool --gen-print-key)
   id=$(echo "{\"cephx_secret\": \"$secret\"}" | timeout 60 ceph osd new "$uuid" -i -)

@@ -293,7 +293,7 @@ def main():
     w("# Quarry vs Ceph vs the machine's limit" + (" (--quick run: short, small image; not comparable)" if quick else ""))
     w("")
     w(f"Run {machine.get('date', '?')} by `bench/run.sh{' --quick' if quick else ''}` at Quarry commit "
-      f"{machine.get('quarry_commit', '?')}. Raw fio JSON and /proc samples: `raw/`. Method: `bench/README.md`.")
+      f"{machine.get('quarry_commit', '?')}. Raw fio JSON and /proc samples are written to `raw/` beside this file (not committed). Method: `bench/README.md`.")
     w("")
     w("## Machine")
     w(f"- {machine.get('nproc')} cores ({machine.get('cpu')}), {machine.get('mem_bytes', 0) / (1 << 30):.1f} GiB RAM, "

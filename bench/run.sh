@@ -175,6 +175,7 @@ echo "{\"bringup_ms\": $(ms_since "$t")}" >"$RAW/quarry-bringup.json"
 # Run a command in SYSTEM's client environment (which librbd, which conf).
 in_env() {
   local sys=$1; shift
+  # shellcheck disable=SC1091 # D/env is written by quarry up at run time
   case "$sys" in
     # Ceph: Debian's librbd; make sure no Quarry library path leaks in.
     ceph) env -u LD_LIBRARY_PATH CEPH_CONF="$CEPHD/ceph.conf" "$@" ;;

@@ -9,6 +9,7 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 # build every artifact first so no test finds a stale or missing one.
 cargo build --workspace --release
 cargo test --workspace --release
+timeout 900 bench/run.sh --quick  # benchmark smoke run (bench/README.md): fails if a system cannot start or fio errs, never on timing
 # Changes what every process on the machine loads (root only), so it runs
 # alone, after everything else.
 if [ "$(id -u)" -eq 0 ]; then
