@@ -54,6 +54,16 @@ def sample(pids):
         rest = stat[stat.rindex(")") + 2 :].split()
         cpu = (int(rest[11]) + int(rest[12])) / TICK
         s["procs"][name] = {"pid": pid, "cpu_s": cpu, "rss_bytes": rss_pages * PAGE}
+        # Anonymous vs file-backed resident memory: mapped files (a store's
+        # mmap, the binary) count in RSS but are reclaimable page cache.
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith(("RssAnon:", "RssFile:")):
+                        key = "rss_anon_bytes" if line.startswith("RssAnon") else "rss_file_bytes"
+                        s["procs"][name][key] = int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
     return s
 
 

@@ -86,10 +86,13 @@ def proc_metrics(path, runtime_s, iops):
         "daemon_cpu_us_per_io": (cpu / dt) * 1e6 / iops if dt > 0 and iops else None,
         "machine_busy_cores": (b.get("machine_busy_s", 0) - a.get("machine_busy_s", 0)) / dt if dt > 0 else None,
         "peak_rss": {},
+        "peak_anon": {},
     }
     for s in samples:
         for n, p in s["procs"].items():
             out["peak_rss"][n] = max(out["peak_rss"].get(n, 0), p["rss_bytes"])
+            if "rss_anon_bytes" in p:
+                out["peak_anon"][n] = max(out["peak_anon"].get(n, 0), p["rss_anon_bytes"])
     return out
 
 
@@ -128,8 +131,9 @@ def main():
         fm = fio_metrics(path)
         fm["pass"] = p
         pm = proc_metrics(path[: -len(".json")] + ".proc.json", fm["runtime_s"], fm["iops"])
-        fm.update({k: v for k, v in pm.items() if k != "peak_rss"})
+        fm.update({k: v for k, v in pm.items() if k not in ("peak_rss", "peak_anon")})
         fm["_peak_rss"] = pm.get("peak_rss", {})
+        fm["_peak_anon"] = pm.get("peak_anon", {})
         runs.setdefault((sysname, job), []).append(fm)
     for v in runs.values():
         v.sort(key=lambda r: r["pass"])
@@ -146,17 +150,20 @@ def main():
     for s in systems:
         rest = load(os.path.join(raw, f"{s}-rss-rest.json"), {}).get("procs", {})
         after = load(os.path.join(raw, f"{s}-rss-after.json"), {}).get("procs", {})
-        peak = {}
+        peak, peak_anon = {}, {}
         for (sysname, _), rs in runs.items():
             if sysname != s:
                 continue
             for r in rs:
                 for n, v in r["_peak_rss"].items():
                     peak[n] = max(peak.get(n, 0), v)
+                for n, v in r["_peak_anon"].items():
+                    peak_anon[n] = max(peak_anon.get(n, 0), v)
         mem[s] = {
             n: {
                 "rest_mib": rest.get(n, {}).get("rss_bytes", 0) / MIB,
                 "peak_load_mib": peak.get(n, 0) / MIB,
+                "peak_load_anon_mib": peak_anon[n] / MIB if n in peak_anon else None,
                 "after_load_mib": after.get(n, {}).get("rss_bytes", 0) / MIB if n in after else None,
             }
             for n in sorted(set(rest) | set(peak))
@@ -164,6 +171,7 @@ def main():
     for rs in runs.values():
         for r in rs:
             r.pop("_peak_rss", None)
+            r.pop("_peak_anon", None)
 
     bringup = {s: load(os.path.join(raw, f"{s}-bringup.json"), {}).get("bringup_ms") for s in systems}
     cplane = {s: load(os.path.join(raw, f"{s}-cplane.json"), {}) for s in systems}
@@ -174,6 +182,12 @@ def main():
             libpath[s] = open(os.path.join(raw, f"{s}-librbd-path")).read().strip()
         except OSError:
             libpath[s] = "?"
+    # Per-run library checks (run.sh writes X.lib for each rbd run it verified).
+    lib_checked = {}
+    for s in systems:
+        tot = [f for f in glob.glob(os.path.join(raw, f"{s}-*-p[0-9]*.json")) if not f.endswith(".proc.json")]
+        ok = [f for f in tot if os.path.exists(f[: -len(".json")] + ".lib")]
+        lib_checked[s] = {"runs": len(tot), "verified": len(ok)}
     ping = {n: load(os.path.join(raw, f"pingpong-{n}.json"), {}) for n in (64, 4096)}
 
     have_ceph = "ceph" in systems
@@ -275,6 +289,7 @@ def main():
         "loadavg_end": end.get("loadavg_end"),
         "systems": systems,
         "librbd_loaded": libpath,
+        "librbd_verified_runs": lib_checked,
         "targets": targets,
         "jobs": jobs,
         "durable_limit": durable,
@@ -300,7 +315,8 @@ def main():
       f"kernel {machine.get('kernel')}")
     w(f"- disk: {machine.get('disk')}; every cluster and the limit's file live on it")
     w(f"- {machine.get('fio')}; Ceph {machine.get('ceph_pkg')} (Debian); fio's rbd engine loaded "
-      + ", ".join(f"{s}: `{p}`" for s, p in libpath.items()) + " (read from /proc/PID/maps during each run)")
+      + ", ".join(f"{s}: `{p}`" for s, p in libpath.items()) + " (read from fio's /proc/PID/maps during the runs: "
+      + ", ".join(f"{s} {v['verified']} of {v['runs']} runs" for s, v in lib_checked.items()) + ")")
     w(f"- load average at start {machine.get('loadavg_start')}, at end {end.get('loadavg_end')}. The machine is shared "
       "with other work (builds, tests) and noisy: the `busy` column shows how many cores the whole machine used "
       "during each rbd job; compare ratios from one run, not absolute figures across runs.")
@@ -356,11 +372,14 @@ def main():
     w("")
     w("## Daemon resident memory (MiB)")
     w("")
-    w("| system | daemon | at rest (before load) | peak under the fio jobs | at rest after them |")
-    w("|---|---|---|---|---|")
+    w("| system | daemon | at rest (before load) | peak under the fio jobs | of which anonymous | at rest after them |")
+    w("|---|---|---|---|---|---|")
     for s, ds in mem.items():
         for n, v in ds.items():
-            w(f"| {s} | {n} | {fmt(v['rest_mib'])} | {fmt(v['peak_load_mib'])} | {fmt(v['after_load_mib'])} |")
+            w(f"| {s} | {n} | {fmt(v['rest_mib'])} | {fmt(v['peak_load_mib'])} | {fmt(v['peak_load_anon_mib'])} | "
+              f"{fmt(v['after_load_mib'])} |")
+    w("")
+    w("RSS is VmRSS (anonymous + file-backed pages mapped by the process); the anonymous part is the daemon's own heap.")
     w("")
     w("## Bring-up and control plane (wall time, ms)")
     w("")

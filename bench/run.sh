@@ -95,11 +95,22 @@ CEPHD=$WORK/ceph
 QD=$WORK/quarry
 SAMPLER=
 FIO_PID=
+kill_tree() { # SIGNAL PID: the process and all its descendants (fio under timeout under subshells)
+  local c
+  for c in $(pgrep -P "$2"); do kill_tree "$1" "$c"; done
+  kill "-$1" "$2" 2>/dev/null
+}
 cleanup() {
   local rc=$?
   set +e
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
-  [ -n "$FIO_PID" ] && kill "$FIO_PID" 2>/dev/null && wait "$FIO_PID" 2>/dev/null
+  if [ -n "$FIO_PID" ]; then
+    # fio waits for in-flight I/O on SIGTERM; give it 5 s, then SIGKILL
+    # (before the clusters stop, so it cannot be left waiting on them).
+    kill_tree TERM "$FIO_PID"
+    for _ in $(seq 50); do kill -0 "$FIO_PID" 2>/dev/null || break; sleep 0.1; done
+    kill_tree KILL "$FIO_PID"
+  fi
   [ -f "$QD/ceph.conf" ] && "$QUARRY" down --dir "$QD" >/dev/null 2>&1
   [ -d "$CEPHD/run" ] && "$HERE/ceph-down.sh" "$CEPHD"
   if [ $rc != 0 ]; then
@@ -184,7 +195,7 @@ in_env() {
 }
 # Which librbd a running process mapped: Quarry's must be libquarry_capi.so,
 # Ceph's must be Debian's librbd.so.1 (anything else fails the run).
-check_lib() { # SYSTEM PID
+check_lib() { # SYSTEM PID TAGFILE
   local sys=$1 pid=$2 lib=
   for _ in $(seq 50); do
     lib=$(grep -m1 -E 'librbd|libquarry_capi' "/proc/$pid/maps" 2>/dev/null | awk '{print $6}') || true
@@ -197,6 +208,20 @@ check_lib() { # SYSTEM PID
     ceph) [[ $lib == */librbd.so.1* && $lib != *quarry* ]] || die "ceph: fio loaded $lib, not Debian's librbd" ;;
   esac
   echo "$lib" >"$RAW/$sys-librbd-path"
+  echo "$lib" >"$3"
+}
+# The fio process started under background job PID (a few levels down:
+# subshell, env, timeout): walk each fio's parent chain.
+find_fio() { # PID
+  local p q
+  for p in $(pgrep -x fio); do
+    q=$p
+    while [ -n "$q" ] && [ "$q" -gt 1 ]; do
+      [ "$q" = "$1" ] && { echo "$p"; return 0; }
+      q=$(awk '/^PPid:/{print $2}' "/proc/$q/status" 2>/dev/null)
+    done
+  done
+  return 1
 }
 
 sleep "$SETTLE"
@@ -236,10 +261,12 @@ run_fio() { # SYSTEM JOB TAG
     # fio's pid is timeout's child (and, for Quarry, the subshell's grandchild).
     local fpid=
     for _ in $(seq 100); do
-      fpid=$(pgrep -n -x fio -P "$(pgrep -d, -P "$FIO_PID" || echo "$FIO_PID"),$FIO_PID" 2>/dev/null) && break
+      fpid=$(find_fio "$FIO_PID") && break
+      kill -0 "$FIO_PID" 2>/dev/null || break
       sleep 0.05
     done
-    [ -n "$fpid" ] && check_lib "$sys" "$fpid"
+    # Unverified only if fio was already gone (then its JSON decides the run).
+    [ -n "$fpid" ] && check_lib "$sys" "$fpid" "${out%.json}.lib"
   fi
   wait "$FIO_PID" || rc=$?
   FIO_PID=
