@@ -130,6 +130,19 @@ rm -rf "$OUT/raw" "$OUT/failed-logs"
 mkdir -p "$OUT/raw" "$WORK/bin"
 RAW=$OUT/raw
 
+# Disk space: neither BlueStore on a file nor Quarry's store gives space back
+# to the filesystem, and random rewrites grow both: a 4 GiB image measured
+# ~25 GiB per system here. Refuse to start (and stop before filling a shared
+# disk) rather than run every process on the machine out of space.
+size_gib=$(python3 -c 'import sys; s=sys.argv[1].lower(); m={"k":1/2**20,"m":1/1024,"g":1,"t":1024}; print(max(1, int(float(s[:-1])*m[s[-1]] if s[-1] in m else float(s)/2**30)))' "$BENCH_SIZE")
+n_sys=1
+[ $WANT_CEPH = 1 ] && n_sys=2
+need_gib=$((size_gib * 6 * n_sys + size_gib + 5))
+free_gib() { df -P -B1G "$WORK" | awk 'NR==2{print $4}'; }
+[ "$(free_gib)" -ge "$need_gib" ] \
+  || die "need ~$need_gib GiB free in $WORK for a $BENCH_SIZE image ($(free_gib) GiB free): use --work elsewhere or a smaller BENCH_SIZE"
+MIN_FREE_GIB=${BENCH_MIN_FREE_GIB:-3}
+
 cc -O2 -Wall -o "$WORK/bin/cplane" "$HERE/src/cplane.c" -lrbd -lrados || die "building bench/src/cplane.c"
 cc -O2 -Wall -o "$WORK/bin/pingpong" "$HERE/src/pingpong.c" || die "building bench/src/pingpong.c"
 
@@ -243,6 +256,7 @@ mkdir -p "$WORK/limit"
 run_fio() { # SYSTEM JOB TAG
   local sys=$1 job=$2 tag=$3 out="$RAW/$1-$2-$3.json" rc=0
   log "$sys $job ($tag)"
+  [ "$(free_gib)" -ge "$MIN_FREE_GIB" ] || die "less than $MIN_FREE_GIB GiB free on $WORK's disk: stopping before it fills"
   SAMPLER=
   if [ "$sys" != file ]; then
     # shellcheck disable=SC2046
