@@ -309,6 +309,10 @@ def main():
     w("")
     w(f"Run {machine.get('date', '?')} by `bench/run.sh{' --quick' if quick else ''}` at Quarry commit "
       f"{machine.get('quarry_commit', '?')}. Raw fio JSON and /proc samples are written to `raw/` beside this file (not committed). Method: `bench/README.md`.")
+    note = os.environ.get("BENCH_NOTE")
+    if note:
+        w("")
+        w(f"**Note on this run:** {note}")
     w("")
     w("## Machine")
     w(f"- {machine.get('nproc')} cores ({machine.get('cpu')}), {machine.get('mem_bytes', 0) / (1 << 30):.1f} GiB RAM, "
