@@ -171,8 +171,21 @@ impl ConnCtx {
     }
 }
 
+/// Most glibc malloc arenas in an OSD process. By default glibc gives
+/// every thread that allocates concurrently its own arena (up to 8 per
+/// core), and each keeps the 4 MiB frame buffers it freed: after
+/// cluster_bench's 4 MiB jobs the OSDs held 220-370 MiB resident; with 2
+/// arenas 120-180 MiB, at the same CPU per op.
+const MALLOC_ARENAS: i32 = 2;
+
 /// Run the OSD until the process is killed.
 pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
+    // Threads created from here on (the store's, tokio's blocking pool)
+    // share the capped arenas. Only a tuning knob: its result is ignored.
+    // SAFETY: mallopt only changes allocator parameters; no pointers.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
     let id = cfg.id;
     let dir = cfg.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))
