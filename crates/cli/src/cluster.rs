@@ -68,6 +68,25 @@ pub struct UpArgs {
     pub conf_set: Vec<String>,
 }
 
+/// `quarry authtool` arguments (a subset of Ceph's `ceph-authtool`).
+#[derive(Args, Debug)]
+pub struct AuthtoolArgs {
+    /// Keyring file (created with mode 0600).
+    pub keyring: PathBuf,
+    /// Start a new keyring, replacing the file.
+    #[arg(short = 'C', long = "create-keyring")]
+    pub create: bool,
+    /// Add a new random key for `--name`.
+    #[arg(short = 'g', long = "gen-key")]
+    pub gen_key: bool,
+    /// Entity: `mon.`, `client.admin`, `osd.0`, ...
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+    /// A capability of that entity: `--cap SERVICE 'CAPS'` (repeatable).
+    #[arg(long = "cap", num_args = 2, value_names = ["SERVICE", "CAPS"])]
+    pub cap: Vec<String>,
+}
+
 /// Commands that only need the directory.
 #[derive(Args, Debug)]
 pub struct DirArgs {
@@ -222,6 +241,54 @@ pub fn osd(a: OsdArgs) -> R<()> {
     // closes its database cleanly (no recovery scan at the next start).
     rt.shutdown_timeout(Duration::from_secs(5));
     r
+}
+
+/// `quarry authtool KEYRING [--create-keyring] --gen-key -n NAME [--cap SVC CAPS]...`:
+/// write keys for a cluster whose daemons are started by hand.
+pub fn authtool(a: AuthtoolArgs) -> R<()> {
+    let mut text = if a.create {
+        String::new()
+    } else {
+        match std::fs::read_to_string(&a.keyring) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "{}: no such keyring (use --create-keyring)",
+                    a.keyring.display()
+                ))
+            }
+            Err(e) => return Err(format!("read {}: {e}", a.keyring.display())),
+        }
+    };
+    if a.gen_key {
+        let name = a.name.as_deref().ok_or("--gen-key needs --name (-n)")?;
+        if quarry_mon::keyring::parse(&text)
+            .map_err(|e| format!("{}: {e}", a.keyring.display()))?
+            .iter()
+            .any(|e| e.entity == name)
+        {
+            return Err(format!("{}: {name} already has a key", a.keyring.display()));
+        }
+        let pairs: Vec<(&str, &str)> = a
+            .cap
+            .chunks(2)
+            .map(|p| (p[0].as_str(), p[1].as_str()))
+            .collect();
+        let caps = quarry_auth::EntityCaps::from_pairs(&pairs)
+            .map_err(|e| format!("caps of {name}: {e}"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        text.push_str(&quarry_mon::keyring::section(
+            name,
+            &Secret::generate(now),
+            &caps,
+        ));
+    } else if a.name.is_some() || !a.cap.is_empty() {
+        return Err("--name and --cap need --gen-key".into());
+    }
+    write_private(&a.keyring, &text)
 }
 
 // -------------------------------------------------------------------
@@ -758,6 +825,18 @@ mod mon_impl {
         if let Some(v) = int("osd_pool_default_pg_num") {
             cfg.pool_defaults.pg_num = v;
         }
+        // Ceph's crush bucket type of the failure domain: 0 = osd, 1 = host.
+        // Unset: osd while every OSD is on one host, else host.
+        cfg.failure_domain = match int("osd_crush_chooseleaf_type") {
+            Some(0) => Some(quarry_map::FailureDomain::Osd),
+            Some(1) => Some(quarry_map::FailureDomain::Host),
+            Some(n) => {
+                return Err(format!(
+                    "osd_crush_chooseleaf_type = {n}: only 0 (osd) and 1 (host) are supported"
+                ))
+            }
+            None => None,
+        };
         cfg.allow_pool_delete = conf
             .get("global", "mon_allow_pool_delete")
             .is_some_and(|v| matches!(v.trim(), "true" | "1" | "yes"));

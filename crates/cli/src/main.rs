@@ -25,6 +25,8 @@ enum Cmd {
     Mon(cluster::MonArgs),
     /// Run an object daemon in the foreground.
     Osd(cluster::OsdArgs),
+    /// Create keyrings and keys (Ceph's `ceph-authtool`).
+    Authtool(cluster::AuthtoolArgs),
     /// Start (or restart) a one-host cluster in the background.
     Up(cluster::UpArgs),
     /// Stop a cluster started by `quarry up`.
@@ -51,6 +53,7 @@ fn main() {
     let r = match cli.cmd {
         Cmd::Mon(a) => cluster::mon(a),
         Cmd::Osd(a) => cluster::osd(a),
+        Cmd::Authtool(a) => cluster::authtool(a),
         Cmd::Up(a) => cluster::up(a),
         Cmd::Down(a) => cluster::down(a),
         Cmd::Status(a) => cluster::status(a),

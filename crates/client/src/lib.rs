@@ -346,13 +346,28 @@ impl ClusterClient {
                 }
             };
             let req = make(map.epoch);
-            let call = conn.call(&req, data.clone());
-            let res = match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), call).await {
-                    Ok(r) => r,
-                    Err(_) => continue, // reported at the top of the loop
+            let call = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d.into(), conn.call(&req, data.clone()))
+                        .await
+                        .ok(),
+                    None => Some(conn.call(&req, data.clone()).await),
+                }
+            };
+            // A primary cut off from the network neither answers nor resets
+            // the connection: resend (same tid) once a new map moves the PG.
+            let res = tokio::select! {
+                r = call => match r {
+                    Some(r) => r,
+                    None => continue, // timed out: reported at the top of the loop
                 },
-                None => call.await,
+                down = self.primary_moves(pg, osd, map.epoch) => {
+                    last = format!("pg {pg} moved away from osd.{osd}");
+                    if down {
+                        lock(&self.conns).remove(&osd);
+                    }
+                    continue;
+                }
             };
             match res {
                 Ok((Ok(resp), data)) => return Ok((resp, data, osd, conn)),
@@ -375,6 +390,23 @@ impl ClusterClient {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
+        }
+    }
+
+    /// Resolves once a map newer than `epoch` has another primary for
+    /// `pg` than `osd`, telling whether `osd` is down in it.
+    async fn primary_moves(&self, pg: PgId, osd: OsdId, epoch: Epoch) -> bool {
+        let mut rx = self.monc.subscribe();
+        let down = match rx
+            .wait_for(|m| m.epoch > epoch && m.pg_primary(pg).ok().flatten() != Some(osd))
+            .await
+        {
+            Ok(m) => Some(!m.osds.get(&osd).is_some_and(|o| o.up)),
+            Err(_) => None,
+        };
+        match down {
+            Some(d) => d,
+            None => std::future::pending().await, // no more maps: never
         }
     }
 

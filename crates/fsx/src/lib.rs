@@ -167,13 +167,17 @@ struct MImage {
 struct Run {
     cfg: FsxConfig,
     rng: Prng,
-    embedded: Arc<Embedded>,
+    /// The embedded store when fsx owns it (`None` on an external backend,
+    /// e.g. a cluster: no reopen ops then).
+    embedded: Option<Arc<Embedded>>,
     rbd: Rbd,
     io: IoCtx,
     images: Vec<MImage>,
     counter: u64,
     log: VecDeque<String>,
     report: FsxReport,
+    /// Index of the next op (for failure reports and progress).
+    next_op: u64,
 }
 
 type Step = Result<(), String>;
@@ -752,11 +756,11 @@ impl Run {
         // a throwaway in-memory backend so nothing refers to it any more.
         let placeholder = Embedded::open_memory().map_err(|e| format!("placeholder store: {e}"))?;
         self.rbd = Rbd::new(placeholder.client());
-        self.embedded = placeholder;
+        self.embedded = Some(placeholder);
         // Dropped handles release their last references from tasks they
         // spawn (unwatch), so the file lock may take a moment to go.
         let mut tries = 0;
-        self.embedded = loop {
+        let embedded = loop {
             match open_backend(&self.cfg).await {
                 Ok(e) => break e,
                 Err(e) if tries < 500 && e.contains("already open") => {
@@ -766,7 +770,8 @@ impl Run {
                 Err(e) => return Err(e),
             }
         };
-        let rados: Arc<dyn Rados> = self.embedded.client();
+        let rados: Arc<dyn Rados> = embedded.client();
+        self.embedded = Some(embedded);
         self.rbd = Rbd::new(rados);
         self.io = self
             .rbd
@@ -815,7 +820,12 @@ impl Run {
                 }
             }
             _ => {
-                if self.cfg.dir.is_some() && self.rng.chance(self.cfg.reopen_pct * 25) {
+                // Only on-disk runs roll for a reopen (as always: in-memory
+                // seeds keep replaying the same ops).
+                if self.cfg.dir.is_some()
+                    && self.embedded.is_some()
+                    && self.rng.chance(self.cfg.reopen_pct * 25)
+                {
                     self.op_reopen().await
                 } else {
                     self.verify_all().await
@@ -825,7 +835,8 @@ impl Run {
     }
 }
 
-/// Run one fsx session. Returns counters, or a reproducible failure.
+/// Run one fsx session on an embedded store (in memory, or on disk in
+/// `cfg.dir`). Returns counters, or a reproducible failure.
 pub async fn run(cfg: FsxConfig) -> Result<FsxReport, FsxFailure> {
     let seed = cfg.seed;
     let setup = async {
@@ -835,42 +846,113 @@ pub async fn run(cfg: FsxConfig) -> Result<FsxReport, FsxFailure> {
             .pool_create("rbd")
             .await
             .map_err(|e| format!("pool create: {e}"))?;
-        let rbd = Rbd::new(rados);
-        let io = rbd.ioctx("rbd", "").await.map_err(|e| fail("ioctx", e))?;
-        Ok::<_, String>((embedded, rbd, io))
+        Ok::<_, String>((embedded, rados))
     };
-    let (embedded, rbd, io) = setup.await.map_err(|message| FsxFailure {
+    let (embedded, rados) = setup.await.map_err(|message| FsxFailure {
         seed,
         op: 0,
         message,
         recent: Vec::new(),
     })?;
-    let mut run = Run {
-        rng: Prng::new(seed),
-        cfg,
-        embedded,
-        rbd,
-        io,
-        images: Vec::new(),
-        counter: 0,
-        log: VecDeque::new(),
-        report: FsxReport::default(),
-    };
-    for op in 0..run.cfg.ops {
-        let r = run.step().await;
-        let r = match r {
-            Ok(()) if op + 1 == run.cfg.ops => run.verify_all().await,
-            other => other,
-        };
-        if let Err(message) = r {
-            return Err(FsxFailure {
-                seed,
-                op,
-                message,
-                recent: run.log.iter().cloned().collect(),
-            });
-        }
+    let mut fsx = Fsx::start(cfg, rados, "rbd", Some(embedded)).await?;
+    let ops = fsx.run.cfg.ops;
+    fsx.ops(ops).await?;
+    fsx.verify().await?;
+    Ok(fsx.run.report)
+}
+
+/// Run one fsx session through any object-layer backend (e.g. the
+/// networked cluster client) in an existing pool: `cfg.ops` random ops,
+/// then a full verification. No reopen ops (fsx does not own the store;
+/// `cfg.dir` must be `None`): a seed runs the ops it runs in memory.
+pub async fn run_on(
+    cfg: FsxConfig,
+    rados: Arc<dyn Rados>,
+    pool: &str,
+) -> Result<FsxReport, FsxFailure> {
+    let mut fsx = Fsx::new(cfg, rados, pool).await?;
+    let ops = fsx.run.cfg.ops;
+    fsx.ops(ops).await?;
+    fsx.verify().await?;
+    Ok(fsx.run.report)
+}
+
+/// A session that runs in steps, so a caller can act between them (cut a
+/// link, kill a daemon) and verify everything at the end.
+pub struct Fsx {
+    run: Run,
+}
+
+impl Fsx {
+    /// A session on `rados`, with images in the existing pool `pool`.
+    /// Image names carry no per-run prefix: use a pool per session.
+    pub async fn new(cfg: FsxConfig, rados: Arc<dyn Rados>, pool: &str) -> Result<Fsx, FsxFailure> {
+        Fsx::start(cfg, rados, pool, None).await
     }
-    let _ = &run.embedded;
-    Ok(run.report)
+
+    async fn start(
+        cfg: FsxConfig,
+        rados: Arc<dyn Rados>,
+        pool: &str,
+        embedded: Option<Arc<Embedded>>,
+    ) -> Result<Fsx, FsxFailure> {
+        let seed = cfg.seed;
+        let rbd = Rbd::new(rados);
+        let io = rbd.ioctx(pool, "").await.map_err(|e| FsxFailure {
+            seed,
+            op: 0,
+            message: fail("ioctx", e),
+            recent: Vec::new(),
+        })?;
+        Ok(Fsx {
+            run: Run {
+                rng: Prng::new(seed),
+                cfg,
+                embedded,
+                rbd,
+                io,
+                images: Vec::new(),
+                counter: 0,
+                log: VecDeque::new(),
+                report: FsxReport::default(),
+                next_op: 0,
+            },
+        })
+    }
+
+    /// Run `n` more random ops (the PRNG continues: `ops(a)` then `ops(b)`
+    /// does exactly what `ops(a + b)` does).
+    pub async fn ops(&mut self, n: u64) -> Result<(), FsxFailure> {
+        for _ in 0..n {
+            let r = self.run.step().await;
+            self.check(r)?;
+            self.run.next_op += 1;
+        }
+        Ok(())
+    }
+
+    /// Read every image whole and compare it with the model.
+    pub async fn verify(&mut self) -> Result<(), FsxFailure> {
+        let r = self.run.verify_all().await;
+        self.check(r)
+    }
+
+    /// Ops run so far.
+    pub fn ops_done(&self) -> u64 {
+        self.run.next_op
+    }
+
+    /// Counters so far.
+    pub fn report(&self) -> &FsxReport {
+        &self.run.report
+    }
+
+    fn check(&self, r: Step) -> Result<(), FsxFailure> {
+        r.map_err(|message| FsxFailure {
+            seed: self.run.cfg.seed,
+            op: self.run.next_op,
+            message,
+            recent: self.run.log.iter().cloned().collect(),
+        })
+    }
 }

@@ -249,10 +249,26 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     let watcher = osd.clone();
     tokio::spawn(async move { watcher.map_loop().await });
     let interval = cfg.beacon_interval;
+    let mut booted = epoch;
     loop {
         tokio::time::sleep(interval).await;
         if let Err(e) = osd.monc.osd_beacon(id).await {
             tracing::warn!(osd = id, "beacon failed: {e}");
+        }
+        // Marked down while alive (its network was cut, or `ceph osd
+        // down`): boot again, as Ceph's "wrongly marked me down", so the
+        // monitors mark it up and its PGs peer and recover what it missed.
+        let map = osd.map();
+        if map.epoch > booted && map.osds.get(&id).is_some_and(|o| !o.up) {
+            tracing::warn!(
+                osd = id,
+                epoch = map.epoch,
+                "marked down while alive; booting again"
+            );
+            match osd.monc.osd_boot(id, addr.clone(), cfg.host.clone()).await {
+                Ok(e) => booted = e,
+                Err(e) => tracing::warn!(osd = id, "boot failed: {e}"),
+            }
         }
     }
 }
@@ -1168,8 +1184,12 @@ impl Osd {
                 if up.first() == Some(&self.id) {
                     let Ok(p) = self.pg(pg) else { continue };
                     let cur = p.active.borrow().clone();
+                    // Booted again since it activated (it was marked down
+                    // meanwhile and may have missed maps and writes): peer anew.
+                    let rebooted =
+                        |a: &Active| map.osds.get(&self.id).is_some_and(|o| o.up_from > a.epoch);
                     let needs = match &cur {
-                        Some(a) => a.acting != up,
+                        Some(a) => a.acting != up || rebooted(a),
                         None => lock(&p.peering_for).as_ref() != Some(&up),
                     };
                     if needs {

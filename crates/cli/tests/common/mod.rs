@@ -1,0 +1,242 @@
+//! Helpers shared by the cluster test files: a `quarry up` cluster of
+//! separate daemon processes on 127.0.0.1, stopped (and its logs shown on
+//! failure) when dropped. Every wait is bounded so a bug fails, not hangs.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quarry_client::{ClientTimeouts, ClusterClient};
+use quarry_rados::Rados;
+
+/// The `quarry` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_quarry");
+/// Bound on anything that should finish: fail instead of hanging.
+pub const BOUND: Duration = Duration::from_secs(90);
+
+/// Short failure detection, so tests spend little time waiting for it.
+pub const FAST_CONF: [&str; 4] = [
+    "osd_heartbeat_grace=2",
+    "osd_heartbeat_interval=0.3",
+    "mon_osd_down_out_interval=600",
+    "osd_pool_default_pg_num=8",
+];
+
+/// A one-host cluster started by `quarry up`.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `quarry up --osds N --mons M` with [`FAST_CONF`].
+    pub fn up(osds: u32, mons: u32) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Cluster { dir };
+        c.run_up(Some((osds, mons)));
+        c
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `quarry up` (again): starts every daemon that is not running and
+    /// returns when the cluster is ready for I/O.
+    pub fn run_up(&self, fresh: Option<(u32, u32)>) {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("up").arg("--dir").arg(self.path());
+        if let Some((osds, mons)) = fresh {
+            cmd.arg("--osds").arg(osds.to_string());
+            cmd.arg("--mons").arg(mons.to_string());
+        }
+        for kv in FAST_CONF {
+            cmd.args(["--conf-set", kv]);
+        }
+        let out = cmd.output().expect("run quarry up");
+        assert!(
+            out.status.success(),
+            "quarry up failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn pid(&self, name: &str) -> i32 {
+        let p = self.path().join("run").join(format!("{name}.pid"));
+        std::fs::read_to_string(&p)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    pub fn kill9(&self, name: &str) {
+        let pid = self.pid(name);
+        // SAFETY: signal to a daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let deadline = std::time::Instant::now() + BOUND;
+        while pid_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} survived kill -9"
+            );
+            reap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn mon_addrs(&self) -> Vec<String> {
+        let conf = std::fs::read_to_string(self.path().join("ceph.conf")).expect("conf");
+        let line = conf
+            .lines()
+            .find(|l| l.trim_start().starts_with("mon_host"))
+            .expect("mon_host");
+        line.split_once('=')
+            .expect("=")
+            .1
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect()
+    }
+
+    pub fn admin_secret(&self) -> quarry_auth::Secret {
+        admin_secret(self.path())
+    }
+
+    pub async fn client(&self) -> Arc<ClusterClient> {
+        bounded(
+            "client connect",
+            ClusterClient::connect(
+                self.mon_addrs(),
+                "client.admin",
+                self.admin_secret(),
+                ClientTimeouts::default(),
+            ),
+        )
+        .await
+        .expect("connect")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_logs(&self.path().join("log"));
+        }
+        let _ = Command::new(BIN)
+            .arg("down")
+            .arg("--dir")
+            .arg(self.path())
+            .output();
+    }
+}
+
+/// The admin key of a cluster directory.
+pub fn admin_secret(dir: &Path) -> quarry_auth::Secret {
+    let kr = std::fs::read_to_string(dir.join("ceph.client.admin.keyring")).expect("keyring");
+    let key = kr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key = "))
+        .expect("key line");
+    quarry_auth::Secret::from_base64(key.trim()).expect("key")
+}
+
+/// Print the tail of every daemon log in `dir` (the daemons' view of a failure).
+pub fn dump_logs(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.contains("openraft")).collect();
+            eprintln!("==== {}", e.path().display());
+            for l in &lines[lines.len().saturating_sub(25)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+pub fn reap() {
+    loop {
+        // SAFETY: non-blocking reap of any exited child.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if r <= 0 {
+            break;
+        }
+    }
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks the process exists.
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    // A killed daemon whose parent exited may linger as a zombie.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => true,
+    }
+}
+
+pub async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {BOUND:?}"))
+}
+
+/// Create a replicated pool (`size` 3) with 8 PGs.
+pub async fn pool_create(c: &ClusterClient, name: &str, min_size: u32) -> i64 {
+    bounded(
+        &format!("create pool {name}"),
+        c.monc().command(quarry_monc::MonCommand::PoolCreate {
+            name: name.into(),
+            pg_num: Some(8),
+            size: Some(3),
+            min_size: Some(min_size),
+            application: Some("rbd".into()),
+        }),
+    )
+    .await
+    .expect("pool create");
+    c.pool_lookup(name).await.expect("lookup")
+}
+
+/// Wait until every PG's recorded acting set equals its up set.
+pub async fn wait_clean(c: &ClusterClient) {
+    bounded("pgs active+clean", async {
+        loop {
+            if let Ok(map) = c.monc().refresh_map().await {
+                let clean = map.pools.iter().all(|(&pool, def)| {
+                    (0..def.pg_num).all(|seed| {
+                        let pg = quarry_map::PgId { pool, seed };
+                        let up = map.pg_up_set(pg).unwrap_or_default();
+                        up.len() as u32 == def.size
+                            && map.pg_history.get(&pg).is_some_and(|h| h.acting == up)
+                    })
+                });
+                if clean {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+}
+
+/// Fixed fsx seeds (CI must not be flaky), or the one in QUARRY_FSX_SEED.
+pub fn fsx_seeds(fixed: &[u64]) -> Vec<u64> {
+    match std::env::var("QUARRY_FSX_SEED") {
+        Ok(s) => vec![s.parse().expect("QUARRY_FSX_SEED must be a number")],
+        Err(_) => fixed.to_vec(),
+    }
+}
+
+/// Panic with fsx's reproducible failure report.
+pub fn fsx_ok<T>(r: Result<T, quarry_fsx::FsxFailure>) -> T {
+    r.unwrap_or_else(|f| panic!("{f}"))
+}

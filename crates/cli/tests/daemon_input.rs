@@ -1,0 +1,283 @@
+//! Bad input to both daemons of a real cluster (monitor and OSD as separate
+//! processes): random bytes, truncated frames, oversized lengths (with a
+//! valid header checksum), unknown message types and clients that connect
+//! and go silent. Each such connection is dropped, the daemon keeps serving
+//! everyone else and does not grow its memory by the lengths it was told.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, Rados};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Castagnoli CRC (as quarry-proto), bitwise: no extra dependency.
+fn crc32c(b: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &x in b {
+        crc ^= x as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A frame header claiming `body_len` / `data_len`, with a valid checksum.
+fn header(kind: u8, body_len: u32, data_len: u32) -> Vec<u8> {
+    let f = quarry_proto::Frame {
+        kind,
+        flags: 0,
+        request_id: 7,
+        body: Bytes::new(),
+        data: Bytes::new(),
+    };
+    let mut h = f.header().expect("header");
+    h[16..20].copy_from_slice(&body_len.to_le_bytes());
+    h[20..24].copy_from_slice(&data_len.to_le_bytes());
+    let crc = crc32c(&h[0..32]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    h.to_vec()
+}
+
+/// Send `bytes`, then wait (bounded) until the daemon closes the connection.
+async fn dropped_after(addr: &str, what: &str, bytes: &[u8]) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(bytes).await;
+    closes(&mut s, &format!("{what} to {addr}")).await;
+}
+
+async fn closes(s: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 4096];
+    let r = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // an error reply first is fine
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "connection not dropped after {what}");
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+async fn still_serving(c: &quarry_client::ClusterClient, pool: i64, n: u32) {
+    let name = format!("alive{n}");
+    let data = Bytes::from(format!("still here {n}"));
+    bounded(
+        "write while under bad input",
+        c.operate(OpRequest::new(ObjectId::new(pool, &name)).op(Op::WriteFull(data.clone()))),
+    )
+    .await
+    .expect("write");
+    let r = bounded(
+        "read while under bad input",
+        c.operate(OpRequest::new(ObjectId::new(pool, &name)).op(Op::Read { off: 0, len: 0 })),
+    )
+    .await
+    .expect("read");
+    assert_eq!(r.outputs[0], OpOutput::Data(data));
+    bounded("map while under bad input", c.monc().refresh_map())
+        .await
+        .expect("map");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_and_silent_clients_to_monitor_and_osd() {
+    let cl = Cluster::up(1, 1);
+    let c = cl.client().await;
+    let pool = c.pool_lookup("rbd").await.expect("pool");
+    still_serving(&c, pool, 0).await;
+    let mon = cl.mon_addrs()[0].clone();
+    let osd = c.monc().refresh_map().await.expect("map").osds[&0]
+        .addr
+        .clone();
+    let pids = [cl.pid("mon.a"), cl.pid("osd.0")];
+    let rss0: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
+
+    let mut rng = quarry_fsx::Prng::new(5);
+    let mut n = 0;
+    for addr in [&mon, &osd] {
+        // Silent clients (no byte at all, and half a header) held open
+        // while the daemon serves others.
+        let mut silent = Vec::new();
+        for i in 0..20 {
+            let mut s = TcpStream::connect(addr.as_str()).await.expect("connect");
+            if i % 2 == 1 {
+                s.write_all(&header(1, 10, 0)[..18]).await.expect("write");
+            }
+            silent.push(s);
+        }
+        for round in 0..3 {
+            let mut junk = vec![0u8; 1 + rng.below(8192) as usize];
+            rng.fill(&mut junk);
+            dropped_after(addr, "random bytes", &junk).await;
+            let mut truncated = header(1, 100, 0);
+            truncated.extend_from_slice(&[0u8; 40]);
+            dropped_after(addr, "a truncated frame", &truncated).await;
+            dropped_after(addr, "an oversized body length", &header(1, u32::MAX, 0)).await;
+            dropped_after(
+                addr,
+                "an oversized data length",
+                &header(1, 0, u32::MAX - round),
+            )
+            .await;
+            let mut unknown = header(250, 0, 0);
+            unknown.extend_from_slice(&header(251, 0, 0));
+            dropped_after(addr, "unknown message types", &unknown).await;
+            dropped_after(addr, "a bad header checksum", &{
+                let mut h = header(1, 0, 0);
+                h[35] ^= 1;
+                h
+            })
+            .await;
+            n += 1;
+            still_serving(&c, pool, n).await;
+        }
+        // The silent ones are dropped too (handshake timeout), not kept forever.
+        for (i, s) in silent.iter_mut().enumerate() {
+            closes(s, &format!("silent client {i} of {addr}")).await;
+        }
+        n += 1;
+        still_serving(&c, pool, n).await;
+    }
+    for (i, &pid) in pids.iter().enumerate() {
+        assert!(pid_alive(pid), "daemon {i} died");
+        let rss = rss_kib(pid);
+        eprintln!("daemon {i}: VmRSS {} KiB -> {rss} KiB", rss0[i]);
+        // Told of 4 GiB frames many times: must not have allocated them.
+        assert!(rss < rss0[i] + (256 << 10), "daemon {i} grew to {rss} KiB");
+    }
+}
+
+/// The OSD side of the handshake (a ticket from the monitor, then a
+/// challenge-response on its session key): a recorded exchange replayed on
+/// a new connection, a tampered ticket, a tampered proof and a stolen
+/// ticket without its session key are each refused with EACCES and the
+/// connection closed, never left hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osd_handshake_replay_and_tampering_refused() {
+    use quarry_client::wire::{
+        AuthProof, AuthResult, Challenge, Hello, K_AUTH, K_AUTH_RESULT, K_CHALLENGE, K_HELLO,
+    };
+    use quarry_proto::{read_frame, write_frame, Frame};
+
+    let cl = Cluster::up(1, 1);
+    let c = cl.client().await;
+    let osd = c.monc().refresh_map().await.expect("map").osds[&0]
+        .addr
+        .clone();
+    let ticket = c.monc().ticket().await.expect("ticket");
+    let t = Duration::from_secs(20);
+
+    async fn send<T: serde::Serialize>(s: &mut TcpStream, kind: u8, body: &T) {
+        let f = Frame::new(kind, 0, body, Bytes::new()).expect("frame");
+        write_frame(s, &f).await.expect("send");
+    }
+    async fn recv(s: &mut TcpStream, t: Duration) -> Frame {
+        tokio::time::timeout(t, read_frame(s))
+            .await
+            .expect("the OSD must answer, not hang")
+            .expect("frame")
+    }
+    fn refused(f: &Frame, what: &str) {
+        assert_eq!(f.kind, K_AUTH_RESULT, "{what}: expected a refusal");
+        let r: AuthResult = f.decode().expect("auth result");
+        let e = r.expect_err(what);
+        assert_eq!(e.errno, libc::EACCES, "{what}: {}", e.msg);
+        assert!(e.msg.contains("authentication error"), "{what}: {}", e.msg);
+    }
+    async fn challenge(s: &mut TcpStream, hello: &Hello, t: Duration) -> Challenge {
+        send(s, K_HELLO, hello).await;
+        let f = recv(s, t).await;
+        assert_eq!(f.kind, K_CHALLENGE);
+        f.decode().expect("challenge")
+    }
+
+    // A genuine exchange, as an eavesdropper would record it.
+    let hello = Hello {
+        ticket: ticket.blob.to_vec(),
+        client_nonce: quarry_auth::random_nonce(),
+    };
+    let mut s1 = TcpStream::connect(&osd).await.expect("connect");
+    let ch1 = challenge(&mut s1, &hello, t).await;
+    let proof1 = AuthProof {
+        client_proof: quarry_auth::session_proof(
+            &ticket.session_key,
+            &hello.client_nonce,
+            &ch1.server_nonce,
+        ),
+    };
+    send(&mut s1, K_AUTH, &proof1).await;
+    let ok: AuthResult = recv(&mut s1, t).await.decode().expect("result");
+    assert!(ok.is_ok(), "the genuine exchange must succeed: {ok:?}");
+
+    // Replayed hello + proof on a new connection: a fresh server nonce.
+    let mut s2 = TcpStream::connect(&osd).await.expect("connect");
+    let ch2 = challenge(&mut s2, &hello, t).await;
+    assert_ne!(
+        ch1.server_nonce, ch2.server_nonce,
+        "server nonces are fresh"
+    );
+    send(&mut s2, K_AUTH, &proof1).await;
+    refused(&recv(&mut s2, t).await, "replayed proof");
+    closes(&mut s2, "a replayed proof").await;
+
+    // A tampered proof.
+    let mut s3 = TcpStream::connect(&osd).await.expect("connect");
+    let ch3 = challenge(&mut s3, &hello, t).await;
+    let mut p =
+        quarry_auth::session_proof(&ticket.session_key, &hello.client_nonce, &ch3.server_nonce);
+    p[7] ^= 0x10;
+    send(&mut s3, K_AUTH, &AuthProof { client_proof: p }).await;
+    refused(&recv(&mut s3, t).await, "tampered proof");
+    closes(&mut s3, "a tampered proof").await;
+
+    // A stolen ticket used without its session key.
+    let mut s4 = TcpStream::connect(&osd).await.expect("connect");
+    let ch4 = challenge(&mut s4, &hello, t).await;
+    let p = quarry_auth::session_proof(&[7u8; 32], &hello.client_nonce, &ch4.server_nonce);
+    send(&mut s4, K_AUTH, &AuthProof { client_proof: p }).await;
+    refused(&recv(&mut s4, t).await, "stolen ticket");
+    closes(&mut s4, "a stolen ticket").await;
+
+    // A tampered ticket (one bit anywhere) is refused at once.
+    for i in [0, ticket.blob.len() / 2, ticket.blob.len() - 1] {
+        let mut blob = ticket.blob.to_vec();
+        blob[i] ^= 0x01;
+        let mut s5 = TcpStream::connect(&osd).await.expect("connect");
+        send(
+            &mut s5,
+            K_HELLO,
+            &Hello {
+                ticket: blob,
+                client_nonce: quarry_auth::random_nonce(),
+            },
+        )
+        .await;
+        refused(
+            &recv(&mut s5, t).await,
+            &format!("ticket with bit flipped at byte {i}"),
+        );
+        closes(&mut s5, "a tampered ticket").await;
+    }
+
+    // The genuine connection and the client are still served.
+    still_serving(&c, c.pool_lookup("rbd").await.expect("pool"), 99).await;
+}
