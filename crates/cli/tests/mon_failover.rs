@@ -168,7 +168,7 @@ async fn only_monitor_killed_and_restarted_keeps_state() {
     .await
     .expect("the user created before the crash can connect");
     assert_eq!(user.pool_lookup("wl").await.expect("lookup"), pool);
-    assert_eq!(read_obj(&user, pool, "w1").await.is_empty(), false);
+    assert!(!read_obj(&user, pool, "w1").await.is_empty());
     // The restarted monitor makes map changes.
     pool_create(&c2, "after", 2).await;
     assert!(c2.monc().refresh_map().await.expect("map").epoch > map.epoch);
