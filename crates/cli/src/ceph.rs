@@ -97,6 +97,52 @@ enum CephCmd {
         #[command(subcommand)]
         cmd: MonCmd,
     },
+    /// Configuration options (`help` works; the monitor's config database does not exist yet).
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+#[command(disable_help_subcommand = true)]
+enum ConfigCmd {
+    /// Describe an option (type, default, runtime-updatable).
+    Help {
+        /// Option name.
+        option: String,
+    },
+    /// Read an option from the monitor config database (not supported yet).
+    Get {
+        /// Who (`global`, `client`, `osd.0`, ...).
+        who: String,
+        /// Option name.
+        option: Option<String>,
+    },
+    /// Store an option in the monitor config database (not supported yet).
+    Set {
+        /// Who.
+        who: String,
+        /// Option name.
+        option: String,
+        /// Value.
+        value: String,
+    },
+    /// Remove an option from the monitor config database (not supported yet).
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Who.
+        who: String,
+        /// Option name.
+        option: String,
+    },
+    /// Dump the monitor config database (not supported yet).
+    Dump,
+    /// Show a running daemon's configuration (not supported yet).
+    Show {
+        /// Who.
+        who: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -344,6 +390,68 @@ async fn dispatch(a: CephArgs) -> CmdResult {
         },
         CephCmd::Auth { cmd } => auth(&ctx, cmd).await,
         CephCmd::Mon { cmd: MonCmd::Stat } => mon_stat(&ctx).await,
+        CephCmd::Config { cmd } => config(&ctx, cmd),
+    }
+}
+
+/// A registered option, or Ceph's error for an unknown name.
+fn known_option(name: &str) -> CmdResult<&'static quarry_common::options::OptionDef> {
+    quarry_common::options::find_option(name).ok_or_else(|| {
+        cerr(
+            Errno::EINVAL,
+            format!("unrecognized config option '{name}'"),
+        )
+    })
+}
+
+/// `ceph config ...`: `help` from the option registry; the database
+/// commands check their arguments, then say plainly that there is no
+/// monitor config database yet and where options can be set instead.
+fn config(ctx: &Ctx, cmd: ConfigCmd) -> CmdResult {
+    let unsupported = || {
+        cerr(
+            Errno::EOPNOTSUPP,
+            "the monitor config database is not supported by Quarry yet; \
+             set options in ceph.conf, or per pool/image with `rbd config pool|image set`",
+        )
+    };
+    match cmd {
+        ConfigCmd::Help { option } => {
+            let d = known_option(&option)?;
+            if ctx.json() {
+                let o = json!({"name": d.name, "type": d.ty.as_str(),
+                    "desc": d.description, "default": d.default,
+                    "can_update_at_runtime": d.runtime,
+                    "enum_values": d.enum_values});
+                crate::rbd::print_json(&o, ctx.format == CephFormat::JsonPretty);
+            } else {
+                println!("{} - {}", d.name, d.description);
+                println!("  ({})", d.ty.as_str());
+                println!("  Default: {}", d.default);
+                if !d.enum_values.is_empty() {
+                    println!("  Possible values:  {}", d.enum_values.join(" "));
+                }
+                println!("  Can update at runtime: {}", d.runtime);
+            }
+            Ok(())
+        }
+        ConfigCmd::Get { option, .. } => {
+            if let Some(o) = option {
+                known_option(&o)?;
+            }
+            Err(unsupported())
+        }
+        ConfigCmd::Set { option, value, .. } => {
+            let d = known_option(&option)?;
+            quarry_common::options::canonicalize(d, &value)
+                .map_err(|e| cerr(Errno::EINVAL, format!("error parsing value: {e}")))?;
+            Err(unsupported())
+        }
+        ConfigCmd::Rm { option, .. } => {
+            known_option(&option)?;
+            Err(unsupported())
+        }
+        ConfigCmd::Dump | ConfigCmd::Show { .. } => Err(unsupported()),
     }
 }
 

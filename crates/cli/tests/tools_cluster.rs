@@ -504,6 +504,41 @@ fn rbd_features_namespaces_and_config_against_a_cluster() {
         "rbd: error opening image nosuch: (2) No such file or directory\n",
     );
 
+    // `ceph config`: help from the option registry; the database commands
+    // validate names and values, then refuse (no monitor config database yet).
+    let help = c.ok(&["ceph", "config", "help", "rbd_cache"]);
+    assert!(help.starts_with("rbd_cache - "), "{help}");
+    assert!(help.contains("\n  (bool)\n  Default: true\n"), "{help}");
+    let h = c.json(&[
+        "ceph",
+        "config",
+        "help",
+        "rbd_cache_policy",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(h["type"], "str");
+    assert_eq!(
+        h["enum_values"],
+        serde_json::json!(["writethrough", "writeback", "writearound"])
+    );
+    c.fails(
+        &["ceph", "config", "set", "client", "nosuch", "1"],
+        22,
+        "Error EINVAL: unrecognized config option 'nosuch'\n",
+    );
+    c.fails(
+        &["ceph", "config", "set", "client", "rbd_cache", "maybe"],
+        22,
+        "Error EINVAL: error parsing value: expected true, false or a number\n",
+    );
+    let (code, out, err) = c.run(&["ceph", "config", "set", "client", "rbd_cache", "false"]);
+    assert_eq!(code, 95, "{out}{err}");
+    assert!(
+        err.starts_with("Error EOPNOTSUPP: the monitor config database is not supported"),
+        "{err}"
+    );
+
     // The C library under qemu-io applies the image-level override above
     // QEMU's own rbd_cache (cache=writeback sets it true).
     let qemu_io =
