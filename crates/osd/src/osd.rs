@@ -766,7 +766,32 @@ impl Osd {
             Ok(pending) => pending.wait().await.map_err(WireError::from),
             Err(e) => Err(e),
         };
-        let remote = futures_join_all(remotes).await;
+        // A replica cut off by the network never answers and its TCP
+        // connection may never reset: stop waiting once the PG leaves this
+        // interval (the new map's peering replaced `active`), and let the
+        // client resend into the new interval. Nothing was acknowledged.
+        let remote = {
+            let mut interval = p.active.subscribe();
+            let join = futures_join_all(remotes);
+            tokio::pin!(join);
+            loop {
+                tokio::select! {
+                    r = &mut join => break Some(r),
+                    changed = interval.changed() => {
+                        if changed.is_err() || interval.borrow().as_ref() != Some(&active) {
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        let Some(remote) = remote else {
+            tracing::info!(osd = self.id, %pg, "interval changed while waiting for replicas");
+            return Err(WireError::retry(
+                self.map().epoch + 1,
+                format!("pg {pg} changed interval during replication"),
+            ));
+        };
         let mut replica_failed = send_failed;
         for r in remote {
             match r {
