@@ -249,6 +249,16 @@ pub trait ImageBackend: Send + Sync {
     async fn refresh(&self) -> CResult<()>;
     /// Release watches/locks; the handle is not used afterwards.
     async fn close(&self) -> CResult<()>;
+    /// `rbd_lock_acquire(EXCLUSIVE)`: take the exclusive lock and keep it.
+    async fn lock_acquire(&self) -> CResult<()>;
+    /// `rbd_lock_release`.
+    async fn lock_release(&self) -> CResult<()>;
+    /// `rbd_is_exclusive_lock_owner`.
+    fn is_lock_owner(&self) -> bool;
+    /// `rbd_lock_get_owners`: `client.<id>` of the owner, if any.
+    async fn lock_owners(&self) -> CResult<Vec<String>>;
+    /// `rbd_lock_break(EXCLUSIVE, owner)`.
+    async fn lock_break(&self, owner: &str) -> CResult<()>;
 }
 
 /// How a connection obtains its engine from an object layer.

@@ -327,6 +327,32 @@ impl ImageBackend for Backend {
     async fn close(&self) -> CResult<()> {
         Ok(self.img.close().await?)
     }
+
+    async fn lock_acquire(&self) -> CResult<()> {
+        Ok(self.img.lock_acquire().await?)
+    }
+
+    async fn lock_release(&self) -> CResult<()> {
+        Ok(self.img.lock_release().await?)
+    }
+
+    fn is_lock_owner(&self) -> bool {
+        self.img.is_exclusive_lock_owner()
+    }
+
+    async fn lock_owners(&self) -> CResult<Vec<String>> {
+        Ok(self
+            .img
+            .lock_owners()
+            .await?
+            .into_iter()
+            .map(|o| o.entity)
+            .collect())
+    }
+
+    async fn lock_break(&self, owner: &str) -> CResult<()> {
+        Ok(self.img.lock_break(owner).await?)
+    }
 }
 
 /// The engine for a connection.

@@ -31,7 +31,6 @@ macro_rules! unsupported_void {
 
 unsupported_int!(
     rbd_get_create_timestamp,
-    rbd_is_exclusive_lock_owner,
     rbd_snap_set,
     rados_aio_append,
     rados_aio_cmpext,
@@ -134,11 +133,7 @@ unsupported_int!(
     rbd_group_snap_rollback,
     rbd_list_children3,
     rbd_list_descendants,
-    rbd_lock_acquire,
-    rbd_lock_break,
     rbd_lock_exclusive,
-    rbd_lock_get_owners,
-    rbd_lock_release,
     rbd_lock_shared,
     rbd_migration_abort_with_progress,
     rbd_migration_commit_with_progress,
@@ -230,7 +225,6 @@ unsupported_void!(
     rbd_config_image_list_cleanup,
     rbd_config_pool_list_cleanup,
     rbd_linked_image_spec_list_cleanup,
-    rbd_lock_get_owners_cleanup,
     rbd_migration_status_cleanup,
     rbd_mirror_image_get_info_cleanup,
     rbd_mirror_image_global_status_cleanup,

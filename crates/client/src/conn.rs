@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::wire::{
     AuthProof, AuthResult, Challenge, Hello, Request, Response, K_AUTH, K_AUTH_RESULT, K_CHALLENGE,
-    K_HELLO, K_REQUEST, K_RESPONSE,
+    K_EVENT, K_HELLO, K_REQUEST, K_RESPONSE,
 };
 
 /// Most requests in flight on one connection before callers wait.
@@ -189,6 +189,17 @@ impl Conn {
         ticket: &Ticket,
         timeout: Duration,
     ) -> Result<Arc<Conn>, ConnError> {
+        Self::connect_with_events(addr, ticket, timeout, None).await
+    }
+
+    /// [`Conn::connect`], handing unsolicited `K_EVENT` frames (watch
+    /// notifications) to `events`; they are dropped when it is full.
+    pub async fn connect_with_events(
+        addr: &str,
+        ticket: &Ticket,
+        timeout: Duration,
+        events: Option<mpsc::Sender<Frame>>,
+    ) -> Result<Arc<Conn>, ConnError> {
         let fut = async {
             let mut s = TcpStream::connect(addr)
                 .await
@@ -203,10 +214,10 @@ impl Conn {
         let s = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| ConnError::Timeout(addr.to_string()))??;
-        Ok(Self::start(s, addr.to_string()))
+        Ok(Self::start(s, addr.to_string(), events))
     }
 
-    fn start(s: TcpStream, addr: String) -> Arc<Conn> {
+    fn start(s: TcpStream, addr: String, events: Option<mpsc::Sender<Frame>>) -> Arc<Conn> {
         let (rd, wr) = s.into_split();
         // Buffered: header, body and payload of a frame in one read syscall.
         let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
@@ -242,6 +253,13 @@ impl Conn {
                         let tx = lock(&pending).remove(&f.request_id);
                         if let Some(tx) = tx {
                             let _ = tx.send(f);
+                        }
+                    }
+                    Ok(f) if f.kind == K_EVENT => {
+                        if let Some(ev) = &events {
+                            // Never block the reader: a dropped event
+                            // shows up as a timed-out watcher.
+                            let _ = ev.try_send(f);
                         }
                     }
                     Ok(_) => {} // Nothing else is expected; ignore.

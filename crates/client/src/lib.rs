@@ -31,13 +31,16 @@ use bytes::Bytes;
 use quarry_common::Errno;
 use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
 use quarry_monc::{MonClient, MonClientConfig, MonClientError, MonCommand, MonReply};
+use quarry_proto::Frame;
 use quarry_rados::{
-    ListEntry, ObjectId, OpReply, OpRequest, PoolId, PoolInfo, PoolStat, Rados, RadosError, Result,
-    SnapId, Watcher,
+    ListEntry, NotifyEvent, NotifyResult, ObjectId, OpReply, OpRequest, PoolId, PoolInfo, PoolStat,
+    Rados, RadosError, Result, SnapId, WatchCallback, Watcher, NOTIFY_PAYLOAD_MAX,
+    NOTIFY_TIMEOUT_MAX,
 };
+use tokio::sync::mpsc;
 
 use conn::{Conn, ConnError};
-use wire::{Request, Resp};
+use wire::{Event, Request, Resp};
 
 /// Timeouts of a cluster client.
 #[derive(Clone, Copy, Debug)]
@@ -75,7 +78,14 @@ pub struct ClusterClient {
     next_tid: AtomicU64,
     /// Watches this client holds, by cookie (see [`WatchReg`]).
     watches: Mutex<HashMap<u64, WatchReg>>,
+    /// Notification callbacks of watches, by cookie.
+    callbacks: Mutex<HashMap<u64, WatchCallback>>,
+    /// Where every OSD connection hands watch events (see `event_loop`).
+    events: mpsc::Sender<Frame>,
 }
+
+/// Watch events queued for dispatch before connections drop them.
+const EVENT_QUEUE: usize = 1024;
 
 /// A watch and where it is registered. OSDs keep watches per connection on
 /// the primary only, so the client re-registers a watch whenever that
@@ -130,6 +140,7 @@ impl ClusterClient {
 
     /// Build on an already connected monitor client.
     pub fn with_monc(monc: Arc<MonClient>, timeouts: ClientTimeouts) -> Arc<ClusterClient> {
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let c = Arc::new(ClusterClient {
             monc,
             timeouts,
@@ -137,9 +148,12 @@ impl ClusterClient {
             next_cookie: AtomicU64::new(1),
             next_tid: AtomicU64::new(1),
             watches: Mutex::new(HashMap::new()),
+            callbacks: Mutex::new(HashMap::new()),
+            events,
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(watch_keeper(Arc::downgrade(&c)));
+            rt.spawn(event_loop(Arc::downgrade(&c), events_rx));
         }
         c
     }
@@ -277,7 +291,13 @@ impl ClusterClient {
             addr: addr.clone(),
             msg: e.to_string(),
         })?;
-        let c = Conn::connect(&addr, &ticket, self.timeouts.connect).await?;
+        let c = Conn::connect_with_events(
+            &addr,
+            &ticket,
+            self.timeouts.connect,
+            Some(self.events.clone()),
+        )
+        .await?;
         lock(&self.conns).insert(osd, (addr, c.clone()));
         Ok(c)
     }
@@ -596,6 +616,7 @@ impl Rados for ClusterClient {
     async fn unwatch(&self, oid: &ObjectId, cookie: u64) -> Result<()> {
         // Forget it first so the keeper does not re-register it meanwhile.
         lock(&self.watches).remove(&cookie);
+        lock(&self.callbacks).remove(&cookie);
         let pg = self.object_pg(oid).await?;
         self.pg_call(
             pg,
@@ -625,6 +646,115 @@ impl Rados for ClusterClient {
         match resp {
             Resp::Watchers(w) => Ok(w),
             _ => Err(unexpected("list watchers")),
+        }
+    }
+
+    async fn watch_with(&self, oid: &ObjectId, cb: WatchCallback) -> Result<u64> {
+        let cookie = self.next_cookie.fetch_add(1, Ordering::Relaxed);
+        // Before registering: a notification may arrive right after.
+        lock(&self.callbacks).insert(cookie, cb);
+        if let Err(e) = self.register_watch(oid, cookie).await {
+            lock(&self.callbacks).remove(&cookie);
+            return Err(e);
+        }
+        Ok(cookie)
+    }
+
+    async fn notify(
+        &self,
+        oid: &ObjectId,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<NotifyResult> {
+        if payload.len() > NOTIFY_PAYLOAD_MAX {
+            return Err(RadosError::invalid(format!(
+                "notify payload of {} bytes exceeds {NOTIFY_PAYLOAD_MAX}",
+                payload.len()
+            )));
+        }
+        let timeout_ms = timeout.min(NOTIFY_TIMEOUT_MAX).as_millis() as u64;
+        let pg = self.object_pg(oid).await?;
+        let (resp, _) = self
+            .pg_call(
+                pg,
+                |epoch| Request::Notify {
+                    epoch,
+                    oid: oid.clone(),
+                    payload: payload.clone(),
+                    timeout_ms,
+                },
+                Bytes::new(),
+            )
+            .await?;
+        match resp {
+            Resp::Notified(r) => Ok(r),
+            _ => Err(unexpected("notify")),
+        }
+    }
+
+    async fn notify_ack(
+        &self,
+        oid: &ObjectId,
+        notify_id: u64,
+        cookie: u64,
+        payload: Bytes,
+    ) -> Result<()> {
+        if payload.len() > NOTIFY_PAYLOAD_MAX {
+            return Err(RadosError::invalid("notify ack payload too large"));
+        }
+        let pg = self.object_pg(oid).await?;
+        self.pg_call(
+            pg,
+            |epoch| Request::NotifyAck {
+                epoch,
+                oid: oid.clone(),
+                notify_id,
+                cookie,
+                payload: payload.clone(),
+            },
+            Bytes::new(),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Delivers watch events from every OSD connection to the watches'
+/// callbacks; a watch without a callback acks at once. Exits with the client.
+async fn event_loop(client: Weak<ClusterClient>, mut rx: mpsc::Receiver<Frame>) {
+    while let Some(f) = rx.recv().await {
+        let Some(c) = client.upgrade() else { return };
+        let ev: Event = match f.decode() {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::info!("undecodable watch event: {e}");
+                continue;
+            }
+        };
+        match ev {
+            Event::Notify {
+                oid,
+                notify_id,
+                cookie,
+                notifier,
+                payload,
+            } => {
+                let cb = lock(&c.callbacks).get(&cookie).cloned();
+                match cb {
+                    Some(cb) => cb(NotifyEvent {
+                        oid,
+                        notify_id,
+                        cookie,
+                        notifier,
+                        payload,
+                    }),
+                    None => {
+                        tokio::spawn(async move {
+                            let _ = c.notify_ack(&oid, notify_id, cookie, Bytes::new()).await;
+                        });
+                    }
+                }
+            }
         }
     }
 }

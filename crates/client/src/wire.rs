@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use quarry_common::Errno;
 use quarry_map::{Epoch, PgId};
 use quarry_rados::{
-    ListEntry, ObjectId, Op, OpOutput, OpReply, OpRequest, PoolId, PoolStat, RadosError, Watcher,
+    ListEntry, NotifyResult, ObjectId, Op, OpOutput, OpReply, OpRequest, PoolId, PoolStat,
+    RadosError, Watcher,
 };
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,27 @@ pub const K_AUTH_RESULT: u8 = 4;
 pub const K_REQUEST: u8 = 10;
 /// A response (body [`Response`]).
 pub const K_RESPONSE: u8 = 11;
+/// OSD → client, unsolicited: an event for a watch (body [`Event`]).
+pub const K_EVENT: u8 = 12;
+
+/// An unsolicited message from an OSD to a client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Event {
+    /// A notification for watch `cookie` on `oid`; answer with
+    /// [`Request::NotifyAck`] to the object's primary.
+    Notify {
+        /// The watched object.
+        oid: ObjectId,
+        /// Notification id (unique per primary OSD).
+        notify_id: u64,
+        /// The watch it is for.
+        cookie: u64,
+        /// Instance id of the notifier.
+        notifier: u64,
+        /// The notifier's payload.
+        payload: Bytes,
+    },
+}
 
 /// First handshake message.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -209,6 +231,31 @@ pub enum Request {
         /// The member's new info.
         info: PgInfo,
     },
+    // New variants go last: postcard numbers variants by position.
+    /// Notify every watch of `oid` and collect acks (primary only).
+    Notify {
+        /// Sender's map epoch.
+        epoch: Epoch,
+        /// The object.
+        oid: ObjectId,
+        /// Payload for the watchers.
+        payload: Bytes,
+        /// How long to wait for acks, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// A watcher's answer to [`Event::Notify`].
+    NotifyAck {
+        /// Sender's map epoch.
+        epoch: Epoch,
+        /// The object.
+        oid: ObjectId,
+        /// From the event.
+        notify_id: u64,
+        /// The acking watch.
+        cookie: u64,
+        /// Reply payload.
+        payload: Bytes,
+    },
 }
 
 /// Successful responses.
@@ -234,6 +281,9 @@ pub enum Resp {
     Objects(Vec<ObjectId>),
     /// Whether the pulled object exists; its export is the frame data.
     Export(bool),
+    // New variants go last (see `Request`).
+    /// What a notification collected.
+    Notified(NotifyResult),
 }
 
 /// A response body.

@@ -91,12 +91,15 @@
 //! * Watches live on the primary only (per connection); the client
 //!   re-registers each watch it holds when that connection dies or the
 //!   object's primary changes (checked on every map and every second), so
-//!   a watch survives failover. There are no notifications yet.
+//!   a watch survives failover. A notify goes to the object's primary,
+//!   which sends an event to each watch's connection and collects the
+//!   acks until all came or the notifier's timeout passed (`notify`).
 //!
 //! Architecture invariant: store calls never run on async worker threads
 //! (they go through `spawn_blocking`); every queue is bounded (per
 //! connection in-flight limit, bounded send queues, the store's queue).
 
+mod notify;
 mod osd;
 mod pglog;
 

@@ -144,6 +144,8 @@ struct WatchRec {
     client: u64,
     cookie: u64,
     addr: String,
+    /// The watch's connection, for notifications.
+    events: mpsc::WeakSender<Frame>,
 }
 
 struct Osd {
@@ -154,6 +156,7 @@ struct Osd {
     pgs: Mutex<HashMap<PgId, Arc<Pg>>>,
     peers: Mutex<HashMap<OsdId, (String, Arc<Conn>)>>,
     watches: Mutex<HashMap<ObjectId, Vec<WatchRec>>>,
+    notifies: crate::notify::Notifies,
     next_conn: AtomicU64,
     peering: Semaphore,
 }
@@ -163,6 +166,8 @@ struct ConnCtx {
     id: u64,
     claims: Claims,
     addr: String,
+    /// This connection's send queue (weak: it must not keep it open).
+    events: mpsc::WeakSender<Frame>,
 }
 
 impl ConnCtx {
@@ -235,6 +240,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         pgs: Mutex::new(HashMap::new()),
         peers: Mutex::new(HashMap::new()),
         watches: Mutex::new(HashMap::new()),
+        notifies: Default::default(),
         next_conn: AtomicU64::new(1),
         peering: Semaphore::new(PEERING_PARALLEL),
     });
@@ -414,16 +420,17 @@ impl Osd {
                 return;
             }
         };
-        let ctx = Arc::new(ConnCtx {
-            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            claims,
-            addr: peer.clone(),
-        });
         let (rd, wr) = s.into_split();
         // Buffered: a frame's header, body and payload then usually take
         // one read syscall instead of three.
         let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
         let (tx, mut rx) = mpsc::channel::<Frame>(CONN_SEND_QUEUE);
+        let ctx = Arc::new(ConnCtx {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            claims,
+            addr: peer.clone(),
+            events: tx.downgrade(),
+        });
         let writer = tokio::spawn(async move {
             let mut w = BufWriter::with_capacity(64 << 10, wr);
             while let Some(f) = rx.recv().await {
@@ -555,6 +562,7 @@ impl Osd {
                     client: ctx.claims.global_id,
                     cookie,
                     addr: ctx.addr.clone(),
+                    events: ctx.events.clone(),
                 });
                 Ok((Resp::Cookie(cookie), Bytes::new()))
             }
@@ -594,6 +602,56 @@ impl Osd {
                     })
                     .unwrap_or_default();
                 Ok((Resp::Watchers(list), Bytes::new()))
+            }
+            Request::Notify {
+                epoch,
+                oid,
+                payload,
+                timeout_ms,
+            } => {
+                let pg = self.object_pg_checked(ctx, epoch, &oid, false).await?;
+                self.primary_active(pg, epoch).await?;
+                let st = OpRequest::new(store_oid(pg, &oid)).op(Op::Stat);
+                let store = self.store.clone();
+                blocking(move || store.apply(&st)).await?;
+                let targets = lock(&self.watches)
+                    .get(&oid)
+                    .map(|l| {
+                        l.iter()
+                            .map(|x| crate::notify::Target {
+                                watcher: Watcher {
+                                    client: x.client,
+                                    cookie: x.cookie,
+                                    addr: x.addr.clone(),
+                                },
+                                conn: x.events.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let r = self
+                    .notifies
+                    .run(
+                        oid,
+                        ctx.claims.global_id,
+                        payload,
+                        Duration::from_millis(timeout_ms),
+                        targets,
+                    )
+                    .await;
+                Ok((Resp::Notified(r), Bytes::new()))
+            }
+            Request::NotifyAck {
+                epoch,
+                oid,
+                notify_id,
+                cookie,
+                payload,
+            } => {
+                self.object_pg_checked(ctx, epoch, &oid, false).await?;
+                self.notifies
+                    .ack(notify_id, ctx.claims.global_id, cookie, payload);
+                Ok((Resp::Unit, Bytes::new()))
             }
             // ---- OSD to OSD ----
             other => {

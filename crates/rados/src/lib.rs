@@ -17,7 +17,11 @@ pub use op::{
     CloneInfo, ObjectId, ObjectStat, Op, OpOutput, OpReply, OpRequest, SnapContext, SnapSet,
 };
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
+use bytes::Bytes;
 
 /// Pool identifier (Ceph's `int64_t` pool id).
 pub type PoolId = i64;
@@ -66,6 +70,54 @@ pub struct Watcher {
     pub addr: String,
 }
 
+/// A notification delivered to a watch (Ceph's `watch_notify` event).
+/// The watcher answers it with [`Rados::notify_ack`] (possibly later,
+/// from another task); a watcher that never acks shows up in the
+/// notifier's [`NotifyResult::timeouts`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifyEvent {
+    /// The watched object.
+    pub oid: ObjectId,
+    /// Id of this notification (pass it back to `notify_ack`).
+    pub notify_id: u64,
+    /// The cookie of the watch it is delivered to.
+    pub cookie: u64,
+    /// Instance id of the notifying client.
+    pub notifier: u64,
+    /// The notifier's payload.
+    pub payload: Bytes,
+}
+
+/// Called for every notification on a watch. Runs on the object layer's
+/// runtime: it must not block (spawn work that takes time, then ack).
+pub type WatchCallback = Arc<dyn Fn(NotifyEvent) + Send + Sync>;
+
+/// One watcher's answer to a notification.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NotifyAck {
+    /// The acking client's instance id.
+    pub client: u64,
+    /// Its watch cookie.
+    pub cookie: u64,
+    /// The payload it replied with (may be empty).
+    pub payload: Bytes,
+}
+
+/// What a notification collected: the acks, and the watchers that did not
+/// ack within the timeout (Ceph's `notify2` reply buffer).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NotifyResult {
+    /// Watchers that acked, with their payloads.
+    pub acks: Vec<NotifyAck>,
+    /// Watchers that did not ack in time (`cookie`, `client`, `addr`).
+    pub timeouts: Vec<Watcher>,
+}
+
+/// Longest timeout a notification may ask for (bounded waits).
+pub const NOTIFY_TIMEOUT_MAX: Duration = Duration::from_secs(300);
+/// Largest notify or ack payload accepted.
+pub const NOTIFY_PAYLOAD_MAX: usize = 1 << 20;
+
 /// The object layer: pools, self-managed snapshots, atomic compound
 /// operations on named objects, listing and watches.
 ///
@@ -109,4 +161,27 @@ pub trait Rados: Send + Sync + 'static {
     async fn unwatch(&self, oid: &ObjectId, cookie: u64) -> Result<()>;
     /// The watches currently registered on an object, by any client.
     async fn list_watchers(&self, oid: &ObjectId) -> Result<Vec<Watcher>>;
+
+    /// Register a watch whose notifications go to `cb` (otherwise as
+    /// [`Rados::watch`]).
+    async fn watch_with(&self, oid: &ObjectId, cb: WatchCallback) -> Result<u64>;
+    /// Send `payload` to every watch on `oid` (including this client's own)
+    /// and wait until each acked or `timeout` passed (capped at
+    /// [`NOTIFY_TIMEOUT_MAX`]). `ENOENT` if the object does not exist;
+    /// `EINVAL` for a payload over [`NOTIFY_PAYLOAD_MAX`].
+    async fn notify(
+        &self,
+        oid: &ObjectId,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<NotifyResult>;
+    /// Answer notification `notify_id` delivered to watch `cookie`. Acking
+    /// a notification that already completed (timed out) is not an error.
+    async fn notify_ack(
+        &self,
+        oid: &ObjectId,
+        notify_id: u64,
+        cookie: u64,
+        payload: Bytes,
+    ) -> Result<()>;
 }

@@ -102,6 +102,11 @@ pub(crate) struct Inner {
     pub stripes: Vec<tokio::sync::RwLock<()>>,
     watch: Mutex<Option<u64>>,
     closed: AtomicBool,
+    /// This handle owns the exclusive lock (see `lock.rs`); flipped only
+    /// with `gate` held exclusively, so a write holding `gate` shared sees
+    /// it stable.
+    pub owned: AtomicBool,
+    pub lock: crate::lock::LockState,
 }
 
 impl Inner {
@@ -149,6 +154,54 @@ impl Inner {
 
     pub fn map_oid(&self, snap: SnapId) -> ObjectId {
         self.io.oid(layout::object_map_oid(&self.id, snap))
+    }
+
+    /// Cookie of the header watch (`None`: opened without one, or closed).
+    pub fn watch_cookie(&self) -> Option<u64> {
+        *self.watch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enter the data path for a write: `gate` shared, handle writable and,
+    /// when the image has the exclusive-lock feature, the lock owned
+    /// (taken first, from its owner if need be).
+    pub async fn write_gate(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {
+        loop {
+            self.check_open()?;
+            let g = self.gate.read().await;
+            self.check_writable(&self.view())?;
+            if !self.lock_required() || self.owned.load(Ordering::Acquire) {
+                return Ok(g);
+            }
+            drop(g);
+            if self.lock.managed.load(Ordering::Acquire) {
+                // Standard policy after rbd_lock_release: no implicit acquire.
+                return Err(RbdError::read_only(format!(
+                    "image {} (exclusive lock released with rbd_lock_release)",
+                    self.spec()
+                )));
+            }
+            self.acquire_lock(true, false).await?;
+        }
+    }
+
+    /// Re-read header and object map and rebuild the view (parent too).
+    /// Callers hold `gate` exclusively.
+    pub async fn reload_fresh(&self) -> Result<()> {
+        let v = self.view();
+        let what = format!("image {}", self.spec());
+        let h = read_header(self.rados.as_ref(), &self.header_oid, &what).await?;
+        let nv = build_view(
+            &self.rados,
+            &self.io,
+            &self.id,
+            &self.spec(),
+            h,
+            v.snap,
+            None,
+        )
+        .await?;
+        self.set_view(nv);
+        Ok(())
     }
 
     pub fn stripe(&self, objno: u64) -> &tokio::sync::RwLock<()> {
@@ -307,31 +360,37 @@ pub(crate) fn open(
             }
         };
         let view = build_view(&rados, &io, &id, &spec, h, snap_id, None).await?;
+        // The watch's callback finds the handle through this slot, filled
+        // once the handle exists (notifications before that get no answer
+        // from it, which a requester treats as "not the owner").
+        let slot = Arc::new(std::sync::OnceLock::new());
         let cookie = if watch {
             Some(
                 rados
-                    .watch(&header_oid)
+                    .watch_with(&header_oid, crate::lock::watch_callback(slot.clone()))
                     .await
                     .ctx(|| format!("watching header of {spec}"))?,
             )
         } else {
             None
         };
-        Ok(Image {
-            inner: Arc::new(Inner {
-                rados,
-                io,
-                id,
-                name,
-                read_only: read_only || snap_id != NOSNAP,
-                header_oid,
-                view: std::sync::RwLock::new(Arc::new(view)),
-                gate: tokio::sync::RwLock::new(()),
-                stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
-                watch: Mutex::new(cookie),
-                closed: AtomicBool::new(false),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            rados,
+            io,
+            id,
+            name,
+            read_only: read_only || snap_id != NOSNAP,
+            header_oid,
+            view: std::sync::RwLock::new(Arc::new(view)),
+            gate: tokio::sync::RwLock::new(()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
+            watch: Mutex::new(cookie),
+            closed: AtomicBool::new(false),
+            owned: AtomicBool::new(false),
+            lock: Default::default(),
+        });
+        let _ = slot.set(Arc::downgrade(&inner));
+        Ok(Image { inner })
     }
     .boxed()
 }
@@ -340,18 +399,18 @@ impl Drop for Image {
     fn drop(&mut self) {
         // Unregister the header watch if close() was not called, so that a
         // dropped handle does not keep the image busy.
-        let cookie = self
-            .inner
-            .watch
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let (Some(cookie), Ok(rt)) = (cookie, tokio::runtime::Handle::try_current()) {
-            let rados = self.inner.rados.clone();
-            let oid = self.inner.header_oid.clone();
-            rt.spawn(async move {
-                let _ = rados.unwatch(&oid, cookie).await;
-            });
+        // Release the exclusive lock first (it names the watch).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if self.inner.watch_cookie().is_some() {
+                let inner = self.inner.clone();
+                rt.spawn(async move {
+                    let _ = inner.release_lock().await;
+                    let cookie = inner.watch.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(cookie) = cookie {
+                        let _ = inner.rados.unwatch(&inner.header_oid, cookie).await;
+                    }
+                });
+            }
         }
     }
 }
@@ -456,22 +515,8 @@ impl Image {
     pub async fn refresh(&self) -> Result<()> {
         self.inner.check_open()?;
         let _g = self.inner.gate.write().await;
-        let v = self.inner.view();
-        let what = format!("image {}", self.inner.spec());
-        let h = read_header(self.inner.rados.as_ref(), &self.inner.header_oid, &what).await?;
-        // Rebuild the parent handle too: it may have changed (flatten elsewhere).
-        let nv = build_view(
-            &self.inner.rados,
-            &self.inner.io,
-            &self.inner.id,
-            &self.inner.spec(),
-            h,
-            v.snap,
-            None,
-        )
-        .await?;
-        self.inner.set_view(nv);
-        Ok(())
+        // Rebuilds the parent handle too: it may have changed (flatten elsewhere).
+        self.inner.reload_fresh().await
     }
 
     /// `rbd_invalidate_cache`: Quarry caches no data, so this is [`Image::refresh`].
@@ -481,6 +526,10 @@ impl Image {
 
     /// Unregister the header watch; later calls fail with `ESHUTDOWN`. Idempotent.
     pub async fn close(&self) -> Result<()> {
+        if !self.inner.closed.load(Ordering::Acquire) {
+            // Hand the lock back before closing (the hook may still write).
+            self.inner.release_lock().await?;
+        }
         self.inner.closed.store(true, Ordering::Release);
         let cookie = self
             .inner

@@ -514,10 +514,8 @@ impl Image {
     /// `off` is at/after the end.
     pub async fn write(&self, off: u64, data: Bytes) -> Result<u64> {
         let inner = &self.inner;
-        inner.check_open()?;
-        let _g = inner.gate.read().await;
+        let _g = inner.write_gate().await?;
         let view = inner.view();
-        inner.check_writable(&view)?;
         let len = clip(inner, &view, off, data.len() as u64)?;
         if len == 0 {
             return Ok(0);
@@ -533,10 +531,8 @@ impl Image {
     /// Returns the bytes discarded (clipped).
     pub async fn discard(&self, off: u64, len: u64) -> Result<u64> {
         let inner = &self.inner;
-        inner.check_open()?;
-        let _g = inner.gate.read().await;
+        let _g = inner.write_gate().await?;
         let view = inner.view();
-        inner.check_writable(&view)?;
         let len = clip(inner, &view, off, len)?;
         if len == 0 {
             return Ok(0);
@@ -558,10 +554,8 @@ impl Image {
             return self.discard(off, len).await;
         }
         let inner = &self.inner;
-        inner.check_open()?;
-        let _g = inner.gate.read().await;
+        let _g = inner.write_gate().await?;
         let view = inner.view();
-        inner.check_writable(&view)?;
         let len = clip(inner, &view, off, len)?;
         if len == 0 {
             return Ok(0);

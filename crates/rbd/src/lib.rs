@@ -65,6 +65,7 @@ mod header;
 mod image;
 mod io;
 mod layout;
+mod lock;
 mod objmap;
 mod rbd;
 
@@ -75,6 +76,7 @@ pub use layout::{
     MAX_IMAGE_NAME_LEN, MAX_IMAGE_SIZE, MAX_NAMESPACE_LEN, MAX_OBJECT_MAP_OBJECTS, MAX_ORDER,
     MAX_SNAP_NAME_LEN, MIN_ORDER,
 };
+pub use lock::{LockOwner, PreReleaseHook};
 pub use objmap::{OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT, OBJECT_PENDING};
 pub use rbd::Rbd;
 

@@ -8,17 +8,24 @@
 //! instance 1 (whose watches live as long as the `Embedded`); every
 //! [`Embedded::client`] call returns a new instance with its own id whose
 //! watches are dropped with it.
+//!
+//! Notifications are delivered by calling each watch's callback in the
+//! notifier's task; a watch registered without a callback acks at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use bytes::Bytes;
 use quarry_common::Errno;
 use quarry_rados::{
-    ListEntry, ObjectId, Op, OpReply, OpRequest, PoolId, PoolInfo, PoolStat, Rados, RadosError,
-    Result, SnapId, Watcher, NOSNAP,
+    ListEntry, NotifyAck, NotifyEvent, NotifyResult, ObjectId, Op, OpReply, OpRequest, PoolId,
+    PoolInfo, PoolStat, Rados, RadosError, Result, SnapId, WatchCallback, Watcher, NOSNAP,
+    NOTIFY_PAYLOAD_MAX, NOTIFY_TIMEOUT_MAX,
 };
 
 use crate::codec::blob;
@@ -125,8 +132,20 @@ pub struct Embedded {
     /// Serializes registry mutations (held across the durable write).
     admin: tokio::sync::Mutex<()>,
     watches: Mutex<HashMap<ObjectId, Vec<Watcher>>>,
+    /// Callbacks of watches registered with one, by (client, cookie).
+    callbacks: Mutex<HashMap<(u64, u64), WatchCallback>>,
+    /// Notifications waiting for acks, by notify id.
+    notifies: Mutex<HashMap<u64, PendingNotify>>,
     next_instance: AtomicU64,
     next_cookie: AtomicU64,
+    next_notify: AtomicU64,
+}
+
+/// A notification in flight: who has yet to ack, what came back.
+struct PendingNotify {
+    waiting: Vec<Watcher>,
+    acks: Vec<NotifyAck>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -196,8 +215,11 @@ impl Embedded {
             registry: RwLock::new(registry),
             admin: tokio::sync::Mutex::new(()),
             watches: Mutex::new(HashMap::new()),
+            callbacks: Mutex::new(HashMap::new()),
+            notifies: Mutex::new(HashMap::new()),
             next_instance: AtomicU64::new(EMBEDDED_INSTANCE + 1),
             next_cookie: AtomicU64::new(1),
+            next_notify: AtomicU64::new(1),
         }))
     }
 
@@ -334,10 +356,18 @@ impl Embedded {
         blocking(move || store.list(pool, ns.as_deref())).await
     }
 
-    async fn do_watch(&self, client: u64, oid: &ObjectId) -> Result<u64> {
+    async fn do_watch(
+        &self,
+        client: u64,
+        oid: &ObjectId,
+        cb: Option<WatchCallback>,
+    ) -> Result<u64> {
         self.do_operate(OpRequest::new(oid.clone()).op(Op::AssertExists))
             .await?;
         let cookie = self.next_cookie.fetch_add(1, Ordering::Relaxed);
+        if let Some(cb) = cb {
+            mlock(&self.callbacks).insert((client, cookie), cb);
+        }
         mlock(&self.watches)
             .entry(oid.clone())
             .or_default()
@@ -350,6 +380,7 @@ impl Embedded {
     }
 
     fn do_unwatch(&self, client: u64, oid: &ObjectId, cookie: u64) -> Result<()> {
+        mlock(&self.callbacks).remove(&(client, cookie));
         let mut w = mlock(&self.watches);
         let list = w.get_mut(oid);
         let found = list.and_then(|l| {
@@ -376,7 +407,95 @@ impl Embedded {
         Ok(mlock(&self.watches).get(oid).cloned().unwrap_or_default())
     }
 
+    async fn do_notify(
+        &self,
+        client: u64,
+        oid: &ObjectId,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<NotifyResult> {
+        if payload.len() > NOTIFY_PAYLOAD_MAX {
+            return Err(RadosError::invalid(format!(
+                "notify payload of {} bytes exceeds {NOTIFY_PAYLOAD_MAX}",
+                payload.len()
+            )));
+        }
+        self.do_operate(OpRequest::new(oid.clone()).op(Op::AssertExists))
+            .await?;
+        let id = self.next_notify.fetch_add(1, Ordering::Relaxed);
+        let watchers = self.do_list_watchers(oid)?;
+        let wake = Arc::new(tokio::sync::Notify::new());
+        mlock(&self.notifies).insert(
+            id,
+            PendingNotify {
+                waiting: watchers.clone(),
+                acks: Vec::new(),
+                wake: wake.clone(),
+            },
+        );
+        for w in &watchers {
+            let cb = mlock(&self.callbacks).get(&(w.client, w.cookie)).cloned();
+            match cb {
+                Some(cb) => cb(NotifyEvent {
+                    oid: oid.clone(),
+                    notify_id: id,
+                    cookie: w.cookie,
+                    notifier: client,
+                    payload: payload.clone(),
+                }),
+                // No callback: nobody to answer, so ack at once.
+                None => self.do_notify_ack(w.client, id, w.cookie, Bytes::new()),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout.min(NOTIFY_TIMEOUT_MAX);
+        loop {
+            if mlock(&self.notifies)
+                .get(&id)
+                .map_or(true, |p| p.waiting.is_empty())
+            {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, wake.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let p = mlock(&self.notifies).remove(&id);
+        Ok(p.map(|p| NotifyResult {
+            acks: p.acks,
+            timeouts: p.waiting,
+        })
+        .unwrap_or_default())
+    }
+
+    fn do_notify_ack(&self, client: u64, notify_id: u64, cookie: u64, payload: Bytes) {
+        let mut n = mlock(&self.notifies);
+        // A late ack (the notify timed out and returned) is ignored.
+        let Some(p) = n.get_mut(&notify_id) else {
+            return;
+        };
+        let Some(i) = p
+            .waiting
+            .iter()
+            .position(|w| w.client == client && w.cookie == cookie)
+        else {
+            return;
+        };
+        p.waiting.remove(i);
+        p.acks.push(NotifyAck {
+            client,
+            cookie,
+            payload,
+        });
+        if p.waiting.is_empty() {
+            p.wake.notify_one();
+        }
+    }
+
     fn drop_client_watches(&self, client: u64) {
+        mlock(&self.callbacks).retain(|(c, _), _| *c != client);
         let mut w = mlock(&self.watches);
         w.retain(|_, l| {
             l.retain(|x| x.client != client);
@@ -448,7 +567,7 @@ macro_rules! rados_impl {
             }
             async fn watch(&self, oid: &ObjectId) -> Result<u64> {
                 let $s = self;
-                $emb.do_watch($id, oid).await
+                $emb.do_watch($id, oid, None).await
             }
             async fn unwatch(&self, oid: &ObjectId, cookie: u64) -> Result<()> {
                 let $s = self;
@@ -457,6 +576,34 @@ macro_rules! rados_impl {
             async fn list_watchers(&self, oid: &ObjectId) -> Result<Vec<Watcher>> {
                 let $s = self;
                 $emb.do_list_watchers(oid)
+            }
+            async fn watch_with(&self, oid: &ObjectId, cb: WatchCallback) -> Result<u64> {
+                let $s = self;
+                $emb.do_watch($id, oid, Some(cb)).await
+            }
+            async fn notify(
+                &self,
+                oid: &ObjectId,
+                payload: Bytes,
+                timeout: Duration,
+            ) -> Result<NotifyResult> {
+                let $s = self;
+                $emb.do_notify($id, oid, payload, timeout).await
+            }
+            async fn notify_ack(
+                &self,
+                oid: &ObjectId,
+                notify_id: u64,
+                cookie: u64,
+                payload: Bytes,
+            ) -> Result<()> {
+                let $s = self;
+                let _ = oid;
+                if payload.len() > NOTIFY_PAYLOAD_MAX {
+                    return Err(RadosError::invalid("notify ack payload too large"));
+                }
+                $emb.do_notify_ack($id, notify_id, cookie, payload);
+                Ok(())
             }
         }
     };

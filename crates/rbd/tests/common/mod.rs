@@ -91,6 +91,26 @@ impl Rados for Counting {
     async fn list_watchers(&self, oid: &ObjectId) -> Result<Vec<Watcher>> {
         self.inner.list_watchers(oid).await
     }
+    async fn watch_with(&self, oid: &ObjectId, cb: quarry_rados::WatchCallback) -> Result<u64> {
+        self.inner.watch_with(oid, cb).await
+    }
+    async fn notify(
+        &self,
+        oid: &ObjectId,
+        payload: bytes::Bytes,
+        timeout: std::time::Duration,
+    ) -> Result<quarry_rados::NotifyResult> {
+        self.inner.notify(oid, payload, timeout).await
+    }
+    async fn notify_ack(
+        &self,
+        oid: &ObjectId,
+        notify_id: u64,
+        cookie: u64,
+        payload: bytes::Bytes,
+    ) -> Result<()> {
+        self.inner.notify_ack(oid, notify_id, cookie, payload).await
+    }
 }
 
 pub struct Env {

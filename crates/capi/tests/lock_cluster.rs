@@ -1,0 +1,383 @@
+//! RBD's exclusive lock between separate processes on a real one-host
+//! cluster (`quarry up`: monitor + 3 OSDs): each writer is a C program
+//! linked against Quarry's librbd (`tests/c/lockprobe.c`) or Debian's
+//! qemu-io. Covers the managed lock refusing a second writer, the
+//! cooperative hand-off keeping data consistent, and breaking the lock of
+//! a writer killed with SIGKILL.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    quarry: PathBuf,
+    probe: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.quarry)
+            .args(["down", "--dir"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn quarry_bin() -> PathBuf {
+    let so = common::cdylib();
+    let profile = so.parent().expect("profile dir").to_path_buf();
+    let target = profile.parent().expect("target dir");
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.args(["build", "-p", "quarry-cli"])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    assert!(
+        cmd.status().expect("cargo").success(),
+        "building quarry failed"
+    );
+    profile.join("quarry")
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let quarry = quarry_bin();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(&quarry)
+            .args(["up", "--dir"])
+            .arg(dir.path())
+            .output()
+            .expect("quarry up");
+        let mut c = Cluster {
+            dir,
+            quarry,
+            probe: PathBuf::new(),
+        };
+        assert!(
+            out.status.success(),
+            "quarry up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lib = c.path().join("testlib");
+        std::fs::create_dir_all(&lib).expect("mkdir");
+        std::os::unix::fs::symlink(common::cdylib(), lib.join("librbd.so.1")).expect("link");
+        std::os::unix::fs::symlink(common::cdylib(), lib.join("librados.so.2")).expect("link");
+        common::require("gcc");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/lockprobe.c");
+        let bin = c.path().join("lockprobe");
+        let o = Command::new("gcc")
+            .arg("-Wall")
+            .arg("-o")
+            .arg(&bin)
+            .arg(&src)
+            .arg(format!("-L{}", lib.display()))
+            .args(["-l:librbd.so.1", "-l:librados.so.2", "-lpthread"])
+            .output()
+            .expect("gcc");
+        assert!(
+            o.status.success(),
+            "gcc: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        c.probe = bin;
+        c
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, prog: &Path) -> Command {
+        let mut c = Command::new(prog);
+        c.env("LD_LIBRARY_PATH", self.path().join("testlib"))
+            .env("CEPH_CONF", self.path().join("ceph.conf"))
+            .env_remove("CEPH_ARGS")
+            .env_remove("CEPH_KEYRING")
+            .current_dir(self.path());
+        c
+    }
+
+    /// Start a probe running `steps` on data/`image`.
+    fn probe(&self, image: &str, steps: &[&str]) -> Child {
+        self.cmd(&self.probe)
+            .arg("data")
+            .arg(image)
+            .args(steps)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lockprobe")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> (bool, String) {
+        let o = self
+            .cmd(&common::require(tool))
+            .args(args)
+            .output()
+            .expect("spawn");
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.path().join(name).display().to_string()
+    }
+}
+
+/// Wait (bounded) for a probe to exit; its stdout.
+fn finish(mut child: Child, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            let o = child.wait_with_output().expect("output");
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(
+                st.success(),
+                "{what} failed: {out}{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return out;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("output");
+            panic!(
+                "{what} hung: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_file(c: &Cluster, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !c.path().join(name).exists() {
+        assert!(Instant::now() < deadline, "{name} never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Steps' output lines, in order.
+fn lines(out: &str) -> Vec<&str> {
+    out.lines().collect()
+}
+
+#[test]
+fn exclusive_lock_between_processes() {
+    let c = Cluster::up();
+    for img in ["managed", "coop", "killed"] {
+        let (ok, out) = c.run(
+            "qemu-img",
+            &["create", "-f", "raw", &format!("rbd:data/{img}"), "64M"],
+        );
+        assert!(ok, "{out}");
+    }
+    managed_refuses_second_writer(&c);
+    cooperative_hand_off(&c);
+    killed_owner_is_broken(&c);
+}
+
+/// `rbd_lock_acquire`: the second writer's write and acquire get EROFS and
+/// it sees the first as owner; after the owner exits, it may take the lock.
+fn managed_refuses_second_writer(c: &Cluster) {
+    let (a1, b1) = (c.file("m.a1"), c.file("m.b1"));
+    let owner = c.probe(
+        "managed",
+        &[
+            "acquire",
+            "write:0:4096:17",
+            "owner",
+            &format!("touch:{a1}"),
+            &format!("wait:{b1}"),
+        ],
+    );
+    wait_file(c, "m.a1");
+    let second = c.probe(
+        "managed",
+        &[
+            "write:0:4096:34",
+            "acquire",
+            "owner",
+            "owners",
+            "read:0:4096:17",
+        ],
+    );
+    let out2 = finish(second, "second writer");
+    std::fs::write(&b1, b"").expect("signal");
+    let out1 = finish(owner, "lock owner");
+    assert_eq!(
+        lines(&out1),
+        [
+            "acquire rc=0",
+            "write rc=0",
+            "owner rc=0 is_owner=1",
+            "touch rc=0",
+            "wait rc=0"
+        ],
+        "{out1}"
+    );
+    let l2 = lines(&out2);
+    assert_eq!(
+        l2[0], "write rc=-30",
+        "second writer must get EROFS: {out2}"
+    );
+    assert_eq!(l2[1], "acquire rc=-30", "{out2}");
+    assert_eq!(l2[2], "owner rc=0 is_owner=0", "{out2}");
+    assert!(l2[3].starts_with("owners rc=0 mode=0 client."), "{out2}");
+    assert_eq!(l2[4], "read ok", "the refused write must not land: {out2}");
+    // The owner closed: a new managed client takes it at once.
+    let third = c.probe("managed", &["acquire", "write:0:4096:51", "read:0:4096:51"]);
+    let out3 = finish(third, "third writer");
+    assert_eq!(
+        lines(&out3),
+        ["acquire rc=0", "write rc=0", "read ok"],
+        "{out3}"
+    );
+}
+
+/// Two writers without rbd_lock_acquire alternate: each write takes the
+/// lock from the other, which hands it over; each sees the other's data.
+/// qemu-io joins as a third writer while both hold the image open.
+fn cooperative_hand_off(c: &Cluster) {
+    let f = |n: &str| c.file(&format!("c.{n}"));
+    let a = c.probe(
+        "coop",
+        &[
+            "write:0:65536:1",
+            "owner",
+            &format!("touch:{}", f("a1")),
+            &format!("wait:{}", f("b1")),
+            "owner",
+            "read:65536:65536:2",
+            "write:131072:65536:3",
+            "owner",
+            &format!("touch:{}", f("a2")),
+            &format!("wait:{}", f("q")),
+            "read:0:4096:4",
+            "read:4096:61440:1",
+        ],
+    );
+    wait_file(c, "c.a1");
+    let b = c.probe(
+        "coop",
+        &[
+            "read:0:65536:1",
+            "write:65536:65536:2",
+            "owner",
+            &format!("touch:{}", f("b1")),
+            &format!("wait:{}", f("a2")),
+            "owner",
+            "read:131072:65536:3",
+            "owners",
+        ],
+    );
+    let out_b = finish(b, "writer b");
+    // A third writer (QEMU's rbd driver) while a still has the image open.
+    let (ok, out) = c.run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 4 0 4096",
+            "-c",
+            "read -P 3 131072 65536",
+            "rbd:data/coop",
+        ],
+    );
+    assert!(
+        ok && !out.contains("fail") && !out.contains("Pattern verification failed"),
+        "{out}"
+    );
+    std::fs::write(f("q"), b"").expect("signal");
+    let out_a = finish(a, "writer a");
+    assert_eq!(
+        lines(&out_a),
+        [
+            "write rc=0",
+            "owner rc=0 is_owner=1",
+            "touch rc=0",
+            "wait rc=0",
+            "owner rc=0 is_owner=0",
+            "read ok",
+            "write rc=0",
+            "owner rc=0 is_owner=1",
+            "touch rc=0",
+            "wait rc=0",
+            "read ok",
+            "read ok",
+        ],
+        "{out_a}"
+    );
+    let lb = lines(&out_b);
+    assert_eq!(
+        lb[0..4],
+        [
+            "read ok",
+            "write rc=0",
+            "owner rc=0 is_owner=1",
+            "touch rc=0"
+        ],
+        "{out_b}"
+    );
+    assert_eq!(lb[5..7], ["owner rc=0 is_owner=0", "read ok"], "{out_b}");
+    assert!(lb[7].starts_with("owners rc=0 mode=0 client."), "{out_b}");
+}
+
+/// The owner is killed with SIGKILL holding the lock: the next writer
+/// breaks the dead lock, proceeds, and sees the killed writer's
+/// acknowledged data.
+fn killed_owner_is_broken(c: &Cluster) {
+    let owner = c.probe(
+        "killed",
+        &[
+            "write:0:4096:9",
+            "owner",
+            &format!("touch:{}", c.file("k.a1")),
+            &format!("wait:{}", c.file("k.never")),
+        ],
+    );
+    wait_file(c, "k.a1");
+    let pid = owner.id().to_string();
+    let st = Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let o = owner.wait_with_output().expect("reap");
+    assert_eq!(
+        lines(&String::from_utf8_lossy(&o.stdout))[..3],
+        ["write rc=0", "owner rc=0 is_owner=1", "touch rc=0"]
+    );
+    let next = c.probe(
+        "killed",
+        &[
+            "write:4096:4096:10",
+            "owner",
+            "read:0:4096:9",
+            "read:4096:4096:10",
+            "owners",
+        ],
+    );
+    let out = finish(next, "next writer");
+    let l = lines(&out);
+    assert_eq!(
+        l[..4],
+        ["write rc=0", "owner rc=0 is_owner=1", "read ok", "read ok"],
+        "{out}"
+    );
+    assert!(l[4].starts_with("owners rc=0 mode=0 client."), "{out}");
+}

@@ -1,0 +1,448 @@
+//! The exclusive lock (`RBD_FEATURE_EXCLUSIVE_LOCK`), librbd's semantics.
+//!
+//! The lock is a record in the header object's xattr [`LOCK_XATTR`] naming
+//! the owner: client instance id + the cookie of the owner's header watch.
+//! It changes only by compare-and-swap on the header's object version, so
+//! two clients can never both believe they took it.
+//!
+//! * A handle takes the lock before its first write (automatic policy). If
+//!   another live handle owns it, it sends a `request_lock` notify on the
+//!   header; the owner (cooperative, as librbd) lets its in-flight writes
+//!   finish, runs the pre-release hook (the C library flushes its cache),
+//!   removes the record and acks `released`; the requester then takes it.
+//!   On taking the lock the handle re-reads header and object map, so it
+//!   sees everything the previous owner acknowledged.
+//! * An owner whose watch is gone (process killed, connection lost) is dead:
+//!   the requester breaks its lock (replaces the record by CAS).
+//! * [`Image::lock_acquire`] (`rbd_lock_acquire`) switches the handle to the
+//!   managed policy: it never hands the lock over (requests are answered
+//!   `refused`, the requester's write fails with `EROFS`), and it never
+//!   takes the lock implicitly again: after [`Image::lock_release`] writes
+//!   fail with `EROFS`, as librbd's standard policy.
+//!
+//! Fencing gap (see ARCHITECTURE "Known gaps"): a broken lock is not
+//! enforced on the old owner by the OSDs (Ceph blocklists it); Quarry
+//! breaks only owners without a live watch.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use quarry_common::Errno;
+use quarry_rados::{NotifyEvent, Op, OpOutput, OpRequest, WatchCallback};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RadosContext, RbdError, Result};
+use crate::image::{Image, Inner};
+use crate::FEATURE_EXCLUSIVE_LOCK;
+
+/// Header xattr holding the lock record (JSON [`LockRecord`]).
+pub(crate) const LOCK_XATTR: &str = "lock.rbd_lock";
+/// How long a requester waits for the owner's answer to one request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on taking the lock from a live owner that does not let go.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between attempts while the lock changes hands.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Called before the lock is handed over (the C library flushes its
+/// write-back cache there); its error aborts the hand-off.
+pub type PreReleaseHook = Arc<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// Who holds the lock, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LockRecord {
+    /// Owner's client instance id.
+    pub client: u64,
+    /// Cookie of the owner's header watch.
+    pub cookie: u64,
+    /// Whether the owner took it with `rbd_lock_acquire` (never handed over).
+    pub managed: bool,
+}
+
+/// A lock owner as `rbd_lock_get_owners` / `rbd lock ls` report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockOwner {
+    /// `client.<instance id>`.
+    pub entity: String,
+    /// The owner's header watch cookie (librbd's lock cookie is `auto <n>`).
+    pub cookie: String,
+    /// Address of the owner's watch connection (empty if it has none).
+    pub addr: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    op: String,
+    client: u64,
+    cookie: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    result: String,
+}
+
+/// Lock state of one handle.
+#[derive(Default)]
+pub(crate) struct LockState {
+    /// Serializes acquire/release of this handle.
+    pub op: tokio::sync::Mutex<()>,
+    /// Managed policy (`rbd_lock_acquire` was called).
+    pub managed: std::sync::atomic::AtomicBool,
+    pub hook: std::sync::Mutex<Option<PreReleaseHook>>,
+}
+
+fn what(inner: &Inner) -> String {
+    format!("image {}", inner.spec())
+}
+
+/// Read the lock record and the header version it belongs to.
+async fn read_record(inner: &Inner) -> Result<(Option<LockRecord>, u64)> {
+    let req = OpRequest::new(inner.header_oid.clone()).op(Op::GetXattrs);
+    let rep = inner
+        .rados
+        .operate(req)
+        .await
+        .ctx(|| format!("reading the lock of {}", what(inner)))?;
+    let rec = match rep.outputs.first() {
+        Some(OpOutput::Xattrs(m)) => match m.get(LOCK_XATTR) {
+            Some(b) => Some(serde_json::from_slice(b).map_err(|e| RbdError::Corrupt {
+                what: format!("lock record of {}: {e}", what(inner)),
+            })?),
+            None => None,
+        },
+        _ => None,
+    };
+    Ok((rec, rep.version))
+}
+
+/// Replace the record (`None` removes it) if the header is still at
+/// `version`. `Ok(false)`: lost the race.
+async fn cas_record(inner: &Inner, version: u64, rec: Option<&LockRecord>) -> Result<bool> {
+    let mut req = OpRequest::new(inner.header_oid.clone())
+        .op(Op::AssertExists)
+        .op(Op::AssertVersion(version));
+    req = match rec {
+        Some(r) => {
+            let v = serde_json::to_vec(r).map_err(|e| RbdError::invalid(e.to_string()))?;
+            req.op(Op::SetXattr(LOCK_XATTR.into(), Bytes::from(v)))
+        }
+        None => req.op(Op::RmXattr(LOCK_XATTR.into())),
+    };
+    match inner.rados.operate(req).await {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.errno, Errno::ERANGE | Errno::EOVERFLOW | Errno::ENODATA) => Ok(false),
+        Err(e) => Err(RbdError::rados(
+            format!("updating the lock of {}", what(inner)),
+            e,
+        )),
+    }
+}
+
+/// Whether the owner named by `rec` still has its header watch.
+async fn owner_alive(inner: &Inner, rec: &LockRecord) -> Result<bool> {
+    let w = inner
+        .rados
+        .list_watchers(&inner.header_oid)
+        .await
+        .ctx(|| format!("listing watchers of {}", what(inner)))?;
+    Ok(w.iter()
+        .any(|w| w.client == rec.client && w.cookie == rec.cookie))
+}
+
+impl Inner {
+    /// Whether writes need the exclusive lock on this handle.
+    pub(crate) fn lock_required(&self) -> bool {
+        !self.read_only
+            && self.watch_cookie().is_some()
+            && self.view().header.features & FEATURE_EXCLUSIVE_LOCK != 0
+    }
+
+    fn my_record(&self, managed: bool) -> Option<LockRecord> {
+        Some(LockRecord {
+            client: self.rados.instance_id(),
+            cookie: self.watch_cookie()?,
+            managed,
+        })
+    }
+
+    fn is_me(&self, rec: &LockRecord) -> bool {
+        rec.client == self.rados.instance_id() && Some(rec.cookie) == self.watch_cookie()
+    }
+
+    /// Take the lock for this handle. `request`: ask a live owner to hand
+    /// it over (automatic policy); otherwise a live owner is `EROFS`.
+    pub(crate) async fn acquire_lock(&self, request: bool, managed: bool) -> Result<()> {
+        let _op = self.lock.op.lock().await;
+        if self.owned.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let me = self.my_record(managed).ok_or_else(|| {
+            RbdError::read_only(format!("{} (opened without a header watch)", what(self)))
+        })?;
+        let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
+        loop {
+            self.check_open()?;
+            let (rec, version) = read_record(self).await?;
+            let take = match &rec {
+                None => true,
+                Some(r) if self.is_me(r) => true,
+                Some(r) => !owner_alive(self, r).await?,
+            };
+            if take {
+                if let Some(old) = rec.as_ref().filter(|r| !self.is_me(r)) {
+                    tracing::info!(
+                        image = %self.spec(),
+                        owner = old.client,
+                        "breaking the exclusive lock of a dead owner"
+                    );
+                }
+                if cas_record(self, version, Some(&me)).await? {
+                    // See everything the previous owner acknowledged.
+                    let _g = self.gate.write().await;
+                    self.reload_fresh().await?;
+                    self.owned.store(true, Ordering::Release);
+                    return Ok(());
+                }
+                continue;
+            }
+            let Some(owner) = rec else { continue };
+            if !request {
+                return Err(RbdError::read_only(format!(
+                    "{} (exclusive lock held by client.{})",
+                    what(self),
+                    owner.client
+                )));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RbdError::busy(
+                    what(self),
+                    format!(
+                        "the exclusive lock owner client.{} did not release it",
+                        owner.client
+                    ),
+                ));
+            }
+            let req = Request {
+                op: "request_lock".into(),
+                client: me.client,
+                cookie: me.cookie,
+            };
+            let payload = serde_json::to_vec(&req).map_err(|e| RbdError::invalid(e.to_string()))?;
+            let res = self
+                .rados
+                .notify(&self.header_oid, Bytes::from(payload), REQUEST_TIMEOUT)
+                .await
+                .ctx(|| format!("requesting the lock of {}", what(self)))?;
+            let answer = res
+                .acks
+                .iter()
+                .find(|a| a.client == owner.client && a.cookie == owner.cookie)
+                .and_then(|a| serde_json::from_slice::<Answer>(&a.payload).ok());
+            if answer.is_some_and(|a| a.result == "refused") {
+                return Err(RbdError::read_only(format!(
+                    "{} (exclusive lock held by client.{} in exclusive mode)",
+                    what(self),
+                    owner.client
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Hand the lock over (cooperative release, or close): hook, quiesce,
+    /// drop the record. No-op when not owned.
+    pub(crate) async fn release_lock(&self) -> Result<()> {
+        let _op = self.lock.op.lock().await;
+        if !self.owned.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let hook = self
+            .lock
+            .hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(h) = hook {
+            // Before the gate: the hook's own writes still need the lock.
+            h().await?;
+        }
+        let _g = self.gate.write().await;
+        self.owned.store(false, Ordering::Release);
+        for _ in 0..100 {
+            let (rec, version) = read_record(self).await?;
+            match rec {
+                Some(r) if self.is_me(&r) => {
+                    if cas_record(self, version, None).await? {
+                        return Ok(());
+                    }
+                }
+                // Broken by someone else: nothing left to remove.
+                _ => return Ok(()),
+            }
+        }
+        Err(RbdError::Contention {
+            what: format!("lock of {}", what(self)),
+        })
+    }
+
+    /// Answer a notification on the header.
+    async fn handle_notify(self: Arc<Self>, ev: NotifyEvent) {
+        let req: Option<Request> = serde_json::from_slice(&ev.payload).ok();
+        let result = match req {
+            Some(r) if r.op == "request_lock" => {
+                let from_me =
+                    r.client == self.rados.instance_id() && Some(r.cookie) == self.watch_cookie();
+                if from_me || !self.owned.load(Ordering::Acquire) {
+                    "not_owner"
+                } else if self.lock.managed.load(Ordering::Acquire) {
+                    "refused"
+                } else {
+                    match self.release_lock().await {
+                        Ok(()) => "released",
+                        Err(e) => {
+                            tracing::warn!(image = %self.spec(), "could not release the exclusive lock: {e}");
+                            "error"
+                        }
+                    }
+                }
+            }
+            _ => "unknown",
+        };
+        let ans = serde_json::to_vec(&Answer {
+            result: result.into(),
+        })
+        .unwrap_or_default();
+        let _ = self
+            .rados
+            .notify_ack(&ev.oid, ev.notify_id, ev.cookie, Bytes::from(ans))
+            .await;
+    }
+}
+
+/// The header watch's callback: notifications are handled on the runtime.
+pub(crate) fn watch_callback(slot: Arc<std::sync::OnceLock<Weak<Inner>>>) -> WatchCallback {
+    Arc::new(move |ev: NotifyEvent| {
+        let inner = slot.get().and_then(Weak::upgrade);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        match inner {
+            Some(inner) => {
+                rt.spawn(inner.handle_notify(ev));
+            }
+            None => {
+                // Handle gone or not built yet: not the owner.
+                let _ = rt;
+            }
+        }
+    })
+}
+
+impl Image {
+    /// `rbd_lock_acquire(RBD_LOCK_MODE_EXCLUSIVE)`: take the lock and keep
+    /// it (managed policy: requests from other clients are refused).
+    /// `EROFS` if another live client holds it, `EINVAL` if the image lacks
+    /// the exclusive-lock feature or the handle is read-only.
+    pub async fn lock_acquire(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        if !inner.lock_required() {
+            return Err(RbdError::invalid(format!(
+                "{} has no exclusive-lock feature or is read-only",
+                what(inner)
+            )));
+        }
+        inner.lock.managed.store(true, Ordering::Release);
+        inner.acquire_lock(false, true).await?;
+        // Already owned (automatic): record the managed policy too.
+        let (rec, version) = read_record(inner).await?;
+        if let Some(r) = rec.filter(|r| inner.is_me(r) && !r.managed) {
+            let m = LockRecord { managed: true, ..r };
+            cas_record(inner, version, Some(&m)).await?;
+        }
+        Ok(())
+    }
+
+    /// `rbd_lock_release`: give the lock up. `EINVAL` if not the owner.
+    pub async fn lock_release(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        if !inner.owned.load(Ordering::Acquire) {
+            return Err(RbdError::invalid(format!(
+                "this handle does not own the lock of {}",
+                what(inner)
+            )));
+        }
+        inner.release_lock().await
+    }
+
+    /// `rbd_is_exclusive_lock_owner`.
+    pub fn is_exclusive_lock_owner(&self) -> bool {
+        self.inner.owned.load(Ordering::Acquire)
+    }
+
+    /// `rbd_lock_get_owners`: the current owner (read fresh), if any.
+    pub async fn lock_owners(&self) -> Result<Vec<LockOwner>> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let (rec, _) = read_record(inner).await?;
+        let Some(r) = rec else { return Ok(Vec::new()) };
+        let addr = inner
+            .rados
+            .list_watchers(&inner.header_oid)
+            .await
+            .ctx(|| format!("listing watchers of {}", what(inner)))?
+            .into_iter()
+            .find(|w| w.client == r.client && w.cookie == r.cookie)
+            .map(|w| w.addr)
+            .unwrap_or_default();
+        Ok(vec![LockOwner {
+            entity: format!("client.{}", r.client),
+            cookie: format!("auto {}", r.cookie),
+            addr,
+        }])
+    }
+
+    /// `rbd_lock_break`: remove the lock of `owner` (`client.<id>`).
+    /// `ENOENT` if nobody holds it, `EBUSY` if someone else does.
+    pub async fn lock_break(&self, owner: &str) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        for _ in 0..100 {
+            let (rec, version) = read_record(inner).await?;
+            let Some(r) = rec else {
+                return Err(RbdError::not_found(format!("lock of {}", what(inner))));
+            };
+            if format!("client.{}", r.client) != owner {
+                return Err(RbdError::busy(
+                    what(inner),
+                    format!("the lock is held by client.{}, not {owner}", r.client),
+                ));
+            }
+            if cas_record(inner, version, None).await? {
+                if inner.is_me(&r) {
+                    inner.owned.store(false, Ordering::Release);
+                }
+                return Ok(());
+            }
+        }
+        Err(RbdError::Contention {
+            what: format!("lock of {}", what(inner)),
+        })
+    }
+
+    /// Run `hook` before every hand-over of the lock (the C library
+    /// flushes its write-back cache there).
+    pub fn set_pre_release_hook(&self, hook: PreReleaseHook) {
+        *self
+            .inner
+            .lock
+            .hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+}

@@ -1,0 +1,256 @@
+//! Watch-notify on the embedded backend and the exclusive lock between
+//! client instances: cooperative hand-off, managed (`rbd_lock_acquire`)
+//! refusal, breaking a dead owner's lock.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use quarry_common::Errno;
+use quarry_rados::{NotifyEvent, ObjectId, Op, OpRequest, WatchCallback};
+use quarry_rbd::*;
+
+/// Bound on every await of these tests: a hang fails.
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} timed out"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_collects_acks_and_timeouts() {
+    let e = env().await;
+    let pool = e.io.pool_id;
+    let oid = ObjectId::new(pool, "obj");
+    e.rados
+        .operate(OpRequest::new(oid.clone()).op(Op::WriteFull(Bytes::from_static(b"x"))))
+        .await
+        .unwrap();
+    // Absent object: ENOENT; oversized payload: EINVAL.
+    let absent = ObjectId::new(pool, "absent");
+    let r = e
+        .rados
+        .notify(&absent, Bytes::new(), Duration::from_secs(1))
+        .await;
+    assert_eq!(r.unwrap_err().errno, Errno::ENOENT);
+    let big = Bytes::from(vec![0u8; quarry_rados::NOTIFY_PAYLOAD_MAX + 1]);
+    let r = e.rados.notify(&oid, big, Duration::from_secs(1)).await;
+    assert_eq!(r.unwrap_err().errno, Errno::EINVAL);
+
+    // Watcher 1 acks with "pong:<payload>"; watcher 2 never acks;
+    // watcher 3 has no callback (acks at once, empty).
+    let c1 = e.emb.client();
+    let c1b = c1.clone();
+    let cb: WatchCallback = Arc::new(move |ev: NotifyEvent| {
+        let c = c1b.clone();
+        tokio::spawn(async move {
+            let mut p = b"pong:".to_vec();
+            p.extend_from_slice(&ev.payload);
+            c.notify_ack(&ev.oid, ev.notify_id, ev.cookie, Bytes::from(p))
+                .await
+                .unwrap();
+        });
+    });
+    let w1 = c1.watch_with(&oid, cb).await.unwrap();
+    let c2 = e.emb.client();
+    let silent: WatchCallback = Arc::new(|_ev: NotifyEvent| {});
+    let w2 = c2.watch_with(&oid, silent).await.unwrap();
+    let c3 = e.emb.client();
+    let w3 = c3.watch(&oid).await.unwrap();
+
+    let res = bounded(
+        "notify",
+        e.rados.notify(
+            &oid,
+            Bytes::from_static(b"ping"),
+            Duration::from_millis(500),
+        ),
+    )
+    .await
+    .unwrap();
+    let a1 = res
+        .acks
+        .iter()
+        .find(|a| a.cookie == w1 && a.client == c1.instance_id())
+        .expect("ack of watcher 1");
+    assert_eq!(&a1.payload[..], b"pong:ping");
+    let a3 = res.acks.iter().find(|a| a.cookie == w3).expect("ack of 3");
+    assert!(a3.payload.is_empty());
+    assert_eq!(res.acks.len(), 2);
+    assert_eq!(res.timeouts.len(), 1);
+    assert_eq!(res.timeouts[0].cookie, w2);
+    assert_eq!(res.timeouts[0].client, c2.instance_id());
+
+    // After unwatch the silent watcher is gone: everyone acks.
+    c2.unwatch(&oid, w2).await.unwrap();
+    let res = bounded(
+        "notify",
+        e.rados.notify(&oid, Bytes::new(), Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.acks.len(), 2);
+    assert!(res.timeouts.is_empty());
+}
+
+async fn open_rw(rbd: &Rbd, io: &IoCtx, name: &str) -> Image {
+    rbd.open(
+        io,
+        name,
+        &OpenOptions {
+            read_only: false,
+            snap: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Two client instances writing one image take turns with the lock; each
+/// reads the other's acknowledged writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_hand_off() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 16 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    let rbd_b = Rbd::new(e.emb.client());
+    let b = open_rw(&rbd_b, &e.io, "img").await;
+    assert!(!a.is_exclusive_lock_owner() && !b.is_exclusive_lock_owner());
+    assert!(a.lock_owners().await.unwrap().is_empty());
+
+    for round in 0..4u8 {
+        let off = u64::from(round) * 4 * MIB + 4096;
+        let data = pattern(64 << 10, round + 1);
+        let (w, r) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        bounded("write", w.write(off, data.clone())).await.unwrap();
+        assert!(w.is_exclusive_lock_owner());
+        assert!(!r.is_exclusive_lock_owner());
+        let owners = w.lock_owners().await.unwrap();
+        assert_eq!(owners.len(), 1);
+        // The other handle sees the write (object map re-read on acquire
+        // by the writer; the reader reads the object).
+        r.refresh().await.unwrap();
+        assert_eq!(r.read(off, 64 << 10).await.unwrap(), data);
+    }
+    // Everything written is there for a fresh handle.
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    assert!(
+        e.rbd
+            .open(&e.io, "img", &OpenOptions::default())
+            .await
+            .unwrap()
+            .lock_owners()
+            .await
+            .unwrap()
+            .is_empty(),
+        "close releases the lock"
+    );
+}
+
+/// `rbd_lock_acquire` keeps the lock: the other writer gets EROFS until it
+/// is released; after `rbd_lock_release` the managed handle may not write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_lock_refuses_other_writers() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    let rbd_b = Rbd::new(e.emb.client());
+    let b = open_rw(&rbd_b, &e.io, "img").await;
+
+    bounded("acquire", a.lock_acquire()).await.unwrap();
+    assert!(a.is_exclusive_lock_owner());
+    a.write(0, pattern(4096, 1)).await.unwrap();
+    assert_eq!(
+        errno(bounded("write", b.write(0, pattern(4096, 2))).await),
+        Errno::EROFS
+    );
+    assert_eq!(
+        errno(bounded("acquire", b.lock_acquire()).await),
+        Errno::EROFS
+    );
+    assert_eq!(errno(b.lock_release().await), Errno::EINVAL);
+    assert_eq!(a.read(0, 4096).await.unwrap(), pattern(4096, 1));
+
+    a.lock_release().await.unwrap();
+    assert!(!a.is_exclusive_lock_owner());
+    assert_eq!(errno(a.write(0, pattern(4096, 3)).await), Errno::EROFS);
+    // b's failed rbd_lock_acquire switched it to the managed policy too
+    // (as librbd): it writes only after taking the lock explicitly.
+    assert_eq!(errno(b.write(0, pattern(4096, 4)).await), Errno::EROFS);
+    bounded("acquire", b.lock_acquire()).await.unwrap();
+    bounded("write", b.write(0, pattern(4096, 4)))
+        .await
+        .unwrap();
+    assert!(b.is_exclusive_lock_owner());
+    // Read-only handles cannot take it.
+    let ro = e
+        .rbd
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(errno(ro.lock_acquire().await), Errno::EINVAL);
+    // Breaking: wrong owner is EBUSY, right owner works.
+    assert_eq!(errno(a.lock_break("client.999999").await), Errno::EBUSY);
+    let owner = a.lock_owners().await.unwrap()[0].entity.clone();
+    assert_eq!(owner, format!("client.{}", rbd_b.rados().instance_id()));
+    a.lock_break(&owner).await.unwrap();
+    assert!(a.lock_owners().await.unwrap().is_empty());
+    assert_eq!(errno(a.lock_break(&owner).await), Errno::ENOENT);
+}
+
+/// An owner whose watch is gone (its process died) loses the lock to the
+/// next writer, which then sees the dead owner's acknowledged writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_owner_lock_is_broken() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let dead_client = e.emb.client();
+    let dead_id = dead_client.instance_id();
+    let rbd_dead = Rbd::new(dead_client.clone());
+    let dead = open_rw(&rbd_dead, &e.io, "img").await;
+    dead.write(MIB, pattern(8192, 7)).await.unwrap();
+    assert!(dead.is_exclusive_lock_owner());
+    // "Crash": the handle never releases; its watch disappears.
+    let id = dead.id().to_string();
+    std::mem::forget(dead);
+    let header = ObjectId::new(e.io.pool_id, format!("rbd_header.{id}"));
+    for w in dead_client.list_watchers(&header).await.unwrap() {
+        if w.client == dead_id {
+            dead_client.unwatch(&header, w.cookie).await.unwrap();
+        }
+    }
+    let b = open_rw(&e.rbd, &e.io, "img").await;
+    assert_eq!(
+        b.lock_owners().await.unwrap()[0].entity,
+        format!("client.{dead_id}")
+    );
+    bounded("write", b.write(0, pattern(4096, 8)))
+        .await
+        .unwrap();
+    assert!(b.is_exclusive_lock_owner());
+    assert_eq!(b.read(MIB, 8192).await.unwrap(), pattern(8192, 7));
+    assert_eq!(
+        b.lock_owners().await.unwrap()[0].entity,
+        format!("client.{}", e.rados.instance_id())
+    );
+}
