@@ -75,7 +75,7 @@ impl Notifies {
         loop {
             if lock(&self.pending)
                 .get(&id)
-                .map_or(true, |p| p.waiting.is_empty())
+                .is_none_or(|p| p.waiting.is_empty())
             {
                 break;
             }

@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use quarry_common::Errno;
-use quarry_rados::{NotifyEvent, Op, OpOutput, OpRequest, WatchCallback};
+use quarry_rados::{NotifyEvent, ObjectId, Op, OpOutput, OpRequest, Rados, WatchCallback};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RadosContext, RbdError, Result};
@@ -101,16 +101,24 @@ fn what(inner: &Inner) -> String {
 
 /// Read the lock record and the header version it belongs to.
 async fn read_record(inner: &Inner) -> Result<(Option<LockRecord>, u64)> {
-    let req = OpRequest::new(inner.header_oid.clone()).op(Op::GetXattrs);
-    let rep = inner
-        .rados
-        .operate(req)
-        .await
-        .ctx(|| format!("reading the lock of {}", what(inner)))?;
+    read_record_of(inner.rados.as_ref(), &inner.header_oid, &what(inner)).await
+}
+
+async fn read_record_of(
+    rados: &dyn Rados,
+    header: &ObjectId,
+    what: &str,
+) -> Result<(Option<LockRecord>, u64)> {
+    let req = OpRequest::new(header.clone()).op(Op::GetXattrs);
+    let rep = match rados.operate(req).await {
+        Ok(r) => r,
+        Err(e) if e.errno == Errno::ENOENT => return Err(RbdError::not_found(what)),
+        Err(e) => return Err(RbdError::rados(format!("reading the lock of {what}"), e)),
+    };
     let rec = match rep.outputs.first() {
         Some(OpOutput::Xattrs(m)) => match m.get(LOCK_XATTR) {
             Some(b) => Some(serde_json::from_slice(b).map_err(|e| RbdError::Corrupt {
-                what: format!("lock record of {}: {e}", what(inner)),
+                what: format!("lock record of {what}: {e}"),
             })?),
             None => None,
         },
@@ -122,7 +130,24 @@ async fn read_record(inner: &Inner) -> Result<(Option<LockRecord>, u64)> {
 /// Replace the record (`None` removes it) if the header is still at
 /// `version`. `Ok(false)`: lost the race.
 async fn cas_record(inner: &Inner, version: u64, rec: Option<&LockRecord>) -> Result<bool> {
-    let mut req = OpRequest::new(inner.header_oid.clone())
+    cas_record_of(
+        inner.rados.as_ref(),
+        &inner.header_oid,
+        &what(inner),
+        version,
+        rec,
+    )
+    .await
+}
+
+async fn cas_record_of(
+    rados: &dyn Rados,
+    header: &ObjectId,
+    what: &str,
+    version: u64,
+    rec: Option<&LockRecord>,
+) -> Result<bool> {
+    let mut req = OpRequest::new(header.clone())
         .op(Op::AssertExists)
         .op(Op::AssertVersion(version));
     req = match rec {
@@ -132,14 +157,62 @@ async fn cas_record(inner: &Inner, version: u64, rec: Option<&LockRecord>) -> Re
         }
         None => req.op(Op::RmXattr(LOCK_XATTR.into())),
     };
-    match inner.rados.operate(req).await {
+    match rados.operate(req).await {
         Ok(_) => Ok(true),
         Err(e) if matches!(e.errno, Errno::ERANGE | Errno::EOVERFLOW | Errno::ENODATA) => Ok(false),
-        Err(e) => Err(RbdError::rados(
-            format!("updating the lock of {}", what(inner)),
-            e,
-        )),
+        Err(e) => Err(RbdError::rados(format!("updating the lock of {what}"), e)),
     }
+}
+
+/// The owner of the lock on `header`, if any (`rbd lock ls`).
+pub(crate) async fn owners_of(
+    rados: &dyn Rados,
+    header: &ObjectId,
+    what: &str,
+) -> Result<Vec<LockOwner>> {
+    let (rec, _) = read_record_of(rados, header, what).await?;
+    let Some(r) = rec else { return Ok(Vec::new()) };
+    let addr = rados
+        .list_watchers(header)
+        .await
+        .ctx(|| format!("listing watchers of {what}"))?
+        .into_iter()
+        .find(|w| w.client == r.client && w.cookie == r.cookie)
+        .map(|w| w.addr)
+        .unwrap_or_default();
+    Ok(vec![LockOwner {
+        entity: format!("client.{}", r.client),
+        cookie: format!("auto {}", r.cookie),
+        addr,
+    }])
+}
+
+/// Remove the lock of `owner` (`client.<id>`) on `header`; returns the
+/// record removed. `ENOENT` if unlocked, `EBUSY` if held by someone else.
+pub(crate) async fn break_of(
+    rados: &dyn Rados,
+    header: &ObjectId,
+    what: &str,
+    owner: &str,
+) -> Result<LockRecord> {
+    for _ in 0..100 {
+        let (rec, version) = read_record_of(rados, header, what).await?;
+        let Some(r) = rec else {
+            return Err(RbdError::not_found(format!("lock of {what}")));
+        };
+        if format!("client.{}", r.client) != owner {
+            return Err(RbdError::busy(
+                what,
+                format!("the lock is held by client.{}, not {owner}", r.client),
+            ));
+        }
+        if cas_record_of(rados, header, what, version, None).await? {
+            return Ok(r);
+        }
+    }
+    Err(RbdError::Contention {
+        what: format!("lock of {what}"),
+    })
 }
 
 /// Whether the owner named by `rec` still has its header watch.
@@ -389,22 +462,7 @@ impl Image {
     pub async fn lock_owners(&self) -> Result<Vec<LockOwner>> {
         let inner = &self.inner;
         inner.check_open()?;
-        let (rec, _) = read_record(inner).await?;
-        let Some(r) = rec else { return Ok(Vec::new()) };
-        let addr = inner
-            .rados
-            .list_watchers(&inner.header_oid)
-            .await
-            .ctx(|| format!("listing watchers of {}", what(inner)))?
-            .into_iter()
-            .find(|w| w.client == r.client && w.cookie == r.cookie)
-            .map(|w| w.addr)
-            .unwrap_or_default();
-        Ok(vec![LockOwner {
-            entity: format!("client.{}", r.client),
-            cookie: format!("auto {}", r.cookie),
-            addr,
-        }])
+        owners_of(inner.rados.as_ref(), &inner.header_oid, &what(inner)).await
     }
 
     /// `rbd_lock_break`: remove the lock of `owner` (`client.<id>`).
@@ -412,27 +470,11 @@ impl Image {
     pub async fn lock_break(&self, owner: &str) -> Result<()> {
         let inner = &self.inner;
         inner.check_open()?;
-        for _ in 0..100 {
-            let (rec, version) = read_record(inner).await?;
-            let Some(r) = rec else {
-                return Err(RbdError::not_found(format!("lock of {}", what(inner))));
-            };
-            if format!("client.{}", r.client) != owner {
-                return Err(RbdError::busy(
-                    what(inner),
-                    format!("the lock is held by client.{}, not {owner}", r.client),
-                ));
-            }
-            if cas_record(inner, version, None).await? {
-                if inner.is_me(&r) {
-                    inner.owned.store(false, Ordering::Release);
-                }
-                return Ok(());
-            }
+        let r = break_of(inner.rados.as_ref(), &inner.header_oid, &what(inner), owner).await?;
+        if inner.is_me(&r) {
+            inner.owned.store(false, Ordering::Release);
         }
-        Err(RbdError::Contention {
-            what: format!("lock of {}", what(inner)),
-        })
+        Ok(())
     }
 
     /// Run `hook` before every hand-over of the lock (the C library

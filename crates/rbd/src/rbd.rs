@@ -642,6 +642,34 @@ impl Rbd {
             .collect())
     }
 
+    /// The exclusive lock's owner of image `name`, if any (`rbd lock ls`).
+    pub async fn lock_owners(&self, io: &IoCtx, name: &str) -> Result<Vec<crate::LockOwner>> {
+        let id = lookup_id(self.rados.as_ref(), io, name).await?;
+        let oid = io.oid(layout::header_oid(&id));
+        crate::lock::owners_of(
+            self.rados.as_ref(),
+            &oid,
+            &format!("image {}", io.spec(name)),
+        )
+        .await
+    }
+
+    /// Break the exclusive lock of `owner` (`client.<id>`) on image `name`
+    /// (`rbd lock rm`): `ENOENT` if unlocked, `EBUSY` if another owns it.
+    /// The old owner is not blocklisted (see the crate's lock module).
+    pub async fn lock_break(&self, io: &IoCtx, name: &str, owner: &str) -> Result<()> {
+        let id = lookup_id(self.rados.as_ref(), io, name).await?;
+        let oid = io.oid(layout::header_oid(&id));
+        crate::lock::break_of(
+            self.rados.as_ref(),
+            &oid,
+            &format!("image {}", io.spec(name)),
+            owner,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Clients that have `name` open (watchers of its header).
     pub async fn watchers(&self, io: &IoCtx, name: &str) -> Result<Vec<Watcher>> {
         let id = lookup_id(self.rados.as_ref(), io, name).await?;

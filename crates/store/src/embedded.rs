@@ -451,7 +451,7 @@ impl Embedded {
         loop {
             if mlock(&self.notifies)
                 .get(&id)
-                .map_or(true, |p| p.waiting.is_empty())
+                .is_none_or(|p| p.waiting.is_empty())
             {
                 break;
             }

@@ -4,6 +4,9 @@
 //! write loop. On the destination the guest finishes the loop and reads every
 //! block back with O_DIRECT (through the destination's librbd, after QEMU's
 //! `rbd_invalidate_cache` on activation); the host then checks all blocks.
+//! With the exclusive-lock feature (default), the lock moves from the
+//! source to the destination at the destination's first write, while the
+//! source still runs (`rbd lock ls` before and after).
 
 use quarry_vmtest::*;
 use serde_json::json;
@@ -80,6 +83,11 @@ fn migrate(prep: Prep) {
         &["-incoming", &incoming],
     );
     src.wait_for("VMTEST: SYNCED 5", BOOT_TIMEOUT);
+    // The image has exclusive-lock (default features): the writing source
+    // holds it; the destination (not yet running) does not.
+    let src_owner = (prep == Prep::Default).then(|| {
+        lock_owner(&c).unwrap_or_else(|| panic!("the writing source holds no exclusive lock"))
+    });
 
     let mut q = src.qmp();
     let qmp = |q: &mut Qmp, cmd: &str, args: serde_json::Value| {
@@ -123,6 +131,22 @@ fn migrate(prep: Prep) {
         .filter_map(|s| s.trim().parse::<u64>().ok())
         .max()
         .expect("source reported synced blocks");
+    if let Some(src_owner) = &src_owner {
+        // The destination's first write takes the lock from the source,
+        // which is still running (paused) and hands it over cooperatively.
+        dst.wait_for("VMTEST: SYNCED", BOOT_TIMEOUT);
+        let now = lock_owner(&c).expect("the writing destination holds no exclusive lock");
+        assert_ne!(
+            &now, src_owner,
+            "the exclusive lock did not move to the destination"
+        );
+        let watchers = c.run("rbd", &["status", "data/mig"]);
+        assert!(
+            watchers.contains(&format!(" {now} ")),
+            "lock owner {now} is not a watcher of the image: {watchers}"
+        );
+        println!("vmtest migration: exclusive lock moved from {src_owner} to {now}");
+    }
     // QEMU may close the socket before answering quit: its exit is checked below.
     let _ = q.try_execute("quit", json!({}));
     assert!(
@@ -140,4 +164,13 @@ fn migrate(prep: Prep) {
     println!("vmtest migration: destination finished {n} blocks and read them back ({total:.1?} since start)");
     c.check_blocks("data/mig", n)
         .unwrap_or_else(|e| panic!("after migration: {e}"));
+}
+
+/// The holder of data/mig's exclusive lock (`client.N`), per `rbd lock ls`.
+fn lock_owner(c: &Cluster) -> Option<String> {
+    let out = c.run("rbd", &["lock", "ls", "data/mig"]);
+    out.lines()
+        .find(|l| l.starts_with("client."))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
 }

@@ -8,6 +8,7 @@
 
 mod admin;
 mod cmds;
+mod lock;
 mod v2;
 mod xfer;
 
@@ -623,6 +624,11 @@ enum RbdCmd {
         #[command(subcommand)]
         cmd: MetaCmd,
     },
+    /// Exclusive lock of an image.
+    Lock {
+        #[command(subcommand)]
+        cmd: LockCmd,
+    },
     /// Show watchers of an image.
     Status {
         /// Image spec.
@@ -811,6 +817,26 @@ enum SnapCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum LockCmd {
+    /// Show the holder of the exclusive lock.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Image spec.
+        image: String,
+    },
+    /// Break the lock held by LOCKER (as `rbd lock ls` shows it).
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// Image spec.
+        image: String,
+        /// Lock id (`auto <n>`).
+        lock_id: String,
+        /// Locker (`client.<id>`).
+        locker: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum MetaCmd {
     /// Get a value.
     Get {
@@ -959,6 +985,14 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
             MetaCmd::Set { image, key, value } => cmds::meta_set(&ctx, &image, &key, &value).await,
             MetaCmd::List { image } => cmds::meta_list(&ctx, &image).await,
             MetaCmd::Remove { image, key } => cmds::meta_remove(&ctx, &image, &key).await,
+        },
+        Lock { cmd } => match cmd {
+            LockCmd::List { image } => lock::ls(&ctx, &image).await,
+            LockCmd::Remove {
+                image,
+                lock_id,
+                locker,
+            } => lock::rm(&ctx, &image, &lock_id, &locker).await,
         },
         Status { image } => cmds::status(&ctx, &image).await,
         Bench {
