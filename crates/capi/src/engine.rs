@@ -259,7 +259,17 @@ pub trait ImageBackend: Send + Sync {
     async fn lock_owners(&self) -> CResult<Vec<String>>;
     /// `rbd_lock_break(EXCLUSIVE, owner)`.
     async fn lock_break(&self, owner: &str) -> CResult<()>;
+    /// Run `hook` before the exclusive lock is handed to another client
+    /// (the writes this handle acknowledged must be on the cluster first).
+    fn set_pre_release_hook(&self, hook: PreReleaseHook);
 }
+
+/// See [`ImageBackend::set_pre_release_hook`].
+pub type PreReleaseHook = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = CResult<()>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// How a connection obtains its engine from an object layer.
 pub type EngineFactory = fn(Arc<dyn Rados>) -> Arc<dyn ImageEngine>;

@@ -28,6 +28,22 @@ unsafe fn img_of<'a>(p: ImageT) -> CResult<&'a Arc<Image>> {
     Ok(unsafe { &*(p as *const Arc<Image>) })
 }
 
+/// Before the exclusive lock goes to another client, wait for every write
+/// this handle accepted (some are acknowledged early: write-around).
+pub(crate) fn install_release_hook(img: &Arc<Image>) {
+    let weak = Arc::downgrade(img);
+    img.backend.set_pre_release_hook(Arc::new(move || {
+        let weak = weak.clone();
+        Box::pin(async move {
+            if let Some(img) = weak.upgrade() {
+                let barrier = img.writes.barrier();
+                img.writes.wait_before(barrier).await;
+            }
+            Ok(())
+        })
+    }));
+}
+
 fn exclusive_only(mode: c_int) -> CResult<()> {
     match mode {
         RBD_LOCK_MODE_EXCLUSIVE => Ok(()),

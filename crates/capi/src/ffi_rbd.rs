@@ -307,9 +307,17 @@ fn open_impl(
     })?;
     let mut conf = lock(&io.cluster.conf).clone();
     apply_overrides(&mut conf, &pool_cfg, &image_cfg);
-    let img = Image::new(backend, ro, info.size, &conf, &name, snap.as_deref());
+    let img = Arc::new(Image::new(
+        backend,
+        ro,
+        info.size,
+        &conf,
+        &name,
+        snap.as_deref(),
+    ));
+    crate::ffi_lock::install_release_hook(&img);
     // SAFETY: out non-null caller storage.
-    unsafe { *out = Box::into_raw(Box::new(Arc::new(img))) as ImageT };
+    unsafe { *out = Box::into_raw(Box::new(img)) as ImageT };
     Ok(0)
 }
 

@@ -353,6 +353,18 @@ impl ImageBackend for Backend {
     async fn lock_break(&self, owner: &str) -> CResult<()> {
         Ok(self.img.lock_break(owner).await?)
     }
+
+    fn set_pre_release_hook(&self, hook: crate::engine::PreReleaseHook) {
+        self.img.set_pre_release_hook(Arc::new(move || {
+            let fut = hook();
+            Box::pin(async move {
+                fut.await.map_err(|e| quarry_rbd::RbdError::Rados {
+                    context: "flushing before handing over the exclusive lock".into(),
+                    source: quarry_rados::RadosError::new(e.errno, e.msg),
+                })
+            })
+        }));
+    }
 }
 
 /// The engine for a connection.

@@ -25,13 +25,13 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use quarry_common::Errno;
-use quarry_rados::{Op, OpOutput, OpRequest};
+use quarry_rados::{Op, OpOutput, OpRequest, NOSNAP};
 
 use crate::error::{RbdError, Result};
 use crate::image::{Image, Inner, View, PARALLEL_OPS_MAX};
 use crate::layout::{map_extents, ObjExtent};
 use crate::objmap::{self, OBJECT_EXISTS, OBJECT_NONEXISTENT};
-use crate::WRITE_ZEROES_FLAG_THICK_PROVISION;
+use crate::{FEATURE_EXCLUSIVE_LOCK, WRITE_ZEROES_FLAG_THICK_PROVISION};
 
 /// Granularity at which copy-up skips runs of zeros in the parent's data.
 const COPYUP_ZERO_BLOCK: usize = 4096;
@@ -114,7 +114,13 @@ pub(crate) fn read_range(
 
 async fn read_object(inner: &Arc<Inner>, view: &Arc<View>, e: ObjExtent) -> Result<Bytes> {
     let img_off = e.image_off(view.order());
-    if view.map.get(e.objno) == Some(OBJECT_NONEXISTENT) {
+    // With exclusive-lock, another client may create objects while this
+    // handle does not own the lock: then "absent" in the cached map is not
+    // trusted (as librbd), only snapshot maps and the owner's map are.
+    let trusted = view.snap != NOSNAP
+        || view.header.features & FEATURE_EXCLUSIVE_LOCK == 0
+        || inner.owned.load(std::sync::atomic::Ordering::Acquire);
+    if trusted && view.map.get(e.objno) == Some(OBJECT_NONEXISTENT) {
         return read_parent(view, img_off, e.len).await;
     }
     let req = OpRequest::new(inner.data_oid(e.objno))

@@ -37,12 +37,13 @@
 //! resize or snapshot in its size/snap context at its next header-changing
 //! operation or refresh.
 //!
-//! The object layer has no watch-notify, so there is no push invalidation
-//! (librbd's exclusive-lock hand-off is not implemented; the feature bit is
-//! only recorded). Consequences, by design: (1) a client writing while
-//! another takes a snapshot must refresh before its next write, or the
-//! snapshot may see that write; (2) a handle may answer "absent object →
-//! zeros / parent" from its cached object map for objects another client
+//! There is no push invalidation of the header (librbd's header-update
+//! notifications are not sent). Consequences, by design: (1) a client
+//! writing while another takes a snapshot must refresh before its next
+//! write, or the snapshot may see that write; (2) with exclusive-lock, a
+//! handle trusts "absent" in its cached object map only while it owns the
+//! lock (taking the lock re-reads header and map); without the feature it
+//! may answer "absent object → zeros / parent" for objects another client
 //! created until it refreshes. What is guaranteed regardless: the stored
 //! object map never says "absent" for an existing object (a write whose
 //! cached state says "exists" is guarded with `AssertExists`, and an object
