@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use quarry_rbdcache::{Backend, Cache, CacheConfig, Stats};
 
-use crate::engine::{CError, CResult, DiffExtent, ImageBackend, ImageInfo, ParentInfo, SnapInfo};
+use crate::engine::{
+    CError, CResult, DiffExtent, ImageBackend, ImageInfo, ParentInfo, PreReleaseHook, SnapInfo,
+};
 
 /// The engine's image as the cache's backend.
 struct Under(Arc<dyn ImageBackend>);
@@ -36,13 +38,14 @@ impl Backend for Under {
 /// An open image behind the rbd cache (writeback or writethrough mode).
 pub struct CachedBackend {
     inner: Arc<dyn ImageBackend>,
-    cache: Cache<Under>,
+    /// Shared with the exclusive lock's pre-release hook.
+    cache: Arc<Cache<Under>>,
 }
 
 impl CachedBackend {
     /// Put a cache with `cfg` in front of `inner`.
     pub fn new(inner: Arc<dyn ImageBackend>, cfg: CacheConfig) -> CachedBackend {
-        let cache = Cache::new(Under(inner.clone()), cfg, &crate::rt::handle());
+        let cache = Arc::new(Cache::new(Under(inner.clone()), cfg, &crate::rt::handle()));
         CachedBackend { inner, cache }
     }
 
@@ -155,5 +158,37 @@ impl ImageBackend for CachedBackend {
         }
         self.inner.close().await?;
         r
+    }
+    async fn lock_acquire(&self) -> CResult<()> {
+        self.inner.lock_acquire().await
+    }
+    async fn lock_release(&self) -> CResult<()> {
+        self.inner.lock_release().await
+    }
+    fn is_lock_owner(&self) -> bool {
+        self.inner.is_lock_owner()
+    }
+    async fn lock_owners(&self) -> CResult<Vec<String>> {
+        self.inner.lock_owners().await
+    }
+    async fn lock_break(&self, owner: &str) -> CResult<()> {
+        self.inner.lock_break(owner).await
+    }
+    fn set_pre_release_hook(&self, hook: PreReleaseHook) {
+        // Before the lock goes to another client: the caller's hook, then
+        // dirty data written back and clean data dropped (the next owner
+        // will write), as librbd flushes and invalidates on release.
+        let cache = Arc::downgrade(&self.cache);
+        self.inner.set_pre_release_hook(Arc::new(move || {
+            let outer = hook();
+            let cache = cache.clone();
+            Box::pin(async move {
+                outer.await?;
+                if let Some(c) = cache.upgrade() {
+                    c.invalidate().await?;
+                }
+                Ok(())
+            })
+        }));
     }
 }
