@@ -42,7 +42,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     { $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; } ||
     die "cannot install ${missing[*]}"
 fi
-/bin/busybox --list | grep -qx fstrim || die "/bin/busybox lacks fstrim (need Debian's busybox-static)"
+/bin/busybox --list | grep -x fstrim >/dev/null || die "/bin/busybox lacks fstrim (need Debian's busybox-static)"
 
 # 1. Kernel: Debian's cloud kernel (virtio + ata as modules, ext4 built in), cached.
 KPKG=${VMTEST_KPKG:-$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')}

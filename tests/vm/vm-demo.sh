@@ -70,7 +70,7 @@ echo "== all VMs done in $(since "$t")"
 fails=0
 for i in $(seq 1 "$N"); do
   if grep -aq 'VMTEST: RESULT PASS' "$W/vm$i.log" &&
-    qemu-io -f raw -c "read -P $((i % 250 + 1)) $(((128 + i) << 20)) 1M" "rbd:data/vm$i" | grep -q '^read '; then
+    qemu-io -f raw -c "read -P $((i % 250 + 1)) $(((128 + i) << 20)) 1M" "rbd:data/vm$i" | grep '^read ' >/dev/null; then
     :
   else
     echo "vm$i: FAILED; console:" && tail -20 "$W/vm$i.log"
