@@ -8,6 +8,7 @@
 //! resident memory idle (before the load) and after it.
 //!
 //! Usage: `cargo run --release -p quarry-client --example cluster_bench -- D [seconds per job]`
+//! (`CLUSTER_BENCH_JOBS=randread,QD32` runs only the jobs whose name contains a part).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -347,7 +348,15 @@ async fn main() -> Res<()> {
         ("4KiB randread QD1", Job::RandRead, 1),
         ("4KiB randread QD32", Job::RandRead, 32),
     ];
+    // CLUSTER_BENCH_JOBS="randwrite QD32,randread" runs only the jobs whose
+    // name contains one of the comma-separated parts (profiling one job).
+    let only = std::env::var("CLUSTER_BENCH_JOBS").ok();
     for (name, job, qd) in jobs {
+        if let Some(only) = &only {
+            if !only.split(',').any(|part| name.contains(part.trim())) {
+                continue;
+            }
+        }
         let before: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
         let (n, lat, took) = run(&c, pool, job, qd, secs).await?;
         let after: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();

@@ -95,8 +95,12 @@
 //!   which sends an event to each watch's connection and collects the
 //!   acks until all came or the notifier's timeout passed (`notify`).
 //!
-//! Architecture invariant: store calls never run on async worker threads
-//! (they go through `spawn_blocking`); every queue is bounded (per
+//! Architecture invariant: store calls that can wait (writes, barriers,
+//! reads of objects with writes queued on this OSD, large or unbounded
+//! reads) never run on async worker threads (they go through
+//! `spawn_blocking`); small reads (≤ 64 KiB, metadata) of objects with no
+//! write queued here read committed state inline, since the two thread
+//! hand-offs cost more than the read; every queue is bounded (per
 //! connection in-flight limit, bounded send queues, the store's queue).
 
 mod notify;
