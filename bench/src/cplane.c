@@ -1,6 +1,7 @@
 /* Control-plane timings through librbd itself (no CLI start-up in the figures):
- * connect, create a 10 GiB image, snapshot create, protect, N clones, then
- * remove everything, timing each call. Whichever librbd the dynamic linker
+ * connect, create a 10 GiB image, snapshot create, protect, N clones, open and
+ * close each clone, then remove everything, timing each call (plus the median
+ * of 10 more snapshot creates and removes). Whichever librbd the dynamic linker
  * picks (Debian's Ceph, or Quarry's via LD_LIBRARY_PATH) is used and its path
  * is printed, so the caller can check it ran the library it meant to.
  *
@@ -96,6 +97,20 @@ int main(int argc, char **argv) {
     each[i] = now_ms() - t0;
   }
   double t_clones = now_ms() - t_all;
+  /* QEMU opens (and closes) one clone per VM boot. */
+  double *each_open = calloc(n, sizeof *each_open);
+  double *each_close = calloc(n, sizeof *each_close);
+  if (!each_open || !each_close) return 1;
+  for (int i = 0; i < n; i++) {
+    snprintf(name, sizeof name, "%s-c%d", parent, i);
+    rbd_image_t c;
+    t0 = now_ms();
+    CHECK("rbd_open (clone)", rbd_open(io, name, &c, NULL));
+    each_open[i] = now_ms() - t0;
+    t0 = now_ms();
+    CHECK("rbd_close (clone)", rbd_close(c));
+    each_close[i] = now_ms() - t0;
+  }
   t_all = now_ms();
   for (int i = 0; i < n; i++) {
     snprintf(name, sizeof name, "%s-c%d", parent, i);
@@ -110,6 +125,23 @@ int main(int argc, char **argv) {
   t0 = now_ms();
   CHECK("rbd_snap_remove", rbd_snap_remove(img, "s"));
   double t_snap_rm = now_ms() - t0;
+  /* One snapshot is a noisy sample: take and remove a few more. */
+  enum { SNAPS = 10 };
+  double each_snap[SNAPS], each_snap_rm[SNAPS];
+  for (int i = 0; i < SNAPS; i++) {
+    char sn[32];
+    snprintf(sn, sizeof sn, "t%d", i);
+    t0 = now_ms();
+    CHECK("rbd_snap_create", rbd_snap_create(img, sn));
+    each_snap[i] = now_ms() - t0;
+  }
+  for (int i = 0; i < SNAPS; i++) {
+    char sn[32];
+    snprintf(sn, sizeof sn, "t%d", i);
+    t0 = now_ms();
+    CHECK("rbd_snap_remove", rbd_snap_remove(img, sn));
+    each_snap_rm[i] = now_ms() - t0;
+  }
   CHECK("rbd_close", rbd_close(img));
   t0 = now_ms();
   CHECK("rbd_remove", rbd_remove(io, parent));
@@ -119,12 +151,18 @@ int main(int argc, char **argv) {
 
   qsort(each, n, sizeof *each, cmp_d);
   qsort(each_rm, n, sizeof *each_rm, cmp_d);
+  qsort(each_open, n, sizeof *each_open, cmp_d);
+  qsort(each_close, n, sizeof *each_close, cmp_d);
+  qsort(each_snap, SNAPS, sizeof *each_snap, cmp_d);
+  qsort(each_snap_rm, SNAPS, sizeof *each_snap_rm, cmp_d);
   printf("{\"librbd\": \"%s\", \"clones\": %d, \"connect_ms\": %.3f, \"create_10g_ms\": %.3f, "
          "\"snap_create_ms\": %.3f, \"snap_protect_ms\": %.3f, \"clones_total_ms\": %.3f, "
          "\"clone_median_ms\": %.3f, \"clone_max_ms\": %.3f, \"remove_clones_total_ms\": %.3f, "
          "\"remove_clone_median_ms\": %.3f, \"snap_unprotect_ms\": %.3f, \"snap_remove_ms\": %.3f, "
-         "\"remove_image_ms\": %.3f}\n",
+         "\"remove_image_ms\": %.3f, \"open_clone_median_ms\": %.3f, \"close_clone_median_ms\": %.3f, "
+         "\"snap_create_median_ms\": %.3f, \"snap_remove_median_ms\": %.3f}\n",
          librbd_path, n, t_connect, t_create, t_snap, t_protect, t_clones, each[n / 2], each[n - 1],
-         t_rm_clones, each_rm[n / 2], t_unprotect, t_snap_rm, t_rm);
+         t_rm_clones, each_rm[n / 2], t_unprotect, t_snap_rm, t_rm, each_open[n / 2], each_close[n / 2],
+         each_snap[SNAPS / 2], each_snap_rm[SNAPS / 2]);
   return 0;
 }

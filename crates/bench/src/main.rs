@@ -16,21 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use quarry_fsx::Prng;
 use quarry_rados::Rados;
 use quarry_rbd::{CreateOptions, Image, OpenOptions, Rbd};
 use quarry_store::Embedded;
-
-/// SplitMix64 for offsets: deterministic and dependency-free.
-struct Prng(u64);
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -80,7 +69,7 @@ impl Result_ {
 
 fn offset(kind: Kind, rng: &mut Prng, seq: &mut u64, bs: u64, size: u64) -> u64 {
     match kind {
-        Kind::RandWrite | Kind::RandRead => (rng.next() % (size / bs)) * bs,
+        Kind::RandWrite | Kind::RandRead => (rng.next_u64() % (size / bs)) * bs,
         Kind::SeqWrite | Kind::SeqRead => {
             let off = *seq;
             *seq = (*seq + bs) % (size - size % bs);
@@ -102,7 +91,7 @@ async fn run_image(
         let img = img.clone();
         let (kind, bs) = (job.kind, job.bs);
         tasks.push(tokio::spawn(async move {
-            let mut rng = Prng(w as u64 + 1);
+            let mut rng = Prng::new(w as u64 + 1);
             let mut seq = (w as u64 * bs * 16) % size;
             let data = Bytes::from(vec![0xa5u8; bs as usize]);
             let mut lat = Vec::new();
@@ -158,7 +147,7 @@ fn run_file(path: &Path, job: &Job, size: u64, dur: Duration) -> Result<Result_,
         let f = f.clone();
         let (kind, bs) = (job.kind, job.bs);
         threads.push(std::thread::spawn(move || {
-            let mut rng = Prng(w as u64 + 1);
+            let mut rng = Prng::new(w as u64 + 1);
             let mut seq = (w as u64 * bs * 16) % size;
             let mut buf = vec![0x5au8; bs as usize];
             let mut lat = Vec::new();

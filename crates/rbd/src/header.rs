@@ -301,36 +301,51 @@ where
         let old = read_header(rados.as_ref(), oid, what).await?;
         let mut new = old.clone();
         f(&mut new)?;
-        let (a, b) = (old.encode(), new.encode());
-        let rm: Vec<String> = a.keys().filter(|k| !b.contains_key(*k)).cloned().collect();
-        let set: BTreeMap<String, Bytes> =
-            b.into_iter().filter(|(k, v)| a.get(k) != Some(v)).collect();
-        if rm.is_empty() && set.is_empty() {
-            return Ok(new);
+        if let Some(stored) = cas_write(rados.as_ref(), oid, what, &old, new).await? {
+            return Ok(stored);
         }
-        let mut req = OpRequest::new(oid.clone())
-            .op(Op::AssertExists)
-            .op(Op::AssertVersion(old.version));
-        if !rm.is_empty() {
-            req = req.op(Op::OmapRmKeys(rm));
-        }
-        if !set.is_empty() {
-            req = req.op(Op::OmapSetVals(set));
-        }
-        match rados.operate(req).await {
-            Ok(reply) => {
-                new.version = reply.version;
-                return Ok(new);
-            }
-            Err(e) if matches!(e.errno, Errno::ERANGE | Errno::EOVERFLOW) => {
-                // Lost the race: back off a little (grows with attempts) and recompute.
-                backoff(attempt).await;
-            }
-            Err(e) if e.errno == Errno::ENOENT => return Err(RbdError::not_found(what)),
-            Err(e) => return Err(RbdError::rados(format!("updating header of {what}"), e)),
-        }
+        // Lost the race: back off a little (grows with attempts) and recompute.
+        backoff(attempt).await;
     }
     Err(RbdError::Contention { what: what.into() })
+}
+
+/// Store `new` in place of `old` (read at `old.version`) in one compound
+/// op writing only the changed keys. `Ok(None)` if the header changed
+/// since `old` was read (the caller recomputes from a fresh read); the
+/// stored header with its new version otherwise.
+pub(crate) async fn cas_write(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+    what: &str,
+    old: &Header,
+    mut new: Header,
+) -> Result<Option<Header>> {
+    let (a, b) = (old.encode(), new.encode());
+    let rm: Vec<String> = a.keys().filter(|k| !b.contains_key(*k)).cloned().collect();
+    let set: BTreeMap<String, Bytes> = b.into_iter().filter(|(k, v)| a.get(k) != Some(v)).collect();
+    if rm.is_empty() && set.is_empty() {
+        new.version = old.version;
+        return Ok(Some(new));
+    }
+    let mut req = OpRequest::new(oid.clone())
+        .op(Op::AssertExists)
+        .op(Op::AssertVersion(old.version));
+    if !rm.is_empty() {
+        req = req.op(Op::OmapRmKeys(rm));
+    }
+    if !set.is_empty() {
+        req = req.op(Op::OmapSetVals(set));
+    }
+    match rados.operate(req).await {
+        Ok(reply) => {
+            new.version = reply.version;
+            Ok(Some(new))
+        }
+        Err(e) if matches!(e.errno, Errno::ERANGE | Errno::EOVERFLOW) => Ok(None),
+        Err(e) if e.errno == Errno::ENOENT => Err(RbdError::not_found(what)),
+        Err(e) => Err(RbdError::rados(format!("updating header of {what}"), e)),
+    }
 }
 
 /// Randomized back-off after a lost compare-and-swap race.

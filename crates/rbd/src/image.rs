@@ -198,6 +198,7 @@ impl Inner {
             h,
             v.snap,
             None,
+            None,
         )
         .await?;
         self.set_view(nv);
@@ -220,6 +221,17 @@ impl Inner {
     /// Build and install a view of `snap` (`None` = keep the current one)
     /// from a header just read or written.
     pub async fn install(&self, h: Header, snap: Option<SnapId>) -> Result<Arc<View>> {
+        self.install_with_map(h, snap, None).await
+    }
+
+    /// [`Inner::install`] with the stored object map already in hand
+    /// (`Some(None)`: absent), saving its read.
+    pub async fn install_with_map(
+        &self,
+        h: Header,
+        snap: Option<SnapId>,
+        map_bytes: Option<Option<Vec<u8>>>,
+    ) -> Result<Arc<View>> {
         let old = self.view();
         let snap = snap.unwrap_or(old.snap);
         let v = build_view(
@@ -230,6 +242,7 @@ impl Inner {
             h,
             snap,
             Some(&old),
+            map_bytes,
         )
         .await?;
         self.set_view(v);
@@ -287,6 +300,10 @@ async fn open_parent(
     })
 }
 
+/// The view of `snap` from `header`: object map (`map_bytes` when the
+/// caller already holds the stored map, `Some(None)` meaning absent) and
+/// parent handle (reused from `old` when unchanged).
+#[allow(clippy::too_many_arguments)]
 async fn build_view(
     rados: &Arc<dyn Rados>,
     io: &IoCtx,
@@ -295,6 +312,7 @@ async fn build_view(
     header: Header,
     snap: SnapId,
     old: Option<&View>,
+    map_bytes: Option<Option<Vec<u8>>>,
 ) -> Result<View> {
     let (size, parent_spec, snap_name) = if snap == NOSNAP {
         (header.size, header.parent.clone(), None)
@@ -306,16 +324,24 @@ async fn build_view(
         (rec.size, rec.parent.clone(), Some(rec.name.clone()))
     };
     let map_oid = io.oid(layout::object_map_oid(id, snap));
-    let map = if header.features & FEATURE_OBJECT_MAP != 0 {
-        let bytes = objmap::load(rados.as_ref(), &map_oid).await?;
-        ObjectMap::from_bytes(bytes.as_deref())
-    } else {
-        ObjectMap::disabled()
+    // Object map and parent are independent objects: fetched concurrently.
+    let map = async {
+        if header.features & FEATURE_OBJECT_MAP == 0 {
+            return Ok(ObjectMap::disabled());
+        }
+        let bytes = match map_bytes {
+            Some(b) => b,
+            None => objmap::load(rados.as_ref(), &map_oid).await?,
+        };
+        Ok::<_, RbdError>(ObjectMap::from_bytes(bytes.as_deref()))
     };
-    let parent = match &parent_spec {
-        Some(p) => Some(open_parent(rados, p, old).await?),
-        None => None,
+    let parent = async {
+        match &parent_spec {
+            Some(p) => Ok(Some(open_parent(rados, p, old).await?)),
+            None => Ok(None),
+        }
     };
+    let (map, parent) = futures::try_join!(map, parent)?;
     let snapc = header.snapc();
     Ok(View {
         header,
@@ -359,21 +385,38 @@ pub(crate) fn open(
                     .id
             }
         };
-        let view = build_view(&rados, &io, &id, &spec, h, snap_id, None).await?;
         // The watch's callback finds the handle through this slot, filled
         // once the handle exists (notifications before that get no answer
         // from it, which a requester treats as "not the owner").
         let slot = Arc::new(std::sync::OnceLock::new());
-        let cookie = if watch {
-            Some(
+        // The watch is registered while object map and parent are read
+        // (independent objects: one round trip instead of two).
+        let watching = async {
+            if watch {
                 rados
                     .watch_with(&header_oid, crate::lock::watch_callback(slot.clone()))
                     .await
-                    .ctx(|| format!("watching header of {spec}"))?,
-            )
-        } else {
-            None
+                    .map(Some)
+                    .ctx(|| format!("watching header of {spec}"))
+            } else {
+                Ok(None)
+            }
         };
+        let (view, cookie) = futures::join!(
+            build_view(&rados, &io, &id, &spec, h, snap_id, None, None),
+            watching
+        );
+        let view = match view {
+            Ok(v) => v,
+            Err(e) => {
+                // Leave no watch behind a failed open.
+                if let Ok(Some(c)) = cookie {
+                    let _ = rados.unwatch(&header_oid, c).await;
+                }
+                return Err(e);
+            }
+        };
+        let cookie = cookie?;
         let inner = Arc::new(Inner {
             rados,
             io,
@@ -591,94 +634,158 @@ impl Image {
     /// id, record it in the header (CAS), freeze the object map. Later
     /// writes carry the new snap context. `EEXIST` on a duplicate name,
     /// `EROFS` on read-only handles.
+    ///
+    /// Round trips: header, head object map and the monitor's snap id are
+    /// fetched concurrently; then the snapshot's map copy, the header
+    /// compare-and-swap (at the version just read) and the head map's
+    /// "clean" marks, in that order (each step is only safe after the one
+    /// before: a header naming a snapshot whose map is missing, or clean
+    /// marks without the snapshot, would mislead diffs).
     pub async fn snap_create(&self, name: &str) -> Result<SnapId> {
         layout::validate_snap_name(name)?;
         let inner = &self.inner;
         let _g = inner.gate.write().await;
-        let v = inner.reload().await?;
-        inner.check_writable(&v)?;
+        let cur = inner.view();
+        inner.check_writable(&cur)?;
         let what = format!("snapshot {}@{name}", inner.spec());
-        if v.header.snap_by_name(name).is_some() {
-            return Err(RbdError::exists(what));
-        }
+        let header_what = format!("image {}", inner.spec());
         let rados = inner.rados.as_ref();
         let pool = inner.io.pool_id;
-        let head_map = if v.has_object_map() {
-            objmap::load(rados, &v.map_oid).await?
-        } else {
-            None
-        };
-        let mut attempt = 0;
-        let (id, nv) = loop {
-            let id = rados
+        let head_map_oid = inner.map_oid(NOSNAP);
+        let alloc_id = || async {
+            rados
                 .snap_create(pool)
                 .await
-                .ctx(|| format!("allocating a snap id for {what}"))?;
-            let snap_map_oid = inner.map_oid(id);
+                .ctx(|| format!("allocating a snap id for {what}"))
+        };
+        // Read the header and the head map; the map is read speculatively
+        // when the handle's view says the image has one.
+        let read_state = |with_map: bool| {
+            let head_map_oid = &head_map_oid;
+            let header_what = &header_what;
+            async move {
+                let (h, m) =
+                    futures::join!(read_header(rados, &inner.header_oid, header_what), async {
+                        if with_map {
+                            objmap::load(rados, head_map_oid).await.map(Some)
+                        } else {
+                            Ok(None)
+                        }
+                    });
+                let h = h?;
+                let m = match m? {
+                    Some(m) => m,
+                    None if h.features & FEATURE_OBJECT_MAP != 0 => {
+                        objmap::load(rados, head_map_oid).await?
+                    }
+                    None => None,
+                };
+                let m = if h.features & FEATURE_OBJECT_MAP != 0 {
+                    m
+                } else {
+                    None
+                };
+                Ok::<_, RbdError>((h, m))
+            }
+        };
+        let (state, id) = futures::join!(read_state(cur.has_object_map()), alloc_id());
+        let release = |id: SnapId| async move {
+            let _ = rados.snap_remove(pool, id).await;
+        };
+        let (mut h, mut head_map) = match state {
+            Ok(s) => s,
+            Err(e) => {
+                if let Ok(id) = id {
+                    release(id).await;
+                }
+                return Err(e);
+            }
+        };
+        let mut id = id?;
+        let mut attempt = 0;
+        let (stored, head_map) = loop {
+            let fail = |e: RbdError| async move {
+                release(id).await;
+                Err(e)
+            };
+            if h.snap_by_name(name).is_some() {
+                return fail(RbdError::exists(what.clone())).await;
+            }
             // Another client may record a newer snap id first; then ours is
             // stale (objects written under the newer snap context would not
             // be cloned for it) and a fresh id is needed, as librbd does on ESTALE.
-            let stale = AtomicBool::new(false);
-            let result: Result<Arc<View>> = async {
+            if id <= h.snap_seq {
+                release(id).await;
+                attempt += 1;
+                if attempt >= SNAP_CREATE_RETRIES_MAX {
+                    return Err(RbdError::Contention { what: what.clone() });
+                }
+                id = alloc_id().await?;
+                continue;
+            }
+            let mut nh = h.clone();
+            nh.snaps.insert(
+                id,
+                SnapRecord {
+                    id,
+                    name: name.to_string(),
+                    size: h.size,
+                    timestamp_ns: crate::now_ns(),
+                    protection: Protection::Unprotected,
+                    parent: h.parent.clone(),
+                },
+            );
+            nh.snap_seq = id;
+            let snap_map_oid = inner.map_oid(id);
+            let result: Result<Option<Header>> = async {
                 if let Some(m) = &head_map {
                     objmap::store_all(rados, &snap_map_oid, m.clone()).await?;
                 }
-                inner
-                    .update(|h| {
-                        if h.snap_by_name(name).is_some() {
-                            return Err(RbdError::exists(what.clone()));
-                        }
-                        if id <= h.snap_seq {
-                            stale.store(true, Ordering::Relaxed);
-                            return Err(RbdError::Contention { what: what.clone() });
-                        }
-                        h.snaps.insert(
-                            id,
-                            SnapRecord {
-                                id,
-                                name: name.to_string(),
-                                size: h.size,
-                                timestamp_ns: crate::now_ns(),
-                                protection: Protection::Unprotected,
-                                parent: h.parent.clone(),
-                            },
-                        );
-                        h.snap_seq = id;
-                        Ok(())
-                    })
-                    .await
+                header::cas_write(rados, &inner.header_oid, &header_what, &h, nh).await
             }
             .await;
             match result {
-                Ok(nv) => break (id, nv),
+                Ok(Some(stored)) => break (stored, head_map),
+                Ok(None) => {
+                    // The header changed meanwhile: start over from a fresh read.
+                    let _ = objmap::remove(rados, &snap_map_oid).await;
+                    attempt += 1;
+                    if attempt >= SNAP_CREATE_RETRIES_MAX {
+                        return fail(RbdError::Contention { what: what.clone() }).await;
+                    }
+                    header::backoff(attempt).await;
+                    match read_state(h.features & FEATURE_OBJECT_MAP != 0).await {
+                        Ok((nh, nm)) => (h, head_map) = (nh, nm),
+                        Err(e) => return fail(e).await,
+                    }
+                }
                 Err(e) => {
                     let _ = objmap::remove(rados, &snap_map_oid).await;
-                    let _ = rados.snap_remove(pool, id).await;
-                    attempt += 1;
-                    if !stale.load(Ordering::Relaxed) || attempt >= SNAP_CREATE_RETRIES_MAX {
-                        return Err(e);
-                    }
+                    return fail(e).await;
                 }
             }
         };
         // Objects existing now are "clean" relative to the new snapshot:
         // fast-diff reports an object as changed only once it is written again.
-        if let Some(m) = head_map {
-            let clean: Vec<u8> = m
-                .iter()
-                .map(|&s| {
+        let clean = head_map.map(|m| {
+            m.into_iter()
+                .map(|s| {
                     if s == OBJECT_EXISTS {
                         OBJECT_EXISTS_CLEAN
                     } else {
                         s
                     }
                 })
-                .collect();
-            for (o, &s) in clean.iter().enumerate() {
-                nv.map.set(o as u64, s);
-            }
-            objmap::store_all(rados, &nv.map_oid, clean).await?;
-        }
+                .collect::<Vec<u8>>()
+        });
+        let stored_map = match &clean {
+            Some(c) => objmap::store_all(rados, &head_map_oid, c.clone()).await,
+            None => Ok(()),
+        };
+        inner
+            .install_with_map(stored, Some(NOSNAP), Some(clean))
+            .await?;
+        stored_map?;
         Ok(id)
     }
 

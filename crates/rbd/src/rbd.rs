@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use quarry_common::Errno;
 use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, PoolId, Rados, SnapId, Watcher, NOSNAP};
 use serde::{Deserialize, Serialize};
@@ -125,12 +126,31 @@ pub(crate) async fn omap_list(
 /// Change omap keys of `oid` atomically given the current values of `keys`:
 /// `f` returns (keys to set, keys to remove). Compare-and-swap on the
 /// object version, retried on races.
-async fn omap_cas<F>(rados: &dyn Rados, oid: &ObjectId, keys: Vec<String>, mut f: F) -> Result<()>
+async fn omap_cas<F>(rados: &dyn Rados, oid: &ObjectId, keys: Vec<String>, f: F) -> Result<()>
+where
+    F: FnMut(&BTreeMap<String, Bytes>) -> Result<(BTreeMap<String, Bytes>, Vec<String>)>,
+{
+    omap_cas_from(rados, oid, keys, None, f).await
+}
+
+/// [`omap_cas`] whose first attempt uses `known`, a read of `keys` (with
+/// the object version) the caller already made: one round trip fewer
+/// when nobody changed the object since.
+async fn omap_cas_from<F>(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+    keys: Vec<String>,
+    mut known: Option<(u64, BTreeMap<String, Bytes>)>,
+    mut f: F,
+) -> Result<()>
 where
     F: FnMut(&BTreeMap<String, Bytes>) -> Result<(BTreeMap<String, Bytes>, Vec<String>)>,
 {
     for attempt in 0..CAS_RETRIES_MAX {
-        let (version, cur) = omap_read(rados, oid, keys.clone()).await?;
+        let (version, cur) = match known.take() {
+            Some(k) => k,
+            None => omap_read(rados, oid, keys.clone()).await?,
+        };
         let (set, rm) = f(&cur)?;
         if set.is_empty() && rm.is_empty() {
             return Ok(());
@@ -285,6 +305,43 @@ pub(crate) fn validate_geometry(size: u64, order: u8, features: u64) -> Result<(
     Ok(())
 }
 
+/// The directory keys a create needs free (name and id), read with the
+/// directory's version; `EEXIST` if either is taken.
+async fn read_dir_for_create(
+    rados: &dyn Rados,
+    io: &IoCtx,
+    name: &str,
+    id: &str,
+) -> Result<(u64, BTreeMap<String, Bytes>)> {
+    let dir = omap_read(
+        rados,
+        &io.oid(DIRECTORY),
+        vec![dir_name_key(name), dir_id_key(id)],
+    )
+    .await?;
+    check_free_for_create(&dir.1, io, name, id)?;
+    Ok(dir)
+}
+
+/// `EEXIST` if the directory entries `m` hold `name` or `id`.
+fn check_free_for_create(
+    m: &BTreeMap<String, Bytes>,
+    io: &IoCtx,
+    name: &str,
+    id: &str,
+) -> Result<()> {
+    if m.contains_key(&dir_name_key(name)) {
+        return Err(RbdError::exists(format!("image {}", io.spec(name))));
+    }
+    if m.contains_key(&dir_id_key(id)) {
+        return Err(RbdError::exists(format!(
+            "image id {id} in {}",
+            io.spec(name)
+        )));
+    }
+    Ok(())
+}
+
 fn new_image_id() -> String {
     // 12 hex digits like librbd's ids; 48 random bits make collisions
     // negligible, and the exclusive header create catches the rest.
@@ -423,108 +480,141 @@ impl Rbd {
             opts.order
         };
         validate_geometry(size, order, features)?;
-        self.create_internal(io, name, size, order, features, None)
+        self.check_namespace(io).await?;
+        let id = new_image_id();
+        let dir = read_dir_for_create(self.rados.as_ref(), io, name, &id).await?;
+        self.create_internal(io, name, &id, dir, size, order, features, None, None)
             .await
     }
 
+    /// Create the objects of a new image whose name and id `dir` (the
+    /// directory read by [`read_dir_for_create`]) showed free. Header,
+    /// object map and the parent's child link are independent objects and
+    /// are written concurrently; the directory entry comes last, so a
+    /// listed image always has its header. For a clone, `recheck` runs
+    /// concurrently with the directory update (after the child link is
+    /// durable); if it fails the new image is removed again.
+    #[allow(clippy::too_many_arguments)]
     async fn create_internal(
         &self,
         io: &IoCtx,
         name: &str,
+        id: &str,
+        dir: (u64, BTreeMap<String, Bytes>),
         size: u64,
         order: u8,
         features: u64,
         parent: Option<ParentSpec>,
+        recheck: Option<BoxFuture<'_, Result<()>>>,
     ) -> Result<()> {
-        self.check_namespace(io).await?;
         let rados = self.rados.as_ref();
         let spec = io.spec(name);
-        // Cheap early check so that the common EEXIST creates nothing at all.
-        if lookup_id(rados, io, name).await.is_ok() {
-            return Err(RbdError::exists(format!("image {spec}")));
-        }
-        let id = new_image_id();
         let header = Header {
             version: 0,
             size,
             order,
             features,
             flags: 0,
-            object_prefix: layout::data_prefix(&id),
+            object_prefix: layout::data_prefix(id),
             snap_seq: 0,
             create_ts_ns: crate::now_ns(),
             parent: parent.clone(),
             snaps: BTreeMap::new(),
         };
-        let header_oid = io.oid(layout::header_oid(&id));
-        let req = OpRequest::new(header_oid.clone())
-            .op(Op::Create { exclusive: true })
-            .op(Op::OmapSetVals(header.encode()));
-        rados
-            .operate(req)
-            .await
-            .ctx(|| format!("creating header of {spec}"))?;
-        // From here on every failure undoes what was done (best effort: the
-        // undo itself failing leaves orphans only a later remove can clear).
-        let mut undo: Vec<ObjectId> = vec![header_oid];
-        let result: Result<()> = async {
-            if features & FEATURE_OBJECT_MAP != 0 {
-                let map_oid = io.oid(layout::object_map_oid(&id, NOSNAP));
-                let req = OpRequest::new(map_oid.clone()).op(Op::Create { exclusive: true });
-                rados
-                    .operate(req)
-                    .await
-                    .ctx(|| format!("creating object map of {spec}"))?;
-                undo.push(map_oid);
-            }
-            let child = ChildRef {
-                pool: io.pool_id,
-                namespace: io.namespace.clone(),
-                image_id: id.clone(),
-            };
-            if let Some(p) = &parent {
-                set_child_link(rados, p, &child, true).await?;
-            }
-            let linked = async {
-                let nk = dir_name_key(name);
-                let ik = dir_id_key(&id);
-                omap_cas(
-                    rados,
-                    &io.oid(DIRECTORY),
-                    vec![nk.clone(), ik.clone()],
-                    |m| {
-                        if m.contains_key(&nk) {
-                            return Err(RbdError::exists(format!("image {spec}")));
-                        }
-                        if m.contains_key(&ik) {
-                            return Err(RbdError::exists(format!("image id {id} in {spec}")));
-                        }
-                        Ok((
-                            BTreeMap::from([
-                                (nk.clone(), Bytes::from(id.clone())),
-                                (ik.clone(), Bytes::from(name.to_string())),
-                            ]),
-                            vec![],
-                        ))
-                    },
-                )
+        let header_oid = io.oid(layout::header_oid(id));
+        let map_oid = io.oid(layout::object_map_oid(id, NOSNAP));
+        let child = ChildRef {
+            pool: io.pool_id,
+            namespace: io.namespace.clone(),
+            image_id: id.to_string(),
+        };
+        let create_header = async {
+            let req = OpRequest::new(header_oid.clone())
+                .op(Op::Create { exclusive: true })
+                .op(Op::OmapSetVals(header.encode()));
+            rados
+                .operate(req)
                 .await
+                .ctx(|| format!("creating header of {spec}"))
+        };
+        let create_map = async {
+            if features & FEATURE_OBJECT_MAP == 0 {
+                return Ok(false);
             }
-            .await;
-            if linked.is_err() {
+            let req = OpRequest::new(map_oid.clone()).op(Op::Create { exclusive: true });
+            rados
+                .operate(req)
+                .await
+                .ctx(|| format!("creating object map of {spec}"))?;
+            Ok(true)
+        };
+        let link = async {
+            match &parent {
+                Some(p) => set_child_link(rados, p, &child, true).await.map(|_| true),
+                None => Ok(false),
+            }
+        };
+        let (hr, mr, lr) = futures::join!(create_header, create_map, link);
+        // Undo only what this call created (an exclusive create that failed
+        // may have met another image's object).
+        let undo = |header: bool, map: bool, link: bool| async move {
+            // Best effort: the undo failing leaves orphans only a later
+            // remove can clear.
+            if link {
                 if let Some(p) = &parent {
                     let _ = set_child_link(rados, p, &child, false).await;
                 }
             }
-            linked
+            if map {
+                let _ = remove_object(rados, map_oid.clone()).await;
+            }
+            if header {
+                let _ = remove_object(rados, header_oid.clone()).await;
+            }
+        };
+        let created = (
+            hr.is_ok(),
+            *mr.as_ref().unwrap_or(&false),
+            *lr.as_ref().unwrap_or(&false),
+        );
+        if let Some(e) = hr.err().or(mr.err()).or(lr.err()) {
+            undo(created.0, created.1, created.2).await;
+            return Err(e);
         }
-        .await;
-        if result.is_err() {
-            for oid in undo.into_iter().rev() {
-                let _ = remove_object(rados, oid).await;
+        let nk = dir_name_key(name);
+        let ik = dir_id_key(id);
+        let dir_oid = io.oid(DIRECTORY);
+        let linked = omap_cas_from(
+            rados,
+            &dir_oid,
+            vec![nk.clone(), ik.clone()],
+            Some(dir),
+            |m| {
+                check_free_for_create(m, io, name, id)?;
+                Ok((
+                    BTreeMap::from([
+                        (nk.clone(), Bytes::from(id.to_string())),
+                        (ik.clone(), Bytes::from(name.to_string())),
+                    ]),
+                    vec![],
+                ))
+            },
+        );
+        let (linked, rechecked) = match recheck {
+            Some(r) => futures::join!(linked, r),
+            None => (linked.await, Ok(())),
+        };
+        match (linked, rechecked) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), _) => {
+                undo(created.0, created.1, created.2).await;
+                Err(e)
+            }
+            (Ok(()), Err(e)) => {
+                let _ = self.remove(io, name).await;
+                Err(e)
             }
         }
-        result
     }
 
     /// Images of `io`, sorted by name.
@@ -697,13 +787,22 @@ impl Rbd {
         let spec = io.spec(name);
         let id = lookup_id(rados, io, name).await?;
         let header_oid = io.oid(layout::header_oid(&id));
-        let header =
-            match crate::header::read_header(rados, &header_oid, &format!("image {spec}")).await {
-                Ok(h) => Some(h),
-                // A half-removed image: only the directory entry is left.
-                Err(RbdError::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            };
+        let map_oid = io.oid(layout::object_map_oid(&id, NOSNAP));
+        // Header, watchers and head object map in one round trip (the map
+        // is read before the header says whether the image has one: a
+        // missing map costs one small read).
+        let what = format!("image {spec}");
+        let (header, watchers, map) = futures::join!(
+            crate::header::read_header(rados, &header_oid, &what),
+            rados.list_watchers(&header_oid),
+            crate::objmap::load(rados, &map_oid)
+        );
+        let header = match header {
+            Ok(h) => Some(h),
+            // A half-removed image: only the directory entry is left.
+            Err(RbdError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
         if let Some(h) = &header {
             if !h.snaps.is_empty() {
                 return Err(RbdError::NotEmpty {
@@ -711,33 +810,51 @@ impl Rbd {
                     why: format!("it has {} snapshot(s); remove them first", h.snaps.len()),
                 });
             }
-            let watchers = rados
-                .list_watchers(&header_oid)
-                .await
-                .ctx(|| format!("listing watchers of {spec}"))?;
+            let watchers = watchers.ctx(|| format!("listing watchers of {spec}"))?;
             if !watchers.is_empty() {
                 return Err(RbdError::busy(
                     format!("image {spec}"),
                     format!("it is open by {} client(s)", watchers.len()),
                 ));
             }
-            // Every object named after the image id, listed rather than
-            // derived from the object map so that orphans go too.
-            let data = format!("{}.", layout::data_prefix(&id));
-            let map = layout::object_map_oid(&id, NOSNAP);
-            let objects = rados
-                .list_objects(io.pool_id, Some(&io.namespace))
-                .await
-                .ctx(|| format!("listing objects of {spec}"))?;
-            futures::stream::iter(
-                objects
-                    .into_iter()
-                    .filter(|o| o.name.starts_with(&data) || o.name.starts_with(&map))
-                    .map(|o| remove_object(rados, io.oid(o.name))),
-            )
-            .buffer_unordered(REMOVE_PARALLEL_MAX)
-            .try_collect::<Vec<()>>()
-            .await?;
+            // With a valid object map only the objects it says may exist
+            // are removed (as librbd): it never says "absent" for an
+            // object that exists. Without one, every object named after the
+            // image id is listed, so that orphans go too.
+            let map = if h.features & FEATURE_OBJECT_MAP != 0 {
+                map.ok()
+                    .flatten()
+                    .map(|b| crate::objmap::ObjectMap::from_bytes(Some(&b)))
+                    .filter(|m| m.is_valid())
+            } else {
+                None
+            };
+            let targets: Vec<ObjectId> = match map {
+                Some(m) => m
+                    .snapshot()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &st)| crate::objmap::may_exist(st))
+                    .map(|(objno, _)| io.oid(layout::data_oid(&id, objno as u64)))
+                    .chain(std::iter::once(map_oid.clone()))
+                    .collect(),
+                None => {
+                    let data = format!("{}.", layout::data_prefix(&id));
+                    let map_prefix = layout::object_map_oid(&id, NOSNAP);
+                    rados
+                        .list_objects(io.pool_id, Some(&io.namespace))
+                        .await
+                        .ctx(|| format!("listing objects of {spec}"))?
+                        .into_iter()
+                        .filter(|o| o.name.starts_with(&data) || o.name.starts_with(&map_prefix))
+                        .map(|o| io.oid(o.name))
+                        .collect()
+                }
+            };
+            futures::stream::iter(targets.into_iter().map(|o| remove_object(rados, o)))
+                .buffer_unordered(REMOVE_PARALLEL_MAX)
+                .try_collect::<Vec<()>>()
+                .await?;
             if let Some(p) = &h.parent {
                 let child = ChildRef {
                     pool: io.pool_id,
@@ -817,7 +934,41 @@ impl Rbd {
         layout::validate_image_name(child_name)?;
         let rados = self.rados.as_ref();
         let pspec = parent_io.spec(parent_name);
-        let pid = lookup_id(rados, parent_io, parent_name).await?;
+        let features = validate_features(opts.features.unwrap_or(FEATURES_DEFAULT))?;
+        if features & FEATURE_LAYERING == 0 {
+            return Err(RbdError::invalid("a clone needs the layering feature"));
+        }
+        self.check_namespace(child_io).await?;
+        // The parent's id and the child's directory slots in one round
+        // trip (one compound read when both live in the same directory).
+        let cid = new_image_id();
+        let pk = dir_name_key(parent_name);
+        let (pid, dir) =
+            if parent_io.pool_id == child_io.pool_id && parent_io.namespace == child_io.namespace {
+                let (version, mut m) = omap_read(
+                    rados,
+                    &child_io.oid(DIRECTORY),
+                    vec![pk.clone(), dir_name_key(child_name), dir_id_key(&cid)],
+                )
+                .await?;
+                let pid = m
+                    .remove(&pk)
+                    .ok_or_else(|| RbdError::not_found(format!("image {pspec}")))
+                    .and_then(|v| utf8(&v, &format!("directory entry of {pspec}")))?;
+                if parent_name == child_name {
+                    return Err(RbdError::exists(format!(
+                        "image {}",
+                        child_io.spec(child_name)
+                    )));
+                }
+                check_free_for_create(&m, child_io, child_name, &cid)?;
+                (pid, (version, m))
+            } else {
+                futures::try_join!(
+                    lookup_id(rados, parent_io, parent_name),
+                    read_dir_for_create(rados, child_io, child_name, &cid)
+                )?
+            };
         let poid = parent_io.oid(layout::header_oid(&pid));
         let ph = crate::header::read_header(rados, &poid, &format!("image {pspec}")).await?;
         let snap = ph
@@ -834,10 +985,6 @@ impl Rbd {
                 "snapshot {pspec}@{parent_snap} must be protected before cloning"
             )));
         }
-        let features = validate_features(opts.features.unwrap_or(FEATURES_DEFAULT))?;
-        if features & FEATURE_LAYERING == 0 {
-            return Err(RbdError::invalid("a clone needs the layering feature"));
-        }
         let order = if opts.order == 0 {
             ph.order
         } else {
@@ -851,30 +998,36 @@ impl Rbd {
             snap_id: snap.id,
             overlap: snap.size,
         };
+        // An unprotect racing with us checks the children index after
+        // marking the snapshot "unprotecting"; re-check here (after our
+        // child link is durable) so that one of the two always backs off.
+        let recheck = async {
+            let ph = crate::header::read_header(rados, &poid, &format!("image {pspec}")).await?;
+            let still = ph
+                .snaps
+                .get(&snap.id)
+                .is_some_and(|s| s.protection == Protection::Protected);
+            if still {
+                Ok(())
+            } else {
+                Err(RbdError::invalid(format!(
+                    "snapshot {pspec}@{parent_snap} was unprotected or removed during the clone"
+                )))
+            }
+        }
+        .boxed();
         self.create_internal(
             child_io,
             child_name,
+            &cid,
+            dir,
             snap.size,
             order,
             features,
             Some(parent),
+            Some(recheck),
         )
-        .await?;
-        // An unprotect racing with us checks the children index after
-        // marking the snapshot "unprotecting"; re-check here so that one of
-        // the two always backs off.
-        let ph = crate::header::read_header(rados, &poid, &format!("image {pspec}")).await?;
-        let still = ph
-            .snaps
-            .get(&snap.id)
-            .is_some_and(|s| s.protection == Protection::Protected);
-        if !still {
-            let _ = self.remove(child_io, child_name).await;
-            return Err(RbdError::invalid(format!(
-                "snapshot {pspec}@{parent_snap} was unprotected or removed during the clone"
-            )));
-        }
-        Ok(())
+        .await
     }
 
     /// Clones of snapshot `snap` of image `name`.

@@ -742,6 +742,73 @@ async fn clone_of_golden_image_is_o1() {
     );
 }
 
+/// Removing an image with an object map removes the objects the map names
+/// without listing the pool (so removing a clone does not grow with the
+/// pool) and leaves nothing of the image; without a valid map the pool
+/// listing still finds every object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_follows_the_object_map() {
+    let e = env().await;
+    let counting = Counting::new(e.rados.clone());
+    let rbd = Rbd::new(counting.clone());
+    let opts = CreateOptions::default();
+    rbd.create(&e.io, "golden", 10 << 30, &opts).await.unwrap();
+    let g = rbd
+        .open(&e.io, "golden", &OpenOptions::default())
+        .await
+        .unwrap();
+    g.write(0, pattern(MIB as usize, 1)).await.unwrap();
+    g.snap_create("base").await.unwrap();
+    g.snap_protect("base").await.unwrap();
+    let mut ids = vec![];
+    for name in ["a", "b"] {
+        rbd.clone(&e.io, "golden", "base", &e.io, name, &opts)
+            .await
+            .unwrap();
+        let c = rbd
+            .open(&e.io, name, &OpenOptions::default())
+            .await
+            .unwrap();
+        for i in 0..3u64 {
+            // The first write copies up from the parent (object 0).
+            c.write(i * (1 << 30), pattern(4096, 7)).await.unwrap();
+        }
+        ids.push(c.id().to_string());
+        c.close().await.unwrap();
+    }
+    let of = |id: &str, names: &[String]| -> Vec<String> {
+        names.iter().filter(|n| n.contains(id)).cloned().collect()
+    };
+    let all = objects(e.rados.as_ref(), e.io.pool_id).await;
+    assert_eq!(of(&ids[0], &all).len(), 5, "{all:?}"); // header, map, 3 data
+
+    let lists = counting.lists();
+    rbd.remove(&e.io, "a").await.unwrap();
+    assert_eq!(
+        counting.lists(),
+        lists,
+        "removal with a valid map listed the pool"
+    );
+    let all = objects(e.rados.as_ref(), e.io.pool_id).await;
+    assert!(of(&ids[0], &all).is_empty(), "{all:?}");
+
+    // "b" loses its object map: removal falls back to the listing.
+    let map = quarry_rados::ObjectId::new(e.io.pool_id, format!("rbd_object_map.{}", ids[1]));
+    e.rados
+        .operate(quarry_rados::OpRequest::new(map).op(quarry_rados::Op::Remove))
+        .await
+        .unwrap();
+    rbd.remove(&e.io, "b").await.unwrap();
+    assert_eq!(counting.lists(), lists + 1);
+    let all = objects(e.rados.as_ref(), e.io.pool_id).await;
+    assert!(of(&ids[1], &all).is_empty(), "{all:?}");
+    assert!(rbd
+        .children(&e.io, "golden", "base")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_client_visibility() {
     let e = env().await;

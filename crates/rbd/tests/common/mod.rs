@@ -23,6 +23,8 @@ pub struct Counting {
     pub writes: AtomicU64,
     /// Operations on objects whose name starts with `rbd_data.`.
     pub data_ops: AtomicU64,
+    /// Pool listings (`list_objects`), which visit every PG.
+    pub lists: AtomicU64,
 }
 
 impl Counting {
@@ -32,10 +34,14 @@ impl Counting {
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             data_ops: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
         })
     }
     pub fn data_ops(&self) -> u64 {
         self.data_ops.load(Ordering::SeqCst)
+    }
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::SeqCst)
     }
     pub fn ops(&self) -> u64 {
         self.reads.load(Ordering::SeqCst) + self.writes.load(Ordering::SeqCst)
@@ -80,6 +86,7 @@ impl Rados for Counting {
         self.inner.operate(req).await
     }
     async fn list_objects(&self, pool: PoolId, namespace: Option<&str>) -> Result<Vec<ListEntry>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
         self.inner.list_objects(pool, namespace).await
     }
     async fn watch(&self, oid: &ObjectId) -> Result<u64> {
