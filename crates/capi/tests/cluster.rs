@@ -3,76 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use common::cluster::Cluster;
 use std::time::{Duration, Instant};
 
-/// The `quarry` binary of this target dir (built if needed).
-fn quarry_bin() -> PathBuf {
-    let so = common::cdylib();
-    let profile = so.parent().expect("profile dir").to_path_buf();
-    let bin = profile.join("quarry");
-    // Build (or confirm up to date) the daemons this test starts.
-    let target = profile.parent().expect("target dir");
-    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    cmd.args(["build", "-p", "quarry-cli"])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(
-        cmd.status().expect("cargo").success(),
-        "building quarry failed"
-    );
-    bin
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    quarry: PathBuf,
-}
-
 impl Cluster {
-    fn up() -> Cluster {
-        let quarry = quarry_bin();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(&quarry)
-            .args(["up", "--dir"])
-            .arg(dir.path())
-            .output()
-            .expect("quarry up");
-        // From here on, dropping the guard runs `quarry down`, also when
-        // `quarry up` failed half-way (daemons must not outlive the test).
-        let guard = Cluster { dir, quarry };
-        assert!(
-            out.status.success(),
-            "quarry up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dir = &guard.dir;
-        // Use this build's library whatever `quarry up` linked.
-        let lib = dir.path().join("testlib");
-        std::fs::create_dir_all(&lib).expect("mkdir");
-        std::os::unix::fs::symlink(common::cdylib(), lib.join("librbd.so.1")).expect("link");
-        std::os::unix::fs::symlink(common::cdylib(), lib.join("librados.so.2")).expect("link");
-        guard
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, tool: &str) -> Command {
-        let mut c = Command::new(common::require(tool));
-        c.env("LD_LIBRARY_PATH", self.path().join("testlib"))
-            .env("CEPH_CONF", self.path().join("ceph.conf"))
-            .env_remove("CEPH_ARGS")
-            .env_remove("CEPH_KEYRING")
-            .current_dir(self.path());
-        c
-    }
-
     fn run(&self, tool: &str, args: &[&str]) -> (bool, String, String) {
         let o = self.cmd(tool).args(args).output().expect("spawn");
         (
@@ -80,15 +14,6 @@ impl Cluster {
             String::from_utf8_lossy(&o.stdout).into_owned(),
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.quarry)
-            .args(["down", "--dir"])
-            .arg(self.dir.path())
-            .output();
     }
 }
 

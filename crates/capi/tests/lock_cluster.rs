@@ -11,100 +11,38 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Cluster {
-    dir: tempfile::TempDir,
-    quarry: PathBuf,
-    probe: PathBuf,
-}
+use common::cluster::Cluster;
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.quarry)
-            .args(["down", "--dir"])
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
-fn quarry_bin() -> PathBuf {
-    let so = common::cdylib();
-    let profile = so.parent().expect("profile dir").to_path_buf();
-    let target = profile.parent().expect("target dir");
-    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    cmd.args(["build", "-p", "quarry-cli"])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
+/// The cluster with `lockprobe` compiled against this build's library.
+fn up_with_probe() -> Cluster {
+    let c = Cluster::up();
+    common::require("gcc");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/lockprobe.c");
+    let o = Command::new("gcc")
+        .arg("-Wall")
+        .arg("-o")
+        .arg(c.probe_bin())
+        .arg(&src)
+        .arg(format!("-L{}", c.lib_dir().display()))
+        .args(["-l:librbd.so.1", "-l:librados.so.2", "-lpthread"])
+        .output()
+        .expect("gcc");
     assert!(
-        cmd.status().expect("cargo").success(),
-        "building quarry failed"
+        o.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&o.stderr)
     );
-    profile.join("quarry")
+    c
 }
 
 impl Cluster {
-    fn up() -> Cluster {
-        let quarry = quarry_bin();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(&quarry)
-            .args(["up", "--dir"])
-            .arg(dir.path())
-            .output()
-            .expect("quarry up");
-        let mut c = Cluster {
-            dir,
-            quarry,
-            probe: PathBuf::new(),
-        };
-        assert!(
-            out.status.success(),
-            "quarry up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = c.path().join("testlib");
-        std::fs::create_dir_all(&lib).expect("mkdir");
-        std::os::unix::fs::symlink(common::cdylib(), lib.join("librbd.so.1")).expect("link");
-        std::os::unix::fs::symlink(common::cdylib(), lib.join("librados.so.2")).expect("link");
-        common::require("gcc");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/lockprobe.c");
-        let bin = c.path().join("lockprobe");
-        let o = Command::new("gcc")
-            .arg("-Wall")
-            .arg("-o")
-            .arg(&bin)
-            .arg(&src)
-            .arg(format!("-L{}", lib.display()))
-            .args(["-l:librbd.so.1", "-l:librados.so.2", "-lpthread"])
-            .output()
-            .expect("gcc");
-        assert!(
-            o.status.success(),
-            "gcc: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        c.probe = bin;
-        c
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, prog: &Path) -> Command {
-        let mut c = Command::new(prog);
-        c.env("LD_LIBRARY_PATH", self.path().join("testlib"))
-            .env("CEPH_CONF", self.path().join("ceph.conf"))
-            .env_remove("CEPH_ARGS")
-            .env_remove("CEPH_KEYRING")
-            .current_dir(self.path());
-        c
+    fn probe_bin(&self) -> PathBuf {
+        self.path().join("lockprobe")
     }
 
     /// Start a probe running `steps` on data/`image`.
     fn probe(&self, image: &str, steps: &[&str]) -> Child {
-        self.cmd(&self.probe)
+        self.cmd_path(&self.probe_bin())
             .arg("data")
             .arg(image)
             .args(steps)
@@ -115,11 +53,7 @@ impl Cluster {
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> (bool, String) {
-        let o = self
-            .cmd(&common::require(tool))
-            .args(args)
-            .output()
-            .expect("spawn");
+        let o = self.cmd(tool).args(args).output().expect("spawn");
         (
             o.status.success(),
             format!(
@@ -177,7 +111,7 @@ fn lines(out: &str) -> Vec<&str> {
 
 #[test]
 fn exclusive_lock_between_processes() {
-    let c = Cluster::up();
+    let c = up_with_probe();
     for img in ["managed", "coop", "killed"] {
         let (ok, out) = c.run(
             "qemu-img",

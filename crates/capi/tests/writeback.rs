@@ -9,73 +9,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The `quarry` binary of this target dir (built if needed).
-fn quarry_bin() -> PathBuf {
-    let so = common::cdylib();
-    let profile = so.parent().expect("profile dir").to_path_buf();
-    let target = profile.parent().expect("target dir");
-    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    cmd.args(["build", "-p", "quarry-cli"])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(
-        cmd.status().expect("cargo").success(),
-        "building quarry failed"
-    );
-    profile.join("quarry")
-}
-
-/// A `quarry up` cluster, stopped on drop.
-struct Cluster {
-    dir: tempfile::TempDir,
-    quarry: PathBuf,
-}
+use common::cluster::Cluster;
 
 impl Cluster {
-    fn up() -> Cluster {
-        let quarry = quarry_bin();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(&quarry)
-            .args(["up", "--dir"])
-            .arg(dir.path())
-            .output()
-            .expect("quarry up");
-        let guard = Cluster { dir, quarry };
-        assert!(
-            out.status.success(),
-            "quarry up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = guard.path().join("testlib");
-        std::fs::create_dir_all(&lib).expect("mkdir");
-        std::os::unix::fs::symlink(common::cdylib(), lib.join("librbd.so.1")).expect("link");
-        std::os::unix::fs::symlink(common::cdylib(), lib.join("librados.so.2")).expect("link");
-        guard
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, tool: &str) -> Command {
-        let mut c = Command::new(common::require(tool));
-        c.env("LD_LIBRARY_PATH", self.path().join("testlib"))
-            .env("CEPH_CONF", self.path().join("ceph.conf"))
-            .env_remove("CEPH_ARGS")
-            .env_remove("CEPH_KEYRING")
-            .env_remove("QUARRY_LOG_CACHE")
-            .current_dir(self.path());
-        c
-    }
-
     fn run(&self, c: &mut Command) -> (String, String) {
         let o = c.output().expect("spawn");
         let (out, err) = (
@@ -96,15 +36,6 @@ impl Cluster {
         let mut c = self.cmd("qemu-img");
         c.args(["create", "-f", "raw", &format!("rbd:data/{image}"), size]);
         self.run(&mut c);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.quarry)
-            .args(["down", "--dir"])
-            .arg(self.dir.path())
-            .output();
     }
 }
 

@@ -3,182 +3,17 @@
 //! drives them. Timeouts are generous bounds so a bug fails instead of
 //! hanging; nothing asserts on timings.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use quarry_client::{ClientTimeouts, ClusterClient};
 use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, Rados, SnapContext};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quarry");
-/// Bound on anything that should finish: fail instead of hanging.
-const BOUND: Duration = Duration::from_secs(90);
+mod common;
 
-struct Cluster {
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn up(osds: u32) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let c = Cluster { dir };
-        c.run_up(Some(osds));
-        c
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn run_up(&self, osds: Option<u32>) {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("up").arg("--dir").arg(self.path());
-        if let Some(n) = osds {
-            cmd.arg("--osds").arg(n.to_string());
-        }
-        cmd.args([
-            "--conf-set",
-            "osd_heartbeat_grace=2",
-            "--conf-set",
-            "osd_heartbeat_interval=0.3",
-            "--conf-set",
-            "mon_osd_down_out_interval=600",
-            "--conf-set",
-            "osd_pool_default_pg_num=8",
-        ]);
-        let out = cmd.output().expect("run quarry up");
-        assert!(
-            out.status.success(),
-            "quarry up failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn pid(&self, name: &str) -> i32 {
-        let p = self.path().join("run").join(format!("{name}.pid"));
-        std::fs::read_to_string(&p)
-            .expect("pid file")
-            .trim()
-            .parse()
-            .expect("pid")
-    }
-
-    fn kill9(&self, name: &str) {
-        let pid = self.pid(name);
-        // SAFETY: signal to a daemon this test started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        reap();
-    }
-
-    fn term(&self, name: &str) {
-        let pid = self.pid(name);
-        // SAFETY: signal to a daemon this test started.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + BOUND;
-        while pid_alive(pid) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{name} ignored SIGTERM"
-            );
-            reap();
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn mon_addrs(&self) -> Vec<String> {
-        let conf = std::fs::read_to_string(self.path().join("ceph.conf")).expect("conf");
-        let line = conf
-            .lines()
-            .find(|l| l.trim_start().starts_with("mon_host"))
-            .expect("mon_host");
-        line.split_once('=')
-            .expect("=")
-            .1
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .collect()
-    }
-
-    fn admin_secret(&self) -> quarry_auth::Secret {
-        let kr = std::fs::read_to_string(self.path().join("ceph.client.admin.keyring"))
-            .expect("keyring");
-        let key = kr
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("key = "))
-            .expect("key line");
-        quarry_auth::Secret::from_base64(key.trim()).expect("key")
-    }
-
-    async fn client(&self) -> Arc<ClusterClient> {
-        ClusterClient::connect(
-            self.mon_addrs(),
-            "client.admin",
-            self.admin_secret(),
-            ClientTimeouts::default(),
-        )
-        .await
-        .expect("connect")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Show the daemons' view of the failure.
-            if let Ok(rd) = std::fs::read_dir(self.path().join("log")) {
-                for e in rd.flatten() {
-                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    let lines: Vec<&str> =
-                        text.lines().filter(|l| !l.contains("openraft")).collect();
-                    eprintln!("==== {}", e.path().display());
-                    for l in &lines[lines.len().saturating_sub(25)..] {
-                        eprintln!("{l}");
-                    }
-                }
-            }
-        }
-        let _ = Command::new(BIN)
-            .arg("down")
-            .arg("--dir")
-            .arg(self.path())
-            .output();
-    }
-}
-
-fn reap() {
-    loop {
-        // SAFETY: non-blocking reap of any exited child.
-        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-        if r <= 0 {
-            break;
-        }
-    }
-}
-
-fn pid_alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks the process exists.
-    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
-        return false;
-    }
-    // A killed daemon whose parent exited may linger as a zombie when
-    // nothing reaps orphans (containers): that is not "running".
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => true,
-    }
-}
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {BOUND:?}"))
-}
+use common::{bounded, pid_alive, reap, Cluster, BIN};
 
 async fn write(c: &ClusterClient, pool: i64, name: &str, data: &[u8]) {
     let req =
@@ -201,7 +36,7 @@ async fn read(c: &ClusterClient, pool: i64, name: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_semantics_over_the_network() {
-    let cl = Cluster::up(3);
+    let cl = Cluster::up(3, 1);
     let c = cl.client().await;
     let pool = c.pool_lookup("rbd").await.expect("rbd pool");
     assert!(c.pool_lookup("data").await.is_ok());
@@ -307,7 +142,7 @@ async fn object_semantics_over_the_network() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_blocking_and_catch_up() {
-    let cl = Cluster::up(3);
+    let cl = Cluster::up(3, 1);
     let c = cl.client().await;
     let pool = c.pool_lookup("rbd").await.expect("pool");
     for i in 0..30 {
@@ -361,7 +196,7 @@ async fn failover_blocking_and_catch_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_twice_keeps_data_and_down_stops_everything() {
-    let cl = Cluster::up(2);
+    let cl = Cluster::up(2, 1);
     let c = cl.client().await;
     let pool = c.pool_lookup("data").await.expect("pool");
     write(&c, pool, "keep", b"durable").await;
@@ -397,7 +232,7 @@ async fn up_twice_keeps_data_and_down_stops_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_key_refused_and_bad_frames_dropped() {
-    let cl = Cluster::up(1);
+    let cl = Cluster::up(1, 1);
     let wrong = quarry_auth::Secret::generate(0);
     let r = tokio::time::timeout(
         Duration::from_secs(30),
@@ -501,7 +336,7 @@ async fn pool_min1(c: &ClusterClient, name: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mark_out_rereplicates_to_another_osd() {
-    let cl = Cluster::up(4);
+    let cl = Cluster::up(4, 1);
     let c = cl.client().await;
     let pool = pool_min1(&c, "t").await;
     wait_clean(&c).await;
@@ -528,7 +363,7 @@ async fn mark_out_rereplicates_to_another_osd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_copy_is_detected_and_repaired() {
-    let cl = Cluster::up(3);
+    let cl = Cluster::up(3, 1);
     let c = cl.client().await;
     let pool = pool_min1(&c, "t").await;
     wait_clean(&c).await;
@@ -608,7 +443,7 @@ async fn read_at(c: &ClusterClient, pool: i64, name: &str, snap: u64) -> Vec<u8>
 /// every snapshot on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovered_osd_has_snapshot_clones() {
-    let cl = Cluster::up(3);
+    let cl = Cluster::up(3, 1);
     let c = cl.client().await;
     let pool = pool_min1(&c, "snaps").await;
     wait_clean(&c).await;
@@ -684,7 +519,7 @@ async fn recovered_osd_has_snapshot_clones() {
 /// by a new primary after the old one was killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resent_ops_are_not_applied_twice() {
-    let cl = Cluster::up(3);
+    let cl = Cluster::up(3, 1);
     let c = cl.client().await;
     let pool = pool_min1(&c, "dups").await;
     wait_clean(&c).await;
@@ -721,7 +556,7 @@ async fn resent_ops_are_not_applied_twice() {
 /// client re-registers it with the new primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_are_reestablished_after_failover() {
-    let cl = Cluster::up(3);
+    let cl = Cluster::up(3, 1);
     let c = cl.client().await;
     let pool = c.pool_lookup("rbd").await.expect("pool");
     write(&c, pool, "watched", b"x").await;

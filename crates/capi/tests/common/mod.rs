@@ -3,9 +3,27 @@
 //! a missing tool fails the test, it is never skipped).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+/// `cargo build -p <package>` into the target dir of `profile` (the
+/// directory of this test's build profile), in the same profile; a no-op
+/// when up to date.
+pub fn cargo_build(profile: &Path, package: &str) {
+    let target = profile.parent().expect("target dir");
+    let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.args(["build", "-p", package])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().expect("run cargo build");
+    assert!(st.success(), "cargo build -p {package} failed");
+}
 
 /// The built `libquarry_capi.so` next to this test's target profile dir.
 pub fn cdylib() -> PathBuf {
@@ -21,16 +39,7 @@ pub fn cdylib() -> PathBuf {
         // `cargo test` builds the rlib the tests link, not the cdylib the
         // real clients load: build it (a no-op when up to date) so a stale
         // library is never tested.
-        let target = profile.parent().expect("target dir");
-        let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        cmd.args(["build", "-p", "quarry-capi"])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build");
-        assert!(st.success(), "cargo build -p quarry-capi failed");
+        cargo_build(&profile, "quarry-capi");
         assert!(lib.exists(), "{} missing", lib.display());
         lib
     })

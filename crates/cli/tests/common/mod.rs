@@ -76,15 +76,15 @@ impl Cluster {
         let pid = self.pid(name);
         // SAFETY: signal to a daemon this test started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        let deadline = std::time::Instant::now() + BOUND;
-        while pid_alive(pid) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{name} survived kill -9"
-            );
-            reap();
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(pid, &format!("{name} survived kill -9"));
+    }
+
+    /// SIGTERM a daemon and wait (bounded) until it has exited.
+    pub fn term(&self, name: &str) {
+        let pid = self.pid(name);
+        // SAFETY: signal to a daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_exit(pid, &format!("{name} ignored SIGTERM"));
     }
 
     pub fn mon_addrs(&self) -> Vec<String> {
@@ -154,6 +154,16 @@ pub fn dump_logs(dir: &Path) {
                 eprintln!("{l}");
             }
         }
+    }
+}
+
+/// Wait (bounded by [`BOUND`]) until `pid` has exited; `why` is the failure message.
+pub fn wait_exit(pid: i32, why: &str) {
+    let deadline = std::time::Instant::now() + BOUND;
+    while pid_alive(pid) {
+        assert!(std::time::Instant::now() < deadline, "{why}");
+        reap();
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
