@@ -98,9 +98,11 @@
 //! Architecture invariant: store calls that can wait (writes, barriers,
 //! reads of objects with writes queued on this OSD, large or unbounded
 //! reads) never run on async worker threads (they go through
-//! `spawn_blocking`); small reads (≤ 64 KiB, metadata) of objects with no
-//! write queued here read committed state inline, since the two thread
-//! hand-offs cost more than the read; every queue is bounded (per
+//! `spawn_blocking`); small reads (≤ 64 KiB, metadata) of objects not
+//! written on this OSD in the last 250 ms (longer than the store's commit
+//! interval, after which the store serves them from its committed view)
+//! run inline, since the two thread hand-offs cost more than the read;
+//! every queue is bounded (per
 //! connection in-flight limit, bounded send queues, the store's queue).
 
 mod notify;

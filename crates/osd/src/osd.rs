@@ -111,10 +111,51 @@ struct Pg {
     recent: Mutex<VecDeque<Ver>>,
     /// Client ops known applied in this PG: (global id, tid) → version.
     done: Mutex<DupIndex>,
-    /// Objects (namespace, name) with writes queued to the local store and
-    /// not yet durable, with their count: a read of any other object is
-    /// served inline on the async worker (see [`inline_read`]).
-    writing: Mutex<HashMap<(String, String), u32>>,
+    /// Objects (namespace, name) written recently on this OSD: a read of
+    /// any other object is served inline on the async worker (see
+    /// [`inline_read`]).
+    writing: Mutex<WriteMarks>,
+}
+
+/// How long after its last write on this OSD an object's reads stay off
+/// the async workers. The store answers reads of objects whose changes
+/// are not yet in its committed read view from its writer thread, after
+/// its next commit (every 50 ms); such a read must not block a worker.
+/// Longer than that interval, with margin for a loaded machine; a read
+/// that still meets an uncommitted change only waits, it is never wrong.
+const WRITE_VISIBLE_AFTER: Duration = Duration::from_millis(250);
+
+/// Write marks of one PG's objects (bounded: entries of finished writes
+/// older than [`WRITE_VISIBLE_AFTER`] are dropped as it grows).
+#[derive(Default)]
+struct WriteMarks {
+    /// (namespace, name) → (writes queued and not finished, when the last
+    /// one finished).
+    objects: HashMap<(String, String), (u32, Option<std::time::Instant>)>,
+    /// Size at which stale entries are pruned next.
+    prune_at: usize,
+}
+
+impl WriteMarks {
+    fn quiet(&self, ns: &str, name: &str) -> bool {
+        if self.objects.is_empty() {
+            return true;
+        }
+        match self.objects.get(&(ns.to_string(), name.to_string())) {
+            None => true,
+            Some((0, Some(t))) => t.elapsed() >= WRITE_VISIBLE_AFTER,
+            Some(_) => false,
+        }
+    }
+
+    fn prune(&mut self) {
+        if self.objects.len() < self.prune_at.max(1024) {
+            return;
+        }
+        self.objects
+            .retain(|_, (n, t)| *n > 0 || t.is_none_or(|t| t.elapsed() < WRITE_VISIBLE_AFTER));
+        self.prune_at = self.objects.len() * 2;
+    }
 }
 
 /// Largest read (sum of op lengths) served inline on an async worker.
@@ -150,7 +191,8 @@ fn inline_read(req: &OpRequest) -> bool {
 }
 
 /// Marks an object as having a write queued to the local store on this
-/// OSD until dropped (after the write is durable or failed).
+/// OSD; dropped after the write is durable or failed, which starts the
+/// object's [`WRITE_VISIBLE_AFTER`] window.
 struct Writing {
     pg: Arc<Pg>,
     key: (String, String),
@@ -159,7 +201,9 @@ struct Writing {
 impl Writing {
     fn new(pg: &Arc<Pg>, oid: &ObjectId) -> Writing {
         let key = (oid.namespace.clone(), oid.name.clone());
-        *lock(&pg.writing).entry(key.clone()).or_insert(0) += 1;
+        let mut w = lock(&pg.writing);
+        w.prune();
+        w.objects.entry(key.clone()).or_insert((0, None)).0 += 1;
         Writing {
             pg: pg.clone(),
             key,
@@ -169,12 +213,9 @@ impl Writing {
 
 impl Drop for Writing {
     fn drop(&mut self) {
-        let mut w = lock(&self.pg.writing);
-        if let Some(n) = w.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                w.remove(&self.key);
-            }
+        if let Some((n, t)) = lock(&self.pg.writing).objects.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            *t = Some(std::time::Instant::now());
         }
     }
 }
@@ -409,7 +450,7 @@ impl Osd {
                     last: watch::channel(last).0,
                     recent: Mutex::new(VecDeque::new()),
                     done: Mutex::new(DupIndex::default()),
-                    writing: Mutex::new(HashMap::new()),
+                    writing: Mutex::new(WriteMarks::default()),
                 })
             })
             .clone())
@@ -1050,11 +1091,8 @@ impl Osd {
         active: &Active,
         sreq: OpRequest,
     ) -> WResult<OpReply> {
-        let inline = inline_read(&sreq) && {
-            let p = self.pg(pg)?;
-            let w = lock(&p.writing);
-            w.is_empty() || !w.contains_key(&(sreq.oid.namespace.clone(), sreq.oid.name.clone()))
-        };
+        let inline = inline_read(&sreq)
+            && lock(&self.pg(pg)?.writing).quiet(&sreq.oid.namespace, &sreq.oid.name);
         let first = if inline {
             self.store.apply(&sreq)
         } else {
