@@ -649,6 +649,17 @@ impl Image {
         inner.check_writable(&cur)?;
         let what = format!("snapshot {}@{name}", inner.spec());
         let header_what = format!("image {}", inner.spec());
+        // A name this handle saw taken is checked against the stored header
+        // before a snap id is allocated (each allocation is a monitor
+        // commit and a map epoch), so a duplicate costs one read.
+        if cur.header.snap_by_name(name).is_some()
+            && read_header(inner.rados.as_ref(), &inner.header_oid, &header_what)
+                .await?
+                .snap_by_name(name)
+                .is_some()
+        {
+            return Err(RbdError::exists(what));
+        }
         let rados = inner.rados.as_ref();
         let pool = inner.io.pool_id;
         let head_map_oid = inner.map_oid(NOSNAP);

@@ -809,6 +809,31 @@ async fn remove_follows_the_object_map() {
         .is_empty());
 }
 
+/// A handle whose view still lists a snapshot another client removed can
+/// take a snapshot of that name again (its view is not the authority).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snap_name_freed_by_another_client_is_reusable() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = open(&e, &e.io, "img").await;
+    let rbd_b = Rbd::new(e.emb.client());
+    let b = rbd_b
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    let first = a.snap_create("s").await.unwrap();
+    assert_eq!(errno(a.snap_create("s").await), Errno::EEXIST);
+    b.snap_remove("s").await.unwrap();
+    let second = a.snap_create("s").await.unwrap();
+    assert!(second > first);
+    let snaps = b.snap_list().await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!((snaps[0].name.as_str(), snaps[0].id), ("s", second));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_client_visibility() {
     let e = env().await;

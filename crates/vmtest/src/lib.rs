@@ -215,6 +215,59 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// The admin key (base64) from `D/ceph.client.admin.keyring`, as a
+    /// libvirt secret holds it.
+    pub fn admin_key(&self) -> String {
+        let kr = std::fs::read_to_string(self.path().join("ceph.client.admin.keyring"))
+            .expect("read keyring");
+        kr.lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("key = ")
+                    .or_else(|| l.trim().strip_prefix("key="))
+            })
+            .map(|k| k.trim().to_string())
+            .expect("key in ceph.client.admin.keyring")
+    }
+
+    /// The monitor's (host, port) from `mon_host` in `D/ceph.conf`.
+    pub fn mon_addr(&self) -> (String, String) {
+        let conf = std::fs::read_to_string(self.path().join("ceph.conf")).expect("read ceph.conf");
+        let v = conf
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("mon_host = "))
+            .expect("mon_host in ceph.conf")
+            .trim()
+            .to_string();
+        let (h, p) = v.rsplit_once(':').expect("mon_host host:port");
+        (h.to_string(), p.to_string())
+    }
+
+    /// The user's story in one call: import the guest's golden image as
+    /// `data/golden`, snapshot and protect `data/golden@base`, clone it
+    /// to `data/<clone>`.
+    pub fn golden_clone(&self, guest: &Guest, clone: &str) {
+        let golden = guest.golden.to_str().expect("utf-8 path");
+        self.run(
+            "qemu-img",
+            &[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "raw",
+                golden,
+                "rbd:data/golden",
+            ],
+        );
+        self.run("rbd", &["snap", "create", "data/golden@base"]);
+        self.run("rbd", &["snap", "protect", "data/golden@base"]);
+        self.run(
+            "rbd",
+            &["clone", "data/golden@base", &format!("data/{clone}")],
+        );
+    }
+
     /// A command with the cluster's environment (as after `. D/env`).
     pub fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(prog);

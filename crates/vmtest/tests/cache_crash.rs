@@ -168,22 +168,7 @@ fn ext4_after_sigkill(opts: &str) {
     let _one = one_at_a_time();
     let guest = Guest::get();
     let c = Cluster::up(3);
-    let golden = guest.golden.to_str().expect("utf-8 path");
-    c.run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            golden,
-            "rbd:data/golden",
-        ],
-    );
-    c.run("rbd", &["snap", "create", "data/golden@base"]);
-    c.run("rbd", &["snap", "protect", "data/golden@base"]);
-    c.run("rbd", &["clone", "data/golden@base", "data/fs"]);
+    c.golden_clone(&guest, "fs");
     let mut vm = Vm::start(
         &c,
         "fs",

@@ -174,21 +174,7 @@ fn discard_reclaims_space() {
 
     // 3. virtio-blk with discard=unmap on a clone of golden@base.
     c.run("rbd", &["snap", "create", "data/squeeze@unused"]); // unrelated snapshot, harmless
-    c.run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            golden,
-            "rbd:data/golden",
-        ],
-    );
-    c.run("rbd", &["snap", "create", "data/golden@base"]);
-    c.run("rbd", &["snap", "protect", "data/golden@base"]);
-    c.run("rbd", &["clone", "data/golden@base", "data/vd"]);
+    c.golden_clone(&guest, "vd");
     let (f, t) = fill_and_trim(
         &c,
         "vd",

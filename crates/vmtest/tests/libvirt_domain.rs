@@ -76,28 +76,6 @@ fn virsh(uri: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
-fn admin_key(c: &Cluster) -> String {
-    let kr =
-        std::fs::read_to_string(c.path().join("ceph.client.admin.keyring")).expect("read keyring");
-    kr.lines()
-        .find_map(|l| l.trim().strip_prefix("key = "))
-        .map(|k| k.trim().to_string())
-        .expect("key in ceph.client.admin.keyring")
-}
-
-fn mon_port(c: &Cluster) -> String {
-    let conf = std::fs::read_to_string(c.path().join("ceph.conf")).expect("read ceph.conf");
-    let v = conf
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("mon_host = "))
-        .expect("mon_host in ceph.conf");
-    v.trim()
-        .rsplit_once(':')
-        .expect("mon_host host:port")
-        .1
-        .to_string()
-}
-
 fn chmod_755(p: &Path) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
@@ -111,22 +89,7 @@ fn libvirt_boots_a_domain_with_an_rbd_disk_and_ceph_secret() {
     let _one = one_at_a_time();
     let guest = Guest::get();
     let c = Cluster::up(1);
-    let golden = guest.golden.to_str().expect("utf-8 path");
-    c.run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            golden,
-            "rbd:data/golden",
-        ],
-    );
-    c.run("rbd", &["snap", "create", "data/golden@base"]);
-    c.run("rbd", &["snap", "protect", "data/golden@base"]);
-    c.run("rbd", &["clone", "data/golden@base", "data/lvdom"]);
+    c.golden_clone(&guest, "lvdom");
 
     // QEMU runs as libvirt's unprivileged user: the library directory and
     // the console directory must be reachable (the keyring stays 0600).
@@ -201,7 +164,7 @@ fn libvirt_boots_a_domain_with_an_rbd_disk_and_ceph_secret() {
         &["secret-define", secret_xml.to_str().expect("utf-8")],
     );
     assert!(ok, "secret-define: {out}");
-    let key = admin_key(&c);
+    let key = c.admin_key();
     let (ok, out) = virsh(&uri, &["secret-set-value", SECRET_UUID, &key]);
     assert!(ok, "secret-set-value: {out}");
 
@@ -243,7 +206,7 @@ fn libvirt_boots_a_domain_with_an_rbd_disk_and_ceph_secret() {
             virt = if accel() == "kvm" { "kvm" } else { "qemu" },
             kernel = guest.kernel.display(),
             initrd = guest.initrd.display(),
-            port = mon_port(&c),
+            port = c.mon_addr().1,
             console = console.display(),
             lib = c.path().join("lib").display(),
         ),

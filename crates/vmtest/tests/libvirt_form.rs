@@ -10,31 +10,6 @@ use quarry_vmtest::*;
 use serde_json::json;
 use std::process::{Command, Stdio};
 
-fn admin_key(c: &Cluster) -> String {
-    let kr =
-        std::fs::read_to_string(c.path().join("ceph.client.admin.keyring")).expect("read keyring");
-    kr.lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("key = ")
-                .or_else(|| l.trim().strip_prefix("key="))
-        })
-        .map(|k| k.trim().to_string())
-        .expect("key in ceph.client.admin.keyring")
-}
-
-fn mon_addr(c: &Cluster) -> (String, String) {
-    let conf = std::fs::read_to_string(c.path().join("ceph.conf")).expect("read ceph.conf");
-    let v = conf
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("mon_host = "))
-        .expect("mon_host in ceph.conf")
-        .trim()
-        .to_string();
-    let (h, p) = v.rsplit_once(':').expect("mon_host host:port");
-    (h.to_string(), p.to_string())
-}
-
 /// Start QEMU as libvirt would (clean environment); returns the child's output.
 fn libvirt_style_qemu(
     c: &Cluster,
@@ -43,7 +18,7 @@ fn libvirt_style_qemu(
     append: &str,
 ) -> std::process::Output {
     let g = Guest::get();
-    let (host, port) = mon_addr(c);
+    let (host, port) = c.mon_addr();
     let cwd = tempfile::tempdir().expect("empty cwd");
     let storage = json!({
         "driver": "rbd", "pool": "data", "image": image,
@@ -88,24 +63,9 @@ fn libvirt_style_qemu(
 fn libvirt_rbd_network_disk_with_auth_secret() {
     let guest = Guest::get();
     let c = Cluster::up(3);
-    let golden = guest.golden.to_str().expect("utf-8 path");
-    c.run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            golden,
-            "rbd:data/golden",
-        ],
-    );
-    c.run("rbd", &["snap", "create", "data/golden@base"]);
-    c.run("rbd", &["snap", "protect", "data/golden@base"]);
-    c.run("rbd", &["clone", "data/golden@base", "data/lv1"]);
+    c.golden_clone(&guest, "lv1");
 
-    let key = admin_key(&c);
+    let key = c.admin_key();
     let out = libvirt_style_qemu(&c, &key, "lv1", "vmtest=fleet vmtest_dev=vda vmtest_id=7");
     let console = String::from_utf8_lossy(&out.stdout);
     assert!(
