@@ -3,7 +3,6 @@
 //! as librados resolves them).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use quarry_client::{ClientTimeouts, ClusterClient};
 use quarry_common::entity::EntityName;
@@ -87,13 +86,11 @@ pub fn connect(conf: &Config) -> CResult<Arc<dyn Rados>> {
     let key = find_key(conf)?;
     let secret = quarry_auth::Secret::from_base64(&key)
         .map_err(|e| CError::new(Errno::EINVAL, format!("bad key: {e}")))?;
-    let mount = conf.get_u64("client_mount_timeout");
-    let osd_op = conf.get_u64("rados_osd_op_timeout");
-    let timeouts = ClientTimeouts {
-        mon: Duration::from_secs(if mount == 0 { 300 } else { mount }),
-        osd_op: (osd_op > 0).then(|| Duration::from_secs(osd_op)),
-        ..ClientTimeouts::default()
-    };
+    let timeouts = ClientTimeouts::from_options(
+        conf.get_u64("client_mount_timeout"),
+        conf.get_u64("rados_osd_op_timeout"),
+        conf.get_u64("ms_connection_ready_timeout"),
+    );
     let entity = conf.entity_name();
     let client =
         rt::block_on(async move { ClusterClient::connect(addrs, &entity, secret, timeouts).await })

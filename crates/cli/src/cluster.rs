@@ -227,6 +227,7 @@ pub fn osd(a: OsdArgs) -> R<()> {
         host: a.host.unwrap_or_else(quarry_common::conf::short_hostname),
         beacon_interval: conf_secs(&conf, "osd", "osd_heartbeat_interval", 1.0),
         mon_timeout: Duration::from_secs(30),
+        handshake_timeout: conf_secs(&conf, "osd", "ms_connection_ready_timeout", 10.0),
     };
     let rt = runtime()?;
     let r = rt.block_on(async {
@@ -811,6 +812,7 @@ mod mon_impl {
         cfg.timings.osd_heartbeat_grace = conf_secs(conf, "mon", "osd_heartbeat_grace", 20.0);
         cfg.timings.osd_down_out_interval =
             conf_secs(conf, "mon", "mon_osd_down_out_interval", 600.0);
+        cfg.timings.handshake = conf_secs(conf, "mon", "ms_connection_ready_timeout", 10.0);
         let int = |k: &str| {
             conf.get("mon", k)
                 .or_else(|| conf.get("global", k))

@@ -286,3 +286,99 @@ async fn osd_handshake_replay_and_tampering_refused() {
     // The genuine connection and the client are still served.
     still_serving(&c, c.pool_lookup("rbd").await.expect("pool"), 99).await;
 }
+
+/// A frame `f` as a build of wire version `version` would send it.
+fn with_version(f: &quarry_proto::Frame, version: u8) -> Vec<u8> {
+    let mut h = f.header().expect("header").to_vec();
+    h[4] = version;
+    let crc = crc32c(&h[0..32]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    h.extend_from_slice(&f.body);
+    h
+}
+
+/// Client and daemons of different wire versions (different releases):
+/// each daemon answers a frame of another version with a frame naming
+/// both versions and closes; a client reading a daemon's frame of another
+/// version fails at once with EOPNOTSUPP naming both, instead of retrying
+/// until its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_wire_versions_fail_at_once_with_both_versions_named() {
+    use quarry_proto::{read_frame, Frame, K_VERSION_MISMATCH, VERSION};
+    let other = VERSION + 1;
+    let cl = Cluster::up(1, 1);
+    let c = cl.client().await;
+    let mon = cl.mon_addrs()[0].clone();
+    let osd = c.monc().refresh_map().await.expect("map").osds[&0]
+        .addr
+        .clone();
+    // A hello of a future release, to each daemon.
+    let hello = Frame::new(1, 1, &"hello from the future", Bytes::new()).expect("frame");
+    for (what, addr) in [("monitor", &mon), ("OSD", &osd)] {
+        let mut s = TcpStream::connect(addr.as_str()).await.expect("connect");
+        s.write_all(&with_version(&hello, other))
+            .await
+            .expect("send");
+        let f = tokio::time::timeout(Duration::from_secs(20), read_frame(&mut s))
+            .await
+            .unwrap_or_else(|_| panic!("the {what} must answer, not hang"))
+            .unwrap_or_else(|e| panic!("the {what}'s answer: {e}"));
+        assert_eq!(f.kind, K_VERSION_MISMATCH, "{what}");
+        let msg: String = f.decode().expect("message");
+        assert!(msg.contains(&format!("version {other}")), "{what}: {msg}");
+        assert!(msg.contains(&format!("version {VERSION}")), "{what}: {msg}");
+        closes(
+            &mut s,
+            &format!("a frame of wire version {other} to the {what}"),
+        )
+        .await;
+    }
+
+    // A "monitor" and an "OSD" of another release: whatever the client
+    // sends, they answer with a frame of their version.
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let fake_addr = fake.local_addr().expect("addr").to_string();
+    let reply = with_version(&quarry_proto::version_mismatch_frame(VERSION), other);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = fake.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let _ = read_frame(&mut s).await;
+                let _ = s.write_all(&reply).await;
+                let mut sink = [0u8; 256];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    // The monitor client: refused at once, although it would wait 300 s
+    // for a monitor that is merely unreachable.
+    let timeouts = quarry_client::ClientTimeouts {
+        mon: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let e = tokio::time::timeout(
+        Duration::from_secs(60),
+        quarry_client::ClusterClient::connect(
+            vec![fake_addr.clone()],
+            "client.admin",
+            cl.admin_secret(),
+            timeouts,
+        ),
+    )
+    .await
+    .expect("a monitor of another wire version must be refused at once, not retried")
+    .expect_err("connect to a monitor of another version");
+    assert_eq!(e.errno, quarry_common::Errno::EOPNOTSUPP, "{e}");
+    assert!(e.to_string().contains(&format!("version {other}")), "{e}");
+    assert!(e.to_string().contains(&format!("version {VERSION}")), "{e}");
+    // An OSD connection (client to OSD, and OSD to OSD).
+    let ticket = c.monc().ticket().await.expect("ticket");
+    let e = quarry_client::conn::Conn::connect(&fake_addr, &ticket, Duration::from_secs(20))
+        .await
+        .expect_err("connect to an OSD of another version");
+    assert!(!e.is_transient(), "{e}");
+    assert_eq!(e.errno(), quarry_common::Errno::EOPNOTSUPP, "{e}");
+    assert!(e.to_string().contains(&format!("version {other}")), "{e}");
+}

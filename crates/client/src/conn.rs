@@ -61,6 +61,15 @@ pub enum ConnError {
     /// The handshake did not finish in time.
     #[error("handshake with {0} timed out")]
     Timeout(String),
+    /// The peer runs another release whose wire version differs: retrying
+    /// cannot help (`EOPNOTSUPP`).
+    #[error("{addr}: {msg}")]
+    Version {
+        /// Peer.
+        addr: String,
+        /// Both versions, in words.
+        msg: String,
+    },
 }
 
 impl ConnError {
@@ -69,6 +78,7 @@ impl ConnError {
         match self {
             ConnError::Auth { .. } => Errno::EACCES,
             ConnError::Timeout(_) => Errno::ETIMEDOUT,
+            ConnError::Version { .. } => Errno::EOPNOTSUPP,
             ConnError::Frame { source, .. } => source.errno(),
             _ => Errno::ENOTCONN,
         }
@@ -76,7 +86,7 @@ impl ConnError {
 
     /// Whether retrying later (after a map change) makes sense.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, ConnError::Auth { .. })
+        !matches!(self, ConnError::Auth { .. } | ConnError::Version { .. })
     }
 }
 
@@ -95,6 +105,11 @@ pub struct Conn {
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
     slots: Arc<Semaphore>,
+    /// The reader and writer tasks, aborted by [`Conn::close`].
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// A duplicate of the socket, so [`Conn::close`] can make the close
+    /// abortive whatever state the tasks are in.
+    sock: Mutex<Option<std::os::fd::OwnedFd>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -109,10 +124,7 @@ async fn expect_frame(s: &mut TcpStream, addr: &str, kind: u8) -> Result<Frame, 
             addr: addr.to_string(),
             msg: "connection closed during authentication".into(),
         },
-        e => ConnError::Frame {
-            addr: addr.to_string(),
-            source: e,
-        },
+        e => ferr(addr)(e),
     })?;
     if f.kind != kind {
         return Err(ConnError::Frame {
@@ -124,9 +136,15 @@ async fn expect_frame(s: &mut TcpStream, addr: &str, kind: u8) -> Result<Frame, 
 }
 
 fn ferr(addr: &str) -> impl Fn(FrameError) -> ConnError + '_ {
-    move |e| ConnError::Frame {
-        addr: addr.to_string(),
-        source: e,
+    move |e| match e {
+        FrameError::BadVersion(_) => ConnError::Version {
+            addr: addr.to_string(),
+            msg: e.to_string(),
+        },
+        e => ConnError::Frame {
+            addr: addr.to_string(),
+            source: e,
+        },
     }
 }
 
@@ -143,6 +161,14 @@ async fn handshake(s: &mut TcpStream, addr: &str, ticket: &Ticket) -> Result<(),
     .await
     .map_err(ferr(addr))?;
     let f = read_frame(s).await.map_err(ferr(addr))?;
+    if f.kind == quarry_proto::K_VERSION_MISMATCH {
+        return Err(ConnError::Version {
+            addr: addr.to_string(),
+            msg: f
+                .decode()
+                .unwrap_or_else(|_| "wire version mismatch".into()),
+        });
+    }
     if f.kind == K_AUTH_RESULT {
         // Refused at the ticket stage.
         let r: AuthResult = f.decode().map_err(ferr(addr))?;
@@ -218,6 +244,8 @@ impl Conn {
     }
 
     fn start(s: TcpStream, addr: String, events: Option<mpsc::Sender<Frame>>) -> Arc<Conn> {
+        use std::os::fd::AsFd;
+        let sock = s.as_fd().try_clone_to_owned().ok();
         let (rd, wr) = s.into_split();
         // Buffered: header, body and payload of a frame in one read syscall.
         let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
@@ -231,9 +259,11 @@ impl Conn {
             next_id: AtomicU64::new(1),
             closed: closed.clone(),
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            tasks: Mutex::new(Vec::new()),
+            sock: Mutex::new(sock),
         });
         let wclosed = closed.clone();
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             let mut w = BufWriter::with_capacity(64 << 10, wr);
             while let Some(f) = rx.recv().await {
                 if write_frame(&mut w, &f).await.is_err() {
@@ -246,7 +276,7 @@ impl Conn {
             wclosed.store(true, Ordering::SeqCst);
             let _ = w.shutdown().await;
         });
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             loop {
                 match read_frame(&mut rd).await {
                     Ok(f) if f.kind == K_RESPONSE => {
@@ -270,7 +300,27 @@ impl Conn {
             // Dropping the senders wakes every waiting caller with Closed.
             lock(&pending).clear();
         });
+        *lock(&conn.tasks) = vec![writer.abort_handle(), reader.abort_handle()];
         conn
+    }
+
+    /// Close the connection now: every request waiting on it fails with
+    /// [`ConnError::Closed`] (its caller resends elsewhere). Used when the
+    /// map says the peer went down or restarted: a peer cut off by the
+    /// network never resets the TCP connection itself, and what was queued
+    /// on it would otherwise wait for TCP's retransmission back-off.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Some(fd) = lock(&self.sock).take() {
+            // Reset instead of FIN: frames still in the kernel's send buffer
+            // are discarded, so a request sent before a link cut cannot
+            // reach the peer after the link returns and be applied late.
+            let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+        }
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        lock(&self.pending).clear();
     }
 
     /// Whether the connection has failed (callers reconnect).

@@ -63,6 +63,25 @@ impl Default for ClientTimeouts {
     }
 }
 
+impl ClientTimeouts {
+    /// From Ceph's options, in seconds: `client_mount_timeout` (0: the
+    /// default 300), `rados_osd_op_timeout` (0: wait forever, as Ceph) and
+    /// `ms_connection_ready_timeout` (one OSD connection's handshake; 0:
+    /// the default 10).
+    pub fn from_options(mount: u64, osd_op: u64, ready: u64) -> ClientTimeouts {
+        let or = |v: u64, d: u64| Duration::from_secs(if v == 0 { d } else { v });
+        ClientTimeouts {
+            mon: or(mount, 300),
+            osd_op: (osd_op > 0).then(|| Duration::from_secs(osd_op)),
+            connect: or(ready, 10),
+        }
+    }
+}
+
+/// Connections by OSD, with the address and `up_from` epoch each was made
+/// for (shared with the OSD daemon's table of peers).
+pub type ConnTable = HashMap<OsdId, (String, Epoch, Arc<Conn>)>;
+
 /// Convert a monitor client error to the object layer's error.
 pub fn mon_err(e: MonClientError) -> RadosError {
     RadosError::new(e.errno(), e.to_string())
@@ -72,7 +91,10 @@ pub fn mon_err(e: MonClientError) -> RadosError {
 pub struct ClusterClient {
     monc: Arc<MonClient>,
     timeouts: ClientTimeouts,
-    conns: Mutex<HashMap<OsdId, (String, Arc<Conn>)>>,
+    /// One connection per OSD, with the address and `up_from` epoch it
+    /// was made for (a new `up_from` means the OSD restarted or was marked
+    /// down meanwhile: the old connection is closed, see [`Self::prune_conns`]).
+    conns: Mutex<ConnTable>,
     next_cookie: AtomicU64,
     /// Op ids (see `Request::Op::tid`); never 0.
     next_tid: AtomicU64,
@@ -277,13 +299,14 @@ impl ClusterClient {
         map: &ClusterMap,
         osd: OsdId,
     ) -> std::result::Result<Arc<Conn>, ConnError> {
-        let addr = map
+        let (addr, up_from) = map
             .osds
             .get(&osd)
-            .map(|o| o.addr.clone())
+            .map(|o| (o.addr.clone(), o.up_from))
             .unwrap_or_default();
-        if let Some((a, c)) = lock(&self.conns).get(&osd) {
-            if *a == addr && !c.is_closed() {
+        if let Some((a, u, c)) = lock(&self.conns).get(&osd) {
+            // A connection made at a newer map than the caller's is as good.
+            if !c.is_closed() && (*u > up_from || (*a == addr && *u == up_from)) {
                 return Ok(c.clone());
             }
         }
@@ -298,8 +321,37 @@ impl ClusterClient {
             Some(self.events.clone()),
         )
         .await?;
-        lock(&self.conns).insert(osd, (addr, c.clone()));
+        if let Some((_, _, old)) = lock(&self.conns).insert(osd, (addr, up_from, c.clone())) {
+            // Requests still waiting on it are resent by their callers.
+            old.close();
+        }
         Ok(c)
+    }
+
+    /// Close connections to OSDs the map says are down or restarted (a
+    /// newer `up_from`), so requests queued on them fail and are resent
+    /// (Ceph's Objecter resets its session on such a map). A host cut off
+    /// by the network never resets the TCP connection itself.
+    fn prune_conns(&self, map: &ClusterMap) {
+        lock(&self.conns).retain(|osd, (_, u, c)| {
+            let keep = map.osds.get(osd).is_some_and(|o| o.up && o.up_from <= *u);
+            if !keep {
+                c.close();
+            }
+            keep
+        });
+    }
+
+    /// Forget `conn` as the connection to `osd` (if it still is).
+    fn drop_conn(&self, osd: OsdId, conn: &Arc<Conn>) {
+        let mut conns = lock(&self.conns);
+        if conns
+            .get(&osd)
+            .is_some_and(|(_, _, c)| Arc::ptr_eq(c, conn))
+        {
+            conns.remove(&osd);
+        }
+        conn.close();
     }
 
     /// Send a request to the primary of `pg`, retrying across map changes
@@ -381,10 +433,10 @@ impl ClusterClient {
                     Some(r) => r,
                     None => continue, // timed out: reported at the top of the loop
                 },
-                down = self.primary_moves(pg, osd, map.epoch) => {
+                stale = self.primary_moves(&map, pg, osd) => {
                     last = format!("pg {pg} moved away from osd.{osd}");
-                    if down {
-                        lock(&self.conns).remove(&osd);
+                    if stale {
+                        self.drop_conn(osd, &conn);
                     }
                     continue;
                 }
@@ -406,22 +458,34 @@ impl ClusterClient {
                 }
                 Err(e) => {
                     last = e.to_string();
-                    lock(&self.conns).remove(&osd);
+                    self.drop_conn(osd, &conn);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }
         }
     }
 
-    /// Resolves once a map newer than `epoch` has another primary for
-    /// `pg` than `osd`, telling whether `osd` is down in it.
-    async fn primary_moves(&self, pg: PgId, osd: OsdId, epoch: Epoch) -> bool {
+    /// Resolves once a map newer than `map` has another primary for `pg`
+    /// than `osd`, or `osd` restarted (a new `up_from`: it was marked down
+    /// meanwhile, in a map this client may have skipped, and has forgotten
+    /// what it was doing). Tells whether the connection to `osd` is stale
+    /// (the OSD is down or restarted).
+    async fn primary_moves(&self, map: &ClusterMap, pg: PgId, osd: OsdId) -> bool {
+        let up_from = map.osds.get(&osd).map(|o| o.up_from);
+        let restarted = |m: &ClusterMap| {
+            m.osds
+                .get(&osd)
+                .is_none_or(|o| !o.up || Some(o.up_from) != up_from)
+        };
         let mut rx = self.monc.subscribe();
         let down = match rx
-            .wait_for(|m| m.epoch > epoch && m.pg_primary(pg).ok().flatten() != Some(osd))
+            .wait_for(|m| {
+                m.epoch > map.epoch
+                    && (m.pg_primary(pg).ok().flatten() != Some(osd) || restarted(m))
+            })
             .await
         {
-            Ok(m) => Some(!m.osds.get(&osd).is_some_and(|o| o.up)),
+            Ok(m) => Some(restarted(&m)),
             Err(_) => None,
         };
         match down {
@@ -769,6 +833,7 @@ async fn watch_keeper(client: Weak<ClusterClient>) {
     loop {
         let _ = tokio::time::timeout(WATCH_CHECK, rx.changed()).await;
         let Some(c) = client.upgrade() else { return };
+        c.prune_conns(&c.monc.map());
         if !lock(&c.watches).is_empty() {
             c.refresh_watches().await;
         }

@@ -157,9 +157,6 @@ impl EntityName {
             name: s.to_string(),
             ty: ty.to_string(),
         })?;
-        if id.is_empty() {
-            return Err(EntityError::EmptyId(s.to_string()));
-        }
         EntityName::new(ty, id)
     }
 
@@ -204,6 +201,10 @@ impl FromStr for EntityName {
 /// ids end up in INI section headers, file names and log lines, where `]`,
 /// `/`, whitespace or control characters would break the format.
 fn validate_id(ty: EntityType, id: &str) -> Result<(), EntityError> {
+    // `mon.` (empty id) is the monitors' shared key, as in Ceph's keyrings.
+    if id.is_empty() && ty == EntityType::Mon {
+        return Ok(());
+    }
     if id.is_empty() {
         return Err(EntityError::EmptyId(format!("{}.", ty.as_str())));
     }
@@ -285,6 +286,15 @@ mod tests {
         ));
         assert!(matches!(
             EntityName::parse("client."),
+            Err(EntityError::EmptyId(_))
+        ));
+        // The monitors' shared entity has an empty id (Ceph's `mon.`).
+        let mon = EntityName::parse("mon.").unwrap();
+        assert_eq!(mon.entity_type(), EntityType::Mon);
+        assert_eq!(mon.id(), "");
+        assert_eq!(mon.to_string(), "mon.");
+        assert!(matches!(
+            EntityName::parse("osd."),
             Err(EntityError::EmptyId(_))
         ));
         assert!(matches!(

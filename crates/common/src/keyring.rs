@@ -706,6 +706,25 @@ mod tests {
     }
 
     #[test]
+    fn accepts_the_monitors_shared_key() {
+        // The keyring `ceph-authtool --create-keyring --gen-key -n mon.`
+        // writes, plus a client: a client reading it finds its own key.
+        let k = sample().to_base64();
+        let text =
+            format!("[mon.]\n\tkey = {k}\n\tcaps mon = \"allow *\"\n[client.admin]\n\tkey = {k}\n");
+        let ring = Keyring::parse(&text).unwrap();
+        assert_eq!(ring.entries().len(), 2);
+        let mon = EntityName::parse("mon.").unwrap();
+        assert_eq!(ring.get(&mon).unwrap().cap("mon"), Some("allow *"));
+        assert_eq!(ring.key_for(&EntityName::admin()), Some(&sample()));
+        assert!(ring.to_text().contains("[mon.]"), "{}", ring.to_text());
+        assert_eq!(Keyring::parse(&ring.to_text()).unwrap(), ring);
+        // Only the monitors' entity may have an empty id.
+        let e = Keyring::parse(&format!("[client.]\nkey = {k}\n")).unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
     fn bad_keyrings_give_clear_errors() {
         let k = sample().to_base64();
         let e = Keyring::parse(&format!("key = {k}\n")).unwrap_err();

@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use quarry_client::{ClientTimeouts, ClusterClient};
 use quarry_common::conf::ConfError;
@@ -216,13 +215,7 @@ pub async fn connect(cfg: &Config) -> Result<Connection, ConnectError> {
             entity: entity.clone(),
             reason: e.to_string(),
         })?;
-    let mount = cfg.get_u64("client_mount_timeout").unwrap_or(300);
-    let osd_op = cfg.get_u64("rados_osd_op_timeout").unwrap_or(0);
-    let timeouts = ClientTimeouts {
-        mon: Duration::from_secs(if mount == 0 { 300 } else { mount }),
-        osd_op: (osd_op > 0).then(|| Duration::from_secs(osd_op)),
-        ..ClientTimeouts::default()
-    };
+    let timeouts = client_timeouts(cfg);
     let client = ClusterClient::connect(addrs, &entity, secret, timeouts)
         .await
         .map_err(ConnectError::Cluster)?;
@@ -232,6 +225,16 @@ pub async fn connect(cfg: &Config) -> Result<Connection, ConnectError> {
         monc: Some(monc),
         config: cfg.clone(),
     })
+}
+
+/// The cluster client's timeouts from the configuration (see
+/// [`ClientTimeouts::from_options`]).
+pub fn client_timeouts(cfg: &Config) -> ClientTimeouts {
+    ClientTimeouts::from_options(
+        cfg.get_u64("client_mount_timeout").unwrap_or(300),
+        cfg.get_u64("rados_osd_op_timeout").unwrap_or(0),
+        cfg.get_u64("ms_connection_ready_timeout").unwrap_or(10),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -267,6 +270,7 @@ fn open_embedded(dir: &Path) -> Result<Arc<dyn Rados>, ConnectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| {
@@ -316,6 +320,33 @@ mod tests {
         assert_eq!(cfg.entity().to_string(), "client.glance");
         assert_eq!(cfg.get("keyring").as_deref(), Some("/k"));
         assert_eq!(cfg.get("mon_host").as_deref(), Some("10.0.0.2:3300"));
+    }
+
+    #[test]
+    fn timeouts_come_from_ceph_options() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let conf = dir.path().join("ceph.conf");
+        std::fs::write(
+            &conf,
+            "[global]\nmon_host = 10.0.0.1\nms connection ready timeout = 3\n\
+             [client]\nrados_osd_op_timeout = 7\nclient_mount_timeout = 20\n",
+        )
+        .expect("write");
+        let c = conf.to_string_lossy().to_string();
+        let cfg = build_config_with_env(&ConfigRequest::default(), &env(&[("CEPH_CONF", &c)]))
+            .expect("config");
+        let t = client_timeouts(&cfg);
+        assert_eq!(t.connect, Duration::from_secs(3));
+        assert_eq!(t.osd_op, Some(Duration::from_secs(7)));
+        assert_eq!(t.mon, Duration::from_secs(20));
+        // Defaults: 10 s handshakes, ops wait forever (rados_osd_op_timeout 0).
+        let cfg =
+            build_config_with_env(&ConfigRequest::default(), &env(&[("HOME", "/nonexistent")]))
+                .expect("config");
+        let t = client_timeouts(&cfg);
+        assert_eq!(t.connect, Duration::from_secs(10));
+        assert_eq!(t.osd_op, None);
+        assert_eq!(t.mon, Duration::from_secs(300));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct MonTimings {
     pub election_timeout: Duration,
     /// How long a command waits for a leader / quorum before EAGAIN.
     pub propose_timeout: Duration,
+    /// `ms_connection_ready_timeout`: a connection must authenticate
+    /// within this or is closed.
+    pub handshake: Duration,
 }
 
 impl Default for MonTimings {
@@ -31,6 +34,7 @@ impl Default for MonTimings {
             raft_heartbeat: Duration::from_millis(250),
             election_timeout: Duration::from_millis(1000),
             propose_timeout: Duration::from_secs(10),
+            handshake: Duration::from_secs(10),
         }
     }
 }

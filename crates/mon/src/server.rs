@@ -34,8 +34,6 @@ use crate::peer::{
 use crate::state::{Applied, CmdError, CmdResult, PoolParams, StateCmd};
 use crate::store::{Shared, TypeConfig};
 
-/// An unauthenticated connection must finish the handshake within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued for one connection's writer at most.
 const OUT_QUEUE: usize = 256;
 /// Requests of one connection processed concurrently at most.
@@ -338,25 +336,28 @@ impl Mon {
         let (mut rd, wr) = stream.into_split();
         let (out_tx, out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
         let writer = tokio::spawn(write_loop(wr, out_rx));
-        let session =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut rd, &out_tx, peer))
-                .await
-            {
-                Ok(Ok(s)) => Arc::new(s),
-                Ok(Err(msg)) => {
-                    tracing::warn!("mon.{}: handshake with {peer} failed: {msg}", self.cfg.name);
-                    drop(out_tx);
-                    let _ = writer.await;
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "mon.{}: {peer} did not authenticate within {HANDSHAKE_TIMEOUT:?}; closing",
-                        self.cfg.name
-                    );
-                    return;
-                }
-            };
+        let session = match tokio::time::timeout(
+            self.cfg.timings.handshake,
+            self.handshake(&mut rd, &out_tx, peer),
+        )
+        .await
+        {
+            Ok(Ok(s)) => Arc::new(s),
+            Ok(Err(msg)) => {
+                tracing::warn!("mon.{}: handshake with {peer} failed: {msg}", self.cfg.name);
+                drop(out_tx);
+                let _ = writer.await;
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "mon.{}: {peer} did not authenticate within {:?}; closing",
+                    self.cfg.name,
+                    self.cfg.timings.handshake
+                );
+                return;
+            }
+        };
         tracing::debug!(
             "mon.{}: {} authenticated from {peer}",
             self.cfg.name,
@@ -467,7 +468,16 @@ impl Mon {
             .await;
             Err::<Session, String>(message)
         };
-        let f = read_frame(rd).await.map_err(|e| e.to_string())?;
+        let f = match read_frame(rd).await {
+            Ok(f) => f,
+            Err(FrameError::BadVersion(v)) => {
+                // Tell a client of another release why, in our version
+                // (it fails at once instead of retrying), then close.
+                let _ = out.send(quarry_proto::version_mismatch_frame(v)).await;
+                return Err(FrameError::BadVersion(v).to_string());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let id = f.request_id;
         if f.kind != KIND_REQUEST {
             return Err(format!("frame kind {} before authentication", f.kind));

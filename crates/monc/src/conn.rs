@@ -33,6 +33,9 @@ pub enum ConnError {
     /// No reply in time.
     #[error("no reply from {0} within {1:?}")]
     Timeout(String, Duration),
+    /// The peer speaks another wire version (another release).
+    #[error("monitor {0}: {1}")]
+    Version(String, String),
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
@@ -49,6 +52,8 @@ pub struct Conn {
     closed: Arc<AtomicBool>,
     closed_rx: tokio::sync::watch::Receiver<bool>,
     reader: tokio::task::JoinHandle<()>,
+    /// Set when the peer turned out to speak another wire version.
+    version_error: Arc<Mutex<Option<String>>>,
 }
 
 impl Drop for Conn {
@@ -117,9 +122,26 @@ impl Conn {
         let rpending = pending.clone();
         let rclosed = closed.clone();
         let raddr = addr.to_string();
+        let version_error: Arc<Mutex<Option<String>>> = Arc::default();
+        let rversion = version_error.clone();
         let reader = tokio::spawn(async move {
             loop {
                 match read_frame(&mut rd).await {
+                    Ok(f) if f.kind == quarry_proto::K_VERSION_MISMATCH => {
+                        if let Ok(mut v) = rversion.lock() {
+                            *v = Some(
+                                f.decode()
+                                    .unwrap_or_else(|_| "wire version mismatch".into()),
+                            );
+                        }
+                        break;
+                    }
+                    Err(FrameError::BadVersion(v)) => {
+                        if let Ok(mut slot) = rversion.lock() {
+                            *slot = Some(FrameError::BadVersion(v).to_string());
+                        }
+                        break;
+                    }
                     Ok(f) if f.request_id == 0 => {
                         if let Some(h) = &on_push {
                             h(f);
@@ -157,7 +179,17 @@ impl Conn {
             closed,
             closed_rx,
             reader,
+            version_error,
         })
+    }
+
+    /// The error for a call on a closed connection: a wire version
+    /// mismatch if that is why it closed.
+    fn lost(&self, what: &str) -> ConnError {
+        match self.version_error.lock().ok().and_then(|v| v.clone()) {
+            Some(msg) => ConnError::Version(self.addr.clone(), msg),
+            None => ConnError::Lost(self.addr.clone(), what.into()),
+        }
     }
 
     /// Peer address.
@@ -179,7 +211,7 @@ impl Conn {
     /// Send `frame` (its request id is replaced) and wait for the reply.
     pub async fn call(&self, mut frame: Frame, timeout: Duration) -> Result<Frame, ConnError> {
         if self.is_closed() {
-            return Err(ConnError::Lost(self.addr.clone(), "closed".into()));
+            return Err(self.lost("closed"));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         frame.request_id = id;
@@ -193,15 +225,14 @@ impl Conn {
             if let Ok(mut p) = self.pending.lock() {
                 p.remove(&id);
             }
-            return Err(ConnError::Lost(self.addr.clone(), "closed".into()));
+            return Err(self.lost("closed"));
         }
         let res = tokio::time::timeout(timeout, async {
             self.tx
                 .send(frame)
                 .await
                 .map_err(|_| ConnError::Lost(self.addr.clone(), "writer gone".into()))?;
-            orx.await
-                .map_err(|_| ConnError::Lost(self.addr.clone(), "closed before reply".into()))
+            orx.await.map_err(|_| self.lost("closed before reply"))
         })
         .await;
         match res {

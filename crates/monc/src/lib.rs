@@ -71,6 +71,9 @@ pub enum MonClientError {
     /// The client was shut down.
     #[error("monitor client shut down")]
     Shutdown,
+    /// The monitor runs a release of another wire version.
+    #[error("{0}")]
+    Version(String),
 }
 
 impl MonClientError {
@@ -83,13 +86,16 @@ impl MonClientError {
             MonClientError::NoMonitors => Errno::ENOENT,
             MonClientError::Protocol(_) => Errno::EIO,
             MonClientError::Shutdown => Errno::ESHUTDOWN,
+            MonClientError::Version(_) => Errno::EOPNOTSUPP,
         }
     }
 
     /// A refusal that retrying with another monitor cannot fix.
     fn is_definitive(&self) -> bool {
         match self {
-            MonClientError::Auth(_) | MonClientError::NoMonitors => true,
+            MonClientError::Auth(_) | MonClientError::NoMonitors | MonClientError::Version(_) => {
+                true
+            }
             MonClientError::Remote { errno, .. } => {
                 matches!(errno, Errno::EACCES | Errno::EPERM | Errno::EINVAL)
             }
@@ -134,6 +140,7 @@ fn conn_err(e: ConnError, timeout: Duration) -> MonClientError {
         ConnError::Timeout(addr, t) => {
             MonClientError::Timeout(t, format!("no reply from monitor {addr}"))
         }
+        e @ ConnError::Version(..) => MonClientError::Version(e.to_string()),
         other => MonClientError::Timeout(timeout, other.to_string()),
     }
 }

@@ -135,6 +135,9 @@ pub struct OsdConfig {
     pub beacon_interval: Duration,
     /// Bound on monitor requests.
     pub mon_timeout: Duration,
+    /// `ms_connection_ready_timeout`: bound on a connection's handshake
+    /// (accepted, or to a peer OSD).
+    pub handshake_timeout: Duration,
 }
 
 /// Why the OSD stopped.

@@ -32,8 +32,6 @@ use crate::{OsdConfig, OsdError};
 const CONN_IN_FLIGHT: usize = 256;
 /// Responses queued for one connection's writer.
 const CONN_SEND_QUEUE: usize = 256;
-/// A peer must finish the handshake within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest an op waits inside the OSD (for a map or an active PG) before
 /// telling the client to retry; the client then re-evaluates placement.
 const OP_WAIT: Duration = Duration::from_secs(3);
@@ -41,6 +39,15 @@ const OP_WAIT: Duration = Duration::from_secs(3);
 const PEERING_PARALLEL: usize = 16;
 /// Pause between peering attempts that could not complete.
 const PEER_RETRY: Duration = Duration::from_millis(300);
+/// Bound on one request to a peer OSD outside the write path (peering,
+/// recovery, read repair): a peer cut off by the network neither answers
+/// nor resets the connection, and a peering stuck on it would hold the
+/// PG's write lock for good. The attempt fails and peering retries.
+const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on queueing a RepOp on a peer's connection (its send queue is
+/// full only when the peer stopped reading, e.g. cut off): the write
+/// fails, the PG re-peers, the client resends.
+const PEER_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 type WResult<T> = std::result::Result<T, WireError>;
 
@@ -261,11 +268,16 @@ struct Osd {
     monc: Arc<MonClient>,
     service_key: [u8; 32],
     pgs: Mutex<HashMap<PgId, Arc<Pg>>>,
-    peers: Mutex<HashMap<OsdId, (String, Arc<Conn>)>>,
+    /// Connections to other OSDs, with the address and `up_from` epoch
+    /// they were made for (closed when the map says the peer went down or
+    /// restarted: see [`Osd::prune_peers`]).
+    peers: Mutex<quarry_client::ConnTable>,
     watches: Mutex<HashMap<ObjectId, Vec<WatchRec>>>,
     notifies: crate::notify::Notifies,
     next_conn: AtomicU64,
     peering: Semaphore,
+    /// `ms_connection_ready_timeout`.
+    handshake_timeout: Duration,
 }
 
 /// Who is on the other end of a connection.
@@ -360,6 +372,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         notifies: Default::default(),
         next_conn: AtomicU64::new(1),
         peering: Semaphore::new(PEERING_PARALLEL),
+        handshake_timeout: cfg.handshake_timeout,
     });
     // Serve before booting: peers may query us as soon as the map says up.
     let acceptor = osd.clone();
@@ -477,7 +490,16 @@ impl Osd {
     }
 
     async fn handshake(&self, s: &mut TcpStream) -> Result<Claims, String> {
-        let f = read_frame(s).await.map_err(|e| e.to_string())?;
+        let f = match read_frame(s).await {
+            Ok(f) => f,
+            Err(quarry_proto::FrameError::BadVersion(v)) => {
+                // Tell a peer of another release why, in our version (it
+                // fails at once instead of retrying), then close.
+                let _ = write_frame(s, &quarry_proto::version_mismatch_frame(v)).await;
+                return Err(quarry_proto::FrameError::BadVersion(v).to_string());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         if f.kind != K_HELLO {
             return Err(format!("expected hello, got kind {}", f.kind));
         }
@@ -527,17 +549,18 @@ impl Osd {
 
     async fn serve_conn(self: Arc<Self>, mut s: TcpStream, peer: String) {
         let _ = s.set_nodelay(true);
-        let claims = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut s)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::info!(osd = self.id, %peer, "refused connection: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(osd = self.id, %peer, "handshake timed out");
-                return;
-            }
-        };
+        let claims =
+            match tokio::time::timeout(self.handshake_timeout, self.handshake(&mut s)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::info!(osd = self.id, %peer, "refused connection: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(osd = self.id, %peer, "handshake timed out");
+                    return;
+                }
+            };
         let (rd, wr) = s.into_split();
         // Buffered: a frame's header, body and payload then usually take
         // one read syscall instead of three.
@@ -876,6 +899,22 @@ impl Osd {
         let write = req.is_write();
         let pg = self.object_pg_checked(ctx, epoch, &req.oid, write).await?;
         let (p, active) = self.primary_active(pg, epoch).await?;
+        if epoch < active.epoch {
+            // Sent before this interval began (Ceph's can_discard_op): the
+            // client has resent it since, or will when it sees the newer
+            // map, and this copy may be a stale duplicate that TCP delivers
+            // late (a link cut mid-send). Applying it could revert writes
+            // acknowledged meanwhile; refuse, and the client resends at the
+            // new map under the same tid (answered from the dup index if it
+            // was applied).
+            return Err(WireError::retry(
+                active.epoch,
+                format!(
+                    "op sent at epoch {epoch}, before pg {pg}'s interval began at {}",
+                    active.epoch
+                ),
+            ));
+        }
         let mut sreq = req;
         sreq.oid = store_oid(pg, &sreq.oid);
         if !write {
@@ -1143,13 +1182,13 @@ impl Osd {
 
     async fn peer_conn(&self, osd: OsdId) -> WResult<Arc<Conn>> {
         let map = self.map();
-        let addr = map
+        let (addr, up_from) = map
             .osds
             .get(&osd)
-            .map(|o| o.addr.clone())
+            .map(|o| (o.addr.clone(), o.up_from))
             .unwrap_or_default();
-        if let Some((a, c)) = lock(&self.peers).get(&osd) {
-            if *a == addr && !c.is_closed() {
+        if let Some((a, u, c)) = lock(&self.peers).get(&osd) {
+            if !c.is_closed() && (*u > up_from || (*a == addr && *u == up_from)) {
                 return Ok(c.clone());
             }
         }
@@ -1158,11 +1197,39 @@ impl Osd {
             .ticket()
             .await
             .map_err(|e| WireError::retry(map.epoch + 1, e.to_string()))?;
-        let c = Conn::connect(&addr, &ticket, Duration::from_secs(5))
+        let c = Conn::connect(&addr, &ticket, self.handshake_timeout)
             .await
             .map_err(|e| WireError::retry(map.epoch + 1, format!("osd.{osd}: {e}")))?;
-        lock(&self.peers).insert(osd, (addr, c.clone()));
+        if let Some((_, _, old)) = lock(&self.peers).insert(osd, (addr, up_from, c.clone())) {
+            old.close();
+        }
         Ok(c)
+    }
+
+    /// Close connections to peers the map says are down or restarted, so
+    /// whatever waits on them fails now (and is retried on a new
+    /// connection) instead of waiting out TCP's retransmission back-off
+    /// once the peer is reachable again (Ceph marks such sessions down).
+    fn prune_peers(&self, map: &ClusterMap) {
+        lock(&self.peers).retain(|osd, (_, u, c)| {
+            let keep = map.osds.get(osd).is_some_and(|o| o.up && o.up_from <= *u);
+            if !keep {
+                c.close();
+            }
+            keep
+        });
+    }
+
+    /// Forget and close `conn` as the connection to `osd`.
+    fn drop_peer(&self, osd: OsdId, conn: &Arc<Conn>) {
+        let mut peers = lock(&self.peers);
+        if peers
+            .get(&osd)
+            .is_some_and(|(_, _, c)| Arc::ptr_eq(c, conn))
+        {
+            peers.remove(&osd);
+        }
+        conn.close();
     }
 
     /// Queue a request to a peer now; the returned future is its answer.
@@ -1173,11 +1240,20 @@ impl Osd {
         data: Bytes,
     ) -> WResult<impl std::future::Future<Output = WResult<(Resp, Bytes)>> + '_> {
         let c = self.peer_conn(osd).await?;
+        let c2 = c.clone();
         let fail = move |e: quarry_client::conn::ConnError| {
-            lock(&self.peers).remove(&osd);
+            self.drop_peer(osd, &c2);
             WireError::retry(self.map().epoch + 1, format!("osd.{osd}: {e}"))
         };
-        let f = c.send(&req, data).await.map_err(fail)?;
+        let f = match tokio::time::timeout(PEER_SEND_TIMEOUT, c.send(&req, data)).await {
+            Ok(r) => r.map_err(fail.clone())?,
+            Err(_) => {
+                return Err(fail(quarry_client::conn::ConnError::Timeout(format!(
+                    "{} (send queue full)",
+                    c.addr()
+                ))))
+            }
+        };
         Ok(async move {
             match f.await {
                 Ok((Ok(r), d)) => Ok((r, d)),
@@ -1189,11 +1265,18 @@ impl Osd {
 
     async fn peer_call(&self, osd: OsdId, req: Request, data: Bytes) -> WResult<(Resp, Bytes)> {
         let c = self.peer_conn(osd).await?;
-        match c.call(&req, data).await {
+        let r = tokio::time::timeout(PEER_CALL_TIMEOUT, c.call(&req, data))
+            .await
+            .unwrap_or_else(|_| {
+                Err(quarry_client::conn::ConnError::Timeout(
+                    c.addr().to_string(),
+                ))
+            });
+        match r {
             Ok((Ok(r), d)) => Ok((r, d)),
             Ok((Err(e), _)) => Err(e),
             Err(e) => {
-                lock(&self.peers).remove(&osd);
+                self.drop_peer(osd, &c);
                 Err(WireError::retry(
                     self.map().epoch + 1,
                     format!("osd.{osd}: {e}"),
@@ -1388,6 +1471,7 @@ impl Osd {
         removed_seen: &mut HashMap<PoolId, usize>,
         first: bool,
     ) {
+        self.prune_peers(map);
         for (&pool, def) in &map.pools {
             for seed in 0..def.pg_num {
                 let pg = PgId { pool, seed };
@@ -1403,6 +1487,10 @@ impl Osd {
                         Some(a) => a.acting != up || rebooted(a),
                         None => lock(&p.peering_for).as_ref() != Some(&up),
                     };
+                    if cur.as_ref().is_some_and(rebooted) {
+                        // Clients moved their watches elsewhere meanwhile.
+                        self.drop_watches(map, pg);
+                    }
                     if needs {
                         self.start_peering(p, map.clone());
                     }
@@ -1411,6 +1499,7 @@ impl Osd {
                         p.peer_gen.fetch_add(1, Ordering::SeqCst);
                         *lock(&p.peering_for) = None;
                         p.active.send_replace(None);
+                        self.drop_watches(map, pg);
                     }
                 }
             }
@@ -1443,6 +1532,16 @@ impl Osd {
                 let _ = blocking(move || store.remove_pool(sp)).await;
             }
         }
+    }
+
+    /// Forget the watches on objects of `pg`: this OSD stopped being its
+    /// primary (or was marked down meanwhile), and clients re-register
+    /// their watches with the new primary. Kept, they would outlive an
+    /// unwatch sent to that primary and show the image busy for good once
+    /// this OSD is primary again.
+    fn drop_watches(&self, map: &ClusterMap, pg: PgId) {
+        lock(&self.watches)
+            .retain(|oid, _| map.object_pg(oid.pool, &oid.namespace, &oid.name).ok() != Some(pg));
     }
 
     fn start_peering(self: &Arc<Self>, p: Arc<Pg>, map: Arc<ClusterMap>) {

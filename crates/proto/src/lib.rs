@@ -26,6 +26,13 @@ use quarry_common::Errno;
 pub const MAGIC: u32 = u32::from_le_bytes(*b"QRY1");
 /// Wire format version.
 pub const VERSION: u8 = 1;
+/// Frame kind reserved in every protocol: a daemon's answer to a frame of
+/// another wire version, in its own version, before it closes the
+/// connection. A peer of another version fails to parse it with
+/// [`FrameError::BadVersion`] naming this side's version (magic, the
+/// version byte's offset and the header crc are the same in every
+/// version); one of this version reads the message in the body.
+pub const K_VERSION_MISMATCH: u8 = 0xFF;
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 36;
 /// Largest control body accepted (16 MiB).
@@ -60,8 +67,9 @@ pub enum FrameError {
     /// Not a Quarry frame (wrong magic), e.g. a foreign client on our port.
     #[error("bad frame magic {0:#010x}: peer does not speak the quarry protocol")]
     BadMagic(u32),
-    /// Unsupported wire version.
-    #[error("unsupported frame version {0}")]
+    /// The peer speaks another wire version (built from another release):
+    /// retrying cannot help, so callers fail at once (`EOPNOTSUPP`).
+    #[error("wire version mismatch: the peer speaks quarry wire version {0}, this build speaks version {VERSION} (upgrade both sides to one release)")]
     BadVersion(u8),
     /// The header checksum does not match: corruption in flight.
     #[error("frame header checksum mismatch")]
@@ -93,6 +101,7 @@ impl FrameError {
         match self {
             FrameError::Closed | FrameError::Io(_) => Errno::ENOTCONN,
             FrameError::TooLarge { .. } => Errno::E2BIG,
+            FrameError::BadVersion(_) => Errno::EOPNOTSUPP,
             _ => Errno::EIO,
         }
     }
@@ -137,6 +146,21 @@ impl Frame {
         let hcrc = crc32c::crc32c(&h[0..32]);
         h[32..36].copy_from_slice(&hcrc.to_le_bytes());
         Ok(h)
+    }
+}
+
+/// The frame answering a frame of wire version `theirs` (see
+/// [`K_VERSION_MISMATCH`]); its body is the message (a string).
+pub fn version_mismatch_frame(theirs: u8) -> Frame {
+    let msg = format!(
+        "wire version mismatch: this daemon speaks quarry wire version {VERSION}, the client sent version {theirs}"
+    );
+    Frame {
+        kind: K_VERSION_MISMATCH,
+        flags: 0,
+        request_id: 0,
+        body: encode_body(&msg).unwrap_or_default(),
+        data: Bytes::new(),
     }
 }
 
@@ -388,6 +412,29 @@ mod tests {
             read_frame(&mut &h[..]).await,
             Err(FrameError::TooLarge { what: "data", .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn other_wire_versions_are_named_and_fail_with_eopnotsupp() {
+        // A frame of another version is refused with both versions named.
+        let mut h = sample().header().expect("header");
+        h[4] = VERSION + 1;
+        let crc = crc32c::crc32c(&h[0..32]);
+        h[32..36].copy_from_slice(&crc.to_le_bytes());
+        let e = read_frame(&mut &h[..]).await.unwrap_err();
+        assert!(matches!(e, FrameError::BadVersion(v) if v == VERSION + 1));
+        assert_eq!(e.errno(), Errno::EOPNOTSUPP);
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("version {}", VERSION + 1)), "{msg}");
+        assert!(msg.contains(&format!("version {VERSION}")), "{msg}");
+        // The daemon's answer parses in this version and says the same.
+        let f = version_mismatch_frame(VERSION + 1);
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &f).await.expect("write");
+        let back = read_frame(&mut &buf[..]).await.expect("read");
+        assert_eq!(back.kind, K_VERSION_MISMATCH);
+        let msg: String = back.decode().expect("message");
+        assert!(msg.contains(&format!("version {}", VERSION + 1)), "{msg}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub fn fast_timings() -> MonTimings {
         raft_heartbeat: Duration::from_millis(100),
         election_timeout: Duration::from_millis(400),
         propose_timeout: Duration::from_secs(10),
+        ..MonTimings::default()
     }
 }
 
