@@ -50,6 +50,9 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse_from(tools::args());
+    if !matches!(cli.cmd, Cmd::Mon(_) | Cmd::Osd(_)) {
+        default_sigpipe();
+    }
     let r = match cli.cmd {
         Cmd::Mon(a) => cluster::mon(a),
         Cmd::Osd(a) => cluster::osd(a),
@@ -69,5 +72,17 @@ fn main() {
     if let Err(e) = r {
         eprintln!("quarry: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Lets a closed stdout pipe end a command quietly, as it ends any Unix
+/// tool (`quarry up | head -1`, `rbd export img - | head -c 1`): Rust
+/// ignores SIGPIPE, so the next print would panic instead. The daemons keep
+/// ignoring it (a peer closing a socket must not kill them).
+fn default_sigpipe() {
+    // SAFETY: called at start-up, before any thread exists; resetting a
+    // signal's disposition to its default has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
