@@ -142,12 +142,14 @@ pub fn block_crc(blk: u64, data: &[u8]) -> u32 {
 }
 
 /// Encode a block value: crc32c (LE) then the data.
+#[cfg(test)]
 pub fn encode_block_into(out: &mut [u8], blk: u64, data: &[u8]) {
     out[..4].copy_from_slice(&block_crc(blk, data).to_le_bytes());
     out[4..].copy_from_slice(data);
 }
 
 /// Verify a block value and return its data; `None` on mismatch.
+#[cfg(test)]
 pub fn decode_block(blk: u64, val: &[u8]) -> Option<&[u8]> {
     if val.len() < 4 || val.len() > 4 + BLOCK_SIZE as usize {
         return None;
@@ -155,6 +157,50 @@ pub fn decode_block(blk: u64, val: &[u8]) -> Option<&[u8]> {
     let crc = u32::from_le_bytes(val[..4].try_into().ok()?);
     let data = &val[4..];
     (block_crc(blk, data) == crc).then_some(data)
+}
+
+/// A `data` index entry: where a block's bytes lie in the data log, how
+/// long they are, and their crc32c (seeded by block index, see
+/// [`block_crc`]), checked on every read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockPtr {
+    /// Segment id.
+    pub seg: u32,
+    /// Byte offset in the segment.
+    pub off: u64,
+    /// Data length (1..=BLOCK_SIZE).
+    pub len: u32,
+    /// crc32c of the data, seeded with the block index.
+    pub crc: u32,
+}
+
+/// Bytes of an encoded [`BlockPtr`].
+pub const BLOCK_PTR_LEN: usize = 20;
+
+impl BlockPtr {
+    /// seg u32 | off u64 | len u32 | crc u32, little-endian.
+    pub fn encode(&self) -> [u8; BLOCK_PTR_LEN] {
+        let mut b = [0u8; BLOCK_PTR_LEN];
+        b[..4].copy_from_slice(&self.seg.to_le_bytes());
+        b[4..12].copy_from_slice(&self.off.to_le_bytes());
+        b[12..16].copy_from_slice(&self.len.to_le_bytes());
+        b[16..].copy_from_slice(&self.crc.to_le_bytes());
+        b
+    }
+
+    /// Inverse of [`BlockPtr::encode`]; `None` if malformed.
+    pub fn decode(v: &[u8]) -> Option<BlockPtr> {
+        if v.len() != BLOCK_PTR_LEN {
+            return None;
+        }
+        let p = BlockPtr {
+            seg: u32::from_le_bytes(v[..4].try_into().ok()?),
+            off: u64::from_le_bytes(v[4..12].try_into().ok()?),
+            len: u32::from_le_bytes(v[12..16].try_into().ok()?),
+            crc: u32::from_le_bytes(v[16..].try_into().ok()?),
+        };
+        (p.len >= 1 && p.len as u64 <= BLOCK_SIZE).then_some(p)
+    }
 }
 
 /// Encode an omap value: crc32c (LE) of the value then the value.

@@ -22,8 +22,8 @@ use quarry_rados::{
 };
 use redb::ReadableTable;
 
-use crate::codec::{self, CloneMeta, InstMeta, ObjRecord, BLOCK_SIZE};
-use crate::tables::{Tbl, WTables};
+use crate::codec::{self, BlockPtr, CloneMeta, InstMeta, ObjRecord, BLOCK_SIZE};
+use crate::tables::{BlockSource, Tbl, WTables};
 
 /// Largest object size accepted (1 TiB); larger writes are `EFBIG`.
 pub const MAX_OBJECT_SIZE: u64 = 1 << 40;
@@ -194,9 +194,10 @@ pub fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
-/// Read access to the data and omap tables for one object.
+/// Read access to the data and omap tables (and the data log) for one object.
 struct Src<'t, D, O> {
     data: &'t D,
+    blocks: &'t dyn BlockSource,
     omap: &'t O,
     okey: &'t [u8],
     oid: &'t ObjectId,
@@ -226,14 +227,26 @@ impl<D: RTable, O: RTable> Src<'_, D, O> {
             _ => return Ok(None),
         };
         let key = codec::block_key(&codec::inst_key(self.okey, inst), blk);
-        match self.data.get(key.as_slice()).map_err(sio)? {
-            None => Ok(None),
-            Some(v) => {
-                let d = codec::decode_block(blk, v.value())
-                    .ok_or_else(|| self.corrupt_block(inst, blk))?;
-                Ok(Some(d.to_vec()))
-            }
+        let p = match self.data.get(key.as_slice()).map_err(sio)? {
+            None => return Ok(None),
+            Some(v) => BlockPtr::decode(v.value()).ok_or_else(|| self.corrupt_block(inst, blk))?,
+        };
+        let d = self.read_err(inst, blk, self.blocks.read_at(p.seg, p.off, p.len as usize))?;
+        if codec::block_crc(blk, &d) != p.crc {
+            return Err(self.corrupt_block(inst, blk));
         }
+        Ok(Some(d))
+    }
+
+    /// Name the object and block on a failed log read.
+    fn read_err<T>(&self, inst: SnapId, blk: u64, r: Result<T>) -> Result<T> {
+        r.map_err(|e| {
+            RadosError::io(format!(
+                "{}: reading object {} instance {inst:#x} block {blk}",
+                e.context,
+                Name(self.oid)
+            ))
+        })
     }
 
     /// Present blocks with index in `[start, end)`, ascending, verified.
@@ -245,6 +258,7 @@ impl<D: RTable, O: RTable> Src<'_, D, O> {
                 let ikey = codec::inst_key(self.okey, inst);
                 let lo = codec::block_key(&ikey, start);
                 let hi = codec::block_key(&ikey, bend);
+                let mut ptrs: Vec<(u64, BlockPtr)> = Vec::new();
                 for item in self
                     .data
                     .range::<&[u8]>(lo.as_slice()..hi.as_slice())
@@ -256,9 +270,39 @@ impl<D: RTable, O: RTable> Src<'_, D, O> {
                     if ds.dirty.contains_key(&blk) {
                         continue;
                     }
-                    let d = codec::decode_block(blk, v.value())
-                        .ok_or_else(|| self.corrupt_block(inst, blk))?;
-                    out.insert(blk, d.to_vec());
+                    let p =
+                        BlockPtr::decode(v.value()).ok_or_else(|| self.corrupt_block(inst, blk))?;
+                    ptrs.push((blk, p));
+                }
+                // Blocks written together lie together in the log: one
+                // pread per run of adjacent blocks.
+                let mut i = 0;
+                while i < ptrs.len() {
+                    let (seg, off) = (ptrs[i].1.seg, ptrs[i].1.off);
+                    let mut end = off + ptrs[i].1.len as u64;
+                    let mut j = i + 1;
+                    while j < ptrs.len()
+                        && ptrs[j].1.seg == seg
+                        && ptrs[j].1.off == end
+                        && end - off < (4 << 20)
+                    {
+                        end += ptrs[j].1.len as u64;
+                        j += 1;
+                    }
+                    let run = self.read_err(
+                        inst,
+                        ptrs[i].0,
+                        self.blocks.read_at(seg, off, (end - off) as usize),
+                    )?;
+                    for (blk, p) in &ptrs[i..j] {
+                        let s = (p.off - off) as usize;
+                        let d = &run[s..s + p.len as usize];
+                        if codec::block_crc(*blk, d) != p.crc {
+                            return Err(self.corrupt_block(inst, *blk));
+                        }
+                        out.insert(*blk, d.to_vec());
+                    }
+                    i = j;
                 }
             }
         }
@@ -428,6 +472,7 @@ pub fn load_record<M: RTable>(meta: &M, okey: &[u8], oid: &ObjectId) -> Result<O
 pub fn stage<M: RTable, D: RTable, O: RTable>(
     meta: &M,
     data: &D,
+    blocks: &dyn BlockSource,
     omap: &O,
     req: &OpRequest,
     last_version: u64,
@@ -457,6 +502,7 @@ pub fn stage<M: RTable, D: RTable, O: RTable>(
     let okey = codec::obj_key(oid.pool, &oid.namespace, &oid.name);
     let src = Src {
         data,
+        blocks,
         omap,
         okey: &okey,
         oid,
@@ -1008,6 +1054,9 @@ fn copy_prefix(
         Some(b) => Some(b.to_vec()),
         None => codec::prefix_end(from_prefix),
     };
+    if which == Tbl::Data {
+        return copy_blocks(t, from_prefix, to_prefix, hi.as_deref());
+    }
     let mut items = Vec::new();
     {
         let table = t.table(which);
@@ -1033,6 +1082,47 @@ fn copy_prefix(
     Ok((bytes, n))
 }
 
+/// Copy the data blocks under `from_prefix` (below `hi`) to `to_prefix`:
+/// the bytes are copied into the data log (each index entry owns its bytes,
+/// which is what lets compaction find every live block from the record
+/// that holds it), keeping each block's stored checksum. Returns the data
+/// bytes copied and how many blocks.
+fn copy_blocks(
+    t: &mut WTables<'_>,
+    from_prefix: &[u8],
+    to_prefix: &[u8],
+    hi: Option<&[u8]>,
+) -> FlushResult<(u64, u64)> {
+    let mut items: Vec<(Vec<u8>, u64, BlockPtr)> = Vec::new();
+    {
+        let table = t.table(Tbl::Data);
+        let iter = match hi {
+            Some(hi) => table.range::<&[u8]>(from_prefix..hi),
+            None => table.range::<&[u8]>(from_prefix..),
+        }
+        .map_err(sio)?;
+        for item in iter {
+            let (k, v) = item.map_err(sio)?;
+            let suffix = k.value().get(from_prefix.len()..).unwrap_or_default();
+            let blk = codec::block_index(k.value(), from_prefix.len())
+                .ok_or_else(|| RadosError::io("local store: corrupted data key"))?;
+            let p = BlockPtr::decode(v.value())
+                .ok_or_else(|| RadosError::io("local store: corrupted data index entry"))?;
+            let mut nk = to_prefix.to_vec();
+            nk.extend_from_slice(suffix);
+            items.push((nk, blk, p));
+        }
+    }
+    let (mut bytes, mut n) = (0u64, 0u64);
+    for (k, blk, p) in items {
+        let d = t.read_at(p.seg, p.off, p.len as usize)?;
+        bytes += d.len() as u64;
+        n += 1;
+        t.put_block(&k, blk, &d, Some(p.crc))?;
+    }
+    Ok((bytes, n))
+}
+
 /// Delta of pool counters caused by a flush.
 #[derive(Default, Debug, Clone, Copy)]
 pub struct Delta {
@@ -1054,7 +1144,7 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
     if let Some(id) = plan.new_clone {
         let ckey = codec::inst_key(okey, id);
         if orig_stored > 0 {
-            copy_prefix(t, Tbl::Data, &head_key, &ckey, None, 4)?;
+            copy_prefix(t, Tbl::Data, &head_key, &ckey, None, 0)?;
         }
         if orig_omap > 0 {
             copy_prefix(t, Tbl::Omap, &head_key, &ckey, None, 0)?;
@@ -1074,40 +1164,37 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
         Base::Inst(NOSNAP) => {
             if plan.hd.limit != u64::MAX && stored > 0 {
                 let from = codec::block_key(&head_key, plan.hd.limit);
-                let (b, _) = delete_prefix(t, Tbl::Data, &head_key, Some(&from), 4)?;
+                let (b, _) = delete_prefix(t, Tbl::Data, &head_key, Some(&from), 0)?;
                 stored -= b.min(stored);
             }
         }
         Base::Empty => {
             if stored > 0 {
-                delete_prefix(t, Tbl::Data, &head_key, None, 4)?;
+                delete_prefix(t, Tbl::Data, &head_key, None, 0)?;
                 stored = 0;
             }
         }
         Base::Inst(x) => {
             if stored > 0 {
-                delete_prefix(t, Tbl::Data, &head_key, None, 4)?;
+                delete_prefix(t, Tbl::Data, &head_key, None, 0)?;
             }
             let xkey = codec::inst_key(okey, x);
             let below = (plan.hd.limit != u64::MAX).then(|| codec::block_key(&xkey, plan.hd.limit));
-            let (b, _) = copy_prefix(t, Tbl::Data, &xkey, &head_key, below.as_deref(), 4)?;
+            let (b, _) = copy_prefix(t, Tbl::Data, &xkey, &head_key, below.as_deref(), 0)?;
             stored = b;
         }
     }
-    let mut val = Vec::with_capacity(4 + BLOCK_SIZE as usize);
     for (blk, d) in std::mem::take(&mut plan.hd.dirty) {
         let key = codec::block_key(&head_key, blk);
         let old = match d {
             Some(d) if !d.is_empty() => {
-                val.resize(4 + d.len(), 0);
-                codec::encode_block_into(&mut val, blk, &d);
                 stored += d.len() as u64;
-                t.put(Tbl::Data, &key, &val)?
+                t.put_block(&key, blk, &d, None)?
             }
             _ => t.del(Tbl::Data, &key)?,
         };
         if let Some(old) = old {
-            stored = stored.saturating_sub((old as u64).saturating_sub(4));
+            stored = stored.saturating_sub(old as u64);
         }
     }
 
@@ -1184,7 +1271,7 @@ pub fn trim_object(
         let c = rec.clones.remove(i);
         let ckey = codec::inst_key(okey, c.id);
         if c.inst.stored > 0 {
-            delete_prefix(t, Tbl::Data, &ckey, None, 4)?;
+            delete_prefix(t, Tbl::Data, &ckey, None, 0)?;
         }
         if c.inst.omap_count > 0 {
             delete_prefix(t, Tbl::Omap, &ckey, None, 0)?;

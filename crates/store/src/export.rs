@@ -6,7 +6,9 @@
 //! authority, clones and versions included. The format is physical (raw
 //! table entries, keys relative to the object's key), so nothing is
 //! re-executed: block checksums travel with the blocks and are verified by
-//! the importer's later reads exactly as on the exporter.
+//! the importer's later reads exactly as on the exporter. A data entry's
+//! value is the block's stored crc32c (LE) then its bytes, read from the
+//! data log; the importer appends the bytes to its own log.
 //!
 //! Format: magic `QOX1`, then entries `[table u8][key len u32 LE][key
 //! suffix][value len u32 LE][value]`. An absent object exports as `None`.
@@ -17,9 +19,9 @@
 use quarry_rados::{RadosError, Result};
 use redb::ReadableTable;
 
-use crate::codec::{self, ObjRecord};
+use crate::codec::{self, BlockPtr, ObjRecord, BLOCK_SIZE};
 use crate::exec::{sio, RTable};
-use crate::tables::{Tbl, WTables};
+use crate::tables::{BlockSource, Tbl, WTables};
 
 const MAGIC: &[u8; 4] = b"QOX1";
 
@@ -42,6 +44,7 @@ fn push_entry(out: &mut Vec<u8>, which: Tbl, suffix: &[u8], val: &[u8]) -> Resul
 pub fn export<M: RTable, D: RTable, O: RTable, S: RTable>(
     meta: &M,
     data: &D,
+    blocks: &dyn BlockSource,
     omap: &O,
     snapped: &S,
     okey: &[u8],
@@ -61,9 +64,21 @@ pub fn export<M: RTable, D: RTable, O: RTable, S: RTable>(
                 .into_iter()
                 .map(|e| (Tbl::Omap, e)),
         );
+    let mut val = Vec::with_capacity(4 + BLOCK_SIZE as usize);
     for (which, (k, v)) in entries {
         let suffix = k.get(okey.len()..).unwrap_or_default();
-        push_entry(&mut out, which, suffix, &v)?;
+        if which == Tbl::Data {
+            let p = BlockPtr::decode(&v)
+                .ok_or_else(|| RadosError::io("corrupted data index entry in an export"))?;
+            val.clear();
+            val.extend_from_slice(&p.crc.to_le_bytes());
+            // Raw bytes with their stored checksum: a corrupt block stays
+            // detectably corrupt on the importer.
+            val.extend_from_slice(&blocks.read_at(p.seg, p.off, p.len as usize)?);
+            push_entry(&mut out, which, suffix, &val)?;
+        } else {
+            push_entry(&mut out, which, suffix, &v)?;
+        }
     }
     if snapped.get(okey).map_err(sio)?.is_some() {
         push_entry(&mut out, Tbl::Snapped, &[], &[])?;
@@ -124,6 +139,10 @@ pub fn parse<'a>(buf: &'a [u8], what: &dyn std::fmt::Display) -> Result<Parsed<'
             Tbl::Meta => rec = Some(ObjRecord::decode(v, what)?),
             // An instance id (8 bytes) starts every data and omap key.
             Tbl::Data | Tbl::Omap if k.len() < 8 => return Err(bad("short instance key")),
+            // An instance id and a block index; crc32c and 1..=4096 bytes.
+            Tbl::Data if k.len() < 16 || v.len() < 5 || v.len() > 4 + BLOCK_SIZE as usize => {
+                return Err(bad("malformed data block"))
+            }
             _ => {}
         }
         entries.push((which, k, v));
@@ -184,7 +203,15 @@ pub fn install(t: &mut WTables<'_>, okey: &[u8], p: &Parsed<'_>) -> Result<()> {
         key.clear();
         key.extend_from_slice(okey);
         key.extend_from_slice(suffix);
-        t.put(*which, &key, val)?;
+        if *which == Tbl::Data {
+            // `parse` checked the lengths.
+            let blk = codec::block_index(&key, key.len() - 8)
+                .ok_or_else(|| RadosError::io("malformed data key in an export"))?;
+            let crc = u32::from_le_bytes([val[0], val[1], val[2], val[3]]);
+            t.put_block(&key, blk, &val[4..], Some(crc))?;
+        } else {
+            t.put(*which, &key, val)?;
+        }
     }
     Ok(())
 }

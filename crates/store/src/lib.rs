@@ -41,11 +41,13 @@ mod codec;
 mod embedded;
 mod exec;
 mod export;
+mod seglog;
 mod store;
 mod tables;
-mod wal;
 
 pub use codec::BLOCK_SIZE;
 pub use embedded::Embedded;
 pub use exec::MAX_OBJECT_SIZE;
-pub use store::{Logged, PendingOp, Store, StoreUsage, SysUpdates, MAX_BATCH, QUEUE_CAPACITY};
+pub use store::{
+    Logged, PendingOp, Store, StoreOptions, StoreUsage, SysUpdates, MAX_BATCH, QUEUE_CAPACITY,
+};

@@ -14,13 +14,17 @@
 //!
 //! The instance id is the clone id, or `NOSNAP` for the head.
 //!
+//! The `data` values are pointers into the data log (see `seglog`): the
+//! block bytes live in segment files, appended once per batch together
+//! with the batch's metadata redo.
+//!
 //! Architecture invariant: exactly one thread (the writer) opens write
-//! transactions; everything that mutates goes through its bounded queue, so
-//! requests are serialized and many are committed with one fdatasync (of
-//! the write-ahead log, see `wal`; or of redb itself at checkpoints). The
-//! log is written by a second thread (the syncer) so that applying a batch
-//! overlaps the previous batch's fdatasync; nothing a batch changed is
-//! visible to readers or answered before its log record is durable.
+//! transactions and appends to the data log; everything that mutates goes
+//! through its bounded queue, so requests are serialized and many are made
+//! durable with one fdatasync of the active segment. A second thread (the
+//! syncer) runs that fdatasync so that applying a batch overlaps the
+//! previous batch's; nothing a batch changed is visible to readers or
+//! answered before its log record is durable.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -33,21 +37,37 @@ use quarry_rados::{
 };
 use redb::{Database, Durability, ReadableTable};
 
-use crate::codec::{self, ObjRecord, PoolCounters};
+use crate::codec::{self, BlockPtr, ObjRecord, PoolCounters};
 use crate::exec::{self, sio};
 use crate::export;
-use crate::tables::{self, Tbl, WTables};
-use crate::wal::{self, Records, Wal};
+use crate::seglog::{self, Pos, SegFile, Segments};
+use crate::tables::{self, Redo, Tbl, WTables};
 
-/// `sys` key of the last LSN whose effects redb holds durably.
-const CHECKPOINT_KEY: &[u8] = b"wal.checkpoint";
+/// `sys` key of the checkpoint: the last LSN whose effects redb holds
+/// durably (u64 LE) and the log position after its record (`Pos`).
+const CHECKPOINT_KEY: &[u8] = b"log.checkpoint";
+/// `sys` key of the on-disk format version.
+const FORMAT_KEY: &[u8] = b"store.format";
+const FORMAT: &[u8] = b"2";
+/// A checkpoint (durable redb commit) is taken after this much data log.
+/// It bounds recovery time and the log kept for replay, and frees the
+/// pages redb's non-durable commits released meanwhile.
+const CHECKPOINT_LOG_BYTES: u64 = 256 << 20;
+/// ... or after this many redb transactions (~50 ms each when busy): redb
+/// reuses freed pages only after a durable commit, so this bounds how much
+/// the metadata file grows between checkpoints under small writes.
+const CHECKPOINT_TXNS: u32 = 100;
+/// Live data a compaction step copies at most (bounds the writer's pause).
+const COMPACT_COPY_BYTES: u64 = 8 << 20;
+/// Log a compaction step reads at most.
+const COMPACT_SCAN_BYTES: u64 = 32 << 20;
 
 /// Pending requests the writer queue holds before submitters wait.
 pub const QUEUE_CAPACITY: usize = 256;
 /// Most requests made durable by one log append (one fdatasync).
 pub const MAX_BATCH: usize = 128;
-/// Most payload bytes in one batch (bounds its memory).
-pub const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Most payload bytes in one batch (bounds its memory and its log record).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 /// How long one redb transaction stays open collecting batches. redb's
 /// commit costs as much CPU as the writes it commits (tree finalization,
 /// page checksums, freed-page bookkeeping, a pwrite per dirty page):
@@ -62,8 +82,25 @@ const MAX_TXN_BATCHES: usize = 512;
 const SYNC_QUEUE: usize = 64;
 /// Log bytes handed to the log syncer before the writer waits.
 const SYNC_QUEUE_BYTES: usize = 64 << 20;
-/// redb page cache size.
-const CACHE_BYTES: usize = 64 << 20;
+/// redb page cache size: redb holds metadata only (about 80 bytes per
+/// 4 KiB block of data), so a small cache covers the hot part.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// Tunables of [`Store::open_with`] (tests force compaction with small
+/// segments).
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    /// Size after which the data log rolls to a new segment file.
+    pub segment_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_bytes: seglog::SEGMENT_BYTES,
+        }
+    }
+}
 
 /// Space accounting of the whole store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,7 +109,8 @@ pub struct StoreUsage {
     pub stored_bytes: u64,
     /// Objects (heads and clones), all pools.
     pub objects: u64,
-    /// Size of the database file on disk (0 in memory).
+    /// Size of the store's files on disk: metadata database and data log
+    /// segments (in memory: the segments).
     pub file_bytes: u64,
 }
 
@@ -221,6 +259,7 @@ impl Pending {
 struct Inner {
     db: Database,
     path: Option<PathBuf>,
+    segs: Arc<Segments>,
     queue: Mutex<Queue>,
     not_empty: Condvar,
     not_full: Condvar,
@@ -228,10 +267,11 @@ struct Inner {
     sync: Syncer,
 }
 
-/// A batch the writer applied, on its way through the log syncer: its log
-/// record (none if it changed nothing), what it changed, its answers.
+/// A batch the writer applied, on its way through the log syncer: the
+/// segment its record was written to (none if it changed nothing), what it
+/// changed, its answers.
 struct Synced {
-    rec: Option<(u64, Vec<u8>)>,
+    rec: Option<(Arc<SegFile>, usize)>,
     touched: Pending,
     replies: Vec<(ReplyTo, Answer)>,
 }
@@ -248,9 +288,9 @@ struct SyncQueue {
     failed: Option<String>,
 }
 
-/// The hand-off between the writer thread (applies batches to redb) and
-/// the syncer thread (writes their log records, one fdatasync per group,
-/// then publishes and answers them in order). The writer applies the next
+/// The hand-off between the writer thread (applies batches to redb and
+/// writes their log records) and the syncer thread (one fdatasync per
+/// group, then publishes and answers them in order). The writer applies the next
 /// batch while the previous one's fdatasync runs, and batches that queue
 /// up meanwhile share the next one.
 #[derive(Default)]
@@ -280,7 +320,7 @@ impl Syncer {
             }
             return Err(e);
         }
-        q.bytes += j.rec.as_ref().map_or(0, |r| r.1.len());
+        q.bytes += j.rec.as_ref().map_or(0, |r| r.1);
         q.jobs.push_back(j);
         drop(q);
         self.work.notify_one();
@@ -322,7 +362,19 @@ fn failed_like(a: &Answer, e: RadosError) -> Answer {
     }
 }
 
-fn syncer_main(inner: Arc<Inner>, file: Arc<std::fs::File>) {
+/// fdatasync every distinct segment of a group, oldest first.
+fn sync_files(files: &[Arc<SegFile>]) -> std::io::Result<()> {
+    let mut done: Vec<&Arc<SegFile>> = Vec::new();
+    for f in files {
+        if !done.iter().any(|d| Arc::ptr_eq(d, f)) {
+            f.sync_data()?;
+            done.push(f);
+        }
+    }
+    Ok(())
+}
+
+fn syncer_main(inner: Arc<Inner>) {
     let sync = &inner.sync;
     loop {
         let mut jobs: Vec<Synced> = {
@@ -338,11 +390,14 @@ fn syncer_main(inner: Arc<Inner>, file: Arc<std::fs::File>) {
             q.jobs.drain(..).collect()
         };
         sync.changed.notify_all();
-        let recs: Vec<(u64, Vec<u8>)> = jobs.iter_mut().filter_map(|j| j.rec.take()).collect();
+        let files: Vec<Arc<SegFile>> = jobs
+            .iter_mut()
+            .filter_map(|j| j.rec.take().map(|r| r.0))
+            .collect();
         let prior = lock(&sync.q).failed.clone();
         let r = match prior {
             Some(e) => Err(e),
-            None => std::panic::catch_unwind(|| wal::write_durable(&file, &recs))
+            None => std::panic::catch_unwind(|| sync_files(&files))
                 .unwrap_or_else(|_| Err(std::io::Error::other("log syncer panicked")))
                 .map_err(|e| e.to_string()),
         };
@@ -402,92 +457,148 @@ fn mismatched() -> RadosError {
 }
 
 impl Store {
-    /// Open (or create) the store in `dir` (files `dir/store.redb` and the
-    /// write-ahead log `dir/store.wal`).
+    /// Open (or create) the store in `dir` (the metadata database
+    /// `dir/meta.redb` and the data log's segments under `dir/log`).
     pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with explicit tunables.
+    pub fn open_with(dir: &Path, opts: StoreOptions) -> Result<Store> {
         std::fs::create_dir_all(dir)
             .map_err(|e| RadosError::io(format!("create {}: {e}", dir.display())))?;
-        let path = dir.join("store.redb");
+        let old = dir.join("store.redb");
+        if old.exists() {
+            return Err(RadosError::io(format!(
+                "{} is a store of the old format (data inside redb, before the data log); \
+                 this version cannot read it: move it away and re-create the store \
+                 (an OSD backfills from its peers)",
+                old.display()
+            )));
+        }
+        let path = dir.join("meta.redb");
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|e| RadosError::io(format!("open {}: {e}", path.display())))?;
-        let wal_path = dir.join("store.wal");
-        let (wal, records) = Wal::open(&wal_path)
-            .map_err(|e| RadosError::io(format!("open {}: {e}", wal_path.display())))?;
-        Self::start(db, Some(path), Some((wal, records)))
+        let log_dir = dir.join("log");
+        let segs = Segments::open(Some(&log_dir))
+            .map_err(|e| RadosError::io(format!("open {}: {e}", log_dir.display())))?;
+        Self::start(db, Some(path), segs, opts)
     }
 
-    /// A store in memory (redb's in-memory backend; same code path, no log).
+    /// A store in memory (redb's in-memory backend and in-memory log
+    /// segments; same code path, nothing durable).
     pub fn open_memory() -> Result<Store> {
+        Self::open_memory_with(StoreOptions::default())
+    }
+
+    /// [`Store::open_memory`] with explicit tunables.
+    pub fn open_memory_with(opts: StoreOptions) -> Result<Store> {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(sio)?;
-        Self::start(db, None, None)
+        let segs = Segments::open(None).map_err(sio)?;
+        Self::start(db, None, segs, opts)
     }
 
-    fn start(db: Database, path: Option<PathBuf>, wal: Option<(Wal, Records)>) -> Result<Store> {
+    fn start(
+        db: Database,
+        path: Option<PathBuf>,
+        segs: Segments,
+        opts: StoreOptions,
+    ) -> Result<Store> {
+        let segs = Arc::new(segs);
+        let lio = |e: std::io::Error| RadosError::io(format!("data log: {e}"));
         // Create every table up front so readers never see a missing table,
         // and replay the log's records past the last checkpoint.
         let mut txn = db.begin_write().map_err(sio)?;
-        let mut lsn;
+        let lsn;
+        let end;
+        let active;
         {
-            let mut t = WTables::open(&txn, false)?;
-            let cp = match t.table(Tbl::Sys).get(CHECKPOINT_KEY).map_err(sio)? {
-                Some(v) => u64::from_le_bytes(
-                    v.value()
-                        .try_into()
-                        .map_err(|_| RadosError::io("corrupted WAL checkpoint record"))?,
-                ),
-                None => 0,
-            };
-            lsn = cp;
-            if let Some((_, records)) = &wal {
-                for (rlsn, body) in records.iter().filter(|(l, _)| *l > cp) {
-                    if *rlsn != lsn + 1 {
-                        return Err(RadosError::io(format!(
-                            "write-ahead log gap: checkpoint {cp}, next record {rlsn}"
-                        )));
-                    }
-                    tables::replay(&mut t, body)?;
-                    lsn = *rlsn;
+            let mut t = WTables::open(&txn, false, segs.clone())?;
+            match t.table(Tbl::Sys).get(FORMAT_KEY).map_err(sio)? {
+                Some(v) if v.value() != FORMAT => {
+                    return Err(RadosError::io(format!(
+                        "local store format {:?} is not {:?}, which this version reads",
+                        String::from_utf8_lossy(v.value()),
+                        String::from_utf8_lossy(FORMAT)
+                    )))
                 }
+                _ => {}
             }
-            t.put(Tbl::Sys, CHECKPOINT_KEY, &lsn.to_le_bytes())?;
+            let (cp, from) = match t.table(Tbl::Sys).get(CHECKPOINT_KEY).map_err(sio)? {
+                Some(v) => {
+                    let v = v.value();
+                    let lsn = v
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes);
+                    match (lsn, v.get(8..).and_then(Pos::decode)) {
+                        (Some(l), Some(p)) => (l, p),
+                        _ => return Err(RadosError::io("corrupted data log checkpoint record")),
+                    }
+                }
+                None => (0, Pos::default()),
+            };
+            let (records, e) = seglog::recover(&segs, cp, from).map_err(lio)?;
+            let mut last = cp;
+            for r in &records {
+                tables::replay(&mut t, r.redo())?;
+                last = r.lsn;
+            }
+            drop(records);
+            lsn = last;
+            end = e;
+            active = seglog::cut(&segs, end).map_err(lio)?;
+            t.put(Tbl::Sys, FORMAT_KEY, FORMAT)?;
+            t.put(Tbl::Sys, CHECKPOINT_KEY, &checkpoint_value(lsn, end))?;
         }
         txn.set_durability(Durability::Immediate);
         txn.commit().map_err(sio)?;
-        let mut wal = wal.map(|(w, _)| w);
-        if let Some(w) = wal.as_mut() {
-            w.reset();
-        }
-        let ws = WriterState {
-            wal,
+        let live = {
+            let r = db.begin_read().map_err(sio)?;
+            let data = r.open_table(Tbl::Data.def()).map_err(sio)?;
+            tables::live_bytes(&data)?
+        };
+        let mut ws = WriterState {
+            durable_log: path.is_some(),
+            pos: end,
+            active,
+            seg_bytes: opts.segment_bytes.max(4096),
             lsn,
             dirty: false,
+            live,
+            since_cp: 0,
+            txns_since_cp: 0,
+            want_cp: false,
+            compact: None,
+            no_compact: HashSet::new(),
         };
         let inner = Arc::new(Inner {
             db,
             path,
+            segs,
             queue: Mutex::new(Queue::default()),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             pending: Mutex::new(Pending::default()),
             sync: Syncer::default(),
         });
-        let syncer = match ws.wal.as_ref() {
-            Some(w) => {
-                let file = w.file();
-                let i = inner.clone();
-                Some(
-                    std::thread::Builder::new()
-                        .name("quarry-store-sync".into())
-                        .spawn(move || syncer_main(i, file))
-                        .map_err(|e| RadosError::io(format!("spawn store log syncer: {e}")))?,
-                )
-            }
-            None => None,
+        // Segments emptied before a crash (or the last shutdown).
+        delete_dead_segments(&inner, &mut ws)?;
+        let syncer = if ws.durable_log {
+            let i = inner.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("quarry-store-sync".into())
+                    .spawn(move || syncer_main(i))
+                    .map_err(|e| RadosError::io(format!("spawn store log syncer: {e}")))?,
+            )
+        } else {
+            None
         };
         let w = inner.clone();
         let writer = std::thread::Builder::new()
@@ -646,12 +757,31 @@ impl Store {
                 _ => Err(mismatched()),
             };
         }
-        let txn = self.inner.db.begin_read().map_err(sio)?;
-        let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
-        let data = txn.open_table(Tbl::Data.def()).map_err(sio)?;
-        let omap = txn.open_table(Tbl::Omap.def()).map_err(sio)?;
-        let snapped = txn.open_table(Tbl::Snapped.def()).map_err(sio)?;
-        export::export(&meta, &data, &omap, &snapped, &okey)
+        self.retry_read(|| {
+            let txn = self.inner.db.begin_read().map_err(sio)?;
+            let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
+            let data = txn.open_table(Tbl::Data.def()).map_err(sio)?;
+            let omap = txn.open_table(Tbl::Omap.def()).map_err(sio)?;
+            let snapped = txn.open_table(Tbl::Snapped.def()).map_err(sio)?;
+            export::export(&meta, &data, &*self.inner.segs, &omap, &snapped, &okey)
+        })
+    }
+
+    /// Run a read on a read transaction; if it fails while a segment was
+    /// deleted meanwhile (compaction moved the blocks its older view points
+    /// at), run it again on a fresh view.
+    fn retry_read<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            let before = self.inner.segs.removals();
+            match f() {
+                Err(e) if tries < 3 && self.inner.segs.removals() != before => {
+                    tries += 1;
+                    let _ = e;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Make `oid` exactly the exported state (`None`: remove every instance),
@@ -707,11 +837,13 @@ impl Store {
                 _ => Err(mismatched()),
             };
         }
-        let txn = self.inner.db.begin_read().map_err(sio)?;
-        let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
-        let data = txn.open_table(Tbl::Data.def()).map_err(sio)?;
-        let omap = txn.open_table(Tbl::Omap.def()).map_err(sio)?;
-        Ok(exec::stage(&meta, &data, &omap, req, 0)?.reply)
+        self.retry_read(|| {
+            let txn = self.inner.db.begin_read().map_err(sio)?;
+            let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
+            let data = txn.open_table(Tbl::Data.def()).map_err(sio)?;
+            let omap = txn.open_table(Tbl::Omap.def()).map_err(sio)?;
+            Ok(exec::stage(&meta, &data, &*self.inner.segs, &omap, req, 0)?.reply)
+        })
     }
 
     /// Whether a pool-level read must go to the writer.
@@ -805,6 +937,7 @@ impl Store {
                 .map_err(|e| RadosError::io(format!("stat {}: {e}", p.display())))?
                 .len();
         }
+        u.file_bytes += self.inner.segs.bytes();
         Ok(u)
     }
 
@@ -829,7 +962,7 @@ impl Store {
         }
     }
 
-    /// The database file, if on disk.
+    /// The metadata database file, if on disk.
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
     }
@@ -920,12 +1053,167 @@ impl Drop for Store {
 
 /// State owned by the writer thread.
 struct WriterState {
-    /// The write-ahead log (`None` in memory: every commit is durable).
-    wal: Option<Wal>,
+    /// On disk: batches are answered once their record is fdatasynced and
+    /// redb is committed durably only at checkpoints. In memory every
+    /// commit is "durable" and answers wait for it.
+    durable_log: bool,
+    /// Where the next record goes.
+    pos: Pos,
+    /// The segment `pos` is in.
+    active: Arc<SegFile>,
+    /// Roll to a new segment once the active one is this large.
+    seg_bytes: u64,
     /// Last LSN handed out (a batch's sequence number).
     lsn: u64,
     /// Whether redb holds non-durable commits (covered by the log only).
     dirty: bool,
+    /// Live data bytes per segment, as the writer's transaction sees them.
+    live: HashMap<u32, u64>,
+    /// Log bytes and redb transactions since the last checkpoint.
+    since_cp: u64,
+    txns_since_cp: u32,
+    /// A checkpoint is wanted (segments wait for it to be deleted).
+    want_cp: bool,
+    /// The segment being compacted and the offset of its next record.
+    compact: Option<(u32, u64)>,
+    /// Segments compaction gave up on (unreadable records): kept.
+    no_compact: HashSet<u32>,
+}
+
+impl WriterState {
+    fn checkpoint_due(&self) -> bool {
+        self.dirty
+            && (self.want_cp
+                || self.since_cp >= CHECKPOINT_LOG_BYTES
+                || self.txns_since_cp >= CHECKPOINT_TXNS)
+    }
+
+    fn add_live(&mut self, delta: HashMap<u32, i64>) {
+        for (seg, d) in delta {
+            let e = self.live.entry(seg).or_default();
+            *e = (*e as i64 + d).max(0) as u64;
+        }
+    }
+
+    /// Sealed segments (every one before the active segment) and sizes.
+    fn sealed(&self, segs: &Segments) -> Vec<(u32, u64)> {
+        segs.ids()
+            .into_iter()
+            .filter(|&id| id < self.pos.seg)
+            .map(|id| (id, segs.len_of(id)))
+            .collect()
+    }
+
+    /// The sealed segment to compact next, if the log holds enough
+    /// garbage: at least a segment's worth in all, and a segment less than
+    /// half live. The emptiest goes first (least to copy per byte freed).
+    fn pick_victim(&self, segs: &Segments) -> Option<u32> {
+        let sealed = self.sealed(segs);
+        let live_of = |id: u32| self.live.get(&id).copied().unwrap_or(0);
+        let garbage: u64 = sealed
+            .iter()
+            .map(|&(id, len)| len.saturating_sub(live_of(id)))
+            .sum();
+        if garbage < self.seg_bytes {
+            return None;
+        }
+        sealed
+            .into_iter()
+            .filter(|&(id, len)| {
+                let live = live_of(id);
+                live > 0 && live * 2 < len && !self.no_compact.contains(&id)
+            })
+            .min_by_key(|&(id, len)| (live_of(id) as u128 * 1000 / len.max(1) as u128, id))
+            .map(|(id, _)| id)
+    }
+
+    /// Whether the writer has log housekeeping to do while idle.
+    fn has_work(&self, segs: &Segments) -> bool {
+        self.compact.is_some() || self.want_cp || self.pick_victim(segs).is_some()
+    }
+}
+
+/// Delete sealed segments with no live data once a checkpoint covers them
+/// (the caller just made redb durable at `ws.pos`, so no record in them is
+/// needed for replay and no durable index entry points into them).
+fn delete_dead_segments(inner: &Inner, ws: &mut WriterState) -> Result<()> {
+    for (id, _) in ws.sealed(&inner.segs) {
+        if ws.live.get(&id).copied().unwrap_or(0) == 0 && ws.compact.map(|c| c.0) != Some(id) {
+            inner
+                .segs
+                .remove(id)
+                .map_err(|e| RadosError::io(format!("delete data log segment {id}: {e}")))?;
+            ws.live.remove(&id);
+            ws.no_compact.remove(&id);
+        }
+    }
+    ws.want_cp = false;
+    Ok(())
+}
+
+/// One step of compaction: copy the live blocks of the next records of the
+/// segment being compacted into the record being built (through `t`, so
+/// the moves are logged and atomic like any write). A block is live if its
+/// index entry still points at it; each index entry owns its bytes (clones
+/// copy them), so the record that wrote a block names its only user.
+fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Result<()> {
+    if ws.compact.is_none() {
+        ws.compact = ws.pick_victim(&inner.segs).map(|id| (id, 0));
+    }
+    let Some((id, mut off)) = ws.compact else {
+        return Ok(());
+    };
+    let Some(f) = inner.segs.get(id) else {
+        ws.compact = None;
+        return Ok(());
+    };
+    let len = f.len().map_err(|e| RadosError::io(format!("data log: {e}")))?;
+    let (mut copied, mut scanned) = (0u64, 0u64);
+    while off < len && copied < COMPACT_COPY_BYTES && scanned < COMPACT_SCAN_BYTES {
+        let rec = seglog::read_record(&f, id, off, len);
+        let parsed = rec.as_ref().map(|r| (r, tables::parse(r.redo())));
+        let Some((r, Ok(entries))) = parsed else {
+            // An unreadable record: its blocks can't be found, so the
+            // segment stays (reads of them fail with EIO as they would).
+            eprintln!("quarry-store: data log segment {id}: unreadable record at {off}; not compacted");
+            ws.no_compact.insert(id);
+            ws.compact = None;
+            return Ok(());
+        };
+        let data_at = r.pos.off + seglog::HDR as u64;
+        for e in entries {
+            let Redo::Put(Tbl::Data, k, v) = e else {
+                continue;
+            };
+            let Some(p) = BlockPtr::decode(v) else {
+                continue;
+            };
+            let cur = t.table(Tbl::Data).get(k).map_err(sio)?;
+            if cur.as_ref().map(|c| c.value()) != Some(v) || p.seg != id {
+                continue;
+            }
+            drop(cur);
+            let s = (p.off - data_at) as usize;
+            let Some(d) = r.buf.get(seglog::HDR + s..seglog::HDR + s + p.len as usize) else {
+                continue;
+            };
+            let blk = codec::block_index(k, k.len().saturating_sub(8)).unwrap_or(0);
+            t.put_block(k, blk, d, Some(p.crc))?;
+            copied += p.len as u64;
+        }
+        scanned += r.len();
+        off += r.len();
+    }
+    if off >= len {
+        ws.compact = None;
+        ws.want_cp = true;
+        // Done with it: deleted at the checkpoint if nothing is live (as
+        // expected), else never picked again.
+        ws.no_compact.insert(id);
+    } else {
+        ws.compact = Some((id, off));
+    }
+    Ok(())
 }
 
 /// Take the next batch, waiting until `deadline` (forever if `None`).
@@ -972,7 +1260,17 @@ fn take_batch(inner: &Inner, deadline: Option<Instant>) -> Option<Vec<Job>> {
 }
 
 fn writer_main(inner: Arc<Inner>, mut ws: WriterState) {
-    while let Some(first) = take_batch(&inner, None) {
+    loop {
+        // With log housekeeping to do, don't sleep for ever: run it when idle.
+        let idle_deadline = ws
+            .has_work(&inner.segs)
+            .then(|| Instant::now() + Duration::from_millis(20));
+        let first = match take_batch(&inner, idle_deadline) {
+            Some(b) => b,
+            None if lock(&inner.queue).shutdown => break,
+            None if idle_deadline.is_some() => Vec::new(),
+            None => continue,
+        };
         // A panic or a storage failure leaves redb behind the log (or in an
         // unknown state): stop, failing everything; reopening recovers.
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -997,7 +1295,7 @@ fn writer_main(inner: Arc<Inner>, mut ws: WriterState) {
     }
     // Clean shutdown: make redb durable on its own so the log is not needed.
     if ws.dirty {
-        let _ = commit_checkpoint(&inner.db, &mut ws);
+        let _ = commit_checkpoint(&inner, &mut ws);
     }
 }
 
@@ -1014,20 +1312,30 @@ fn fail(kind: &JobKind, e: RadosError) -> Answer {
     }
 }
 
-/// An empty durable commit recording the current LSN as the checkpoint.
-fn commit_checkpoint(db: &Database, ws: &mut WriterState) -> Result<()> {
-    let mut txn = db.begin_write().map_err(sio)?;
+fn checkpoint_value(lsn: u64, pos: Pos) -> Vec<u8> {
+    let mut v = lsn.to_le_bytes().to_vec();
+    v.extend_from_slice(&pos.encode());
+    v
+}
+
+/// An empty durable commit recording the current position as the checkpoint.
+fn commit_checkpoint(inner: &Inner, ws: &mut WriterState) -> Result<()> {
+    let mut txn = inner.db.begin_write().map_err(sio)?;
     {
-        let mut t = WTables::open(&txn, false)?;
-        t.put(Tbl::Sys, CHECKPOINT_KEY, &ws.lsn.to_le_bytes())?;
+        let mut t = WTables::open(&txn, false, inner.segs.clone())?;
+        t.put(Tbl::Sys, CHECKPOINT_KEY, &checkpoint_value(ws.lsn, ws.pos))?;
     }
     txn.set_durability(Durability::Immediate);
     txn.commit().map_err(sio)?;
+    checkpointed(inner, ws)
+}
+
+/// After a durable commit at `ws.pos`.
+fn checkpointed(inner: &Inner, ws: &mut WriterState) -> Result<()> {
     ws.dirty = false;
-    if let Some(w) = ws.wal.as_mut() {
-        w.reset();
-    }
-    Ok(())
+    ws.since_cp = 0;
+    ws.txns_since_cp = 0;
+    delete_dead_segments(inner, ws)
 }
 
 /// Answers whose senders wait for the transaction's commit.
@@ -1039,64 +1347,82 @@ type Deferred = Vec<(ReplyTo, Answer)>;
 fn run_txn(inner: &Inner, ws: &mut WriterState, first: Vec<Job>) -> Result<()> {
     let mut txn = inner.db.begin_write().map_err(sio)?;
     let mut deferred: Deferred = Vec::new();
-    let checkpoint = fill_txn(inner, ws, &txn, first, &mut deferred)?;
+    fill_txn(inner, ws, &txn, first, &mut deferred)?;
     // Nothing becomes visible to readers before its log record is durable.
     inner.sync.drain()?;
-    let durable = checkpoint || ws.wal.is_none();
-    txn.set_durability(if durable {
+    ws.txns_since_cp += 1;
+    let checkpoint = ws.checkpoint_due() || !ws.durable_log;
+    if checkpoint {
+        let mut t = WTables::open(&txn, false, inner.segs.clone())?;
+        t.put(Tbl::Sys, CHECKPOINT_KEY, &checkpoint_value(ws.lsn, ws.pos))?;
+    }
+    txn.set_durability(if checkpoint {
         Durability::Immediate
     } else {
         Durability::None
     });
     txn.commit().map_err(sio)?;
-    if checkpoint {
-        ws.dirty = false;
-        if let Some(w) = ws.wal.as_mut() {
-            w.reset();
-        }
-    }
     // Everything is visible to new read transactions now.
     *lock(&inner.pending) = Pending::default();
     for (r, a) in deferred {
         r.send(a);
     }
+    if checkpoint {
+        checkpointed(inner, ws)?;
+    }
     Ok(())
 }
 
-/// Apply batches into `txn`. Returns whether this transaction must be a
-/// checkpoint (durable redb commit); its answers then wait in `deferred`.
+/// Apply batches into `txn`, each as one data-log record written by this
+/// thread and made durable (fdatasync), published and answered by the
+/// syncer (in memory: answered after the commit, through `deferred`).
 fn fill_txn(
     inner: &Inner,
     ws: &mut WriterState,
     txn: &redb::WriteTransaction,
     first: Vec<Job>,
     deferred: &mut Deferred,
-) -> Result<bool> {
+) -> Result<()> {
     let opened = Instant::now();
-    let mut t = WTables::open(txn, ws.wal.is_some())?;
+    let mut t = WTables::open(txn, true, inner.segs.clone())?;
+    let lio = |e: std::io::Error| RadosError::io(format!("data log: {e}"));
     let mut batch = first;
     for n in 1.. {
+        t.start_record(ws.pos);
+        if n == 1 {
+            compact_step(&mut t, inner, ws)?;
+        }
         let (answers, touched) = apply_batch(&mut t, &batch)?;
         let replies = batch.into_iter().map(|j| j.reply).zip(answers);
-        let Some(wal) = ws.wal.as_mut() else {
-            // In memory: commit durably per batch, answer after it.
-            deferred.extend(replies);
-            return Ok(false);
+        let rec = match t.finish_record(ws.lsn + 1) {
+            Some((pos, buf)) => {
+                if buf.len() as u64 > seglog::MAX_RECORD {
+                    return Err(RadosError::io(format!(
+                        "a batch's data log record of {} bytes exceeds {}",
+                        buf.len(),
+                        seglog::MAX_RECORD
+                    )));
+                }
+                ws.lsn += 1;
+                ws.dirty = true;
+                ws.active.write_all_at(&buf, pos.off).map_err(lio)?;
+                ws.pos.off += buf.len() as u64;
+                ws.since_cp += buf.len() as u64;
+                let written = (ws.active.clone(), buf.len());
+                if ws.pos.off >= ws.seg_bytes {
+                    let next = ws.pos.seg + 1;
+                    ws.active = inner.segs.create(next).map_err(lio)?;
+                    ws.pos = Pos { seg: next, off: 0 };
+                }
+                Some(written)
+            }
+            None => None,
         };
-        if !wal.fits(t.redo_len()) {
-            // Log full or batch too large for it: this commit is the checkpoint.
-            t.take_redo();
-            ws.lsn += 1;
-            t.put(Tbl::Sys, CHECKPOINT_KEY, &ws.lsn.to_le_bytes())?;
+        ws.add_live(t.take_live());
+        if !ws.durable_log {
             deferred.extend(replies);
-            return Ok(true);
+            return Ok(());
         }
-        let redo = t.take_redo();
-        let rec = (!redo.is_empty()).then(|| {
-            ws.lsn += 1;
-            ws.dirty = true;
-            wal.encode(ws.lsn, &redo)
-        });
         // Made durable, published and answered by the syncer, in order,
         // while this thread goes on with the next batch.
         inner.sync.push(Synced {
@@ -1105,7 +1431,7 @@ fn fill_txn(
             replies: replies.collect(),
         })?;
         let deadline = opened + COMMIT_INTERVAL;
-        if n >= MAX_TXN_BATCHES || Instant::now() >= deadline {
+        if n >= MAX_TXN_BATCHES || Instant::now() >= deadline || ws.checkpoint_due() {
             break;
         }
         match take_batch(inner, Some(deadline)) {
@@ -1113,7 +1439,7 @@ fn fill_txn(
             None => break,
         }
     }
-    Ok(false)
+    Ok(())
 }
 
 /// Apply one batch to the open tables: the answers, and what changed.
@@ -1145,6 +1471,7 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
                 Answer::Bytes(export::export(
                     t.table(Tbl::Meta),
                     t.table(Tbl::Data),
+                    &*t,
                     t.table(Tbl::Omap),
                     t.table(Tbl::Snapped),
                     &okey,
@@ -1255,6 +1582,7 @@ fn apply_op(
     let staged = match exec::stage(
         t.table(Tbl::Meta),
         t.table(Tbl::Data),
+        &*t,
         t.table(Tbl::Omap),
         req,
         last_version,

@@ -6,10 +6,34 @@
 //! the batch (see `wal`), and recovery replays them with [`replay`]. Physical
 //! redo makes replay trivially deterministic: no op is re-executed.
 
-use quarry_rados::{RadosError, Result};
-use redb::{Table, TableDefinition, WriteTransaction};
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use quarry_rados::{RadosError, Result};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use crate::codec::BlockPtr;
 use crate::exec::{sio, Raw};
+use crate::seglog::{self, Pos, Segments};
+
+/// Where block bytes are read from: the data log's segments (readers), or
+/// the writer's tables, which also see the record being built.
+pub trait BlockSource {
+    /// `len` raw bytes at `off` of segment `seg`.
+    fn read_at(&self, seg: u32, off: u64, len: usize) -> Result<Vec<u8>>;
+}
+
+impl BlockSource for Segments {
+    fn read_at(&self, seg: u32, off: u64, len: usize) -> Result<Vec<u8>> {
+        self.read(seg, off, len)
+            .map_err(|e| RadosError::io(format!("data log segment {seg} at {off}: {e}")))
+    }
+}
+
+/// The logical (data) length behind a `data` table value.
+fn ptr_len(v: &[u8]) -> Option<BlockPtr> {
+    BlockPtr::decode(v)
+}
 
 /// The tables (see `store` for what each holds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,15 +88,43 @@ fn take_all(_: &[u8], _: &[u8]) -> bool {
     true
 }
 
-/// The open tables of a write transaction, with an optional redo recorder.
+/// The data-log record a batch is building: its position and bytes so far
+/// (header space, then the data blocks).
+struct RecBuf {
+    pos: Pos,
+    buf: Vec<u8>,
+}
+
+/// The open tables of a write transaction, with an optional redo recorder,
+/// the data-log record being built, and the live-byte change per segment.
 pub struct WTables<'t> {
     t: Vec<Table<'t, Raw, Raw>>,
     redo: Option<Vec<u8>>,
+    segs: Arc<Segments>,
+    rec: Option<RecBuf>,
+    live: HashMap<u32, i64>,
+}
+
+impl BlockSource for WTables<'_> {
+    fn read_at(&self, seg: u32, off: u64, len: usize) -> Result<Vec<u8>> {
+        if let Some(r) = &self.rec {
+            if r.pos.seg == seg && off >= r.pos.off {
+                // In the record being built (not written to the file yet).
+                let s = (off - r.pos.off) as usize;
+                return r
+                    .buf
+                    .get(s..s + len)
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| RadosError::io("data pointer past the record being built"));
+            }
+        }
+        self.segs.read_at(seg, off, len)
+    }
 }
 
 impl<'t> WTables<'t> {
     /// Open every table; record redo entries if `record`.
-    pub fn open(txn: &'t WriteTransaction, record: bool) -> Result<Self> {
+    pub fn open(txn: &'t WriteTransaction, record: bool, segs: Arc<Segments>) -> Result<Self> {
         let t = ALL
             .iter()
             .map(|d| txn.open_table(d.def()).map_err(sio))
@@ -80,7 +132,75 @@ impl<'t> WTables<'t> {
         Ok(WTables {
             t,
             redo: record.then(Vec::new),
+            segs,
+            rec: None,
+            live: HashMap::new(),
         })
+    }
+
+    /// Start building the next data-log record, which will lie at `pos`.
+    pub fn start_record(&mut self, pos: Pos) {
+        let mut buf = Vec::with_capacity(64 << 10);
+        buf.resize(seglog::HDR, 0);
+        self.rec = Some(RecBuf { pos, buf });
+    }
+
+    /// Seal the record being built with `lsn`: (its position, its bytes),
+    /// or `None` if the batch changed nothing. Starts no new record.
+    pub fn finish_record(&mut self, lsn: u64) -> Option<(Pos, Vec<u8>)> {
+        let redo = self.take_redo();
+        let mut rec = self.rec.take()?;
+        if redo.is_empty() && rec.buf.len() == seglog::HDR {
+            return None;
+        }
+        seglog::seal(&mut rec.buf, lsn, &redo);
+        Some((rec.pos, rec.buf))
+    }
+
+    /// Live data bytes gained (lost, if negative) per segment since the
+    /// last call.
+    pub fn take_live(&mut self) -> HashMap<u32, i64> {
+        std::mem::take(&mut self.live)
+    }
+
+    fn account(&mut self, which: Tbl, old: Option<&[u8]>, new: Option<&[u8]>) -> Option<usize> {
+        if which != Tbl::Data {
+            return old.map(<[u8]>::len);
+        }
+        if let Some(p) = new.and_then(ptr_len) {
+            *self.live.entry(p.seg).or_default() += p.len as i64;
+        }
+        let p = ptr_len(old?);
+        if let Some(p) = p {
+            *self.live.entry(p.seg).or_default() -= p.len as i64;
+        }
+        Some(p.map_or(0, |p| p.len as usize))
+    }
+
+    /// Store a data block: append its bytes to the record being built and
+    /// point the `data` entry at them. `crc` keeps a copied block's stored
+    /// checksum (so a corrupted block stays detectably corrupted); `None`
+    /// computes it. Returns the data length replaced, if any.
+    pub fn put_block(
+        &mut self,
+        key: &[u8],
+        blk: u64,
+        data: &[u8],
+        crc: Option<u32>,
+    ) -> Result<Option<usize>> {
+        let rec = self
+            .rec
+            .as_mut()
+            .ok_or_else(|| RadosError::io("local store: block write outside a log record"))?;
+        let p = BlockPtr {
+            seg: rec.pos.seg,
+            off: rec.pos.off + rec.buf.len() as u64,
+            len: u32::try_from(data.len())
+                .map_err(|_| RadosError::io("local store: oversized block"))?,
+            crc: crc.unwrap_or_else(|| crate::codec::block_crc(blk, data)),
+        };
+        rec.buf.extend_from_slice(data);
+        self.put(Tbl::Data, key, &p.encode())
     }
 
     /// Read access to a table.
@@ -109,18 +229,21 @@ impl<'t> WTables<'t> {
     pub fn put(&mut self, which: Tbl, k: &[u8], v: &[u8]) -> Result<Option<usize>> {
         self.rec(PUT, which, k, Some(v));
         let old = self.t[which as usize].insert(k, v).map_err(sio)?;
-        Ok(old.map(|o| o.value().len()))
+        let old = old.map(|o| o.value().to_vec());
+        Ok(self.account(which, old.as_deref(), Some(v)))
     }
 
     /// Delete; returns the length of the value removed, if any.
     pub fn del(&mut self, which: Tbl, k: &[u8]) -> Result<Option<usize>> {
         self.rec(DEL, which, k, None);
         let old = self.t[which as usize].remove(k).map_err(sio)?;
-        Ok(old.map(|o| o.value().len()))
+        let old = old.map(|o| o.value().to_vec());
+        Ok(self.account(which, old.as_deref(), None))
     }
 
     /// Delete every key in `[lo, hi)` (`hi = None`: to the end); returns the
-    /// total length of the values removed and how many there were.
+    /// total length of the values removed (of the data, for `data`) and
+    /// how many there were.
     pub fn del_range(&mut self, which: Tbl, lo: &[u8], hi: Option<&[u8]>) -> Result<(u64, u64)> {
         self.rec(DEL_RANGE, which, lo, hi);
         let t = &mut self.t[which as usize];
@@ -130,17 +253,23 @@ impl<'t> WTables<'t> {
         }
         .map_err(sio)?;
         let (mut bytes, mut n) = (0u64, 0u64);
+        let mut dead: Vec<(u32, i64)> = Vec::new();
         for item in iter {
             let (_, v) = item.map_err(sio)?;
-            bytes += v.value().len() as u64;
+            if which == Tbl::Data {
+                if let Some(p) = ptr_len(v.value()) {
+                    bytes += p.len as u64;
+                    dead.push((p.seg, p.len as i64));
+                }
+            } else {
+                bytes += v.value().len() as u64;
+            }
             n += 1;
         }
+        for (seg, len) in dead {
+            *self.live.entry(seg).or_default() -= len;
+        }
         Ok((bytes, n))
-    }
-
-    /// Bytes of redo recorded so far.
-    pub fn redo_len(&self) -> usize {
-        self.redo.as_ref().map_or(0, Vec::len)
     }
 
     /// Take the recorded redo entries.
@@ -149,9 +278,38 @@ impl<'t> WTables<'t> {
     }
 }
 
-/// Apply recorded redo entries (from the write-ahead log).
-pub fn replay(t: &mut WTables<'_>, mut body: &[u8]) -> Result<()> {
-    let bad = || RadosError::io("corrupted redo entry in the write-ahead log");
+/// One parsed redo entry.
+pub enum Redo<'a> {
+    /// Insert or replace.
+    Put(Tbl, &'a [u8], &'a [u8]),
+    /// Delete one key.
+    Del(Tbl, &'a [u8]),
+    /// Delete `[lo, hi)`.
+    DelRange(Tbl, &'a [u8], Option<&'a [u8]>),
+}
+
+/// Apply recorded redo entries (from the data log).
+pub fn replay(t: &mut WTables<'_>, body: &[u8]) -> Result<()> {
+    for e in parse(body)? {
+        match e {
+            Redo::Put(which, a, v) => {
+                t.put(which, a, v)?;
+            }
+            Redo::Del(which, a) => {
+                t.del(which, a)?;
+            }
+            Redo::DelRange(which, a, hi) => {
+                t.del_range(which, a, hi)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parse recorded redo entries.
+pub fn parse(mut body: &[u8]) -> Result<Vec<Redo<'_>>> {
+    let bad = || RadosError::io("corrupted redo entry in the data log");
+    let mut out = Vec::new();
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (h, rest) = (b.get(..n)?, b.get(n..)?);
         *b = rest;
@@ -170,18 +328,24 @@ pub fn replay(t: &mut WTables<'_>, mut body: &[u8]) -> Result<()> {
             1 => Some(bytes(&mut body).ok_or_else(bad)?),
             _ => return Err(bad()),
         };
-        match (hdr[0], b) {
-            (PUT, Some(v)) => {
-                t.put(which, a, v)?;
-            }
-            (DEL, None) => {
-                t.del(which, a)?;
-            }
-            (DEL_RANGE, hi) => {
-                t.del_range(which, a, hi)?;
-            }
+        out.push(match (hdr[0], b) {
+            (PUT, Some(v)) => Redo::Put(which, a, v),
+            (DEL, None) => Redo::Del(which, a),
+            (DEL_RANGE, hi) => Redo::DelRange(which, a, hi),
             _ => return Err(bad()),
+        });
+    }
+    Ok(out)
+}
+
+/// Live data bytes per segment in a `data` table (at open).
+pub fn live_bytes<T: ReadableTable<Raw, Raw>>(data: &T) -> Result<HashMap<u32, u64>> {
+    let mut live: HashMap<u32, u64> = HashMap::new();
+    for item in data.iter().map_err(sio)? {
+        let (_, v) = item.map_err(sio)?;
+        if let Some(p) = ptr_len(v.value()) {
+            *live.entry(p.seg).or_default() += p.len as u64;
         }
     }
-    Ok(())
+    Ok(live)
 }

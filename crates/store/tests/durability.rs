@@ -56,21 +56,25 @@ fn flipped_byte_on_disk_is_eio_naming_the_object() {
         )
         .unwrap();
     }
-    let path = dir.path().join("store.redb");
-    let mut file = std::fs::read(&path).unwrap();
-    let needle = &marker[..64];
-    let hits: Vec<usize> = file
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle)
-        .map(|(i, _)| i)
-        .collect();
-    assert!(!hits.is_empty(), "pattern not found in the database file");
-    // Flip one byte in every copy (the engine may hold a stale page too).
-    for h in &hits {
-        file[h + 100] ^= 0x01;
+    // The block lives in a data log segment: flip one byte of it.
+    let mut found = 0;
+    for e in std::fs::read_dir(dir.path().join("log")).unwrap() {
+        let path = e.unwrap().path();
+        let mut file = std::fs::read(&path).unwrap();
+        let needle = &marker[..64];
+        let hits: Vec<usize> = file
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle)
+            .map(|(i, _)| i)
+            .collect();
+        for h in &hits {
+            file[h + 100] ^= 0x01;
+        }
+        found += hits.len();
+        std::fs::write(&path, &file).unwrap();
     }
-    std::fs::write(&path, &file).unwrap();
+    assert!(found > 0, "pattern not found in the data log");
 
     let s = Store::open(dir.path()).unwrap();
     let e = read(&s, &oid, 0, 0).unwrap_err();

@@ -1,0 +1,426 @@
+//! The segmented data log: where data blocks and the metadata redo live.
+//!
+//! Every batch the writer applies becomes one *record* appended to the
+//! active segment file: the batch's data blocks, then its physical redo
+//! (see `tables`; the redo's `data` entries point into the record's own
+//! data). One fdatasync of the segment makes both durable, so a batch costs
+//! one sequential write and one flush, and a large write is written once.
+//! redb holds metadata only and is committed non-durably every few
+//! milliseconds; a *checkpoint* (durable redb commit) records the log
+//! position it covers, and recovery replays the records after it.
+//!
+//! Record: magic u32 | lsn u64 | data length u32 | redo length u32 |
+//! crc32c(lsn, lengths, data, redo) u32 | data | redo. Records carry
+//! consecutive LSNs; recovery stops at the first record that is torn, has
+//! a bad checksum or breaks the LSN sequence, and cuts the log there.
+//!
+//! Segments are named by a growing id; the writer rolls to a new one once
+//! the active one passes the segment size. Space comes back by compaction:
+//! the live blocks of a sealed segment (index entry still pointing at
+//! them) are copied through the writer into the active segment, and the
+//! file is deleted after the next checkpoint no longer needs it.
+//!
+//! Architecture invariant: a record is acknowledged only after fdatasync;
+//! a segment is deleted only when no durable index entry points into it
+//! and no record in it lies past the durable checkpoint.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+const MAGIC: u32 = 0x474C_5751; // "QWLG"
+/// Bytes of a record header.
+pub const HDR: usize = 24;
+/// Default size after which the writer rolls to a new segment.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// Largest record accepted by recovery and compaction (a batch is bounded
+/// by the writer's batch limits well below this).
+pub const MAX_RECORD: u64 = 256 << 20;
+
+/// One segment: a file, or a buffer for the in-memory store.
+pub enum SegFile {
+    /// On disk.
+    Disk(File),
+    /// In memory.
+    Mem(RwLock<Vec<u8>>),
+}
+
+impl SegFile {
+    /// Read exactly `buf.len()` bytes at `off`.
+    pub fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        match self {
+            SegFile::Disk(f) => f.read_exact_at(buf, off),
+            SegFile::Mem(m) => {
+                let m = m.read().unwrap_or_else(|e| e.into_inner());
+                let s = usize::try_from(off)
+                    .ok()
+                    .and_then(|o| m.get(o..o.checked_add(buf.len())?))
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+                buf.copy_from_slice(s);
+                Ok(())
+            }
+        }
+    }
+
+    /// Write all of `buf` at `off`.
+    pub fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        match self {
+            SegFile::Disk(f) => f.write_all_at(buf, off),
+            SegFile::Mem(m) => {
+                let mut m = m.write().unwrap_or_else(|e| e.into_inner());
+                let o = off as usize;
+                if m.len() < o + buf.len() {
+                    m.resize(o + buf.len(), 0);
+                }
+                m[o..o + buf.len()].copy_from_slice(buf);
+                Ok(())
+            }
+        }
+    }
+
+    /// fdatasync (nothing in memory).
+    pub fn sync_data(&self) -> io::Result<()> {
+        match self {
+            SegFile::Disk(f) => f.sync_data(),
+            SegFile::Mem(_) => Ok(()),
+        }
+    }
+
+    /// Current length.
+    pub fn len(&self) -> io::Result<u64> {
+        match self {
+            SegFile::Disk(f) => Ok(f.metadata()?.len()),
+            SegFile::Mem(m) => Ok(m.read().unwrap_or_else(|e| e.into_inner()).len() as u64),
+        }
+    }
+
+    /// Cut to `len` bytes, durably.
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        match self {
+            SegFile::Disk(f) => {
+                f.set_len(len)?;
+                f.sync_all()
+            }
+            SegFile::Mem(m) => {
+                m.write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .truncate(len as usize);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where a record or block lies: segment id and byte offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pos {
+    /// Segment id.
+    pub seg: u32,
+    /// Byte offset in the segment.
+    pub off: u64,
+}
+
+impl Pos {
+    /// 12 bytes: seg u32 LE, off u64 LE.
+    pub fn encode(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&self.seg.to_le_bytes());
+        b[4..].copy_from_slice(&self.off.to_le_bytes());
+        b
+    }
+
+    /// Inverse of [`Pos::encode`].
+    pub fn decode(b: &[u8]) -> Option<Pos> {
+        Some(Pos {
+            seg: u32::from_le_bytes(b.get(..4)?.try_into().ok()?),
+            off: u64::from_le_bytes(b.get(4..12)?.try_into().ok()?),
+        })
+    }
+}
+
+/// The set of segments, shared by the writer (appends, creates, deletes)
+/// and readers (preads through index entries).
+pub struct Segments {
+    dir: Option<PathBuf>,
+    map: RwLock<BTreeMap<u32, Arc<SegFile>>>,
+    /// Bumped whenever a segment is deleted: a reader whose read failed
+    /// on a missing segment retries if it changed (its read transaction
+    /// predated a compaction).
+    removed: AtomicU64,
+}
+
+fn seg_name(id: u32) -> String {
+    format!("{id:010}.qseg")
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Segments {
+    /// Open every segment file under `dir` (`None`: in memory, empty).
+    pub fn open(dir: Option<&Path>) -> io::Result<Segments> {
+        let mut map = BTreeMap::new();
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir)?;
+            for e in std::fs::read_dir(dir)? {
+                let e = e?;
+                let name = e.file_name();
+                let Some(id) = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".qseg"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(e.path())?;
+                map.insert(id, Arc::new(SegFile::Disk(f)));
+            }
+        }
+        Ok(Segments {
+            dir: dir.map(Path::to_path_buf),
+            map: RwLock::new(map),
+            removed: AtomicU64::new(0),
+        })
+    }
+
+    /// A segment, if it exists.
+    pub fn get(&self, id: u32) -> Option<Arc<SegFile>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Segment ids, ascending.
+    pub fn ids(&self) -> Vec<u32> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Create (or truncate) segment `id`, durably named in the directory.
+    pub fn create(&self, id: u32) -> io::Result<Arc<SegFile>> {
+        let f = match &self.dir {
+            Some(dir) => {
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(dir.join(seg_name(id)))?;
+                sync_dir(dir)?;
+                SegFile::Disk(f)
+            }
+            None => SegFile::Mem(RwLock::new(Vec::new())),
+        };
+        let f = Arc::new(f);
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// Delete segment `id`.
+    pub fn remove(&self, id: u32) -> io::Result<()> {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.removed.fetch_add(1, Ordering::SeqCst);
+        if let Some(dir) = &self.dir {
+            match std::fs::remove_file(dir.join(seg_name(id))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// How many segments were deleted so far (see `removed`).
+    pub fn removals(&self) -> u64 {
+        self.removed.load(Ordering::SeqCst)
+    }
+
+    /// Read `len` bytes at `off` of segment `seg`.
+    pub fn read(&self, seg: u32, off: u64, len: usize) -> io::Result<Vec<u8>> {
+        let f = self.get(seg).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("data log segment {seg} is missing"),
+            )
+        })?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, off)?;
+        Ok(buf)
+    }
+
+    /// Total bytes of every segment.
+    pub fn bytes(&self) -> u64 {
+        let segs: Vec<Arc<SegFile>> = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        segs.iter().map(|s| s.len().unwrap_or(0)).sum()
+    }
+
+    /// Size of one segment (0 if missing).
+    pub fn len_of(&self, id: u32) -> u64 {
+        self.get(id).and_then(|s| s.len().ok()).unwrap_or(0)
+    }
+}
+
+fn crc(lsn: u64, data_len: u32, redo_len: u32, data: &[u8], redo: &[u8]) -> u32 {
+    let mut c = crc32c::crc32c(&lsn.to_le_bytes());
+    c = crc32c::crc32c_append(c, &data_len.to_le_bytes());
+    c = crc32c::crc32c_append(c, &redo_len.to_le_bytes());
+    c = crc32c::crc32c_append(c, data);
+    crc32c::crc32c_append(c, redo)
+}
+
+/// Finish a record built in `buf` (`HDR` reserved bytes, then `data_len`
+/// bytes of data): append the redo and fill in the header.
+pub fn seal(buf: &mut Vec<u8>, lsn: u64, redo: &[u8]) {
+    let data_len = (buf.len() - HDR) as u32;
+    let redo_len = redo.len() as u32;
+    buf.extend_from_slice(redo);
+    let c = crc(
+        lsn,
+        data_len,
+        redo_len,
+        &buf[HDR..HDR + data_len as usize],
+        redo,
+    );
+    buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    buf[4..12].copy_from_slice(&lsn.to_le_bytes());
+    buf[12..16].copy_from_slice(&data_len.to_le_bytes());
+    buf[16..20].copy_from_slice(&redo_len.to_le_bytes());
+    buf[20..24].copy_from_slice(&c.to_le_bytes());
+}
+
+/// A record read back from a segment.
+pub struct Record {
+    /// Its LSN.
+    pub lsn: u64,
+    /// Where it starts.
+    pub pos: Pos,
+    /// The whole record (header, data, redo).
+    pub buf: Vec<u8>,
+    /// Length of its data section.
+    pub data_len: usize,
+}
+
+impl Record {
+    /// The redo section.
+    pub fn redo(&self) -> &[u8] {
+        &self.buf[HDR + self.data_len..]
+    }
+
+    /// Bytes the record takes in the segment.
+    pub fn len(&self) -> u64 {
+        self.buf.len() as u64
+    }
+}
+
+/// Read the record at `off` of `seg` (`None`: torn, corrupt, or past the end).
+pub fn read_record(seg: &SegFile, id: u32, off: u64, file_len: u64) -> Option<Record> {
+    if off + HDR as u64 > file_len {
+        return None;
+    }
+    let mut hdr = [0u8; HDR];
+    seg.read_exact_at(&mut hdr, off).ok()?;
+    let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+    if word(0) != MAGIC {
+        return None;
+    }
+    let lsn = u64::from_le_bytes(hdr[4..12].try_into().ok()?);
+    let (data_len, redo_len, want) = (word(12), word(16), word(20));
+    let total = HDR as u64 + data_len as u64 + redo_len as u64;
+    if total > MAX_RECORD || off + total > file_len {
+        return None;
+    }
+    let mut buf = vec![0u8; total as usize];
+    seg.read_exact_at(&mut buf, off).ok()?;
+    let (data, redo) = buf[HDR..].split_at(data_len as usize);
+    if crc(lsn, data_len, redo_len, data, redo) != want {
+        return None;
+    }
+    Some(Record {
+        lsn,
+        pos: Pos { seg: id, off },
+        buf,
+        data_len: data_len as usize,
+    })
+}
+
+/// Read the valid records after checkpoint `(cp_lsn, from)`: consecutive
+/// LSNs from `cp_lsn + 1`, across segments in id order. Returns them and
+/// the position where the log ends (where the next record goes).
+pub fn recover(segs: &Segments, cp_lsn: u64, from: Pos) -> io::Result<(Vec<Record>, Pos)> {
+    let mut out: Vec<Record> = Vec::new();
+    let mut end = from;
+    let mut next_lsn = cp_lsn + 1;
+    let mut pos = from;
+    'segs: loop {
+        let Some(f) = segs.get(pos.seg) else {
+            break;
+        };
+        let len = f.len()?;
+        let mut found = false;
+        while let Some(r) = read_record(&f, pos.seg, pos.off, len) {
+            if r.lsn != next_lsn {
+                break 'segs;
+            }
+            next_lsn += 1;
+            pos.off += r.len();
+            end = pos;
+            found = true;
+            out.push(r);
+        }
+        if !found && pos != from {
+            break;
+        }
+        // Past this segment's last record: the log may go on in the next.
+        pos = Pos {
+            seg: pos.seg + 1,
+            off: 0,
+        };
+    }
+    Ok((out, end))
+}
+
+/// After recovery: cut the log at `end` (stale bytes after it must never
+/// be mistaken for records later) and delete segments after it.
+pub fn cut(segs: &Segments, end: Pos) -> io::Result<Arc<SegFile>> {
+    for id in segs.ids() {
+        if id > end.seg {
+            segs.remove(id)?;
+        }
+    }
+    match segs.get(end.seg) {
+        Some(f) => {
+            if f.len()? != end.off {
+                f.truncate(end.off)?;
+            }
+            Ok(f)
+        }
+        None => segs.create(end.seg),
+    }
+}
