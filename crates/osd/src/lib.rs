@@ -121,7 +121,7 @@ pub use osd::run;
 pub struct OsdConfig {
     /// This OSD's id.
     pub id: quarry_map::OsdId,
-    /// Data directory (the store lives in `data_dir/store.redb`).
+    /// Data directory (the store: `data_dir/meta.redb` and `data_dir/log/`).
     pub data_dir: PathBuf,
     /// Monitor addresses.
     pub mon_addrs: Vec<String>,

@@ -563,7 +563,13 @@ impl Store {
             let data = r.open_table(Tbl::Data.def()).map_err(sio)?;
             tables::live_bytes(&data)?
         };
+        let sizes = segs
+            .ids()
+            .into_iter()
+            .map(|id| (id, segs.len_of(id)))
+            .collect();
         let mut ws = WriterState {
+            sizes,
             durable_log: path.is_some(),
             pos: end,
             active,
@@ -1069,6 +1075,8 @@ struct WriterState {
     dirty: bool,
     /// Live data bytes per segment, as the writer's transaction sees them.
     live: HashMap<u32, u64>,
+    /// Size of every segment.
+    sizes: std::collections::BTreeMap<u32, u64>,
     /// Log bytes and redb transactions since the last checkpoint.
     since_cp: u64,
     txns_since_cp: u32,
@@ -1096,11 +1104,10 @@ impl WriterState {
     }
 
     /// Sealed segments (every one before the active segment) and sizes.
-    fn sealed(&self, segs: &Segments) -> Vec<(u32, u64)> {
-        segs.ids()
-            .into_iter()
-            .filter(|&id| id < self.pos.seg)
-            .map(|id| (id, segs.len_of(id)))
+    fn sealed(&self, _segs: &Segments) -> Vec<(u32, u64)> {
+        self.sizes
+            .range(..self.pos.seg)
+            .map(|(&id, &len)| (id, len))
             .collect()
     }
 
@@ -1127,9 +1134,21 @@ impl WriterState {
             .map(|(id, _)| id)
     }
 
+    /// Bytes of sealed segments with nothing live (deleted at the next
+    /// checkpoint).
+    fn dead_bytes(&self, segs: &Segments) -> u64 {
+        self.sealed(segs)
+            .into_iter()
+            .filter(|&(id, _)| self.live.get(&id).copied().unwrap_or(0) == 0)
+            .map(|(_, len)| len)
+            .sum()
+    }
+
     /// Whether the writer has log housekeeping to do while idle.
     fn has_work(&self, segs: &Segments) -> bool {
-        self.compact.is_some() || self.want_cp || self.pick_victim(segs).is_some()
+        self.compact.is_some()
+            || (self.dirty && (self.want_cp || self.dead_bytes(segs) >= self.seg_bytes))
+            || self.pick_victim(segs).is_some()
     }
 }
 
@@ -1144,6 +1163,7 @@ fn delete_dead_segments(inner: &Inner, ws: &mut WriterState) -> Result<()> {
                 .remove(id)
                 .map_err(|e| RadosError::io(format!("delete data log segment {id}: {e}")))?;
             ws.live.remove(&id);
+            ws.sizes.remove(&id);
             ws.no_compact.remove(&id);
         }
     }
@@ -1167,7 +1187,9 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
         ws.compact = None;
         return Ok(());
     };
-    let len = f.len().map_err(|e| RadosError::io(format!("data log: {e}")))?;
+    let len = f
+        .len()
+        .map_err(|e| RadosError::io(format!("data log: {e}")))?;
     let (mut copied, mut scanned) = (0u64, 0u64);
     while off < len && copied < COMPACT_COPY_BYTES && scanned < COMPACT_SCAN_BYTES {
         let rec = seglog::read_record(&f, id, off, len);
@@ -1175,7 +1197,9 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
         let Some((r, Ok(entries))) = parsed else {
             // An unreadable record: its blocks can't be found, so the
             // segment stays (reads of them fail with EIO as they would).
-            eprintln!("quarry-store: data log segment {id}: unreadable record at {off}; not compacted");
+            eprintln!(
+                "quarry-store: data log segment {id}: unreadable record at {off}; not compacted"
+            );
             ws.no_compact.insert(id);
             ws.compact = None;
             return Ok(());
@@ -1351,6 +1375,10 @@ fn run_txn(inner: &Inner, ws: &mut WriterState, first: Vec<Job>) -> Result<()> {
     // Nothing becomes visible to readers before its log record is durable.
     inner.sync.drain()?;
     ws.txns_since_cp += 1;
+    if ws.dead_bytes(&inner.segs) >= ws.seg_bytes {
+        // A segment's worth of log is garbage: take it back now.
+        ws.want_cp = true;
+    }
     let checkpoint = ws.checkpoint_due() || !ws.durable_log;
     if checkpoint {
         let mut t = WTables::open(&txn, false, inner.segs.clone())?;
@@ -1408,11 +1436,13 @@ fn fill_txn(
                 ws.active.write_all_at(&buf, pos.off).map_err(lio)?;
                 ws.pos.off += buf.len() as u64;
                 ws.since_cp += buf.len() as u64;
+                ws.sizes.insert(ws.pos.seg, ws.pos.off);
                 let written = (ws.active.clone(), buf.len());
                 if ws.pos.off >= ws.seg_bytes {
                     let next = ws.pos.seg + 1;
                     ws.active = inner.segs.create(next).map_err(lio)?;
                     ws.pos = Pos { seg: next, off: 0 };
+                    ws.sizes.insert(next, 0);
                 }
                 Some(written)
             }

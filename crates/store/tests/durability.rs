@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use quarry_common::Errno;
 use quarry_rados::{ObjectId, Op, OpOutput, OpRequest};
-use quarry_store::{Embedded, Store};
+use quarry_store::{Embedded, Store, StoreOptions};
 
 fn pattern(i: u64) -> Vec<u8> {
     pattern_len(i, 4096)
@@ -109,6 +109,10 @@ fn flipped_byte_on_disk_is_eio_naming_the_object() {
 }
 
 const CRASH_ENV: &str = "QUARRY_STORE_CRASH_DIR";
+/// If set: the child uses data-log segments of this many bytes and
+/// overwrites the same 4 objects, so compaction runs when it is killed.
+const CRASH_SEG_ENV: &str = "QUARRY_STORE_CRASH_SEG";
+const COMPACT_OBJECTS: u64 = 4;
 const THREADS: u64 = 4;
 
 /// Child half of `acknowledged_writes_survive_sigkill`: writes forever,
@@ -118,7 +122,14 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CRASH_ENV) else {
         return;
     };
-    let s = Arc::new(Store::open(std::path::Path::new(&dir)).unwrap());
+    let seg = std::env::var(CRASH_SEG_ENV)
+        .ok()
+        .map(|v| v.parse::<u64>().unwrap());
+    let dir = std::path::Path::new(&dir);
+    let s = Arc::new(match seg {
+        Some(segment_bytes) => Store::open_with(dir, StoreOptions { segment_bytes }).unwrap(),
+        None => Store::open(dir).unwrap(),
+    });
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -126,7 +137,11 @@ fn crash_child() {
             std::thread::spawn(move || {
                 for k in 0.. {
                     let i = t + THREADS * k;
-                    let oid = ObjectId::new(1, format!("o{}", i / 64));
+                    let obj = match seg {
+                        Some(_) => (i / 64) % COMPACT_OBJECTS,
+                        None => i / 64,
+                    };
+                    let oid = ObjectId::new(1, format!("o{obj}"));
                     s.apply(&OpRequest::new(oid).op(Op::Write {
                         off: (i % 64) * CRASH_IO,
                         data: Bytes::from(pattern_len(i, CRASH_IO as usize)),
@@ -144,12 +159,16 @@ fn crash_child() {
     }
 }
 
-#[test]
-fn acknowledged_writes_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(CRASH_ENV, dir.path())
+/// Run the crash child (with `seg`: small segments and overwrites), kill
+/// it with SIGKILL after `CRASH_ACKS` acknowledged writes; the acked ones.
+fn run_and_kill(dir: &std::path::Path, seg: Option<u64>) -> Vec<u64> {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env(CRASH_ENV, dir);
+    if let Some(seg) = seg {
+        cmd.env(CRASH_SEG_ENV, seg.to_string());
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -168,7 +187,13 @@ fn acknowledged_writes_survive_sigkill() {
     child.kill().unwrap(); // SIGKILL: no clean shutdown of anything.
     child.wait().unwrap();
     assert!(acked.len() >= CRASH_ACKS, "child stopped early");
+    acked
+}
 
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = run_and_kill(dir.path(), None);
     let s = Store::open(dir.path()).unwrap();
     for &i in &acked {
         let oid = ObjectId::new(1, format!("o{}", i / 64));
@@ -179,6 +204,49 @@ fn acknowledged_writes_survive_sigkill() {
         );
     }
     // The store is fully usable after recovery.
+    s.apply(&OpRequest::new(ObjectId::new(1, "after")).op(Op::Create { exclusive: true }))
+        .unwrap();
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_during_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = 1 << 20;
+    let acked = run_and_kill(dir.path(), Some(seg));
+    // Compaction ran: the log was rolled and segments were deleted.
+    let first = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .min()
+        .unwrap();
+    assert_ne!(first, "0000000000.qseg", "no segment was ever reclaimed");
+    let s = Store::open_with(dir.path(), StoreOptions { segment_bytes: seg }).unwrap();
+    // Each slot holds its newest acknowledged write, or a newer one that
+    // was durable but not yet acknowledged; never an older one or a mix.
+    let slots = COMPACT_OBJECTS * 64;
+    let mut newest = std::collections::HashMap::new();
+    for &i in &acked {
+        let e = newest.entry(i % slots).or_insert(i);
+        *e = (*e).max(i);
+    }
+    for (&slot, &want) in &newest {
+        let oid = ObjectId::new(1, format!("o{}", slot / 64));
+        let got = read(&s, &oid, (slot % 64) * CRASH_IO, CRASH_IO).unwrap();
+        let tag = String::from_utf8_lossy(&got[..21]).to_string();
+        let j: u64 = tag
+            .strip_prefix("<quarry-ack-")
+            .and_then(|t| t.strip_suffix('>'))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("slot {slot}: unexpected content {tag:?}"));
+        assert!(
+            j >= want && j % slots == slot,
+            "slot {slot}: write {j}, acked {want}"
+        );
+        assert!(
+            got == pattern_len(j, CRASH_IO as usize),
+            "slot {slot}: torn write {j}"
+        );
+    }
     s.apply(&OpRequest::new(ObjectId::new(1, "after")).op(Op::Create { exclusive: true }))
         .unwrap();
 }
