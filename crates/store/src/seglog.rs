@@ -98,11 +98,21 @@ impl SegFile {
         }
     }
 
-    /// Cut to `len` bytes, durably.
-    fn truncate(&self, len: u64) -> io::Result<()> {
+    /// Drop the preallocated space after `len` when the segment is sealed
+    /// (not synced: a crash may leave the zeros, which read as the end).
+    pub fn seal_at(&self, len: u64) -> io::Result<()> {
+        match self {
+            SegFile::Disk(f) if f.metadata()?.len() > len => f.set_len(len),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cut to `len` bytes (zeros after it up to `prealloc`), durably.
+    fn truncate(&self, len: u64, prealloc: u64) -> io::Result<()> {
         match self {
             SegFile::Disk(f) => {
                 f.set_len(len)?;
+                preallocate(f, len, prealloc);
                 f.sync_all()
             }
             SegFile::Mem(m) => {
@@ -113,6 +123,27 @@ impl SegFile {
             }
         }
     }
+}
+
+/// Allocate `[from, to)` of a segment file up front (reading as zeros):
+/// a record appended past the end of a file makes its fdatasync also
+/// journal the file's new size, which cost ~1-5 ms per 4 KiB write here
+/// against ~0.15 ms for a write into allocated space. Best effort: on a
+/// file system without fallocate the log just appends.
+fn preallocate(f: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    if to <= from {
+        return;
+    }
+    let (Ok(off), Ok(len)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(to - from),
+    ) else {
+        return;
+    };
+    // SAFETY: fallocate on an open file descriptor we own; no memory is
+    // passed.
+    let _ = unsafe { libc::fallocate(f.as_raw_fd(), 0, off, len) };
 }
 
 /// Where a record or block lies: segment id and byte offset in it.
@@ -210,8 +241,9 @@ impl Segments {
             .collect()
     }
 
-    /// Create (or truncate) segment `id`, durably named in the directory.
-    pub fn create(&self, id: u32) -> io::Result<Arc<SegFile>> {
+    /// Create (or truncate) segment `id` with `prealloc` bytes allocated,
+    /// durably named in the directory.
+    pub fn create(&self, id: u32, prealloc: u64) -> io::Result<Arc<SegFile>> {
         let f = match &self.dir {
             Some(dir) => {
                 let f = std::fs::OpenOptions::new()
@@ -220,6 +252,8 @@ impl Segments {
                     .create(true)
                     .truncate(true)
                     .open(dir.join(seg_name(id)))?;
+                preallocate(&f, 0, prealloc);
+                f.sync_all()?;
                 sync_dir(dir)?;
                 SegFile::Disk(f)
             }
@@ -339,6 +373,16 @@ impl Record {
     }
 }
 
+/// Whether `off` is the end of the written part of `seg`: past its end,
+/// or zeros where a record header would be (preallocated space).
+pub fn at_end(seg: &SegFile, off: u64, file_len: u64) -> bool {
+    if off + HDR as u64 > file_len {
+        return true;
+    }
+    let mut hdr = [0u8; HDR];
+    seg.read_exact_at(&mut hdr, off).is_ok() && hdr.iter().all(|&b| b == 0)
+}
+
 /// Read the record at `off` of `seg` (`None`: torn, corrupt, or past the end).
 pub fn read_record(seg: &SegFile, id: u32, off: u64, file_len: u64) -> Option<Record> {
     if off + HDR as u64 > file_len {
@@ -407,8 +451,9 @@ pub fn recover(segs: &Segments, cp_lsn: u64, from: Pos) -> io::Result<(Vec<Recor
 }
 
 /// After recovery: cut the log at `end` (stale bytes after it must never
-/// be mistaken for records later) and delete segments after it.
-pub fn cut(segs: &Segments, end: Pos) -> io::Result<Arc<SegFile>> {
+/// be mistaken for records later; zeros up to `prealloc`) and delete
+/// segments after it.
+pub fn cut(segs: &Segments, end: Pos, prealloc: u64) -> io::Result<Arc<SegFile>> {
     for id in segs.ids() {
         if id > end.seg {
             segs.remove(id)?;
@@ -416,11 +461,11 @@ pub fn cut(segs: &Segments, end: Pos) -> io::Result<Arc<SegFile>> {
     }
     match segs.get(end.seg) {
         Some(f) => {
-            if f.len()? != end.off {
-                f.truncate(end.off)?;
-            }
+            // Stale bytes after the end (a torn record, or records of a
+            // batch never acknowledged) are replaced by zeros.
+            f.truncate(end.off, prealloc)?;
             Ok(f)
         }
-        None => segs.create(end.seg),
+        None => segs.create(end.seg, prealloc),
     }
 }

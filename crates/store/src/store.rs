@@ -552,7 +552,7 @@ impl Store {
             drop(records);
             lsn = last;
             end = e;
-            active = seglog::cut(&segs, end).map_err(lio)?;
+            active = seglog::cut(&segs, end, opts.segment_bytes).map_err(lio)?;
             t.put(Tbl::Sys, FORMAT_KEY, FORMAT)?;
             t.put(Tbl::Sys, CHECKPOINT_KEY, &checkpoint_value(lsn, end))?;
         }
@@ -563,11 +563,12 @@ impl Store {
             let data = r.open_table(Tbl::Data.def()).map_err(sio)?;
             tables::live_bytes(&data)?
         };
-        let sizes = segs
+        let mut sizes: std::collections::BTreeMap<u32, u64> = segs
             .ids()
             .into_iter()
             .map(|id| (id, segs.len_of(id)))
             .collect();
+        sizes.insert(end.seg, end.off);
         let mut ws = WriterState {
             sizes,
             durable_log: path.is_some(),
@@ -1191,7 +1192,10 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
         .len()
         .map_err(|e| RadosError::io(format!("data log: {e}")))?;
     let (mut copied, mut scanned) = (0u64, 0u64);
-    while off < len && copied < COMPACT_COPY_BYTES && scanned < COMPACT_SCAN_BYTES {
+    while !seglog::at_end(&f, off, len)
+        && copied < COMPACT_COPY_BYTES
+        && scanned < COMPACT_SCAN_BYTES
+    {
         let rec = seglog::read_record(&f, id, off, len);
         let parsed = rec.as_ref().map(|r| (r, tables::parse(r.redo())));
         let Some((r, Ok(entries))) = parsed else {
@@ -1228,7 +1232,7 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
         scanned += r.len();
         off += r.len();
     }
-    if off >= len {
+    if seglog::at_end(&f, off, len) {
         ws.compact = None;
         ws.want_cp = true;
         // Done with it: deleted at the checkpoint if nothing is live (as
@@ -1440,7 +1444,8 @@ fn fill_txn(
                 let written = (ws.active.clone(), buf.len());
                 if ws.pos.off >= ws.seg_bytes {
                     let next = ws.pos.seg + 1;
-                    ws.active = inner.segs.create(next).map_err(lio)?;
+                    ws.active.seal_at(ws.pos.off).map_err(lio)?;
+                    ws.active = inner.segs.create(next, ws.seg_bytes).map_err(lio)?;
                     ws.pos = Pos { seg: next, off: 0 };
                     ws.sizes.insert(next, 0);
                 }

@@ -187,6 +187,18 @@ fn usable_after(dir: &Path) {
     );
 }
 
+/// Where the records of a segment file end (the rest is preallocated
+/// zeros). Record header: magic u32 | lsn u64 | data len u32 | redo len
+/// u32 | crc u32.
+fn log_end(f: &[u8]) -> usize {
+    let mut off = 0;
+    while off + 24 <= f.len() && f[off..off + 4] == 0x474C_5751u32.to_le_bytes() {
+        let w = |i: usize| u32::from_le_bytes(f[off + i..off + i + 4].try_into().unwrap()) as usize;
+        off += 24 + w(12) + w(16);
+    }
+    off
+}
+
 #[test]
 fn log_records_redb_never_committed_are_replayed() {
     let (dir, acked) = crashed_store();
@@ -203,9 +215,14 @@ fn torn_tail_after_the_last_record_is_ignored() {
     // start (the last record's header again) cut short, then garbage.
     let last = segments(dir.path()).pop().unwrap();
     let mut f = std::fs::read(&last).unwrap();
-    let head: Vec<u8> = f[..f.len().min(4000)].to_vec();
-    f.extend_from_slice(&head);
-    f.extend_from_slice(&[0xA5; 777]);
+    let end = log_end(&f);
+    assert!(
+        end > 0 && f.len() >= end + 4777,
+        "segment preallocated past its records"
+    );
+    let head: Vec<u8> = f[..4000].to_vec();
+    f[end..end + 4000].copy_from_slice(&head);
+    f[end + 4000..end + 4777].fill(0xA5);
     std::fs::write(&last, &f).unwrap();
     let s = Store::open(dir.path()).unwrap();
     check(&s, acked);
@@ -218,10 +235,10 @@ fn torn_last_record_loses_only_that_write_and_whole() {
     let (dir, acked) = crashed_store();
     // Tear the last record (the last write's): as if it was in flight.
     let last = segments(dir.path()).pop().unwrap();
-    let len = std::fs::metadata(&last).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
-    f.set_len(len - 100).unwrap();
-    drop(f);
+    let mut f = std::fs::read(&last).unwrap();
+    let end = log_end(&f);
+    f[end - 100..end].fill(0);
+    std::fs::write(&last, &f).unwrap();
     let s = Store::open(dir.path()).unwrap();
     check(&s, acked - 1);
     // Not a torn write: the object of the torn record does not exist at all.
