@@ -381,23 +381,29 @@ async fn corrupted_copy_is_detected_and_repaired() {
     // A clean stop (SIGTERM): the engine opens without a recovery scan, so
     // only Quarry's own block checksums can notice the flip.
     cl.term("osd.0");
-    // Flip one byte in every copy of the block in osd.0's store file.
-    let file = cl.path().join("osd.0").join("store.redb");
-    let mut bytes = std::fs::read(&file).expect("store file");
+    // Flip one byte in every copy of the block in osd.0's data log.
     let mut hits = 0;
-    let mut i = 0;
-    while i + pattern.len() <= bytes.len() {
-        if bytes[i..i + pattern.len()] == pattern[..] {
-            bytes[i + 100] ^= 0xff;
-            hits += 1;
-            i += pattern.len();
-        } else {
-            i += 1;
+    let log_dir = cl.path().join("osd.0").join("log");
+    for e in std::fs::read_dir(&log_dir).expect("store log dir") {
+        let file = e.expect("dir entry").path();
+        let mut bytes = std::fs::read(&file).expect("store segment");
+        let mut i = 0;
+        let before = hits;
+        while i + pattern.len() <= bytes.len() {
+            if bytes[i..i + pattern.len()] == pattern[..] {
+                bytes[i + 100] ^= 0xff;
+                hits += 1;
+                i += pattern.len();
+            } else {
+                i += 1;
+            }
+        }
+        if hits > before {
+            std::fs::write(&file, &bytes).expect("write store segment");
         }
     }
-    assert!(hits > 0, "pattern not found in the store file");
+    assert!(hits > 0, "pattern not found in the store's data log");
     eprintln!("flipped {hits} copies");
-    std::fs::write(&file, &bytes).expect("write store");
     cl.run_up(None);
     wait_clean(&c).await;
     assert_eq!(read(&c, pool, &name).await, pattern, "read after repair");

@@ -1112,9 +1112,7 @@ impl WriterState {
             .collect()
     }
 
-    /// The sealed segment to compact next, if the log holds enough
-    /// garbage: at least a segment's worth in all, and a segment less than
-    /// half live. The emptiest goes first (least to copy per byte freed).
+    /// The sealed segment to compact next, if the log holds enough garbage.
     fn pick_victim(&self, segs: &Segments) -> Option<u32> {
         let sealed = self.sealed(segs);
         let live_of = |id: u32| self.live.get(&id).copied().unwrap_or(0);
@@ -1122,14 +1120,18 @@ impl WriterState {
             .iter()
             .map(|&(id, len)| len.saturating_sub(live_of(id)))
             .sum();
-        if garbage < self.seg_bytes {
+        // Garbage is allowed up to a quarter of the live data (at least two
+        // segments): space stays near the live data, and the emptiest
+        // segments (least to copy per byte freed) go first.
+        let live_total: u64 = self.live.values().sum();
+        if garbage < (2 * self.seg_bytes).max(live_total / 4) {
             return None;
         }
         sealed
             .into_iter()
             .filter(|&(id, len)| {
                 let live = live_of(id);
-                live > 0 && live * 2 < len && !self.no_compact.contains(&id)
+                live > 0 && live < len && !self.no_compact.contains(&id)
             })
             .min_by_key(|&(id, len)| (live_of(id) as u128 * 1000 / len.max(1) as u128, id))
             .map(|(id, _)| id)
