@@ -34,6 +34,28 @@ if need_pkgs; then
   $SUDO apt-mark hold qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common qemu-system-data >/dev/null
 fi
 
+# libvirt for the libvirt domain test (crates/vmtest/tests/libvirt_domain.rs),
+# which starts its own libvirtd and virtlogd as root with a private socket.
+# Only the daemon binaries, the QEMU driver and virsh: not
+# libvirt-daemon-system, whose units would start a system libvirtd sharing
+# /run/libvirt/qemu with the test's, nor the recommended default network.
+# The QEMU driver runs guests as libvirt-qemu (Debian's build default),
+# which libvirt-daemon-system's postinst would create: create it here.
+# None of these packages depends on QEMU, so the 7.2 pin and hold above stay.
+if ! { [ -x /usr/sbin/libvirtd ] && [ -x /usr/sbin/virtlogd ] && command -v virsh >/dev/null 2>&1 \
+       && [ -e /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so ]; }; then
+  t0=$(date +%s)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+  echo "setup: libvirt packages installed in $(( $(date +%s) - t0 )) s"
+fi
+if ! getent passwd libvirt-qemu >/dev/null; then
+  getent group kvm >/dev/null || $SUDO groupadd --system kvm
+  $SUDO useradd --system --gid kvm --home-dir /var/lib/libvirt --no-create-home \
+    --shell /usr/sbin/nologin --comment "Libvirt Qemu" libvirt-qemu
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust stable (https://rustup.rs) first" >&2
   exit 1

@@ -97,6 +97,9 @@ pub enum MonAccess {
     AuthAdmin,
     /// Create `osd.N` keys (the `bootstrap-osd` profile).
     BootstrapOsd,
+    /// `osd blocklist` (write caps, `profile rbd`, or `allow command
+    /// "osd blocklist"`, as Ceph: rbd clients fence dead lock owners).
+    Blocklist,
 }
 
 /// The parsed caps of one service.
@@ -447,16 +450,24 @@ impl Caps {
                 perms, pool: None, ..
             } => match access {
                 MonAccess::Read => perms.read,
-                MonAccess::Write => perms.read && perms.write,
+                MonAccess::Write | MonAccess::Blocklist => perms.read && perms.write,
                 MonAccess::OsdDaemon | MonAccess::AuthAdmin | MonAccess::BootstrapOsd => {
                     *perms == Perms::ALL
                 }
             },
-            Grant::Allow { .. } | Grant::Command(_) => false,
+            Grant::Command(c) => {
+                access == MonAccess::Blocklist
+                    && matches!(c.trim_matches('"'), "osd blocklist" | "osd blacklist")
+            }
+            Grant::Allow { .. } => false,
             Grant::Profile { profile, .. } => match profile {
                 Profile::Mon => true,
+                Profile::Rbd if access == MonAccess::Blocklist => true,
                 Profile::Osd => matches!(access, MonAccess::Read | MonAccess::OsdDaemon),
-                Profile::Mgr => matches!(access, MonAccess::Read | MonAccess::Write),
+                Profile::Mgr => matches!(
+                    access,
+                    MonAccess::Read | MonAccess::Write | MonAccess::Blocklist
+                ),
                 Profile::BootstrapOsd => {
                     matches!(access, MonAccess::Read | MonAccess::BootstrapOsd)
                 }
@@ -558,6 +569,10 @@ mod tests {
         assert!(c.allows_object("rbd", "", Some("rbd_children"), false));
         let c = p("allow command \"osd blocklist\"");
         assert!(!c.mon_allows(MonAccess::Read));
+        assert!(c.mon_allows(MonAccess::Blocklist));
+        assert!(p("profile rbd").mon_allows(MonAccess::Blocklist));
+        assert!(!p("allow r").mon_allows(MonAccess::Blocklist));
+        assert!(p("allow rw").mon_allows(MonAccess::Blocklist));
     }
 
     #[test]

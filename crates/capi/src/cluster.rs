@@ -26,6 +26,9 @@ pub struct Connection {
     pub engine: Arc<dyn ImageEngine>,
     /// Per-object ordering of `rados_aio_*` operations.
     pub order: ObjectOrder,
+    /// Watches registered through the C API: cookie → watched object
+    /// (`rados_unwatch2` and `rados_watch_check` get only the cookie).
+    pub watches: Mutex<HashMap<u64, ObjectId>>,
 }
 
 /// Keeps asynchronous operations on one object in submission order, as
@@ -141,6 +144,7 @@ impl Cluster {
             rados,
             engine,
             order: ObjectOrder::default(),
+            watches: Mutex::new(HashMap::new()),
         }));
         Ok(())
     }

@@ -34,6 +34,7 @@ pub mod engine;
 pub mod ffi_lock;
 pub mod ffi_rados;
 pub mod ffi_rbd;
+pub mod ffi_watch;
 pub mod image;
 mod net;
 pub mod opts;

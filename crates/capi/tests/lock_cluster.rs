@@ -2,8 +2,12 @@
 //! cluster (`quarry up`: monitor + 3 OSDs): each writer is a C program
 //! linked against Quarry's librbd (`tests/c/lockprobe.c`) or Debian's
 //! qemu-io. Covers the managed lock refusing a second writer, the
-//! cooperative hand-off keeping data consistent, and breaking the lock of
-//! a writer killed with SIGKILL.
+//! cooperative hand-off keeping data consistent, breaking the lock of a
+//! writer killed with SIGKILL, and fencing: a writer stopped with SIGSTOP
+//! has its lock broken and is blocklisted, so after SIGCONT its writes fail
+//! with ESHUTDOWN and never land over the new owner's; `rbd lock rm`
+//! fences the same way; `ceph osd blocklist add|ls|rm`. Also librados' C
+//! watch/notify exports between two processes (`tests/c/notifyprobe.c`).
 
 mod common;
 
@@ -13,25 +17,28 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 
-/// The cluster with `lockprobe` compiled against this build's library.
+/// The cluster with `lockprobe` and `notifyprobe` compiled against this
+/// build's library.
 fn up_with_probe() -> Cluster {
     let c = Cluster::up();
     common::require("gcc");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/lockprobe.c");
-    let o = Command::new("gcc")
-        .arg("-Wall")
-        .arg("-o")
-        .arg(c.probe_bin())
-        .arg(&src)
-        .arg(format!("-L{}", c.lib_dir().display()))
-        .args(["-l:librbd.so.1", "-l:librados.so.2", "-lpthread"])
-        .output()
-        .expect("gcc");
-    assert!(
-        o.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    for name in ["lockprobe", "notifyprobe"] {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+        let o = Command::new("gcc")
+            .arg("-Wall")
+            .arg("-o")
+            .arg(c.path().join(name))
+            .arg(&src)
+            .arg(format!("-L{}", c.lib_dir().display()))
+            .args(["-l:librbd.so.1", "-l:librados.so.2", "-lpthread"])
+            .output()
+            .expect("gcc");
+        assert!(
+            o.status.success(),
+            "gcc {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     c
 }
 
@@ -54,6 +61,23 @@ impl Cluster {
 
     fn run(&self, tool: &str, args: &[&str]) -> (bool, String) {
         let o = self.cmd(tool).args(args).output().expect("spawn");
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    /// Quarry's own `rbd`/`ceph` (`quarry rbd ...`), not Debian's.
+    fn quarry(&self, args: &[&str]) -> (bool, String) {
+        let o = self
+            .cmd_path(&common::cluster::quarry_bin())
+            .args(args)
+            .output()
+            .expect("spawn");
         (
             o.status.success(),
             format!(
@@ -112,7 +136,7 @@ fn lines(out: &str) -> Vec<&str> {
 #[test]
 fn exclusive_lock_between_processes() {
     let c = up_with_probe();
-    for img in ["managed", "coop", "killed"] {
+    for img in ["managed", "coop", "killed", "stopped", "lockrm"] {
         let (ok, out) = c.run(
             "qemu-img",
             &["create", "-f", "raw", &format!("rbd:data/{img}"), "64M"],
@@ -122,6 +146,9 @@ fn exclusive_lock_between_processes() {
     managed_refuses_second_writer(&c);
     cooperative_hand_off(&c);
     killed_owner_is_broken(&c);
+    stopped_owner_is_fenced(&c);
+    lock_rm_fences(&c);
+    c_watch_notify(&c);
 }
 
 /// `rbd_lock_acquire`: the second writer's write and acquire get EROFS and
@@ -314,4 +341,213 @@ fn killed_owner_is_broken(c: &Cluster) {
         "{out}"
     );
     assert!(l[4].starts_with("owners rc=0 mode=0 client."), "{out}");
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill {sig}");
+}
+
+/// `ceph osd blocklist ls --format json`: (addr, until) pairs.
+fn blocklist(c: &Cluster) -> Vec<(String, String)> {
+    let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "ls", "--format", "json"]);
+    assert!(ok, "{out}");
+    let json = out.lines().next().unwrap_or("[]");
+    let v: serde_json::Value = serde_json::from_str(json).expect("blocklist json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|e| {
+            (
+                e["addr"].as_str().expect("addr").to_string(),
+                e["until"].as_str().expect("until").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The lock owner's `client.N` and address, from `rbd lock ls`.
+fn lock_ls(c: &Cluster, image: &str) -> (String, String, String) {
+    let (ok, out) = c.quarry(&["rbd", "lock", "ls", image, "--format", "json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(out.lines().next().unwrap_or("")).expect("lock ls json");
+    let o = &v[0];
+    (
+        o["locker"].as_str().expect("locker").to_string(),
+        o["id"].as_str().expect("id").to_string(),
+        o["address"].as_str().expect("address").to_string(),
+    )
+}
+
+/// The owner is stopped (SIGSTOP) holding the lock: it stays a watcher but
+/// cannot answer. The next writer's lock request times out, so it
+/// blocklists the owner, breaks the lock and writes. After SIGCONT the old
+/// owner's next write fails with -ESHUTDOWN (108) and the bytes on the
+/// image are the new owner's.
+fn stopped_owner_is_fenced(c: &Cluster) {
+    let f = |n: &str| c.file(&format!("s.{n}"));
+    let owner = c.probe(
+        "stopped",
+        &[
+            "write:0:65536:21",
+            "owner",
+            &format!("touch:{}", f("a1")),
+            &format!("wait:{}", f("b1")),
+            "write:0:65536:22",
+            "write:65536:4096:22",
+        ],
+    );
+    wait_file(c, "s.a1");
+    let (_, _, old_addr) = lock_ls(c, "data/stopped");
+    assert!(old_addr.contains(":0/"), "client address form: {old_addr}");
+    signal(&owner, "-STOP");
+    let next = c.probe(
+        "stopped",
+        &[
+            "read:0:65536:21",
+            "write:0:65536:23",
+            "owner",
+            "read:0:65536:23",
+        ],
+    );
+    let out = finish(next, "next writer");
+    let listed = blocklist(c);
+    std::fs::write(f("b1"), b"").expect("signal");
+    signal(&owner, "-CONT");
+    let out_old = finish(owner, "stopped owner");
+    assert_eq!(
+        lines(&out),
+        ["read ok", "write rc=0", "owner rc=0 is_owner=1", "read ok"],
+        "{out}"
+    );
+    assert!(
+        listed.iter().any(|(a, _)| *a == old_addr),
+        "the old owner {old_addr} must be blocklisted: {listed:?}"
+    );
+    assert_eq!(
+        lines(&out_old),
+        [
+            "write rc=0",
+            "owner rc=0 is_owner=1",
+            "touch rc=0",
+            "wait rc=0",
+            "write rc=-108",
+            "write rc=-108",
+        ],
+        "{out_old}"
+    );
+    // Nothing of the fenced writer landed.
+    let check = c.probe("stopped", &["read:0:65536:23", "read:65536:4096:0"]);
+    let out = finish(check, "checker");
+    assert_eq!(lines(&out), ["read ok", "read ok"], "{out}");
+    // The operator lifts the fence (old spelling too).
+    let (ok, out) = c.quarry(&["ceph", "osd", "blacklist", "rm", &old_addr]);
+    assert!(
+        ok && out.contains(&format!("un-blocklisting {old_addr}")),
+        "{out}"
+    );
+    assert!(!blocklist(c).iter().any(|(a, _)| *a == old_addr));
+    let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "rm", &old_addr]);
+    assert!(ok && out.contains("isn't blocklisted"), "{out}");
+}
+
+/// `rbd lock rm` blocklists the owner it breaks (as Ceph's does); `ceph
+/// osd blocklist add` with an expiry and bad input.
+fn lock_rm_fences(c: &Cluster) {
+    let f = |n: &str| c.file(&format!("r.{n}"));
+    let owner = c.probe(
+        "lockrm",
+        &[
+            "write:0:4096:31",
+            &format!("touch:{}", f("a1")),
+            &format!("wait:{}", f("b1")),
+            "write:0:4096:32",
+        ],
+    );
+    wait_file(c, "r.a1");
+    let (locker, id, addr) = lock_ls(c, "data/lockrm");
+    let (ok, out) = c.quarry(&["rbd", "lock", "rm", "data/lockrm", &id, &locker]);
+    assert!(ok, "{out}");
+    assert!(blocklist(c).iter().any(|(a, _)| *a == addr), "{addr}");
+    std::fs::write(f("b1"), b"").expect("signal");
+    let out = finish(owner, "broken owner");
+    assert_eq!(
+        lines(&out),
+        ["write rc=0", "touch rc=0", "wait rc=0", "write rc=-108"],
+        "{out}"
+    );
+    let check = c.probe("lockrm", &["read:0:4096:31"]);
+    assert_eq!(lines(&finish(check, "checker")), ["read ok"]);
+
+    let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "add", "10.1.2.3:0/77", "60"]);
+    assert!(
+        ok && out.contains("blocklisting 10.1.2.3:0/77 until"),
+        "{out}"
+    );
+    let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "ls"]);
+    assert!(
+        ok && out.contains("10.1.2.3:0/77 ") && out.contains("listed "),
+        "{out}"
+    );
+    let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "add", "not-an-address"]);
+    assert!(!ok && out.contains("Error EINVAL"), "{out}");
+    let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "add", "10.1.2.3", "-5"]);
+    assert!(!ok, "{out}");
+}
+
+/// librados' C watch/notify between two processes: the watcher's callback
+/// gets each payload and acks with one of its own from inside the
+/// callback; a second watch never acks; the notifier decodes the reply
+/// buffer (acks with payloads, the silent watch as a timeout, -ETIMEDOUT).
+fn c_watch_notify(c: &Cluster) {
+    let (ready, done) = (c.file("n.ready"), c.file("n.done"));
+    let watcher = c
+        .cmd_path(&c.path().join("notifyprobe"))
+        .args(["data", "nobj", "watch", &ready, &done])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn notifyprobe");
+    wait_file(c, "n.ready");
+    let notifier = c
+        .cmd_path(&c.path().join("notifyprobe"))
+        .args(["data", "nobj", "notify", "hello", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn notifyprobe");
+    let out_n = finish(notifier, "notifier");
+    std::fs::write(&done, b"").expect("signal");
+    let out_w = finish(watcher, "watcher");
+    let lw = lines(&out_w);
+    let ids: Vec<&str> = lw[0].split(' ').collect();
+    assert_eq!(ids[0], "watching", "{out_w}");
+    let (gid, a, b) = (ids[1], ids[2], ids[3]);
+    assert_eq!(
+        lines(&out_n),
+        [
+            format!("notify rc=-110 acks=1 {gid}:{a}:ack:hello timeouts=1 {gid}:{b}"),
+            format!("aio_notify rc=-110 acks=1 {gid}:{a}:ack:again timeouts=1 {gid}:{b}"),
+            "decode_bad rc=-22".to_string(),
+            "notify_neg rc=-22".to_string(),
+        ],
+        "{out_n}"
+    );
+    assert_eq!(
+        lw[1..],
+        [
+            "flush rc=0",
+            "got 2 hello again",
+            "check rc=0",
+            "unwatch rc=0",
+            "unwatch rc=0",
+            "check_after rc=-107",
+            "unwatch_again rc=-2",
+        ],
+        "{out_w}"
+    );
 }

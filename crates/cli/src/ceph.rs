@@ -176,6 +176,30 @@ enum OsdCmd {
         #[command(subcommand)]
         cmd: PoolCmd,
     },
+    /// Fenced client addresses (`blacklist` is the old spelling).
+    #[command(visible_alias = "blacklist")]
+    Blocklist {
+        #[command(subcommand)]
+        cmd: BlocklistCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BlocklistCmd {
+    /// Fence a client address (`ip[:port][/nonce]`) for EXPIRE seconds (default 3600).
+    Add {
+        /// Client address, e.g. `127.0.0.1:0/4123` (`rbd lock ls` shows it).
+        addr: String,
+        /// Seconds until the entry expires.
+        expire: Option<f64>,
+    },
+    /// Lift a fence.
+    Rm {
+        /// Client address.
+        addr: String,
+    },
+    /// List the fenced addresses and their expiry.
+    Ls,
 }
 
 #[derive(Subcommand, Debug)]
@@ -387,6 +411,7 @@ async fn dispatch(a: CephArgs) -> CmdResult {
                 PoolCmd::Get { name, var } => pool_get(&ctx, &name, &var).await,
                 PoolCmd::Set { name, var, val } => pool_set(&ctx, &name, &var, &val).await,
             },
+            OsdCmd::Blocklist { cmd } => blocklist(&ctx, cmd).await,
         },
         CephCmd::Auth { cmd } => auth(&ctx, cmd).await,
         CephCmd::Mon { cmd: MonCmd::Stat } => mon_stat(&ctx).await,
@@ -746,6 +771,79 @@ async fn osd_mark(ctx: &Ctx, how: &str, ids: &[String]) -> CmdResult {
         };
         ctx.command(&format!("osd {how}"), cmd).await?;
         eprintln!("marked {how} osd.{id}. ");
+    }
+    Ok(())
+}
+
+async fn blocklist(ctx: &Ctx, cmd: BlocklistCmd) -> CmdResult {
+    use crate::rbd::iso_utc;
+    let addr_err =
+        |a: &str, e: String| cerr(Errno::EINVAL, format!("unable to parse addr '{a}': {e}"));
+    match cmd {
+        BlocklistCmd::Add { addr, expire } => {
+            quarry_map::ClientAddr::parse(&addr).map_err(|e| addr_err(&addr, e))?;
+            let secs = match expire {
+                None => None,
+                Some(x) if x.is_finite() && x > 0.0 && x < 1e10 => Some(x.ceil() as u64),
+                Some(x) => {
+                    return Err(cerr(
+                        Errno::EINVAL,
+                        format!("invalid expire '{x}': a positive number of seconds"),
+                    ))
+                }
+            };
+            let r = ctx
+                .command(
+                    "osd blocklist add",
+                    MonCommand::BlocklistAdd {
+                        addr,
+                        expire_secs: secs,
+                    },
+                )
+                .await?;
+            if let MonReply::Blocklisted {
+                addr, until_unix, ..
+            } = r
+            {
+                eprintln!(
+                    "blocklisting {addr} until {} ({} sec)",
+                    iso_utc(until_unix),
+                    secs.unwrap_or(3600)
+                );
+            }
+        }
+        BlocklistCmd::Rm { addr } => {
+            quarry_map::ClientAddr::parse(&addr).map_err(|e| addr_err(&addr, e))?;
+            let r = ctx
+                .command("osd blocklist rm", MonCommand::BlocklistRm { addr })
+                .await?;
+            if let MonReply::Blocklisted { addr, existed, .. } = r {
+                if existed {
+                    eprintln!("un-blocklisting {addr}");
+                } else {
+                    eprintln!("{addr} isn't blocklisted");
+                }
+            }
+        }
+        BlocklistCmd::Ls => {
+            let r = ctx
+                .command("osd blocklist ls", MonCommand::BlocklistList)
+                .await?;
+            let MonReply::Blocklist(entries) = r else {
+                return Err(cerr(Errno::EIO, "unexpected reply to osd blocklist ls"));
+            };
+            if ctx.json() {
+                ctx.print_json(&json!(entries
+                    .iter()
+                    .map(|(a, u)| json!({"addr": a, "until": iso_utc(*u)}))
+                    .collect::<Vec<_>>()));
+            } else {
+                for (a, u) in &entries {
+                    println!("{a} {}", iso_utc(*u));
+                }
+            }
+            eprintln!("listed {} entries", entries.len());
+        }
     }
     Ok(())
 }

@@ -781,6 +781,30 @@ impl Rados for ClusterClient {
         .await
         .map(|_| ())
     }
+
+    async fn blocklist_add(&self, addr: &str, expire: Duration) -> Result<()> {
+        let reply = self
+            .monc
+            .command(MonCommand::BlocklistAdd {
+                addr: addr.to_string(),
+                expire_secs: Some(expire.as_secs().max(1)),
+            })
+            .await
+            .map_err(|e| RadosError::new(e.errno(), format!("blocklisting {addr}: {e}")))?;
+        let epoch = match reply {
+            MonReply::Blocklisted { epoch, .. } | MonReply::Ok { epoch } => epoch,
+            other => {
+                return Err(RadosError::io(format!(
+                    "blocklisting {addr}: unexpected reply {other:?}"
+                )))
+            }
+        };
+        self.monc
+            .wait_for_epoch(epoch)
+            .await
+            .map_err(|e| RadosError::new(e.errno(), format!("blocklisting {addr}: {e}")))?;
+        Ok(())
+    }
 }
 
 /// Delivers watch events from every OSD connection to the watches'

@@ -136,6 +136,66 @@ pub struct ClusterMap {
     pub next_pool_id: PoolId,
     /// Per-PG activation history (see [`PgHistory`]).
     pub pg_history: BTreeMap<PgId, PgHistory>,
+    /// Fenced client addresses (`ceph osd blocklist`): canonical
+    /// [`ClientAddr`] text → expiry (unix seconds). OSDs refuse every
+    /// request of a client that matches a live entry.
+    pub blocklist: BTreeMap<String, u64>,
+}
+
+/// A client address as Ceph writes it, `ip:port/nonce`. A Quarry client's
+/// address is `<ip the OSD sees>:0/<global id>`: the nonce names one client
+/// instance. A blocklist entry with port 0 and nonce 0 fences a whole IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientAddr {
+    /// IP address.
+    pub ip: std::net::IpAddr,
+    /// Port (0 for clients).
+    pub port: u16,
+    /// Instance nonce (Quarry: the client's global id; 0 = any).
+    pub nonce: u64,
+}
+
+impl ClientAddr {
+    /// Parse `ip`, `ip:port`, `ip:port/nonce` or `[v6]:port/nonce` (an
+    /// optional `v1:`/`v2:`/`any:` prefix, as Ceph prints, is accepted).
+    pub fn parse(s: &str) -> Result<ClientAddr, String> {
+        let t = s.trim();
+        let t = ["any:", "v1:", "v2:"]
+            .iter()
+            .find_map(|p| t.strip_prefix(p))
+            .unwrap_or(t);
+        let (hostport, nonce) = match t.split_once('/') {
+            Some((h, n)) => (
+                h,
+                n.parse::<u64>()
+                    .map_err(|_| format!("invalid address '{s}': bad nonce '{n}'"))?,
+            ),
+            None => (t, 0),
+        };
+        if let Ok(ip) = hostport.parse::<std::net::IpAddr>() {
+            return Ok(ClientAddr { ip, port: 0, nonce });
+        }
+        let sa = hostport
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| format!("invalid address '{s}': expected ip[:port][/nonce]"))?;
+        Ok(ClientAddr {
+            ip: sa.ip(),
+            port: sa.port(),
+            nonce,
+        })
+    }
+}
+
+impl std::fmt::Display for ClientAddr {
+    /// `127.0.0.1:0/4123`, `[::1]:0/4123`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            std::net::SocketAddr::new(self.ip, self.port),
+            self.nonce
+        )
+    }
 }
 
 /// Placement failures.
@@ -164,7 +224,28 @@ impl ClusterMap {
             pools: BTreeMap::new(),
             next_pool_id: 1,
             pg_history: BTreeMap::new(),
+            blocklist: BTreeMap::new(),
         }
+    }
+
+    /// Whether a client (seen at `ip`, global id `nonce`) is fenced at
+    /// `now_unix`: an unexpired entry for exactly that instance, or for its
+    /// whole IP. Two map lookups; nothing when the blocklist is empty.
+    pub fn is_blocklisted(&self, ip: std::net::IpAddr, nonce: u64, now_unix: u64) -> bool {
+        if self.blocklist.is_empty() {
+            return false;
+        }
+        let live = |a: ClientAddr| {
+            self.blocklist
+                .get(&a.to_string())
+                .is_some_and(|&until| until > now_unix)
+        };
+        live(ClientAddr { ip, port: 0, nonce })
+            || live(ClientAddr {
+                ip,
+                port: 0,
+                nonce: 0,
+            })
     }
 
     /// Look a pool up by name.

@@ -147,3 +147,39 @@ proptest::proptest! {
         proptest::prop_assert_eq!(s.len() as u32, size.min(n));
     }
 }
+
+#[test]
+fn client_addr_parse_and_blocklist() {
+    use std::net::IpAddr;
+    let a = ClientAddr::parse("127.0.0.1:0/4123").expect("parse");
+    assert_eq!(a.to_string(), "127.0.0.1:0/4123");
+    assert_eq!(
+        ClientAddr::parse("10.0.0.1").expect("ip").to_string(),
+        "10.0.0.1:0/0"
+    );
+    assert_eq!(
+        ClientAddr::parse("any:10.0.0.1:6800/9")
+            .expect("prefix")
+            .to_string(),
+        "10.0.0.1:6800/9"
+    );
+    assert_eq!(
+        ClientAddr::parse("[::1]:0/5").expect("v6").to_string(),
+        "[::1]:0/5"
+    );
+    for bad in ["", "x", "1.2.3.4/abc", "1.2.3.4:99999/1", "1.2.3/1"] {
+        assert!(ClientAddr::parse(bad).is_err(), "{bad}");
+    }
+    let mut m = ClusterMap::new("f");
+    let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+    assert!(!m.is_blocklisted(ip, 4123, 100));
+    m.blocklist.insert(a.to_string(), 200);
+    assert!(m.is_blocklisted(ip, 4123, 100));
+    assert!(!m.is_blocklisted(ip, 4124, 100), "another instance");
+    assert!(!m.is_blocklisted(ip, 4123, 200), "expired");
+    m.blocklist.insert("10.0.0.1:0/0".into(), 200);
+    assert!(
+        m.is_blocklisted("10.0.0.1".parse().expect("ip"), 77, 100),
+        "whole ip"
+    );
+}

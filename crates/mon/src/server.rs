@@ -19,7 +19,7 @@ use openraft::{BasicNode, Raft, ServerState};
 
 use quarry_auth::{handshake, issue_ticket, Caps, Claims, EntityCaps, MonAccess, Secret};
 use quarry_common::Errno;
-use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
+use quarry_map::{ClientAddr, ClusterMap, Epoch, OsdId, PgId};
 use quarry_monc::wire::{
     Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE,
 };
@@ -44,6 +44,11 @@ const GID_BATCH: u64 = 1024;
 const PG_BATCH_MAX: usize = 4096;
 /// Longest entity name accepted in a handshake.
 const MAX_ENTITY_LEN: usize = 300;
+
+/// `mon_osd_blocklist_default_expire` (Ceph's default, one hour).
+const BLOCKLIST_DEFAULT_EXPIRE_SECS: u64 = 3600;
+/// Longest blocklist entry accepted (ten years; bounds the arithmetic).
+const BLOCKLIST_MAX_EXPIRE_SECS: u64 = 10 * 365 * 86400;
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -995,6 +1000,75 @@ impl Mon {
             MonCommand::Status => {
                 self.require(s, MonAccess::Read)?;
                 Ok(MonReply::Status(self.status()))
+            }
+            MonCommand::BlocklistAdd { addr, expire_secs } => {
+                self.require(s, MonAccess::Blocklist)?;
+                let a = ClientAddr::parse(addr).map_err(|e| cmd_err(Errno::EINVAL, e))?;
+                let secs = expire_secs.unwrap_or(BLOCKLIST_DEFAULT_EXPIRE_SECS);
+                if secs == 0 || secs > BLOCKLIST_MAX_EXPIRE_SECS {
+                    return Err(cmd_err(
+                        Errno::EINVAL,
+                        format!(
+                            "invalid expire '{secs}': 0 < seconds <= {BLOCKLIST_MAX_EXPIRE_SECS}"
+                        ),
+                    ));
+                }
+                let now = now_unix();
+                let until_unix = now + secs;
+                let addr = a.to_string();
+                let existed = self.map().blocklist.contains_key(&addr);
+                let epoch = match reply(
+                    self.propose(StateCmd::BlocklistAdd {
+                        addr: addr.clone(),
+                        until_unix,
+                        now_unix: now,
+                    })
+                    .await?,
+                )? {
+                    MonReply::Ok { epoch } => epoch,
+                    other => return Err(cmd_err(Errno::EIO, format!("unexpected {other:?}"))),
+                };
+                Ok(MonReply::Blocklisted {
+                    addr,
+                    until_unix,
+                    existed,
+                    epoch,
+                })
+            }
+            MonCommand::BlocklistRm { addr } => {
+                self.require(s, MonAccess::Blocklist)?;
+                let a = ClientAddr::parse(addr).map_err(|e| cmd_err(Errno::EINVAL, e))?;
+                let addr = a.to_string();
+                let now = now_unix();
+                let existed = self.map().blocklist.get(&addr).is_some_and(|&u| u > now);
+                let epoch = match reply(
+                    self.propose(StateCmd::BlocklistRm {
+                        addr: addr.clone(),
+                        now_unix: now,
+                    })
+                    .await?,
+                )? {
+                    MonReply::Ok { epoch } => epoch,
+                    other => return Err(cmd_err(Errno::EIO, format!("unexpected {other:?}"))),
+                };
+                Ok(MonReply::Blocklisted {
+                    addr,
+                    until_unix: 0,
+                    existed,
+                    epoch,
+                })
+            }
+            MonCommand::BlocklistList => {
+                self.require(s, MonAccess::Read)?;
+                let now = now_unix();
+                Ok(MonReply::Blocklist(
+                    self.map()
+                        .blocklist
+                        .iter()
+                        .filter(|(_, &u)| u > now)
+                        .map(|(a, &u)| (a.clone(), u))
+                        .collect(),
+                ))
             }
         }
     }

@@ -199,6 +199,23 @@ pub enum StateCmd {
         /// Caps.
         caps: EntityCaps,
     },
+    /// Fence a client address until `until_unix` (`osd blocklist add`);
+    /// entries expired at `now_unix` are dropped on the way.
+    BlocklistAdd {
+        /// Canonical `ip:port/nonce`.
+        addr: String,
+        /// Expiry, unix seconds.
+        until_unix: u64,
+        /// Leader's clock.
+        now_unix: u64,
+    },
+    /// Lift a fence (`osd blocklist rm`); absent entries are not an error.
+    BlocklistRm {
+        /// Canonical `ip:port/nonce`.
+        addr: String,
+        /// Leader's clock.
+        now_unix: u64,
+    },
 }
 
 /// A refusal, with errno and message.
@@ -460,6 +477,26 @@ impl MonState {
                 }
                 o.in_cluster = true;
                 Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
+            }
+            StateCmd::BlocklistAdd {
+                addr,
+                until_unix,
+                now_unix,
+            } => {
+                self.map.blocklist.retain(|_, until| *until > *now_unix);
+                self.map.blocklist.insert(addr.clone(), *until_unix);
+                Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
+            }
+            StateCmd::BlocklistRm { addr, now_unix } => {
+                let before = self.map.blocklist.len();
+                self.map.blocklist.retain(|_, until| *until > *now_unix);
+                let removed = self.map.blocklist.remove(addr).is_some();
+                let epoch = if removed || before != self.map.blocklist.len() {
+                    self.bump()
+                } else {
+                    self.map.epoch
+                };
+                Ok(Applied::Reply(MonReply::Ok { epoch }))
             }
             StateCmd::PgActivated { items } => {
                 let mut changed = false;
@@ -785,6 +822,33 @@ mod tests {
             s.apply(&pool("rbd")),
             Ok(Applied::Reply(MonReply::PoolCreated { pool: 2, .. }))
         ));
+    }
+
+    #[test]
+    fn blocklist_add_rm_expire() {
+        let mut s = boot();
+        let e0 = s.map.epoch;
+        let add = |addr: &str, until: u64, now: u64| StateCmd::BlocklistAdd {
+            addr: addr.into(),
+            until_unix: until,
+            now_unix: now,
+        };
+        s.apply(&add("127.0.0.1:0/7", 100, 10)).expect("add");
+        assert_eq!(s.map.epoch, e0 + 1);
+        assert_eq!(s.map.blocklist.get("127.0.0.1:0/7"), Some(&100));
+        // An expired entry is dropped when the next one is added.
+        s.apply(&add("127.0.0.1:0/8", 300, 150)).expect("add");
+        assert!(!s.map.blocklist.contains_key("127.0.0.1:0/7"));
+        let rm = |addr: &str| StateCmd::BlocklistRm {
+            addr: addr.into(),
+            now_unix: 160,
+        };
+        let e = s.map.epoch;
+        s.apply(&rm("127.0.0.1:0/9")).expect("rm absent");
+        assert_eq!(s.map.epoch, e, "nothing changed");
+        s.apply(&rm("127.0.0.1:0/8")).expect("rm");
+        assert!(s.map.blocklist.is_empty());
+        assert_eq!(s.map.epoch, e + 1);
     }
 
     #[test]

@@ -248,6 +248,21 @@ pub enum MonCommand {
     },
     /// `status` / `health`.
     Status,
+    /// `osd blocklist add ADDR [EXPIRE_SECONDS]` (default
+    /// `mon_osd_blocklist_default_expire`, 1 hour).
+    BlocklistAdd {
+        /// Client address, `ip[:port][/nonce]`.
+        addr: String,
+        /// Seconds until the entry expires.
+        expire_secs: Option<u64>,
+    },
+    /// `osd blocklist rm ADDR`.
+    BlocklistRm {
+        /// Client address.
+        addr: String,
+    },
+    /// `osd blocklist ls`.
+    BlocklistList,
 }
 
 /// Replies to [`MonCommand`]s.
@@ -280,6 +295,19 @@ pub enum MonReply {
     Key(String),
     /// Cluster status.
     Status(ClusterStatus),
+    /// Blocklist entries: canonical address, expiry (unix seconds).
+    Blocklist(Vec<(String, u64)>),
+    /// A blocklist entry was added or removed (`existed`: it was there before).
+    Blocklisted {
+        /// Canonical address.
+        addr: String,
+        /// Expiry, unix seconds (0 for a removal).
+        until_unix: u64,
+        /// Whether the entry existed before the command.
+        existed: bool,
+        /// Epoch that records it.
+        epoch: Epoch,
+    },
 }
 
 /// One entity of the auth database as shown to administrators.

@@ -257,7 +257,10 @@ struct WatchRec {
     conn: u64,
     client: u64,
     cookie: u64,
+    /// The client's address, `ip:0/<global id>` (Ceph's form).
     addr: String,
+    /// The client's IP, for the blocklist.
+    ip: Option<std::net::IpAddr>,
     /// The watch's connection, for notifications.
     events: mpsc::WeakSender<Frame>,
 }
@@ -285,6 +288,8 @@ struct ConnCtx {
     id: u64,
     claims: Claims,
     addr: String,
+    /// The peer's IP (a client's blocklist entries name it).
+    ip: Option<std::net::IpAddr>,
     /// This connection's send queue (weak: it must not keep it open).
     events: mpsc::WeakSender<Frame>,
 }
@@ -292,6 +297,40 @@ struct ConnCtx {
 impl ConnCtx {
     fn peer_osd(&self) -> Option<OsdId> {
         self.claims.entity.strip_prefix("osd.")?.parse().ok()
+    }
+
+    /// The client's address as Ceph prints it: `ip:0/<global id>`.
+    fn client_addr(&self) -> String {
+        match self.ip {
+            Some(ip) => quarry_map::ClientAddr {
+                ip,
+                port: 0,
+                nonce: self.claims.global_id,
+            }
+            .to_string(),
+            None => self.addr.clone(),
+        }
+    }
+
+    /// `ESHUTDOWN` (Ceph's `EBLOCKLISTED`) if `map` fences this client.
+    /// Daemons (OSD peers) are never fenced.
+    fn check_blocklist(&self, map: &ClusterMap) -> WResult<()> {
+        if map.blocklist.is_empty() || self.peer_osd().is_some() {
+            return Ok(());
+        }
+        let Some(ip) = self.ip else { return Ok(()) };
+        if map.is_blocklisted(ip, self.claims.global_id, now_unix()) {
+            return Err(WireError::new(
+                Errno::ESHUTDOWN,
+                format!(
+                    "client {} ({}) is blocklisted (map epoch {})",
+                    self.claims.entity,
+                    self.client_addr(),
+                    map.epoch
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -569,6 +608,10 @@ impl Osd {
         let ctx = Arc::new(ConnCtx {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             claims,
+            ip: peer
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.ip().to_canonical()),
             addr: peer.clone(),
             events: tx.downgrade(),
         });
@@ -643,6 +686,7 @@ impl Osd {
         req: Request,
         data: Bytes,
     ) -> WResult<(Resp, Bytes)> {
+        ctx.check_blocklist(&self.map())?;
         match req {
             Request::Op {
                 epoch,
@@ -702,7 +746,8 @@ impl Osd {
                     conn: ctx.id,
                     client: ctx.claims.global_id,
                     cookie,
-                    addr: ctx.addr.clone(),
+                    addr: ctx.client_addr(),
+                    ip: ctx.ip,
                     events: ctx.events.clone(),
                 });
                 Ok((Resp::Cookie(cookie), Bytes::new()))
@@ -942,6 +987,11 @@ impl Osd {
         // then release it and wait for durability everywhere. Many writes
         // of a PG are thus in flight at once and share group commits.
         let g = p.write_lock.lock().await;
+        // Fencing: checked again under the PG's write lock, against the
+        // newest map. A write of a client blocklisted meanwhile is refused
+        // here, so it can never be ordered after a write of the client that
+        // blocklisted it (whose op needed that map before taking the lock).
+        ctx.check_blocklist(&self.map())?;
         // Peering may have run while we waited for the lock.
         let cur = p.active.borrow().clone();
         if cur.as_ref() != Some(&active) {
@@ -1472,6 +1522,15 @@ impl Osd {
         first: bool,
     ) {
         self.prune_peers(map);
+        if !map.blocklist.is_empty() {
+            // A fenced client's watches go (as Ceph's OSDs drop them): it
+            // no longer shows as a watcher nor receives notifications.
+            let now = now_unix();
+            lock(&self.watches).retain(|_, v| {
+                v.retain(|w| !w.ip.is_some_and(|ip| map.is_blocklisted(ip, w.client, now)));
+                !v.is_empty()
+            });
+        }
         for (&pool, def) in &map.pools {
             for seed in 0..def.pg_num {
                 let pg = PgId { pool, seed };

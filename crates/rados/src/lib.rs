@@ -184,4 +184,18 @@ pub trait Rados: Send + Sync + 'static {
         cookie: u64,
         payload: Bytes,
     ) -> Result<()>;
+
+    /// Fence the client at `addr` (`ip[:port]/nonce`, as [`Watcher::addr`]
+    /// shows it) for `expire` (`ceph osd blocklist add`): OSDs then refuse
+    /// its every request with `ESHUTDOWN`. Returns once this client's map
+    /// holds the entry, so its later ops carry an epoch at which the fence
+    /// is in force. `EOPNOTSUPP` where there is no one to fence (the
+    /// embedded backend serves one process).
+    async fn blocklist_add(&self, addr: &str, expire: Duration) -> Result<()> {
+        let _ = expire;
+        Err(RadosError::new(
+            quarry_common::Errno::EOPNOTSUPP,
+            format!("blocklisting {addr}: this object layer has no cluster to fence in"),
+        ))
+    }
 }

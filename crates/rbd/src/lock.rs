@@ -7,22 +7,27 @@
 //!
 //! * A handle takes the lock before its first write (automatic policy). If
 //!   another live handle owns it, it sends a `request_lock` notify on the
-//!   header; the owner (cooperative, as librbd) lets its in-flight writes
-//!   finish, runs the pre-release hook (the C library flushes its cache),
-//!   removes the record and acks `released`; the requester then takes it.
-//!   On taking the lock the handle re-reads header and object map, so it
-//!   sees everything the previous owner acknowledged.
-//! * An owner whose watch is gone (process killed, connection lost) is dead:
-//!   the requester breaks its lock (replaces the record by CAS).
+//!   header; the owner (cooperative, as librbd) acks `releasing` at once,
+//!   then lets its in-flight writes finish, runs the pre-release hook (the
+//!   C library flushes its cache) and removes the record; the requester
+//!   retries until the record is gone and takes it. On taking the lock the
+//!   handle re-reads header and object map, so it sees everything the
+//!   previous owner acknowledged.
+//! * An owner whose watch is gone (process killed, connection lost), or
+//!   that does not answer a request within [`REQUEST_TIMEOUT`] (stopped,
+//!   hung, cut off), is dead: the requester first blocklists its address
+//!   (fencing, `rbd_blocklist_on_break_lock`: OSDs then refuse its every
+//!   request with `ESHUTDOWN`, and the requester's own later ops carry a
+//!   map epoch at which that holds) and then breaks its lock (replaces the
+//!   record by CAS). `rbd lock rm` / `rbd_lock_break` fence the same way.
 //! * [`Image::lock_acquire`] (`rbd_lock_acquire`) switches the handle to the
 //!   managed policy: it never hands the lock over (requests are answered
 //!   `refused`, the requester's write fails with `EROFS`), and it never
 //!   takes the lock implicitly again: after [`Image::lock_release`] writes
 //!   fail with `EROFS`, as librbd's standard policy.
 //!
-//! Fencing gap (see ARCHITECTURE "Known gaps"): a broken lock is not
-//! enforced on the old owner by the OSDs (Ceph blocklists it); Quarry
-//! breaks only owners without a live watch.
+//! On the embedded backend (one process) there is nobody to fence: the
+//! blocklist call answers `EOPNOTSUPP` and the break goes ahead.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -46,6 +51,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between attempts while the lock changes hands.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// How long a broken owner stays blocklisted (`rbd_blocklist_expire_seconds`
+/// = 0 means the monitor's default, `mon_osd_blocklist_default_expire`).
+const BLOCKLIST_EXPIRE: Duration = Duration::from_secs(3600);
 
 /// Called before the lock is handed over (the C library flushes its
 /// write-back cache there); its error aborts the hand-off.
@@ -60,6 +68,10 @@ pub(crate) struct LockRecord {
     pub cookie: u64,
     /// Whether the owner took it with `rbd_lock_acquire` (never handed over).
     pub managed: bool,
+    /// The owner's client address (`ip:0/<instance id>`), to fence it even
+    /// after its watch is gone. Empty in records of older versions.
+    #[serde(default)]
+    pub addr: String,
 }
 
 /// A lock owner as `rbd_lock_get_owners` / `rbd lock ls` report it.
@@ -69,7 +81,7 @@ pub struct LockOwner {
     pub entity: String,
     /// The owner's header watch cookie (librbd's lock cookie is `auto <n>`).
     pub cookie: String,
-    /// Address of the owner's watch connection (empty if it has none).
+    /// The owner's client address, `ip:0/<instance id>` (empty if unknown).
     pub addr: String,
 }
 
@@ -179,7 +191,7 @@ pub(crate) async fn owners_of(
         .into_iter()
         .find(|w| w.client == r.client && w.cookie == r.cookie)
         .map(|w| w.addr)
-        .unwrap_or_default();
+        .unwrap_or_else(|| r.addr.clone());
     Ok(vec![LockOwner {
         entity: format!("client.{}", r.client),
         cookie: format!("auto {}", r.cookie),
@@ -206,6 +218,7 @@ pub(crate) async fn break_of(
                 format!("the lock is held by client.{}, not {owner}", r.client),
             ));
         }
+        fence(rados, header, what, &r).await?;
         if cas_record_of(rados, header, what, version, None).await? {
             return Ok(r);
         }
@@ -213,6 +226,59 @@ pub(crate) async fn break_of(
     Err(RbdError::Contention {
         what: format!("lock of {what}"),
     })
+}
+
+/// Blocklist the owner of `rec` before its lock is broken (Ceph's
+/// `rbd_blocklist_on_break_lock`), unless it is this very client instance
+/// (another handle of this process: fencing it would fence ourselves).
+/// The owner's watch address is preferred; the record's is the fallback
+/// for an owner without a watch.
+async fn fence(rados: &dyn Rados, header: &ObjectId, what: &str, rec: &LockRecord) -> Result<()> {
+    if rec.client == rados.instance_id() {
+        return Ok(());
+    }
+    let watch_addr = rados
+        .list_watchers(header)
+        .await
+        .ctx(|| format!("listing watchers of {what}"))?
+        .into_iter()
+        .find(|w| w.client == rec.client && w.cookie == rec.cookie)
+        .map(|w| w.addr);
+    let addr = watch_addr.unwrap_or_else(|| rec.addr.clone());
+    if addr.is_empty() {
+        tracing::warn!(%what, owner = rec.client, "lock owner's address unknown: not blocklisted");
+        return Ok(());
+    }
+    match rados.blocklist_add(&addr, BLOCKLIST_EXPIRE).await {
+        Ok(()) => {
+            tracing::info!(%what, owner = rec.client, %addr, "blocklisted the lock owner");
+            Ok(())
+        }
+        // Embedded backend: one process, nobody else to fence.
+        Err(e) if e.errno == Errno::EOPNOTSUPP => Ok(()),
+        Err(e) => Err(RbdError::rados(
+            format!(
+                "blocklisting client.{} ({addr}), owner of the lock of {what}",
+                rec.client
+            ),
+            e,
+        )),
+    }
+}
+
+/// This client's address as the OSD of `header` sees it (from its own
+/// watch `cookie`); empty if not found.
+async fn own_addr(inner: &Inner, cookie: u64) -> Result<String> {
+    let me = inner.rados.instance_id();
+    Ok(inner
+        .rados
+        .list_watchers(&inner.header_oid)
+        .await
+        .ctx(|| format!("listing watchers of {}", what(inner)))?
+        .into_iter()
+        .find(|w| w.client == me && w.cookie == cookie)
+        .map(|w| w.addr)
+        .unwrap_or_default())
 }
 
 /// Whether the owner named by `rec` still has its header watch.
@@ -239,6 +305,7 @@ impl Inner {
             client: self.rados.instance_id(),
             cookie: self.watch_cookie()?,
             managed,
+            addr: String::new(),
         })
     }
 
@@ -253,16 +320,20 @@ impl Inner {
         if self.owned.load(Ordering::Acquire) {
             return Ok(());
         }
-        let me = self.my_record(managed).ok_or_else(|| {
+        let mut me = self.my_record(managed).ok_or_else(|| {
             RbdError::read_only(format!("{} (opened without a header watch)", what(self)))
         })?;
+        me.addr = own_addr(self, me.cookie).await?;
         let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
+        // An owner that let a request time out: (client, cookie).
+        let mut unresponsive: Option<(u64, u64)> = None;
         loop {
             self.check_open()?;
             let (rec, version) = read_record(self).await?;
             let take = match &rec {
                 None => true,
                 Some(r) if self.is_me(r) => true,
+                Some(r) if unresponsive == Some((r.client, r.cookie)) => true,
                 Some(r) => !owner_alive(self, r).await?,
             };
             if take {
@@ -270,8 +341,11 @@ impl Inner {
                     tracing::info!(
                         image = %self.spec(),
                         owner = old.client,
-                        "breaking the exclusive lock of a dead owner"
+                        "breaking the exclusive lock of a dead or unresponsive owner"
                     );
+                    // Fence first: once the record is ours, the old owner
+                    // must not be able to write any more.
+                    fence(self.rados.as_ref(), &self.header_oid, &what(self), old).await?;
                 }
                 if cas_record(self, version, Some(&me)).await? {
                     // See everything the previous owner acknowledged.
@@ -315,6 +389,23 @@ impl Inner {
                 .iter()
                 .find(|a| a.client == owner.client && a.cookie == owner.cookie)
                 .and_then(|a| serde_json::from_slice::<Answer>(&a.payload).ok());
+            if answer.is_none()
+                && res
+                    .timeouts
+                    .iter()
+                    .any(|w| w.client == owner.client && w.cookie == owner.cookie)
+            {
+                // Its watch exists but it did not answer in time (stopped,
+                // hung, cut off): treat it as dead, as librbd does once
+                // the owner's watch times out.
+                tracing::warn!(
+                    image = %self.spec(),
+                    owner = owner.client,
+                    "the exclusive lock owner did not answer a lock request"
+                );
+                unresponsive = Some((owner.client, owner.cookie));
+                continue;
+            }
             if answer.is_some_and(|a| a.result == "refused") {
                 return Err(RbdError::read_only(format!(
                     "{} (exclusive lock held by client.{} in exclusive mode)",
@@ -362,9 +453,13 @@ impl Inner {
         })
     }
 
-    /// Answer a notification on the header.
+    /// Answer a notification on the header. A lock request is answered
+    /// at once (`releasing`) and the hand-over runs after: the answer
+    /// proves the owner alive however long its cache takes to flush, so a
+    /// requester breaks (and fences) only owners that cannot answer.
     async fn handle_notify(self: Arc<Self>, ev: NotifyEvent) {
         let req: Option<Request> = serde_json::from_slice(&ev.payload).ok();
+        let mut release = false;
         let result = match req {
             Some(r) if r.op == "request_lock" => {
                 let from_me =
@@ -374,13 +469,8 @@ impl Inner {
                 } else if self.lock.managed.load(Ordering::Acquire) {
                     "refused"
                 } else {
-                    match self.release_lock().await {
-                        Ok(()) => "released",
-                        Err(e) => {
-                            tracing::warn!(image = %self.spec(), "could not release the exclusive lock: {e}");
-                            "error"
-                        }
-                    }
+                    release = true;
+                    "releasing"
                 }
             }
             _ => "unknown",
@@ -393,6 +483,11 @@ impl Inner {
             .rados
             .notify_ack(&ev.oid, ev.notify_id, ev.cookie, Bytes::from(ans))
             .await;
+        if release {
+            if let Err(e) = self.release_lock().await {
+                tracing::warn!(image = %self.spec(), "could not release the exclusive lock: {e}");
+            }
+        }
     }
 }
 

@@ -46,7 +46,7 @@ fn skip_reason() -> Option<String> {
     for f in ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/virsh"] {
         if !Path::new(f).exists() {
             return Some(format!(
-                "{f} missing (apt-get install libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)"
+                "{f} missing (scripts/setup.sh installs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)"
             ));
         }
     }
@@ -54,6 +54,14 @@ fn skip_reason() -> Option<String> {
         .exists()
     {
         return Some("libvirt-daemon-driver-qemu is not installed".into());
+    }
+    // The QEMU driver runs guests as this user (Debian's build default).
+    let user = Command::new("getent")
+        .args(["passwd", "libvirt-qemu"])
+        .output()
+        .ok()?;
+    if !user.status.success() {
+        return Some("user libvirt-qemu missing (scripts/setup.sh creates it)".into());
     }
     None
 }

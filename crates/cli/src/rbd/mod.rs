@@ -402,12 +402,11 @@ fn percent(b: &indicatif::ProgressBar) -> u64 {
     b.position() * 100 / len
 }
 
-/// Ceph's timestamp form (`Wed Nov 25 17:11:53 2026`), in UTC.
-pub fn ctime(ns: u64) -> String {
-    let secs = (ns / 1_000_000_000) as i64;
+/// (year, month 1-12, day, seconds of day, days since the epoch) of a
+/// unix time, in UTC (Howard Hinnant's civil-from-days).
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil-from-days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -417,6 +416,12 @@ pub fn ctime(ns: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, sod, days)
+}
+
+/// Ceph's timestamp form (`Wed Nov 25 17:11:53 2026`), in UTC.
+pub fn ctime(ns: u64) -> String {
+    let (y, m, d, sod, days) = civil((ns / 1_000_000_000) as i64);
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MO: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -430,6 +435,17 @@ pub fn ctime(ns: u64) -> String {
         sod % 3600 / 60,
         sod % 60,
         y
+    )
+}
+
+/// Ceph's `utime_t` ISO form (`2026-11-25T17:11:53.000000+0000`), in UTC.
+pub fn iso_utc(secs: u64) -> String {
+    let (y, m, d, sod, _) = civil(secs as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000000+0000",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
     )
 }
 
