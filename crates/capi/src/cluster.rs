@@ -137,8 +137,13 @@ impl Cluster {
     /// `rados_connect`.
     pub fn connect(&self) -> CResult<()> {
         let conf = lock(&self.conf).clone();
-        let rados = open_backend(&conf)?;
-        lock(&self.conf).mark_started();
+        let (rados, mon_values) = open_backend(&conf)?;
+        {
+            let mut c = lock(&self.conf);
+            // Below the file, environment and rados_conf_set levels.
+            c.set_mon_values(&mon_values);
+            c.mark_started();
+        }
         let engine = crate::rbd_adapter::engine(rados.clone());
         *lock(&self.conn) = Some(Arc::new(Connection {
             rados,
@@ -172,10 +177,11 @@ fn open_embedded(dir: &str) -> CResult<Arc<dyn Rados>> {
     Ok(e.client())
 }
 
-fn open_backend(conf: &Config) -> CResult<Arc<dyn Rados>> {
+/// The object layer, and the monitors' config values (none when embedded).
+fn open_backend(conf: &Config) -> CResult<(Arc<dyn Rados>, Vec<(String, String)>)> {
     let dir = conf.get("quarry_embedded_dir")?;
     if !dir.is_empty() {
-        return open_embedded(&dir);
+        return Ok((open_embedded(&dir)?, Vec::new()));
     }
     let mon_host = conf.get("mon_host")?;
     if mon_host.trim().is_empty() {

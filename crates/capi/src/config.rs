@@ -1,6 +1,7 @@
 //! Client configuration the way librados keeps it, on
 //! `quarry_common::options`: one value per option and per source level, the
-//! effective value being the highest level present (default < config file <
+//! effective value being the highest level present (default < monitor
+//! config database < config file <
 //! environment < `rados_conf_set` < pool < image), regardless of the order
 //! of calls. Unknown names are `ENOENT`, bad values `EINVAL`, start-up-only
 //! options after `rados_connect` `EPERM`.
@@ -18,6 +19,8 @@ use quarry_common::Errno;
 /// Where a value came from; higher wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// The monitors' config database (fetched by `rados_connect`).
+    Mon,
     /// The config file (`rados_conf_read_file`).
     File,
     /// `CEPH_ARGS` and `CEPH_KEYRING` (parsed in `rados_create`).
@@ -35,6 +38,7 @@ pub enum Level {
 impl Level {
     fn common(self) -> opts::Level {
         match self {
+            Level::Mon => opts::Level::Mon,
             Level::File => opts::Level::File,
             Level::Env => opts::Level::Env,
             Level::CmdLine => opts::Level::CmdLine,
@@ -87,6 +91,16 @@ impl Config {
         self.inner
             .set(name, value, level.common())
             .map_err(|e| e.errno())
+    }
+
+    /// Replace the monitor-level values with `entries` (name, value); values
+    /// this build refuses are skipped. Returns how many were applied.
+    pub fn set_mon_values(&mut self, entries: &[(String, String)]) -> usize {
+        self.inner.clear_level(opts::Level::Mon);
+        entries
+            .iter()
+            .filter(|(k, v)| self.inner.set(k, v, opts::Level::Mon).is_ok())
+            .count()
     }
 
     /// Effective value with metavariables expanded. `ENOENT` if unknown.

@@ -78,7 +78,10 @@ fn find_key(conf: &Config) -> CResult<String> {
 }
 
 /// Connect to the cluster named by `mon_host` with the configured key.
-pub fn connect(conf: &Config) -> CResult<Arc<dyn Rados>> {
+/// Also returns the monitors' config database values for this entity
+/// (name, value), which `rados_connect` applies at the monitor level;
+/// empty if the monitors cannot answer.
+pub fn connect(conf: &Config) -> CResult<(Arc<dyn Rados>, Vec<(String, String)>)> {
     let addrs = mon_addrs(&conf.get("mon_host")?)?;
     if addrs.is_empty() {
         return Err(CError::new(Errno::ENOENT, "no monitor address"));
@@ -92,13 +95,20 @@ pub fn connect(conf: &Config) -> CResult<Arc<dyn Rados>> {
         conf.get_u64("ms_connection_ready_timeout"),
     );
     let entity = conf.entity_name();
-    let client =
-        rt::block_on(async move { ClusterClient::connect(addrs, &entity, secret, timeouts).await })
-            .map_err(|e| {
-                eprintln!("quarry: {e}");
-                CError::from(e)
-            })?;
-    Ok(client)
+    let (client, mon_values) = rt::block_on(async move {
+        let client = ClusterClient::connect(addrs, &entity, secret, timeouts).await?;
+        let values = match client.monc().config_for(&entity).await {
+            Ok(v) => v.into_iter().map(|e| (e.name, e.value)).collect(),
+            Err(_) => Vec::new(),
+        };
+        Ok::<_, quarry_rados::RadosError>((client, values))
+    })
+    .map_err(|e| {
+        eprintln!("quarry: {e}");
+        CError::from(e)
+    })?;
+    let rados: Arc<dyn Rados> = client;
+    Ok((rados, mon_values))
 }
 
 #[cfg(test)]

@@ -5,16 +5,18 @@
 //! Against a cluster, commands go to the monitors through the connection's
 //! `MonClient`; against the embedded backend (no monitors) the pool
 //! commands use the object layer directly and the rest report EOPNOTSUPP.
+//! `config set|get|rm|dump|show` work on the monitors' config database.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
 use quarry_common::entity::EntityName;
+use quarry_common::options::{find_option, mondb, Config, Level};
 use quarry_common::size::format_size;
 use quarry_common::Errno;
 use quarry_map::ClusterMap;
-use quarry_monc::{MonClient, MonCommand, MonReply};
+use quarry_monc::{ConfigEntry, MonClient, MonCommand, MonReply};
 use serde_json::{json, Value};
 
 use crate::rbd::{connect_with, Align, CmdError, CmdResult, Table};
@@ -97,7 +99,7 @@ enum CephCmd {
         #[command(subcommand)]
         cmd: MonCmd,
     },
-    /// Configuration options (`help` works; the monitor's config database does not exist yet).
+    /// Configuration options and the monitors' config database.
     Config {
         #[command(subcommand)]
         cmd: ConfigCmd,
@@ -112,36 +114,48 @@ enum ConfigCmd {
         /// Option name.
         option: String,
     },
-    /// Read an option from the monitor config database (not supported yet).
+    /// Show the monitor database values an entity or type sees, or one
+    /// option's value for it (its default when not set).
     Get {
-        /// Who (`global`, `client`, `osd.0`, ...).
+        /// Who (`global`, `client`, `osd`, `osd.0`, `client.glance`).
         who: String,
         /// Option name.
         option: Option<String>,
     },
-    /// Store an option in the monitor config database (not supported yet).
+    /// Store an option in the monitor config database.
     Set {
-        /// Who.
+        /// Section: `global`, a type (`osd`, `client`) or an entity (`osd.0`).
         who: String,
         /// Option name.
         option: String,
         /// Value.
         value: String,
     },
-    /// Remove an option from the monitor config database (not supported yet).
+    /// Remove an option from the monitor config database.
     #[command(visible_alias = "remove")]
     Rm {
-        /// Who.
+        /// Section.
         who: String,
         /// Option name.
         option: String,
     },
-    /// Dump the monitor config database (not supported yet).
+    /// Every value of the monitor config database.
     Dump,
-    /// Show a running daemon's configuration (not supported yet).
+    /// The effective configuration of an entity (defaults, the monitor
+    /// database and the cluster's conf file): the values not at their default.
     Show {
-        /// Who.
+        /// Who (`osd.0`, `client.admin`, `mon.a`).
         who: String,
+    },
+    /// Store a conf file's options in the monitor database; prints what
+    /// could not be stored (as a conf file) on stdout or to `-o`.
+    AssimilateConf {
+        /// Conf file to read.
+        #[arg(short = 'i')]
+        input: String,
+        /// Write the leftovers here instead of stdout.
+        #[arg(short = 'o')]
+        output: Option<String>,
     },
 }
 
@@ -304,6 +318,8 @@ fn mon_err(e: quarry_monc::MonClientError) -> CmdError {
 }
 
 struct Ctx {
+    /// What the command line asked for (to read the same conf file again).
+    req: quarry_connect::ConfigRequest,
     monc: Option<Arc<MonClient>>,
     rados: Arc<dyn quarry_rados::Rados>,
     format: CephFormat,
@@ -377,6 +393,7 @@ async fn dispatch(a: CephArgs) -> CmdResult {
         e
     })?;
     let ctx = Ctx {
+        req,
         monc: conn.monc.clone(),
         rados: Arc::clone(&conn.rados),
         format: a.format.unwrap_or(CephFormat::Plain),
@@ -415,7 +432,7 @@ async fn dispatch(a: CephArgs) -> CmdResult {
         },
         CephCmd::Auth { cmd } => auth(&ctx, cmd).await,
         CephCmd::Mon { cmd: MonCmd::Stat } => mon_stat(&ctx).await,
-        CephCmd::Config { cmd } => config(&ctx, cmd),
+        CephCmd::Config { cmd } => config(&ctx, cmd).await,
     }
 }
 
@@ -429,17 +446,13 @@ fn known_option(name: &str) -> CmdResult<&'static quarry_common::options::Option
     })
 }
 
-/// `ceph config ...`: `help` from the option registry; the database
-/// commands check their arguments, then say plainly that there is no
-/// monitor config database yet and where options can be set instead.
-fn config(ctx: &Ctx, cmd: ConfigCmd) -> CmdResult {
-    let unsupported = || {
-        cerr(
-            Errno::EOPNOTSUPP,
-            "the monitor config database is not supported by Quarry yet; \
-             set options in ceph.conf, or per pool/image with `rbd config pool|image set`",
-        )
-    };
+fn mondb_err(e: mondb::MonDbError) -> CmdError {
+    cerr(e.errno(), e.to_string())
+}
+
+/// `ceph config ...`: `help` from the option registry; the rest on the
+/// monitors' config database (validated here and again by the monitor).
+async fn config(ctx: &Ctx, cmd: ConfigCmd) -> CmdResult {
     match cmd {
         ConfigCmd::Help { option } => {
             let d = known_option(&option)?;
@@ -448,7 +461,7 @@ fn config(ctx: &Ctx, cmd: ConfigCmd) -> CmdResult {
                     "desc": d.description, "default": d.default,
                     "can_update_at_runtime": d.runtime,
                     "enum_values": d.enum_values});
-                crate::rbd::print_json(&o, ctx.format == CephFormat::JsonPretty);
+                ctx.print_json(&o);
             } else {
                 println!("{} - {}", d.name, d.description);
                 println!("  ({})", d.ty.as_str());
@@ -460,23 +473,236 @@ fn config(ctx: &Ctx, cmd: ConfigCmd) -> CmdResult {
             }
             Ok(())
         }
-        ConfigCmd::Get { option, .. } => {
-            if let Some(o) = option {
-                known_option(&o)?;
+        ConfigCmd::Set { who, option, value } => {
+            mondb::parse_target(&who).map_err(mondb_err)?;
+            mondb::check_set(&option, &value).map_err(mondb_err)?;
+            ctx.command(
+                "config set",
+                MonCommand::ConfigSet {
+                    who,
+                    name: option,
+                    value,
+                },
+            )
+            .await?;
+            Ok(())
+        }
+        ConfigCmd::Rm { who, option } => {
+            mondb::parse_target(&who).map_err(mondb_err)?;
+            mondb::check_name(&option).map_err(mondb_err)?;
+            ctx.command("config rm", MonCommand::ConfigRm { who, name: option })
+                .await?;
+            Ok(())
+        }
+        ConfigCmd::Get { who, option } => config_get(ctx, &who, option.as_deref()).await,
+        ConfigCmd::Dump => {
+            let entries = config_entries(ctx, "config dump", MonCommand::ConfigDump).await?;
+            print_entries(ctx, &entries, true);
+            Ok(())
+        }
+        ConfigCmd::Show { who } => config_show(ctx, &who).await,
+        ConfigCmd::AssimilateConf { input, output } => {
+            assimilate_conf(ctx, &input, output.as_deref()).await
+        }
+    }
+}
+
+async fn config_entries(ctx: &Ctx, what: &str, cmd: MonCommand) -> CmdResult<Vec<ConfigEntry>> {
+    match ctx.command(what, cmd).await? {
+        MonReply::Config(v) => Ok(v),
+        other => Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// `config dump` / `config get WHO`: Ceph's columns (without LEVEL, which
+/// Quarry's registry does not record); `dump` JSON is a list, `get` JSON
+/// an object keyed by option name.
+fn print_entries(ctx: &Ctx, entries: &[ConfigEntry], as_list: bool) {
+    let ro = |name: &str| find_option(name).is_some_and(|d| !d.runtime);
+    if ctx.json() {
+        let item = |e: &ConfigEntry| {
+            json!({"section": e.section, "name": e.name, "value": e.value,
+                "mask": "", "can_update_at_runtime": !ro(&e.name)})
+        };
+        let v = if as_list {
+            Value::Array(entries.iter().map(item).collect())
+        } else {
+            Value::Object(entries.iter().map(|e| (e.name.clone(), item(e))).collect())
+        };
+        ctx.print_json(&v);
+        return;
+    }
+    let mut t = Table::new(&[
+        ("WHO", Align::Left),
+        ("MASK", Align::Left),
+        ("OPTION", Align::Left),
+        ("VALUE", Align::Left),
+        ("RO", Align::Left),
+    ]);
+    for e in entries {
+        t.row(vec![
+            e.section.clone(),
+            String::new(),
+            e.name.clone(),
+            e.value.clone(),
+            if ro(&e.name) { "*" } else { "" }.to_string(),
+        ]);
+    }
+    print!("{}", t.render());
+}
+
+async fn config_get(ctx: &Ctx, who: &str, option: Option<&str>) -> CmdResult {
+    mondb::sections_for(who).map_err(mondb_err)?;
+    let entries = config_entries(
+        ctx,
+        "config get",
+        MonCommand::ConfigGet {
+            who: who.to_string(),
+        },
+    )
+    .await?;
+    let Some(option) = option else {
+        print_entries(ctx, &entries, false);
+        return Ok(());
+    };
+    let def = find_option(option)
+        .ok_or_else(|| cerr(Errno::ENOENT, format!("unrecognized key '{option}'")))?;
+    let name = if def.name == "debug_*" {
+        quarry_common::options::normalize_name(option)
+    } else {
+        def.name.to_string()
+    };
+    let value = entries
+        .iter()
+        .find(|e| e.name == name)
+        .map_or(def.default, |e| e.value.as_str());
+    if ctx.json() {
+        ctx.print_json(&json!(value));
+    } else {
+        println!("{value}");
+    }
+    Ok(())
+}
+
+/// `config show WHO`: what that entity's configuration is, computed as it
+/// computes it: defaults < the monitor database < the cluster's conf file
+/// (the one this command read; `quarry up` daemons read the same file).
+async fn config_show(ctx: &Ctx, who: &str) -> CmdResult {
+    let entity = EntityName::parse(who)
+        .map_err(|_| cerr(Errno::EINVAL, format!("unrecognized entity '{who}'")))?;
+    if entity.entity_type() == quarry_common::entity::EntityType::Osd {
+        let map = ctx.map("config show").await?;
+        let known = entity
+            .id()
+            .parse::<u32>()
+            .is_ok_and(|id| map.osds.contains_key(&id));
+        if !known {
+            return Err(cerr(Errno::ENOENT, format!("no config state for {who}")));
+        }
+    }
+    let entries = config_entries(
+        ctx,
+        "config show",
+        MonCommand::ConfigGet {
+            who: who.to_string(),
+        },
+    )
+    .await?;
+    let mut cfg = match &ctx.req.cluster {
+        Some(c) => Config::with_cluster(entity, c),
+        None => Config::new(entity),
+    };
+    let env_conf = std::env::var("CEPH_CONF").ok();
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    match cfg.read_conf_file(
+        ctx.req.conf.as_deref(),
+        env_conf.as_deref(),
+        home.as_deref(),
+    ) {
+        Ok(_) | Err(quarry_common::conf::ConfError::NoConfFile { .. }) => {}
+        Err(e) => return Err(cerr(e.errno(), e.to_string())),
+    }
+    for e in &entries {
+        // A value this build refuses stays at its default, as in a daemon.
+        let _ = cfg.set(&e.name, &e.value, Level::Mon);
+    }
+    let shown = cfg.diff();
+    if ctx.json() {
+        let v: Vec<Value> = shown
+            .iter()
+            .map(|o| json!({"name": o.name, "value": o.value, "source": o.source.as_str()}))
+            .collect();
+        ctx.print_json(&Value::Array(v));
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        ("NAME", Align::Left),
+        ("VALUE", Align::Left),
+        ("SOURCE", Align::Left),
+    ]);
+    for o in &shown {
+        t.row(vec![
+            o.name.clone(),
+            o.value.clone(),
+            o.source.as_str().to_string(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `config assimilate-conf -i FILE`: every option of every section that
+/// the database can hold is stored; the rest is printed back as a conf file.
+async fn assimilate_conf(ctx: &Ctx, input: &str, output: Option<&str>) -> CmdResult {
+    let conf = quarry_common::conf::ConfFile::load(std::path::Path::new(input))
+        .map_err(|e| cerr(e.errno(), e.to_string()))?;
+    let mut leftover = String::new();
+    for section in conf.sections() {
+        let target = mondb::parse_target(&section.name).ok();
+        let mut kept = Vec::new();
+        for e in &section.entries {
+            let stored = match &target {
+                Some(who) if mondb::check_set(&e.key, &e.value).is_ok() => {
+                    ctx.command(
+                        "config assimilate-conf",
+                        MonCommand::ConfigSet {
+                            who: who.clone(),
+                            name: e.key.clone(),
+                            value: e.value.clone(),
+                        },
+                    )
+                    .await?;
+                    true
+                }
+                _ => false,
+            };
+            if !stored {
+                kept.push(e);
             }
-            Err(unsupported())
         }
-        ConfigCmd::Set { option, value, .. } => {
-            let d = known_option(&option)?;
-            quarry_common::options::canonicalize(d, &value)
-                .map_err(|e| cerr(Errno::EINVAL, format!("error parsing value: {e}")))?;
-            Err(unsupported())
+        if !kept.is_empty() {
+            leftover.push_str(&format!("[{}]\n", section.name));
+            for e in kept {
+                leftover.push_str(&format!(
+                    "\t{} = {}\n",
+                    e.key,
+                    quarry_common::conf::quote_value(&e.value)
+                ));
+            }
+            leftover.push('\n');
         }
-        ConfigCmd::Rm { option, .. } => {
-            known_option(&option)?;
-            Err(unsupported())
+    }
+    match output {
+        Some(path) => std::fs::write(path, leftover).map_err(|e| {
+            cerr(
+                e.raw_os_error().map_or(Errno::EIO, Errno::from_code),
+                format!("{path}: {e}"),
+            )
+        }),
+        None => {
+            print!("{leftover}");
+            Ok(())
         }
-        ConfigCmd::Dump | ConfigCmd::Show { .. } => Err(unsupported()),
     }
 }
 

@@ -49,7 +49,21 @@ enum Cmd {
 }
 
 fn main() {
-    let cli = Cli::parse_from(tools::args());
+    let argv = tools::args();
+    if argv.len() == 2 && argv[1] == "rbd" {
+        // Ceph's `rbd` with no command prints its usage and succeeds.
+        if let Some(rbd) = Cli::command().find_subcommand_mut("rbd") {
+            let _ = rbd.print_help();
+        }
+        return;
+    }
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let tool = argv.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+            std::process::exit(tools::usage_error(tool, &e));
+        }
+    };
     if !matches!(cli.cmd, Cmd::Mon(_) | Cmd::Osd(_)) {
         default_sigpipe();
     }

@@ -3,6 +3,8 @@
 
 use std::ffi::OsString;
 
+use clap::error::{ContextKind, ContextValue};
+
 /// The process arguments, with `rbd`/`ceph` inserted as the subcommand when
 /// the binary was invoked under that name.
 pub fn args() -> Vec<OsString> {
@@ -16,6 +18,105 @@ pub fn args() -> Vec<OsString> {
         args.insert(1, OsString::from(t));
     }
     args
+}
+
+/// The first value of a clap error's context, `<>` and quotes stripped.
+fn context(e: &clap::Error, kind: ContextKind) -> Option<String> {
+    let v = match e.get(kind)? {
+        ContextValue::String(s) => s.clone(),
+        ContextValue::Strings(v) => v.first()?.clone(),
+        other => other.to_string(),
+    };
+    Some(v.trim_matches(['<', '>', '\'', '"']).to_string())
+}
+
+/// Report a command-line error the way the tool being imitated does and
+/// return the exit code. `--help`/`--version` print and exit 0.
+///
+/// Ceph 16's `rbd`: a missing argument is EINVAL (22) with
+/// `rbd: <what> was not specified`; an unknown option or a bad option
+/// value exits 1 (`rbd: unrecognised option '--x'`, `rbd: the argument for
+/// option '--x' is invalid`), an unknown command too (`error: unknown
+/// option 'x'`). Bare `rbd` prints its usage and exits 0. `ceph` answers
+/// every bad command with `Error EINVAL: invalid command` (22). Quarry's
+/// own subcommands keep clap's form and code (2).
+pub fn usage_error(tool: &str, e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind as K;
+    match e.kind() {
+        K::DisplayHelp | K::DisplayVersion => {
+            let _ = e.print();
+            return 0;
+        }
+        K::DisplayHelpOnMissingArgumentOrSubcommand if tool == "rbd" => {
+            // Like `rbd` with nothing: usage on stdout, success.
+            print!("{}", e.render());
+            return 0;
+        }
+        _ => {}
+    }
+    let first_line = || {
+        e.render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_string()
+    };
+    match tool {
+        "rbd" => {
+            let arg = context(e, ContextKind::InvalidArg);
+            let (code, msg) = match e.kind() {
+                K::MissingRequiredArgument | K::MissingSubcommand | K::TooFewValues => {
+                    let what = arg
+                        .map(|a| {
+                            a.trim_start_matches('-')
+                                .to_lowercase()
+                                .replace(['_', '-'], " ")
+                        })
+                        .map(|a| match a.as_str() {
+                            // Ceph's words for the usual positionals.
+                            "image" | "image spec" => "image name".to_string(),
+                            "snap" | "snapshot" => "snapshot name".to_string(),
+                            "pool" => "pool name".to_string(),
+                            _ => a,
+                        })
+                        .unwrap_or_else(|| "argument".to_string());
+                    (22, format!("rbd: {what} was not specified"))
+                }
+                K::UnknownArgument => (
+                    1,
+                    format!("rbd: unrecognised option '{}'", arg.unwrap_or_default()),
+                ),
+                K::InvalidValue | K::ValueValidation | K::InvalidUtf8 => (
+                    1,
+                    format!(
+                        "rbd: the argument for option '{}' is invalid",
+                        arg.unwrap_or_default()
+                    ),
+                ),
+                K::InvalidSubcommand => (
+                    1,
+                    format!(
+                        "error: unknown option '{}'",
+                        context(e, ContextKind::InvalidSubcommand).unwrap_or_default()
+                    ),
+                ),
+                _ => (22, format!("rbd: {}", first_line())),
+            };
+            eprintln!("{msg}");
+            code
+        }
+        "ceph" => {
+            eprintln!("Invalid command: {}", first_line());
+            eprintln!("Error EINVAL: invalid command");
+            22
+        }
+        _ => {
+            let _ = e.print();
+            e.exit_code()
+        }
+    }
 }
 
 /// Print completions for `shell` to stdout.

@@ -190,13 +190,12 @@ fn create_info_ls_resize_mv_rm_and_errors() {
         22,
         "rbd: image format 1 is deprecated\nrbd: create error: (22) Invalid argument\n",
     );
-    for bad in ["10Q", "-1", ""] {
-        let o = e.run(&["rbd", "create", "data/bad", "--size", bad]);
-        assert_eq!(o.code, 22, "size {bad:?}: {}", o.stderr);
-        assert!(
-            o.stderr.starts_with("rbd: --size: invalid size"),
-            "{}",
-            o.stderr
+    // Ceph 16's rbd: exit status 1 and this exact line for any bad size.
+    for bad in ["10Q", "-1", "", "abc"] {
+        e.fails(
+            &["rbd", "create", "data/bad", "--size", bad],
+            1,
+            "rbd: the argument for option '--size' is invalid\n",
         );
     }
     e.fails(
@@ -729,4 +728,58 @@ fn busybox_symlinks_ceph_pools_and_completions() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("couldn't connect to the cluster!"));
+}
+
+/// Command-line mistakes get Ceph 16's messages and exit codes (checked
+/// against Debian's rbd 16.2): a missing argument is EINVAL (22), an
+/// unknown option or command exits 1; `--help` exits 0. `ceph` answers a
+/// bad command with EINVAL. A namespace that does not exist is an error
+/// (ENOENT), not an empty listing.
+#[test]
+fn usage_errors_and_missing_namespace() {
+    let e = Env::new();
+    e.fails(
+        &["rbd", "create", "--size", "1G"],
+        22,
+        "rbd: image name was not specified\n",
+    );
+    e.fails(
+        &["rbd", "ls", "--bogus"],
+        1,
+        "rbd: unrecognised option '--bogus'\n",
+    );
+    e.fails(
+        &["rbd", "nosuchcmd"],
+        1,
+        "error: unknown option 'nosuchcmd'\n",
+    );
+    assert!(e.ok(&["rbd", "--help"]).stdout.contains("create"));
+    assert!(e.ok(&["rbd"]).stdout.contains("create"), "bare rbd: usage, exit 0");
+    assert!(e.ok(&["rbd", "create", "--help"]).stdout.contains("--size"));
+    assert!(e.ok(&["ceph", "config", "--help"]).stdout.contains("set"));
+    let o = e.run(&["ceph", "osd", "pool", "get", "data"]);
+    assert_eq!(o.code, 22, "{}", o.stderr);
+    assert!(
+        o.stderr.starts_with("Invalid command: ")
+            && o.stderr.ends_with("Error EINVAL: invalid command\n"),
+        "{}",
+        o.stderr
+    );
+    // The daemons' own commands keep clap's convention.
+    assert_eq!(e.run(&["up", "--bogus"]).code, 2);
+
+    e.fails(
+        &["rbd", "ls", "data/nons"],
+        2,
+        "rbd: namespace 'nons' does not exist.\nrbd: listing images failed: (2) No such file or directory\n",
+    );
+    e.fails(
+        &["rbd", "create", "data/nons/img", "--size", "1M"],
+        2,
+        "rbd: namespace 'nons' does not exist.\n",
+    );
+    e.ok(&["rbd", "namespace", "create", "data/ns1"]);
+    assert_eq!(e.ok(&["rbd", "ls", "data/ns1"]).stdout, "");
+    e.ok(&["rbd", "create", "data/ns1/img", "--size", "1M"]);
+    assert_eq!(e.ok(&["rbd", "ls", "data/ns1"]).stdout, "img\n");
 }

@@ -504,8 +504,9 @@ fn rbd_features_namespaces_and_config_against_a_cluster() {
         "rbd: error opening image nosuch: (2) No such file or directory\n",
     );
 
-    // `ceph config`: help from the option registry; the database commands
-    // validate names and values, then refuse (no monitor config database yet).
+    // `ceph config help` from the option registry; names and values are
+    // validated before anything reaches the monitors (the database itself:
+    // tests/config_db.rs).
     let help = c.ok(&["ceph", "config", "help", "rbd_cache"]);
     assert!(help.starts_with("rbd_cache - "), "{help}");
     assert!(help.contains("\n  (bool)\n  Default: true\n"), "{help}");
@@ -531,12 +532,6 @@ fn rbd_features_namespaces_and_config_against_a_cluster() {
         &["ceph", "config", "set", "client", "rbd_cache", "maybe"],
         22,
         "Error EINVAL: error parsing value: expected true, false or a number\n",
-    );
-    let (code, out, err) = c.run(&["ceph", "config", "set", "client", "rbd_cache", "false"]);
-    assert_eq!(code, 95, "{out}{err}");
-    assert!(
-        err.starts_with("Error EOPNOTSUPP: the monitor config database is not supported"),
-        "{err}"
     );
 
     // The C library under qemu-io applies the image-level override above
@@ -621,7 +616,19 @@ fn export_format_2_round_trip_against_a_cluster() {
         "12M",
     ]);
     c.ok(&["rbd", "snap", "create", "data/src@s2"]);
+    c.ok(&["rbd", "snap", "protect", "data/src@s1"]);
     qemu_io(&c, &["-c", "write -P 0x31 11M 64k"], "rbd:data/src");
+    // Image metadata travels in `M` records (a conf_ override included).
+    c.ok(&["rbd", "image-meta", "set", "data/src", "owner", "ops team"]);
+    c.ok(&[
+        "rbd",
+        "config",
+        "image",
+        "set",
+        "data/src",
+        "rbd_cache",
+        "false",
+    ]);
 
     let file = c.path().join("src.v2");
     let f = file.to_str().expect("utf8");
@@ -640,6 +647,20 @@ fn export_format_2_round_trip_against_a_cluster() {
     head.extend_from_slice(&8u64.to_le_bytes());
     head.extend_from_slice(&20u64.to_le_bytes());
     assert_eq!(&bytes[..head.len()], &head[..]);
+    // One `M` record per key (le64 length, le32 key length + key, le32 value
+    // length + value), then `E`, the diffs banner and the count (2 snaps + head).
+    let mut meta = vec![b'M'];
+    meta.extend_from_slice(&(5u64 + 8 + 8).to_le_bytes());
+    meta.extend_from_slice(&5u32.to_le_bytes());
+    meta.extend_from_slice(b"owner");
+    meta.extend_from_slice(&8u32.to_le_bytes());
+    meta.extend_from_slice(b"ops team");
+    meta.extend_from_slice(b"Erbd image diffs v2\n");
+    meta.extend_from_slice(&3u64.to_le_bytes());
+    assert!(
+        bytes.windows(meta.len()).any(|w| w == &meta[..]),
+        "no owner M record before E + diffs banner"
+    );
     c.ok(&[
         "rbd",
         "import",
@@ -657,6 +678,12 @@ fn export_format_2_round_trip_against_a_cluster() {
         .filter_map(|s| s["name"].as_str())
         .collect();
     assert_eq!(names, ["s1", "s2"]);
+    assert_eq!(snaps[0]["protected"], "true", "{snaps}");
+    assert_eq!(snaps[1]["protected"], "false", "{snaps}");
+    assert_eq!(
+        c.json(&["rbd", "image-meta", "list", "--format", "json", "data/dst"]),
+        serde_json::json!({"conf_rbd_cache": "false", "owner": "ops team"})
+    );
     assert_eq!(snaps[0]["size"], 8 << 20);
     assert_eq!(snaps[1]["size"], 12 << 20);
     let info = c.json(&["rbd", "info", "--format", "json", "data/dst"]);

@@ -10,7 +10,8 @@
 //! 2. [`connect`]: `quarry_embedded_dir` set → the in-process store there;
 //!    otherwise the key (`key`/`keyfile`/`keyring`) and `mon_host` → a
 //!    networked [`ClusterClient`], whose monitor client is exposed for
-//!    administrative (`ceph`) commands.
+//!    administrative (`ceph`) commands; the monitors' config database values
+//!    for the entity are applied at `Level::Mon` ([`apply_mon_config`]).
 //!
 //! Architecture invariant: no printing and no process exit here; every
 //! failure is a [`ConnectError`] with an errno, so the CLI and (later) the
@@ -220,10 +221,12 @@ pub async fn connect(cfg: &Config) -> Result<Connection, ConnectError> {
         .await
         .map_err(ConnectError::Cluster)?;
     let monc = client.monc().clone();
+    let mut config = cfg.clone();
+    apply_mon_config(&monc, &mut config).await;
     Ok(Connection {
         rados: client,
         monc: Some(monc),
-        config: cfg.clone(),
+        config,
     })
 }
 
@@ -235,6 +238,23 @@ pub fn client_timeouts(cfg: &Config) -> ClientTimeouts {
         cfg.get_u64("rados_osd_op_timeout").unwrap_or(0),
         cfg.get_u64("ms_connection_ready_timeout").unwrap_or(10),
     )
+}
+
+/// Fetch the monitors' config database values for this entity and apply
+/// them at [`Level::Mon`] (below the conf file, environment and command
+/// line), as librados does at connect. Best effort: a value this build
+/// does not accept, or a monitor that cannot answer, leaves the defaults;
+/// returns how many values were applied.
+pub async fn apply_mon_config(monc: &MonClient, cfg: &mut Config) -> usize {
+    let who = cfg.entity().to_string();
+    let Ok(entries) = monc.config_for(&who).await else {
+        return 0;
+    };
+    cfg.clear_level(Level::Mon);
+    entries
+        .iter()
+        .filter(|e| cfg.set(&e.name, &e.value, Level::Mon).is_ok())
+        .count()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -26,7 +26,7 @@
 //! out that way comes back in when it boots again; one marked out by an
 //! operator stays out.
 //!
-//! # Bootstrap (how `quarry up` and `quarry mon --mkfs` create a cluster)
+//! # Bootstrap (how `quarry up`, or a first `quarry mon` on a keyring, creates a cluster)
 //! 1. Generate an fsid and a keyring holding `mon.` (shared by all
 //!    monitors), `client.admin` (`mon/osd/mgr 'allow *'`), and either one
 //!    `osd.N` per OSD (`mon 'profile osd' osd 'allow *'`) or a

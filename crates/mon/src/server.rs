@@ -18,12 +18,13 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, ServerState};
 
 use quarry_auth::{handshake, issue_ticket, Caps, Claims, EntityCaps, MonAccess, Secret};
+use quarry_common::options::mondb;
 use quarry_common::Errno;
 use quarry_map::{ClientAddr, ClusterMap, Epoch, OsdId, PgId};
 use quarry_monc::wire::{
     Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE,
 };
-use quarry_monc::{AuthEntry, ClusterStatus, Health, MonCommand, MonReply};
+use quarry_monc::{AuthEntry, ClusterStatus, ConfigEntry, Health, MonCommand, MonReply};
 use quarry_proto::{read_frame, write_frame, Frame, FrameError};
 
 use crate::config::MonConfig;
@@ -55,6 +56,10 @@ fn now_unix() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+fn mondb_err(e: mondb::MonDbError) -> CmdError {
+    cmd_err(e.errno(), e.to_string())
 }
 
 fn cmd_err(e: Errno, m: impl Into<String>) -> CmdError {
@@ -1069,6 +1074,58 @@ impl Mon {
                         .map(|(a, &u)| (a.clone(), u))
                         .collect(),
                 ))
+            }
+            MonCommand::ConfigSet { who, name, value } => {
+                self.require(s, MonAccess::AuthAdmin)?;
+                let section = mondb::parse_target(who).map_err(mondb_err)?;
+                let (name, value) = mondb::check_set(name, value).map_err(mondb_err)?;
+                reply(
+                    self.propose(StateCmd::ConfigSet {
+                        section,
+                        name,
+                        value,
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::ConfigRm { who, name } => {
+                self.require(s, MonAccess::AuthAdmin)?;
+                let section = mondb::parse_target(who).map_err(mondb_err)?;
+                let name = mondb::check_name(name).map_err(mondb_err)?;
+                reply(self.propose(StateCmd::ConfigRm { section, name }).await?)
+            }
+            MonCommand::ConfigDump => {
+                self.require(s, MonAccess::Read)?;
+                Ok(MonReply::Config(self.shared.read(|st| {
+                    st.config
+                        .iter()
+                        .flat_map(|(section, opts)| {
+                            opts.iter().map(move |(name, value)| ConfigEntry {
+                                section: section.clone(),
+                                name: name.clone(),
+                                value: value.clone(),
+                            })
+                        })
+                        .collect()
+                })))
+            }
+            MonCommand::ConfigGet { who } => {
+                // Every entity may read its own configuration (that is how
+                // clients and daemons get it at connect); others need read.
+                if *who != s.entity {
+                    self.require(s, MonAccess::Read)?;
+                }
+                let sections = mondb::sections_for(who).map_err(mondb_err)?;
+                Ok(MonReply::Config(self.shared.read(|st| {
+                    mondb::resolve(&st.config, &sections)
+                        .into_iter()
+                        .map(|(name, (value, section))| ConfigEntry {
+                            section,
+                            name,
+                            value,
+                        })
+                        .collect()
+                })))
             }
         }
     }

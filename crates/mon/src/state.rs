@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use quarry_auth::{EntityCaps, Secret};
 use quarry_common::entity::EntityName;
+use quarry_common::options::mondb::ConfigDb;
 use quarry_common::Errno;
 use quarry_map::{
     ClusterMap, Epoch, FailureDomain, MonInfo, OsdId, OsdInfo, PgHistory, PgId, PoolDef, WEIGHT_ONE,
@@ -68,6 +69,67 @@ pub struct MonState {
     pub osd_down_since: BTreeMap<OsdId, u64>,
     /// OSDs marked out by the failure detector (marked in again on boot).
     pub auto_out: BTreeSet<OsdId>,
+    /// The central config database (`ceph config set`): section → option →
+    /// value. Last field: states stored before it existed decode through
+    /// [`MonState::decode`].
+    pub config: ConfigDb,
+}
+
+/// [`MonState`] as stored before the config database existed (postcard is
+/// not self-describing, so the old layout is decoded explicitly).
+#[derive(Deserialize)]
+pub(crate) struct MonStateV1 {
+    initialized: bool,
+    map: ClusterMap,
+    auth: BTreeMap<String, AuthRecord>,
+    service_key: [u8; 32],
+    next_global_id: u64,
+    osd_down_since: BTreeMap<OsdId, u64>,
+    auto_out: BTreeSet<OsdId>,
+}
+
+impl From<MonStateV1> for MonState {
+    fn from(v: MonStateV1) -> MonState {
+        MonState {
+            initialized: v.initialized,
+            map: v.map,
+            auth: v.auth,
+            service_key: v.service_key,
+            next_global_id: v.next_global_id,
+            osd_down_since: v.osd_down_since,
+            auto_out: v.auto_out,
+            config: ConfigDb::new(),
+        }
+    }
+}
+
+/// A stored record whose last field is a [`MonState`] in either layout.
+pub(crate) trait WithLegacyState: Sized {
+    /// The same record with the state in the old layout.
+    type Legacy: for<'a> Deserialize<'a>;
+    /// Convert the old form.
+    fn upgrade(old: Self::Legacy) -> Self;
+}
+
+/// Decode `bytes` as `T`, falling back to `T`'s layout from before the
+/// config database (a monitor upgraded in place keeps its state).
+pub(crate) fn decode_compat<T>(bytes: &[u8]) -> Result<T, postcard::Error>
+where
+    T: WithLegacyState + for<'a> Deserialize<'a>,
+{
+    match postcard::from_bytes::<T>(bytes) {
+        Ok(v) => Ok(v),
+        Err(e) => postcard::from_bytes::<T::Legacy>(bytes)
+            .map(T::upgrade)
+            .map_err(|_| e),
+    }
+}
+
+impl WithLegacyState for MonState {
+    type Legacy = MonStateV1;
+    fn upgrade(old: MonStateV1) -> MonState {
+        old.into()
+    }
 }
 
 /// Default values the proposer fills in.
@@ -216,6 +278,22 @@ pub enum StateCmd {
         /// Leader's clock.
         now_unix: u64,
     },
+    /// Store a config database value (validated by the proposer).
+    ConfigSet {
+        /// Section.
+        section: String,
+        /// Canonical option name.
+        name: String,
+        /// Value.
+        value: String,
+    },
+    /// Remove a config database value (absent is not an error).
+    ConfigRm {
+        /// Section.
+        section: String,
+        /// Canonical option name.
+        name: String,
+    },
 }
 
 /// A refusal, with errno and message.
@@ -287,6 +365,7 @@ impl MonState {
             next_global_id: 1,
             osd_down_since: BTreeMap::new(),
             auto_out: BTreeSet::new(),
+            config: ConfigDb::new(),
         }
     }
 
@@ -593,7 +672,37 @@ impl MonState {
                     epoch: self.map.epoch,
                 }))
             }
+            // The config database is not part of the cluster map: no epoch.
+            StateCmd::ConfigSet {
+                section,
+                name,
+                value,
+            } => {
+                self.config
+                    .entry(section.clone())
+                    .or_default()
+                    .insert(name.clone(), value.clone());
+                Ok(Applied::Reply(MonReply::Ok {
+                    epoch: self.map.epoch,
+                }))
+            }
+            StateCmd::ConfigRm { section, name } => {
+                if let Some(opts) = self.config.get_mut(section) {
+                    opts.remove(name);
+                    if opts.is_empty() {
+                        self.config.remove(section);
+                    }
+                }
+                Ok(Applied::Reply(MonReply::Ok {
+                    epoch: self.map.epoch,
+                }))
+            }
         }
+    }
+
+    /// The state in its stored form, from either layout.
+    pub fn decode(bytes: &[u8]) -> Result<MonState, postcard::Error> {
+        decode_compat(bytes)
     }
 
     fn pool_create(&mut self, p: &PoolParams) -> CmdResult {
@@ -849,6 +958,54 @@ mod tests {
         s.apply(&rm("127.0.0.1:0/8")).expect("rm");
         assert!(s.map.blocklist.is_empty());
         assert_eq!(s.map.epoch, e + 1);
+    }
+
+    #[test]
+    fn config_db_and_old_layout() {
+        let mut s = boot();
+        let set = |sec: &str, v: &str| StateCmd::ConfigSet {
+            section: sec.into(),
+            name: "rbd_cache".into(),
+            value: v.into(),
+        };
+        s.apply(&set("client", "false")).expect("set");
+        s.apply(&set("client", "true")).expect("overwrite");
+        s.apply(&set("global", "false")).expect("set");
+        assert_eq!(s.config["client"]["rbd_cache"], "true");
+        let rm = |sec: &str| StateCmd::ConfigRm {
+            section: sec.into(),
+            name: "rbd_cache".into(),
+        };
+        s.apply(&rm("client")).expect("rm");
+        s.apply(&rm("client")).expect("rm again is fine");
+        assert!(!s.config.contains_key("client"));
+        let b = postcard::to_stdvec(&s).expect("enc");
+        assert_eq!(MonState::decode(&b).expect("dec"), s);
+
+        // A state written before the config database existed still loads.
+        #[derive(Serialize)]
+        struct Old<'a> {
+            initialized: bool,
+            map: &'a ClusterMap,
+            auth: &'a BTreeMap<String, AuthRecord>,
+            service_key: [u8; 32],
+            next_global_id: u64,
+            osd_down_since: &'a BTreeMap<OsdId, u64>,
+            auto_out: &'a BTreeSet<OsdId>,
+        }
+        let old = postcard::to_stdvec(&Old {
+            initialized: true,
+            map: &s.map,
+            auth: &s.auth,
+            service_key: s.service_key,
+            next_global_id: s.next_global_id,
+            osd_down_since: &s.osd_down_since,
+            auto_out: &s.auto_out,
+        })
+        .expect("enc");
+        let back = MonState::decode(&old).expect("old layout");
+        assert_eq!(back.auth, s.auth);
+        assert!(back.config.is_empty());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use openraft::{
 
 use quarry_map::ClusterMap;
 
-use crate::state::{Applied, CmdResult, MonState, StateCmd};
+use crate::state::{decode_compat, Applied, CmdResult, MonState, StateCmd, WithLegacyState};
 
 openraft::declare_raft_types!(
     /// Raft types of the monitor group.
@@ -67,6 +67,29 @@ struct SmRecord {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     state: MonState,
+}
+
+/// [`SmRecord`] as stored before the config database existed.
+#[derive(Deserialize)]
+struct SmRecordV1 {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    state: <MonState as WithLegacyState>::Legacy,
+}
+
+impl WithLegacyState for SmRecord {
+    type Legacy = SmRecordV1;
+    fn upgrade(old: SmRecordV1) -> SmRecord {
+        SmRecord {
+            last_applied: old.last_applied,
+            membership: old.membership,
+            state: MonState::upgrade(old.state),
+        }
+    }
+}
+
+fn dec_sm(b: &[u8]) -> Result<SmRecord, AnyError> {
+    decode_compat(b).map_err(|e| io_err(format!("corrupt monitor state record: {e}")))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,9 +151,7 @@ pub fn open_db(path: &Path) -> Result<Arc<Database>, redb::DatabaseError> {
 pub fn load_state(db: &Database) -> Result<Option<MonState>, String> {
     match read_meta(db, K_SM).map_err(|e| e.to_string())? {
         None => Ok(None),
-        Some(b) => dec::<SmRecord>(&b)
-            .map(|r| Some(r.state))
-            .map_err(|e| e.to_string()),
+        Some(b) => dec_sm(&b).map(|r| Some(r.state)).map_err(|e| e.to_string()),
     }
 }
 
@@ -348,7 +369,7 @@ impl StateMachine {
     /// Load the persisted state machine (or start empty).
     pub fn open(db: Arc<Database>) -> Result<(StateMachine, Arc<Shared>), String> {
         let rec = match read_meta(&db, K_SM).map_err(|e| e.to_string())? {
-            Some(b) => Some(dec::<SmRecord>(&b).map_err(|e| e.to_string())?),
+            Some(b) => Some(dec_sm(&b).map_err(|e| e.to_string())?),
             None => None,
         };
         let (last_applied, membership, state) = match rec {
@@ -508,8 +529,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
         let data = snapshot.into_inner();
-        let new_state: MonState =
-            dec(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
+        let new_state = MonState::decode(&data)
+            .map_err(io_err)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
         {
             let mut st = match self.shared.state.write() {
                 Ok(g) => g,

@@ -28,7 +28,7 @@ use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
 use quarry_proto::Frame;
 
 pub use conn::{Conn, ConnError};
-pub use wire::{AuthEntry, ClusterStatus, Health, MonCommand, MonReply};
+pub use wire::{AuthEntry, ClusterStatus, ConfigEntry, Health, MonCommand, MonReply};
 use wire::{Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE};
 
 /// How to reach and authenticate to the monitors.
@@ -532,6 +532,22 @@ impl MonClient {
             }
             other => Err(MonClientError::Protocol(format!(
                 "expected a reply, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The monitors' config database values `who` sees (an entity asking
+    /// for itself needs no caps), each from its most specific section.
+    pub async fn config_for(&self, who: &str) -> Result<Vec<ConfigEntry>, MonClientError> {
+        match self
+            .command(MonCommand::ConfigGet {
+                who: who.to_string(),
+            })
+            .await?
+        {
+            MonReply::Config(v) => Ok(v),
+            other => Err(MonClientError::Protocol(format!(
+                "expected config entries, got {other:?}"
             ))),
         }
     }

@@ -263,6 +263,30 @@ pub enum MonCommand {
     },
     /// `osd blocklist ls`.
     BlocklistList,
+    /// `config set WHO NAME VALUE` (needs mon `allow *`).
+    ConfigSet {
+        /// Section: `global`, a type (`osd`) or an entity (`osd.0`).
+        who: String,
+        /// Option name.
+        name: String,
+        /// Value.
+        value: String,
+    },
+    /// `config rm WHO NAME` (needs mon `allow *`; absent is not an error).
+    ConfigRm {
+        /// Section.
+        who: String,
+        /// Option name.
+        name: String,
+    },
+    /// `config dump`: every stored value.
+    ConfigDump,
+    /// The stored values an entity or type sees (`config get WHO`), each
+    /// from its most specific section. Any session may ask for its own.
+    ConfigGet {
+        /// `global`, a type or an entity.
+        who: String,
+    },
 }
 
 /// Replies to [`MonCommand`]s.
@@ -308,6 +332,19 @@ pub enum MonReply {
         /// Epoch that records it.
         epoch: Epoch,
     },
+    /// Config database entries (`ConfigDump`, `ConfigGet`).
+    Config(Vec<ConfigEntry>),
+}
+
+/// One value of the monitors' config database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigEntry {
+    /// Section it is stored in (`global`, `osd`, `client.glance`).
+    pub section: String,
+    /// Option name (canonical).
+    pub name: String,
+    /// Value as stored.
+    pub value: String,
 }
 
 /// One entity of the auth database as shown to administrators.

@@ -118,7 +118,7 @@ fn ns_target(ctx: &Ctx, spec: Option<&str>) -> CmdResult<(String, String)> {
 /// `rbd namespace create`.
 pub async fn namespace_create(ctx: &Ctx, spec: Option<&str>) -> CmdResult {
     let (pool, ns) = ns_target(ctx, spec)?;
-    let io = ctx.ioctx(&pool, &ns).await?;
+    let io = ctx.ioctx_unchecked(&pool, &ns).await?;
     ctx.rbd.namespace_create(&io).await.map_err(|e| {
         CmdError::new(e.errno(), e.to_string())
             .then(format!("failed to create namespace: {}", e.errno()))
@@ -128,7 +128,7 @@ pub async fn namespace_create(ctx: &Ctx, spec: Option<&str>) -> CmdResult {
 /// `rbd namespace rm`.
 pub async fn namespace_rm(ctx: &Ctx, spec: Option<&str>) -> CmdResult {
     let (pool, ns) = ns_target(ctx, spec)?;
-    let io = ctx.ioctx(&pool, &ns).await?;
+    let io = ctx.ioctx_unchecked(&pool, &ns).await?;
     ctx.rbd.namespace_remove(&io).await.map_err(|e| {
         CmdError::new(e.errno(), e.to_string())
             .then(format!("failed to remove namespace: {}", e.errno()))

@@ -1,6 +1,6 @@
 //! Image, snapshot, clone and metadata commands of `rbd`.
 
-use quarry_common::options::{parse_features, RBD_FEATURE_NAMES};
+use quarry_common::options::{parse_features, Level, RBD_FEATURE_NAMES};
 use quarry_common::size::{format_size, SizeUnit};
 use quarry_common::spec::ImageSpec;
 use quarry_common::Errno;
@@ -31,7 +31,7 @@ fn flag_names(bits: u64) -> Vec<&'static str> {
 
 /// Creation options from `--order/--object-size/--image-feature/--image-format`.
 /// `what` prefixes errors (`create error`, `import failed`, ...).
-pub fn create_opts(c: &CreateArgs, what: &str) -> CmdResult<CreateOptions> {
+pub fn create_opts(ctx: &Ctx, c: &CreateArgs, what: &str) -> CmdResult<CreateOptions> {
     match c.image_format {
         None | Some(2) => {}
         Some(1) => {
@@ -67,7 +67,12 @@ pub fn create_opts(c: &CreateArgs, what: &str) -> CmdResult<CreateOptions> {
         ));
     }
     let features = if c.image_feature.is_empty() {
-        None
+        // `rbd_default_features` from the conf file, environment or the
+        // monitors' config database, as Ceph's rbd tool reads it.
+        match ctx.conn.config.get_with_source("rbd_default_features") {
+            Ok((_, Level::Default)) | Err(_) => None,
+            Ok(_) => ctx.conn.config.get_u64("rbd_default_features").ok(),
+        }
     } else {
         let mut bits = 0;
         for f in &c.image_feature {
@@ -86,7 +91,7 @@ pub async fn create(ctx: &Ctx, image: &str, size: Option<&str>, c: &CreateArgs) 
         return Err(CmdError::new(Errno::EINVAL, "must specify --size <M/G/T>"));
     };
     let size = size_arg("--size", size, SizeUnit::MiB)?;
-    let opts = create_opts(c, "create error")?;
+    let opts = create_opts(ctx, c, "create error")?;
     let io = ctx.ioctx(&spec.pool, &spec.namespace).await?;
     ctx.rbd
         .create(&io, &spec.image, size, &opts)
@@ -110,12 +115,11 @@ fn parent_string(io: &IoCtx, p: &quarry_rbd::ParentInfo) -> String {
 pub async fn ls(ctx: &Ctx, pool: Option<&str>, long: bool) -> CmdResult {
     let ps = ctx.pool_spec(pool)?;
     let io = ctx
-        .rbd
         .ioctx(ps.pool.as_str(), &ps.namespace)
         .await
         .map_err(|e| {
-            CmdError::rbd(&format!("error opening pool '{}'", ps.pool), &e)
-                .then(format!("listing images failed: {}", e.errno()))
+            let errno = Errno::from_code(e.code);
+            e.then(format!("listing images failed: {errno}"))
         })?;
     let mut images = ctx
         .rbd
@@ -693,7 +697,7 @@ pub async fn snap_rename(ctx: &Ctx, src: &str, dest: &str) -> CmdResult {
 pub async fn clone(ctx: &Ctx, parent: &str, child: &str, c: &CreateArgs) -> CmdResult {
     let (pspec, psnap) = snap_spec(ctx, parent)?;
     let cspec = dest_spec(ctx, &pspec, child)?;
-    let opts = create_opts(c, "clone error")?;
+    let opts = create_opts(ctx, c, "clone error")?;
     let pio = ctx.ioctx(&pspec.pool, &pspec.namespace).await?;
     let cio = ctx.ioctx(&cspec.pool, &cspec.namespace).await?;
     ctx.rbd

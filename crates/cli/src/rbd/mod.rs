@@ -213,8 +213,28 @@ impl Ctx {
         Ok(p)
     }
 
-    /// Open a pool: `error opening pool 'X'` on failure.
+    /// Open a pool and namespace: `error opening pool 'X'` on failure, and,
+    /// as Ceph's tool checks before any command, `namespace 'N' does not
+    /// exist.` (ENOENT) for a namespace that was never created.
     pub async fn ioctx(&self, pool: &str, namespace: &str) -> CmdResult<IoCtx> {
+        let io = self.ioctx_unchecked(pool, namespace).await?;
+        if !namespace.is_empty() {
+            match self.rbd.namespace_exists(&io).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(CmdError::new(
+                        Errno::ENOENT,
+                        format!("namespace '{namespace}' does not exist."),
+                    ))
+                }
+                Err(e) => return Err(CmdError::rbd("error asserting namespace", &e)),
+            }
+        }
+        Ok(io)
+    }
+
+    /// Open a pool with a namespace that need not exist (`namespace create`).
+    pub async fn ioctx_unchecked(&self, pool: &str, namespace: &str) -> CmdResult<IoCtx> {
         self.rbd
             .ioctx(pool, namespace)
             .await
@@ -269,9 +289,14 @@ pub fn print_json(v: &serde_json::Value, pretty: bool) {
     }
 }
 
-/// Parse a size option (`--size 10G`, default unit `unit`).
+/// Parse a size option (`--size 10G`, default unit `unit`). A bad value is
+/// refused as Ceph 16's `rbd` does: exit status 1 and
+/// `the argument for option '--size' is invalid`.
 pub fn size_arg(opt: &str, s: &str, unit: SizeUnit) -> CmdResult<u64> {
-    parse_size(s, unit).map_err(|e| CmdError::new(Errno::EINVAL, format!("{opt}: {e}")))
+    parse_size(s, unit).map_err(|_| CmdError {
+        lines: vec![format!("the argument for option '{opt}' is invalid")],
+        code: 1,
+    })
 }
 
 /// A column of a [`Table`].

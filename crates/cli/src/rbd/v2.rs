@@ -3,13 +3,17 @@
 //!
 //! Layout: the banner `rbd image v2\n`; header records, each a one-byte tag,
 //! an le64 payload length and the payload (`O` order, `T` features, `U`
-//! stripe unit, `C` stripe count; unknown tags are skipped by length); `E`;
-//! an le64 count of diffs; then that many `rbd diff v2\n` streams: the first
-//! from nothing to the oldest snapshot, each next one from the previous
-//! snapshot, the last to the exported head (no `t` record). Diff v2 records
-//! carry the same le64 payload length after the tag (`f`/`t` le32 name
-//! length + name, `s` le64 size, `w` le64 offset + le64 length + data, `z`
-//! le64 offset + le64 length), and end with a bare `e`.
+//! stripe unit, `C` stripe count, and one `M` per image-meta key: le32 key
+//! length + key, le32 value length + value; unknown tags are skipped by
+//! length); `E`; the banner `rbd image diffs v2\n` and an le64 count of
+//! diffs; then that many `rbd diff v2\n` streams: the first from nothing to
+//! the oldest snapshot, each next one from the previous snapshot, the last
+//! to the exported head (no `t` record). Diff v2 records carry the same le64
+//! payload length after the tag (`f`/`t` le32 name length + name, `p` one
+//! byte: the `t` snapshot is protected, `s` le64 size, `w` le64 offset +
+//! le64 length + data, `z` le64 offset + le64 length), and end with a bare
+//! `e`. (Streams from Quarry before the diffs banner and `M`/`p` records
+//! existed are still imported.)
 
 use std::io::{Read, Write};
 
@@ -21,12 +25,18 @@ use super::{CmdError, CmdResult, Ctx, Progress};
 
 /// Banner of the full-image stream.
 const IMAGE_BANNER: &[u8] = b"rbd image v2\n";
+/// Banner before the diff count.
+const DIFFS_BANNER: &[u8] = b"rbd image diffs v2\n";
 /// Banner of each diff inside it.
 const DIFF_BANNER_V2: &[u8] = b"rbd diff v2\n";
 /// Bytes moved per engine call.
 const CHUNK: u64 = 4 << 20;
 /// Longest header/name payload accepted from a stream (bounds allocation).
 const MAX_META: u64 = 1 << 16;
+/// Longest image-meta record accepted from a stream.
+const MAX_IMAGE_META: u64 = 1 << 20;
+/// Most image-meta records accepted from a stream.
+const MAX_IMAGE_META_KEYS: usize = 1 << 16;
 /// Most diffs (snapshots + head) accepted from a stream.
 const MAX_DIFFS: u64 = 1 << 20;
 
@@ -53,7 +63,7 @@ fn name_payload(name: &str) -> Vec<u8> {
 async fn write_diff_v2(
     img: &Image,
     from: Option<&str>,
-    to: Option<&str>,
+    to: Option<(&str, bool)>,
     w: &mut dyn Write,
     p: &Progress,
     done: &mut u64,
@@ -63,8 +73,9 @@ async fn write_diff_v2(
     if let Some(f) = from {
         rec(w, b'f', &name_payload(f)).map_err(&e)?;
     }
-    if let Some(t) = to {
+    if let Some((t, protected)) = to {
         rec(w, b't', &name_payload(t)).map_err(&e)?;
+        rec(w, b'p', &[u8::from(protected)]).map_err(&e)?;
     }
     rec(w, b's', &img.size().to_le_bytes()).map_err(&e)?;
     let opts = quarry_rbd::DiffOptions {
@@ -146,7 +157,19 @@ pub async fn export(ctx: &Ctx, spec: &quarry_common::spec::ImageSpec, path: &str
     rec(w, b'T', &st.features.to_le_bytes()).map_err(&e)?;
     rec(w, b'U', &st.obj_size.to_le_bytes()).map_err(&e)?;
     rec(w, b'C', &1u64.to_le_bytes()).map_err(&e)?;
+    let meta = head
+        .metadata_list("", 0)
+        .await
+        .map_err(|e| CmdError::rbd("export error", &e))?;
+    for (k, v) in &meta {
+        let mut pl = (k.len() as u32).to_le_bytes().to_vec();
+        pl.extend_from_slice(k.as_bytes());
+        pl.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        pl.extend_from_slice(v);
+        rec(w, b'M', &pl).map_err(&e)?;
+    }
     w.write_all(b"E").map_err(&e)?;
+    w.write_all(DIFFS_BANNER).map_err(&e)?;
     w.write_all(&(snaps.len() as u64 + 1).to_le_bytes())
         .map_err(&e)?;
     let total: u64 = snaps.iter().map(|s| s.size).sum::<u64>() + end.size();
@@ -156,7 +179,8 @@ pub async fn export(ctx: &Ctx, spec: &quarry_common::spec::ImageSpec, path: &str
     let r = async {
         for s in &snaps {
             let img = ctx.open_in(&io, &spec.image, Some(&s.name), true).await?;
-            write_diff_v2(&img, prev.as_deref(), Some(&s.name), w, &p, &mut done).await?;
+            let to = Some((s.name.as_str(), s.protected));
+            write_diff_v2(&img, prev.as_deref(), to, w, &p, &mut done).await?;
             prev = Some(s.name.clone());
         }
         write_diff_v2(&end, prev.as_deref(), None, w, &p, &mut done).await?;
@@ -222,6 +246,28 @@ fn le64_of(v: &[u8], what: &str) -> CmdResult<u64> {
     Ok(u64::from_le_bytes(b))
 }
 
+/// An `M` record: le32 key length + key, le32 value length + value.
+fn image_meta_of(v: &[u8]) -> CmdResult<(String, Vec<u8>)> {
+    let field = |at: usize| -> CmdResult<(&[u8], usize)> {
+        let n = v
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| bad("short image-meta record"))?;
+        let end = at + 4 + n;
+        let bytes = v
+            .get(at + 4..end)
+            .ok_or_else(|| bad("image-meta length mismatch"))?;
+        Ok((bytes, end))
+    };
+    let (key, end) = field(0)?;
+    let (value, end) = field(end)?;
+    if end != v.len() {
+        return Err(bad("image-meta length mismatch"));
+    }
+    let key = String::from_utf8(key.to_vec()).map_err(|_| bad("image-meta key is not UTF-8"))?;
+    Ok((key, value.to_vec()))
+}
+
 fn name_of(v: &[u8]) -> CmdResult<String> {
     if v.len() < 4 {
         return Err(bad("short snapshot name record"));
@@ -254,9 +300,19 @@ pub async fn import(
     if banner != IMAGE_BANNER {
         return Err(bad("missing 'rbd image v2' banner"));
     }
+    let mut meta: Vec<(String, Vec<u8>)> = Vec::new();
     loop {
         match u8_(r)? {
             b'E' => break,
+            b'M' => {
+                let len = u64_(r)?;
+                if len > MAX_IMAGE_META || meta.len() >= MAX_IMAGE_META_KEYS {
+                    return Err(bad("image-meta record too long or too many"));
+                }
+                let mut v = vec![0u8; len as usize];
+                read_exact(r, &mut v)?;
+                meta.push(image_meta_of(&v)?);
+            }
             tag => {
                 let len = u64_(r)?;
                 let v = payload(r, len)?;
@@ -277,7 +333,19 @@ pub async fn import(
             }
         }
     }
-    let ndiffs = u64_(r)?;
+    // Ceph writes a banner before the count; Quarry's first streams did not.
+    let mut first = [0u8; 8];
+    read_exact(r, &mut first)?;
+    let ndiffs = if first == DIFFS_BANNER[..8] {
+        let mut rest = [0u8; DIFFS_BANNER.len() - 8];
+        read_exact(r, &mut rest)?;
+        if rest != DIFFS_BANNER[8..] {
+            return Err(bad("missing 'rbd image diffs v2' banner"));
+        }
+        u64_(r)?
+    } else {
+        u64::from_le_bytes(first)
+    };
     if ndiffs == 0 || ndiffs > MAX_DIFFS {
         return Err(bad("bad diff count"));
     }
@@ -290,6 +358,11 @@ pub async fn import(
     let res = async {
         for _ in 0..ndiffs {
             apply_diff_v2(&img, r).await?;
+        }
+        for (k, v) in &meta {
+            img.metadata_set(k, Bytes::copy_from_slice(v))
+                .await
+                .map_err(|e| CmdError::rbd("failed to set image meta", &e))?;
         }
         img.flush()
             .await
@@ -306,6 +379,9 @@ pub async fn import(
             // Leave nothing half-imported behind.
             if let Ok(snaps) = img.snap_list().await {
                 for s in snaps {
+                    if s.protected {
+                        let _ = img.snap_unprotect(&s.name).await;
+                    }
                     let _ = img.snap_remove(&s.name).await;
                 }
             }
@@ -324,6 +400,7 @@ async fn apply_diff_v2(img: &Image, r: &mut dyn Read) -> CmdResult {
     }
     let fail = |e: quarry_rbd::RbdError| CmdError::rbd("import failed", &e);
     let mut to: Option<String> = None;
+    let mut protect = false;
     let mut buf = vec![0u8; CHUNK as usize];
     loop {
         let tag = u8_(r)?;
@@ -372,6 +449,10 @@ async fn apply_diff_v2(img: &Image, r: &mut dyn Read) -> CmdResult {
                 }
             }
             b't' => to = Some(name_of(&payload(r, len)?)?),
+            b'p' => {
+                let v = payload(r, len)?;
+                protect = v.first().is_some_and(|b| *b != 0);
+            }
             _ => {
                 // Unknown record: skip its payload in bounded steps.
                 let mut left = len;
@@ -386,6 +467,9 @@ async fn apply_diff_v2(img: &Image, r: &mut dyn Read) -> CmdResult {
     if let Some(t) = to {
         img.flush().await.map_err(fail)?;
         img.snap_create(&t).await.map_err(fail)?;
+        if protect {
+            img.snap_protect(&t).await.map_err(fail)?;
+        }
     }
     Ok(())
 }

@@ -249,7 +249,7 @@ pub async fn import(
             spec.pool = p.to_string();
         }
     }
-    let opts = create_opts(c, "import failed")?;
+    let opts = create_opts(ctx, c, "import failed")?;
     let io = ctx.ioctx(&spec.pool, &spec.namespace).await?;
     if format == Some(2) {
         return super::v2::import(ctx, &io, &spec.image, path, opts).await;
@@ -324,7 +324,7 @@ pub async fn cp(ctx: &Ctx, src: &str, dest: &str, c: &CreateArgs) -> CmdResult {
     let s = ctx.spec(src)?;
     let d = dest_spec(ctx, &s, dest)?;
     let src_img = ctx.open(&s, true).await?;
-    let mut opts = create_opts(c, "copy failed")?;
+    let mut opts = create_opts(ctx, c, "copy failed")?;
     if opts.order == 0 {
         opts.order = src_img.stat().order;
     }

@@ -24,6 +24,7 @@
 
 mod ceph_table;
 mod config;
+pub mod mondb;
 mod table;
 
 pub use config::{
