@@ -683,11 +683,16 @@ async fn assimilate_conf(ctx: &Ctx, input: &str, output: Option<&str>) -> CmdRes
         if !kept.is_empty() {
             leftover.push_str(&format!("[{}]\n", section.name));
             for e in kept {
-                leftover.push_str(&format!(
-                    "\t{} = {}\n",
-                    e.key,
+                // Quoted only where the conf grammar needs it (as Ceph prints).
+                let plain = !e.value.is_empty()
+                    && e.value.trim() == e.value
+                    && !e.value.contains(['#', ';', '"', '\\', '\n']);
+                let v = if plain {
+                    e.value.clone()
+                } else {
                     quarry_common::conf::quote_value(&e.value)
-                ));
+                };
+                leftover.push_str(&format!("\t{} = {v}\n", e.key));
             }
             leftover.push('\n');
         }

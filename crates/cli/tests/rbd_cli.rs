@@ -754,7 +754,10 @@ fn usage_errors_and_missing_namespace() {
         "error: unknown option 'nosuchcmd'\n",
     );
     assert!(e.ok(&["rbd", "--help"]).stdout.contains("create"));
-    assert!(e.ok(&["rbd"]).stdout.contains("create"), "bare rbd: usage, exit 0");
+    assert!(
+        e.ok(&["rbd"]).stdout.contains("create"),
+        "bare rbd: usage, exit 0"
+    );
     assert!(e.ok(&["rbd", "create", "--help"]).stdout.contains("--size"));
     assert!(e.ok(&["ceph", "config", "--help"]).stdout.contains("set"));
     let o = e.run(&["ceph", "osd", "pool", "get", "data"]);
