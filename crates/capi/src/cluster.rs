@@ -178,7 +178,7 @@ fn open_embedded(dir: &str) -> CResult<Arc<dyn Rados>> {
 }
 
 /// The object layer, and the monitors' config values (none when embedded).
-fn open_backend(conf: &Config) -> CResult<(Arc<dyn Rados>, Vec<(String, String)>)> {
+fn open_backend(conf: &Config) -> CResult<(Arc<dyn Rados>, crate::net::MonValues)> {
     let dir = conf.get("quarry_embedded_dir")?;
     if !dir.is_empty() {
         return Ok((open_embedded(&dir)?, Vec::new()));

@@ -77,11 +77,14 @@ fn find_key(conf: &Config) -> CResult<String> {
     Err(CError::new(Errno::ENOENT, format!("no key for {name}")))
 }
 
+/// The monitors' config database values for an entity: (option, value).
+pub type MonValues = Vec<(String, String)>;
+
 /// Connect to the cluster named by `mon_host` with the configured key.
 /// Also returns the monitors' config database values for this entity
 /// (name, value), which `rados_connect` applies at the monitor level;
 /// empty if the monitors cannot answer.
-pub fn connect(conf: &Config) -> CResult<(Arc<dyn Rados>, Vec<(String, String)>)> {
+pub fn connect(conf: &Config) -> CResult<(Arc<dyn Rados>, MonValues)> {
     let addrs = mon_addrs(&conf.get("mon_host")?)?;
     if addrs.is_empty() {
         return Err(CError::new(Errno::ENOENT, "no monitor address"));
