@@ -388,7 +388,7 @@ fn rbd_features_namespaces_and_config_against_a_cluster() {
     c.fails(
         &["rbd", "create", "data/nons/img", "--size", "8M"],
         2,
-        "rbd: create error: (2) No such file or directory\n",
+        "rbd: namespace 'nons' does not exist.\n",
     );
     c.fails(
         &["rbd", "namespace", "rm", "data/ns1"],
