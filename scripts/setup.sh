@@ -39,8 +39,9 @@ fi
 # Only the daemon binaries, the QEMU driver and virsh: not
 # libvirt-daemon-system, whose units would start a system libvirtd sharing
 # /run/libvirt/qemu with the test's, nor the recommended default network.
-# The QEMU driver runs guests as libvirt-qemu (Debian's build default),
-# which libvirt-daemon-system's postinst would create: create it here.
+# The QEMU driver runs guests as user and group libvirt-qemu (Debian's
+# build defaults), which libvirt-daemon-system's postinst would create:
+# create them here (libvirtd refuses to start without the group).
 # None of these packages depends on QEMU, so the 7.2 pin and hold above stay.
 if ! { [ -x /usr/sbin/libvirtd ] && [ -x /usr/sbin/virtlogd ] && command -v virsh >/dev/null 2>&1 \
        && [ -e /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so ]; }; then
@@ -50,9 +51,10 @@ if ! { [ -x /usr/sbin/libvirtd ] && [ -x /usr/sbin/virtlogd ] && command -v virs
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   echo "setup: libvirt packages installed in $(( $(date +%s) - t0 )) s"
 fi
+getent group kvm >/dev/null || $SUDO groupadd --system kvm
+getent group libvirt-qemu >/dev/null || $SUDO groupadd --system libvirt-qemu
 if ! getent passwd libvirt-qemu >/dev/null; then
-  getent group kvm >/dev/null || $SUDO groupadd --system kvm
-  $SUDO useradd --system --gid kvm --home-dir /var/lib/libvirt --no-create-home \
+  $SUDO useradd --system --gid libvirt-qemu --groups kvm --home-dir /var/lib/libvirt --no-create-home \
     --shell /usr/sbin/nologin --comment "Libvirt Qemu" libvirt-qemu
 fi
 

@@ -55,13 +55,18 @@ fn skip_reason() -> Option<String> {
     {
         return Some("libvirt-daemon-driver-qemu is not installed".into());
     }
-    // The QEMU driver runs guests as this user (Debian's build default).
-    let user = Command::new("getent")
-        .args(["passwd", "libvirt-qemu"])
-        .output()
-        .ok()?;
-    if !user.status.success() {
-        return Some("user libvirt-qemu missing (scripts/setup.sh creates it)".into());
+    // The QEMU driver runs guests as this user and group (Debian's build
+    // defaults); libvirtd refuses to start without them.
+    for db in ["passwd", "group"] {
+        let found = Command::new("getent")
+            .args([db, "libvirt-qemu"])
+            .output()
+            .ok()?;
+        if !found.status.success() {
+            return Some(format!(
+                "{db} entry libvirt-qemu missing (scripts/setup.sh creates it)"
+            ));
+        }
     }
     None
 }
