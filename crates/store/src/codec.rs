@@ -159,50 +159,6 @@ pub fn decode_block(blk: u64, val: &[u8]) -> Option<&[u8]> {
     (block_crc(blk, data) == crc).then_some(data)
 }
 
-/// A `data` index entry: where a block's bytes lie in the data log, how
-/// long they are, and their crc32c (seeded by block index, see
-/// [`block_crc`]), checked on every read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockPtr {
-    /// Segment id.
-    pub seg: u32,
-    /// Byte offset in the segment.
-    pub off: u64,
-    /// Data length (1..=BLOCK_SIZE).
-    pub len: u32,
-    /// crc32c of the data, seeded with the block index.
-    pub crc: u32,
-}
-
-/// Bytes of an encoded [`BlockPtr`].
-pub const BLOCK_PTR_LEN: usize = 20;
-
-impl BlockPtr {
-    /// seg u32 | off u64 | len u32 | crc u32, little-endian.
-    pub fn encode(&self) -> [u8; BLOCK_PTR_LEN] {
-        let mut b = [0u8; BLOCK_PTR_LEN];
-        b[..4].copy_from_slice(&self.seg.to_le_bytes());
-        b[4..12].copy_from_slice(&self.off.to_le_bytes());
-        b[12..16].copy_from_slice(&self.len.to_le_bytes());
-        b[16..].copy_from_slice(&self.crc.to_le_bytes());
-        b
-    }
-
-    /// Inverse of [`BlockPtr::encode`]; `None` if malformed.
-    pub fn decode(v: &[u8]) -> Option<BlockPtr> {
-        if v.len() != BLOCK_PTR_LEN {
-            return None;
-        }
-        let p = BlockPtr {
-            seg: u32::from_le_bytes(v[..4].try_into().ok()?),
-            off: u64::from_le_bytes(v[4..12].try_into().ok()?),
-            len: u32::from_le_bytes(v[12..16].try_into().ok()?),
-            crc: u32::from_le_bytes(v[16..].try_into().ok()?),
-        };
-        (p.len >= 1 && p.len as u64 <= BLOCK_SIZE).then_some(p)
-    }
-}
-
 /// Encode an omap value: crc32c (LE) of the value then the value.
 pub fn encode_omap_val(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + v.len());

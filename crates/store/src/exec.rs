@@ -22,7 +22,8 @@ use quarry_rados::{
 };
 use redb::ReadableTable;
 
-use crate::codec::{self, BlockPtr, CloneMeta, InstMeta, ObjRecord, BLOCK_SIZE};
+use crate::codec::{self, CloneMeta, InstMeta, ObjRecord, BLOCK_SIZE};
+use crate::extent;
 use crate::tables::{BlockSource, Tbl, WTables};
 
 /// Largest object size accepted (1 TiB); larger writes are `EFBIG`.
@@ -82,8 +83,9 @@ struct DataState {
     /// Base blocks with index >= limit are gone (truncated).
     limit: u64,
     /// Overlay: `None` = block deleted. Data never longer than a block and
-    /// never extending past the object size.
-    dirty: BTreeMap<u64, Option<Vec<u8>>>,
+    /// never extending past the object size. Full blocks of a write are
+    /// slices of the request's buffer (not copied until the log record).
+    dirty: BTreeMap<u64, Option<Bytes>>,
 }
 
 impl DataState {
@@ -218,24 +220,11 @@ impl<D: RTable, O: RTable> Src<'_, D, O> {
     }
 
     /// One block of an instance's staged data (`None` = hole).
-    fn block(&self, ds: &DataState, blk: u64) -> Result<Option<Vec<u8>>> {
+    fn block(&self, ds: &DataState, blk: u64) -> Result<Option<Bytes>> {
         if let Some(d) = ds.dirty.get(&blk) {
             return Ok(d.clone());
         }
-        let inst = match ds.base {
-            Base::Inst(i) if blk < ds.limit => i,
-            _ => return Ok(None),
-        };
-        let key = codec::block_key(&codec::inst_key(self.okey, inst), blk);
-        let p = match self.data.get(key.as_slice()).map_err(sio)? {
-            None => return Ok(None),
-            Some(v) => BlockPtr::decode(v.value()).ok_or_else(|| self.corrupt_block(inst, blk))?,
-        };
-        let d = self.read_err(inst, blk, self.blocks.read_at(p.seg, p.off, p.len as usize))?;
-        if codec::block_crc(blk, &d) != p.crc {
-            return Err(self.corrupt_block(inst, blk));
-        }
-        Ok(Some(d))
+        Ok(self.base_blocks(ds, blk, blk + 1)?.pop().map(|(_, d)| d))
     }
 
     /// Name the object and block on a failed log read.
@@ -249,63 +238,60 @@ impl<D: RTable, O: RTable> Src<'_, D, O> {
         })
     }
 
-    /// Present blocks with index in `[start, end)`, ascending, verified.
-    fn blocks(&self, ds: &DataState, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>> {
-        let mut out = BTreeMap::new();
-        if let Base::Inst(inst) = ds.base {
-            let bend = end.min(ds.limit);
-            if start < bend {
-                let ikey = codec::inst_key(self.okey, inst);
-                let lo = codec::block_key(&ikey, start);
-                let hi = codec::block_key(&ikey, bend);
-                let mut ptrs: Vec<(u64, BlockPtr)> = Vec::new();
-                for item in self
-                    .data
-                    .range::<&[u8]>(lo.as_slice()..hi.as_slice())
-                    .map_err(sio)?
-                {
-                    let (k, v) = item.map_err(sio)?;
-                    let blk = codec::block_index(k.value(), ikey.len())
-                        .ok_or_else(|| self.corrupt_block(inst, u64::MAX))?;
-                    if ds.dirty.contains_key(&blk) {
-                        continue;
-                    }
-                    let p =
-                        BlockPtr::decode(v.value()).ok_or_else(|| self.corrupt_block(inst, blk))?;
-                    ptrs.push((blk, p));
+    /// Present blocks of the base (ignoring the overlay) with index in
+    /// `[start, end)`, ascending, each checked against its crc32c: one
+    /// pread per extent, each block a slice of it.
+    fn base_blocks(&self, ds: &DataState, start: u64, end: u64) -> Result<Vec<(u64, Bytes)>> {
+        let mut out = Vec::new();
+        let Base::Inst(inst) = ds.base else {
+            return Ok(out);
+        };
+        let bend = end.min(ds.limit);
+        if start >= bend {
+            return Ok(out);
+        }
+        let ikey = codec::inst_key(self.okey, inst);
+        let ents = extent::overlapping(self.data, &ikey, start, bend).map_err(|e| {
+            RadosError::io(format!(
+                "{}: object {} instance {inst:#x} blocks {start}..{bend}",
+                e.context,
+                Name(self.oid)
+            ))
+        })?;
+        for (s, p) in ents {
+            let (from, to) = (start.max(s) - s, bend.min(s + p.blocks()) - s);
+            if from >= to {
+                continue;
+            }
+            let part = p.slice(from, to);
+            let run = Bytes::from(
+                self.read_err(
+                    inst,
+                    s + from,
+                    self.blocks
+                        .read_at(part.seg, part.off, part.bytes() as usize),
+                )?,
+            );
+            for i in 0..part.blocks() {
+                let blk = s + from + i;
+                let o = (i * BLOCK_SIZE) as usize;
+                let d = run.slice(o..o + part.block_len(i));
+                if codec::block_crc(blk, &d) != part.crcs[i as usize] {
+                    return Err(self.corrupt_block(inst, blk));
                 }
-                // Blocks written together lie together in the log: one
-                // pread per run of adjacent blocks.
-                let mut i = 0;
-                while i < ptrs.len() {
-                    let (seg, off) = (ptrs[i].1.seg, ptrs[i].1.off);
-                    let mut end = off + ptrs[i].1.len as u64;
-                    let mut j = i + 1;
-                    while j < ptrs.len()
-                        && ptrs[j].1.seg == seg
-                        && ptrs[j].1.off == end
-                        && end - off < (4 << 20)
-                    {
-                        end += ptrs[j].1.len as u64;
-                        j += 1;
-                    }
-                    let run = self.read_err(
-                        inst,
-                        ptrs[i].0,
-                        self.blocks.read_at(seg, off, (end - off) as usize),
-                    )?;
-                    for (blk, p) in &ptrs[i..j] {
-                        let s = (p.off - off) as usize;
-                        let d = &run[s..s + p.len as usize];
-                        if codec::block_crc(*blk, d) != p.crc {
-                            return Err(self.corrupt_block(inst, *blk));
-                        }
-                        out.insert(*blk, d.to_vec());
-                    }
-                    i = j;
-                }
+                out.push((blk, d));
             }
         }
+        Ok(out)
+    }
+
+    /// Present blocks with index in `[start, end)`, ascending, verified.
+    fn blocks(&self, ds: &DataState, start: u64, end: u64) -> Result<Vec<(u64, Bytes)>> {
+        let mut out: BTreeMap<u64, Bytes> = self
+            .base_blocks(ds, start, end)?
+            .into_iter()
+            .filter(|(blk, _)| !ds.dirty.contains_key(blk))
+            .collect();
         for (&blk, d) in ds.dirty.range(start..end) {
             if let Some(d) = d {
                 out.insert(blk, d.clone());
@@ -926,7 +912,7 @@ fn write<D: RTable, O: RTable>(
     hd: &mut DataState,
     ho: &mut OmapState,
     off: u64,
-    data: &[u8],
+    data: &Bytes,
 ) -> Result<()> {
     let end = range_end(src.oid, off, data.len() as u64)?;
     check_size(src.oid, end)?;
@@ -940,14 +926,15 @@ fn write<D: RTable, O: RTable>(
         let n = ((BLOCK_SIZE as usize) - in_off).min((end - pos) as usize);
         let chunk = &data[(pos - off) as usize..(pos - off) as usize + n];
         if n == BLOCK_SIZE as usize {
-            hd.dirty.insert(blk, Some(chunk.to_vec()));
+            let s = (pos - off) as usize;
+            hd.dirty.insert(blk, Some(data.slice(s..s + n)));
         } else {
-            let mut b = src.block(hd, blk)?.unwrap_or_default();
+            let mut b = src.block(hd, blk)?.map(|b| b.to_vec()).unwrap_or_default();
             if b.len() < in_off + n {
                 b.resize(in_off + n, 0);
             }
             b[in_off..in_off + n].copy_from_slice(chunk);
-            hd.dirty.insert(blk, Some(b));
+            hd.dirty.insert(blk, Some(Bytes::from(b)));
         }
         pos += n as u64;
     }
@@ -973,7 +960,8 @@ fn zero<D: RTable, O: RTable>(
         let in_end = ((end - bs).min(BLOCK_SIZE)) as usize;
         if in_off == 0 && in_end == BLOCK_SIZE as usize {
             hd.dirty.insert(blk, None);
-        } else if let Some(mut b) = src.block(hd, blk)? {
+        } else if let Some(b) = src.block(hd, blk)? {
+            let mut b = b.to_vec();
             if in_end >= b.len() {
                 // Zeroing to the end of the stored data: shorten it.
                 b.truncate(in_off.min(b.len()));
@@ -981,7 +969,7 @@ fn zero<D: RTable, O: RTable>(
                 b[in_off..in_end].fill(0);
             }
             hd.dirty
-                .insert(blk, if b.is_empty() { None } else { Some(b) });
+                .insert(blk, (!b.is_empty()).then(|| Bytes::from(b)));
         }
         pos = bs + in_end as u64;
     }
@@ -1001,8 +989,7 @@ fn truncate<D: RTable, O: RTable>(
             let blk = size / BLOCK_SIZE;
             if let Some(mut b) = src.block(hd, blk)? {
                 b.truncate((size - blk * BLOCK_SIZE) as usize);
-                hd.dirty
-                    .insert(blk, if b.is_empty() { None } else { Some(b) });
+                hd.dirty.insert(blk, (!b.is_empty()).then_some(b));
             }
         }
         hd.limit = hd.limit.min(keep);
@@ -1039,9 +1026,8 @@ fn delete_prefix(
 }
 
 /// Copy every entry under `from_prefix` (below `below`, if given) to the
-/// same suffix under `to_prefix`. Values are copied raw: block checksums are
-/// seeded by block index, not by instance, so a corrupted block stays
-/// detectably corrupted in the copy.
+/// same suffix under `to_prefix` (omap: values copied raw; data goes
+/// through [`copy_extents`]).
 fn copy_prefix(
     t: &mut WTables<'_>,
     which: Tbl,
@@ -1054,9 +1040,6 @@ fn copy_prefix(
         Some(b) => Some(b.to_vec()),
         None => codec::prefix_end(from_prefix),
     };
-    if which == Tbl::Data {
-        return copy_blocks(t, from_prefix, to_prefix, hi.as_deref());
-    }
     let mut items = Vec::new();
     {
         let table = t.table(which);
@@ -1082,45 +1065,91 @@ fn copy_prefix(
     Ok((bytes, n))
 }
 
-/// Copy the data blocks under `from_prefix` (below `hi`) to `to_prefix`:
-/// the bytes are copied into the data log (each index entry owns its bytes,
-/// which is what lets compaction find every live block from the record
-/// that holds it), keeping each block's stored checksum. Returns the data
-/// bytes copied and how many blocks.
-fn copy_blocks(
+/// Copy the extents of instance `from` (blocks below `limit`) to the
+/// empty instance `to`: the bytes are copied into the data log (each index
+/// entry owns its bytes, which is what lets compaction find every live
+/// block from the record that holds it), keeping each block's stored
+/// checksum (so a corrupted block stays detectably corrupted). Returns the
+/// data bytes copied.
+fn copy_extents(t: &mut WTables<'_>, from: &[u8], to: &[u8], limit: u64) -> FlushResult<u64> {
+    let ents = extent::overlapping(t.table(Tbl::Data), from, 0, limit)?;
+    let mut bytes = 0u64;
+    for (s, p) in ents {
+        let p = if s + p.blocks() > limit {
+            p.slice(0, limit - s)
+        } else {
+            p
+        };
+        let d = t.read_at(p.seg, p.off, p.bytes() as usize)?;
+        bytes += t.put_extent(&codec::block_key(to, s), &d, p.last, p.crcs)?;
+    }
+    Ok(bytes)
+}
+
+/// Write the overlay onto the head `ikey`: runs of adjacent present blocks
+/// become one extent each (up to [`extent::MAX_EXTENT_BLOCKS`], a short
+/// block ends a run), deleted blocks are punched. Returns (bytes added,
+/// bytes removed).
+fn flush_dirty(
     t: &mut WTables<'_>,
-    from_prefix: &[u8],
-    to_prefix: &[u8],
-    hi: Option<&[u8]>,
+    ikey: &[u8],
+    dirty: BTreeMap<u64, Option<Bytes>>,
 ) -> FlushResult<(u64, u64)> {
-    let mut items: Vec<(Vec<u8>, u64, BlockPtr)> = Vec::new();
-    {
-        let table = t.table(Tbl::Data);
-        let iter = match hi {
-            Some(hi) => table.range::<&[u8]>(from_prefix..hi),
-            None => table.range::<&[u8]>(from_prefix..),
+    let (mut added, mut removed) = (0u64, 0u64);
+    let mut run: Vec<Bytes> = Vec::new();
+    let mut run_start = 0u64;
+    let mut holes: Option<(u64, u64)> = None;
+    let flush_run = |t: &mut WTables<'_>, start: u64, run: &mut Vec<Bytes>| -> Result<(u64, u64)> {
+        if run.is_empty() {
+            return Ok((0, 0));
         }
-        .map_err(sio)?;
-        for item in iter {
-            let (k, v) = item.map_err(sio)?;
-            let suffix = k.value().get(from_prefix.len()..).unwrap_or_default();
-            let blk = codec::block_index(k.value(), from_prefix.len())
-                .ok_or_else(|| RadosError::io("local store: corrupted data key"))?;
-            let p = BlockPtr::decode(v.value())
-                .ok_or_else(|| RadosError::io("local store: corrupted data index entry"))?;
-            let mut nk = to_prefix.to_vec();
-            nk.extend_from_slice(suffix);
-            items.push((nk, blk, p));
+        let n = run.len() as u64;
+        let gone = t.punch(ikey, start, start + n)?;
+        let parts: Vec<&[u8]> = run.iter().map(|b| &b[..]).collect();
+        let put = t.put_blocks(&codec::block_key(ikey, start), start, &parts)?;
+        run.clear();
+        Ok((put, gone))
+    };
+    for (blk, d) in dirty {
+        match d.filter(|d| !d.is_empty()) {
+            Some(d) => {
+                if let Some((h0, h1)) = holes.take() {
+                    removed += t.punch(ikey, h0, h1)?;
+                }
+                let joins = !run.is_empty()
+                    && run_start + run.len() as u64 == blk
+                    && run.len() < extent::MAX_EXTENT_BLOCKS as usize
+                    && run.last().is_some_and(|b| b.len() as u64 == BLOCK_SIZE);
+                if !joins {
+                    let (a, r) = flush_run(t, run_start, &mut run)?;
+                    added += a;
+                    removed += r;
+                    run_start = blk;
+                }
+                run.push(d);
+            }
+            None => {
+                let (a, r) = flush_run(t, run_start, &mut run)?;
+                added += a;
+                removed += r;
+                holes = match holes {
+                    Some((h0, h1)) if h1 == blk => Some((h0, blk + 1)),
+                    Some((h0, h1)) => {
+                        removed += t.punch(ikey, h0, h1)?;
+                        Some((blk, blk + 1))
+                    }
+                    None => Some((blk, blk + 1)),
+                };
+            }
         }
     }
-    let (mut bytes, mut n) = (0u64, 0u64);
-    for (k, blk, p) in items {
-        let d = t.read_at(p.seg, p.off, p.len as usize)?;
-        bytes += d.len() as u64;
-        n += 1;
-        t.put_block(&k, blk, &d, Some(p.crc))?;
+    let (a, r) = flush_run(t, run_start, &mut run)?;
+    added += a;
+    removed += r;
+    if let Some((h0, h1)) = holes {
+        removed += t.punch(ikey, h0, h1)?;
     }
-    Ok((bytes, n))
+    Ok((added, removed))
 }
 
 /// Delta of pool counters caused by a flush.
@@ -1144,7 +1173,7 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
     if let Some(id) = plan.new_clone {
         let ckey = codec::inst_key(okey, id);
         if orig_stored > 0 {
-            copy_prefix(t, Tbl::Data, &head_key, &ckey, None, 0)?;
+            copy_extents(t, &head_key, &ckey, u64::MAX)?;
         }
         if orig_omap > 0 {
             copy_prefix(t, Tbl::Omap, &head_key, &ckey, None, 0)?;
@@ -1163,8 +1192,7 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
     match plan.hd.base {
         Base::Inst(NOSNAP) => {
             if plan.hd.limit != u64::MAX && stored > 0 {
-                let from = codec::block_key(&head_key, plan.hd.limit);
-                let (b, _) = delete_prefix(t, Tbl::Data, &head_key, Some(&from), 0)?;
+                let b = t.punch(&head_key, plan.hd.limit, u64::MAX)?;
                 stored -= b.min(stored);
             }
         }
@@ -1179,24 +1207,11 @@ pub fn flush(t: &mut WTables<'_>, mut plan: Plan) -> FlushResult<Delta> {
                 delete_prefix(t, Tbl::Data, &head_key, None, 0)?;
             }
             let xkey = codec::inst_key(okey, x);
-            let below = (plan.hd.limit != u64::MAX).then(|| codec::block_key(&xkey, plan.hd.limit));
-            let (b, _) = copy_prefix(t, Tbl::Data, &xkey, &head_key, below.as_deref(), 0)?;
-            stored = b;
+            stored = copy_extents(t, &xkey, &head_key, plan.hd.limit)?;
         }
     }
-    for (blk, d) in std::mem::take(&mut plan.hd.dirty) {
-        let key = codec::block_key(&head_key, blk);
-        let old = match d {
-            Some(d) if !d.is_empty() => {
-                stored += d.len() as u64;
-                t.put_block(&key, blk, &d, None)?
-            }
-            _ => t.del(Tbl::Data, &key)?,
-        };
-        if let Some(old) = old {
-            stored = stored.saturating_sub(old as u64);
-        }
-    }
+    let (added, removed) = flush_dirty(t, &head_key, std::mem::take(&mut plan.hd.dirty))?;
+    stored = (stored + added).saturating_sub(removed);
 
     // 3. The head's omap, the same way.
     match plan.ho.base {

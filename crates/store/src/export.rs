@@ -19,8 +19,9 @@
 use quarry_rados::{RadosError, Result};
 use redb::ReadableTable;
 
-use crate::codec::{self, BlockPtr, ObjRecord, BLOCK_SIZE};
+use crate::codec::{self, ObjRecord, BLOCK_SIZE};
 use crate::exec::{sio, RTable};
+use crate::extent::{self, ExtPtr};
 use crate::tables::{BlockSource, Tbl, WTables};
 
 const MAGIC: &[u8; 4] = b"QOX1";
@@ -56,29 +57,37 @@ pub fn export<M: RTable, D: RTable, O: RTable, S: RTable>(
     push_entry(&mut out, Tbl::Meta, &[], rec.value())?;
     drop(rec);
     let hi = codec::prefix_end(okey);
-    let entries = prefixed(data, okey, hi.as_deref())?
-        .into_iter()
-        .map(|e| (Tbl::Data, e))
-        .chain(
-            prefixed(omap, okey, hi.as_deref())?
-                .into_iter()
-                .map(|e| (Tbl::Omap, e)),
-        );
+    // Data as one entry per block (crc32c then bytes), whatever the
+    // extents: the format does not depend on how the index groups blocks.
     let mut val = Vec::with_capacity(4 + BLOCK_SIZE as usize);
-    for (which, (k, v)) in entries {
-        let suffix = k.get(okey.len()..).unwrap_or_default();
-        if which == Tbl::Data {
-            let p = BlockPtr::decode(&v)
-                .ok_or_else(|| RadosError::io("corrupted data index entry in an export"))?;
+    let mut suffix = Vec::with_capacity(16);
+    for (k, v) in prefixed(data, okey, hi.as_deref())? {
+        let ks = k.get(okey.len()..).unwrap_or_default();
+        let (Some(inst), Some(first)) = (
+            ks.get(..8),
+            codec::block_index(&k, k.len().saturating_sub(8)),
+        ) else {
+            return Err(RadosError::io("corrupted data key in an export"));
+        };
+        let p = ExtPtr::decode(&v)
+            .ok_or_else(|| RadosError::io("corrupted data index entry in an export"))?;
+        let run = blocks.read_at(p.seg, p.off, p.bytes() as usize)?;
+        for i in 0..p.blocks() {
+            let o = (i * BLOCK_SIZE) as usize;
             val.clear();
-            val.extend_from_slice(&p.crc.to_le_bytes());
             // Raw bytes with their stored checksum: a corrupt block stays
             // detectably corrupt on the importer.
-            val.extend_from_slice(&blocks.read_at(p.seg, p.off, p.len as usize)?);
-            push_entry(&mut out, which, suffix, &val)?;
-        } else {
-            push_entry(&mut out, which, suffix, &v)?;
+            val.extend_from_slice(&p.crcs[i as usize].to_le_bytes());
+            val.extend_from_slice(&run[o..o + p.block_len(i)]);
+            suffix.clear();
+            suffix.extend_from_slice(inst);
+            suffix.extend_from_slice(&(first + i).to_be_bytes());
+            push_entry(&mut out, Tbl::Data, &suffix, &val)?;
         }
+    }
+    for (k, v) in prefixed(omap, okey, hi.as_deref())? {
+        let suffix = k.get(okey.len()..).unwrap_or_default();
+        push_entry(&mut out, Tbl::Omap, suffix, &v)?;
     }
     if snapped.get(okey).map_err(sio)?.is_some() {
         push_entry(&mut out, Tbl::Snapped, &[], &[])?;
@@ -197,21 +206,64 @@ pub fn wipe(
 }
 
 /// Write a parsed export's entries under `okey` (after [`wipe`]).
+/// Adjacent full blocks of one instance become one extent again.
 pub fn install(t: &mut WTables<'_>, okey: &[u8], p: &Parsed<'_>) -> Result<()> {
+    /// Blocks waiting to be written as one extent.
+    struct Run {
+        ikey: Vec<u8>,
+        first: u64,
+        data: Vec<u8>,
+        crcs: Vec<u32>,
+        last: u32,
+    }
+    fn put(t: &mut WTables<'_>, r: Run) -> Result<()> {
+        let n = r.crcs.len() as u64;
+        // `parse` allows repeated keys: never let two extents overlap.
+        t.punch(&r.ikey, r.first, r.first + n)?;
+        t.put_extent(&codec::block_key(&r.ikey, r.first), &r.data, r.last, r.crcs)?;
+        Ok(())
+    }
+    let mut run: Option<Run> = None;
     let mut key = Vec::with_capacity(okey.len() + 32);
     for (which, suffix, val) in &p.entries {
         key.clear();
         key.extend_from_slice(okey);
         key.extend_from_slice(suffix);
-        if *which == Tbl::Data {
-            // `parse` checked the lengths.
-            let blk = codec::block_index(&key, key.len() - 8)
-                .ok_or_else(|| RadosError::io("malformed data key in an export"))?;
-            let crc = u32::from_le_bytes([val[0], val[1], val[2], val[3]]);
-            t.put_block(&key, blk, &val[4..], Some(crc))?;
-        } else {
+        if *which != Tbl::Data {
             t.put(*which, &key, val)?;
+            continue;
         }
+        // `parse` checked the lengths.
+        let blk = codec::block_index(&key, key.len() - 8)
+            .ok_or_else(|| RadosError::io("malformed data key in an export"))?;
+        let ikey = &key[..key.len() - 8];
+        let crc = u32::from_le_bytes([val[0], val[1], val[2], val[3]]);
+        let d = &val[4..];
+        if let Some(r) = run.as_mut() {
+            if r.ikey == ikey
+                && r.first + r.crcs.len() as u64 == blk
+                && r.last as u64 == BLOCK_SIZE
+                && (r.crcs.len() as u64) < extent::MAX_EXTENT_BLOCKS
+            {
+                r.data.extend_from_slice(d);
+                r.crcs.push(crc);
+                r.last = d.len() as u32;
+                continue;
+            }
+        }
+        if let Some(r) = run.take() {
+            put(t, r)?;
+        }
+        run = Some(Run {
+            ikey: ikey.to_vec(),
+            first: blk,
+            data: d.to_vec(),
+            crcs: vec![crc],
+            last: d.len() as u32,
+        });
+    }
+    if let Some(r) = run {
+        put(t, r)?;
     }
     Ok(())
 }

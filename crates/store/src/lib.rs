@@ -10,8 +10,9 @@
 //! Design, in brief (details in each module):
 //!
 //! * **Layout** (`store`): one redb database with byte-keyed tables for
-//!   object records (snap set, head and clone metadata, xattrs), data blocks
-//!   (4 KiB, absent = hole, value = crc32c + bytes), omap entries, an index
+//!   object records (snap set, head and clone metadata, xattrs), the data
+//!   index by extents (`extent`: runs of 4 KiB blocks in the data log, a
+//!   crc32c per block, absent = hole), omap entries, an index
 //!   of objects that have clones, per-pool counters (objects, bytes, last
 //!   version) and a small `sys` table. Keys are order-preserving encodings
 //!   of (pool, namespace, name, instance, block | omap key).
@@ -41,6 +42,7 @@ mod codec;
 mod embedded;
 mod exec;
 mod export;
+mod extent;
 mod seglog;
 mod store;
 mod tables;

@@ -37,9 +37,10 @@ use quarry_rados::{
 };
 use redb::{Database, Durability, ReadableTable};
 
-use crate::codec::{self, BlockPtr, ObjRecord, PoolCounters};
+use crate::codec::{self, ObjRecord, PoolCounters};
 use crate::exec::{self, sio};
 use crate::export;
+use crate::extent::{self, ExtPtr};
 use crate::seglog::{self, Pos, SegFile, Segments};
 use crate::tables::{self, Redo, Tbl, WTables};
 
@@ -48,7 +49,8 @@ use crate::tables::{self, Redo, Tbl, WTables};
 const CHECKPOINT_KEY: &[u8] = b"log.checkpoint";
 /// `sys` key of the on-disk format version.
 const FORMAT_KEY: &[u8] = b"store.format";
-const FORMAT: &[u8] = b"2";
+/// 3: the data index maps extents (format 2 had one entry per block).
+const FORMAT: &[u8] = b"3";
 /// A checkpoint (durable redb commit) is taken after this much data log.
 /// It bounds recovery time and the log kept for replay, and frees the
 /// pages redb's non-durable commits released meanwhile.
@@ -522,7 +524,10 @@ impl Store {
             match t.table(Tbl::Sys).get(FORMAT_KEY).map_err(sio)? {
                 Some(v) if v.value() != FORMAT => {
                     return Err(RadosError::io(format!(
-                        "local store format {:?} is not {:?}, which this version reads",
+                        "local store format {:?} is not {:?}, which this version reads \
+                         (format 2 indexed data per 4 KiB block, format 3 by extents; \
+                         there is no conversion: recreate this store, e.g. an OSD \
+                         refilled from its replicas, or run the older version)",
                         String::from_utf8_lossy(v.value()),
                         String::from_utf8_lossy(FORMAT)
                     )))
@@ -1211,25 +1216,36 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
             return Ok(());
         };
         let data_at = r.pos.off + seglog::HDR as u64;
+        let data_end = data_at + r.data_len as u64;
         for e in entries {
+            // Every extent (or trimmed piece of one) pointing into this
+            // record lies inside the range of blocks of a `data` put of the
+            // record, under the same key prefix (see `extent`): look those
+            // blocks up and move what still points here.
             let Redo::Put(Tbl::Data, k, v) = e else {
                 continue;
             };
-            let Some(p) = BlockPtr::decode(v) else {
+            let Some(p) = ExtPtr::decode(v) else {
                 continue;
             };
-            let cur = t.table(Tbl::Data).get(k).map_err(sio)?;
-            if cur.as_ref().map(|c| c.value()) != Some(v) || p.seg != id {
+            let Some(first) = codec::block_index(k, k.len().saturating_sub(8)) else {
                 continue;
+            };
+            let ikey = &k[..k.len() - 8];
+            let (lo, hi) = (p.off, p.off + p.bytes());
+            let cur = extent::overlapping(t.table(Tbl::Data), ikey, first, first + p.blocks())?;
+            for (s, c) in cur {
+                if c.seg != id || c.off < lo || c.off >= hi || c.off < data_at || c.off >= data_end
+                {
+                    continue;
+                }
+                let o = (c.off - r.pos.off) as usize;
+                let Some(d) = r.buf.get(o..o + c.bytes() as usize) else {
+                    continue;
+                };
+                copied += c.bytes();
+                t.put_extent(&codec::block_key(ikey, s), d, c.last, c.crcs)?;
             }
-            drop(cur);
-            let s = (p.off - data_at) as usize;
-            let Some(d) = r.buf.get(seglog::HDR + s..seglog::HDR + s + p.len as usize) else {
-                continue;
-            };
-            let blk = codec::block_index(k, k.len().saturating_sub(8)).unwrap_or(0);
-            t.put_block(k, blk, d, Some(p.crc))?;
-            copied += p.len as u64;
         }
         scanned += r.len();
         off += r.len();

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use quarry_rados::{RadosError, Result};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use crate::codec::BlockPtr;
+use crate::codec::{self, BLOCK_SIZE};
 use crate::exec::{sio, Raw};
+use crate::extent::{self, ExtPtr};
 use crate::seglog::{self, Pos, Segments};
 
 /// Where block bytes are read from: the data log's segments (readers), or
@@ -30,9 +31,9 @@ impl BlockSource for Segments {
     }
 }
 
-/// The logical (data) length behind a `data` table value.
-fn ptr_len(v: &[u8]) -> Option<BlockPtr> {
-    BlockPtr::decode(v)
+/// (segment, data length) behind a `data` table value.
+fn ptr_len(v: &[u8]) -> Option<(u32, u64)> {
+    ExtPtr::head(v)
 }
 
 /// The tables (see `store` for what each holds).
@@ -167,40 +168,119 @@ impl<'t> WTables<'t> {
         if which != Tbl::Data {
             return old.map(<[u8]>::len);
         }
-        if let Some(p) = new.and_then(ptr_len) {
-            *self.live.entry(p.seg).or_default() += p.len as i64;
+        if let Some((seg, len)) = new.and_then(ptr_len) {
+            *self.live.entry(seg).or_default() += len as i64;
         }
         let p = ptr_len(old?);
-        if let Some(p) = p {
-            *self.live.entry(p.seg).or_default() -= p.len as i64;
+        if let Some((seg, len)) = p {
+            *self.live.entry(seg).or_default() -= len as i64;
         }
-        Some(p.map_or(0, |p| p.len as usize))
+        Some(p.map_or(0, |(_, len)| len as usize))
     }
 
-    /// Store a data block: append its bytes to the record being built and
-    /// point the `data` entry at them. `crc` keeps a copied block's stored
-    /// checksum (so a corrupted block stays detectably corrupted); `None`
-    /// computes it. Returns the data length replaced, if any.
-    pub fn put_block(
+    /// Store an extent of fresh blocks at `key` (the instance's key then
+    /// `first`, the first block's index): append them to the record being
+    /// built and index them, each block's crc32c computed here. `blocks`
+    /// are full blocks but the last (1..=BLOCK_SIZE bytes). The range must
+    /// have been punched. Returns the data bytes stored.
+    pub fn put_blocks(&mut self, key: &[u8], first: u64, blocks: &[&[u8]]) -> Result<u64> {
+        let mut crcs = Vec::with_capacity(blocks.len());
+        let mut last = 0;
+        for (i, b) in blocks.iter().enumerate() {
+            if b.is_empty() || b.len() as u64 > BLOCK_SIZE {
+                return Err(RadosError::io("local store: bad block length"));
+            }
+            if i + 1 < blocks.len() && b.len() as u64 != BLOCK_SIZE {
+                return Err(RadosError::io("local store: short block inside an extent"));
+            }
+            crcs.push(codec::block_crc(first + i as u64, b));
+            last = b.len() as u32;
+        }
+        self.put_extent_parts(key, blocks, last, crcs)
+    }
+
+    /// Store an extent whose bytes are `data` with the given checksums
+    /// (copies and compaction keep a block's stored checksum, so a
+    /// corrupted block stays detectably corrupted). Returns the bytes.
+    pub fn put_extent(
         &mut self,
         key: &[u8],
-        blk: u64,
         data: &[u8],
-        crc: Option<u32>,
-    ) -> Result<Option<usize>> {
+        last: u32,
+        crcs: Vec<u32>,
+    ) -> Result<u64> {
+        self.put_extent_parts(key, &[data], last, crcs)
+    }
+
+    fn put_extent_parts(
+        &mut self,
+        key: &[u8],
+        parts: &[&[u8]],
+        last: u32,
+        crcs: Vec<u32>,
+    ) -> Result<u64> {
         let rec = self
             .rec
             .as_mut()
             .ok_or_else(|| RadosError::io("local store: block write outside a log record"))?;
-        let p = BlockPtr {
+        let n = crcs.len() as u64;
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if n == 0
+            || n > extent::MAX_EXTENT_BLOCKS
+            || last == 0
+            || last as u64 > BLOCK_SIZE
+            || len != (n - 1) * BLOCK_SIZE + last as u64
+        {
+            return Err(RadosError::io("local store: malformed extent"));
+        }
+        let p = ExtPtr {
             seg: rec.pos.seg,
             off: rec.pos.off + rec.buf.len() as u64,
-            len: u32::try_from(data.len())
-                .map_err(|_| RadosError::io("local store: oversized block"))?,
-            crc: crc.unwrap_or_else(|| crate::codec::block_crc(blk, data)),
+            last,
+            crcs,
         };
-        rec.buf.extend_from_slice(data);
-        self.put(Tbl::Data, key, &p.encode())
+        for d in parts {
+            rec.buf.extend_from_slice(d);
+        }
+        self.put(Tbl::Data, key, &p.encode())?;
+        Ok(len)
+    }
+
+    /// Remove blocks `[b0, b1)` of the instance `ikey` from the index:
+    /// extents inside the range are deleted, those reaching past it are
+    /// trimmed to the part outside (their bytes stay where they are).
+    /// Returns the data bytes removed.
+    pub fn punch(&mut self, ikey: &[u8], b0: u64, b1: u64) -> Result<u64> {
+        let ents = extent::overlapping(self.table(Tbl::Data), ikey, b0, b1)?;
+        let mut removed = 0u64;
+        let mut inside = false;
+        let mut tail = None;
+        for (s, p) in ents {
+            let e = s + p.blocks();
+            removed += p.bytes();
+            if s < b0 {
+                let head = p.slice(0, b0 - s);
+                removed -= head.bytes();
+                // Same key: replaces the whole extent.
+                self.put(Tbl::Data, &codec::block_key(ikey, s), &head.encode())?;
+            } else {
+                inside = true;
+            }
+            if e > b1 {
+                let t = p.slice(b1 - s, p.blocks());
+                removed -= t.bytes();
+                tail = Some(t);
+            }
+        }
+        if inside {
+            let lo = codec::block_key(ikey, b0);
+            let hi = codec::block_key(ikey, b1);
+            self.del_range(Tbl::Data, &lo, Some(&hi))?;
+        }
+        if let Some(t) = tail {
+            self.put(Tbl::Data, &codec::block_key(ikey, b1), &t.encode())?;
+        }
+        Ok(removed)
     }
 
     /// Read access to a table.
@@ -257,9 +337,9 @@ impl<'t> WTables<'t> {
         for item in iter {
             let (_, v) = item.map_err(sio)?;
             if which == Tbl::Data {
-                if let Some(p) = ptr_len(v.value()) {
-                    bytes += p.len as u64;
-                    dead.push((p.seg, p.len as i64));
+                if let Some((seg, len)) = ptr_len(v.value()) {
+                    bytes += len;
+                    dead.push((seg, len as i64));
                 }
             } else {
                 bytes += v.value().len() as u64;
@@ -343,8 +423,8 @@ pub fn live_bytes<T: ReadableTable<Raw, Raw>>(data: &T) -> Result<HashMap<u32, u
     let mut live: HashMap<u32, u64> = HashMap::new();
     for item in data.iter().map_err(sio)? {
         let (_, v) = item.map_err(sio)?;
-        if let Some(p) = ptr_len(v.value()) {
-            *live.entry(p.seg).or_default() += p.len as u64;
+        if let Some((seg, len)) = ptr_len(v.value()) {
+            *live.entry(seg).or_default() += len;
         }
     }
     Ok(live)

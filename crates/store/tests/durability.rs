@@ -367,3 +367,159 @@ fn apply_with_sys_is_atomic_and_durable() {
     assert_eq!(s.sys_get("log.3").unwrap(), Some(b"c".to_vec()));
     assert_eq!(read(&s, &ObjectId::new(1, "o"), 0, 0).unwrap(), b"three");
 }
+
+// ---------------------------------------------------------------- extents under a crash
+
+const EXT_CRASH_ENV: &str = "QUARRY_STORE_EXT_CRASH_DIR";
+const EXT_OBJ_BLOCKS: u64 = 1024;
+const EXT_ACKS: u64 = 250;
+
+/// Write `i` of the extent crash test: (object, first block, blocks).
+/// Sizes from one block to more than one extent (256 blocks), at random
+/// places, so later writes split, trim and cover earlier extents.
+fn ext_write(i: u64) -> (u64, u64, u64) {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    x ^= x >> 29;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 32;
+    let n = [1, 2, 7, 64, 300][(x % 5) as usize];
+    let first = (x >> 8) % (EXT_OBJ_BLOCKS - n);
+    (i % 2, first, n)
+}
+
+/// Content of block `blk` as written by write `i`: tagged with both.
+fn ext_block(i: u64, blk: u64) -> Vec<u8> {
+    let tag = format!("<ext-{i:08}-{blk:06}>");
+    tag.as_bytes().iter().copied().cycle().take(4096).collect()
+}
+
+/// Child half of `extents_survive_sigkill`: one writer (so writes are
+/// ordered), small segments so compaction moves trimmed extents too.
+#[test]
+fn ext_crash_child() {
+    let Ok(dir) = std::env::var(EXT_CRASH_ENV) else {
+        return;
+    };
+    let s = Store::open_with(
+        std::path::Path::new(&dir),
+        StoreOptions {
+            segment_bytes: 1 << 20,
+        },
+    )
+    .unwrap();
+    let mut out = std::io::stdout();
+    for i in 0.. {
+        let (obj, first, n) = ext_write(i);
+        let data: Vec<u8> = (first..first + n).flat_map(|b| ext_block(i, b)).collect();
+        s.apply(
+            &OpRequest::new(ObjectId::new(1, format!("x{obj}"))).op(Op::Write {
+                off: first * 4096,
+                data: Bytes::from(data),
+            }),
+        )
+        .unwrap();
+        writeln!(out, "ACK {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn extents_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "ext_crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(EXT_CRASH_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = 0u64;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if line.unwrap().starts_with("ACK ") {
+            acked += 1;
+            if acked >= EXT_ACKS {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(acked >= EXT_ACKS, "child stopped early");
+    // Writes 0..acked are acknowledged; `acked` itself (and, as the child
+    // may have gone on meanwhile, later ones) may or may not be there, but
+    // each wholly or not at all.
+    let s = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            segment_bytes: 1 << 20,
+        },
+    )
+    .unwrap();
+    for obj in 0..2u64 {
+        let oid = ObjectId::new(1, format!("x{obj}"));
+        let got = read(&s, &oid, 0, EXT_OBJ_BLOCKS * 4096).unwrap();
+        // Newest acknowledged writer of each block.
+        let mut want: Vec<Option<u64>> = vec![None; EXT_OBJ_BLOCKS as usize];
+        for i in 0..acked {
+            let (o, first, n) = ext_write(i);
+            if o == obj {
+                for b in first..first + n {
+                    want[b as usize] = Some(i);
+                }
+            }
+        }
+        let mut seen_unacked = std::collections::BTreeMap::<u64, u64>::new();
+        for b in 0..EXT_OBJ_BLOCKS {
+            let blk = got.get((b * 4096) as usize..((b + 1) * 4096) as usize);
+            let blk = blk.map(<[u8]>::to_vec).unwrap_or_default();
+            if blk.iter().all(|&x| x == 0) {
+                assert!(
+                    want[b as usize].is_none(),
+                    "object {obj} block {b}: acknowledged write lost"
+                );
+                continue;
+            }
+            let tag = String::from_utf8_lossy(&blk[..21]).to_string();
+            let j: u64 = tag
+                .strip_prefix("<ext-")
+                .and_then(|t| t.get(..8))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("object {obj} block {b}: unexpected content {tag:?}"));
+            assert!(
+                blk == ext_block(j, b),
+                "object {obj} block {b}: torn or misplaced block of write {j}"
+            );
+            let (o, first, n) = ext_write(j);
+            assert!(
+                o == obj && (first..first + n).contains(&b),
+                "block {b} of object {obj} holds write {j}, which did not cover it"
+            );
+            if j >= acked {
+                *seen_unacked.entry(j).or_default() += 1;
+            } else {
+                assert_eq!(
+                    Some(j),
+                    want[b as usize],
+                    "object {obj} block {b}: older write {j} survived"
+                );
+            }
+        }
+        // An unacknowledged write that made it is there whole, unless a
+        // later (also unacknowledged) one covered part of it.
+        for (&j, &count) in &seen_unacked {
+            let (_, _, n) = ext_write(j);
+            let later = seen_unacked.keys().any(|&k| k > j);
+            assert!(
+                count == n || later,
+                "object {obj}: write {j} only partly there ({count} of {n} blocks)"
+            );
+        }
+    }
+    s.apply(&OpRequest::new(ObjectId::new(1, "after")).op(Op::Create { exclusive: true }))
+        .unwrap();
+}
