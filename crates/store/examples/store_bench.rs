@@ -1,4 +1,5 @@
-//! Durable 4 KiB random-write benchmark: the store vs a plain file.
+//! Durable 4 KiB random-write benchmark: the store vs a plain file; then
+//! the store's 4 MiB whole-object writes.
 //!
 //! `cargo run --release -p quarry-store --example store_bench -- [DIR] [SECS]`
 //!
@@ -210,6 +211,25 @@ fn bench_store(dir: &std::path::Path, secs: f64, qds: &[usize]) {
             .expect("store write");
         });
         s.print(&format!("store write QD{qd}"));
+    }
+    // Whole-object 4 MiB writes (sequential over the objects), as a 4 MiB
+    // sequential image write sends them to each replica.
+    let big = Bytes::from(vec![0x3Cu8; OBJ_SIZE as usize]);
+    for qd in [1usize, 4] {
+        let (st, big) = (store.clone(), big.clone());
+        let nobj = objects();
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut s = run(qd, secs, move |_| {
+            let obj = next.fetch_add(1, Ordering::Relaxed) % nobj;
+            st.apply(
+                &OpRequest::new(ObjectId::new(1, format!("obj{obj}"))).op(Op::Write {
+                    off: 0,
+                    data: big.clone(),
+                }),
+            )
+            .expect("store write 4M");
+        });
+        s.print(&format!("store write 4M QD{qd}"));
     }
     let u = store.usage().expect("usage");
     println!(

@@ -285,6 +285,68 @@ impl<D: RTable, O: RTable> Src<'_, D, O> {
         Ok(out)
     }
 
+    /// Read bytes `[off, end)` of the staged data into `buf` (zeroed, as
+    /// long as the range), every block checked. Without an overlay the
+    /// log is read straight into `buf` (no copy for whole blocks).
+    fn read_into(&self, ds: &DataState, off: u64, end: u64, buf: &mut [u8]) -> Result<()> {
+        let (b0, b1) = (off / BLOCK_SIZE, end.div_ceil(BLOCK_SIZE));
+        let inst = match ds.base {
+            Base::Inst(i) if ds.dirty.is_empty() => i,
+            _ => {
+                for (blk, d) in self.blocks(ds, b0, b1)? {
+                    copy_block_into(buf, off, end, blk, &d);
+                }
+                return Ok(());
+            }
+        };
+        let bend = b1.min(ds.limit);
+        if b0 >= bend {
+            return Ok(());
+        }
+        let ikey = codec::inst_key(self.okey, inst);
+        let ents = extent::overlapping(self.data, &ikey, b0, bend).map_err(|e| {
+            RadosError::io(format!(
+                "{}: object {} instance {inst:#x} blocks {b0}..{bend}",
+                e.context,
+                Name(self.oid)
+            ))
+        })?;
+        let mut tmp = Vec::new();
+        for (s, p) in ents {
+            let (from, to) = (b0.max(s) - s, bend.min(s + p.blocks()) - s);
+            if from >= to {
+                continue;
+            }
+            let part = p.slice(from, to);
+            let first = s + from;
+            let (ps, pe) = (first * BLOCK_SIZE, first * BLOCK_SIZE + part.bytes());
+            let inside = ps >= off && pe <= end;
+            let dst: &mut [u8] = if inside {
+                &mut buf[(ps - off) as usize..(pe - off) as usize]
+            } else {
+                tmp.resize(part.bytes() as usize, 0);
+                &mut tmp
+            };
+            self.read_err(inst, first, self.blocks.read_into(part.seg, part.off, dst))?;
+            for i in 0..part.blocks() {
+                let o = (i * BLOCK_SIZE) as usize;
+                if codec::block_crc(first + i, &dst[o..o + part.block_len(i)])
+                    != part.crcs[i as usize]
+                {
+                    return Err(self.corrupt_block(inst, first + i));
+                }
+            }
+            if !inside {
+                let (s, e) = (ps.max(off), pe.min(end));
+                if s < e {
+                    buf[(s - off) as usize..(e - off) as usize]
+                        .copy_from_slice(&tmp[(s - ps) as usize..(e - ps) as usize]);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Present blocks with index in `[start, end)`, ascending, verified.
     fn blocks(&self, ds: &DataState, start: u64, end: u64) -> Result<Vec<(u64, Bytes)>> {
         let mut out: BTreeMap<u64, Bytes> = self
@@ -598,10 +660,7 @@ pub fn stage<M: RTable, D: RTable, O: RTable>(
                 let (off, end) = read_range(oid, i.size, *off, *len)?;
                 let mut buf = vec![0u8; (end - off) as usize];
                 if end > off {
-                    let (b0, b1) = (off / BLOCK_SIZE, end.div_ceil(BLOCK_SIZE));
-                    for (blk, d) in src.blocks(vdata, b0, b1)? {
-                        copy_block_into(&mut buf, off, end, blk, &d);
-                    }
+                    src.read_into(vdata, off, end, &mut buf)?;
                 }
                 OpOutput::Data(Bytes::from(buf))
             }
@@ -1105,8 +1164,7 @@ fn flush_dirty(
         }
         let n = run.len() as u64;
         let gone = t.punch(ikey, start, start + n)?;
-        let parts: Vec<&[u8]> = run.iter().map(|b| &b[..]).collect();
-        let put = t.put_blocks(&codec::block_key(ikey, start), start, &parts)?;
+        let put = t.put_blocks(&codec::block_key(ikey, start), start, run)?;
         run.clear();
         Ok((put, gone))
     };

@@ -21,9 +21,11 @@ use quarry_rados::{RadosError, Result};
 use crate::codec::{self, BLOCK_SIZE};
 use crate::exec::{sio, RTable};
 
-/// Most blocks in one extent (1 MiB): bounds an index value to ~1 KiB, so
-/// trimming an extent (which rewrites its checksums) stays cheap.
-pub const MAX_EXTENT_BLOCKS: u64 = 256;
+/// Most blocks in one extent (256 KiB): a 4 MiB write is 16 index
+/// entries, and an index value stays under 300 bytes, which matters as a
+/// small overwrite inside an extent rewrites (and logs as redo) the trimmed
+/// pieces with their checksums.
+pub const MAX_EXTENT_BLOCKS: u64 = 64;
 
 /// Bytes of an extent value before its checksums.
 const HEAD_LEN: usize = 20;

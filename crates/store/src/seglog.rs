@@ -25,6 +25,8 @@
 //! and no record in it lies past the durable checkpoint.
 
 use std::collections::BTreeMap;
+
+use bytes::Bytes;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -303,6 +305,17 @@ impl Segments {
         Ok(buf)
     }
 
+    /// Read exactly `buf.len()` bytes at `off` of segment `seg` into `buf`.
+    pub fn read_into(&self, seg: u32, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let f = self.get(seg).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("data log segment {seg} is missing"),
+            )
+        })?;
+        f.read_exact_at(buf, off)
+    }
+
     /// Total bytes of every segment.
     pub fn bytes(&self) -> u64 {
         let segs: Vec<Arc<SegFile>> = self
@@ -329,24 +342,180 @@ fn crc(lsn: u64, data_len: u32, redo_len: u32, data: &[u8], redo: &[u8]) -> u32 
     crc32c::crc32c_append(c, redo)
 }
 
-/// Finish a record built in `buf` (`HDR` reserved bytes, then `data_len`
-/// bytes of data): append the redo and fill in the header.
-pub fn seal(buf: &mut Vec<u8>, lsn: u64, redo: &[u8]) {
-    let data_len = (buf.len() - HDR) as u32;
-    let redo_len = redo.len() as u32;
-    buf.extend_from_slice(redo);
-    let c = crc(
-        lsn,
-        data_len,
-        redo_len,
-        &buf[HDR..HDR + data_len as usize],
-        redo,
-    );
-    buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    buf[4..12].copy_from_slice(&lsn.to_le_bytes());
-    buf[12..16].copy_from_slice(&data_len.to_le_bytes());
-    buf[16..20].copy_from_slice(&redo_len.to_le_bytes());
-    buf[20..24].copy_from_slice(&c.to_le_bytes());
+/// Most buffers per `pwritev` call (Linux's IOV_MAX).
+const IOV_MAX: usize = 1024;
+
+/// One piece of a record being built.
+enum Chunk {
+    /// Bytes the record owns (header, copied or merged blocks, redo).
+    Owned(Vec<u8>),
+    /// A caller's buffer (a write's payload), written in place by
+    /// `pwritev`: the payload is never copied on its way to the log.
+    Shared(Bytes),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(b) => b,
+        }
+    }
+}
+
+/// A record being built: `HDR` bytes of header space, then its data, then
+/// (once sealed) its redo, as a list of pieces written with one `pwritev`.
+pub struct RecordBuf {
+    chunks: Vec<Chunk>,
+    len: usize,
+}
+
+impl RecordBuf {
+    /// An empty record (header space only).
+    pub fn new() -> Self {
+        let mut h = Vec::with_capacity(16 << 10);
+        h.resize(HDR, 0);
+        RecordBuf {
+            chunks: vec![Chunk::Owned(h)],
+            len: HDR,
+        }
+    }
+
+    /// Bytes so far (header included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Append a copy of `d`.
+    pub fn push_slice(&mut self, d: &[u8]) {
+        self.len += d.len();
+        if let Some(Chunk::Owned(v)) = self.chunks.last_mut() {
+            v.extend_from_slice(d);
+        } else {
+            self.chunks.push(Chunk::Owned(d.to_vec()));
+        }
+    }
+
+    /// Append `b` without copying it.
+    pub fn push_shared(&mut self, b: Bytes) {
+        self.len += b.len();
+        self.chunks.push(Chunk::Shared(b));
+    }
+
+    /// `len` bytes at offset `s` of the record, if it has them.
+    pub fn read(&self, s: usize, len: usize) -> Option<Vec<u8>> {
+        let end = s.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        let mut out = Vec::with_capacity(len);
+        let mut at = 0usize;
+        for c in &self.chunks {
+            let b = c.bytes();
+            let (cs, ce) = (at, at + b.len());
+            at = ce;
+            if ce <= s || cs >= end {
+                continue;
+            }
+            out.extend_from_slice(&b[s.max(cs) - cs..end.min(ce) - cs]);
+        }
+        Some(out)
+    }
+
+    /// Finish the record with `lsn`: append the redo and fill in the header.
+    pub fn seal(&mut self, lsn: u64, redo: &[u8]) {
+        let data_len = (self.len - HDR) as u32;
+        let redo_len = redo.len() as u32;
+        let mut c = crc32c::crc32c(&lsn.to_le_bytes());
+        c = crc32c::crc32c_append(c, &data_len.to_le_bytes());
+        c = crc32c::crc32c_append(c, &redo_len.to_le_bytes());
+        for (i, ch) in self.chunks.iter().enumerate() {
+            let b = ch.bytes();
+            c = crc32c::crc32c_append(c, if i == 0 { &b[HDR..] } else { b });
+        }
+        c = crc32c::crc32c_append(c, redo);
+        self.push_slice(redo);
+        if let Some(Chunk::Owned(h)) = self.chunks.first_mut() {
+            h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+            h[4..12].copy_from_slice(&lsn.to_le_bytes());
+            h[12..16].copy_from_slice(&data_len.to_le_bytes());
+            h[16..20].copy_from_slice(&redo_len.to_le_bytes());
+            h[20..24].copy_from_slice(&c.to_le_bytes());
+        }
+    }
+
+    /// Write the whole record at `off` of `seg`.
+    pub fn write_at(&self, seg: &SegFile, off: u64) -> io::Result<()> {
+        match seg {
+            SegFile::Disk(f) => {
+                let bufs: Vec<&[u8]> = self.chunks.iter().map(Chunk::bytes).collect();
+                pwritev_all(f, &bufs, off)
+            }
+            SegFile::Mem(_) => {
+                let mut all = Vec::with_capacity(self.len);
+                for c in &self.chunks {
+                    all.extend_from_slice(c.bytes());
+                }
+                seg.write_all_at(&all, off)
+            }
+        }
+    }
+}
+
+impl Default for RecordBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Write every buffer of `bufs`, back to back, at `off` of `f`.
+fn pwritev_all(f: &File, bufs: &[&[u8]], mut off: u64) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let (mut i, mut skip) = (0usize, 0usize);
+    while i < bufs.len() {
+        let iov: Vec<libc::iovec> = bufs[i..]
+            .iter()
+            .take(IOV_MAX)
+            .enumerate()
+            .map(|(k, b)| {
+                let b = if k == 0 { &b[skip..] } else { b };
+                libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                }
+            })
+            .collect();
+        let pos = libc::off_t::try_from(off)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: every iovec points into a live slice of `bufs` (borrowed
+        // for this call) with its exact length; pwritev only reads them.
+        let n =
+            unsafe { libc::pwritev(f.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, pos) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut n = n as usize;
+        if n == 0 && iov.iter().any(|v| v.iov_len > 0) {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        off += n as u64;
+        while i < bufs.len() {
+            let rem = bufs[i].len() - skip;
+            if n >= rem {
+                n -= rem;
+                i += 1;
+                skip = 0;
+            } else {
+                skip += n;
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A record read back from a segment.

@@ -1455,7 +1455,7 @@ fn fill_txn(
                 }
                 ws.lsn += 1;
                 ws.dirty = true;
-                ws.active.write_all_at(&buf, pos.off).map_err(lio)?;
+                buf.write_at(&ws.active, pos.off).map_err(lio)?;
                 ws.pos.off += buf.len() as u64;
                 ws.since_cp += buf.len() as u64;
                 ws.sizes.insert(ws.pos.seg, ws.pos.off);

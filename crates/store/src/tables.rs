@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use quarry_rados::{RadosError, Result};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
@@ -22,11 +24,22 @@ use crate::seglog::{self, Pos, Segments};
 pub trait BlockSource {
     /// `len` raw bytes at `off` of segment `seg`.
     fn read_at(&self, seg: u32, off: u64, len: usize) -> Result<Vec<u8>>;
+
+    /// `buf.len()` raw bytes at `off` of segment `seg`, into `buf`.
+    fn read_into(&self, seg: u32, off: u64, buf: &mut [u8]) -> Result<()> {
+        buf.copy_from_slice(&self.read_at(seg, off, buf.len())?);
+        Ok(())
+    }
 }
 
 impl BlockSource for Segments {
     fn read_at(&self, seg: u32, off: u64, len: usize) -> Result<Vec<u8>> {
         self.read(seg, off, len)
+            .map_err(|e| RadosError::io(format!("data log segment {seg} at {off}: {e}")))
+    }
+
+    fn read_into(&self, seg: u32, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_into(seg, off, buf)
             .map_err(|e| RadosError::io(format!("data log segment {seg} at {off}: {e}")))
     }
 }
@@ -93,7 +106,14 @@ fn take_all(_: &[u8], _: &[u8]) -> bool {
 /// (header space, then the data blocks).
 struct RecBuf {
     pos: Pos,
-    buf: Vec<u8>,
+    buf: seglog::RecordBuf,
+}
+
+/// An extent's bytes: the caller's buffers, or bytes to copy.
+#[derive(Clone, Copy)]
+enum Parts<'a> {
+    Shared(&'a [Bytes]),
+    Copy(&'a [u8]),
 }
 
 /// The open tables of a write transaction, with an optional redo recorder,
@@ -114,8 +134,7 @@ impl BlockSource for WTables<'_> {
                 let s = (off - r.pos.off) as usize;
                 return r
                     .buf
-                    .get(s..s + len)
-                    .map(<[u8]>::to_vec)
+                    .read(s, len)
                     .ok_or_else(|| RadosError::io("data pointer past the record being built"));
             }
         }
@@ -141,20 +160,21 @@ impl<'t> WTables<'t> {
 
     /// Start building the next data-log record, which will lie at `pos`.
     pub fn start_record(&mut self, pos: Pos) {
-        let mut buf = Vec::with_capacity(64 << 10);
-        buf.resize(seglog::HDR, 0);
-        self.rec = Some(RecBuf { pos, buf });
+        self.rec = Some(RecBuf {
+            pos,
+            buf: seglog::RecordBuf::new(),
+        });
     }
 
     /// Seal the record being built with `lsn`: (its position, its bytes),
     /// or `None` if the batch changed nothing. Starts no new record.
-    pub fn finish_record(&mut self, lsn: u64) -> Option<(Pos, Vec<u8>)> {
+    pub fn finish_record(&mut self, lsn: u64) -> Option<(Pos, seglog::RecordBuf)> {
         let redo = self.take_redo();
         let mut rec = self.rec.take()?;
         if redo.is_empty() && rec.buf.len() == seglog::HDR {
             return None;
         }
-        seglog::seal(&mut rec.buf, lsn, &redo);
+        rec.buf.seal(lsn, &redo);
         Some((rec.pos, rec.buf))
     }
 
@@ -183,7 +203,7 @@ impl<'t> WTables<'t> {
     /// built and index them, each block's crc32c computed here. `blocks`
     /// are full blocks but the last (1..=BLOCK_SIZE bytes). The range must
     /// have been punched. Returns the data bytes stored.
-    pub fn put_blocks(&mut self, key: &[u8], first: u64, blocks: &[&[u8]]) -> Result<u64> {
+    pub fn put_blocks(&mut self, key: &[u8], first: u64, blocks: &[Bytes]) -> Result<u64> {
         let mut crcs = Vec::with_capacity(blocks.len());
         let mut last = 0;
         for (i, b) in blocks.iter().enumerate() {
@@ -196,7 +216,7 @@ impl<'t> WTables<'t> {
             crcs.push(codec::block_crc(first + i as u64, b));
             last = b.len() as u32;
         }
-        self.put_extent_parts(key, blocks, last, crcs)
+        self.put_extent_parts(key, Parts::Shared(blocks), last, crcs)
     }
 
     /// Store an extent whose bytes are `data` with the given checksums
@@ -209,13 +229,13 @@ impl<'t> WTables<'t> {
         last: u32,
         crcs: Vec<u32>,
     ) -> Result<u64> {
-        self.put_extent_parts(key, &[data], last, crcs)
+        self.put_extent_parts(key, Parts::Copy(data), last, crcs)
     }
 
     fn put_extent_parts(
         &mut self,
         key: &[u8],
-        parts: &[&[u8]],
+        parts: Parts<'_>,
         last: u32,
         crcs: Vec<u32>,
     ) -> Result<u64> {
@@ -224,7 +244,10 @@ impl<'t> WTables<'t> {
             .as_mut()
             .ok_or_else(|| RadosError::io("local store: block write outside a log record"))?;
         let n = crcs.len() as u64;
-        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let len: u64 = match parts {
+            Parts::Shared(b) => b.iter().map(|p| p.len() as u64).sum(),
+            Parts::Copy(d) => d.len() as u64,
+        };
         if n == 0
             || n > extent::MAX_EXTENT_BLOCKS
             || last == 0
@@ -239,8 +262,19 @@ impl<'t> WTables<'t> {
             last,
             crcs,
         };
-        for d in parts {
-            rec.buf.extend_from_slice(d);
+        match parts {
+            // Small pieces are copied (one iovec each would cost more).
+            Parts::Shared(b) if len >= 16 << 10 => {
+                for d in b {
+                    rec.buf.push_shared(d.clone());
+                }
+            }
+            Parts::Shared(b) => {
+                for d in b {
+                    rec.buf.push_slice(d);
+                }
+            }
+            Parts::Copy(d) => rec.buf.push_slice(d),
         }
         self.put(Tbl::Data, key, &p.encode())?;
         Ok(len)

@@ -375,7 +375,7 @@ const EXT_OBJ_BLOCKS: u64 = 1024;
 const EXT_ACKS: u64 = 250;
 
 /// Write `i` of the extent crash test: (object, first block, blocks).
-/// Sizes from one block to more than one extent (256 blocks), at random
+/// Sizes from one block to several extents (64 blocks each), at random
 /// places, so later writes split, trim and cover earlier extents.
 fn ext_write(i: u64) -> (u64, u64, u64) {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;

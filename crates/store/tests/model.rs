@@ -81,8 +81,8 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// Steps at the scale of extents: writes of up to ~1.6 MiB (more than one
-/// extent's 256 blocks), mostly block-aligned, over a 3 MiB object, so
+/// Steps at the scale of extents: writes of up to ~1.6 MiB (several
+/// extents of at most 64 blocks), mostly block-aligned, over a 3 MiB object, so
 /// extents are split, trimmed, punched and copied (snapshots) at every
 /// boundary.
 fn big_step() -> impl Strategy<Value = Step> {
