@@ -1163,7 +1163,7 @@ fn flush_dirty(
             return Ok((0, 0));
         }
         let n = run.len() as u64;
-        let gone = t.punch(ikey, start, start + n)?;
+        let gone = t.punch_for_put(ikey, start, start + n)?;
         let put = t.put_blocks(&codec::block_key(ikey, start), start, run)?;
         run.clear();
         Ok((put, gone))

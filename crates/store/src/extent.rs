@@ -144,8 +144,12 @@ pub fn overlapping<D: RTable>(
         let p = ExtPtr::decode(v).ok_or_else(corrupt_entry)?;
         Ok((s, p))
     };
-    // The last extent starting before b0 may reach into the range.
-    if b0 > 0 {
+    // An extent starting at b0 (the common case of an overwrite) rules
+    // out one before it reaching b0 (extents never overlap); otherwise the
+    // last extent starting before b0 may reach into the range.
+    if let Some(v) = data.get(lo.as_slice()).map_err(sio)? {
+        out.push(entry(&lo, v.value())?);
+    } else if b0 > 0 {
         let before = data
             .range::<&[u8]>(ikey..lo.as_slice())
             .map_err(sio)?
@@ -158,12 +162,15 @@ pub fn overlapping<D: RTable>(
             }
         }
     }
-    for item in data
-        .range::<&[u8]>(lo.as_slice()..hi.as_slice())
-        .map_err(sio)?
-    {
-        let (k, v) = item.map_err(sio)?;
-        out.push(entry(k.value(), v.value())?);
+    if b1 > b0 + 1 {
+        let next = codec::block_key(ikey, b0 + 1);
+        for item in data
+            .range::<&[u8]>(next.as_slice()..hi.as_slice())
+            .map_err(sio)?
+        {
+            let (k, v) = item.map_err(sio)?;
+            out.push(entry(k.value(), v.value())?);
+        }
     }
     Ok(out)
 }

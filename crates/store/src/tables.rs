@@ -285,9 +285,20 @@ impl<'t> WTables<'t> {
     /// trimmed to the part outside (their bytes stay where they are).
     /// Returns the data bytes removed.
     pub fn punch(&mut self, ikey: &[u8], b0: u64, b1: u64) -> Result<u64> {
+        self.punch_with(ikey, b0, b1, false)
+    }
+
+    /// [`WTables::punch`] before the caller puts an extent at `b0`: an
+    /// extent starting at `b0` is counted as removed but left for that
+    /// put to replace (one index write instead of a delete and an insert).
+    pub fn punch_for_put(&mut self, ikey: &[u8], b0: u64, b1: u64) -> Result<u64> {
+        self.punch_with(ikey, b0, b1, true)
+    }
+
+    fn punch_with(&mut self, ikey: &[u8], b0: u64, b1: u64, keep_first: bool) -> Result<u64> {
         let ents = extent::overlapping(self.table(Tbl::Data), ikey, b0, b1)?;
         let mut removed = 0u64;
-        let mut inside = false;
+        let mut delete = false;
         let mut tail = None;
         for (s, p) in ents {
             let e = s + p.blocks();
@@ -297,8 +308,8 @@ impl<'t> WTables<'t> {
                 removed -= head.bytes();
                 // Same key: replaces the whole extent.
                 self.put(Tbl::Data, &codec::block_key(ikey, s), &head.encode())?;
-            } else {
-                inside = true;
+            } else if s > b0 || !keep_first {
+                delete = true;
             }
             if e > b1 {
                 let t = p.slice(b1 - s, p.blocks());
@@ -306,8 +317,8 @@ impl<'t> WTables<'t> {
                 tail = Some(t);
             }
         }
-        if inside {
-            let lo = codec::block_key(ikey, b0);
+        if delete {
+            let lo = codec::block_key(ikey, if keep_first { b0 + 1 } else { b0 });
             let hi = codec::block_key(ikey, b1);
             self.del_range(Tbl::Data, &lo, Some(&hi))?;
         }
