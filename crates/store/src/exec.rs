@@ -1163,8 +1163,8 @@ fn flush_dirty(
             return Ok((0, 0));
         }
         let n = run.len() as u64;
-        let gone = t.punch_for_put(ikey, start, start + n)?;
-        let put = t.put_blocks(&codec::block_key(ikey, start), start, run)?;
+        let (put, old) = t.put_blocks(&codec::block_key(ikey, start), start, run)?;
+        let gone = t.trim_after_put(ikey, start, start + n, old)?;
         run.clear();
         Ok((put, gone))
     };

@@ -201,9 +201,15 @@ impl<'t> WTables<'t> {
     /// Store an extent of fresh blocks at `key` (the instance's key then
     /// `first`, the first block's index): append them to the record being
     /// built and index them, each block's crc32c computed here. `blocks`
-    /// are full blocks but the last (1..=BLOCK_SIZE bytes). The range must
-    /// have been punched. Returns the data bytes stored.
-    pub fn put_blocks(&mut self, key: &[u8], first: u64, blocks: &[Bytes]) -> Result<u64> {
+    /// are full blocks but the last (1..=BLOCK_SIZE bytes). The caller
+    /// then calls [`WTables::trim_after_put`] with the value this replaced.
+    /// Returns the data bytes stored and that value.
+    pub fn put_blocks(
+        &mut self,
+        key: &[u8],
+        first: u64,
+        blocks: &[Bytes],
+    ) -> Result<(u64, Option<Vec<u8>>)> {
         let mut crcs = Vec::with_capacity(blocks.len());
         let mut last = 0;
         for (i, b) in blocks.iter().enumerate() {
@@ -229,7 +235,7 @@ impl<'t> WTables<'t> {
         last: u32,
         crcs: Vec<u32>,
     ) -> Result<u64> {
-        self.put_extent_parts(key, Parts::Copy(data), last, crcs)
+        Ok(self.put_extent_parts(key, Parts::Copy(data), last, crcs)?.0)
     }
 
     fn put_extent_parts(
@@ -238,7 +244,7 @@ impl<'t> WTables<'t> {
         parts: Parts<'_>,
         last: u32,
         crcs: Vec<u32>,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Option<Vec<u8>>)> {
         let rec = self
             .rec
             .as_mut()
@@ -276,8 +282,99 @@ impl<'t> WTables<'t> {
             }
             Parts::Copy(d) => rec.buf.push_slice(d),
         }
-        self.put(Tbl::Data, key, &p.encode())?;
-        Ok(len)
+        let (old, _) = self.put_old(Tbl::Data, key, &p.encode())?;
+        Ok((len, old))
+    }
+
+    /// After a put of blocks `[b0, b1)` at `b0` that replaced `old` (the
+    /// value that was at `b0`, if any): remove the rest of the range from
+    /// older extents, as [`WTables::punch`] would have before the put (an
+    /// overwrite of a whole extent costs one index write). Returns the data
+    /// bytes removed (`old`'s included).
+    pub fn trim_after_put(
+        &mut self,
+        ikey: &[u8],
+        b0: u64,
+        b1: u64,
+        old: Option<Vec<u8>>,
+    ) -> Result<u64> {
+        let mut removed = 0u64;
+        match old {
+            Some(v) => {
+                let p = ExtPtr::decode(&v).ok_or_else(extent::corrupt_entry)?;
+                removed += p.bytes();
+                if b0 + p.blocks() > b1 {
+                    // It reached past the range: nothing else starts inside.
+                    let t = p.slice(b1 - b0, p.blocks());
+                    removed -= t.bytes();
+                    self.put(Tbl::Data, &codec::block_key(ikey, b1), &t.encode())?;
+                    return Ok(removed);
+                }
+            }
+            None if b0 > 0 => {
+                // The last extent starting before b0 may reach into the range.
+                let lo = codec::block_key(ikey, b0);
+                let before = {
+                    let mut r = self
+                        .table(Tbl::Data)
+                        .range::<&[u8]>(ikey..lo.as_slice())
+                        .map_err(sio)?;
+                    match r.next_back() {
+                        Some(item) => {
+                            let (k, v) = item.map_err(sio)?;
+                            let s = codec::block_index(k.value(), ikey.len())
+                                .ok_or_else(extent::corrupt_entry)?;
+                            let p = ExtPtr::decode(v.value()).ok_or_else(extent::corrupt_entry)?;
+                            Some((s, p))
+                        }
+                        None => None,
+                    }
+                };
+                if let Some((s, p)) = before {
+                    let e = s + p.blocks();
+                    if e > b0 {
+                        let head = p.slice(0, b0 - s);
+                        removed += p.bytes() - head.bytes();
+                        self.put(Tbl::Data, &codec::block_key(ikey, s), &head.encode())?;
+                        if e > b1 {
+                            let t = p.slice(b1 - s, p.blocks());
+                            removed -= t.bytes();
+                            self.put(Tbl::Data, &codec::block_key(ikey, b1), &t.encode())?;
+                            return Ok(removed);
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+        if b1 > b0 + 1 {
+            // Extents starting inside the range (after b0): deleted, the
+            // last one's part past b1 kept.
+            let ents = extent::overlapping(self.table(Tbl::Data), ikey, b0 + 1, b1)?;
+            let mut tail = None;
+            let mut any = false;
+            for (s, p) in ents {
+                if s <= b0 {
+                    continue;
+                }
+                any = true;
+                removed += p.bytes();
+                if s + p.blocks() > b1 {
+                    let t = p.slice(b1 - s, p.blocks());
+                    removed -= t.bytes();
+                    tail = Some(t);
+                }
+            }
+            if any {
+                let lo = codec::block_key(ikey, b0 + 1);
+                let hi = codec::block_key(ikey, b1);
+                self.del_range(Tbl::Data, &lo, Some(&hi))?;
+            }
+            if let Some(t) = tail {
+                self.put(Tbl::Data, &codec::block_key(ikey, b1), &t.encode())?;
+            }
+        }
+        Ok(removed)
     }
 
     /// Remove blocks `[b0, b1)` of the instance `ikey` from the index:
@@ -285,17 +382,6 @@ impl<'t> WTables<'t> {
     /// trimmed to the part outside (their bytes stay where they are).
     /// Returns the data bytes removed.
     pub fn punch(&mut self, ikey: &[u8], b0: u64, b1: u64) -> Result<u64> {
-        self.punch_with(ikey, b0, b1, false)
-    }
-
-    /// [`WTables::punch`] before the caller puts an extent at `b0`: an
-    /// extent starting at `b0` is counted as removed but left for that
-    /// put to replace (one index write instead of a delete and an insert).
-    pub fn punch_for_put(&mut self, ikey: &[u8], b0: u64, b1: u64) -> Result<u64> {
-        self.punch_with(ikey, b0, b1, true)
-    }
-
-    fn punch_with(&mut self, ikey: &[u8], b0: u64, b1: u64, keep_first: bool) -> Result<u64> {
         let ents = extent::overlapping(self.table(Tbl::Data), ikey, b0, b1)?;
         let mut removed = 0u64;
         let mut delete = false;
@@ -308,7 +394,7 @@ impl<'t> WTables<'t> {
                 removed -= head.bytes();
                 // Same key: replaces the whole extent.
                 self.put(Tbl::Data, &codec::block_key(ikey, s), &head.encode())?;
-            } else if s > b0 || !keep_first {
+            } else {
                 delete = true;
             }
             if e > b1 {
@@ -318,7 +404,7 @@ impl<'t> WTables<'t> {
             }
         }
         if delete {
-            let lo = codec::block_key(ikey, if keep_first { b0 + 1 } else { b0 });
+            let lo = codec::block_key(ikey, b0);
             let hi = codec::block_key(ikey, b1);
             self.del_range(Tbl::Data, &lo, Some(&hi))?;
         }
@@ -352,10 +438,22 @@ impl<'t> WTables<'t> {
 
     /// Insert; returns the length of the value replaced, if any.
     pub fn put(&mut self, which: Tbl, k: &[u8], v: &[u8]) -> Result<Option<usize>> {
+        Ok(self.put_old(which, k, v)?.1)
+    }
+
+    /// Insert; returns the value replaced, if any, and its length (as
+    /// [`WTables::put`]).
+    fn put_old(
+        &mut self,
+        which: Tbl,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<(Option<Vec<u8>>, Option<usize>)> {
         self.rec(PUT, which, k, Some(v));
         let old = self.t[which as usize].insert(k, v).map_err(sio)?;
         let old = old.map(|o| o.value().to_vec());
-        Ok(self.account(which, old.as_deref(), Some(v)))
+        let n = self.account(which, old.as_deref(), Some(v));
+        Ok((old, n))
     }
 
     /// Delete; returns the length of the value removed, if any.
