@@ -5,8 +5,9 @@
 //! releasing inside the callback (QEMU does) is safe. Completion order, as
 //! librbd: set the return value and "complete" → user callback → push to
 //! the image's poll queue and signal its eventfd → "done" (what
-//! `*_aio_wait_for_complete` waits for). All of it runs on the callback
-//! thread, one completion at a time.
+//! `*_aio_wait_for_complete` waits for). All of it runs one completion at a
+//! time, on the I/O thread that finished the operation or on the callback
+//! thread (`rt::run_completion`), never on the submitting thread.
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
@@ -113,14 +114,15 @@ impl Completion {
         }
     }
 
-    /// Finish the operation with `ret`, on the callback thread. Only the
+    /// Finish the operation with `ret` (see `rt::run_completion` for the
+    /// thread the callback runs on). Only the
     /// first call per completion has an effect (so a panic guard can always
     /// call it), and every accepted submission calls it.
     pub fn finish(self: Arc<Self>, ret: i64, events: Option<Arc<EventQueue>>) {
         if self.fired.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }
-        rt::run_callback(move || {
+        rt::run_completion(move || {
             {
                 let mut st = lock(&self.state);
                 st.ret = ret;

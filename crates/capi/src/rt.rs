@@ -1,14 +1,38 @@
 //! The library's own threads: a tokio runtime for I/O (created lazily on
-//! first use, never driving work on the caller's thread) and one callback
-//! thread that runs user completion callbacks one at a time, as librbd's
-//! `io_context_pool` does (callbacks are never concurrent and never run on
-//! the submitting thread).
+//! first use) and one callback thread.
+//!
+//! An asynchronous operation is first polled on the submitting thread
+//! ([`spawn_guarded`]): its request frame goes onto the socket from there,
+//! and the operation becomes a runtime task only when something wakes it
+//! (the reply), on the thread that woke it. Completion callbacks run one at
+//! a time, as librbd's `io_context_pool` does, never on the submitting
+//! thread: on the I/O thread that finished the operation when no other
+//! callback is running ([`run_completion`]), else on the `quarry-cb`
+//! thread. A callback that makes a blocking call from an I/O thread is
+//! safe: [`block_on`] hands that thread's work to another one first.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::runtime::Runtime;
+
+thread_local! {
+    /// Whether this thread is one of the runtime's (workers and blocking pool).
+    static IO_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+fn on_io_thread() -> bool {
+    IO_THREAD.with(|c| c.get())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
@@ -21,6 +45,7 @@ fn runtime() -> &'static Runtime {
         match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("quarry-io")
+            .on_thread_start(|| IO_THREAD.with(|c| c.set(true)))
             .enable_all()
             .build()
         {
@@ -52,7 +77,15 @@ where
     runtime().spawn(async move {
         let _ = tx.send(fut.await);
     });
-    match rx.recv() {
+    // From an I/O thread (a completion callback making a blocking call),
+    // hand this worker's queued tasks to another thread before waiting, or
+    // the task the caller waits for could be stuck behind it.
+    let got = if on_io_thread() {
+        tokio::task::block_in_place(|| rx.recv())
+    } else {
+        rx.recv()
+    };
+    match got {
         Ok(v) => v,
         // The task panicked (its sender was dropped): surface as a panic
         // that the export's catch_unwind turns into -EIO.
@@ -60,20 +93,98 @@ where
     }
 }
 
-/// Spawn an operation whose completion must fire even if Quarry panics
+type BoxFut = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+type PanicHook = Box<dyn FnOnce() + Send + 'static>;
+
+/// An operation polled first on the submitting thread; the first wake
+/// after that turns it into a runtime task.
+struct Lazy {
+    /// The operation until a task takes it (`None` once finished or taken).
+    fut: Mutex<Option<BoxFut>>,
+    on_panic: Mutex<Option<PanicHook>>,
+    spawned: AtomicBool,
+}
+
+impl Lazy {
+    fn panicked(&self) {
+        eprintln!("quarry: internal error (panic) in an I/O task; completing with -EIO");
+        if let Some(f) = lock(&self.on_panic).take() {
+            f();
+        }
+    }
+}
+
+impl Wake for Lazy {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.spawned.swap(true, Ordering::AcqRel) {
+            // Already a task: that task's own poll registered its waker
+            // with everything the operation waits on.
+            return;
+        }
+        let me = self.clone();
+        runtime().spawn(async move {
+            // Waits (briefly) if the submitting thread is still in the
+            // first poll, which holds the lock.
+            let fut = lock(&me.fut).take();
+            if let Some(fut) = fut {
+                if CatchUnwind(fut).await.is_err() {
+                    me.panicked();
+                }
+            }
+        });
+    }
+}
+
+/// Polls the inner future, turning a panic into `Err`.
+struct CatchUnwind(BoxFut);
+
+impl Future for CatchUnwind {
+    type Output = Result<(), ()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let f = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}
+
+/// Start an operation whose completion must fire even if Quarry panics
 /// inside it: on a panic, `on_panic` runs (it completes with -EIO).
+///
+/// The operation is polled once here, on the caller's thread (inside the
+/// runtime's context), so its request is sent without waking an I/O
+/// thread; whatever wakes it next (the reply) makes it a task on the
+/// runtime. Completions it fires from here go to the callback thread.
 pub fn spawn_guarded<F>(fut: F, on_panic: impl FnOnce() + Send + 'static)
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let rt = runtime();
-    let inner = rt.spawn(fut);
-    rt.spawn(async move {
-        if inner.await.is_err() {
-            eprintln!("quarry: internal error (panic) in an I/O task; completing with -EIO");
-            on_panic();
-        }
+    let _ctx = rt.enter();
+    let lazy = Arc::new(Lazy {
+        fut: Mutex::new(Some(Box::pin(fut))),
+        on_panic: Mutex::new(Some(Box::new(on_panic))),
+        spawned: AtomicBool::new(false),
     });
+    let waker = Waker::from(lazy.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut slot = lock(&lazy.fut);
+    let Some(f) = slot.as_mut() else { return };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.as_mut().poll(&mut cx))) {
+        Ok(Poll::Pending) => {}
+        Ok(Poll::Ready(())) => *slot = None,
+        Err(_) => {
+            *slot = None;
+            drop(slot);
+            lazy.panicked();
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -96,6 +207,27 @@ fn callback_sender() -> &'static Mutex<mpsc::Sender<Job>> {
         }
         Mutex::new(tx)
     })
+}
+
+/// Held while a completion callback runs (wherever it runs): completion
+/// callbacks are never concurrent.
+static COMPLETION_LOCK: Mutex<()> = Mutex::new(());
+
+/// Run a completion's callback job: inline when called on an I/O thread
+/// and no other completion callback is running (one thread hop fewer per
+/// I/O), otherwise on the callback thread. Never on a caller's thread.
+pub fn run_completion(job: impl FnOnce() + Send + 'static) {
+    if on_io_thread() {
+        if let Ok(_g) = COMPLETION_LOCK.try_lock() {
+            // A panicking callback must not unwind into the runtime.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            return;
+        }
+    }
+    run_callback(move || {
+        let _g = lock(&COMPLETION_LOCK);
+        job()
+    });
 }
 
 /// Queue a job on the callback thread (serialized, FIFO).

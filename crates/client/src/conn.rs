@@ -1,11 +1,15 @@
 //! One authenticated, pipelined connection to an OSD.
 //!
-//! A writer task drains a bounded queue of frames onto the socket
-//! (flushing when the queue is empty, so bursts share syscalls); a reader
-//! task matches responses to callers by request id through oneshot
-//! channels. In-flight requests are bounded by a semaphore.
+//! A request is written to the socket by the thread that sends it when
+//! nothing is queued before it (no hand-off to another task: one thread
+//! wake-up fewer per request); what the socket does not take at once is
+//! queued, later frames queue behind it, and a writer task drains the queue
+//! as the socket drains, many frames per syscall. A reader task matches
+//! responses to callers by request id through oneshot channels. In-flight
+//! requests are bounded by a semaphore.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,9 +18,9 @@ use bytes::Bytes;
 use quarry_auth::Ticket;
 use quarry_common::Errno;
 use quarry_proto::{read_frame, write_frame, Frame, FrameError};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::wire::{
     AuthProof, AuthResult, Challenge, Hello, Request, Response, K_AUTH, K_AUTH_RESULT, K_CHALLENGE,
@@ -25,8 +29,10 @@ use crate::wire::{
 
 /// Most requests in flight on one connection before callers wait.
 pub const MAX_IN_FLIGHT: usize = 1024;
-/// Frames queued for the writer before callers wait.
-const SEND_QUEUE: usize = 256;
+/// Bytes queued for the writer before senders wait.
+const SEND_QUEUE_BYTES: usize = 8 << 20;
+/// Most buffers handed to one `writev`.
+const MAX_IOV: usize = 64;
 
 /// Why a connection or a call on it failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +103,81 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The sending side: the socket and the bytes it has not taken yet.
+/// Bytes reach the socket only under this lock, so frames go out whole and
+/// in the order their senders took it.
+struct Out {
+    /// `None` once the connection is closed.
+    sock: Option<Arc<OwnedWriteHalf>>,
+    /// Encoded frames not written yet (the first possibly in part).
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    /// The `Conn` is gone: the writer task ends once the queue is written.
+    ending: bool,
+}
+
+impl Out {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.queued += b.len();
+            self.queue.push_back(b);
+        }
+    }
+
+    /// Drop `n` written bytes from the front of the queue.
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if n < front.len() {
+                let _ = front.split_to(n);
+                return;
+            }
+            n -= front.len();
+            self.queue.pop_front();
+        }
+    }
+
+    /// Write as much of the queue as the socket takes without blocking.
+    /// `Ok(true)`: all written.
+    fn write_some(&mut self) -> std::io::Result<bool> {
+        let Some(sock) = self.sock.clone() else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        while !self.queue.is_empty() {
+            let iov: Vec<IoSlice<'_>> = self
+                .queue
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            match sock.try_write_vectored(&iov) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The sending side shared by senders and the writer task.
+struct Sender {
+    out: Mutex<Out>,
+    /// Wakes the writer task: something is queued.
+    kick: Notify,
+    /// Wakes senders waiting for queue space.
+    space: Notify,
+}
+
 /// An open connection to an OSD.
 pub struct Conn {
     addr: String,
-    out: mpsc::Sender<Frame>,
+    out: Arc<Sender>,
     pending: Pending,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
@@ -110,6 +187,15 @@ pub struct Conn {
     /// A duplicate of the socket, so [`Conn::close`] can make the close
     /// abortive whatever state the tasks are in.
     sock: Mutex<Option<std::os::fd::OwnedFd>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // As a dropped channel did: what is queued still goes out, then the
+        // writer task ends and the socket's sending side is shut.
+        lock(&self.out.out).ending = true;
+        self.out.kick.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -249,12 +335,21 @@ impl Conn {
         let (rd, wr) = s.into_split();
         // Buffered: header, body and payload of a frame in one read syscall.
         let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
-        let (tx, mut rx) = mpsc::channel::<Frame>(SEND_QUEUE);
+        let out = Arc::new(Sender {
+            out: Mutex::new(Out {
+                sock: Some(Arc::new(wr)),
+                queue: VecDeque::new(),
+                queued: 0,
+                ending: false,
+            }),
+            kick: Notify::new(),
+            space: Notify::new(),
+        });
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let conn = Arc::new(Conn {
             addr,
-            out: tx,
+            out: out.clone(),
             pending: pending.clone(),
             next_id: AtomicU64::new(1),
             closed: closed.clone(),
@@ -264,17 +359,31 @@ impl Conn {
         });
         let wclosed = closed.clone();
         let writer = tokio::spawn(async move {
-            let mut w = BufWriter::with_capacity(64 << 10, wr);
-            while let Some(f) = rx.recv().await {
-                if write_frame(&mut w, &f).await.is_err() {
-                    break;
-                }
-                if rx.is_empty() && w.flush().await.is_err() {
-                    break;
+            // Drains what senders could not write at once.
+            'run: loop {
+                out.kick.notified().await;
+                loop {
+                    let sock = {
+                        let mut o = lock(&out.out);
+                        let r = o.write_some();
+                        out.space.notify_waiters();
+                        match r {
+                            Ok(true) if o.ending => break 'run,
+                            Ok(true) => continue 'run,
+                            Ok(false) => o.sock.clone(),
+                            Err(_) => break 'run,
+                        }
+                    };
+                    let Some(sock) = sock else { break 'run };
+                    if sock.writable().await.is_err() {
+                        break 'run;
+                    }
                 }
             }
             wclosed.store(true, Ordering::SeqCst);
-            let _ = w.shutdown().await;
+            // Senders see `closed` (or a write error); none waits for room.
+            lock(&out.out).sock = None;
+            out.space.notify_waiters();
         });
         let reader = tokio::spawn(async move {
             loop {
@@ -320,6 +429,13 @@ impl Conn {
         for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
+        {
+            let mut o = lock(&self.out.out);
+            o.sock = None;
+            o.queue.clear();
+            o.queued = 0;
+        }
+        self.out.space.notify_waiters();
         lock(&self.pending).clear();
     }
 
@@ -331,6 +447,43 @@ impl Conn {
     /// The peer address.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Put a frame on the socket, or behind what is queued for it.
+    async fn write(&self, frame: &Frame) -> Result<(), ConnError> {
+        let header = Bytes::copy_from_slice(&frame.header().map_err(ferr(&self.addr))?);
+        loop {
+            // Registered before the check so a wake between the two counts.
+            let space = self.out.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut o = lock(&self.out.out);
+                if o.sock.is_none() || self.is_closed() {
+                    return Err(ConnError::Closed(self.addr.clone()));
+                }
+                if o.queued < SEND_QUEUE_BYTES {
+                    let idle = o.queue.is_empty();
+                    o.push(header);
+                    o.push(frame.body.clone());
+                    o.push(frame.data.clone());
+                    if idle {
+                        // Nothing ahead of this frame: write it from here.
+                        match o.write_some() {
+                            Ok(true) => {}
+                            Ok(false) => self.out.kick.notify_one(),
+                            Err(_) => {
+                                o.sock = None;
+                                return Err(ConnError::Closed(self.addr.clone()));
+                            }
+                        }
+                    }
+                    // Otherwise the writer task is draining the queue.
+                    return Ok(());
+                }
+            }
+            space.await;
+        }
     }
 
     /// Send a request and wait for its response.
@@ -370,9 +523,7 @@ impl Conn {
             }
         }
         let guard = Unregister(self.pending.clone(), id);
-        if self.out.send(frame).await.is_err() {
-            return Err(ConnError::Closed(self.addr.clone()));
-        }
+        self.write(&frame).await?;
         if self.is_closed() {
             // The reader may have cleared `pending` before we inserted.
             lock(&self.pending).remove(&id);
