@@ -594,3 +594,310 @@ async fn watches_are_reestablished_after_failover() {
         .await
         .expect("list")));
 }
+
+/// Set in the child process of [`divergent_entries_are_rewound`] (its
+/// cluster directory): the child is the client whose writes diverge.
+const DIVERGE_CHILD: &str = "QUARRY_TEST_DIVERGE_CHILD";
+
+/// Start `quarry osd --id n` in a cluster directory as `quarry up` does
+/// (log appended to `log/osd.N.log`, pid file) without starting the others.
+/// Not waited on here: `kill9`/`term` reap it (`waitpid(-1)`) when they stop it.
+#[allow(clippy::zombie_processes)]
+fn start_osd(cl: &Cluster, n: u32) {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cl.path().join("log").join(format!("osd.{n}.log")))
+        .expect("osd log");
+    let child = Command::new(BIN)
+        .args(["osd", "--id", &n.to_string(), "--dir"])
+        .arg(cl.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("start osd");
+    std::fs::write(
+        cl.path().join("run").join(format!("osd.{n}.pid")),
+        format!("{}\n", child.id()),
+    )
+    .expect("pid file");
+}
+
+/// An object's copy in one (stopped) OSD's store, read from the store
+/// itself: its head's bytes (`None` if absent) and the rest of its state
+/// (size, version, xattrs, snapshot set). The mtime is left out: each
+/// member stamps a write with its own clock.
+fn offline_copy(
+    cl: &Cluster,
+    osd: u32,
+    pg: quarry_map::PgId,
+    name: &str,
+) -> (Option<Vec<u8>>, String) {
+    let store = quarry_store::Store::open(&cl.path().join(format!("osd.{osd}")))
+        .unwrap_or_else(|e| panic!("open osd.{osd}'s store: {e}"));
+    // The OSD keeps each PG's objects in a store pool of their own.
+    let oid = ObjectId {
+        pool: (pg.pool << 32) | pg.seed as i64,
+        namespace: String::new(),
+        name: name.to_string(),
+    };
+    let req = OpRequest::new(oid)
+        .op(Op::Read { off: 0, len: 0 })
+        .op(Op::Stat)
+        .op(Op::GetXattrs)
+        .op(Op::ListSnaps);
+    match store.apply(&req) {
+        Ok(r) => {
+            let mut head = None;
+            let mut state = String::new();
+            for o in &r.outputs {
+                match o {
+                    OpOutput::Data(d) => head = Some(d.to_vec()),
+                    OpOutput::Stat(st) => {
+                        state += &format!("size {} version {}; ", st.size, st.version)
+                    }
+                    o => state += &format!("{o:?}; "),
+                }
+            }
+            (head, state)
+        }
+        Err(e) if e.errno == quarry_common::Errno::ENOENT => (None, "absent".into()),
+        Err(e) => panic!("read {name} in osd.{osd}'s store: {e}"),
+    }
+}
+
+/// Child side: connect, reach the objects' primary, then on the parent's
+/// signal write them and wait to be killed (it never sees a reply).
+async fn diverge_child(dir: PathBuf) {
+    let conf = std::fs::read_to_string(dir.join("ceph.conf")).expect("conf");
+    let addrs: Vec<String> = conf
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("mon_host"))
+        .and_then(|l| l.split_once('='))
+        .expect("mon_host")
+        .1
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let c = bounded(
+        "child connect",
+        ClusterClient::connect(
+            addrs,
+            "client.admin",
+            common::admin_secret(&dir),
+            ClientTimeouts::default(),
+        ),
+    )
+    .await
+    .expect("child connect");
+    let pool: i64 = std::env::var("QUARRY_TEST_DIVERGE_POOL")
+        .expect("pool")
+        .parse()
+        .expect("pool id");
+    let names: Vec<String> = std::env::var("QUARRY_TEST_DIVERGE_NAMES")
+        .expect("names")
+        .split(',')
+        .map(String::from)
+        .collect();
+    // A stat opens the connection to the primary now, so the writes below
+    // reach it at once.
+    for n in &names {
+        let _ = bounded(
+            "child stat",
+            c.operate(OpRequest::new(ObjectId::new(pool, n)).op(Op::Stat)),
+        )
+        .await;
+    }
+    std::fs::write(dir.join("diverge-ready"), b"").expect("ready file");
+    bounded("the parent's go", async {
+        while !dir.join("diverge-go").exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    for n in &names {
+        let req = OpRequest::new(ObjectId::new(pool, n))
+            .op(Op::WriteFull(Bytes::from(format!("{n}-lost"))));
+        let c = c.clone();
+        tokio::spawn(async move { c.operate(req).await });
+    }
+    tokio::time::sleep(common::BOUND).await;
+}
+
+fn count_in_log(cl: &Cluster, name: &str, needle: &str) -> usize {
+    std::fs::read_to_string(cl.path().join("log").join(format!("{name}.log")))
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// A primary applies writes durably that its replicas never get (they are
+/// stopped, then killed; the client is killed too, so nobody resends):
+/// never acknowledged, and divergent once the replicas go on without it in
+/// a new interval. When it comes back (as primary again), peering must
+/// rewind those entries: every copy of every touched object ends
+/// byte-identical to the authority's (the new interval's content, the
+/// content from before the divergent write, or no object at all) and
+/// equal to what clients read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn divergent_entries_are_rewound() {
+    if let Ok(dir) = std::env::var(DIVERGE_CHILD) {
+        return diverge_child(PathBuf::from(dir)).await;
+    }
+    let cl = Cluster::up(3, 1);
+    let c = cl.client().await;
+    let pool = common::pool_create(&c, "div", 2).await;
+    common::wait_clean(&c).await;
+    // Five objects in one PG whose primary is osd.0 (replicas osd.1, osd.2).
+    let map = c.monc().refresh_map().await.expect("map");
+    let mut by_pg: std::collections::BTreeMap<quarry_map::PgId, Vec<String>> = Default::default();
+    for i in 0..10_000 {
+        let n = format!("d{i}");
+        let pg = map.object_pg(pool, "", &n).expect("pg");
+        if map.pg_primary(pg).expect("primary") == Some(0) {
+            by_pg.entry(pg).or_default().push(n);
+        }
+    }
+    let (pg, names) = by_pg
+        .into_iter()
+        .find(|(_, v)| v.len() >= 5)
+        .expect("a PG with primary osd.0");
+    let (x, y, z, w) = (&names[0], &names[1], &names[2], &names[3]);
+    // x and y acknowledged on all three.
+    write(&c, pool, x, b"x-acked").await;
+    write(&c, pool, y, b"y-acked").await;
+
+    // The divergent writes: replicas stopped, a child client writes x, y
+    // and z (a new object); osd.0 applies them alone.
+    // osd.0 logs one of these for each write once it is durable locally,
+    // when the stopped replicas are marked down (their connections close,
+    // or the interval ends first) and the write stays unanswered.
+    let unanswered = || {
+        count_in_log(&cl, "osd.0", "interval changed while waiting for replicas")
+            + count_in_log(&cl, "osd.0", "replication failed")
+    };
+    let before = unanswered();
+    let child_log =
+        std::fs::File::create(cl.path().join("log").join("diverge-child.log")).expect("child log");
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "divergent_entries_are_rewound",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(DIVERGE_CHILD, cl.path())
+        .env("QUARRY_TEST_DIVERGE_POOL", pool.to_string())
+        .env("QUARRY_TEST_DIVERGE_NAMES", format!("{x},{y},{z}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(child_log.try_clone().expect("dup"))
+        .stderr(child_log)
+        .spawn()
+        .expect("start the child client");
+    bounded("child ready", async {
+        while !cl.path().join("diverge-ready").exists() {
+            assert!(
+                child.try_wait().expect("child").is_none(),
+                "the child client exited"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for r in ["osd.1", "osd.2"] {
+        // SAFETY: signal to a daemon this test started.
+        unsafe { libc::kill(cl.pid(r), libc::SIGSTOP) };
+    }
+    std::fs::write(cl.path().join("diverge-go"), b"").expect("go file");
+    bounded("osd.0 applied the writes alone", async {
+        while unanswered() < before + 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    child.kill().expect("kill the child client");
+    child.wait().expect("reap the child client");
+    cl.kill9("osd.0");
+    // Stopped replicas die with the RepOps still unread in their sockets.
+    cl.kill9("osd.1");
+    cl.kill9("osd.2");
+    for (name, acked) in [
+        (x, Some(&b"x-acked"[..])),
+        (y, Some(&b"y-acked"[..])),
+        (z, None),
+    ] {
+        let lost = format!("{name}-lost").into_bytes();
+        assert_eq!(
+            offline_copy(&cl, 0, pg, name).0,
+            Some(lost),
+            "osd.0 must hold the divergent write of {name}"
+        );
+        for r in [1, 2] {
+            assert_eq!(
+                offline_copy(&cl, r, pg, name).0.as_deref(),
+                acked,
+                "osd.{r} must not hold the divergent write of {name}"
+            );
+        }
+    }
+
+    // The replicas go on without osd.0 in a new interval: x is written
+    // again and w created; y and z are not touched.
+    start_osd(&cl, 1);
+    start_osd(&cl, 2);
+    write(&c, pool, x, b"x-new").await;
+    write(&c, pool, w, b"w-new").await;
+    let map = c.monc().refresh_map().await.expect("map");
+    assert_eq!(
+        map.pg_history.get(&pg).map(|h| h.acting.contains(&0)),
+        Some(false),
+        "the new interval must not include osd.0"
+    );
+
+    // osd.0 comes back and is the PG's primary again.
+    let rewinds = count_in_log(&cl, "osd.0", "divergent log entries");
+    start_osd(&cl, 0);
+    common::wait_clean(&c).await;
+    assert!(
+        count_in_log(&cl, "osd.0", "divergent log entries") > rewinds,
+        "osd.0 did not report rewinding its divergent entries"
+    );
+    let expect: [(&String, Option<&[u8]>); 4] = [
+        (x, Some(&b"x-new"[..])),
+        (y, Some(&b"y-acked"[..])),
+        (z, None),
+        (w, Some(&b"w-new"[..])),
+    ];
+    for (name, want) in expect {
+        let req = OpRequest::new(ObjectId::new(pool, name)).op(Op::Read { off: 0, len: 0 });
+        let got = match bounded("read", c.operate(req)).await {
+            Ok(r) => match &r.outputs[0] {
+                OpOutput::Data(d) => Some(d.to_vec()),
+                o => panic!("unexpected output {o:?}"),
+            },
+            Err(e) if e.errno == quarry_common::Errno::ENOENT => None,
+            Err(e) => panic!("read {name}: {e}"),
+        };
+        assert_eq!(got.as_deref(), want, "client read of {name}");
+    }
+    // Every replica's copy, read from its store: identical everywhere
+    // (bytes, size, version, xattrs, snapshots) and equal to what the
+    // client read.
+    for n in 0..3 {
+        cl.term(&format!("osd.{n}"));
+    }
+    for (name, want) in expect {
+        let copies: Vec<_> = (0..3).map(|n| offline_copy(&cl, n, pg, name)).collect();
+        for (n, (head, state)) in copies.iter().enumerate() {
+            assert_eq!(head.as_deref(), want, "osd.{n}'s copy of {name}");
+            assert_eq!(
+                state, &copies[0].1,
+                "osd.{n}'s state of {name} differs from osd.0's"
+            );
+        }
+    }
+}

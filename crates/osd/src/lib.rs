@@ -45,12 +45,25 @@
 //!   (`pg_history`); without any such member the PG stays inactive. The
 //!   primary pulls what it lacks from the authority, pushes to every
 //!   lagging member the current state of each object named in the
-//!   authority's log after the member's last update (or everything, when
-//!   the log does not reach back or the member diverged: backfill) as a
-//!   store export (head, clones, snap set, versions, omap, xattrs: the
-//!   member's copy becomes byte-for-byte the authority's), then
-//!   records the new acting set with the monitor (`pg_activated`) and only
-//!   then serves I/O.
+//!   authority's log after the member's last update as a store export
+//!   (head, clones, snap set, versions, omap, xattrs: the member's copy
+//!   becomes byte-for-byte the authority's; an object the authority does
+//!   not have is removed), resets the member's log to the authority's last
+//!   update, then records the new acting set with the monitor
+//!   (`pg_activated`) and only then serves I/O.
+//! * Divergent entries (Ceph's rewind): a member whose last update is not
+//!   in the authority's log (e.g. a primary that applied writes its
+//!   replicas never got, then was killed or cut off while the others went
+//!   on in a new interval) has its whole log compared with the
+//!   authority's (`pglog::compare`): the newest version both record is
+//!   where the histories fork; the member's entries after it are
+//!   divergent. The objects those entries touched and those the authority
+//!   wrote after the fork are recovered from the authority (or removed),
+//!   the member's log is reset to the authority's last update, and the
+//!   ops of the rewound entries are dropped from the duplicate index (a
+//!   resend of one runs again). Only when the logs prove no fork (the
+//!   authority's log no longer reaches back to it) is the member
+//!   backfilled: every object either side holds.
 //!
 //! Why no acknowledged write is lost: a write is acknowledged only after
 //! every member of the acting set of its interval applied it durably; that
@@ -68,6 +81,19 @@
 //! ack still needs every member's durable commit of that op, and since
 //! members commit in version order, a member holding version v holds all
 //! versions before it in the interval.
+//!
+//! Why the authority is never a divergent history: let L be the last
+//! interval recorded in `pg_history`. Its peering reset every member to
+//! the history of L's authority (divergent entries rewound), and from
+//! then on members only append L's versions in L's primary's order, so
+//! every log of an L member is that common history plus a prefix of L's
+//! sequence. The newest L member up therefore holds the longest such
+//! prefix, which includes every write acknowledged in L (on every L
+//! member) and, through L's peering, every one acknowledged earlier.
+//! Entries it lacks exist only on members outside L or on L's primary's
+//! unacknowledged tail: the divergent ones, never acknowledged. The
+//! unacknowledged tail it may hold itself is adopted (as in Ceph: a write
+//! never acknowledged may or may not survive, the client resends it).
 //!
 //! Crash windows: none between log and data: the entry and the op are one
 //! store commit (one fdatasync for both, shared with the batch), so after a
@@ -87,7 +113,11 @@
 //!   Not covered: a resend racing the original still in flight on the same
 //!   primary, a new primary whose log was reset by recovery (it pulled its
 //!   state instead of replaying entries), ops older than the log's span,
-//!   and compound ops with reads (re-executed).
+//!   and compound ops with reads (re-executed). The index holds only ops
+//!   acknowledged to the client (all acting members applied them) or
+//!   logged by an authoritative log at activation, so a rewound entry can
+//!   only be there if this OSD's own log held it: its ids are forgotten
+//!   when it is rewound.
 //! * Watches live on the primary only (per connection); the client
 //!   re-registers each watch it holds when that connection dies or the
 //!   object's primary changes (checked on every map and every second), so

@@ -241,6 +241,17 @@ struct DupIndex {
 }
 
 impl DupIndex {
+    /// Forget the ops logged at these versions (divergent entries rewound
+    /// by peering: they are not applied any more, so a resend must run).
+    fn forget(&mut self, vers: &BTreeSet<Ver>) {
+        if vers.is_empty() {
+            return;
+        }
+        self.ids.retain(|_, v| !vers.contains(v));
+        let ids = &self.ids;
+        self.order.retain(|id| ids.contains_key(id));
+    }
+
     fn insert(&mut self, id: (u64, u64), ver: Ver) {
         if self.ids.insert(id, ver).is_none() {
             self.order.push_back(id);
@@ -1696,36 +1707,59 @@ impl Osd {
         let auth_lu = auth_info.last_update;
         // 3. Objects each lagging member must receive.
         let mut plans: BTreeMap<OsdId, BTreeSet<ObjectId>> = BTreeMap::new();
+        // This OSD's own divergent entries, rewound below.
+        let mut rewound: BTreeSet<Ver> = BTreeSet::new();
+        let mut auth_view: Option<Option<pglog::LogView>> = None;
         for (&m, info) in &infos {
             if info.last_update == auth_lu {
                 continue;
             }
-            let log = if auth == self.id {
-                self.local_log(pg, info.last_update).await?
-            } else {
-                match self
-                    .peer_call(
-                        auth,
-                        Request::PgLog {
-                            pg,
-                            since: info.last_update,
-                        },
-                        Bytes::new(),
-                    )
-                    .await?
-                {
-                    (Resp::Log(l), _) => l,
-                    _ => return Err(WireError::new(Errno::EIO, "bad PgLog reply")),
-                }
-            };
-            let set: BTreeSet<ObjectId> = match log {
+            let set: BTreeSet<ObjectId> = match self.log_of(auth, pg, info.last_update).await? {
                 Some(entries) => entries.into_iter().map(|(_, o)| o).collect(),
                 None => {
-                    // Backfill: everything either side holds.
-                    let mut s: BTreeSet<ObjectId> =
-                        self.objects_of(auth, pg).await?.into_iter().collect();
-                    s.extend(self.objects_of(m, pg).await?);
-                    s
+                    // The member's last update is not in the authority's
+                    // log: it diverged (it holds entries the authority's
+                    // history never had), or it is behind the log's tail.
+                    // Compare the whole logs to find where they forked.
+                    if auth_view.is_none() {
+                        auth_view = Some(self.log_view(auth, pg, &auth_info).await?);
+                    }
+                    let member = self.log_view(m, pg, info).await?;
+                    let catchup = match (auth_view.as_ref().and_then(|a| a.as_ref()), &member) {
+                        (Some(a), Some(mv)) => pglog::compare(mv, a),
+                        _ => pglog::Catchup::Backfill,
+                    };
+                    match catchup {
+                        pglog::Catchup::Behind(objects) => objects,
+                        pglog::Catchup::Diverged {
+                            common,
+                            divergent,
+                            objects,
+                        } => {
+                            tracing::warn!(
+                                osd = self.id,
+                                %pg,
+                                member = m,
+                                authority = auth,
+                                ?common,
+                                divergent = ?divergent.iter().map(|e| e.0).collect::<Vec<_>>(),
+                                "rewinding {} divergent log entries: {} objects recovered from the authority",
+                                divergent.len(),
+                                objects.len()
+                            );
+                            if m == self.id {
+                                rewound.extend(divergent.iter().map(|e| e.0));
+                            }
+                            objects
+                        }
+                        pglog::Catchup::Backfill => {
+                            // Backfill: everything either side holds.
+                            let mut s: BTreeSet<ObjectId> =
+                                self.objects_of(auth, pg).await?.into_iter().collect();
+                            s.extend(self.objects_of(m, pg).await?);
+                            s
+                        }
+                    }
                 }
             };
             plans.insert(m, set);
@@ -1750,6 +1784,9 @@ impl Osd {
                 log_tail: auth_lu,
             };
             self.reset_log(p, info).await?;
+            // The rewound ops are no longer applied here: a resend of one
+            // must run, not be answered from the duplicate index.
+            lock(&p.done).forget(&rewound);
         }
         // 5. Push to the others.
         for (m, set) in &plans {
@@ -1821,6 +1858,44 @@ impl Osd {
         Ok(true)
     }
 
+    /// `osd`'s log entries after `since` (`None`: its log cannot prove it
+    /// holds all of them).
+    async fn log_of(
+        &self,
+        osd: OsdId,
+        pg: PgId,
+        since: Ver,
+    ) -> WResult<Option<Vec<(Ver, ObjectId)>>> {
+        if osd == self.id {
+            return self.local_log(pg, since).await;
+        }
+        match self
+            .peer_call(osd, Request::PgLog { pg, since }, Bytes::new())
+            .await?
+        {
+            (Resp::Log(l), _) => Ok(l),
+            _ => Err(WireError::new(Errno::EIO, "bad PgLog reply")),
+        }
+    }
+
+    /// `osd`'s whole log (from the tail its info reports; `None` if a slot
+    /// is missing or the log changed since the query).
+    async fn log_view(
+        &self,
+        osd: OsdId,
+        pg: PgId,
+        info: &PgInfo,
+    ) -> WResult<Option<pglog::LogView>> {
+        let entries = self.log_of(osd, pg, info.log_tail).await?;
+        Ok(entries.and_then(|entries| {
+            let v = pglog::LogView {
+                tail: info.log_tail,
+                entries,
+            };
+            (v.head() == info.last_update).then_some(v)
+        }))
+    }
+
     async fn objects_of(&self, osd: OsdId, pg: PgId) -> WResult<Vec<ObjectId>> {
         if osd == self.id {
             return self.local_objects(pg).await;
@@ -1858,4 +1933,26 @@ async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> 
     })
     .await;
     results.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewound_ops_leave_the_duplicate_index() {
+        let v = |epoch, seq| Ver { epoch, seq };
+        let mut d = DupIndex::default();
+        d.insert((7, 1), v(3, 4));
+        d.insert((7, 2), v(3, 5));
+        d.insert((8, 1), v(3, 6));
+        d.forget(&[v(3, 5), v(3, 6)].into_iter().collect());
+        assert_eq!(d.ids.get(&(7, 1)), Some(&v(3, 4)));
+        assert!(!d.ids.contains_key(&(7, 2)) && !d.ids.contains_key(&(8, 1)));
+        assert_eq!(d.order, VecDeque::from([(7, 1)]));
+        // A resend of a forgotten op is applied (and indexed) anew.
+        d.insert((7, 2), v(5, 1));
+        assert_eq!(d.ids.get(&(7, 2)), Some(&v(5, 1)));
+        assert_eq!(d.order.len(), 2);
+    }
 }

@@ -11,6 +11,8 @@
 //! that fail on their own terms are logged too (every member orders the
 //! same sequence and fails it the same way).
 
+use std::collections::{BTreeSet, HashSet};
+
 use quarry_client::wire::{PgInfo, Ver};
 use quarry_map::PgId;
 use quarry_rados::{ObjectId, RadosError, Result};
@@ -196,6 +198,92 @@ pub fn entries_since(
     Ok(found.then_some(out))
 }
 
+/// A PG log as peering sees it: the tail and every entry after it
+/// (oldest first), as [`entries_since`] returns them from the tail.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogView {
+    /// The log holds every entry after this version.
+    pub tail: Ver,
+    /// Entries after `tail`, oldest first.
+    pub entries: Vec<(Ver, ObjectId)>,
+}
+
+impl LogView {
+    /// The newest version the log records (its last update).
+    pub fn head(&self) -> Ver {
+        self.entries.last().map(|e| e.0).unwrap_or(self.tail)
+    }
+}
+
+/// What a member must do to hold the authority's state (peering).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Catchup {
+    /// The member's last update is the authority's tail or one of its
+    /// entries: it only lacks the objects the authority wrote since.
+    Behind(BTreeSet<ObjectId>),
+    /// The member's log forked from the authority's after `common`, the
+    /// newest version both histories pass through: its entries after it
+    /// (`divergent`) were never in the authority's history, so were never
+    /// acknowledged. `objects`: those divergent entries touched plus those
+    /// the authority wrote after `common`; each must end as the
+    /// authority's copy (removed where the authority has none).
+    Diverged {
+        /// Newest version both logs record.
+        common: Ver,
+        /// The member's entries after `common`, oldest first.
+        divergent: Vec<(Ver, ObjectId)>,
+        /// Objects to recover from the authority (or remove).
+        objects: BTreeSet<ObjectId>,
+    },
+    /// The logs prove no common point (the member's entries reach back
+    /// only to versions older than the authority's tail): backfill.
+    Backfill,
+}
+
+/// Compare a member's log with the authority's.
+///
+/// A PG version `(interval epoch, seq)` is assigned once, by the one
+/// primary of that interval, and every log is a chain of such versions
+/// (a member accepts a version only after its predecessor, and peering
+/// replaces a member's history only by the authority's), so two logs that
+/// record the same version agree on everything up to it. The newest
+/// member version the authority also records (an entry, or its tail: the
+/// state it was recovered to) is therefore where the two histories fork.
+pub fn compare(member: &LogView, auth: &LogView) -> Catchup {
+    let known: HashSet<Ver> = std::iter::once(auth.tail)
+        .chain(auth.entries.iter().map(|e| e.0))
+        .collect();
+    let auth_after = |c: Ver| {
+        auth.entries
+            .iter()
+            .filter(move |e| e.0 > c)
+            .map(|e| e.1.clone())
+    };
+    let head = member.head();
+    if known.contains(&head) {
+        return Catchup::Behind(auth_after(head).collect());
+    }
+    let fork = member
+        .entries
+        .iter()
+        .rposition(|e| known.contains(&e.0))
+        .map(|i| (member.entries[i].0, i + 1))
+        .or_else(|| known.contains(&member.tail).then_some((member.tail, 0)));
+    match fork {
+        Some((common, first)) => {
+            let divergent = member.entries[first..].to_vec();
+            let mut objects: BTreeSet<ObjectId> = auth_after(common).collect();
+            objects.extend(divergent.iter().map(|e| e.1.clone()));
+            Catchup::Diverged {
+                common,
+                divergent,
+                objects,
+            }
+        }
+        None => Catchup::Backfill,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +354,139 @@ mod tests {
             .expect("read")
             .expect("covered");
         assert_eq!(e.len() as u64, LOG_MAX);
+    }
+
+    fn view(tail: Ver, entries: &[(Ver, &str)]) -> LogView {
+        LogView {
+            tail,
+            entries: entries
+                .iter()
+                .map(|(ver, n)| (*ver, ObjectId::new(1, *n)))
+                .collect(),
+        }
+    }
+
+    fn objs(names: &[&str]) -> BTreeSet<ObjectId> {
+        names.iter().map(|n| ObjectId::new(1, *n)).collect()
+    }
+
+    #[test]
+    fn compare_member_behind_or_up_to_date() {
+        let auth = view(v(3, 2), &[(v(3, 3), "a"), (v(5, 1), "b"), (v(5, 2), "c")]);
+        // A prefix of the authority's history: only what came later.
+        let m = view(v(1, 0), &[(v(3, 2), "z"), (v(3, 3), "a")]);
+        assert_eq!(compare(&m, &auth), Catchup::Behind(objs(&["b", "c"])));
+        // At the authority's tail (e.g. its log was reset there).
+        let m = view(v(3, 2), &[]);
+        assert_eq!(compare(&m, &auth), Catchup::Behind(objs(&["a", "b", "c"])));
+        // Same head: nothing to do.
+        let m = view(v(3, 2), &[(v(3, 3), "a"), (v(5, 1), "b"), (v(5, 2), "c")]);
+        assert_eq!(compare(&m, &auth), Catchup::Behind(objs(&[])));
+    }
+
+    #[test]
+    fn compare_finds_divergent_entries_after_the_fork() {
+        // The authority went on in interval 5 after (3, 4); the member (the
+        // old primary of interval 3) applied (3, 5) and (3, 6) alone.
+        let auth = view(
+            v(0, 0),
+            &[
+                (v(3, 3), "a"),
+                (v(3, 4), "b"),
+                (v(5, 1), "c"),
+                (v(5, 2), "a"),
+            ],
+        );
+        let m = view(
+            v(0, 0),
+            &[
+                (v(3, 3), "a"),
+                (v(3, 4), "b"),
+                (v(3, 5), "d"),
+                (v(3, 6), "e"),
+            ],
+        );
+        assert_eq!(
+            compare(&m, &auth),
+            Catchup::Diverged {
+                common: v(3, 4),
+                divergent: vec![
+                    (v(3, 5), ObjectId::new(1, "d")),
+                    (v(3, 6), ObjectId::new(1, "e"))
+                ],
+                objects: objs(&["a", "c", "d", "e"]),
+            }
+        );
+        // A divergent head newer than everything the authority has (no
+        // write in the new interval yet): still divergent, not "ahead".
+        let auth = view(v(0, 0), &[(v(3, 3), "a"), (v(3, 4), "b")]);
+        assert_eq!(
+            compare(&m, &auth),
+            Catchup::Diverged {
+                common: v(3, 4),
+                divergent: vec![
+                    (v(3, 5), ObjectId::new(1, "d")),
+                    (v(3, 6), ObjectId::new(1, "e"))
+                ],
+                objects: objs(&["d", "e"]),
+            }
+        );
+        // Every entry of the member diverged; the fork is its tail, which
+        // the authority's history passes through.
+        let auth = view(v(2, 7), &[(v(4, 1), "x")]);
+        let m = view(v(2, 7), &[(v(3, 1), "y"), (v(3, 2), "y")]);
+        assert_eq!(
+            compare(&m, &auth),
+            Catchup::Diverged {
+                common: v(2, 7),
+                divergent: vec![
+                    (v(3, 1), ObjectId::new(1, "y")),
+                    (v(3, 2), ObjectId::new(1, "y"))
+                ],
+                objects: objs(&["x", "y"]),
+            }
+        );
+    }
+
+    #[test]
+    fn compare_without_a_provable_fork_backfills() {
+        // The authority's log no longer reaches back to the fork.
+        let auth = view(v(5, 900), &[(v(5, 901), "a"), (v(5, 902), "b")]);
+        let m = view(v(0, 0), &[(v(3, 4), "b"), (v(3, 5), "d")]);
+        assert_eq!(compare(&m, &auth), Catchup::Backfill);
+        // A member behind the authority's tail.
+        let m = view(v(0, 0), &[(v(5, 2), "b")]);
+        assert_eq!(compare(&m, &auth), Catchup::Backfill);
+    }
+
+    #[test]
+    fn compare_on_logs_from_the_store() {
+        // The views peering builds: `entries_since` from each log's tail.
+        let store = Store::open_memory().expect("store");
+        let (pa, pm) = (PgId { pool: 1, seed: 0 }, PgId { pool: 1, seed: 1 });
+        let (mut a, mut m) = (PgMeta::default(), PgMeta::default());
+        for s in 1..=3 {
+            let o = ObjectId::new(1, format!("o{s}"));
+            a = append(&store, pa, &a, v(2, s), &o).expect("append");
+            m = append(&store, pm, &m, v(2, s), &o).expect("append");
+        }
+        m = append(&store, pm, &m, v(2, 4), &ObjectId::new(1, "lost")).expect("append");
+        a = append(&store, pa, &a, v(6, 1), &ObjectId::new(1, "o1")).expect("append");
+        let load_view = |pg, meta: &PgMeta| LogView {
+            tail: meta.info.log_tail,
+            entries: entries_since(&store, pg, meta, meta.info.log_tail)
+                .expect("read")
+                .expect("whole log"),
+        };
+        let (av, mv) = (load_view(pa, &a), load_view(pm, &m));
+        assert_eq!(mv.head(), m.info.last_update);
+        assert_eq!(
+            compare(&mv, &av),
+            Catchup::Diverged {
+                common: v(2, 3),
+                divergent: vec![(v(2, 4), ObjectId::new(1, "lost"))],
+                objects: objs(&["lost", "o1"]),
+            }
+        );
     }
 }
