@@ -14,7 +14,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
@@ -93,6 +93,30 @@ where
     }
 }
 
+/// Asynchronous operations started and not finished yet.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one operation in [`IN_FLIGHT`] while it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether another operation than the one just counted is in flight.
+fn others_in_flight(n: &AtomicUsize) -> bool {
+    n.load(Ordering::Acquire) > 1
+}
+
 type BoxFut = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 type PanicHook = Box<dyn FnOnce() + Send + 'static>;
 
@@ -161,11 +185,33 @@ impl Future for CatchUnwind {
 /// runtime's context), so its request is sent without waking an I/O
 /// thread; whatever wakes it next (the reply) makes it a task on the
 /// runtime. Completions it fires from here go to the callback thread.
+/// While other operations are in flight it is spawned on the runtime
+/// instead (at queue depth > 1 the I/O threads are awake anyway, and the
+/// submitting thread must not become the bottleneck).
 pub fn spawn_guarded<F>(fut: F, on_panic: impl FnOnce() + Send + 'static)
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let rt = runtime();
+    let busy = InFlight::enter();
+    let fut = async move {
+        let _busy = busy;
+        fut.await
+    };
+    if others_in_flight(&IN_FLIGHT) {
+        // Other operations are in flight (queue depth > 1): the I/O threads
+        // are awake anyway and batch frames per syscall; polling here would
+        // make the submitting thread the bottleneck.
+        let inner = rt.spawn(fut);
+        let on_panic: PanicHook = Box::new(on_panic);
+        rt.spawn(async move {
+            if inner.await.is_err() {
+                eprintln!("quarry: internal error (panic) in an I/O task; completing with -EIO");
+                on_panic();
+            }
+        });
+        return;
+    }
     let _ctx = rt.enter();
     let lazy = Arc::new(Lazy {
         fut: Mutex::new(Some(Box::pin(fut))),
