@@ -28,11 +28,12 @@ pub mod ticket;
 pub use caps::{Caps, EntityCaps, MonAccess, Perms};
 pub use error::AuthError;
 pub use handshake::{
-    client_proof, random_nonce, server_proof, unwrap_session_key, wrap_session_key,
+    client_proof, frame_key, random_nonce, server_proof, unwrap_session_key, wrap_session_key,
 };
 pub use secret::{Secret, SECRET_LEN};
 pub use ticket::{
-    issue_ticket, server_session_proof, session_proof, verify_ticket, Claims, Ticket,
+    issue_ticket, server_session_proof, session_frame_key, session_proof, verify_ticket, Claims,
+    Ticket,
 };
 
 /// A 16-byte nonce as used by every handshake.

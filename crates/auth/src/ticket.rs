@@ -185,15 +185,37 @@ pub fn verify_ticket(
     })
 }
 
-/// The ticket owner's proof of holding the session key (client → OSD).
+/// The ticket owner's proof of holding the session key (client → OSD);
+/// `mode` is the frame-signing mode both sides announced (see
+/// [`crate::handshake`]), so neither announcement can be stripped.
 pub fn session_proof(
+    session_key: &[u8; 32],
+    client_nonce: &[u8; 16],
+    server_nonce: &[u8; 16],
+    mode: u8,
+) -> [u8; 32] {
+    hmac_parts(
+        session_key,
+        &[
+            b"quarry-session-v1",
+            b"C",
+            client_nonce,
+            server_nonce,
+            &[mode],
+        ],
+    )
+}
+
+/// The key that signs a ticket connection's frames after the handshake
+/// (both ends hold the session key; the key itself never crosses the wire).
+pub fn session_frame_key(
     session_key: &[u8; 32],
     client_nonce: &[u8; 16],
     server_nonce: &[u8; 16],
 ) -> [u8; 32] {
     hmac_parts(
         session_key,
-        &[b"quarry-session-v1", b"C", client_nonce, server_nonce],
+        &[b"quarry-session-v1", b"F", client_nonce, server_nonce],
     )
 }
 
@@ -204,10 +226,17 @@ pub fn server_session_proof(
     session_key: &[u8; 32],
     client_nonce: &[u8; 16],
     server_nonce: &[u8; 16],
+    mode: u8,
 ) -> [u8; 32] {
     hmac_parts(
         session_key,
-        &[b"quarry-session-v1", b"S", client_nonce, server_nonce],
+        &[
+            b"quarry-session-v1",
+            b"S",
+            client_nonce,
+            server_nonce,
+            &[mode],
+        ],
     )
 }
 
@@ -274,14 +303,18 @@ mod tests {
     #[test]
     fn session_proofs_differ_by_role() {
         let k = [5u8; 32];
-        let a = session_proof(&k, &[1; 16], &[2; 16]);
-        let b = server_session_proof(&k, &[1; 16], &[2; 16]);
+        let a = session_proof(&k, &[1; 16], &[2; 16], 3);
+        let b = server_session_proof(&k, &[1; 16], &[2; 16], 3);
         assert_ne!(a, b);
         assert!(check_session_proof(
             &a,
-            &session_proof(&k, &[1; 16], &[2; 16])
+            &session_proof(&k, &[1; 16], &[2; 16], 3)
         ));
-        assert_ne!(a, session_proof(&[6u8; 32], &[1; 16], &[2; 16]));
+        assert_ne!(a, session_proof(&[6u8; 32], &[1; 16], &[2; 16], 3));
+        assert_ne!(a, session_proof(&k, &[1; 16], &[2; 16], 1));
+        let f = session_frame_key(&k, &[1; 16], &[2; 16]);
+        assert_ne!(f, a);
+        assert_ne!(f, session_frame_key(&k, &[1; 16], &[3; 16]));
     }
 
     #[test]

@@ -98,6 +98,11 @@ pub fn connect(conf: &Config) -> CResult<(Arc<dyn Rados>, MonValues)> {
         conf.get_u64("ms_connection_ready_timeout"),
     );
     let entity = conf.entity_name();
+    // Process-wide, as the connections it makes outlive this call.
+    quarry_proto::SignPolicy::set_global(quarry_proto::SignPolicy {
+        sign: conf.get_bool("cephx_sign_messages"),
+        require: conf.get_bool("cephx_require_signatures"),
+    });
     let (client, mon_values) = rt::block_on(async move {
         let client = ClusterClient::connect(addrs, &entity, secret, timeouts).await?;
         let values = match client.monc().config_for(&entity).await {

@@ -144,6 +144,22 @@ fn conf_secs(conf: &ConfFile, section: &str, key: &str, default: f64) -> Duratio
     Duration::from_secs_f64(v)
 }
 
+/// Set this daemon's frame-signing policy from `cephx_sign_messages` and
+/// `cephx_require_signatures` (`[name]`, then `[type]`, then `[global]`).
+fn apply_sign_policy(conf: &ConfFile, ty: &str, name: &str) -> R<()> {
+    let get = |key: &str| {
+        conf.get(name, key)
+            .or_else(|| conf.get(ty, key))
+            .or_else(|| conf.get("global", key))
+    };
+    let p = quarry_proto::SignPolicy::from_options(
+        get("cephx_sign_messages").as_deref(),
+        get("cephx_require_signatures").as_deref(),
+    )?;
+    quarry_proto::SignPolicy::set_global(p);
+    Ok(())
+}
+
 /// Read `entity`'s secret from a keyring file.
 fn keyring_secret(path: &Path, entity: &str) -> R<Secret> {
     let text = std::fs::read_to_string(path).map_err(io_ctx(format!("read {}", path.display())))?;
@@ -215,6 +231,7 @@ pub fn osd(a: OsdArgs) -> R<()> {
     let dir = abs(&a.dir)?;
     let conf = load_conf(&dir)?;
     let entity = format!("osd.{}", a.id);
+    apply_sign_policy(&conf, "osd", &entity)?;
     let secret = keyring_secret(&dir.join("keyring"), &entity)
         .or_else(|_| keyring_secret(&dir.join(&entity).join("keyring"), &entity))?;
     write_pid(&dir, &entity);
@@ -858,6 +875,7 @@ mod mon_impl {
     /// Run a monitor in the foreground.
     pub fn run(dir: &Path, id: &str) -> R<()> {
         let conf = load_conf(dir)?;
+        super::apply_sign_policy(&conf, "mon", &format!("mon.{id}"))?;
         let cfg = mon_config(dir, &conf, id, Some(dir.join("keyring")))?;
         runtime()?
             .block_on(quarry_mon::run(cfg))

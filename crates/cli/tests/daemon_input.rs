@@ -219,14 +219,17 @@ async fn osd_handshake_replay_and_tampering_refused() {
     let hello = Hello {
         ticket: ticket.blob.to_vec(),
         client_nonce: quarry_auth::random_nonce(),
+        sign: true,
     };
     let mut s1 = TcpStream::connect(&osd).await.expect("connect");
     let ch1 = challenge(&mut s1, &hello, t).await;
+    assert!(ch1.sign, "the OSD signs by default");
     let proof1 = AuthProof {
         client_proof: quarry_auth::session_proof(
             &ticket.session_key,
             &hello.client_nonce,
             &ch1.server_nonce,
+            3,
         ),
     };
     send(&mut s1, K_AUTH, &proof1).await;
@@ -247,8 +250,12 @@ async fn osd_handshake_replay_and_tampering_refused() {
     // A tampered proof.
     let mut s3 = TcpStream::connect(&osd).await.expect("connect");
     let ch3 = challenge(&mut s3, &hello, t).await;
-    let mut p =
-        quarry_auth::session_proof(&ticket.session_key, &hello.client_nonce, &ch3.server_nonce);
+    let mut p = quarry_auth::session_proof(
+        &ticket.session_key,
+        &hello.client_nonce,
+        &ch3.server_nonce,
+        3,
+    );
     p[7] ^= 0x10;
     send(&mut s3, K_AUTH, &AuthProof { client_proof: p }).await;
     refused(&recv(&mut s3, t).await, "tampered proof");
@@ -257,7 +264,7 @@ async fn osd_handshake_replay_and_tampering_refused() {
     // A stolen ticket used without its session key.
     let mut s4 = TcpStream::connect(&osd).await.expect("connect");
     let ch4 = challenge(&mut s4, &hello, t).await;
-    let p = quarry_auth::session_proof(&[7u8; 32], &hello.client_nonce, &ch4.server_nonce);
+    let p = quarry_auth::session_proof(&[7u8; 32], &hello.client_nonce, &ch4.server_nonce, 3);
     send(&mut s4, K_AUTH, &AuthProof { client_proof: p }).await;
     refused(&recv(&mut s4, t).await, "stolen ticket");
     closes(&mut s4, "a stolen ticket").await;
@@ -273,6 +280,7 @@ async fn osd_handshake_replay_and_tampering_refused() {
             &Hello {
                 ticket: blob,
                 client_nonce: quarry_auth::random_nonce(),
+                sign: true,
             },
         )
         .await;
@@ -381,4 +389,253 @@ async fn other_wire_versions_fail_at_once_with_both_versions_named() {
     assert!(!e.is_transient(), "{e}");
     assert_eq!(e.errno(), quarry_common::Errno::EOPNOTSUPP, "{e}");
     assert!(e.to_string().contains(&format!("version {other}")), "{e}");
+}
+
+/// Frames after the handshake are signed (MAC over direction, sequence
+/// number and the header with its crcs). A raw client that completed a
+/// real handshake sends each daemon (a) a frame with valid crcs but a wrong
+/// MAC, (b) a replay of an earlier frame, (c) a frame that skips a sequence
+/// number: each drops its connection, is never acted on (a replayed write
+/// does not revert a later one), and the daemons keep serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_or_skipped_signed_frames_are_dropped() {
+    use quarry_client::wire::{
+        strip_request, AuthProof, AuthResult, Challenge, Hello, Request, Response, K_AUTH,
+        K_AUTH_RESULT, K_CHALLENGE, K_HELLO, K_REQUEST, K_RESPONSE,
+    };
+    use quarry_proto::{read_frame, read_frame_signed, write_frame, Frame, FrameSigner, Role};
+
+    let cl = Cluster::up(1, 1);
+    let c = cl.client().await;
+    let pool = c.pool_lookup("rbd").await.expect("pool");
+    let map = c.monc().refresh_map().await.expect("map");
+    let osd = map.osds[&0].addr.clone();
+    let epoch = map.epoch;
+    let ticket = c.monc().ticket().await.expect("ticket");
+    let t = Duration::from_secs(20);
+
+    async fn recv(s: &mut TcpStream, t: Duration, what: &str) -> Frame {
+        tokio::time::timeout(t, read_frame(s))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the daemon must answer, not hang"))
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+    /// A real handshake with the OSD; returns the stream and its signers.
+    async fn osd_session(
+        addr: &str,
+        ticket: &quarry_auth::Ticket,
+        t: Duration,
+    ) -> (TcpStream, FrameSigner, FrameSigner) {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let cn = quarry_auth::random_nonce();
+        let hello = Hello {
+            ticket: ticket.blob.to_vec(),
+            client_nonce: cn,
+            sign: true,
+        };
+        let f = Frame::new(K_HELLO, 0, &hello, Bytes::new()).expect("frame");
+        write_frame(&mut s, &f).await.expect("hello");
+        let f = recv(&mut s, t, "hello").await;
+        assert_eq!(f.kind, K_CHALLENGE);
+        let ch: Challenge = f.decode().expect("challenge");
+        assert!(ch.sign, "the OSD signs by default");
+        let proof = AuthProof {
+            client_proof: quarry_auth::session_proof(&ticket.session_key, &cn, &ch.server_nonce, 3),
+        };
+        let f = Frame::new(K_AUTH, 0, &proof, Bytes::new()).expect("frame");
+        write_frame(&mut s, &f).await.expect("proof");
+        let f = recv(&mut s, t, "proof").await;
+        assert_eq!(f.kind, K_AUTH_RESULT);
+        let r: AuthResult = f.decode().expect("result");
+        r.expect("a genuine handshake succeeds");
+        let key = quarry_auth::session_frame_key(&ticket.session_key, &cn, &ch.server_nonce);
+        let (tx, rx) = FrameSigner::pair(&key, Role::Connector);
+        (s, tx, rx)
+    }
+    fn write_req(epoch: u64, pool: i64, name: &str, data: &'static [u8]) -> Frame {
+        let (req, lens, payload) = strip_request(
+            OpRequest::new(ObjectId::new(pool, name)).op(Op::WriteFull(Bytes::from_static(data))),
+        );
+        let r = Request::Op {
+            epoch,
+            tid: 0,
+            req,
+            lens,
+        };
+        Frame::new(K_REQUEST, 1, &r, payload).expect("frame")
+    }
+    /// The bytes of `f` on the wire followed by `trailer`.
+    fn on_wire(f: &Frame, trailer: [u8; quarry_proto::SIG_LEN]) -> Vec<u8> {
+        let mut b = f.header().expect("header").to_vec();
+        b.extend_from_slice(&f.body);
+        b.extend_from_slice(&f.data);
+        b.extend_from_slice(&trailer);
+        b
+    }
+    async fn answered(s: &mut TcpStream, rx: &mut FrameSigner, t: Duration, what: &str) {
+        let f = tokio::time::timeout(t, read_frame_signed(s, Some(rx)))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the OSD must answer, not hang"))
+            .unwrap_or_else(|e| panic!("{what}: a response signed by the OSD: {e}"));
+        assert_eq!(f.kind, K_RESPONSE, "{what}");
+        let r: Response = f.decode().expect("response");
+        r.unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    let read = |name: &'static str| {
+        let c = c.clone();
+        async move {
+            bounded(
+                "read back",
+                c.operate(
+                    OpRequest::new(ObjectId::new(pool, name)).op(Op::Read { off: 0, len: 0 }),
+                ),
+            )
+            .await
+            .map(|r| r.outputs[0].clone())
+        }
+    };
+
+    // (a) Valid crcs, wrong MAC (after a genuine signed frame is served).
+    let (mut s, mut tx, mut rx) = osd_session(&osd, &ticket, t).await;
+    let f = write_req(epoch, pool, "sig-genuine", b"genuine");
+    let tr = tx.sign(&f.header().expect("header"));
+    s.write_all(&on_wire(&f, tr)).await.expect("send");
+    answered(&mut s, &mut rx, t, "a genuine signed write").await;
+    let f = write_req(epoch, pool, "sig-forged", b"forged");
+    let mut tr = tx.sign(&f.header().expect("header"));
+    tr[quarry_proto::SIG_LEN - 1] ^= 0x01;
+    s.write_all(&on_wire(&f, tr)).await.expect("send");
+    closes(&mut s, "a frame with a wrong MAC to the OSD").await;
+
+    // (b) A replayed frame: a recorded write, resent after a later write.
+    let (mut s, mut tx, mut rx) = osd_session(&osd, &ticket, t).await;
+    let f = write_req(epoch, pool, "sig-replayed", b"first");
+    let recorded = on_wire(&f, tx.sign(&f.header().expect("header")));
+    s.write_all(&recorded).await.expect("send");
+    answered(&mut s, &mut rx, t, "the write later replayed").await;
+    bounded(
+        "a later write",
+        c.operate(
+            OpRequest::new(ObjectId::new(pool, "sig-replayed"))
+                .op(Op::WriteFull(Bytes::from_static(b"second"))),
+        ),
+    )
+    .await
+    .expect("later write");
+    s.write_all(&recorded).await.expect("send");
+    closes(&mut s, "a replayed frame to the OSD").await;
+
+    // (c) A correctly signed frame skipping sequence number 1.
+    let (mut s, tx, _rx) = osd_session(&osd, &ticket, t).await;
+    let f = write_req(epoch, pool, "sig-skipped", b"skipped");
+    let tr = tx.trailer_at(2, &f.header().expect("header"));
+    s.write_all(&on_wire(&f, tr)).await.expect("send");
+    closes(&mut s, "a frame with a skipped sequence number to the OSD").await;
+
+    // None of them was acted on; the genuine one was.
+    assert_eq!(
+        read("sig-genuine").await.expect("genuine"),
+        OpOutput::Data(Bytes::from_static(b"genuine"))
+    );
+    assert_eq!(
+        read("sig-replayed").await.expect("replayed"),
+        OpOutput::Data(Bytes::from_static(b"second")),
+        "a replayed write reverted a later one"
+    );
+    for name in ["sig-forged", "sig-skipped"] {
+        let e = read(name).await.expect_err(name);
+        assert_eq!(e.errno, quarry_common::Errno::ENOENT, "{name}: {e}");
+    }
+    still_serving(&c, pool, 300).await;
+
+    // The monitor: the same three cases on a real client.admin session.
+    use quarry_monc::wire::{Request as MonReq, Response as MonResp, KIND_REQUEST};
+    let mon = cl.mon_addrs()[0].clone();
+    let secret = cl.admin_secret();
+    async fn mon_session(
+        addr: &str,
+        secret: &quarry_auth::Secret,
+        t: Duration,
+    ) -> (TcpStream, FrameSigner, FrameSigner) {
+        use quarry_auth::handshake;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let cn = handshake::random_nonce();
+        let hello = MonReq::Hello {
+            entity: "client.admin".into(),
+            client_nonce: cn,
+            sign: true,
+        };
+        let f = Frame::new(KIND_REQUEST, 1, &hello, Bytes::new()).expect("frame");
+        write_frame(&mut s, &f).await.expect("hello");
+        let f = recv(&mut s, t, "mon hello").await;
+        let (sn, sp) = match quarry_monc::decode_response(&f) {
+            Ok(MonResp::Challenge {
+                server_nonce,
+                server_proof,
+                sign,
+            }) => {
+                assert!(sign, "the monitor signs by default");
+                (server_nonce, server_proof)
+            }
+            other => panic!("expected a challenge: {other:?}"),
+        };
+        assert_eq!(
+            sp,
+            handshake::server_proof(secret, "client.admin", &cn, &sn, 3)
+        );
+        let prove = MonReq::Prove {
+            proof: handshake::client_proof(secret, "client.admin", &cn, &sn, 3),
+        };
+        let f = Frame::new(KIND_REQUEST, 2, &prove, Bytes::new()).expect("frame");
+        write_frame(&mut s, &f).await.expect("prove");
+        let f = recv(&mut s, t, "mon prove").await;
+        assert!(
+            matches!(quarry_monc::decode_response(&f), Ok(MonResp::AuthOk { .. })),
+            "a genuine handshake succeeds"
+        );
+        let key = handshake::frame_key(secret, "client.admin", &cn, &sn);
+        let (tx, rx) = FrameSigner::pair(&key, Role::Connector);
+        (s, tx, rx)
+    }
+    let get_map = Frame::new(KIND_REQUEST, 5, &MonReq::GetMap, Bytes::new()).expect("frame");
+    let h = get_map.header().expect("header");
+    async fn map_answered(s: &mut TcpStream, rx: &mut FrameSigner, t: Duration) {
+        let f = tokio::time::timeout(t, read_frame_signed(s, Some(rx)))
+            .await
+            .expect("the monitor must answer, not hang")
+            .expect("a response signed by the monitor");
+        assert!(matches!(
+            quarry_monc::decode_response(&f),
+            Ok(MonResp::Map(_))
+        ));
+    }
+    // (a) wrong MAC
+    let (mut s, mut tx, mut rx) = mon_session(&mon, &secret, t).await;
+    s.write_all(&on_wire(&get_map, tx.sign(&h)))
+        .await
+        .expect("send");
+    map_answered(&mut s, &mut rx, t).await;
+    let mut tr = tx.sign(&h);
+    tr[10] ^= 0x40;
+    s.write_all(&on_wire(&get_map, tr)).await.expect("send");
+    closes(&mut s, "a frame with a wrong MAC to the monitor").await;
+    // (b) replayed
+    let (mut s, mut tx, mut rx) = mon_session(&mon, &secret, t).await;
+    let recorded = on_wire(&get_map, tx.sign(&h));
+    s.write_all(&recorded).await.expect("send");
+    map_answered(&mut s, &mut rx, t).await;
+    s.write_all(&recorded).await.expect("send");
+    closes(&mut s, "a replayed frame to the monitor").await;
+    // (c) skipped
+    let (mut s, tx, _rx) = mon_session(&mon, &secret, t).await;
+    s.write_all(&on_wire(&get_map, tx.trailer_at(2, &h)))
+        .await
+        .expect("send");
+    closes(
+        &mut s,
+        "a frame with a skipped sequence number to the monitor",
+    )
+    .await;
+
+    still_serving(&c, pool, 301).await;
 }

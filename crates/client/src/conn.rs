@@ -17,7 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use quarry_auth::Ticket;
 use quarry_common::Errno;
-use quarry_proto::{read_frame, write_frame, Frame, FrameError};
+use quarry_proto::{
+    read_frame, read_frame_signed, write_frame, Frame, FrameError, FrameSigner, Role, SignPolicy,
+};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -114,6 +116,9 @@ struct Out {
     queued: usize,
     /// The `Conn` is gone: the writer task ends once the queue is written.
     ending: bool,
+    /// Signs each frame as it is queued (under this lock, so in the order
+    /// the frames go out); `None` on an unsigned connection.
+    sig: Option<FrameSigner>,
 }
 
 impl Out {
@@ -234,11 +239,16 @@ fn ferr(addr: &str) -> impl Fn(FrameError) -> ConnError + '_ {
     }
 }
 
-async fn handshake(s: &mut TcpStream, addr: &str, ticket: &Ticket) -> Result<(), ConnError> {
+/// The signers (sending, receiving) of a connection whose frames are signed.
+type Signers = Option<(FrameSigner, FrameSigner)>;
+
+async fn handshake(s: &mut TcpStream, addr: &str, ticket: &Ticket) -> Result<Signers, ConnError> {
     let cn = quarry_auth::random_nonce();
+    let policy = SignPolicy::global();
     let hello = Hello {
         ticket: ticket.blob.to_vec(),
         client_nonce: cn,
+        sign: policy.sign,
     };
     write_frame(
         s,
@@ -270,15 +280,24 @@ async fn handshake(s: &mut TcpStream, addr: &str, ticket: &Ticket) -> Result<(),
         ))));
     }
     let ch: Challenge = f.decode().map_err(ferr(addr))?;
-    let want = quarry_auth::server_session_proof(&ticket.session_key, &cn, &ch.server_nonce);
+    let mode = SignPolicy::mode_byte(policy.sign, ch.sign);
+    let want = quarry_auth::server_session_proof(&ticket.session_key, &cn, &ch.server_nonce, mode);
     if !quarry_auth::ticket::check_session_proof(&want, &ch.server_proof) {
         return Err(ConnError::Auth {
             addr: addr.to_string(),
             msg: "the OSD failed to prove it holds the service key".into(),
         });
     }
+    let signed = SignPolicy::negotiated(policy.sign, ch.sign);
+    if let Some(msg) = policy.check(signed) {
+        // Leave before proving anything: the OSD sees the connection close.
+        return Err(ConnError::Auth {
+            addr: addr.to_string(),
+            msg,
+        });
+    }
     let proof = AuthProof {
-        client_proof: quarry_auth::session_proof(&ticket.session_key, &cn, &ch.server_nonce),
+        client_proof: quarry_auth::session_proof(&ticket.session_key, &cn, &ch.server_nonce, mode),
     };
     write_frame(
         s,
@@ -291,7 +310,11 @@ async fn handshake(s: &mut TcpStream, addr: &str, ticket: &Ticket) -> Result<(),
     r.map_err(|e| ConnError::Auth {
         addr: addr.to_string(),
         msg: e.msg,
-    })
+    })?;
+    Ok(signed.then(|| {
+        let key = quarry_auth::session_frame_key(&ticket.session_key, &cn, &ch.server_nonce);
+        FrameSigner::pair(&key, Role::Connector)
+    }))
 }
 
 impl Conn {
@@ -320,16 +343,26 @@ impl Conn {
                     source,
                 })?;
             let _ = s.set_nodelay(true);
-            handshake(&mut s, addr, ticket).await?;
-            Ok::<_, ConnError>(s)
+            let signers = handshake(&mut s, addr, ticket).await?;
+            Ok::<_, ConnError>((s, signers))
         };
-        let s = tokio::time::timeout(timeout, fut)
+        let (s, signers) = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| ConnError::Timeout(addr.to_string()))??;
-        Ok(Self::start(s, addr.to_string(), events))
+        Ok(Self::start(s, addr.to_string(), events, signers))
     }
 
-    fn start(s: TcpStream, addr: String, events: Option<mpsc::Sender<Frame>>) -> Arc<Conn> {
+    fn start(
+        s: TcpStream,
+        addr: String,
+        events: Option<mpsc::Sender<Frame>>,
+        signers: Signers,
+    ) -> Arc<Conn> {
+        let (wsig, mut rsig) = match signers {
+            Some((w, r)) => (Some(w), Some(r)),
+            None => (None, None),
+        };
+        let raddr = addr.clone();
         use std::os::fd::AsFd;
         let sock = s.as_fd().try_clone_to_owned().ok();
         let (rd, wr) = s.into_split();
@@ -341,6 +374,7 @@ impl Conn {
                 queue: VecDeque::new(),
                 queued: 0,
                 ending: false,
+                sig: wsig,
             }),
             kick: Notify::new(),
             space: Notify::new(),
@@ -387,7 +421,7 @@ impl Conn {
         });
         let reader = tokio::spawn(async move {
             loop {
-                match read_frame(&mut rd).await {
+                match read_frame_signed(&mut rd, rsig.as_mut()).await {
                     Ok(f) if f.kind == K_RESPONSE => {
                         let tx = lock(&pending).remove(&f.request_id);
                         if let Some(tx) = tx {
@@ -402,7 +436,16 @@ impl Conn {
                         }
                     }
                     Ok(_) => {} // Nothing else is expected; ignore.
-                    Err(_) => break,
+                    Err(e) => {
+                        if matches!(
+                            e,
+                            FrameError::BadSignature { .. } | FrameError::Sequence { .. }
+                        ) {
+                            // Callers resend on a new connection; say why.
+                            tracing::warn!("dropping connection to OSD {raddr}: {e}");
+                        }
+                        break;
+                    }
                 }
             }
             closed.store(true, Ordering::SeqCst);
@@ -451,7 +494,7 @@ impl Conn {
 
     /// Put a frame on the socket, or behind what is queued for it.
     async fn write(&self, frame: &Frame) -> Result<(), ConnError> {
-        let header = Bytes::copy_from_slice(&frame.header().map_err(ferr(&self.addr))?);
+        let hdr = frame.header().map_err(ferr(&self.addr))?;
         loop {
             // Registered before the check so a wake between the two counts.
             let space = self.out.space.notified();
@@ -464,9 +507,13 @@ impl Conn {
                 }
                 if o.queued < SEND_QUEUE_BYTES {
                     let idle = o.queue.is_empty();
-                    o.push(header);
+                    let trailer = o.sig.as_mut().map(|sig| sig.sign(&hdr));
+                    o.push(Bytes::copy_from_slice(&hdr));
                     o.push(frame.body.clone());
                     o.push(frame.data.clone());
+                    if let Some(t) = trailer {
+                        o.push(Bytes::copy_from_slice(&t));
+                    }
                     if idle {
                         // Nothing ahead of this frame: write it from here.
                         match o.write_some() {

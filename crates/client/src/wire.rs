@@ -57,6 +57,9 @@ pub struct Hello {
     pub ticket: Vec<u8>,
     /// Fresh random nonce.
     pub client_nonce: [u8; 16],
+    /// Whether the client signs its frames after the handshake
+    /// (`cephx_sign_messages`); covered by both proofs.
+    pub sign: bool,
 }
 
 /// Second handshake message.
@@ -64,15 +67,18 @@ pub struct Hello {
 pub struct Challenge {
     /// Fresh random nonce.
     pub server_nonce: [u8; 16],
-    /// `session_proof(session_key, server_nonce, client_nonce)`: the server
-    /// could open the ticket, so it holds the service key (mutual auth).
+    /// `server_session_proof(session_key, client_nonce, server_nonce,
+    /// mode)`: the server could open the ticket, so it holds the service
+    /// key (mutual auth).
     pub server_proof: [u8; 32],
+    /// Whether the OSD signs its frames after the handshake.
+    pub sign: bool,
 }
 
 /// Third handshake message.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuthProof {
-    /// `session_proof(session_key, client_nonce, server_nonce)`.
+    /// `session_proof(session_key, client_nonce, server_nonce, mode)`.
     pub client_proof: [u8; 32],
 }
 

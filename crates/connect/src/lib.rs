@@ -217,6 +217,11 @@ pub async fn connect(cfg: &Config) -> Result<Connection, ConnectError> {
             reason: e.to_string(),
         })?;
     let timeouts = client_timeouts(cfg);
+    // Process-wide, as the connections it makes outlive this call.
+    quarry_proto::SignPolicy::set_global(quarry_proto::SignPolicy {
+        sign: cfg.get_bool("cephx_sign_messages").unwrap_or(true),
+        require: cfg.get_bool("cephx_require_signatures").unwrap_or(false),
+    });
     let client = ClusterClient::connect(addrs, &entity, secret, timeouts)
         .await
         .map_err(ConnectError::Cluster)?;

@@ -121,12 +121,10 @@ impl Peers {
             addr: addr.to_string(),
             reason,
         };
-        let conn = Conn::connect(addr, timeout, None)
-            .await
-            .map_err(|e| perr(e.to_string()))?;
-        quarry_monc::authenticate(&conn, MON_ENTITY, &self.secret, timeout)
-            .await
-            .map_err(|e| perr(format!("authentication as mon. failed: {e}")))?;
+        let (conn, _) =
+            quarry_monc::connect_authenticated(addr, MON_ENTITY, &self.secret, timeout, None)
+                .await
+                .map_err(|e| perr(format!("connect and authenticate as mon.: {e}")))?;
         let conn = Arc::new(conn);
         if let Ok(mut m) = self.conns.lock() {
             m.insert(addr.to_string(), conn.clone());

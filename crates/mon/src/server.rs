@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -25,7 +25,10 @@ use quarry_monc::wire::{
     Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE,
 };
 use quarry_monc::{AuthEntry, ClusterStatus, ConfigEntry, Health, MonCommand, MonReply};
-use quarry_proto::{read_frame, write_frame, Frame, FrameError};
+use quarry_proto::{
+    read_frame, read_frame_signed, write_frame, write_frame_signed, Frame, FrameError, FrameSigner,
+    Role, SignPolicy,
+};
 
 use crate::config::MonConfig;
 use crate::keyring::KeyringEntry;
@@ -343,20 +346,19 @@ impl Mon {
         peer: SocketAddr,
         _permit: OwnedSemaphorePermit,
     ) {
-        let (mut rd, wr) = stream.into_split();
-        let (out_tx, out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
-        let writer = tokio::spawn(write_loop(wr, out_rx));
-        let session = match tokio::time::timeout(
+        let mut stream = stream;
+        // The handshake runs on the bare stream: the I/O tasks start after
+        // it, signing from the first frame on when both ends sign.
+        let (session, signers) = match tokio::time::timeout(
             self.cfg.timings.handshake,
-            self.handshake(&mut rd, &out_tx, peer),
+            self.handshake(&mut stream, peer),
         )
         .await
         {
-            Ok(Ok(s)) => Arc::new(s),
+            Ok(Ok((s, signers))) => (Arc::new(s), signers),
             Ok(Err(msg)) => {
                 tracing::warn!("mon.{}: handshake with {peer} failed: {msg}", self.cfg.name);
-                drop(out_tx);
-                let _ = writer.await;
+                let _ = stream.shutdown().await;
                 return;
             }
             Err(_) => {
@@ -373,10 +375,20 @@ impl Mon {
             self.cfg.name,
             session.entity
         );
+        let (wsig, mut rsig) = match signers {
+            Some((w, r)) => (Some(w), Some(r)),
+            None => (None, None),
+        };
+        let (rd, wr) = stream.into_split();
+        let mut rd = tokio::io::BufReader::new(rd);
+        let (out_tx, out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
+        let _writer = tokio::spawn(write_loop(wr, out_rx, wsig));
         let inflight = Arc::new(Semaphore::new(INFLIGHT_PER_CONN));
         let mut push_task: Option<tokio::task::JoinHandle<()>> = None;
         loop {
-            let f = match read_frame(&mut rd).await {
+            // A forged, replayed or reordered frame fails here, before it
+            // is decoded or acted on, and drops the connection (logged).
+            let f = match read_frame_signed(&mut rd, rsig.as_mut()).await {
                 Ok(f) => f,
                 Err(FrameError::Closed) => break,
                 Err(e) => {
@@ -460,14 +472,18 @@ impl Mon {
 
     async fn handshake(
         &self,
-        rd: &mut OwnedReadHalf,
-        out: &mpsc::Sender<Frame>,
+        s: &mut TcpStream,
         peer: SocketAddr,
-    ) -> Result<Session, String> {
+    ) -> Result<(Session, Signers), String> {
         // Refusals answer the request being refused (its id), then close.
-        let refuse = |id: u64, errno: Errno, message: String| async move {
-            send(
-                out,
+        async fn refuse(
+            s: &mut TcpStream,
+            id: u64,
+            errno: Errno,
+            message: String,
+        ) -> Result<(Session, Signers), String> {
+            send_direct(
+                s,
                 KIND_RESPONSE,
                 id,
                 &Response::Error {
@@ -476,14 +492,14 @@ impl Mon {
                 },
             )
             .await;
-            Err::<Session, String>(message)
-        };
-        let f = match read_frame(rd).await {
+            Err(message)
+        }
+        let f = match read_frame(s).await {
             Ok(f) => f,
             Err(FrameError::BadVersion(v)) => {
                 // Tell a client of another release why, in our version
                 // (it fails at once instead of retrying), then close.
-                let _ = out.send(quarry_proto::version_mismatch_frame(v)).await;
+                let _ = write_frame(s, &quarry_proto::version_mismatch_frame(v)).await;
                 return Err(FrameError::BadVersion(v).to_string());
             }
             Err(e) => return Err(e.to_string()),
@@ -492,16 +508,17 @@ impl Mon {
         if f.kind != KIND_REQUEST {
             return Err(format!("frame kind {} before authentication", f.kind));
         }
-        let (entity, cn) = match f.decode::<Request>() {
+        let (entity, cn, client_signs) = match f.decode::<Request>() {
             Ok(Request::Hello {
                 entity,
                 client_nonce,
-            }) => (entity, client_nonce),
-            Ok(_) => return refuse(id, Errno::EACCES, "authenticate first".into()).await,
+                sign,
+            }) => (entity, client_nonce, sign),
+            Ok(_) => return refuse(s, id, Errno::EACCES, "authenticate first".into()).await,
             Err(e) => return Err(format!("bad handshake body: {e}")),
         };
         if entity.len() > MAX_ENTITY_LEN {
-            return refuse(id, Errno::EINVAL, "entity name too long".into()).await;
+            return refuse(s, id, Errno::EINVAL, "entity name too long".into()).await;
         }
         let is_mon = entity == MON_ENTITY;
         let secret = if is_mon {
@@ -515,6 +532,7 @@ impl Mon {
             });
             if !init {
                 return refuse(
+                    s,
                     id,
                     Errno::EAGAIN,
                     "monitor not ready: cluster not bootstrapped yet".into(),
@@ -524,18 +542,25 @@ impl Mon {
             secret
         };
         let Some(secret) = secret else {
-            return refuse(id, Errno::EACCES,
+            return refuse(s, id, Errno::EACCES,
                 format!("authentication error: unknown entity {entity} (no such user in the cluster's auth database)"),
             )
             .await;
         };
+        let policy = SignPolicy::global();
+        let mode = SignPolicy::mode_byte(client_signs, policy.sign);
+        let signed = SignPolicy::negotiated(client_signs, policy.sign);
+        if let Some(msg) = policy.check(signed) {
+            return refuse(s, id, Errno::EACCES, format!("authentication error: {msg}")).await;
+        }
         let sn = handshake::random_nonce();
         let challenge = Response::Challenge {
             server_nonce: sn,
-            server_proof: handshake::server_proof(&secret, &entity, &cn, &sn),
+            server_proof: handshake::server_proof(&secret, &entity, &cn, &sn, mode),
+            sign: policy.sign,
         };
-        send(out, KIND_RESPONSE, id, &challenge).await;
-        let f = match read_frame(rd).await {
+        send_direct(s, KIND_RESPONSE, id, &challenge).await;
+        let f = match read_frame(s).await {
             Ok(f) => f,
             Err(FrameError::Closed) => {
                 return Err(format!(
@@ -548,11 +573,15 @@ impl Mon {
         let proof = match f.decode::<Request>() {
             Ok(Request::Prove { proof }) => proof,
             Ok(_) | Err(_) => {
-                return refuse(id, Errno::EACCES, "expected the client's proof".into()).await
+                return refuse(s, id, Errno::EACCES, "expected the client's proof".into()).await
             }
         };
-        if !handshake::proofs_equal(&handshake::client_proof(&secret, &entity, &cn, &sn), &proof) {
+        if !handshake::proofs_equal(
+            &handshake::client_proof(&secret, &entity, &cn, &sn, mode),
+            &proof,
+        ) {
             return refuse(
+                s,
                 id,
                 Errno::EACCES,
                 format!("authentication error: wrong key for {entity}"),
@@ -566,7 +595,7 @@ impl Mon {
                 Ok(g) => g,
                 Err(e) => {
                     let errno = Errno::from_code(e.errno);
-                    return refuse(id, errno, e.message).await;
+                    return refuse(s, id, errno, e.message).await;
                 }
             }
         };
@@ -578,19 +607,26 @@ impl Mon {
                 .unwrap_or_else(Caps::none)
         };
         let ticket = self.make_ticket(&entity, global_id, osd_caps, &secret, &cn);
-        send(
-            out,
+        send_direct(
+            s,
             KIND_RESPONSE,
             id,
             &Response::AuthOk { global_id, ticket },
         )
         .await;
-        Ok(Session {
-            entity,
-            global_id,
-            is_mon,
-            secret,
-        })
+        let signers = signed.then(|| {
+            let key = handshake::frame_key(&secret, &entity, &cn, &sn);
+            FrameSigner::pair(&key, Role::Acceptor)
+        });
+        Ok((
+            Session {
+                entity,
+                global_id,
+                is_mon,
+                secret,
+            },
+            signers,
+        ))
     }
 
     async fn handle(&self, s: &Session, req: Request) -> Response {
@@ -1383,10 +1419,27 @@ async fn send<T: serde::Serialize>(out: &mpsc::Sender<Frame>, kind: u8, request_
     }
 }
 
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Frame>) {
+/// The (sending, receiving) frame signers of a signed connection.
+type Signers = Option<(FrameSigner, FrameSigner)>;
+
+/// Write one handshake frame on the bare stream (unsigned).
+async fn send_direct<T: serde::Serialize>(s: &mut TcpStream, kind: u8, request_id: u64, body: &T) {
+    match Frame::new(kind, request_id, body, Bytes::new()) {
+        Ok(f) => {
+            let _ = write_frame(s, &f).await;
+        }
+        Err(e) => tracing::error!("cannot encode a monitor response: {e}"),
+    }
+}
+
+async fn write_loop(
+    wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Frame>,
+    mut sig: Option<FrameSigner>,
+) {
     let mut w = BufWriter::new(wr);
     while let Some(f) = rx.recv().await {
-        if write_frame(&mut w, &f).await.is_err() {
+        if write_frame_signed(&mut w, &f, sig.as_mut()).await.is_err() {
             return;
         }
         if rx.is_empty() && w.flush().await.is_err() {

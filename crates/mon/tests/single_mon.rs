@@ -520,11 +520,13 @@ async fn replayed_or_tampered_handshake_is_refused() {
     let hello = Request::Hello {
         entity: "client.admin".into(),
         client_nonce: cn,
+        sign: true,
     };
     let challenge = |f: &quarry_proto::Frame| match decode_response(f).expect("challenge") {
         Response::Challenge {
             server_nonce,
             server_proof,
+            sign: true,
         } => (server_nonce, server_proof),
         other => panic!("{other:?}"),
     };
@@ -538,9 +540,9 @@ async fn replayed_or_tampered_handshake_is_refused() {
     );
     assert_eq!(
         sp1,
-        handshake::server_proof(&key, "client.admin", &cn, &sn1)
+        handshake::server_proof(&key, "client.admin", &cn, &sn1, 3)
     );
-    let proof1 = handshake::client_proof(&key, "client.admin", &cn, &sn1);
+    let proof1 = handshake::client_proof(&key, "client.admin", &cn, &sn1, 3);
     let ok = c1
         .call(
             request_frame(&Request::Prove { proof: proof1 }).expect("f"),
@@ -577,7 +579,7 @@ async fn replayed_or_tampered_handshake_is_refused() {
             .await
             .expect("hello"),
     );
-    let mut bad = handshake::client_proof(&key, "client.admin", &cn, &sn3);
+    let mut bad = handshake::client_proof(&key, "client.admin", &cn, &sn3, 3);
     bad[0] ^= 0x80;
     let r = c3
         .call(request_frame(&Request::Prove { proof: bad }).expect("f"), t)

@@ -11,7 +11,7 @@ use tokio::io::BufWriter;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use quarry_proto::{read_frame, write_frame, Frame, FrameError};
+use quarry_proto::{read_frame_signed, write_frame_signed, Frame, FrameError, FrameSigner};
 
 /// Requests queued for the writer at most (bounded, as every queue).
 const WRITE_QUEUE: usize = 256;
@@ -70,29 +70,35 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Connect to `addr` within `timeout`.
+    /// Connect to `addr` within `timeout`, without authenticating (the
+    /// handshake then runs as calls on the connection, unsigned; tests of
+    /// the handshake use it). Clients use [`crate::connect_authenticated`].
     pub async fn connect(
         addr: &str,
         timeout: Duration,
         on_push: Option<PushHandler>,
     ) -> Result<Conn, ConnError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(ConnError::Connect {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(ConnError::Connect {
-                    addr: addr.to_string(),
-                    reason: format!("timed out after {timeout:?}"),
-                })
-            }
+        let stream = tcp_connect(addr, timeout).await?;
+        Ok(Conn::start(stream, addr, on_push, None))
+    }
+
+    /// Start the pipelined I/O tasks on a connected (and, with `signers`,
+    /// authenticated) stream: with signers every frame is signed and
+    /// every received frame's signature checked before it is handed on.
+    pub fn start(
+        stream: TcpStream,
+        addr: &str,
+        on_push: Option<PushHandler>,
+        signers: Option<(FrameSigner, FrameSigner)>,
+    ) -> Conn {
+        let (mut wsig, mut rsig) = match signers {
+            Some((w, r)) => (Some(w), Some(r)),
+            None => (None, None),
         };
         let _ = stream.set_nodelay(true);
-        let (mut rd, wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        // Buffered: a frame's header, body and trailer in one read syscall.
+        let mut rd = tokio::io::BufReader::new(rd);
         let (tx, mut rx) = mpsc::channel::<Frame>(WRITE_QUEUE);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
@@ -104,7 +110,7 @@ impl Conn {
         tokio::spawn(async move {
             let mut w = BufWriter::new(wr);
             while let Some(f) = rx.recv().await {
-                let mut res = write_frame(&mut w, &f).await;
+                let mut res = write_frame_signed(&mut w, &f, wsig.as_mut()).await;
                 // Flush only when nothing else is queued: batches small frames.
                 if res.is_ok() && rx.is_empty() {
                     res = tokio::io::AsyncWriteExt::flush(&mut w)
@@ -126,7 +132,7 @@ impl Conn {
         let rversion = version_error.clone();
         let reader = tokio::spawn(async move {
             loop {
-                match read_frame(&mut rd).await {
+                match read_frame_signed(&mut rd, rsig.as_mut()).await {
                     Ok(f) if f.kind == quarry_proto::K_VERSION_MISMATCH => {
                         if let Ok(mut v) = rversion.lock() {
                             *v = Some(
@@ -156,6 +162,11 @@ impl Conn {
                             let _ = w.send(f);
                         }
                     }
+                    Err(e @ (FrameError::BadSignature { .. } | FrameError::Sequence { .. })) => {
+                        // Callers see the connection lost and reconnect.
+                        tracing::warn!("dropping connection to monitor {raddr}: {e}");
+                        break;
+                    }
                     Err(e) => {
                         if !matches!(e, FrameError::Closed) {
                             tracing::debug!("connection to {raddr}: {e}");
@@ -171,7 +182,7 @@ impl Conn {
                 p.clear();
             }
         });
-        Ok(Conn {
+        Conn {
             addr: addr.to_string(),
             tx,
             pending,
@@ -180,7 +191,7 @@ impl Conn {
             closed_rx,
             reader,
             version_error,
-        })
+        }
     }
 
     /// The error for a call on a closed connection: a wire version
@@ -244,5 +255,23 @@ impl Conn {
                 Err(ConnError::Timeout(self.addr.clone(), timeout))
             }
         }
+    }
+}
+
+/// Open a TCP connection to `addr` within `timeout`.
+pub async fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ConnError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(ConnError::Connect {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ConnError::Connect {
+            addr: addr.to_string(),
+            reason: format!("timed out after {timeout:?}"),
+        }),
     }
 }

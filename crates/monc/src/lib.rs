@@ -25,7 +25,7 @@ use tokio::sync::{watch, Notify};
 use quarry_auth::{handshake, AuthError, Secret, Ticket};
 use quarry_common::Errno;
 use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
-use quarry_proto::Frame;
+use quarry_proto::{read_frame, write_frame, Frame, FrameError, FrameSigner, Role, SignPolicy};
 
 pub use conn::{Conn, ConnError};
 pub use wire::{AuthEntry, ClusterStatus, ConfigEntry, Health, MonCommand, MonReply};
@@ -154,27 +154,79 @@ pub struct AuthOutcome {
     pub ticket: Ticket,
 }
 
-/// Run the handshake on a fresh connection as `entity`.
-pub async fn authenticate(
-    conn: &Conn,
+/// Connect to the monitor at `addr` and authenticate as `entity` (the
+/// handshake runs on the bare stream, so the frames after it are signed
+/// from the first one on when both ends sign); returns the running
+/// connection and the session's ticket.
+pub async fn connect_authenticated(
+    addr: &str,
     entity: &str,
     secret: &Secret,
     timeout: Duration,
-) -> Result<AuthOutcome, MonClientError> {
+    on_push: Option<conn::PushHandler>,
+) -> Result<(Conn, AuthOutcome), MonClientError> {
+    let fut = async {
+        let mut s = conn::tcp_connect(addr, timeout)
+            .await
+            .map_err(|e| MonClientError::Timeout(timeout, e.to_string()))?;
+        let (auth, signers) = authenticate_stream(&mut s, addr, entity, secret, timeout).await?;
+        Ok::<_, MonClientError>((Conn::start(s, addr, on_push, signers), auth))
+    };
+    tokio::time::timeout(timeout, fut).await.map_err(|_| {
+        MonClientError::Timeout(
+            timeout,
+            format!("monitor {addr} did not complete the handshake"),
+        )
+    })?
+}
+
+/// The (sending, receiving) frame signers of a signed connection.
+type Signers = Option<(FrameSigner, FrameSigner)>;
+
+async fn handshake_call(
+    s: &mut tokio::net::TcpStream,
+    addr: &str,
+    id: u64,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, MonClientError> {
+    let mut f = request_frame(req)?;
+    f.request_id = id;
+    let lost = |e: FrameError| match e {
+        FrameError::BadVersion(_) => MonClientError::Version(format!("monitor {addr}: {e}")),
+        e => MonClientError::Timeout(timeout, format!("monitor {addr}: {e}")),
+    };
+    write_frame(s, &f).await.map_err(lost)?;
+    let f = read_frame(s).await.map_err(lost)?;
+    if f.kind == quarry_proto::K_VERSION_MISMATCH {
+        let msg: String = f
+            .decode()
+            .unwrap_or_else(|_| "wire version mismatch".into());
+        return Err(MonClientError::Version(format!("monitor {addr}: {msg}")));
+    }
+    decode_response(&f)
+}
+
+async fn authenticate_stream(
+    s: &mut tokio::net::TcpStream,
+    addr: &str,
+    entity: &str,
+    secret: &Secret,
+    timeout: Duration,
+) -> Result<(AuthOutcome, Signers), MonClientError> {
     let cn = handshake::random_nonce();
+    let policy = SignPolicy::global();
     let hello = Request::Hello {
         entity: entity.to_string(),
         client_nonce: cn,
+        sign: policy.sign,
     };
-    let f = conn
-        .call(request_frame(&hello)?, timeout)
-        .await
-        .map_err(|e| conn_err(e, timeout))?;
-    let (sn, sproof) = match decode_response(&f)? {
+    let (sn, sproof, server_signs) = match handshake_call(s, addr, 1, &hello, timeout).await? {
         Response::Challenge {
             server_nonce,
             server_proof,
-        } => (server_nonce, server_proof),
+            sign,
+        } => (server_nonce, server_proof, sign),
         other => {
             return Err(MonClientError::Protocol(format!(
                 "expected a challenge, got {other:?}"
@@ -183,22 +235,35 @@ pub async fn authenticate(
     };
     // Check the monitor first: with a wrong key this is where we notice, and
     // a fake monitor never gets our proof.
-    let want = handshake::server_proof(secret, entity, &cn, &sn);
+    let mode = SignPolicy::mode_byte(policy.sign, server_signs);
+    let want = handshake::server_proof(secret, entity, &cn, &sn, mode);
     if !handshake::proofs_equal(&want, &sproof) {
         return Err(AuthError::BadServerProof(entity.to_string()).into());
     }
+    let signed = SignPolicy::negotiated(policy.sign, server_signs);
+    if let Some(msg) = policy.check(signed) {
+        return Err(MonClientError::Remote {
+            errno: Errno::EACCES,
+            message: format!("authentication error with monitor {addr}: {msg}"),
+        });
+    }
     let prove = Request::Prove {
-        proof: handshake::client_proof(secret, entity, &cn, &sn),
+        proof: handshake::client_proof(secret, entity, &cn, &sn, mode),
     };
-    let f = conn
-        .call(request_frame(&prove)?, timeout)
-        .await
-        .map_err(|e| conn_err(e, timeout))?;
-    match decode_response(&f)? {
-        Response::AuthOk { global_id, ticket } => Ok(AuthOutcome {
-            global_id,
-            ticket: unwrap_ticket(secret, entity, &cn, ticket),
-        }),
+    match handshake_call(s, addr, 2, &prove, timeout).await? {
+        Response::AuthOk { global_id, ticket } => {
+            let signers = signed.then(|| {
+                let key = handshake::frame_key(secret, entity, &cn, &sn);
+                FrameSigner::pair(&key, Role::Connector)
+            });
+            Ok((
+                AuthOutcome {
+                    global_id,
+                    ticket: unwrap_ticket(secret, entity, &cn, ticket),
+                },
+                signers,
+            ))
+        }
         other => Err(MonClientError::Protocol(format!(
             "expected auth ok, got {other:?}"
         ))),
@@ -285,9 +350,18 @@ impl Inner {
                     publish_map(&map_tx, *m);
                 }
             });
-            match Conn::connect(addr, per_try, Some(on_push)).await {
-                Err(e) => last = e.to_string(),
-                Ok(conn) => match self.start_session(conn, per_try).await {
+            match connect_authenticated(
+                addr,
+                &self.cfg.entity,
+                &self.cfg.secret,
+                per_try,
+                Some(on_push),
+            )
+            .await
+            {
+                Err(e) if e.is_definitive() => return Err(e),
+                Err(e) => last = format!("monitor {addr}: {e}"),
+                Ok((conn, auth)) => match self.start_session(conn, auth, per_try).await {
                     Ok(s) => return Ok(s),
                     Err(e) if e.is_definitive() => return Err(e),
                     Err(e) => last = format!("monitor {addr}: {e}"),
@@ -306,9 +380,9 @@ impl Inner {
     async fn start_session(
         &self,
         conn: Conn,
+        auth: AuthOutcome,
         timeout: Duration,
     ) -> Result<Arc<Session>, MonClientError> {
-        let auth = authenticate(&conn, &self.cfg.entity, &self.cfg.secret, timeout).await?;
         let have = self.map_tx.borrow().epoch;
         let f = conn
             .call(request_frame(&Request::Subscribe { have })?, timeout)

@@ -29,6 +29,9 @@ pub enum Request {
         entity: String,
         /// Fresh client nonce.
         client_nonce: [u8; 16],
+        /// Whether the client signs its frames after the handshake
+        /// (`cephx_sign_messages`); both proofs cover it.
+        sign: bool,
     },
     /// The client's proof (after checking the monitor's).
     Prove {
@@ -88,6 +91,8 @@ pub enum Response {
         server_nonce: [u8; 16],
         /// `quarry_auth::server_proof`.
         server_proof: [u8; 32],
+        /// Whether the monitor signs its frames after the handshake.
+        sign: bool,
     },
     /// Handshake done.
     AuthOk {

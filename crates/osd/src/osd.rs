@@ -15,7 +15,10 @@ use quarry_client::wire::{
 use quarry_common::Errno;
 use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
 use quarry_monc::{MonClient, MonClientConfig};
-use quarry_proto::{read_frame, write_frame, Frame};
+use quarry_proto::{
+    read_frame, read_frame_signed, write_frame, write_frame_signed, Frame, FrameSigner, Role,
+    SignPolicy,
+};
 use quarry_rados::{
     ListEntry, ObjectId, Op, OpOutput, OpReply, OpRequest, PoolId, PoolStat, RadosError, Watcher,
     NOSNAP,
@@ -539,7 +542,10 @@ impl Osd {
         }
     }
 
-    async fn handshake(&self, s: &mut TcpStream) -> Result<Claims, String> {
+    async fn handshake(
+        &self,
+        s: &mut TcpStream,
+    ) -> Result<(Claims, Option<(FrameSigner, FrameSigner)>), String> {
         let f = match read_frame(s).await {
             Ok(f) => f,
             Err(quarry_proto::FrameError::BadVersion(v)) => {
@@ -567,13 +573,26 @@ impl Osd {
             }
         };
         let sn = quarry_auth::random_nonce();
+        let policy = SignPolicy::global();
+        let mode = SignPolicy::mode_byte(hello.sign, policy.sign);
+        let signed = SignPolicy::negotiated(hello.sign, policy.sign);
+        if let Some(msg) = policy.check(signed) {
+            let msg = format!("authentication error: {msg}");
+            let r: AuthResult = Err(WireError::new(Errno::EACCES, msg.clone()));
+            if let Ok(fr) = Frame::new(K_AUTH_RESULT, 0, &r, Bytes::new()) {
+                let _ = write_frame(s, &fr).await;
+            }
+            return Err(msg);
+        }
         let ch = Challenge {
             server_nonce: sn,
             server_proof: quarry_auth::server_session_proof(
                 &claims.session_key,
                 &hello.client_nonce,
                 &sn,
+                mode,
             ),
+            sign: policy.sign,
         };
         let fr = Frame::new(K_CHALLENGE, 0, &ch, Bytes::new()).map_err(|e| e.to_string())?;
         write_frame(s, &fr).await.map_err(|e| e.to_string())?;
@@ -582,7 +601,7 @@ impl Osd {
             return Err(format!("expected auth proof, got kind {}", f.kind));
         }
         let proof: AuthProof = f.decode().map_err(|e| e.to_string())?;
-        let want = quarry_auth::session_proof(&claims.session_key, &hello.client_nonce, &sn);
+        let want = quarry_auth::session_proof(&claims.session_key, &hello.client_nonce, &sn, mode);
         let r: AuthResult = if quarry_auth::ticket::check_session_proof(&want, &proof.client_proof)
         {
             Ok(())
@@ -594,12 +613,17 @@ impl Osd {
         };
         let fr = Frame::new(K_AUTH_RESULT, 0, &r, Bytes::new()).map_err(|e| e.to_string())?;
         write_frame(s, &fr).await.map_err(|e| e.to_string())?;
-        r.map(|_| claims).map_err(|e| e.msg)
+        r.map_err(|e| e.msg)?;
+        let signers = signed.then(|| {
+            let key = quarry_auth::session_frame_key(&claims.session_key, &hello.client_nonce, &sn);
+            FrameSigner::pair(&key, Role::Acceptor)
+        });
+        Ok((claims, signers))
     }
 
     async fn serve_conn(self: Arc<Self>, mut s: TcpStream, peer: String) {
         let _ = s.set_nodelay(true);
-        let claims =
+        let (claims, signers) =
             match tokio::time::timeout(self.handshake_timeout, self.handshake(&mut s)).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
@@ -616,6 +640,10 @@ impl Osd {
         // one read syscall instead of three.
         let mut rd = tokio::io::BufReader::with_capacity(64 << 10, rd);
         let (tx, mut rx) = mpsc::channel::<Frame>(CONN_SEND_QUEUE);
+        let (mut wsig, mut rsig) = match signers {
+            Some((w, r)) => (Some(w), Some(r)),
+            None => (None, None),
+        };
         let ctx = Arc::new(ConnCtx {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             claims,
@@ -629,7 +657,7 @@ impl Osd {
         let writer = tokio::spawn(async move {
             let mut w = BufWriter::with_capacity(64 << 10, wr);
             while let Some(f) = rx.recv().await {
-                if write_frame(&mut w, &f).await.is_err() {
+                if write_frame_signed(&mut w, &f, wsig.as_mut()).await.is_err() {
                     break;
                 }
                 if rx.is_empty() && w.flush().await.is_err() {
@@ -640,9 +668,19 @@ impl Osd {
         });
         let slots = Arc::new(Semaphore::new(CONN_IN_FLIGHT));
         loop {
-            let f = match read_frame(&mut rd).await {
+            // A forged, replayed or reordered frame fails here, before it
+            // is decoded or acted on, and drops the connection (logged).
+            let f = match read_frame_signed(&mut rd, rsig.as_mut()).await {
                 Ok(f) => f,
                 Err(quarry_proto::FrameError::Closed) => break,
+                Err(
+                    e @ (quarry_proto::FrameError::BadSignature { .. }
+                    | quarry_proto::FrameError::Sequence { .. }),
+                ) => {
+                    tracing::warn!(osd = self.id, %peer, entity = %ctx.claims.entity,
+                        "dropping connection: {e}");
+                    break;
+                }
                 Err(e) => {
                     tracing::info!(osd = self.id, %peer, "dropping connection: {e}");
                     break;

@@ -22,10 +22,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use quarry_common::Errno;
 
+pub mod sign;
+pub use sign::{FrameSigner, Role, SignPolicy, SIG_LEN};
+
 /// Frame magic: "QRY1" little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"QRY1");
-/// Wire format version.
-pub const VERSION: u8 = 1;
+/// Wire format version (2: frames after the handshake carry a signature
+/// trailer, see [`sign`]).
+pub const VERSION: u8 = 2;
 /// Frame kind reserved in every protocol: a daemon's answer to a frame of
 /// another wire version, in its own version, before it closes the
 /// connection. A peer of another version fails to parse it with
@@ -93,6 +97,23 @@ pub enum FrameError {
     /// The body could not be encoded or decoded.
     #[error("frame body {0}")]
     Codec(String),
+    /// The frame's MAC does not verify: forged or altered on the path.
+    #[error("frame signature mismatch (request {request_id}, sequence {seq}): forged or altered in flight")]
+    BadSignature {
+        /// Request id the header claims.
+        request_id: u64,
+        /// Sequence number the trailer claims.
+        seq: u64,
+    },
+    /// A correctly signed frame out of sequence: replayed, dropped or
+    /// reordered on the path.
+    #[error("frame sequence {got} where {want} is due: replayed, dropped or reordered in flight")]
+    Sequence {
+        /// Sequence number received.
+        got: u64,
+        /// Sequence number expected.
+        want: u64,
+    },
 }
 
 impl FrameError {
@@ -102,6 +123,7 @@ impl FrameError {
             FrameError::Closed | FrameError::Io(_) => Errno::ENOTCONN,
             FrameError::TooLarge { .. } => Errno::E2BIG,
             FrameError::BadVersion(_) => Errno::EOPNOTSUPP,
+            FrameError::BadSignature { .. } | FrameError::Sequence { .. } => Errno::EACCES,
             _ => Errno::EIO,
         }
     }
@@ -240,8 +262,18 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
     Ok(hdr)
 }
 
-/// Read one frame. A clean EOF before the first header byte is `Closed`.
+/// Read one unsigned frame (handshake frames). A clean EOF before the
+/// first header byte is `Closed`.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
+    read_frame_signed(r, None).await
+}
+
+/// Read one frame; with a signer, its signature trailer is read and checked
+/// (MAC, then sequence) before the frame is returned to be acted on.
+pub async fn read_frame_signed<R: AsyncRead + Unpin>(
+    r: &mut R,
+    sig: Option<&mut FrameSigner>,
+) -> Result<Frame, FrameError> {
     let mut h = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -264,6 +296,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameE
     if crc32c::crc32c(&data) != hdr.data_crc {
         return Err(FrameError::DataCrc(hdr.request_id));
     }
+    if let Some(sig) = sig {
+        let mut t = [0u8; SIG_LEN];
+        r.read_exact(&mut t).await?;
+        sig.verify(&h, hdr.request_id, &t)?;
+    }
     Ok(Frame {
         kind: hdr.kind,
         flags: hdr.flags,
@@ -285,8 +322,18 @@ async fn read_exact_bytes<R: AsyncRead + Unpin>(
     Ok(buf.freeze())
 }
 
-/// Write one frame (header, body, data) without copying the data payload.
+/// Write one unsigned frame (header, body, data; handshake frames)
+/// without copying the data payload.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), FrameError> {
+    write_frame_signed(w, f, None).await
+}
+
+/// Write one frame, followed by its signature trailer when `sig` is given.
+pub async fn write_frame_signed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    f: &Frame,
+    sig: Option<&mut FrameSigner>,
+) -> Result<(), FrameError> {
     let h = f.header()?;
     w.write_all(&h).await?;
     if !f.body.is_empty() {
@@ -294,6 +341,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<
     }
     if !f.data.is_empty() {
         w.write_all(&f.data).await?;
+    }
+    if let Some(sig) = sig {
+        w.write_all(&sig.sign(&h)).await?;
     }
     Ok(())
 }
@@ -435,6 +485,65 @@ mod tests {
         assert_eq!(back.kind, K_VERSION_MISMATCH);
         let msg: String = back.decode().expect("message");
         assert!(msg.contains(&format!("version {}", VERSION + 1)), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn signed_stream_roundtrip_and_attacks() {
+        let key = [3u8; 32];
+        let (mut ctx, _) = FrameSigner::pair(&key, Role::Connector);
+        let (_, mut srx) = FrameSigner::pair(&key, Role::Acceptor);
+        let mut frames = Vec::new();
+        for i in 0..3u64 {
+            let mut f = sample();
+            f.request_id = i;
+            let mut b = Vec::new();
+            write_frame_signed(&mut b, &f, Some(&mut ctx))
+                .await
+                .expect("write");
+            assert_eq!(b.len(), HEADER_LEN + f.body.len() + f.data.len() + SIG_LEN);
+            frames.push(b);
+        }
+        // In order: accepted.
+        let mut rx = srx.clone();
+        for (i, b) in frames[..2].iter().enumerate() {
+            let g = read_frame_signed(&mut &b[..], Some(&mut rx))
+                .await
+                .expect("signed frame");
+            assert_eq!(g.request_id, i as u64);
+        }
+        // Replayed: frame 1 again.
+        assert!(matches!(
+            read_frame_signed(&mut &frames[1][..], Some(&mut rx.clone())).await,
+            Err(FrameError::Sequence { got: 2, want: 3 })
+        ));
+        // Skipped: frame 3 where frame 2 is due.
+        assert!(matches!(
+            read_frame_signed(&mut &frames[2][..], Some(&mut srx.clone())).await,
+            Err(FrameError::Sequence { got: 3, want: 1 })
+        ));
+        // A frame whose crcs were recomputed after changing the payload
+        // passes the crc checks but not the MAC.
+        let mut evil = sample();
+        evil.data = Bytes::from_static(b"DATA BYTES");
+        let mut h = evil.header().expect("header").to_vec();
+        h.extend_from_slice(&evil.body);
+        h.extend_from_slice(&evil.data);
+        h.extend_from_slice(&frames[0][frames[0].len() - SIG_LEN..]);
+        let e = read_frame_signed(&mut &h[..], Some(&mut srx))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FrameError::BadSignature { seq: 1, .. }), "{e}");
+        assert_eq!(e.errno(), Errno::EACCES);
+        // An unsigned frame where a signed one is due: the trailer is
+        // missing (here: end of stream), never accepted.
+        let mut b = Vec::new();
+        write_frame(&mut b, &sample()).await.expect("write");
+        assert!(read_frame_signed(
+            &mut &b[..],
+            Some(&mut FrameSigner::new(&key, Role::Connector))
+        )
+        .await
+        .is_err());
     }
 
     #[test]
