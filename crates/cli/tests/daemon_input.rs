@@ -532,6 +532,52 @@ async fn forged_replayed_or_skipped_signed_frames_are_dropped() {
     s.write_all(&on_wire(&f, tr)).await.expect("send");
     closes(&mut s, "a frame with a skipped sequence number to the OSD").await;
 
+    // (d) A client announcing cephx_sign_messages = false: the OSD (which
+    // signs) falls back to crc-only frames, as Ceph does, and the proofs
+    // bind the announcement (the proof for "both sign" does not verify).
+    let mut s = TcpStream::connect(&osd).await.expect("connect");
+    let cn = quarry_auth::random_nonce();
+    let hello = Hello {
+        ticket: ticket.blob.to_vec(),
+        client_nonce: cn,
+        sign: false,
+    };
+    let f = Frame::new(K_HELLO, 0, &hello, Bytes::new()).expect("frame");
+    write_frame(&mut s, &f).await.expect("hello");
+    let ch: Challenge = recv(&mut s, t, "unsigned hello")
+        .await
+        .decode()
+        .expect("challenge");
+    assert_eq!(
+        ch.server_proof,
+        quarry_auth::server_session_proof(&ticket.session_key, &cn, &ch.server_nonce, 2)
+    );
+    assert_ne!(
+        ch.server_proof,
+        quarry_auth::server_session_proof(&ticket.session_key, &cn, &ch.server_nonce, 3),
+        "a stripped announcement must not verify"
+    );
+    let proof = AuthProof {
+        client_proof: quarry_auth::session_proof(&ticket.session_key, &cn, &ch.server_nonce, 2),
+    };
+    let f = Frame::new(K_AUTH, 0, &proof, Bytes::new()).expect("frame");
+    write_frame(&mut s, &f).await.expect("proof");
+    let r: AuthResult = recv(&mut s, t, "unsigned proof")
+        .await
+        .decode()
+        .expect("result");
+    r.expect("an unsigned client is accepted by default");
+    let f = write_req(epoch, pool, "sig-unsigned", b"unsigned");
+    write_frame(&mut s, &f).await.expect("send");
+    let f = recv(&mut s, t, "an unsigned write").await;
+    assert_eq!(f.kind, K_RESPONSE);
+    let r: Response = f.decode().expect("response");
+    r.expect("unsigned write");
+    assert_eq!(
+        read("sig-unsigned").await.expect("unsigned"),
+        OpOutput::Data(Bytes::from_static(b"unsigned"))
+    );
+
     // None of them was acted on; the genuine one was.
     assert_eq!(
         read("sig-genuine").await.expect("genuine"),
