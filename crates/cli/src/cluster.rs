@@ -153,8 +153,8 @@ fn apply_sign_policy(conf: &ConfFile, ty: &str, name: &str) -> R<()> {
             .or_else(|| conf.get("global", key))
     };
     let p = quarry_proto::SignPolicy::from_options(
-        get("cephx_sign_messages").as_deref(),
-        get("cephx_require_signatures").as_deref(),
+        get("cephx_sign_messages"),
+        get("cephx_require_signatures"),
     )?;
     quarry_proto::SignPolicy::set_global(p);
     Ok(())
