@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use quarry_client::{ClientTimeouts, ClusterClient};
@@ -131,6 +131,17 @@ impl Hosts {
             .args(args))
     }
 
+    /// Ask every daemon to log its state (OSDs dump their PGs on SIGUSR1).
+    fn dump_daemons(&self) {
+        for (name, child) in self.daemons.lock().expect("daemons").iter() {
+            if name.starts_with("osd.") {
+                // SAFETY: a signal to a daemon this test started (`ip netns
+                // exec` execs it, so the child's pid is the daemon's).
+                unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+            }
+        }
+    }
+
     fn kill9(&self, name: &str) {
         let mut daemons = self.daemons.lock().expect("daemons");
         let (_, child) = daemons.iter_mut().find(|(n, _)| n == name).expect("daemon");
@@ -227,6 +238,73 @@ async fn wait_map(c: &ClusterClient, what: &str, f: impl Fn(&quarry_map::Cluster
     .await
 }
 
+/// fsx making no progress this long is a stall: the test dumps the
+/// client's and the daemons' state and fails. Longer than any pause the
+/// cut may legitimately cause (down grace 3 s, then peering; an
+/// unanswered lock request times out after 10 s). `QUARRY_TEST_STALL_SECS`
+/// overrides it (a small value shows what the dump looks like).
+fn stall() -> Duration {
+    std::env::var("QUARRY_TEST_STALL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(45), Duration::from_secs)
+}
+/// Bound on any one stage of the workload while fsx still progresses.
+const STAGE: Duration = Duration::from_secs(300);
+
+/// fsx's progress, updated by the task that runs it.
+struct Progress {
+    t0: Instant,
+    done: AtomicU64,
+    /// When the last op finished, in ms since `t0`.
+    last_ms: AtomicU64,
+    current: Arc<std::sync::Mutex<String>>,
+}
+
+impl Progress {
+    fn step(&self, done: u64) {
+        self.done.store(done, Ordering::SeqCst);
+        self.last_ms
+            .store(self.t0.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn done(&self) -> u64 {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Wait until `until` holds; fail with a state dump when fsx makes no
+    /// progress for [`stall`], or when the stage takes longer than [`STAGE`].
+    async fn wait(&self, c: &ClusterClient, hosts: &Hosts, what: &str, until: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !until() {
+            let idle = self
+                .t0
+                .elapsed()
+                .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::SeqCst)));
+            if idle >= stall() || start.elapsed() >= STAGE {
+                let current = self.current.lock().map(|s| s.clone()).unwrap_or_default();
+                let done = self.done();
+                eprintln!(
+                    "==== fsx stalled at op {done} ({current}) for {:.1} s while waiting for {what}\n\
+                     ==== client state\n{}",
+                    idle.as_secs_f64(),
+                    c.debug_dump()
+                );
+                hosts.dump_daemons();
+                // Let the daemons write their dumps before the logs are shown.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                panic!(
+                    "fsx made no progress for {:.0} s at op {} ({current}) while waiting for {what} \
+                     (client and OSD state dumps above/in the daemon logs)",
+                    idle.as_secs_f64(),
+                    done
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 #[test]
 fn three_osd_hosts_fsx() {
     several_hosts(false);
@@ -252,6 +330,13 @@ fn several_hosts(cut: bool) {
         println!("SKIPPED: needs root for ip netns");
         return;
     }
+    // The client's and the image layer's log (lock hand-overs, watch
+    // re-registration), shown with the output of a failing run.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
+        .try_init();
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path();
     let mut hosts = Hosts::new(base);
@@ -434,54 +519,55 @@ fn several_hosts(cut: bool) {
                 ..FsxConfig::default()
             };
             let mut fsx = fsx_ok(Fsx::new(cfg, rados, "fsx").await);
-            let done = Arc::new(AtomicU64::new(0));
-            let d2 = done.clone();
+            let progress = Arc::new(Progress {
+                t0: Instant::now(),
+                done: AtomicU64::new(0),
+                last_ms: AtomicU64::new(0),
+                current: fsx.current_op(),
+            });
+            let p2 = progress.clone();
             const OPS: u64 = 500;
             let task = tokio::spawn(async move {
                 while fsx.ops_done() < OPS {
-                    fsx.ops(10).await?;
-                    d2.store(fsx.ops_done(), Ordering::SeqCst);
+                    fsx.ops(1).await?;
+                    p2.step(fsx.ops_done());
                 }
                 Ok::<_, quarry_fsx::FsxFailure>(fsx)
             });
             let reach = |n: u64| {
-                let done = done.clone();
+                let p = progress.clone();
+                let (c, hosts) = (&c, &hosts);
                 async move {
-                    bounded(&format!("fsx reaches op {n}"), async {
-                        while done.load(Ordering::SeqCst) < n {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    })
-                    .await
+                    p.wait(c, hosts, &format!("fsx to reach op {n}"), || p.done() >= n)
+                        .await
+                }
+            };
+            let finish = |task: tokio::task::JoinHandle<_>| {
+                let p = progress.clone();
+                let (c, hosts) = (&c, &hosts);
+                async move {
+                    p.wait(c, hosts, "fsx to finish", || task.is_finished())
+                        .await;
+                    fsx_ok(task.await.expect("join"))
                 }
             };
             reach(100).await;
             assert!(!task.is_finished(), "fsx ended early");
             if !cut {
-                let mut fsx = fsx_ok(
-                    tokio::time::timeout(Duration::from_secs(300), task)
-                        .await
-                        .expect("fsx did not finish within 300 s")
-                        .expect("join"),
-                );
+                let mut fsx = finish(task).await;
                 fsx_ok(fsx.verify().await);
                 eprintln!("{:?}", fsx.report().counts);
                 return;
             }
             hosts.link("osd1", false);
-            eprintln!("cut osd1's link at op {}", done.load(Ordering::SeqCst));
+            eprintln!("cut osd1's link at op {}", progress.done());
             wait_map(&c, "osd.1 marked down", |m| !m.osds[&1].up).await;
-            let at = done.load(Ordering::SeqCst);
+            let at = progress.done();
             reach(at + 100).await;
             hosts.link("osd1", true);
-            eprintln!("restored osd1's link at op {}", done.load(Ordering::SeqCst));
+            eprintln!("restored osd1's link at op {}", progress.done());
             wait_map(&c, "osd.1 up again", |m| m.osds[&1].up).await;
-            let mut fsx = fsx_ok(
-                tokio::time::timeout(Duration::from_secs(300), task)
-                    .await
-                    .expect("fsx did not finish within 300 s")
-                    .expect("join"),
-            );
+            let mut fsx = finish(task).await;
             fsx_ok(fsx.verify().await);
             eprintln!("{:?}", fsx.report().counts);
             wait_clean(&c).await;

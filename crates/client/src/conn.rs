@@ -487,6 +487,11 @@ impl Conn {
         self.closed.load(Ordering::SeqCst)
     }
 
+    /// Requests sent and not answered yet.
+    pub fn pending(&self) -> usize {
+        lock(&self.pending).len()
+    }
+
     /// The peer address.
     pub fn addr(&self) -> &str {
         &self.addr

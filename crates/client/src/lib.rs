@@ -104,6 +104,77 @@ pub struct ClusterClient {
     callbacks: Mutex<HashMap<u64, WatchCallback>>,
     /// Where every OSD connection hands watch events (see `event_loop`).
     events: mpsc::Sender<Frame>,
+    /// Requests waiting for an answer, for [`ClusterClient::debug_dump`].
+    in_flight: Mutex<HashMap<u64, InFlight>>,
+    next_trace: AtomicU64,
+}
+
+/// A request waiting in [`ClusterClient::pg_call_on`] (or a monitor
+/// command), as [`ClusterClient::debug_dump`] shows it.
+struct InFlight {
+    what: String,
+    pg: Option<PgId>,
+    since: Instant,
+    /// Target of the latest send and the map epoch it carried.
+    osd: Option<OsdId>,
+    epoch: Epoch,
+    sends: u32,
+    /// Why the previous attempt did not finish.
+    last: String,
+}
+
+/// Removes its [`InFlight`] entry when the request finishes or is dropped.
+struct Tracked<'a> {
+    client: &'a ClusterClient,
+    id: u64,
+}
+
+impl Tracked<'_> {
+    fn update(&self, f: impl FnOnce(&mut InFlight)) {
+        if let Some(t) = lock(&self.client.in_flight).get_mut(&self.id) {
+            f(t);
+        }
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        lock(&self.client.in_flight).remove(&self.id);
+    }
+}
+
+/// One line naming a request (object, op kinds) for the debug dump.
+fn describe(req: &Request) -> String {
+    let mut s = match req {
+        Request::Op { tid, req, .. } => format!(
+            "op tid {tid} on {}/{:?}/{}: {:?}",
+            req.oid.pool, req.oid.namespace, req.oid.name, req.ops
+        ),
+        Request::Watch { oid, cookie, .. } => format!("watch {cookie} on {}", oid.name),
+        Request::Unwatch { oid, cookie, .. } => format!("unwatch {cookie} on {}", oid.name),
+        Request::ListWatchers { oid, .. } => format!("list watchers of {}", oid.name),
+        Request::Notify {
+            oid, timeout_ms, ..
+        } => format!("notify {} (timeout {timeout_ms} ms)", oid.name),
+        Request::NotifyAck {
+            oid,
+            notify_id,
+            cookie,
+            ..
+        } => format!("notify ack {notify_id} for watch {cookie} on {}", oid.name),
+        Request::ListPg { pg, .. } => format!("list pg {pg}"),
+        Request::PoolStat { pool, .. } => format!("stat pool {pool}"),
+        _ => "peer request".to_string(),
+    };
+    if s.len() > 300 {
+        let mut end = 300;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
 }
 
 /// Watch events queued for dispatch before connections drop them.
@@ -172,6 +243,8 @@ impl ClusterClient {
             watches: Mutex::new(HashMap::new()),
             callbacks: Mutex::new(HashMap::new()),
             events,
+            in_flight: Mutex::new(HashMap::new()),
+            next_trace: AtomicU64::new(1),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(watch_keeper(Arc::downgrade(&c)));
@@ -245,6 +318,119 @@ impl ClusterClient {
     /// The monitor client (for commands beyond the object layer).
     pub fn monc(&self) -> &Arc<MonClient> {
         &self.monc
+    }
+
+    fn track(&self, what: String, pg: Option<PgId>) -> Tracked<'_> {
+        let id = self.next_trace.fetch_add(1, Ordering::Relaxed);
+        lock(&self.in_flight).insert(
+            id,
+            InFlight {
+                what,
+                pg,
+                since: Instant::now(),
+                osd: None,
+                epoch: 0,
+                sends: 0,
+                last: String::new(),
+            },
+        );
+        Tracked { client: self, id }
+    }
+
+    /// This client's state in words, for a test or tool that finds I/O
+    /// stalled: its map (OSDs up/down), every request waiting for an
+    /// answer (object, PG, target OSD, map epoch, sends, why the last
+    /// attempt failed, and where the current map puts its PG), its OSD
+    /// connections and its watches.
+    pub fn debug_dump(&self) -> String {
+        use std::fmt::Write;
+        let map = self.monc.map();
+        let now = Instant::now();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "client.{} at map epoch {}",
+            self.monc.global_id(),
+            map.epoch
+        );
+        for (id, o) in &map.osds {
+            let _ = writeln!(
+                s,
+                "  osd.{id} {} {} up_from {} addr {}",
+                if o.up { "up" } else { "down" },
+                if o.in_cluster { "in" } else { "out" },
+                o.up_from,
+                o.addr
+            );
+        }
+        let primary_now = |pg: PgId| match map.pg_primary(pg) {
+            Ok(Some(p)) => format!("osd.{p}"),
+            Ok(None) => "none".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let mut reqs: Vec<(u64, String)> = lock(&self.in_flight)
+            .iter()
+            .map(|(id, t)| {
+                let pg = t.pg.map_or_else(
+                    || "monitor".to_string(),
+                    |pg| format!("pg {pg} (primary now {})", primary_now(pg)),
+                );
+                let osd = t.osd.map_or_else(|| "-".to_string(), |o| format!("osd.{o}"));
+                (
+                    *id,
+                    format!(
+                        "  #{id} {}: {pg}, waiting {:.1} s, {} sends, last to {osd} at epoch {}, last error: {}",
+                        t.what,
+                        now.duration_since(t.since).as_secs_f64(),
+                        t.sends,
+                        t.epoch,
+                        if t.last.is_empty() { "-" } else { &t.last }
+                    ),
+                )
+            })
+            .collect();
+        reqs.sort();
+        let _ = writeln!(s, "requests in flight: {}", reqs.len());
+        for (_, line) in reqs {
+            let _ = writeln!(s, "{line}");
+        }
+        let _ = writeln!(s, "OSD connections:");
+        let mut conns: Vec<_> = lock(&self.conns)
+            .iter()
+            .map(|(o, (a, u, c))| (*o, a.clone(), *u, c.is_closed(), c.pending()))
+            .collect();
+        conns.sort();
+        for (o, a, u, closed, pending) in conns {
+            let _ = writeln!(
+                s,
+                "  osd.{o} {a} (up_from {u}): {}, {pending} awaiting a response",
+                if closed { "closed" } else { "open" }
+            );
+        }
+        let _ = writeln!(s, "watches:");
+        let mut watches: Vec<String> = lock(&self.watches)
+            .iter()
+            .map(|(cookie, w)| {
+                let pg = map.object_pg(w.oid.pool, &w.oid.namespace, &w.oid.name);
+                let alive = w.conn.upgrade().is_some_and(|c| !c.is_closed());
+                format!(
+                    "  cookie {cookie} on {}: registered on osd.{} ({}), primary now {}",
+                    w.oid.name,
+                    w.osd,
+                    if alive {
+                        "connection open"
+                    } else {
+                        "connection gone"
+                    },
+                    pg.map_or_else(|e| e.to_string(), primary_now)
+                )
+            })
+            .collect();
+        watches.sort();
+        for w in watches {
+            let _ = writeln!(s, "{w}");
+        }
+        s
     }
 
     /// [`Rados::operate`] with a caller-chosen op id: every resend of one
@@ -376,7 +562,9 @@ impl ClusterClient {
     ) -> Result<(Resp, Bytes, OsdId, Arc<Conn>)> {
         let deadline = self.timeouts.osd_op.map(|d| Instant::now() + d);
         let mut last = String::from("no attempt yet");
+        let trace = self.track(String::new(), Some(pg));
         loop {
+            trace.update(|t| t.last.clone_from(&last));
             if let Some(d) = deadline {
                 if Instant::now() >= d {
                     return Err(RadosError::new(
@@ -418,6 +606,14 @@ impl ClusterClient {
                 }
             };
             let req = make(map.epoch);
+            trace.update(|t| {
+                if t.what.is_empty() {
+                    t.what = describe(&req);
+                }
+                t.osd = Some(osd);
+                t.epoch = map.epoch;
+                t.sends += 1;
+            });
             let call = async {
                 match deadline {
                     Some(d) => tokio::time::timeout_at(d.into(), conn.call(&req, data.clone()))
@@ -514,10 +710,15 @@ impl ClusterClient {
     }
 
     async fn command(&self, cmd: MonCommand) -> Result<MonReply> {
+        // The variant's name only: a command's fields may hold a key.
+        let name = format!("{cmd:?}");
+        let name = name.split([' ', '(', '{']).next().unwrap_or_default();
+        let _t = self.track(format!("monitor command {name}"), None);
         self.monc.command(cmd).await.map_err(mon_err)
     }
 
     async fn wait_epoch(&self, epoch: Epoch) -> Result<()> {
+        let _t = self.track(format!("wait for map epoch {epoch}"), None);
         self.monc
             .wait_for_epoch(epoch)
             .await
@@ -783,6 +984,7 @@ impl Rados for ClusterClient {
     }
 
     async fn blocklist_add(&self, addr: &str, expire: Duration) -> Result<()> {
+        let _t = self.track(format!("blocklist {addr}"), None);
         let reply = self
             .monc
             .command(MonCommand::BlocklistAdd {

@@ -178,6 +178,8 @@ struct Run {
     report: FsxReport,
     /// Index of the next op (for failure reports and progress).
     next_op: u64,
+    /// The op under way, shared with whoever watches for a stall.
+    current: Arc<std::sync::Mutex<String>>,
 }
 
 type Step = Result<(), String>;
@@ -216,6 +218,9 @@ impl Run {
     fn note(&mut self, line: String) {
         if self.log.len() == self.cfg.log_tail {
             self.log.pop_front();
+        }
+        if let Ok(mut c) = self.current.lock() {
+            c.clone_from(&line);
         }
         self.log.push_back(line);
     }
@@ -916,6 +921,7 @@ impl Fsx {
                 log: VecDeque::new(),
                 report: FsxReport::default(),
                 next_op: 0,
+                current: Default::default(),
             },
         })
     }
@@ -935,6 +941,12 @@ impl Fsx {
     pub async fn verify(&mut self) -> Result<(), FsxFailure> {
         let r = self.run.verify_all().await;
         self.check(r)
+    }
+
+    /// The op under way (or the last one run), as the failure report
+    /// names it; readable from another task while an op hangs.
+    pub fn current_op(&self) -> Arc<std::sync::Mutex<String>> {
+        self.run.current.clone()
     }
 
     /// Ops run so far.

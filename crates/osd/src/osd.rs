@@ -437,6 +437,18 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     tracing::info!(osd = id, %addr, epoch, "booted");
     let watcher = osd.clone();
     tokio::spawn(async move { watcher.map_loop().await });
+    // SIGUSR1 logs this OSD's PG states (tests dump them when I/O stalls).
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+        Ok(mut sig) => {
+            let o = osd.clone();
+            tokio::spawn(async move {
+                while sig.recv().await.is_some() {
+                    tracing::info!("state dump (SIGUSR1):\n{}", o.debug_dump());
+                }
+            });
+        }
+        Err(e) => tracing::warn!(osd = id, "no SIGUSR1 state dump: {e}"),
+    }
     let interval = cfg.beacon_interval;
     let mut booted = epoch;
     loop {
@@ -463,6 +475,58 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
 }
 
 impl Osd {
+    /// Every PG's state on this OSD (role, interval, peering, log head,
+    /// whether its write lock is held), its peer connections and watches.
+    fn debug_dump(&self) -> String {
+        use std::fmt::Write;
+        let map = self.map();
+        let mut s = format!("osd.{} at map epoch {}\n", self.id, map.epoch);
+        let mut pgs: Vec<Arc<Pg>> = lock(&self.pgs).values().cloned().collect();
+        pgs.sort_by_key(|p| (p.id.pool, p.id.seed));
+        for p in pgs {
+            let active = p.active.borrow().clone();
+            let up = map.pg_up_set(p.id).unwrap_or_default();
+            let meta = lock(&p.meta).clone();
+            let _ = writeln!(
+                s,
+                "  pg {}: up {up:?}, {}, interval {}, peering for {:?}, last {}, info {} (tail {}), write lock {}",
+                p.id,
+                match active {
+                    Some(a) => format!("active primary since epoch {} acting {:?}", a.epoch, a.acting),
+                    None => "not active here".to_string(),
+                },
+                p.interval.load(Ordering::SeqCst),
+                *lock(&p.peering_for),
+                *p.last.borrow(),
+                meta.info.last_update,
+                meta.info.log_tail,
+                if p.write_lock.try_lock().is_ok() { "free" } else { "held" },
+            );
+        }
+        let mut peers: Vec<_> = lock(&self.peers)
+            .iter()
+            .map(|(o, (a, u, c))| (*o, a.clone(), *u, c.is_closed(), c.pending()))
+            .collect();
+        peers.sort();
+        for (o, a, u, closed, pending) in peers {
+            let _ = writeln!(
+                s,
+                "  peer osd.{o} {a} (up_from {u}): {}, {pending} awaiting a response",
+                if closed { "closed" } else { "open" }
+            );
+        }
+        for (oid, ws) in lock(&self.watches).iter() {
+            for w in ws {
+                let _ = writeln!(
+                    s,
+                    "  watch {} on {} by client.{} ({}) on connection {}",
+                    w.cookie, oid.name, w.client, w.addr, w.conn
+                );
+            }
+        }
+        s
+    }
+
     fn map(&self) -> Arc<ClusterMap> {
         self.monc.map()
     }
