@@ -546,6 +546,22 @@ async fn resent_ops_are_not_applied_twice() {
     let e = run(remove(), T1 + 3).await.expect_err("a new remove");
     assert_eq!(e.errno, quarry_common::Errno::ENOENT);
     run(create(), T1 + 4).await.expect("create again");
+    // A guarded write (compare-and-swap on the version, as every image
+    // header update): resent, its original success, not a failed guard.
+    let v = run(OpRequest::new(oid.clone()).op(Op::Stat), T1 + 6)
+        .await
+        .expect("stat")
+        .version;
+    let cas = || {
+        OpRequest::new(oid.clone())
+            .op(Op::AssertExists)
+            .op(Op::AssertVersion(v))
+            .op(Op::SetXattr("k".into(), Bytes::from_static(b"v")))
+    };
+    run(cas(), T1 + 7).await.expect("cas");
+    run(cas(), T1 + 7).await.expect("resent cas succeeds");
+    let e = run(cas(), T1 + 8).await.expect_err("a new cas");
+    assert_eq!(e.errno, quarry_common::Errno::EOVERFLOW);
     // Kill the primary: the new one knows the ops from its PG log.
     let map = c.monc().refresh_map().await.expect("map");
     let pg = map.object_pg(pool, "", "dup").expect("pg");
@@ -554,6 +570,9 @@ async fn resent_ops_are_not_applied_twice() {
     run(create(), T1 + 4)
         .await
         .expect("resent create after failover succeeds");
+    run(cas(), T1 + 7)
+        .await
+        .expect("resent cas after failover succeeds");
     let e = run(create(), T1 + 5).await.expect_err("a new create");
     assert_eq!(e.errno, quarry_common::Errno::EEXIST);
 }

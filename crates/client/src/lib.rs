@@ -270,6 +270,7 @@ impl ClusterClient {
             .await?;
         match resp {
             Resp::Cookie(_) => {
+                tracing::debug!(cookie, obj = %oid.name, osd, "watch registered");
                 lock(&self.watches).insert(
                     cookie,
                     WatchReg {
@@ -880,6 +881,7 @@ impl Rados for ClusterClient {
 
     async fn unwatch(&self, oid: &ObjectId, cookie: u64) -> Result<()> {
         // Forget it first so the keeper does not re-register it meanwhile.
+        tracing::debug!(cookie, obj = %oid.name, "unwatch");
         lock(&self.watches).remove(&cookie);
         lock(&self.callbacks).remove(&cookie);
         let pg = self.object_pg(oid).await?;

@@ -108,7 +108,8 @@
 //! * Duplicate ops: a client op carries a tid (the same on every resend);
 //!   with the client's global id it is logged in the PG log entry (with
 //!   whether the op succeeded) on every member, and the primary answers a
-//!   resend of a logged successful pure write with its original success
+//!   resend of a logged successful write (pure or guarded by
+//!   `AssertExists`/`AssertVersion`) with its original success
 //!   (a new primary rebuilds the index from its log when it activates).
 //!   Not covered: a resend racing the original still in flight on the same
 //!   primary, a new primary whose log was reset by recovery (it pulled its

@@ -1081,10 +1081,13 @@ impl Osd {
         if sreq.snap != NOSNAP {
             return Err(WireError::new(Errno::EROFS, "writes must target the head"));
         }
-        // Only pure writes are deduplicated: their reply is one `None`
-        // output per op and the version, which the index can reproduce.
-        let reqid =
-            (tid != 0 && sreq.ops.iter().all(Op::is_write)).then_some((ctx.claims.global_id, tid));
+        // Writes, guarded or not, are deduplicated: their successful reply
+        // is one `None` output per op and the version, which the index can
+        // reproduce. A guarded write (compare-and-swap on the version, as
+        // every image header update) must be too: re-executed after it was
+        // applied (its reply lost with a cut primary) its guard would fail.
+        let reqid = (tid != 0 && sreq.ops.iter().all(|o| o.is_write() || o.is_guard()))
+            .then_some((ctx.claims.global_id, tid));
         if let Some(id) = reqid {
             if let Some(ver) = lock(&p.done).ids.get(&id).copied() {
                 tracing::debug!(osd = self.id, %pg, ?id, "resent op already applied");

@@ -175,6 +175,12 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether this op is a guard (`AssertExists`, `AssertVersion`): it
+    /// fails the request or outputs nothing.
+    pub fn is_guard(&self) -> bool {
+        matches!(self, Op::AssertExists | Op::AssertVersion(_))
+    }
+
     /// Whether this op mutates the object.
     pub fn is_write(&self) -> bool {
         matches!(

@@ -445,6 +445,7 @@ impl Drop for Image {
         // Release the exclusive lock first (it names the watch).
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             if self.inner.watch_cookie().is_some() {
+                tracing::debug!(image = %self.inner.spec(), "handle dropped without close");
                 let inner = self.inner.clone();
                 rt.spawn(async move {
                     let _ = inner.release_lock().await;
@@ -569,6 +570,7 @@ impl Image {
 
     /// Unregister the header watch; later calls fail with `ESHUTDOWN`. Idempotent.
     pub async fn close(&self) -> Result<()> {
+        tracing::debug!(image = %self.inner.spec(), "closing");
         if !self.inner.closed.load(Ordering::Acquire) {
             // Hand the lock back before closing (the hook may still write).
             self.inner.release_lock().await?;

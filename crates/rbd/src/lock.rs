@@ -320,6 +320,7 @@ impl Inner {
         if self.owned.load(Ordering::Acquire) {
             return Ok(());
         }
+        tracing::debug!(image = %self.spec(), cookie = ?self.watch_cookie(), "acquiring the exclusive lock");
         let mut me = self.my_record(managed).ok_or_else(|| {
             RbdError::read_only(format!("{} (opened without a header watch)", what(self)))
         })?;
@@ -352,6 +353,7 @@ impl Inner {
                     let _g = self.gate.write().await;
                     self.reload_fresh().await?;
                     self.owned.store(true, Ordering::Release);
+                    tracing::debug!(image = %self.spec(), "took the exclusive lock");
                     return Ok(());
                 }
                 continue;
@@ -384,6 +386,14 @@ impl Inner {
                 .notify(&self.header_oid, Bytes::from(payload), REQUEST_TIMEOUT)
                 .await
                 .ctx(|| format!("requesting the lock of {}", what(self)))?;
+            tracing::debug!(
+                image = %self.spec(),
+                owner = owner.client,
+                owner_cookie = owner.cookie,
+                acks = res.acks.len(),
+                timeouts = res.timeouts.len(),
+                "lock request answered"
+            );
             let answer = res
                 .acks
                 .iter()
@@ -434,6 +444,7 @@ impl Inner {
             // Before the gate: the hook's own writes still need the lock.
             h().await?;
         }
+        tracing::debug!(image = %self.spec(), "releasing the exclusive lock");
         let _g = self.gate.write().await;
         self.owned.store(false, Ordering::Release);
         for _ in 0..100 {
@@ -475,6 +486,7 @@ impl Inner {
             }
             _ => "unknown",
         };
+        tracing::debug!(image = %self.spec(), cookie = ev.cookie, result, "header notification");
         let ans = serde_json::to_vec(&Answer {
             result: result.into(),
         })
