@@ -453,6 +453,9 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     let mut booted = epoch;
     loop {
         tokio::time::sleep(interval).await;
+        // Receive buffers of large writes idle since the last beacons go
+        // back to the kernel (an OSD at rest holds none).
+        quarry_proto::bufpool::trim(interval * 2);
         if let Err(e) = osd.monc.osd_beacon(id).await {
             tracing::warn!(osd = id, "beacon failed: {e}");
         }

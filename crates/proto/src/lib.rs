@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use quarry_common::Errno;
 
+pub mod bufpool;
 pub mod sign;
 pub use sign::{FrameSigner, Role, SignPolicy, SIG_LEN};
 
@@ -164,7 +165,8 @@ impl Frame {
         h[16..20].copy_from_slice(&body_len.to_le_bytes());
         h[20..24].copy_from_slice(&data_len.to_le_bytes());
         h[24..28].copy_from_slice(&crc32c::crc32c(&self.body).to_le_bytes());
-        h[28..32].copy_from_slice(&crc32c::crc32c(&self.data).to_le_bytes());
+        let data_crc = bufpool::known_crc(&self.data).unwrap_or_else(|| crc32c::crc32c(&self.data));
+        h[28..32].copy_from_slice(&data_crc.to_le_bytes());
         let hcrc = crc32c::crc32c(&h[0..32]);
         h[32..36].copy_from_slice(&hcrc.to_le_bytes());
         Ok(h)
@@ -296,6 +298,7 @@ pub async fn read_frame_signed<R: AsyncRead + Unpin>(
     if crc32c::crc32c(&data) != hdr.data_crc {
         return Err(FrameError::DataCrc(hdr.request_id));
     }
+    bufpool::remember_crc(&data, hdr.data_crc);
     if let Some(sig) = sig {
         let mut t = [0u8; SIG_LEN];
         r.read_exact(&mut t).await?;
@@ -316,6 +319,10 @@ async fn read_exact_bytes<R: AsyncRead + Unpin>(
 ) -> Result<Bytes, FrameError> {
     if len == 0 {
         return Ok(Bytes::new());
+    }
+    if let Some(mut buf) = bufpool::PoolBuf::take(len) {
+        r.read_exact(buf.as_mut()).await?;
+        return Ok(buf.freeze());
     }
     let mut buf = BytesMut::zeroed(len);
     r.read_exact(&mut buf).await?;

@@ -350,15 +350,17 @@ enum Chunk {
     /// Bytes the record owns (header, copied or merged blocks, redo).
     Owned(Vec<u8>),
     /// A caller's buffer (a write's payload), written in place by
-    /// `pwritev`: the payload is never copied on its way to the log.
-    Shared(Bytes),
+    /// `pwritev`: the payload is never copied on its way to the log. With
+    /// its plain crc32c when the caller computed it (a full block), so
+    /// sealing the record need not hash it again.
+    Shared(Bytes, Option<u32>),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
-            Chunk::Shared(b) => b,
+            Chunk::Shared(b, _) => b,
         }
     }
 }
@@ -396,10 +398,12 @@ impl RecordBuf {
         }
     }
 
-    /// Append `b` without copying it.
-    pub fn push_shared(&mut self, b: Bytes) {
+    /// Append a full block `b` without copying it, with its plain crc32c
+    /// (the record's checksum then combines it instead of hashing `b`).
+    pub fn push_block(&mut self, b: Bytes, raw_crc: u32) {
         self.len += b.len();
-        self.chunks.push(Chunk::Shared(b));
+        let crc = (b.len() as u64 == crate::codec::BLOCK_SIZE).then_some(raw_crc);
+        self.chunks.push(Chunk::Shared(b, crc));
     }
 
     /// `len` bytes at offset `s` of the record, if it has them.
@@ -430,8 +434,13 @@ impl RecordBuf {
         c = crc32c::crc32c_append(c, &data_len.to_le_bytes());
         c = crc32c::crc32c_append(c, &redo_len.to_le_bytes());
         for (i, ch) in self.chunks.iter().enumerate() {
-            let b = ch.bytes();
-            c = crc32c::crc32c_append(c, if i == 0 { &b[HDR..] } else { b });
+            c = match ch {
+                Chunk::Shared(_, Some(raw)) => crate::codec::crc_append_block(c, *raw),
+                _ => {
+                    let b = ch.bytes();
+                    crc32c::crc32c_append(c, if i == 0 { &b[HDR..] } else { b })
+                }
+            };
         }
         c = crc32c::crc32c_append(c, redo);
         self.push_slice(redo);

@@ -112,7 +112,8 @@ struct RecBuf {
 /// An extent's bytes: the caller's buffers, or bytes to copy.
 #[derive(Clone, Copy)]
 enum Parts<'a> {
-    Shared(&'a [Bytes]),
+    /// Blocks and each one's plain crc32c.
+    Shared(&'a [Bytes], &'a [u32]),
     Copy(&'a [u8]),
 }
 
@@ -211,6 +212,7 @@ impl<'t> WTables<'t> {
         blocks: &[Bytes],
     ) -> Result<(u64, Option<Vec<u8>>)> {
         let mut crcs = Vec::with_capacity(blocks.len());
+        let mut raw = Vec::with_capacity(blocks.len());
         let mut last = 0;
         for (i, b) in blocks.iter().enumerate() {
             if b.is_empty() || b.len() as u64 > BLOCK_SIZE {
@@ -219,10 +221,18 @@ impl<'t> WTables<'t> {
             if i + 1 < blocks.len() && b.len() as u64 != BLOCK_SIZE {
                 return Err(RadosError::io("local store: short block inside an extent"));
             }
-            crcs.push(codec::block_crc(first + i as u64, b));
+            // One pass over the bytes: the block's checksum and the log
+            // record's are both derived from its plain crc32c.
+            let r = crc32c::crc32c(b);
+            crcs.push(if b.len() as u64 == BLOCK_SIZE {
+                codec::block_crc_from_raw(first + i as u64, r)
+            } else {
+                codec::block_crc(first + i as u64, b)
+            });
+            raw.push(r);
             last = b.len() as u32;
         }
-        self.put_extent_parts(key, Parts::Shared(blocks), last, crcs)
+        self.put_extent_parts(key, Parts::Shared(blocks, &raw), last, crcs)
     }
 
     /// Store an extent whose bytes are `data` with the given checksums
@@ -251,7 +261,7 @@ impl<'t> WTables<'t> {
             .ok_or_else(|| RadosError::io("local store: block write outside a log record"))?;
         let n = crcs.len() as u64;
         let len: u64 = match parts {
-            Parts::Shared(b) => b.iter().map(|p| p.len() as u64).sum(),
+            Parts::Shared(b, _) => b.iter().map(|p| p.len() as u64).sum(),
             Parts::Copy(d) => d.len() as u64,
         };
         if n == 0
@@ -270,12 +280,12 @@ impl<'t> WTables<'t> {
         };
         match parts {
             // Small pieces are copied (one iovec each would cost more).
-            Parts::Shared(b) if len >= 16 << 10 => {
-                for d in b {
-                    rec.buf.push_shared(d.clone());
+            Parts::Shared(b, raw) if len >= 16 << 10 => {
+                for (d, r) in b.iter().zip(raw) {
+                    rec.buf.push_block(d.clone(), *r);
                 }
             }
-            Parts::Shared(b) => {
+            Parts::Shared(b, _) => {
                 for d in b {
                     rec.buf.push_slice(d);
                 }

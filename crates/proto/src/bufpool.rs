@@ -1,0 +1,185 @@
+//! Reusable receive buffers for large frame payloads.
+//!
+//! A 4 MiB object write arrives as a 4 MiB payload. Allocated fresh, its
+//! pages are mapped and zeroed by the kernel on first touch (the socket
+//! read) and unmapped when the frame is dropped: in a profile of 4 MiB
+//! sequential writes that page-fault work was ~20 % of OSD CPU, as much
+//! as the copy into the page cache. Payloads of [`POOL_MIN`] up to
+//! [`POOL_BUF`] bytes are therefore read into buffers taken from a small
+//! process-wide pool; the `Bytes` handed out owns the buffer and puts it
+//! back when its last clone is dropped (after the replicas' sends and the
+//! store's write, which use the same buffer). At most [`POOL_MAX`] idle
+//! buffers are kept, and [`trim`] frees those idle for a while, so a
+//! daemon at rest gives the memory back.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Payloads at least this large are read into pooled buffers (smaller
+/// ones are cheap to allocate and would waste a pooled buffer).
+pub const POOL_MIN: usize = 256 << 10;
+/// Capacity of one pooled buffer: the largest object write Quarry's image
+/// layer issues (one 4 MiB object).
+pub const POOL_BUF: usize = 4 << 20;
+/// Most idle buffers kept (bounds the memory the pool holds).
+pub const POOL_MAX: usize = 8;
+
+/// Idle buffers, each with the time it was returned.
+static POOL: Mutex<Vec<(Box<[u8]>, Instant)>> = Mutex::new(Vec::new());
+
+fn pool() -> std::sync::MutexGuard<'static, Vec<(Box<[u8]>, Instant)>> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// crc32c of pooled payloads as verified on receipt: (address, length,
+/// crc). An entry is removed before its buffer can be reused, and a
+/// payload's bytes never change while it is shared, so a frame forwarding
+/// the same bytes (a primary's RepOp to its replicas) reuses the crc
+/// instead of hashing 4 MiB again per replica.
+static VERIFIED: Mutex<Vec<(usize, usize, u32)>> = Mutex::new(Vec::new());
+
+fn verified() -> std::sync::MutexGuard<'static, Vec<(usize, usize, u32)>> {
+    VERIFIED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Record the verified crc32c of a payload read into a pooled buffer.
+pub(crate) fn remember_crc(data: &Bytes, crc: u32) {
+    if (POOL_MIN..=POOL_BUF).contains(&data.len()) {
+        verified().push((data.as_ptr() as usize, data.len(), crc));
+    }
+}
+
+/// The crc32c recorded for exactly these bytes of a pooled buffer, if any.
+pub(crate) fn known_crc(data: &[u8]) -> Option<u32> {
+    if !(POOL_MIN..=POOL_BUF).contains(&data.len()) {
+        return None;
+    }
+    let key = (data.as_ptr() as usize, data.len());
+    verified()
+        .iter()
+        .find(|&&(p, l, _)| (p, l) == key)
+        .map(|&(_, _, c)| c)
+}
+
+/// A pooled buffer holding `len` payload bytes; returned to the pool on drop.
+pub struct PoolBuf {
+    buf: Box<[u8]>,
+    len: usize,
+}
+
+impl PoolBuf {
+    /// A buffer for a payload of `len` bytes, if `len` is in the pooled range.
+    pub fn take(len: usize) -> Option<PoolBuf> {
+        if !(POOL_MIN..=POOL_BUF).contains(&len) {
+            return None;
+        }
+        // A fresh one is calloc'ed: the kernel maps zeroed pages lazily, so
+        // no memset here; a reused one holds stale bytes the read overwrites.
+        let buf = pool()
+            .pop()
+            .map(|(b, _)| b)
+            .unwrap_or_else(|| vec![0u8; POOL_BUF].into_boxed_slice());
+        Some(PoolBuf { buf, len })
+    }
+
+    /// The payload bytes, to read into.
+    pub fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+
+    /// Hand the filled buffer out as `Bytes` (no copy).
+    pub fn freeze(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for PoolBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PoolBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.len() != POOL_BUF {
+            return;
+        }
+        // Forget its crc before the buffer can be handed out again.
+        let at = buf.as_ptr() as usize;
+        verified().retain(|&(p, _, _)| p != at);
+        let mut p = pool();
+        if p.len() < POOL_MAX {
+            p.push((buf, Instant::now()));
+        }
+    }
+}
+
+/// Free the pooled buffers idle for at least `idle` (a daemon calls this
+/// periodically, so memory goes back to the kernel when load stops).
+pub fn trim(idle: Duration) {
+    let now = Instant::now();
+    let freed: Vec<_> = {
+        let mut p = pool();
+        let (keep, old): (Vec<_>, Vec<_>) = p
+            .drain(..)
+            .partition(|(_, t)| now.duration_since(*t) < idle);
+        *p = keep;
+        old
+    };
+    drop(freed);
+}
+
+/// Idle buffers in the pool (for tests and diagnostics).
+pub fn idle() -> usize {
+    pool().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test touches the process-wide pool, so counts are not raced by
+    // another test of this crate reading large frames concurrently.
+    #[test]
+    fn buffers_come_back_are_bounded_and_trimmed() {
+        assert!(PoolBuf::take(POOL_MIN - 1).is_none());
+        assert!(PoolBuf::take(POOL_BUF + 1).is_none());
+        trim(Duration::ZERO);
+        let mut b = PoolBuf::take(POOL_BUF).expect("in range");
+        b.as_mut().fill(7);
+        let bytes = b.freeze();
+        let part = bytes.slice(10..20);
+        crate::bufpool::remember_crc(&bytes, 42);
+        assert_eq!(known_crc(&bytes), Some(42));
+        assert_eq!(known_crc(&bytes[1..]), None, "other bytes, other crc");
+        let whole = bytes.clone();
+        drop(bytes);
+        assert_eq!(known_crc(&whole), Some(42));
+        drop(whole);
+        assert_eq!(idle(), 0, "a live slice keeps the buffer");
+        assert_eq!(&part[..], &[7u8; 10]);
+        drop(part);
+        assert_eq!(idle(), 1, "the last clone returns it");
+        assert!(
+            verified().is_empty(),
+            "a returned buffer's crc is forgotten"
+        );
+        // Reused: the stale bytes are there, and the length is the new one.
+        let b = PoolBuf::take(POOL_MIN).expect("in range");
+        assert_eq!(idle(), 0);
+        assert_eq!(b.as_ref().len(), POOL_MIN);
+        drop(b);
+        let many: Vec<_> = (0..POOL_MAX + 3)
+            .map(|_| PoolBuf::take(POOL_BUF).expect("in range"))
+            .collect();
+        drop(many);
+        assert_eq!(idle(), POOL_MAX, "never more than POOL_MAX idle");
+        trim(Duration::from_secs(3600));
+        assert_eq!(idle(), POOL_MAX, "recently used buffers stay");
+        trim(Duration::ZERO);
+        assert_eq!(idle(), 0);
+    }
+}
