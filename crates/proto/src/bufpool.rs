@@ -85,7 +85,7 @@ impl PoolBuf {
     }
 
     /// The payload bytes, to read into.
-    pub fn as_mut(&mut self) -> &mut [u8] {
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.buf[..self.len]
     }
 
@@ -149,7 +149,7 @@ mod tests {
         assert!(PoolBuf::take(POOL_BUF + 1).is_none());
         trim(Duration::ZERO);
         let mut b = PoolBuf::take(POOL_BUF).expect("in range");
-        b.as_mut().fill(7);
+        b.bytes_mut().fill(7);
         let bytes = b.freeze();
         let part = bytes.slice(10..20);
         crate::bufpool::remember_crc(&bytes, 42);

@@ -321,7 +321,7 @@ async fn read_exact_bytes<R: AsyncRead + Unpin>(
         return Ok(Bytes::new());
     }
     if let Some(mut buf) = bufpool::PoolBuf::take(len) {
-        r.read_exact(buf.as_mut()).await?;
+        r.read_exact(buf.bytes_mut()).await?;
         return Ok(buf.freeze());
     }
     let mut buf = BytesMut::zeroed(len);
