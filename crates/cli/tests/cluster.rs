@@ -577,6 +577,108 @@ async fn resent_ops_are_not_applied_twice() {
     assert_eq!(e.errno, quarry_common::Errno::EEXIST);
 }
 
+/// A member that missed ops while it was down, recovered and then
+/// serves as primary recognises resends of those ops (its log becomes a
+/// copy of the authority's, op ids included, instead of an empty one):
+/// the way back of a cut link, where the client resends an op whose
+/// reply the previous primary never sent. Covers both a returning
+/// primary (it pulls the log) and a returning replica (the primary sends
+/// it the log with the activation) that is primary later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovered_member_recognises_resends_of_ops_it_missed() {
+    let cl = Cluster::up(3, 1);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "redup").await;
+    wait_clean(&c).await;
+    let oid = ObjectId::new(pool, "hdr");
+    let run = |req: OpRequest, tid: u64| {
+        let c = c.clone();
+        async move { bounded("op", c.operate_tid(req, tid)).await }
+    };
+    let create = || OpRequest::new(oid.clone()).op(Op::Create { exclusive: true });
+    let cas = |v: u64, val: &'static [u8]| {
+        OpRequest::new(oid.clone())
+            .op(Op::AssertExists)
+            .op(Op::AssertVersion(v))
+            .op(Op::SetXattr("k".into(), Bytes::from_static(val)))
+    };
+    let version = |tid: u64| {
+        let c = c.clone();
+        let oid = oid.clone();
+        async move {
+            bounded("stat", c.operate_tid(OpRequest::new(oid).op(Op::Stat), tid))
+                .await
+                .expect("stat")
+                .version
+        }
+    };
+    let map = c.monc().refresh_map().await.expect("map");
+    let pg = map.object_pg(pool, "", "hdr").expect("pg");
+    let up = map.pg_up_set(pg).expect("up set");
+    let (primary, replica) = (up[0], up[1]);
+    const T: u64 = 3 << 40;
+
+    // 1. The primary is away while an exclusive create and a
+    // compare-and-swap are applied by the others.
+    cl.kill9(&format!("osd.{primary}"));
+    run(create(), T).await.expect("create");
+    let v1 = version(T + 1).await;
+    run(cas(v1, b"1"), T + 2).await.expect("cas");
+    cl.run_up(None);
+    wait_clean(&c).await;
+    let map = c.monc().refresh_map().await.expect("map");
+    assert_eq!(
+        map.pg_primary(pg).expect("pg"),
+        Some(primary),
+        "primary back"
+    );
+    // Resends reach the returned primary: the original successes.
+    run(create(), T)
+        .await
+        .expect("resent create on the returned primary");
+    run(cas(v1, b"1"), T + 2)
+        .await
+        .expect("resent cas on the returned primary");
+    // New ops still run (and fail their guards for real).
+    let e = run(create(), T + 3).await.expect_err("a new create");
+    assert_eq!(e.errno, quarry_common::Errno::EEXIST);
+    let e = run(cas(v1, b"x"), T + 4).await.expect_err("a stale cas");
+    assert_eq!(e.errno, quarry_common::Errno::EOVERFLOW);
+
+    // 2. A replica is away while a compare-and-swap is applied; it
+    // returns as a replica, then is the only member left.
+    cl.kill9(&format!("osd.{replica}"));
+    let v2 = version(T + 5).await;
+    run(cas(v2, b"2"), T + 6).await.expect("cas");
+    cl.run_up(None);
+    wait_clean(&c).await;
+    for osd in up.iter().filter(|&&o| o != replica) {
+        cl.kill9(&format!("osd.{osd}"));
+    }
+    bounded("the returned replica is primary", async {
+        loop {
+            let map = c.monc().refresh_map().await.expect("map");
+            if map.pg_primary(pg).expect("pg") == Some(replica) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    run(cas(v2, b"2"), T + 6)
+        .await
+        .expect("resent cas on the returned replica, now primary");
+    let e = run(cas(v2, b"y"), T + 7).await.expect_err("a stale cas");
+    assert_eq!(e.errno, quarry_common::Errno::EOVERFLOW);
+    let got = bounded(
+        "getxattr",
+        c.operate(OpRequest::new(oid.clone()).op(Op::GetXattr("k".into()))),
+    )
+    .await
+    .expect("getxattr");
+    assert_eq!(got.outputs[0], OpOutput::Data(Bytes::from_static(b"2")));
+}
+
 /// A watch survives the death of the primary it was registered on: the
 /// client re-registers it with the new primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

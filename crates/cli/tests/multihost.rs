@@ -52,8 +52,12 @@ struct Hosts {
 }
 
 impl Hosts {
-    fn new(base: &Path) -> Hosts {
-        let tag = format!("qt{}", std::process::id() % 100_000);
+    /// `test`: a short name unique among the tests of this binary (cargo
+    /// runs them in parallel threads of one process, so the pid alone
+    /// would give both the same namespaces).
+    fn new(base: &Path, test: &str) -> Hosts {
+        remove_stale_namespaces();
+        let tag = format!("qt{}{test}-", std::process::id());
         let mut h = Hosts {
             tag,
             base: base.to_path_buf(),
@@ -190,6 +194,30 @@ impl Drop for Hosts {
         }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Delete the namespaces of earlier runs that were killed before their
+/// `Drop` ran (`qt<pid>...` whose process is gone): they keep bridges and
+/// addresses around for nothing.
+fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("qt") else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let Ok(pid) = digits.parse::<u32>() else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
         }
     }
 }
@@ -378,7 +406,7 @@ fn several_hosts(cut: bool) {
         .try_init();
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path();
-    let mut hosts = Hosts::new(base);
+    let mut hosts = Hosts::new(base, if cut { "c" } else { "f" });
     hosts.add_host("mon", 10);
     for n in 0..3u8 {
         hosts.add_host(&format!("osd{n}"), 11 + n);

@@ -48,9 +48,11 @@
 //!   authority's log after the member's last update as a store export
 //!   (head, clones, snap set, versions, omap, xattrs: the member's copy
 //!   becomes byte-for-byte the authority's; an object the authority does
-//!   not have is removed), resets the member's log to the authority's last
-//!   update, then records the new acting set with the monitor
-//!   (`pg_activated`) and only then serves I/O.
+//!   not have is removed), replaces the member's log by a copy of the
+//!   authority's (its tail and entries with their op ids, sent with the
+//!   activation, as Ceph sends the authoritative log), then records the
+//!   new acting set with the monitor (`pg_activated`) and only then serves
+//!   I/O.
 //! * Divergent entries (Ceph's rewind): a member whose last update is not
 //!   in the authority's log (e.g. a primary that applied writes its
 //!   replicas never got, then was killed or cut off while the others went
@@ -59,9 +61,9 @@
 //!   where the histories fork; the member's entries after it are
 //!   divergent. The objects those entries touched and those the authority
 //!   wrote after the fork are recovered from the authority (or removed),
-//!   the member's log is reset to the authority's last update, and the
-//!   ops of the rewound entries are dropped from the duplicate index (a
-//!   resend of one runs again). Only when the logs prove no fork (the
+//!   the member's log becomes a copy of the authority's, and its
+//!   duplicate index is rebuilt from that copy (the ops of the rewound
+//!   entries leave it: a resend of one runs again). Only when the logs prove no fork (the
 //!   authority's log no longer reaches back to it) is the member
 //!   backfilled: every object either side holds.
 //!
@@ -110,15 +112,15 @@
 //!   whether the op succeeded) on every member, and the primary answers a
 //!   resend of a logged successful write (pure or guarded by
 //!   `AssertExists`/`AssertVersion`) with its original success
-//!   (a new primary rebuilds the index from its log when it activates).
+//!   (a new primary rebuilds the index from its log when it activates; a
+//!   recovered member's log is a copy of the authority's, op ids included,
+//!   so it knows the ops applied while it was away or cut off).
 //!   Not covered: a resend racing the original still in flight on the same
-//!   primary, a new primary whose log was reset by recovery (it pulled its
-//!   state instead of replaying entries), ops older than the log's span,
-//!   and compound ops with reads (re-executed). The index holds only ops
-//!   acknowledged to the client (all acting members applied them) or
-//!   logged by an authoritative log at activation, so a rewound entry can
-//!   only be there if this OSD's own log held it: its ids are forgotten
-//!   when it is rewound.
+//!   primary, ops older than the log's span, and compound ops with reads
+//!   (re-executed). The index holds only ops acknowledged to the client
+//!   (all acting members applied them) or recorded as applied by the log
+//!   it activated with; it is rebuilt from the log whenever the log is
+//!   replaced, so a rewound op never stays in it.
 //! * Watches live on the primary only (per connection); the client
 //!   re-registers each watch it holds when that connection dies or the
 //!   object's primary changes (checked on every map and every second), so

@@ -244,15 +244,17 @@ struct DupIndex {
 }
 
 impl DupIndex {
-    /// Forget the ops logged at these versions (divergent entries rewound
-    /// by peering: they are not applied any more, so a resend must run).
-    fn forget(&mut self, vers: &BTreeSet<Ver>) {
-        if vers.is_empty() {
-            return;
+    /// The ops a PG log records as applied, and nothing else: ids
+    /// remembered from an older log may name ops that peering rewound
+    /// since (no longer applied here, so a resend must run).
+    fn from_log(entries: &[pglog::Entry]) -> DupIndex {
+        let mut d = DupIndex::default();
+        for e in entries {
+            if let (true, Some(id)) = (e.ok, e.reqid) {
+                d.insert(id, e.ver);
+            }
         }
-        self.ids.retain(|_, v| !vers.contains(v));
-        let ids = &self.ids;
-        self.order.retain(|id| ids.contains_key(id));
+        d
     }
 
     fn insert(&mut self, id: (u64, u64), ver: Ver) {
@@ -1274,7 +1276,8 @@ impl Osd {
         Ok((pending, writing))
     }
 
-    /// Replace the PG's log (after recovery) and remember where it starts.
+    /// Replace the PG's log by an empty one starting at `info` (a peer
+    /// that sent no log with its activation) and remember where it starts.
     async fn reset_log(&self, p: &Arc<Pg>, info: PgInfo) -> WResult<()> {
         let store = self.store.clone();
         let pg = p.id;
@@ -1282,6 +1285,27 @@ impl Osd {
         let m = blocking(move || pglog::reset(&store, pg, info)).await?;
         *lock(&p.meta) = m;
         lock(&p.recent).clear();
+        *lock(&p.done) = DupIndex::default();
+        p.last.send_replace(last);
+        Ok(())
+    }
+
+    /// Replace the PG's log by a copy of the authority's (after recovery
+    /// made this member's objects the authority's), op ids included, and
+    /// answer resends from it.
+    async fn install_log(&self, p: &Arc<Pg>, tail: Ver, entries: Vec<pglog::Entry>) -> WResult<()> {
+        let store = self.store.clone();
+        let pg = p.id;
+        let (m, entries) = blocking(move || {
+            let m = pglog::install(&store, pg, tail, &entries)?;
+            Ok::<_, RadosError>((m, entries))
+        })
+        .await?;
+        let last = m.info.last_update;
+        let kept = &entries[entries.len() - m.count as usize..];
+        *lock(&p.recent) = kept.iter().map(|e| e.ver).collect();
+        *lock(&p.done) = DupIndex::from_log(kept);
+        *lock(&p.meta) = m;
         p.last.send_replace(last);
         Ok(())
     }
@@ -1527,8 +1551,15 @@ impl Osd {
                 Ok((Resp::Info(info), Bytes::new()))
             }
             Request::PgLog { pg, since } => {
-                let log = self.local_log(pg, since).await?;
-                Ok((Resp::Log(log), Bytes::new()))
+                // The entries with their op ids go in the frame data, for a
+                // member whose log becomes a copy of this one.
+                let full = self.local_full_log(pg, since).await?;
+                let data = match &full {
+                    Some(f) => Bytes::from(pglog::encode_entries(f)?),
+                    None => Bytes::new(),
+                };
+                let log = full.map(|f| f.into_iter().map(|e| (e.ver, e.oid)).collect());
+                Ok((Resp::Log(log), data))
             }
             Request::PgObjects { pg } => {
                 Ok((Resp::Objects(self.local_objects(pg).await?), Bytes::new()))
@@ -1563,7 +1594,21 @@ impl Osd {
                 p.interval.fetch_max(epoch, Ordering::SeqCst);
                 let _g = p.write_lock.lock().await;
                 let cur = lock(&p.meta).info.clone();
-                if cur != info {
+                if !data.is_empty() {
+                    // Recovered: its log becomes the authority's (frame data).
+                    let entries = pglog::decode_entries(&data)?;
+                    let head = entries.last().map_or(info.log_tail, |e| e.ver);
+                    if head != info.last_update {
+                        return Err(WireError::new(
+                            Errno::EINVAL,
+                            format!(
+                                "{pg}: activation log ends at {head}, info says {}",
+                                info.last_update
+                            ),
+                        ));
+                    }
+                    self.install_log(&p, info.log_tail, entries).await?;
+                } else if cur != info {
                     self.reset_log(&p, info).await?;
                 } else {
                     // The first RepOp of the interval follows this version.
@@ -1580,6 +1625,13 @@ impl Osd {
         let meta = lock(&p.meta).clone();
         let store = self.store.clone();
         Ok(blocking(move || pglog::entries_since(&store, pg, &meta, since)).await?)
+    }
+
+    async fn local_full_log(&self, pg: PgId, since: Ver) -> WResult<Option<Vec<pglog::Entry>>> {
+        let p = self.pg(pg)?;
+        let meta = lock(&p.meta).clone();
+        let store = self.store.clone();
+        Ok(blocking(move || pglog::full_entries_since(&store, pg, &meta, since)).await?)
     }
 
     async fn local_objects(&self, pg: PgId) -> WResult<Vec<ObjectId>> {
@@ -1815,8 +1867,6 @@ impl Osd {
         let auth_lu = auth_info.last_update;
         // 3. Objects each lagging member must receive.
         let mut plans: BTreeMap<OsdId, BTreeSet<ObjectId>> = BTreeMap::new();
-        // This OSD's own divergent entries, rewound below.
-        let mut rewound: BTreeSet<Ver> = BTreeSet::new();
         let mut auth_view: Option<Option<pglog::LogView>> = None;
         for (&m, info) in &infos {
             if info.last_update == auth_lu {
@@ -1855,9 +1905,6 @@ impl Osd {
                                 divergent.len(),
                                 objects.len()
                             );
-                            if m == self.id {
-                                rewound.extend(divergent.iter().map(|e| e.0));
-                            }
                             objects
                         }
                         pglog::Catchup::Backfill => {
@@ -1872,6 +1919,25 @@ impl Osd {
             };
             plans.insert(m, set);
         }
+        // The authority's whole log with its op ids: every lagging member's
+        // log becomes a copy of it (Ceph sends the authoritative log with
+        // the activation likewise), so whichever member is primary later
+        // recognises resends of the ops it records.
+        let auth_log = if plans.is_empty() {
+            Vec::new()
+        } else {
+            let log = self.full_log_of(auth, pg, auth_info.log_tail).await?;
+            match log {
+                Some(l) if l.last().map_or(auth_info.log_tail, |e| e.ver) == auth_lu => l,
+                _ => {
+                    return Err(WireError::new(
+                        Errno::EAGAIN,
+                        format!("osd.{auth}'s log of {pg} changed since it reported {auth_lu}"),
+                    ))
+                }
+            }
+        };
+        let auth_tail = auth_info.log_tail;
         // 4. Bring this OSD up to date from the authority first.
         if let Some(set) = plans.remove(&self.id) {
             for oid in set {
@@ -1887,14 +1953,7 @@ impl Osd {
                 };
                 self.install(pg, &oid, exists, data).await?;
             }
-            let info = PgInfo {
-                last_update: auth_lu,
-                log_tail: auth_lu,
-            };
-            self.reset_log(p, info).await?;
-            // The rewound ops are no longer applied here: a resend of one
-            // must run, not be answered from the duplicate index.
-            lock(&p.done).forget(&rewound);
+            self.install_log(p, auth_tail, auth_log.clone()).await?;
         }
         // 5. Push to the others.
         for (m, set) in &plans {
@@ -1916,16 +1975,18 @@ impl Osd {
                 .await?;
             }
         }
+        let log_data = Bytes::from(pglog::encode_entries(&auth_log)?);
         for &m in acting.iter().filter(|&&m| m != self.id) {
-            let info = if plans.contains_key(&m) {
-                PgInfo {
+            let (info, data) = if plans.contains_key(&m) {
+                let info = PgInfo {
                     last_update: auth_lu,
-                    log_tail: auth_lu,
-                }
+                    log_tail: auth_tail,
+                };
+                (info, log_data.clone())
             } else {
-                infos[&m].clone()
+                (infos[&m].clone(), Bytes::new())
             };
-            self.peer_call(m, Request::Activate { pg, epoch, info }, Bytes::new())
+            self.peer_call(m, Request::Activate { pg, epoch, info }, data)
                 .await?;
         }
         if cancelled() {
@@ -1946,18 +2007,11 @@ impl Osd {
         };
         p.next_seq.store(next, Ordering::SeqCst);
         // Resends of ops this member's log records as applied are answered
-        // from it (a log reset by recovery forgets them: see the crate docs).
+        // from it (a recovered member's log is a copy of the authority's).
         let meta = lock(&p.meta).clone();
         let store = self.store.clone();
         let entries = blocking(move || pglog::all_entries(&store, pg, &meta)).await?;
-        {
-            let mut d = lock(&p.done);
-            for e in entries {
-                if let (true, Some(id)) = (e.ok, e.reqid) {
-                    d.insert(id, e.ver);
-                }
-            }
-        }
+        *lock(&p.done) = DupIndex::from_log(&entries);
         // The first write of the interval follows the authority's last one
         // (which every member now holds); replicas check that link.
         p.last.send_replace(auth_lu);
@@ -1983,6 +2037,29 @@ impl Osd {
         {
             (Resp::Log(l), _) => Ok(l),
             _ => Err(WireError::new(Errno::EIO, "bad PgLog reply")),
+        }
+    }
+
+    /// `osd`'s log entries after `since` with their op ids (`None`: its log
+    /// cannot prove it holds all of them).
+    async fn full_log_of(
+        &self,
+        osd: OsdId,
+        pg: PgId,
+        since: Ver,
+    ) -> WResult<Option<Vec<pglog::Entry>>> {
+        if osd == self.id {
+            return self.local_full_log(pg, since).await;
+        }
+        match self
+            .peer_call(osd, Request::PgLog { pg, since }, Bytes::new())
+            .await?
+        {
+            (Resp::Log(None), _) => Ok(None),
+            (Resp::Log(Some(_)), data) if !data.is_empty() => {
+                Ok(Some(pglog::decode_entries(&data)?))
+            }
+            _ => Err(WireError::new(Errno::EIO, "bad PgLog reply (no entries)")),
         }
     }
 
@@ -2048,19 +2125,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rewound_ops_leave_the_duplicate_index() {
+    fn duplicate_index_is_what_the_log_records() {
         let v = |epoch, seq| Ver { epoch, seq };
-        let mut d = DupIndex::default();
-        d.insert((7, 1), v(3, 4));
-        d.insert((7, 2), v(3, 5));
-        d.insert((8, 1), v(3, 6));
-        d.forget(&[v(3, 5), v(3, 6)].into_iter().collect());
+        let e = |ver, reqid, ok| pglog::Entry {
+            ver,
+            oid: ObjectId::new(1, "o"),
+            reqid,
+            ok,
+        };
+        let d = DupIndex::from_log(&[
+            e(v(3, 4), Some((7, 1)), true),
+            e(v(3, 5), Some((7, 2)), false),
+            e(v(3, 6), None, true),
+            e(v(5, 1), Some((8, 1)), true),
+        ]);
+        // Applied client ops only: a failed one runs again on a resend.
         assert_eq!(d.ids.get(&(7, 1)), Some(&v(3, 4)));
-        assert!(!d.ids.contains_key(&(7, 2)) && !d.ids.contains_key(&(8, 1)));
-        assert_eq!(d.order, VecDeque::from([(7, 1)]));
-        // A resend of a forgotten op is applied (and indexed) anew.
-        d.insert((7, 2), v(5, 1));
-        assert_eq!(d.ids.get(&(7, 2)), Some(&v(5, 1)));
-        assert_eq!(d.order.len(), 2);
+        assert_eq!(d.ids.get(&(8, 1)), Some(&v(5, 1)));
+        assert!(!d.ids.contains_key(&(7, 2)));
+        assert_eq!(d.order, VecDeque::from([(7, 1), (8, 1)]));
     }
 }

@@ -172,15 +172,49 @@ pub fn reset(store: &Store, pg: PgId, info: PgInfo) -> Result<PgMeta> {
     Ok(m)
 }
 
-/// Entries after `since`, oldest first; `None` if the log cannot prove it
-/// holds all of them (`since` is neither the tail nor one of its entries,
-/// e.g. the asking member diverged or fell too far behind).
-pub fn entries_since(
+/// Replace the log by a copy of the authority's (`tail` and its entries
+/// after it, oldest first, with their op ids), once recovery made this
+/// member's objects the authority's: the member then recognises resends
+/// of the ops those entries record (were its log only reset, a resend of
+/// an op applied while it was away would run twice: a compare-and-swap
+/// would fail its guard) and can serve as authority for the same span.
+/// Only the newest [`LOG_MAX`] entries are kept.
+pub fn install(store: &Store, pg: PgId, tail: Ver, entries: &[Entry]) -> Result<PgMeta> {
+    let skip = entries.len().saturating_sub(LOG_MAX as usize);
+    let tail = if skip > 0 {
+        entries[skip - 1].ver
+    } else {
+        tail
+    };
+    let entries = &entries[skip..];
+    let n = entries.len() as u64;
+    let m = PgMeta {
+        info: PgInfo {
+            last_update: entries.last().map_or(tail, |e| e.ver),
+            log_tail: tail,
+        },
+        head: n,
+        count: n,
+    };
+    let mut sys: SysUpdates = Vec::with_capacity(entries.len() + 1);
+    for (idx, e) in entries.iter().enumerate() {
+        sys.push((slot_key(pg, idx as u64), Some(encode(e)?)));
+    }
+    sys.push((meta_key(pg), Some(encode(&m)?)));
+    store.sys_put(sys)?;
+    Ok(m)
+}
+
+/// Entries after `since`, oldest first, with their op ids; `None` if the
+/// log cannot prove it holds all of them (`since` is neither the tail nor
+/// one of its entries, e.g. the asking member diverged or fell too far
+/// behind).
+pub fn full_entries_since(
     store: &Store,
     pg: PgId,
     meta: &PgMeta,
     since: Ver,
-) -> Result<Option<Vec<(Ver, ObjectId)>>> {
+) -> Result<Option<Vec<Entry>>> {
     let mut out = Vec::new();
     let mut found = since == meta.info.log_tail;
     for idx in meta.head - meta.count..meta.head {
@@ -188,14 +222,35 @@ pub fn entries_since(
         let Some(b) = store.sys_get(&key)? else {
             return Ok(None);
         };
-        let Entry { ver: v, oid, .. } = decode_entry(&key, &b)?;
-        if v == since {
+        let e = decode_entry(&key, &b)?;
+        if e.ver == since {
             found = true;
-        } else if v > since {
-            out.push((v, oid));
+        } else if e.ver > since {
+            out.push(e);
         }
     }
     Ok(found.then_some(out))
+}
+
+/// [`full_entries_since`] without the op ids (what peering compares).
+pub fn entries_since(
+    store: &Store,
+    pg: PgId,
+    meta: &PgMeta,
+    since: Ver,
+) -> Result<Option<Vec<(Ver, ObjectId)>>> {
+    Ok(full_entries_since(store, pg, meta, since)?
+        .map(|v| v.into_iter().map(|e| (e.ver, e.oid)).collect()))
+}
+
+/// Encode entries for the frame data of a `PgLog` reply or an `Activate`.
+pub fn encode_entries(entries: &[Entry]) -> Result<Vec<u8>> {
+    encode(&entries)
+}
+
+/// Decode what [`encode_entries`] produced.
+pub fn decode_entries(b: &[u8]) -> Result<Vec<Entry>> {
+    postcard::from_bytes(b).map_err(|e| corrupt("log entries from a peer", e))
 }
 
 /// A PG log as peering sees it: the tail and every entry after it
@@ -337,6 +392,78 @@ mod tests {
             Some(vec![])
         );
         assert_eq!(entries_since(&store, pg, &m, v(7, 3)).expect("read"), None);
+    }
+
+    #[test]
+    fn installed_copy_of_the_authoritys_log() {
+        let store = Store::open_memory().expect("store");
+        let (pa, pm) = (PgId { pool: 1, seed: 0 }, PgId { pool: 1, seed: 1 });
+        let mut a = reset(
+            &store,
+            pa,
+            PgInfo {
+                last_update: v(2, 9),
+                log_tail: v(2, 9),
+            },
+        )
+        .expect("reset");
+        for s in 1..=4 {
+            let (m, sys, _) = prepare(
+                &store,
+                pa,
+                &a,
+                v(3, s),
+                &ObjectId::new(1, format!("o{s}")),
+                Some((7, s)),
+                None,
+            )
+            .expect("prepare");
+            store.sys_put(sys).expect("put");
+            a = m;
+        }
+        let full = full_entries_since(&store, pa, &a, a.info.log_tail)
+            .expect("read")
+            .expect("whole log");
+        assert_eq!(full.len(), 4);
+        // What a PgLog reply carries survives the trip.
+        let wire = decode_entries(&encode_entries(&full).expect("encode")).expect("decode");
+        assert_eq!(wire, full);
+        // The member's stale log (a divergent entry) is replaced.
+        let mut m = PgMeta::default();
+        m = append(&store, pm, &m, v(2, 10), &ObjectId::new(1, "lost")).expect("append");
+        assert_eq!(m.info.last_update, v(2, 10));
+        let m = install(&store, pm, a.info.log_tail, &wire).expect("install");
+        assert_eq!(m.info, a.info);
+        assert_eq!(load(&store, pm).expect("reload"), m);
+        let copy = all_entries(&store, pm, &m).expect("entries");
+        assert_eq!(copy, full);
+        assert_eq!(copy[2].reqid, Some((7, 3)));
+        // The copy answers peering exactly as the authority's log does.
+        assert_eq!(
+            entries_since(&store, pm, &m, v(3, 2)).expect("read"),
+            entries_since(&store, pa, &a, v(3, 2)).expect("read")
+        );
+        // More entries than a log holds: the newest LOG_MAX are kept and
+        // the tail moves to the last one dropped.
+        let many: Vec<Entry> = (1..=LOG_MAX + 5)
+            .map(|s| Entry {
+                ver: v(4, s),
+                oid: ObjectId::new(1, "x"),
+                reqid: Some((9, s)),
+                ok: true,
+            })
+            .collect();
+        let m = install(&store, pm, v(3, 4), &many).expect("install");
+        assert_eq!(m.count, LOG_MAX);
+        assert_eq!(m.info.log_tail, v(4, 5));
+        assert_eq!(m.info.last_update, v(4, LOG_MAX + 5));
+        // Appending to an installed log goes on from its head.
+        let m2 = append(&store, pm, &m, v(5, 1), &ObjectId::new(1, "y")).expect("append");
+        assert_eq!(m2.info.log_tail, v(4, 6));
+        let e = entries_since(&store, pm, &m2, v(4, LOG_MAX + 5))
+            .expect("read")
+            .expect("covered");
+        assert_eq!(e, vec![(v(5, 1), ObjectId::new(1, "y"))]);
     }
 
     #[test]
