@@ -366,6 +366,20 @@ const MALLOC_ARENAS: i32 = 2;
 /// stops that adaptation.
 const MALLOC_MMAP_THRESHOLD: i32 = 256 << 10;
 
+/// Give the free pages inside malloc's heaps back to the kernel (glibc
+/// returns only the top of a heap on free). Under fio's 64 KiB and 4 KiB
+/// jobs about a third of an OSD's anonymous memory was free heap (61 ->
+/// 40 MiB after one `malloc_trim`); called once per beacon interval, it
+/// bounds what fragmentation holds. The walk over free chunks is short
+/// (metadata only); a trimmed page is faulted in again when reused.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; no pointers given.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Run the OSD until the process is killed.
 pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     // Threads created from here on (the store's, tokio's blocking pool)
@@ -458,6 +472,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         // Receive buffers of large writes idle since the last beacons go
         // back to the kernel (an OSD at rest holds none).
         quarry_proto::bufpool::trim(interval * 2);
+        release_free_heap();
         if let Err(e) = osd.monc.osd_beacon(id).await {
             tracing::warn!(osd = id, "beacon failed: {e}");
         }
