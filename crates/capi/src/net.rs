@@ -102,6 +102,9 @@ pub fn connect(conf: &Config) -> CResult<(Arc<dyn Rados>, MonValues)> {
     quarry_proto::SignPolicy::set_global(quarry_proto::SignPolicy {
         sign: conf.get_bool("cephx_sign_messages"),
         require: conf.get_bool("cephx_require_signatures"),
+        require_cluster: conf.get_bool("cephx_cluster_require_signatures"),
+        require_service: conf.get_bool("cephx_service_require_signatures"),
+        daemon: false,
     });
     let (client, mon_values) = rt::block_on(async move {
         let client = ClusterClient::connect(addrs, &entity, secret, timeouts).await?;

@@ -145,17 +145,17 @@ fn conf_secs(conf: &ConfFile, section: &str, key: &str, default: f64) -> Duratio
 }
 
 /// Set this daemon's frame-signing policy from `cephx_sign_messages` and
-/// `cephx_require_signatures` (`[name]`, then `[type]`, then `[global]`).
+/// `cephx_require_signatures`, `cephx_cluster_require_signatures`,
+/// `cephx_service_require_signatures` (`[name]`, then `[type]`, then
+/// `[global]`).
 fn apply_sign_policy(conf: &ConfFile, ty: &str, name: &str) -> R<()> {
     let get = |key: &str| {
         conf.get(name, key)
             .or_else(|| conf.get(ty, key))
             .or_else(|| conf.get("global", key))
+            .map(str::to_string)
     };
-    let p = quarry_proto::SignPolicy::from_options(
-        get("cephx_sign_messages"),
-        get("cephx_require_signatures"),
-    )?;
+    let p = quarry_proto::SignPolicy::from_options(true, get)?;
     quarry_proto::SignPolicy::set_global(p);
     Ok(())
 }

@@ -720,33 +720,6 @@ async fn watches_are_reestablished_after_failover() {
 /// cluster directory): the child is the client whose writes diverge.
 const DIVERGE_CHILD: &str = "QUARRY_TEST_DIVERGE_CHILD";
 
-/// Start `quarry osd --id n` in a cluster directory as `quarry up` does
-/// (log appended to `log/osd.N.log`, pid file) without starting the others.
-/// Not waited on here: `kill9`/`term` reap it (`waitpid(-1)`) when they stop it.
-#[allow(clippy::zombie_processes)]
-fn start_osd(cl: &Cluster, n: u32) {
-    use std::os::unix::process::CommandExt;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(cl.path().join("log").join(format!("osd.{n}.log")))
-        .expect("osd log");
-    let child = Command::new(BIN)
-        .args(["osd", "--id", &n.to_string(), "--dir"])
-        .arg(cl.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().expect("dup log"))
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .expect("start osd");
-    std::fs::write(
-        cl.path().join("run").join(format!("osd.{n}.pid")),
-        format!("{}\n", child.id()),
-    )
-    .expect("pid file");
-}
-
 /// An object's copy in one (stopped) OSD's store, read from the store
 /// itself: its head's bytes (`None` if absent) and the rest of its state
 /// (size, version, xattrs, snapshot set). The mtime is left out: each
@@ -968,8 +941,8 @@ async fn divergent_entries_are_rewound() {
 
     // The replicas go on without osd.0 in a new interval: x is written
     // again and w created; y and z are not touched.
-    start_osd(&cl, 1);
-    start_osd(&cl, 2);
+    cl.start_osd(1);
+    cl.start_osd(2);
     write(&c, pool, x, b"x-new").await;
     write(&c, pool, w, b"w-new").await;
     let map = c.monc().refresh_map().await.expect("map");
@@ -981,7 +954,7 @@ async fn divergent_entries_are_rewound() {
 
     // osd.0 comes back and is the PG's primary again.
     let rewinds = count_in_log(&cl, "osd.0", "divergent log entries");
-    start_osd(&cl, 0);
+    cl.start_osd(0);
     common::wait_clean(&c).await;
     assert!(
         count_in_log(&cl, "osd.0", "divergent log entries") > rewinds,

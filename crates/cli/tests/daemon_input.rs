@@ -685,3 +685,260 @@ async fn forged_replayed_or_skipped_signed_frames_are_dropped() {
 
     still_serving(&c, pool, 301).await;
 }
+
+/// Run `quarry rbd -c CONF ARGS` as a separate client process; killed and
+/// failed if it takes longer than [`BOUND`]. Returns (success, stdout, stderr).
+fn rbd_cli(conf: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let child = std::process::Command::new(BIN)
+        .arg("rbd")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .env_remove("CEPH_CONF")
+        .env_remove("CEPH_ARGS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rbd");
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(BOUND) else {
+        // SAFETY: signal to the client process this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("rbd {args:?} hung (killed after {BOUND:?})");
+    };
+    let out = out.expect("rbd output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn rbd_ok(conf: &std::path::Path, args: &[&str]) -> String {
+    let (ok, out, err) = rbd_cli(conf, args);
+    assert!(ok, "rbd {args:?} failed: {out}{err}");
+    out
+}
+
+/// The stderr of an `rbd` command that must fail.
+fn rbd_refused(conf: &std::path::Path, args: &[&str]) -> String {
+    let (ok, out, err) = rbd_cli(conf, args);
+    assert!(!ok, "rbd {args:?} must be refused: {out}{err}");
+    err
+}
+
+/// A client configuration for a cluster's admin with `extra` options.
+fn client_conf(cl: &Cluster, tag: &str, extra: &str) -> std::path::PathBuf {
+    let p = cl.path().join(format!("client-{tag}.conf"));
+    std::fs::write(
+        &p,
+        format!(
+            "[global]\n\tmon_host = {}\n\tkeyring = {}\n{extra}",
+            cl.mon_addrs().join(","),
+            cl.path().join("ceph.client.admin.keyring").display()
+        ),
+    )
+    .expect("client conf");
+    p
+}
+
+/// A raw handshake with an OSD announcing `cephx_sign_messages = false`:
+/// `Ok` when the OSD goes on (its challenge), `Err` with its refusal.
+async fn unsigned_hello(
+    osd: &str,
+    ticket: &quarry_auth::Ticket,
+) -> Result<(), quarry_client::wire::WireError> {
+    use quarry_client::wire::{AuthResult, Hello, K_AUTH_RESULT, K_CHALLENGE, K_HELLO};
+    use quarry_proto::{read_frame, write_frame, Frame};
+    let mut s = TcpStream::connect(osd).await.expect("connect");
+    let hello = Hello {
+        ticket: ticket.blob.to_vec(),
+        client_nonce: quarry_auth::random_nonce(),
+        sign: false,
+    };
+    let f = Frame::new(K_HELLO, 0, &hello, Bytes::new()).expect("frame");
+    write_frame(&mut s, &f).await.expect("hello");
+    let f = tokio::time::timeout(Duration::from_secs(20), read_frame(&mut s))
+        .await
+        .expect("the OSD must answer, not hang")
+        .expect("frame");
+    match f.kind {
+        K_CHALLENGE => Ok(()),
+        K_AUTH_RESULT => {
+            let r: AuthResult = f.decode().expect("auth result");
+            let e = r.expect_err("a result before the challenge is a refusal");
+            closes(&mut s, "an unsigned hello refused").await;
+            Err(e)
+        }
+        k => panic!("unexpected frame kind {k}"),
+    }
+}
+
+/// A monitor session as a daemon (its key from the daemon keyring).
+async fn daemon_monc(cl: &Cluster, entity: &str) -> std::sync::Arc<quarry_monc::MonClient> {
+    bounded(
+        &format!("{entity} at the monitor"),
+        quarry_monc::MonClient::connect(quarry_monc::MonClientConfig {
+            mon_addrs: cl.mon_addrs(),
+            entity: entity.into(),
+            secret: daemon_secret(cl, entity),
+            timeout: Duration::from_secs(30),
+        }),
+    )
+    .await
+    .expect("a daemon's monitor session")
+}
+
+/// A daemon's key from the cluster's daemon keyring.
+fn daemon_secret(cl: &Cluster, entity: &str) -> quarry_auth::Secret {
+    let kr = std::fs::read_to_string(cl.path().join("keyring")).expect("keyring");
+    let section = format!("[{entity}]");
+    let key = kr
+        .lines()
+        .skip_while(|l| l.trim() != section)
+        .find_map(|l| l.trim().strip_prefix("key = "))
+        .expect("key line");
+    quarry_auth::Secret::from_base64(key.trim()).expect("key")
+}
+
+/// The daemons read `cephx_require_signatures`, `cephx_service_require_signatures`
+/// and `cephx_cluster_require_signatures` from ceph.conf, with Ceph's
+/// meaning (all connections / client-daemon / daemon-daemon). A peer that
+/// does not sign (`cephx_sign_messages = false`) where signing is required
+/// is refused at once with EACCES and a message naming the option (by the
+/// monitor, by an OSD, and a real `rbd` client process reports it and
+/// exits); a signing client works; a requirement does not reach the
+/// connections it does not cover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_require_signatures_from_ceph_conf() {
+    // (1) cephx_require_signatures in [global]: the monitor refuses an
+    // unsigned client; so does the OSD (raw handshake with a real ticket).
+    let cl = Cluster::up_with(1, 1, &["cephx_require_signatures=true"]);
+    let signed = client_conf(&cl, "signed", "");
+    let unsigned = client_conf(&cl, "unsigned", "\tcephx_sign_messages = false\n");
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i * 7 + i / 4099) as u8)
+        .collect();
+    let src = cl.path().join("img.in");
+    let dst = cl.path().join("img.out");
+    std::fs::write(&src, &data).expect("image file");
+    rbd_ok(
+        &signed,
+        &["import", src.to_str().expect("utf-8"), "rbd/signed"],
+    );
+    rbd_ok(
+        &signed,
+        &["export", "rbd/signed", dst.to_str().expect("utf-8")],
+    );
+    assert!(
+        std::fs::read(&dst).expect("export") == data,
+        "a signing client's image reads back"
+    );
+    let err = rbd_refused(&unsigned, &["ls"]);
+    assert!(
+        err.contains("mon.a") && err.contains("cephx_require_signatures"),
+        "the monitor's refusal must name itself and the option: {err}"
+    );
+    assert!(
+        err.contains("authentication error") || err.contains("Permission denied"),
+        "{err}"
+    );
+    let c = cl.client().await;
+    let osd = c.monc().refresh_map().await.expect("map").osds[&0]
+        .addr
+        .clone();
+    let ticket = c.monc().ticket().await.expect("ticket");
+    let e = unsigned_hello(&osd, &ticket)
+        .await
+        .expect_err("an unsigned client to an OSD requiring signatures");
+    assert_eq!(e.errno, libc::EACCES, "{}", e.msg);
+    assert!(
+        e.msg.contains("osd.0") && e.msg.contains("cephx_require_signatures"),
+        "{}",
+        e.msg
+    );
+    still_serving(&c, c.pool_lookup("rbd").await.expect("pool"), 400).await;
+    drop(c);
+    drop(cl);
+
+    // (2) cephx_service_require_signatures on the OSD only: the monitor
+    // lets the unsigned client in, the OSD refuses it, and the client
+    // process fails with the OSD's reason instead of retrying.
+    let cl = Cluster::up(1, 1);
+    cl.term("osd.0");
+    cl.append_conf("\n[osd.0]\n\tcephx_service_require_signatures = true\n");
+    cl.run_up(None);
+    let signed = client_conf(&cl, "signed", "");
+    let unsigned = client_conf(&cl, "unsigned", "\tcephx_sign_messages = false\n");
+    rbd_ok(&signed, &["create", "--size", "4M", "rbd/signed"]);
+    assert!(rbd_ok(&signed, &["ls"]).contains("signed"));
+    // The monitor lets it in (it gets a ticket), the OSD refuses it: `rbd`
+    // reports EACCES as Ceph's does, the OSD logs the reason.
+    for args in [&["ls"][..], &["create", "--size", "4M", "rbd/unsigned"]] {
+        let err = rbd_refused(&unsigned, args);
+        assert!(
+            err.contains("(13) Permission denied"),
+            "rbd {args:?}: {err}"
+        );
+    }
+    let log = std::fs::read_to_string(cl.path().join("log").join("osd.0.log")).expect("log");
+    assert!(
+        log.contains("osd.0: signed frames are required (cephx_service_require_signatures = true)"),
+        "the OSD must log why it refused the client"
+    );
+    // A daemon's connection is not a service connection.
+    let osd_monc = daemon_monc(&cl, "osd.0").await;
+    let c = cl.client().await;
+    let osd = c.monc().refresh_map().await.expect("map").osds[&0]
+        .addr
+        .clone();
+    unsigned_hello(&osd, &osd_monc.ticket().await.expect("ticket"))
+        .await
+        .expect("an unsigned daemon is not refused for a service requirement");
+    drop((c, osd_monc));
+    drop(cl);
+
+    // (3) cephx_cluster_require_signatures in [global]: clients need not
+    // sign, daemons must: an OSD that does not sign is refused by the
+    // monitor (it exits, saying why) and by the other OSD.
+    let cl = Cluster::up_with(2, 1, &["cephx_cluster_require_signatures=true"]);
+    let unsigned = client_conf(&cl, "unsigned", "\tcephx_sign_messages = false\n");
+    rbd_ok(&unsigned, &["create", "--size", "4M", "rbd/unsigned"]);
+    assert!(rbd_ok(&unsigned, &["ls"]).contains("unsigned"));
+    let osd1 = daemon_monc(&cl, "osd.1").await;
+    let c = cl.client().await;
+    let osd0 = c.monc().refresh_map().await.expect("map").osds[&0]
+        .addr
+        .clone();
+    let e = unsigned_hello(&osd0, &osd1.ticket().await.expect("ticket"))
+        .await
+        .expect_err("an unsigned peer OSD");
+    assert_eq!(e.errno, libc::EACCES, "{}", e.msg);
+    assert!(
+        e.msg.contains("cephx_cluster_require_signatures"),
+        "{}",
+        e.msg
+    );
+    unsigned_hello(&osd0, &c.monc().ticket().await.expect("ticket"))
+        .await
+        .expect("an unsigned client is not refused for a cluster requirement");
+    drop((c, osd1));
+    cl.term("osd.1");
+    cl.append_conf("\n[osd.1]\n\tcephx_sign_messages = false\n");
+    cl.start_osd(1);
+    wait_exit(
+        cl.pid("osd.1"),
+        "an OSD refused by the monitor must exit, not hang",
+    );
+    let log = std::fs::read_to_string(cl.path().join("log").join("osd.1.log")).expect("log");
+    assert!(
+        log.contains("cephx_cluster_require_signatures"),
+        "osd.1 must say why it was refused: {}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+}

@@ -289,7 +289,9 @@ async fn handshake(s: &mut TcpStream, addr: &str, ticket: &Ticket) -> Result<Sig
         });
     }
     let signed = SignPolicy::negotiated(policy.sign, ch.sign);
-    if let Some(msg) = policy.check(signed) {
+    // An OSD is always a daemon; whether this is a cluster connection
+    // depends on this process (an OSD talking to a peer, or a client).
+    if let Some(msg) = policy.check(signed, true) {
         // Leave before proving anything: the OSD sees the connection close.
         return Err(ConnError::Auth {
             addr: addr.to_string(),

@@ -221,6 +221,13 @@ pub async fn connect(cfg: &Config) -> Result<Connection, ConnectError> {
     quarry_proto::SignPolicy::set_global(quarry_proto::SignPolicy {
         sign: cfg.get_bool("cephx_sign_messages").unwrap_or(true),
         require: cfg.get_bool("cephx_require_signatures").unwrap_or(false),
+        require_cluster: cfg
+            .get_bool("cephx_cluster_require_signatures")
+            .unwrap_or(false),
+        require_service: cfg
+            .get_bool("cephx_service_require_signatures")
+            .unwrap_or(false),
+        daemon: false,
     });
     let client = ClusterClient::connect(addrs, &entity, secret, timeouts)
         .await

@@ -550,8 +550,13 @@ impl Mon {
         let policy = SignPolicy::global();
         let mode = SignPolicy::mode_byte(client_signs, policy.sign);
         let signed = SignPolicy::negotiated(client_signs, policy.sign);
-        if let Some(msg) = policy.check(signed) {
-            return refuse(s, id, Errno::EACCES, format!("authentication error: {msg}")).await;
+        // The entity is only claimed here, but the proofs below bind it:
+        // claiming a daemon's name to dodge a client-only requirement fails.
+        let peer_is_daemon = is_mon || quarry_proto::is_daemon_entity(&entity);
+        if let Some(msg) = policy.check(signed, peer_is_daemon) {
+            tracing::info!(%peer, %entity, "refused: {msg}");
+            let msg = format!("authentication error: mon.{}: {msg}", self.cfg.name);
+            return refuse(s, id, Errno::EACCES, msg).await;
         }
         let sn = handshake::random_nonce();
         let challenge = Response::Challenge {

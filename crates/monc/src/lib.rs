@@ -241,7 +241,7 @@ async fn authenticate_stream(
         return Err(AuthError::BadServerProof(entity.to_string()).into());
     }
     let signed = SignPolicy::negotiated(policy.sign, server_signs);
-    if let Some(msg) = policy.check(signed) {
+    if let Some(msg) = policy.check(signed, true) {
         return Err(MonClientError::Remote {
             errno: Errno::EACCES,
             message: format!("authentication error with monitor {addr}: {msg}"),

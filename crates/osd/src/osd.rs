@@ -660,8 +660,9 @@ impl Osd {
         let policy = SignPolicy::global();
         let mode = SignPolicy::mode_byte(hello.sign, policy.sign);
         let signed = SignPolicy::negotiated(hello.sign, policy.sign);
-        if let Some(msg) = policy.check(signed) {
-            let msg = format!("authentication error: {msg}");
+        // The ticket's entity (the monitor vouches for it).
+        if let Some(msg) = policy.check(signed, quarry_proto::is_daemon_entity(&claims.entity)) {
+            let msg = format!("authentication error: osd.{}: {msg}", self.id);
             let r: AuthResult = Err(WireError::new(Errno::EACCES, msg.clone()));
             if let Ok(fr) = Frame::new(K_AUTH_RESULT, 0, &r, Bytes::new()) {
                 let _ = write_frame(s, &fr).await;

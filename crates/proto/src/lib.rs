@@ -24,7 +24,7 @@ use quarry_common::Errno;
 
 pub mod bufpool;
 pub mod sign;
-pub use sign::{FrameSigner, Role, SignPolicy, SIG_LEN};
+pub use sign::{is_daemon_entity, FrameSigner, Role, SignPolicy, SIG_LEN};
 
 /// Frame magic: "QRY1" little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"QRY1");

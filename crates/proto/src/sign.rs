@@ -153,17 +153,30 @@ impl FrameSigner {
     }
 }
 
-/// Whether this process signs its frames and insists on signed frames
-/// (`cephx_sign_messages`, `cephx_require_signatures`), announced by each
-/// end in the handshake (the proofs cover both announcements, so an
-/// attacker cannot strip them).
+/// Whether this process signs its frames and insists on signed frames,
+/// announced by each end in the handshake (the proofs cover both
+/// announcements, so an attacker cannot strip them).
+///
+/// The three `require` options mean what Ceph's do: `cephx_require_signatures`
+/// covers every connection, `cephx_cluster_require_signatures` only those
+/// between daemons (monitor and OSDs), `cephx_service_require_signatures`
+/// only those between a client and a daemon. Both ends apply the same rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignPolicy {
     /// `cephx_sign_messages` (default true): sign when the peer signs too.
     pub sign: bool,
-    /// `cephx_require_signatures` (default false): refuse a peer that
+    /// `cephx_require_signatures` (default false): refuse any peer that
     /// does not sign.
     pub require: bool,
+    /// `cephx_cluster_require_signatures` (default false): a daemon refuses
+    /// another daemon that does not sign.
+    pub require_cluster: bool,
+    /// `cephx_service_require_signatures` (default false): refuse an
+    /// unsigned connection between a client and a daemon.
+    pub require_service: bool,
+    /// This process is a daemon (its connections to other daemons are
+    /// cluster connections; a client's are service connections).
+    pub daemon: bool,
 }
 
 impl Default for SignPolicy {
@@ -171,9 +184,20 @@ impl Default for SignPolicy {
         SignPolicy {
             sign: true,
             require: false,
+            require_cluster: false,
+            require_service: false,
+            daemon: false,
         }
     }
 }
+
+/// The option names, in the order of the bits of the global policy.
+const OPTIONS: [&str; 4] = [
+    "cephx_sign_messages",
+    "cephx_require_signatures",
+    "cephx_cluster_require_signatures",
+    "cephx_service_require_signatures",
+];
 
 impl SignPolicy {
     /// Whether a connection between a connector announcing `client_signs`
@@ -189,18 +213,40 @@ impl SignPolicy {
         u8::from(client_signs) | (u8::from(server_signs) << 1)
     }
 
+    /// Whether this end requires a connection with a peer to be signed;
+    /// `peer_is_daemon`: the peer is a monitor or an OSD (a connecting
+    /// side always talks to a daemon).
+    pub fn requires(&self, peer_is_daemon: bool) -> bool {
+        self.require
+            || if self.daemon && peer_is_daemon {
+                self.require_cluster
+            } else {
+                self.require_service
+            }
+    }
+
     /// Refusal text when this end requires signatures and the connection
-    /// would not be signed; `None` when the connection is acceptable.
-    pub fn check(&self, signed: bool) -> Option<String> {
-        if self.require && !signed {
-            Some(
-                "the peer does not sign its frames (cephx_sign_messages = false there) \
-                 and cephx_require_signatures is set here"
-                    .into(),
-            )
-        } else {
-            None
+    /// with a peer (a daemon or not, see [`SignPolicy::requires`]) would not
+    /// be signed; `None` when the connection is acceptable.
+    pub fn check(&self, signed: bool, peer_is_daemon: bool) -> Option<String> {
+        if signed || !self.requires(peer_is_daemon) {
+            return None;
         }
+        let option = if self.require {
+            OPTIONS[1]
+        } else if self.daemon && peer_is_daemon {
+            OPTIONS[2]
+        } else {
+            OPTIONS[3]
+        };
+        let who = if self.sign {
+            "the peer does not sign its frames (cephx_sign_messages = false there)"
+        } else {
+            "this end does not sign its frames (cephx_sign_messages = false)"
+        };
+        Some(format!(
+            "signed frames are required ({option} = true) but {who}"
+        ))
     }
 
     /// The process-wide policy (set once at startup from the configuration).
@@ -209,6 +255,9 @@ impl SignPolicy {
         SignPolicy {
             sign: v & 1 != 0,
             require: v & 2 != 0,
+            require_cluster: v & 4 != 0,
+            require_service: v & 8 != 0,
+            daemon: v & 16 != 0,
         }
     }
 
@@ -216,20 +265,39 @@ impl SignPolicy {
     /// their options at connect; every connection made later uses it).
     pub fn set_global(p: SignPolicy) {
         GLOBAL.store(
-            u8::from(p.sign) | (u8::from(p.require) << 1),
+            u8::from(p.sign)
+                | (u8::from(p.require) << 1)
+                | (u8::from(p.require_cluster) << 2)
+                | (u8::from(p.require_service) << 3)
+                | (u8::from(p.daemon) << 4),
             std::sync::atomic::Ordering::Relaxed,
         );
     }
 
-    /// Parse the two options' values as Ceph's booleans (`true`/`false`,
-    /// `yes`/`no`, `1`/`0`, `on`/`off`); `None` keeps the default.
-    pub fn from_options(sign: Option<&str>, require: Option<&str>) -> Result<SignPolicy, String> {
+    /// The policy of a daemon (`daemon`) or client from the options'
+    /// values as `get` finds them (Ceph's booleans: `true`/`false`,
+    /// `yes`/`no`, `1`/`0`, `on`/`off`); an option not set keeps its default.
+    pub fn from_options(
+        daemon: bool,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<SignPolicy, String> {
         let d = SignPolicy::default();
+        let b =
+            |i: usize, default: bool| parse_bool(OPTIONS[i], get(OPTIONS[i]).as_deref(), default);
         Ok(SignPolicy {
-            sign: parse_bool("cephx_sign_messages", sign, d.sign)?,
-            require: parse_bool("cephx_require_signatures", require, d.require)?,
+            sign: b(0, d.sign)?,
+            require: b(1, d.require)?,
+            require_cluster: b(2, d.require_cluster)?,
+            require_service: b(3, d.require_service)?,
+            daemon,
         })
     }
+}
+
+/// Whether an authenticated entity name is a daemon's (monitor or OSD),
+/// for [`SignPolicy::requires`].
+pub fn is_daemon_entity(entity: &str) -> bool {
+    entity == "mon" || entity.starts_with("mon.") || entity.starts_with("osd.")
 }
 
 fn parse_bool(name: &str, v: Option<&str>, default: bool) -> Result<bool, String> {
@@ -241,7 +309,8 @@ fn parse_bool(name: &str, v: Option<&str>, default: bool) -> Result<bool, String
     }
 }
 
-/// Default: sign, do not require (bit 0 sign, bit 1 require).
+/// Default: sign, require nothing, a client (bits as in
+/// [`SignPolicy::set_global`]).
 static GLOBAL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
 
 #[cfg(test)]
@@ -325,18 +394,76 @@ mod tests {
         assert_eq!(SignPolicy::mode_byte(false, true), 2);
         let d = SignPolicy::default();
         assert!(d.sign && !d.require);
-        assert!(d.check(false).is_none());
-        let r = SignPolicy {
-            sign: true,
-            require: true,
+        assert!(d.check(false, false).is_none() && d.check(false, true).is_none());
+        let r = SignPolicy { require: true, ..d };
+        assert!(r.check(false, false).is_some());
+        assert!(r.check(true, false).is_none());
+        // Cluster: daemon <-> daemon only; service: client <-> daemon only.
+        // (policy, peer is a daemon, the option an unsigned peer is refused by)
+        let daemon = SignPolicy { daemon: true, ..d };
+        let cluster = SignPolicy {
+            require_cluster: true,
+            ..daemon
         };
-        assert!(r.check(false).is_some());
-        assert!(r.check(true).is_none());
-        let p = SignPolicy::from_options(Some("false"), Some("Yes")).expect("parse");
-        assert!(!p.sign && p.require);
-        assert_eq!(SignPolicy::from_options(None, None).expect("defaults"), d);
-        assert!(SignPolicy::from_options(Some("maybe"), None)
-            .unwrap_err()
-            .contains("cephx_sign_messages"));
+        let service = SignPolicy {
+            require_service: true,
+            ..daemon
+        };
+        let client = |p: SignPolicy| SignPolicy { daemon: false, ..p };
+        let cases = [
+            (cluster, true, Some("cephx_cluster_require")),
+            (cluster, false, None),        // a client is not a cluster peer
+            (client(cluster), true, None), // a client's connections are service ones
+            (service, false, Some("cephx_service_require")),
+            (service, true, None), // daemons are not a service's clients
+            (client(service), true, Some("cephx_service_require")),
+        ];
+        for (i, (p, peer_is_daemon, want)) in cases.into_iter().enumerate() {
+            let got = p.check(false, peer_is_daemon);
+            match want {
+                Some(opt) => assert!(got.is_some_and(|m| m.contains(opt)), "case {i}"),
+                None => assert!(got.is_none(), "case {i}"),
+            }
+            assert!(p.check(true, peer_is_daemon).is_none(), "case {i} signed");
+        }
+        let unsigned = SignPolicy {
+            sign: false,
+            require: true,
+            ..d
+        };
+        assert!(unsigned
+            .check(false, true)
+            .is_some_and(|m| m.contains("this end does not sign")));
+        for p in [d, r, cluster, service, unsigned] {
+            SignPolicy::set_global(p);
+            assert_eq!(SignPolicy::global(), p);
+        }
+        SignPolicy::set_global(d);
+        let opts = |v: &[(&str, &str)]| {
+            let v: Vec<(String, String)> = v
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            move |k: &str| v.iter().find(|(a, _)| a == k).map(|(_, b)| b.clone())
+        };
+        let p = SignPolicy::from_options(
+            true,
+            opts(&[
+                ("cephx_sign_messages", "false"),
+                ("cephx_require_signatures", "Yes"),
+                ("cephx_cluster_require_signatures", "on"),
+            ]),
+        )
+        .expect("parse");
+        assert!(!p.sign && p.require && p.require_cluster && !p.require_service && p.daemon);
+        assert_eq!(
+            SignPolicy::from_options(false, opts(&[])).expect("defaults"),
+            d
+        );
+        assert!(
+            SignPolicy::from_options(false, opts(&[("cephx_sign_messages", "maybe")]))
+                .unwrap_err()
+                .contains("cephx_sign_messages")
+        );
     }
 }

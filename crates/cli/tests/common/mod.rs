@@ -32,9 +32,14 @@ pub struct Cluster {
 impl Cluster {
     /// `quarry up --osds N --mons M` with [`FAST_CONF`].
     pub fn up(osds: u32, mons: u32) -> Cluster {
+        Self::up_with(osds, mons, &[])
+    }
+
+    /// [`Cluster::up`] with more `KEY=VALUE` options in `[global]`.
+    pub fn up_with(osds: u32, mons: u32, conf: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = Cluster { dir };
-        c.run_up(Some((osds, mons)));
+        c.run_up_with(Some((osds, mons)), conf);
         c
     }
 
@@ -45,13 +50,17 @@ impl Cluster {
     /// `quarry up` (again): starts every daemon that is not running and
     /// returns when the cluster is ready for I/O.
     pub fn run_up(&self, fresh: Option<(u32, u32)>) {
+        self.run_up_with(fresh, &[])
+    }
+
+    fn run_up_with(&self, fresh: Option<(u32, u32)>, conf: &[&str]) {
         let mut cmd = Command::new(BIN);
         cmd.arg("up").arg("--dir").arg(self.path());
         if let Some((osds, mons)) = fresh {
             cmd.arg("--osds").arg(osds.to_string());
             cmd.arg("--mons").arg(mons.to_string());
         }
-        for kv in FAST_CONF {
+        for kv in FAST_CONF.iter().chain(conf) {
             cmd.args(["--conf-set", kv]);
         }
         let out = cmd.output().expect("run quarry up");
@@ -61,6 +70,51 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Start `quarry osd --id n` in the cluster directory as `quarry up`
+    /// does (log appended to `log/osd.N.log`, pid file) without starting
+    /// the others or waiting for it. Not waited on here: `kill9`/`term`
+    /// (or [`wait_exit`]) reap it (`waitpid(-1)`).
+    pub fn start_osd(&self, n: u32) {
+        self.start_osd_args(n, &[])
+    }
+
+    /// [`Cluster::start_osd`] with more arguments (`--bind ADDR`).
+    #[allow(clippy::zombie_processes)]
+    pub fn start_osd_args(&self, n: u32, args: &[&str]) {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("log").join(format!("osd.{n}.log")))
+            .expect("osd log");
+        let child = Command::new(BIN)
+            .args(["osd", "--id", &n.to_string(), "--dir"])
+            .arg(self.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start osd");
+        std::fs::write(
+            self.path().join("run").join(format!("osd.{n}.pid")),
+            format!("{}\n", child.id()),
+        )
+        .expect("pid file");
+    }
+
+    /// Append `text` (sections and options) to the cluster's ceph.conf;
+    /// daemons started later read it.
+    pub fn append_conf(&self, text: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path().join("ceph.conf"))
+            .expect("ceph.conf");
+        f.write_all(text.as_bytes()).expect("append to ceph.conf");
     }
 
     pub fn pid(&self, name: &str) -> i32 {
