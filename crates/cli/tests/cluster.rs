@@ -722,8 +722,8 @@ const DIVERGE_CHILD: &str = "QUARRY_TEST_DIVERGE_CHILD";
 
 /// An object's copy in one (stopped) OSD's store, read from the store
 /// itself: its head's bytes (`None` if absent) and the rest of its state
-/// (size, version, xattrs, snapshot set). The mtime is left out: each
-/// member stamps a write with its own clock.
+/// (size, version, mtime, xattrs, snapshot set). The mtime is the primary's
+/// on every member (carried in the RepOp), as Ceph carries the client's.
 fn offline_copy(
     cl: &Cluster,
     osd: u32,
@@ -751,7 +751,10 @@ fn offline_copy(
                 match o {
                     OpOutput::Data(d) => head = Some(d.to_vec()),
                     OpOutput::Stat(st) => {
-                        state += &format!("size {} version {}; ", st.size, st.version)
+                        state += &format!(
+                            "size {} version {} mtime {}; ",
+                            st.size, st.version, st.mtime_ns
+                        )
                     }
                     o => state += &format!("{o:?}; "),
                 }

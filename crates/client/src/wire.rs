@@ -262,6 +262,66 @@ pub enum Request {
         /// Reply payload.
         payload: Bytes,
     },
+    /// Primary → replica: [`Request::RepOp`] with the modification time
+    /// the primary gave the write, so every copy carries the same mtime
+    /// (Ceph carries the client's in the op). Primaries send this one; a
+    /// replica still applies a plain `RepOp` (with its own clock).
+    RepOpStamped {
+        /// The fields of a `RepOp`.
+        op: RepOpFields,
+        /// Modification time, ns since the Unix epoch.
+        mtime_ns: u64,
+    },
+}
+
+impl Request {
+    /// A `RepOp` or `RepOpStamped` as its fields and the mtime it carries
+    /// (`None` for a plain `RepOp`); any other request is given back.
+    pub fn into_rep_op(self) -> Result<(RepOpFields, Option<u64>), Box<Request>> {
+        match self {
+            Request::RepOp {
+                pg,
+                epoch,
+                ver,
+                prev,
+                reqid,
+                req,
+                lens,
+            } => Ok((
+                RepOpFields {
+                    pg,
+                    epoch,
+                    ver,
+                    prev,
+                    reqid,
+                    req,
+                    lens,
+                },
+                None,
+            )),
+            Request::RepOpStamped { op, mtime_ns } => Ok((op, Some(mtime_ns))),
+            other => Err(Box::new(other)),
+        }
+    }
+}
+
+/// What a [`Request::RepOp`] carries (see there).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepOpFields {
+    /// The PG.
+    pub pg: PgId,
+    /// Interval epoch of the sending primary.
+    pub epoch: Epoch,
+    /// Version assigned by the primary.
+    pub ver: Ver,
+    /// The primary's previous version in this PG.
+    pub prev: Ver,
+    /// (client global id, tid) of a client op, for the log entry.
+    pub reqid: Option<(u64, u64)>,
+    /// The request with write payloads emptied.
+    pub req: OpRequest,
+    /// Payload lengths.
+    pub lens: Vec<u64>,
 }
 
 /// Successful responses.

@@ -72,6 +72,13 @@ fn store_oid(pg: PgId, oid: &ObjectId) -> ObjectId {
     }
 }
 
+/// This machine's clock in ns since the Unix epoch (an object's mtime).
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1144,18 +1151,25 @@ impl Osd {
         };
         let gen = p.peer_gen.load(Ordering::SeqCst);
         let (rreq, lens, data) = wire::strip_request(sreq.clone());
-        let local = self.queue_logged(&p, ver, sreq, reqid).await;
+        // One modification time for every copy (the replicas get it too).
+        let mtime_ns = now_ns();
+        let local = self
+            .queue_logged(&p, ver, sreq, reqid, Some(mtime_ns))
+            .await;
         let mut remotes = Vec::new();
         let mut send_failed = None;
         for &m in active.acting.iter().filter(|&&m| m != self.id) {
-            let r = Request::RepOp {
-                pg,
-                epoch: active.epoch,
-                ver,
-                prev,
-                reqid,
-                req: rreq.clone(),
-                lens: lens.clone(),
+            let r = Request::RepOpStamped {
+                op: wire::RepOpFields {
+                    pg,
+                    epoch: active.epoch,
+                    ver,
+                    prev,
+                    reqid,
+                    req: rreq.clone(),
+                    lens: lens.clone(),
+                },
+                mtime_ns,
             };
             match self.peer_send(m, r, data.clone()).await {
                 Ok(f) => remotes.push(f),
@@ -1241,6 +1255,7 @@ impl Osd {
         ver: Ver,
         sreq: OpRequest,
         reqid: Option<(u64, u64)>,
+        mtime_ns: Option<u64>,
     ) -> WResult<(quarry_store::PendingOp, Writing)> {
         let user_oid = ObjectId {
             pool: p.id.pool,
@@ -1270,6 +1285,7 @@ impl Osd {
             sys,
             sys_failed: Some(failed),
             version: Some(pglog::object_version(ver)),
+            mtime_ns,
         };
         let pending = match self.store.try_enqueue_logged(sreq, logged) {
             Ok(r) => r?,
@@ -1495,65 +1511,72 @@ impl Osd {
     }
 
     async fn handle_peer(&self, from: OsdId, req: Request, data: Bytes) -> WResult<(Resp, Bytes)> {
+        let (op, mtime_ns) = match req.into_rep_op() {
+            Ok(r) => r,
+            Err(other) => return self.handle_peer_other(*other, data).await,
+        };
+        let wire::RepOpFields {
+            pg,
+            epoch,
+            ver,
+            prev,
+            reqid,
+            mut req,
+            lens,
+        } = op;
+        wire::fill_request(&mut req, &lens, &data)?;
+        let map = self.map_at_least(epoch).await?;
+        let p = self.pg(pg)?;
+        if epoch < p.interval.load(Ordering::SeqCst) {
+            return Err(WireError::new(
+                Errno::ESHUTDOWN,
+                format!("stale interval {epoch} for {pg} from osd.{from}"),
+            ));
+        }
+        if map.pg_primary(pg).ok().flatten() != Some(from) {
+            return Err(WireError::new(
+                Errno::ESHUTDOWN,
+                format!(
+                    "osd.{from} is not the primary of {pg} at epoch {}",
+                    map.epoch
+                ),
+            ));
+        }
+        // Apply in log order: wait (bounded) until the op before
+        // this one was queued here; RepOps of one PG may be handled
+        // concurrently even though they arrive in order.
+        let mut rx = p.last.subscribe();
+        let _ = tokio::time::timeout(OP_WAIT, rx.wait_for(|v| *v >= prev)).await;
+        let g = p.write_lock.lock().await;
+        if epoch < p.interval.load(Ordering::SeqCst) {
+            return Err(WireError::new(
+                Errno::ESHUTDOWN,
+                format!("stale interval {epoch} for {pg} from osd.{from}"),
+            ));
+        }
+        let last = *p.last.borrow();
+        if last != prev {
+            // A gap (a lost RepOp) or a replay: this member is out
+            // of step; the primary re-peers.
+            return Err(WireError::new(
+                Errno::ESHUTDOWN,
+                format!(
+                    "{pg}: op {ver:?} follows {prev:?} but osd.{} is at {last:?}",
+                    self.id
+                ),
+            ));
+        }
+        req.oid = store_oid(pg, &req.oid);
+        let (pending, _writing) = self.queue_logged(&p, ver, req, reqid, mtime_ns).await?;
+        p.last.send_replace(ver);
+        drop(g);
+        let reply = pending.wait().await?;
+        Ok((Resp::Op(reply, Vec::new()), Bytes::new()))
+    }
+
+    /// The OSD-to-OSD requests other than RepOps.
+    async fn handle_peer_other(&self, req: Request, data: Bytes) -> WResult<(Resp, Bytes)> {
         match req {
-            Request::RepOp {
-                pg,
-                epoch,
-                ver,
-                prev,
-                reqid,
-                mut req,
-                lens,
-            } => {
-                wire::fill_request(&mut req, &lens, &data)?;
-                let map = self.map_at_least(epoch).await?;
-                let p = self.pg(pg)?;
-                if epoch < p.interval.load(Ordering::SeqCst) {
-                    return Err(WireError::new(
-                        Errno::ESHUTDOWN,
-                        format!("stale interval {epoch} for {pg} from osd.{from}"),
-                    ));
-                }
-                if map.pg_primary(pg).ok().flatten() != Some(from) {
-                    return Err(WireError::new(
-                        Errno::ESHUTDOWN,
-                        format!(
-                            "osd.{from} is not the primary of {pg} at epoch {}",
-                            map.epoch
-                        ),
-                    ));
-                }
-                // Apply in log order: wait (bounded) until the op before
-                // this one was queued here; RepOps of one PG may be handled
-                // concurrently even though they arrive in order.
-                let mut rx = p.last.subscribe();
-                let _ = tokio::time::timeout(OP_WAIT, rx.wait_for(|v| *v >= prev)).await;
-                let g = p.write_lock.lock().await;
-                if epoch < p.interval.load(Ordering::SeqCst) {
-                    return Err(WireError::new(
-                        Errno::ESHUTDOWN,
-                        format!("stale interval {epoch} for {pg} from osd.{from}"),
-                    ));
-                }
-                let last = *p.last.borrow();
-                if last != prev {
-                    // A gap (a lost RepOp) or a replay: this member is out
-                    // of step; the primary re-peers.
-                    return Err(WireError::new(
-                        Errno::ESHUTDOWN,
-                        format!(
-                            "{pg}: op {ver:?} follows {prev:?} but osd.{} is at {last:?}",
-                            self.id
-                        ),
-                    ));
-                }
-                req.oid = store_oid(pg, &req.oid);
-                let (pending, _writing) = self.queue_logged(&p, ver, req, reqid).await?;
-                p.last.send_replace(ver);
-                drop(g);
-                let reply = pending.wait().await?;
-                Ok((Resp::Op(reply, Vec::new()), Bytes::new()))
-            }
             Request::PgQuery { pg, epoch } => {
                 self.map_at_least(epoch).await?;
                 let p = self.pg(pg)?;

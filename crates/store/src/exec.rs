@@ -516,7 +516,8 @@ pub fn load_record<M: RTable>(meta: &M, okey: &[u8], oid: &ObjectId) -> Result<O
 }
 
 /// Stage `req` against the given tables. `last_version` is the pool's last
-/// handed-out version; a write that changes the object takes the next one.
+/// handed-out version; a write that changes the object takes the next one,
+/// and `mtime_ns` as its modification time (this clock's if `None`).
 pub fn stage<M: RTable, D: RTable, O: RTable>(
     meta: &M,
     data: &D,
@@ -524,6 +525,7 @@ pub fn stage<M: RTable, D: RTable, O: RTable>(
     omap: &O,
     req: &OpRequest,
     last_version: u64,
+    mtime_ns: Option<u64>,
 ) -> Result<Staged> {
     let oid = &req.oid;
     if oid.name.is_empty() {
@@ -898,7 +900,7 @@ pub fn stage<M: RTable, D: RTable, O: RTable>(
     let version = last_version + 1;
     if let Some(h) = rec.head.as_mut() {
         h.version = version;
-        h.mtime_ns = now_ns();
+        h.mtime_ns = mtime_ns.unwrap_or_else(now_ns);
     }
     Ok(Staged {
         reply: OpReply { outputs, version },

@@ -138,6 +138,10 @@ pub struct Logged {
     /// that every member gives an object the same version. Must exceed the
     /// object's current version (the caller's order guarantees it).
     pub version: Option<u64>,
+    /// The modification time (ns since the epoch) the object takes if the
+    /// request changes it, instead of this machine's clock: replicas take
+    /// the primary's, so that every copy is identical.
+    pub mtime_ns: Option<u64>,
 }
 
 /// A write queued by [`Store::enqueue_logged`]; await [`PendingOp::wait`].
@@ -876,7 +880,7 @@ impl Store {
             let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
             let data = txn.open_table(Tbl::Data.def()).map_err(sio)?;
             let omap = txn.open_table(Tbl::Omap.def()).map_err(sio)?;
-            Ok(exec::stage(&meta, &data, &*self.inner.segs, &omap, req, 0)?.reply)
+            Ok(exec::stage(&meta, &data, &*self.inner.segs, &omap, req, 0, None)?.reply)
         })
     }
 
@@ -1533,7 +1537,7 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
     for job in batch {
         let a = match &job.kind {
             JobKind::Op(req, l) => {
-                let r = apply_op(t, &mut counters, req, l.version)?;
+                let r = apply_op(t, &mut counters, req, l.version, l.mtime_ns)?;
                 if r.as_ref().is_ok_and(|_| req.is_write()) {
                     let o = &req.oid;
                     touched
@@ -1653,6 +1657,7 @@ fn apply_op(
     counters: &mut Counters,
     req: &OpRequest,
     version: Option<u64>,
+    mtime_ns: Option<u64>,
 ) -> Result<Result<OpReply>> {
     let pool = req.oid.pool;
     let last_version = match counters.get(t, pool) {
@@ -1668,6 +1673,7 @@ fn apply_op(
         t.table(Tbl::Omap),
         req,
         last_version,
+        mtime_ns,
     ) {
         Ok(s) => s,
         Err(e) => return Ok(Err(e)),
