@@ -82,6 +82,25 @@ impl ClientTimeouts {
 /// for (shared with the OSD daemon's table of peers).
 pub type ConnTable = HashMap<OsdId, (String, Epoch, Arc<Conn>)>;
 
+/// Append one line per connection of `table` to `s`, by OSD: its address,
+/// `up_from`, whether it is open and how many responses it awaits, each
+/// after `prefix` (the state dumps of the client and of an OSD's peers).
+pub fn dump_conns(table: &ConnTable, prefix: &str, s: &mut String) {
+    use std::fmt::Write;
+    let mut conns: Vec<_> = table
+        .iter()
+        .map(|(o, (a, u, c))| (*o, a.as_str(), *u, c.is_closed(), c.pending()))
+        .collect();
+    conns.sort();
+    for (o, a, u, closed, pending) in conns {
+        let _ = writeln!(
+            s,
+            "{prefix}osd.{o} {a} (up_from {u}): {}, {pending} awaiting a response",
+            if closed { "closed" } else { "open" }
+        );
+    }
+}
+
 /// Convert a monitor client error to the object layer's error.
 pub fn mon_err(e: MonClientError) -> RadosError {
     RadosError::new(e.errno(), e.to_string())
@@ -396,18 +415,7 @@ impl ClusterClient {
             let _ = writeln!(s, "{line}");
         }
         let _ = writeln!(s, "OSD connections:");
-        let mut conns: Vec<_> = lock(&self.conns)
-            .iter()
-            .map(|(o, (a, u, c))| (*o, a.clone(), *u, c.is_closed(), c.pending()))
-            .collect();
-        conns.sort();
-        for (o, a, u, closed, pending) in conns {
-            let _ = writeln!(
-                s,
-                "  osd.{o} {a} (up_from {u}): {}, {pending} awaiting a response",
-                if closed { "closed" } else { "open" }
-            );
-        }
+        dump_conns(&lock(&self.conns), "  ", &mut s);
         let _ = writeln!(s, "watches:");
         let mut watches: Vec<String> = lock(&self.watches)
             .iter()

@@ -530,18 +530,7 @@ impl Osd {
                 if p.write_lock.try_lock().is_ok() { "free" } else { "held" },
             );
         }
-        let mut peers: Vec<_> = lock(&self.peers)
-            .iter()
-            .map(|(o, (a, u, c))| (*o, a.clone(), *u, c.is_closed(), c.pending()))
-            .collect();
-        peers.sort();
-        for (o, a, u, closed, pending) in peers {
-            let _ = writeln!(
-                s,
-                "  peer osd.{o} {a} (up_from {u}): {}, {pending} awaiting a response",
-                if closed { "closed" } else { "open" }
-            );
-        }
+        quarry_client::dump_conns(&lock(&self.peers), "  peer ", &mut s);
         for (oid, ws) in lock(&self.watches).iter() {
             for w in ws {
                 let _ = writeln!(

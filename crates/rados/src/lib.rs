@@ -10,6 +10,7 @@
 //! images. It defines vocabulary (ids, ops, snapshot contexts) and the trait.
 
 mod error;
+pub mod notify;
 mod op;
 
 pub use error::{RadosError, Result};

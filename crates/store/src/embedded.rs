@@ -22,9 +22,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use quarry_common::Errno;
+use quarry_rados::notify::PendingNotifies;
 use quarry_rados::{
-    ListEntry, NotifyAck, NotifyEvent, NotifyResult, ObjectId, Op, OpReply, OpRequest, PoolId,
-    PoolInfo, PoolStat, Rados, RadosError, Result, SnapId, WatchCallback, Watcher, NOSNAP,
+    ListEntry, NotifyEvent, NotifyResult, ObjectId, Op, OpReply, OpRequest, PoolId, PoolInfo,
+    PoolStat, Rados, RadosError, Result, SnapId, WatchCallback, Watcher, NOSNAP,
     NOTIFY_PAYLOAD_MAX, NOTIFY_TIMEOUT_MAX,
 };
 
@@ -135,17 +136,9 @@ pub struct Embedded {
     /// Callbacks of watches registered with one, by (client, cookie).
     callbacks: Mutex<HashMap<(u64, u64), WatchCallback>>,
     /// Notifications waiting for acks, by notify id.
-    notifies: Mutex<HashMap<u64, PendingNotify>>,
+    notifies: PendingNotifies,
     next_instance: AtomicU64,
     next_cookie: AtomicU64,
-    next_notify: AtomicU64,
-}
-
-/// A notification in flight: who has yet to ack, what came back.
-struct PendingNotify {
-    waiting: Vec<Watcher>,
-    acks: Vec<NotifyAck>,
-    wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -216,10 +209,9 @@ impl Embedded {
             admin: tokio::sync::Mutex::new(()),
             watches: Mutex::new(HashMap::new()),
             callbacks: Mutex::new(HashMap::new()),
-            notifies: Mutex::new(HashMap::new()),
+            notifies: PendingNotifies::default(),
             next_instance: AtomicU64::new(EMBEDDED_INSTANCE + 1),
             next_cookie: AtomicU64::new(1),
-            next_notify: AtomicU64::new(1),
         }))
     }
 
@@ -422,17 +414,8 @@ impl Embedded {
         }
         self.do_operate(OpRequest::new(oid.clone()).op(Op::AssertExists))
             .await?;
-        let id = self.next_notify.fetch_add(1, Ordering::Relaxed);
         let watchers = self.do_list_watchers(oid)?;
-        let wake = Arc::new(tokio::sync::Notify::new());
-        mlock(&self.notifies).insert(
-            id,
-            PendingNotify {
-                waiting: watchers.clone(),
-                acks: Vec::new(),
-                wake: wake.clone(),
-            },
-        );
+        let id = self.notifies.start(watchers.clone());
         for w in &watchers {
             let cb = mlock(&self.callbacks).get(&(w.client, w.cookie)).cloned();
             match cb {
@@ -448,50 +431,12 @@ impl Embedded {
             }
         }
         let deadline = tokio::time::Instant::now() + timeout.min(NOTIFY_TIMEOUT_MAX);
-        loop {
-            if mlock(&self.notifies)
-                .get(&id)
-                .is_none_or(|p| p.waiting.is_empty())
-            {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, wake.notified())
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        let p = mlock(&self.notifies).remove(&id);
-        Ok(p.map(|p| NotifyResult {
-            acks: p.acks,
-            timeouts: p.waiting,
-        })
-        .unwrap_or_default())
+        Ok(self.notifies.finish(id, deadline).await)
     }
 
     fn do_notify_ack(&self, client: u64, notify_id: u64, cookie: u64, payload: Bytes) {
-        let mut n = mlock(&self.notifies);
         // A late ack (the notify timed out and returned) is ignored.
-        let Some(p) = n.get_mut(&notify_id) else {
-            return;
-        };
-        let Some(i) = p
-            .waiting
-            .iter()
-            .position(|w| w.client == client && w.cookie == cookie)
-        else {
-            return;
-        };
-        p.waiting.remove(i);
-        p.acks.push(NotifyAck {
-            client,
-            cookie,
-            payload,
-        });
-        if p.waiting.is_empty() {
-            p.wake.notify_one();
-        }
+        self.notifies.ack(notify_id, client, cookie, payload);
     }
 
     fn drop_client_watches(&self, client: u64) {
