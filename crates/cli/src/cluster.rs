@@ -160,6 +160,28 @@ fn apply_sign_policy(conf: &ConfFile, ty: &str, name: &str) -> R<()> {
     Ok(())
 }
 
+/// An OSD's `public_addr` (`[osd.N]`, `[osd]`, `[global]`): an IP address,
+/// optionally with a port.
+fn public_addr(conf: &ConfFile, name: &str) -> R<Option<(std::net::IpAddr, Option<u16>)>> {
+    let Some(v) = conf
+        .get(name, "public_addr")
+        .or_else(|| conf.get("osd", "public_addr"))
+        .or_else(|| conf.get("global", "public_addr"))
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "-")
+    else {
+        return Ok(None);
+    };
+    let v = v.trim_start_matches("v2:").trim_start_matches("v1:");
+    if let Ok(sa) = v.parse::<std::net::SocketAddr>() {
+        return Ok(Some((sa.ip(), (sa.port() != 0).then_some(sa.port()))));
+    }
+    v.trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .map(|ip| Some((ip, None)))
+        .map_err(|_| format!("public_addr = {v}: expected an IP address, optionally with :port"))
+}
+
 /// Read `entity`'s secret from a keyring file.
 fn keyring_secret(path: &Path, entity: &str) -> R<Secret> {
     let text = std::fs::read_to_string(path).map_err(io_ctx(format!("read {}", path.display())))?;
@@ -241,6 +263,7 @@ pub fn osd(a: OsdArgs) -> R<()> {
         mon_addrs: mon_addrs(&conf)?,
         secret,
         bind_addr: a.bind,
+        public_addr: public_addr(&conf, &entity)?,
         host: a.host.unwrap_or_else(quarry_common::conf::short_hostname),
         beacon_interval: conf_secs(&conf, "osd", "osd_heartbeat_interval", 1.0),
         mon_timeout: Duration::from_secs(30),

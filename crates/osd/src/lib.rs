@@ -162,6 +162,10 @@ pub struct OsdConfig {
     pub secret: quarry_auth::Secret,
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     pub bind_addr: String,
+    /// `public_addr`: the address clients and peers are told to use when
+    /// it is not the one listened on (NAT, a proxy): its IP, and its port
+    /// (`None`: the listening port).
+    pub public_addr: Option<(std::net::IpAddr, Option<u16>)>,
     /// Host name reported to the monitor (failure domain).
     pub host: String,
     /// Interval between beacons to the monitor.

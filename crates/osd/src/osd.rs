@@ -437,6 +437,12 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
             source,
         })?
         .to_string();
+    let addr = match (cfg.public_addr, addr.parse::<std::net::SocketAddr>()) {
+        (Some((ip, port)), Ok(local)) => {
+            std::net::SocketAddr::new(ip, port.unwrap_or(local.port())).to_string()
+        }
+        _ => addr,
+    };
     let osd = Arc::new(Osd {
         id,
         store: Arc::new(store),
