@@ -65,6 +65,9 @@ const CHECKPOINT_TXNS: u32 = 100;
 const COMPACT_COPY_BYTES: u64 = 8 << 20;
 /// Log a compaction step reads at most.
 const COMPACT_SCAN_BYTES: u64 = 32 << 20;
+/// Compaction starts when the sealed segments' garbage exceeds the live
+/// data divided by this (see `WriterState::pick_victim`).
+const GARBAGE_DIVISOR: u64 = 2;
 
 /// Pending requests the writer queue holds before submitters wait.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -1151,11 +1154,15 @@ impl WriterState {
             .iter()
             .map(|&(id, len)| len.saturating_sub(live_of(id)))
             .sum();
-        // Garbage is allowed up to a quarter of the live data (at least two
-        // segments): space stays near the live data, and the emptiest
-        // segments (least to copy per byte freed) go first.
+        // Garbage is allowed up to half the live data (at least two
+        // segments), and the emptiest segments (least to copy per byte
+        // freed) go first. The allowance sets what compaction costs per
+        // byte written under random overwrites: in a simulation of uniform
+        // 4 KiB overwrites it copies ~1.75 bytes per byte written at a
+        // quarter of the live data, ~0.74 at half, ~0.26 at all of it; at
+        // half, the store's files stay under ~1.5x the live data.
         let live_total: u64 = self.live.values().sum();
-        if garbage < (2 * self.seg_bytes).max(live_total / 4) {
+        if garbage < (2 * self.seg_bytes).max(live_total / GARBAGE_DIVISOR) {
             return None;
         }
         sealed
@@ -1254,6 +1261,12 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
             let Some(p) = ExtPtr::decode(v) else {
                 continue;
             };
+            // A put naming blocks of another record (the trimmed piece of an
+            // older extent, re-logged when a write split it) owns nothing
+            // here: skip its index lookup.
+            if p.seg != id || p.off < data_at || p.off >= data_end {
+                continue;
+            }
             let Some(first) = codec::block_index(k, k.len().saturating_sub(8)) else {
                 continue;
             };
