@@ -23,6 +23,10 @@ struct State {
     ret: i64,
     complete: bool,
     done: bool,
+    /// Threads blocked in [`Completion::wait`]: the condvar is signalled
+    /// only when there is one (a wake-up is a futex syscall even with no
+    /// waiter, and almost no caller waits).
+    waiters: u32,
 }
 
 /// One completion.
@@ -106,12 +110,14 @@ impl Completion {
     /// Block until the callback has returned.
     pub fn wait(&self) {
         let mut st = lock(&self.state);
+        st.waiters += 1;
         while !st.done {
             st = match self.cond.wait(st) {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
         }
+        st.waiters -= 1;
     }
 
     /// Finish the operation with `ret` (see `rt::run_completion` for the
@@ -139,7 +145,9 @@ impl Completion {
             }
             let mut st = lock(&self.state);
             st.done = true;
-            self.cond.notify_all();
+            if st.waiters > 0 {
+                self.cond.notify_all();
+            }
         });
     }
 }

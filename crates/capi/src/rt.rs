@@ -202,10 +202,10 @@ where
         // Other operations are in flight (queue depth > 1): the I/O threads
         // are awake anyway and batch frames per syscall; polling here would
         // make the submitting thread the bottleneck.
-        let inner = rt.spawn(fut);
-        let on_panic: PanicHook = Box::new(on_panic);
+        // One task that catches its own panic (a second task awaiting the
+        // first's JoinHandle cost a task and a wake-up per operation).
         rt.spawn(async move {
-            if inner.await.is_err() {
+            if CatchUnwind(Box::pin(fut)).await.is_err() {
                 eprintln!("quarry: internal error (panic) in an I/O task; completing with -EIO");
                 on_panic();
             }

@@ -1,10 +1,11 @@
 //! One authenticated, pipelined connection to an OSD.
 //!
-//! A request is written to the socket by the thread that sends it when
-//! nothing is queued before it (no hand-off to another task: one thread
-//! wake-up fewer per request); what the socket does not take at once is
-//! queued, later frames queue behind it, and a writer task drains the queue
-//! as the socket drains, many frames per syscall. A reader task matches
+//! A request is written to the socket by the thread that sends it when it
+//! is the only one in flight and nothing is queued (no hand-off to another
+//! task: one thread wake-up fewer per request at queue depth 1); otherwise,
+//! or for what the socket does not take at once, it is queued and a writer
+//! task drains the queue, many frames per `writev` (at depth > 1 one
+//! syscall per request cost more CPU than the hand-off). A reader task matches
 //! responses to callers by request id through oneshot channels. In-flight
 //! requests are bounded by a semaphore.
 
@@ -398,6 +399,11 @@ impl Conn {
             // Drains what senders could not write at once.
             'run: loop {
                 out.kick.notified().await;
+                // Let the runtime run its other ready tasks first (they are
+                // often more requests for this socket: replies come in
+                // bursts at queue depth > 1), so one writev carries them all.
+                // A deferred task runs once its worker has nothing else to do.
+                tokio::task::yield_now().await;
                 loop {
                     let sock = {
                         let mut o = lock(&out.out);
@@ -499,6 +505,11 @@ impl Conn {
         &self.addr
     }
 
+    /// Whether requests other than the caller's hold an in-flight slot.
+    fn others_in_flight(&self) -> bool {
+        self.slots.available_permits() + 1 < MAX_IN_FLIGHT
+    }
+
     /// Put a frame on the socket, or behind what is queued for it.
     async fn write(&self, frame: &Frame) -> Result<(), ConnError> {
         let hdr = frame.header().map_err(ferr(&self.addr))?;
@@ -513,7 +524,12 @@ impl Conn {
                     return Err(ConnError::Closed(self.addr.clone()));
                 }
                 if o.queued < SEND_QUEUE_BYTES {
-                    let idle = o.queue.is_empty();
+                    // Written from here only when it is the connection's
+                    // only request in flight (queue depth 1: no thread
+                    // hand-off). With others in flight the writer task sends
+                    // it, together with whatever else the runtime's ready
+                    // tasks queue meanwhile, in one writev.
+                    let idle = o.queue.is_empty() && !self.others_in_flight();
                     let trailer = o.sig.as_mut().map(|sig| sig.sign(&hdr));
                     o.push(Bytes::copy_from_slice(&hdr));
                     o.push(frame.body.clone());
@@ -531,8 +547,11 @@ impl Conn {
                                 return Err(ConnError::Closed(self.addr.clone()));
                             }
                         }
+                    } else {
+                        // The writer task drains the queue (a spare wake-up
+                        // when it is already draining finds little to do).
+                        self.out.kick.notify_one();
                     }
-                    // Otherwise the writer task is draining the queue.
                     return Ok(());
                 }
             }

@@ -747,6 +747,13 @@ impl Osd {
                 if write_frame_signed(&mut w, &f, wsig.as_mut()).await.is_err() {
                     break;
                 }
+                if rx.is_empty() {
+                    // Let this worker's other ready tasks (often more
+                    // replies for this connection) queue theirs first, so
+                    // one write syscall carries several replies; a
+                    // deferred task runs once its worker has nothing else.
+                    tokio::task::yield_now().await;
+                }
                 if rx.is_empty() && w.flush().await.is_err() {
                     break;
                 }
