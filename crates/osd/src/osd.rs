@@ -741,17 +741,22 @@ impl Osd {
             addr: peer.clone(),
             events: tx.downgrade(),
         });
+        let slots = Arc::new(Semaphore::new(CONN_IN_FLIGHT));
+        let wslots = slots.clone();
         let writer = tokio::spawn(async move {
             let mut w = BufWriter::with_capacity(64 << 10, wr);
             while let Some(f) = rx.recv().await {
                 if write_frame_signed(&mut w, &f, wsig.as_mut()).await.is_err() {
                     break;
                 }
-                if rx.is_empty() {
+                // A reply's request holds its slot until the reply is
+                // queued: more than one taken means others are running.
+                if rx.is_empty() && wslots.available_permits() + 1 < CONN_IN_FLIGHT {
                     // Let this worker's other ready tasks (often more
                     // replies for this connection) queue theirs first, so
                     // one write syscall carries several replies; a
                     // deferred task runs once its worker has nothing else.
+                    // Not at depth 1, where it would only add a syscall.
                     tokio::task::yield_now().await;
                 }
                 if rx.is_empty() && w.flush().await.is_err() {
@@ -760,7 +765,6 @@ impl Osd {
             }
             let _ = w.shutdown().await;
         });
-        let slots = Arc::new(Semaphore::new(CONN_IN_FLIGHT));
         loop {
             // A forged, replayed or reordered frame fails here, before it
             // is decoded or acted on, and drops the connection (logged).
