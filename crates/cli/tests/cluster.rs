@@ -730,8 +730,21 @@ fn offline_copy(
     pg: quarry_map::PgId,
     name: &str,
 ) -> (Option<Vec<u8>>, String) {
-    let store = quarry_store::Store::open(&cl.path().join(format!("osd.{osd}")))
-        .unwrap_or_else(|e| panic!("open osd.{osd}'s store: {e}"));
+    // Another test thread's fork may briefly hold a copy of the store's
+    // file (and its lock) between fork and exec: retry for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match quarry_store::Store::open(&cl.path().join(format!("osd.{osd}"))) {
+            Ok(s) => break s,
+            Err(e)
+                if e.to_string().contains("already open")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("open osd.{osd}'s store: {e}"),
+        }
+    };
     // The OSD keeps each PG's objects in a store pool of their own.
     let oid = ObjectId {
         pool: (pg.pool << 32) | pg.seed as i64,

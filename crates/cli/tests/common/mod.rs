@@ -75,7 +75,7 @@ impl Cluster {
     /// Start `quarry osd --id n` in the cluster directory as `quarry up`
     /// does (log appended to `log/osd.N.log`, pid file) without starting
     /// the others or waiting for it. Not waited on here: `kill9`/`term`
-    /// (or [`wait_exit`]) reap it (`waitpid(-1)`).
+    /// (or [`wait_exit`]) reap it ([`reap`]).
     pub fn start_osd(&self, n: u32) {
         self.start_osd_args(n, &[])
     }
@@ -104,6 +104,10 @@ impl Cluster {
             format!("{}\n", child.id()),
         )
         .expect("pid file");
+        UNREAPED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(child.id() as i32);
     }
 
     /// Append `text` (sections and options) to the cluster's ceph.conf;
@@ -221,14 +225,21 @@ pub fn wait_exit(pid: i32, why: &str) {
     }
 }
 
+/// Daemons started by [`Cluster::start_osd_args`] whose `Child` was dropped
+/// without a wait: [`reap`] collects exactly these.
+static UNREAPED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Reap the exited daemons this test binary started itself (so they do not
+/// linger as zombies). Only those: tests run in parallel threads of one
+/// process, and `waitpid(-1)` would also take another test's `Child` (its
+/// `wait()` then fails with ECHILD) or a process it is about to inspect.
 pub fn reap() {
-    loop {
-        // SAFETY: non-blocking reap of any exited child.
-        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-        if r <= 0 {
-            break;
-        }
-    }
+    let mut pids = UNREAPED.lock().unwrap_or_else(|p| p.into_inner());
+    pids.retain(|&pid| {
+        // SAFETY: non-blocking reap of one child this binary spawned.
+        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        r == 0
+    });
 }
 
 pub fn pid_alive(pid: i32) -> bool {
