@@ -282,8 +282,26 @@ run_fio() { # SYSTEM JOB TAG
     # Unverified only if fio was already gone (then its JSON decides the run).
     [ -n "$fpid" ] && check_lib "$sys" "$fpid" "${out%.json}.lib"
   fi
+  # The check above runs only between jobs; one job can grow a cluster's
+  # files by tens of GiB (BlueStore's filled the disk mid-job once), so a
+  # watchdog stops fio when free space falls under the limit during it.
+  local full="$WORK/.disk-low" victim=${fpid:-$FIO_PID}
+  rm -f "$full"
+  ( while kill -0 "$victim" 2>/dev/null; do
+      if [ "$(free_gib)" -lt "$MIN_FREE_GIB" ]; then
+        touch "$full"; kill -TERM "$victim" 2>/dev/null; break
+      fi
+      sleep 1
+    done ) &
+  local watchdog=$!
   wait "$FIO_PID" || rc=$?
   FIO_PID=
+  kill "$watchdog" 2>/dev/null || true
+  wait "$watchdog" 2>/dev/null || true
+  if [ -e "$full" ]; then
+    if [ -n "$SAMPLER" ]; then kill "$SAMPLER"; wait "$SAMPLER" || true; SAMPLER=; fi
+    die "$sys $job: free space on $WORK's disk fell under $MIN_FREE_GIB GiB during the job: fio stopped before the disk filled"
+  fi
   if [ -n "$SAMPLER" ]; then kill "$SAMPLER"; wait "$SAMPLER" || true; SAMPLER=; fi
   [ $rc = 0 ] || die "$sys $job: fio exited with $rc (output: $out)"
   python3 - "$out" <<'EOF' || die "$sys $job: fio reported errors"
