@@ -1011,3 +1011,142 @@ async fn divergent_entries_are_rewound() {
         }
     }
 }
+
+/// A resend that races its original on the same primary (the client
+/// resent on a new connection while the original still waits for a
+/// stopped replica) is not executed a second time: it waits for the
+/// original and both get the original's success and version. Covers a
+/// guarded op (exclusive create: a second run fails with EEXIST) and a
+/// plain write (a second run would apply again under a new version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_racing_its_original_waits_for_it() {
+    use quarry_client::conn::Conn;
+    use quarry_client::wire::{strip_request, Request, Resp};
+    // The stopped replica must not be marked down meanwhile (that would
+    // end the interval and fail both copies with a retry).
+    let cl = Cluster::up_with(2, 1, &["osd_heartbeat_grace=120"]);
+    let c = cl.client().await;
+    c.monc()
+        .command(quarry_monc::MonCommand::PoolCreate {
+            name: "race".into(),
+            pg_num: Some(8),
+            size: Some(2),
+            min_size: Some(2),
+            application: None,
+        })
+        .await
+        .expect("pool create");
+    let pool = c.pool_lookup("race").await.expect("lookup");
+    wait_clean(&c).await;
+    let map = c.monc().refresh_map().await.expect("map");
+    let pg_of = |name: &str| map.object_pg(pool, "", name).expect("pg");
+    // Two objects with the same primary (so one replica to stop).
+    let names: Vec<String> = (0..64).map(|i| format!("race-{i}")).collect();
+    let primary_of = |n: &str| map.pg_primary(pg_of(n)).expect("primary").expect("up");
+    let x = &names[0];
+    let primary = primary_of(x);
+    let y = names[1..]
+        .iter()
+        .find(|n| primary_of(n) == primary)
+        .expect("a second object on the same primary");
+    let replica = 1 - primary;
+    let addr = map.osds[&primary].addr.clone();
+    let ticket = c.monc().ticket().await.expect("ticket");
+    let t = Duration::from_secs(20);
+    // Two connections of one client (same global id), as a client that
+    // reconnected: the original goes on the first, the resend on the second.
+    let a = bounded("connect", Conn::connect(&addr, &ticket, t))
+        .await
+        .expect("connect a");
+    let b = bounded("connect", Conn::connect(&addr, &ticket, t))
+        .await
+        .expect("connect b");
+    const TID: u64 = 1 << 41;
+    let ops = [
+        (
+            TID,
+            OpRequest::new(ObjectId::new(pool, x))
+                .op(Op::Create { exclusive: true })
+                .op(Op::WriteFull(Bytes::from_static(b"guarded"))),
+        ),
+        (
+            TID + 1,
+            OpRequest::new(ObjectId::new(pool, y)).op(Op::Write {
+                off: 0,
+                data: Bytes::from_static(b"plain"),
+            }),
+        ),
+    ];
+    let send = |conn: &std::sync::Arc<Conn>, tid: u64, req: &OpRequest| {
+        let conn = conn.clone();
+        let (req, lens, data) = strip_request(req.clone());
+        let r = Request::Op {
+            epoch: map.epoch,
+            tid,
+            req,
+            lens,
+        };
+        tokio::spawn(async move { tokio::time::timeout(BOUND_OP, conn.call(&r, data)).await })
+    };
+    let waits = || count_in_log(&cl, &format!("osd.{primary}"), "waiting for the original");
+    let before = waits();
+    // SAFETY: signal to a daemon this test started.
+    unsafe { libc::kill(cl.pid(&format!("osd.{replica}")), libc::SIGSTOP) };
+    let originals: Vec<_> = ops.iter().map(|(tid, r)| send(&a, *tid, r)).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resends: Vec<_> = ops.iter().map(|(tid, r)| send(&b, *tid, r)).collect();
+    // This build logs each resend that waits; an older one never does
+    // (it runs them): then go on after the bound and let the checks below
+    // show what happened.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while waits() < before + 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (o, r) in originals.iter().zip(&resends) {
+        assert!(
+            !o.is_finished() && !r.is_finished(),
+            "nothing is answered while the replica is stopped"
+        );
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(cl.pid(&format!("osd.{replica}")), libc::SIGCONT) };
+    let mut versions = Vec::new();
+    for (((tid, _), o), r) in ops.iter().zip(originals).zip(resends) {
+        let mut got = Vec::new();
+        for (what, h) in [("original", o), ("resend", r)] {
+            let reply = match h.await.expect("task") {
+                Ok(Ok((Ok(Resp::Op(reply, _)), _))) => reply,
+                Ok(Ok((Ok(other), _))) => panic!("op {tid} {what}: unexpected {other:?}"),
+                Ok(Ok((Err(e), _))) => panic!("op {tid} {what} must succeed: {e}"),
+                Ok(Err(e)) => panic!("op {tid} {what}: connection: {e}"),
+                Err(_) => panic!("op {tid} {what}: not answered in {BOUND_OP:?}"),
+            };
+            got.push(reply.version);
+        }
+        assert_eq!(
+            got[0], got[1],
+            "op {tid}: the resend gets the original's version"
+        );
+        versions.push(got[0]);
+    }
+    // Applied once: the objects' versions are the originals' (a second
+    // run would have written a newer one), and the data is there.
+    for ((name, v), data) in [x, y]
+        .into_iter()
+        .zip(versions)
+        .zip([&b"guarded"[..], b"plain"])
+    {
+        let st = bounded(
+            "stat",
+            c.operate(OpRequest::new(ObjectId::new(pool, name)).op(Op::Stat)),
+        )
+        .await
+        .expect("stat");
+        assert_eq!(st.version, v, "{name} was written once");
+        assert_eq!(read(&c, pool, name).await, data);
+    }
+    assert_eq!(waits(), before + 2, "each resend waited for its original");
+}
+
+/// Bound on one raw op of [`resend_racing_its_original_waits_for_it`].
+const BOUND_OP: Duration = Duration::from_secs(60);

@@ -115,9 +115,11 @@
 //!   (a new primary rebuilds the index from its log when it activates; a
 //!   recovered member's log is a copy of the authority's, op ids included,
 //!   so it knows the ops applied while it was away or cut off).
-//!   Not covered: a resend racing the original still in flight on the same
-//!   primary, ops older than the log's span, and compound ops with reads
-//!   (re-executed). The index holds only ops acknowledged to the client
+//!   A resend racing its original still in flight on the same primary
+//!   (not yet in the index) waits for the original's outcome
+//!   (`inflight.rs`): its success and version, or a run of its own if the
+//!   original failed or its interval ended. Not covered: ops older than
+//!   the log's span, and compound ops with reads (re-executed). The index holds only ops acknowledged to the client
 //!   (all acting members applied them) or recorded as applied by the log
 //!   it activated with; it is rebuilt from the log whenever the log is
 //!   replaced, so a rewound op never stays in it.
@@ -138,6 +140,7 @@
 //! every queue is bounded (per
 //! connection in-flight limit, bounded send queues, the store's queue).
 
+mod inflight;
 mod notify;
 mod osd;
 mod pglog;

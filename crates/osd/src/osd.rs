@@ -128,6 +128,8 @@ struct Pg {
     recent: Mutex<VecDeque<Ver>>,
     /// Client ops known applied in this PG: (global id, tid) → version.
     done: Mutex<DupIndex>,
+    /// Client ops executing now, so a resend racing one waits for it.
+    inflight: crate::inflight::InFlight,
     /// Objects (namespace, name) written recently on this OSD: a read of
     /// any other object is served inline on the async worker (see
     /// [`inline_read`]).
@@ -602,6 +604,7 @@ impl Osd {
                     last: watch::channel(last).0,
                     recent: Mutex::new(VecDeque::new()),
                     done: Mutex::new(DupIndex::default()),
+                    inflight: Default::default(),
                     writing: Mutex::new(WriteMarks::default()),
                 })
             })
@@ -1122,13 +1125,27 @@ impl Osd {
         // applied (its reply lost with a cut primary) its guard would fail.
         let reqid = (tid != 0 && sreq.ops.iter().all(|o| o.is_write() || o.is_guard()))
             .then_some((ctx.claims.global_id, tid));
-        if let Some(id) = reqid {
-            if let Some(ver) = lock(&p.done).ids.get(&id).copied() {
-                tracing::debug!(osd = self.id, %pg, ?id, "resent op already applied");
-                return Ok(OpReply {
-                    outputs: vec![OpOutput::None; sreq.ops.len()],
-                    version: pglog::object_version(ver),
-                });
+        // A resend racing its original (still in flight here) waits for
+        // the original's outcome: its success, or on failure a run of its own.
+        let mut _running = None;
+        while let Some(id) = reqid {
+            use crate::inflight::Claim;
+            match p.inflight.claim(id, || lock(&p.done).ids.get(&id).copied()) {
+                Claim::Done(ver) => {
+                    tracing::debug!(osd = self.id, %pg, ?id, "resent op already applied");
+                    return Ok(OpReply {
+                        outputs: vec![OpOutput::None; sreq.ops.len()],
+                        version: pglog::object_version(ver),
+                    });
+                }
+                Claim::Wait(rx) => {
+                    tracing::info!(osd = self.id, %pg, ?id, "resent op in flight: waiting for the original");
+                    crate::inflight::wait(rx).await;
+                }
+                Claim::Run(r) => {
+                    _running = Some(r);
+                    break;
+                }
             }
         }
         // Pipeline: under the PG's lock only assign the version, queue the
