@@ -878,12 +878,19 @@ async fn daemons_require_signatures_from_ceph_conf() {
     rbd_ok(&signed, &["create", "--size", "4M", "rbd/signed"]);
     assert!(rbd_ok(&signed, &["ls"]).contains("signed"));
     // The monitor lets it in (it gets a ticket), the OSD refuses it: `rbd`
-    // reports EACCES as Ceph's does, the OSD logs the reason.
+    // reports EACCES as Ceph's does, followed by the OSD's reason (sent in
+    // its handshake reply); the OSD logs it too.
     for args in [&["ls"][..], &["create", "--size", "4M", "rbd/unsigned"]] {
         let err = rbd_refused(&unsigned, args);
         assert!(
             err.contains("(13) Permission denied"),
             "rbd {args:?}: {err}"
+        );
+        assert!(
+            err.contains(
+                "osd.0: signed frames are required (cephx_service_require_signatures = true)"
+            ),
+            "rbd {args:?} must print the OSD's reason: {err}"
         );
     }
     let log = std::fs::read_to_string(cl.path().join("log").join("osd.0.log")).expect("log");

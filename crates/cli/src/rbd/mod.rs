@@ -46,9 +46,17 @@ impl CmdError {
         CmdError::new(errno, format!("{what}: {errno}"))
     }
 
-    /// Ceph's form for an engine error.
+    /// Ceph's form for an engine error; a refused connection (`EACCES`)
+    /// adds the refusing daemon's reason (e.g. signatures required), which
+    /// the errno alone does not tell.
     pub fn rbd(what: &str, e: &RbdError) -> CmdError {
-        CmdError::errno(what, e.errno())
+        let err = CmdError::errno(what, e.errno());
+        match e {
+            RbdError::Rados { source, .. } if source.errno == Errno::EACCES => {
+                err.then(source.context.clone())
+            }
+            _ => err,
+        }
     }
 
     /// Add a line after the first.
