@@ -95,11 +95,38 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| RadosError::io(format!("store task failed: {e}")))?
 }
 
+/// Fault injection for tests (as Ceph's `ms_inject_*` options):
+/// `QUARRY_OSD_INJECT_MAP_DELAY_MS` makes the map loop wait that long before
+/// processing each map after the first, widening the window in which the
+/// monitor client already holds a map the PGs have not reacted to.
+fn inject_map_delay() -> Option<Duration> {
+    let ms: u64 = std::env::var("QUARRY_OSD_INJECT_MAP_DELAY_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    tracing::warn!("fault injection: each map is processed {ms} ms late");
+    Some(Duration::from_millis(ms))
+}
+
 /// An active interval of a PG this OSD is primary for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Active {
     epoch: Epoch,
     acting: Vec<OsdId>,
+}
+
+impl Active {
+    /// `me` booted again after this interval began (it was marked down
+    /// meanwhile and may have missed maps and writes).
+    fn rebooted(&self, map: &ClusterMap, me: OsdId) -> bool {
+        map.osds.get(&me).is_some_and(|o| o.up_from > self.epoch)
+    }
+
+    /// This interval still holds at `map`: the same acting set and no
+    /// reboot of `me` since it began (otherwise `on_map` re-peers).
+    fn holds_at(&self, map: &ClusterMap, pg: PgId, me: OsdId) -> bool {
+        map.pg_up_set(pg).is_ok_and(|up| up == self.acting) && !self.rebooted(map, me)
+    }
 }
 
 /// One PG's state on this OSD.
@@ -303,6 +330,9 @@ struct Osd {
     watches: Mutex<HashMap<ObjectId, Vec<WatchRec>>>,
     notifies: crate::notify::Notifies,
     next_conn: AtomicU64,
+    /// Epoch of the newest map whose PG changes `on_map` has made (active
+    /// intervals that no longer hold were ended by then).
+    map_done: AtomicU64,
     peering: Semaphore,
     /// `ms_connection_ready_timeout`.
     handshake_timeout: Duration,
@@ -455,6 +485,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         watches: Mutex::new(HashMap::new()),
         notifies: Default::default(),
         next_conn: AtomicU64::new(1),
+        map_done: AtomicU64::new(0),
         peering: Semaphore::new(PEERING_PARALLEL),
         handshake_timeout: cfg.handshake_timeout,
     });
@@ -1062,11 +1093,23 @@ impl Osd {
         }
         let p = self.pg(pg)?;
         let mut rx = p.active.subscribe();
+        // The interval must hold at the newest map, not merely exist: the
+        // map loop may not have processed that map yet (an OSD back from a
+        // cut link or a freeze learns a map marking it down and boots again
+        // before it re-peers), and an interval from before the gap would
+        // serve reads from a store that missed the writes acknowledged
+        // meanwhile (objects created then read as absent: zeros).
         let got = tokio::time::timeout(OP_WAIT, async {
-            rx.wait_for(|a| a.is_some())
-                .await
-                .ok()
-                .and_then(|a| a.clone())
+            rx.wait_for(|a| {
+                a.as_ref().is_some_and(|a| {
+                    // Cheap when the map loop is up to date (nearly always).
+                    let m = self.map();
+                    self.map_done.load(Ordering::SeqCst) >= m.epoch || a.holds_at(&m, pg, self.id)
+                })
+            })
+            .await
+            .ok()
+            .and_then(|a| a.clone())
         })
         .await
         .ok()
@@ -1738,12 +1781,16 @@ impl Osd {
         let mut rx = self.monc.subscribe();
         let mut removed_seen: HashMap<PoolId, usize> = HashMap::new();
         let mut first = true;
+        let delay = inject_map_delay();
         loop {
             let map = rx.borrow_and_update().clone();
             self.on_map(&map, &mut removed_seen, first).await;
             first = false;
             if rx.changed().await.is_err() {
                 return;
+            }
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
             }
         }
     }
@@ -1773,13 +1820,11 @@ impl Osd {
                     let cur = p.active.borrow().clone();
                     // Booted again since it activated (it was marked down
                     // meanwhile and may have missed maps and writes): peer anew.
-                    let rebooted =
-                        |a: &Active| map.osds.get(&self.id).is_some_and(|o| o.up_from > a.epoch);
                     let needs = match &cur {
-                        Some(a) => a.acting != up || rebooted(a),
+                        Some(a) => a.acting != up || a.rebooted(map, self.id),
                         None => lock(&p.peering_for).as_ref() != Some(&up),
                     };
-                    if cur.as_ref().is_some_and(rebooted) {
+                    if cur.as_ref().is_some_and(|a| a.rebooted(map, self.id)) {
                         // Clients moved their watches elsewhere meanwhile.
                         self.drop_watches(map, pg);
                     }
@@ -1796,6 +1841,7 @@ impl Osd {
                 }
             }
         }
+        self.map_done.fetch_max(map.epoch, Ordering::SeqCst);
         // Snapshot trimming: removed_snaps only grows.
         let held: Vec<PoolId> = {
             let store = self.store.clone();

@@ -81,8 +81,13 @@ impl Cluster {
     }
 
     /// [`Cluster::start_osd`] with more arguments (`--bind ADDR`).
-    #[allow(clippy::zombie_processes)]
     pub fn start_osd_args(&self, n: u32, args: &[&str]) {
+        self.start_osd_env(n, args, &[])
+    }
+
+    /// [`Cluster::start_osd_args`] with environment variables (fault injection).
+    #[allow(clippy::zombie_processes)]
+    pub fn start_osd_env(&self, n: u32, args: &[&str], env: &[(&str, &str)]) {
         use std::os::unix::process::CommandExt;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -93,6 +98,7 @@ impl Cluster {
             .args(["osd", "--id", &n.to_string(), "--dir"])
             .arg(self.path())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
