@@ -1104,7 +1104,20 @@ impl Osd {
                 a.as_ref().is_some_and(|a| {
                     // Cheap when the map loop is up to date (nearly always).
                     let m = self.map();
-                    self.map_done.load(Ordering::SeqCst) >= m.epoch || a.holds_at(&m, pg, self.id)
+                    if self.map_done.load(Ordering::SeqCst) >= m.epoch {
+                        return true;
+                    }
+                    let holds = a.holds_at(&m, pg, self.id);
+                    if !holds {
+                        tracing::info!(
+                            osd = self.id,
+                            %pg,
+                            interval = a.epoch,
+                            map = m.epoch,
+                            "op waits: the active interval predates the newest map"
+                        );
+                    }
+                    holds
                 })
             })
             .await
