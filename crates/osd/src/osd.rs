@@ -347,6 +347,10 @@ struct ConnCtx {
     ip: Option<std::net::IpAddr>,
     /// This connection's send queue (weak: it must not keep it open).
     events: mpsc::WeakSender<Frame>,
+    /// Set (under the watch table's lock) when the connection ended and
+    /// its watches were dropped: a watch request still in flight then
+    /// (waiting for its PG) must not register one that nothing would drop.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl ConnCtx {
@@ -774,6 +778,7 @@ impl Osd {
                 .map(|a| a.ip().to_canonical()),
             addr: peer.clone(),
             events: tx.downgrade(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let slots = Arc::new(Semaphore::new(CONN_IN_FLIGHT));
         let wslots = slots.clone();
@@ -850,10 +855,14 @@ impl Osd {
         }
         drop(tx);
         // Watches die with the connection that registered them.
-        lock(&self.watches).retain(|_, v| {
-            v.retain(|w| w.conn != ctx.id);
-            !v.is_empty()
-        });
+        {
+            let mut w = lock(&self.watches);
+            ctx.closed.store(true, Ordering::SeqCst);
+            w.retain(|_, v| {
+                v.retain(|w| w.conn != ctx.id);
+                !v.is_empty()
+            });
+        }
         let _ = writer.await;
     }
 
@@ -921,6 +930,12 @@ impl Osd {
                 let store = self.store.clone();
                 blocking(move || store.apply(&st)).await?;
                 let mut w = lock(&self.watches);
+                if ctx.closed.load(Ordering::SeqCst) {
+                    return Err(WireError::new(
+                        Errno::ENOTCONN,
+                        format!("watch on {}: the connection closed meanwhile", oid.name),
+                    ));
+                }
                 let list = w.entry(oid).or_default();
                 list.retain(|x| !(x.client == ctx.claims.global_id && x.cookie == cookie));
                 list.push(WatchRec {
