@@ -365,6 +365,10 @@ impl Chunk {
     }
 }
 
+/// Least capacity of a new owned chunk of a record (under glibc's mmap
+/// threshold, so it comes from the heap without fresh page faults).
+const OWNED_CHUNK: usize = 64 << 10;
+
 /// A record being built: `HDR` bytes of header space, then its data, then
 /// (once sealed) its redo, as a list of pieces written with one `pwritev`.
 pub struct RecordBuf {
@@ -388,14 +392,21 @@ impl RecordBuf {
         self.len
     }
 
-    /// Append a copy of `d`.
+    /// Append a copy of `d`. A full owned chunk is never grown: a new one
+    /// of at least [`OWNED_CHUNK`] bytes follows it, so the record's bytes
+    /// are copied once (growing one vector by reallocation copied a batch
+    /// of small writes about twice more and faulted in fresh pages).
     pub fn push_slice(&mut self, d: &[u8]) {
         self.len += d.len();
         if let Some(Chunk::Owned(v)) = self.chunks.last_mut() {
-            v.extend_from_slice(d);
-        } else {
-            self.chunks.push(Chunk::Owned(d.to_vec()));
+            if v.capacity() - v.len() >= d.len() {
+                v.extend_from_slice(d);
+                return;
+            }
         }
+        let mut v = Vec::with_capacity(d.len().max(OWNED_CHUNK));
+        v.extend_from_slice(d);
+        self.chunks.push(Chunk::Owned(v));
     }
 
     /// Append a full block `b` without copying it, with its plain crc32c
@@ -426,8 +437,9 @@ impl RecordBuf {
         Some(out)
     }
 
-    /// Finish the record with `lsn`: append the redo and fill in the header.
-    pub fn seal(&mut self, lsn: u64, redo: &[u8]) {
+    /// Finish the record with `lsn`: append the redo (moved, not copied)
+    /// and fill in the header.
+    pub fn seal(&mut self, lsn: u64, redo: Vec<u8>) {
         let data_len = (self.len - HDR) as u32;
         let redo_len = redo.len() as u32;
         let mut c = crc32c::crc32c(&lsn.to_le_bytes());
@@ -442,8 +454,11 @@ impl RecordBuf {
                 }
             };
         }
-        c = crc32c::crc32c_append(c, redo);
-        self.push_slice(redo);
+        c = crc32c::crc32c_append(c, &redo);
+        if !redo.is_empty() {
+            self.len += redo.len();
+            self.chunks.push(Chunk::Owned(redo));
+        }
         if let Some(Chunk::Owned(h)) = self.chunks.first_mut() {
             h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
             h[4..12].copy_from_slice(&lsn.to_le_bytes());

@@ -175,7 +175,7 @@ impl<'t> WTables<'t> {
         if redo.is_empty() && rec.buf.len() == seglog::HDR {
             return None;
         }
-        rec.buf.seal(lsn, &redo);
+        rec.buf.seal(lsn, redo);
         Some((rec.pos, rec.buf))
     }
 
@@ -507,7 +507,15 @@ impl<'t> WTables<'t> {
 
     /// Take the recorded redo entries.
     pub fn take_redo(&mut self) -> Vec<u8> {
-        self.redo.as_mut().map(std::mem::take).unwrap_or_default()
+        // The next batch's redo starts with room for as much as this one's
+        // (up to 1 MiB): growing it by reallocation cost ~4% of the writer.
+        self.redo
+            .as_mut()
+            .map(|r| {
+                let cap = r.len().min(1 << 20);
+                std::mem::replace(r, Vec::with_capacity(cap))
+            })
+            .unwrap_or_default()
     }
 }
 
