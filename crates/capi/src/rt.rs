@@ -187,18 +187,20 @@ impl Future for CatchUnwind {
 /// runtime. Completions it fires from here go to the callback thread.
 /// While other operations are in flight it is spawned on the runtime
 /// instead (at queue depth > 1 the I/O threads are awake anyway, and the
-/// submitting thread must not become the bottleneck).
+/// submitting thread must not become the bottleneck). With
+/// `QUARRY_CLIENT_SPIN_US` set, a lone operation's caller then spins up to
+/// that long for it to finish before returning ([`SpinPolicy`]).
 pub fn spawn_guarded<F>(fut: F, on_panic: impl FnOnce() + Send + 'static)
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let rt = runtime();
     let busy = InFlight::enter();
-    let fut = async move {
-        let _busy = busy;
-        fut.await
-    };
     if others_in_flight(&IN_FLIGHT) {
+        let fut = async move {
+            let _busy = busy;
+            fut.await
+        };
         // Other operations are in flight (queue depth > 1): the I/O threads
         // are awake anyway and batch frames per syscall; polling here would
         // make the submitting thread the bottleneck.
@@ -212,6 +214,15 @@ where
         });
         return;
     }
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = Finished(done.clone());
+    let fut = async move {
+        let _busy = busy;
+        // Dropped after the operation (and a completion it ran inline)
+        // ended, also when it panics or is dropped unfinished.
+        let _finished = finished;
+        fut.await
+    };
     let _ctx = rt.enter();
     let lazy = Arc::new(Lazy {
         fut: Mutex::new(Some(Box::pin(fut))),
@@ -223,13 +234,138 @@ where
     let mut slot = lock(&lazy.fut);
     let Some(f) = slot.as_mut() else { return };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.as_mut().poll(&mut cx))) {
-        Ok(Poll::Pending) => {}
+        Ok(Poll::Pending) => {
+            // Unlocked first: the task the reply starts takes the slot.
+            drop(slot);
+            spin_until(&done, spin_policy());
+        }
         Ok(Poll::Ready(())) => *slot = None,
         Err(_) => {
             *slot = None;
             drop(slot);
             lazy.panicked();
         }
+    }
+}
+
+/// Sets its flag when dropped: the operation it lives in has ended.
+struct Finished(Arc<AtomicBool>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Bounded, adaptive spinning of the submitting thread at queue depth 1
+/// (`QUARRY_CLIENT_SPIN_US`, microseconds, 0 = off).
+///
+/// After a lone operation's request is on the socket, the submitting
+/// thread (fio's, QEMU's) usually goes to sleep in `poll` on the image's
+/// eventfd and is woken by the I/O thread that completes the operation: one
+/// thread wake-up per I/O (tens of microseconds on a VM). Spinning for a
+/// short budget instead lets the completion land while that thread is
+/// still running, so its `poll` returns at once. The spin costs CPU: it
+/// happens only when this is the only operation in flight, ends as soon as
+/// the operation finishes, and backs off (skips spinning for up to 64
+/// operations, doubling per miss) while replies keep taking longer than
+/// the budget.
+pub struct SpinPolicy {
+    /// Budget per operation; zero disables spinning.
+    budget: std::time::Duration,
+    /// Operations left to run without spinning (back-off after misses).
+    skip: AtomicUsize,
+    /// Current back-off length (0, 1, 2, 4, ... [`SPIN_BACKOFF_MAX`]).
+    backoff: AtomicUsize,
+}
+
+/// Longest back-off after repeated misses, in operations.
+const SPIN_BACKOFF_MAX: usize = 64;
+/// Largest accepted budget: spinning longer than a millisecond would only
+/// burn a core.
+const SPIN_MAX_US: u64 = 1000;
+
+impl SpinPolicy {
+    /// A policy with `budget_us` microseconds per operation (clamped to
+    /// [`SPIN_MAX_US`]; 0 = off).
+    pub fn new(budget_us: u64) -> SpinPolicy {
+        SpinPolicy {
+            budget: std::time::Duration::from_micros(budget_us.min(SPIN_MAX_US)),
+            skip: AtomicUsize::new(0),
+            backoff: AtomicUsize::new(0),
+        }
+    }
+
+    /// The budget parsed from a `QUARRY_CLIENT_SPIN_US` value: a whole
+    /// number of microseconds; anything else (or nothing) means off.
+    pub fn from_setting(v: Option<&str>) -> SpinPolicy {
+        let us = v.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        SpinPolicy::new(us)
+    }
+
+    /// The budget per operation (zero when off).
+    pub fn budget(&self) -> std::time::Duration {
+        self.budget
+    }
+
+    /// Whether the next operation should spin (consumes one skipped turn
+    /// while backing off).
+    pub fn should_spin(&self) -> bool {
+        if self.budget.is_zero() {
+            return false;
+        }
+        let skip = self.skip.load(Ordering::Relaxed);
+        if skip > 0 {
+            self.skip.store(skip - 1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Record a spin's outcome: a hit resets the back-off, a miss doubles it
+    /// and skips that many operations.
+    pub fn record(&self, hit: bool) {
+        if hit {
+            self.backoff.store(0, Ordering::Relaxed);
+            return;
+        }
+        let b = self.backoff.load(Ordering::Relaxed);
+        let next = (b * 2).clamp(1, SPIN_BACKOFF_MAX);
+        self.backoff.store(next, Ordering::Relaxed);
+        self.skip.store(next, Ordering::Relaxed);
+    }
+}
+
+fn spin_policy() -> &'static SpinPolicy {
+    static P: OnceLock<SpinPolicy> = OnceLock::new();
+    P.get_or_init(|| {
+        SpinPolicy::from_setting(std::env::var("QUARRY_CLIENT_SPIN_US").ok().as_deref())
+    })
+}
+
+/// Spin until `done` is set or the policy's budget runs out.
+fn spin_until(done: &AtomicBool, policy: &SpinPolicy) {
+    if !policy.should_spin() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    let budget = policy.budget();
+    loop {
+        for _ in 0..64 {
+            if done.load(Ordering::Acquire) {
+                policy.record(true);
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= budget {
+            policy.record(done.load(Ordering::Acquire));
+            return;
+        }
+        // Let any other runnable thread on this core (an OSD, the I/O
+        // thread about to complete this operation) go first: on a busy
+        // machine a pure spin would delay the very reply it waits for.
+        std::thread::yield_now();
     }
 }
 
@@ -286,5 +422,79 @@ pub fn run_callback(job: impl FnOnce() + Send + 'static) {
         // The thread is gone (cannot happen while the process lives): run
         // the job here so the completion still fires exactly once.
         (e.0)();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spin_setting_parses_microseconds_and_defaults_to_off() {
+        assert!(SpinPolicy::from_setting(None).budget().is_zero());
+        assert!(SpinPolicy::from_setting(Some("")).budget().is_zero());
+        assert!(SpinPolicy::from_setting(Some("abc")).budget().is_zero());
+        assert!(SpinPolicy::from_setting(Some("-5")).budget().is_zero());
+        assert!(SpinPolicy::from_setting(Some("0")).budget().is_zero());
+        assert_eq!(
+            SpinPolicy::from_setting(Some(" 40 ")).budget(),
+            std::time::Duration::from_micros(40)
+        );
+        // Clamped: a huge budget would only burn a core.
+        assert_eq!(
+            SpinPolicy::from_setting(Some("5000000")).budget(),
+            std::time::Duration::from_micros(SPIN_MAX_US)
+        );
+        assert!(!SpinPolicy::new(0).should_spin());
+    }
+
+    #[test]
+    fn spin_backs_off_after_misses_and_resumes_after_a_hit() {
+        let p = SpinPolicy::new(50);
+        assert!(p.should_spin());
+        // Each miss doubles the number of operations that skip spinning.
+        let mut expect = 1;
+        for _ in 0..10 {
+            p.record(false);
+            for _ in 0..expect {
+                assert!(!p.should_spin());
+            }
+            assert!(p.should_spin());
+            expect = (expect * 2).min(SPIN_BACKOFF_MAX);
+        }
+        assert_eq!(expect, SPIN_BACKOFF_MAX);
+        // A hit ends the back-off: the next miss skips one operation again.
+        p.record(true);
+        assert!(p.should_spin());
+        p.record(false);
+        assert!(!p.should_spin());
+        assert!(p.should_spin());
+    }
+
+    #[test]
+    fn spin_stops_when_the_operation_finishes_or_the_budget_ends() {
+        // Finished already: returns without using the budget, as a hit.
+        let p = SpinPolicy::new(SPIN_MAX_US);
+        let done = AtomicBool::new(true);
+        spin_until(&done, &p);
+        assert!(p.should_spin(), "a hit must not start a back-off");
+        // Never finishes: returns (bounded) and counts a miss.
+        let p = SpinPolicy::new(20);
+        let never = AtomicBool::new(false);
+        spin_until(&never, &p);
+        assert!(!p.should_spin(), "a miss must skip the next operation");
+        // Finished by another thread while spinning (the I/O thread's
+        // completion): a hit.
+        let p = SpinPolicy::new(SPIN_MAX_US);
+        let flag = Arc::new(AtomicBool::new(false));
+        let f2 = flag.clone();
+        let t = std::thread::spawn(move || f2.store(true, Ordering::Release));
+        t.join().expect("setter thread");
+        spin_until(&flag, &p);
+        assert!(p.should_spin());
+        // The guard sets the flag however the operation ends.
+        let flag = Arc::new(AtomicBool::new(false));
+        drop(Finished(flag.clone()));
+        assert!(flag.load(Ordering::Acquire));
     }
 }

@@ -50,6 +50,25 @@ fn fio_rbd_randwrite_verify() {
     }
 }
 
+/// With the submitting thread's spin on (`QUARRY_CLIENT_SPIN_US`), queue
+/// depth 1 writes and reads still complete exactly once with the right
+/// data (fio fails on a lost, doubled or wrong completion).
+#[test]
+fn fio_rbd_qd1_with_spin_verifies() {
+    let env = Env::new(&["data"]);
+    create(&env, "spin");
+    let fio = common::require("fio");
+    let path = env.path().join("spin.fio");
+    let job = "[global]\nioengine=rbd\nclientname=admin\npool=data\nrbdname=spin\n\
+               bs=4k\nsize=4M\n[w]\nrw=randwrite\niodepth=1\nverify=crc32c\ndo_verify=1\n";
+    std::fs::write(&path, job).expect("write job");
+    let (ok, out, err) = env.run(env.cmd(fio).arg(&path).env("QUARRY_CLIENT_SPIN_US", "200"));
+    assert!(ok, "fio failed:\n{out}\n{err}");
+    assert!(!out.contains("verify: bad"), "{out}");
+    assert!(out.contains("err= 0"), "{out}");
+    assert!(out.contains("WRITE:"), "{out}");
+}
+
 #[test]
 fn fio_rbd_direct_discard_flush() {
     let env = Env::new(&["data"]);

@@ -1247,9 +1247,12 @@ impl Osd {
         let (rreq, lens, data) = wire::strip_request(sreq.clone());
         // One modification time for every copy (the replicas get it too).
         let mtime_ns = now_ns();
-        let local = self
-            .queue_logged(&p, ver, sreq, reqid, Some(mtime_ns))
-            .await;
+        // RepOps go out before the local write is queued: a replica's
+        // round trip (network, its worker, its store, back) is the longer
+        // path, and queueing locally first (a store-writer wake-up) delayed
+        // its start. Both still happen under the PG lock, in version order;
+        // a local queueing failure after the replicas applied is the
+        // "primary refused" case below (re-peer, client resends).
         let mut remotes = Vec::new();
         let mut send_failed = None;
         for &m in active.acting.iter().filter(|&&m| m != self.id) {
@@ -1270,6 +1273,9 @@ impl Osd {
                 Err(e) => send_failed = Some(e.msg),
             }
         }
+        let local = self
+            .queue_logged(&p, ver, sreq, reqid, Some(mtime_ns))
+            .await;
         p.last.send_replace(ver);
         drop(g);
         let local = match local {
