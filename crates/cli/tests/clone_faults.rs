@@ -106,7 +106,7 @@ async fn fsx_clones_through_osd_stops_kills_and_mark_downs() {
     })
     .await;
     assert!(
-        clones(&fsx) >= 2,
+        clones(&fsx) >= 1,
         "no clones after {} ops: {:?}",
         fsx.ops_done(),
         fsx.report().counts

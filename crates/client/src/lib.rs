@@ -272,9 +272,9 @@ impl ClusterClient {
         c
     }
 
-    /// Register (or re-register) watch `cookie` on the object's primary
-    /// and remember where.
-    async fn register_watch(&self, oid: &ObjectId, cookie: u64) -> Result<()> {
+    /// Register (or, `again`, re-register) watch `cookie` on the object's
+    /// primary and remember where.
+    async fn register_watch(&self, oid: &ObjectId, cookie: u64, again: bool) -> Result<()> {
         let pg = self.object_pg(oid).await?;
         let (resp, _, osd, conn) = self
             .pg_call_on(
@@ -290,15 +290,47 @@ impl ClusterClient {
         match resp {
             Resp::Cookie(_) => {
                 tracing::debug!(cookie, obj = %oid.name, osd, "watch registered");
-                lock(&self.watches).insert(
-                    cookie,
-                    WatchReg {
-                        oid: oid.clone(),
-                        osd,
-                        conn: Arc::downgrade(&conn),
-                    },
-                );
-                Ok(())
+                let unwatched = {
+                    let mut watches = lock(&self.watches);
+                    if again && !watches.contains_key(&cookie) {
+                        true
+                    } else {
+                        watches.insert(
+                            cookie,
+                            WatchReg {
+                                oid: oid.clone(),
+                                osd,
+                                conn: Arc::downgrade(&conn),
+                            },
+                        );
+                        false
+                    }
+                };
+                if !unwatched {
+                    return Ok(());
+                }
+                // Unwatched while this re-registration was in flight: the
+                // OSD may have applied the unwatch first (both can wait
+                // there for the PG), so undo this registration, or it
+                // would keep the object watched for good.
+                tracing::debug!(cookie, obj = %oid.name, "unwatched meanwhile; unregistering");
+                let pg = self.object_pg(oid).await?;
+                match self
+                    .pg_call(
+                        pg,
+                        |epoch| Request::Unwatch {
+                            epoch,
+                            oid: oid.clone(),
+                            cookie,
+                        },
+                        Bytes::new(),
+                    )
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.errno == Errno::ENOENT => Ok(()),
+                    Err(e) => Err(e),
+                }
             }
             _ => Err(unexpected("watch")),
         }
@@ -320,7 +352,8 @@ impl ClusterClient {
             .map(|(&c, w)| (c, w.oid.clone()))
             .collect();
         for (cookie, oid) in stale {
-            let r = tokio::time::timeout(WATCH_REREGISTER, self.register_watch(&oid, cookie)).await;
+            let r = tokio::time::timeout(WATCH_REREGISTER, self.register_watch(&oid, cookie, true))
+                .await;
             match r {
                 Ok(Ok(())) => tracing::debug!(cookie, obj = %oid.name, "watch re-established"),
                 Ok(Err(e)) if e.errno == Errno::ENOENT => {
@@ -883,7 +916,7 @@ impl Rados for ClusterClient {
 
     async fn watch(&self, oid: &ObjectId) -> Result<u64> {
         let cookie = self.next_cookie.fetch_add(1, Ordering::Relaxed);
-        self.register_watch(oid, cookie).await?;
+        self.register_watch(oid, cookie, false).await?;
         Ok(cookie)
     }
 
@@ -928,7 +961,7 @@ impl Rados for ClusterClient {
         let cookie = self.next_cookie.fetch_add(1, Ordering::Relaxed);
         // Before registering: a notification may arrive right after.
         lock(&self.callbacks).insert(cookie, cb);
-        if let Err(e) = self.register_watch(oid, cookie).await {
+        if let Err(e) = self.register_watch(oid, cookie, false).await {
             lock(&self.callbacks).remove(&cookie);
             return Err(e);
         }
