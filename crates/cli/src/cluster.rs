@@ -267,6 +267,10 @@ pub fn osd(a: OsdArgs) -> R<()> {
         host: a.host.unwrap_or_else(quarry_common::conf::short_hostname),
         beacon_interval: conf_secs(&conf, "osd", "osd_heartbeat_interval", 1.0),
         mon_timeout: Duration::from_secs(30),
+        mon_ping: quarry_monc::MonPing {
+            interval: conf_secs(&conf, "osd", "mon_client_ping_interval", 2.0),
+            timeout: conf_secs(&conf, "osd", "mon_client_ping_timeout", 5.0),
+        },
         handshake_timeout: conf_secs(&conf, "osd", "ms_connection_ready_timeout", 10.0),
     };
     let rt = runtime()?;
@@ -525,6 +529,7 @@ async fn connect_admin(addrs: &[String], secret: Secret) -> R<Arc<MonClient>> {
             entity: "client.admin".into(),
             secret: secret.clone(),
             timeout: Duration::from_secs(5),
+            ping: Default::default(),
         })
         .await
         {
@@ -775,6 +780,7 @@ pub fn status(a: DirArgs) -> R<()> {
             entity: "client.admin".into(),
             secret,
             timeout: Duration::from_secs(10),
+            ping: Default::default(),
         })
         .await
         .map_err(|e| format!("connect to monitors {addrs:?}: {e}"))?;

@@ -788,6 +788,7 @@ async fn daemon_monc(cl: &Cluster, entity: &str) -> std::sync::Arc<quarry_monc::
             entity: entity.into(),
             secret: daemon_secret(cl, entity),
             timeout: Duration::from_secs(30),
+            ping: Default::default(),
         }),
     )
     .await

@@ -227,3 +227,137 @@ async fn three_monitors_survive_the_leader_and_rejoin() {
     assert!(c2.pool_lookup("after-kill").await.is_ok());
     wl.finish(&c2, pool).await;
 }
+
+/// Resumes a stopped daemon when dropped (also when the test fails).
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: signal to a daemon this test started and stopped.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// The monitor addresses a daemon has established TCP connections to
+/// (from /proc: its socket inodes matched against /proc/net/tcp).
+fn mon_conns(cl: &Cluster, daemon: &str) -> Vec<String> {
+    let pid = cl.pid(daemon);
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mons = cl.mon_addrs();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let mut found = Vec::new();
+    for l in tcp.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+        if f.len() < 10 || f[3] != "01" || !inodes.contains(f[9]) {
+            continue;
+        }
+        let Some(port) = f[2]
+            .split_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        else {
+            continue;
+        };
+        if let Some(m) = mons.iter().find(|m| m.ends_with(&format!(":{port}"))) {
+            found.push(m.clone());
+        }
+    }
+    found
+}
+
+/// The monitor (`mon.X`) whose `mon_addr` is `addr`.
+fn mon_at(cl: &Cluster, addr: &str) -> String {
+    let conf = std::fs::read_to_string(cl.path().join("ceph.conf")).expect("conf");
+    let mut section = "";
+    for l in conf.lines().map(str::trim) {
+        if l.starts_with('[') {
+            section = l.trim_matches(|c| c == '[' || c == ']');
+        } else if let Some((k, v)) = l.split_once('=') {
+            if k.trim() == "mon_addr" && v.trim() == addr {
+                return section.to_string();
+            }
+        }
+    }
+    panic!("no monitor at {addr} in ceph.conf");
+}
+
+/// A monitor that goes silent without closing its connections (stopped
+/// with SIGSTOP, as a cut link: TCP never resets) is noticed by the OSD's
+/// monitor session through its keepalive pings (`mon_client_ping_*`), and
+/// the OSD moves to another monitor long before a request would time out
+/// (30 s); the cluster keeps working, and again once the monitor resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osd_leaves_a_silent_monitor() {
+    let cl = Cluster::up_with(
+        3,
+        3,
+        &["mon_client_ping_interval=1", "mon_client_ping_timeout=3"],
+    );
+    let c = cl.client().await;
+    let pool = pool_create(&c, "silent", 2).await;
+    wait_clean(&c).await;
+    let now = mon_conns(&cl, "osd.0");
+    assert_eq!(now.len(), 1, "osd.0 has one monitor session: {now:?}");
+    let addr = now[0].clone();
+    let mon = mon_at(&cl, &addr);
+    eprintln!("osd.0 is connected to {mon} ({addr}); stopping it");
+    let pid = cl.pid(&mon);
+    // SAFETY: signal to a daemon this test started (resumed by `Resume`).
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let resume = Resume(pid);
+    // Bounded well under the 30 s a request to the silent monitor would
+    // take to time out (how a silent monitor was noticed before).
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let now = mon_conns(&cl, "osd.0");
+            if !now.is_empty() && !now.contains(&addr) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("osd.0 must leave the silent {mon} for another monitor"));
+    let log = std::fs::read_to_string(cl.path().join("log").join("osd.0.log")).expect("log");
+    assert!(
+        log.contains(&format!("monitor {addr} did not answer a ping")),
+        "osd.0 must say why it left {mon}"
+    );
+    // The cluster works meanwhile: I/O, and a map change through the two
+    // monitors left (a new leader if the stopped one led).
+    let obj = |v: &'static [u8]| {
+        OpRequest::new(ObjectId::new(pool, "obj")).op(Op::WriteFull(Bytes::from_static(v)))
+    };
+    bounded("write", c.operate(obj(b"one")))
+        .await
+        .expect("write");
+    assert_eq!(read_obj(&c, pool, "obj").await, b"one");
+    pool_create(&c, "silent2", 2).await;
+    drop(resume);
+    bounded("write", c.operate(obj(b"two")))
+        .await
+        .expect("write");
+    assert_eq!(read_obj(&c, pool, "obj").await, b"two");
+    let st = bounded("quorum of three again", async {
+        loop {
+            let st = status(&c).await;
+            if st.quorum.len() == 3 {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(st
+        .quorum
+        .contains(&mon.trim_start_matches("mon.").to_string()));
+}

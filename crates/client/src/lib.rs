@@ -244,6 +244,7 @@ impl ClusterClient {
             entity: entity.to_string(),
             secret,
             timeout: timeouts.mon,
+            ping: Default::default(),
         })
         .await
         .map_err(mon_err)?;

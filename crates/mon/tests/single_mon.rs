@@ -37,6 +37,7 @@ async fn auth_commands_and_subscriptions() {
         entity: "client.admin".into(),
         secret: Secret::generate(0),
         timeout: Duration::from_secs(60),
+        ping: Default::default(),
     })
     .await
     .expect_err("wrong key must fail");
@@ -49,6 +50,7 @@ async fn auth_commands_and_subscriptions() {
         entity: "client.nosuchuser".into(),
         secret: Secret::generate(0),
         timeout: Duration::from_secs(60),
+        ping: Default::default(),
     })
     .await
     .expect_err("unknown entity must fail");
@@ -165,6 +167,7 @@ async fn auth_commands_and_subscriptions() {
         entity: "client.glance".into(),
         secret: gkey,
         timeout: Duration::from_secs(20),
+        ping: Default::default(),
     })
     .await
     .expect("glance connects");
@@ -258,6 +261,7 @@ async fn unreachable_monitors_time_out() {
         entity: "client.admin".into(),
         secret: Secret::generate(0),
         timeout: Duration::from_millis(800),
+        ping: Default::default(),
     })
     .await
     .expect_err("nobody listens");
@@ -267,6 +271,7 @@ async fn unreachable_monitors_time_out() {
         entity: "client.admin".into(),
         secret: Secret::generate(0),
         timeout: Duration::from_millis(800),
+        ping: Default::default(),
     })
     .await
     .expect_err("no monitors");

@@ -213,6 +213,16 @@ impl Conn {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Give the connection up (a silent peer): calls waiting on it fail
+    /// at once (as lost) instead of at their timeouts.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.reader.abort();
+        if let Ok(mut p) = self.pending.lock() {
+            p.clear();
+        }
+    }
+
     /// Resolves when the connection closes.
     pub async fn closed(&self) {
         let mut rx = self.closed_rx.clone();

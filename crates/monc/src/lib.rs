@@ -4,7 +4,8 @@
 //! [`MonClient::connect`] authenticates to one of the monitors (mutual
 //! challenge-response, see `quarry_auth::handshake`), fetches the cluster
 //! map and subscribes to new epochs; afterwards a background task keeps one
-//! session open, reconnects to another monitor when it fails,
+//! session open, reconnects to another monitor when it fails or stops
+//! answering keepalive pings ([`MonPing`]),
 //! re-authenticates and resubscribes. Requests sent to a follower monitor
 //! are forwarded by it to the leader, so the client never needs to know
 //! which monitor leads.
@@ -43,6 +44,31 @@ pub struct MonClientConfig {
     /// How long to keep trying unreachable monitors before ETIMEDOUT
     /// (also the bound on one request).
     pub timeout: Duration,
+    /// Keepalive of the open session (a silent monitor is left for another).
+    pub ping: MonPing,
+}
+
+/// Keepalive of a monitor session (`mon_client_ping_interval`,
+/// `mon_client_ping_timeout`): a monitor that stops answering without
+/// closing the connection (cut link, stopped process: TCP never resets)
+/// is noticed after at most `interval + timeout`, and the client hunts
+/// for another monitor. Quarry's defaults are shorter than Ceph's (10 s,
+/// 30 s), so that a daemon behind a cut link learns it within seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonPing {
+    /// Time between pings; zero disables them.
+    pub interval: Duration,
+    /// How long a ping's reply may take before the session is dropped.
+    pub timeout: Duration,
+}
+
+impl Default for MonPing {
+    fn default() -> Self {
+        MonPing {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Why a monitor client call failed.
@@ -362,7 +388,10 @@ impl Inner {
                 Err(e) if e.is_definitive() => return Err(e),
                 Err(e) => last = format!("monitor {addr}: {e}"),
                 Ok((conn, auth)) => match self.start_session(conn, auth, per_try).await {
-                    Ok(s) => return Ok(s),
+                    Ok(s) => {
+                        tracing::info!("monitor session open to {addr}");
+                        return Ok(s);
+                    }
                     Err(e) if e.is_definitive() => return Err(e),
                     Err(e) => last = format!("monitor {addr}: {e}"),
                 },
@@ -468,6 +497,34 @@ impl Inner {
         }
     }
 
+    /// Ping the session's monitor every `ping.interval`; resolves (with
+    /// the reason) when one ping is not answered within `ping.timeout` or
+    /// the connection fails. Any reply counts: the monitor is alive.
+    async fn until_silent(&self, s: &Session) -> String {
+        let ping = self.cfg.ping;
+        if ping.interval.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(ping.interval).await;
+            // Resubscribing from the map held is cheap, answered by the
+            // monitor itself (no quorum needed), and harmless: it pushes
+            // only maps newer than that.
+            let have = self.map_tx.borrow().epoch;
+            let f = match request_frame(&Request::Subscribe { have }) {
+                Ok(f) => f,
+                Err(e) => return e.to_string(),
+            };
+            match s.conn.call(f, ping.timeout).await {
+                Ok(_) => {}
+                Err(ConnError::Timeout(addr, t)) => {
+                    return format!("monitor {addr} did not answer a ping within {t:?}")
+                }
+                Err(e) => return e.to_string(),
+            }
+        }
+    }
+
     fn drop_session(&self, s: &Arc<Session>) {
         let current = self.session_tx.borrow().clone();
         if current.is_some_and(|c| Arc::ptr_eq(&c, s)) {
@@ -497,8 +554,12 @@ async fn maintain(weak: Weak<Inner>) {
             tokio::select! {
                 _ = closed => {}
                 _ = inner.invalidate.notified() => {}
+                why = inner.until_silent(&s) => {
+                    tracing::warn!("{why}; hunting for a monitor");
+                }
             }
             tracing::info!("monitor session to {} ended; reconnecting", s.conn.addr());
+            s.conn.close();
         }
         inner.session_tx.send_replace(None);
         loop {
@@ -789,6 +850,7 @@ mod tests {
             entity: "client.admin".into(),
             secret: s.clone(),
             timeout: Duration::from_secs(1),
+            ping: MonPing::default(),
         };
         assert!(!format!("{cfg:?}").contains(&s.to_base64()));
     }

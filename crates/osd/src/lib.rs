@@ -173,6 +173,8 @@ pub struct OsdConfig {
     pub host: String,
     /// Interval between beacons to the monitor.
     pub beacon_interval: Duration,
+    /// Keepalive of the monitor session (`mon_client_ping_*`).
+    pub mon_ping: quarry_monc::MonPing,
     /// Bound on monitor requests.
     pub mon_timeout: Duration,
     /// `ms_connection_ready_timeout`: bound on a connection's handshake

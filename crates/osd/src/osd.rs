@@ -451,6 +451,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         entity: format!("osd.{id}"),
         secret: cfg.secret.clone(),
         timeout: cfg.mon_timeout,
+        ping: cfg.mon_ping,
     })
     .await
     .map_err(|source| OsdError::Mon { id, source })?;

@@ -100,6 +100,12 @@ pub static QUARRY_OPTIONS: &[OptionDef] = &[
       "Address a monitor binds to (in its [mon.<id>] section)"),
     q("mon_allow_pool_delete", Bool, "false", Mon, true,
       "Whether pools may be deleted"),
+    // Quarry's defaults are shorter than Ceph's (10 and 30 s): a daemon or
+    // client behind a cut link then leaves its silent monitor within seconds.
+    qb("mon_client_ping_interval", Float, "2", Global, Some(0.0), None,
+       "Seconds between keepalive pings on the monitor session; 0 disables them"),
+    qb("mon_client_ping_timeout", Float, "5", Global, Some(0.0), None,
+       "Seconds a monitor may take to answer a ping before the session hunts for another monitor"),
     q("mon_data", Str, "/var/lib/ceph/mon/$cluster-$id", Mon, false,
       "Directory holding a monitor's state"),
     q("mon_host", Str, "", Global, false,

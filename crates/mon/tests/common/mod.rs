@@ -84,6 +84,7 @@ pub async fn client(addrs: &[String], keyring: &Path, entity: &str) -> std::sync
         entity: entity.into(),
         secret: key_of(keyring, entity),
         timeout: Duration::from_secs(20),
+        ping: Default::default(),
     })
     .await
     .unwrap_or_else(|e| panic!("connect as {entity}: {e}"))
