@@ -219,13 +219,19 @@ fn write_private(path: &Path, text: &str) -> R<()> {
     std::fs::rename(&tmp, path).map_err(io_ctx(format!("rename to {}", path.display())))
 }
 
+/// Record this daemon's pid in `D/run/<name>.pid` (written to a temporary
+/// file and renamed, so a reader never sees it empty). A failure is logged:
+/// the daemon runs without it, only `quarry down` cannot find it then.
 fn write_pid(dir: &Path, name: &str) {
     let run = dir.join("run");
-    let _ = std::fs::create_dir_all(&run);
-    let _ = std::fs::write(
-        run.join(format!("{name}.pid")),
-        format!("{}\n", std::process::id()),
-    );
+    let path = run.join(format!("{name}.pid"));
+    let tmp = run.join(format!("{name}.pid.tmp"));
+    let res = std::fs::create_dir_all(&run)
+        .and_then(|_| std::fs::write(&tmp, format!("{}\n", std::process::id())))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = res {
+        eprintln!("warning: {name}: cannot write {}: {e}", path.display());
+    }
 }
 
 fn init_logging() {

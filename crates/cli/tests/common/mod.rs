@@ -129,11 +129,21 @@ impl Cluster {
 
     pub fn pid(&self, name: &str) -> i32 {
         let p = self.path().join("run").join(format!("{name}.pid"));
-        std::fs::read_to_string(&p)
-            .expect("pid file")
-            .trim()
-            .parse()
-            .expect("pid")
+        // The daemon rewrites the file the test wrote at spawn (truncate,
+        // then write): a read in between sees it empty, so retry briefly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            if let Ok(pid) = text.trim().parse() {
+                return pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no pid in {} after 10 s: {text:?}",
+                p.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn kill9(&self, name: &str) {
