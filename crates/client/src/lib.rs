@@ -315,19 +315,7 @@ impl ClusterClient {
                 // there for the PG), so undo this registration, or it
                 // would keep the object watched for good.
                 tracing::debug!(cookie, obj = %oid.name, "unwatched meanwhile; unregistering");
-                let pg = self.object_pg(oid).await?;
-                match self
-                    .pg_call(
-                        pg,
-                        |epoch| Request::Unwatch {
-                            epoch,
-                            oid: oid.clone(),
-                            cookie,
-                        },
-                        Bytes::new(),
-                    )
-                    .await
-                {
+                match self.send_unwatch(oid, cookie).await {
                     Ok(_) => Ok(()),
                     Err(e) if e.errno == Errno::ENOENT => Ok(()),
                     Err(e) => Err(e),
@@ -594,6 +582,22 @@ impl ClusterClient {
         self.pg_call_on(pg, make, data)
             .await
             .map(|(r, d, _, _)| (r, d))
+    }
+
+    /// Ask the object's primary to drop watch `cookie`.
+    async fn send_unwatch(&self, oid: &ObjectId, cookie: u64) -> Result<()> {
+        let pg = self.object_pg(oid).await?;
+        self.pg_call(
+            pg,
+            |epoch| Request::Unwatch {
+                epoch,
+                oid: oid.clone(),
+                cookie,
+            },
+            Bytes::new(),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// [`Self::pg_call`], also saying which OSD and connection answered.
@@ -926,18 +930,7 @@ impl Rados for ClusterClient {
         tracing::debug!(cookie, obj = %oid.name, "unwatch");
         lock(&self.watches).remove(&cookie);
         lock(&self.callbacks).remove(&cookie);
-        let pg = self.object_pg(oid).await?;
-        self.pg_call(
-            pg,
-            |epoch| Request::Unwatch {
-                epoch,
-                oid: oid.clone(),
-                cookie,
-            },
-            Bytes::new(),
-        )
-        .await
-        .map(|_| ())
+        self.send_unwatch(oid, cookie).await
     }
 
     async fn list_watchers(&self, oid: &ObjectId) -> Result<Vec<Watcher>> {
