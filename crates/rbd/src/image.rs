@@ -760,21 +760,43 @@ impl Image {
             match result {
                 Ok(Some(stored)) => break (stored, head_map),
                 Ok(None) => {
-                    // The header changed meanwhile: start over from a fresh read.
+                    // The header changed meanwhile. If it changed because our
+                    // own write was applied (a resend re-executed after its
+                    // reply was lost fails the version check), the header
+                    // names our snap id, which no other client can hold:
+                    // then we are done, and releasing the id or removing the
+                    // map would destroy the snapshot the header records.
+                    let (fh, fm) = match read_state(h.features & FEATURE_OBJECT_MAP != 0).await {
+                        Ok(s) => s,
+                        // Unknown whether it was applied: keep id and map
+                        // (a leaked id is harmless, a released one is not).
+                        Err(e) => return Err(e),
+                    };
+                    if fh.snaps.get(&id).is_some_and(|r| r.name == name) {
+                        break (fh, head_map);
+                    }
+                    // Otherwise start over from the fresh read.
                     let _ = objmap::remove(rados, &snap_map_oid).await;
                     attempt += 1;
                     if attempt >= SNAP_CREATE_RETRIES_MAX {
                         return fail(RbdError::Contention { what: what.clone() }).await;
                     }
                     header::backoff(attempt).await;
-                    match read_state(h.features & FEATURE_OBJECT_MAP != 0).await {
-                        Ok((nh, nm)) => (h, head_map) = (nh, nm),
-                        Err(e) => return fail(e).await,
-                    }
+                    (h, head_map) = (fh, fm);
                 }
                 Err(e) => {
-                    let _ = objmap::remove(rados, &snap_map_oid).await;
-                    return fail(e).await;
+                    // The write may have been applied with its reply lost:
+                    // release nothing the stored header may name.
+                    match read_header(rados, &inner.header_oid, &header_what).await {
+                        Ok(fh) if fh.snaps.get(&id).is_some_and(|r| r.name == name) => {
+                            break (fh, head_map);
+                        }
+                        Ok(_) => {
+                            let _ = objmap::remove(rados, &snap_map_oid).await;
+                            return fail(e).await;
+                        }
+                        Err(_) => return Err(e),
+                    }
                 }
             }
         };

@@ -905,3 +905,58 @@ async fn multi_client_visibility() {
     assert_eq!(c.read(4 * MIB + 100, 10).await.unwrap(), pattern(10, 5));
     assert!(c.read(4 * MIB, 100).await.unwrap().iter().all(|&x| x == 0));
 }
+
+/// A snapshot-create header write applied twice (a resend after a lost
+/// reply, re-executed because the OSD no longer remembers it) fails its
+/// version check the second time. The snapshot was recorded all the same:
+/// the create must succeed and keep the snapshot's id, map and data, not
+/// release the id (which would trim the snapshot's data) or report EEXIST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snap_create_survives_its_header_write_applied_twice() {
+    let e = env().await;
+    let counting = Counting::new(e.rados.clone());
+    let rbd = Rbd::new(counting.clone());
+    rbd.create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    let v1 = pattern((8 * MIB) as usize, 7);
+    img.write(0, v1.clone()).await.unwrap();
+
+    *counting.reexecute.lock().unwrap() = Some(("rbd_header.".into(), 1));
+    let id = img.snap_create("s1").await.expect("snapshot create");
+    assert!(
+        counting.reexecute.lock().unwrap().is_none(),
+        "the fault was never injected: the test proves nothing"
+    );
+    assert_eq!(img.snap_info("s1").await.unwrap().id, id);
+
+    // The head moves on; the snapshot keeps its bytes (its id was not
+    // released to the trimmer) through a fresh handle (stored header, map).
+    img.write(0, pattern((8 * MIB) as usize, 9)).await.unwrap();
+    img.discard(4 * MIB, 4 * MIB).await.unwrap();
+    let at1 = e
+        .rbd
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: Some(SnapSpec::Name("s1".into())),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(at1.read(0, 8 * MIB).await.unwrap(), v1);
+    let names: Vec<String> = img
+        .snap_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec!["s1".to_string()]);
+}

@@ -25,6 +25,11 @@ pub struct Counting {
     pub data_ops: AtomicU64,
     /// Pool listings (`list_objects`), which visit every PG.
     pub lists: AtomicU64,
+    /// Fault injection: this many upcoming guarded writes (with
+    /// `AssertVersion`) to objects named with this prefix are applied, and
+    /// then applied again, answering the second result: what a resend after
+    /// a lost reply does when the OSD no longer remembers the original.
+    pub reexecute: std::sync::Mutex<Option<(String, u32)>>,
 }
 
 impl Counting {
@@ -35,6 +40,7 @@ impl Counting {
             writes: AtomicU64::new(0),
             data_ops: AtomicU64::new(0),
             lists: AtomicU64::new(0),
+            reexecute: std::sync::Mutex::new(None),
         })
     }
     pub fn data_ops(&self) -> u64 {
@@ -42,6 +48,26 @@ impl Counting {
     }
     pub fn lists(&self) -> u64 {
         self.lists.load(Ordering::SeqCst)
+    }
+    /// Whether `req` is one the armed `reexecute` fault applies to (and
+    /// count it down).
+    fn take_reexecute(&self, req: &OpRequest) -> bool {
+        let mut g = self.reexecute.lock().expect("reexecute lock");
+        let Some((prefix, left)) = g.as_mut() else {
+            return false;
+        };
+        let guarded = req
+            .ops
+            .iter()
+            .any(|o| matches!(o, quarry_rados::Op::AssertVersion(_)));
+        if !guarded || !req.oid.name.starts_with(prefix.as_str()) {
+            return false;
+        }
+        *left -= 1;
+        if *left == 0 {
+            *g = None;
+        }
+        true
     }
     pub fn ops(&self) -> u64 {
         self.reads.load(Ordering::SeqCst) + self.writes.load(Ordering::SeqCst)
@@ -82,6 +108,9 @@ impl Rados for Counting {
         }
         if req.oid.name.starts_with("rbd_data.") {
             self.data_ops.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.take_reexecute(&req) {
+            let _first = self.inner.operate(req.clone()).await;
         }
         self.inner.operate(req).await
     }
