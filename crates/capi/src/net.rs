@@ -96,6 +96,10 @@ pub fn connect(conf: &Config) -> CResult<(Arc<dyn Rados>, MonValues)> {
         conf.get_u64("client_mount_timeout"),
         conf.get_u64("rados_osd_op_timeout"),
         conf.get_u64("ms_connection_ready_timeout"),
+    )
+    .with_mon_ping(
+        conf.get_f64("mon_client_ping_interval"),
+        conf.get_f64("mon_client_ping_timeout"),
     );
     let entity = conf.entity_name();
     // Process-wide, as the connections it makes outlive this call.

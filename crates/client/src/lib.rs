@@ -51,6 +51,9 @@ pub struct ClientTimeouts {
     pub osd_op: Option<Duration>,
     /// Bound on one OSD connection handshake.
     pub connect: Duration,
+    /// Keepalive of the monitor session (`mon_client_ping_interval`,
+    /// `mon_client_ping_timeout`).
+    pub mon_ping: quarry_monc::MonPing,
 }
 
 impl Default for ClientTimeouts {
@@ -59,6 +62,7 @@ impl Default for ClientTimeouts {
             mon: Duration::from_secs(30),
             osd_op: None,
             connect: Duration::from_secs(10),
+            mon_ping: quarry_monc::MonPing::default(),
         }
     }
 }
@@ -74,7 +78,23 @@ impl ClientTimeouts {
             mon: or(mount, 300),
             osd_op: (osd_op > 0).then(|| Duration::from_secs(osd_op)),
             connect: or(ready, 10),
+            mon_ping: quarry_monc::MonPing::default(),
         }
+    }
+
+    /// With the monitor keepalive from `mon_client_ping_interval` and
+    /// `mon_client_ping_timeout` (seconds; an interval of 0 disables the
+    /// pings; negative or non-finite values keep the defaults).
+    pub fn with_mon_ping(mut self, interval_secs: f64, timeout_secs: f64) -> ClientTimeouts {
+        let secs = |v: f64| (v.is_finite() && v >= 0.0).then(|| Duration::from_secs_f64(v));
+        let d = quarry_monc::MonPing::default();
+        self.mon_ping = quarry_monc::MonPing {
+            interval: secs(interval_secs).unwrap_or(d.interval),
+            timeout: secs(timeout_secs)
+                .filter(|t| !t.is_zero())
+                .unwrap_or(d.timeout),
+        };
+        self
     }
 }
 
@@ -244,7 +264,7 @@ impl ClusterClient {
             entity: entity.to_string(),
             secret,
             timeout: timeouts.mon,
-            ping: Default::default(),
+            ping: timeouts.mon_ping,
         })
         .await
         .map_err(mon_err)?;

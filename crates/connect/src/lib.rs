@@ -250,6 +250,10 @@ pub fn client_timeouts(cfg: &Config) -> ClientTimeouts {
         cfg.get_u64("rados_osd_op_timeout").unwrap_or(0),
         cfg.get_u64("ms_connection_ready_timeout").unwrap_or(10),
     )
+    .with_mon_ping(
+        cfg.get_f64("mon_client_ping_interval").unwrap_or(-1.0),
+        cfg.get_f64("mon_client_ping_timeout").unwrap_or(-1.0),
+    )
 }
 
 /// Fetch the monitors' config database values for this entity and apply
@@ -361,7 +365,8 @@ mod tests {
         std::fs::write(
             &conf,
             "[global]\nmon_host = 10.0.0.1\nms connection ready timeout = 3\n\
-             [client]\nrados_osd_op_timeout = 7\nclient_mount_timeout = 20\n",
+             [client]\nrados_osd_op_timeout = 7\nclient_mount_timeout = 20\n\
+             mon client ping interval = 0.5\nmon_client_ping_timeout = 1.5\n",
         )
         .expect("write");
         let c = conf.to_string_lossy().to_string();
@@ -371,6 +376,8 @@ mod tests {
         assert_eq!(t.connect, Duration::from_secs(3));
         assert_eq!(t.osd_op, Some(Duration::from_secs(7)));
         assert_eq!(t.mon, Duration::from_secs(20));
+        assert_eq!(t.mon_ping.interval, Duration::from_millis(500));
+        assert_eq!(t.mon_ping.timeout, Duration::from_millis(1500));
         // Defaults: 10 s handshakes, ops wait forever (rados_osd_op_timeout 0).
         let cfg =
             build_config_with_env(&ConfigRequest::default(), &env(&[("HOME", "/nonexistent")]))
@@ -379,6 +386,7 @@ mod tests {
         assert_eq!(t.connect, Duration::from_secs(10));
         assert_eq!(t.osd_op, None);
         assert_eq!(t.mon, Duration::from_secs(300));
+        assert_eq!(t.mon_ping, quarry_monc::MonPing::default());
     }
 
     #[test]
