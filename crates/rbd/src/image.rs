@@ -881,9 +881,19 @@ impl Image {
                 }
             }
         }
+        // A retry after a lost compare-and-swap that finds the snapshot gone
+        // cannot tell our own write re-executed (its reply lost) from another
+        // client's removal; either way it is removed, and releasing the id
+        // and the map below is idempotent, so both count as done (answering
+        // ENOENT would leave the id unreleased: its clones never trimmed).
+        let mut attempts = 0u32;
         let nv = inner
             .update(|h| {
+                attempts += 1;
                 let Some(r) = h.snaps.get(&rec.id) else {
+                    if attempts > 1 {
+                        return Ok(());
+                    }
                     return Err(RbdError::not_found(what.clone()));
                 };
                 if r.protection != Protection::Unprotected {
@@ -921,12 +931,22 @@ impl Image {
         let inner = &self.inner;
         inner.check_writable(&inner.view())?;
         let spec = inner.spec();
+        // After a lost compare-and-swap, the state the write would produce
+        // counts as done: it may be our own write re-executed after its
+        // reply was lost (see snap_remove_spec).
+        let mut attempts = 0u32;
+        let mut renamed = None;
         inner
             .update(|h| {
-                let id = h
-                    .snap_by_name(src)
-                    .ok_or_else(|| RbdError::not_found(format!("snapshot {spec}@{src}")))?
-                    .id;
+                attempts += 1;
+                let Some(id) = h.snap_by_name(src).map(|s| s.id) else {
+                    let ours = h.snap_by_name(dst).map(|s| s.id);
+                    if attempts > 1 && ours.is_some() && ours == renamed {
+                        return Ok(());
+                    }
+                    return Err(RbdError::not_found(format!("snapshot {spec}@{src}")));
+                };
+                renamed = Some(id);
                 if src == dst {
                     return Ok(());
                 }
@@ -947,8 +967,10 @@ impl Image {
         let inner = &self.inner;
         inner.check_writable(&inner.view())?;
         let what = format!("snapshot {}@{name}", inner.spec());
+        let mut attempts = 0u32;
         inner
             .update(|h| {
+                attempts += 1;
                 let id = h
                     .snap_by_name(name)
                     .ok_or_else(|| RbdError::not_found(what.clone()))?
@@ -957,6 +979,12 @@ impl Image {
                     .snaps
                     .get_mut(&id)
                     .ok_or_else(|| RbdError::not_found(what.clone()))?;
+                // Protected on a retry after a lost compare-and-swap: our
+                // own write, re-executed after its reply was lost, or a
+                // concurrent protect; either way the snapshot is protected.
+                if attempts > 1 && s.protection == Protection::Protected {
+                    return Ok(());
+                }
                 if s.protection != Protection::Unprotected {
                     return Err(RbdError::busy(what.clone(), "it is already protected"));
                 }
@@ -974,7 +1002,9 @@ impl Image {
         let what = format!("snapshot {}@{name}", inner.spec());
         let set = |from: Protection, to: Protection| {
             let what = what.clone();
+            let mut attempts = 0u32;
             move |h: &mut Header| {
+                attempts += 1;
                 let id = h
                     .snap_by_name(name)
                     .ok_or_else(|| RbdError::not_found(what.clone()))?
@@ -983,6 +1013,11 @@ impl Image {
                     .snaps
                     .get_mut(&id)
                     .ok_or_else(|| RbdError::not_found(what.clone()))?;
+                // Already in the target state on a retry after a lost
+                // compare-and-swap: our own write, re-executed.
+                if attempts > 1 && s.protection == to {
+                    return Ok(());
+                }
                 if s.protection != from {
                     return Err(match s.protection {
                         Protection::Unprotected => {

@@ -960,3 +960,84 @@ async fn snap_create_survives_its_header_write_applied_twice() {
         .collect();
     assert_eq!(names, vec!["s1".to_string()]);
 }
+
+/// The same for snapshot remove: its header write re-executed after a lost
+/// reply finds the snapshot gone. The remove succeeded and must say so, and
+/// release the id so the snapshot's preserved data is trimmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snap_remove_survives_its_header_write_applied_twice() {
+    let e = env().await;
+    let counting = Counting::new(e.rados.clone());
+    let rbd = Rbd::new(counting.clone());
+    rbd.create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    img.write(0, pattern((8 * MIB) as usize, 3)).await.unwrap();
+    img.snap_create("s1").await.unwrap();
+    // Overwrite everything: the snapshot's bytes are now held only by
+    // the objects' clones, which the trimmer frees once the id is released.
+    img.write(0, pattern((8 * MIB) as usize, 4)).await.unwrap();
+    let used_with_snap = e.rados.pool_stat(e.io.pool_id).await.unwrap().num_bytes;
+
+    *counting.reexecute.lock().unwrap() = Some(("rbd_header.".into(), 1));
+    img.snap_remove("s1").await.expect("snapshot remove");
+    assert!(
+        counting.reexecute.lock().unwrap().is_none(),
+        "the fault was never injected: the test proves nothing"
+    );
+    assert!(img.snap_list().await.unwrap().is_empty());
+    let used = e.rados.pool_stat(e.io.pool_id).await.unwrap().num_bytes;
+    assert!(
+        used + 8 * MIB <= used_with_snap,
+        "the snapshot's clones were not trimmed: {used} bytes used, {used_with_snap} with the snapshot"
+    );
+}
+
+/// Protect, unprotect and rename whose header writes are re-executed after
+/// a lost reply report success (not EBUSY / ENOENT) and leave the state
+/// they asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snap_state_changes_survive_their_header_writes_applied_twice() {
+    let e = env().await;
+    let counting = Counting::new(e.rados.clone());
+    let rbd = Rbd::new(counting.clone());
+    rbd.create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    img.snap_create("s1").await.unwrap();
+    let arm = || *counting.reexecute.lock().unwrap() = Some(("rbd_header.".into(), 1));
+    let fired = || counting.reexecute.lock().unwrap().is_none();
+
+    arm();
+    img.snap_protect("s1").await.expect("protect");
+    assert!(fired(), "protect: the fault was never injected");
+    assert!(img.snap_is_protected("s1").await.unwrap());
+
+    arm();
+    img.snap_unprotect("s1").await.expect("unprotect");
+    assert!(fired(), "unprotect: the fault was never injected");
+    assert!(!img.snap_is_protected("s1").await.unwrap());
+
+    arm();
+    img.snap_rename("s1", "s2").await.expect("rename");
+    assert!(fired(), "rename: the fault was never injected");
+    let names: Vec<String> = img
+        .snap_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec!["s2".to_string()]);
+    // Still refused when the state was not ours to begin with.
+    assert_eq!(errno(img.snap_unprotect("s2").await), Errno::EINVAL);
+    assert_eq!(errno(img.snap_rename("s1", "s3").await), Errno::ENOENT);
+}
