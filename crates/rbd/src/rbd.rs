@@ -536,10 +536,11 @@ impl Rbd {
                 .operate(req)
                 .await
                 .ctx(|| format!("creating header of {spec}"))
+                .map(|_| ())
         };
         let create_map = async {
             if features & FEATURE_OBJECT_MAP == 0 {
-                return Ok(false);
+                return Ok::<bool, RbdError>(false);
             }
             let req = OpRequest::new(map_oid.clone()).op(Op::Create { exclusive: true });
             rados
@@ -554,7 +555,24 @@ impl Rbd {
                 None => Ok(false),
             }
         };
-        let (hr, mr, lr) = futures::join!(create_header, create_map, link);
+        let (mut hr, mut mr, lr) = futures::join!(create_header, create_map, link);
+        // An exclusive create re-executed after its reply was lost (an op
+        // older than the PG log) fails with EEXIST on the object it made.
+        // The id is 48 random bits, so a header with our id and our
+        // creation stamp is ours, and so is the object map beside it.
+        if matches!(&hr, Err(e) if e.errno() == Errno::EEXIST) {
+            if let Ok(h) = crate::header::read_header(rados, &header_oid, &spec).await {
+                if h.create_ts_ns == header.create_ts_ns
+                    && h.object_prefix == header.object_prefix
+                    && h.size == header.size
+                {
+                    hr = Ok(());
+                }
+            }
+        }
+        if hr.is_ok() && matches!(&mr, Err(e) if e.errno() == Errno::EEXIST) {
+            mr = Ok(true);
+        }
         // Undo only what this call created (an exclusive create that failed
         // may have met another image's object).
         let undo = |header: bool, map: bool, link: bool| async move {
@@ -590,6 +608,13 @@ impl Rbd {
             vec![nk.clone(), ik.clone()],
             Some(dir),
             |m| {
+                // Both entries naming each other: our own update, re-executed
+                // after its reply was lost (the id is random), so done.
+                if m.get(&nk).is_some_and(|v| v.as_ref() == id.as_bytes())
+                    && m.get(&ik).is_some_and(|v| v.as_ref() == name.as_bytes())
+                {
+                    return Ok((BTreeMap::new(), vec![]));
+                }
                 check_free_for_create(m, io, name, id)?;
                 Ok((
                     BTreeMap::from([

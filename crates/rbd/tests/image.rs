@@ -915,3 +915,53 @@ async fn update_features_pool_metadata_snap_by_id() {
         Errno::ENOENT
     );
 }
+
+/// An image create whose header create, object-map create or directory
+/// update is re-executed after a lost reply (an op older than the OSD's PG
+/// log) meets the object or entries it made itself: the create succeeds
+/// and the image is whole, instead of `EEXIST` for an image that then
+/// exists half-made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_survives_its_writes_applied_twice() {
+    let e = env().await;
+    let counting = Counting::new(e.rados.clone());
+    let rbd = Rbd::new(counting.clone());
+    for (i, prefix) in ["rbd_header.", "rbd_object_map.", "rbd_directory"]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("img{i}");
+        *counting.reexecute.lock().unwrap() = Some((prefix.to_string(), 1));
+        rbd.create(&e.io, &name, 8 * MIB, &CreateOptions::default())
+            .await
+            .unwrap_or_else(|err| panic!("create with {prefix} re-executed: {err}"));
+        assert!(
+            counting.reexecute.lock().unwrap().is_none(),
+            "{prefix}: the fault was never injected"
+        );
+        let img = rbd
+            .open(&e.io, &name, &OpenOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(img.size(), 8 * MIB);
+        img.write(0, pattern(MIB as usize, 5)).await.unwrap();
+        assert_eq!(img.read(0, MIB).await.unwrap(), pattern(MIB as usize, 5));
+        img.close().await.unwrap();
+    }
+    let names: Vec<String> = rbd
+        .list(&e.io)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, vec!["img0", "img1", "img2"]);
+    // A name that is really taken is still refused.
+    assert_eq!(
+        errno(
+            rbd.create(&e.io, "img0", MIB, &CreateOptions::default())
+                .await
+        ),
+        Errno::EEXIST
+    );
+}

@@ -25,8 +25,8 @@ pub struct Counting {
     pub data_ops: AtomicU64,
     /// Pool listings (`list_objects`), which visit every PG.
     pub lists: AtomicU64,
-    /// Fault injection: this many upcoming guarded writes (with
-    /// `AssertVersion`) to objects named with this prefix are applied, and
+    /// Fault injection: this many upcoming writes to objects named with
+    /// this prefix are applied, and
     /// then applied again, answering the second result: what a resend after
     /// a lost reply does when the OSD no longer remembers the original.
     pub reexecute: std::sync::Mutex<Option<(String, u32)>>,
@@ -56,11 +56,7 @@ impl Counting {
         let Some((prefix, left)) = g.as_mut() else {
             return false;
         };
-        let guarded = req
-            .ops
-            .iter()
-            .any(|o| matches!(o, quarry_rados::Op::AssertVersion(_)));
-        if !guarded || !req.oid.name.starts_with(prefix.as_str()) {
+        if !req.is_write() || !req.oid.name.starts_with(prefix.as_str()) {
             return false;
         }
         *left -= 1;
