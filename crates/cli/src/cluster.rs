@@ -865,6 +865,15 @@ mod mon_impl {
         cfg.timings.osd_down_out_interval =
             conf_secs(conf, "mon", "mon_osd_down_out_interval", 600.0);
         cfg.timings.handshake = conf_secs(conf, "mon", "ms_connection_ready_timeout", 10.0);
+        cfg.timings_from_file = ["osd_heartbeat_grace", "mon_osd_down_out_interval"]
+            .into_iter()
+            .filter(|k| {
+                conf.get("mon", k)
+                    .or_else(|| conf.get("global", k))
+                    .is_some()
+            })
+            .map(str::to_string)
+            .collect();
         let int = |k: &str| {
             conf.get("mon", k)
                 .or_else(|| conf.get("global", k))

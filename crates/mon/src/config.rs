@@ -92,6 +92,10 @@ pub struct MonConfig {
     pub max_connections: usize,
     /// Build a raft snapshot (and trim the log) every this many entries.
     pub snapshot_logs: u64,
+    /// Timing options (`osd_heartbeat_grace`, `mon_osd_down_out_interval`)
+    /// the local conf file sets: they win over the config database, as in
+    /// Ceph; the others follow `config set` while the monitor runs.
+    pub timings_from_file: Vec<String>,
 }
 
 impl MonConfig {
@@ -116,6 +120,7 @@ impl MonConfig {
             ticket_ttl: Duration::from_secs(3600),
             max_connections: 4096,
             snapshot_logs: 1000,
+            timings_from_file: Vec::new(),
         }
     }
 }

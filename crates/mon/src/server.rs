@@ -1292,11 +1292,38 @@ impl Mon {
         }
     }
 
+    /// The failure-detection timings now: the configured ones, with the
+    /// config database's values (`ceph config set mon ...`, or `global`,
+    /// or `mon.<name>`) for options the local conf file does not set.
+    pub(crate) fn effective_timings(&self) -> crate::MonTimings {
+        let mut t = self.cfg.timings.clone();
+        let Ok(sections) = mondb::sections_for(&format!("mon.{}", self.cfg.name)) else {
+            return t;
+        };
+        let db = self.shared.read(|st| mondb::resolve(&st.config, &sections));
+        for (opt, field) in [
+            ("osd_heartbeat_grace", &mut t.osd_heartbeat_grace),
+            ("mon_osd_down_out_interval", &mut t.osd_down_out_interval),
+        ] {
+            if self.cfg.timings_from_file.iter().any(|o| o == opt) {
+                continue;
+            }
+            let secs = db
+                .get(opt)
+                .and_then(|(v, _)| v.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v > 0.0);
+            if let Some(v) = secs {
+                *field = Duration::from_secs_f64(v);
+            }
+        }
+        t
+    }
+
     /// Leader duty: mark OSDs down without beacons, then out.
     pub(crate) async fn failure_detector(self: Arc<Self>) {
         let mut shutdown = self.shutdown.clone();
-        let t = self.cfg.timings.clone();
         loop {
+            let t = self.effective_timings();
             tokio::select! {
                 _ = tokio::time::sleep(t.tick) => {}
                 _ = shutdown.wait_for(|s| *s) => return,

@@ -605,3 +605,58 @@ async fn replayed_or_tampered_handshake_is_refused() {
     );
     mon.shutdown().await;
 }
+
+/// `config set mon mon_osd_down_out_interval N` applies to a running
+/// monitor whose conf file does not set the option; a conf-file value wins
+/// over the database (Ceph's precedence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_out_interval_follows_the_config_database() {
+    for from_file in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keyring = write_keyring(dir.path(), 1);
+        let mons = vec![quarry_map::MonInfo {
+            name: "a".into(),
+            rank: 0,
+            addr: format!("127.0.0.1:{}", free_port()),
+        }];
+        let mut cfg = mon_cfg("a", 0, dir.path(), &mons, &keyring);
+        cfg.timings.osd_down_out_interval = Duration::from_secs(600);
+        if from_file {
+            cfg.timings_from_file = vec!["mon_osd_down_out_interval".into()];
+        }
+        let mon = quarry_mon::start(cfg).await.expect("start mon");
+        let addrs = vec![mon.addr().to_string()];
+        let admin = client(&addrs, &keyring, "client.admin").await;
+        admin
+            .command(MonCommand::ConfigSet {
+                who: "mon".into(),
+                name: "mon osd down out interval".into(),
+                value: "1".into(),
+            })
+            .await
+            .expect("config set");
+        let osd = client(&addrs, &keyring, "osd.0").await;
+        osd.osd_boot(0, "127.0.0.1:6800".into(), "host-a".into())
+            .await
+            .expect("boot");
+        // Silent: down after the grace (2 s), then out after 1 s from the
+        // database, or never within the wait when the file says 600 s.
+        let mut sub = osd.subscribe();
+        tokio::time::timeout(Duration::from_secs(30), sub.wait_for(|m| !m.osds[&0].up))
+            .await
+            .expect("marked down")
+            .expect("watch");
+        let out = tokio::time::timeout(
+            Duration::from_secs(if from_file { 6 } else { 30 }),
+            sub.wait_for(|m| !m.osds[&0].in_cluster),
+        )
+        .await;
+        assert_eq!(
+            out.is_ok(),
+            !from_file,
+            "from_file={from_file}: marked out {}",
+            if out.is_ok() { "early" } else { "never" }
+        );
+        mon.shutdown().await;
+    }
+}
