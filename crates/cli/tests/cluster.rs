@@ -520,6 +520,97 @@ async fn recovered_osd_has_snapshot_clones() {
     assert_eq!(read(&c, pool, "late").await, b"late");
 }
 
+/// Backfill (a member so far behind that the authority's log no longer
+/// reaches back to it) copies every object either side holds, also one
+/// that lives on only as a snapshot clone: created, snapshotted and its
+/// head removed while the member was away (an image object written, then
+/// discarded after `rbd snap create`). Listing heads only skipped it, so
+/// the backfilled OSD had no clone and, as primary, served the snapshot as
+/// absent: a clone of it read zeros (the cut-link fsx failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_copies_objects_that_only_have_clones() {
+    let cl = Cluster::up(3, 1);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "bf").await;
+    wait_clean(&c).await;
+    // Objects of one PG: the removed ones and fillers that overflow its log.
+    let map = c.monc().refresh_map().await.expect("map");
+    let pg = map.object_pg(pool, "", "gone0").expect("pg");
+    let same_pg = |prefix: &str, n: usize| -> Vec<String> {
+        (0..100_000)
+            .map(|i| format!("{prefix}{i}"))
+            .filter(|o| map.object_pg(pool, "", o).expect("pg") == pg)
+            .take(n)
+            .collect()
+    };
+    let gone = same_pg("gone", 4);
+    let fillers = same_pg("fill", 4);
+    cl.kill9("osd.2");
+    for o in &gone {
+        write(&c, pool, o, format!("v0-{o}").as_bytes()).await;
+    }
+    let s0 = c.snap_create(pool).await.expect("snap");
+    for o in &gone {
+        let req = OpRequest::new(ObjectId::new(pool, o.as_str()))
+            .with_snapc(SnapContext {
+                seq: s0,
+                snaps: vec![s0],
+            })
+            .op(Op::Remove);
+        bounded(&format!("remove {o}"), c.operate(req))
+            .await
+            .expect("remove");
+    }
+    // More writes than a PG log keeps (1000 entries): osd.2's last update
+    // falls behind the authority's log tail, so it is backfilled.
+    for i in 0..1100 {
+        let o = &fillers[i % fillers.len()];
+        write(&c, pool, o, format!("f{i}").as_bytes()).await;
+    }
+    cl.run_up(None);
+    bounded("osd.2 up", async {
+        while !c
+            .monc()
+            .refresh_map()
+            .await
+            .expect("map")
+            .osds
+            .get(&2)
+            .is_some_and(|o| o.up)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    wait_clean(&c).await;
+    // Only the backfilled OSD is left: it must hold the clones.
+    cl.kill9("osd.0");
+    cl.kill9("osd.1");
+    for o in &gone {
+        assert_eq!(
+            read_at(&c, pool, o, s0).await,
+            format!("v0-{o}").as_bytes(),
+            "{o} at its snapshot"
+        );
+        let head = OpRequest::new(ObjectId::new(pool, o.as_str())).op(Op::Read { off: 0, len: 0 });
+        let r = bounded(&format!("read {o}"), c.operate(head)).await;
+        assert_eq!(
+            r.err().map(|e| e.errno),
+            Some(quarry_common::Errno::ENOENT),
+            "{o}'s head"
+        );
+    }
+    // The path under test was taken (a smaller log bound would make this
+    // a plain log-based recovery).
+    let backfills: usize = (0..3)
+        .map(|n| count_in_log(&cl, &format!("osd.{n}"), "backfilling"))
+        .sum();
+    assert!(
+        backfills > 0,
+        "no OSD logged a backfill: the test no longer covers it"
+    );
+}
+
 /// A resent op (same client and tid, as after a lost reply) that was
 /// applied is answered with its original success, not applied again, also
 /// by a new primary after the old one was killed.

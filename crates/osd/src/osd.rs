@@ -1774,9 +1774,11 @@ impl Osd {
         Ok(blocking(move || pglog::full_entries_since(&store, pg, &meta, since)).await?)
     }
 
+    /// Every object of `pg` here with a head or a clone (backfill copies
+    /// both: a head removed after a snapshot leaves only clones).
     async fn local_objects(&self, pg: PgId) -> WResult<Vec<ObjectId>> {
         let store = self.store.clone();
-        let list = blocking(move || store.list(spool(pg), None)).await?;
+        let list = blocking(move || store.list_all(spool(pg))).await?;
         Ok(list
             .into_iter()
             .map(|e| ObjectId {
@@ -2016,7 +2018,21 @@ impl Osd {
                 continue;
             }
             let set: BTreeSet<ObjectId> = match self.log_of(auth, pg, info.last_update).await? {
-                Some(entries) => entries.into_iter().map(|(_, o)| o).collect(),
+                Some(entries) => {
+                    let n = entries.len();
+                    let set: BTreeSet<ObjectId> = entries.into_iter().map(|(_, o)| o).collect();
+                    tracing::info!(
+                        osd = self.id,
+                        %pg,
+                        member = m,
+                        authority = auth,
+                        from = ?info.last_update,
+                        to = ?auth_lu,
+                        "recovering {} objects named by {n} log entries",
+                        set.len()
+                    );
+                    set
+                }
                 None => {
                     // The member's last update is not in the authority's
                     // log: it diverged (it holds entries the authority's
@@ -2051,10 +2067,19 @@ impl Osd {
                             objects
                         }
                         pglog::Catchup::Backfill => {
-                            // Backfill: everything either side holds.
+                            // Backfill: everything either side holds
+                            // (heads and objects with only clones left).
                             let mut s: BTreeSet<ObjectId> =
                                 self.objects_of(auth, pg).await?.into_iter().collect();
                             s.extend(self.objects_of(m, pg).await?);
+                            tracing::info!(
+                                osd = self.id,
+                                %pg,
+                                member = m,
+                                authority = auth,
+                                "backfilling {} objects: the authority's log no longer reaches back to the member's",
+                                s.len()
+                            );
                             s
                         }
                     }

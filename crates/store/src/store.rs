@@ -175,7 +175,8 @@ enum JobKind {
     Sys(SysUpdates),
     /// Reads routed to the writer because what they read has changes not
     /// yet committed to redb (only the writer's transaction sees them).
-    List(PoolId, Option<String>),
+    /// `true`: also objects with clones but no head ([`Store::list_all`]).
+    List(PoolId, Option<String>, bool),
     PoolStat(PoolId),
     Usage,
     SysGet(String),
@@ -907,15 +908,33 @@ impl Store {
 
     /// Head objects of a pool (optionally one namespace), ordered by (namespace, name).
     pub fn list(&self, pool: PoolId, namespace: Option<&str>) -> Result<Vec<ListEntry>> {
+        self.list_where(pool, namespace, false)
+    }
+
+    /// Every object of a pool that has a head or a clone, ordered by
+    /// (namespace, name): what recovery must copy. An object whose head
+    /// was removed after a snapshot lives on in its clones, and
+    /// [`Store::list`] (what clients see) omits it.
+    pub fn list_all(&self, pool: PoolId) -> Result<Vec<ListEntry>> {
+        self.list_where(pool, None, true)
+    }
+
+    fn list_where(
+        &self,
+        pool: PoolId,
+        namespace: Option<&str>,
+        with_clones: bool,
+    ) -> Result<Vec<ListEntry>> {
         if self.pool_pending(Some(pool)) {
-            return match self.submit_blocking(JobKind::List(pool, namespace.map(str::to_string)))? {
+            let job = JobKind::List(pool, namespace.map(str::to_string), with_clones);
+            return match self.submit_blocking(job)? {
                 Answer::List(r) => r,
                 _ => Err(mismatched()),
             };
         }
         let txn = self.inner.db.begin_read().map_err(sio)?;
         let meta = txn.open_table(Tbl::Meta.def()).map_err(sio)?;
-        list_in(&meta, pool, namespace)
+        list_in(&meta, pool, namespace, with_clones)
     }
 
     /// Objects and stored bytes of a pool (zero for an unknown pool).
@@ -1015,6 +1034,7 @@ fn list_in<M: exec::RTable>(
     meta: &M,
     pool: PoolId,
     namespace: Option<&str>,
+    with_clones: bool,
 ) -> Result<Vec<ListEntry>> {
     let prefix = match namespace {
         Some(ns) => codec::ns_prefix(pool, ns),
@@ -1032,7 +1052,7 @@ fn list_in<M: exec::RTable>(
         let (ns, name) = codec::parse_obj_key(k.value())
             .ok_or_else(|| RadosError::io(format!("corrupted object key in pool {pool}")))?;
         let rec = ObjRecord::decode(v.value(), &format_args!("{pool}/{ns}/{name}"))?;
-        if rec.head.is_some() {
+        if rec.head.is_some() || (with_clones && !rec.clones.is_empty()) {
             out.push(ListEntry {
                 namespace: ns,
                 name,
@@ -1602,9 +1622,12 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
                 put_sys(t, &mut touched, kv)?;
                 Answer::Unit(Ok(()))
             }
-            JobKind::List(pool, ns) => {
-                Answer::List(list_in(t.table(Tbl::Meta), *pool, ns.as_deref()))
-            }
+            JobKind::List(pool, ns, with_clones) => Answer::List(list_in(
+                t.table(Tbl::Meta),
+                *pool,
+                ns.as_deref(),
+                *with_clones,
+            )),
             JobKind::PoolStat(pool) => {
                 // Counters of this batch are written at its end: flush first.
                 counters.write(t)?;

@@ -223,6 +223,10 @@ fn remove_head_keeps_clones_and_trim_frees() {
     assert_eq!(read_at(&s, "o", NOSNAP), Err(Errno::ENOENT));
     assert_eq!(read_at(&s, "o", 1).unwrap().len(), 4 << 20);
     assert!(s.list(1, None).unwrap().is_empty());
+    // Recovery's listing keeps it: its clone must be copied.
+    let all = s.list_all(1).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].name, "o");
     let r = s
         .apply(&OpRequest::new(oid("o")).op(Op::ListSnaps))
         .unwrap();
@@ -235,6 +239,7 @@ fn remove_head_keeps_clones_and_trim_frees() {
     assert_eq!(s.trim_snaps(1, &[1]).unwrap(), 4 << 20);
     let st = s.pool_stat(1).unwrap();
     assert_eq!((st.num_objects, st.num_bytes), (0, 0));
+    assert!(s.list_all(1).unwrap().is_empty());
     let u = s.usage().unwrap();
     assert_eq!((u.objects, u.stored_bytes), (0, 0));
     assert_eq!(
