@@ -181,9 +181,13 @@ impl Drop for Hosts {
                 }
             }
             if let Ok(keep) = std::env::var("QUARRY_TEST_KEEP_LOGS") {
-                let _ = Command::new("cp")
-                    .args(["-a", &self.base.join("log").display().to_string(), &keep])
-                    .output();
+                // The logs and each OSD's store (tens of MB), for offline
+                // inspection of what every copy holds.
+                for d in ["log", "osd0", "osd1", "osd2"] {
+                    let _ = Command::new("cp")
+                        .args(["-a", &self.base.join(d).display().to_string(), &keep])
+                        .output();
+                }
             }
             dump_logs(&self.base.join("log"));
         }
@@ -309,6 +313,10 @@ impl Progress {
         while !until() {
             // A failed fsx makes no more progress: report why, not a stall.
             if let Some(f) = self.failed.lock().ok().and_then(|f| f.clone()) {
+                // The OSDs' PG states (intervals, last updates) into their
+                // logs, kept with QUARRY_TEST_KEEP_LOGS.
+                hosts.dump_daemons();
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 panic!("fsx failed while waiting for {what}: {f}");
             }
             let idle = self
