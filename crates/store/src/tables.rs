@@ -98,10 +98,6 @@ const PUT: u8 = 1;
 const DEL: u8 = 2;
 const DEL_RANGE: u8 = 3;
 
-fn take_all(_: &[u8], _: &[u8]) -> bool {
-    true
-}
-
 /// The data-log record a batch is building: its position and bytes so far
 /// (header space, then the data blocks).
 struct RecBuf {
@@ -479,30 +475,54 @@ impl<'t> WTables<'t> {
     /// how many there were.
     pub fn del_range(&mut self, which: Tbl, lo: &[u8], hi: Option<&[u8]>) -> Result<(u64, u64)> {
         self.rec(DEL_RANGE, which, lo, hi);
-        let t = &mut self.t[which as usize];
-        let iter = match hi {
-            Some(hi) => t.extract_from_if::<&[u8], _>(lo..hi, take_all),
-            None => t.extract_from_if::<&[u8], _>(lo.., take_all),
-        }
-        .map_err(sio)?;
+        // Keys are collected (in chunks) and removed one by one: redb 2.6's
+        // range removal (`extract_from_if`, `retain_in`) never mutates pages
+        // in place, so each key it deletes copies its leaf and the path to
+        // the root (~20 us per key on a large index), while `remove`
+        // changes a page this transaction already copied in place.
+        const CHUNK: usize = 4096;
         let (mut bytes, mut n) = (0u64, 0u64);
-        let mut dead: Vec<(u32, i64)> = Vec::new();
-        for item in iter {
-            let (_, v) = item.map_err(sio)?;
-            if which == Tbl::Data {
-                if let Some((seg, len)) = ptr_len(v.value()) {
-                    bytes += len;
-                    dead.push((seg, len as i64));
+        let mut from = lo.to_vec();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        loop {
+            keys.clear();
+            {
+                let t = &self.t[which as usize];
+                let iter = match hi {
+                    Some(hi) => t.range::<&[u8]>(from.as_slice()..hi),
+                    None => t.range::<&[u8]>(from.as_slice()..),
                 }
-            } else {
-                bytes += v.value().len() as u64;
+                .map_err(sio)?;
+                for item in iter.take(CHUNK) {
+                    keys.push(item.map_err(sio)?.0.value().to_vec());
+                }
             }
-            n += 1;
+            for k in &keys {
+                let t = &mut self.t[which as usize];
+                let Some(v) = t.remove(k.as_slice()).map_err(sio)? else {
+                    continue;
+                };
+                if which == Tbl::Data {
+                    if let Some((seg, len)) = ptr_len(v.value()) {
+                        bytes += len;
+                        *self.live.entry(seg).or_default() -= len as i64;
+                    }
+                } else {
+                    bytes += v.value().len() as u64;
+                }
+                n += 1;
+            }
+            if keys.len() < CHUNK {
+                return Ok((bytes, n));
+            }
+            // Continue after the last key removed.
+            let Some(last) = keys.last() else {
+                return Ok((bytes, n));
+            };
+            from.clear();
+            from.extend_from_slice(last);
+            from.push(0);
         }
-        for (seg, len) in dead {
-            *self.live.entry(seg).or_default() -= len;
-        }
-        Ok((bytes, n))
     }
 
     /// Take the recorded redo entries.
