@@ -6,7 +6,7 @@
 //! runs the fsx model test from a client host through them with failure
 //! domain host. Mid-workload one OSD host's link is cut: I/O goes on after
 //! the down grace with no error and no lost write; the link comes back,
-//! that OSD catches up, and then serves every image alone.
+//! that OSD catches up, and then serves every image and snapshot alone.
 //!
 //! Needs root (ip netns); prints "SKIPPED: ..." otherwise.
 
@@ -392,7 +392,9 @@ fn three_osd_hosts_fsx() {
 /// to empty, so it ran again a resend of an op the interim primary applied
 /// but never answered (`snap create` → `EEXIST` just after the link came
 /// back; now the recovered member's log is a copy of the authority's, op
-/// ids included: `cluster::recovered_member_recognises_resends_of_ops_it_missed`).
+/// ids included: `cluster::recovered_member_recognises_resends_of_ops_it_missed`);
+/// and a backfilled member missing objects left only as snapshot clones
+/// (the final cold verify of every snapshot on osd.1 alone).
 /// A failure reports fsx's error; a stall (no progress for 45 s) dumps
 /// client and OSD state first.
 #[test]
@@ -672,6 +674,16 @@ fn several_hosts(cut: bool) {
             })
             .await;
             fsx_ok(bounded("verify on osd.1 alone", fsx.verify()).await);
+            // And every snapshot: objects whose head was removed after a
+            // snapshot live on only as clones, and recovery must bring
+            // those too (backfill once listed heads only).
+            fsx_ok(
+                bounded(
+                    "cold verify of every snapshot on osd.1 alone",
+                    fsx.verify_cold(),
+                )
+                .await,
+            );
         });
     });
     drop(hosts);
