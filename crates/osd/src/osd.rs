@@ -842,7 +842,8 @@ impl Osd {
             let ctx = ctx.clone();
             let tx = tx.clone();
             let rid = f.request_id;
-            tokio::spawn(async move {
+            let inline = runs_inline(&req);
+            let op = async move {
                 let (resp, data) = match me.handle(&ctx, req, f.data).await {
                     Ok((r, d)) => (Ok(r), d),
                     Err(e) => (Err(e), Bytes::new()),
@@ -852,7 +853,28 @@ impl Osd {
                     let _ = tx.send(fr).await;
                 }
                 drop(permit);
-            });
+            };
+            if inline {
+                // A small read usually finishes in its first poll (the
+                // store is read inline): run that poll here, so the reply
+                // is queued without a task spawn and the other worker's
+                // wake-up to steal it; the replies of every request one
+                // socket read brought in then leave in one write. Only
+                // what is still pending after it (waiting for a map, a PG,
+                // a lock) becomes a task; its first poll in there
+                // registers that task's waker (this one's is then woken
+                // once, spuriously).
+                let mut op = Box::pin(op);
+                let first = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(std::future::Future::poll(op.as_mut(), cx))
+                })
+                .await;
+                if first.is_pending() {
+                    tokio::spawn(op);
+                }
+            } else {
+                tokio::spawn(op);
+            }
         }
         drop(tx);
         // Watches die with the connection that registered them.
@@ -2286,6 +2308,13 @@ async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> 
     })
     .await;
     results.into_iter().flatten().collect()
+}
+
+/// Whether a request's first poll runs in its connection's reader task
+/// (see `serve_conn`): client ops the store answers on the worker itself
+/// ([`inline_read`]: small bounded reads and metadata).
+fn runs_inline(req: &Request) -> bool {
+    matches!(req, Request::Op { req, .. } if inline_read(req))
 }
 
 #[cfg(test)]
