@@ -865,12 +865,22 @@ impl Osd {
                 // registers that task's waker (this one's is then woken
                 // once, spuriously).
                 let mut op = Box::pin(op);
+                // A panic in it ends this request only (no reply), as it
+                // would in a task of its own, not the connection.
                 let first = std::future::poll_fn(|cx| {
-                    std::task::Poll::Ready(std::future::Future::poll(op.as_mut(), cx))
+                    std::task::Poll::Ready(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                        || std::future::Future::poll(op.as_mut(), cx),
+                    )))
                 })
                 .await;
-                if first.is_pending() {
-                    tokio::spawn(op);
+                match first {
+                    Ok(std::task::Poll::Pending) => {
+                        tokio::spawn(op);
+                    }
+                    Ok(std::task::Poll::Ready(())) => {}
+                    Err(_) => {
+                        tracing::error!(osd = self.id, %peer, "request handler panicked; no reply sent");
+                    }
                 }
             } else {
                 tokio::spawn(op);
