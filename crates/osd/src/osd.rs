@@ -327,6 +327,9 @@ struct Osd {
     /// they were made for (closed when the map says the peer went down or
     /// restarted: see [`Osd::prune_peers`]).
     peers: Mutex<quarry_client::ConnTable>,
+    /// This OSD's own `up_from` when `peers` was last pruned: a newer one
+    /// (it booted again) closes every peer connection.
+    peers_up_from: AtomicU64,
     watches: Mutex<HashMap<ObjectId, Vec<WatchRec>>>,
     notifies: crate::notify::Notifies,
     next_conn: AtomicU64,
@@ -487,6 +490,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         service_key,
         pgs: Mutex::new(HashMap::new()),
         peers: Mutex::new(HashMap::new()),
+        peers_up_from: AtomicU64::new(0),
         watches: Mutex::new(HashMap::new()),
         notifies: Default::default(),
         next_conn: AtomicU64::new(1),
@@ -1569,6 +1573,31 @@ impl Osd {
     /// connection) instead of waiting out TCP's retransmission back-off
     /// once the peer is reachable again (Ceph marks such sessions down).
     fn prune_peers(&self, map: &ClusterMap) {
+        // Booted again (marked down meanwhile, e.g. behind a cut link):
+        // every connection this OSD made before may be stuck in TCP's
+        // retransmission back-off for seconds after the link returns, and
+        // whatever it carried belongs to ended intervals. Start afresh, as
+        // a Ceph OSD rebinds its messengers when marked down.
+        let mine = map
+            .osds
+            .get(&self.id)
+            .filter(|o| o.up)
+            .map_or(0, |o| o.up_from);
+        let before = self.peers_up_from.fetch_max(mine, Ordering::AcqRel);
+        if before != 0 && mine > before {
+            let old: Vec<_> = lock(&self.peers).drain().collect();
+            if !old.is_empty() {
+                tracing::info!(
+                    osd = self.id,
+                    up_from = mine,
+                    "booted again: closing {} connections to peers made before",
+                    old.len()
+                );
+            }
+            for (_, (_, _, c)) in old {
+                c.close();
+            }
+        }
         lock(&self.peers).retain(|osd, (_, u, c)| {
             let keep = map.osds.get(osd).is_some_and(|o| o.up && o.up_from <= *u);
             if !keep {
