@@ -299,6 +299,24 @@ async fn wrong_key_refused_and_bad_frames_dropped() {
     assert!(pid_alive(cl.pid("osd.0")));
 }
 
+/// Wait until the map says `osd` is up.
+async fn wait_osd_up(c: &ClusterClient, osd: u32) {
+    bounded(&format!("osd.{osd} up"), async {
+        while !c
+            .monc()
+            .refresh_map()
+            .await
+            .expect("map")
+            .osds
+            .get(&osd)
+            .is_some_and(|o| o.up)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
 /// Wait until every PG's recorded acting set equals its up set.
 async fn wait_clean(c: &ClusterClient) {
     bounded("pgs active", async {
@@ -487,20 +505,7 @@ async fn recovered_osd_has_snapshot_clones() {
     // Restart it and wait until every PG is active on all three again
     // (peering recovered it before recording the acting set).
     cl.run_up(None);
-    bounded("osd.2 up", async {
-        while !c
-            .monc()
-            .refresh_map()
-            .await
-            .expect("map")
-            .osds
-            .get(&2)
-            .is_some_and(|o| o.up)
-        {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
+    wait_osd_up(&c, 2).await;
     wait_clean(&c).await;
     // Only the recovered OSD is left: it must hold heads and clones.
     cl.kill9("osd.0");
@@ -568,20 +573,7 @@ async fn backfill_copies_objects_that_only_have_clones() {
         write(&c, pool, o, format!("f{i}").as_bytes()).await;
     }
     cl.run_up(None);
-    bounded("osd.2 up", async {
-        while !c
-            .monc()
-            .refresh_map()
-            .await
-            .expect("map")
-            .osds
-            .get(&2)
-            .is_some_and(|o| o.up)
-        {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
+    wait_osd_up(&c, 2).await;
     wait_clean(&c).await;
     // Only the backfilled OSD is left: it must hold the clones.
     cl.kill9("osd.0");

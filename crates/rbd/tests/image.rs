@@ -931,12 +931,12 @@ async fn create_survives_its_writes_applied_twice() {
         .enumerate()
     {
         let name = format!("img{i}");
-        *counting.reexecute.lock().unwrap() = Some((prefix.to_string(), 1));
+        counting.reexecute_next(prefix);
         rbd.create(&e.io, &name, 8 * MIB, &CreateOptions::default())
             .await
             .unwrap_or_else(|err| panic!("create with {prefix} re-executed: {err}"));
         assert!(
-            counting.reexecute.lock().unwrap().is_none(),
+            counting.reexecuted(),
             "{prefix}: the fault was never injected"
         );
         let img = rbd

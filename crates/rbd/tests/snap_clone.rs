@@ -914,24 +914,13 @@ async fn multi_client_visibility() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snap_create_survives_its_header_write_applied_twice() {
     let e = env().await;
-    let counting = Counting::new(e.rados.clone());
-    let rbd = Rbd::new(counting.clone());
-    rbd.create(&e.io, "img", 8 * MIB, &CreateOptions::default())
-        .await
-        .unwrap();
-    let img = rbd
-        .open(&e.io, "img", &OpenOptions::default())
-        .await
-        .unwrap();
+    let (counting, _rbd, img) = counted_image(&e, "img", 8 * MIB).await;
     let v1 = pattern((8 * MIB) as usize, 7);
     img.write(0, v1.clone()).await.unwrap();
 
-    *counting.reexecute.lock().unwrap() = Some(("rbd_header.".into(), 1));
+    counting.reexecute_next("rbd_header.");
     let id = img.snap_create("s1").await.expect("snapshot create");
-    assert!(
-        counting.reexecute.lock().unwrap().is_none(),
-        "the fault was never injected: the test proves nothing"
-    );
+    assert!(counting.reexecuted(), "the fault was never injected");
     assert_eq!(img.snap_info("s1").await.unwrap().id, id);
 
     // The head moves on; the snapshot keeps its bytes (its id was not
@@ -967,15 +956,7 @@ async fn snap_create_survives_its_header_write_applied_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snap_remove_survives_its_header_write_applied_twice() {
     let e = env().await;
-    let counting = Counting::new(e.rados.clone());
-    let rbd = Rbd::new(counting.clone());
-    rbd.create(&e.io, "img", 8 * MIB, &CreateOptions::default())
-        .await
-        .unwrap();
-    let img = rbd
-        .open(&e.io, "img", &OpenOptions::default())
-        .await
-        .unwrap();
+    let (counting, _rbd, img) = counted_image(&e, "img", 8 * MIB).await;
     img.write(0, pattern((8 * MIB) as usize, 3)).await.unwrap();
     img.snap_create("s1").await.unwrap();
     // Overwrite everything: the snapshot's bytes are now held only by
@@ -983,12 +964,9 @@ async fn snap_remove_survives_its_header_write_applied_twice() {
     img.write(0, pattern((8 * MIB) as usize, 4)).await.unwrap();
     let used_with_snap = e.rados.pool_stat(e.io.pool_id).await.unwrap().num_bytes;
 
-    *counting.reexecute.lock().unwrap() = Some(("rbd_header.".into(), 1));
+    counting.reexecute_next("rbd_header.");
     img.snap_remove("s1").await.expect("snapshot remove");
-    assert!(
-        counting.reexecute.lock().unwrap().is_none(),
-        "the fault was never injected: the test proves nothing"
-    );
+    assert!(counting.reexecuted(), "the fault was never injected");
     assert!(img.snap_list().await.unwrap().is_empty());
     let used = e.rados.pool_stat(e.io.pool_id).await.unwrap().num_bytes;
     assert!(
@@ -1003,18 +981,10 @@ async fn snap_remove_survives_its_header_write_applied_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snap_state_changes_survive_their_header_writes_applied_twice() {
     let e = env().await;
-    let counting = Counting::new(e.rados.clone());
-    let rbd = Rbd::new(counting.clone());
-    rbd.create(&e.io, "img", 8 * MIB, &CreateOptions::default())
-        .await
-        .unwrap();
-    let img = rbd
-        .open(&e.io, "img", &OpenOptions::default())
-        .await
-        .unwrap();
+    let (counting, _rbd, img) = counted_image(&e, "img", 8 * MIB).await;
     img.snap_create("s1").await.unwrap();
-    let arm = || *counting.reexecute.lock().unwrap() = Some(("rbd_header.".into(), 1));
-    let fired = || counting.reexecute.lock().unwrap().is_none();
+    let arm = || counting.reexecute_next("rbd_header.");
+    let fired = || counting.reexecuted();
 
     arm();
     img.snap_protect("s1").await.expect("protect");

@@ -13,7 +13,7 @@ use quarry_rados::{
     ListEntry, ObjectId, OpReply, OpRequest, PoolId, PoolInfo, PoolStat, Rados, Result, SnapId,
     Watcher,
 };
-use quarry_rbd::{IoCtx, Rbd, RbdError};
+use quarry_rbd::{CreateOptions, Image, IoCtx, OpenOptions, Rbd, RbdError};
 use quarry_store::Embedded;
 
 /// Forwards to another client and counts `operate` calls (reads / writes).
@@ -64,6 +64,16 @@ impl Counting {
             *g = None;
         }
         true
+    }
+    /// Arm the `reexecute` fault for the next write to an object named
+    /// with `prefix`.
+    pub fn reexecute_next(&self, prefix: &str) {
+        *self.reexecute.lock().expect("reexecute lock") = Some((prefix.to_string(), 1));
+    }
+    /// Whether the armed `reexecute` fault was injected (a test whose fault
+    /// never fired proves nothing).
+    pub fn reexecuted(&self) -> bool {
+        self.reexecute.lock().expect("reexecute lock").is_none()
     }
     pub fn ops(&self) -> u64 {
         self.reads.load(Ordering::SeqCst) + self.writes.load(Ordering::SeqCst)
@@ -228,4 +238,19 @@ pub fn pattern(len: usize, seed: u8) -> Bytes {
         n += 1;
     }
     Bytes::from(v)
+}
+
+/// A counting proxy over `e`'s client, an engine on it, and image `name`
+/// of `size` bytes created and opened through that engine.
+pub async fn counted_image(e: &Env, name: &str, size: u64) -> (Arc<Counting>, Rbd, Image) {
+    let counting = Counting::new(e.rados.clone());
+    let rbd = Rbd::new(counting.clone());
+    rbd.create(&e.io, name, size, &CreateOptions::default())
+        .await
+        .expect("create");
+    let img = rbd
+        .open(&e.io, name, &OpenOptions::default())
+        .await
+        .expect("open");
+    (counting, rbd, img)
 }
