@@ -41,6 +41,36 @@ async fn object_semantics_over_the_network() {
     let pool = c.pool_lookup("rbd").await.expect("rbd pool");
     assert!(c.pool_lookup("data").await.is_ok());
 
+    // A client's first ops, all at once: one connection per OSD serves
+    // them (concurrent connects to one OSD used to replace each other and
+    // fail the ops in flight on the replaced one, which paused and resent).
+    let names: Vec<String> = (0..48).map(|i| format!("first-{i}")).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in &names {
+        let (c, n) = (c.clone(), n.clone());
+        tasks.spawn(async move { write(&c, pool, &n, n.as_bytes()).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("concurrent first write");
+    }
+    let map = c.monc().map();
+    let primaries: std::collections::BTreeSet<_> = names
+        .iter()
+        .map(|n| {
+            let pg = map.object_pg(pool, "", n).expect("pg");
+            map.pg_primary(pg).expect("primary").expect("up")
+        })
+        .collect();
+    assert_eq!(
+        c.connections_made(),
+        primaries.len() as u64,
+        "one connection per OSD for concurrent first ops:\n{}",
+        c.debug_dump()
+    );
+    for n in &names {
+        assert_eq!(read(&c, pool, n).await, n.as_bytes());
+    }
+
     // Compound op, sparse data, version asserts.
     let oid = ObjectId::new(pool, "obj");
     let r = c

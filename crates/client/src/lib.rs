@@ -102,6 +102,55 @@ impl ClientTimeouts {
 /// for (shared with the OSD daemon's table of peers).
 pub type ConnTable = HashMap<OsdId, (String, Epoch, Arc<Conn>)>;
 
+/// Whether `entry` may serve requests to an OSD at `addr` that is up
+/// since `up_from`: open, and made for that OSD instance (a connection
+/// made at a newer map than the caller's is as good).
+fn conn_serves(entry: &(String, Epoch, Arc<Conn>), addr: &str, up_from: Epoch) -> bool {
+    let (a, u, c) = entry;
+    !c.is_closed() && (*u > up_from || (a == addr && *u == up_from))
+}
+
+/// The open connection in `table` to `osd` at `addr` (up since
+/// `up_from`), if there is one.
+pub fn table_conn(
+    table: &Mutex<ConnTable>,
+    osd: OsdId,
+    addr: &str,
+    up_from: Epoch,
+) -> Option<Arc<Conn>> {
+    lock(table)
+        .get(&osd)
+        .filter(|e| conn_serves(e, addr, up_from))
+        .map(|e| e.2.clone())
+}
+
+/// Record `new`, just made to `osd` at `addr` (up since `up_from`), in
+/// `table` and return the connection to use. Several tasks may connect to
+/// one OSD at once; when another one recorded a usable connection
+/// meanwhile, that one is kept and `new` (nothing sent on it yet) is
+/// closed. Replacing it instead would fail the requests already in
+/// flight on it, and each would pause before resending.
+pub fn install_conn(
+    table: &Mutex<ConnTable>,
+    osd: OsdId,
+    addr: String,
+    up_from: Epoch,
+    new: Arc<Conn>,
+) -> Arc<Conn> {
+    let mut t = lock(table);
+    if let Some(e) = t.get(&osd).filter(|e| conn_serves(e, &addr, up_from)) {
+        let kept = e.2.clone();
+        drop(t);
+        new.close();
+        return kept;
+    }
+    if let Some((_, _, old)) = t.insert(osd, (addr, up_from, new.clone())) {
+        // Requests still waiting on it are resent by their callers.
+        old.close();
+    }
+    new
+}
+
 /// Append one line per connection of `table` to `s`, by OSD: its address,
 /// `up_from`, whether it is open and how many responses it awaits, each
 /// after `prefix` (the state dumps of the client and of an OSD's peers).
@@ -134,6 +183,11 @@ pub struct ClusterClient {
     /// was made for (a new `up_from` means the OSD restarted or was marked
     /// down meanwhile: the old connection is closed, see [`Self::prune_conns`]).
     conns: Mutex<ConnTable>,
+    /// One connect at a time per OSD: the tasks that find no connection
+    /// queue here and the first one's connection serves them all.
+    connecting: Mutex<HashMap<OsdId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Connections this client has made to OSDs (handshakes completed).
+    conns_made: AtomicU64,
     next_cookie: AtomicU64,
     /// Op ids (see `Request::Op::tid`); never 0.
     next_tid: AtomicU64,
@@ -282,6 +336,8 @@ impl ClusterClient {
             monc,
             timeouts,
             conns: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
+            conns_made: AtomicU64::new(0),
             next_cookie: AtomicU64::new(1),
             next_tid: AtomicU64::new(1),
             watches: Mutex::new(HashMap::new()),
@@ -402,6 +458,12 @@ impl ClusterClient {
             },
         );
         Tracked { client: self, id }
+    }
+
+    /// How many connections this client has made to OSDs so far (one per
+    /// OSD unless an OSD restarted, was marked down or a connection failed).
+    pub fn connections_made(&self) -> u64 {
+        self.conns_made.load(Ordering::Relaxed)
     }
 
     /// This client's state in words, for a test or tool that finds I/O
@@ -549,11 +611,14 @@ impl ClusterClient {
             .get(&osd)
             .map(|o| (o.addr.clone(), o.up_from))
             .unwrap_or_default();
-        if let Some((a, u, c)) = lock(&self.conns).get(&osd) {
-            // A connection made at a newer map than the caller's is as good.
-            if !c.is_closed() && (*u > up_from || (*a == addr && *u == up_from)) {
-                return Ok(c.clone());
-            }
+        if let Some(c) = table_conn(&self.conns, osd, &addr, up_from) {
+            return Ok(c);
+        }
+        let gate = lock(&self.connecting).entry(osd).or_default().clone();
+        let _connecting = gate.lock().await;
+        // Whoever held the gate before us may have connected meanwhile.
+        if let Some(c) = table_conn(&self.conns, osd, &addr, up_from) {
+            return Ok(c);
         }
         let ticket = self.monc.ticket().await.map_err(|e| ConnError::Auth {
             addr: addr.clone(),
@@ -566,11 +631,8 @@ impl ClusterClient {
             Some(self.events.clone()),
         )
         .await?;
-        if let Some((_, _, old)) = lock(&self.conns).insert(osd, (addr, up_from, c.clone())) {
-            // Requests still waiting on it are resent by their callers.
-            old.close();
-        }
-        Ok(c)
+        self.conns_made.fetch_add(1, Ordering::Relaxed);
+        Ok(install_conn(&self.conns, osd, addr, up_from, c))
     }
 
     /// Close connections to OSDs the map says are down or restarted (a

@@ -1549,10 +1549,8 @@ impl Osd {
             .get(&osd)
             .map(|o| (o.addr.clone(), o.up_from))
             .unwrap_or_default();
-        if let Some((a, u, c)) = lock(&self.peers).get(&osd) {
-            if !c.is_closed() && (*u > up_from || (*a == addr && *u == up_from)) {
-                return Ok(c.clone());
-            }
+        if let Some(c) = quarry_client::table_conn(&self.peers, osd, &addr, up_from) {
+            return Ok(c);
         }
         let ticket = self
             .monc
@@ -1562,10 +1560,13 @@ impl Osd {
         let c = Conn::connect(&addr, &ticket, self.handshake_timeout)
             .await
             .map_err(|e| WireError::retry(map.epoch + 1, format!("osd.{osd}: {e}")))?;
-        if let Some((_, _, old)) = lock(&self.peers).insert(osd, (addr, up_from, c.clone())) {
-            old.close();
-        }
-        Ok(c)
+        Ok(quarry_client::install_conn(
+            &self.peers,
+            osd,
+            addr,
+            up_from,
+            c,
+        ))
     }
 
     /// Close connections to peers the map says are down or restarted, so
