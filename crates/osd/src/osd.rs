@@ -1451,7 +1451,8 @@ impl Osd {
         let store = self.store.clone();
         let pg = p.id;
         let last = info.last_update;
-        let m = blocking(move || pglog::reset(&store, pg, info)).await?;
+        let prev = lock(&p.meta).clone();
+        let m = blocking(move || pglog::reset(&store, pg, &prev, info)).await?;
         *lock(&p.meta) = m;
         lock(&p.recent).clear();
         *lock(&p.done) = DupIndex::default();
@@ -1465,8 +1466,9 @@ impl Osd {
     async fn install_log(&self, p: &Arc<Pg>, tail: Ver, entries: Vec<pglog::Entry>) -> WResult<()> {
         let store = self.store.clone();
         let pg = p.id;
+        let prev = lock(&p.meta).clone();
         let (m, entries) = blocking(move || {
-            let m = pglog::install(&store, pg, tail, &entries)?;
+            let m = pglog::install(&store, pg, &prev, tail, &entries)?;
             Ok::<_, RadosError>((m, entries))
         })
         .await?;

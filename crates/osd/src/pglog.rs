@@ -10,8 +10,16 @@
 //! so a member's log and its objects never disagree after a crash; ops
 //! that fail on their own terms are logged too (every member orders the
 //! same sequence and fails it the same way).
+//!
+//! A write stores its entry only: the `meta` record is a *base*, written
+//! when the log is reset or replaced, and [`load`] derives the current
+//! meta from it and the entries appended since (each stores its absolute
+//! index and the log tail after it). Rewriting the meta on every write
+//! cost a second `sys` insert per replicated write. Indices only grow
+//! across resets and installs, so a ring slot left over from an older
+//! log can never pass for a newer entry.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use quarry_client::wire::{PgInfo, Ver};
 use quarry_map::PgId;
@@ -22,12 +30,13 @@ use serde::{Deserialize, Serialize};
 /// Entries kept per PG; a member further behind is backfilled in full.
 pub const LOG_MAX: u64 = 1000;
 
-/// The persisted per-PG record.
+/// The per-PG record: persisted as the base of the log (see the module
+/// docs), kept current in memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgMeta {
     /// Info reported when peering.
     pub info: PgInfo,
-    /// Number of entries ever appended in this log incarnation.
+    /// Absolute index of the next entry (indices only grow).
     pub head: u64,
     /// Valid entries: indices `head - count .. head`.
     pub count: u64,
@@ -35,6 +44,10 @@ pub struct PgMeta {
 
 fn meta_key(pg: PgId) -> String {
     format!("pg/{}.{}/meta", pg.pool, pg.seed)
+}
+
+fn log_prefix(pg: PgId) -> String {
+    format!("pg/{}.{}/log/", pg.pool, pg.seed)
 }
 
 fn slot_key(pg: PgId, index: u64) -> String {
@@ -54,19 +67,73 @@ pub struct Entry {
     pub ok: bool,
 }
 
-/// Decode an entry; entries written before reqids were logged are
-/// `(Ver, ObjectId)` pairs (no reqid, result unknown: treated as failed,
-/// which only means a resend is re-executed).
-fn decode_entry(key: &str, b: &[u8]) -> Result<Entry> {
-    if let Ok(e) = postcard::from_bytes::<Entry>(b) {
-        return Ok(e);
+/// An entry as stored in its slot: the entry, its absolute index and the
+/// log tail once it was appended (what [`load`] derives the meta from).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    ver: Ver,
+    oid: ObjectId,
+    reqid: Option<(u64, u64)>,
+    ok: bool,
+    idx: u64,
+    tail: Ver,
+}
+
+/// A decoded slot: the entry and, for entries written since the meta
+/// stopped being rewritten per write, `(index, tail after it)`.
+struct Slot {
+    e: Entry,
+    pos: Option<(u64, Ver)>,
+}
+
+/// Decode `b` as exactly one `T` (no trailing bytes: the stored formats
+/// are prefixes of each other).
+fn exact<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Option<T> {
+    match postcard::take_from_bytes::<T>(b) {
+        Ok((v, [])) => Some(v),
+        _ => None,
     }
-    let (ver, oid): (Ver, ObjectId) = postcard::from_bytes(b).map_err(|e| corrupt(key, e))?;
-    Ok(Entry {
-        ver,
-        oid,
-        reqid: None,
-        ok: false,
+}
+
+/// Decode a slot, newest format first; entries written before the index
+/// was stored are `Entry`s, and before reqids were logged `(Ver, ObjectId)`
+/// pairs (no reqid, result unknown: treated as failed, which only means a
+/// resend is re-executed).
+fn decode_slot(key: &str, b: &[u8]) -> Result<Slot> {
+    if let Some(s) = exact::<Stored>(b) {
+        return Ok(Slot {
+            e: Entry {
+                ver: s.ver,
+                oid: s.oid,
+                reqid: s.reqid,
+                ok: s.ok,
+            },
+            pos: Some((s.idx, s.tail)),
+        });
+    }
+    if let Some(e) = exact::<Entry>(b) {
+        return Ok(Slot { e, pos: None });
+    }
+    let (ver, oid): (Ver, ObjectId) = exact(b).ok_or_else(|| corrupt(key, "undecodable entry"))?;
+    Ok(Slot {
+        e: Entry {
+            ver,
+            oid,
+            reqid: None,
+            ok: false,
+        },
+        pos: None,
+    })
+}
+
+fn encode_stored(e: &Entry, idx: u64, tail: Ver) -> Result<Vec<u8>> {
+    encode(&Stored {
+        ver: e.ver,
+        oid: e.oid.clone(),
+        reqid: e.reqid,
+        ok: e.ok,
+        idx,
+        tail,
     })
 }
 
@@ -74,12 +141,82 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> RadosError {
     RadosError::io(format!("corrupted pg metadata {what}: {e}"))
 }
 
-/// Load a PG's meta (default when the PG was never seen here).
-pub fn load(store: &Store, pg: PgId) -> Result<PgMeta> {
+/// The base record (default when the PG was never seen here).
+fn load_base(store: &Store, pg: PgId) -> Result<PgMeta> {
     match store.sys_get(&meta_key(pg))? {
         None => Ok(PgMeta::default()),
-        Some(b) => postcard::from_bytes(&b).map_err(|e| corrupt(&meta_key(pg), e)),
+        Some(b) => exact(&b).ok_or_else(|| corrupt(&meta_key(pg), "undecodable record")),
     }
+}
+
+/// Every slot of a PG's ring, by slot number.
+fn load_slots(store: &Store, pg: PgId) -> Result<HashMap<u64, Slot>> {
+    let prefix = log_prefix(pg);
+    let mut out = HashMap::new();
+    for (key, b) in store.sys_scan(&prefix)? {
+        let slot: u64 = key[prefix.len()..]
+            .parse()
+            .map_err(|_| corrupt(&key, "bad slot key"))?;
+        out.insert(slot, decode_slot(&key, &b)?);
+    }
+    Ok(out)
+}
+
+/// Load a PG's meta: the base record, advanced over the entries appended
+/// since it was written (exactly what the appends computed in memory).
+pub fn load(store: &Store, pg: PgId) -> Result<PgMeta> {
+    let base = load_base(store, pg)?;
+    let slots = load_slots(store, pg)?;
+    let mut newer: Vec<(u64, u64, Ver, Ver)> = slots
+        .iter()
+        .filter_map(|(slot, s)| match s.pos {
+            Some((idx, tail)) if idx >= base.head => Some((idx, *slot, s.e.ver, tail)),
+            _ => None,
+        })
+        .collect();
+    let Some(&(last, _, last_ver, last_tail)) = newer.iter().max_by_key(|n| n.0) else {
+        return Ok(base);
+    };
+    let head = last + 1;
+    let appended = head - base.head;
+    // The appends since the base are contiguous indices; the ring keeps the
+    // newest LOG_MAX of them, each in its own slot.
+    newer.sort_unstable_by_key(|n| n.0);
+    let kept = appended.min(LOG_MAX);
+    let contiguous = newer.len() as u64 == kept
+        && newer
+            .iter()
+            .enumerate()
+            .all(|(i, n)| n.0 == head - kept + i as u64 && n.1 == n.0 % LOG_MAX);
+    if !contiguous {
+        return Err(corrupt(
+            &log_prefix(pg),
+            format!(
+                "{} entries after base index {} do not form the run ending at {last}",
+                newer.len(),
+                base.head
+            ),
+        ));
+    }
+    Ok(PgMeta {
+        info: PgInfo {
+            last_update: last_ver,
+            log_tail: last_tail,
+        },
+        head,
+        count: (base.count + appended).min(LOG_MAX),
+    })
+}
+
+/// The first index a new log of `pg` may use: above every index stored in
+/// its ring and `prev.head` (entries queued but maybe not committed yet).
+fn next_base(store: &Store, pg: PgId, prev: &PgMeta) -> Result<u64> {
+    let stored = load_slots(store, pg)?
+        .values()
+        .filter_map(|s| s.pos.map(|p| p.0 + 1))
+        .max()
+        .unwrap_or(0);
+    Ok(stored.max(prev.head))
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -101,14 +238,15 @@ pub fn prepare(
     oldest: Option<Ver>,
 ) -> Result<(PgMeta, SysUpdates, SysUpdates)> {
     let mut m = meta.clone();
-    let key = slot_key(pg, m.head);
+    let idx = m.head;
+    let key = slot_key(pg, idx);
     if m.count >= LOG_MAX {
         // The slot we overwrite holds the oldest entry: it becomes the tail.
         match oldest {
             Some(v) => m.info.log_tail = v,
             None => {
                 if let Some(b) = store.sys_get(&key)? {
-                    m.info.log_tail = decode_entry(&key, &b)?.ver;
+                    m.info.log_tail = decode_slot(&key, &b)?.e.ver;
                 }
             }
         }
@@ -123,13 +261,10 @@ pub fn prepare(
         reqid,
         ok: true,
     };
-    let meta_val = encode(&m)?;
-    let ok = vec![
-        (key.clone(), Some(encode(&e)?)),
-        (meta_key(pg), Some(meta_val.clone())),
-    ];
+    let tail = m.info.log_tail;
+    let ok = vec![(key.clone(), Some(encode_stored(&e, idx, tail)?))];
     e.ok = false;
-    let failed = vec![(key, Some(encode(&e)?)), (meta_key(pg), Some(meta_val))];
+    let failed = vec![(key, Some(encode_stored(&e, idx, tail)?))];
     Ok((m, ok, failed))
 }
 
@@ -141,17 +276,33 @@ pub fn append(store: &Store, pg: PgId, meta: &PgMeta, ver: Ver, oid: &ObjectId) 
     Ok(m)
 }
 
+/// The entries at indices `meta.head - meta.count .. meta.head`, oldest
+/// first; `None` for a slot that holds nothing.
+fn entries_of(store: &Store, pg: PgId, meta: &PgMeta) -> Result<Vec<Option<Entry>>> {
+    let mut slots = load_slots(store, pg)?;
+    let mut out = Vec::with_capacity(meta.count as usize);
+    for idx in meta.head - meta.count..meta.head {
+        let Some(s) = slots.remove(&(idx % LOG_MAX)) else {
+            out.push(None);
+            continue;
+        };
+        if let Some((stored, _)) = s.pos {
+            if stored != idx {
+                return Err(corrupt(
+                    &slot_key(pg, idx),
+                    format!("holds entry {stored}, expected {idx}"),
+                ));
+            }
+        }
+        out.push(Some(s.e));
+    }
+    Ok(out)
+}
+
 /// Every entry of the log, oldest first (for the duplicate-op index a
 /// new primary rebuilds; missing slots are skipped).
 pub fn all_entries(store: &Store, pg: PgId, meta: &PgMeta) -> Result<Vec<Entry>> {
-    let mut out = Vec::new();
-    for idx in meta.head - meta.count..meta.head {
-        let key = slot_key(pg, idx);
-        if let Some(b) = store.sys_get(&key)? {
-            out.push(decode_entry(&key, &b)?);
-        }
-    }
-    Ok(out)
+    Ok(entries_of(store, pg, meta)?.into_iter().flatten().collect())
 }
 
 /// The store version of a write at PG version `ver`: every member derives
@@ -162,10 +313,12 @@ pub fn object_version(ver: Ver) -> u64 {
 }
 
 /// Replace the meta (after recovery: the log restarts at `info.last_update`).
-pub fn reset(store: &Store, pg: PgId, info: PgInfo) -> Result<PgMeta> {
+/// `prev`: the PG's current meta (its head may count entries not yet
+/// committed).
+pub fn reset(store: &Store, pg: PgId, prev: &PgMeta, info: PgInfo) -> Result<PgMeta> {
     let m = PgMeta {
         info,
-        head: 0,
+        head: next_base(store, pg, prev)?,
         count: 0,
     };
     store.sys_put(vec![(meta_key(pg), Some(encode(&m)?))])?;
@@ -178,8 +331,14 @@ pub fn reset(store: &Store, pg: PgId, info: PgInfo) -> Result<PgMeta> {
 /// of the ops those entries record (were its log only reset, a resend of
 /// an op applied while it was away would run twice: a compare-and-swap
 /// would fail its guard) and can serve as authority for the same span.
-/// Only the newest [`LOG_MAX`] entries are kept.
-pub fn install(store: &Store, pg: PgId, tail: Ver, entries: &[Entry]) -> Result<PgMeta> {
+/// Only the newest [`LOG_MAX`] entries are kept. `prev` as for [`reset`].
+pub fn install(
+    store: &Store,
+    pg: PgId,
+    prev: &PgMeta,
+    tail: Ver,
+    entries: &[Entry],
+) -> Result<PgMeta> {
     let skip = entries.len().saturating_sub(LOG_MAX as usize);
     let tail = if skip > 0 {
         entries[skip - 1].ver
@@ -188,18 +347,22 @@ pub fn install(store: &Store, pg: PgId, tail: Ver, entries: &[Entry]) -> Result<
     };
     let entries = &entries[skip..];
     let n = entries.len() as u64;
+    let first = next_base(store, pg, prev)?;
     let m = PgMeta {
         info: PgInfo {
             last_update: entries.last().map_or(tail, |e| e.ver),
             log_tail: tail,
         },
-        head: n,
+        head: first + n,
         count: n,
     };
     let mut sys: SysUpdates = Vec::with_capacity(entries.len() + 1);
-    for (idx, e) in entries.iter().enumerate() {
-        sys.push((slot_key(pg, idx as u64), Some(encode(e)?)));
+    for (i, e) in entries.iter().enumerate() {
+        let idx = first + i as u64;
+        sys.push((slot_key(pg, idx), Some(encode_stored(e, idx, tail)?)));
     }
+    // The base covers the entries just written (their indices are below
+    // its head), so `load` derives nothing from them.
     sys.push((meta_key(pg), Some(encode(&m)?)));
     store.sys_put(sys)?;
     Ok(m)
@@ -217,12 +380,10 @@ pub fn full_entries_since(
 ) -> Result<Option<Vec<Entry>>> {
     let mut out = Vec::new();
     let mut found = since == meta.info.log_tail;
-    for idx in meta.head - meta.count..meta.head {
-        let key = slot_key(pg, idx);
-        let Some(b) = store.sys_get(&key)? else {
+    for e in entries_of(store, pg, meta)? {
+        let Some(e) = e else {
             return Ok(None);
         };
-        let e = decode_entry(&key, &b)?;
         if e.ver == since {
             found = true;
         } else if e.ver > since {
@@ -381,6 +542,7 @@ mod tests {
         let m = reset(
             &store,
             pg,
+            &m,
             PgInfo {
                 last_update: v(9, 1),
                 log_tail: v(9, 1),
@@ -401,6 +563,7 @@ mod tests {
         let mut a = reset(
             &store,
             pa,
+            &PgMeta::default(),
             PgInfo {
                 last_update: v(2, 9),
                 log_tail: v(2, 9),
@@ -432,7 +595,7 @@ mod tests {
         let mut m = PgMeta::default();
         m = append(&store, pm, &m, v(2, 10), &ObjectId::new(1, "lost")).expect("append");
         assert_eq!(m.info.last_update, v(2, 10));
-        let m = install(&store, pm, a.info.log_tail, &wire).expect("install");
+        let m = install(&store, pm, &m, a.info.log_tail, &wire).expect("install");
         assert_eq!(m.info, a.info);
         assert_eq!(load(&store, pm).expect("reload"), m);
         let copy = all_entries(&store, pm, &m).expect("entries");
@@ -453,13 +616,14 @@ mod tests {
                 ok: true,
             })
             .collect();
-        let m = install(&store, pm, v(3, 4), &many).expect("install");
+        let m = install(&store, pm, &m, v(3, 4), &many).expect("install");
         assert_eq!(m.count, LOG_MAX);
         assert_eq!(m.info.log_tail, v(4, 5));
         assert_eq!(m.info.last_update, v(4, LOG_MAX + 5));
         // Appending to an installed log goes on from its head.
         let m2 = append(&store, pm, &m, v(5, 1), &ObjectId::new(1, "y")).expect("append");
         assert_eq!(m2.info.log_tail, v(4, 6));
+        assert_eq!(load(&store, pm).expect("reload"), m2);
         let e = entries_since(&store, pm, &m2, v(4, LOG_MAX + 5))
             .expect("read")
             .expect("covered");
@@ -476,11 +640,135 @@ mod tests {
         }
         assert_eq!(m.count, LOG_MAX);
         assert_eq!(m.info.log_tail, v(1, 10));
+        assert_eq!(load(&store, pg).expect("reload"), m);
         assert_eq!(entries_since(&store, pg, &m, v(1, 5)).expect("read"), None);
         let e = entries_since(&store, pg, &m, v(1, 10))
             .expect("read")
             .expect("covered");
         assert_eq!(e.len() as u64, LOG_MAX);
+    }
+
+    /// Append `n` entries at versions `(epoch, first..)` in commits of 100
+    /// (what a busy PG's writes amount to), remembering each version.
+    fn append_many(
+        store: &Store,
+        pg: PgId,
+        m: &mut PgMeta,
+        vers: &mut Vec<Ver>,
+        epoch: u64,
+        first: u64,
+        n: u64,
+    ) {
+        let mut sys = Vec::new();
+        for s in first..first + n {
+            let oldest = (m.count >= LOG_MAX).then(|| vers[vers.len() - LOG_MAX as usize]);
+            let oid = ObjectId::new(1, format!("o{}", s % 7));
+            let (next, kv, _) =
+                prepare(store, pg, m, v(epoch, s), &oid, Some((3, s)), oldest).expect("prepare");
+            *m = next;
+            vers.push(v(epoch, s));
+            sys.extend(kv);
+            if sys.len() == 100 {
+                store.sys_put(std::mem::take(&mut sys)).expect("put");
+            }
+        }
+        store.sys_put(sys).expect("put");
+    }
+
+    /// What a restarted OSD loads: the same meta and entries it had.
+    fn assert_reloads(dir: &std::path::Path, pg: PgId, m: &PgMeta) -> Store {
+        let store = Store::open(dir).expect("reopen");
+        let loaded = load(&store, pg).expect("load");
+        assert_eq!(&loaded, m);
+        let entries = all_entries(&store, pg, &loaded).expect("entries");
+        assert_eq!(entries.len() as u64, m.count);
+        assert_eq!(
+            entries.last().map_or(m.info.log_tail, |e| e.ver),
+            m.info.last_update
+        );
+        store
+    }
+
+    #[test]
+    fn restart_loads_the_same_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pg = PgId { pool: 1, seed: 5 };
+        let mut vers = Vec::new();
+        let mut m = PgMeta::default();
+        let store = Store::open(dir.path()).expect("open");
+        // A log written before entries stored their index: a meta record
+        // per write and plain entries.
+        for s in 1..=3u64 {
+            let e = Entry {
+                ver: v(1, s),
+                oid: ObjectId::new(1, "old"),
+                reqid: Some((2, s)),
+                ok: true,
+            };
+            m.head += 1;
+            m.count += 1;
+            m.info.last_update = e.ver;
+            vers.push(e.ver);
+            store
+                .sys_put(vec![
+                    (slot_key(pg, s - 1), Some(encode(&e).expect("encode"))),
+                    (meta_key(pg), Some(encode(&m).expect("encode"))),
+                ])
+                .expect("put");
+        }
+        drop(store);
+        let store = assert_reloads(dir.path(), pg, &m);
+        // New appends on top of it, wrapping the ring twice over.
+        append_many(&store, pg, &mut m, &mut vers, 2, 1, 2 * LOG_MAX + 37);
+        assert_eq!(m.count, LOG_MAX);
+        assert_eq!(m.info.log_tail, vers[vers.len() - LOG_MAX as usize - 1]);
+        drop(store);
+        let store = assert_reloads(dir.path(), pg, &m);
+        let dups = all_entries(&store, pg, &m).expect("entries");
+        assert_eq!(dups[0].reqid, Some((3, LOG_MAX + 38)));
+        // Reset by recovery, then a few writes: the older incarnation's
+        // slots (higher slot numbers) must not count.
+        let mut m = reset(
+            &store,
+            pg,
+            &m,
+            PgInfo {
+                last_update: v(3, 0),
+                log_tail: v(3, 0),
+            },
+        )
+        .expect("reset");
+        drop(store);
+        let store = assert_reloads(dir.path(), pg, &m);
+        let mut vers = Vec::new();
+        append_many(&store, pg, &mut m, &mut vers, 4, 1, 5);
+        drop(store);
+        let store = assert_reloads(dir.path(), pg, &m);
+        // An installed copy of an authority's log, then more writes.
+        let copied: Vec<Entry> = (1..=20)
+            .map(|s| Entry {
+                ver: v(5, s),
+                oid: ObjectId::new(1, "c"),
+                reqid: None,
+                ok: s % 2 == 0,
+            })
+            .collect();
+        let mut m = install(&store, pg, &m, v(4, 5), &copied).expect("install");
+        drop(store);
+        let store = assert_reloads(dir.path(), pg, &m);
+        assert_eq!(all_entries(&store, pg, &m).expect("entries"), copied);
+        let mut vers = copied.iter().map(|e| e.ver).collect();
+        append_many(&store, pg, &mut m, &mut vers, 6, 1, LOG_MAX);
+        assert_eq!(m.info.log_tail, v(5, 20));
+        drop(store);
+        let store = assert_reloads(dir.path(), pg, &m);
+        // A ring with a hole where an entry should be is refused, not
+        // loaded as a shorter log.
+        store
+            .sys_put(vec![(slot_key(pg, m.head - 3), None)])
+            .expect("put");
+        let err = load(&store, pg).expect_err("a gap is corruption");
+        assert!(err.to_string().contains("corrupted pg metadata"), "{err}");
     }
 
     fn view(tail: Ver, entries: &[(Ver, &str)]) -> LogView {

@@ -180,6 +180,8 @@ enum JobKind {
     PoolStat(PoolId),
     Usage,
     SysGet(String),
+    /// `sys` values under a key prefix ([`Store::sys_scan`]).
+    SysScan(String),
 }
 
 /// A job's answer.
@@ -191,6 +193,7 @@ enum Answer {
     PoolStat(Result<PoolStat>),
     Usage(Result<(u64, u64)>),
     Bytes(Result<Option<Vec<u8>>>),
+    Pairs(Result<Vec<(String, Vec<u8>)>>),
 }
 
 /// Where to send an answer: a blocked thread or an async task.
@@ -382,6 +385,7 @@ fn failed_like(a: &Answer, e: RadosError) -> Answer {
         Answer::PoolStat(_) => Answer::PoolStat(Err(e)),
         Answer::Usage(_) => Answer::Usage(Err(e)),
         Answer::Bytes(_) => Answer::Bytes(Err(e)),
+        Answer::Pairs(_) => Answer::Pairs(Err(e)),
     }
 }
 
@@ -1014,6 +1018,24 @@ impl Store {
         sys_get_in(&sys, key)
     }
 
+    /// The `sys` values whose keys start with `prefix`, in key order (one
+    /// read instead of a lookup per key, e.g. a whole PG log at load).
+    pub fn sys_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let routed = lock(&self.inner.pending)
+            .sys
+            .iter()
+            .any(|k| k.starts_with(prefix));
+        if routed {
+            return match self.submit_blocking(JobKind::SysScan(prefix.to_string()))? {
+                Answer::Pairs(r) => r,
+                _ => Err(mismatched()),
+            };
+        }
+        let txn = self.inner.db.begin_read().map_err(sio)?;
+        let sys = txn.open_table(Tbl::Sys.def()).map_err(sio)?;
+        sys_scan_in(&sys, prefix)
+    }
+
     /// Durably and atomically set (`Some`) or delete (`None`) `sys` values.
     pub fn sys_put(&self, kv: SysUpdates) -> Result<()> {
         match self.submit_blocking(JobKind::Sys(kv))? {
@@ -1091,6 +1113,24 @@ fn sys_get_in<S: exec::RTable>(sys: &S, key: &str) -> Result<Option<Vec<u8>>> {
         .get(key.as_bytes())
         .map_err(sio)?
         .map(|v| v.value().to_vec()))
+}
+
+fn sys_scan_in<S: exec::RTable>(sys: &S, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let lo = prefix.as_bytes();
+    let hi = codec::prefix_end(lo);
+    let iter = match &hi {
+        Some(hi) => sys.range::<&[u8]>(lo..hi.as_slice()),
+        None => sys.range::<&[u8]>(lo..),
+    }
+    .map_err(sio)?;
+    let mut out = Vec::new();
+    for item in iter {
+        let (k, v) = item.map_err(sio)?;
+        let key = String::from_utf8(k.value().to_vec())
+            .map_err(|_| RadosError::io(format!("corrupted sys key under {prefix:?}")))?;
+        out.push((key, v.value().to_vec()));
+    }
+    Ok(out)
 }
 
 impl Drop for Store {
@@ -1414,6 +1454,7 @@ fn fail(kind: &JobKind, e: RadosError) -> Answer {
         JobKind::PoolStat(_) => Answer::PoolStat(Err(e)),
         JobKind::Usage => Answer::Usage(Err(e)),
         JobKind::SysGet(_) => Answer::Bytes(Err(e)),
+        JobKind::SysScan(_) => Answer::Pairs(Err(e)),
     }
 }
 
@@ -1638,6 +1679,7 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
                 Answer::Usage(usage_in(t.table(Tbl::Pools)))
             }
             JobKind::SysGet(key) => Answer::Bytes(sys_get_in(t.table(Tbl::Sys), key)),
+            JobKind::SysScan(prefix) => Answer::Pairs(sys_scan_in(t.table(Tbl::Sys), prefix)),
         };
         answers.push(a);
     }
