@@ -253,36 +253,133 @@ pub fn mon(a: MonArgs) -> R<()> {
     crate::cluster::mon_impl::run(&dir, &a.id)
 }
 
+/// The options a daemon reads at start: its conf file (`[global]` <
+/// `[type]` < `[type.id]`) over the monitors' config database (`ceph config
+/// set osd ...`, as Ceph's daemons fetch it at start; the file wins), over
+/// Quarry's own defaults (some shorter than Ceph's; see `secs`).
+struct DaemonOpts {
+    cfg: quarry_common::options::Config,
+}
+
+impl DaemonOpts {
+    /// The file's values for `entity`; invalid ones are logged and skipped.
+    fn from_file(conf: &ConfFile, entity: &str) -> R<DaemonOpts> {
+        let name = quarry_common::entity::EntityName::parse(entity)
+            .map_err(|e| format!("{entity}: {e}"))?;
+        let mut cfg = quarry_common::options::Config::new(name);
+        for w in cfg.apply_conf_file(conf) {
+            tracing::warn!(
+                "ceph.conf line {}: [{}] {}: {}",
+                w.line,
+                w.section,
+                w.key,
+                w.error
+            );
+        }
+        Ok(DaemonOpts { cfg })
+    }
+
+    /// Add the config database's values for this daemon (replacing any
+    /// fetched before); returns how many it had.
+    async fn apply_mon(&mut self, monc: &MonClient) -> Result<usize, String> {
+        use quarry_common::options::Level;
+        let who = self.cfg.entity().to_name();
+        let entries = monc.config_for(&who).await.map_err(|e| e.to_string())?;
+        self.cfg.clear_level(Level::Mon);
+        for e in &entries {
+            if let Err(err) = self.cfg.set(&e.name, &e.value, Level::Mon) {
+                tracing::warn!("config database: {who}: {} = {}: {err}", e.name, e.value);
+            }
+        }
+        Ok(entries.len())
+    }
+
+    /// The value set in the file or the database (the file wins), if any.
+    fn raw(&self, key: &str) -> Option<String> {
+        use quarry_common::options::Level;
+        [Level::File, Level::Mon]
+            .into_iter()
+            .find_map(|l| self.cfg.get_at(key, l).ok().flatten())
+    }
+
+    /// A positive number of seconds set in the file or the database, else
+    /// `default` (Quarry's, not the registry's: e.g. beacons every 1 s where
+    /// Ceph's `osd_heartbeat_interval` defaults to 6).
+    fn secs(&self, key: &str, default: f64) -> Duration {
+        let v = self
+            .raw(key)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .unwrap_or(default);
+        Duration::from_secs_f64(v)
+    }
+
+    /// Set the process's frame-signing policy from these values.
+    fn apply_sign_policy(&self) -> R<()> {
+        let p = quarry_proto::SignPolicy::from_options(true, |k| self.raw(k))?;
+        quarry_proto::SignPolicy::set_global(p);
+        Ok(())
+    }
+}
+
 /// `quarry osd --id N --dir D`.
 pub fn osd(a: OsdArgs) -> R<()> {
     init_logging();
     let dir = abs(&a.dir)?;
     let conf = load_conf(&dir)?;
     let entity = format!("osd.{}", a.id);
-    apply_sign_policy(&conf, "osd", &entity)?;
+    let mut opts = DaemonOpts::from_file(&conf, &entity)?;
+    opts.apply_sign_policy()?;
     let secret = keyring_secret(&dir.join("keyring"), &entity)
         .or_else(|_| keyring_secret(&dir.join(&entity).join("keyring"), &entity))?;
     write_pid(&dir, &entity);
-    let cfg = quarry_osd::OsdConfig {
-        id: a.id,
-        data_dir: dir.join(&entity),
-        mon_addrs: mon_addrs(&conf)?,
-        secret,
-        bind_addr: a.bind,
-        public_addr: public_addr(&conf, &entity)?,
-        host: a.host.unwrap_or_else(quarry_common::conf::short_hostname),
-        beacon_interval: conf_secs(&conf, "osd", "osd_heartbeat_interval", 1.0),
-        mon_timeout: Duration::from_secs(30),
-        mon_ping: quarry_monc::MonPing {
-            interval: conf_secs(&conf, "osd", "mon_client_ping_interval", 2.0),
-            timeout: conf_secs(&conf, "osd", "mon_client_ping_timeout", 5.0),
-        },
-        handshake_timeout: conf_secs(&conf, "osd", "ms_connection_ready_timeout", 10.0),
-    };
+    let mon_addrs = mon_addrs(&conf)?;
+    let mon_timeout = Duration::from_secs(30);
     let rt = runtime()?;
     let r = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(io_ctx("install SIGTERM handler"))?;
+        // The config database first, on a session of its own: the options
+        // it sets shape the OSD's own session (pings, signing).
+        let fetched = async {
+            let monc = MonClient::connect(MonClientConfig {
+                mon_addrs: mon_addrs.clone(),
+                entity: entity.clone(),
+                secret: secret.clone(),
+                timeout: mon_timeout,
+                ping: quarry_monc::MonPing::default(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let n = opts.apply_mon(&monc).await?;
+            drop(monc);
+            Ok::<usize, String>(n)
+        };
+        tokio::select! {
+            r = fetched => match r {
+                Ok(n) => tracing::info!("{entity}: {n} values from the config database"),
+                // The OSD's own session reports an unreachable monitor.
+                Err(e) => tracing::warn!("{entity}: config database not read: {e}"),
+            },
+            _ = term.recv() => return Ok(()),
+        }
+        opts.apply_sign_policy()?;
+        let cfg = quarry_osd::OsdConfig {
+            id: a.id,
+            data_dir: dir.join(&entity),
+            mon_addrs,
+            secret,
+            bind_addr: a.bind,
+            public_addr: public_addr(&conf, &entity)?,
+            host: a.host.unwrap_or_else(quarry_common::conf::short_hostname),
+            beacon_interval: opts.secs("osd_heartbeat_interval", 1.0),
+            mon_timeout,
+            mon_ping: quarry_monc::MonPing {
+                interval: opts.secs("mon_client_ping_interval", 2.0),
+                timeout: opts.secs("mon_client_ping_timeout", 5.0),
+            },
+            handshake_timeout: opts.secs("ms_connection_ready_timeout", 10.0),
+        };
         tokio::select! {
             r = quarry_osd::run(cfg) => r.map_err(|e| e.to_string()),
             _ = term.recv() => Ok(()),

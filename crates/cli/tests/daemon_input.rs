@@ -689,8 +689,13 @@ async fn forged_replayed_or_skipped_signed_frames_are_dropped() {
 /// Run `quarry rbd -c CONF ARGS` as a separate client process; killed and
 /// failed if it takes longer than [`BOUND`]. Returns (success, stdout, stderr).
 fn rbd_cli(conf: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    tool_cli("rbd", conf, args)
+}
+
+/// Run `quarry TOOL -c CONF ARGS` (`rbd`, `ceph`) as [`rbd_cli`] does.
+fn tool_cli(tool: &str, conf: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let child = std::process::Command::new(BIN)
-        .arg("rbd")
+        .arg(tool)
         .arg("-c")
         .arg(conf)
         .args(args)
@@ -709,7 +714,7 @@ fn rbd_cli(conf: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let Ok(out) = rx.recv_timeout(BOUND) else {
         // SAFETY: signal to the client process this test started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        panic!("rbd {args:?} hung (killed after {BOUND:?})");
+        panic!("{tool} {args:?} hung (killed after {BOUND:?})");
     };
     let out = out.expect("rbd output");
     (
@@ -948,5 +953,42 @@ async fn daemons_require_signatures_from_ceph_conf() {
         log.contains("cephx_cluster_require_signatures"),
         "osd.1 must say why it was refused: {}",
         &log[log.len().saturating_sub(2000)..]
+    );
+}
+
+/// OSDs read the monitors' config database at start, as Ceph's daemons do,
+/// under their conf file: after `ceph config set osd
+/// cephx_service_require_signatures true` a restarted OSD refuses an
+/// unsigned client; `[osd]` in the conf file wins over the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osds_apply_the_config_database_at_start() {
+    let cl = Cluster::up(1, 1);
+    let signed = client_conf(&cl, "signed", "");
+    let unsigned = client_conf(&cl, "unsigned", "\tcephx_sign_messages = false\n");
+    rbd_ok(&unsigned, &["create", "--size", "4M", "rbd/before"]);
+    let set = [
+        "config",
+        "set",
+        "osd",
+        "cephx_service_require_signatures",
+        "true",
+    ];
+    let (ok, out, err) = tool_cli("ceph", &signed, &set);
+    assert!(ok, "ceph {set:?}: {out}{err}");
+    cl.term("osd.0");
+    cl.run_up(None);
+    let err = rbd_refused(&unsigned, &["ls"]);
+    assert!(
+        err.contains("osd.0: signed frames are required (cephx_service_require_signatures = true)"),
+        "the restarted OSD must apply the database's value: {err}"
+    );
+    assert!(rbd_ok(&signed, &["ls"]).contains("before"));
+
+    cl.term("osd.0");
+    cl.append_conf("\n[osd]\n\tcephx_service_require_signatures = false\n");
+    cl.run_up(None);
+    assert!(
+        rbd_ok(&unsigned, &["ls"]).contains("before"),
+        "the conf file's value wins over the database's"
     );
 }
