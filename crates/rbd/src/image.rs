@@ -632,6 +632,14 @@ impl Image {
         Ok(self.fresh_header().await?.snap_by_name(name).is_some())
     }
 
+    /// Create a snapshot of the head (see [`Self::snap_create_here`]); the
+    /// image's other open handles re-read the header before it returns.
+    pub async fn snap_create(&self, name: &str) -> Result<SnapId> {
+        let id = self.snap_create_here(name).await?;
+        self.inner.notify_header_update().await;
+        Ok(id)
+    }
+
     /// Take a snapshot: O(1) in image size — allocate a self-managed snap
     /// id, record it in the header (CAS), freeze the object map. Later
     /// writes carry the new snap context. `EEXIST` on a duplicate name,
@@ -643,7 +651,7 @@ impl Image {
     /// "clean" marks, in that order (each step is only safe after the one
     /// before: a header naming a snapshot whose map is missing, or clean
     /// marks without the snapshot, would mislead diffs).
-    pub async fn snap_create(&self, name: &str) -> Result<SnapId> {
+    async fn snap_create_here(&self, name: &str) -> Result<SnapId> {
         layout::validate_snap_name(name)?;
         let inner = &self.inner;
         let _g = inner.gate.write().await;
@@ -837,6 +845,12 @@ impl Image {
     }
 
     async fn snap_remove_spec(&self, spec: SnapSpec) -> Result<()> {
+        self.snap_remove_here(spec).await?;
+        self.inner.notify_header_update().await;
+        Ok(())
+    }
+
+    async fn snap_remove_here(&self, spec: SnapSpec) -> Result<()> {
         let inner = &self.inner;
         let _g = inner.gate.write().await;
         let v = inner.reload().await?;
@@ -925,8 +939,16 @@ impl Image {
         }
     }
 
-    /// Rename a snapshot (`ENOENT`, `EEXIST`, `EINVAL`).
+    /// See [`Self::snap_rename_here`]; the image's other open handles re-read
+    /// the header before it returns.
     pub async fn snap_rename(&self, src: &str, dst: &str) -> Result<()> {
+        self.snap_rename_here(src, dst).await?;
+        self.inner.notify_header_update().await;
+        Ok(())
+    }
+
+    /// Rename a snapshot (`ENOENT`, `EEXIST`, `EINVAL`).
+    async fn snap_rename_here(&self, src: &str, dst: &str) -> Result<()> {
         layout::validate_snap_name(dst)?;
         let inner = &self.inner;
         inner.check_writable(&inner.view())?;
@@ -962,8 +984,16 @@ impl Image {
         Ok(())
     }
 
-    /// Protect a snapshot so it can be cloned (`EBUSY` if already protected).
+    /// See [`Self::snap_protect_here`]; the image's other open handles re-read
+    /// the header before it returns.
     pub async fn snap_protect(&self, name: &str) -> Result<()> {
+        self.snap_protect_here(name).await?;
+        self.inner.notify_header_update().await;
+        Ok(())
+    }
+
+    /// Protect a snapshot so it can be cloned (`EBUSY` if already protected).
+    async fn snap_protect_here(&self, name: &str) -> Result<()> {
         let inner = &self.inner;
         inner.check_writable(&inner.view())?;
         let what = format!("snapshot {}@{name}", inner.spec());
@@ -995,8 +1025,16 @@ impl Image {
         Ok(())
     }
 
-    /// Unprotect a snapshot (`EINVAL` if not protected, `EBUSY` while clones exist).
+    /// See [`Self::snap_unprotect_here`]; the image's other open handles re-read
+    /// the header before it returns.
     pub async fn snap_unprotect(&self, name: &str) -> Result<()> {
+        self.snap_unprotect_here(name).await?;
+        self.inner.notify_header_update().await;
+        Ok(())
+    }
+
+    /// Unprotect a snapshot (`EINVAL` if not protected, `EBUSY` while clones exist).
+    async fn snap_unprotect_here(&self, name: &str) -> Result<()> {
         let inner = &self.inner;
         inner.check_writable(&inner.view())?;
         let what = format!("snapshot {}@{name}", inner.spec());
@@ -1085,9 +1123,17 @@ impl Image {
         Ok(())
     }
 
+    /// See [`Self::snap_rollback_here`]; the image's other open handles re-read
+    /// the header before it returns.
+    pub async fn snap_rollback(&self, name: &str) -> Result<()> {
+        self.snap_rollback_here(name).await?;
+        self.inner.notify_header_update().await;
+        Ok(())
+    }
+
     /// Roll the head back to a snapshot: per-object rollback (objects
     /// created after it are removed), size restored. `EROFS`, `ENOENT`.
-    pub async fn snap_rollback(&self, name: &str) -> Result<()> {
+    async fn snap_rollback_here(&self, name: &str) -> Result<()> {
         let inner = &self.inner;
         let _g = inner.gate.write().await;
         let v = inner.reload().await?;
@@ -1175,10 +1221,18 @@ impl Image {
 
     // ---------------------------------------------------------------- resize / flatten
 
+    /// See [`Self::resize_here`]; the image's other open handles re-read
+    /// the header before it returns.
+    pub async fn resize(&self, size: u64) -> Result<()> {
+        self.resize_here(size).await?;
+        self.inner.notify_header_update().await;
+        Ok(())
+    }
+
     /// Resize. Growing only changes the header; shrinking first removes or
     /// truncates the objects past the new end (with the snap context, so
     /// snapshots keep their data) and shrinks a clone's parent overlap.
-    pub async fn resize(&self, size: u64) -> Result<()> {
+    async fn resize_here(&self, size: u64) -> Result<()> {
         let inner = &self.inner;
         let _g = inner.gate.write().await;
         let v = inner.reload().await?;
@@ -1267,10 +1321,21 @@ impl Image {
         Ok(())
     }
 
+    /// See [`Self::flatten_here`]; the image's other open handles re-read
+    /// the header before it returns.
+    pub async fn flatten<F>(&self, progress: F) -> Result<()>
+    where
+        F: FnMut(u64, u64) + Send,
+    {
+        self.flatten_here(progress).await?;
+        self.inner.notify_header_update().await;
+        Ok(())
+    }
+
     /// Copy all parent data within the overlap into this clone, then detach
     /// the parent. `progress(done, total)` is called after each object.
     /// `EINVAL` if the image has no parent, `EROFS` if read-only.
-    pub async fn flatten<F>(&self, mut progress: F) -> Result<()>
+    async fn flatten_here<F>(&self, mut progress: F) -> Result<()>
     where
         F: FnMut(u64, u64) + Send,
     {
@@ -1315,12 +1380,20 @@ impl Image {
         Ok(())
     }
 
+    /// See [`Self::update_features_here`]; the image's other open handles re-read
+    /// the header before it returns.
+    pub async fn update_features(&self, features: u64, enabled: bool) -> Result<()> {
+        self.update_features_here(features, enabled).await?;
+        self.inner.notify_header_update().await;
+        Ok(())
+    }
+
     /// Enable or disable mutable features (`rbd_update_features`):
     /// exclusive-lock, object-map, fast-diff. Dependencies are enforced as
     /// librbd does (`EINVAL`); other bits are `EINVAL`. Enabling object-map
     /// builds the head map from the listed data objects (snapshots get no
     /// map: diffs from them take the exact, slower path).
-    pub async fn update_features(&self, features: u64, enabled: bool) -> Result<()> {
+    async fn update_features_here(&self, features: u64, enabled: bool) -> Result<()> {
         use crate::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP};
         const MUTABLE: u64 = FEATURE_EXCLUSIVE_LOCK | FEATURE_OBJECT_MAP | FEATURE_FAST_DIFF;
         if features & !MUTABLE != 0 {

@@ -33,18 +33,21 @@
 //! header and changes it by compare-and-swap on the object version, then
 //! installs the result; [`Image::refresh`] (what `rbd_invalidate_cache`
 //! maps to) re-reads header and object map; [`Image::snap_list`] and
-//! friends read the header fresh. A handle therefore sees another client's
-//! resize or snapshot in its size/snap context at its next header-changing
-//! operation or refresh.
+//! friends read the header fresh.
 //!
-//! There is no push invalidation of the header (librbd's header-update
-//! notifications are not sent). Consequences, by design: (1) a client
-//! writing while another takes a snapshot must refresh before its next
-//! write, or the snapshot may see that write; (2) with exclusive-lock, a
-//! handle trusts "absent" in its cached object map only while it owns the
-//! lock (taking the lock re-reads header and map); without the feature it
-//! may answer "absent object → zeros / parent" for objects another client
-//! created until it refreshes. What is guaranteed regardless: the stored
+//! Every header change then notifies the image's other open handles
+//! (`header_update` on the header object, as librbd's header-update
+//! notification) and waits (bounded) until each has flushed what it
+//! accepted, drained its I/O and re-read header and object map: a snapshot
+//! or resize made through one handle is in every other handle's snap
+//! context and size when the call returns, so a snapshot of an image a VM
+//! writes is crash-consistent. Remaining consequences: (1) with
+//! exclusive-lock, a handle trusts "absent" in its cached object map only
+//! while it owns the lock (taking the lock re-reads header and map);
+//! without the feature it may answer "absent object → zeros / parent" for
+//! objects another client created until it refreshes; (2) a handle that
+//! misses the notification's deadline (stopped process, cut link) catches
+//! up when it reads it. What is guaranteed regardless: the stored
 //! object map never says "absent" for an existing object (a write whose
 //! cached state says "exists" is guarded with `AssertExists`, and an object
 //! removed meanwhile gets its map entry stored again before being

@@ -49,6 +49,9 @@ pub(crate) const LOCK_XATTR: &str = "lock.rbd_lock";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on taking the lock from a live owner that does not let go.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a header change waits for the image's other open handles to
+/// re-read the header.
+const HEADER_UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between attempts while the lock changes hands.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How long a broken owner stays blocklisted (`rbd_blocklist_expire_seconds`
@@ -464,6 +467,72 @@ impl Inner {
         })
     }
 
+    /// Tell the image's other open handles that the header changed and
+    /// wait (bounded) until each has re-read it, as librbd's header-update
+    /// notification: a handle flushes what it accepted, drains its
+    /// in-flight I/O and reloads header and object map before it answers,
+    /// so everything it writes afterwards carries the new snap context and
+    /// size. A snapshot taken while a VM writes is thereby crash-consistent
+    /// (it holds the writes the VM issued before its handle re-read the
+    /// header, and none after), and a resize is seen at once. A handle that
+    /// does not answer in time (stopped, cut off) reloads when it reads the
+    /// notification later; that is logged, and the change stands.
+    pub(crate) async fn notify_header_update(&self) {
+        let Some(cookie) = self.watch_cookie() else {
+            return;
+        };
+        let req = Request {
+            op: "header_update".into(),
+            client: self.rados.instance_id(),
+            cookie,
+        };
+        let Ok(payload) = serde_json::to_vec(&req) else {
+            return;
+        };
+        match self
+            .rados
+            .notify(
+                &self.header_oid,
+                Bytes::from(payload),
+                HEADER_UPDATE_TIMEOUT,
+            )
+            .await
+        {
+            Ok(res) if res.timeouts.is_empty() => {
+                tracing::debug!(image = %self.spec(), handles = res.acks.len(), "header update acknowledged");
+            }
+            Ok(res) => tracing::warn!(
+                image = %self.spec(),
+                late = ?res.timeouts.iter().map(|t| t.client).collect::<Vec<_>>(),
+                "header update: some open handles did not re-read the header within {HEADER_UPDATE_TIMEOUT:?}"
+            ),
+            Err(e) => {
+                tracing::warn!(image = %self.spec(), "header update notification failed: {e}")
+            }
+        }
+    }
+
+    /// Re-read header and object map on another handle's notification:
+    /// first what this handle accepted (the pre-release hook: the C
+    /// library's cache and early-acknowledged writes), then with I/O
+    /// drained.
+    async fn reload_for_update(&self) -> Result<()> {
+        if self.check_open().is_err() {
+            return Ok(());
+        }
+        let hook = self
+            .lock
+            .hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(h) = hook {
+            h().await?;
+        }
+        let _g = self.gate.write().await;
+        self.reload_fresh().await
+    }
+
     /// Answer a notification on the header. A lock request is answered
     /// at once (`releasing`) and the hand-over runs after: the answer
     /// proves the owner alive however long its cache takes to flush, so a
@@ -472,6 +541,16 @@ impl Inner {
         let req: Option<Request> = serde_json::from_slice(&ev.payload).ok();
         let mut release = false;
         let result = match req {
+            Some(r) if r.op == "header_update" => {
+                let from_me =
+                    r.client == self.rados.instance_id() && Some(r.cookie) == self.watch_cookie();
+                if !from_me {
+                    if let Err(e) = self.reload_for_update().await {
+                        tracing::warn!(image = %self.spec(), "re-reading the header after a change elsewhere: {e}");
+                    }
+                }
+                "ok"
+            }
             Some(r) if r.op == "request_lock" => {
                 let from_me =
                     r.client == self.rados.instance_id() && Some(r.cookie) == self.watch_cookie();

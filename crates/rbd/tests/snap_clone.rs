@@ -1011,3 +1011,63 @@ async fn snap_state_changes_survive_their_header_writes_applied_twice() {
     assert_eq!(errno(img.snap_unprotect("s2").await), Errno::EINVAL);
     assert_eq!(errno(img.snap_rename("s1", "s3").await), Errno::ENOENT);
 }
+
+/// A snapshot taken through one handle while another writes is a point in
+/// time for the writer too: the writer's handle re-reads the header before
+/// `snap_create` returns (header-update notification), so its next write
+/// preserves the snapshot's data instead of changing it. Likewise a resize,
+/// a snapshot removal and a rename are seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_changes_reach_other_open_handles_at_once() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let writer = open(&e, &e.io, "img").await;
+    let rbd_b = Rbd::new(e.emb.client());
+    let admin = rbd_b
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    writer.write(0, pattern(8192, 1)).await.unwrap();
+    writer.write(4 * MIB, pattern(4096, 1)).await.unwrap();
+    admin.snap_create("backup").await.unwrap();
+    // No refresh: the writer goes on as a running VM would.
+    writer.write(0, pattern(4096, 2)).await.unwrap();
+    writer.write(4 * MIB, pattern(4096, 2)).await.unwrap();
+    let at = rbd_b
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: Some(SnapSpec::Name("backup".into())),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        at.read(0, 8192).await.unwrap() == pattern(8192, 1)
+            && at.read(4 * MIB, 4096).await.unwrap() == pattern(4096, 1),
+        "the snapshot holds the data from before it, not the writer's later writes"
+    );
+    let mut head = pattern(4096, 2).to_vec();
+    head.extend_from_slice(&pattern(8192, 1)[4096..]);
+    assert!(writer.read(0, 8192).await.unwrap() == head, "head data");
+    drop(at);
+
+    admin.resize(16 * MIB).await.unwrap();
+    assert_eq!(writer.size(), 16 * MIB);
+    writer.write(12 * MIB, pattern(4096, 3)).await.unwrap();
+    admin.snap_rename("backup", "monday").await.unwrap();
+    assert_eq!(
+        writer.snap_list().await.unwrap()[0].name,
+        "monday",
+        "snap_list reads the header"
+    );
+    admin.snap_remove("monday").await.unwrap();
+    writer.write(4 * MIB, pattern(4096, 4)).await.unwrap();
+    assert!(writer.read(4 * MIB, 4096).await.unwrap() == pattern(4096, 4));
+    assert!(writer.read(12 * MIB, 4096).await.unwrap() == pattern(4096, 3));
+}
