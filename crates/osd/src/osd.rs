@@ -1815,6 +1815,16 @@ impl Osd {
                 } else if cur != info {
                     self.reset_log(&p, info).await?;
                 } else {
+                    if (lock(&p.recent).len() as u64) < cur_count(&p) {
+                        // Back from a restart: learn which entries the next
+                        // writes overwrite (see `remember_log`).
+                        let meta = lock(&p.meta).clone();
+                        let count = meta.count;
+                        let store = self.store.clone();
+                        let entries =
+                            blocking(move || pglog::all_entries(&store, pg, &meta)).await?;
+                        remember_log(&p, count, &entries);
+                    }
                     // The first RepOp of the interval follows this version.
                     p.last.send_replace(info.last_update);
                 }
@@ -2242,8 +2252,10 @@ impl Osd {
         // from it (a recovered member's log is a copy of the authority's).
         let meta = lock(&p.meta).clone();
         let store = self.store.clone();
+        let count = meta.count;
         let entries = blocking(move || pglog::all_entries(&store, pg, &meta)).await?;
         *lock(&p.done) = DupIndex::from_log(&entries);
+        remember_log(p, count, &entries);
         // The first write of the interval follows the authority's last one
         // (which every member now holds); replicas check that link.
         p.last.send_replace(auth_lu);
@@ -2325,6 +2337,22 @@ impl Osd {
             _ => Err(WireError::new(Errno::EIO, "bad PgObjects reply")),
         }
     }
+}
+
+/// Remember the versions of the PG's log entries (oldest first) when the
+/// whole log was read, so a write to a full log knows the entry it
+/// overwrites without a store read. After a restart `recent` starts empty,
+/// and until 1000 writes per PG had passed each write read that entry on
+/// the blocking pool (a thread hand-off per write).
+fn remember_log(p: &Pg, count: u64, entries: &[pglog::Entry]) {
+    if entries.len() as u64 == count {
+        *lock(&p.recent) = entries.iter().map(|e| e.ver).collect();
+    }
+}
+
+/// Entries in the PG's log as the in-memory meta counts them.
+fn cur_count(p: &Pg) -> u64 {
+    lock(&p.meta).count
 }
 
 /// Await every future concurrently, keeping order (replica counts are tiny,
