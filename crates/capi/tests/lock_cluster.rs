@@ -136,7 +136,7 @@ fn lines(out: &str) -> Vec<&str> {
 #[test]
 fn exclusive_lock_between_processes() {
     let c = up_with_probe();
-    for img in ["managed", "coop", "killed", "stopped", "lockrm"] {
+    for img in ["managed", "coop", "killed", "stopped", "lockrm", "running"] {
         let (ok, out) = c.run(
             "qemu-img",
             &["create", "-f", "raw", &format!("rbd:data/{img}"), "64M"],
@@ -149,6 +149,59 @@ fn exclusive_lock_between_processes() {
     stopped_owner_is_fenced(&c);
     lock_rm_fences(&c);
     c_watch_notify(&c);
+    snapshot_of_an_image_in_use(&c);
+}
+
+/// `rbd snap create` (another process) while a librbd client with a
+/// write-back cache writes the image, as a VM would: the snapshot holds the
+/// write the client had acknowledged (dirty in its cache) before the
+/// command, and the client's writes after it do not change the snapshot.
+fn snapshot_of_an_image_in_use(c: &Cluster) {
+    let (a, b, d, e) = (c.file("r.a"), c.file("r.b"), c.file("r.d"), c.file("r.e"));
+    let vm = c
+        .cmd_path(&c.probe_bin())
+        .env("CEPH_ARGS", "--rbd_cache_policy=writeback")
+        .args(["data", "running"])
+        .args([
+            "write:0:65536:17",
+            "flush",
+            // Write-back starts after the first flush: this one stays dirty.
+            "write:0:65536:34",
+            &format!("touch:{a}"),
+            &format!("wait:{b}"),
+            "write:0:65536:51",
+            "flush",
+            "read:0:65536:51",
+            &format!("touch:{d}"),
+            &format!("wait:{e}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockprobe");
+    wait_file(c, "r.a");
+    let (ok, out) = c.quarry(&["rbd", "snap", "create", "data/running@backup"]);
+    assert!(ok, "snap create: {out}");
+    std::fs::write(&b, b"").expect("signal");
+    wait_file(c, "r.d");
+    let dump = c.path().join("running-backup.raw");
+    let (ok, out) = c.quarry(&[
+        "rbd",
+        "export",
+        "data/running@backup",
+        &dump.display().to_string(),
+    ]);
+    assert!(ok, "export: {out}");
+    let snap = std::fs::read(&dump).expect("exported snapshot");
+    std::fs::write(&e, b"").expect("signal");
+    let out = finish(vm, "writer");
+    assert!(out.contains("read ok"), "{out}");
+    let first = &snap[..65536];
+    assert!(
+        first.iter().all(|&x| x == 34),
+        "the snapshot must hold the write acknowledged before it (34), not {:?} ({out})",
+        first.iter().find(|&&x| x != 34)
+    );
 }
 
 /// `rbd_lock_acquire`: the second writer's write and acquire get EROFS and
