@@ -144,22 +144,20 @@ pub fn overlapping<D: RTable>(
         let p = ExtPtr::decode(v).ok_or_else(corrupt_entry)?;
         Ok((s, p))
     };
-    // An extent starting at b0 (the common case of an overwrite) rules
-    // out one before it reaching b0 (extents never overlap); otherwise the
-    // last extent starting before b0 may reach into the range.
-    if let Some(v) = data.get(lo.as_slice()).map_err(sio)? {
-        out.push(entry(&lo, v.value())?);
-    } else if b0 > 0 {
-        let before = data
-            .range::<&[u8]>(ikey..lo.as_slice())
-            .map_err(sio)?
-            .next_back();
-        if let Some(item) = before {
-            let (k, v) = item.map_err(sio)?;
-            let (s, p) = entry(k.value(), v.value())?;
-            if s + p.blocks() > b0 {
-                out.push((s, p));
-            }
+    // The last extent starting at or before b0 is the only one before the
+    // range that may reach into it (extents never overlap). One range
+    // lookup (two tree descents) instead of a point lookup at b0 and, when
+    // b0 starts no extent (most small reads and overwrites), a range
+    // lookup after it (three descents).
+    let before = data
+        .range::<&[u8]>(ikey..=lo.as_slice())
+        .map_err(sio)?
+        .next_back();
+    if let Some(item) = before {
+        let (k, v) = item.map_err(sio)?;
+        let (s, p) = entry(k.value(), v.value())?;
+        if s + p.blocks() > b0 {
+            out.push((s, p));
         }
     }
     if b1 > b0 + 1 {
