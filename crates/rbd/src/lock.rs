@@ -430,6 +430,16 @@ impl Inner {
         }
     }
 
+    /// The hook run before this handle hands over the lock or re-reads a
+    /// header changed elsewhere (see [`PreReleaseHook`]).
+    fn pre_release_hook(&self) -> Option<PreReleaseHook> {
+        self.lock
+            .hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Hand the lock over (cooperative release, or close): hook, quiesce,
     /// drop the record. No-op when not owned.
     pub(crate) async fn release_lock(&self) -> Result<()> {
@@ -437,13 +447,7 @@ impl Inner {
         if !self.owned.load(Ordering::Acquire) {
             return Ok(());
         }
-        let hook = self
-            .lock
-            .hook
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(h) = hook {
+        if let Some(h) = self.pre_release_hook() {
             // Before the gate: the hook's own writes still need the lock.
             h().await?;
         }
@@ -520,13 +524,7 @@ impl Inner {
         if self.check_open().is_err() {
             return Ok(());
         }
-        let hook = self
-            .lock
-            .hook
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(h) = hook {
+        if let Some(h) = self.pre_release_hook() {
             h().await?;
         }
         let _g = self.gate.write().await;
