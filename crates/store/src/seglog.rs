@@ -546,8 +546,6 @@ fn pwritev_all(f: &File, bufs: &[&[u8]], mut off: u64) -> io::Result<()> {
 pub struct Record {
     /// Its LSN.
     pub lsn: u64,
-    /// Where it starts.
-    pub pos: Pos,
     /// The whole record (header, data, redo).
     pub buf: Vec<u8>,
     /// Length of its data section.
@@ -577,7 +575,7 @@ pub fn at_end(seg: &SegFile, off: u64, file_len: u64) -> bool {
 }
 
 /// Read the record at `off` of `seg` (`None`: torn, corrupt, or past the end).
-pub fn read_record(seg: &SegFile, id: u32, off: u64, file_len: u64) -> Option<Record> {
+pub fn read_record(seg: &SegFile, off: u64, file_len: u64) -> Option<Record> {
     if off + HDR as u64 > file_len {
         return None;
     }
@@ -601,9 +599,48 @@ pub fn read_record(seg: &SegFile, id: u32, off: u64, file_len: u64) -> Option<Re
     }
     Some(Record {
         lsn,
-        pos: Pos { seg: id, off },
         buf,
         data_len: data_len as usize,
+    })
+}
+
+/// A record's header and redo, read without its data (compaction reads
+/// only the live blocks a redo leads it to, each checked against the
+/// index's own per-block checksums; the record's checksum, which covers
+/// the data too, is not verified here).
+pub struct RecordHead {
+    /// Bytes the record takes in the segment.
+    pub len: u64,
+    /// Length of its data section.
+    pub data_len: u64,
+    /// The redo section.
+    pub redo: Vec<u8>,
+}
+
+/// Read the header and redo of the record at `off` of `seg` (`None`: no
+/// record header there, lengths out of bounds, or a read error).
+pub fn read_head(seg: &SegFile, off: u64, file_len: u64) -> Option<RecordHead> {
+    if off + HDR as u64 > file_len {
+        return None;
+    }
+    let mut hdr = [0u8; HDR];
+    seg.read_exact_at(&mut hdr, off).ok()?;
+    let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+    if word(0) != MAGIC {
+        return None;
+    }
+    let (data_len, redo_len) = (word(12) as u64, word(16) as u64);
+    let total = HDR as u64 + data_len + redo_len;
+    if total > MAX_RECORD || off + total > file_len {
+        return None;
+    }
+    let mut redo = vec![0u8; redo_len as usize];
+    seg.read_exact_at(&mut redo, off + HDR as u64 + data_len)
+        .ok()?;
+    Some(RecordHead {
+        len: total,
+        data_len,
+        redo,
     })
 }
 
@@ -621,7 +658,7 @@ pub fn recover(segs: &Segments, cp_lsn: u64, from: Pos) -> io::Result<(Vec<Recor
         };
         let len = f.len()?;
         let mut found = false;
-        while let Some(r) = read_record(&f, pos.seg, pos.off, len) {
+        while let Some(r) = read_record(&f, pos.off, len) {
             if r.lsn != next_lsn {
                 break 'segs;
             }

@@ -28,13 +28,14 @@
 //! a batch changed is visible to readers or answered before its log record
 //! is durable.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quarry_rados::{
     ListEntry, ObjectId, OpReply, OpRequest, PoolId, PoolStat, RadosError, Result, SnapId,
 };
@@ -1344,20 +1345,23 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
         && copied < COMPACT_COPY_BYTES
         && scanned < COMPACT_SCAN_BYTES
     {
-        let rec = seglog::read_record(&f, id, off, len);
-        let parsed = rec.as_ref().map(|r| (r, tables::parse(r.redo())));
-        let Some((r, Ok(entries))) = parsed else {
-            // An unreadable record: its blocks can't be found, so the
-            // segment stays (reads of them fail with EIO as they would).
-            eprintln!(
-                "quarry-store: data log segment {id}: unreadable record at {off}; not compacted"
-            );
-            ws.no_compact.insert(id);
-            ws.compact = None;
+        // Only the header and redo are read first: the redo names the
+        // extents the record wrote, the index says which of them still
+        // point here, and only those bytes are read (a victim is often
+        // mostly dead: reading and hashing whole records was most of
+        // compaction's cost). The index is the authority: a redo that
+        // parsed wrongly could only make blocks be missed, and a segment
+        // with live bytes left is never deleted.
+        let head = seglog::read_head(&f, off, len);
+        let parsed = head.as_ref().map(|h| (h, tables::parse(&h.redo)));
+        let Some((h, Ok(entries))) = parsed else {
+            give_up(ws, id, off);
             return Ok(());
         };
-        let data_at = r.pos.off + seglog::HDR as u64;
-        let data_end = data_at + r.data_len as u64;
+        let data_at = off + seglog::HDR as u64;
+        let data_end = data_at + h.data_len;
+        // Live extents by key (two puts of a record may lead to one).
+        let mut live: BTreeMap<Vec<u8>, ExtPtr> = BTreeMap::new();
         for e in entries {
             // Every extent (or trimmed piece of one) pointing into this
             // record lies inside the range of blocks of a `data` put of the
@@ -1382,20 +1386,27 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
             let (lo, hi) = (p.off, p.off + p.bytes());
             let cur = extent::overlapping(t.table(Tbl::Data), ikey, first, first + p.blocks())?;
             for (s, c) in cur {
-                if c.seg != id || c.off < lo || c.off >= hi || c.off < data_at || c.off >= data_end
+                if c.seg != id
+                    || c.off < lo
+                    || c.off >= hi
+                    || c.off < data_at
+                    || c.off + c.bytes() > data_end
                 {
                     continue;
                 }
-                let o = (c.off - r.pos.off) as usize;
-                let Some(d) = r.buf.get(o..o + c.bytes() as usize) else {
-                    continue;
-                };
-                copied += c.bytes();
-                t.put_extent(&codec::block_key(ikey, s), d, c.last, c.crcs)?;
+                live.insert(codec::block_key(ikey, s), c);
             }
         }
-        scanned += r.len();
-        off += r.len();
+        let Some(moved) = read_live(&f, live) else {
+            give_up(ws, id, off);
+            return Ok(());
+        };
+        for (k, c, blocks, raw) in moved {
+            copied += c.bytes();
+            t.put_extent_blocks(&k, &blocks, &raw, c.last, c.crcs)?;
+        }
+        scanned += h.len;
+        off += h.len;
     }
     if seglog::at_end(&f, off, len) {
         ws.compact = None;
@@ -1407,6 +1418,73 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
         ws.compact = Some((id, off));
     }
     Ok(())
+}
+
+/// Compaction cannot read segment `id` at `off` (no record there, or a
+/// live block that fails its checksum): the segment stays (reads of its
+/// blocks fail with EIO as they would) and is not picked again.
+fn give_up(ws: &mut WriterState, id: u32, off: u64) {
+    eprintln!("quarry-store: data log segment {id}: unreadable record at {off}; not compacted");
+    ws.no_compact.insert(id);
+    ws.compact = None;
+}
+
+/// A live extent read back for compaction: its key, pointer, blocks and
+/// each block's plain crc32c.
+type Moved = (Vec<u8>, ExtPtr, Vec<Bytes>, Vec<u32>);
+
+/// Read the bytes of `live` extents (one buffer, one pread per run of
+/// extents lying back to back) and check every block against the
+/// checksum the index holds for it. `None` if a read fails or a block does
+/// not match (then nothing is moved: the old data stays where it is).
+fn read_live(f: &SegFile, live: BTreeMap<Vec<u8>, ExtPtr>) -> Option<Vec<Moved>> {
+    let mut live: Vec<(Vec<u8>, ExtPtr)> = live.into_iter().collect();
+    live.sort_by_key(|(_, c)| c.off);
+    let total: u64 = live.iter().map(|(_, c)| c.bytes()).sum();
+    let mut buf = vec![0u8; usize::try_from(total).ok()?];
+    // Offsets of each extent in `buf`, and the reads: (file offset, start
+    // in buf, length).
+    let mut at = Vec::with_capacity(live.len());
+    let mut runs: Vec<(u64, usize, usize)> = Vec::new();
+    let mut pos = 0usize;
+    for (_, c) in &live {
+        let n = c.bytes() as usize;
+        match runs.last_mut() {
+            Some((fo, _, rl)) if *fo + *rl as u64 == c.off => *rl += n,
+            _ => runs.push((c.off, pos, n)),
+        }
+        at.push(pos);
+        pos += n;
+    }
+    for (fo, s, n) in runs {
+        f.read_exact_at(&mut buf[s..s + n], fo).ok()?;
+    }
+    let buf = Bytes::from(buf);
+    let mut out = Vec::with_capacity(live.len());
+    for ((k, c), s) in live.into_iter().zip(at) {
+        let first = codec::block_index(&k, k.len().saturating_sub(8))?;
+        let mut blocks = Vec::with_capacity(c.crcs.len());
+        let mut raw = Vec::with_capacity(c.crcs.len());
+        let mut o = s;
+        for (i, want) in c.crcs.iter().enumerate() {
+            let n = c.block_len(i as u64);
+            let b = buf.slice(o..o + n);
+            let r = crc32c::crc32c(&b);
+            let got = if n as u64 == codec::BLOCK_SIZE {
+                codec::block_crc_from_raw(first + i as u64, r)
+            } else {
+                codec::block_crc(first + i as u64, &b)
+            };
+            if got != *want {
+                return None;
+            }
+            blocks.push(b);
+            raw.push(r);
+            o += n;
+        }
+        out.push((k, c, blocks, raw));
+    }
+    Some(out)
 }
 
 /// Take the next batch, waiting until `deadline` (forever if `None`).

@@ -231,6 +231,23 @@ impl<'t> WTables<'t> {
         self.put_extent_parts(key, Parts::Shared(blocks, &raw), last, crcs)
     }
 
+    /// Store an extent of existing blocks (compaction's moves) without
+    /// copying them into the record: `blocks` with each one's plain
+    /// crc32c, keeping the stored checksums `crcs` (checked by the caller).
+    pub fn put_extent_blocks(
+        &mut self,
+        key: &[u8],
+        blocks: &[Bytes],
+        raw: &[u32],
+        last: u32,
+        crcs: Vec<u32>,
+    ) -> Result<u64> {
+        debug_assert_eq!(blocks.len(), raw.len());
+        Ok(self
+            .put_extent_parts(key, Parts::Shared(blocks, raw), last, crcs)?
+            .0)
+    }
+
     /// Store an extent whose bytes are `data` with the given checksums
     /// (copies and compaction keep a block's stored checksum, so a
     /// corrupted block stays detectably corrupted). Returns the bytes.
