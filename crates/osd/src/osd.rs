@@ -182,12 +182,53 @@ struct WriteMarks {
     prune_at: usize,
 }
 
+/// An object's (namespace, name), owned or borrowed, so [`WriteMarks`]
+/// is looked up per read without allocating the key (two `String`s per
+/// read were 1-2.6% of an OSD's CPU at 4 KiB random reads).
+trait ObjName {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl ObjName for (String, String) {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl ObjName for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn ObjName + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn ObjName + 'a) {
+        self
+    }
+}
+
+// Hash and Eq agree with those of `(String, String)` (a `str` hashes as
+// the `String` holding it), as `Borrow` requires.
+impl std::hash::Hash for dyn ObjName + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn ObjName + '_ {
+    fn eq(&self, o: &Self) -> bool {
+        self.parts() == o.parts()
+    }
+}
+
+impl Eq for dyn ObjName + '_ {}
+
 impl WriteMarks {
     fn quiet(&self, ns: &str, name: &str) -> bool {
         if self.objects.is_empty() {
             return true;
         }
-        match self.objects.get(&(ns.to_string(), name.to_string())) {
+        match self.objects.get(&(ns, name) as &dyn ObjName) {
             None => true,
             Some((0, Some(t))) => t.elapsed() >= WRITE_VISIBLE_AFTER,
             Some(_) => false,
@@ -2390,6 +2431,22 @@ fn runs_inline(req: &Request) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_marks_find_borrowed_names() {
+        let mut w = WriteMarks::default();
+        assert!(w.quiet("ns", "a"));
+        w.objects.insert(("ns".into(), "a".into()), (1, None));
+        assert!(!w.quiet("ns", "a"));
+        assert!(w.quiet("", "nsa"));
+        assert!(w.quiet("n", "sa"));
+        assert!(w.quiet("ns", "b"));
+        w.objects.insert(
+            ("ns".into(), "b".into()),
+            (0, Some(std::time::Instant::now())),
+        );
+        assert!(!w.quiet("ns", "b"));
+    }
 
     #[test]
     fn duplicate_index_is_what_the_log_records() {
