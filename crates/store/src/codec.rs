@@ -74,7 +74,12 @@ pub fn ns_prefix(pool: PoolId, ns: &str) -> Vec<u8> {
 
 /// Key of a logical object (all its instances share it as a prefix).
 pub fn obj_key(pool: PoolId, ns: &str, name: &str) -> Vec<u8> {
-    let mut k = ns_prefix(pool, ns);
+    // Sized for both components and their terminators up front: built for
+    // every op, the name's append would otherwise reallocate (a malloc,
+    // copy and free per write on the OSD's store writer).
+    let mut k = Vec::with_capacity(12 + ns.len() + name.len());
+    k.extend_from_slice(&pool_prefix(pool));
+    push_escaped(&mut k, ns.as_bytes());
     push_escaped(&mut k, name.as_bytes());
     k
 }

@@ -1513,7 +1513,9 @@ fn take_batch(inner: &Inner, deadline: Option<Instant>) -> Option<Vec<Job>> {
             }
         };
     }
-    let mut batch = Vec::new();
+    // Sized once: growing it job by job reallocated it several times per
+    // batch under load.
+    let mut batch = Vec::with_capacity(q.jobs.len().min(MAX_BATCH));
     let mut bytes = 0usize;
     while let Some(job) = q.jobs.front() {
         let b = job.payload_bytes();
