@@ -5,6 +5,7 @@ pub mod errno;
 
 pub use errno::Errno;
 
+pub mod blockcrc;
 pub mod conf;
 pub mod entity;
 pub mod keyring;

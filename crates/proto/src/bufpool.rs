@@ -51,6 +51,12 @@ pub(crate) fn remember_crc(data: &Bytes, crc: u32) {
     }
 }
 
+/// Whether `data` is a whole payload read into a pooled buffer (its
+/// buffer forgets what is remembered about it before it is reused).
+pub(crate) fn is_pooled(data: &Bytes) -> bool {
+    (POOL_MIN..=POOL_BUF).contains(&data.len())
+}
+
 /// The crc32c recorded for exactly these bytes of a pooled buffer, if any.
 pub(crate) fn known_crc(data: &[u8]) -> Option<u32> {
     if !(POOL_MIN..=POOL_BUF).contains(&data.len()) {
@@ -110,6 +116,7 @@ impl Drop for PoolBuf {
         // Forget its crc before the buffer can be handed out again.
         let at = buf.as_ptr() as usize;
         verified().retain(|&(p, _, _)| p != at);
+        quarry_common::blockcrc::forget(at);
         let mut p = pool();
         if p.len() < POOL_MAX {
             p.push((buf, Instant::now()));
@@ -155,6 +162,17 @@ mod tests {
         crate::bufpool::remember_crc(&bytes, 42);
         assert_eq!(known_crc(&bytes), Some(42));
         assert_eq!(known_crc(&bytes[1..]), None, "other bytes, other crc");
+        // Block crcs remembered on receipt are found for the payload's
+        // blocks and forgotten with the buffer's crc (checked below).
+        let (crc, blocks) = quarry_common::blockcrc::hash_blocks(&bytes);
+        assert_eq!(crc, crc32c::crc32c(&bytes));
+        quarry_common::blockcrc::remember(&bytes, blocks);
+        let blk = bytes.slice(4096..8192);
+        assert_eq!(
+            quarry_common::blockcrc::known(std::slice::from_ref(&blk)),
+            Some(vec![crc32c::crc32c(&blk)])
+        );
+        drop(blk);
         let whole = bytes.clone();
         drop(bytes);
         assert_eq!(known_crc(&whole), Some(42));
@@ -170,6 +188,11 @@ mod tests {
         // Reused: the stale bytes are there, and the length is the new one.
         let b = PoolBuf::take(POOL_MIN).expect("in range");
         assert_eq!(idle(), 0);
+        assert_eq!(
+            quarry_common::blockcrc::known(&[&b.as_ref()[4096..8192]]),
+            None,
+            "a returned buffer's block crcs are forgotten"
+        );
         assert_eq!(b.as_ref().len(), POOL_MIN);
         drop(b);
         let many: Vec<_> = (0..POOL_MAX + 3)

@@ -295,10 +295,19 @@ pub async fn read_frame_signed<R: AsyncRead + Unpin>(
         return Err(FrameError::BodyCrc(hdr.request_id));
     }
     let data = read_exact_bytes(r, hdr.data_len as usize).await?;
-    if crc32c::crc32c(&data) != hdr.data_crc {
+    if bufpool::is_pooled(&data) {
+        // One pass for both checksums: the frame's, derived from the
+        // crc32c of each 4 KiB block, and the blocks' own, kept for the
+        // local store's per-block checksums (see `blockcrc`).
+        let (crc, blocks) = quarry_common::blockcrc::hash_blocks(&data);
+        if crc != hdr.data_crc {
+            return Err(FrameError::DataCrc(hdr.request_id));
+        }
+        bufpool::remember_crc(&data, crc);
+        quarry_common::blockcrc::remember(&data, blocks);
+    } else if crc32c::crc32c(&data) != hdr.data_crc {
         return Err(FrameError::DataCrc(hdr.request_id));
     }
-    bufpool::remember_crc(&data, hdr.data_crc);
     if let Some(sig) = sig {
         let mut t = [0u8; SIG_LEN];
         r.read_exact(&mut t).await?;
