@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quarry_common::Errno;
-use quarry_rados::{NotifyEvent, NotifyResult, ObjectId, WatchCallback};
+use quarry_rados::{NotifyEvent, NotifyResult, ObjectId, WatchCallback, WatchEvent};
 
 use crate::cluster::{lock, IoCtx};
 use crate::completion::Completion;
@@ -44,7 +44,9 @@ pub type WatchCb2 = unsafe extern "C" fn(
     data: *mut c_void,
     data_len: usize,
 );
-/// `rados_watcherrcb_t` (accepted; see the module doc on errors).
+/// `rados_watcherrcb_t`: called with `-ENOTCONN` after a watch's
+/// registration was lost and made again (notifications in between were
+/// missed), or `-ENOENT` when the watched object was removed.
 pub type WatchErrCb = unsafe extern "C" fn(pre: *mut c_void, cookie: u64, err: c_int);
 
 /// `struct notify_ack_t` (rados_types.h).
@@ -108,10 +110,11 @@ fn run_watch_job(job: Job) {
     let _ = tx.send(job);
 }
 
-/// The caller's callback and its argument, moved to the watch thread.
+/// The caller's callbacks and their argument, moved to the watch thread.
 #[derive(Clone, Copy)]
 struct UserCb {
     cb: WatchCb2,
+    errcb: Option<WatchErrCb>,
     arg: *mut c_void,
 }
 // SAFETY: librados' contract: the callback and its argument may be used
@@ -121,6 +124,17 @@ unsafe impl Send for UserCb {}
 unsafe impl Sync for UserCb {}
 
 impl UserCb {
+    /// Call the caller's error callback, if any, with its own argument.
+    ///
+    /// # Safety
+    /// librados' contract: callback and argument valid until unwatch+flush.
+    unsafe fn call_err(self, cookie: u64, err: c_int) {
+        if let Some(errcb) = self.errcb {
+            // SAFETY: as above.
+            unsafe { errcb(self.arg, cookie, err) }
+        }
+    }
+
     /// Call the caller's callback with its own argument.
     ///
     /// # Safety
@@ -132,7 +146,19 @@ impl UserCb {
 }
 
 fn callback(user: UserCb) -> WatchCallback {
-    std::sync::Arc::new(move |ev: NotifyEvent| {
+    std::sync::Arc::new(move |ev: WatchEvent| {
+        let ev = match ev {
+            WatchEvent::Notify(ev) => ev,
+            WatchEvent::Error(e) => {
+                if user.errcb.is_some() {
+                    let (cookie, err) = (e.cookie, e.errno.negated());
+                    // SAFETY: librados' contract for a registered watch
+                    // error callback.
+                    run_watch_job(Box::new(move || unsafe { user.call_err(cookie, err) }));
+                }
+                return;
+            }
+        };
         run_watch_job(Box::new(move || {
             let mut data = ev.payload.to_vec();
             let ptr = if data.is_empty() {
@@ -247,6 +273,7 @@ fn watch_common(
     o: *const c_char,
     cookie: *mut u64,
     cb: Option<WatchCb2>,
+    errcb: Option<WatchErrCb>,
     arg: *mut c_void,
 ) -> CResult<i32> {
     // SAFETY: handle and C string from the caller.
@@ -255,7 +282,7 @@ fn watch_common(
     let name = unsafe { req_str(o) }?;
     nonnull(cookie)?;
     let cb = cb.ok_or_else(|| CError::new(Errno::EINVAL, "NULL watch callback"))?;
-    let user = UserCb { cb, arg };
+    let user = UserCb { cb, errcb, arg };
     let (rados, oid) = (io.conn.rados.clone(), oid(io, name));
     let o2 = oid.clone();
     let c = rt::block_on(async move { rados.watch_with(&o2, callback(user)).await })?;
@@ -272,10 +299,10 @@ pub unsafe extern "C" fn rados_watch2(
     o: *const c_char,
     cookie: *mut u64,
     watchcb: Option<WatchCb2>,
-    _watcherrcb: Option<WatchErrCb>,
+    watcherrcb: Option<WatchErrCb>,
     arg: *mut c_void,
 ) -> c_int {
-    int(|| watch_common(io, o, cookie, watchcb, arg))
+    int(|| watch_common(io, o, cookie, watchcb, watcherrcb, arg))
 }
 
 /// [`rados_watch2`] with a timeout (the watch lives with the client's
@@ -286,11 +313,11 @@ pub unsafe extern "C" fn rados_watch3(
     o: *const c_char,
     cookie: *mut u64,
     watchcb: Option<WatchCb2>,
-    _watcherrcb: Option<WatchErrCb>,
+    watcherrcb: Option<WatchErrCb>,
     _timeout: u32,
     arg: *mut c_void,
 ) -> c_int {
-    int(|| watch_common(io, o, cookie, watchcb, arg))
+    int(|| watch_common(io, o, cookie, watchcb, watcherrcb, arg))
 }
 
 /// Asynchronous [`rados_watch2`]: `*handle` is set before the completion
@@ -302,7 +329,7 @@ pub unsafe extern "C" fn rados_aio_watch(
     completion: *mut c_void,
     handle: *mut u64,
     watchcb: Option<WatchCb2>,
-    _watcherrcb: Option<WatchErrCb>,
+    watcherrcb: Option<WatchErrCb>,
     arg: *mut c_void,
 ) -> c_int {
     int(|| {
@@ -313,7 +340,11 @@ pub unsafe extern "C" fn rados_aio_watch(
         nonnull(handle)?;
         nonnull(completion)?;
         let cb = watchcb.ok_or_else(|| CError::new(Errno::EINVAL, "NULL watch callback"))?;
-        let user = UserCb { cb, arg };
+        let user = UserCb {
+            cb,
+            errcb: watcherrcb,
+            arg,
+        };
         // SAFETY: live completion handle from the caller.
         let comp = unsafe { Completion::from_handle(completion) };
         let (rados, oid) = (io.conn.rados.clone(), oid(io, name));

@@ -793,7 +793,9 @@ async fn recovered_member_recognises_resends_of_ops_it_missed() {
 }
 
 /// A watch survives the death of the primary it was registered on: the
-/// client re-registers it with the new primary.
+/// client re-registers it with the new primary and then tells the
+/// watcher that it may have missed notifications (`ENOTCONN`, librados'
+/// watch error callback); later notifications arrive again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_are_reestablished_after_failover() {
     let cl = Cluster::up(3, 1);
@@ -801,7 +803,22 @@ async fn watches_are_reestablished_after_failover() {
     let pool = c.pool_lookup("rbd").await.expect("pool");
     write(&c, pool, "watched", b"x").await;
     let oid = ObjectId::new(pool, "watched");
-    let cookie = bounded("watch", c.watch(&oid)).await.expect("watch");
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let c2 = c.clone();
+    let cb: quarry_rados::WatchCallback = std::sync::Arc::new(move |ev| {
+        if let quarry_rados::WatchEvent::Notify(n) = &ev {
+            let (c, n) = (c2.clone(), n.clone());
+            tokio::spawn(async move {
+                let _ = c
+                    .notify_ack(&n.oid, n.notify_id, n.cookie, Bytes::new())
+                    .await;
+            });
+        }
+        let _ = tx.send(ev);
+    });
+    let cookie = bounded("watch", c.watch_with(&oid, cb))
+        .await
+        .expect("watch");
     let has = |w: Vec<quarry_rados::Watcher>| w.iter().any(|w| w.cookie == cookie);
     assert!(has(bounded("watchers", c.list_watchers(&oid))
         .await
@@ -821,6 +838,27 @@ async fn watches_are_reestablished_after_failover() {
         }
     })
     .await;
+    match bounded("the watch error event", events.recv()).await {
+        Some(quarry_rados::WatchEvent::Error(e)) => {
+            assert_eq!(
+                (e.cookie, e.errno),
+                (cookie, quarry_common::Errno::ENOTCONN)
+            );
+        }
+        other => panic!("expected the watch's ENOTCONN event first, got {other:?}"),
+    }
+    let other = cl.client().await;
+    let r = bounded(
+        "notify after failover",
+        other.notify(&oid, Bytes::from_static(b"hi"), Duration::from_secs(10)),
+    )
+    .await
+    .expect("notify");
+    assert_eq!(r.acks.len(), 1, "the re-registered watch acked: {r:?}");
+    match bounded("the notification", events.recv()).await {
+        Some(quarry_rados::WatchEvent::Notify(n)) => assert_eq!(&n.payload[..], b"hi"),
+        other => panic!("expected the notification, got {other:?}"),
+    }
     bounded("unwatch", c.unwatch(&oid, cookie))
         .await
         .expect("unwatch");

@@ -34,8 +34,8 @@ use quarry_monc::{MonClient, MonClientConfig, MonClientError, MonCommand, MonRep
 use quarry_proto::Frame;
 use quarry_rados::{
     ListEntry, NotifyEvent, NotifyResult, ObjectId, OpReply, OpRequest, PoolId, PoolInfo, PoolStat,
-    Rados, RadosError, Result, SnapId, WatchCallback, Watcher, NOTIFY_PAYLOAD_MAX,
-    NOTIFY_TIMEOUT_MAX,
+    Rados, RadosError, Result, SnapId, WatchCallback, WatchError, WatchEvent, Watcher,
+    NOTIFY_PAYLOAD_MAX, NOTIFY_TIMEOUT_MAX,
 };
 use tokio::sync::mpsc;
 
@@ -424,16 +424,40 @@ impl ClusterClient {
             let r = tokio::time::timeout(WATCH_REREGISTER, self.register_watch(&oid, cookie, true))
                 .await;
             match r {
-                Ok(Ok(())) => tracing::debug!(cookie, obj = %oid.name, "watch re-established"),
+                Ok(Ok(())) => {
+                    tracing::debug!(cookie, obj = %oid.name, "watch re-established");
+                    // Notifications sent while it was not registered were
+                    // missed: say so (librados' watch error callback), now
+                    // that every later one will arrive.
+                    self.watch_error(&oid, cookie, Errno::ENOTCONN);
+                }
                 Ok(Err(e)) if e.errno == Errno::ENOENT => {
                     // The object is gone: so is the watch (as in Ceph).
                     tracing::info!(cookie, obj = %oid.name, "watched object removed; dropping watch");
                     lock(&self.watches).remove(&cookie);
+                    self.watch_error(&oid, cookie, Errno::ENOENT);
+                    lock(&self.callbacks).remove(&cookie);
                 }
                 // Transient: retried at the next check.
                 Ok(Err(e)) => tracing::debug!(cookie, "watch re-registration failed: {e}"),
                 Err(_) => tracing::debug!(cookie, "watch re-registration timed out"),
             }
+        }
+    }
+
+    /// Tell watch `cookie`'s callback (if it has one and is still
+    /// registered) that its registration was interrupted or ended.
+    fn watch_error(&self, oid: &ObjectId, cookie: u64, errno: Errno) {
+        if !lock(&self.watches).contains_key(&cookie) && errno == Errno::ENOTCONN {
+            return; // unwatched meanwhile
+        }
+        let cb = lock(&self.callbacks).get(&cookie).cloned();
+        if let Some(cb) = cb {
+            cb(WatchEvent::Error(WatchError {
+                oid: oid.clone(),
+                cookie,
+                errno,
+            }));
         }
     }
 
@@ -1164,13 +1188,13 @@ async fn event_loop(client: Weak<ClusterClient>, mut rx: mpsc::Receiver<Frame>) 
             } => {
                 let cb = lock(&c.callbacks).get(&cookie).cloned();
                 match cb {
-                    Some(cb) => cb(NotifyEvent {
+                    Some(cb) => cb(WatchEvent::Notify(NotifyEvent {
                         oid,
                         notify_id,
                         cookie,
                         notifier,
                         payload,
-                    }),
+                    })),
                     None => {
                         tokio::spawn(async move {
                             let _ = c.notify_ack(&oid, notify_id, cookie, Bytes::new()).await;

@@ -89,9 +89,33 @@ pub struct NotifyEvent {
     pub payload: Bytes,
 }
 
-/// Called for every notification on a watch. Runs on the object layer's
+/// A watch's registration was lost (librados' watch error callback).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchError {
+    /// The watched object.
+    pub oid: ObjectId,
+    /// The cookie of the watch.
+    pub cookie: u64,
+    /// `ENOTCONN`: the registration was lost (connection to the primary
+    /// gone, primary moved) and is registered again under the same cookie;
+    /// notifications sent in between were missed, so the watcher should
+    /// re-read what it watches. Any other errno (`ENOENT`: the object was
+    /// removed): the watch has ended.
+    pub errno: quarry_common::Errno,
+}
+
+/// What a watch delivers to its callback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A notification, to be acked.
+    Notify(NotifyEvent),
+    /// The watch was interrupted or ended.
+    Error(WatchError),
+}
+
+/// Called for every event on a watch. Runs on the object layer's
 /// runtime: it must not block (spawn work that takes time, then ack).
-pub type WatchCallback = Arc<dyn Fn(NotifyEvent) + Send + Sync>;
+pub type WatchCallback = Arc<dyn Fn(WatchEvent) + Send + Sync>;
 
 /// One watcher's answer to a notification.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

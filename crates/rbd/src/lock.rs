@@ -36,7 +36,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use quarry_common::Errno;
-use quarry_rados::{NotifyEvent, ObjectId, Op, OpOutput, OpRequest, Rados, WatchCallback};
+use quarry_rados::{
+    NotifyEvent, ObjectId, Op, OpOutput, OpRequest, Rados, WatchCallback, WatchError, WatchEvent,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RadosContext, RbdError, Result};
@@ -531,6 +533,21 @@ impl Inner {
         self.reload_fresh().await
     }
 
+    /// The header watch was interrupted (`ENOTCONN`: registered again,
+    /// but header-update notifications sent meanwhile were missed) or
+    /// ended: re-read the header as if one had arrived, so a snapshot or
+    /// resize made during the gap is seen before the next write.
+    async fn handle_watch_error(self: Arc<Self>, e: WatchError) {
+        if e.errno != Errno::ENOTCONN {
+            tracing::warn!(image = %self.spec(), "header watch ended: {}", e.errno);
+            return;
+        }
+        tracing::info!(image = %self.spec(), "header watch was interrupted; re-reading the header");
+        if let Err(err) = self.reload_for_update().await {
+            tracing::warn!(image = %self.spec(), "re-reading the header after a watch interruption: {err}");
+        }
+    }
+
     /// Answer a notification on the header. A lock request is answered
     /// at once (`releasing`) and the hand-over runs after: the answer
     /// proves the owner alive however long its cache takes to flush, so a
@@ -582,15 +599,20 @@ impl Inner {
 
 /// The header watch's callback: notifications are handled on the runtime.
 pub(crate) fn watch_callback(slot: Arc<std::sync::OnceLock<Weak<Inner>>>) -> WatchCallback {
-    Arc::new(move |ev: NotifyEvent| {
+    Arc::new(move |ev: WatchEvent| {
         let inner = slot.get().and_then(Weak::upgrade);
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         match inner {
-            Some(inner) => {
-                rt.spawn(inner.handle_notify(ev));
-            }
+            Some(inner) => match ev {
+                WatchEvent::Notify(ev) => {
+                    rt.spawn(inner.handle_notify(ev));
+                }
+                WatchEvent::Error(e) => {
+                    rt.spawn(inner.handle_watch_error(e));
+                }
+            },
             None => {
                 // Handle gone or not built yet: not the owner.
                 let _ = rt;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use quarry_common::Errno;
-use quarry_rados::{NotifyEvent, ObjectId, Op, OpRequest, WatchCallback};
+use quarry_rados::{ObjectId, Op, OpRequest, WatchCallback, WatchEvent};
 use quarry_rbd::*;
 
 /// Bound on every await of these tests: a hang fails.
@@ -44,7 +44,8 @@ async fn notify_collects_acks_and_timeouts() {
     // watcher 3 has no callback (acks at once, empty).
     let c1 = e.emb.client();
     let c1b = c1.clone();
-    let cb: WatchCallback = Arc::new(move |ev: NotifyEvent| {
+    let cb: WatchCallback = Arc::new(move |ev: WatchEvent| {
+        let WatchEvent::Notify(ev) = ev else { return };
         let c = c1b.clone();
         tokio::spawn(async move {
             let mut p = b"pong:".to_vec();
@@ -56,7 +57,7 @@ async fn notify_collects_acks_and_timeouts() {
     });
     let w1 = c1.watch_with(&oid, cb).await.unwrap();
     let c2 = e.emb.client();
-    let silent: WatchCallback = Arc::new(|_ev: NotifyEvent| {});
+    let silent: WatchCallback = Arc::new(|_ev: WatchEvent| {});
     let w2 = c2.watch_with(&oid, silent).await.unwrap();
     let c3 = e.emb.client();
     let w3 = c3.watch(&oid).await.unwrap();

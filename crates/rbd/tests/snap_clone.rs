@@ -1071,3 +1071,63 @@ async fn header_changes_reach_other_open_handles_at_once() {
     assert!(writer.read(4 * MIB, 4096).await.unwrap() == pattern(4096, 4));
     assert!(writer.read(12 * MIB, 4096).await.unwrap() == pattern(4096, 3));
 }
+
+/// A handle whose header watch was down while another client changed the
+/// header missed that notification; when the watch is registered again it
+/// is told so (`ENOTCONN`) and re-reads the header, so its next writes
+/// carry the new snapshot context (and size) instead of running on the old
+/// header until something else makes it refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_changes_missed_while_the_watch_was_down_are_caught_up() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let vm_client = e.emb.client();
+    let vm = Rbd::new(vm_client.clone())
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    let admin = Rbd::new(e.emb.client())
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    vm.write(0, pattern(4096, 1)).await.unwrap();
+
+    // The VM's connection to the header's primary drops: both changes'
+    // notifications miss it.
+    e.emb.disconnect_watches(vm_client.instance_id());
+    admin.resize(16 * MIB).await.unwrap();
+    admin.snap_create("gap").await.unwrap();
+    assert_eq!(vm.size(), 8 * MIB, "the notification did miss the handle");
+    e.emb.reconnect_watches(vm_client.instance_id());
+
+    let start = Instant::now();
+    while vm.size() != 16 * MIB {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the handle never re-read the header after its watch came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    vm.write(0, pattern(4096, 2)).await.unwrap();
+    vm.write(12 * MIB, pattern(4096, 3)).await.unwrap();
+    let at = Rbd::new(e.emb.client())
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: Some(SnapSpec::Name("gap".into())),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        at.read(0, 4096).await.unwrap() == pattern(4096, 1),
+        "the snapshot holds the data from before it, not the VM's later write"
+    );
+    assert!(vm.read(0, 4096).await.unwrap() == pattern(4096, 2));
+    assert!(vm.read(12 * MIB, 4096).await.unwrap() == pattern(4096, 3));
+}

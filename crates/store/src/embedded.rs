@@ -25,8 +25,8 @@ use quarry_common::Errno;
 use quarry_rados::notify::PendingNotifies;
 use quarry_rados::{
     ListEntry, NotifyEvent, NotifyResult, ObjectId, Op, OpReply, OpRequest, PoolId, PoolInfo,
-    PoolStat, Rados, RadosError, Result, SnapId, WatchCallback, Watcher, NOSNAP,
-    NOTIFY_PAYLOAD_MAX, NOTIFY_TIMEOUT_MAX,
+    PoolStat, Rados, RadosError, Result, SnapId, WatchCallback, WatchError, WatchEvent, Watcher,
+    NOSNAP, NOTIFY_PAYLOAD_MAX, NOTIFY_TIMEOUT_MAX,
 };
 
 use crate::codec::blob;
@@ -135,6 +135,8 @@ pub struct Embedded {
     watches: Mutex<HashMap<ObjectId, Vec<Watcher>>>,
     /// Callbacks of watches registered with one, by (client, cookie).
     callbacks: Mutex<HashMap<(u64, u64), WatchCallback>>,
+    /// Watches taken away by [`Embedded::disconnect_watches`].
+    lost_watches: Mutex<Vec<(ObjectId, Watcher)>>,
     /// Notifications waiting for acks, by notify id.
     notifies: PendingNotifies,
     next_instance: AtomicU64,
@@ -209,6 +211,7 @@ impl Embedded {
             admin: tokio::sync::Mutex::new(()),
             watches: Mutex::new(HashMap::new()),
             callbacks: Mutex::new(HashMap::new()),
+            lost_watches: Mutex::new(Vec::new()),
             notifies: PendingNotifies::default(),
             next_instance: AtomicU64::new(EMBEDDED_INSTANCE + 1),
             next_cookie: AtomicU64::new(1),
@@ -373,6 +376,14 @@ impl Embedded {
 
     fn do_unwatch(&self, client: u64, oid: &ObjectId, cookie: u64) -> Result<()> {
         mlock(&self.callbacks).remove(&(client, cookie));
+        {
+            let mut lost = mlock(&self.lost_watches);
+            let before = lost.len();
+            lost.retain(|(o, w)| !(o == oid && w.client == client && w.cookie == cookie));
+            if lost.len() != before {
+                return Ok(());
+            }
+        }
         let mut w = mlock(&self.watches);
         let list = w.get_mut(oid);
         let found = list.and_then(|l| {
@@ -419,13 +430,13 @@ impl Embedded {
         for w in &watchers {
             let cb = mlock(&self.callbacks).get(&(w.client, w.cookie)).cloned();
             match cb {
-                Some(cb) => cb(NotifyEvent {
+                Some(cb) => cb(WatchEvent::Notify(NotifyEvent {
                     oid: oid.clone(),
                     notify_id: id,
                     cookie: w.cookie,
                     notifier: client,
                     payload: payload.clone(),
-                }),
+                })),
                 // No callback: nobody to answer, so ack at once.
                 None => self.do_notify_ack(w.client, id, w.cookie, Bytes::new()),
             }
@@ -439,7 +450,55 @@ impl Embedded {
         self.notifies.ack(notify_id, client, cookie, payload);
     }
 
+    /// Fault injection: unregister every watch of client instance
+    /// `client` as if its connection to the objects' primary had dropped
+    /// (notifications miss them) until [`Embedded::reconnect_watches`].
+    /// Their callbacks are kept.
+    pub fn disconnect_watches(&self, client: u64) {
+        let mut lost = Vec::new();
+        mlock(&self.watches).retain(|oid, l| {
+            l.retain(|x| {
+                let mine = x.client == client;
+                if mine {
+                    lost.push((oid.clone(), x.clone()));
+                }
+                !mine
+            });
+            !l.is_empty()
+        });
+        mlock(&self.lost_watches).extend(lost);
+    }
+
+    /// Register again the watches [`Embedded::disconnect_watches`] took
+    /// from `client`, each then told `ENOTCONN` (it may have missed
+    /// notifications), as a networked client does after reconnecting.
+    pub fn reconnect_watches(&self, client: u64) {
+        let mut back = Vec::new();
+        mlock(&self.lost_watches).retain(|(oid, w)| {
+            let mine = w.client == client;
+            if mine {
+                back.push((oid.clone(), w.clone()));
+            }
+            !mine
+        });
+        for (oid, w) in back {
+            mlock(&self.watches)
+                .entry(oid.clone())
+                .or_default()
+                .push(w.clone());
+            let cb = mlock(&self.callbacks).get(&(w.client, w.cookie)).cloned();
+            if let Some(cb) = cb {
+                cb(WatchEvent::Error(WatchError {
+                    oid,
+                    cookie: w.cookie,
+                    errno: Errno::ENOTCONN,
+                }));
+            }
+        }
+    }
+
     fn drop_client_watches(&self, client: u64) {
+        mlock(&self.lost_watches).retain(|(_, w)| w.client != client);
         mlock(&self.callbacks).retain(|(c, _), _| *c != client);
         let mut w = mlock(&self.watches);
         w.retain(|_, l| {
