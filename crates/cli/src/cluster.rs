@@ -234,10 +234,19 @@ fn write_pid(dir: &Path, name: &str) {
     }
 }
 
+/// Daemons log to stderr at `QUARRY_LOG`'s level (default info).
 fn init_logging() {
+    let level = match crate::tools::log_level() {
+        Ok(l) => l.unwrap_or(tracing::level_filters::LevelFilter::INFO),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(22);
+        }
+    };
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        .with_max_level(level)
         .try_init();
 }
 

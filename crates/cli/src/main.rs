@@ -66,6 +66,10 @@ fn main() {
     };
     if !matches!(cli.cmd, Cmd::Mon(_) | Cmd::Osd(_)) {
         default_sigpipe();
+        if let Err(e) = tools::init_tool_logging() {
+            eprintln!("error: {e}");
+            std::process::exit(22);
+        }
     }
     let r = match cli.cmd {
         Cmd::Mon(a) => cluster::mon(a),

@@ -124,3 +124,29 @@ pub fn completions(shell: clap_complete::Shell, cmd: &mut clap::Command) {
     let name = cmd.get_name().to_string();
     clap_complete::generate(shell, cmd, name, &mut std::io::stdout());
 }
+
+/// The log level `QUARRY_LOG` asks for (`off`, `error`, `warn`, `info`,
+/// `debug`, `trace`), `None` when unset; a clear error for anything else.
+pub fn log_level() -> Result<Option<tracing::level_filters::LevelFilter>, String> {
+    match std::env::var("QUARRY_LOG") {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err("QUARRY_LOG is not valid UTF-8".into()),
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| {
+            format!("QUARRY_LOG={v:?}: expected one of off, error, warn, info, debug, trace")
+        }),
+    }
+}
+
+/// The command-line tools (`rbd`, `ceph`, `up`, ...) are quiet unless
+/// `QUARRY_LOG` names a level: then the library's logs go to stderr.
+pub fn init_tool_logging() -> Result<(), String> {
+    if let Some(level) = log_level()? {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_max_level(level)
+            .try_init();
+    }
+    Ok(())
+}

@@ -86,6 +86,39 @@ impl Drop for Cluster {
 fn ceph_and_rbd_against_a_cluster() {
     let c = Cluster::up();
 
+    // Logs: none by default; `QUARRY_LOG=debug` sends the library's logs
+    // to stderr beside the normal output; a bad level is refused at once.
+    let (code, out, err) = c.run(&["rbd", "create", "--size", "4M", "data/logged"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "", ""),
+        "quiet by default"
+    );
+    let logged = |level: &str| {
+        Command::new(BIN)
+            .args(["rbd", "rm", "data/logged"])
+            .env("CEPH_CONF", c.path().join("ceph.conf"))
+            .env("HOME", c.path())
+            .env("QUARRY_LOG", level)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run quarry")
+    };
+    let o = logged("bogus");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(22) && err.contains("QUARRY_LOG=\"bogus\": expected one of"),
+        "{err}"
+    );
+    let o = logged("debug");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("DEBUG") && err.contains("connected to OSD"),
+        "debug logs on stderr: {err}"
+    );
+    assert_eq!(c.ok(&["rbd", "ls", "data"]), "", "the image was removed");
+
     // Cluster state.
     let s = c.ok(&["ceph", "-s"]);
     assert!(s.contains("health: HEALTH_OK"), "{s}");

@@ -656,6 +656,7 @@ impl ClusterClient {
         )
         .await?;
         self.conns_made.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(osd, addr = %addr, "connected to OSD");
         Ok(install_conn(&self.conns, osd, addr, up_from, c))
     }
 
