@@ -146,31 +146,13 @@ pub fn block_crc(blk: u64, data: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&blk.to_be_bytes()), data)
 }
 
-/// The crc32c "append 4096 zero bytes" operator: a linear map of the crc
-/// register over GF(2), column `n` the image of bit `n` (zlib's combine,
-/// computed once for the block size instead of per call).
-fn zeros_op_block() -> &'static [u32; 32] {
-    static OP: std::sync::OnceLock<[u32; 32]> = std::sync::OnceLock::new();
-    OP.get_or_init(|| {
-        std::array::from_fn(|n| crc32c::crc32c_combine(1 << n, 0, BLOCK_SIZE as usize))
-    })
-}
-
 /// crc32c of `a` followed by a full 4 KiB block, from crc32c(a) and the
-/// block's own crc32c: 32 shifts and xors instead of a pass over the
-/// block, so a large write's payload is hashed once for both its block
+/// block's own crc32c (the shared operator in `quarry_common::blockcrc`),
+/// so a large write's payload is hashed once for both its block
 /// checksums and its log record's checksum.
 pub fn crc_append_block(crc_a: u32, crc_block: u32) -> u32 {
-    let op = zeros_op_block();
-    let (mut v, mut sum, mut i) = (crc_a, 0u32, 0usize);
-    while v != 0 {
-        if v & 1 == 1 {
-            sum ^= op[i];
-        }
-        v >>= 1;
-        i += 1;
-    }
-    sum ^ crc_block
+    const _: () = assert!(BLOCK_SIZE as usize == quarry_common::blockcrc::BLOCK);
+    quarry_common::blockcrc::append_block(crc_a, crc_block)
 }
 
 /// [`block_crc`] of a full block from its plain crc32c (see [`crc_append_block`]).
