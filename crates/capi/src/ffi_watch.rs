@@ -46,7 +46,9 @@ pub type WatchCb2 = unsafe extern "C" fn(
 );
 /// `rados_watcherrcb_t`: called with `-ENOTCONN` after a watch's
 /// registration was lost and made again (notifications in between were
-/// missed), or `-ENOENT` when the watched object was removed.
+/// missed) or when the watched object was removed (librados reports both
+/// alike), `-ESHUTDOWN` (Ceph's `-EBLOCKLISTED`) when this client was
+/// blocklisted and the watch is gone.
 pub type WatchErrCb = unsafe extern "C" fn(pre: *mut c_void, cookie: u64, err: c_int);
 
 /// `struct notify_ack_t` (rados_types.h).
@@ -151,7 +153,15 @@ fn callback(user: UserCb) -> WatchCallback {
             WatchEvent::Notify(ev) => ev,
             WatchEvent::Error(e) => {
                 if user.errcb.is_some() {
-                    let (cookie, err) = (e.cookie, e.errno.negated());
+                    // As librados' Objecter: a removed object reads as a
+                    // lost connection, so a deletion and a re-registration
+                    // that raced it look the same to the caller.
+                    let errno = if e.errno == Errno::ENOENT {
+                        Errno::ENOTCONN
+                    } else {
+                        e.errno
+                    };
+                    let (cookie, err) = (e.cookie, errno.negated());
                     // SAFETY: librados' contract for a registered watch
                     // error callback.
                     run_watch_job(Box::new(move || unsafe { user.call_err(cookie, err) }));

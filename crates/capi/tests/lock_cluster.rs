@@ -150,6 +150,9 @@ fn exclusive_lock_between_processes() {
     lock_rm_fences(&c);
     c_watch_notify(&c);
     snapshot_of_an_image_in_use(&c);
+    // Last: they fence a client and kill an OSD.
+    fenced_watcher_is_told(&c);
+    watch_error_callback_after_failover(&c);
 }
 
 /// `rbd snap create` (another process) while a librbd client with a
@@ -550,6 +553,122 @@ fn lock_rm_fences(c: &Cluster) {
     assert!(!ok && out.contains("Error EINVAL"), "{out}");
     let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "add", "10.1.2.3", "-5"]);
     assert!(!ok, "{out}");
+}
+
+/// `notifyprobe POOL OBJ errwatch` on `obj`, started; its gid and cookie
+/// once its watch is registered. Files `<tag>.ready[.err]`, `<tag>.done`.
+fn errwatch(c: &Cluster, obj: &str, tag: &str) -> (Child, String, String) {
+    let (ready, done) = (
+        c.file(&format!("{tag}.ready")),
+        c.file(&format!("{tag}.done")),
+    );
+    let child = c
+        .cmd_path(&c.path().join("notifyprobe"))
+        .args(["data", obj, "errwatch", &ready, &done])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn notifyprobe");
+    wait_file(c, &format!("{tag}.ready"));
+    let (gid, cookie) = c.probe_ids(&ready);
+    (child, gid, cookie)
+}
+
+impl Cluster {
+    /// The gid and cookie an errwatch probe wrote beside its ready file.
+    fn probe_ids(&self, ready: &str) -> (String, String) {
+        let s = std::fs::read_to_string(format!("{ready}.ids")).expect("ids");
+        let mut it = s.split_whitespace();
+        (
+            it.next().expect("gid").to_string(),
+            it.next().expect("cookie").to_string(),
+        )
+    }
+
+    /// `notifyprobe POOL OBJ notify PAYLOAD 2000`: its first output line.
+    fn notify_once(&self, obj: &str, payload: &str) -> String {
+        let child = self
+            .cmd_path(&self.path().join("notifyprobe"))
+            .args(["data", obj, "notify", payload, "2000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn notifyprobe");
+        let out = finish(child, "notifier");
+        out.lines().next().unwrap_or_default().to_string()
+    }
+}
+
+/// A watcher whose client is blocklisted is told (its error callback gets
+/// -ESHUTDOWN, Ceph's -EBLOCKLISTED) instead of silently hearing nothing:
+/// the OSDs dropped its watch, so a notification finds no watcher.
+fn fenced_watcher_is_told(c: &Cluster) {
+    let (w, gid, cookie) = errwatch(c, "fobj", "fw");
+    let addr = format!("127.0.0.1:0/{gid}");
+    let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "add", &addr, "600"]);
+    assert!(ok, "{out}");
+    wait_file(c, "fw.ready.err");
+    let notified = c.notify_once("fobj", "after");
+    std::fs::write(c.file("fw.done"), b"").expect("signal");
+    let out = finish(w, "fenced watcher");
+    assert_eq!(notified, "notify rc=0 acks=0 timeouts=0", "{out}");
+    assert_eq!(
+        lines(&out)[1..],
+        [
+            "error same_cookie=1 err=-108",
+            "got 0",
+            "check rc=-108",
+            "unwatch rc=-108",
+        ],
+        "cookie {cookie}: {out}"
+    );
+    let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "rm", &addr]);
+    assert!(ok, "{out}");
+}
+
+/// The watched object's primary is killed (SIGKILL) and marked down: the
+/// watcher's error callback gets -ENOTCONN once the watch is registered
+/// on the new primary (notifications in between were missed), and the
+/// next notification reaches it there.
+fn watch_error_callback_after_failover(c: &Cluster) {
+    let (w, gid, cookie) = errwatch(c, "eobj", "ew");
+    let (ok, out) = c.quarry(&["ceph", "osd", "map", "data", "eobj", "--format", "json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("osd map json");
+    let primary = v["acting_primary"].as_i64().expect("primary");
+    assert_eq!(v["up"].as_array().map(Vec::len), Some(3), "{out}");
+    let pid =
+        std::fs::read_to_string(c.path().join(format!("run/osd.{primary}.pid"))).expect("pid file");
+    let st = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let (ok, out) = c.quarry(&["ceph", "osd", "down", &primary.to_string()]);
+    assert!(ok, "{out}");
+    wait_file(c, "ew.ready.err");
+    let notified = c.notify_once("eobj", "back");
+    std::fs::write(c.file("ew.done"), b"").expect("signal");
+    let out = finish(w, "watcher");
+    assert_eq!(
+        notified,
+        format!("notify rc=0 acks=1 {gid}:{cookie}:ack:back timeouts=0"),
+        "{out}"
+    );
+    assert_eq!(
+        lines(&out)[1..],
+        [
+            "error same_cookie=1 err=-107",
+            // the notifier's rados_notify2 and rados_aio_notify
+            "got 2 back again",
+            "check rc=0",
+            "unwatch rc=0",
+        ],
+        "{out}"
+    );
+    // The killed OSD comes back (`quarry up` starts what is not running).
+    let (ok, out) = c.quarry(&["up", "--dir", &c.path().display().to_string()]);
+    assert!(ok, "{out}");
 }
 
 /// librados' C watch/notify between two processes: the watcher's callback

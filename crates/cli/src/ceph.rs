@@ -167,6 +167,15 @@ enum OsdCmd {
     Ls,
     /// Summary of OSD states.
     Stat,
+    /// Where an object lives: its PG and that PG's OSDs, primary first.
+    Map {
+        /// Pool name.
+        pool: String,
+        /// Object name.
+        object: String,
+        /// Namespace (default: none).
+        nspace: Option<String>,
+    },
     /// Mark OSDs down.
     Down {
         /// OSD ids (`0` or `osd.0`).
@@ -410,6 +419,11 @@ async fn dispatch(a: CephArgs) -> CmdResult {
             OsdCmd::Tree => osd_tree(&ctx).await,
             OsdCmd::Ls => osd_ls(&ctx).await,
             OsdCmd::Stat => osd_stat(&ctx).await,
+            OsdCmd::Map {
+                pool,
+                object,
+                nspace,
+            } => osd_map(&ctx, &pool, &object, nspace.as_deref().unwrap_or("")).await,
             OsdCmd::Down { ids } => osd_mark(&ctx, "down", &ids).await,
             OsdCmd::Out { ids } => osd_mark(&ctx, "out", &ids).await,
             OsdCmd::In { ids } => osd_mark(&ctx, "in", &ids).await,
@@ -977,6 +991,43 @@ async fn osd_stat(ctx: &Ctx) -> CmdResult {
         );
     } else {
         println!("{n} osds: {up} up, {inn} in; epoch: e{}", map.epoch);
+    }
+    Ok(())
+}
+
+/// `ceph osd map POOL OBJECT [NSPACE]`: the placement any client computes
+/// from the map alone (up set = acting set here: no pg_temp).
+async fn osd_map(ctx: &Ctx, pool: &str, object: &str, nspace: &str) -> CmdResult {
+    let map = ctx.map("osd map").await?;
+    let def = map
+        .pool_by_name(pool)
+        .ok_or_else(|| cerr(Errno::ENOENT, format!("pool '{pool}' does not exist")))?;
+    let pg = map
+        .object_pg(def.id, nspace, object)
+        .map_err(|e| cerr(Errno::ENOENT, format!("osd map: {e}")))?;
+    let up = map
+        .pg_up_set(pg)
+        .map_err(|e| cerr(Errno::ENOENT, format!("osd map: {e}")))?;
+    let primary = up.first().map_or(-1, |&p| i64::from(p));
+    if ctx.json() {
+        ctx.print_json(&json!({"epoch": map.epoch, "pool": pool, "pool_id": def.id,
+            "objname": object, "namespace": nspace, "pgid": pg.to_string(),
+            "up": up, "up_primary": primary, "acting": up, "acting_primary": primary}));
+    } else {
+        let set = up
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let obj = if nspace.is_empty() {
+            format!("'{object}'")
+        } else {
+            format!("'{object}' namespace '{nspace}'")
+        };
+        println!(
+            "osdmap e{} pool '{pool}' ({}) object {obj} -> pg {pg} -> up ([{set}], p{primary}) acting ([{set}], p{primary})",
+            map.epoch, def.id
+        );
     }
     Ok(())
 }

@@ -132,6 +132,40 @@ fn ceph_and_rbd_against_a_cluster() {
         .ok(&["ceph", "osd", "stat"])
         .starts_with("3 osds: 3 up, 3 in; epoch: e"));
     assert!(c.ok(&["ceph", "mon", "stat"]).contains("1 mons at {a="));
+    // Placement of one object, as every client computes it.
+    let m = c.json(&[
+        "ceph",
+        "osd",
+        "map",
+        "data",
+        "some-object",
+        "--format",
+        "json",
+    ]);
+    let up: Vec<i64> = m["up"]
+        .as_array()
+        .expect("up")
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .collect();
+    let mut distinct = up.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct, [0, 1, 2], "three replicas on three OSDs: {m}");
+    assert_eq!(m["acting_primary"].as_i64(), Some(up[0]), "{m}");
+    let pgid = m["pgid"].as_str().expect("pgid").to_string();
+    assert!(pgid.starts_with(&format!("{}.", m["pool_id"])), "{m}");
+    let text = c.ok(&["ceph", "osd", "map", "data", "some-object"]);
+    assert!(
+        text.starts_with("osdmap e")
+            && text.contains(&format!("object 'some-object' -> pg {pgid} -> up ([")),
+        "{text}"
+    );
+    let (code, _, err) = c.run(&["ceph", "osd", "map", "nosuch", "x"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (2, "Error ENOENT: pool 'nosuch' does not exist\n")
+    );
     assert!(c.ok(&["ceph", "df"]).contains("data"));
 
     // Pools.

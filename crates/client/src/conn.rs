@@ -183,6 +183,8 @@ struct Sender {
 /// An open connection to an OSD.
 pub struct Conn {
     addr: String,
+    /// This end's IP as the peer sees it (blocklist entries name it).
+    local_ip: Option<std::net::IpAddr>,
     out: Arc<Sender>,
     pending: Pending,
     next_id: AtomicU64,
@@ -366,6 +368,7 @@ impl Conn {
             None => (None, None),
         };
         let raddr = addr.clone();
+        let local_ip = s.local_addr().ok().map(|a| a.ip());
         use std::os::fd::AsFd;
         let sock = s.as_fd().try_clone_to_owned().ok();
         let (rd, wr) = s.into_split();
@@ -386,6 +389,7 @@ impl Conn {
         let closed = Arc::new(AtomicBool::new(false));
         let conn = Arc::new(Conn {
             addr,
+            local_ip,
             out: out.clone(),
             pending: pending.clone(),
             next_id: AtomicU64::new(1),
@@ -488,6 +492,11 @@ impl Conn {
         }
         self.out.space.notify_waiters();
         lock(&self.pending).clear();
+    }
+
+    /// This end's IP address, as the OSD sees it.
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.local_ip
     }
 
     /// Whether the connection has failed (callers reconnect).

@@ -405,9 +405,41 @@ impl ClusterClient {
         }
     }
 
+    /// Drop every held watch of this client once the map blocklists it
+    /// (the OSDs dropped them already and refuse to take them again), and
+    /// tell their callbacks `ESHUTDOWN` (Ceph's `EBLOCKLISTED`): a fenced
+    /// watcher must learn it no longer hears notifications.
+    fn drop_fenced_watches(&self, map: &ClusterMap) {
+        if map.blocklist.is_empty() {
+            return;
+        }
+        let me = self.monc.global_id();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let fenced: Vec<(u64, ObjectId)> = lock(&self.watches)
+            .iter()
+            .filter(|(_, w)| {
+                w.conn
+                    .upgrade()
+                    .and_then(|c| c.local_ip())
+                    .is_some_and(|ip| map.is_blocklisted(ip, me, now))
+            })
+            .map(|(&c, w)| (c, w.oid.clone()))
+            .collect();
+        for (cookie, oid) in fenced {
+            tracing::warn!(cookie, obj = %oid.name, "this client is blocklisted: its watch is gone");
+            lock(&self.watches).remove(&cookie);
+            self.watch_error(&oid, cookie, Errno::ESHUTDOWN);
+            lock(&self.callbacks).remove(&cookie);
+        }
+    }
+
     /// Re-register every held watch whose registration is gone.
     async fn refresh_watches(&self) {
         let map = self.monc.map();
+        self.drop_fenced_watches(&map);
         let stale: Vec<(u64, ObjectId)> = lock(&self.watches)
             .iter()
             .filter(|(_, w)| {

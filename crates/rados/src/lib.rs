@@ -100,7 +100,8 @@ pub struct WatchError {
     /// gone, primary moved) and is registered again under the same cookie;
     /// notifications sent in between were missed, so the watcher should
     /// re-read what it watches. Any other errno (`ENOENT`: the object was
-    /// removed): the watch has ended.
+    /// removed; `ESHUTDOWN`: this client was blocklisted): the watch has
+    /// ended.
     pub errno: quarry_common::Errno,
 }
 

@@ -6,6 +6,13 @@
  *     "watching GID COOKIE_A COOKIE_B", creates READY, waits for DONE
  *     (120 s at most), then prints "got N <payloads...>",
  *     "check rc=N" for A, "unwatch rc=N" x2, "check_after rc=N", "flush rc=N".
+ *   notifyprobe POOL OBJ errwatch READY DONE
+ *     registers one watch (rados_watch2, acking as A above) whose error
+ *     callback records its first call and creates READY.err; prints
+ *     "watching GID COOKIE" (also written to READY.ids), creates READY,
+ *     waits for DONE (120 s at
+ *     most), then prints "error same_cookie=0|1 err=N" (err=0: never
+ *     called), "got N <payloads...>", "check rc=N", "unwatch rc=N".
  *   notifyprobe POOL OBJ notify PAYLOAD TIMEOUT_MS
  *     rados_notify2 then rados_aio_notify; for each prints
  *     "notify rc=N acks=N [GID:COOKIE:PAYLOAD]... timeouts=N [GID:COOKIE]..."
@@ -47,6 +54,22 @@ static void cb_silent(void *arg, uint64_t notify_id, uint64_t handle, uint64_t n
 static void errcb(void *pre, uint64_t cookie, int err) {
   (void)pre;
   fprintf(stderr, "watch error cookie=%llu err=%d\n", (unsigned long long)cookie, err);
+}
+
+static uint64_t err_cookie;
+static int err_seen;
+static char err_file[4096];
+
+static void errcb_record(void *pre, uint64_t cookie, int err) {
+  (void)pre;
+  pthread_mutex_lock(&mu);
+  if (err_seen == 0) {
+    err_cookie = cookie;
+    err_seen = err;
+    FILE *f = fopen(err_file, "w");
+    if (f) fclose(f);
+  }
+  pthread_mutex_unlock(&mu);
 }
 
 static int wait_file(const char *f) {
@@ -124,6 +147,32 @@ int main(int argc, char **argv) {
     printf("unwatch rc=%d\n", rados_unwatch2(io, b));
     printf("check_after rc=%d\n", rados_watch_check(io, a));
     printf("unwatch_again rc=%d\n", rados_unwatch2(io, a));
+  } else if (strcmp(argv[3], "errwatch") == 0) {
+    snprintf(err_file, sizeof err_file, "%s.err", argv[4]);
+    uint64_t a = 0;
+    r = rados_watch2(io, obj, &a, cb_ack, errcb_record, NULL);
+    if (r != 0) { printf("watch2 rc=%d\n", r); return 1; }
+    printf("watching %llu %llu\n", (unsigned long long)rados_get_instance_id(c),
+           (unsigned long long)a);
+    char ids[4096];
+    snprintf(ids, sizeof ids, "%s.ids", argv[4]);
+    FILE *f = fopen(ids, "w");
+    if (f) {
+      fprintf(f, "%llu %llu\n", (unsigned long long)rados_get_instance_id(c),
+              (unsigned long long)a);
+      fclose(f);
+    }
+    f = fopen(argv[4], "w");
+    if (f) fclose(f);
+    if (wait_file(argv[5]) != 0) { printf("timeout waiting for %s\n", argv[5]); return 1; }
+    rados_watch_flush(c);
+    pthread_mutex_lock(&mu);
+    printf("error same_cookie=%d err=%d\n", err_seen != 0 && err_cookie == a, err_seen);
+    printf("got %d%s\n", ngot, got);
+    pthread_mutex_unlock(&mu);
+    int ck = rados_watch_check(io, a);
+    printf("check rc=%d\n", ck >= 0 ? 0 : ck);
+    printf("unwatch rc=%d\n", rados_unwatch2(io, a));
   } else if (strcmp(argv[3], "notify") == 0) {
     const char *p = argv[4];
     uint64_t t = strtoull(argv[5], NULL, 10);
