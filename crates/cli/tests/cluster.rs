@@ -867,6 +867,66 @@ async fn watches_are_reestablished_after_failover() {
         .expect("list")));
 }
 
+/// A watcher whose callback falls behind: once the client's event queue
+/// (1024) is full, notifications are dropped, and the watch is told so
+/// (`ENOTCONN`: re-read what you watch) instead of silently missing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watch_events_are_reported() {
+    let cl = Cluster::up(3, 1);
+    let c = cl.client().await;
+    let pool = c.pool_lookup("rbd").await.expect("pool");
+    write(&c, pool, "busy", b"x").await;
+    let oid = ObjectId::new(pool, "busy");
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    // The first notification blocks the callback until `release` is sent.
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = std::sync::Mutex::new(Some(blocked));
+    let cb: quarry_rados::WatchCallback = std::sync::Arc::new(move |ev| {
+        let first = blocked.lock().map(|mut b| b.take()).unwrap_or(None);
+        if let Some(rx) = first {
+            let _ = rx.recv_timeout(Duration::from_secs(120));
+        }
+        let _ = tx.send(ev);
+    });
+    let cookie = bounded("watch", c.watch_with(&oid, cb))
+        .await
+        .expect("watch");
+    let other = cl.client().await;
+    const SENT: usize = 1100;
+    let notifies: Vec<_> = (0..SENT)
+        .map(|i| {
+            let (other, oid) = (other.clone(), oid.clone());
+            tokio::spawn(async move {
+                let p = Bytes::from(format!("n{i}"));
+                let _ = other.notify(&oid, p, Duration::from_secs(1)).await;
+            })
+        })
+        .collect();
+    for n in notifies {
+        bounded("notify", n).await.expect("notify task");
+    }
+    release.send(()).expect("release");
+    let mut notified = 0;
+    let errno = bounded("the watch error event", async {
+        loop {
+            match events.recv().await {
+                Some(quarry_rados::WatchEvent::Notify(_)) => notified += 1,
+                Some(quarry_rados::WatchEvent::Error(e)) => {
+                    assert_eq!(e.cookie, cookie);
+                    return e.errno;
+                }
+                None => panic!("event channel closed"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(errno, quarry_common::Errno::ENOTCONN);
+    assert!(notified < SENT, "{notified} of {SENT} delivered");
+    bounded("unwatch", c.unwatch(&oid, cookie))
+        .await
+        .expect("unwatch");
+}
+
 /// Set in the child process of [`divergent_entries_are_rewound`] (its
 /// cluster directory): the child is the client whose writes diverge.
 const DIVERGE_CHILD: &str = "QUARRY_TEST_DIVERGE_CHILD";

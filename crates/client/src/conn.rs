@@ -322,6 +322,16 @@ async fn handshake(s: &mut TcpStream, addr: &str, ticket: &Ticket) -> Result<Sig
     }))
 }
 
+/// Where connections hand unsolicited `K_EVENT` frames (watch
+/// notifications), and how they say they had to drop one.
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    /// The bounded queue the client's event loop drains.
+    pub tx: mpsc::Sender<Frame>,
+    /// Set when an event was dropped because the queue was full.
+    pub lost: Arc<AtomicBool>,
+}
+
 impl Conn {
     /// Connect to `addr`, authenticate with `ticket`, start the I/O tasks.
     pub async fn connect(
@@ -333,12 +343,13 @@ impl Conn {
     }
 
     /// [`Conn::connect`], handing unsolicited `K_EVENT` frames (watch
-    /// notifications) to `events`; they are dropped when it is full.
+    /// notifications) to `events`; they are dropped (and `lost` set) when
+    /// it is full.
     pub async fn connect_with_events(
         addr: &str,
         ticket: &Ticket,
         timeout: Duration,
-        events: Option<mpsc::Sender<Frame>>,
+        events: Option<EventSink>,
     ) -> Result<Arc<Conn>, ConnError> {
         let fut = async {
             let mut s = TcpStream::connect(addr)
@@ -357,12 +368,7 @@ impl Conn {
         Ok(Self::start(s, addr.to_string(), events, signers))
     }
 
-    fn start(
-        s: TcpStream,
-        addr: String,
-        events: Option<mpsc::Sender<Frame>>,
-        signers: Signers,
-    ) -> Arc<Conn> {
+    fn start(s: TcpStream, addr: String, events: Option<EventSink>, signers: Signers) -> Arc<Conn> {
         let (wsig, mut rsig) = match signers {
             Some((w, r)) => (Some(w), Some(r)),
             None => (None, None),
@@ -442,9 +448,12 @@ impl Conn {
                     }
                     Ok(f) if f.kind == K_EVENT => {
                         if let Some(ev) = &events {
-                            // Never block the reader: a dropped event
-                            // shows up as a timed-out watcher.
-                            let _ = ev.try_send(f);
+                            // Never block the reader: a dropped event shows
+                            // up as a timed-out watcher to the notifier, and
+                            // the watchers are told they missed one.
+                            if ev.tx.try_send(f).is_err() {
+                                ev.lost.store(true, Ordering::SeqCst);
+                            }
                         }
                     }
                     Ok(_) => {} // Nothing else is expected; ignore.

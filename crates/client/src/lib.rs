@@ -39,7 +39,7 @@ use quarry_rados::{
 };
 use tokio::sync::mpsc;
 
-use conn::{Conn, ConnError};
+use conn::{Conn, ConnError, EventSink};
 use wire::{Event, Request, Resp};
 
 /// Timeouts of a cluster client.
@@ -196,7 +196,7 @@ pub struct ClusterClient {
     /// Notification callbacks of watches, by cookie.
     callbacks: Mutex<HashMap<u64, WatchCallback>>,
     /// Where every OSD connection hands watch events (see `event_loop`).
-    events: mpsc::Sender<Frame>,
+    events: EventSink,
     /// Requests waiting for an answer, for [`ClusterClient::debug_dump`].
     in_flight: Mutex<HashMap<u64, InFlight>>,
     next_trace: AtomicU64,
@@ -331,7 +331,11 @@ impl ClusterClient {
 
     /// Build on an already connected monitor client.
     pub fn with_monc(monc: Arc<MonClient>, timeouts: ClientTimeouts) -> Arc<ClusterClient> {
-        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let events = EventSink {
+            tx,
+            lost: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
         let c = Arc::new(ClusterClient {
             monc,
             timeouts,
@@ -1204,6 +1208,20 @@ impl Rados for ClusterClient {
 async fn event_loop(client: Weak<ClusterClient>, mut rx: mpsc::Receiver<Frame>) {
     while let Some(f) = rx.recv().await {
         let Some(c) = client.upgrade() else { return };
+        if c.events.lost.swap(false, Ordering::SeqCst) {
+            // Events were dropped while the queue was full (callbacks too
+            // slow for the notifications coming in): which watches they
+            // were for is unknown, so every watch is told it missed some,
+            // as after a lost registration.
+            let held: Vec<(u64, ObjectId)> = lock(&c.watches)
+                .iter()
+                .map(|(&k, w)| (k, w.oid.clone()))
+                .collect();
+            tracing::warn!(watches = held.len(), "watch events dropped (queue full)");
+            for (cookie, oid) in held {
+                c.watch_error(&oid, cookie, Errno::ENOTCONN);
+            }
+        }
         let ev: Event = match f.decode() {
             Ok(ev) => ev,
             Err(e) => {
