@@ -194,6 +194,28 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Delete detached segment files (see [`Segments::detach`]), then make the
+/// directories durable once.
+pub fn unlink(files: &[PathBuf]) -> io::Result<()> {
+    let mut dirs: Vec<&Path> = Vec::new();
+    for f in files {
+        match std::fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(d) = f.parent() {
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    for d in dirs {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
 impl Segments {
     /// Open every segment file under `dir` (`None`: in memory, empty).
     pub fn open(dir: Option<&Path>) -> io::Result<Segments> {
@@ -285,6 +307,20 @@ impl Segments {
             sync_dir(dir)?;
         }
         Ok(())
+    }
+
+    /// Take segment `id` out of the log (readers no longer find it) and
+    /// return its file for the caller to unlink ([`unlink`]); `None` in
+    /// memory. Unlinking is left to the caller so that it can be done off
+    /// the writer thread: it is not needed for safety (a segment that
+    /// survives a crash holds nothing live and is deleted at the next open).
+    pub fn detach(&self, id: u32) -> Option<PathBuf> {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.removed.fetch_add(1, Ordering::SeqCst);
+        self.dir.as_ref().map(|d| d.join(seg_name(id)))
     }
 
     /// How many segments were deleted so far (see `removed`).
