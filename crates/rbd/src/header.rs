@@ -292,13 +292,33 @@ pub(crate) async fn update_header<F>(
     rados: &Arc<dyn Rados>,
     oid: &ObjectId,
     what: &str,
+    f: F,
+) -> Result<Header>
+where
+    F: FnMut(&mut Header) -> Result<()>,
+{
+    update_header_from(rados, oid, what, None, f).await
+}
+
+/// [`update_header`] whose first attempt starts from `start`, a header the
+/// caller just read or wrote (its version is checked by the
+/// compare-and-swap, so a stale one only costs a retry from a fresh read):
+/// saves the read.
+pub(crate) async fn update_header_from<F>(
+    rados: &Arc<dyn Rados>,
+    oid: &ObjectId,
+    what: &str,
+    mut start: Option<Header>,
     mut f: F,
 ) -> Result<Header>
 where
     F: FnMut(&mut Header) -> Result<()>,
 {
     for attempt in 0..CAS_RETRIES_MAX {
-        let old = read_header(rados.as_ref(), oid, what).await?;
+        let old = match start.take() {
+            Some(h) => h,
+            None => read_header(rados.as_ref(), oid, what).await?,
+        };
         let mut new = old.clone();
         f(&mut new)?;
         if let Some(stored) = cas_write(rados.as_ref(), oid, what, &old, new).await? {

@@ -258,6 +258,36 @@ impl Inner {
         let h = update_header(&self.rados, &self.header_oid, &what, f).await?;
         self.install(h, None).await
     }
+
+    /// [`Inner::update`] whose first compare-and-swap starts from `start`
+    /// (a header just read or written; `None`: read it), with the view's
+    /// object map re-read concurrently with the header update instead of
+    /// after it (independent objects: one round trip instead of two). Only
+    /// for header changes that do not write that map themselves.
+    pub async fn update_from<F>(&self, start: Option<Header>, f: F) -> Result<Arc<View>>
+    where
+        F: FnMut(&mut Header) -> Result<()>,
+    {
+        let what = format!("image {}", self.spec());
+        let old = self.view();
+        let load_map = old.header.features & FEATURE_OBJECT_MAP != 0;
+        let (h, m) = futures::join!(
+            header::update_header_from(&self.rados, &self.header_oid, &what, start, f),
+            async {
+                if load_map {
+                    objmap::load(self.rados.as_ref(), &old.map_oid)
+                        .await
+                        .map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        );
+        let h = h?;
+        // A failed map read is retried by the install (as `update` does).
+        let map_bytes = m.ok().flatten();
+        self.install_with_map(h, Some(old.snap), map_bytes).await
+    }
 }
 
 /// Open the parent of a view (read-only, at the parent snapshot, no watch),
@@ -850,38 +880,70 @@ impl Image {
         Ok(())
     }
 
+    /// Round trips: the header and the two object maps the fold needs
+    /// (the removed snapshot's and the next newer one's, guessed from this
+    /// handle's view and checked against the header) are read together;
+    /// then the fold's write if it changed anything, the header
+    /// compare-and-swap at the version just read (the head map re-read
+    /// alongside), then the snap id's release at the monitor, the
+    /// snapshot's map removal and the parent's child link together (each
+    /// only needs the header to no longer name the snapshot).
     async fn snap_remove_here(&self, spec: SnapSpec) -> Result<()> {
         let inner = &self.inner;
         let _g = inner.gate.write().await;
-        let v = inner.reload().await?;
-        inner.check_writable(&v)?;
-        let (rec, what) = match &spec {
-            SnapSpec::Name(name) => (
-                v.header.snap_by_name(name).cloned(),
-                format!("snapshot {}@{name}", inner.spec()),
-            ),
-            SnapSpec::Id(id) => (
-                v.header.snaps.get(id).cloned(),
-                format!("snapshot id {id} of {}", inner.spec()),
-            ),
+        let cur = inner.view();
+        inner.check_writable(&cur)?;
+        let what = match &spec {
+            SnapSpec::Name(name) => format!("snapshot {}@{name}", inner.spec()),
+            SnapSpec::Id(id) => format!("snapshot id {id} of {}", inner.spec()),
         };
-        let rec = rec.ok_or_else(|| RbdError::not_found(what.clone()))?;
+        let find = |h: &Header| -> Option<SnapRecord> {
+            match &spec {
+                SnapSpec::Name(name) => h.snap_by_name(name).cloned(),
+                SnapSpec::Id(id) => h.snaps.get(id).cloned(),
+            }
+        };
+        // The next newer snapshot's map (the head's if none) receives the fold.
+        let next_of =
+            |h: &Header, id: SnapId| h.snaps.range(id + 1..).next().map_or(NOSNAP, |(n, _)| *n);
+        let rados = inner.rados.as_ref();
+        let load_pair = |removed: SnapId, next: SnapId| async move {
+            let (removed_oid, next_oid) = (inner.map_oid(removed), inner.map_oid(next));
+            let (r, n) = futures::join!(
+                objmap::load(rados, &removed_oid),
+                objmap::load(rados, &next_oid)
+            );
+            Ok::<_, RbdError>((r?, n?))
+        };
+        let guess = if cur.has_object_map() {
+            find(&cur.header).map(|r| (r.id, next_of(&cur.header, r.id)))
+        } else {
+            None
+        };
+        let header_what = format!("image {}", inner.spec());
+        let (h, guessed_maps) =
+            futures::join!(read_header(rados, &inner.header_oid, &header_what), async {
+                match guess {
+                    Some((r, n)) => Some(load_pair(r, n).await),
+                    None => None,
+                }
+            });
+        let h = h?;
+        let rec = find(&h).ok_or_else(|| RbdError::not_found(what.clone()))?;
         if rec.protection != Protection::Unprotected {
             return Err(RbdError::busy(what, "it is protected"));
         }
-        let rados = inner.rados.as_ref();
-        if v.has_object_map() {
+        if h.features & FEATURE_OBJECT_MAP != 0 {
             // Fold "written since the previous snapshot" of the removed map
-            // into the next newer one, so diffs across it stay complete.
-            let next = v
-                .header
-                .snaps
-                .range(rec.id + 1..)
-                .next()
-                .map_or(NOSNAP, |(id, _)| *id);
-            let next_oid = inner.map_oid(next);
-            let removed = objmap::load(rados, &inner.map_oid(rec.id)).await?;
-            let newer = objmap::load(rados, &next_oid).await?;
+            // into the next newer one, so diffs across it stay complete
+            // (before the header stops naming the snapshot: a crash in
+            // between leaves extra "written" marks, which are only
+            // conservative).
+            let next = next_of(&h, rec.id);
+            let (removed, newer) = match (guess, guessed_maps) {
+                (Some(g), Some(Ok(maps))) if g == (rec.id, next) => maps,
+                _ => load_pair(rec.id, next).await?,
+            };
             if let (Some(r), Some(mut n)) = (removed, newer) {
                 let mut changed = false;
                 for (i, s) in n.iter_mut().enumerate() {
@@ -891,7 +953,7 @@ impl Image {
                     }
                 }
                 if changed {
-                    objmap::store_all(rados, &next_oid, n).await?;
+                    objmap::store_all(rados, &inner.map_oid(next), n).await?;
                 }
             }
         }
@@ -902,7 +964,7 @@ impl Image {
         // ENOENT would leave the id unreleased: its clones never trimmed).
         let mut attempts = 0u32;
         let nv = inner
-            .update(|h| {
+            .update_from(Some(h), |h| {
                 attempts += 1;
                 let Some(r) = h.snaps.get(&rec.id) else {
                     if attempts > 1 {
@@ -917,17 +979,27 @@ impl Image {
                 Ok(())
             })
             .await?;
-        match rados.snap_remove(inner.io.pool_id, rec.id).await {
-            Ok(()) => {}
-            Err(e) if e.errno == Errno::ENOENT => {}
-            Err(e) => return Err(RbdError::rados(format!("trimming {what}"), e)),
-        }
-        objmap::remove(rados, &inner.map_oid(rec.id)).await?;
-        if let Some(p) = &rec.parent {
-            if !nv.header.references_parent(p) {
-                rbd::set_child_link(rados, p, &self.child_ref(), false).await?;
+        let release = async {
+            match rados.snap_remove(inner.io.pool_id, rec.id).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.errno == Errno::ENOENT => Ok(()),
+                Err(e) => Err(RbdError::rados(format!("trimming {what}"), e)),
             }
-        }
+        };
+        let unlink = async {
+            match &rec.parent {
+                Some(p) if !nv.header.references_parent(p) => {
+                    rbd::set_child_link(rados, p, &self.child_ref(), false).await
+                }
+                _ => Ok(()),
+            }
+        };
+        let snap_map_oid = inner.map_oid(rec.id);
+        let (released, map_removed, unlinked) =
+            futures::join!(release, objmap::remove(rados, &snap_map_oid), unlink);
+        released?;
+        map_removed?;
+        unlinked?;
         Ok(())
     }
 
@@ -999,7 +1071,7 @@ impl Image {
         let what = format!("snapshot {}@{name}", inner.spec());
         let mut attempts = 0u32;
         inner
-            .update(|h| {
+            .update_from(None, |h| {
                 attempts += 1;
                 let id = h
                     .snap_by_name(name)
@@ -1069,7 +1141,7 @@ impl Image {
             }
         };
         let v = inner
-            .update(set(Protection::Protected, Protection::Unprotecting))
+            .update_from(None, set(Protection::Protected, Protection::Unprotecting))
             .await?;
         let id = v.header.snap_by_name(name).map(|s| s.id);
         let children = match id {
@@ -1077,15 +1149,23 @@ impl Image {
             None => Ok(vec![]),
         };
         match children {
+            // The second change starts from the header the first stored
+            // (its version still current unless someone changed it since).
             Ok(c) if c.is_empty() => {
                 inner
-                    .update(set(Protection::Unprotecting, Protection::Unprotected))
+                    .update_from(
+                        Some(v.header.clone()),
+                        set(Protection::Unprotecting, Protection::Unprotected),
+                    )
                     .await?;
                 Ok(())
             }
             other => {
                 inner
-                    .update(set(Protection::Unprotecting, Protection::Protected))
+                    .update_from(
+                        Some(v.header.clone()),
+                        set(Protection::Unprotecting, Protection::Protected),
+                    )
                     .await?;
                 let c = other?;
                 Err(RbdError::busy(what, format!("it has {} clone(s)", c.len())))
