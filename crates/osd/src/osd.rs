@@ -1352,7 +1352,7 @@ impl Osd {
             }
         }
         let local = self
-            .queue_logged(&p, ver, sreq, reqid, Some(mtime_ns))
+            .queue_logged(&p, ver, sreq, reqid, Some(mtime_ns), false)
             .await;
         p.last.send_replace(ver);
         drop(g);
@@ -1426,7 +1426,10 @@ impl Osd {
     /// Queue a write at PG version `ver` to the local store together with
     /// its log entry (one atomic durable commit); the caller holds the
     /// PG's write lock, so ops are queued, logged and applied in version
-    /// order. Await the returned op for durability.
+    /// order. Await the returned op for durability. `uncached`: a
+    /// replica's copy, whose large writes skip the page cache (see
+    /// [`quarry_store::Logged::uncached`]); the primary's stay cached for
+    /// its reads.
     async fn queue_logged(
         &self,
         p: &Arc<Pg>,
@@ -1434,6 +1437,7 @@ impl Osd {
         sreq: OpRequest,
         reqid: Option<(u64, u64)>,
         mtime_ns: Option<u64>,
+        uncached: bool,
     ) -> WResult<(quarry_store::PendingOp, Writing)> {
         let user_oid = ObjectId {
             pool: p.id.pool,
@@ -1464,6 +1468,7 @@ impl Osd {
             sys_failed: Some(failed),
             version: Some(pglog::object_version(ver)),
             mtime_ns,
+            uncached,
         };
         let pending = match self.store.try_enqueue_logged(sreq, logged) {
             Ok(r) => r?,
@@ -1773,7 +1778,9 @@ impl Osd {
             ));
         }
         req.oid = store_oid(pg, &req.oid);
-        let (pending, _writing) = self.queue_logged(&p, ver, req, reqid, mtime_ns).await?;
+        let (pending, _writing) = self
+            .queue_logged(&p, ver, req, reqid, mtime_ns, true)
+            .await?;
         p.last.send_replace(ver);
         drop(g);
         let reply = pending.wait().await?;

@@ -11,6 +11,11 @@
 //! store's write, which use the same buffer). At most [`POOL_MAX`] idle
 //! buffers are kept, and [`trim`] frees those idle for a while, so a
 //! daemon at rest gives the memory back.
+//!
+//! Pooled buffers start on a 4 KiB boundary ([`POOL_ALIGN`]): a payload's
+//! 4 KiB blocks then sit in page-aligned memory, which the store needs to
+//! write them to its data log with O_DIRECT (DMA from this buffer, no copy
+//! into the page cache).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,11 +30,56 @@ pub const POOL_MIN: usize = 256 << 10;
 pub const POOL_BUF: usize = 4 << 20;
 /// Most idle buffers kept (bounds the memory the pool holds).
 pub const POOL_MAX: usize = 8;
+/// Alignment of a pooled buffer's first byte (a page: what O_DIRECT needs).
+pub const POOL_ALIGN: usize = 4096;
+
+/// [`POOL_BUF`] zeroed bytes at a [`POOL_ALIGN`]-aligned address.
+struct Aligned(std::ptr::NonNull<u8>);
+
+// SAFETY: the buffer is plain bytes owned by this value alone.
+unsafe impl Send for Aligned {}
+// SAFETY: shared access only reads (`&self` gives `&[u8]`).
+unsafe impl Sync for Aligned {}
+
+fn layout() -> std::alloc::Layout {
+    // Constant, valid arguments (power-of-two alignment, size a multiple).
+    std::alloc::Layout::from_size_align(POOL_BUF, POOL_ALIGN)
+        .unwrap_or_else(|_| unreachable!("constant pool layout"))
+}
+
+impl Aligned {
+    fn new() -> Aligned {
+        let l = layout();
+        // SAFETY: a non-zero-sized layout.
+        let p = unsafe { std::alloc::alloc_zeroed(l) };
+        match std::ptr::NonNull::new(p) {
+            Some(p) => Aligned(p),
+            None => std::alloc::handle_alloc_error(l),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: POOL_BUF initialized bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), POOL_BUF) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: POOL_BUF initialized bytes owned (exclusively) by self.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_ptr(), POOL_BUF) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.0.as_ptr(), layout()) }
+    }
+}
 
 /// Idle buffers, each with the time it was returned.
-static POOL: Mutex<Vec<(Box<[u8]>, Instant)>> = Mutex::new(Vec::new());
+static POOL: Mutex<Vec<(Aligned, Instant)>> = Mutex::new(Vec::new());
 
-fn pool() -> std::sync::MutexGuard<'static, Vec<(Box<[u8]>, Instant)>> {
+fn pool() -> std::sync::MutexGuard<'static, Vec<(Aligned, Instant)>> {
     POOL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -71,7 +121,7 @@ pub(crate) fn known_crc(data: &[u8]) -> Option<u32> {
 
 /// A pooled buffer holding `len` payload bytes; returned to the pool on drop.
 pub struct PoolBuf {
-    buf: Box<[u8]>,
+    buf: Option<Aligned>,
     len: usize,
 }
 
@@ -81,18 +131,22 @@ impl PoolBuf {
         if !(POOL_MIN..=POOL_BUF).contains(&len) {
             return None;
         }
-        // A fresh one is calloc'ed: the kernel maps zeroed pages lazily, so
-        // no memset here; a reused one holds stale bytes the read overwrites.
-        let buf = pool()
-            .pop()
-            .map(|(b, _)| b)
-            .unwrap_or_else(|| vec![0u8; POOL_BUF].into_boxed_slice());
-        Some(PoolBuf { buf, len })
+        // A reused one holds stale bytes the read overwrites (a fresh one
+        // is zeroed: aligned allocations are not calloc'ed, but buffers
+        // are reused, so that memset is rare).
+        let buf = pool().pop().map(|(b, _)| b).unwrap_or_else(Aligned::new);
+        Some(PoolBuf {
+            buf: Some(buf),
+            len,
+        })
     }
 
     /// The payload bytes, to read into.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[..self.len]
+        match &mut self.buf {
+            Some(b) => &mut b.as_mut_slice()[..self.len],
+            None => &mut [],
+        }
     }
 
     /// Hand the filled buffer out as `Bytes` (no copy).
@@ -103,18 +157,20 @@ impl PoolBuf {
 
 impl AsRef<[u8]> for PoolBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
+        match &self.buf {
+            Some(b) => &b.as_slice()[..self.len],
+            None => &[],
+        }
     }
 }
 
 impl Drop for PoolBuf {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if buf.len() != POOL_BUF {
+        let Some(buf) = self.buf.take() else {
             return;
-        }
+        };
         // Forget its crc before the buffer can be handed out again.
-        let at = buf.as_ptr() as usize;
+        let at = buf.as_slice().as_ptr() as usize;
         verified().retain(|&(p, _, _)| p != at);
         quarry_common::blockcrc::forget(at);
         let mut p = pool();
@@ -156,6 +212,11 @@ mod tests {
         assert!(PoolBuf::take(POOL_BUF + 1).is_none());
         trim(Duration::ZERO);
         let mut b = PoolBuf::take(POOL_BUF).expect("in range");
+        assert_eq!(
+            b.as_ref().as_ptr() as usize % POOL_ALIGN,
+            0,
+            "page-aligned for O_DIRECT"
+        );
         b.bytes_mut().fill(7);
         let bytes = b.freeze();
         let part = bytes.slice(10..20);

@@ -53,3 +53,9 @@ pub use exec::MAX_OBJECT_SIZE;
 pub use store::{
     Logged, PendingOp, Store, StoreOptions, StoreUsage, SysUpdates, MAX_BATCH, QUEUE_CAPACITY,
 };
+
+/// Bytes this process wrote to data logs with O_DIRECT (the large writes
+/// of requests marked [`Logged::uncached`]; diagnostics and tests).
+pub fn direct_bytes() -> u64 {
+    seglog::DIRECT_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}

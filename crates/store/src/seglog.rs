@@ -20,6 +20,17 @@
 //! them) are copied through the writer into the active segment, and the
 //! file is deleted after the next checkpoint no longer needs it.
 //!
+//! Large runs of a write's blocks go around the page cache: a record's
+//! data section may hold unreferenced pad bytes before an extent so that
+//! the extent starts on a 4 KiB boundary of the file, and then (if its
+//! blocks sit in 4 KiB-aligned memory, as pooled receive buffers do) that
+//! run is written with O_DIRECT through a second descriptor, the rest of
+//! the record (header, small data, redo) buffered. The record format is
+//! unchanged (pad bytes are data no index entry points to, covered by the
+//! record's checksum like any data), and the same fdatasync makes every
+//! part durable: O_DIRECT only skips the copy into the page cache, it does
+//! not flush the disk's write cache. See [`DirectMode`] for which writes.
+//!
 //! Architecture invariant: a record is acknowledged only after fdatasync;
 //! a segment is deleted only when no durable index entry points into it
 //! and no record in it lies past the durable checkpoint.
@@ -31,8 +42,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 const MAGIC: u32 = 0x474C_5751; // "QWLG"
 /// Bytes of a record header.
@@ -42,20 +53,122 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Largest record accepted by recovery and compaction (a batch is bounded
 /// by the writer's batch limits well below this).
 pub const MAX_RECORD: u64 = 256 << 20;
+/// Alignment O_DIRECT needs of file offsets, lengths and memory.
+pub const DIRECT_ALIGN: usize = 4096;
+/// Least bytes of an aligned run of blocks written with O_DIRECT: below
+/// this the page-cache copy is cheap and the extra system call is not.
+pub const DIRECT_MIN: usize = 256 << 10;
+
+/// Which large writes go to the data log with O_DIRECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectMode {
+    /// None (every record buffered).
+    Off,
+    /// Those whose request says its data need not be cached (a replica's
+    /// copy: read only if the replica becomes primary). The default.
+    Hinted,
+    /// Every large aligned run of a write's blocks.
+    All,
+}
+
+impl DirectMode {
+    /// The mode `QUARRY_STORE_DIRECT` (`off`, `hinted`, `all`) names, for
+    /// measurements; `Hinted` when unset or unknown.
+    pub fn from_env() -> DirectMode {
+        match std::env::var("QUARRY_STORE_DIRECT").as_deref() {
+            Ok("off") => DirectMode::Off,
+            Ok("all") => DirectMode::All,
+            _ => DirectMode::Hinted,
+        }
+    }
+}
+
+/// Bytes written with O_DIRECT by this process (diagnostics and tests).
+pub static DIRECT_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// One segment: a file, or a buffer for the in-memory store.
 pub enum SegFile {
     /// On disk.
-    Disk(File),
+    Disk(DiskSeg),
     /// In memory.
     Mem(RwLock<Vec<u8>>),
+}
+
+/// A segment file: its buffered descriptor, and an O_DIRECT one opened on
+/// the first direct write.
+pub struct DiskSeg {
+    f: File,
+    path: PathBuf,
+    /// `None` once opening it failed (a file system without O_DIRECT).
+    direct: OnceLock<Option<File>>,
+    /// Set when a direct write was refused: the rest go buffered.
+    no_direct: AtomicBool,
+}
+
+impl DiskSeg {
+    fn new(f: File, path: PathBuf) -> DiskSeg {
+        DiskSeg {
+            f,
+            path,
+            direct: OnceLock::new(),
+            no_direct: AtomicBool::new(false),
+        }
+    }
+
+    /// The O_DIRECT descriptor, if the file system gives one.
+    fn direct(&self) -> Option<&File> {
+        if self.no_direct.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.direct
+            .get_or_init(|| {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&self.path)
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Write `bufs` (each 4 KiB-aligned in memory and length) at the
+    /// aligned offset `off`, with O_DIRECT when possible. Falls back to a
+    /// buffered write if the file system refuses (EINVAL).
+    fn write_direct(&self, bufs: &[&[u8]], off: u64) -> io::Result<()> {
+        debug_assert!(off.is_multiple_of(DIRECT_ALIGN as u64));
+        debug_assert!(bufs.iter().all(|b| aligned(b)));
+        if let Some(d) = self.direct() {
+            match pwritev_all(d, bufs, off) {
+                Ok(()) => {
+                    let n: usize = bufs.iter().map(|b| b.len()).sum();
+                    DIRECT_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // Nothing of a refused direct write is written; the
+                    // buffered one below writes all of it.
+                    self.no_direct.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        pwritev_all(&self.f, bufs, off)
+    }
+}
+
+/// Whether `b` may be written with O_DIRECT (aligned address and length).
+fn aligned(b: &[u8]) -> bool {
+    (b.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+        && b.len().is_multiple_of(DIRECT_ALIGN)
+        && !b.is_empty()
 }
 
 impl SegFile {
     /// Read exactly `buf.len()` bytes at `off`.
     pub fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         match self {
-            SegFile::Disk(f) => f.read_exact_at(buf, off),
+            SegFile::Disk(d) => d.f.read_exact_at(buf, off),
             SegFile::Mem(m) => {
                 let m = m.read().unwrap_or_else(|e| e.into_inner());
                 let s = usize::try_from(off)
@@ -71,7 +184,7 @@ impl SegFile {
     /// Write all of `buf` at `off`.
     pub fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         match self {
-            SegFile::Disk(f) => f.write_all_at(buf, off),
+            SegFile::Disk(d) => d.f.write_all_at(buf, off),
             SegFile::Mem(m) => {
                 let mut m = m.write().unwrap_or_else(|e| e.into_inner());
                 let o = off as usize;
@@ -87,7 +200,7 @@ impl SegFile {
     /// fdatasync (nothing in memory).
     pub fn sync_data(&self) -> io::Result<()> {
         match self {
-            SegFile::Disk(f) => f.sync_data(),
+            SegFile::Disk(d) => d.f.sync_data(),
             SegFile::Mem(_) => Ok(()),
         }
     }
@@ -95,7 +208,7 @@ impl SegFile {
     /// Current length.
     pub fn len(&self) -> io::Result<u64> {
         match self {
-            SegFile::Disk(f) => Ok(f.metadata()?.len()),
+            SegFile::Disk(d) => Ok(d.f.metadata()?.len()),
             SegFile::Mem(m) => Ok(m.read().unwrap_or_else(|e| e.into_inner()).len() as u64),
         }
     }
@@ -104,7 +217,7 @@ impl SegFile {
     /// (not synced: a crash may leave the zeros, which read as the end).
     pub fn seal_at(&self, len: u64) -> io::Result<()> {
         match self {
-            SegFile::Disk(f) if f.metadata()?.len() > len => f.set_len(len),
+            SegFile::Disk(d) if d.f.metadata()?.len() > len => d.f.set_len(len),
             _ => Ok(()),
         }
     }
@@ -112,10 +225,10 @@ impl SegFile {
     /// Cut to `len` bytes (zeros after it up to `prealloc`), durably.
     fn truncate(&self, len: u64, prealloc: u64) -> io::Result<()> {
         match self {
-            SegFile::Disk(f) => {
-                f.set_len(len)?;
-                preallocate(f, len, prealloc);
-                f.sync_all()
+            SegFile::Disk(d) => {
+                d.f.set_len(len)?;
+                preallocate(&d.f, len, prealloc);
+                d.f.sync_all()
             }
             SegFile::Mem(m) => {
                 m.write()
@@ -184,6 +297,8 @@ pub struct Segments {
     /// on a missing segment retries if it changed (its read transaction
     /// predated a compaction).
     removed: AtomicU64,
+    /// Which large writes go with O_DIRECT.
+    direct: DirectMode,
 }
 
 fn seg_name(id: u32) -> String {
@@ -236,14 +351,20 @@ impl Segments {
                     .read(true)
                     .write(true)
                     .open(e.path())?;
-                map.insert(id, Arc::new(SegFile::Disk(f)));
+                map.insert(id, Arc::new(SegFile::Disk(DiskSeg::new(f, e.path()))));
             }
         }
         Ok(Segments {
             dir: dir.map(Path::to_path_buf),
             map: RwLock::new(map),
             removed: AtomicU64::new(0),
+            direct: DirectMode::from_env(),
         })
+    }
+
+    /// Which large writes go to the log with O_DIRECT.
+    pub fn direct_mode(&self) -> DirectMode {
+        self.direct
     }
 
     /// A segment, if it exists.
@@ -270,16 +391,17 @@ impl Segments {
     pub fn create(&self, id: u32, prealloc: u64) -> io::Result<Arc<SegFile>> {
         let f = match &self.dir {
             Some(dir) => {
+                let path = dir.join(seg_name(id));
                 let f = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .open(dir.join(seg_name(id)))?;
+                    .open(&path)?;
                 preallocate(&f, 0, prealloc);
                 f.sync_all()?;
                 sync_dir(dir)?;
-                SegFile::Disk(f)
+                SegFile::Disk(DiskSeg::new(f, path))
             }
             None => SegFile::Mem(RwLock::new(Vec::new())),
         };
@@ -388,16 +510,22 @@ enum Chunk {
     /// A caller's buffer (a write's payload), written in place by
     /// `pwritev`: the payload is never copied on its way to the log. With
     /// its plain crc32c when the caller computed it (a full block), so
-    /// sealing the record need not hash it again.
-    Shared(Bytes, Option<u32>),
+    /// sealing the record need not hash it again, and whether it may be
+    /// written with O_DIRECT (see [`RecordBuf::push_block`]).
+    Shared(Bytes, Option<u32>, bool),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
-            Chunk::Shared(b, _) => b,
+            Chunk::Shared(b, _, _) => b,
         }
+    }
+
+    /// Whether this chunk may be part of an O_DIRECT run.
+    fn direct(&self) -> bool {
+        matches!(self, Chunk::Shared(b, _, true) if aligned(b))
     }
 }
 
@@ -447,10 +575,24 @@ impl RecordBuf {
 
     /// Append a full block `b` without copying it, with its plain crc32c
     /// (the record's checksum then combines it instead of hashing `b`).
-    pub fn push_block(&mut self, b: Bytes, raw_crc: u32) {
+    /// `direct`: it may be written with O_DIRECT, which happens if it is
+    /// aligned (memory and file offset) and part of a run of at least
+    /// [`DIRECT_MIN`] such blocks.
+    pub fn push_block(&mut self, b: Bytes, raw_crc: u32, direct: bool) {
         self.len += b.len();
         let crc = (b.len() as u64 == crate::codec::BLOCK_SIZE).then_some(raw_crc);
-        self.chunks.push(Chunk::Shared(b, crc));
+        self.chunks.push(Chunk::Shared(b, crc, direct));
+    }
+
+    /// Append zeros so that the next byte lies at a multiple of
+    /// [`DIRECT_ALIGN`] in the file, the record starting at file offset
+    /// `at` (pad bytes are data no index entry points to).
+    pub fn pad_to_page(&mut self, at: u64) {
+        let end = at + self.len as u64;
+        let pad = (DIRECT_ALIGN as u64 - end % DIRECT_ALIGN as u64) % DIRECT_ALIGN as u64;
+        if pad > 0 {
+            self.push_slice(&[0u8; DIRECT_ALIGN][..pad as usize]);
+        }
     }
 
     /// `len` bytes at offset `s` of the record, if it has them.
@@ -483,7 +625,7 @@ impl RecordBuf {
         c = crc32c::crc32c_append(c, &redo_len.to_le_bytes());
         for (i, ch) in self.chunks.iter().enumerate() {
             c = match ch {
-                Chunk::Shared(_, Some(raw)) => crate::codec::crc_append_block(c, *raw),
+                Chunk::Shared(_, Some(raw), _) => crate::codec::crc_append_block(c, *raw),
                 _ => {
                     let b = ch.bytes();
                     crc32c::crc32c_append(c, if i == 0 { &b[HDR..] } else { b })
@@ -504,12 +646,20 @@ impl RecordBuf {
         }
     }
 
-    /// Write the whole record at `off` of `seg`.
+    /// Write the whole record at `off` of `seg`: runs of at least
+    /// [`DIRECT_MIN`] bytes of aligned blocks marked direct with O_DIRECT,
+    /// the rest buffered. Durable only after the segment's fdatasync.
     pub fn write_at(&self, seg: &SegFile, off: u64) -> io::Result<()> {
         match seg {
-            SegFile::Disk(f) => {
-                let bufs: Vec<&[u8]> = self.chunks.iter().map(Chunk::bytes).collect();
-                pwritev_all(f, &bufs, off)
+            SegFile::Disk(d) => {
+                for (direct, at, bufs) in self.runs(off) {
+                    if direct {
+                        d.write_direct(&bufs, at)?;
+                    } else {
+                        pwritev_all(&d.f, &bufs, at)?;
+                    }
+                }
+                Ok(())
             }
             SegFile::Mem(_) => {
                 let mut all = Vec::with_capacity(self.len);
@@ -519,6 +669,41 @@ impl RecordBuf {
                 seg.write_all_at(&all, off)
             }
         }
+    }
+}
+
+impl RecordBuf {
+    /// The record at file offset `off` cut into runs written by one
+    /// `pwritev` each: (direct, file offset, buffers), in order.
+    fn runs(&self, off: u64) -> Vec<(bool, u64, Vec<&[u8]>)> {
+        let mut out: Vec<(bool, u64, Vec<&[u8]>)> = Vec::new();
+        let (mut at, mut i) = (off, 0usize);
+        while i < self.chunks.len() {
+            // The longest direct-capable run starting here, if aligned.
+            let mut j = i;
+            let mut n = 0usize;
+            if at.is_multiple_of(DIRECT_ALIGN as u64) {
+                while j < self.chunks.len() && self.chunks[j].direct() {
+                    n += self.chunks[j].bytes().len();
+                    j += 1;
+                }
+            }
+            let (direct, end) = if n >= DIRECT_MIN {
+                (true, j)
+            } else {
+                (false, j.max(i + 1))
+            };
+            let bufs: Vec<&[u8]> = self.chunks[i..end].iter().map(Chunk::bytes).collect();
+            let len: usize = bufs.iter().map(|b| b.len()).sum();
+            match out.last_mut() {
+                // Consecutive buffered pieces go in one call.
+                Some((false, _, prev)) if !direct => prev.extend(bufs),
+                _ => out.push((direct, at, bufs)),
+            }
+            at += len as u64;
+            i = end;
+        }
+        out
     }
 }
 

@@ -147,6 +147,11 @@ pub struct Logged {
     /// request changes it, instead of this machine's clock: replicas take
     /// the primary's, so that every copy is identical.
     pub mtime_ns: Option<u64>,
+    /// The request's data need not stay in the page cache (a replica's
+    /// copy, read only if the replica becomes primary): its large aligned
+    /// writes go to the data log with O_DIRECT (see `seglog`), sparing
+    /// the copy into the page cache and the pages the primary's reads use.
+    pub uncached: bool,
 }
 
 /// A write queued by [`Store::enqueue_logged`]; await [`PendingOp::wait`].
@@ -1955,7 +1960,10 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
     for job in batch {
         let a = match &job.kind {
             JobKind::Op(req, l) => {
-                let r = apply_op(t, &mut counters, req, l.version, l.mtime_ns)?;
+                t.set_direct(l.uncached);
+                let r = apply_op(t, &mut counters, req, l.version, l.mtime_ns);
+                t.set_direct(false);
+                let r = r?;
                 if r.as_ref().is_ok_and(|_| req.is_write()) {
                     let o = &req.oid;
                     touched

@@ -121,6 +121,9 @@ pub struct WTables<'t> {
     segs: Arc<Segments>,
     rec: Option<RecBuf>,
     live: HashMap<u32, i64>,
+    /// Large fresh extents go to the log with O_DIRECT (see
+    /// [`WTables::set_direct`]).
+    direct: bool,
 }
 
 impl BlockSource for WTables<'_> {
@@ -152,7 +155,20 @@ impl<'t> WTables<'t> {
             segs,
             rec: None,
             live: HashMap::new(),
+            direct: false,
         })
+    }
+
+    /// Whether the fresh extents put from now on may be written to the log
+    /// with O_DIRECT (page-aligned in the file, not copied into the page
+    /// cache), from the store's [`seglog::DirectMode`] and the request's
+    /// hint `uncached` (its data need not stay in the page cache).
+    pub fn set_direct(&mut self, uncached: bool) {
+        self.direct = match self.segs.direct_mode() {
+            seglog::DirectMode::Off => false,
+            seglog::DirectMode::Hinted => uncached,
+            seglog::DirectMode::All => true,
+        };
     }
 
     /// Start building the next data-log record, which will lie at `pos`.
@@ -234,7 +250,8 @@ impl<'t> WTables<'t> {
             raw.push(r);
             last = b.len() as u32;
         }
-        self.put_extent_parts(key, Parts::Shared(blocks, &raw), last, crcs)
+        let direct = self.direct;
+        self.put_extent_parts(key, Parts::Shared(blocks, &raw), last, crcs, direct)
     }
 
     /// Store an extent of existing blocks (compaction's moves) without
@@ -250,7 +267,7 @@ impl<'t> WTables<'t> {
     ) -> Result<u64> {
         debug_assert_eq!(blocks.len(), raw.len());
         Ok(self
-            .put_extent_parts(key, Parts::Shared(blocks, raw), last, crcs)?
+            .put_extent_parts(key, Parts::Shared(blocks, raw), last, crcs, false)?
             .0)
     }
 
@@ -264,7 +281,9 @@ impl<'t> WTables<'t> {
         last: u32,
         crcs: Vec<u32>,
     ) -> Result<u64> {
-        Ok(self.put_extent_parts(key, Parts::Copy(data), last, crcs)?.0)
+        Ok(self
+            .put_extent_parts(key, Parts::Copy(data), last, crcs, false)?
+            .0)
     }
 
     fn put_extent_parts(
@@ -273,6 +292,7 @@ impl<'t> WTables<'t> {
         parts: Parts<'_>,
         last: u32,
         crcs: Vec<u32>,
+        direct: bool,
     ) -> Result<(u64, Option<Vec<u8>>)> {
         let rec = self
             .rec
@@ -291,28 +311,49 @@ impl<'t> WTables<'t> {
         {
             return Err(RadosError::io("local store: malformed extent"));
         }
-        let p = ExtPtr {
-            seg: rec.pos.seg,
-            off: rec.pos.off + rec.buf.len() as u64,
-            last,
-            crcs,
-        };
-        match parts {
+        let off = match parts {
             // Small pieces are copied (one iovec each would cost more).
-            Parts::Shared(b, raw) if len >= 16 << 10 => {
-                for (d, r) in b.iter().zip(raw) {
-                    rec.buf.push_block(d.clone(), *r);
-                }
-            }
+            Parts::Shared(b, raw) if len >= 16 << 10 => Self::push_fresh(rec, b, raw, len, direct),
             Parts::Shared(b, _) => {
+                let at = rec.pos.off + rec.buf.len() as u64;
                 for d in b {
                     rec.buf.push_slice(d);
                 }
+                at
             }
-            Parts::Copy(d) => rec.buf.push_slice(d),
-        }
+            Parts::Copy(d) => {
+                let at = rec.pos.off + rec.buf.len() as u64;
+                rec.buf.push_slice(d);
+                at
+            }
+        };
+        let p = ExtPtr {
+            seg: rec.pos.seg,
+            off,
+            last,
+            crcs,
+        };
         let (old, _) = self.put_old(Tbl::Data, key, &p.encode())?;
         Ok((len, old))
+    }
+
+    /// Store fresh blocks of an extent of `len` bytes into the record and
+    /// return where its first byte lies: page-aligned, after pad bytes, if
+    /// it will be written with O_DIRECT.
+    fn push_fresh(rec: &mut RecBuf, b: &[Bytes], raw: &[u32], len: u64, direct: bool) -> u64 {
+        let direct = direct
+            && len >= seglog::DIRECT_MIN as u64
+            && b.first()
+                .is_some_and(|f| (f.as_ptr() as usize).is_multiple_of(seglog::DIRECT_ALIGN));
+        if direct {
+            rec.buf.pad_to_page(rec.pos.off);
+        }
+        let at = rec.pos.off + rec.buf.len() as u64;
+        debug_assert!(!direct || at.is_multiple_of(seglog::DIRECT_ALIGN as u64));
+        for (d, r) in b.iter().zip(raw) {
+            rec.buf.push_block(d.clone(), *r, direct);
+        }
+        at
     }
 
     /// After a put of blocks `[b0, b1)` at `b0` that replaced `old` (the
