@@ -144,7 +144,11 @@ impl Cluster {
             c.set_mon_values(&mon_values);
             c.mark_started();
         }
-        let engine = crate::rbd_adapter::engine(rados.clone());
+        let fence = quarry_rbd::FencePolicy::from_options(
+            conf.get_bool("rbd_blocklist_on_break_lock"),
+            conf.get_u64("rbd_blocklist_expire_seconds"),
+        );
+        let engine = crate::rbd_adapter::engine(rados.clone(), fence);
         *lock(&self.conn) = Some(Arc::new(Connection {
             rados,
             engine,

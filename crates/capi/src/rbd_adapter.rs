@@ -368,8 +368,8 @@ impl ImageBackend for Backend {
 }
 
 /// The engine for a connection.
-pub fn engine(rados: Arc<dyn Rados>) -> Arc<dyn ImageEngine> {
+pub fn engine(rados: Arc<dyn Rados>, fence: quarry_rbd::FencePolicy) -> Arc<dyn ImageEngine> {
     Arc::new(Engine {
-        rbd: Rbd::new(rados),
+        rbd: Rbd::with_fence_policy(rados, fence),
     })
 }

@@ -136,7 +136,16 @@ fn lines(out: &str) -> Vec<&str> {
 #[test]
 fn exclusive_lock_between_processes() {
     let c = up_with_probe();
-    for img in ["managed", "coop", "killed", "stopped", "lockrm", "running"] {
+    for img in [
+        "managed",
+        "coop",
+        "killed",
+        "stopped",
+        "lockrm",
+        "running",
+        "nofence",
+        "shortfence",
+    ] {
         let (ok, out) = c.run(
             "qemu-img",
             &["create", "-f", "raw", &format!("rbd:data/{img}"), "64M"],
@@ -148,6 +157,7 @@ fn exclusive_lock_between_processes() {
     killed_owner_is_broken(&c);
     stopped_owner_is_fenced(&c);
     lock_rm_fences(&c);
+    lock_rm_follows_the_fence_options(&c);
     c_watch_notify(&c);
     snapshot_of_an_image_in_use(&c);
     // Last: they fence a client and kill an OSD.
@@ -669,6 +679,83 @@ fn watch_error_callback_after_failover(c: &Cluster) {
     // The killed OSD comes back (`quarry up` starts what is not running).
     let (ok, out) = c.quarry(&["up", "--dir", &c.path().display().to_string()]);
     assert!(ok, "{out}");
+}
+
+/// `rbd lock rm` under the client options Ceph's has:
+/// `rbd_blocklist_on_break_lock = false` breaks without fencing (so the old
+/// owner, which still believes it owns the lock, can go on writing: what
+/// the option trades away), and `rbd_blocklist_expire_seconds` sets how
+/// long the fence lasts (0: an hour).
+fn lock_rm_follows_the_fence_options(c: &Cluster) {
+    let rm_with = |image: &str, args: &str| {
+        let (locker, id, addr) = lock_ls(c, &format!("data/{image}"));
+        let o = c
+            .cmd_path(&common::cluster::quarry_bin())
+            .env("CEPH_ARGS", args)
+            .args(["rbd", "lock", "rm", &format!("data/{image}"), &id, &locker])
+            .output()
+            .expect("spawn");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        addr
+    };
+    let f = |n: &str| c.file(&format!("nf.{n}"));
+    let owner = c.probe(
+        "nofence",
+        &[
+            "write:0:4096:41",
+            &format!("touch:{}", f("a1")),
+            &format!("wait:{}", f("b1")),
+            "write:0:4096:42",
+        ],
+    );
+    wait_file(c, "nf.a1");
+    let addr = rm_with("nofence", "--rbd_blocklist_on_break_lock=false");
+    assert!(
+        !blocklist(c).iter().any(|(a, _)| *a == addr),
+        "{addr} must not be fenced"
+    );
+    std::fs::write(f("b1"), b"").expect("signal");
+    let out = finish(owner, "unfenced owner");
+    assert_eq!(
+        lines(&out),
+        ["write rc=0", "touch rc=0", "wait rc=0", "write rc=0"],
+        "{out}"
+    );
+
+    let owner = c.probe(
+        "shortfence",
+        &[
+            "write:0:4096:43",
+            &format!("touch:{}", f("a2")),
+            &format!("wait:{}", f("b2")),
+        ],
+    );
+    wait_file(c, "nf.a2");
+    for (addr, secs) in [("10.7.7.7:0/1", "60"), ("10.7.7.7:0/2", "3600")] {
+        let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "add", addr, secs]);
+        assert!(ok, "{out}");
+    }
+    let addr = rm_with("shortfence", "--rbd_blocklist_expire_seconds=120");
+    std::fs::write(f("b2"), b"").expect("signal");
+    finish(owner, "fenced owner");
+    let listed = blocklist(c);
+    let until = |a: &str| {
+        listed
+            .iter()
+            .find(|(x, _)| x == a)
+            .map(|(_, u)| u.clone())
+            .unwrap_or_else(|| panic!("{a} not listed: {listed:?}"))
+    };
+    // ISO 8601 UTC stamps of one format compare as text.
+    let fenced = until(&addr);
+    assert!(
+        until("10.7.7.7:0/1") < fenced && fenced < until("10.7.7.7:0/2"),
+        "a 120 s fence lies between 60 s and 3600 s ones: {listed:?}"
+    );
+    for a in [addr.as_str(), "10.7.7.7:0/1", "10.7.7.7:0/2"] {
+        let (ok, out) = c.quarry(&["ceph", "osd", "blocklist", "rm", a]);
+        assert!(ok, "{out}");
+    }
 }
 
 /// librados' C watch/notify between two processes: the watcher's callback

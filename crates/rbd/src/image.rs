@@ -320,8 +320,12 @@ async fn open_parent(
         spec.image_id.clone(),
         name,
         Some(SnapSpec::Id(spec.snap_id)),
-        true,
-        false,
+        HandleMode {
+            read_only: true,
+            watch: false,
+            // Read-only: never takes (or breaks) a lock.
+            fence: crate::lock::FencePolicy::default(),
+        },
     )
     .await?;
     Ok(ParentLink {
@@ -385,6 +389,17 @@ async fn build_view(
     })
 }
 
+/// How [`open`] sets a handle up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandleMode {
+    /// Refuse mutations (`EROFS`).
+    pub read_only: bool,
+    /// Watch the header (a parent opened for reads does not).
+    pub watch: bool,
+    /// What breaking another owner's lock does to it.
+    pub fence: crate::lock::FencePolicy,
+}
+
 /// Open image `id` (boxed: opening a clone opens its parent recursively).
 pub(crate) fn open(
     rados: Arc<dyn Rados>,
@@ -392,9 +407,13 @@ pub(crate) fn open(
     id: String,
     name: String,
     snap: Option<SnapSpec>,
-    read_only: bool,
-    watch: bool,
+    mode: HandleMode,
 ) -> BoxFuture<'static, Result<Image>> {
+    let HandleMode {
+        read_only,
+        watch,
+        fence,
+    } = mode;
     async move {
         let header_oid = io.oid(layout::header_oid(&id));
         let spec = io.spec(&name);
@@ -460,7 +479,10 @@ pub(crate) fn open(
             watch: Mutex::new(cookie),
             closed: AtomicBool::new(false),
             owned: AtomicBool::new(false),
-            lock: Default::default(),
+            lock: crate::lock::LockState {
+                fence,
+                ..Default::default()
+            },
         });
         let _ = slot.set(Arc::downgrade(&inner));
         Ok(Image { inner })

@@ -80,7 +80,7 @@ pub use layout::{
     MAX_IMAGE_NAME_LEN, MAX_IMAGE_SIZE, MAX_NAMESPACE_LEN, MAX_OBJECT_MAP_OBJECTS, MAX_ORDER,
     MAX_SNAP_NAME_LEN, MIN_ORDER,
 };
-pub use lock::{LockOwner, PreReleaseHook};
+pub use lock::{FencePolicy, LockOwner, PreReleaseHook};
 pub use objmap::{OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT, OBJECT_PENDING};
 pub use rbd::Rbd;
 

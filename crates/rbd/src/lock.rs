@@ -56,9 +56,39 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 const HEADER_UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between attempts while the lock changes hands.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
-/// How long a broken owner stays blocklisted (`rbd_blocklist_expire_seconds`
-/// = 0 means the monitor's default, `mon_osd_blocklist_default_expire`).
+/// How long a broken owner stays blocklisted when
+/// `rbd_blocklist_expire_seconds` is 0 (Ceph: the monitor's default,
+/// `mon_osd_blocklist_default_expire`, one hour).
 const BLOCKLIST_EXPIRE: Duration = Duration::from_secs(3600);
+
+/// Whether and for how long the owner of a broken lock is blocklisted
+/// (`rbd_blocklist_on_break_lock`, `rbd_blocklist_expire_seconds`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FencePolicy {
+    /// Blocklist the old owner before its lock is broken.
+    pub blocklist: bool,
+    /// For this long (`None`: the default hour).
+    pub expire: Option<Duration>,
+}
+
+impl Default for FencePolicy {
+    fn default() -> Self {
+        FencePolicy {
+            blocklist: true,
+            expire: None,
+        }
+    }
+}
+
+impl FencePolicy {
+    /// From the two options' values (`expire_secs` 0: the default).
+    pub fn from_options(blocklist: bool, expire_secs: u64) -> FencePolicy {
+        FencePolicy {
+            blocklist,
+            expire: (expire_secs > 0).then(|| Duration::from_secs(expire_secs)),
+        }
+    }
+}
 
 /// Called before the lock is handed over (the C library flushes its
 /// write-back cache there); its error aborts the hand-off.
@@ -110,6 +140,8 @@ pub(crate) struct LockState {
     /// Managed policy (`rbd_lock_acquire` was called).
     pub managed: std::sync::atomic::AtomicBool,
     pub hook: std::sync::Mutex<Option<PreReleaseHook>>,
+    /// What breaking another owner's lock does to that owner.
+    pub fence: FencePolicy,
 }
 
 fn what(inner: &Inner) -> String {
@@ -211,6 +243,7 @@ pub(crate) async fn break_of(
     header: &ObjectId,
     what: &str,
     owner: &str,
+    policy: FencePolicy,
 ) -> Result<LockRecord> {
     for _ in 0..100 {
         let (rec, version) = read_record_of(rados, header, what).await?;
@@ -223,7 +256,7 @@ pub(crate) async fn break_of(
                 format!("the lock is held by client.{}, not {owner}", r.client),
             ));
         }
-        fence(rados, header, what, &r).await?;
+        fence(rados, header, what, &r, policy).await?;
         if cas_record_of(rados, header, what, version, None).await? {
             return Ok(r);
         }
@@ -238,8 +271,18 @@ pub(crate) async fn break_of(
 /// (another handle of this process: fencing it would fence ourselves).
 /// The owner's watch address is preferred; the record's is the fallback
 /// for an owner without a watch.
-async fn fence(rados: &dyn Rados, header: &ObjectId, what: &str, rec: &LockRecord) -> Result<()> {
+async fn fence(
+    rados: &dyn Rados,
+    header: &ObjectId,
+    what: &str,
+    rec: &LockRecord,
+    policy: FencePolicy,
+) -> Result<()> {
     if rec.client == rados.instance_id() {
+        return Ok(());
+    }
+    if !policy.blocklist {
+        tracing::warn!(%what, owner = rec.client, "breaking the lock without blocklisting its owner (rbd_blocklist_on_break_lock = false)");
         return Ok(());
     }
     let watch_addr = rados
@@ -254,7 +297,10 @@ async fn fence(rados: &dyn Rados, header: &ObjectId, what: &str, rec: &LockRecor
         tracing::warn!(%what, owner = rec.client, "lock owner's address unknown: not blocklisted");
         return Ok(());
     }
-    match rados.blocklist_add(&addr, BLOCKLIST_EXPIRE).await {
+    match rados
+        .blocklist_add(&addr, policy.expire.unwrap_or(BLOCKLIST_EXPIRE))
+        .await
+    {
         Ok(()) => {
             tracing::info!(%what, owner = rec.client, %addr, "blocklisted the lock owner");
             Ok(())
@@ -351,7 +397,14 @@ impl Inner {
                     );
                     // Fence first: once the record is ours, the old owner
                     // must not be able to write any more.
-                    fence(self.rados.as_ref(), &self.header_oid, &what(self), old).await?;
+                    fence(
+                        self.rados.as_ref(),
+                        &self.header_oid,
+                        &what(self),
+                        old,
+                        self.lock.fence,
+                    )
+                    .await?;
                 }
                 if cas_record(self, version, Some(&me)).await? {
                     // See everything the previous owner acknowledged.
@@ -676,7 +729,14 @@ impl Image {
     pub async fn lock_break(&self, owner: &str) -> Result<()> {
         let inner = &self.inner;
         inner.check_open()?;
-        let r = break_of(inner.rados.as_ref(), &inner.header_oid, &what(inner), owner).await?;
+        let r = break_of(
+            inner.rados.as_ref(),
+            &inner.header_oid,
+            &what(inner),
+            owner,
+            inner.lock.fence,
+        )
+        .await?;
         if inner.is_me(&r) {
             inner.owned.store(false, Ordering::Release);
         }

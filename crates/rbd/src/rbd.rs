@@ -40,6 +40,7 @@ const CAS_RETRIES_MAX: u32 = 100;
 #[derive(Clone)]
 pub struct Rbd {
     rados: Arc<dyn Rados>,
+    fence: crate::lock::FencePolicy,
 }
 
 impl std::fmt::Debug for Rbd {
@@ -351,7 +352,17 @@ fn new_image_id() -> String {
 impl Rbd {
     /// An engine on one object-layer client.
     pub fn new(rados: Arc<dyn Rados>) -> Self {
-        Rbd { rados }
+        Rbd {
+            rados,
+            fence: Default::default(),
+        }
+    }
+
+    /// An engine whose handles and `lock_break` fence broken lock owners
+    /// as `fence` says (`rbd_blocklist_on_break_lock`,
+    /// `rbd_blocklist_expire_seconds`).
+    pub fn with_fence_policy(rados: Arc<dyn Rados>, fence: crate::lock::FencePolicy) -> Self {
+        Rbd { rados, fence }
     }
 
     /// The object-layer client.
@@ -667,8 +678,11 @@ impl Rbd {
             id,
             name.to_string(),
             opts.snap.clone(),
-            opts.read_only || opts.snap.is_some(),
-            true,
+            crate::image::HandleMode {
+                read_only: opts.read_only || opts.snap.is_some(),
+                watch: true,
+                fence: self.fence,
+            },
         )
         .await
     }
@@ -684,8 +698,11 @@ impl Rbd {
             id.to_string(),
             name,
             opts.snap.clone(),
-            opts.read_only || opts.snap.is_some(),
-            true,
+            crate::image::HandleMode {
+                read_only: opts.read_only || opts.snap.is_some(),
+                watch: true,
+                fence: self.fence,
+            },
         )
         .await
     }
@@ -771,7 +788,7 @@ impl Rbd {
 
     /// Break the exclusive lock of `owner` (`client.<id>`) on image `name`
     /// (`rbd lock rm`): `ENOENT` if unlocked, `EBUSY` if another owns it.
-    /// The old owner is not blocklisted (see the crate's lock module).
+    /// The old owner is blocklisted first, as the fence policy says.
     pub async fn lock_break(&self, io: &IoCtx, name: &str, owner: &str) -> Result<()> {
         let id = lookup_id(self.rados.as_ref(), io, name).await?;
         let oid = io.oid(layout::header_oid(&id));
@@ -780,6 +797,7 @@ impl Rbd {
             &oid,
             &format!("image {}", io.spec(name)),
             owner,
+            self.fence,
         )
         .await
         .map(|_| ())

@@ -958,8 +958,16 @@ pub fn run(a: RbdArgs) -> i32 {
 async fn dispatch(a: RbdArgs) -> CmdResult {
     let req = a.g.config_request()?;
     let conn = connect_with(&req, "rbd").await?;
+    let fence = quarry_rbd::FencePolicy::from_options(
+        conn.config
+            .get_bool("rbd_blocklist_on_break_lock")
+            .unwrap_or(true),
+        conn.config
+            .get_u64("rbd_blocklist_expire_seconds")
+            .unwrap_or(0),
+    );
     let ctx = Ctx {
-        rbd: Rbd::new(Arc::clone(&conn.rados)),
+        rbd: Rbd::with_fence_policy(Arc::clone(&conn.rados), fence),
         g: a.g,
         conn,
     };
