@@ -698,11 +698,11 @@ impl Image {
     /// `EROFS` on read-only handles.
     ///
     /// Round trips: header, head object map and the monitor's snap id are
-    /// fetched concurrently; then the snapshot's map copy, the header
-    /// compare-and-swap (at the version just read) and the head map's
-    /// "clean" marks, in that order (each step is only safe after the one
-    /// before: a header naming a snapshot whose map is missing, or clean
-    /// marks without the snapshot, would mislead diffs).
+    /// fetched concurrently; then the snapshot's map copy together with the
+    /// header compare-and-swap (at the version just read); then the head
+    /// map's "clean" marks, only once both are stored (clean marks without
+    /// the snapshot, or relative to a snapshot without its map, would
+    /// mislead diffs; a snapshot without its map only makes them read).
     async fn snap_create_here(&self, name: &str) -> Result<SnapId> {
         layout::validate_snap_name(name)?;
         let inner = &self.inner;
@@ -776,7 +776,7 @@ impl Image {
         };
         let mut id = id?;
         let mut attempt = 0;
-        let (stored, head_map) = loop {
+        let (stored, head_map, map_copied) = loop {
             let fail = |e: RbdError| async move {
                 release(id).await;
                 Err(e)
@@ -810,15 +810,32 @@ impl Image {
             );
             nh.snap_seq = id;
             let snap_map_oid = inner.map_oid(id);
-            let result: Result<Option<Header>> = async {
-                if let Some(m) = &head_map {
-                    objmap::store_all(rados, &snap_map_oid, m.clone()).await?;
+            // The snapshot's map copy and the header write go out together
+            // (independent objects). A header naming a snapshot whose map
+            // is missing (the copy failed, or a crash came in between) is
+            // safe: readers and diffs take a missing map as unknown (they
+            // read the objects). What must never exist is "clean" marks
+            // relative to a snapshot without a map (its removal could not
+            // fold them into the next map), so the head map is marked only
+            // once both are stored.
+            let (copied, result) = futures::join!(
+                async {
+                    match &head_map {
+                        Some(m) => objmap::store_all(rados, &snap_map_oid, m.clone()).await,
+                        None => Ok(()),
+                    }
+                },
+                header::cas_write(rados, &inner.header_oid, &header_what, &h, nh)
+            );
+            let copied = match copied {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("{what}: storing the snapshot's object map: {e}");
+                    false
                 }
-                header::cas_write(rados, &inner.header_oid, &header_what, &h, nh).await
-            }
-            .await;
+            };
             match result {
-                Ok(Some(stored)) => break (stored, head_map),
+                Ok(Some(stored)) => break (stored, head_map, copied),
                 Ok(None) => {
                     // The header changed meanwhile. If it changed because our
                     // own write was applied (a resend re-executed after its
@@ -833,7 +850,7 @@ impl Image {
                         Err(e) => return Err(e),
                     };
                     if fh.snaps.get(&id).is_some_and(|r| r.name == name) {
-                        break (fh, head_map);
+                        break (fh, head_map, copied);
                     }
                     // Otherwise start over from the fresh read.
                     let _ = objmap::remove(rados, &snap_map_oid).await;
@@ -849,7 +866,7 @@ impl Image {
                     // release nothing the stored header may name.
                     match read_header(rados, &inner.header_oid, &header_what).await {
                         Ok(fh) if fh.snaps.get(&id).is_some_and(|r| r.name == name) => {
-                            break (fh, head_map);
+                            break (fh, head_map, copied);
                         }
                         Ok(_) => {
                             let _ = objmap::remove(rados, &snap_map_oid).await;
@@ -861,8 +878,13 @@ impl Image {
             }
         };
         // Objects existing now are "clean" relative to the new snapshot:
-        // fast-diff reports an object as changed only once it is written again.
+        // fast-diff reports an object as changed only once it is written
+        // again. Without the snapshot's map no marks: "written since the
+        // previous snapshot" then also means "since this one" (conservative).
         let clean = head_map.map(|m| {
+            if !map_copied {
+                return m;
+            }
             m.into_iter()
                 .map(|s| {
                     if s == OBJECT_EXISTS {
@@ -874,8 +896,8 @@ impl Image {
                 .collect::<Vec<u8>>()
         });
         let stored_map = match &clean {
-            Some(c) => objmap::store_all(rados, &head_map_oid, c.clone()).await,
-            None => Ok(()),
+            Some(c) if map_copied => objmap::store_all(rados, &head_map_oid, c.clone()).await,
+            _ => Ok(()),
         };
         inner
             .install_with_map(stored, Some(NOSNAP), Some(clean))

@@ -1131,3 +1131,52 @@ async fn header_changes_missed_while_the_watch_was_down_are_caught_up() {
     assert!(vm.read(0, 4096).await.unwrap() == pattern(4096, 2));
     assert!(vm.read(12 * MIB, 4096).await.unwrap() == pattern(4096, 3));
 }
+
+/// A snapshot whose object map copy failed (the copy and the header write
+/// go out together) still stands, and the head map gets no "clean" marks
+/// relative to it: diffs across it, also after it is removed (when its map
+/// cannot be folded into the next), report every object written since the
+/// older snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_whose_map_copy_failed_keeps_diffs_complete() {
+    let e = env().await;
+    let (counting, _rbd, img) = counted_image(&e, "img", 16 * MIB).await;
+    img.write(0, pattern(4096, 1)).await.unwrap(); // object 0, before s1
+    img.write(4 * MIB, pattern(4096, 1)).await.unwrap(); // object 1, before s1 ...
+    img.snap_create("s1").await.unwrap();
+    img.write(4 * MIB, pattern(4096, 2)).await.unwrap(); // ... and between s1 and s2
+    counting
+        .fail_snap_map
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    img.snap_create("s2")
+        .await
+        .expect("the snapshot stands without its map");
+    assert!(
+        !counting
+            .fail_snap_map
+            .load(std::sync::atomic::Ordering::SeqCst),
+        "the fault was never injected"
+    );
+    img.write(8 * MIB, pattern(4096, 3)).await.unwrap(); // object 2, after s2
+    let since = |s: &str| DiffOptions {
+        from_snap: Some(s.into()),
+        whole_object: true,
+        include_parent: false,
+    };
+    let ext = |o, l, x| DiffExtent {
+        offset: o,
+        len: l,
+        exists: x,
+    };
+    let want = vec![ext(4 * MIB, 4 * MIB, true), ext(8 * MIB, 4 * MIB, true)];
+    assert_eq!(img.diff(0, 16 * MIB, &since("s1")).await.unwrap(), want);
+    let from_s2 = img.diff(0, 16 * MIB, &since("s2")).await.unwrap();
+    assert!(
+        from_s2.contains(&ext(8 * MIB, 4 * MIB, true)),
+        "{from_s2:?}"
+    );
+    img.snap_remove("s2").await.unwrap();
+    assert_eq!(img.diff(0, 16 * MIB, &since("s1")).await.unwrap(), want);
+    // The data of both snapshots' epochs reads back.
+    assert_eq!(img.read(4 * MIB, 4096).await.unwrap(), pattern(4096, 2));
+}

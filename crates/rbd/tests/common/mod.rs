@@ -30,6 +30,9 @@ pub struct Counting {
     /// then applied again, answering the second result: what a resend after
     /// a lost reply does when the OSD no longer remembers the original.
     pub reexecute: std::sync::Mutex<Option<(String, u32)>>,
+    /// Fault injection: the next write to a snapshot's object map
+    /// (`rbd_object_map.<id>.<snap>`) fails with EIO without being applied.
+    pub fail_snap_map: std::sync::atomic::AtomicBool,
 }
 
 impl Counting {
@@ -41,6 +44,7 @@ impl Counting {
             data_ops: AtomicU64::new(0),
             lists: AtomicU64::new(0),
             reexecute: std::sync::Mutex::new(None),
+            fail_snap_map: std::sync::atomic::AtomicBool::new(false),
         })
     }
     pub fn data_ops(&self) -> u64 {
@@ -114,6 +118,18 @@ impl Rados for Counting {
         }
         if req.oid.name.starts_with("rbd_data.") {
             self.data_ops.fetch_add(1, Ordering::SeqCst);
+        }
+        if req.is_write()
+            && req
+                .oid
+                .name
+                .strip_prefix("rbd_object_map.")
+                .is_some_and(|rest| rest.contains('.'))
+            && self.fail_snap_map.swap(false, Ordering::SeqCst)
+        {
+            return Err(quarry_rados::RadosError::io(
+                "injected: snapshot map write failed",
+            ));
         }
         if self.take_reexecute(&req) {
             let _first = self.inner.operate(req.clone()).await;
