@@ -490,6 +490,45 @@ pub(crate) fn open(
     .boxed()
 }
 
+/// Mark the head map's existing objects clean (relative to a snapshot
+/// just created), as a compare-and-swap on the map object: the lock
+/// owner (a VM) may be setting entries one byte at a time meanwhile
+/// (an object it creates), and a whole-map write from an older read would
+/// turn such an entry back to "absent" (its handle would then read zeros).
+/// On a change the map is read again; after a few failed tries the marks
+/// are skipped (conservative: diffs count those objects as written). The
+/// map as stored, `None` if unknown (marks skipped, or the map is gone).
+async fn mark_clean(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+    mut m: Vec<u8>,
+    mut version: u64,
+    what: &str,
+) -> Result<Option<Vec<u8>>> {
+    for attempt in 0..8u32 {
+        let marked: Vec<u8> = m
+            .iter()
+            .map(|&s| {
+                if s == OBJECT_EXISTS {
+                    OBJECT_EXISTS_CLEAN
+                } else {
+                    s
+                }
+            })
+            .collect();
+        if marked == m || objmap::store_all_if(rados, oid, marked.clone(), version).await? {
+            return Ok(Some(marked));
+        }
+        header::backoff(attempt).await;
+        match objmap::load_versioned(rados, oid).await? {
+            Some((fm, fv)) => (m, version) = (fm, fv),
+            None => return Ok(None),
+        }
+    }
+    tracing::warn!("{what}: the head object map kept changing; not marking it clean");
+    Ok(None)
+}
+
 impl Drop for Image {
     fn drop(&mut self) {
         // Unregister the header watch if close() was not called, so that a
@@ -740,7 +779,7 @@ impl Image {
                 let (h, m) =
                     futures::join!(read_header(rados, &inner.header_oid, header_what), async {
                         if with_map {
-                            objmap::load(rados, head_map_oid).await.map(Some)
+                            objmap::load_versioned(rados, head_map_oid).await.map(Some)
                         } else {
                             Ok(None)
                         }
@@ -749,7 +788,7 @@ impl Image {
                 let m = match m? {
                     Some(m) => m,
                     None if h.features & FEATURE_OBJECT_MAP != 0 => {
-                        objmap::load(rados, head_map_oid).await?
+                        objmap::load_versioned(rados, head_map_oid).await?
                     }
                     None => None,
                 };
@@ -821,7 +860,7 @@ impl Image {
             let (copied, result) = futures::join!(
                 async {
                     match &head_map {
-                        Some(m) => objmap::store_all(rados, &snap_map_oid, m.clone()).await,
+                        Some((m, _)) => objmap::store_all(rados, &snap_map_oid, m.clone()).await,
                         None => Ok(()),
                     }
                 },
@@ -881,26 +920,19 @@ impl Image {
         // fast-diff reports an object as changed only once it is written
         // again. Without the snapshot's map no marks: "written since the
         // previous snapshot" then also means "since this one" (conservative).
-        let clean = head_map.map(|m| {
-            if !map_copied {
-                return m;
+        // The map the view installs: `None` has it read again.
+        let (view_map, stored_map) = match head_map {
+            Some((m, version)) if map_copied => {
+                match mark_clean(rados, &head_map_oid, m, version, &what).await {
+                    Ok(m) => (m.map(Some), Ok(())),
+                    Err(e) => (None, Err(e)),
+                }
             }
-            m.into_iter()
-                .map(|s| {
-                    if s == OBJECT_EXISTS {
-                        OBJECT_EXISTS_CLEAN
-                    } else {
-                        s
-                    }
-                })
-                .collect::<Vec<u8>>()
-        });
-        let stored_map = match &clean {
-            Some(c) if map_copied => objmap::store_all(rados, &head_map_oid, c.clone()).await,
-            _ => Ok(()),
+            Some((m, _)) => (Some(Some(m)), Ok(())),
+            None => (Some(None), Ok(())),
         };
         inner
-            .install_with_map(stored, Some(NOSNAP), Some(clean))
+            .install_with_map(stored, Some(NOSNAP), view_map)
             .await?;
         stored_map?;
         Ok(id)

@@ -144,6 +144,53 @@ pub(crate) async fn load(rados: &dyn Rados, oid: &ObjectId) -> Result<Option<Vec
     }
 }
 
+/// [`load`] with the map object's version (for [`store_all_if`]).
+pub(crate) async fn load_versioned(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+) -> Result<Option<(Vec<u8>, u64)>> {
+    let req = OpRequest::new(oid.clone()).op(Op::Read { off: 0, len: 0 });
+    match rados.operate(req).await {
+        Ok(reply) => {
+            let version = reply.version;
+            match reply.outputs.into_iter().next() {
+                Some(OpOutput::Data(d)) => Ok(Some((d.to_vec(), version))),
+                _ => Err(RbdError::corrupt(format!(
+                    "{}: read returned no data",
+                    oid.name
+                ))),
+            }
+        }
+        Err(e) if e.errno == Errno::ENOENT => Ok(None),
+        Err(e) => Err(RbdError::rados(
+            format!("reading object map {}", oid.name),
+            e,
+        )),
+    }
+}
+
+/// Replace a stored map whole only if it is still at `version` (nobody
+/// updated an entry since it was read): `false` if it changed (or is gone).
+pub(crate) async fn store_all_if(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+    states: Vec<u8>,
+    version: u64,
+) -> Result<bool> {
+    let req = OpRequest::new(oid.clone())
+        .op(Op::AssertExists)
+        .op(Op::AssertVersion(version))
+        .op(Op::WriteFull(Bytes::from(states)));
+    match rados.operate(req).await {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.errno, Errno::ERANGE | Errno::EOVERFLOW | Errno::ENOENT) => Ok(false),
+        Err(e) => Err(RbdError::rados(
+            format!("writing object map {}", oid.name),
+            e,
+        )),
+    }
+}
+
 /// Persist one object's state (a one-byte write at `objno`).
 pub(crate) async fn store_state(
     rados: &dyn Rados,

@@ -834,6 +834,54 @@ async fn snap_name_freed_by_another_client_is_reusable() {
     assert_eq!((snaps[0].name.as_str(), snaps[0].id), ("s", second));
 }
 
+/// A snapshot taken by a client that does not own the exclusive lock (`rbd
+/// snap create` while a VM writes) marks the head object map clean without
+/// undoing an entry the owner set meanwhile: the owner's new object must
+/// still read back, through its own handle and a fresh one (both trust the
+/// stored map and skip objects it calls absent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_by_another_client_keeps_the_owners_map_updates() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 16 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = open(&e, &e.io, "img").await; // the VM: owns the lock
+    a.write(0, pattern(4096, 1)).await.unwrap();
+    let counting = Counting::new(e.emb.client());
+    let rbd_b = Rbd::new(counting.clone());
+    let b = rbd_b
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    *counting.pause_head_map_write.lock().unwrap() = Some((arrived_tx, go_rx));
+    let snap = tokio::spawn(async move { b.snap_create("s").await.map(|_| b) });
+    arrived_rx
+        .await
+        .expect("the clean marks were never written");
+    // The VM creates object 2 between the snapshot's map read and its marks.
+    a.write(8 * MIB, pattern(4096, 2)).await.unwrap();
+    go_tx.send(()).unwrap();
+    let b = snap.await.unwrap().unwrap();
+    let fresh = open(&e, &e.io, "img").await;
+    let want = pattern(4096, 2);
+    for (who, h) in [
+        ("a fresh handle", &fresh),
+        ("the owner", &a),
+        ("the snapshotter", &b),
+    ] {
+        let got = h.read(8 * MIB, 4096).await.unwrap();
+        assert!(
+            got == want,
+            "{who} lost the owner's new object (reads zeros: {})",
+            got.iter().all(|&x| x == 0)
+        );
+    }
+    assert!(a.read(0, 4096).await.unwrap() == pattern(4096, 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_client_visibility() {
     let e = env().await;

@@ -33,7 +33,17 @@ pub struct Counting {
     /// Fault injection: the next write to a snapshot's object map
     /// (`rbd_object_map.<id>.<snap>`) fails with EIO without being applied.
     pub fail_snap_map: std::sync::atomic::AtomicBool,
+    /// Fault injection: the next whole write of a head object map
+    /// (`rbd_object_map.<id>`) says so on the first channel and waits for
+    /// the second before it is applied (another client acts in between).
+    pub pause_head_map_write: std::sync::Mutex<Option<HeadMapPause>>,
 }
+
+/// See [`Counting::pause_head_map_write`]: (arrived, go on).
+pub type HeadMapPause = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
 
 impl Counting {
     pub fn new(inner: Arc<dyn Rados>) -> Arc<Counting> {
@@ -45,6 +55,7 @@ impl Counting {
             lists: AtomicU64::new(0),
             reexecute: std::sync::Mutex::new(None),
             fail_snap_map: std::sync::atomic::AtomicBool::new(false),
+            pause_head_map_write: std::sync::Mutex::new(None),
         })
     }
     pub fn data_ops(&self) -> u64 {
@@ -130,6 +141,22 @@ impl Rados for Counting {
             return Err(quarry_rados::RadosError::io(
                 "injected: snapshot map write failed",
             ));
+        }
+        let whole_head_map = req
+            .oid
+            .name
+            .strip_prefix("rbd_object_map.")
+            .is_some_and(|rest| !rest.contains('.'))
+            && req
+                .ops
+                .iter()
+                .any(|o| matches!(o, quarry_rados::Op::WriteFull(_)));
+        if whole_head_map {
+            let pause = self.pause_head_map_write.lock().expect("pause lock").take();
+            if let Some((arrived, go_on)) = pause {
+                let _ = arrived.send(());
+                let _ = go_on.await;
+            }
         }
         if self.take_reexecute(&req) {
             let _first = self.inner.operate(req.clone()).await;
