@@ -879,12 +879,17 @@ async fn dropped_watch_events_are_reported() {
     let oid = ObjectId::new(pool, "busy");
     let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     // The first notification blocks the callback until `release` is sent.
+    // `block_in_place` hands this worker's queued tasks to another thread
+    // meanwhile (a plain blocking call could strand a task in its LIFO
+    // slot, e.g. the other client's connection reader, and hang the test).
     let (release, blocked) = std::sync::mpsc::channel::<()>();
     let blocked = std::sync::Mutex::new(Some(blocked));
     let cb: quarry_rados::WatchCallback = std::sync::Arc::new(move |ev| {
         let first = blocked.lock().map(|mut b| b.take()).unwrap_or(None);
         if let Some(rx) = first {
-            let _ = rx.recv_timeout(Duration::from_secs(120));
+            tokio::task::block_in_place(|| {
+                let _ = rx.recv_timeout(Duration::from_secs(120));
+            });
         }
         let _ = tx.send(ev);
     });
