@@ -127,21 +127,7 @@ impl ObjectMap {
 
 /// Load a stored map (the head map or a snapshot's). `None` if absent.
 pub(crate) async fn load(rados: &dyn Rados, oid: &ObjectId) -> Result<Option<Vec<u8>>> {
-    let req = OpRequest::new(oid.clone()).op(Op::Read { off: 0, len: 0 });
-    match rados.operate(req).await {
-        Ok(reply) => match reply.outputs.into_iter().next() {
-            Some(OpOutput::Data(d)) => Ok(Some(d.to_vec())),
-            _ => Err(RbdError::corrupt(format!(
-                "{}: read returned no data",
-                oid.name
-            ))),
-        },
-        Err(e) if e.errno == Errno::ENOENT => Ok(None),
-        Err(e) => Err(RbdError::rados(
-            format!("reading object map {}", oid.name),
-            e,
-        )),
-    }
+    Ok(load_versioned(rados, oid).await?.map(|(m, _)| m))
 }
 
 /// [`load`] with the map object's version (for [`store_all_if`]).
