@@ -89,6 +89,14 @@ pub fn connect(conf: &Config) -> CResult<(Arc<dyn Rados>, MonValues)> {
     if addrs.is_empty() {
         return Err(CError::new(Errno::ENOENT, "no monitor address"));
     }
+    // Encryption asked for (`secure` alone) is refused, never dropped.
+    for name in quarry_common::options::CLIENT_CON_MODE_OPTIONS {
+        let v = conf.get(name)?;
+        quarry_common::options::con_modes_supported(&v).map_err(|e| {
+            eprintln!("quarry: {name} = {v}: {e}");
+            CError::new(Errno::EINVAL, format!("{name} = {v}: {e}"))
+        })?;
+    }
     let key = find_key(conf)?;
     let secret = quarry_auth::Secret::from_base64(&key)
         .map_err(|e| CError::new(Errno::EINVAL, format!("bad key: {e}")))?;

@@ -323,6 +323,19 @@ impl DaemonOpts {
         Duration::from_secs_f64(v)
     }
 
+    /// Refuse to run under connection modes this build cannot honour
+    /// (`secure` alone, see `con_modes_supported`), whether the file or the
+    /// database set them: encryption asked for is never quietly dropped.
+    fn check_con_modes(&self, names: &[&str]) -> R<()> {
+        let who = self.cfg.entity().to_name();
+        for name in names {
+            let value = self.cfg.get_str(name).map_err(|e| format!("{who}: {e}"))?;
+            quarry_common::options::con_modes_supported(&value)
+                .map_err(|e| format!("{who}: {name} = {value}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Set the process's frame-signing policy from these values.
     fn apply_sign_policy(&self) -> R<()> {
         let p = quarry_proto::SignPolicy::from_options(true, |k| self.raw(k))?;
@@ -338,6 +351,7 @@ pub fn osd(a: OsdArgs) -> R<()> {
     let conf = load_conf(&dir)?;
     let entity = format!("osd.{}", a.id);
     let mut opts = DaemonOpts::from_file(&conf, &entity)?;
+    opts.check_con_modes(&quarry_common::options::OSD_CON_MODE_OPTIONS)?;
     opts.apply_sign_policy()?;
     let secret = keyring_secret(&dir.join("keyring"), &entity)
         .or_else(|_| keyring_secret(&dir.join(&entity).join("keyring"), &entity))?;
@@ -372,6 +386,7 @@ pub fn osd(a: OsdArgs) -> R<()> {
             },
             _ = term.recv() => return Ok(()),
         }
+        opts.check_con_modes(&quarry_common::options::OSD_CON_MODE_OPTIONS)?;
         opts.apply_sign_policy()?;
         let cfg = quarry_osd::OsdConfig {
             id: a.id,
@@ -1025,6 +1040,8 @@ mod mon_impl {
     /// Run a monitor in the foreground.
     pub fn run(dir: &Path, id: &str) -> R<()> {
         let conf = load_conf(dir)?;
+        super::DaemonOpts::from_file(&conf, &format!("mon.{id}"))?
+            .check_con_modes(&quarry_common::options::MON_CON_MODE_OPTIONS)?;
         super::apply_sign_policy(&conf, "mon", &format!("mon.{id}"))?;
         let cfg = mon_config(dir, &conf, id, Some(dir.join("keyring")))?;
         runtime()?

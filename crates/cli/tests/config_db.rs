@@ -468,3 +468,145 @@ fn config_database_against_a_cluster() {
         "rbd_cache_policy=writethrough\nrbd_cache_size=16777216\nrbd_default_features=1\n"
     );
 }
+
+/// Run `quarry DAEMON --id ID --dir DIR`, bounded: it must refuse to start.
+fn daemon_refuses(dir: &Path, daemon: &str, id: &str) -> String {
+    let o = Command::new("timeout")
+        .args(["30", BIN, daemon, "--id", id, "--dir"])
+        .arg(dir)
+        .env_remove("CEPH_CONF")
+        .env_remove("CEPH_ARGS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_ne!(
+        o.status.code(),
+        Some(124),
+        "{daemon}.{id} kept running: {err}"
+    );
+    assert!(
+        !o.status.success(),
+        "{daemon}.{id} must refuse to start: {err}"
+    );
+    err
+}
+
+/// msgr2's `secure` mode (encryption of every frame) is not implemented: a
+/// mode list without `crc` is refused with a clear error wherever it is
+/// set (conf file, environment, QEMU's options through the C library, the
+/// config database, a daemon's conf), instead of quietly sending in the
+/// clear what someone asked to have encrypted. Lists with `crc` (Ceph's
+/// defaults) work as before.
+#[test]
+fn a_secure_only_connection_mode_is_refused_not_ignored() {
+    let c = Cluster::up(1, 1);
+    ok(&c, &["rbd", "create", "data/m", "--size", "4M"]);
+    let with_env = |args: &[&str], ceph_args: &str| {
+        run_env(c.path(), Path::new(BIN), args, &[("CEPH_ARGS", ceph_args)])
+    };
+    // The rbd tool, from CEPH_ARGS and from the conf file.
+    for opt in ["--ms_client_mode secure", "--ms-mon-client-mode secure"] {
+        let (code, out, err) = with_env(&["rbd", "ls", "data"], opt);
+        assert_eq!(code, 22, "{opt}: {out}{err}");
+        assert!(
+            err.contains("cannot encrypt") && err.contains("crc secure"),
+            "{opt}: {err}"
+        );
+    }
+    for opt in ["--ms_client_mode crc", "--ms_client_mode secure,crc"] {
+        let (code, out, err) = with_env(&["rbd", "ls", "data"], opt);
+        assert_eq!((code, out.as_str()), (0, "m\n"), "{opt}: {err}");
+    }
+    let (code, _, err) = with_env(&["rbd", "ls", "data"], "--ms_client_mode tls");
+    assert_eq!(code, 22, "{err}");
+    assert!(err.contains("unknown connection mode \"tls\""), "{err}");
+    let conf = std::fs::read_to_string(c.path().join("ceph.conf")).expect("conf");
+    let secure_conf = c.path().join("secure.conf");
+    std::fs::write(
+        &secure_conf,
+        format!("{conf}\n[client.admin]\n\tms client mode = secure\n"),
+    )
+    .expect("write conf");
+    let (code, _, err) = run_env(
+        c.path(),
+        Path::new(BIN),
+        &["rbd", "ls", "data"],
+        &[("CEPH_CONF", secure_conf.to_str().expect("path"))],
+    );
+    assert_eq!(code, 22, "{err}");
+    assert!(err.contains("ms_client_mode"), "{err}");
+
+    // QEMU, whose rbd driver hands its `key=value` options to
+    // rados_conf_set before rados_connect.
+    let (code, _, err) = run_env(
+        c.path(),
+        Path::new("qemu-img"),
+        &["info", "rbd:data/m:ms_client_mode=secure"],
+        &[],
+    );
+    assert_ne!(code, 0, "qemu-img must fail to connect");
+    assert!(
+        err.contains("cannot encrypt") && err.contains("Invalid argument"),
+        "{err}"
+    );
+    let (code, out, err) = run_env(
+        c.path(),
+        Path::new("qemu-img"),
+        &["info", "rbd:data/m:ms_client_mode=crc"],
+        &[],
+    );
+    assert_eq!(code, 0, "qemu-img: {err}");
+    assert!(out.contains("virtual size: 4 MiB"), "{out}");
+
+    // The config database refuses what no one could use.
+    let (code, _, err) = run(
+        &c,
+        &[
+            "ceph",
+            "config",
+            "set",
+            "client",
+            "ms_client_mode",
+            "secure",
+        ],
+    );
+    assert_eq!(code, 22, "{err}");
+    assert!(err.contains("cannot encrypt"), "{err}");
+    ok(
+        &c,
+        &[
+            "ceph",
+            "config",
+            "set",
+            "client",
+            "ms_client_mode",
+            "secure crc",
+        ],
+    );
+    assert_eq!(ok(&c, &["rbd", "ls", "data"]), "m\n");
+    ok(&c, &["ceph", "config", "rm", "client", "ms_client_mode"]);
+
+    // Daemons refuse to start.
+    for (daemon, id, section, option) in [
+        ("osd", "9", "osd.9", "ms_cluster_mode"),
+        ("osd", "8", "osd", "ms_service_mode"),
+        ("mon", "z", "mon.z", "ms_mon_service_mode"),
+    ] {
+        let dir = c.path().join(format!("refused-{daemon}-{id}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join("ceph.conf"),
+            format!("{conf}\n[{section}]\n\t{option} = secure\n"),
+        )
+        .expect("write conf");
+        let err = daemon_refuses(&dir, daemon, id);
+        assert!(
+            err.contains(&format!("{daemon}.{id}: {option} = secure"))
+                && err.contains("cannot encrypt"),
+            "{daemon}.{id}: {err}"
+        );
+    }
+    // The cluster, on Ceph's defaults, serves on.
+    assert_eq!(ok(&c, &["rbd", "ls", "data"]), "m\n");
+}

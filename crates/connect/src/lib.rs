@@ -204,6 +204,7 @@ pub async fn connect(cfg: &Config) -> Result<Connection, ConnectError> {
             config: cfg.clone(),
         });
     }
+    check_con_modes(cfg)?;
     let mon_host = cfg.get("mon_host").unwrap_or_default();
     if mon_host.trim().is_empty() {
         return Err(ConnectError::NoMonHost);
@@ -235,11 +236,30 @@ pub async fn connect(cfg: &Config) -> Result<Connection, ConnectError> {
     let monc = client.monc().clone();
     let mut config = cfg.clone();
     apply_mon_config(&monc, &mut config).await;
+    // The database may ask for what the local files did not.
+    check_con_modes(&config)?;
     Ok(Connection {
         rados: client,
         monc: Some(monc),
         config,
     })
+}
+
+/// Refuse connection modes this build cannot honour (`secure` alone, see
+/// [`quarry_common::options::con_modes_supported`]) with `EINVAL`, before
+/// anything is sent in the clear.
+fn check_con_modes(cfg: &Config) -> Result<(), ConnectError> {
+    for name in quarry_common::options::CLIENT_CON_MODE_OPTIONS {
+        let value = cfg.get_str(name)?;
+        quarry_common::options::con_modes_supported(&value).map_err(|reason| {
+            ConnectError::Option(ConfigError::InvalidValue {
+                name: name.to_string(),
+                value,
+                reason,
+            })
+        })?;
+    }
+    Ok(())
 }
 
 /// The cluster client's timeouts from the configuration (see

@@ -433,6 +433,7 @@ impl Config {
                 OptType::AddrVec,
                 OptType::Uuid,
                 OptType::DebugLevel,
+                OptType::ConMode,
             ],
             "str",
         )?;

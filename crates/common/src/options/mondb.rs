@@ -144,6 +144,11 @@ pub fn check_set(name: &str, value: &str) -> Result<(String, String), MonDbError
     let def = find_option(&canonical).ok_or_else(|| MonDbError::UnknownOption(name.into()))?;
     let value = value.trim();
     canonicalize(def, value).map_err(MonDbError::BadValue)?;
+    if def.ty == OptType::ConMode {
+        // Stored, it would stop every client and daemon it names from
+        // connecting (they refuse modes they cannot honour).
+        super::con_modes_supported(value).map_err(MonDbError::BadValue)?;
+    }
     Ok((canonical, value.to_string()))
 }
 

@@ -74,6 +74,12 @@ fn quarry_table_agrees_with_ceph_on_types() {
             assert_eq!(c.ty, OptType::Str);
             continue;
         }
+        if d.ty == OptType::ConMode {
+            // Ceph's are plain strings; Quarry checks the list.
+            assert_eq!(c.ty, OptType::Str, "{}", d.name);
+            assert_eq!(d.default, c.default, "{}", d.name);
+            continue;
+        }
         assert_eq!(d.ty, c.ty, "{}", d.name);
         assert_eq!(d.enum_values, c.enum_values, "{}", d.name);
         // Deliberate differences, each explained in the table.
@@ -263,6 +269,58 @@ fn debug_levels() {
     for bad in ["", "100", "-1", "a", "1/", "/1", "1/2/3"] {
         assert!(canon("debug_rbd", bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn connection_modes() {
+    for name in ["ms_client_mode", "ms_cluster_mode", "ms_service_mode"] {
+        assert_eq!(def(name).default, "crc secure");
+        assert_eq!(def(name).ty.as_str(), "str");
+    }
+    for name in [
+        "ms_mon_client_mode",
+        "ms_mon_cluster_mode",
+        "ms_mon_service_mode",
+    ] {
+        assert_eq!(def(name).default, "secure crc");
+    }
+    assert_eq!(canon("ms_client_mode", "crc").as_deref(), Ok("crc"));
+    assert_eq!(
+        canon("ms_client_mode", " SECURE, crc;crc ").as_deref(),
+        Ok("secure crc")
+    );
+    // `secure` alone is a valid value (so that a client or daemon given it
+    // can refuse to run), but not one this build can honour.
+    assert_eq!(canon("ms_cluster_mode", "secure").as_deref(), Ok("secure"));
+    assert!(con_modes_supported("secure crc").is_ok());
+    assert!(con_modes_supported("crc").is_ok());
+    let e = con_modes_supported("secure").unwrap_err();
+    assert!(
+        e.contains("cannot encrypt") && e.contains("crc secure"),
+        "{e}"
+    );
+    for bad in ["", " , ", "crc tls", "crc+secure", "legacy"] {
+        assert!(canon("ms_client_mode", bad).is_err(), "{bad:?}");
+        assert!(con_modes_supported(bad).is_err(), "{bad:?}");
+    }
+    let mut c = test_config();
+    let e = c
+        .set("ms_client_mode", "crc, nope", Level::Override)
+        .unwrap_err();
+    assert_eq!(e.errno(), Errno::EINVAL);
+    assert!(
+        e.to_string().contains("unknown connection mode \"nope\""),
+        "{e}"
+    );
+    c.set("ms_client_mode", "secure", Level::Override).unwrap();
+    assert_eq!(c.get_str("ms_client_mode").unwrap(), "secure");
+    // The monitors' database refuses what no one could use.
+    let e = mondb::check_set("ms_mon_client_mode", "secure").unwrap_err();
+    assert!(e.to_string().contains("cannot encrypt"), "{e}");
+    assert_eq!(
+        mondb::check_set("ms-client-mode", "secure crc").unwrap(),
+        ("ms_client_mode".to_string(), "secure crc".to_string())
+    );
 }
 
 #[test]
