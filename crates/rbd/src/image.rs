@@ -24,6 +24,7 @@ use crate::error::{RadosContext, RbdError, Result};
 use crate::header::{self, read_header, update_header, Header, ParentSpec, Protection, SnapRecord};
 use crate::layout::{self, num_objects};
 use crate::objmap::{self, ObjectMap, OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT};
+use crate::proxy::ProxyOp;
 use crate::rbd::{self, ChildRef};
 use crate::{
     ChildInfo, ImageInfo, IoCtx, ParentInfo, SnapInfo, SnapSpec, FEATURE_FAST_DIFF,
@@ -41,6 +42,9 @@ pub(crate) const PARALLEL_OPS_MAX: usize = 64;
 /// tasks: every method takes `&self` and I/O calls may run concurrently.
 pub struct Image {
     pub(crate) inner: Arc<Inner>,
+    /// A second `Image` over a handle's `Inner` (the lock owner running a
+    /// proxied operation): its drop must not close the handle.
+    alias: bool,
 }
 
 impl std::fmt::Debug for Image {
@@ -107,6 +111,8 @@ pub(crate) struct Inner {
     /// it stable.
     pub owned: AtomicBool,
     pub lock: crate::lock::LockState,
+    /// Proxied operations: ids of our own, and those run for others.
+    pub proxy: crate::proxy::ProxyState,
 }
 
 impl Inner {
@@ -483,9 +489,13 @@ pub(crate) fn open(
                 fence,
                 ..Default::default()
             },
+            proxy: Default::default(),
         });
         let _ = slot.set(Arc::downgrade(&inner));
-        Ok(Image { inner })
+        Ok(Image {
+            inner,
+            alias: false,
+        })
     }
     .boxed()
 }
@@ -531,6 +541,9 @@ async fn mark_clean(
 
 impl Drop for Image {
     fn drop(&mut self) {
+        if self.alias {
+            return;
+        }
         // Unregister the header watch if close() was not called, so that a
         // dropped handle does not keep the image busy.
         // Release the exclusive lock first (it names the watch).
@@ -688,6 +701,153 @@ impl Image {
         Ok(())
     }
 
+    // ---------------------------------------------------------------- header operations
+
+    /// A second `Image` over `inner` (the lock owner running a proxied
+    /// operation); dropping it leaves the handle open.
+    pub(crate) fn alias(inner: Arc<Inner>) -> Image {
+        Image { inner, alias: true }
+    }
+
+    /// Run header operation `op` (see `proxy.rs`): when another live
+    /// handle owns the exclusive lock, it is sent to that owner, which runs
+    /// it with its own I/O quiesced and answers with the result; otherwise
+    /// it runs here, holding the lock if the image has the feature (taken
+    /// when free, broken when its owner is dead or does not answer, as for
+    /// a write). Then the image's other open handles have re-read the
+    /// header. The value is the new snapshot's id for a snapshot create, 0
+    /// otherwise.
+    async fn run_op(
+        &self,
+        op: ProxyOp,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<u64> {
+        use crate::lock::ProxyAnswer;
+        let inner = &self.inner;
+        inner.check_writable(&inner.view())?;
+        let what = format!("{} of image {}", op.name(), inner.spec());
+        let id = inner.proxy.next_id();
+        let started = tokio::time::Instant::now();
+        let mut last_in_progress = false;
+        let mut last_owner = None;
+        loop {
+            inner.check_open()?;
+            // Flatten may run long: bounded only while its owner answers.
+            if started.elapsed() > crate::proxy::OP_TIMEOUT
+                && !(last_in_progress && op == ProxyOp::Flatten)
+            {
+                return Err(crate::proxy::timed_out(&what, last_owner));
+            }
+            last_in_progress = false;
+            if !inner.lock_required() {
+                return self.run_unlocked(&op, progress).await;
+            }
+            if inner.owned.load(Ordering::Acquire) {
+                // Held so the lock is not handed over halfway (a request
+                // for it is answered, and the hand-over waits for this).
+                let g = inner.lock.op.lock().await;
+                if !inner.owned.load(Ordering::Acquire) {
+                    continue;
+                }
+                let r = self.execute_here(&op, progress).await;
+                drop(g);
+                if r.is_ok() {
+                    inner.notify_header_update().await;
+                }
+                return r;
+            }
+            match inner.lock_owner().await? {
+                Some((client, cookie, true)) if !inner.is_me_id(client, cookie) => {
+                    last_owner = Some(client);
+                    match inner.send_proxied((client, cookie), id, &op).await? {
+                        ProxyAnswer::Done(r) => {
+                            tracing::debug!(image = %inner.spec(), op = op.name(), owner = client, ok = r.is_ok(), "proxied operation answered");
+                            return r;
+                        }
+                        ProxyAnswer::InProgress => {
+                            if op != ProxyOp::Flatten
+                                && started.elapsed() > crate::proxy::OP_TIMEOUT
+                            {
+                                return Err(crate::proxy::timed_out(&what, Some(client)));
+                            }
+                            last_in_progress = true;
+                        }
+                        ProxyAnswer::NotOwner | ProxyAnswer::Gone => {
+                            tokio::time::sleep(crate::lock::RETRY_PAUSE).await;
+                        }
+                        ProxyAnswer::Unknown => {
+                            tracing::warn!(image = %inner.spec(), op = op.name(), owner = client, "the exclusive lock owner does not take proxied operations (older version): running it here");
+                            return self.run_unlocked(&op, progress).await;
+                        }
+                        ProxyAnswer::Unresponsive => {
+                            tracing::warn!(image = %inner.spec(), op = op.name(), owner = client, "the exclusive lock owner did not answer: taking the lock");
+                            inner
+                                .acquire_lock_from(true, false, Some((client, cookie)))
+                                .await?;
+                        }
+                    }
+                }
+                // Nobody holds the lock, its owner is dead, or the record
+                // names this handle: take it without asking anyone (a live
+                // owner appearing meanwhile answers EROFS: look again).
+                _ => {
+                    if inner.lock.managed.load(Ordering::Acquire) {
+                        // After rbd_lock_release no implicit acquire (the
+                        // standard policy): as before proxying.
+                        return self.run_unlocked(&op, progress).await;
+                    }
+                    match inner.acquire_lock(false, false).await {
+                        Ok(()) => {}
+                        Err(e) if e.errno() == Errno::EROFS => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `op` here without the lock (image without exclusive-lock, or an
+    /// owner of an older version), then the header-update notification.
+    async fn run_unlocked(
+        &self,
+        op: &ProxyOp,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<u64> {
+        let v = self.execute_here(op, progress).await?;
+        self.inner.notify_header_update().await;
+        Ok(v)
+    }
+
+    /// Perform `op` on this handle (the `_here` functions).
+    pub(crate) async fn execute_here(
+        &self,
+        op: &ProxyOp,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<u64> {
+        match op {
+            ProxyOp::SnapCreate { name } => self.snap_create_here(name).await,
+            ProxyOp::SnapRemove { name, id } => {
+                let spec = match (name, id) {
+                    (Some(n), _) => SnapSpec::Name(n.clone()),
+                    (None, Some(i)) => SnapSpec::Id(*i),
+                    (None, None) => {
+                        return Err(RbdError::invalid("snapshot remove without a snapshot"))
+                    }
+                };
+                self.snap_remove_here(spec).await.map(|()| 0)
+            }
+            ProxyOp::SnapRename { src, dst } => self.snap_rename_here(src, dst).await.map(|()| 0),
+            ProxyOp::SnapProtect { name } => self.snap_protect_here(name).await.map(|()| 0),
+            ProxyOp::SnapUnprotect { name } => self.snap_unprotect_here(name).await.map(|()| 0),
+            ProxyOp::Resize { size } => self.resize_here(*size).await.map(|()| 0),
+            ProxyOp::Flatten => self.flatten_here(&mut *progress).await.map(|()| 0),
+            ProxyOp::UpdateFeatures { features, enabled } => self
+                .update_features_here(*features, *enabled)
+                .await
+                .map(|()| 0),
+        }
+    }
+
     // ---------------------------------------------------------------- snapshots
 
     /// The header as stored now (does not change this handle's view).
@@ -723,12 +883,19 @@ impl Image {
         Ok(self.fresh_header().await?.snap_by_name(name).is_some())
     }
 
-    /// Create a snapshot of the head (see [`Self::snap_create_here`]); the
-    /// image's other open handles re-read the header before it returns.
+    /// Create a snapshot of the head (see [`Self::snap_create_here`]),
+    /// through the exclusive-lock owner when another handle owns it (see
+    /// [`Self::run_op`]); the image's other open handles re-read the header
+    /// before it returns.
     pub async fn snap_create(&self, name: &str) -> Result<SnapId> {
-        let id = self.snap_create_here(name).await?;
-        self.inner.notify_header_update().await;
-        Ok(id)
+        layout::validate_snap_name(name)?;
+        self.run_op(
+            ProxyOp::SnapCreate {
+                name: name.to_string(),
+            },
+            &mut |_, _| {},
+        )
+        .await
     }
 
     /// Take a snapshot: O(1) in image size — allocate a self-managed snap
@@ -951,8 +1118,8 @@ impl Image {
     }
 
     async fn snap_remove_spec(&self, spec: SnapSpec) -> Result<()> {
-        self.snap_remove_here(spec).await?;
-        self.inner.notify_header_update().await;
+        self.run_op(ProxyOp::snap_remove(&spec), &mut |_, _| {})
+            .await?;
         Ok(())
     }
 
@@ -1090,8 +1257,12 @@ impl Image {
     /// See [`Self::snap_rename_here`]; the image's other open handles re-read
     /// the header before it returns.
     pub async fn snap_rename(&self, src: &str, dst: &str) -> Result<()> {
-        self.snap_rename_here(src, dst).await?;
-        self.inner.notify_header_update().await;
+        layout::validate_snap_name(dst)?;
+        let op = ProxyOp::SnapRename {
+            src: src.to_string(),
+            dst: dst.to_string(),
+        };
+        self.run_op(op, &mut |_, _| {}).await?;
         Ok(())
     }
 
@@ -1135,8 +1306,10 @@ impl Image {
     /// See [`Self::snap_protect_here`]; the image's other open handles re-read
     /// the header before it returns.
     pub async fn snap_protect(&self, name: &str) -> Result<()> {
-        self.snap_protect_here(name).await?;
-        self.inner.notify_header_update().await;
+        let op = ProxyOp::SnapProtect {
+            name: name.to_string(),
+        };
+        self.run_op(op, &mut |_, _| {}).await?;
         Ok(())
     }
 
@@ -1176,8 +1349,10 @@ impl Image {
     /// See [`Self::snap_unprotect_here`]; the image's other open handles re-read
     /// the header before it returns.
     pub async fn snap_unprotect(&self, name: &str) -> Result<()> {
-        self.snap_unprotect_here(name).await?;
-        self.inner.notify_header_update().await;
+        let op = ProxyOp::SnapUnprotect {
+            name: name.to_string(),
+        };
+        self.run_op(op, &mut |_, _| {}).await?;
         Ok(())
     }
 
@@ -1280,10 +1455,34 @@ impl Image {
     }
 
     /// See [`Self::snap_rollback_here`]; the image's other open handles re-read
-    /// the header before it returns.
+    /// the header before it returns. Not proxied (as librbd): with the
+    /// exclusive-lock feature the handle takes the lock first (asking its
+    /// owner to hand it over, as a write does) and holds it throughout, so
+    /// no other client writes the head, or its object map, meanwhile.
     pub async fn snap_rollback(&self, name: &str) -> Result<()> {
-        self.snap_rollback_here(name).await?;
-        self.inner.notify_header_update().await;
+        let inner = &self.inner;
+        inner.check_writable(&inner.view())?;
+        loop {
+            inner.check_open()?;
+            if inner.lock_required() && !inner.owned.load(Ordering::Acquire) {
+                if inner.lock.managed.load(Ordering::Acquire) {
+                    // Standard policy after rbd_lock_release, as for writes.
+                    return Err(RbdError::read_only(format!(
+                        "image {} (exclusive lock released with rbd_lock_release)",
+                        inner.spec()
+                    )));
+                }
+                inner.acquire_lock(true, false).await?;
+            }
+            // Held so the lock is not handed over halfway.
+            let _op = inner.lock.op.lock().await;
+            if inner.lock_required() && !inner.owned.load(Ordering::Acquire) {
+                continue;
+            }
+            self.snap_rollback_here(name).await?;
+            break;
+        }
+        inner.notify_header_update().await;
         Ok(())
     }
 
@@ -1380,8 +1579,8 @@ impl Image {
     /// See [`Self::resize_here`]; the image's other open handles re-read
     /// the header before it returns.
     pub async fn resize(&self, size: u64) -> Result<()> {
-        self.resize_here(size).await?;
-        self.inner.notify_header_update().await;
+        self.run_op(ProxyOp::Resize { size }, &mut |_, _| {})
+            .await?;
         Ok(())
     }
 
@@ -1479,12 +1678,12 @@ impl Image {
 
     /// See [`Self::flatten_here`]; the image's other open handles re-read
     /// the header before it returns.
-    pub async fn flatten<F>(&self, progress: F) -> Result<()>
+    /// Proxied to the lock owner, `progress` is not called.
+    pub async fn flatten<F>(&self, mut progress: F) -> Result<()>
     where
         F: FnMut(u64, u64) + Send,
     {
-        self.flatten_here(progress).await?;
-        self.inner.notify_header_update().await;
+        self.run_op(ProxyOp::Flatten, &mut progress).await?;
         Ok(())
     }
 
@@ -1539,8 +1738,8 @@ impl Image {
     /// See [`Self::update_features_here`]; the image's other open handles re-read
     /// the header before it returns.
     pub async fn update_features(&self, features: u64, enabled: bool) -> Result<()> {
-        self.update_features_here(features, enabled).await?;
-        self.inner.notify_header_update().await;
+        let op = ProxyOp::UpdateFeatures { features, enabled };
+        self.run_op(op, &mut |_, _| {}).await?;
         Ok(())
     }
 

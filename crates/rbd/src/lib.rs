@@ -71,6 +71,7 @@ mod io;
 mod layout;
 mod lock;
 mod objmap;
+mod proxy;
 mod rbd;
 
 pub use error::{RbdError, Result};

@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{RadosContext, RbdError, Result};
 use crate::image::{Image, Inner};
+use crate::proxy::{ProxyOp, Reply, WireError};
 use crate::FEATURE_EXCLUSIVE_LOCK;
 
 /// Header xattr holding the lock record (JSON [`LockRecord`]).
@@ -55,7 +56,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 /// re-read the header.
 const HEADER_UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between attempts while the lock changes hands.
-const RETRY_PAUSE: Duration = Duration::from_millis(20);
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How long a broken owner stays blocklisted when
 /// `rbd_blocklist_expire_seconds` is 0 (Ceph: the monitor's default,
 /// `mon_osd_blocklist_default_expire`, one hour).
@@ -120,16 +121,58 @@ pub struct LockOwner {
     pub addr: String,
 }
 
+/// A notification on the header: `request_lock`, `header_update`, or a
+/// proxied operation (`proxy.rs`: `id` and `args` set). Fields added since
+/// the first version default, and older versions ignore them.
 #[derive(Serialize, Deserialize)]
 struct Request {
     op: String,
     client: u64,
     cookie: u64,
+    /// The requester's id of a proxied operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    /// A proxied operation's arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    args: Option<ProxyOp>,
 }
 
+/// A watcher's answer. `result`: `ok`, `releasing`, `refused`, `not_owner`,
+/// `unknown` (an op this version does not know), and for proxied
+/// operations `done` (with `error` or `value`) or `in_progress`.
 #[derive(Serialize, Deserialize)]
 struct Answer {
     result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<WireError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<u64>,
+}
+
+impl Answer {
+    fn plain(result: &str) -> Answer {
+        Answer {
+            result: result.into(),
+            error: None,
+            value: None,
+        }
+    }
+}
+
+/// What the lock owner said to a proxied request (requester side).
+pub(crate) enum ProxyAnswer {
+    /// It ran the operation: its result.
+    Done(Result<u64>),
+    /// Still running: ask again with the same id.
+    InProgress,
+    /// The lock changed hands (or was released): look again.
+    NotOwner,
+    /// An owner of an older version: run the operation here.
+    Unknown,
+    /// Its watch exists but it did not answer in time.
+    Unresponsive,
+    /// Its watch is gone (it died or closed meanwhile): look again.
+    Gone,
 }
 
 /// Lock state of one handle.
@@ -367,6 +410,18 @@ impl Inner {
     /// Take the lock for this handle. `request`: ask a live owner to hand
     /// it over (automatic policy); otherwise a live owner is `EROFS`.
     pub(crate) async fn acquire_lock(&self, request: bool, managed: bool) -> Result<()> {
+        self.acquire_lock_from(request, managed, None).await
+    }
+
+    /// [`Inner::acquire_lock`], with the owner `(client, cookie)` already
+    /// known not to answer requests (a proxied request timed out): its lock
+    /// is broken (and the owner fenced) without asking it again.
+    pub(crate) async fn acquire_lock_from(
+        &self,
+        request: bool,
+        managed: bool,
+        unresponsive: Option<(u64, u64)>,
+    ) -> Result<()> {
         let _op = self.lock.op.lock().await;
         if self.owned.load(Ordering::Acquire) {
             return Ok(());
@@ -378,7 +433,7 @@ impl Inner {
         me.addr = own_addr(self, me.cookie).await?;
         let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
         // An owner that let a request time out: (client, cookie).
-        let mut unresponsive: Option<(u64, u64)> = None;
+        let mut unresponsive = unresponsive;
         loop {
             self.check_open()?;
             let (rec, version) = read_record(self).await?;
@@ -437,6 +492,8 @@ impl Inner {
                 op: "request_lock".into(),
                 client: me.client,
                 cookie: me.cookie,
+                id: None,
+                args: None,
             };
             let payload = serde_json::to_vec(&req).map_err(|e| RbdError::invalid(e.to_string()))?;
             let res = self
@@ -487,7 +544,7 @@ impl Inner {
 
     /// The hook run before this handle hands over the lock or re-reads a
     /// header changed elsewhere (see [`PreReleaseHook`]).
-    fn pre_release_hook(&self) -> Option<PreReleaseHook> {
+    pub(crate) fn pre_release_hook(&self) -> Option<PreReleaseHook> {
         self.lock
             .hook
             .lock()
@@ -544,6 +601,8 @@ impl Inner {
             op: "header_update".into(),
             client: self.rados.instance_id(),
             cookie,
+            id: None,
+            args: None,
         };
         let Ok(payload) = serde_json::to_vec(&req) else {
             return;
@@ -608,7 +667,7 @@ impl Inner {
     async fn handle_notify(self: Arc<Self>, ev: NotifyEvent) {
         let req: Option<Request> = serde_json::from_slice(&ev.payload).ok();
         let mut release = false;
-        let result = match req {
+        let answer = match req {
             Some(r) if r.op == "header_update" => {
                 let from_me =
                     r.client == self.rados.instance_id() && Some(r.cookie) == self.watch_cookie();
@@ -617,27 +676,56 @@ impl Inner {
                         tracing::warn!(image = %self.spec(), "re-reading the header after a change elsewhere: {e}");
                     }
                 }
-                "ok"
+                Answer::plain("ok")
             }
             Some(r) if r.op == "request_lock" => {
                 let from_me =
                     r.client == self.rados.instance_id() && Some(r.cookie) == self.watch_cookie();
                 if from_me || !self.owned.load(Ordering::Acquire) {
-                    "not_owner"
+                    Answer::plain("not_owner")
                 } else if self.lock.managed.load(Ordering::Acquire) {
-                    "refused"
+                    Answer::plain("refused")
                 } else {
                     release = true;
-                    "releasing"
+                    Answer::plain("releasing")
                 }
             }
-            _ => "unknown",
+            Some(Request {
+                op,
+                client,
+                cookie,
+                id: Some(id),
+                args: Some(args),
+            }) if ProxyOp::known(&op) && op == args.name() => {
+                let from_me =
+                    client == self.rados.instance_id() && Some(cookie) == self.watch_cookie();
+                if from_me {
+                    Answer::plain("not_owner")
+                } else {
+                    match self
+                        .clone()
+                        .answer_proxied((client, cookie, id), args)
+                        .await
+                    {
+                        Reply::Done(Ok(v)) => Answer {
+                            result: "done".into(),
+                            error: None,
+                            value: Some(v),
+                        },
+                        Reply::Done(Err(e)) => Answer {
+                            result: "done".into(),
+                            error: Some(e),
+                            value: None,
+                        },
+                        Reply::InProgress => Answer::plain("in_progress"),
+                        Reply::NotOwner => Answer::plain("not_owner"),
+                    }
+                }
+            }
+            _ => Answer::plain("unknown"),
         };
-        tracing::debug!(image = %self.spec(), cookie = ev.cookie, result, "header notification");
-        let ans = serde_json::to_vec(&Answer {
-            result: result.into(),
-        })
-        .unwrap_or_default();
+        tracing::debug!(image = %self.spec(), cookie = ev.cookie, result = %answer.result, "header notification");
+        let ans = serde_json::to_vec(&answer).unwrap_or_default();
         let _ = self
             .rados
             .notify_ack(&ev.oid, ev.notify_id, ev.cookie, Bytes::from(ans))
@@ -647,6 +735,78 @@ impl Inner {
                 tracing::warn!(image = %self.spec(), "could not release the exclusive lock: {e}");
             }
         }
+    }
+
+    /// The current lock record and whether its owner is alive (`None`:
+    /// nobody holds the lock).
+    pub(crate) async fn lock_owner(&self) -> Result<Option<(u64, u64, bool)>> {
+        let (rec, _) = read_record(self).await?;
+        match rec {
+            None => Ok(None),
+            Some(r) => {
+                let alive = self.is_me(&r) || owner_alive(self, &r).await?;
+                Ok(Some((r.client, r.cookie, alive)))
+            }
+        }
+    }
+
+    /// Whether `(client, cookie)` is this handle.
+    pub(crate) fn is_me_id(&self, client: u64, cookie: u64) -> bool {
+        client == self.rados.instance_id() && Some(cookie) == self.watch_cookie()
+    }
+
+    /// Requester side: send proxied operation `op` (request `id`) to the
+    /// lock owner `(client, cookie)` and read its answer.
+    pub(crate) async fn send_proxied(
+        &self,
+        owner: (u64, u64),
+        id: u64,
+        op: &ProxyOp,
+    ) -> Result<ProxyAnswer> {
+        let Some(cookie) = self.watch_cookie() else {
+            return Ok(ProxyAnswer::Unknown);
+        };
+        let req = Request {
+            op: op.name().into(),
+            client: self.rados.instance_id(),
+            cookie,
+            id: Some(id),
+            args: Some(op.clone()),
+        };
+        let payload = serde_json::to_vec(&req).map_err(|e| RbdError::invalid(e.to_string()))?;
+        let res = self
+            .rados
+            .notify(&self.header_oid, Bytes::from(payload), REQUEST_TIMEOUT)
+            .await
+            .ctx(|| format!("sending {} to the lock owner of {}", op.name(), what(self)))?;
+        let ack = res
+            .acks
+            .iter()
+            .find(|a| a.client == owner.0 && a.cookie == owner.1);
+        let Some(ack) = ack else {
+            if res
+                .timeouts
+                .iter()
+                .any(|w| w.client == owner.0 && w.cookie == owner.1)
+            {
+                return Ok(ProxyAnswer::Unresponsive);
+            }
+            return Ok(ProxyAnswer::Gone);
+        };
+        // An empty or unreadable answer: a watcher that does not speak
+        // this protocol, treated as an older version.
+        let Ok(a) = serde_json::from_slice::<Answer>(&ack.payload) else {
+            return Ok(ProxyAnswer::Unknown);
+        };
+        Ok(match a.result.as_str() {
+            "done" => ProxyAnswer::Done(match a.error {
+                Some(e) => Err(RbdError::from(e)),
+                None => Ok(a.value.unwrap_or(0)),
+            }),
+            "in_progress" => ProxyAnswer::InProgress,
+            "not_owner" => ProxyAnswer::NotOwner,
+            _ => ProxyAnswer::Unknown,
+        })
     }
 }
 

@@ -255,3 +255,268 @@ async fn dead_owner_lock_is_broken() {
         format!("client.{}", e.rados.instance_id())
     );
 }
+
+/// Header operations by a handle that does not own the lock are run by
+/// the owner (the requester writes nothing itself), and their errors come
+/// back unchanged: a duplicate snapshot name is `EEXIST` with the same
+/// text as a local create's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_operations_are_proxied_to_the_lock_owner() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    a.write(0, pattern(4096, 1)).await.unwrap();
+    assert!(a.is_exclusive_lock_owner());
+    let counting = Counting::new(e.emb.client());
+    let rbd_b = Rbd::new(counting.clone());
+    let b = open_rw(&rbd_b, &e.io, "img").await;
+    let w0 = counting.writes.load(SeqCst);
+
+    let id = bounded("snap create", b.snap_create("s")).await.unwrap();
+    assert_eq!(a.snap_info("s").await.unwrap().id, id);
+    let dup = bounded("snap create", b.snap_create("s"))
+        .await
+        .unwrap_err();
+    let local = a.snap_create("s").await.unwrap_err();
+    assert_eq!(dup.errno(), Errno::EEXIST);
+    assert_eq!(dup, local, "the owner's error, unchanged");
+    assert_eq!(dup.to_string(), local.to_string());
+
+    bounded("protect", b.snap_protect("s")).await.unwrap();
+    assert_eq!(
+        errno(bounded("protect", b.snap_protect("s")).await),
+        Errno::EBUSY
+    );
+    bounded("unprotect", b.snap_unprotect("s")).await.unwrap();
+    bounded("rename", b.snap_rename("s", "t")).await.unwrap();
+    assert_eq!(
+        errno(bounded("rename", b.snap_rename("s", "u")).await),
+        Errno::ENOENT
+    );
+    bounded("resize", b.resize(16 * MIB)).await.unwrap();
+    assert_eq!(a.size(), 16 * MIB, "the owner's view changed at once");
+    assert_eq!(b.size(), 16 * MIB, "the requester's view too");
+    bounded("features", b.update_features(FEATURE_FAST_DIFF, false))
+        .await
+        .unwrap();
+    assert_eq!(a.features() & FEATURE_FAST_DIFF, 0);
+    bounded("features", b.update_features(FEATURE_FAST_DIFF, true))
+        .await
+        .unwrap();
+    bounded("snap remove", b.snap_remove("t")).await.unwrap();
+    assert!(a.snap_list().await.unwrap().is_empty());
+    assert_eq!(
+        errno(bounded("snap remove", b.snap_remove("t")).await),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        counting.writes.load(SeqCst),
+        w0,
+        "the requester wrote nothing itself"
+    );
+    assert!(a.is_exclusive_lock_owner() && !b.is_exclusive_lock_owner());
+    a.write(12 * MIB, pattern(4096, 2)).await.unwrap();
+    assert_eq!(a.read(0, 4096).await.unwrap(), pattern(4096, 1));
+
+    // A read-only handle is refused before anything is sent.
+    let ro = e
+        .rbd
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(errno(ro.snap_create("r").await), Errno::EROFS);
+    assert_eq!(errno(ro.resize(MIB).await), Errno::EROFS);
+
+    // An owner in exclusive mode (rbd_lock_acquire) refuses: EROFS, as
+    // for the requester's writes.
+    a.lock_acquire().await.unwrap();
+    assert_eq!(
+        errno(bounded("snap create", b.snap_create("m")).await),
+        Errno::EROFS
+    );
+    assert!(!a.snap_exists("m").await.unwrap());
+}
+
+/// A handle that finds nobody owning the lock takes it and runs the
+/// operation itself; rollback takes the lock from a live owner (it is not
+/// proxied, as in librbd) and the owner takes it back on its next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unowned_operations_and_rollback_take_the_lock() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    let rbd_b = Rbd::new(e.emb.client());
+    let b = open_rw(&rbd_b, &e.io, "img").await;
+    a.write(0, pattern(4096, 1)).await.unwrap();
+    a.close().await.unwrap();
+    bounded("snap create", b.snap_create("s")).await.unwrap();
+    assert!(b.is_exclusive_lock_owner());
+    b.close().await.unwrap();
+
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    let b = open_rw(&rbd_b, &e.io, "img").await;
+    a.write(0, pattern(4096, 2)).await.unwrap();
+    a.write(4 * MIB, pattern(4096, 2)).await.unwrap();
+    assert!(a.is_exclusive_lock_owner());
+    bounded("rollback", b.snap_rollback("s")).await.unwrap();
+    assert!(b.is_exclusive_lock_owner() && !a.is_exclusive_lock_owner());
+    assert_eq!(a.read(0, 4096).await.unwrap(), pattern(4096, 1));
+    assert!(a.read(4 * MIB, 4096).await.unwrap().iter().all(|&x| x == 0));
+    bounded("write", a.write(0, pattern(4096, 3)))
+        .await
+        .unwrap();
+    assert!(a.is_exclusive_lock_owner());
+    assert_eq!(b.read(0, 4096).await.unwrap(), pattern(4096, 3));
+}
+
+/// Stand in for a lock owner: a watch on the header whose callback acks
+/// every notification with `answer` (`None`: never acks), named by a lock
+/// record. Returns the client (keep it alive) and its cookie.
+async fn fake_owner(
+    e: &Env,
+    image_id: &str,
+    answer: Option<&'static [u8]>,
+) -> (Arc<dyn quarry_rados::Rados>, u64) {
+    let header = ObjectId::new(e.io.pool_id, format!("rbd_header.{image_id}"));
+    let c = e.emb.client();
+    let c2 = c.clone();
+    let cb: WatchCallback = Arc::new(move |ev: WatchEvent| {
+        let (WatchEvent::Notify(ev), Some(answer)) = (ev, answer) else {
+            return;
+        };
+        let c = c2.clone();
+        tokio::spawn(async move {
+            let _ = c
+                .notify_ack(&ev.oid, ev.notify_id, ev.cookie, Bytes::from_static(answer))
+                .await;
+        });
+    });
+    let cookie = c.watch_with(&header, cb).await.unwrap();
+    let rec = format!(
+        r#"{{"client":{},"cookie":{cookie},"managed":false,"addr":""}}"#,
+        c.instance_id()
+    );
+    c.operate(OpRequest::new(header).op(Op::SetXattr("lock.rbd_lock".into(), Bytes::from(rec))))
+        .await
+        .unwrap();
+    (c, cookie)
+}
+
+/// An owner that does not answer a proxied request within the request
+/// timeout is treated as for a lock request: its lock is broken (its
+/// client fenced where there is a cluster) and the requester runs the
+/// operation as the new owner; no hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresponsive_owner_loses_the_lock_to_a_proxied_request() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let b = open_rw(&e.rbd, &e.io, "img").await;
+    let (_silent, _) = fake_owner(&e, b.id(), None).await;
+    let id = bounded("snap create", b.snap_create("s")).await.unwrap();
+    assert!(b.is_exclusive_lock_owner());
+    assert_eq!(b.snap_info("s").await.unwrap().id, id);
+}
+
+/// An owner of an older version answers `unknown`: the requester runs the
+/// operation itself (the behaviour before proxying), without the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_without_proxying_leaves_the_operation_to_the_requester() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let b = open_rw(&e.rbd, &e.io, "img").await;
+    let (_old, _) = fake_owner(&e, b.id(), Some(br#"{"result":"unknown"}"#)).await;
+    bounded("snap create", b.snap_create("s")).await.unwrap();
+    assert!(b.snap_exists("s").await.unwrap());
+    assert!(!b.is_exclusive_lock_owner());
+    assert_eq!(
+        errno(bounded("snap create", b.snap_create("s")).await),
+        Errno::EEXIST
+    );
+}
+
+/// A proxied request sent again with the same id (a poll, or a notify
+/// resent after its answer was lost) is answered from the owner's record
+/// of it: one snapshot, the same answer, never a second run (which would
+/// say `EEXIST`). An op this version does not know is answered `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_proxied_request_runs_once() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    a.write(0, pattern(4096, 1)).await.unwrap();
+    let header = ObjectId::new(e.io.pool_id, format!("rbd_header.{}", a.id()));
+    let c = e.emb.client();
+    let cookie = c.watch(&header).await.unwrap();
+    let req = format!(
+        r#"{{"op":"snap_create","client":{},"cookie":{cookie},"id":7,"args":{{"snap_create":{{"name":"once"}}}}}}"#,
+        c.instance_id()
+    );
+    let owner = (
+        e.rados.instance_id(),
+        a.lock_owners().await.unwrap()[0].cookie.clone(),
+    );
+    let mut answers: Vec<String> = Vec::new();
+    for _ in 0..40 {
+        if answers.len() >= 3 {
+            break;
+        }
+        let res = bounded(
+            "notify",
+            c.notify(&header, Bytes::from(req.clone()), Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+        let ack = res
+            .acks
+            .iter()
+            .find(|x| x.client == owner.0 && format!("auto {}", x.cookie) == owner.1)
+            .expect("the owner answered");
+        let answer = String::from_utf8(ack.payload.to_vec()).unwrap();
+        // Asked again while still running: the same id, no second run.
+        if answer != r#"{"result":"in_progress"}"# {
+            answers.push(answer);
+        }
+    }
+    let id = a.snap_info("once").await.unwrap().id;
+    let done = format!(r#"{{"result":"done","value":{id}}}"#);
+    assert!(answers.iter().all(|x| *x == done), "{answers:?} != {done}");
+    assert_eq!(a.snap_list().await.unwrap().len(), 1);
+
+    let future = format!(
+        r#"{{"op":"defrag","client":{},"cookie":{cookie},"id":8,"args":{{"defrag":{{}}}}}}"#,
+        c.instance_id()
+    );
+    let res = c
+        .notify(&header, Bytes::from(future), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let ack = res
+        .acks
+        .iter()
+        .find(|x| x.client == owner.0)
+        .expect("the owner answered");
+    assert_eq!(&ack.payload[..], br#"{"result":"unknown"}"#);
+}

@@ -857,14 +857,23 @@ async fn a_snapshot_by_another_client_keeps_the_owners_map_updates() {
     let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel();
     *counting.pause_head_map_write.lock().unwrap() = Some((arrived_tx, go_rx));
-    let snap = tokio::spawn(async move { b.snap_create("s").await.map(|_| b) });
-    arrived_rx
-        .await
-        .expect("the clean marks were never written");
-    // The VM creates object 2 between the snapshot's map read and its marks.
-    a.write(8 * MIB, pattern(4096, 2)).await.unwrap();
-    go_tx.send(()).unwrap();
-    let b = snap.await.unwrap().unwrap();
+    let mut snap = tokio::spawn(async move { b.snap_create("s").await.map(|_| b) });
+    // Since the proxy the owner takes the snapshot and this client writes
+    // no map (the pause never comes); an owner of an older version leaves
+    // it to this client, which then must not undo the owner's update.
+    let b = tokio::select! {
+        r = &mut snap => {
+            a.write(8 * MIB, pattern(4096, 2)).await.unwrap();
+            r.unwrap().unwrap()
+        }
+        arrived = arrived_rx => {
+            arrived.expect("pause dropped");
+            // The VM creates object 2 between the snapshot's map read and its marks.
+            a.write(8 * MIB, pattern(4096, 2)).await.unwrap();
+            go_tx.send(()).unwrap();
+            snap.await.unwrap().unwrap()
+        }
+    };
     let fresh = open(&e, &e.io, "img").await;
     let want = pattern(4096, 2);
     for (who, h) in [
@@ -880,6 +889,141 @@ async fn a_snapshot_by_another_client_keeps_the_owners_map_updates() {
         );
     }
     assert!(a.read(0, 4096).await.unwrap() == pattern(4096, 1));
+}
+
+/// 4 KiB holding `step` (little-endian) in its first 8 bytes.
+fn step_block(step: u64) -> bytes::Bytes {
+    let mut v = pattern(4096, 3).to_vec();
+    v[..8].copy_from_slice(&step.to_le_bytes());
+    bytes::Bytes::from(v)
+}
+
+/// A snapshot requested by a client that does not own the exclusive lock
+/// while the owner (a VM) writes is crash-consistent for the owner: the
+/// request is proxied to the owner, which takes it with its own I/O
+/// quiesced. The owner's step `k` writes a new object `k` and then records
+/// `k` in object 0. What is asserted, reading the snapshot through a fresh
+/// handle: if object 0 says `L`, then objects 1..=L hold their data (the
+/// snapshot is prefix-closed in the owner's acknowledgement order: a write
+/// it contains implies every write acknowledged before that one was
+/// issued), object L+2 and later are absent, `L` is at least the last step
+/// acknowledged before `snap_create` was called and at most the step in
+/// flight when it returned. Without the proxy the snapshotting client
+/// copied the head object map itself while the owner still created objects
+/// under the old snap context: with its clean marks held back (fault
+/// injection) object 0 said `L` but the objects created in that window
+/// read as zeros (fails on main at 8de86b7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_by_another_client_is_a_prefix_of_the_owners_writes() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    const OBJ: u64 = 4096;
+    const STEPS_MAX: u64 = 4000;
+    let e = env().await;
+    let opts = CreateOptions {
+        order: 12,
+        features: None,
+    };
+    e.rbd
+        .create(&e.io, "img", (STEPS_MAX + 16) * OBJ, &opts)
+        .await
+        .unwrap();
+    let owner = open(&e, &e.io, "img").await; // the VM: owns the lock
+    owner.write(0, step_block(0)).await.unwrap();
+    assert!(owner.is_exclusive_lock_owner());
+    let counting = Counting::new(e.emb.client());
+    let rbd_b = Rbd::new(counting.clone());
+    let b = rbd_b
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut step = 1;
+            while !stop.load(SeqCst) && step < STEPS_MAX {
+                owner
+                    .write(step * OBJ, pattern(4096, step as u8))
+                    .await
+                    .unwrap();
+                owner.write(0, step_block(step)).await.unwrap();
+                acked.store(step, SeqCst);
+                step += 1;
+            }
+            owner
+        })
+    };
+    let wait_steps = |n: u64| {
+        let acked = acked.clone();
+        async move {
+            let until = acked.load(SeqCst) + n;
+            let t0 = Instant::now();
+            while acked.load(SeqCst) < until && t0.elapsed().as_secs() < 30 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    };
+    wait_steps(5).await;
+    // Hold back a head-map write by the snapshotting client (its clean
+    // marks, after its map copy and header write) while the owner goes on:
+    // without the proxy that is the window; with it that client writes no map.
+    let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel();
+    *counting.pause_head_map_write.lock().unwrap() = Some((arrived_tx, go_rx));
+    let before = acked.load(SeqCst);
+    let writes_before = counting.writes.load(SeqCst);
+    let mut snap = tokio::spawn(async move { b.snap_create("s").await.map(|_| b) });
+    let b = tokio::select! {
+        r = &mut snap => r.unwrap().unwrap(),
+        _ = arrived_rx => {
+            wait_steps(5).await;
+            let _ = go_tx.send(());
+            snap.await.unwrap().unwrap()
+        }
+    };
+    let after = acked.load(SeqCst) + 1;
+    let b_writes = counting.writes.load(SeqCst) - writes_before;
+    stop.store(true, SeqCst);
+    let owner = writer.await.unwrap();
+    assert!(owner.is_exclusive_lock_owner(), "the owner kept its lock");
+    let at = e
+        .rbd
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: Some(SnapSpec::Name("s".into())),
+            },
+        )
+        .await
+        .unwrap();
+    let log = at.read(0, 4096).await.unwrap();
+    let l = u64::from_le_bytes(log[..8].try_into().unwrap());
+    assert_eq!(log, step_block(l), "object 0 of the snapshot");
+    assert!(
+        (before..=after).contains(&l),
+        "the snapshot holds step {l}, outside [{before}, {after}]"
+    );
+    for k in 1..=l {
+        let got = at.read(k * OBJ, 4096).await.unwrap();
+        assert!(
+            got == pattern(4096, k as u8),
+            "the snapshot holds step {l} but not step {k}'s object (zeros: {}); \
+             the snapshotting client issued {b_writes} writes itself",
+            got.iter().all(|&x| x == 0)
+        );
+    }
+    for k in l + 2..l + 10 {
+        let got = at.read(k * OBJ, 4096).await.unwrap();
+        assert!(
+            got.iter().all(|&x| x == 0),
+            "the snapshot holds step {l} and step {k}'s later object"
+        );
+    }
+    assert_eq!(b_writes, 0, "the snapshot was taken by the lock owner");
+    assert!(b.snap_exists("s").await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
