@@ -1502,6 +1502,19 @@ fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Res
 fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Result<()> {
     if ws.compact.is_none() {
         ws.compact = ws.pick_victim(&inner.segs).map(|id| (id, 0));
+        if let (Some((id, _)), true) = (ws.compact, debug_log()) {
+            // Which segments compaction copies from, and how full they
+            // are, says whether it copies data about to die anyway (the
+            // bench's second 4 MiB write pass: the first sweep's segments
+            // just ahead of the second sweep's front).
+            eprintln!(
+                "quarry-store: writer: compaction victim segment {id}: {} of {} MiB live \
+                 (active segment {})",
+                ws.live.get(&id).copied().unwrap_or(0) >> 20,
+                ws.sizes.get(&id).copied().unwrap_or(0) >> 20,
+                ws.pos.seg
+            );
+        }
     }
     let Some((id, mut off)) = ws.compact else {
         return Ok(());
