@@ -51,7 +51,8 @@ pub use codec::BLOCK_SIZE;
 pub use embedded::Embedded;
 pub use exec::MAX_OBJECT_SIZE;
 pub use store::{
-    Logged, PendingOp, Store, StoreOptions, StoreUsage, SysUpdates, MAX_BATCH, QUEUE_CAPACITY,
+    CachedRead, Logged, PendingOp, Store, StoreOptions, StoreUsage, SysUpdates, MAX_BATCH,
+    QUEUE_CAPACITY,
 };
 
 /// Bytes this process wrote to data logs with O_DIRECT (the large writes

@@ -181,6 +181,54 @@ impl SegFile {
         }
     }
 
+    /// Read exactly `buf.len()` bytes at `off` only if they are all in the
+    /// page cache (`preadv2` with `RWF_NOWAIT`): `Ok(false)` if a disk read
+    /// would be needed (the failed read has started the kernel's readahead),
+    /// so a caller on an async worker can try again later or read where
+    /// blocking is fine instead of stalling the worker on the disk. A
+    /// kernel or filesystem without `RWF_NOWAIT` gets an ordinary read.
+    pub fn read_exact_at_cached(&self, buf: &mut [u8], off: u64) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let f = match self {
+            SegFile::Disk(d) => &d.f,
+            SegFile::Mem(_) => return self.read_exact_at(buf, off).map(|()| true),
+        };
+        let mut done = 0usize;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            };
+            let pos = off
+                .checked_add(done as u64)
+                .and_then(|p| libc::off_t::try_from(p).ok())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: one iovec over `rest`, which is valid writable memory
+            // of `iov_len` bytes for the duration of the call.
+            let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, pos, libc::RWF_NOWAIT) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(false),
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                        f.read_exact_at(rest, off + done as u64)?;
+                        return Ok(true);
+                    }
+                    _ => return Err(e),
+                }
+            }
+            if n == 0 {
+                // Past the end, or (RWF_NOWAIT) nothing of the rest cached
+                // yet: the blocking read tells the two apart.
+                return Ok(false);
+            }
+            done += n as usize;
+        }
+        Ok(true)
+    }
+
     /// Write all of `buf` at `off`.
     pub fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         match self {
@@ -472,6 +520,18 @@ impl Segments {
             )
         })?;
         f.read_exact_at(buf, off)
+    }
+
+    /// [`Segments::read_into`] only if every byte is in the page cache
+    /// (see [`SegFile::read_exact_at_cached`]); `Ok(false)` otherwise.
+    pub fn read_into_cached(&self, seg: u32, off: u64, buf: &mut [u8]) -> io::Result<bool> {
+        let f = self.get(seg).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("data log segment {seg} is missing"),
+            )
+        })?;
+        f.read_exact_at_cached(buf, off)
     }
 
     /// Total bytes of every segment.

@@ -517,6 +517,20 @@ fn mismatched() -> RadosError {
     RadosError::io("local store: mismatched answer")
 }
 
+/// What [`Store::try_read_cached`] did.
+#[derive(Debug)]
+pub enum CachedRead {
+    /// Answered (an error is the object's, e.g. `ENOENT` or a bad block).
+    Done(Result<OpReply>),
+    /// A data block was not in the page cache: nothing answered; the
+    /// kernel has started reading it in (`RWF_NOWAIT` reads start
+    /// readahead before they give up), so a later try may find it.
+    Miss,
+    /// The object has changes only the writer can read yet: use
+    /// [`Store::apply`] where blocking is fine.
+    Writer,
+}
+
 impl Store {
     /// Open (or create) the store in `dir` (the metadata database
     /// `dir/meta.redb` and the data log's segments under `dir/log`).
@@ -932,6 +946,42 @@ impl Store {
             let v = self.read_view(fresh.replace(true))?;
             Ok(exec::stage(&v.meta, &v.data, &*self.inner.segs, &v.omap, req, 0, None)?.reply)
         })
+    }
+
+    /// A read-only request answered on the caller's thread only if that
+    /// cannot block it on the disk (an async worker calls this): the
+    /// answer, or why not. Reading the index tables may still touch the
+    /// disk; they are small and read on every request, so they stay cached.
+    pub fn try_read_cached(&self, req: &OpRequest) -> CachedRead {
+        if req.is_write() {
+            return CachedRead::Writer;
+        }
+        let okey = codec::obj_key(req.oid.pool, &req.oid.namespace, &req.oid.name);
+        {
+            let p = lock(&self.inner.pending);
+            if p.objects.contains(&okey) || p.bulk_pools.contains(&req.oid.pool) {
+                return CachedRead::Writer;
+            }
+        }
+        let fresh = std::cell::Cell::new(false);
+        let r = self.retry_read(|| {
+            let v = self.read_view(fresh.replace(true))?;
+            let src = tables::CachedOnly {
+                segs: &self.inner.segs,
+                missed: std::cell::Cell::new(false),
+            };
+            let r = exec::stage(&v.meta, &v.data, &src, &v.omap, req, 0, None);
+            if src.missed.get() {
+                return Ok(None);
+            }
+            // Errors go through `retry_read` (a segment deleted meanwhile).
+            r.map(|s| Some(s.reply))
+        });
+        match r {
+            Ok(Some(r)) => CachedRead::Done(Ok(r)),
+            Ok(None) => CachedRead::Miss,
+            Err(e) => CachedRead::Done(Err(e)),
+        }
     }
 
     /// The read tables of the newest commit: the shared view while no

@@ -44,6 +44,40 @@ impl BlockSource for Segments {
     }
 }
 
+/// The data log's segments, read only where the bytes are in the page
+/// cache: a read that would go to the disk fails (EIO) and sets `missed`,
+/// so the caller retries it where blocking is fine. Never reported as a
+/// read error of the object (the caller checks `missed` first).
+pub struct CachedOnly<'a> {
+    /// The segments read.
+    pub segs: &'a Segments,
+    /// Set when a read needed the disk.
+    pub missed: std::cell::Cell<bool>,
+}
+
+impl BlockSource for CachedOnly<'_> {
+    fn read_at(&self, seg: u32, off: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.read_into(seg, off, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_into(&self, seg: u32, off: u64, buf: &mut [u8]) -> Result<()> {
+        match self.segs.read_into_cached(seg, off, buf) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.missed.set(true);
+                Err(RadosError::io(format!(
+                    "data log segment {seg} at {off}: not in the page cache"
+                )))
+            }
+            Err(e) => Err(RadosError::io(format!(
+                "data log segment {seg} at {off}: {e}"
+            ))),
+        }
+    }
+}
+
 /// (segment, data length) behind a `data` table value.
 fn ptr_len(v: &[u8]) -> Option<(u32, u64)> {
     ExtPtr::head(v)

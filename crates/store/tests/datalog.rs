@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use bytes::Bytes;
 use quarry_common::Errno;
 use quarry_rados::{ObjectId, Op, OpOutput, OpRequest};
-use quarry_store::{Store, StoreOptions};
+use quarry_store::{CachedRead, Store, StoreOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -459,4 +459,79 @@ fn a_dead_segment_left_behind_is_deleted_at_open() {
         read(&s, &oid, 0, 2 * SEG).unwrap(),
         chunk(3, 0, (2 * SEG) as usize)
     );
+}
+
+/// Drop the clean page-cache pages of every data-log segment.
+fn evict(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    for p in segments(dir) {
+        let f = std::fs::File::open(&p).unwrap();
+        // SAFETY: plain syscall on an open descriptor.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+/// A read that only runs if its blocks are cached never reports a cache
+/// miss as an error (the OSD would take it for a damaged block and repair
+/// the object from a replica): it answers with the object's bytes, or
+/// with nothing for the caller to redo where blocking is fine, and a miss
+/// starts reading the blocks in.
+#[test]
+fn cached_only_reads_are_right_or_declined() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let oids: Vec<ObjectId> = (0..8).map(|i| ObjectId::new(1, format!("c{i}"))).collect();
+    for (i, o) in oids.iter().enumerate() {
+        write(&s, o, 0, chunk(0, i as u64, 64 << 10));
+    }
+    let req = |o: &ObjectId, off, len| OpRequest::new(o.clone()).op(Op::Read { off, len });
+    let bytes = |r: quarry_rados::OpReply| match &r.outputs[0] {
+        OpOutput::Data(d) => d.to_vec(),
+        o => panic!("{o:?}"),
+    };
+    let mut declined = 0;
+    for (i, o) in oids.iter().enumerate() {
+        let want = chunk(0, i as u64, 64 << 10);
+        evict(dir.path());
+        match s.try_read_cached(&req(o, 4096, 8192)) {
+            CachedRead::Miss => {
+                declined += 1;
+                // The miss started the kernel's readahead (the OSD waits
+                // for it and tries again rather than block a worker): tries
+                // alone, with no blocking read, get the bytes.
+                let r = (0..100)
+                    .find_map(|_| match s.try_read_cached(&req(o, 4096, 8192)) {
+                        CachedRead::Done(r) => Some(r),
+                        _ => {
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            None
+                        }
+                    })
+                    .expect("the miss's readahead brings the blocks in");
+                assert_eq!(bytes(r.unwrap()), want[4096..12288]);
+            }
+            CachedRead::Done(r) => assert_eq!(bytes(r.unwrap()), want[4096..12288]),
+            CachedRead::Writer => {} // not committed yet: the writer's to answer
+        }
+        // A blocking read brings the blocks in; now it runs.
+        assert_eq!(read(&s, o, 0, 64 << 10).unwrap(), want);
+        // Declined also until the write's redb commit (every 50 ms) makes
+        // it readable off the writer: wait for that, not for a timing.
+        let r = (0..100)
+            .find_map(|_| match s.try_read_cached(&req(o, 4096, 8192)) {
+                CachedRead::Done(r) => Some(r),
+                _ => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    None
+                }
+            })
+            .expect("cached and committed now");
+        assert_eq!(bytes(r.unwrap()), want[4096..12288]);
+    }
+    // Absent objects are answered (ENOENT) without touching the log.
+    match s.try_read_cached(&req(&ObjectId::new(1, "absent"), 0, 4096)) {
+        CachedRead::Done(r) => assert_eq!(r.unwrap_err().errno, Errno::ENOENT),
+        o => panic!("an absent object has no block to miss: {o:?}"),
+    }
+    eprintln!("{declined} of {} reads declined after eviction", oids.len());
 }
