@@ -390,6 +390,8 @@ struct Osd {
     peering: Semaphore,
     /// `ms_connection_ready_timeout`.
     handshake_timeout: Duration,
+    /// Inline reads in progress (see [`Osd::read_inline`]).
+    inline_reads: AtomicU64,
 }
 
 /// Who is on the other end of a connection.
@@ -548,6 +550,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         map_done: AtomicU64::new(0),
         peering: Semaphore::new(PEERING_PARALLEL),
         handshake_timeout: cfg.handshake_timeout,
+        inline_reads: AtomicU64::new(0),
     });
     // Serve before booting: peers may query us as soon as the map says up.
     let acceptor = osd.clone();
@@ -1544,20 +1547,37 @@ impl Osd {
         Ok(blocking(move || store.barrier()).await?)
     }
 
-    /// A small read on the async worker that never waits for the disk:
-    /// a data block missing from the page cache does not stall the worker
-    /// (and with it every request of the connection: one disk read at a
-    /// time per connection before), nor is the read handed to a blocking
-    /// thread (two thread wake-ups per miss, which cost more CPU per read
-    /// than they saved when many reads missed). The failed `RWF_NOWAIT`
-    /// read started the kernel's readahead; the request waits on a timer
-    /// and tries again, and the connection's other requests go on. Bounded:
-    /// after [`MISS_RETRIES`] tries it reads on a blocking thread.
+    /// A small read on the async worker. When its blocks are in the page
+    /// cache it is answered at once. On a miss (the failed `RWF_NOWAIT`
+    /// read has started the kernel's readahead):
+    /// - if other inline reads are in progress, it waits on a timer and
+    ///   tries again, so that one disk read does not stall the worker (and
+    ///   with it every request of its connection) nor cost a hand-off to a
+    ///   blocking thread per miss (more CPU per read than it saved when many
+    ///   reads missed); bounded: after [`MISS_RETRIES`] tries it reads on a
+    ///   blocking thread;
+    /// - if it is the only one, it reads the disk right here: nobody waits
+    ///   behind it, and the timer's 1-2 ms (tokio's resolution) would cost a
+    ///   lone cold read, e.g. a VM booting from a clone at queue depth 1,
+    ///   ten times the disk read itself.
     async fn read_inline(&self, sreq: &OpRequest) -> quarry_rados::Result<OpReply> {
+        struct Count<'a>(&'a AtomicU64);
+        impl Drop for Count<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.inline_reads.fetch_add(1, Ordering::Relaxed);
+        let _count = Count(&self.inline_reads);
         let mut tries = 0;
         loop {
             match self.store.try_read_cached(sreq) {
                 quarry_store::CachedRead::Done(r) => return r,
+                quarry_store::CachedRead::Miss
+                    if self.inline_reads.load(Ordering::Relaxed) == 1 =>
+                {
+                    return self.store.apply(sreq);
+                }
                 quarry_store::CachedRead::Miss if tries < MISS_RETRIES => {
                     tries += 1;
                     tokio::time::sleep(MISS_RETRY).await;
