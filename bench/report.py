@@ -132,6 +132,13 @@ def main():
         fm["pass"] = p
         pm = proc_metrics(path[: -len(".json")] + ".proc.json", fm["runtime_s"], fm["iops"])
         fm.update({k: v for k, v in pm.items() if k not in ("peak_rss", "peak_anon")})
+        # fio's usr/sys_cpu cover its job thread only (RUSAGE_THREAD), not
+        # librbd's own threads: the whole process, sampled from /proc, when run.sh
+        # recorded it.
+        cm = proc_metrics(path[: -len(".json")] + ".client.proc.json", fm["runtime_s"], fm["iops"])
+        fm["fio_thread_cpu_us_per_io"] = fm["client_cpu_us_per_io"]
+        if cm.get("daemon_cpu_us_per_io") is not None:
+            fm["client_cpu_us_per_io"] = cm["daemon_cpu_us_per_io"]
         fm["_peak_rss"] = pm.get("peak_rss", {})
         fm["_peak_anon"] = pm.get("peak_anon", {})
         runs.setdefault((sysname, job), []).append(fm)
@@ -357,7 +364,7 @@ def main():
     w(f"Each job: time-based, {machine.get('runtime_s', '?')} s after a {machine.get('ramp_s', '?')} s ramp, on a "
       f"{machine.get('size', '?')} image prefilled with 4 MiB writes; values are the mean of the passes, per-pass values in parentheses. Mean latency is fio's `lat_ns` mean, p99 is `clat_ns` p99 "
       "(for randrw the worse of read and write). Daemon CPU = utime+stime of the mon and all OSDs over the measured "
-      "window / I/Os; client CPU = fio's own (including librbd) / I/Os. busy = cores the whole machine used.")
+      "window / I/Os; client CPU = fio's whole process (its threads and librbd's, from /proc over the same window; fio's own usr/sys_cpu for the file target, whose I/O is its job thread's) / I/Os. busy = cores the whole machine used.")
     w("")
     w("| job | system | IOPS | MiB/s | mean lat µs | p99 clat µs | daemon CPU µs/IO | client CPU µs/IO | busy |")
     w("|---|---|---|---|---|---|---|---|---|")

@@ -94,6 +94,7 @@ WORK=$(cd "$WORK" && pwd)
 CEPHD=$WORK/ceph
 QD=$WORK/quarry
 SAMPLER=
+CSAMPLER=
 FIO_PID=
 kill_tree() { # SIGNAL PID: the process and all its descendants (fio under timeout under subshells)
   local c
@@ -104,6 +105,7 @@ cleanup() {
   local rc=$?
   set +e
   [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
+  [ -n "$CSAMPLER" ] && kill "$CSAMPLER" 2>/dev/null
   if [ -n "$FIO_PID" ]; then
     # fio waits for in-flight I/O on SIGTERM; give it 5 s, then SIGKILL
     # (before the clusters stop, so it cannot be left waiting on them).
@@ -231,16 +233,21 @@ check_lib() { # SYSTEM PID TAGFILE
 }
 # The fio process started under background job PID (a few levels down:
 # subshell, env, timeout): walk each fio's parent chain.
-find_fio() { # PID
-  local p q
+find_fio() { # PID [all]: the first such fio, or with "all" every one
+  local p q found=1
   for p in $(pgrep -x fio); do
     q=$p
     while [ -n "$q" ] && [ "$q" -gt 1 ]; do
-      [ "$q" = "$1" ] && { echo "$p"; return 0; }
+      if [ "$q" = "$1" ]; then
+        echo "$p"
+        [ "${2:-}" = all ] || return 0
+        found=0
+        break
+      fi
       q=$(awk '/^PPid:/{print $2}' "/proc/$q/status" 2>/dev/null)
     done
   done
-  return 1
+  return $found
 }
 
 sleep "$SETTLE"
@@ -287,6 +294,27 @@ run_fio() { # SYSTEM JOB TAG
     done
     # Unverified only if fio was already gone (then its JSON decides the run).
     [ -n "$fpid" ] && check_lib "$sys" "$fpid" "${out%.json}.lib"
+    # The client's CPU: every thread of fio's process, librbd's I/O threads
+    # included (fio's own usr/sys_cpu count only its job thread).
+    # fio forks each job from its main process: sample every fio process
+    # under this run (the job's may appear a moment after the main one).
+    if [ -n "$fpid" ]; then
+      local cpids=() i
+      for i in $(seq 10); do
+        mapfile -t cpids < <(find_fio "$FIO_PID" all)
+        [ "${#cpids[@]}" -ge 2 ] && break
+        sleep 0.05
+      done
+      local pidfiles=() p
+      for p in "${cpids[@]}"; do
+        echo "$p" >"${out%.json}.client-$p.pid"
+        pidfiles+=("${out%.json}.client-$p.pid")
+      done
+      if [ "${#pidfiles[@]}" -gt 0 ]; then
+        python3 "$HERE/procstat.py" watch "${out%.json}.client.proc.json" "${pidfiles[@]}" &
+        CSAMPLER=$!
+      fi
+    fi
   fi
   # The check above runs only between jobs; one job can grow a cluster's
   # files by tens of GiB (BlueStore's filled the disk mid-job once), so a
@@ -306,9 +334,11 @@ run_fio() { # SYSTEM JOB TAG
   wait "$watchdog" 2>/dev/null || true
   if [ -e "$full" ]; then
     if [ -n "$SAMPLER" ]; then kill "$SAMPLER"; wait "$SAMPLER" || true; SAMPLER=; fi
+    if [ -n "$CSAMPLER" ]; then kill "$CSAMPLER" 2>/dev/null || true; wait "$CSAMPLER" || true; CSAMPLER=; fi
     die "$sys $job: free space on $WORK's disk fell under $MIN_FREE_GIB GiB during the job: fio stopped before the disk filled"
   fi
   if [ -n "$SAMPLER" ]; then kill "$SAMPLER"; wait "$SAMPLER" || true; SAMPLER=; fi
+  if [ -n "$CSAMPLER" ]; then kill "$CSAMPLER" 2>/dev/null || true; wait "$CSAMPLER" || true; CSAMPLER=; fi
   [ $rc = 0 ] || die "$sys $job: fio exited with $rc (output: $out)"
   python3 - "$out" <<'EOF' || die "$sys $job: fio reported errors"
 import json, sys
