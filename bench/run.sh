@@ -258,7 +258,14 @@ done
 
 # ---------------------------------------------------------------- fio
 for s in $SYSTEMS; do
+  # direct=1: fio's rbd engine then sets rbd_cache=false, so every write is
+  # acknowledged once durable on the cluster. Without it both librbds run
+  # their default write-around cache (fio flushes right after rbd_open, which
+  # ends rbd_cache_writethrough_until_flush) and acknowledge writes at once,
+  # up to rbd_cache_max_dirty in flight: a "QD1" job then measured the
+  # cluster at a queue depth of thousands (session 11).
   { echo "[global]"; echo "ioengine=rbd"; echo "clientname=admin"; echo "pool=data"; echo "rbdname=bench"
+    echo "direct=1"
     cat "$HERE/jobs.fio"; } >"$WORK/$s.fio"
   in_env "$s" rbd create data/bench --size "${BENCH_SIZE^^}" >&2 || die "$s: rbd create data/bench"
 done
