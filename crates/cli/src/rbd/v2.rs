@@ -385,8 +385,13 @@ pub async fn import(
                     let _ = img.snap_remove(&s.name).await;
                 }
             }
+            // Closed, not just dropped: a drop releases the lock and the
+            // watch in the background, and the removal would find them.
+            let _ = img.close().await;
             drop(img);
-            let _ = ctx.rbd.remove(io, name).await;
+            if let Err(re) = ctx.rbd.remove(io, name).await {
+                eprintln!("rbd: could not remove the half-imported image {name}: {re}");
+            }
             Err(e)
         }
     }

@@ -276,8 +276,16 @@ pub async fn import(
         Err(e) => {
             p.failed();
             // Do not leave a half-imported image behind.
+            // Closed, not just dropped: a drop releases the lock and the
+            // watch in the background, and the removal would find them.
+            let _ = img.close().await;
             drop(img);
-            let _ = ctx.rbd.remove(&io, &spec.image).await;
+            if let Err(re) = ctx.rbd.remove(&io, &spec.image).await {
+                eprintln!(
+                    "rbd: could not remove the half-imported image {}: {re}",
+                    spec.image
+                );
+            }
             Err(e)
         }
     }
