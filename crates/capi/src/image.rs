@@ -2,14 +2,14 @@
 //! write tracker that orders flushes after earlier writes, the poll queue)
 //! and its effective cache settings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quarry_common::Errno;
 use quarry_rbdcache::CacheConfig;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::cached::CachedBackend;
 use crate::cluster::lock;
@@ -98,32 +98,79 @@ impl CacheSettings {
 /// * a mutation is issued to the engine only after every earlier
 ///   overlapping one completed (so early-acknowledged writes keep order);
 /// * a read waits for earlier overlapping mutations (read-your-writes).
+///
+/// With the write-around cache thousands of writes can be in flight, so
+/// the overlap check is an index lookup (by start offset, bounded by the
+/// longest range in flight) rather than a scan, and a finished mutation
+/// wakes only the operations waiting for it rather than every waiter.
 #[derive(Default)]
 pub struct WriteTracker {
     state: Mutex<TrackerState>,
-    notify: Notify,
 }
 
 #[derive(Default)]
 struct TrackerState {
     next: u64,
+    /// ticket -> [off, end).
     inflight: BTreeMap<u64, (u64, u64)>,
+    /// (off, ticket) -> end: the same ranges by start offset.
+    by_off: BTreeMap<(u64, u64), u64>,
+    /// Length -> how many in-flight ranges have it (the longest bounds
+    /// how far before `off` an overlapping range can start).
+    lens: BTreeMap<u64, usize>,
+    /// ticket -> the operations waiting for it to finish.
+    waiters: HashMap<u64, Vec<oneshot::Sender<()>>>,
+}
+
+impl TrackerState {
+    /// The oldest ticket below `barrier` whose range overlaps `[off, end)`.
+    fn first_overlap(&self, barrier: u64, off: u64, end: u64) -> Option<u64> {
+        if off == 0 && end == u64::MAX {
+            return self.inflight.range(..barrier).next().map(|(&t, _)| t);
+        }
+        let longest = self.lens.last_key_value().map_or(0, |(&l, _)| l);
+        let from = off.saturating_sub(longest);
+        self.by_off
+            .range((from, 0)..(end, 0))
+            .filter(|&(&(o, t), &e)| t < barrier && o < end && off < e)
+            .map(|(&(_, t), _)| t)
+            .min()
+    }
 }
 
 impl WriteTracker {
     /// Register a mutation of `[off, end)` at submit time; returns its ticket.
     pub fn start(&self, off: u64, end: u64) -> u64 {
+        debug_assert!(off <= end);
         let mut g = lock(&self.state);
         g.next += 1;
         let t = g.next;
         g.inflight.insert(t, (off, end));
+        g.by_off.insert((off, t), end);
+        *g.lens.entry(end - off).or_default() += 1;
         t
     }
 
     /// A mutation finished.
     pub fn end(&self, ticket: u64) {
-        lock(&self.state).inflight.remove(&ticket);
-        self.notify.notify_waiters();
+        let waiters = {
+            let mut g = lock(&self.state);
+            if let Some((off, end)) = g.inflight.remove(&ticket) {
+                g.by_off.remove(&(off, ticket));
+                let len = end - off;
+                if let Some(n) = g.lens.get_mut(&len) {
+                    *n -= 1;
+                    if *n == 0 {
+                        g.lens.remove(&len);
+                    }
+                }
+            }
+            g.waiters.remove(&ticket)
+        };
+        // A waiter that gave up (its future dropped) has closed its receiver.
+        for w in waiters.into_iter().flatten() {
+            let _ = w.send(());
+        }
     }
 
     /// The ticket boundary for an operation submitted now.
@@ -140,18 +187,25 @@ impl WriteTracker {
     /// overlaps `[off, end)` finished.
     pub async fn wait_overlapping(&self, barrier: u64, off: u64, end: u64) {
         loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let pending = lock(&self.state)
-                .inflight
-                .range(..barrier)
-                .any(|(_, &(o, e))| o < end && off < e);
-            if !pending {
-                return;
-            }
-            notified.await;
+            let rx = {
+                let mut g = lock(&self.state);
+                let Some(t) = g.first_overlap(barrier, off, end) else {
+                    return;
+                };
+                let (tx, rx) = oneshot::channel();
+                g.waiters.entry(t).or_default().push(tx);
+                rx
+            };
+            // Sent when `t` ends; an error cannot happen while `t` is in
+            // flight (its sender is kept until then), and either way the
+            // loop looks again.
+            let _ = rx.await;
         }
+    }
+
+    /// Mutations in flight (for tests and diagnostics).
+    pub fn in_flight(&self) -> usize {
+        lock(&self.state).inflight.len()
     }
 }
 
@@ -318,5 +372,94 @@ pub fn apply_overrides(conf: &mut Config, pool: &[(String, String)], image: &[(S
                 let _ = conf.set(level, k, v);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tracker_tests {
+    use super::WriteTracker;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn done(t: &Arc<WriteTracker>, barrier: u64, off: u64, end: u64) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_millis(20),
+                t.wait_overlapping(barrier, off, end),
+            )
+            .await
+            .is_ok()
+        })
+    }
+
+    #[test]
+    fn waits_only_for_earlier_overlapping_ranges() {
+        let t = Arc::new(WriteTracker::default());
+        let a = t.start(0, 4096);
+        let b = t.start(1 << 30, (1 << 30) + 4096);
+        let c = t.start(4096, 8192);
+        // Disjoint: no wait; touching ends are not an overlap.
+        assert!(done(&t, c, 8192, 12288));
+        assert!(
+            done(&t, c, 4096, 8192),
+            "c's own range, barrier c: a ends at 4096"
+        );
+        // Overlapping an earlier one: waits, until it ends.
+        assert!(!done(&t, c + 1, 4000, 4100));
+        t.end(a);
+        assert!(!done(&t, c + 1, 4000, 4100), "c still overlaps 4096..4100");
+        t.end(c);
+        assert!(done(&t, c + 1, 4000, 4100));
+        // A later ticket is not waited for.
+        assert!(done(&t, b, 1 << 30, 1 << 31));
+        assert!(!done(&t, b + 1, 0, u64::MAX));
+        t.end(b);
+        assert!(done(&t, b + 1, 0, u64::MAX));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_long_range_far_before_is_found() {
+        // The index is by start offset: a range that starts long before
+        // `off` and covers it must still count.
+        let t = Arc::new(WriteTracker::default());
+        let big = t.start(0, 1 << 40);
+        let small = t.start(5 << 30, (5 << 30) + 512);
+        assert!(!done(&t, small + 1, (3 << 30) + 7, (3 << 30) + 8));
+        t.end(big);
+        assert!(done(&t, small + 1, (3 << 30) + 7, (3 << 30) + 8));
+        assert!(!done(&t, small + 1, (5 << 30) + 511, 6 << 30));
+        t.end(small);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_waiter_wakes_when_the_last_overlap_ends() {
+        let t = Arc::new(WriteTracker::default());
+        let a = t.start(0, 8192);
+        let b = t.start(4096, 12288);
+        let barrier = t.barrier();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let t2 = t.clone();
+        let h = rt.spawn(async move { t2.wait_overlapping(barrier, 6000, 7000).await });
+        std::thread::sleep(Duration::from_millis(20));
+        t.end(b);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!h.is_finished(), "a still overlaps");
+        t.end(a);
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .expect("woken when a ended")
+                .expect("join")
+        });
     }
 }
