@@ -786,3 +786,74 @@ fn usage_errors_and_missing_namespace() {
     e.ok(&["rbd", "create", "data/ns1/img", "--size", "1M"]);
     assert_eq!(e.ok(&["rbd", "ls", "data/ns1"]).stdout, "img\n");
 }
+
+/// Ceph's golden-image workflow: clone, snapshot the clone, flatten, then
+/// the golden snapshot can be unprotected and removed (deep-flatten, the
+/// default); a clone created with `--image-feature layering` keeps its
+/// snapshot linked to the parent (EBUSY) until that snapshot goes.
+#[test]
+fn deep_flatten_frees_the_golden_snapshot() {
+    let e = Env::new();
+    let src = e.path("golden.bin");
+    pattern_file(&src);
+    let src = src.to_str().expect("utf-8 path");
+    e.ok(&["rbd", "import", "--no-progress", src, "data/golden"]);
+    e.ok(&["rbd", "snap", "create", "data/golden@s"]);
+    e.ok(&["rbd", "snap", "protect", "data/golden@s"]);
+    let export = |spec: &str| e.ok(&["rbd", "export", "--no-progress", spec, "-"]).raw;
+    let bench = |image: &str, pattern: &str, total: &str| {
+        e.ok(&[
+            "rbd",
+            "bench",
+            "--io-type",
+            "write",
+            "--io-size",
+            "4K",
+            "--io-total",
+            total,
+            "--io-pattern",
+            pattern,
+            image,
+        ]);
+    };
+    let mut before = Vec::new();
+    for (name, features) in [("vm", None), ("shallow", Some("layering"))] {
+        let image = format!("data/{name}");
+        let backup = format!("{image}@backup");
+        let mut args = vec!["rbd", "clone"];
+        if let Some(f) = features {
+            args.extend(["--image-feature", f]);
+        }
+        args.extend(["data/golden@s", image.as_str()]);
+        e.ok(&args);
+        bench(&image, "seq", "8K");
+        e.ok(&["rbd", "snap", "create", &backup]);
+        bench(&image, "rand", "256K");
+        let (head, snap) = (export(&image), export(&backup));
+        assert_ne!(head, snap, "{name}: the writes after the snapshot");
+        e.ok(&["rbd", "flatten", "--no-progress", &image]);
+        let info = e.ok(&["rbd", "info", &backup]).stdout;
+        assert_eq!(info.contains("parent:"), features.is_some(), "{info}");
+        assert_eq!(export(&image), head, "{name}");
+        assert_eq!(export(&backup), snap, "{name}");
+        before.push((image, backup, head, snap));
+    }
+    assert_eq!(
+        e.ok(&["rbd", "children", "data/golden@s"]).stdout,
+        "data/shallow\n"
+    );
+    e.fails(
+        &["rbd", "snap", "unprotect", "data/golden@s"],
+        16,
+        "rbd: unprotecting snap failed: (16) Device or resource busy\n",
+    );
+    e.ok(&["rbd", "snap", "rm", "--no-progress", "data/shallow@backup"]);
+    e.ok(&["rbd", "snap", "unprotect", "data/golden@s"]);
+    e.ok(&["rbd", "snap", "rm", "--no-progress", "data/golden@s"]);
+    for (image, backup, head, snap) in &before {
+        assert_eq!(&export(image), head, "{image}");
+        if image == "data/vm" {
+            assert_eq!(&export(backup), snap, "{backup}");
+        }
+    }
+}

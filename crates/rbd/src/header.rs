@@ -55,6 +55,16 @@ pub(crate) struct ParentSpec {
     pub overlap: u64,
 }
 
+impl ParentSpec {
+    /// Same parent image snapshot (the overlap may differ).
+    pub fn same_source(&self, o: &ParentSpec) -> bool {
+        self.pool == o.pool
+            && self.namespace == o.namespace
+            && self.image_id == o.image_id
+            && self.snap_id == o.snap_id
+    }
+}
+
 /// Snapshot protection state (clone v1 semantics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Protection {
@@ -225,12 +235,7 @@ impl Header {
 
     /// Whether the head or any snapshot still reads through `parent`.
     pub fn references_parent(&self, parent: &ParentSpec) -> bool {
-        let same = |p: &ParentSpec| {
-            p.pool == parent.pool
-                && p.namespace == parent.namespace
-                && p.image_id == parent.image_id
-                && p.snap_id == parent.snap_id
-        };
+        let same = |p: &ParentSpec| p.same_source(parent);
         self.parent.as_ref().is_some_and(same)
             || self
                 .snaps

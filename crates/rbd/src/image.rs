@@ -1690,6 +1690,16 @@ impl Image {
     /// Copy all parent data within the overlap into this clone, then detach
     /// the parent. `progress(done, total)` is called after each object.
     /// `EINVAL` if the image has no parent, `EROFS` if read-only.
+    ///
+    /// With deep-flatten the snapshots are detached too: every object a
+    /// snapshot reads through to the parent is copied up deeply (see
+    /// `io::copy_up`), then each snapshot that now reads only its own
+    /// objects loses its parent reference in the same header update as
+    /// the head. A snapshot that still needs parent data (an object
+    /// copied up before deep copy-up, or removed and recreated in the
+    /// head since) keeps it, so it can never read zeros for data it had.
+    /// Crash safety: parent references go only after every object is
+    /// copied, and every step is idempotent, so a rerun finishes the job.
     async fn flatten_here<F>(&self, mut progress: F) -> Result<()>
     where
         F: FnMut(u64, u64) + Send,
@@ -1707,25 +1717,69 @@ impl Image {
             )));
         };
         let pspec = parent.spec.clone();
-        {
+        let deep = v.header.features & crate::FEATURE_DEEP_FLATTEN != 0;
+        // Snapshots reading through the same parent, with their maps.
+        let mut snaps: Vec<(SnapId, u64, ObjectMap)> = Vec::new();
+        if deep {
+            for s in v.header.snaps.values() {
+                let Some(p) = s.parent.as_ref().filter(|p| p.same_source(&pspec)) else {
+                    continue;
+                };
+                let map = if v.has_object_map() {
+                    let bytes = objmap::load(inner.rados.as_ref(), &inner.map_oid(s.id)).await?;
+                    ObjectMap::from_bytes(bytes.as_deref())
+                } else {
+                    ObjectMap::disabled()
+                };
+                snaps.push((s.id, p.overlap.min(s.size), map));
+            }
+        }
+        let head_objs = num_objects(v.overlap(), v.order());
+        let span = snaps.iter().map(|s| s.1).fold(v.overlap(), u64::max);
+        let stuck: std::collections::BTreeSet<SnapId> = {
             let _g = inner.gate.read().await;
-            let total = num_objects(v.overlap(), v.order());
+            let total = num_objects(span, v.order());
             let mut done = 0u64;
             progress(0, total);
-            let mut s = futures::stream::iter(
-                (0..total).map(|o| crate::io::copy_up_if_absent(inner, &v, o)),
-            )
+            let (vr, snaps) = (&v, &snaps);
+            let mut s = futures::stream::iter((0..total).map(|o| async move {
+                if o < head_objs {
+                    crate::io::copy_up_if_absent(inner, vr, o).await?;
+                }
+                let checks: Vec<crate::io::SnapCheck<'_>> = snaps
+                    .iter()
+                    .map(|(id, overlap, map)| crate::io::SnapCheck {
+                        snap: *id,
+                        parent_len: ((o << vr.order()) + vr.obj_size())
+                            .min(*overlap)
+                            .saturating_sub(o << vr.order()),
+                        map,
+                    })
+                    .collect();
+                crate::io::snaps_needing_parent(inner, vr, o, &checks).await
+            }))
             .buffer_unordered(PARALLEL_OPS_MAX / 4);
+            let mut stuck = std::collections::BTreeSet::new();
             while let Some(r) = s.next().await {
-                r?;
+                stuck.extend(r?);
                 done += 1;
                 progress(done, total);
             }
-        }
+            stuck
+        };
+        let checked: std::collections::BTreeSet<SnapId> = snaps.iter().map(|s| s.0).collect();
         let _g = inner.gate.write().await;
         let nv = inner
             .update(|h| {
                 h.parent = None;
+                for s in h.snaps.values_mut() {
+                    let detach = s.parent.as_ref().is_some_and(|p| p.same_source(&pspec))
+                        && checked.contains(&s.id)
+                        && !stuck.contains(&s.id);
+                    if detach {
+                        s.parent = None;
+                    }
+                }
                 Ok(())
             })
             .await?;

@@ -25,13 +25,13 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use quarry_common::Errno;
-use quarry_rados::{Op, OpOutput, OpRequest, NOSNAP};
+use quarry_rados::{Op, OpOutput, OpRequest, SnapContext, SnapId, SnapSet, NOSNAP};
 
 use crate::error::{RbdError, Result};
 use crate::image::{Image, Inner, View, PARALLEL_OPS_MAX};
 use crate::layout::{map_extents, ObjExtent};
 use crate::objmap::{self, OBJECT_EXISTS, OBJECT_NONEXISTENT};
-use crate::{FEATURE_EXCLUSIVE_LOCK, WRITE_ZEROES_FLAG_THICK_PROVISION};
+use crate::{FEATURE_DEEP_FLATTEN, FEATURE_EXCLUSIVE_LOCK, WRITE_ZEROES_FLAG_THICK_PROVISION};
 
 /// Granularity at which copy-up skips runs of zeros in the parent's data.
 const COPYUP_ZERO_BLOCK: usize = 4096;
@@ -156,10 +156,20 @@ async fn read_object(inner: &Arc<Inner>, view: &Arc<View>, e: ObjExtent) -> Resu
 /// What the parent shows at `[img_off, img_off+len)` of a child view:
 /// parent bytes inside the overlap, zeros past it (and for non-clones).
 pub(crate) async fn read_parent(view: &View, img_off: u64, len: u64) -> Result<Bytes> {
-    let Some(p) = &view.parent else {
-        return Ok(zeros(len));
-    };
-    let overlap = view.overlap();
+    match &view.parent {
+        Some(p) => read_parent_upto(p, view.overlap(), img_off, len).await,
+        None => Ok(zeros(len)),
+    }
+}
+
+/// What parent `p` shows at `[img_off, img_off+len)` of a child whose
+/// overlap is `overlap` (a snapshot's may differ from the head's).
+pub(crate) async fn read_parent_upto(
+    p: &crate::image::ParentLink,
+    overlap: u64,
+    img_off: u64,
+    len: u64,
+) -> Result<Bytes> {
     if img_off >= overlap {
         return Ok(zeros(len));
     }
@@ -281,8 +291,81 @@ fn nonzero_runs(data: &Bytes) -> Vec<(u64, Bytes)> {
     runs
 }
 
+/// How many bytes of object `objno` a view with parent overlap `overlap`
+/// and size `size` reads from the parent.
+fn parent_len_in_object(order: u8, objno: u64, overlap: u64, size: u64) -> u64 {
+    let start = objno << order;
+    let end = (start + (1u64 << order)).min(overlap.min(size));
+    end.saturating_sub(start)
+}
+
+/// How many bytes of object `objno` snapshot `rec` reads from the head's
+/// parent `head_parent` (0 if it has no parent or another one).
+pub(crate) fn snap_parent_len(
+    order: u8,
+    objno: u64,
+    rec: &crate::header::SnapRecord,
+    head_parent: &crate::header::ParentSpec,
+) -> u64 {
+    match &rec.parent {
+        Some(p) if p.same_source(head_parent) => {
+            parent_len_in_object(order, objno, p.overlap, rec.size)
+        }
+        _ => 0,
+    }
+}
+
+/// Whether a copy-up of `objno` is deep (deep-flatten): the parent's data
+/// is created with an EMPTY snap context, i.e. "before" every snapshot, so
+/// each snapshot reads it from the object (the next write with the
+/// image's snap context clones it for them) instead of through the parent.
+/// Only when every snapshot reads exactly the bytes the head copies up
+/// from the same parent: a snapshot that reads fewer (taken before a
+/// shrink, or with no parent) would otherwise see data it never had, so
+/// such an object is copied up the old way and that snapshot keeps its
+/// parent reference (flatten then leaves it linked).
+fn copy_up_is_deep(view: &View, objno: u64, head_len: u64) -> bool {
+    let Some(p) = &view.parent else {
+        return false;
+    };
+    view.snap == NOSNAP
+        && view.header.features & FEATURE_DEEP_FLATTEN != 0
+        && !view.header.snaps.is_empty()
+        && view
+            .header
+            .snaps
+            .values()
+            .all(|s| snap_parent_len(view.order(), objno, s, &p.spec) == head_len)
+}
+
+/// Before a deep copy-up: mark the object existing in every snapshot's
+/// object map (the map must never say NONEXISTENT for an object a
+/// snapshot can read). `EXISTS`, not librbd's `EXISTS_CLEAN` for later
+/// snapshots: "changed" is always a safe answer for fast-diff. A snapshot
+/// without a stored map (object-map enabled later) gets none.
+async fn mark_exists_in_snap_maps(inner: &Inner, view: &View, objno: u64) -> Result<()> {
+    if !view.has_object_map() {
+        return Ok(());
+    }
+    let ids: Vec<SnapId> = view.header.snaps.keys().copied().collect();
+    futures::stream::iter(ids.into_iter().map(|snap| {
+        let oid = inner.map_oid(snap);
+        async move {
+            objmap::store_state_if_exists(inner.rados.as_ref(), &oid, objno, OBJECT_EXISTS).await
+        }
+    }))
+    .buffer_unordered(PARALLEL_OPS_MAX)
+    .try_collect::<Vec<()>>()
+    .await?;
+    Ok(())
+}
+
 /// Copy object `objno` up from the parent and apply `extra` in the same
 /// compound op. If someone else created it first, apply `extra` alone.
+/// Deep copy-up (see [`copy_up_is_deep`]) takes two ops instead: the
+/// parent's data with an empty snap context, then `extra` with the
+/// image's. A crash between them leaves an object holding exactly the
+/// parent's bytes, which is what head and snapshots read before.
 async fn copy_up(inner: &Inner, view: &View, objno: u64, extra: Vec<Op>) -> Result<()> {
     let start = objno << view.order();
     let end = (start + view.obj_size()).min(view.overlap());
@@ -291,12 +374,33 @@ async fn copy_up(inner: &Inner, view: &View, objno: u64, extra: Vec<Op>) -> Resu
     } else {
         Bytes::new()
     };
+    let runs = nonzero_runs(&pdata);
+    // All zeros: snapshots read zeros through the parent as from nothing.
+    if !runs.is_empty() && copy_up_is_deep(view, objno, end.saturating_sub(start)) {
+        mark_exists_in_snap_maps(inner, view, objno).await?;
+        let mut ops = vec![Op::Create { exclusive: true }];
+        ops.extend(runs.into_iter().map(|(off, data)| Op::Write { off, data }));
+        let mut req = OpRequest::new(inner.data_oid(objno)).with_snapc(SnapContext::default());
+        req.ops = ops;
+        match inner.rados.operate(req).await {
+            Ok(_) => {}
+            Err(e) if e.errno == Errno::EEXIST => {}
+            Err(e) => {
+                return Err(RbdError::rados(
+                    format!("deep copy-up of object {objno} of {}", inner.what(view)),
+                    e,
+                ))
+            }
+        }
+        if extra.is_empty() {
+            return Ok(());
+        }
+        return operate_ops(inner, view, objno, extra).await.map_err(|e| {
+            RbdError::rados(format!("writing object {objno} of {}", inner.what(view)), e)
+        });
+    }
     let mut ops = vec![Op::Create { exclusive: true }];
-    ops.extend(
-        nonzero_runs(&pdata)
-            .into_iter()
-            .map(|(off, data)| Op::Write { off, data }),
-    );
+    ops.extend(runs.into_iter().map(|(off, data)| Op::Write { off, data }));
     ops.extend(extra.iter().cloned());
     match operate_ops(inner, view, objno, ops).await {
         Ok(()) => Ok(()),
@@ -316,10 +420,11 @@ async fn copy_up(inner: &Inner, view: &View, objno: u64, extra: Vec<Op>) -> Resu
 }
 
 /// Flatten step: copy one object up unless it exists or the parent has only zeros there.
+/// The object map is not asked: `EXISTS` is stored before the object is
+/// created, so after a failed copy-up (or an interrupted flatten) it names
+/// an absent object, and skipping it would detach the parent from data
+/// never copied.
 pub(crate) async fn copy_up_if_absent(inner: &Inner, view: &View, objno: u64) -> Result<()> {
-    if view.map.get(objno).is_some_and(objmap::may_exist) {
-        return Ok(());
-    }
     let start = objno << view.order();
     let end = (start + view.obj_size()).min(view.overlap());
     if end <= start {
@@ -343,6 +448,96 @@ pub(crate) async fn copy_up_if_absent(inner: &Inner, view: &View, objno: u64) ->
     }
     let (_g, _) = ensure_exists_state(inner, view, objno).await?;
     copy_up(inner, view, objno, vec![]).await
+}
+
+/// Whether snapshot `snap` reads an object with snap set `ss` (RADOS'
+/// resolution, as the object layer's: the head if no clone was taken
+/// since `snap`, else the oldest clone at or after it whose label reaches
+/// back to it).
+fn exists_at(ss: &SnapSet, snap: SnapId) -> bool {
+    let head = ss.clones.last().is_some_and(|c| c.clone == NOSNAP);
+    if snap > ss.seq {
+        return head;
+    }
+    ss.clones
+        .iter()
+        .filter(|c| c.clone != NOSNAP)
+        .find(|c| c.clone >= snap)
+        .is_some_and(|c| c.snaps.first().is_some_and(|&s| s <= snap))
+}
+
+/// A snapshot deep flatten checks: its id, how many bytes of the object
+/// it reads from the parent, and its object map.
+pub(crate) struct SnapCheck<'a> {
+    pub snap: SnapId,
+    pub parent_len: u64,
+    pub map: &'a objmap::ObjectMap,
+}
+
+/// Deep flatten, after the head's copy-up of `objno`: which of `snaps`
+/// still read non-zero parent data in this object, so must keep their
+/// parent reference. A snapshot reads through to the parent where the
+/// object does not exist at it (copied up with the snap context before
+/// deep copy-up, or recreated after a removal) or its object map says
+/// NONEXISTENT; where it reads the object, the flatten changes nothing
+/// for it.
+pub(crate) async fn snaps_needing_parent(
+    inner: &Inner,
+    view: &View,
+    objno: u64,
+    snaps: &[SnapCheck<'_>],
+) -> Result<Vec<SnapId>> {
+    let Some(p) = &view.parent else {
+        return Ok(Vec::new());
+    };
+    if snaps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let req = OpRequest::new(inner.data_oid(objno)).op(Op::ListSnaps);
+    let ss = match inner.rados.operate(req).await {
+        Ok(reply) => match reply.outputs.into_iter().next() {
+            Some(OpOutput::Snaps(ss)) => ss,
+            _ => {
+                return Err(RbdError::corrupt(format!(
+                    "object {objno} of {}: ListSnaps returned nothing",
+                    inner.what(view)
+                )))
+            }
+        },
+        Err(e) if e.errno == Errno::ENOENT => SnapSet::default(),
+        Err(e) => {
+            return Err(RbdError::rados(
+                format!(
+                    "listing snapshots of object {objno} of {}",
+                    inner.what(view)
+                ),
+                e,
+            ))
+        }
+    };
+    let mut through: Vec<&SnapCheck<'_>> = Vec::new();
+    for c in snaps.iter().filter(|c| c.parent_len > 0) {
+        let absent = !exists_at(&ss, c.snap)
+            || (c.map.get(objno) == Some(OBJECT_NONEXISTENT)
+                // The map was loaded before this flatten's copy-up, which
+                // may have marked the object since: ask the stored map.
+                && objmap::load_state(inner.rados.as_ref(), &inner.map_oid(c.snap), objno)
+                    .await?
+                    .is_some_and(|s| !objmap::may_exist(s)));
+        if absent {
+            through.push(c);
+        }
+    }
+    let Some(max) = through.iter().map(|c| c.parent_len).max() else {
+        return Ok(Vec::new());
+    };
+    let start = objno << view.order();
+    let pdata = read_parent_upto(p, start + max, start, max).await?;
+    Ok(through
+        .into_iter()
+        .filter(|c| pdata[..c.parent_len as usize].iter().any(|&b| b != 0))
+        .map(|c| c.snap)
+        .collect())
 }
 
 /// Apply one mutation to one object.

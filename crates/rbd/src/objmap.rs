@@ -195,6 +195,53 @@ pub(crate) async fn store_state(
     Ok(())
 }
 
+/// One object's stored state (`None`: the map object is absent).
+pub(crate) async fn load_state(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+    objno: u64,
+) -> Result<Option<u8>> {
+    let req = OpRequest::new(oid.clone()).op(Op::Read { off: objno, len: 1 });
+    match rados.operate(req).await {
+        Ok(reply) => match reply.outputs.into_iter().next() {
+            Some(OpOutput::Data(d)) => Ok(Some(d.first().copied().unwrap_or(OBJECT_NONEXISTENT))),
+            _ => Err(RbdError::corrupt(format!(
+                "{}: read returned no data",
+                oid.name
+            ))),
+        },
+        Err(e) if e.errno == Errno::ENOENT => Ok(None),
+        Err(e) => Err(RbdError::rados(
+            format!("reading object map {} entry {objno}", oid.name),
+            e,
+        )),
+    }
+}
+
+/// Persist one object's state only if the map object exists (a snapshot's
+/// map may be absent, and must not be created holding a single entry).
+pub(crate) async fn store_state_if_exists(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+    objno: u64,
+    state: u8,
+) -> Result<()> {
+    let req = OpRequest::new(oid.clone())
+        .op(Op::AssertExists)
+        .op(Op::Write {
+            off: objno,
+            data: Bytes::copy_from_slice(&[state]),
+        });
+    match rados.operate(req).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.errno == Errno::ENOENT => Ok(()),
+        Err(e) => Err(RbdError::rados(
+            format!("updating object map {} entry {objno}", oid.name),
+            e,
+        )),
+    }
+}
+
 /// Replace a stored map whole.
 pub(crate) async fn store_all(rados: &dyn Rados, oid: &ObjectId, states: Vec<u8>) -> Result<()> {
     let req = OpRequest::new(oid.clone()).op(Op::WriteFull(Bytes::from(states)));

@@ -169,15 +169,14 @@ async fn clone_read_through_copy_up_flatten() {
         Errno::ENOENT
     );
     parent.snap_protect("gold").await.unwrap();
+    // Without deep-flatten: flatten leaves the child's snapshot linked
+    // (see `deep_flatten_*` for the default).
+    let shallow = CreateOptions {
+        order: 0,
+        features: Some(FEATURES_DEFAULT & !FEATURE_DEEP_FLATTEN),
+    };
     e.rbd
-        .clone(
-            &e.io,
-            "parent",
-            "gold",
-            &e.io,
-            "child",
-            &CreateOptions::default(),
-        )
+        .clone(&e.io, "parent", "gold", &e.io, "child", &shallow)
         .await
         .unwrap();
     assert_eq!(
@@ -293,6 +292,7 @@ async fn clone_read_through_copy_up_flatten() {
         e.rbd.children(&e.io, "parent", "gold").await.unwrap().len(),
         1
     );
+    assert_eq!(errno(parent.snap_unprotect("gold").await), Errno::EBUSY);
     let at_cs = e
         .rbd
         .open(
