@@ -374,6 +374,21 @@ async fn copy_up(inner: &Inner, view: &View, objno: u64, extra: Vec<Op>) -> Resu
     } else {
         Bytes::new()
     };
+    copy_up_data(inner, view, objno, pdata, extra).await
+}
+
+/// [`copy_up`] with the parent's bytes for the object's overlap already
+/// read (a protected parent snapshot never changes, so they stay right).
+async fn copy_up_data(
+    inner: &Inner,
+    view: &View,
+    objno: u64,
+    pdata: Bytes,
+    extra: Vec<Op>,
+) -> Result<()> {
+    let start = objno << view.order();
+    let end = (start + view.obj_size()).min(view.overlap());
+    debug_assert_eq!(pdata.len() as u64, end.saturating_sub(start));
     let runs = nonzero_runs(&pdata);
     // All zeros: snapshots read zeros through the parent as from nothing.
     if !runs.is_empty() && copy_up_is_deep(view, objno, end.saturating_sub(start)) {
@@ -447,7 +462,9 @@ pub(crate) async fn copy_up_if_absent(inner: &Inner, view: &View, objno: u64) ->
         return Ok(());
     }
     let (_g, _) = ensure_exists_state(inner, view, objno).await?;
-    copy_up(inner, view, objno, vec![]).await
+    // The parent's bytes read above: reading them again doubled flatten's
+    // parent reads.
+    copy_up_data(inner, view, objno, pdata, vec![]).await
 }
 
 /// Whether snapshot `snap` reads an object with snap set `ss` (RADOS'
