@@ -135,7 +135,22 @@ pub(crate) async fn load_versioned(
     rados: &dyn Rados,
     oid: &ObjectId,
 ) -> Result<Option<(Vec<u8>, u64)>> {
-    let req = OpRequest::new(oid.clone()).op(Op::Read { off: 0, len: 0 });
+    read_range(rados, oid, 0, 0, || {
+        format!("reading object map {}", oid.name)
+    })
+    .await
+}
+
+/// Read `[off, off+len)` of a map object (`len` 0: to its end) with the
+/// object's version; `None` if the map object is absent.
+async fn read_range(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+    off: u64,
+    len: u64,
+    what: impl FnOnce() -> String,
+) -> Result<Option<(Vec<u8>, u64)>> {
+    let req = OpRequest::new(oid.clone()).op(Op::Read { off, len });
     match rados.operate(req).await {
         Ok(reply) => {
             let version = reply.version;
@@ -148,10 +163,7 @@ pub(crate) async fn load_versioned(
             }
         }
         Err(e) if e.errno == Errno::ENOENT => Ok(None),
-        Err(e) => Err(RbdError::rados(
-            format!("reading object map {}", oid.name),
-            e,
-        )),
+        Err(e) => Err(RbdError::rados(what(), e)),
     }
 }
 
@@ -201,21 +213,10 @@ pub(crate) async fn load_state(
     oid: &ObjectId,
     objno: u64,
 ) -> Result<Option<u8>> {
-    let req = OpRequest::new(oid.clone()).op(Op::Read { off: objno, len: 1 });
-    match rados.operate(req).await {
-        Ok(reply) => match reply.outputs.into_iter().next() {
-            Some(OpOutput::Data(d)) => Ok(Some(d.first().copied().unwrap_or(OBJECT_NONEXISTENT))),
-            _ => Err(RbdError::corrupt(format!(
-                "{}: read returned no data",
-                oid.name
-            ))),
-        },
-        Err(e) if e.errno == Errno::ENOENT => Ok(None),
-        Err(e) => Err(RbdError::rados(
-            format!("reading object map {} entry {objno}", oid.name),
-            e,
-        )),
-    }
+    let what = || format!("reading object map {} entry {objno}", oid.name);
+    Ok(read_range(rados, oid, objno, 1, what)
+        .await?
+        .map(|(d, _)| d.first().copied().unwrap_or(OBJECT_NONEXISTENT)))
 }
 
 /// Persist one object's state only if the map object exists (a snapshot's

@@ -140,14 +140,18 @@ fn datalog_child() {
 /// Run the child on a fresh directory; the acknowledged writes.
 fn crashed_store() -> (tempfile::TempDir, u64) {
     let dir = tempfile::tempdir().unwrap();
+    let acked = run_child("datalog_child", CHILD_ENV, dir.path());
+    assert_eq!(acked, OBJECTS, "child stopped early");
+    (dir, acked)
+}
+
+/// Run the test `name` of this binary as a child process with `env` set to
+/// `dir`; it must exit successfully. The writes it acknowledged ("ACK"
+/// lines).
+fn run_child(name: &str, env: &str, dir: &Path) -> u64 {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "datalog_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, dir.path())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -160,8 +164,7 @@ fn crashed_store() -> (tempfile::TempDir, u64) {
         .filter(|l| l.contains("ACK "))
         .count() as u64;
     assert!(child.wait().unwrap().success());
-    assert_eq!(acked, OBJECTS, "child stopped early");
-    (dir, acked)
+    acked
 }
 
 fn check(s: &Store, upto: u64) {
@@ -595,25 +598,7 @@ fn zeros_written_ahead_of_the_log_never_touch_records() {
     // record's header, data or redo cuts the log there and loses every
     // acknowledged write after it.
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "zero_ahead_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ZERO_CHILD_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let acked = BufReader::new(out)
-        .lines()
-        .map_while(|l| l.ok())
-        .filter(|l| l.contains("ACK "))
-        .count() as u64;
-    assert!(child.wait().unwrap().success());
+    let acked = run_child("zero_ahead_child", ZERO_CHILD_ENV, dir.path());
     assert_eq!(acked, ZERO_N, "child stopped early");
     assert!(segments(dir.path()).len() >= 3, "the log did not roll");
     let opts = StoreOptions {
