@@ -54,6 +54,25 @@ def sample(pids):
         rest = stat[stat.rindex(")") + 2 :].split()
         cpu = (int(rest[11]) + int(rest[12])) / TICK
         s["procs"][name] = {"pid": pid, "cpu_s": cpu, "rss_bytes": rss_pages * PAGE}
+        # Context switches of all its threads: each voluntary one is a
+        # thread that slept and was woken (a hand-off), which on this VM
+        # costs more than most of the work of a small I/O.
+        vcs = ivcs = 0
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                        for line in fh:
+                            if line.startswith("voluntary_ctxt_switches:"):
+                                vcs += int(line.split()[1])
+                            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                                ivcs += int(line.split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue  # a thread that ended meanwhile
+            s["procs"][name]["vcs"] = vcs
+            s["procs"][name]["ivcs"] = ivcs
+        except OSError:
+            pass
         # Anonymous vs file-backed resident memory: mapped files (a store's
         # mmap, the binary) count in RSS but are reclaimable page cache.
         try:

@@ -81,7 +81,15 @@ def proc_metrics(path, runtime_s, iops):
     dt = b["t"] - a["t"]
     common = set(a["procs"]) & set(b["procs"])
     cpu = sum(b["procs"][n]["cpu_s"] - a["procs"][n]["cpu_s"] for n in common)
+    # Threads that exited within the window take their switches with
+    # them: counts are a lower bound (the daemons' threads are long-lived).
+    cs = {}
+    for key in ("vcs", "ivcs"):
+        if all(key in a["procs"][n] and key in b["procs"][n] for n in common) and common:
+            cs[key] = sum(b["procs"][n][key] - a["procs"][n][key] for n in common)
     out = {
+        "daemon_vcs_per_io": (cs["vcs"] / dt) / iops if "vcs" in cs and dt > 0 and iops else None,
+        "daemon_ivcs_per_io": (cs["ivcs"] / dt) / iops if "ivcs" in cs and dt > 0 and iops else None,
         "daemon_cores": cpu / dt if dt > 0 else None,
         "daemon_cpu_us_per_io": (cpu / dt) * 1e6 / iops if dt > 0 and iops else None,
         "machine_busy_cores": (b.get("machine_busy_s", 0) - a.get("machine_busy_s", 0)) / dt if dt > 0 else None,
@@ -107,6 +115,14 @@ def fmt(x, nd=1):
     if abs(x) >= 100:
         return f"{x:,.0f}"
     return f"{x:.{nd}f}"
+
+
+def switches(r, who):
+    """Voluntary + involuntary context switches per I/O, or n/a."""
+    v, i = r.get(f"{who}_vcs_per_io"), r.get(f"{who}_ivcs_per_io")
+    if v is None or i is None:
+        return "n/a"
+    return f"{v:.2f} + {i:.2f}"
 
 
 def ratio(a, b):
@@ -139,6 +155,8 @@ def main():
         fm["fio_thread_cpu_us_per_io"] = fm["client_cpu_us_per_io"]
         if cm.get("daemon_cpu_us_per_io") is not None:
             fm["client_cpu_us_per_io"] = cm["daemon_cpu_us_per_io"]
+        fm["client_vcs_per_io"] = cm.get("daemon_vcs_per_io")
+        fm["client_ivcs_per_io"] = cm.get("daemon_ivcs_per_io")
         fm["_peak_rss"] = pm.get("peak_rss", {})
         fm["_peak_anon"] = pm.get("peak_anon", {})
         runs.setdefault((sysname, job), []).append(fm)
@@ -291,7 +309,9 @@ def main():
                 continue
             row[s] = {k: agg(s, job, k) for k in ("iops", "mib_s", "mean_lat_us", "p99_clat_us",
                                                   "daemon_cpu_us_per_io", "client_cpu_us_per_io",
-                                                  "machine_busy_cores")}
+                                                  "machine_busy_cores", "daemon_vcs_per_io",
+                                                  "daemon_ivcs_per_io", "client_vcs_per_io",
+                                                  "client_ivcs_per_io")}
             row[s]["passes"] = rs
         qi = row.get("quarry", {}).get("iops")
         row["quarry_over_ceph_iops"] = ratio(qi, row.get("ceph", {}).get("iops"))
@@ -364,10 +384,10 @@ def main():
     w(f"Each job: time-based, {machine.get('runtime_s', '?')} s after a {machine.get('ramp_s', '?')} s ramp, on a "
       f"{machine.get('size', '?')} image prefilled with 4 MiB writes; values are the mean of the passes, per-pass values in parentheses. Mean latency is fio's `lat_ns` mean, p99 is `clat_ns` p99 "
       "(for randrw the worse of read and write). Daemon CPU = utime+stime of the mon and all OSDs over the measured "
-      "window / I/Os; client CPU = fio's whole process (its threads and librbd's, from /proc over the same window; fio's own usr/sys_cpu for the file target, whose I/O is its job thread's) / I/Os. busy = cores the whole machine used.")
+      "window / I/Os; client CPU = fio's whole process (its threads and librbd's, from /proc over the same window; fio's own usr/sys_cpu for the file target, whose I/O is its job thread's) / I/Os. busy = cores the whole machine used. `switches/IO` = context switches of all the daemons' threads (resp. fio's) per I/O over the same window, voluntary + involuntary: a voluntary one is a thread that slept and was woken, the hand-offs that dominate small-I/O latency on this VM.")
     w("")
-    w("| job | system | IOPS | MiB/s | mean lat µs | p99 clat µs | daemon CPU µs/IO | client CPU µs/IO | busy |")
-    w("|---|---|---|---|---|---|---|---|---|")
+    w("| job | system | IOPS | MiB/s | mean lat µs | p99 clat µs | daemon CPU µs/IO | client CPU µs/IO | daemon switches/IO | client switches/IO | busy |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in jobs:
         job = row["job"]
         for s in ("ceph", "quarry", "file"):
@@ -377,7 +397,8 @@ def main():
             name = {"file": "limit (file)"}.get(s, s)
             w(f"| {job} | {name} | {fmt(r['iops'])} ({each(s, job, 'iops')}) | {fmt(r['mib_s'])} | "
               f"{fmt(r['mean_lat_us'])} ({each(s, job, 'mean_lat_us')}) | {fmt(r['p99_clat_us'])} | "
-              f"{fmt(r['daemon_cpu_us_per_io'])} | {fmt(r['client_cpu_us_per_io'])} | {fmt(r['machine_busy_cores'], 2)} |")
+              f"{fmt(r['daemon_cpu_us_per_io'])} | {fmt(r['client_cpu_us_per_io'])} | "
+              f"{switches(r, 'daemon')} | {switches(r, 'client')} | {fmt(r['machine_busy_cores'], 2)} |")
     w("")
     w("| job | Quarry/Ceph IOPS | Quarry/limit IOPS | Quarry/durable limit IOPS |")
     w("|---|---|---|---|")
