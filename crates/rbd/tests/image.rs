@@ -964,3 +964,77 @@ async fn create_survives_its_writes_applied_twice() {
         Errno::EEXIST
     );
 }
+
+/// Counts wake-ups of the task it is the waker of.
+struct WakeCount(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A write within one object must not wake its own task while it waits
+/// for the object layer: in the C library the first poll runs on the
+/// caller's thread, and such a wake turned every small write into a
+/// runtime task plus an I/O thread woken to poll it (one thread hand-off
+/// more per write than a read; `FuturesUnordered` wakes its task after
+/// polling all of its futures once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_object_write_waits_for_its_reply_without_waking_itself() {
+    use std::future::Future;
+    use std::sync::atomic::Ordering;
+    use std::task::{Context, Waker};
+    let e = env().await;
+    let counting = Counting::new(e.rados.clone());
+    let rbd = Rbd::new(counting.clone());
+    rbd.create(&e.io, "img", 20 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = rbd
+        .open(&e.io, "img", &OpenOptions::default())
+        .await
+        .unwrap();
+    // The object exists and the lock is owned: the next write is one op.
+    img.write(4096, pattern(4096, 1)).await.unwrap();
+    for (off, len) in [(8192u64, 4096usize), (MIB - 512, 1024)] {
+        let (go_on, hold) = tokio::sync::oneshot::channel();
+        *counting.hold_data_write.lock().unwrap() = Some(hold);
+        counting.data_write_held.store(false, Ordering::SeqCst);
+        let data = pattern(len, off as u8);
+        let wakes = Arc::new(WakeCount(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut write = Box::pin(img.write(off, data.clone()));
+        // Poll until the op is held (earlier awaits may wait for real).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let before = wakes.0.load(Ordering::SeqCst);
+            assert!(
+                write.as_mut().poll(&mut cx).is_pending(),
+                "finished while held"
+            );
+            if counting.data_write_held.load(Ordering::SeqCst) {
+                assert_eq!(
+                    wakes.0.load(Ordering::SeqCst),
+                    before,
+                    "the write at {off} woke its own task while waiting for its reply"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "write never reached the object layer"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // Nothing but the reply can wake it now; then it completes.
+        assert!(write.as_mut().poll(&mut cx).is_pending());
+        go_on.send(()).unwrap();
+        assert_eq!(write.await.unwrap(), len as u64);
+        assert_eq!(img.read(off, len as u64).await.unwrap(), data);
+    }
+}

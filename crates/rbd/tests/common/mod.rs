@@ -37,6 +37,12 @@ pub struct Counting {
     /// (`rbd_object_map.<id>`) says so on the first channel and waits for
     /// the second before it is applied (another client acts in between).
     pub pause_head_map_write: std::sync::Mutex<Option<HeadMapPause>>,
+    /// Fault injection: the next write to a data object (`rbd_data.`)
+    /// sets `data_write_held` and waits for this channel before it is
+    /// applied (nothing else can then wake the writer's task).
+    pub hold_data_write: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    /// Set once a held data write reached the hold.
+    pub data_write_held: std::sync::atomic::AtomicBool,
 }
 
 /// See [`Counting::pause_head_map_write`]: (arrived, go on).
@@ -56,6 +62,8 @@ impl Counting {
             reexecute: std::sync::Mutex::new(None),
             fail_snap_map: std::sync::atomic::AtomicBool::new(false),
             pause_head_map_write: std::sync::Mutex::new(None),
+            hold_data_write: std::sync::Mutex::new(None),
+            data_write_held: std::sync::atomic::AtomicBool::new(false),
         })
     }
     pub fn data_ops(&self) -> u64 {
@@ -155,6 +163,13 @@ impl Rados for Counting {
             let pause = self.pause_head_map_write.lock().expect("pause lock").take();
             if let Some((arrived, go_on)) = pause {
                 let _ = arrived.send(());
+                let _ = go_on.await;
+            }
+        }
+        if req.is_write() && req.oid.name.starts_with("rbd_data.") {
+            let hold = self.hold_data_write.lock().expect("hold lock").take();
+            if let Some(go_on) = hold {
+                self.data_write_held.store(true, Ordering::SeqCst);
                 let _ = go_on.await;
             }
         }
