@@ -114,6 +114,22 @@ const CRASH_ENV: &str = "QUARRY_STORE_CRASH_DIR";
 const CRASH_SEG_ENV: &str = "QUARRY_STORE_CRASH_SEG";
 const COMPACT_OBJECTS: u64 = 4;
 const THREADS: u64 = 4;
+/// Most acknowledged writes the compaction crash test waits for
+/// compaction to have copied something before it gives up.
+const COMPACT_ACKS_MAX: usize = 40_000;
+
+/// The slot (object * 64 + 16 KiB block) write `i` of the compaction
+/// crash child overwrites: a fixed pseudo-random order, so that overwrites
+/// leave garbage scattered over many segments and compaction has live
+/// blocks to move (in index order they were a sweep, which frees whole
+/// segments by itself and which the cleaner rightly leaves alone). Each
+/// writer thread (`i % THREADS`) has slots of its own, so the writes to a
+/// slot are applied in the order of their numbers.
+fn compact_slot(i: u64) -> u64 {
+    let (t, k) = (i % THREADS, i / THREADS);
+    let per_thread = COMPACT_OBJECTS * 64 / THREADS;
+    t + THREADS * ((k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % per_thread)
+}
 
 /// Child half of `acknowledged_writes_survive_sigkill`: writes forever,
 /// printing each acknowledged write. Does nothing when run normally.
@@ -137,18 +153,21 @@ fn crash_child() {
             std::thread::spawn(move || {
                 for k in 0.. {
                     let i = t + THREADS * k;
-                    let obj = match seg {
-                        Some(_) => (i / 64) % COMPACT_OBJECTS,
-                        None => i / 64,
+                    let slot = match seg {
+                        Some(_) => compact_slot(i),
+                        None => i,
                     };
-                    let oid = ObjectId::new(1, format!("o{obj}"));
+                    let oid = ObjectId::new(1, format!("o{}", slot / 64));
                     s.apply(&OpRequest::new(oid).op(Op::Write {
-                        off: (i % 64) * CRASH_IO,
+                        off: (slot % 64) * CRASH_IO,
                         data: Bytes::from(pattern_len(i, CRASH_IO as usize)),
                     }))
                     .unwrap();
                     let mut o = out.lock().unwrap();
                     writeln!(o, "ACK {i}").unwrap();
+                    if seg.is_some() && k % 16 == 0 {
+                        writeln!(o, "COMPACTED {}", s.compacted_bytes()).unwrap();
+                    }
                     o.flush().unwrap();
                 }
             })
@@ -160,8 +179,10 @@ fn crash_child() {
 }
 
 /// Run the crash child (with `seg`: small segments and overwrites), kill
-/// it with SIGKILL after `CRASH_ACKS` acknowledged writes; the acked ones.
-fn run_and_kill(dir: &std::path::Path, seg: Option<u64>) -> Vec<u64> {
+/// it with SIGKILL after `CRASH_ACKS` acknowledged writes (with `seg`:
+/// and once its compaction copied data, see `COMPACT_ACKS_MAX`); the
+/// acked ones and the bytes compaction had copied by then.
+fn run_and_kill(dir: &std::path::Path, seg: Option<u64>) -> (Vec<u64>, u64) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CRASH_ENV, dir);
@@ -174,12 +195,17 @@ fn run_and_kill(dir: &std::path::Path, seg: Option<u64>) -> Vec<u64> {
         .spawn()
         .unwrap();
     let mut acked = Vec::new();
+    let mut compacted = 0u64;
     let stdout = child.stdout.take().unwrap();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("COMPACTED ") {
+            compacted = compacted.max(n.parse::<u64>().unwrap());
+        }
         if let Some(i) = line.strip_prefix("ACK ") {
             acked.push(i.parse::<u64>().unwrap());
-            if acked.len() >= CRASH_ACKS {
+            let compacting = seg.is_none() || compacted > 0;
+            if (acked.len() >= CRASH_ACKS && compacting) || acked.len() >= COMPACT_ACKS_MAX {
                 break;
             }
         }
@@ -187,13 +213,13 @@ fn run_and_kill(dir: &std::path::Path, seg: Option<u64>) -> Vec<u64> {
     child.kill().unwrap(); // SIGKILL: no clean shutdown of anything.
     child.wait().unwrap();
     assert!(acked.len() >= CRASH_ACKS, "child stopped early");
-    acked
+    (acked, compacted)
 }
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let acked = run_and_kill(dir.path(), None);
+    let (acked, _) = run_and_kill(dir.path(), None);
     let s = Store::open(dir.path()).unwrap();
     for &i in &acked {
         let oid = ObjectId::new(1, format!("o{}", i / 64));
@@ -212,8 +238,20 @@ fn acknowledged_writes_survive_sigkill() {
 fn acknowledged_writes_survive_sigkill_during_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let seg = 1 << 20;
-    let acked = run_and_kill(dir.path(), Some(seg));
-    // Compaction ran: the log was rolled and segments were deleted.
+    let (acked, compacted) = run_and_kill(dir.path(), Some(seg));
+    eprintln!(
+        "killed after {} acknowledged writes, {} KiB copied by compaction",
+        acked.len(),
+        compacted >> 10
+    );
+    // Killed while compacting: it had copied live blocks (a test whose
+    // compaction never ran would prove nothing about crashes during it).
+    assert!(
+        compacted > 0,
+        "compaction copied nothing in {} acknowledged writes",
+        acked.len()
+    );
+    // The log was rolled and segments were deleted.
     let first = std::fs::read_dir(dir.path().join("log"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -223,10 +261,9 @@ fn acknowledged_writes_survive_sigkill_during_compaction() {
     let s = Store::open_with(dir.path(), StoreOptions { segment_bytes: seg }).unwrap();
     // Each slot holds its newest acknowledged write, or a newer one that
     // was durable but not yet acknowledged; never an older one or a mix.
-    let slots = COMPACT_OBJECTS * 64;
     let mut newest = std::collections::HashMap::new();
     for &i in &acked {
-        let e = newest.entry(i % slots).or_insert(i);
+        let e = newest.entry(compact_slot(i)).or_insert(i);
         *e = (*e).max(i);
     }
     for (&slot, &want) in &newest {
@@ -239,7 +276,7 @@ fn acknowledged_writes_survive_sigkill_during_compaction() {
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(|| panic!("slot {slot}: unexpected content {tag:?}"));
         assert!(
-            j >= want && j % slots == slot,
+            j >= want && compact_slot(j) == slot,
             "slot {slot}: write {j}, acked {want}"
         );
         assert!(
