@@ -468,8 +468,7 @@ pub fn authtool(a: AuthtoolArgs) -> R<()> {
 // -------------------------------------------------------------------
 
 fn free_port() -> R<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_ctx("find a free port"))?;
-    Ok(l.local_addr().map_err(io_ctx("find a free port"))?.port())
+    quarry_common::port::free_local_port().map_err(io_ctx("find a free port"))
 }
 
 fn random_hex(n: usize) -> String {

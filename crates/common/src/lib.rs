@@ -11,5 +11,6 @@ pub mod entity;
 pub mod keyring;
 pub mod monhost;
 pub mod options;
+pub mod port;
 pub mod size;
 pub mod spec;

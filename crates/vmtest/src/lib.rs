@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -377,10 +376,10 @@ impl Drop for Cluster {
     }
 }
 
-/// Pick a free TCP port on 127.0.0.1.
+/// Pick a free TCP port on 127.0.0.1, outside the ephemeral range (see
+/// `quarry_common::port`).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    quarry_common::port::free_local_port().expect("a free port")
 }
 
 struct Console {

@@ -9,10 +9,11 @@ use quarry_map::MonInfo;
 use quarry_mon::{MonConfig, MonHandle, MonTimings};
 use quarry_monc::{MonClient, MonClientConfig};
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A free TCP port on 127.0.0.1, outside the ephemeral range (see
+/// `quarry_common::port`: a monitor's port taken by a parallel test's
+/// outgoing connection failed a CI run with `AddrInUse`).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    quarry_common::port::free_local_port().expect("a free port")
 }
 
 /// Test timings: fast elections and failure detection.
