@@ -34,12 +34,15 @@ pub fn parse_pool_prefix(key: &[u8]) -> Option<PoolId> {
 /// Append `s` escaped so that the encoding is self-delimiting and sorts like
 /// the raw bytes: 0x00 becomes 0x00 0xFF, the terminator is 0x00 0x01.
 fn push_escaped(out: &mut Vec<u8>, s: &[u8]) {
-    for &b in s {
-        if b == 0 {
-            out.extend_from_slice(&[0, 0xFF]);
-        } else {
-            out.push(b);
-        }
+    // Whole runs between NULs at once: names rarely hold a NUL, and a
+    // byte-by-byte push was ~1/14 of the store's instructions per 4 KiB read.
+    let mut runs = s.split(|&b| b == 0);
+    if let Some(first) = runs.next() {
+        out.extend_from_slice(first);
+    }
+    for run in runs {
+        out.extend_from_slice(&[0, 0xFF]);
+        out.extend_from_slice(run);
     }
     out.extend_from_slice(&[0, 1]);
 }
@@ -528,6 +531,44 @@ mod tests {
         let mut one = [0u8; 4096];
         one[4095] = 1;
         assert_ne!(a, crc_append_block(1, crc32c::crc32c(&one)));
+    }
+
+    /// Keys are on disk: the escaping must stay byte for byte what it
+    /// was (each NUL as 0x00 0xFF, the component ended by 0x00 0x01).
+    #[test]
+    fn escaping_is_the_on_disk_format() {
+        fn bytewise(s: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for &b in s {
+                if b == 0 {
+                    out.extend_from_slice(&[0, 0xFF]);
+                } else {
+                    out.push(b);
+                }
+            }
+            out.extend_from_slice(&[0, 1]);
+            out
+        }
+        let cases: [&[u8]; 8] = [
+            b"",
+            b"\0",
+            b"\0\0",
+            b"a",
+            b"rbd_data.1.0",
+            b"\0a",
+            b"a\0",
+            b"a\0\0b\0",
+        ];
+        for c in cases {
+            let mut got = Vec::new();
+            push_escaped(&mut got, c);
+            assert_eq!(got, bytewise(c), "{c:?}");
+            assert_eq!(take_escaped(&got), Some((c.to_vec(), &[][..])));
+        }
+        assert_eq!(
+            obj_key(1, "", "a\0")[8..],
+            [b'\0', 1, b'a', 0, 0xFF, 0, 1][..]
+        );
     }
 
     #[test]
