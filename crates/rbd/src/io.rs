@@ -696,23 +696,20 @@ async fn mutate_range(
     data: Option<Bytes>,
 ) -> Result<()> {
     let exts = map_extents(view.order(), off, len);
+    let mutation = |e: &ObjExtent| match &data {
+        Some(d) => Mutation::Write(d.slice(e.buf_off as usize..(e.buf_off + e.len) as usize)),
+        None => Mutation::Zero,
+    };
     if let [e] = exts[..] {
         // One object (most writes): awaited directly. `FuturesUnordered`
         // wakes its task after polling every future once, and on the
         // caller's thread that wake turned the operation into a runtime
         // task and woke an I/O thread to poll it: one thread hand-off more
         // per write than a read (which has this shortcut too).
-        let m = match &data {
-            Some(d) => Mutation::Write(d.slice(e.buf_off as usize..(e.buf_off + e.len) as usize)),
-            None => Mutation::Zero,
-        };
-        return mutate_object(inner, view, e, m).await;
+        return mutate_object(inner, view, e, mutation(&e)).await;
     }
     let muts = exts.into_iter().map(|e| {
-        let m = match &data {
-            Some(d) => Mutation::Write(d.slice(e.buf_off as usize..(e.buf_off + e.len) as usize)),
-            None => Mutation::Zero,
-        };
+        let m = mutation(&e);
         mutate_object(inner, view, e, m)
     });
     futures::stream::iter(muts)
