@@ -36,19 +36,32 @@ fn zeros_op_block() -> &'static [u32; 32] {
     OP.get_or_init(|| std::array::from_fn(|n| crc32c::crc32c_combine(1 << n, 0, BLOCK)))
 }
 
+/// The same operator applied a byte of the register at a time: entry
+/// `[k][b]` is the image of `b << 8k`. Built once (4 KiB).
+fn zeros_op_bytes() -> &'static [[u32; 256]; 4] {
+    static T: OnceLock<[[u32; 256]; 4]> = OnceLock::new();
+    T.get_or_init(|| {
+        let op = zeros_op_block();
+        std::array::from_fn(|k| {
+            std::array::from_fn(|b| {
+                (0..8)
+                    .filter(|i| b >> i & 1 == 1)
+                    .fold(0, |acc, i| acc ^ op[8 * k + i])
+            })
+        })
+    })
+}
+
 /// crc32c of `a` followed by a full 4 KiB block, from crc32c(a) and the
-/// block's own crc32c: 32 shifts and xors instead of a pass over the block.
+/// block's own crc32c: four table lookups instead of a pass over the block.
+/// (It runs three times per block of a large write on every OSD: the
+/// frame check, the seeded block checksum and the log record's checksum;
+/// as a loop over the register's 32 bits it was ~5 % of the OSDs' CPU in
+/// a profile of 4 MiB sequential writes.)
 pub fn append_block(crc_a: u32, crc_block: u32) -> u32 {
-    let op = zeros_op_block();
-    let (mut v, mut sum, mut i) = (crc_a, 0u32, 0usize);
-    while v != 0 {
-        if v & 1 == 1 {
-            sum ^= op[i];
-        }
-        v >>= 1;
-        i += 1;
-    }
-    sum ^ crc_block
+    let t = zeros_op_bytes();
+    let [b0, b1, b2, b3] = crc_a.to_le_bytes();
+    t[0][b0 as usize] ^ t[1][b1 as usize] ^ t[2][b2 as usize] ^ t[3][b3 as usize] ^ crc_block
 }
 
 /// crc32c of `data` and the plain crc32c of each of its [`BLOCK`]-byte
@@ -109,6 +122,26 @@ pub fn known<B: AsRef<[u8]>>(blocks: &[B]) -> Option<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn append_block_is_crc32c_of_the_concatenation() {
+        let blk: Vec<u8> = (0..BLOCK).map(|i| (i * 7 % 253) as u8).collect();
+        let rb = crc32c::crc32c(&blk);
+        for a in [b"".as_slice(), b"x", b"some prefix bytes", &blk[..100]] {
+            let mut cat = a.to_vec();
+            cat.extend_from_slice(&blk);
+            assert_eq!(append_block(crc32c::crc32c(a), rb), crc32c::crc32c(&cat));
+        }
+        // Every bit of the register, against the library's combine.
+        for n in 0..32 {
+            let v = 1u32 << n;
+            assert_eq!(append_block(v, rb), crc32c::crc32c_combine(v, rb, BLOCK));
+        }
+        assert_eq!(
+            append_block(0xdead_beef, 0x1234_5678),
+            crc32c::crc32c_combine(0xdead_beef, 0x1234_5678, BLOCK)
+        );
+    }
 
     #[test]
     fn block_crcs_combine_to_the_whole_and_are_found_by_address() {

@@ -102,6 +102,13 @@ const MAX_TXN_BATCHES: usize = 512;
 const SYNC_QUEUE: usize = 64;
 /// Log bytes handed to the log syncer before the writer waits.
 const SYNC_QUEUE_BYTES: usize = 64 << 20;
+/// Records at least this long are always made durable by the syncer,
+/// never inline by the writer (see [`Syncer::push`]): their fdatasync
+/// writes back megabytes (several ms, ~10 ms with three OSDs on one
+/// disk), during which an inline writer would leave the next batch (at
+/// 4 MiB QD4 it arrives within the same ms) waiting, while a hand-off
+/// costs one thread wake-up (tens of us).
+const INLINE_SYNC_MAX: usize = 256 << 10;
 /// redb page cache size: redb holds metadata only (about 80 bytes per
 /// 4 KiB block of data), so a small cache covers the hot part.
 const CACHE_BYTES: usize = 32 << 20;
@@ -2220,8 +2227,9 @@ fn fill_txn(
         // while this thread goes on with the next batch; by this thread
         // when no next batch is waiting (nothing to overlap the fdatasync
         // with, and the hand-off would cost a wake-up).
-        let idle = lock(&inner.queue).jobs.is_empty();
         let rec_len = rec.as_ref().map(|r| r.1 as u64);
+        let idle = rec.as_ref().is_none_or(|r| r.1 < INLINE_SYNC_MAX)
+            && lock(&inner.queue).jobs.is_empty();
         inner.sync.push(
             inner,
             Synced {
