@@ -7,13 +7,14 @@
 //! applied log id, so a restart resumes where that record left off.
 //!
 //! Only the log, the vote, purges and snapshots are committed durably (one
-//! fsync each). The committed index and the applied state are committed
-//! without an fsync ([`Durability::None`]): redb makes them durable with the
-//! next durable commit (the next log append), and a crash can only lose a
-//! suffix of them, leaving the state machine behind a durable log that
-//! openraft re-applies on start (from `last_applied` up to `committed`, and
-//! the rest once the leader commits again). Every reply a monitor gives
-//! (a snap id, a map epoch) comes from an entry applied after its log
+//! fsync each). The applied state is committed without an fsync
+//! ([`Durability::None`]): redb makes it durable with the next durable
+//! commit (the next log append), and a crash can only lose a suffix of it,
+//! leaving the state machine behind a durable log; the entries after its
+//! `last_applied` are applied again once the leader commits (the committed
+//! index is not stored at all, as openraft allows: storing it cost every
+//! command one more redb commit before its apply). Every reply a monitor
+//! gives (a snap id, a map epoch) comes from an entry applied after its log
 //! append was durable, so nothing acknowledged is lost; logs are purged
 //! only below a durable snapshot, whose commit also persists every earlier
 //! state record. This saves two of the three fsyncs per command (session
@@ -52,7 +53,6 @@ type SErr = StorageError<NodeId>;
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const K_VOTE: &str = "vote";
-const K_COMMITTED: &str = "committed";
 const K_PURGED: &str = "last_purged";
 const K_SM: &str = "state_machine";
 const K_SNAPSHOT: &str = "snapshot";
@@ -291,26 +291,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
-        let db = self.db.clone();
-        blocking(
-            // Optional to openraft (recomputed on start): no fsync.
-            move || write_meta_with(&db, &[(K_COMMITTED, enc(&committed)?)], Durability::None),
-            StorageIOError::write,
-        )
-        .await
+    // The committed index is not stored (openraft's default; it made every
+    // command wait for one more redb commit, a blocking-pool hop, between
+    // its durable log append and its apply). On start the state machine
+    // resumes at its own `last_applied`, and entries after it that were
+    // committed before a restart are applied once the leader commits again
+    // (raft applies in log order, so nothing newer is decided first: a snap
+    // id or an epoch given out before the restart is never given again).
+    async fn save_committed(&mut self, _committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
-        let db = self.db.clone();
-        blocking(
-            move || match read_meta(&db, K_COMMITTED)? {
-                Some(b) => dec(&b),
-                None => Ok(None),
-            },
-            StorageIOError::read,
-        )
-        .await
+        Ok(None)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>

@@ -328,8 +328,9 @@ async fn restart_keeps_state() {
     mon.shutdown().await;
 }
 
-/// The applied state and the committed index are stored without an fsync
-/// (only the raft log is): a crash may lose their latest records. Simulate
+/// The applied state is stored without an fsync (only the raft log is;
+/// the committed index is not stored at all, older versions stored it
+/// without an fsync): a crash may lose its latest records. Simulate
 /// exactly that (put back the records of an earlier restart point while
 /// the log keeps its later entries) and check that a restart re-applies the
 /// log: no snap id handed out before is handed out again, and the map has

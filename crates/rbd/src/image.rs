@@ -195,16 +195,31 @@ impl Inner {
     pub async fn reload_fresh(&self) -> Result<()> {
         let v = self.view();
         let what = format!("image {}", self.spec());
-        let h = read_header(self.rados.as_ref(), &self.header_oid, &what).await?;
+        // The object map is read alongside the header when the view says
+        // there is one (build_view reads it after the header otherwise, and
+        // ignores it if the header no longer has the feature); both reads
+        // start after whatever the caller waited for, so they see the same
+        // writes as the header read then the map read would.
+        let map_oid = self.map_oid(v.snap);
+        let (h, map) = futures::join!(
+            read_header(self.rados.as_ref(), &self.header_oid, &what),
+            async {
+                if v.has_object_map() {
+                    objmap::load(self.rados.as_ref(), &map_oid).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        );
         let nv = build_view(
             &self.rados,
             &self.io,
             &self.id,
             &self.spec(),
-            h,
+            h?,
             v.snap,
             None,
-            None,
+            map?,
         )
         .await?;
         self.set_view(nv);
@@ -730,17 +745,23 @@ impl Image {
         let started = tokio::time::Instant::now();
         let mut last_in_progress = false;
         let mut last_owner = None;
-        loop {
-            inner.check_open()?;
+        // A snapshot's id, allocated while this handle took the lock.
+        let mut pre_id: Option<SnapId> = None;
+        // (No early return below: the loop breaks with the result, so an
+        // unused `pre_id` is released.)
+        let r = loop {
+            if let Err(e) = inner.check_open() {
+                break Err(e);
+            }
             // Flatten may run long: bounded only while its owner answers.
             if started.elapsed() > crate::proxy::OP_TIMEOUT
                 && !(last_in_progress && op == ProxyOp::Flatten)
             {
-                return Err(crate::proxy::timed_out(&what, last_owner));
+                break Err(crate::proxy::timed_out(&what, last_owner));
             }
             last_in_progress = false;
             if !inner.lock_required() {
-                return self.run_unlocked(&op, progress).await;
+                break self.run_unlocked(&op, progress, pre_id.take()).await;
             }
             if inner.owned.load(Ordering::Acquire) {
                 // Held so the lock is not handed over halfway (a request
@@ -749,26 +770,34 @@ impl Image {
                 if !inner.owned.load(Ordering::Acquire) {
                     continue;
                 }
-                let r = self.execute_here(&op, progress).await;
+                let r = self.execute_with(&op, progress, pre_id.take()).await;
                 drop(g);
                 if r.is_ok() {
                     inner.notify_header_update().await;
                 }
-                return r;
+                break r;
             }
-            match inner.lock_owner().await? {
+            let owner = match inner.lock_owner().await {
+                Ok(o) => o,
+                Err(e) => break Err(e),
+            };
+            match owner {
                 Some((client, cookie, true)) if !inner.is_me_id(client, cookie) => {
                     last_owner = Some(client);
-                    match inner.send_proxied((client, cookie), id, &op).await? {
+                    let answer = match inner.send_proxied((client, cookie), id, &op).await {
+                        Ok(a) => a,
+                        Err(e) => break Err(e),
+                    };
+                    match answer {
                         ProxyAnswer::Done(r) => {
                             tracing::debug!(image = %inner.spec(), op = op.name(), owner = client, ok = r.is_ok(), "proxied operation answered");
-                            return r;
+                            break r;
                         }
                         ProxyAnswer::InProgress => {
                             if op != ProxyOp::Flatten
                                 && started.elapsed() > crate::proxy::OP_TIMEOUT
                             {
-                                return Err(crate::proxy::timed_out(&what, Some(client)));
+                                break Err(crate::proxy::timed_out(&what, Some(client)));
                             }
                             last_in_progress = true;
                         }
@@ -777,13 +806,16 @@ impl Image {
                         }
                         ProxyAnswer::Unknown => {
                             tracing::warn!(image = %inner.spec(), op = op.name(), owner = client, "the exclusive lock owner does not take proxied operations (older version): running it here");
-                            return self.run_unlocked(&op, progress).await;
+                            break self.run_unlocked(&op, progress, pre_id.take()).await;
                         }
                         ProxyAnswer::Unresponsive => {
                             tracing::warn!(image = %inner.spec(), op = op.name(), owner = client, "the exclusive lock owner did not answer: taking the lock");
-                            inner
+                            if let Err(e) = inner
                                 .acquire_lock_from(true, false, Some((client, cookie)))
-                                .await?;
+                                .await
+                            {
+                                break Err(e);
+                            }
                         }
                     }
                 }
@@ -794,16 +826,42 @@ impl Image {
                     if inner.lock.managed.load(Ordering::Acquire) {
                         // After rbd_lock_release no implicit acquire (the
                         // standard policy): as before proxying.
-                        return self.run_unlocked(&op, progress).await;
+                        break self.run_unlocked(&op, progress, pre_id.take()).await;
                     }
-                    match inner.acquire_lock(false, false).await {
+                    // A snapshot's id (a monitor commit) is allocated while
+                    // the lock is taken (a record read, its compare-and-swap
+                    // and the header re-read): the two are independent, and
+                    // the snapshot then starts with its id in hand.
+                    let acquired = match &op {
+                        ProxyOp::SnapCreate { name }
+                            if pre_id.is_none()
+                                && inner.view().header.snap_by_name(name).is_none() =>
+                        {
+                            let (acquired, id) = futures::join!(
+                                inner.acquire_lock(false, false),
+                                inner.rados.snap_create(inner.io.pool_id)
+                            );
+                            // A failed allocation is retried (and reported)
+                            // by the snapshot itself.
+                            pre_id = id.ok();
+                            acquired
+                        }
+                        _ => inner.acquire_lock(false, false).await,
+                    };
+                    match acquired {
                         Ok(()) => {}
                         Err(e) if e.errno() == Errno::EROFS => {}
-                        Err(e) => return Err(e),
+                        Err(e) => break Err(e),
                     }
                 }
             }
+        };
+        // Unused (the operation was proxied, or failed before its
+        // snapshot took it): no header names it, so it goes back.
+        if let Some(id) = pre_id {
+            let _ = inner.rados.snap_remove(inner.io.pool_id, id).await;
         }
+        r
     }
 
     /// `op` here without the lock (image without exclusive-lock, or an
@@ -812,8 +870,9 @@ impl Image {
         &self,
         op: &ProxyOp,
         progress: &mut (dyn FnMut(u64, u64) + Send),
+        pre_id: Option<SnapId>,
     ) -> Result<u64> {
-        let v = self.execute_here(op, progress).await?;
+        let v = self.execute_with(op, progress, pre_id).await?;
         self.inner.notify_header_update().await;
         Ok(v)
     }
@@ -824,8 +883,34 @@ impl Image {
         op: &ProxyOp,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<u64> {
+        self.execute_with(op, progress, None).await
+    }
+
+    /// [`Self::execute_here`] with a snap id already allocated for a
+    /// snapshot create (it owns `pre_id`: uses it, or releases it).
+    async fn execute_with(
+        &self,
+        op: &ProxyOp,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+        pre_id: Option<SnapId>,
+    ) -> Result<u64> {
+        let is_create = matches!(op, ProxyOp::SnapCreate { .. });
+        debug_assert!(
+            pre_id.is_none() || is_create,
+            "a snap id allocated for {}",
+            op.name()
+        );
+        if let Some(id) = pre_id {
+            if !is_create {
+                let _ = self
+                    .inner
+                    .rados
+                    .snap_remove(self.inner.io.pool_id, id)
+                    .await;
+            }
+        }
         match op {
-            ProxyOp::SnapCreate { name } => self.snap_create_here(name).await,
+            ProxyOp::SnapCreate { name } => self.snap_create_here(name, pre_id).await,
             ProxyOp::SnapRemove { name, id } => {
                 let spec = match (name, id) {
                     (Some(n), _) => SnapSpec::Name(n.clone()),
@@ -909,7 +994,24 @@ impl Image {
     /// map's "clean" marks, only once both are stored (clean marks without
     /// the snapshot, or relative to a snapshot without its map, would
     /// mislead diffs; a snapshot without its map only makes them read).
-    async fn snap_create_here(&self, name: &str) -> Result<SnapId> {
+    ///
+    /// `pre_id`: a snap id allocated for it beforehand (while the lock was
+    /// taken); released if the snapshot fails before it could use it.
+    async fn snap_create_here(&self, name: &str, pre_id: Option<SnapId>) -> Result<SnapId> {
+        let mut pre_id = pre_id;
+        let r = self.snap_create_inner(name, &mut pre_id).await;
+        if let Some(id) = pre_id {
+            let _ = self
+                .inner
+                .rados
+                .snap_remove(self.inner.io.pool_id, id)
+                .await;
+        }
+        r
+    }
+
+    /// [`Self::snap_create_here`]; takes `pre_id` once it is in use.
+    async fn snap_create_inner(&self, name: &str, pre_id: &mut Option<SnapId>) -> Result<SnapId> {
         layout::validate_snap_name(name)?;
         let inner = &self.inner;
         let _g = inner.gate.write().await;
@@ -967,7 +1069,14 @@ impl Image {
                 Ok::<_, RbdError>((h, m))
             }
         };
-        let (state, id) = futures::join!(read_state(cur.has_object_map()), alloc_id());
+        // An id allocated beforehand is used as is (see `run_op`).
+        let pre_id = pre_id.take();
+        let (state, id) = futures::join!(read_state(cur.has_object_map()), async {
+            match pre_id {
+                Some(id) => Ok(id),
+                None => alloc_id().await,
+            }
+        });
         let release = |id: SnapId| async move {
             let _ = rados.snap_remove(pool, id).await;
         };

@@ -430,13 +430,19 @@ impl Inner {
         let mut me = self.my_record(managed).ok_or_else(|| {
             RbdError::read_only(format!("{} (opened without a header watch)", what(self)))
         })?;
-        me.addr = own_addr(self, me.cookie).await?;
+        // Our watch's address and the record are independent reads.
+        let (addr, first) = futures::join!(own_addr(self, me.cookie), read_record(self));
+        me.addr = addr?;
+        let mut first = Some(first);
         let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
         // An owner that let a request time out: (client, cookie).
         let mut unresponsive = unresponsive;
         loop {
             self.check_open()?;
-            let (rec, version) = read_record(self).await?;
+            let (rec, version) = match first.take() {
+                Some(r) => r?,
+                None => read_record(self).await?,
+            };
             let take = match &rec {
                 None => true,
                 Some(r) if self.is_me(r) => true,

@@ -348,6 +348,59 @@ async fn header_operations_are_proxied_to_the_lock_owner() {
     assert!(!a.snap_exists("m").await.unwrap());
 }
 
+/// A snapshot by a handle that must first take the lock gets its snap id
+/// allocated while the lock is taken (one monitor commit, overlapped):
+/// exactly one id is allocated and used, none released; a snapshot that
+/// is proxied to a live owner allocates nothing itself; a failed snapshot
+/// releases every id it allocated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taking_the_lock_uses_the_one_snap_id_it_allocated() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let counting = Counting::new(e.emb.client());
+    let rbd_b = Rbd::new(counting.clone());
+    let b = open_rw(&rbd_b, &e.io, "img").await;
+    assert!(!b.is_exclusive_lock_owner());
+    let id = bounded("snap create", b.snap_create("s")).await.unwrap();
+    assert!(b.is_exclusive_lock_owner());
+    assert_eq!(b.snap_info("s").await.unwrap().id, id);
+    assert_eq!(counting.snap_allocs.load(SeqCst), 1);
+    assert_eq!(counting.snap_releases.load(SeqCst), 0);
+    // Owned now: the next one allocates its own id as before.
+    let id2 = bounded("snap create", b.snap_create("t")).await.unwrap();
+    assert!(id2 > id);
+    assert_eq!(counting.snap_allocs.load(SeqCst), 2);
+    assert_eq!(counting.snap_releases.load(SeqCst), 0);
+    // A duplicate is refused without leaking an id.
+    assert_eq!(
+        errno(bounded("snap create", b.snap_create("s")).await),
+        Errno::EEXIST
+    );
+    assert_eq!(
+        counting.snap_allocs.load(SeqCst),
+        counting.snap_releases.load(SeqCst) + 2
+    );
+    b.close().await.unwrap();
+
+    // Proxied to a live owner: the requester allocates nothing.
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    a.write(0, pattern(4096, 1)).await.unwrap();
+    assert!(a.is_exclusive_lock_owner());
+    let c = open_rw(&rbd_b, &e.io, "img").await;
+    let (allocs, releases) = (
+        counting.snap_allocs.load(SeqCst),
+        counting.snap_releases.load(SeqCst),
+    );
+    let id3 = bounded("snap create", c.snap_create("u")).await.unwrap();
+    assert_eq!(a.snap_info("u").await.unwrap().id, id3);
+    assert_eq!(counting.snap_allocs.load(SeqCst), allocs);
+    assert_eq!(counting.snap_releases.load(SeqCst), releases);
+}
+
 /// A handle that finds nobody owning the lock takes it and runs the
 /// operation itself; rollback takes the lock from a live owner (it is not
 /// proxied, as in librbd) and the owner takes it back on its next write.

@@ -43,6 +43,9 @@ pub struct Counting {
     pub hold_data_write: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// Set once a held data write reached the hold.
     pub data_write_held: std::sync::atomic::AtomicBool,
+    /// Snap ids allocated (`snap_create`) and released (`snap_remove`).
+    pub snap_allocs: AtomicU64,
+    pub snap_releases: AtomicU64,
 }
 
 /// See [`Counting::pause_head_map_write`]: (arrived, go on).
@@ -64,6 +67,8 @@ impl Counting {
             pause_head_map_write: std::sync::Mutex::new(None),
             hold_data_write: std::sync::Mutex::new(None),
             data_write_held: std::sync::atomic::AtomicBool::new(false),
+            snap_allocs: AtomicU64::new(0),
+            snap_releases: AtomicU64::new(0),
         })
     }
     pub fn data_ops(&self) -> u64 {
@@ -124,9 +129,11 @@ impl Rados for Counting {
         self.inner.pool_stat(pool).await
     }
     async fn snap_create(&self, pool: PoolId) -> Result<SnapId> {
+        self.snap_allocs.fetch_add(1, Ordering::SeqCst);
         self.inner.snap_create(pool).await
     }
     async fn snap_remove(&self, pool: PoolId, snap: SnapId) -> Result<()> {
+        self.snap_releases.fetch_add(1, Ordering::SeqCst);
         self.inner.snap_remove(pool, snap).await
     }
     async fn operate(&self, req: OpRequest) -> Result<OpReply> {
