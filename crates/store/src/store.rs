@@ -136,8 +136,8 @@ pub struct StoreUsage {
     pub stored_bytes: u64,
     /// Objects (heads and clones), all pools.
     pub objects: u64,
-    /// Size of the store's files on disk: metadata database and data log
-    /// segments (in memory: the segments).
+    /// Size of the store's files on disk: metadata database, data log
+    /// segments and spare segment files (in memory: the segments).
     pub file_bytes: u64,
 }
 
@@ -692,10 +692,11 @@ impl Store {
                 let (tx, rx) = mpsc::channel();
                 ws.chores = Some(tx);
                 let meta = meta.clone();
+                let segs = segs.clone();
                 Some(
                     std::thread::Builder::new()
                         .name("quarry-store-housekeeper".into())
-                        .spawn(move || housekeeper_main(meta, rx))
+                        .spawn(move || housekeeper_main(meta, segs, rx))
                         .map_err(|e| RadosError::io(format!("spawn store housekeeper: {e}")))?,
                 )
             }
@@ -1148,8 +1149,14 @@ impl Store {
                 .map_err(|e| RadosError::io(format!("stat {}: {e}", p.display())))?
                 .len();
         }
-        u.file_bytes += self.inner.segs.bytes();
+        u.file_bytes += self.inner.segs.bytes() + self.inner.segs.spare_bytes();
         Ok(u)
+    }
+
+    /// How many data log segments were made from spare files (segments
+    /// let go and reused) since the store opened.
+    pub fn segment_reuses(&self) -> u64 {
+        self.inner.segs.reuses()
     }
 
     /// Data bytes compaction has copied since the store opened (what it
@@ -1342,7 +1349,7 @@ struct WriterState {
     /// segments within one transaction).
     dead_since_cp: u64,
     /// The segment being compacted and the offset of its next record.
-    compact: Option<(u32, u64)>,
+    compact: Option<(u32, u64, Option<u64>)>,
     /// Segments compaction gave up on (unreadable records): kept.
     no_compact: HashSet<u32>,
     /// Whether client writes free whole segments by themselves (paces
@@ -1366,7 +1373,11 @@ impl WriterState {
     /// disk contention. Best effort: a failure stops zeroing for this
     /// segment (the log is correct either way).
     fn zero_ahead(&mut self, rec_len: u64) {
-        if rec_len > seglog::ZERO_MAX_RECORD || self.zeroed >= self.pos.off + seglog::ZERO_LOW {
+        if rec_len > seglog::ZERO_MAX_RECORD
+            || self.zeroed >= self.pos.off + seglog::ZERO_LOW
+            // Written blocks ahead already (see `seglog::SegFile::reused`).
+            || self.active.reused()
+        {
             return;
         }
         let from = self
@@ -1467,34 +1478,34 @@ impl Pace {
 /// Work the writer hands to the housekeeper thread: nothing in it is
 /// needed for durability, only the writer's time is saved.
 enum Chore {
-    /// Delete detached segment files.
-    Unlink(Vec<PathBuf>),
+    /// Let detached segments go (kept as spares or deleted).
+    Retire(Vec<seglog::Detached>),
     /// Start writeback of the metadata file's dirty pages (see
     /// `housekeeper_main`).
     Writeback,
 }
 
-/// The housekeeper: unlinks dead segments, and starts the kernel's
+/// The housekeeper: lets dead segments go, and starts the kernel's
 /// writeback of meta.redb after each non-durable commit so the next
 /// checkpoint's fsync finds few dirty pages (that fsync stalled the writer
 /// for 100-500 ms under random writes, each commit of the interval having
 /// left its pages dirty in the page cache). Only a hint: the checkpoint
 /// still fsyncs everything itself.
-fn housekeeper_main(meta: PathBuf, rx: mpsc::Receiver<Chore>) {
+fn housekeeper_main(meta: PathBuf, segs: Arc<Segments>, rx: mpsc::Receiver<Chore>) {
     let file = std::fs::File::open(&meta).ok();
     while let Ok(first) = rx.recv() {
         let mut writeback = false;
         let mut files = Vec::new();
         for c in std::iter::once(first).chain(rx.try_iter()) {
             match c {
-                Chore::Unlink(f) => files.extend(f),
+                Chore::Retire(f) => files.extend(f),
                 Chore::Writeback => writeback = true,
             }
         }
         if !files.is_empty() {
-            if let Err(e) = seglog::unlink(&files) {
-                // Left behind: deleted at the next open (nothing is live in them).
-                eprintln!("quarry-store: deleting dead data log segments: {e}");
+            if let Err(e) = segs.retire(files) {
+                // Left behind: let go after the next open (nothing is live in them).
+                eprintln!("quarry-store: letting dead data log segments go: {e}");
             }
         }
         if let (true, Some(f)) = (writeback, &file) {
@@ -1723,7 +1734,7 @@ fn delete_dead_segments(inner: &Inner, ws: &mut WriterState) -> Result<()> {
         // Unlinking a 64 MiB file and syncing the directory took 20-80 ms
         // of the writer's time per checkpoint under load: the housekeeper
         // does it (nothing depends on it being done, see `detach`).
-        ws.housekeeping(Chore::Unlink(files));
+        ws.housekeeping(Chore::Retire(files));
     }
     Ok(())
 }
@@ -1779,8 +1790,8 @@ fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) 
         }
     }
     if ws.compact.is_none() {
-        ws.compact = ws.pick_victim(&inner.segs).map(|id| (id, 0));
-        if let (Some((id, _)), true) = (ws.compact, debug_log()) {
+        ws.compact = ws.pick_victim(&inner.segs).map(|id| (id, 0, None));
+        if let (Some((id, _, _)), true) = (ws.compact, debug_log()) {
             // Which segments compaction copies from, and how full they
             // are, says whether it copies data about to die anyway (the
             // bench's second 4 MiB write pass: the first sweep's segments
@@ -1794,7 +1805,7 @@ fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) 
             );
         }
     }
-    let Some((id, mut off)) = ws.compact else {
+    let Some((id, mut off, mut next_lsn)) = ws.compact else {
         return Ok(());
     };
     let Some(f) = inner.segs.get(id) else {
@@ -1805,10 +1816,8 @@ fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) 
         .len()
         .map_err(|e| RadosError::io(format!("data log: {e}")))?;
     let (mut copied, mut scanned) = (0u64, 0u64);
-    while !seglog::at_end(&f, off, len)
-        && copied < COMPACT_COPY_BYTES
-        && scanned < COMPACT_SCAN_BYTES
-    {
+    let mut end = seglog::at_end(&f, off, len);
+    while !end && copied < COMPACT_COPY_BYTES && scanned < COMPACT_SCAN_BYTES {
         // Only the header and redo are read first: the redo names the
         // extents the record wrote, the index says which of them still
         // point here, and only those bytes are read (a victim is often
@@ -1817,6 +1826,14 @@ fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) 
         // parsed wrongly could only make blocks be missed, and a segment
         // with live bytes left is never deleted.
         let head = seglog::read_head(&f, off, len);
+        // A record out of sequence ends the segment: the old records of a
+        // reused file past a seal that a crash undid (see `seglog`).
+        if let (Some(h), Some(n)) = (&head, next_lsn) {
+            if h.lsn != n {
+                end = true;
+                break;
+            }
+        }
         let parsed = head.as_ref().map(|h| (h, tables::parse(&h.redo)));
         let Some((h, Ok(entries))) = parsed else {
             give_up(ws, id, off);
@@ -1872,15 +1889,17 @@ fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) 
         }
         scanned += h.len;
         off += h.len;
+        next_lsn = Some(h.lsn + 1);
+        end = seglog::at_end(&f, off, len);
     }
-    if seglog::at_end(&f, off, len) {
+    if end {
         ws.compact = None;
         ws.want_cp = true;
         // Done with it: deleted at the checkpoint if nothing is live (as
         // expected), else never picked again.
         ws.no_compact.insert(id);
     } else {
-        ws.compact = Some((id, off));
+        ws.compact = Some((id, off, next_lsn));
     }
     Ok(())
 }

@@ -731,3 +731,114 @@ fn zeros_written_ahead_of_the_log_never_touch_records() {
     drop(s);
     usable_after(dir.path());
 }
+
+const REUSE_ENV: &str = "QUARRY_DATALOG_REUSE_CHILD_DIR";
+const REUSE_SEG: u64 = MIB;
+const REUSE_OBJS: u64 = 3;
+const REUSE_PASSES: u64 = 6;
+
+const FRESH_LEN: usize = (2 * MIB) as usize - 333;
+
+fn fresh_oid(i: u64) -> ObjectId {
+    ObjectId::new(1, format!("fresh{i}"))
+}
+
+fn reuse_oid(o: u64) -> ObjectId {
+    ObjectId::new(1, format!("r{o}"))
+}
+
+/// Whole-object overwrites with 1 MiB segments: segments die whole,
+/// become spares and are reused as new segments. Odd lengths, so records
+/// end inside pages.
+fn reuse_passes(s: &Store, passes: std::ops::Range<u64>, ack: bool) {
+    for pass in passes {
+        for o in 0..REUSE_OBJS {
+            let len = (2 * MIB) as usize - 1000 * (o as usize + 1);
+            write(s, &reuse_oid(o), 0, chunk(pass, o, len));
+            if ack {
+                println!("ACK {pass} {o}");
+            }
+        }
+    }
+}
+
+fn reuse_check(s: &Store, last: u64) {
+    for o in 0..REUSE_OBJS {
+        let len = (2 * MIB) as usize - 1000 * (o as usize + 1);
+        let got = read(s, &reuse_oid(o), 0, 0).unwrap();
+        assert!(
+            got == chunk(last, o, len),
+            "object {o}: not pass {last}'s data"
+        );
+        let got = read(s, &fresh_oid(o), 0, 0).unwrap();
+        assert!(got == chunk(100, o, FRESH_LEN), "object fresh{o} lost");
+    }
+}
+
+/// Child half of the reuse crash test: overwrites with segment reuse,
+/// then exits without closing the store.
+#[test]
+fn reuse_child() {
+    let Ok(dir) = std::env::var(REUSE_ENV) else {
+        return;
+    };
+    let opts = StoreOptions {
+        segment_bytes: REUSE_SEG,
+    };
+    let s = Store::open_with(Path::new(&dir), opts).unwrap();
+    reuse_passes(&s, 0..REUSE_PASSES, true);
+    assert!(s.segment_reuses() > 0, "no segment was reused");
+    // Then new objects only: nothing dies, so no checkpoint comes early,
+    // and recovery replays the several (reused) segments these fill.
+    for i in 0..REUSE_OBJS {
+        write(&s, &fresh_oid(i), 0, chunk(100, i, FRESH_LEN));
+        println!("ACK fresh {i}");
+    }
+    std::process::exit(0);
+}
+
+#[test]
+fn reused_segments_never_give_back_their_old_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = run_child("reuse_child", REUSE_ENV, dir.path());
+    assert_eq!(
+        acked,
+        (REUSE_PASSES + 1) * REUSE_OBJS,
+        "child stopped early"
+    );
+    // A crash may also undo the truncation that sealed a segment, leaving
+    // a reused file's old records after its last one: put a valid old
+    // record (a copy of its first) after the end of every sealed segment.
+    let segs: Vec<PathBuf> = segments(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "qseg"))
+        .collect();
+    assert!(segs.len() > 1);
+    for p in &segs[..segs.len() - 1] {
+        let mut f = std::fs::read(p).unwrap();
+        let w = |i: usize| u32::from_le_bytes(f[i..i + 4].try_into().unwrap()) as usize;
+        let first = 24 + w(12) + w(16);
+        let copy = f[..first].to_vec();
+        f.extend_from_slice(&copy);
+        std::fs::write(p, f).unwrap();
+    }
+    let opts = StoreOptions {
+        segment_bytes: REUSE_SEG,
+    };
+    let s = Store::open_with(dir.path(), opts).unwrap();
+    reuse_check(&s, REUSE_PASSES - 1);
+    // Reuse goes on in this process, and a clean reopen reads the newest.
+    reuse_passes(&s, REUSE_PASSES..2 * REUSE_PASSES, false);
+    assert!(s.segment_reuses() > 0);
+    reuse_check(&s, 2 * REUSE_PASSES - 1);
+    drop(s);
+    let spares = segments(dir.path())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "spare"))
+        .count();
+    assert!(spares <= 2, "{spares} spare files kept");
+    let s = Store::open_with(dir.path(), opts).unwrap();
+    reuse_check(&s, 2 * REUSE_PASSES - 1);
+    drop(s);
+    usable_after(dir.path());
+}
