@@ -209,7 +209,8 @@ fn a_sweep_over_a_fragmented_store_frees_segments_without_compaction() {
         s.compacted_bytes() > before,
         "random overwrites after a sweep never compacted"
     );
-    let usual = LIVE + LIVE / 2 + 4 * SEG;
+    // Plus up to four spare segment files (dead segments kept for reuse).
+    let usual = LIVE + LIVE / 2 + 4 * SEG + 4 * SEG;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let now = log_bytes(&s, dir.path());
@@ -836,7 +837,7 @@ fn reused_segments_never_give_back_their_old_records() {
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "spare"))
         .count();
-    assert!(spares <= 2, "{spares} spare files kept");
+    assert!(spares <= 4, "{spares} spare files kept (at most 4)");
     let s = Store::open_with(dir.path(), opts).unwrap();
     reuse_check(&s, 2 * REUSE_PASSES - 1);
     drop(s);

@@ -382,7 +382,7 @@ fn run(steps: Vec<Step>, mode: Mode) {
     if mode == Mode::DiskCompacting {
         // Nothing is live: after a reopen (checkpoint) the log holds at most
         // the active segment and the few records written since, beside at
-        // most two spare files (segments let go, kept for reuse; each a
+        // most four spare files (segments let go, kept for reuse; each a
         // segment plus the record that crossed its end, which may be a
         // batch or a compaction step of several MiB).
         drop(s);
@@ -403,7 +403,7 @@ fn run(steps: Vec<Step>, mode: Mode) {
             "log holds {log} bytes with nothing live: {u:?}"
         );
         assert!(
-            spares.len() <= 2 && spares.iter().all(|&l| l <= 16 << 20),
+            spares.len() <= 4 && spares.iter().all(|&l| l <= 16 << 20),
             "spare files {spares:?}"
         );
     }
