@@ -859,7 +859,7 @@ impl Image {
         // Unused (the operation was proxied, or failed before its
         // snapshot took it): no header names it, so it goes back.
         if let Some(id) = pre_id {
-            let _ = inner.rados.snap_remove(inner.io.pool_id, id).await;
+            release_snap_id(&*inner.rados, inner.io.pool_id, id).await;
         }
         r
     }
@@ -1077,9 +1077,7 @@ impl Image {
                 None => alloc_id().await,
             }
         });
-        let release = |id: SnapId| async move {
-            let _ = rados.snap_remove(pool, id).await;
-        };
+        let release = |id: SnapId| release_snap_id(rados, pool, id);
         let (mut h, mut head_map) = match state {
             Ok(s) => s,
             Err(e) => {
@@ -2114,5 +2112,14 @@ impl Image {
             }
         }
         Ok(out)
+    }
+}
+
+/// Give back a snap id allocated for an operation that did not use it (no
+/// header names it). A failure only leaks the id, so it is logged, not
+/// returned over the operation's own result.
+async fn release_snap_id(rados: &dyn Rados, pool: quarry_rados::PoolId, id: SnapId) {
+    if let Err(e) = rados.snap_remove(pool, id).await {
+        tracing::warn!(pool, snap = id, "releasing an unused snap id: {e}");
     }
 }

@@ -28,17 +28,9 @@ fn objects() -> u64 {
 }
 const IO: usize = 4096;
 
-/// xorshift64*: enough randomness for offsets, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 struct Stats {
     lat_us: Vec<f64>,

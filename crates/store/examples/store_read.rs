@@ -17,17 +17,9 @@ use quarry_store::{CachedRead, Store};
 const OBJ_SIZE: u64 = 4 << 20;
 const OBJECTS: u64 = 64;
 
-/// xorshift64*: enough randomness for offsets, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn name(o: u64) -> String {
     // Image data objects' names: a long shared prefix, as in the OSDs.
