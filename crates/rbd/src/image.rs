@@ -900,14 +900,8 @@ impl Image {
             "a snap id allocated for {}",
             op.name()
         );
-        if let Some(id) = pre_id {
-            if !is_create {
-                let _ = self
-                    .inner
-                    .rados
-                    .snap_remove(self.inner.io.pool_id, id)
-                    .await;
-            }
+        if let (Some(id), false) = (pre_id, is_create) {
+            release_snap_id(&*self.inner.rados, self.inner.io.pool_id, id).await;
         }
         match op {
             ProxyOp::SnapCreate { name } => self.snap_create_here(name, pre_id).await,
@@ -1001,11 +995,7 @@ impl Image {
         let mut pre_id = pre_id;
         let r = self.snap_create_inner(name, &mut pre_id).await;
         if let Some(id) = pre_id {
-            let _ = self
-                .inner
-                .rados
-                .snap_remove(self.inner.io.pool_id, id)
-                .await;
+            release_snap_id(&*self.inner.rados, self.inner.io.pool_id, id).await;
         }
         r
     }
