@@ -268,6 +268,14 @@ fn ceph_and_rbd_against_a_cluster() {
     c.ok(&["rbd", "snap", "create", "data/img@s1"]);
     c.ok(&["rbd", "snap", "protect", "data/img@s1"]);
     c.ok(&["rbd", "clone", "data/img@s1", "data/vm1"]);
+    // Each command handed its exclusive lock back before it exited: the
+    // next one (bench, snap create, snap protect) found the lock free
+    // instead of breaking it, which would have blocklisted the old owner.
+    assert_eq!(
+        c.json(&["ceph", "osd", "blocklist", "ls", "--format", "json"]),
+        serde_json::json!([]),
+        "an rbd command left its exclusive lock behind"
+    );
     assert_eq!(c.ok(&["rbd", "children", "data/img@s1"]), "data/vm1\n");
     let info = c.json(&["rbd", "info", "--format", "json", "data/vm1"]);
     assert_eq!(info["parent"]["image"], "img");

@@ -106,6 +106,10 @@ pub(crate) struct Inner {
     pub stripes: Vec<tokio::sync::RwLock<()>>,
     watch: Mutex<Option<u64>>,
     closed: AtomicBool,
+    /// An [`ImageCloser`] was taken: its holder closes the handle, so a
+    /// drop leaves the watch and the lock to it (two concurrent releases
+    /// would race).
+    closer_taken: AtomicBool,
     /// This handle owns the exclusive lock (see `lock.rs`); flipped only
     /// with `gate` held exclusively, so a write holding `gate` shared sees
     /// it stable.
@@ -499,6 +503,7 @@ pub(crate) fn open(
             stripes: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             watch: Mutex::new(cookie),
             closed: AtomicBool::new(false),
+            closer_taken: AtomicBool::new(false),
             owned: AtomicBool::new(false),
             lock: crate::lock::LockState {
                 fence,
@@ -554,9 +559,28 @@ async fn mark_clean(
     Ok(None)
 }
 
+/// Closes the handle it was taken from ([`Image::closer`]), whether or not
+/// that `Image` still exists: a dropped handle only *spawns* its lock
+/// release and unwatch, which a runtime shutting down never runs, so the
+/// next client would find the lock held by a dead owner and have to break
+/// it (and blocklist that owner).
+pub struct ImageCloser(Arc<Inner>);
+
+impl ImageCloser {
+    /// [`Image::close`] on the handle; idempotent.
+    pub async fn close(&self) -> Result<()> {
+        Image::alias(self.0.clone()).close().await
+    }
+
+    /// The image as opened (`pool/[namespace/]name`), for messages.
+    pub fn spec(&self) -> String {
+        self.0.spec()
+    }
+}
+
 impl Drop for Image {
     fn drop(&mut self) {
-        if self.alias {
+        if self.alias || self.inner.closer_taken.load(Ordering::Acquire) {
             return;
         }
         // Unregister the header watch if close() was not called, so that a
@@ -685,6 +709,14 @@ impl Image {
     /// `rbd_invalidate_cache`: Quarry caches no data, so this is [`Image::refresh`].
     pub async fn invalidate_cache(&self) -> Result<()> {
         self.refresh().await
+    }
+
+    /// A closer for this handle, for a caller that lets the `Image` drop
+    /// where the drop's own cleanup could not finish (a process about to
+    /// exit): see [`ImageCloser`].
+    pub fn closer(&self) -> ImageCloser {
+        self.inner.closer_taken.store(true, Ordering::Release);
+        ImageCloser(self.inner.clone())
     }
 
     /// Unregister the header watch; later calls fail with `ESHUTDOWN`. Idempotent.

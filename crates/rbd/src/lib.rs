@@ -75,7 +75,7 @@ mod proxy;
 mod rbd;
 
 pub use error::{RbdError, Result};
-pub use image::Image;
+pub use image::{Image, ImageCloser};
 pub use layout::{
     validate_image_name, validate_namespace_name, validate_snap_name, DEFAULT_ORDER,
     MAX_IMAGE_NAME_LEN, MAX_IMAGE_SIZE, MAX_NAMESPACE_LEN, MAX_OBJECT_MAP_OBJECTS, MAX_ORDER,

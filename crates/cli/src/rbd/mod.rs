@@ -194,6 +194,8 @@ pub struct Ctx {
     pub g: Global,
     /// The connection (for pool-level calls).
     pub conn: quarry_connect::Connection,
+    /// Every image this command opened, closed when it ends (see [`Ctx::close_opened`]).
+    pub opened: std::sync::Mutex<Vec<quarry_rbd::ImageCloser>>,
 }
 
 impl Ctx {
@@ -268,10 +270,32 @@ impl Ctx {
             read_only,
             snap: snap.map(|s| quarry_rbd::SnapSpec::Name(s.to_string())),
         };
-        self.rbd
+        let img = self
+            .rbd
             .open(io, name, &opts)
             .await
-            .map_err(|e| CmdError::rbd(&format!("error opening image {name}"), &e))
+            .map_err(|e| CmdError::rbd(&format!("error opening image {name}"), &e))?;
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(img.closer());
+        Ok(img)
+    }
+
+    /// Close every image the command opened, as Ceph's tool closes its
+    /// handles before it exits: an exclusive lock taken by the command is
+    /// handed back, so the next client need not break it. A failure is
+    /// logged, not fatal: the command's own work is done by then.
+    pub async fn close_opened(&self) {
+        let opened = std::mem::take(&mut *self.opened.lock().unwrap_or_else(|p| p.into_inner()));
+        let closes = opened
+            .iter()
+            .map(|c| async move { (c.spec(), c.close().await) });
+        for (spec, r) in futures::future::join_all(closes).await {
+            if let Err(e) = r {
+                tracing::warn!(image = %spec, error = %e, "closing the image failed");
+            }
+        }
     }
 
     /// Print a JSON value as `--pretty-format` says.
@@ -970,39 +994,47 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
         rbd: Rbd::with_fence_policy(Arc::clone(&conn.rados), fence),
         g: a.g,
         conn,
+        opened: Default::default(),
     };
+    let r = run_cmd(&ctx, a.cmd).await;
+    ctx.close_opened().await;
+    r
+}
+
+/// Run one parsed `rbd` command.
+async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
     use RbdCmd::*;
-    match a.cmd {
-        Create { image, size, c } => cmds::create(&ctx, &image, size.as_deref(), &c).await,
-        Ls { pool, long } => cmds::ls(&ctx, pool.as_deref(), long).await,
-        Info { image } => cmds::info(&ctx, &image).await,
-        Du { image, from_snap } => cmds::du(&ctx, image.as_deref(), from_snap.as_deref()).await,
+    match cmd {
+        Create { image, size, c } => cmds::create(ctx, &image, size.as_deref(), &c).await,
+        Ls { pool, long } => cmds::ls(ctx, pool.as_deref(), long).await,
+        Info { image } => cmds::info(ctx, &image).await,
+        Du { image, from_snap } => cmds::du(ctx, image.as_deref(), from_snap.as_deref()).await,
         Resize {
             image,
             size,
             allow_shrink,
-        } => cmds::resize(&ctx, &image, &size, allow_shrink).await,
-        Rm { image } => cmds::rm(&ctx, &image).await,
-        Mv { src, dest } => cmds::mv(&ctx, &src, &dest).await,
-        Cp { src, dest, c } => xfer::cp(&ctx, &src, &dest, &c).await,
+        } => cmds::resize(ctx, &image, &size, allow_shrink).await,
+        Rm { image } => cmds::rm(ctx, &image).await,
+        Mv { src, dest } => cmds::mv(ctx, &src, &dest).await,
+        Cp { src, dest, c } => xfer::cp(ctx, &src, &dest, &c).await,
         Snap { cmd } => match cmd {
-            SnapCmd::Create { spec } => cmds::snap_create(&ctx, &spec).await,
-            SnapCmd::Ls { image } => cmds::snap_ls(&ctx, &image).await,
-            SnapCmd::Rm { spec } => cmds::snap_rm(&ctx, &spec).await,
-            SnapCmd::Rollback { spec } => cmds::snap_rollback(&ctx, &spec).await,
-            SnapCmd::Protect { spec } => cmds::snap_protect(&ctx, &spec).await,
-            SnapCmd::Unprotect { spec } => cmds::snap_unprotect(&ctx, &spec).await,
-            SnapCmd::Purge { image } => cmds::snap_purge(&ctx, &image).await,
-            SnapCmd::Rename { src, dest } => cmds::snap_rename(&ctx, &src, &dest).await,
+            SnapCmd::Create { spec } => cmds::snap_create(ctx, &spec).await,
+            SnapCmd::Ls { image } => cmds::snap_ls(ctx, &image).await,
+            SnapCmd::Rm { spec } => cmds::snap_rm(ctx, &spec).await,
+            SnapCmd::Rollback { spec } => cmds::snap_rollback(ctx, &spec).await,
+            SnapCmd::Protect { spec } => cmds::snap_protect(ctx, &spec).await,
+            SnapCmd::Unprotect { spec } => cmds::snap_unprotect(ctx, &spec).await,
+            SnapCmd::Purge { image } => cmds::snap_purge(ctx, &image).await,
+            SnapCmd::Rename { src, dest } => cmds::snap_rename(ctx, &src, &dest).await,
         },
-        Clone { parent, child, c } => cmds::clone(&ctx, &parent, &child, &c).await,
+        Clone { parent, child, c } => cmds::clone(ctx, &parent, &child, &c).await,
         Children {
             image,
             snap,
             all,
             descendants,
-        } => cmds::children(&ctx, &image, snap.as_deref(), all, descendants).await,
-        Flatten { image } => cmds::flatten(&ctx, &image).await,
+        } => cmds::children(ctx, &image, snap.as_deref(), all, descendants).await,
+        Flatten { image } => cmds::flatten(ctx, &image).await,
         Import {
             path,
             dest,
@@ -1011,7 +1043,7 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
             c,
         } => {
             xfer::import(
-                &ctx,
+                ctx,
                 &path,
                 dest.as_deref(),
                 dest_pool.as_deref(),
@@ -1024,34 +1056,34 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
             image,
             path,
             export_format,
-        } => xfer::export(&ctx, &image, &path, export_format).await,
+        } => xfer::export(ctx, &image, &path, export_format).await,
         ExportDiff {
             image,
             path,
             from_snap,
             whole_object,
-        } => xfer::export_diff(&ctx, &image, &path, from_snap.as_deref(), whole_object).await,
-        ImportDiff { path, image } => xfer::import_diff(&ctx, &path, &image).await,
+        } => xfer::export_diff(ctx, &image, &path, from_snap.as_deref(), whole_object).await,
+        ImportDiff { path, image } => xfer::import_diff(ctx, &path, &image).await,
         Diff {
             image,
             from_snap,
             whole_object,
-        } => xfer::diff(&ctx, &image, from_snap.as_deref(), whole_object).await,
+        } => xfer::diff(ctx, &image, from_snap.as_deref(), whole_object).await,
         ImageMeta { cmd } => match cmd {
-            MetaCmd::Get { image, key } => cmds::meta_get(&ctx, &image, &key).await,
-            MetaCmd::Set { image, key, value } => cmds::meta_set(&ctx, &image, &key, &value).await,
-            MetaCmd::List { image } => cmds::meta_list(&ctx, &image).await,
-            MetaCmd::Remove { image, key } => cmds::meta_remove(&ctx, &image, &key).await,
+            MetaCmd::Get { image, key } => cmds::meta_get(ctx, &image, &key).await,
+            MetaCmd::Set { image, key, value } => cmds::meta_set(ctx, &image, &key, &value).await,
+            MetaCmd::List { image } => cmds::meta_list(ctx, &image).await,
+            MetaCmd::Remove { image, key } => cmds::meta_remove(ctx, &image, &key).await,
         },
         Lock { cmd } => match cmd {
-            LockCmd::List { image } => lock::ls(&ctx, &image).await,
+            LockCmd::List { image } => lock::ls(ctx, &image).await,
             LockCmd::Remove {
                 image,
                 lock_id,
                 locker,
-            } => lock::rm(&ctx, &image, &lock_id, &locker).await,
+            } => lock::rm(ctx, &image, &lock_id, &locker).await,
         },
-        Status { image } => cmds::status(&ctx, &image).await,
+        Status { image } => cmds::status(ctx, &image).await,
         Bench {
             image,
             io_type,
@@ -1061,7 +1093,7 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
             io_pattern,
         } => {
             xfer::bench(
-                &ctx,
+                ctx,
                 &image,
                 &io_type,
                 &io_size,
@@ -1072,20 +1104,20 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
             .await
         }
         Pool { cmd } => match cmd {
-            PoolCmd::Init { pool, force: _ } => cmds::pool_init(&ctx, pool.as_deref()).await,
+            PoolCmd::Init { pool, force: _ } => cmds::pool_init(ctx, pool.as_deref()).await,
         },
         Feature { cmd } => match cmd {
             FeatureCmd::Enable { image, features } => {
-                admin::feature(&ctx, &image, &features, true).await
+                admin::feature(ctx, &image, &features, true).await
             }
             FeatureCmd::Disable { image, features } => {
-                admin::feature(&ctx, &image, &features, false).await
+                admin::feature(ctx, &image, &features, false).await
             }
         },
         Namespace { cmd } => match cmd {
-            NamespaceCmd::Create { spec } => admin::namespace_create(&ctx, spec.as_deref()).await,
-            NamespaceCmd::Ls { pool } => admin::namespace_ls(&ctx, pool.as_deref()).await,
-            NamespaceCmd::Rm { spec } => admin::namespace_rm(&ctx, spec.as_deref()).await,
+            NamespaceCmd::Create { spec } => admin::namespace_create(ctx, spec.as_deref()).await,
+            NamespaceCmd::Ls { pool } => admin::namespace_ls(ctx, pool.as_deref()).await,
+            NamespaceCmd::Rm { spec } => admin::namespace_rm(ctx, spec.as_deref()).await,
         },
         Config { cmd } => {
             let (op, pool) = match cmd {
@@ -1100,16 +1132,16 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
                 }
             };
             match op {
-                ConfigOp::Get { target: t, key } => admin::config_get(&ctx, &target(t), &key).await,
+                ConfigOp::Get { target: t, key } => admin::config_get(ctx, &target(t), &key).await,
                 ConfigOp::Set {
                     target: t,
                     key,
                     value,
-                } => admin::config_set(&ctx, &target(t), &key, &value).await,
+                } => admin::config_set(ctx, &target(t), &key, &value).await,
                 ConfigOp::Remove { target: t, key } => {
-                    admin::config_rm(&ctx, &target(t), &key).await
+                    admin::config_rm(ctx, &target(t), &key).await
                 }
-                ConfigOp::List { target: t } => admin::config_list(&ctx, &target(t)).await,
+                ConfigOp::List { target: t } => admin::config_list(ctx, &target(t)).await,
             }
         }
     }
