@@ -290,8 +290,15 @@ def main():
     at_most("OSD resident memory under this load (largest OSD, peak)", loaded, 128.0, "MiB", "< 128 MiB")
     bq = bringup.get("quarry")
     at_most("one-host cluster start (quarry up)", bq / 1000 if bq else None, 5.0, "s", "< 5 s")
-    sc = cplane.get("quarry", {}).get("snap_create_ms")
-    at_most("snapshot create (librbd call)", sc, 5.0, "ms", "< 5 ms")
+    # An image's first snapshot (it also takes the exclusive lock), the
+    # median over fresh images; older cplane output had only one sample.
+    qc = cplane.get("quarry", {})
+    if qc.get("snap_create_first_median_ms") is not None:
+        at_most(f"snapshot create, an image's first (librbd call, median of "
+                f"{qc.get('snap_create_first_samples')} images)",
+                qc["snap_create_first_median_ms"], 5.0, "ms", "< 5 ms")
+    else:
+        at_most("snapshot create (librbd call)", qc.get("snap_create_ms"), 5.0, "ms", "< 5 ms")
     cl = cplane.get("quarry", {}).get("clones_total_ms")
     n_cl = cplane.get("quarry", {}).get("clones", 100)
     at_most(f"{n_cl} clones of a 10 GiB image (librbd calls)", cl / 1000 if cl else None, 0.35, "s",
@@ -443,7 +450,11 @@ def main():
     w("## Bring-up and control plane (wall time, ms)")
     w("")
     keys = [("connect_ms", "connect (rados_connect + ioctx)"), ("create_10g_ms", "create 10 GiB image"),
-            ("snap_create_ms", "snapshot create"), ("snap_protect_ms", "snapshot protect"),
+            ("snap_create_ms", "snapshot create"),
+            ("snap_create_first_median_ms", "snapshot create, an image's first, median of fresh images"),
+            ("snap_create_first_max_ms", "snapshot create, an image's first, max"),
+            ("snap_create_median_ms", "snapshot create, median of 10 more"),
+            ("snap_protect_ms", "snapshot protect"),
             ("clones_total_ms", "N clones, total"), ("clone_median_ms", "one clone, median"),
             ("clone_max_ms", "one clone, max"), ("remove_clones_total_ms", "remove the N clones, total"),
             ("snap_unprotect_ms", "snapshot unprotect"), ("snap_remove_ms", "snapshot remove"),

@@ -34,9 +34,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `QUARRY_LOG=<level>` (`error` .. `trace`, as for the tools) sends the
+/// library's logs to the host process's stderr; unset, the library logs
+/// nothing. The only way to see, e.g., lock hand-overs inside QEMU.
+fn init_logging() {
+    let Ok(v) = std::env::var("QUARRY_LOG") else {
+        return;
+    };
+    if v.trim().is_empty() {
+        return;
+    }
+    match v
+        .trim()
+        .parse::<tracing_subscriber::filter::LevelFilter>()
+    {
+        Ok(level) => {
+            // Fails only if the host already installed a subscriber: keep it.
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_max_level(level)
+                .try_init();
+        }
+        Err(_) => eprintln!(
+            "quarry: QUARRY_LOG={v:?}: expected one of off, error, warn, info, debug, trace; not logging"
+        ),
+    }
+}
+
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
+        init_logging();
         let threads = std::env::var("QUARRY_CLIENT_THREADS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())

@@ -35,6 +35,31 @@ fn qemu_and_fio(c: &Cluster) {
         out.contains("virtual size: 10 GiB (10737418240 bytes)"),
         "{out}"
     );
+    // The library is silent by default (above: `err` is QEMU's alone);
+    // QUARRY_LOG sends its logs to the host's stderr, and a bad level is
+    // named without failing the host.
+    assert!(!err.contains("quarry"), "{err}");
+    let o = c
+        .cmd("qemu-img")
+        .args(["info", "rbd:data/foo"])
+        .env("QUARRY_LOG", "debug")
+        .output()
+        .expect("spawn");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("monitor session open"), "{err}");
+    let o = c
+        .cmd("qemu-img")
+        .args(["info", "rbd:data/foo"])
+        .env("QUARRY_LOG", "loud")
+        .output()
+        .expect("spawn");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("QUARRY_LOG=\"loud\": expected one of off, error, warn, info, debug, trace"),
+        "{err}"
+    );
     let (ok, out, err) = c.run(
         "qemu-io",
         &[
