@@ -262,7 +262,23 @@ fn all_fixed_keys() -> Vec<String> {
 
 /// Read and decode a header in one round trip. `ENOENT` → `NotFound(what)`.
 pub(crate) async fn read_header(rados: &dyn Rados, oid: &ObjectId, what: &str) -> Result<Header> {
-    let req = OpRequest::new(oid.clone())
+    Ok(read_header_with_xattrs(rados, oid, what, false).await?.0)
+}
+
+/// [`read_header`], and the header object's xattrs from the same state of
+/// the object when `xattrs` (the lock record is one: a compare-and-swap of
+/// it at the header's version then proves the header unchanged).
+pub(crate) async fn read_header_with_xattrs(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+    what: &str,
+    xattrs: bool,
+) -> Result<(Header, BTreeMap<String, Bytes>)> {
+    let mut req = OpRequest::new(oid.clone());
+    if xattrs {
+        req = req.op(Op::GetXattrs);
+    }
+    let req = req
         .op(Op::Stat)
         .op(Op::OmapGetValsByKeys(all_fixed_keys()))
         .op(Op::OmapGetVals {
@@ -276,17 +292,19 @@ pub(crate) async fn read_header(rados: &dyn Rados, oid: &ObjectId, what: &str) -
         Err(e) => return Err(RbdError::rados(format!("reading header of {what}"), e)),
     };
     let mut map = BTreeMap::new();
+    let mut attrs = BTreeMap::new();
     let mut version = None;
     for out in reply.outputs {
         match out {
             OpOutput::Stat(st) => version = Some(st.version),
             OpOutput::Omap(m, _) => map.extend(m),
+            OpOutput::Xattrs(m) => attrs.extend(m),
             _ => {}
         }
     }
     let version =
         version.ok_or_else(|| RbdError::corrupt(format!("{}: no stat reply", oid.name)))?;
-    Header::decode(version, &map, &oid.name)
+    Ok((Header::decode(version, &map, &oid.name)?, attrs))
 }
 
 /// Apply `f` to the current header and store the result atomically (CAS on

@@ -230,6 +230,30 @@ impl Inner {
         Ok(())
     }
 
+    /// Install a view built from `h`, a header known to be current (and
+    /// `map`, the object map read after it, if read: `None` has
+    /// `build_view` read it), of the same snapshot as the current view.
+    pub(crate) async fn install_fresh(
+        &self,
+        h: Header,
+        map: Option<Option<Vec<u8>>>,
+    ) -> Result<()> {
+        let v = self.view();
+        let nv = build_view(
+            &self.rados,
+            &self.io,
+            &self.id,
+            &self.spec(),
+            h,
+            v.snap,
+            None,
+            map,
+        )
+        .await?;
+        self.set_view(nv);
+        Ok(())
+    }
+
     pub fn stripe(&self, objno: u64) -> &tokio::sync::RwLock<()> {
         &self.stripes[(objno % STRIPES as u64) as usize]
     }
@@ -778,7 +802,7 @@ impl Image {
         let mut last_in_progress = false;
         let mut last_owner = None;
         // A snapshot's id, allocated while this handle took the lock.
-        let mut pre_id: Option<SnapId> = None;
+        let mut pre_id: Option<PreId> = None;
         // (No early return below: the loop breaks with the result, so an
         // unused `pre_id` is released.)
         let r = loop {
@@ -809,7 +833,7 @@ impl Image {
                 }
                 break r;
             }
-            let owner = match inner.lock_owner().await {
+            let (probe, owner) = match inner.lock_probe().await {
                 Ok(o) => o,
                 Err(e) => break Err(e),
             };
@@ -843,7 +867,7 @@ impl Image {
                         ProxyAnswer::Unresponsive => {
                             tracing::warn!(image = %inner.spec(), op = op.name(), owner = client, "the exclusive lock owner did not answer: taking the lock");
                             if let Err(e) = inner
-                                .acquire_lock_from(true, false, Some((client, cookie)))
+                                .acquire_lock_from(true, false, Some((client, cookie)), None)
                                 .await
                             {
                                 break Err(e);
@@ -869,16 +893,16 @@ impl Image {
                             if pre_id.is_none()
                                 && inner.view().header.snap_by_name(name).is_none() =>
                         {
-                            let (acquired, id) = futures::join!(
-                                inner.acquire_lock(false, false),
-                                inner.rados.snap_create(inner.io.pool_id)
-                            );
-                            // A failed allocation is retried (and reported)
-                            // by the snapshot itself.
-                            pre_id = id.ok();
-                            acquired
+                            pre_id = Some(PreId::start(inner.rados.clone(), inner.io.pool_id));
+                            inner
+                                .acquire_lock_from(false, false, None, Some(probe))
+                                .await
                         }
-                        _ => inner.acquire_lock(false, false).await,
+                        _ => {
+                            inner
+                                .acquire_lock_from(false, false, None, Some(probe))
+                                .await
+                        }
                     };
                     match acquired {
                         Ok(()) => {}
@@ -890,8 +914,8 @@ impl Image {
         };
         // Unused (the operation was proxied, or failed before its
         // snapshot took it): no header names it, so it goes back.
-        if let Some(id) = pre_id {
-            release_snap_id(&*inner.rados, inner.io.pool_id, id).await;
+        if let Some(p) = pre_id {
+            p.release(&*inner.rados, inner.io.pool_id).await;
         }
         r
     }
@@ -902,7 +926,7 @@ impl Image {
         &self,
         op: &ProxyOp,
         progress: &mut (dyn FnMut(u64, u64) + Send),
-        pre_id: Option<SnapId>,
+        pre_id: Option<PreId>,
     ) -> Result<u64> {
         let v = self.execute_with(op, progress, pre_id).await?;
         self.inner.notify_header_update().await;
@@ -924,7 +948,7 @@ impl Image {
         &self,
         op: &ProxyOp,
         progress: &mut (dyn FnMut(u64, u64) + Send),
-        pre_id: Option<SnapId>,
+        mut pre_id: Option<PreId>,
     ) -> Result<u64> {
         let is_create = matches!(op, ProxyOp::SnapCreate { .. });
         debug_assert!(
@@ -932,8 +956,10 @@ impl Image {
             "a snap id allocated for {}",
             op.name()
         );
-        if let (Some(id), false) = (pre_id, is_create) {
-            release_snap_id(&*self.inner.rados, self.inner.io.pool_id, id).await;
+        if !is_create {
+            if let Some(p) = pre_id.take() {
+                p.release(&*self.inner.rados, self.inner.io.pool_id).await;
+            }
         }
         match op {
             ProxyOp::SnapCreate { name } => self.snap_create_here(name, pre_id).await,
@@ -1023,17 +1049,17 @@ impl Image {
     ///
     /// `pre_id`: a snap id allocated for it beforehand (while the lock was
     /// taken); released if the snapshot fails before it could use it.
-    async fn snap_create_here(&self, name: &str, pre_id: Option<SnapId>) -> Result<SnapId> {
+    async fn snap_create_here(&self, name: &str, pre_id: Option<PreId>) -> Result<SnapId> {
         let mut pre_id = pre_id;
         let r = self.snap_create_inner(name, &mut pre_id).await;
-        if let Some(id) = pre_id {
-            release_snap_id(&*self.inner.rados, self.inner.io.pool_id, id).await;
+        if let Some(p) = pre_id {
+            p.release(&*self.inner.rados, self.inner.io.pool_id).await;
         }
         r
     }
 
     /// [`Self::snap_create_here`]; takes `pre_id` once it is in use.
-    async fn snap_create_inner(&self, name: &str, pre_id: &mut Option<SnapId>) -> Result<SnapId> {
+    async fn snap_create_inner(&self, name: &str, pre_id: &mut Option<PreId>) -> Result<SnapId> {
         layout::validate_snap_name(name)?;
         let inner = &self.inner;
         let _g = inner.gate.write().await;
@@ -1095,7 +1121,11 @@ impl Image {
         let pre_id = pre_id.take();
         let (state, id) = futures::join!(read_state(cur.has_object_map()), async {
             match pre_id {
-                Some(id) => Ok(id),
+                // A failed allocation is retried here (and reported).
+                Some(p) => match p.id().await {
+                    Ok(id) => Ok(id),
+                    Err(_) => alloc_id().await,
+                },
                 None => alloc_id().await,
             }
         });
@@ -2140,6 +2170,35 @@ impl Image {
 /// Give back a snap id allocated for an operation that did not use it (no
 /// header names it). A failure only leaks the id, so it is logged, not
 /// returned over the operation's own result.
+/// A snap id being allocated for a snapshot create before the snapshot
+/// runs (while its handle takes the lock): a task, so the snapshot starts
+/// its reads without waiting for the monitor. Whoever holds it uses the id
+/// or gives it back ([`PreId::release`]).
+pub(crate) struct PreId(tokio::task::JoinHandle<quarry_rados::Result<SnapId>>);
+
+impl PreId {
+    /// Ask the monitor for a snap id of `pool`.
+    fn start(rados: Arc<dyn Rados>, pool: quarry_rados::PoolId) -> PreId {
+        PreId(tokio::spawn(async move { rados.snap_create(pool).await }))
+    }
+
+    /// The allocated id, or why there is none.
+    async fn id(self) -> quarry_rados::Result<SnapId> {
+        self.0.await.unwrap_or_else(|e| {
+            Err(quarry_rados::RadosError::io(format!(
+                "allocating a snap id: the task ended: {e}"
+            )))
+        })
+    }
+
+    /// Give the id back unused (nothing to do if the allocation failed).
+    async fn release(self, rados: &dyn Rados, pool: quarry_rados::PoolId) {
+        if let Ok(id) = self.id().await {
+            release_snap_id(rados, pool, id).await;
+        }
+    }
+}
+
 async fn release_snap_id(rados: &dyn Rados, pool: quarry_rados::PoolId, id: SnapId) {
     if let Err(e) = rados.snap_remove(pool, id).await {
         tracing::warn!(pool, snap = id, "releasing an unused snap id: {e}");

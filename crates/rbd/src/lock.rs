@@ -29,6 +29,7 @@
 //! On the embedded backend (one process) there is nobody to fence: the
 //! blocklist call answers `EOPNOTSUPP` and the break goes ahead.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -38,13 +39,16 @@ use futures::future::BoxFuture;
 use quarry_common::Errno;
 use quarry_rados::{
     NotifyEvent, ObjectId, Op, OpOutput, OpRequest, Rados, WatchCallback, WatchError, WatchEvent,
+    Watcher,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RadosContext, RbdError, Result};
+use crate::header::{self, Header};
 use crate::image::{Image, Inner};
+use crate::objmap;
 use crate::proxy::{ProxyOp, Reply, WireError};
-use crate::FEATURE_EXCLUSIVE_LOCK;
+use crate::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP};
 
 /// Header xattr holding the lock record (JSON [`LockRecord`]).
 pub(crate) const LOCK_XATTR: &str = "lock.rbd_lock";
@@ -191,6 +195,53 @@ fn what(inner: &Inner) -> String {
     format!("image {}", inner.spec())
 }
 
+/// One look at the header object for the lock: the record and the header
+/// (both at `version`: a compare-and-swap of the record at that version
+/// proves the header unchanged too), and the object's watchers.
+pub(crate) struct LockProbe {
+    rec: Option<LockRecord>,
+    version: u64,
+    header: Header,
+    watchers: Vec<Watcher>,
+}
+
+impl LockProbe {
+    /// Whether the owner named by `rec` still has its header watch.
+    fn alive(&self, rec: &LockRecord) -> bool {
+        self.watchers
+            .iter()
+            .any(|w| w.client == rec.client && w.cookie == rec.cookie)
+    }
+}
+
+/// Read record, header and watchers together (two requests in flight).
+async fn probe(inner: &Inner) -> Result<LockProbe> {
+    let what = what(inner);
+    let (h, w) = futures::join!(
+        header::read_header_with_xattrs(inner.rados.as_ref(), &inner.header_oid, &what, true),
+        inner.rados.list_watchers(&inner.header_oid)
+    );
+    let (header, attrs) = h?;
+    let watchers = w.ctx(|| format!("listing watchers of {what}"))?;
+    Ok(LockProbe {
+        rec: record_from_xattrs(&attrs, &what)?,
+        version: header.version,
+        header,
+        watchers,
+    })
+}
+
+/// The lock record among a header's xattrs.
+fn record_from_xattrs(m: &BTreeMap<String, Bytes>, what: &str) -> Result<Option<LockRecord>> {
+    m.get(LOCK_XATTR)
+        .map(|b| {
+            serde_json::from_slice(b).map_err(|e| RbdError::Corrupt {
+                what: format!("lock record of {what}: {e}"),
+            })
+        })
+        .transpose()
+}
+
 /// Read the lock record and the header version it belongs to.
 async fn read_record(inner: &Inner) -> Result<(Option<LockRecord>, u64)> {
     read_record_of(inner.rados.as_ref(), &inner.header_oid, &what(inner)).await
@@ -208,12 +259,7 @@ async fn read_record_of(
         Err(e) => return Err(RbdError::rados(format!("reading the lock of {what}"), e)),
     };
     let rec = match rep.outputs.first() {
-        Some(OpOutput::Xattrs(m)) => match m.get(LOCK_XATTR) {
-            Some(b) => Some(serde_json::from_slice(b).map_err(|e| RbdError::Corrupt {
-                what: format!("lock record of {what}: {e}"),
-            })?),
-            None => None,
-        },
+        Some(OpOutput::Xattrs(m)) => record_from_xattrs(m, what)?,
         _ => None,
     };
     Ok((rec, rep.version))
@@ -360,21 +406,6 @@ async fn fence(
     }
 }
 
-/// This client's address as the OSD of `header` sees it (from its own
-/// watch `cookie`); empty if not found.
-async fn own_addr(inner: &Inner, cookie: u64) -> Result<String> {
-    let me = inner.rados.instance_id();
-    Ok(inner
-        .rados
-        .list_watchers(&inner.header_oid)
-        .await
-        .ctx(|| format!("listing watchers of {}", what(inner)))?
-        .into_iter()
-        .find(|w| w.client == me && w.cookie == cookie)
-        .map(|w| w.addr)
-        .unwrap_or_default())
-}
-
 /// Whether the owner named by `rec` still has its header watch.
 async fn owner_alive(inner: &Inner, rec: &LockRecord) -> Result<bool> {
     let w = inner
@@ -410,17 +441,21 @@ impl Inner {
     /// Take the lock for this handle. `request`: ask a live owner to hand
     /// it over (automatic policy); otherwise a live owner is `EROFS`.
     pub(crate) async fn acquire_lock(&self, request: bool, managed: bool) -> Result<()> {
-        self.acquire_lock_from(request, managed, None).await
+        self.acquire_lock_from(request, managed, None, None).await
     }
 
     /// [`Inner::acquire_lock`], with the owner `(client, cookie)` already
     /// known not to answer requests (a proxied request timed out): its lock
     /// is broken (and the owner fenced) without asking it again.
+    ///
+    /// `seed`: a [`LockProbe`] the caller just made (see [`Inner::lock_probe`]),
+    /// used as the first look; a stale one only fails the compare-and-swap.
     pub(crate) async fn acquire_lock_from(
         &self,
         request: bool,
         managed: bool,
         unresponsive: Option<(u64, u64)>,
+        seed: Option<LockProbe>,
     ) -> Result<()> {
         let _op = self.lock.op.lock().await;
         if self.owned.load(Ordering::Acquire) {
@@ -430,25 +465,43 @@ impl Inner {
         let mut me = self.my_record(managed).ok_or_else(|| {
             RbdError::read_only(format!("{} (opened without a header watch)", what(self)))
         })?;
-        // Our watch's address and the record are independent reads.
-        let (addr, first) = futures::join!(own_addr(self, me.cookie), read_record(self));
-        me.addr = addr?;
-        let mut first = Some(first);
+        let mut first = match seed {
+            Some(p) => Some(p),
+            None => Some(probe(self).await?),
+        };
+        // Our watch's address (display only) from the first look's watchers.
+        me.addr = first
+            .iter()
+            .flat_map(|p| p.watchers.iter())
+            .find(|w| w.client == me.client && w.cookie == me.cookie)
+            .map(|w| w.addr.clone())
+            .unwrap_or_default();
         let deadline = tokio::time::Instant::now() + ACQUIRE_TIMEOUT;
         // An owner that let a request time out: (client, cookie).
         let mut unresponsive = unresponsive;
         loop {
             self.check_open()?;
-            let (rec, version) = match first.take() {
-                Some(r) => r?,
-                None => read_record(self).await?,
+            let p = match first.take() {
+                Some(p) => p,
+                None => probe(self).await?,
             };
-            let take = match &rec {
+            let take = match &p.rec {
                 None => true,
                 Some(r) if self.is_me(r) => true,
                 Some(r) if unresponsive == Some((r.client, r.cookie)) => true,
-                Some(r) => !owner_alive(self, r).await?,
+                // The probe's watcher list was read alongside the record,
+                // so it may predate the watch of an owner whose record it
+                // shows: a watch missing there is looked for again in a
+                // list read after the record, before the owner counts as
+                // dead (breaking a live owner's lock would fence it).
+                Some(r) => !p.alive(r) && !owner_alive(self, r).await?,
             };
+            let LockProbe {
+                rec,
+                version,
+                header,
+                ..
+            } = p;
             if take {
                 if let Some(old) = rec.as_ref().filter(|r| !self.is_me(r)) {
                     tracing::info!(
@@ -467,10 +520,25 @@ impl Inner {
                     )
                     .await?;
                 }
-                if cas_record(self, version, Some(&me)).await? {
-                    // See everything the previous owner acknowledged.
+                // The view must hold everything the previous owner
+                // acknowledged. The header: a successful compare-and-swap
+                // at `version` proves the one read with the record
+                // current. The object map (another object): read after
+                // the look that found the lock free (the previous owner's
+                // map writes were acknowledged before it let go, and a
+                // dead owner was fenced above), alongside the swap; if
+                // the swap fails it is thrown away.
+                let map_oid = self.map_oid(self.view().snap);
+                let (swapped, map) = futures::join!(cas_record(self, version, Some(&me)), async {
+                    if header.features & FEATURE_OBJECT_MAP != 0 {
+                        objmap::load(self.rados.as_ref(), &map_oid).await.map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                });
+                if swapped? {
                     let _g = self.gate.write().await;
-                    self.reload_fresh().await?;
+                    self.install_fresh(header, map?).await?;
                     self.owned.store(true, Ordering::Release);
                     tracing::debug!(image = %self.spec(), "took the exclusive lock");
                     return Ok(());
@@ -743,17 +811,19 @@ impl Inner {
         }
     }
 
-    /// The current lock record and whether its owner is alive (`None`:
-    /// nobody holds the lock).
-    pub(crate) async fn lock_owner(&self) -> Result<Option<(u64, u64, bool)>> {
-        let (rec, _) = read_record(self).await?;
-        match rec {
-            None => Ok(None),
-            Some(r) => {
-                let alive = self.is_me(&r) || owner_alive(self, &r).await?;
-                Ok(Some((r.client, r.cookie, alive)))
-            }
-        }
+    /// The lock's owner `(client, cookie, alive)` (`None`: nobody holds
+    /// it), alive by the watcher list read alongside the record (a lag
+    /// there only sends the caller to [`Inner::acquire_lock_from`], which
+    /// looks again before it breaks anything), and the look itself, to
+    /// seed that call: taking a free lock then starts with its
+    /// compare-and-swap.
+    pub(crate) async fn lock_probe(&self) -> Result<(LockProbe, Option<(u64, u64, bool)>)> {
+        let p = probe(self).await?;
+        let owner = p
+            .rec
+            .as_ref()
+            .map(|r| (r.client, r.cookie, self.is_me(r) || p.alive(r)));
+        Ok((p, owner))
     }
 
     /// Whether `(client, cookie)` is this handle.

@@ -401,6 +401,44 @@ async fn a_snapshot_taking_the_lock_uses_the_one_snap_id_it_allocated() {
     assert_eq!(counting.snap_releases.load(SeqCst), releases);
 }
 
+/// The watcher list read alongside the lock record may predate the
+/// owner's watch (they are separate requests): the owner must never be
+/// taken for dead from it. Here the requester's first list misses the live
+/// owner's watch; the owner keeps the lock and runs the snapshot for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_watcher_list_never_breaks_a_live_owners_lock() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    a.write(0, pattern(4096, 1)).await.unwrap();
+    assert!(a.is_exclusive_lock_owner());
+    let counting = Counting::new(e.emb.client());
+    let rbd_b = Rbd::new(counting.clone());
+    let b = open_rw(&rbd_b, &e.io, "img").await;
+    counting.stale_watchers.store(1, SeqCst);
+    let id = bounded("snap create", b.snap_create("s")).await.unwrap();
+    assert_eq!(counting.stale_watchers.load(SeqCst), 0, "no stale list read");
+    assert!(a.is_exclusive_lock_owner());
+    assert!(!b.is_exclusive_lock_owner());
+    assert_eq!(
+        b.lock_owners().await.unwrap()[0].entity,
+        format!("client.{}", e.rados.instance_id())
+    );
+    assert_eq!(a.snap_info("s").await.unwrap().id, id);
+    bounded("owner write", a.write(4096, pattern(4096, 2)))
+        .await
+        .unwrap();
+    // The id the requester allocated while the owner looked dead went back.
+    assert_eq!(
+        counting.snap_allocs.load(SeqCst),
+        counting.snap_releases.load(SeqCst)
+    );
+}
+
 /// A handle that finds nobody owning the lock takes it and runs the
 /// operation itself; rollback takes the lock from a live owner (it is not
 /// proxied, as in librbd) and the owner takes it back on its next write.

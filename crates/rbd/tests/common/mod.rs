@@ -46,6 +46,10 @@ pub struct Counting {
     /// Snap ids allocated (`snap_create`) and released (`snap_remove`).
     pub snap_allocs: AtomicU64,
     pub snap_releases: AtomicU64,
+    /// Fault injection: this many upcoming watcher lists show only this
+    /// client's own watches (a list read before the others' were
+    /// registered).
+    pub stale_watchers: AtomicU64,
 }
 
 /// See [`Counting::pause_head_map_write`]: (arrived, go on).
@@ -69,6 +73,7 @@ impl Counting {
             data_write_held: std::sync::atomic::AtomicBool::new(false),
             snap_allocs: AtomicU64::new(0),
             snap_releases: AtomicU64::new(0),
+            stale_watchers: AtomicU64::new(0),
         })
     }
     pub fn data_ops(&self) -> u64 {
@@ -196,7 +201,16 @@ impl Rados for Counting {
         self.inner.unwatch(oid, cookie).await
     }
     async fn list_watchers(&self, oid: &ObjectId) -> Result<Vec<Watcher>> {
-        self.inner.list_watchers(oid).await
+        let mut w = self.inner.list_watchers(oid).await?;
+        let stale = self
+            .stale_watchers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if stale {
+            let me = self.inner.instance_id();
+            w.retain(|w| w.client == me);
+        }
+        Ok(w)
     }
     async fn watch_with(&self, oid: &ObjectId, cb: quarry_rados::WatchCallback) -> Result<u64> {
         self.inner.watch_with(oid, cb).await
