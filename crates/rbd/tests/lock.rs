@@ -421,7 +421,11 @@ async fn a_stale_watcher_list_never_breaks_a_live_owners_lock() {
     let b = open_rw(&rbd_b, &e.io, "img").await;
     counting.stale_watchers.store(1, SeqCst);
     let id = bounded("snap create", b.snap_create("s")).await.unwrap();
-    assert_eq!(counting.stale_watchers.load(SeqCst), 0, "no stale list read");
+    assert_eq!(
+        counting.stale_watchers.load(SeqCst),
+        0,
+        "no stale list read"
+    );
     assert!(a.is_exclusive_lock_owner());
     assert!(!b.is_exclusive_lock_owner());
     assert_eq!(
