@@ -39,23 +39,20 @@ fn qemu_and_fio(c: &Cluster) {
     // QUARRY_LOG sends its logs to the host's stderr, and a bad level is
     // named without failing the host.
     assert!(!err.contains("quarry"), "{err}");
-    let o = c
-        .cmd("qemu-img")
-        .args(["info", "rbd:data/foo"])
-        .env("QUARRY_LOG", "debug")
-        .output()
-        .expect("spawn");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let info_stderr = |level: &str| {
+        let o = c
+            .cmd("qemu-img")
+            .args(["info", "rbd:data/foo"])
+            .env("QUARRY_LOG", level)
+            .output()
+            .expect("spawn");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "QUARRY_LOG={level}: {err}");
+        err
+    };
+    let err = info_stderr("debug");
     assert!(err.contains("monitor session open"), "{err}");
-    let o = c
-        .cmd("qemu-img")
-        .args(["info", "rbd:data/foo"])
-        .env("QUARRY_LOG", "loud")
-        .output()
-        .expect("spawn");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let err = info_stderr("loud");
     assert!(
         err.contains("QUARRY_LOG=\"loud\": expected one of off, error, warn, info, debug, trace"),
         "{err}"

@@ -215,19 +215,7 @@ impl Inner {
                 }
             }
         );
-        let nv = build_view(
-            &self.rados,
-            &self.io,
-            &self.id,
-            &self.spec(),
-            h?,
-            v.snap,
-            None,
-            map?,
-        )
-        .await?;
-        self.set_view(nv);
-        Ok(())
+        self.install_fresh(h?, map?).await
     }
 
     /// Install a view built from `h`, a header known to be current (and

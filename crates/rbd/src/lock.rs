@@ -208,10 +208,15 @@ pub(crate) struct LockProbe {
 impl LockProbe {
     /// Whether the owner named by `rec` still has its header watch.
     fn alive(&self, rec: &LockRecord) -> bool {
-        self.watchers
-            .iter()
-            .any(|w| w.client == rec.client && w.cookie == rec.cookie)
+        has_watch(&self.watchers, rec)
     }
+}
+
+/// Whether `watchers` hold the header watch of the owner `rec` names.
+fn has_watch(watchers: &[Watcher], rec: &LockRecord) -> bool {
+    watchers
+        .iter()
+        .any(|w| w.client == rec.client && w.cookie == rec.cookie)
 }
 
 /// Read record, header and watchers together (two requests in flight).
@@ -413,8 +418,7 @@ async fn owner_alive(inner: &Inner, rec: &LockRecord) -> Result<bool> {
         .list_watchers(&inner.header_oid)
         .await
         .ctx(|| format!("listing watchers of {}", what(inner)))?;
-    Ok(w.iter()
-        .any(|w| w.client == rec.client && w.cookie == rec.cookie))
+    Ok(has_watch(&w, rec))
 }
 
 impl Inner {
@@ -465,10 +469,10 @@ impl Inner {
         let mut me = self.my_record(managed).ok_or_else(|| {
             RbdError::read_only(format!("{} (opened without a header watch)", what(self)))
         })?;
-        let mut first = match seed {
-            Some(p) => Some(p),
-            None => Some(probe(self).await?),
-        };
+        let mut first = Some(match seed {
+            Some(p) => p,
+            None => probe(self).await?,
+        });
         // Our watch's address (display only) from the first look's watchers.
         me.addr = first
             .iter()
