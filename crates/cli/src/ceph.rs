@@ -104,6 +104,33 @@ enum CephCmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Placement group commands.
+    Pg {
+        #[command(subcommand)]
+        cmd: PgCmd,
+    },
+}
+
+/// `ceph pg ...`.
+#[derive(Subcommand, Debug)]
+enum PgCmd {
+    /// Deep-scrub a PG: compare every object's copies, data checksums
+    /// included (waits for the result; Ceph only queues it).
+    DeepScrub {
+        /// PG id (`<pool id>.<hex seed>`, as `ceph osd map` prints it).
+        pgid: String,
+    },
+    /// Scrub a PG (here always a deep scrub).
+    Scrub {
+        /// PG id.
+        pgid: String,
+    },
+    /// Deep-scrub a PG and rewrite damaged or differing copies from the
+    /// authoritative one.
+    Repair {
+        /// PG id.
+        pgid: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -330,6 +357,8 @@ struct Ctx {
     /// What the command line asked for (to read the same conf file again).
     req: quarry_connect::ConfigRequest,
     monc: Option<Arc<MonClient>>,
+    /// The cluster client, for requests to OSDs (`None` when embedded).
+    cluster: Option<Arc<quarry_client::ClusterClient>>,
     rados: Arc<dyn quarry_rados::Rados>,
     format: CephFormat,
 }
@@ -404,6 +433,7 @@ async fn dispatch(a: CephArgs) -> CmdResult {
     let ctx = Ctx {
         req,
         monc: conn.monc.clone(),
+        cluster: conn.cluster.clone(),
         rados: Arc::clone(&conn.rados),
         format: a.format.unwrap_or(CephFormat::Plain),
     };
@@ -447,7 +477,90 @@ async fn dispatch(a: CephArgs) -> CmdResult {
         CephCmd::Auth { cmd } => auth(&ctx, cmd).await,
         CephCmd::Mon { cmd: MonCmd::Stat } => mon_stat(&ctx).await,
         CephCmd::Config { cmd } => config(&ctx, cmd).await,
+        CephCmd::Pg { cmd } => match cmd {
+            PgCmd::DeepScrub { pgid } | PgCmd::Scrub { pgid } => pg_scrub(&ctx, &pgid, false).await,
+            PgCmd::Repair { pgid } => pg_scrub(&ctx, &pgid, true).await,
+        },
     }
+}
+
+/// A PG id as Ceph writes it: `<pool id>.<seed in hex>`.
+fn parse_pgid(s: &str) -> Option<quarry_map::PgId> {
+    let (pool, seed) = s.trim().split_once('.')?;
+    if pool.is_empty() || seed.is_empty() || seed.starts_with('+') || pool.starts_with('+') {
+        return None;
+    }
+    Some(quarry_map::PgId {
+        pool: pool.parse().ok()?,
+        seed: u32::from_str_radix(seed, 16).ok()?,
+    })
+}
+
+/// `ceph pg deep-scrub|scrub|repair <pgid>`: run it on the PG's primary
+/// and print what it found.
+async fn pg_scrub(ctx: &Ctx, pgid: &str, repair: bool) -> CmdResult {
+    let what = if repair { "repair" } else { "deep-scrub" };
+    let pg =
+        parse_pgid(pgid).ok_or_else(|| cerr(Errno::EINVAL, format!("invalid pgid '{pgid}'")))?;
+    let map = ctx.map(&format!("pg {what}")).await?;
+    let exists = map.pools.get(&pg.pool).is_some_and(|p| pg.seed < p.pg_num);
+    if !exists {
+        return Err(cerr(Errno::ENOENT, format!("i don't have pgid {pgid}")));
+    }
+    let cluster = ctx.cluster.as_ref().ok_or_else(|| {
+        cerr(
+            Errno::EOPNOTSUPP,
+            format!("'pg {what}' needs a cluster (the embedded backend has no OSDs)"),
+        )
+    })?;
+    let primary = map.pg_primary(pg).ok().flatten();
+    if !ctx.json() {
+        match primary {
+            Some(p) => println!("instructing pg {pg} on osd.{p} to {what}"),
+            None => println!("instructing pg {pg} to {what}"),
+        }
+    }
+    let r = cluster
+        .scrub_pg(pg, repair)
+        .await
+        .map_err(|e| cerr(e.errno, format!("pg {pg} {what}: {}", e.context)))?;
+    if ctx.json() {
+        ctx.print_json(&json!({
+            "pgid": pg.to_string(), "repair": repair, "acting": r.acting,
+            "objects": r.objects, "repaired": r.repaired,
+            "inconsistents": r.inconsistent.iter().map(|o| json!({
+                "namespace": o.namespace, "name": o.name, "errors": o.errors,
+                "selected_object_info_osd": o.auth,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    let acting = r
+        .acting
+        .iter()
+        .map(|o| o.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut line = format!(
+        "pg {pg} {what} done on [{acting}]: {} objects, {} inconsistent",
+        r.objects,
+        r.inconsistent.len()
+    );
+    if repair {
+        line.push_str(&format!(", {} copies repaired", r.repaired));
+    }
+    println!("{line}");
+    for o in &r.inconsistent {
+        let ns = if o.namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", o.namespace)
+        };
+        for e in &o.errors {
+            println!("    {ns}{}: {e}", o.name);
+        }
+    }
+    Ok(())
 }
 
 /// A registered option, or Ceph's error for an unknown name.

@@ -403,6 +403,10 @@ pub fn osd(a: OsdArgs) -> R<()> {
                 timeout: opts.secs("mon_client_ping_timeout", 5.0),
             },
             handshake_timeout: opts.secs("ms_connection_ready_timeout", 10.0),
+            deep_scrub_interval: opts.secs("osd_deep_scrub_interval", 604800.0),
+            scrub_auto_repair: opts
+                .raw("osd_scrub_auto_repair")
+                .is_some_and(|v| quarry_common::options::parse_bool(&v) == Ok(true)),
         };
         tokio::select! {
             r = quarry_osd::run(cfg) => r.map_err(|e| e.to_string()),

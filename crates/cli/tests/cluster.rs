@@ -430,26 +430,7 @@ async fn corrupted_copy_is_detected_and_repaired() {
     // only Quarry's own block checksums can notice the flip.
     cl.term("osd.0");
     // Flip one byte in every copy of the block in osd.0's data log.
-    let mut hits = 0;
-    let log_dir = cl.path().join("osd.0").join("log");
-    for e in std::fs::read_dir(&log_dir).expect("store log dir") {
-        let file = e.expect("dir entry").path();
-        let mut bytes = std::fs::read(&file).expect("store segment");
-        let mut i = 0;
-        let before = hits;
-        while i + pattern.len() <= bytes.len() {
-            if bytes[i..i + pattern.len()] == pattern[..] {
-                bytes[i + 100] ^= 0xff;
-                hits += 1;
-                i += pattern.len();
-            } else {
-                i += 1;
-            }
-        }
-        if hits > before {
-            std::fs::write(&file, &bytes).expect("write store segment");
-        }
-    }
+    let hits = flip_in_log(&cl, "osd.0", &pattern);
     assert!(hits > 0, "pattern not found in the store's data log");
     eprintln!("flipped {hits} copies");
     cl.run_up(None);
@@ -464,6 +445,195 @@ async fn corrupted_copy_is_detected_and_repaired() {
     cl.kill9("osd.1");
     cl.kill9("osd.2");
     assert_eq!(read(&c, pool, &name).await, pattern);
+}
+
+/// Flip one byte in every copy of `pattern` in `osd`'s data log (the OSD
+/// is stopped); returns how many copies were hit.
+fn flip_in_log(cl: &Cluster, osd: &str, pattern: &[u8]) -> usize {
+    let mut hits = 0;
+    let log_dir = cl.path().join(osd).join("log");
+    for e in std::fs::read_dir(&log_dir).expect("store log dir") {
+        let file = e.expect("dir entry").path();
+        let mut bytes = std::fs::read(&file).expect("store segment");
+        let before = hits;
+        let mut i = 0;
+        while i + pattern.len() <= bytes.len() {
+            if bytes[i..i + pattern.len()] == pattern[..] {
+                bytes[i + 100] ^= 0xff;
+                hits += 1;
+                i += pattern.len();
+            } else {
+                i += 1;
+            }
+        }
+        if hits > before {
+            std::fs::write(&file, &bytes).expect("write store segment");
+        }
+    }
+    hits
+}
+
+/// `ceph ...` against the test cluster; (exit code, stdout, stderr).
+fn ceph(cl: &Cluster, args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN)
+        .arg("ceph")
+        .args(args)
+        .env("CEPH_CONF", cl.path().join("ceph.conf"))
+        .env("HOME", cl.path())
+        .env_remove("CEPH_ARGS")
+        .env_remove("CEPH_KEYRING")
+        .output()
+        .expect("run ceph");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Damage nobody reads: a flipped byte in a replica's copy (clients read
+/// from the primary) and in the primary's copy of an object no client
+/// reads. `ceph pg deep-scrub` finds both and names the bad copies;
+/// `ceph pg repair` rewrites them from the good ones (not read repair);
+/// a second scrub finds nothing, and the repaired replica then serves the
+/// object alone (before the repair it held only a damaged copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_scrub_finds_damaged_copies_and_repair_fixes_them() {
+    let cl = Cluster::up(3, 1);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "t").await;
+    wait_clean(&c).await;
+    // Two objects in one PG whose primary is osd.0.
+    let map = c.monc().refresh_map().await.expect("map");
+    let mut names = (0..5000).map(|i| format!("scrub{i}")).filter(|n| {
+        let pg = map.object_pg(pool, "", n).expect("pg");
+        map.pg_primary(pg).expect("primary") == Some(0)
+    });
+    let a = names.next().expect("an object on osd.0");
+    let pg = map.object_pg(pool, "", &a).expect("pg");
+    let b = names
+        .find(|n| map.object_pg(pool, "", n).expect("pg") == pg)
+        .expect("a second object in that pg");
+    let replica = map.pg_up_set(pg).expect("up set")[1];
+    let pat = |x: u8| -> Vec<u8> { (0..4096u32).map(|i| (i % 251) as u8 ^ x).collect() };
+    let (pa, pb) = (pat(0x3c), pat(0xc3));
+    write(&c, pool, &a, &pa).await;
+    write(&c, pool, &b, &pb).await;
+    let pgid = pg.to_string();
+    let (code, out, err) = ceph(&cl, &["pg", "deep-scrub", &pgid]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 objects, 0 inconsistent"), "{out}");
+    // Damage the replica's copy of a and the primary's copy of b, offline.
+    cl.term("osd.0");
+    let rname = format!("osd.{replica}");
+    cl.term(&rname);
+    assert!(
+        flip_in_log(&cl, &rname, &pa) > 0,
+        "a not found in {rname}'s log"
+    );
+    assert!(
+        flip_in_log(&cl, "osd.0", &pb) > 0,
+        "b not found in osd.0's log"
+    );
+    cl.run_up(None);
+    wait_clean(&c).await;
+    let (code, out, err) = ceph(&cl, &["pg", "deep-scrub", &pgid]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("instructing pg {pgid} on osd.0 to deep-scrub")),
+        "{out}"
+    );
+    assert!(out.contains("2 objects, 2 inconsistent"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{a}: {rname}: 1 data block(s) fail their checksum"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{b}: osd.0: 1 data block(s) fail their checksum")),
+        "{out}"
+    );
+    // A scrub reports; it does not repair.
+    let (_, out, _) = ceph(&cl, &["pg", "deep-scrub", &pgid]);
+    assert!(out.contains("2 inconsistent"), "{out}");
+    let (code, out, err) = ceph(&cl, &["pg", "repair", &pgid, "--format", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(r["repaired"], 2, "{out}");
+    assert_eq!(r["objects"], 2, "{out}");
+    let (_, out, _) = ceph(&cl, &["pg", "deep-scrub", &pgid]);
+    assert!(out.contains("2 objects, 0 inconsistent"), "{out}");
+    assert_eq!(read(&c, pool, &b).await, pb);
+    assert_eq!(
+        count_in_log(&cl, "osd.0", "repairing from a replica"),
+        0,
+        "read repair ran: the scrub's repair should have fixed b first"
+    );
+    // The repaired replica serves a alone.
+    for o in [0, 1, 2].into_iter().filter(|&o| o != replica) {
+        cl.kill9(&format!("osd.{o}"));
+    }
+    assert_eq!(read(&c, pool, &a).await, pa);
+    // Bad PG ids are refused with Ceph's errors.
+    let (code, _, err) = ceph(&cl, &["pg", "deep-scrub", "nonsense"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (22, "Error EINVAL: invalid pgid 'nonsense'\n")
+    );
+    let (code, _, err) = ceph(&cl, &["pg", "repair", "999.0"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (2, "Error ENOENT: i don't have pgid 999.0\n")
+    );
+}
+
+/// `osd_deep_scrub_interval` schedules deep scrubs and, with
+/// `osd_scrub_auto_repair`, they repair: a replica's damaged copy, which no
+/// read would notice, is rewritten without any command, and then serves
+/// alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_deep_scrub_auto_repairs_a_damaged_replica() {
+    let cl = Cluster::up_with(
+        3,
+        1,
+        &["osd_deep_scrub_interval=2", "osd_scrub_auto_repair=true"],
+    );
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "t").await;
+    wait_clean(&c).await;
+    let map = c.monc().refresh_map().await.expect("map");
+    let name = (0..5000)
+        .map(|i| format!("auto{i}"))
+        .find(|n| {
+            map.pg_primary(map.object_pg(pool, "", n).expect("pg"))
+                .expect("p")
+                == Some(0)
+        })
+        .expect("an object on osd.0");
+    let pg = map.object_pg(pool, "", &name).expect("pg");
+    let replica = map.pg_up_set(pg).expect("up set")[1];
+    let data: Vec<u8> = (0..4096u32).map(|i| (i % 241) as u8 ^ 0x77).collect();
+    write(&c, pool, &name, &data).await;
+    let rname = format!("osd.{replica}");
+    cl.term(&rname);
+    assert!(
+        flip_in_log(&cl, &rname, &data) > 0,
+        "object not found in {rname}'s log"
+    );
+    cl.run_up(None);
+    wait_clean(&c).await;
+    let needle = format!("repaired {rname}'s copy from osd.0's");
+    bounded("scheduled scrub repair", async {
+        while count_in_log(&cl, "osd.0", &needle) == 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    for o in [0, 1, 2].into_iter().filter(|&o| o != replica) {
+        cl.kill9(&format!("osd.{o}"));
+    }
+    assert_eq!(read(&c, pool, &name).await, data);
 }
 
 async fn write_snapc(c: &ClusterClient, pool: i64, name: &str, data: &[u8], snaps: &[u64]) {

@@ -261,6 +261,9 @@ fn describe(req: &Request) -> String {
         } => format!("notify ack {notify_id} for watch {cookie} on {}", oid.name),
         Request::ListPg { pg, .. } => format!("list pg {pg}"),
         Request::PoolStat { pool, .. } => format!("stat pool {pool}"),
+        Request::Scrub { pg, repair, .. } => {
+            format!("{} pg {pg}", if *repair { "repair" } else { "deep-scrub" })
+        }
         _ => "peer request".to_string(),
     };
     if s.len() > 300 {
@@ -494,6 +497,23 @@ impl ClusterClient {
                 cookie,
                 errno,
             }));
+        }
+    }
+
+    /// Deep-scrub one PG on its primary: every object's copies compared
+    /// (block checksums included, where each copy lives); with `repair`,
+    /// damaged or differing copies are rewritten from the authoritative one.
+    pub async fn scrub_pg(&self, pg: PgId, repair: bool) -> Result<wire::ScrubReport> {
+        let (resp, _) = self
+            .pg_call(
+                pg,
+                |epoch| Request::Scrub { epoch, pg, repair },
+                Bytes::new(),
+            )
+            .await?;
+        match resp {
+            Resp::Scrub(r) => Ok(r),
+            _ => Err(unexpected("scrub")),
         }
     }
 

@@ -272,6 +272,29 @@ pub enum Request {
         /// Modification time, ns since the Unix epoch.
         mtime_ns: u64,
     },
+    /// Client → primary: deep-scrub a PG (compare every object's copies,
+    /// block checksums included); with `repair`, make the damaged or
+    /// differing copies the authoritative one. Answered with [`Resp::Scrub`].
+    Scrub {
+        /// Sender's map epoch.
+        epoch: Epoch,
+        /// The PG.
+        pg: PgId,
+        /// Repair what the scrub finds.
+        repair: bool,
+    },
+    /// Primary → member: the digest of your copy of `oid`, once every op of
+    /// the PG up to `upto` is applied here. Answered with [`Resp::Digest`].
+    ScrubObject {
+        /// The PG.
+        pg: PgId,
+        /// Interval epoch of the scrubbing primary.
+        epoch: Epoch,
+        /// The object.
+        oid: ObjectId,
+        /// The primary's newest version when it took the PG's write lock.
+        upto: Ver,
+    },
 }
 
 impl Request {
@@ -350,6 +373,50 @@ pub enum Resp {
     // New variants go last (see `Request`).
     /// What a notification collected.
     Notified(NotifyResult),
+    /// A PG's deep scrub (and repair) result.
+    Scrub(ScrubReport),
+    /// One copy's digest (`None`: the object does not exist there).
+    Digest(Option<ObjDigest>),
+}
+
+/// One copy of an object as a deep scrub compares it (see
+/// `quarry_store::ExportDigest`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjDigest {
+    /// crc32c of the object's complete export.
+    pub crc: u32,
+    /// Export length in bytes.
+    pub len: u64,
+    /// Data blocks failing their stored checksum on this copy.
+    pub bad_blocks: u32,
+}
+
+/// What a deep scrub of one PG found (and, with repair, fixed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// The PG.
+    pub pg: Option<PgId>,
+    /// OSDs whose copies were compared, primary first.
+    pub acting: Vec<u32>,
+    /// Objects compared.
+    pub objects: u64,
+    /// Objects whose copies disagree or are damaged.
+    pub inconsistent: Vec<InconsistentObject>,
+    /// Copies rewritten from the authoritative one (repair only).
+    pub repaired: u64,
+}
+
+/// An object a deep scrub found damaged or differing between copies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InconsistentObject {
+    /// Namespace.
+    pub namespace: String,
+    /// Object name.
+    pub name: String,
+    /// One line per bad copy: which OSD and what is wrong with it.
+    pub errors: Vec<String>,
+    /// The OSD whose copy was taken as authoritative (`None`: no good copy).
+    pub auth: Option<u32>,
 }
 
 /// A response body.

@@ -159,6 +159,9 @@ pub struct Connection {
     pub rados: Arc<dyn Rados>,
     /// The monitor client, for administrative commands (`None` when embedded).
     pub monc: Option<Arc<MonClient>>,
+    /// The cluster client itself, for requests to OSDs outside the object
+    /// layer (`ceph pg deep-scrub`; `None` when embedded).
+    pub cluster: Option<Arc<ClusterClient>>,
     /// The configuration used.
     pub config: Config,
 }
@@ -201,6 +204,7 @@ pub async fn connect(cfg: &Config) -> Result<Connection, ConnectError> {
         return Ok(Connection {
             rados,
             monc: None,
+            cluster: None,
             config: cfg.clone(),
         });
     }
@@ -239,8 +243,9 @@ pub async fn connect(cfg: &Config) -> Result<Connection, ConnectError> {
     // The database may ask for what the local files did not.
     check_con_modes(&config)?;
     Ok(Connection {
-        rados: client,
+        rados: client.clone(),
         monc: Some(monc),
+        cluster: Some(client),
         config,
     })
 }

@@ -180,6 +180,11 @@ pub struct OsdConfig {
     /// `ms_connection_ready_timeout`: bound on a connection's handshake
     /// (accepted, or to a peer OSD).
     pub handshake_timeout: Duration,
+    /// `osd_deep_scrub_interval`: how often each PG this OSD is primary for
+    /// is deep-scrubbed (counted from the OSD's start).
+    pub deep_scrub_interval: Duration,
+    /// `osd_scrub_auto_repair`: periodic scrubs also repair what they find.
+    pub scrub_auto_repair: bool,
 }
 
 /// Why the OSD stopped.

@@ -29,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::pglog::{self, PgMeta};
+
+mod scrub;
 use crate::{OsdConfig, OsdError};
 
 /// Requests one connection may have in flight before we stop reading it.
@@ -562,6 +564,9 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     tracing::info!(osd = id, %addr, epoch, "booted");
     let watcher = osd.clone();
     tokio::spawn(async move { watcher.map_loop().await });
+    let scrubber = osd.clone();
+    let (every, auto_repair) = (cfg.deep_scrub_interval, cfg.scrub_auto_repair);
+    tokio::spawn(async move { scrubber.scrub_loop(every, auto_repair).await });
     // SIGUSR1 logs this OSD's PG states (tests dump them when I/O stalls).
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
         Ok(mut sig) => {
@@ -1125,6 +1130,15 @@ impl Osd {
                 self.notifies
                     .ack(notify_id, ctx.claims.global_id, cookie, payload);
                 Ok((Resp::Unit, Bytes::new()))
+            }
+            Request::Scrub { epoch, pg, repair } => {
+                let map = self.map_at_least(epoch).await?;
+                // Scrubbing reads every object and repair rewrites copies:
+                // whoever may write the pool may ask for it.
+                self.check_caps(ctx, &map, pg.pool, "", None, true)?;
+                let (p, active) = self.primary_active(pg, epoch).await?;
+                let report = self.deep_scrub(pg, &p, &active, repair).await?;
+                Ok((Resp::Scrub(report), Bytes::new()))
             }
             // ---- OSD to OSD ----
             other => {
@@ -1934,6 +1948,15 @@ impl Osd {
                     p.last.send_replace(info.last_update);
                 }
                 Ok((Resp::Unit, Bytes::new()))
+            }
+            Request::ScrubObject {
+                pg,
+                epoch,
+                oid,
+                upto,
+            } => {
+                let d = self.scrub_copy(pg, epoch, oid, upto).await?;
+                Ok((Resp::Digest(d), Bytes::new()))
             }
             _ => Err(WireError::new(Errno::EINVAL, "unexpected request")),
         }
