@@ -78,6 +78,14 @@ fn fault(osd: OsdId, c: &Copy, auth: Option<(OsdId, Option<ObjDigest>)>) -> Opti
     }
 }
 
+/// A fraction in [0, 0.5) fixed per (OSD, PG): where in the first round of
+/// scheduled scrubs this PG falls.
+fn spread(osd: OsdId, pg: PgId) -> f64 {
+    let x = ((u64::from(osd) << 48) ^ ((pg.pool as u64) << 24) ^ u64::from(pg.seed))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 11) as f64 / (1u64 << 53) as f64 * 0.5
+}
+
 impl Osd {
     /// Deep-scrub `pg`, whose active primary this OSD is (`active`); with
     /// `repair`, rewrite every inconsistent copy from the authoritative one.
@@ -245,7 +253,10 @@ impl Osd {
     pub(super) async fn scrub_loop(self: Arc<Self>, every: Duration, auto_repair: bool) {
         let tick = (every / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
         let start = Instant::now();
-        let mut last: HashMap<PgId, Instant> = HashMap::new();
+        // When each PG is next due. The first round is spread over
+        // [every, 1.5 x every] (Ceph's osd_scrub_interval_randomize_ratio
+        // 0.5), so a cluster's PGs are not all read back to back.
+        let mut due: HashMap<PgId, Instant> = HashMap::new();
         loop {
             tokio::time::sleep(tick).await;
             let pgs: Vec<(PgId, Arc<Pg>)> = super::lock(&self.pgs)
@@ -256,12 +267,15 @@ impl Osd {
                 let Some(active) = p.active.borrow().clone() else {
                     continue;
                 };
-                if last.get(&pg).unwrap_or(&start).elapsed() < every {
+                let at = *due
+                    .entry(pg)
+                    .or_insert_with(|| start + every.mul_f64(1.0 + spread(self.id, pg)));
+                if Instant::now() < at {
                     continue;
                 }
                 match self.deep_scrub(pg, &p, &active, auto_repair).await {
                     Ok(_) => {
-                        last.insert(pg, Instant::now());
+                        due.insert(pg, Instant::now() + every);
                     }
                     Err(e) => tracing::debug!(osd = self.id, %pg, "scheduled deep scrub: {e}"),
                 }
@@ -319,6 +333,20 @@ mod tests {
             len: 100,
             bad_blocks: bad,
         })
+    }
+
+    #[test]
+    fn first_scheduled_scrubs_are_spread_over_half_an_interval() {
+        let v: Vec<f64> = (0..64)
+            .map(|seed| spread(0, PgId { pool: 2, seed }))
+            .collect();
+        assert!(v.iter().all(|x| (0.0..0.5).contains(x)));
+        // Not bunched: both halves of the window get PGs.
+        assert!(v.iter().any(|&x| x < 0.25) && v.iter().any(|&x| x >= 0.25));
+        assert_ne!(
+            spread(0, PgId { pool: 2, seed: 1 }),
+            spread(1, PgId { pool: 2, seed: 1 })
+        );
     }
 
     #[test]
