@@ -303,8 +303,13 @@ def main():
     n_cl = cplane.get("quarry", {}).get("clones", 100)
     at_most(f"{n_cl} clones of a 10 GiB image (librbd calls)", cl / 1000 if cl else None, 0.35, "s",
             "< 0.35 s total (issue 7 says < 1 s)")
-    targets.append({"target": "clean release build of the workspace, 2 cores", "goal": "< 5 min", "measured": None,
-                    "unit": "", "status": "not measured by bench/run.sh"})
+    build = load(os.path.join(raw, "build.json"), {})
+    if build.get("clean_build_ms") is not None:
+        at_most(f"clean release build of the workspace, {build.get('cores', '?')} cores",
+                build["clean_build_ms"] / 60000, 5.0, "min", "< 5 min")
+    else:
+        targets.append({"target": "clean release build of the workspace", "goal": "< 5 min", "measured": None,
+                        "unit": "", "status": "not measured in this run (full runs only)"})
 
     # Per-job table.
     jobs = []

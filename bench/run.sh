@@ -417,6 +417,23 @@ for s in $SYSTEMS; do
 done
 python3 -c 'import json,sys; json.dump({"loadavg_end": open("/proc/loadavg").read().split()[:3]}, open(sys.argv[1],"w"))' "$RAW/end.json"
 
+# ---------------------------------------------------------------- clean build
+# DESIGN.md §5's last target: a clean release build of the workspace on
+# this machine. Full runs only (it takes minutes). A scratch target
+# directory, offline: the crates are in cargo's cache from the build
+# above, so this times the compile, not the network. BENCH_BUILD=0 skips it.
+if [ $QUICK = 0 ] && [ "${BENCH_BUILD:-1}" = 1 ] && command -v cargo >/dev/null; then
+  log "clean release build of the workspace (scratch target directory)"
+  t=$(now)
+  if (cd "$REPO" && CARGO_TARGET_DIR="$WORK/clean-target" cargo build --release --workspace --offline -q) \
+       >"$WORK/clean-build.log" 2>&1; then
+    printf '{"clean_build_ms": %s, "cores": %s}\n' "$(ms_since "$t")" "$(nproc)" >"$RAW/build.json"
+  else
+    log "clean build failed (see $WORK/clean-build.log): not measured"
+  fi
+  rm -rf "$WORK/clean-target"
+fi
+
 # ---------------------------------------------------------------- report
 # Debian's python3 has matplotlib (python3-matplotlib) when a pyenv one may not.
 PY=python3
