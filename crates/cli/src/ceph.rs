@@ -16,7 +16,9 @@ use quarry_common::options::{find_option, mondb, Config, Level};
 use quarry_common::size::format_size;
 use quarry_common::Errno;
 use quarry_map::ClusterMap;
-use quarry_monc::{ConfigEntry, MonClient, MonCommand, MonReply};
+use quarry_monc::{
+    ConfigEntry, Health, HealthCheck, MonClient, MonCommand, MonReply, PgScrubErrors,
+};
 use serde_json::{json, Value};
 
 use crate::rbd::{connect_with, Align, CmdError, CmdResult, Table};
@@ -530,7 +532,8 @@ async fn pg_scrub(ctx: &Ctx, pgid: &str, repair: bool) -> CmdResult {
             "objects": r.objects, "repaired": r.repaired,
             "inconsistents": r.inconsistent.iter().map(|o| json!({
                 "namespace": o.namespace, "name": o.name, "errors": o.errors,
-                "selected_object_info_osd": o.auth,
+                "selected_object_info_osd": o.auth, "bad_copies": o.bad_copies,
+                "repaired": o.repaired,
             })).collect::<Vec<_>>(),
         }));
         return Ok(());
@@ -853,21 +856,48 @@ async fn usage(ctx: &Ctx) -> (u64, u64) {
 
 /// PG states from the map: a PG with an activation record whose acting set
 /// is complete is `active+clean`, with fewer replicas `active+undersized`,
-/// without a record `unknown`.
-fn pg_states(map: &ClusterMap) -> BTreeMap<&'static str, u32> {
+/// without a record `unknown`; `+inconsistent` when its primary reports
+/// scrub errors.
+fn pg_states(map: &ClusterMap, inconsistent: &[PgScrubErrors]) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
     for p in map.pools.values() {
         for seed in 0..p.pg_num {
             let pg = quarry_map::PgId { pool: p.id, seed };
-            let state = match map.pg_history.get(&pg) {
+            let mut state = match map.pg_history.get(&pg) {
                 Some(h) if h.acting.len() as u32 >= p.size => "active+clean",
                 Some(_) => "active+undersized",
                 None => "unknown",
-            };
+            }
+            .to_string();
+            if inconsistent.iter().any(|e| e.pg == pg) {
+                state.push_str("+inconsistent");
+            }
             *out.entry(state).or_insert(0) += 1;
         }
     }
     out
+}
+
+/// Health as Ceph's JSON prints it: checks keyed by code.
+fn health_json(health: &str, checks: &[HealthCheck], detail: bool) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for c in checks {
+        let mut v = json!({
+            "severity": c.severity.to_string(),
+            "summary": {"message": c.summary, "count": c.count},
+            "muted": false,
+        });
+        if detail {
+            v["detail"] = c
+                .detail
+                .iter()
+                .map(|d| json!({"message": d}))
+                .collect::<Vec<_>>()
+                .into();
+        }
+        m.insert(c.code.clone(), v);
+    }
+    json!({"status": health, "checks": m, "mutes": []})
 }
 
 async fn status(ctx: &Ctx) -> CmdResult {
@@ -893,11 +923,11 @@ async fn status(ctx: &Ctx) -> CmdResult {
         other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
     };
     let map = monc.map();
-    let pgs = pg_states(&map);
+    let pgs = pg_states(&map, &st.inconsistent);
     if ctx.json() {
         ctx.print_json(&json!({
             "fsid": st.fsid,
-            "health": {"status": st.health.to_string(), "checks": st.checks},
+            "health": health_json(&st.health.to_string(), &st.checks, false),
             "quorum_names": st.quorum,
             "monmap": {"num_mons": st.mons.len()},
             "osdmap": {"epoch": st.epoch, "num_osds": st.num_osds,
@@ -913,7 +943,7 @@ async fn status(ctx: &Ctx) -> CmdResult {
     s += &format!("    id:     {}\n", st.fsid);
     s += &format!("    health: {}\n", st.health);
     for c in &st.checks {
-        s += &format!("            {c}\n");
+        s += &format!("            {}\n", c.summary);
     }
     s += " \n  services:\n";
     s += &format!(
@@ -944,16 +974,26 @@ async fn health(ctx: &Ctx, detail: bool) -> CmdResult {
         },
     };
     if ctx.json() {
-        ctx.print_json(&json!({"status": h, "checks": checks}));
-    } else if checks.is_empty() {
+        ctx.print_json(&health_json(&h, &checks, detail));
+        return Ok(());
+    }
+    let summaries: Vec<&str> = checks.iter().map(|c| c.summary.as_str()).collect();
+    if checks.is_empty() {
         println!("{h}");
-    } else if detail {
-        println!("{h} {}", checks.join("; "));
-        for c in &checks {
-            println!("[WRN] {c}");
-        }
     } else {
-        println!("{h} {}", checks.join("; "));
+        println!("{h} {}", summaries.join("; "));
+    }
+    if detail {
+        for c in &checks {
+            let sev = match c.severity {
+                Health::Err => "ERR",
+                _ => "WRN",
+            };
+            println!("[{sev}] {}: {}", c.code, c.summary);
+            for d in &c.detail {
+                println!("    {d}");
+            }
+        }
     }
     Ok(())
 }

@@ -916,7 +916,10 @@ pub fn status(a: DirArgs) -> R<()> {
         .map_err(|e| format!("connect to monitors {addrs:?}: {e}"))?;
         let map = monc.refresh_map().await.map_err(|e| e.to_string())?;
         let health = match monc.command(MonCommand::Status).await {
-            Ok(MonReply::Status(s)) => format!("{:?} {}", s.health, s.checks.join("; ")),
+            Ok(MonReply::Status(s)) => {
+                let c: Vec<&str> = s.checks.iter().map(|c| c.summary.as_str()).collect();
+                format!("{} {}", s.health, c.join("; "))
+            }
             Ok(_) => "unknown".into(),
             Err(e) => format!("unknown ({e})"),
         };

@@ -491,6 +491,35 @@ fn ceph(cl: &Cluster, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Run `ceph args` until its output satisfies `ok` (15 s at most: health
+/// follows the OSDs' beacons); that output.
+fn wait_ceph(cl: &Cluster, args: &[&str], ok: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, out, err) = ceph(cl, args);
+        if ok(&out) {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ceph {args:?} never got there: {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A PG's acting set as Ceph prints it (`[0,2,1]`).
+async fn acting_of(c: &ClusterClient, pg: quarry_map::PgId) -> String {
+    let map = c.monc().refresh_map().await.expect("map");
+    let acting = map
+        .pg_history
+        .get(&pg)
+        .map(|h| h.acting.clone())
+        .unwrap_or_default();
+    let v: Vec<String> = acting.iter().map(|o| o.to_string()).collect();
+    format!("[{}]", v.join(","))
+}
+
 /// Damage nobody reads: a flipped byte in a replica's copy (clients read
 /// from the primary) and in the primary's copy of an object no client
 /// reads. `ceph pg deep-scrub` finds both and names the bad copies;
@@ -554,6 +583,29 @@ async fn deep_scrub_finds_damaged_copies_and_repair_fixes_them() {
         out.contains(&format!("{b}: osd.0: 1 data block(s) fail their checksum")),
         "{out}"
     );
+    // The primary reports the scrub errors: health turns to HEALTH_ERR and
+    // names the PG, `ceph -s` shows it inconsistent.
+    let detail = wait_ceph(&cl, &["health", "detail"], |o| o.starts_with("HEALTH_ERR"));
+    assert_eq!(
+        detail,
+        format!(
+            "HEALTH_ERR 2 scrub errors; Possible data damage: 1 pg inconsistent\n\
+             [ERR] OSD_SCRUB_ERRORS: 2 scrub errors\n\
+             [ERR] PG_DAMAGED: Possible data damage: 1 pg inconsistent\n    \
+             pg {pgid} is active+clean+inconsistent, acting {}\n",
+            acting_of(&c, pg).await
+        )
+    );
+    let (_, out, _) = ceph(&cl, &["-s"]);
+    assert!(out.contains("health: HEALTH_ERR"), "{out}");
+    assert!(out.contains("1 active+clean+inconsistent"), "{out}");
+    let (_, out, _) = ceph(&cl, &["health", "--format", "json"]);
+    let h: serde_json::Value = serde_json::from_str(&out).expect("health json");
+    assert_eq!(
+        h["checks"]["OSD_SCRUB_ERRORS"]["summary"]["count"], 2,
+        "{out}"
+    );
+    assert_eq!(h["checks"]["PG_DAMAGED"]["severity"], "HEALTH_ERR", "{out}");
     // A scrub reports; it does not repair.
     let (_, out, _) = ceph(&cl, &["pg", "deep-scrub", &pgid]);
     assert!(out.contains("2 inconsistent"), "{out}");
@@ -562,6 +614,8 @@ async fn deep_scrub_finds_damaged_copies_and_repair_fixes_them() {
     let r: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(r["repaired"], 2, "{out}");
     assert_eq!(r["objects"], 2, "{out}");
+    // Repaired: the errors are gone from health.
+    wait_ceph(&cl, &["health"], |o| o == "HEALTH_OK\n");
     let (_, out, _) = ceph(&cl, &["pg", "deep-scrub", &pgid]);
     assert!(out.contains("2 objects, 0 inconsistent"), "{out}");
     assert_eq!(read(&c, pool, &b).await, pb);

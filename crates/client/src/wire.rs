@@ -417,6 +417,10 @@ pub struct InconsistentObject {
     pub errors: Vec<String>,
     /// The OSD whose copy was taken as authoritative (`None`: no good copy).
     pub auth: Option<u32>,
+    /// The OSDs whose copies are bad (one scrub error each).
+    pub bad_copies: Vec<u32>,
+    /// Whether repair rewrote every bad copy.
+    pub repaired: bool,
 }
 
 /// A response body.

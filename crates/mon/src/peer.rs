@@ -51,6 +51,8 @@ pub enum PeerRequest {
     Beacon {
         /// OSD id.
         id: OsdId,
+        /// Its PGs with scrub errors (see `Request::OsdBeacon`).
+        scrub: Vec<quarry_monc::PgScrubErrors>,
     },
 }
 

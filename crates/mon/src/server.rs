@@ -24,7 +24,9 @@ use quarry_map::{ClientAddr, ClusterMap, Epoch, OsdId, PgId};
 use quarry_monc::wire::{
     Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE,
 };
-use quarry_monc::{AuthEntry, ClusterStatus, ConfigEntry, Health, MonCommand, MonReply};
+use quarry_monc::{
+    AuthEntry, ClusterStatus, ConfigEntry, Health, HealthCheck, MonCommand, MonReply, PgScrubErrors,
+};
 use quarry_proto::{
     read_frame, read_frame_signed, write_frame, write_frame_signed, Frame, FrameError, FrameSigner,
     Role, SignPolicy,
@@ -46,6 +48,8 @@ const INFLIGHT_PER_CONN: usize = 64;
 const GID_BATCH: u64 = 1024;
 /// Most PG activations committed in one raft entry.
 const PG_BATCH_MAX: usize = 4096;
+/// Most PGs one OSD may report with scrub errors in a beacon.
+const MAX_SCRUB_REPORT: usize = 16384;
 /// Longest entity name accepted in a handshake.
 const MAX_ENTITY_LEN: usize = 300;
 
@@ -114,6 +118,10 @@ pub struct Mon {
     gids: Mutex<(u64, u64)>,
     gid_lock: tokio::sync::Mutex<()>,
     detector: Mutex<Detector>,
+    /// Each OSD's last report of PGs with scrub errors and when it came
+    /// (kept in memory, as Ceph's manager keeps PG stats: the OSDs repeat
+    /// them with every beacon).
+    scrub_reports: Mutex<HashMap<OsdId, (Instant, Vec<PgScrubErrors>)>>,
     pg_queue: Mutex<PgQueue>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -139,6 +147,7 @@ impl Mon {
             gids: Mutex::new((0, 0)),
             gid_lock: tokio::sync::Mutex::new(()),
             detector: Mutex::new(Detector::default()),
+            scrub_reports: Mutex::new(HashMap::new()),
             pg_queue: Mutex::new(PgQueue::default()),
             shutdown,
         }
@@ -711,9 +720,18 @@ impl Mon {
                     other => Err(cmd_err(Errno::EIO, format!("unexpected result {other:?}"))),
                 }
             }
-            Request::OsdBeacon { id } => {
+            Request::OsdBeacon { id, scrub } => {
                 self.osd_self(s, id)?;
-                self.beacon(id).await;
+                if scrub.len() > MAX_SCRUB_REPORT {
+                    return Err(cmd_err(
+                        Errno::EINVAL,
+                        format!(
+                            "osd beacon: {} PGs with scrub errors (at most {MAX_SCRUB_REPORT})",
+                            scrub.len()
+                        ),
+                    ));
+                }
+                self.beacon(id, scrub).await;
                 Ok(Response::Ok)
             }
             Request::PgActivated { pg, epoch, acting } => {
@@ -779,20 +797,89 @@ impl Mon {
             .unwrap_or_else(|_| Err(cmd_err(Errno::EIO, "pg activation batch lost")))
     }
 
-    async fn beacon(&self, id: OsdId) {
+    async fn beacon(&self, id: OsdId, scrub: Vec<PgScrubErrors>) {
+        // Every monitor answers `ceph health`, so a report that says
+        // something (or clears what an earlier one said) goes to all of
+        // them; an empty one only to the leader, with the beacon.
+        let spread = self.note_scrub(id, &scrub);
+        let leader = self.leader_addr();
+        let t = self.cfg.timings.tick.max(Duration::from_millis(500));
+        if spread {
+            let me = self.raft.metrics().borrow().id;
+            let others: Vec<String> = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                m.membership_config
+                    .nodes()
+                    .filter(|(n, _)| **n != me && Some(**n) != leader.as_ref().map(|l| l.0))
+                    .map(|(_, node)| node.addr.clone())
+                    .collect()
+            };
+            for addr in others {
+                let (peers, name) = (self.peers.clone(), self.cfg.name.clone());
+                let req = PeerRequest::Beacon {
+                    id,
+                    scrub: scrub.clone(),
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = peers.call(&addr, &req, t).await {
+                        tracing::debug!("mon.{name}: passing on osd.{id}'s scrub report: {e}");
+                    }
+                });
+            }
+        }
         if self.is_leader() {
             if let Ok(mut d) = self.detector.lock() {
                 d.last_beacon.insert(id, Instant::now());
             }
             return;
         }
-        if let Some((_, addr)) = self.leader_addr() {
+        if let Some((_, addr)) = leader {
             // Best effort: the OSD sends another beacon in a second anyway.
-            let t = self.cfg.timings.tick.max(Duration::from_millis(500));
-            if let Err(e) = self.peers.call(&addr, &PeerRequest::Beacon { id }, t).await {
+            let req = PeerRequest::Beacon { id, scrub };
+            if let Err(e) = self.peers.call(&addr, &req, t).await {
                 tracing::debug!("mon.{}: forwarding beacon of osd.{id}: {e}", self.cfg.name);
             }
         }
+    }
+
+    /// Keep an OSD's scrub report; whether it or the one it replaces names
+    /// any PG.
+    fn note_scrub(&self, id: OsdId, scrub: &[PgScrubErrors]) -> bool {
+        let Ok(mut r) = self.scrub_reports.lock() else {
+            return false;
+        };
+        let was = r.get(&id).is_some_and(|(_, v)| !v.is_empty());
+        if scrub.is_empty() {
+            r.remove(&id);
+        } else {
+            r.insert(id, (Instant::now(), scrub.to_vec()));
+        }
+        was || !scrub.is_empty()
+    }
+
+    /// PGs with scrub errors, as their current primaries last reported
+    /// them (reports older than the heartbeat grace, or from OSDs no longer
+    /// up or primary for the PG, are ignored).
+    fn inconsistent_pgs(&self, map: &ClusterMap) -> Vec<PgScrubErrors> {
+        let grace = self.effective_timings().osd_heartbeat_grace;
+        let Ok(r) = self.scrub_reports.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<PgScrubErrors> = r
+            .iter()
+            .filter(|(osd, (at, _))| {
+                at.elapsed() <= grace && map.osds.get(osd).is_some_and(|o| o.up)
+            })
+            .flat_map(|(osd, (_, v))| {
+                v.iter()
+                    .filter(move |e| primary_of(map, e.pg) == Some(*osd))
+            })
+            .copied()
+            .collect();
+        out.sort_by_key(|e| e.pg);
+        out.dedup_by_key(|e| e.pg);
+        out
     }
 
     async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
@@ -811,7 +898,10 @@ impl Mon {
                 };
                 PeerResponse::Forwarded(r)
             }
-            PeerRequest::Beacon { id } => {
+            PeerRequest::Beacon { id, scrub } => {
+                if scrub.len() <= MAX_SCRUB_REPORT {
+                    self.note_scrub(id, &scrub);
+                }
                 if self.is_leader() {
                     if let Ok(mut d) = self.detector.lock() {
                         d.last_beacon.insert(id, Instant::now());
@@ -1195,51 +1285,135 @@ impl Mon {
         let num_up = map.osds.values().filter(|o| o.up).count() as u32;
         let num_in = map.osds.values().filter(|o| o.in_cluster).count() as u32;
         let mut checks = Vec::new();
-        let mut health = Health::Ok;
+        let check = |code: &str, severity, summary: String, count: usize, detail| HealthCheck {
+            code: code.to_string(),
+            severity,
+            summary,
+            count: count as u32,
+            detail,
+        };
         if leader.is_none() {
-            health = Health::Err;
-            checks.push("no monitor quorum".to_string());
+            checks.push(check(
+                "MON_DOWN",
+                Health::Err,
+                "no monitor quorum".to_string(),
+                map.mons.len(),
+                Vec::new(),
+            ));
         }
-        let down_in = map.osds.values().filter(|o| !o.up && o.in_cluster).count();
-        if down_in > 0 {
-            health = health.max_with(Health::Warn);
-            checks.push(format!("{down_in} osds down"));
+        let down_in: Vec<String> = map
+            .osds
+            .values()
+            .filter(|o| !o.up && o.in_cluster)
+            .map(|o| format!("osd.{} (host {}) is down", o.id, o.host))
+            .collect();
+        if !down_in.is_empty() {
+            checks.push(check(
+                "OSD_DOWN",
+                Health::Warn,
+                format!("{} osds down", down_in.len()),
+                down_in.len(),
+                down_in,
+            ));
         }
-        let (mut inactive, mut degraded, mut num_pgs) = (0u32, 0u32, 0u32);
+        let inconsistent = self.inconsistent_pgs(&map);
+        let errors: u64 = inconsistent.iter().map(|e| u64::from(e.errors)).sum();
+        if errors > 0 {
+            checks.push(check(
+                "OSD_SCRUB_ERRORS",
+                Health::Err,
+                format!("{errors} scrub errors"),
+                errors as usize,
+                Vec::new(),
+            ));
+        }
+        if !inconsistent.is_empty() {
+            let n = inconsistent.len();
+            let detail = inconsistent
+                .iter()
+                .map(|e| {
+                    let acting = map
+                        .pg_history
+                        .get(&e.pg)
+                        .map(|h| h.acting.clone())
+                        .unwrap_or_default();
+                    format!(
+                        "pg {} is active+clean+inconsistent, acting {}",
+                        e.pg,
+                        osd_list(&acting)
+                    )
+                })
+                .collect();
+            checks.push(check(
+                "PG_DAMAGED",
+                Health::Err,
+                format!(
+                    "Possible data damage: {n} pg{} inconsistent",
+                    if n == 1 { "" } else { "s" }
+                ),
+                n,
+                detail,
+            ));
+        }
+        let (mut inactive, mut degraded, mut num_pgs) = (Vec::new(), Vec::new(), 0u32);
         for pool in map.pools.values() {
             for seed in 0..pool.pg_num {
                 num_pgs += 1;
-                let up = map
-                    .pg_up_set(PgId {
-                        pool: pool.id,
-                        seed,
-                    })
-                    .map(|v| v.len() as u32)
-                    .unwrap_or(0);
-                if up < pool.min_size {
-                    inactive += 1;
-                } else if up < pool.size {
-                    degraded += 1;
+                let pg = PgId {
+                    pool: pool.id,
+                    seed,
+                };
+                let up = map.pg_up_set(pg).unwrap_or_default();
+                let n = up.len() as u32;
+                if n < pool.min_size {
+                    inactive.push(format!(
+                        "pg {pg} is inactive, {n} of {} copies up {}",
+                        pool.size,
+                        osd_list(&up)
+                    ));
+                } else if n < pool.size {
+                    degraded.push(format!(
+                        "pg {pg} is active+undersized, up {} ({n} of {} copies)",
+                        osd_list(&up),
+                        pool.size
+                    ));
                 }
             }
         }
-        if inactive > 0 {
-            health = health.max_with(Health::Warn);
-            checks.push(format!(
-                "Reduced data availability: {inactive} pgs inactive"
+        if !inactive.is_empty() {
+            checks.push(check(
+                "PG_AVAILABILITY",
+                Health::Warn,
+                format!("Reduced data availability: {} pgs inactive", inactive.len()),
+                inactive.len(),
+                inactive,
             ));
         }
-        if degraded > 0 {
-            health = health.max_with(Health::Warn);
-            checks.push(format!(
-                "Degraded data redundancy: {degraded} pgs undersized"
+        if !degraded.is_empty() {
+            checks.push(check(
+                "PG_DEGRADED",
+                Health::Warn,
+                format!(
+                    "Degraded data redundancy: {} pgs undersized",
+                    degraded.len()
+                ),
+                degraded.len(),
+                degraded,
             ));
         }
+        // Most severe first, as Ceph lists them.
+        checks.sort_by_key(|c| std::cmp::Reverse(severity_rank(c.severity)));
+        let health = checks
+            .iter()
+            .map(|c| c.severity)
+            .max_by_key(|h| severity_rank(*h))
+            .unwrap_or(Health::Ok);
         ClusterStatus {
             fsid: map.fsid.clone(),
             epoch: map.epoch,
             health,
             checks,
+            inconsistent,
             mons: map.mons.clone(),
             leader,
             quorum,
@@ -1423,22 +1597,27 @@ impl Mon {
     }
 }
 
-trait HealthExt {
-    fn max_with(self, other: Health) -> Health;
+/// Order of severity: OK < WARN < ERR.
+fn severity_rank(h: Health) -> u8 {
+    match h {
+        Health::Ok => 0,
+        Health::Warn => 1,
+        Health::Err => 2,
+    }
 }
 
-impl HealthExt for Health {
-    fn max_with(self, other: Health) -> Health {
-        let rank = |h: Health| match h {
-            Health::Ok => 0,
-            Health::Warn => 1,
-            Health::Err => 2,
-        };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
+/// `[0,1,2]`, as Ceph prints an OSD set.
+fn osd_list(osds: &[OsdId]) -> String {
+    let v: Vec<String> = osds.iter().map(|o| o.to_string()).collect();
+    format!("[{}]", v.join(","))
+}
+
+/// The PG's primary: its active acting set's first member, else its up
+/// set's.
+fn primary_of(map: &ClusterMap, pg: PgId) -> Option<OsdId> {
+    match map.pg_history.get(&pg) {
+        Some(h) => h.acting.first().copied(),
+        None => map.pg_primary(pg).ok().flatten(),
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use common::*;
 use quarry_auth::{verify_ticket, Secret};
 use quarry_common::Errno;
-use quarry_monc::{MonClient, MonClientConfig, MonCommand, MonReply};
+use quarry_monc::{
+    ClusterStatus, Health, MonClient, MonClientConfig, MonCommand, MonReply, PgScrubErrors,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn pool_create(name: &str) -> MonCommand {
@@ -441,7 +443,7 @@ async fn osd_boot_beacons_down_then_out() {
     assert_eq!(o.up_from, e0);
     // Beacons keep it up past the grace (2 s).
     for _ in 0..15 {
-        osd.osd_beacon(0).await.expect("beacon");
+        osd.osd_beacon(0, Vec::new()).await.expect("beacon");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(osd.map().osds[&0].up, "beaconing OSD stayed up");
@@ -756,4 +758,118 @@ async fn down_out_interval_follows_the_config_database() {
         );
         mon.shutdown().await;
     }
+}
+
+async fn status(c: &MonClient) -> ClusterStatus {
+    match c.command(MonCommand::Status).await {
+        Ok(MonReply::Status(s)) => s,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+/// Scrub errors that a PG's primary reports with its beacons turn health
+/// to HEALTH_ERR (OSD_SCRUB_ERRORS, PG_DAMAGED naming the PG) until it
+/// reports none; reports about PGs the OSD is not primary for, or of
+/// unknown PGs, count for nothing; an oversized report is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_errors_reported_by_primaries_make_health_err() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mon, keyring) = single_mon(dir.path(), 2).await;
+    let addrs = vec![mon.addr().to_string()];
+    let admin = client(&addrs, &keyring, "client.admin").await;
+    let osd0 = client(&addrs, &keyring, "osd.0").await;
+    let osd1 = client(&addrs, &keyring, "osd.1").await;
+    osd0.osd_boot(0, "127.0.0.1:6800".into(), "host-a".into())
+        .await
+        .expect("boot 0");
+    osd1.osd_boot(1, "127.0.0.1:6801".into(), "host-b".into())
+        .await
+        .expect("boot 1");
+    // Size 2 on two OSDs: no other check fires.
+    let create = MonCommand::PoolCreate {
+        name: "rbd".into(),
+        pg_num: Some(8),
+        size: Some(2),
+        min_size: None,
+        application: Some("rbd".into()),
+    };
+    admin.command(create).await.expect("pool");
+    let map = admin.refresh_map().await.expect("map");
+    let pool = map.pool_by_name("rbd").expect("rbd").id;
+    let pgs = map.pool_pgs(pool).expect("pgs");
+    let led_by = |o: u32| {
+        pgs.iter()
+            .copied()
+            .find(|pg| map.pg_primary(*pg).expect("primary") == Some(o))
+            .expect("a pg led by that osd")
+    };
+    let (mine, theirs) = (led_by(0), led_by(1));
+    let st = status(&admin).await;
+    assert_eq!(st.health, Health::Ok, "{st:?}");
+    let report = |pg, errors| PgScrubErrors {
+        pg,
+        errors,
+        objects: 1,
+    };
+    // osd.0 reports its own PG, one it does not lead and one of no pool.
+    let ghost = quarry_map::PgId { pool: 999, seed: 0 };
+    osd0.osd_beacon(
+        0,
+        vec![report(mine, 2), report(theirs, 5), report(ghost, 7)],
+    )
+    .await
+    .expect("beacon");
+    let st = status(&admin).await;
+    assert_eq!(st.health, Health::Err, "{st:?}");
+    assert_eq!(st.inconsistent, vec![report(mine, 2)]);
+    let codes: Vec<&str> = st.checks.iter().map(|c| c.code.as_str()).collect();
+    assert_eq!(codes, ["OSD_SCRUB_ERRORS", "PG_DAMAGED"], "{st:?}");
+    assert_eq!(st.checks[0].summary, "2 scrub errors");
+    assert_eq!(st.checks[0].severity, Health::Err);
+    assert_eq!(
+        st.checks[1].summary,
+        "Possible data damage: 1 pg inconsistent"
+    );
+    assert_eq!(st.checks[1].detail.len(), 1, "{st:?}");
+    assert!(
+        st.checks[1].detail[0].starts_with(&format!("pg {mine} is active+clean+inconsistent")),
+        "{st:?}"
+    );
+    // A report too large is refused and changes nothing.
+    let big: Vec<PgScrubErrors> = (0..20_000u32)
+        .map(|seed| report(quarry_map::PgId { pool, seed }, 1))
+        .collect();
+    let e = osd1.osd_beacon(1, big).await.expect_err("oversized report");
+    assert_eq!(e.errno(), Errno::EINVAL, "{e}");
+    assert_eq!(status(&admin).await.inconsistent, vec![report(mine, 2)]);
+    // osd.1 reports its PG too: both count. (Each OSD beacons again: the
+    // monitor marks an OSD silent for its grace, 2 s here, down.)
+    osd0.osd_beacon(0, vec![report(mine, 2)])
+        .await
+        .expect("beacon");
+    osd1.osd_beacon(1, vec![report(theirs, 1)])
+        .await
+        .expect("beacon");
+    let st = status(&admin).await;
+    let mut both = vec![report(mine, 2), report(theirs, 1)];
+    both.sort_by_key(|r| r.pg);
+    assert_eq!(st.inconsistent, both);
+    assert_eq!(st.checks[0].summary, "3 scrub errors", "{st:?}");
+    assert_eq!(
+        st.checks[1].summary,
+        "Possible data damage: 2 pgs inconsistent"
+    );
+    // An empty beacon (repaired) clears what that OSD reported.
+    osd0.osd_beacon(0, Vec::new()).await.expect("beacon");
+    osd1.osd_beacon(1, Vec::new()).await.expect("beacon");
+    let st = status(&admin).await;
+    assert_eq!(st.health, Health::Ok, "{st:?}");
+    assert!(st.inconsistent.is_empty() && st.checks.is_empty(), "{st:?}");
+    // Nobody reports for another OSD.
+    let e = osd0
+        .osd_beacon(1, vec![report(theirs, 1)])
+        .await
+        .expect_err("beacon for another osd");
+    assert!(matches!(e.errno(), Errno::EACCES | Errno::EPERM), "{e}");
+    mon.shutdown().await;
 }

@@ -29,7 +29,9 @@ use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
 use quarry_proto::{read_frame, write_frame, Frame, FrameError, FrameSigner, Role, SignPolicy};
 
 pub use conn::{Conn, ConnError};
-pub use wire::{AuthEntry, ClusterStatus, ConfigEntry, Health, MonCommand, MonReply};
+pub use wire::{
+    AuthEntry, ClusterStatus, ConfigEntry, Health, HealthCheck, MonCommand, MonReply, PgScrubErrors,
+};
 use wire::{Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE};
 
 /// How to reach and authenticate to the monitors.
@@ -732,9 +734,14 @@ impl MonClient {
         Ok(e)
     }
 
-    /// Tell the monitors this OSD is alive.
-    pub async fn osd_beacon(&self, id: OsdId) -> Result<(), MonClientError> {
-        match self.inner.call(&Request::OsdBeacon { id }).await? {
+    /// Tell the monitors this OSD is alive, with the PGs it is primary for
+    /// whose last deep scrub left errors.
+    pub async fn osd_beacon(
+        &self,
+        id: OsdId,
+        scrub: Vec<PgScrubErrors>,
+    ) -> Result<(), MonClientError> {
+        match self.inner.call(&Request::OsdBeacon { id, scrub }).await? {
             Response::Ok => Ok(()),
             other => Err(MonClientError::Protocol(format!(
                 "expected ok, got {other:?}"

@@ -70,6 +70,9 @@ pub enum Request {
     OsdBeacon {
         /// Its id.
         id: OsdId,
+        /// PGs it is primary for whose last deep scrub left inconsistent
+        /// objects (empty when none: the monitors forget earlier reports).
+        scrub: Vec<PgScrubErrors>,
     },
     /// A PG went active with this acting set.
     PgActivated {
@@ -405,6 +408,33 @@ impl std::fmt::Display for Health {
     }
 }
 
+/// A PG whose last deep scrub (on its primary) left inconsistent objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgScrubErrors {
+    /// The PG.
+    pub pg: PgId,
+    /// Bad copies found (Ceph's scrub errors).
+    pub errors: u32,
+    /// Objects with at least one bad copy.
+    pub objects: u32,
+}
+
+/// One health check (`OSD_DOWN`, `PG_DAMAGED`, ...), as `ceph health
+/// detail` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Ceph's check code.
+    pub code: String,
+    /// `Warn` or `Err`.
+    pub severity: Health,
+    /// The one-line summary.
+    pub summary: String,
+    /// How many things the summary counts.
+    pub count: u32,
+    /// One line per affected item.
+    pub detail: Vec<String>,
+}
+
 /// What `ceph -s` summarises.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
@@ -414,8 +444,10 @@ pub struct ClusterStatus {
     pub epoch: Epoch,
     /// Health.
     pub health: Health,
-    /// Health details (one line each).
-    pub checks: Vec<String>,
+    /// Failed health checks, most severe first.
+    pub checks: Vec<HealthCheck>,
+    /// PGs whose primary reports scrub errors (state `inconsistent`).
+    pub inconsistent: Vec<PgScrubErrors>,
     /// Monitors in the map.
     pub mons: Vec<MonInfo>,
     /// Name of the leader, if known.

@@ -394,6 +394,10 @@ struct Osd {
     handshake_timeout: Duration,
     /// Inline reads in progress (see [`Osd::read_inline`]).
     inline_reads: AtomicU64,
+    /// Per PG, what its last deep scrub here left inconsistent.
+    scrub_results: Mutex<HashMap<PgId, quarry_client::wire::ScrubReport>>,
+    /// Send the next beacon now (a scrub changed what it reports).
+    beacon_now: tokio::sync::Notify,
 }
 
 /// Who is on the other end of a connection.
@@ -553,6 +557,8 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         peering: Semaphore::new(PEERING_PARALLEL),
         handshake_timeout: cfg.handshake_timeout,
         inline_reads: AtomicU64::new(0),
+        scrub_results: Mutex::new(HashMap::new()),
+        beacon_now: tokio::sync::Notify::new(),
     });
     // Serve before booting: peers may query us as soon as the map says up.
     let acceptor = osd.clone();
@@ -582,12 +588,15 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     let interval = cfg.beacon_interval;
     let mut booted = epoch;
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = osd.beacon_now.notified() => {}
+        }
         // Receive buffers of large writes idle since the last beacons go
         // back to the kernel (an OSD at rest holds none).
         quarry_proto::bufpool::trim(interval * 2);
         release_free_heap();
-        if let Err(e) = osd.monc.osd_beacon(id).await {
+        if let Err(e) = osd.monc.osd_beacon(id, osd.scrub_errors()).await {
             tracing::warn!(osd = id, "beacon failed: {e}");
         }
         // Marked down while alive (its network was cut, or `ceph osd

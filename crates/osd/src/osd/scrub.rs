@@ -25,6 +25,7 @@ use quarry_client::wire::{
 };
 use quarry_common::Errno;
 use quarry_map::{Epoch, OsdId, PgId};
+use quarry_monc::PgScrubErrors;
 use quarry_rados::ObjectId;
 
 use super::{Active, Osd, Pg, WResult};
@@ -127,6 +128,7 @@ impl Osd {
             }
             report.objects += 1;
         }
+        self.note_scrub(pg, &report);
         tracing::info!(
             osd = self.id,
             %pg,
@@ -195,7 +197,7 @@ impl Osd {
             .find(|(_, c)| undamaged(c))
             .and_then(|(m, c)| c.as_ref().ok().map(|d| (*m, *d)));
         let mut errors = Vec::new();
-        let mut bad = Vec::new();
+        let mut bad: Vec<OsdId> = Vec::new();
         for (m, c) in &copies {
             if let Some(why) = fault(*m, c, auth) {
                 errors.push(why);
@@ -206,6 +208,7 @@ impl Osd {
             return Ok(None);
         }
         tracing::warn!(osd = self.id, %pg, obj = %oid.name, "deep scrub: {}", errors.join("; "));
+        let fixed = repair && auth.is_some();
         match (repair, auth) {
             (false, _) => {}
             (true, None) => errors.push("no undamaged copy to repair from".to_string()),
@@ -220,7 +223,7 @@ impl Osd {
                         _ => return Err(WireError::new(Errno::EIO, "bad Pull reply")),
                     },
                 };
-                for m in bad {
+                for &m in &bad {
                     if m == self.id {
                         self.install(pg, oid, exists, data.clone()).await?;
                     } else {
@@ -242,7 +245,64 @@ impl Osd {
             name: oid.name.clone(),
             errors,
             auth: auth.map(|(a, _)| a),
+            bad_copies: bad,
+            repaired: fixed,
         }))
+    }
+
+    /// Keep what a finished scrub of `pg` left inconsistent (for the
+    /// monitors' health checks) and report it with the next beacon, now.
+    fn note_scrub(&self, pg: PgId, report: &ScrubReport) {
+        let left = ScrubReport {
+            inconsistent: report
+                .inconsistent
+                .iter()
+                .filter(|o| !o.repaired)
+                .cloned()
+                .collect(),
+            ..report.clone()
+        };
+        let changed = {
+            let mut r = super::lock(&self.scrub_results);
+            let had = r.get(&pg).is_some_and(|o| !o.inconsistent.is_empty());
+            let has = !left.inconsistent.is_empty();
+            r.insert(pg, left);
+            had || has
+        };
+        if changed {
+            self.beacon_now.notify_one();
+        }
+    }
+
+    /// The PGs this OSD is the active primary for whose last scrub left
+    /// inconsistent objects; results of PGs it no longer leads are dropped
+    /// (their new primary scrubs them itself).
+    pub(super) fn scrub_errors(&self) -> Vec<PgScrubErrors> {
+        let pgs = super::lock(&self.pgs).clone();
+        let mut r = super::lock(&self.scrub_results);
+        r.retain(|pg, _| {
+            pgs.get(pg).is_some_and(|p| {
+                p.active
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|a| a.acting.first() == Some(&self.id))
+            })
+        });
+        let mut out: Vec<PgScrubErrors> = r
+            .iter()
+            .filter(|(_, rep)| !rep.inconsistent.is_empty())
+            .map(|(pg, rep)| PgScrubErrors {
+                pg: *pg,
+                errors: rep
+                    .inconsistent
+                    .iter()
+                    .map(|o| o.bad_copies.len().max(1) as u32)
+                    .sum(),
+                objects: rep.inconsistent.len() as u32,
+            })
+            .collect();
+        out.sort_by_key(|e| e.pg);
+        out
     }
 
     /// Deep-scrub each PG this OSD is the active primary for once per
