@@ -468,7 +468,7 @@ fn several_hosts(cut: bool) {
          \tosd_crush_chooseleaf_type = 1\n\
          \tosd_pool_default_size = 3\n\
          \tosd_pool_default_min_size = 2\n\
-         \tosd_heartbeat_interval = 0.3\n\
+         \tosd_heartbeat_interval = 1\n\
          \tosd_heartbeat_grace = 3\n\
          \n\
          [mon.a]\n\

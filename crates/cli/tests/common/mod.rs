@@ -19,7 +19,7 @@ pub const BOUND: Duration = Duration::from_secs(90);
 /// Short failure detection, so tests spend little time waiting for it.
 pub const FAST_CONF: [&str; 4] = [
     "osd_heartbeat_grace=2",
-    "osd_heartbeat_interval=0.3",
+    "osd_heartbeat_interval=1",
     "mon_osd_down_out_interval=600",
     "osd_pool_default_pg_num=8",
 ];
