@@ -487,7 +487,7 @@ async fn dispatch(a: CephArgs) -> CmdResult {
 }
 
 /// A PG id as Ceph writes it: `<pool id>.<seed in hex>`.
-fn parse_pgid(s: &str) -> Option<quarry_map::PgId> {
+pub(crate) fn parse_pgid(s: &str) -> Option<quarry_map::PgId> {
     let (pool, seed) = s.trim().split_once('.')?;
     if pool.is_empty() || seed.is_empty() || seed.starts_with('+') || pool.starts_with('+') {
         return None;

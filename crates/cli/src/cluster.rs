@@ -814,7 +814,7 @@ fn create_cluster(dir: &Path, osds: u32, mons: u32, extra: &[String]) -> R<()> {
 fn write_env(dir: &Path) -> R<()> {
     let exe = std::env::current_exe().map_err(io_ctx("locate the quarry binary"))?;
     let bin = dir.join("bin");
-    for name in ["rbd", "ceph", "quarry"] {
+    for name in ["rbd", "ceph", "rados", "quarry"] {
         let link = bin.join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&exe, &link)

@@ -260,7 +260,7 @@ pub fn install(a: InstallArgs) -> Result<(), String> {
             Path::new("quarry/libquarry_capi.so"),
             &a.prefix.join("lib/librados.so.2"),
         )?;
-        for name in ["quarry", "rbd", "ceph"] {
+        for name in ["quarry", "rbd", "ceph", "rados"] {
             inst.link(
                 Path::new("../lib/quarry/quarry"),
                 &a.prefix.join("bin").join(name),

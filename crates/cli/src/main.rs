@@ -1,4 +1,4 @@
-//! `quarry`: one binary for daemons and the `rbd`/`ceph` tools.
+//! `quarry`: one binary for daemons and the `rbd`/`ceph`/`rados` tools.
 //!
 //! Dispatch stays a flat `match` on the subcommand; each command family
 //! lives in its own module (`cluster` for mon/osd/up/down/status).
@@ -6,6 +6,7 @@
 mod ceph;
 mod cluster;
 mod install;
+mod rados;
 mod rbd;
 mod tools;
 
@@ -37,6 +38,8 @@ enum Cmd {
     Rbd(rbd::RbdArgs),
     /// Administer the cluster (Ceph's `ceph`; also runs as `ceph` through a symlink).
     Ceph(ceph::CephArgs),
+    /// Work with pools and objects (Ceph's `rados`; also runs as `rados` through a symlink).
+    Rados(rados::RadosArgs),
     /// Make Quarry the system's librbd/librados and rbd/ceph (undo with `uninstall`).
     Install(install::InstallArgs),
     /// Undo `quarry install`, restoring what it replaced.
@@ -80,6 +83,7 @@ fn main() {
         Cmd::Status(a) => cluster::status(a),
         Cmd::Rbd(a) => std::process::exit(rbd::run(a)),
         Cmd::Ceph(a) => std::process::exit(ceph::run(a)),
+        Cmd::Rados(a) => std::process::exit(rados::run(a)),
         Cmd::Install(a) => install::install(a),
         Cmd::Uninstall(a) => install::uninstall(a),
         Cmd::Completions { shell } => {

@@ -1,11 +1,11 @@
-//! Busybox-style dispatch (`rbd …` / `ceph …` through a symlink to
+//! Busybox-style dispatch (`rbd …` / `ceph …` / `rados …` through a symlink to
 //! `quarry`) and shell completions.
 
 use std::ffi::OsString;
 
 use clap::error::{ContextKind, ContextValue};
 
-/// The process arguments, with `rbd`/`ceph` inserted as the subcommand when
+/// The process arguments, with `rbd`/`ceph`/`rados` inserted as the subcommand when
 /// the binary was invoked under that name.
 pub fn args() -> Vec<OsString> {
     let mut args: Vec<OsString> = std::env::args_os().collect();
@@ -14,7 +14,7 @@ pub fn args() -> Vec<OsString> {
         .and_then(|a| std::path::Path::new(a).file_name())
         .and_then(|n| n.to_str())
         .map(str::to_string);
-    if let Some(t @ ("rbd" | "ceph")) = tool.as_deref() {
+    if let Some(t @ ("rbd" | "ceph" | "rados")) = tool.as_deref() {
         args.insert(1, OsString::from(t));
     }
     args

@@ -475,8 +475,13 @@ fn flip_in_log(cl: &Cluster, osd: &str, pattern: &[u8]) -> usize {
 
 /// `ceph ...` against the test cluster; (exit code, stdout, stderr).
 fn ceph(cl: &Cluster, args: &[&str]) -> (i32, String, String) {
+    tool(cl, "ceph", args)
+}
+
+/// Run `quarry <name> args` against the cluster; (exit code, stdout, stderr).
+fn tool(cl: &Cluster, name: &str, args: &[&str]) -> (i32, String, String) {
     let o = Command::new(BIN)
-        .arg("ceph")
+        .arg(name)
         .args(args)
         .env("CEPH_CONF", cl.path().join("ceph.conf"))
         .env("HOME", cl.path())
@@ -606,6 +611,46 @@ async fn deep_scrub_finds_damaged_copies_and_repair_fixes_them() {
         "{out}"
     );
     assert_eq!(h["checks"]["PG_DAMAGED"]["severity"], "HEALTH_ERR", "{out}");
+    // `rados list-inconsistent-*` name the PG, the objects and the bad
+    // copies.
+    let (code, out, err) = tool(&cl, "rados", &["list-inconsistent-pg", "t"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, format!("[\"{pgid}\"]\n").as_str()),
+        "{err}"
+    );
+    let (code, out, err) = tool(
+        &cl,
+        "rados",
+        &["list-inconsistent-obj", &pgid, "--format=json-pretty"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).expect("inconsistent json");
+    let objs = j["inconsistents"].as_array().expect("inconsistents");
+    assert_eq!(objs.len(), 2, "{out}");
+    for (name, bad) in [(&a, replica), (&b, 0)] {
+        let o = objs
+            .iter()
+            .find(|o| o["object"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} not listed: {out}"));
+        assert_eq!(
+            o["union_shard_errors"],
+            serde_json::json!(["read_error"]),
+            "{out}"
+        );
+        let shards = o["shards"].as_array().expect("shards");
+        assert_eq!(shards.len(), 3, "{out}");
+        for sh in shards {
+            let want = if sh["osd"] == bad {
+                serde_json::json!(["read_error"])
+            } else {
+                serde_json::json!([])
+            };
+            assert_eq!(sh["errors"], want, "{name}: {out}");
+            assert_eq!(sh["primary"], sh["osd"] == 0, "{out}");
+        }
+        assert_ne!(o["selected_object_info"]["osd"], bad, "{out}");
+    }
     // A scrub reports; it does not repair.
     let (_, out, _) = ceph(&cl, &["pg", "deep-scrub", &pgid]);
     assert!(out.contains("2 inconsistent"), "{out}");
@@ -614,8 +659,13 @@ async fn deep_scrub_finds_damaged_copies_and_repair_fixes_them() {
     let r: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(r["repaired"], 2, "{out}");
     assert_eq!(r["objects"], 2, "{out}");
-    // Repaired: the errors are gone from health.
+    // Repaired: the errors are gone from health and the listings.
     wait_ceph(&cl, &["health"], |o| o == "HEALTH_OK\n");
+    let (_, out, _) = tool(&cl, "rados", &["list-inconsistent-pg", "t"]);
+    assert_eq!(out, "[]\n");
+    let (_, out, _) = tool(&cl, "rados", &["list-inconsistent-obj", &pgid]);
+    let j: serde_json::Value = serde_json::from_str(&out).expect("inconsistent json");
+    assert_eq!(j["inconsistents"], serde_json::json!([]), "{out}");
     let (_, out, _) = ceph(&cl, &["pg", "deep-scrub", &pgid]);
     assert!(out.contains("2 objects, 0 inconsistent"), "{out}");
     assert_eq!(read(&c, pool, &b).await, pb);

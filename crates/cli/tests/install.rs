@@ -93,7 +93,7 @@ fn scratch_prefix_install_reinstall_and_uninstall_restore_everything() {
         dynamic.contains("Shared library: [librados.so.2]"),
         "{dynamic}"
     );
-    for b in ["quarry", "rbd", "ceph"] {
+    for b in ["quarry", "rbd", "ceph", "rados"] {
         let p = prefix.join("bin").join(b);
         assert_eq!(
             fs::canonicalize(&p).expect("resolves"),

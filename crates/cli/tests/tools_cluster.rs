@@ -820,3 +820,192 @@ fn export_format_2_round_trip_against_a_cluster() {
         "rbd: error opening image nosuch: (2) No such file or directory\n",
     );
 }
+
+/// `rados` (through `quarry rados` and the `rados` symlink `quarry up`
+/// puts in D/bin): pools, objects, xattrs, omap, with Ceph's output forms
+/// and error messages (exit code 1, as Ceph's tool).
+#[test]
+fn rados_against_a_cluster() {
+    let c = Cluster::up();
+    let r = |args: &[&str]| -> Vec<String> {
+        std::iter::once("rados")
+            .chain(args.iter().copied())
+            .map(str::to_string)
+            .collect()
+    };
+    let ok = |args: &[&str]| {
+        let v = r(args);
+        c.ok(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let fails = |args: &[&str], stderr: &str| {
+        let v = r(args);
+        c.fails(&v.iter().map(String::as_str).collect::<Vec<_>>(), 1, stderr)
+    };
+    assert_eq!(ok(&["lspools"]), "rbd\ndata\n");
+    // The symlink runs the same tool.
+    let o = Command::new(c.path().join("bin/rados"))
+        .arg("lspools")
+        .env("CEPH_CONF", c.path().join("ceph.conf"))
+        .env("HOME", c.path())
+        .output()
+        .expect("run bin/rados");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "rbd\ndata\n");
+
+    // put / get / stat, across the 4 MiB op size.
+    let data: Vec<u8> = (0..(4 << 20) + 100u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let src = c.path().join("src.bin");
+    std::fs::write(&src, &data).expect("write src");
+    let src = src.to_str().expect("utf8 path");
+    ok(&["-p", "data", "put", "o1", src]);
+    let dst = c.path().join("dst.bin");
+    let dst = dst.to_str().expect("utf8 path");
+    ok(&["get", "o1", dst, "-p", "data"]);
+    assert_eq!(std::fs::read(dst).expect("read dst"), data);
+    let st = ok(&["-p", "data", "stat", "o1"]);
+    assert!(
+        st.starts_with("data/o1 mtime ") && st.ends_with(&format!(", size {}\n", data.len())),
+        "{st}"
+    );
+    // --offset writes into the object instead of replacing it.
+    let small = c.path().join("small");
+    std::fs::write(&small, b"XYZ").expect("write small");
+    ok(&[
+        "-p",
+        "data",
+        "put",
+        "o1",
+        small.to_str().expect("utf8"),
+        "--offset",
+        "10",
+    ]);
+    ok(&["-p", "data", "get", "o1", dst]);
+    let got = std::fs::read(dst).expect("read dst");
+    assert_eq!((&got[10..13], got.len()), (&b"XYZ"[..], data.len()));
+    assert_eq!(&got[..10], &data[..10]);
+    ok(&["-p", "data", "truncate", "o1", "10"]);
+    assert!(ok(&["-p", "data", "stat", "o1"]).ends_with(", size 10\n"));
+
+    // Namespaces: ls shows the default one, -N another, --all both.
+    ok(&[
+        "-p",
+        "data",
+        "-N",
+        "ns1",
+        "put",
+        "o2",
+        small.to_str().expect("utf8"),
+    ]);
+    assert_eq!(ok(&["-p", "data", "ls"]), "o1\n");
+    assert_eq!(ok(&["-p", "data", "-N", "ns1", "ls"]), "o2\n");
+    let mut all: Vec<String> = ok(&["-p", "data", "ls", "--all"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    all.sort();
+    assert_eq!(all, ["\to1", "ns1\to2"]);
+    let j: Value = serde_json::from_str(&ok(&["-p", "data", "-N", "ns1", "ls", "-f", "json"]))
+        .expect("ls json");
+    assert_eq!(j, serde_json::json!([{"namespace": "ns1", "name": "o2"}]));
+
+    // xattrs.
+    ok(&["-p", "data", "setxattr", "o1", "a", "val1"]);
+    assert_eq!(ok(&["-p", "data", "listxattr", "o1"]), "a\n");
+    assert_eq!(ok(&["-p", "data", "getxattr", "o1", "a"]), "val1");
+    ok(&["-p", "data", "rmxattr", "o1", "a"]);
+    fails(
+        &["-p", "data", "getxattr", "o1", "a"],
+        "error getting xattr data/o1/a: (61) No data available\n",
+    );
+
+    // omap.
+    ok(&["-p", "data", "setomapval", "o1", "k1", "v1"]);
+    ok(&["-p", "data", "setomapval", "o1", "k2", "abcdefghijklmnopq"]);
+    assert_eq!(ok(&["-p", "data", "listomapkeys", "o1"]), "k1\nk2\n");
+    assert_eq!(
+        ok(&["-p", "data", "listomapvals", "o1"]),
+        "k1\nvalue (2 bytes) :\n\
+         00000000  76 31                                             |v1|\n\
+         00000002\n\n\
+         k2\nvalue (17 bytes) :\n\
+         00000000  61 62 63 64 65 66 67 68  69 6a 6b 6c 6d 6e 6f 70  |abcdefghijklmnop|\n\
+         00000010  71                                                |q|\n\
+         00000011\n\n"
+    );
+    assert_eq!(
+        ok(&["-p", "data", "getomapval", "o1", "k1"]),
+        "value (2 bytes) :\n00000000  76 31                                             |v1|\n00000002\n\n"
+    );
+    ok(&["-p", "data", "rmomapkey", "o1", "k1"]);
+    let (code, out, _) = c.run(&["rados", "-p", "data", "getomapval", "o1", "k1"]);
+    assert_eq!((code, out.as_str()), (1, "No such key: data/o1/k1\n"));
+    ok(&["-p", "data", "clearomap", "o1"]);
+    assert_eq!(ok(&["-p", "data", "listomapkeys", "o1"]), "");
+
+    // create, rm and their errors.
+    ok(&["-p", "data", "create", "o3"]);
+    fails(
+        &["-p", "data", "create", "o3"],
+        "error creating data/o3: (17) File exists\n",
+    );
+    ok(&["-p", "data", "rm", "o1", "o3"]);
+    fails(
+        &["-p", "data", "rm", "o1"],
+        "error removing data>o1: (2) No such file or directory\n",
+    );
+    fails(
+        &["-p", "data", "stat", "o1"],
+        " error stat-ing data/o1: (2) No such file or directory\n",
+    );
+    // A failed get creates no output file.
+    let none = c.path().join("none.bin");
+    fails(
+        &["-p", "data", "get", "o1", none.to_str().expect("utf8")],
+        "error getting data/o1: (2) No such file or directory\n",
+    );
+    assert!(!none.exists());
+    fails(
+        &["-p", "nosuch", "ls"],
+        "error opening pool nosuch: (2) No such file or directory\n",
+    );
+    fails(
+        &["-p", "data", "truncate", "o2", "x"],
+        "Invalid value for size: 'x'\n",
+    );
+    let (code, _, err) = c.run(&["rados", "ls", "--bogus"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("rados: unrecognized option '--bogus'\n"),
+        "{err}"
+    );
+    let (code, _, err) = c.run(&["rados", "ls"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("pool name was not specified"), "{err}");
+
+    let df = ok(&["df"]);
+    assert!(
+        df.starts_with("POOL_NAME") && df.contains("\ntotal_objects    1\n"),
+        "{df}"
+    );
+
+    // Scrub queries on a healthy, never scrubbed pool.
+    assert_eq!(ok(&["list-inconsistent-pg", "data"]), "[]\n");
+    fails(
+        &["list-inconsistent-pg", "nosuch"],
+        "pool \"nosuch\" not found\n",
+    );
+    let pool = c.json(&["ceph", "osd", "pool", "ls", "detail", "--format", "json"]);
+    let data_id = pool
+        .as_array()
+        .and_then(|v| v.iter().find(|p| p["pool_name"] == "data"))
+        .map(|p| p["pool_id"].clone())
+        .expect("data pool id");
+    fails(
+        &["list-inconsistent-obj", &format!("{data_id}.0")],
+        &format!(
+            "No scrub information available for pg {data_id}.0\nerror 2: (2) No such file or directory\n"
+        ),
+    );
+    fails(&["list-inconsistent-obj", "x"], "Invalid pgid x\n");
+}

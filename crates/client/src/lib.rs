@@ -264,6 +264,7 @@ fn describe(req: &Request) -> String {
         Request::Scrub { pg, repair, .. } => {
             format!("{} pg {pg}", if *repair { "repair" } else { "deep-scrub" })
         }
+        Request::ScrubResult { pg, .. } => format!("scrub result of pg {pg}"),
         _ => "peer request".to_string(),
     };
     if s.len() > 300 {
@@ -514,6 +515,18 @@ impl ClusterClient {
         match resp {
             Resp::Scrub(r) => Ok(r),
             _ => Err(unexpected("scrub")),
+        }
+    }
+
+    /// What the last deep scrub of `pg` on its primary left inconsistent
+    /// (`ENOENT` if it has not scrubbed the PG since it became primary).
+    pub async fn scrub_result(&self, pg: PgId) -> Result<wire::ScrubReport> {
+        let (resp, _) = self
+            .pg_call(pg, |epoch| Request::ScrubResult { epoch, pg }, Bytes::new())
+            .await?;
+        match resp {
+            Resp::Scrub(r) => Ok(r),
+            _ => Err(unexpected("scrub result")),
         }
     }
 

@@ -295,6 +295,16 @@ pub enum Request {
         /// The primary's newest version when it took the PG's write lock.
         upto: Ver,
     },
+    /// Client → primary: what the PG's last deep scrub there left
+    /// inconsistent (`rados list-inconsistent-obj`). Answered with
+    /// [`Resp::Scrub`]; `ENOENT` if it has not scrubbed the PG since it
+    /// became its primary.
+    ScrubResult {
+        /// Sender's map epoch.
+        epoch: Epoch,
+        /// The PG.
+        pg: PgId,
+    },
 }
 
 impl Request {
@@ -396,6 +406,8 @@ pub struct ObjDigest {
 pub struct ScrubReport {
     /// The PG.
     pub pg: Option<PgId>,
+    /// Epoch of the interval the scrub ran in.
+    pub epoch: Epoch,
     /// OSDs whose copies were compared, primary first.
     pub acting: Vec<u32>,
     /// Objects compared.
@@ -421,6 +433,22 @@ pub struct InconsistentObject {
     pub bad_copies: Vec<u32>,
     /// Whether repair rewrote every bad copy.
     pub repaired: bool,
+    /// Every acting member's copy, as the scrub saw it.
+    pub copies: Vec<ScrubCopy>,
+}
+
+/// One OSD's copy of an object in a deep scrub.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubCopy {
+    /// The OSD.
+    pub osd: u32,
+    /// crc32c of the copy's export (`None`: absent or unreadable there).
+    pub digest: Option<u32>,
+    /// What is wrong with it: `read_error` (unreadable, or blocks failing
+    /// their checksum), `missing`, `digest_mismatch` (differs from the
+    /// authoritative copy), `unexpected_copy` (present where the
+    /// authoritative copy says absent). Empty for a good copy.
+    pub errors: Vec<String>,
 }
 
 /// A response body.

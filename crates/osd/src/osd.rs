@@ -1149,6 +1149,12 @@ impl Osd {
                 let report = self.deep_scrub(pg, &p, &active, repair).await?;
                 Ok((Resp::Scrub(report), Bytes::new()))
             }
+            Request::ScrubResult { epoch, pg } => {
+                let map = self.map_at_least(epoch).await?;
+                self.check_caps(ctx, &map, pg.pool, "", None, false)?;
+                self.primary_active(pg, epoch).await?;
+                Ok((Resp::Scrub(self.last_scrub(pg)?), Bytes::new()))
+            }
             // ---- OSD to OSD ----
             other => {
                 let Some(from) = ctx.peer_osd() else {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quarry_client::wire::{
-    InconsistentObject, ObjDigest, Request, Resp, ScrubReport, Ver, WireError,
+    InconsistentObject, ObjDigest, Request, Resp, ScrubCopy, ScrubReport, Ver, WireError,
 };
 use quarry_common::Errno;
 use quarry_map::{Epoch, OsdId, PgId};
@@ -79,6 +79,24 @@ fn fault(osd: OsdId, c: &Copy, auth: Option<(OsdId, Option<ObjDigest>)>) -> Opti
     }
 }
 
+/// Ceph-style error codes for copy `c` on `osd` against the authoritative
+/// copy (see [`ScrubCopy::errors`]); empty for a good copy.
+fn copy_errors(osd: OsdId, c: &Copy, auth: Option<(OsdId, Option<ObjDigest>)>) -> Vec<String> {
+    let code = match c {
+        Err(_) => Some("read_error"),
+        Ok(Some(d)) if d.bad_blocks > 0 => Some("read_error"),
+        Ok(d) => match auth {
+            Some((a, ad)) if a != osd && ad != *d => Some(match (ad, d) {
+                (Some(_), None) => "missing",
+                (None, Some(_)) => "unexpected_copy",
+                _ => "digest_mismatch",
+            }),
+            _ => None,
+        },
+    };
+    code.into_iter().map(str::to_string).collect()
+}
+
 /// A fraction in [0, 0.5) fixed per (OSD, PG): where in the first round of
 /// scheduled scrubs this PG falls.
 fn spread(osd: OsdId, pg: PgId) -> f64 {
@@ -105,6 +123,7 @@ impl Osd {
         }
         let mut report = ScrubReport {
             pg: Some(pg),
+            epoch: active.epoch,
             acting: active.acting.clone(),
             ..Default::default()
         };
@@ -207,6 +226,14 @@ impl Osd {
         if errors.is_empty() {
             return Ok(None);
         }
+        let shards = copies
+            .iter()
+            .map(|(m, c)| ScrubCopy {
+                osd: *m,
+                digest: c.as_ref().ok().and_then(|d| d.map(|d| d.crc)),
+                errors: copy_errors(*m, c, auth),
+            })
+            .collect();
         tracing::warn!(osd = self.id, %pg, obj = %oid.name, "deep scrub: {}", errors.join("; "));
         let fixed = repair && auth.is_some();
         match (repair, auth) {
@@ -247,6 +274,7 @@ impl Osd {
             auth: auth.map(|(a, _)| a),
             bad_copies: bad,
             repaired: fixed,
+            copies: shards,
         }))
     }
 
@@ -272,6 +300,20 @@ impl Osd {
         if changed {
             self.beacon_now.notify_one();
         }
+    }
+
+    /// What the last scrub of `pg` here left inconsistent (`ENOENT`: not
+    /// scrubbed since this OSD became its primary, or since it started).
+    pub(super) fn last_scrub(&self, pg: PgId) -> WResult<ScrubReport> {
+        super::lock(&self.scrub_results)
+            .get(&pg)
+            .cloned()
+            .ok_or_else(|| {
+                WireError::new(
+                    Errno::ENOENT,
+                    format!("No scrub information available for pg {pg}"),
+                )
+            })
     }
 
     /// The PGs this OSD is the active primary for whose last scrub left
@@ -422,6 +464,18 @@ mod tests {
             fault(2, &Ok(d(7, 0)), Some((0, None))).is_some_and(|s| s.contains("osd.0 does not"))
         );
         assert!(fault(1, &Err("EIO".into()), auth).is_some_and(|s| s.contains("read error")));
+        // The same cases as error codes, per copy.
+        assert!(copy_errors(1, &Ok(d(7, 0)), auth).is_empty());
+        assert_eq!(copy_errors(1, &Ok(d(7, 2)), auth), ["read_error"]);
+        assert_eq!(copy_errors(1, &Err("EIO".into()), auth), ["read_error"]);
+        assert_eq!(copy_errors(2, &Ok(d(8, 0)), auth), ["digest_mismatch"]);
+        assert_eq!(copy_errors(2, &Ok(None), auth), ["missing"]);
+        assert_eq!(
+            copy_errors(2, &Ok(d(7, 0)), Some((0, None))),
+            ["unexpected_copy"]
+        );
+        // The authoritative copy is never at fault against itself.
+        assert!(copy_errors(0, &Ok(None), Some((0, None))).is_empty());
         // Without an undamaged copy only damage is reported.
         assert_eq!(fault(1, &Ok(d(9, 0)), None), None);
         assert!(!undamaged(&Ok(d(1, 1))));
