@@ -654,6 +654,15 @@ async fn deep_scrub_finds_damaged_copies_and_repair_fixes_them() {
     // A scrub reports; it does not repair.
     let (_, out, _) = ceph(&cl, &["pg", "deep-scrub", &pgid]);
     assert!(out.contains("2 inconsistent"), "{out}");
+    // The monitors keep the errors: a restarted primary does not clear them.
+    cl.term("osd.0");
+    cl.run_up(None);
+    wait_clean(&c).await;
+    let (_, out, _) = ceph(&cl, &["health"]);
+    assert_eq!(
+        out,
+        "HEALTH_ERR 2 scrub errors; Possible data damage: 1 pg inconsistent\n"
+    );
     let (code, out, err) = ceph(&cl, &["pg", "repair", &pgid, "--format", "json"]);
     assert_eq!(code, 0, "{out}{err}");
     let r: serde_json::Value = serde_json::from_str(&out).expect("json");

@@ -51,8 +51,6 @@ pub enum PeerRequest {
     Beacon {
         /// OSD id.
         id: OsdId,
-        /// Its PGs with scrub errors (see `Request::OsdBeacon`).
-        scrub: Vec<quarry_monc::PgScrubErrors>,
     },
 }
 

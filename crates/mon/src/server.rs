@@ -48,8 +48,6 @@ const INFLIGHT_PER_CONN: usize = 64;
 const GID_BATCH: u64 = 1024;
 /// Most PG activations committed in one raft entry.
 const PG_BATCH_MAX: usize = 4096;
-/// Most PGs one OSD may report with scrub errors in a beacon.
-const MAX_SCRUB_REPORT: usize = 16384;
 /// Longest entity name accepted in a handshake.
 const MAX_ENTITY_LEN: usize = 300;
 
@@ -118,10 +116,6 @@ pub struct Mon {
     gids: Mutex<(u64, u64)>,
     gid_lock: tokio::sync::Mutex<()>,
     detector: Mutex<Detector>,
-    /// Each OSD's last report of PGs with scrub errors and when it came
-    /// (kept in memory, as Ceph's manager keeps PG stats: the OSDs repeat
-    /// them with every beacon).
-    scrub_reports: Mutex<HashMap<OsdId, (Instant, Vec<PgScrubErrors>)>>,
     pg_queue: Mutex<PgQueue>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -147,7 +141,6 @@ impl Mon {
             gids: Mutex::new((0, 0)),
             gid_lock: tokio::sync::Mutex::new(()),
             detector: Mutex::new(Detector::default()),
-            scrub_reports: Mutex::new(HashMap::new()),
             pg_queue: Mutex::new(PgQueue::default()),
             shutdown,
         }
@@ -720,18 +713,24 @@ impl Mon {
                     other => Err(cmd_err(Errno::EIO, format!("unexpected result {other:?}"))),
                 }
             }
-            Request::OsdBeacon { id, scrub } => {
+            Request::OsdBeacon { id } => {
                 self.osd_self(s, id)?;
-                if scrub.len() > MAX_SCRUB_REPORT {
-                    return Err(cmd_err(
-                        Errno::EINVAL,
-                        format!(
-                            "osd beacon: {} PGs with scrub errors (at most {MAX_SCRUB_REPORT})",
-                            scrub.len()
-                        ),
-                    ));
+                self.beacon(id).await;
+                Ok(Response::Ok)
+            }
+            Request::PgScrubbed(report) => {
+                self.require(s, MonAccess::OsdDaemon)?;
+                let known = self
+                    .shared
+                    .read(|st| st.scrub_errors.get(&report.pg).copied());
+                // Only a change is written (most scrubs find nothing).
+                let unchanged = match known {
+                    Some(k) => k == report,
+                    None => report.errors == 0,
+                };
+                if !unchanged {
+                    self.propose(StateCmd::PgScrubbed(report)).await?;
                 }
-                self.beacon(id, scrub).await;
                 Ok(Response::Ok)
             }
             Request::PgActivated { pg, epoch, acting } => {
@@ -797,89 +796,20 @@ impl Mon {
             .unwrap_or_else(|_| Err(cmd_err(Errno::EIO, "pg activation batch lost")))
     }
 
-    async fn beacon(&self, id: OsdId, scrub: Vec<PgScrubErrors>) {
-        // Every monitor answers `ceph health`, so a report that says
-        // something (or clears what an earlier one said) goes to all of
-        // them; an empty one only to the leader, with the beacon.
-        let spread = self.note_scrub(id, &scrub);
-        let leader = self.leader_addr();
-        let t = self.cfg.timings.tick.max(Duration::from_millis(500));
-        if spread {
-            let me = self.raft.metrics().borrow().id;
-            let others: Vec<String> = {
-                let m = self.raft.metrics();
-                let m = m.borrow();
-                m.membership_config
-                    .nodes()
-                    .filter(|(n, _)| **n != me && Some(**n) != leader.as_ref().map(|l| l.0))
-                    .map(|(_, node)| node.addr.clone())
-                    .collect()
-            };
-            for addr in others {
-                let (peers, name) = (self.peers.clone(), self.cfg.name.clone());
-                let req = PeerRequest::Beacon {
-                    id,
-                    scrub: scrub.clone(),
-                };
-                tokio::spawn(async move {
-                    if let Err(e) = peers.call(&addr, &req, t).await {
-                        tracing::debug!("mon.{name}: passing on osd.{id}'s scrub report: {e}");
-                    }
-                });
-            }
-        }
+    async fn beacon(&self, id: OsdId) {
         if self.is_leader() {
             if let Ok(mut d) = self.detector.lock() {
                 d.last_beacon.insert(id, Instant::now());
             }
             return;
         }
-        if let Some((_, addr)) = leader {
+        if let Some((_, addr)) = self.leader_addr() {
             // Best effort: the OSD sends another beacon in a second anyway.
-            let req = PeerRequest::Beacon { id, scrub };
-            if let Err(e) = self.peers.call(&addr, &req, t).await {
+            let t = self.cfg.timings.tick.max(Duration::from_millis(500));
+            if let Err(e) = self.peers.call(&addr, &PeerRequest::Beacon { id }, t).await {
                 tracing::debug!("mon.{}: forwarding beacon of osd.{id}: {e}", self.cfg.name);
             }
         }
-    }
-
-    /// Keep an OSD's scrub report; whether it or the one it replaces names
-    /// any PG.
-    fn note_scrub(&self, id: OsdId, scrub: &[PgScrubErrors]) -> bool {
-        let Ok(mut r) = self.scrub_reports.lock() else {
-            return false;
-        };
-        let was = r.get(&id).is_some_and(|(_, v)| !v.is_empty());
-        if scrub.is_empty() {
-            r.remove(&id);
-        } else {
-            r.insert(id, (Instant::now(), scrub.to_vec()));
-        }
-        was || !scrub.is_empty()
-    }
-
-    /// PGs with scrub errors, as their current primaries last reported
-    /// them (reports older than the heartbeat grace, or from OSDs no longer
-    /// up or primary for the PG, are ignored).
-    fn inconsistent_pgs(&self, map: &ClusterMap) -> Vec<PgScrubErrors> {
-        let grace = self.effective_timings().osd_heartbeat_grace;
-        let Ok(r) = self.scrub_reports.lock() else {
-            return Vec::new();
-        };
-        let mut out: Vec<PgScrubErrors> = r
-            .iter()
-            .filter(|(osd, (at, _))| {
-                at.elapsed() <= grace && map.osds.get(osd).is_some_and(|o| o.up)
-            })
-            .flat_map(|(osd, (_, v))| {
-                v.iter()
-                    .filter(move |e| primary_of(map, e.pg) == Some(*osd))
-            })
-            .copied()
-            .collect();
-        out.sort_by_key(|e| e.pg);
-        out.dedup_by_key(|e| e.pg);
-        out
     }
 
     async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
@@ -898,10 +828,7 @@ impl Mon {
                 };
                 PeerResponse::Forwarded(r)
             }
-            PeerRequest::Beacon { id, scrub } => {
-                if scrub.len() <= MAX_SCRUB_REPORT {
-                    self.note_scrub(id, &scrub);
-                }
+            PeerRequest::Beacon { id } => {
                 if self.is_leader() {
                     if let Ok(mut d) = self.detector.lock() {
                         d.last_beacon.insert(id, Instant::now());
@@ -1316,7 +1243,18 @@ impl Mon {
                 down_in,
             ));
         }
-        let inconsistent = self.inconsistent_pgs(&map);
+        // Scrub errors of PGs that still exist.
+        let inconsistent: Vec<PgScrubErrors> = self.shared.read(|st| {
+            st.scrub_errors
+                .values()
+                .filter(|e| {
+                    map.pools
+                        .get(&e.pg.pool)
+                        .is_some_and(|p| e.pg.seed < p.pg_num)
+                })
+                .copied()
+                .collect()
+        });
         let errors: u64 = inconsistent.iter().map(|e| u64::from(e.errors)).sum();
         if errors > 0 {
             checks.push(check(
@@ -1610,15 +1548,6 @@ fn severity_rank(h: Health) -> u8 {
 fn osd_list(osds: &[OsdId]) -> String {
     let v: Vec<String> = osds.iter().map(|o| o.to_string()).collect();
     format!("[{}]", v.join(","))
-}
-
-/// The PG's primary: its active acting set's first member, else its up
-/// set's.
-fn primary_of(map: &ClusterMap, pg: PgId) -> Option<OsdId> {
-    match map.pg_history.get(&pg) {
-        Some(h) => h.acting.first().copied(),
-        None => map.pg_primary(pg).ok().flatten(),
-    }
 }
 
 async fn send<T: serde::Serialize>(out: &mpsc::Sender<Frame>, kind: u8, request_id: u64, body: &T) {

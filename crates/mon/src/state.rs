@@ -17,7 +17,7 @@ use quarry_common::Errno;
 use quarry_map::{
     ClusterMap, Epoch, FailureDomain, MonInfo, OsdId, OsdInfo, PgHistory, PgId, PoolDef, WEIGHT_ONE,
 };
-use quarry_monc::{AuthEntry, MonReply};
+use quarry_monc::{AuthEntry, MonReply, PgScrubErrors};
 use quarry_rados::{PoolId, SnapId};
 
 /// Largest pool size accepted (Ceph's limit is also 10).
@@ -70,9 +70,42 @@ pub struct MonState {
     /// OSDs marked out by the failure detector (marked in again on boot).
     pub auto_out: BTreeSet<OsdId>,
     /// The central config database (`ceph config set`): section → option →
-    /// value. Last field: states stored before it existed decode through
-    /// [`MonState::decode`].
+    /// value.
     pub config: ConfigDb,
+    /// PGs whose last deep scrub found bad copies, as their primaries
+    /// reported them (cleared by a later clean scrub or a full repair).
+    /// Last field: states stored before it existed decode through
+    /// [`MonState::decode`].
+    pub scrub_errors: BTreeMap<PgId, PgScrubErrors>,
+}
+
+/// [`MonState`] as stored before scrub errors were kept (session 18).
+#[derive(Deserialize)]
+pub(crate) struct MonStateV2 {
+    initialized: bool,
+    map: ClusterMap,
+    auth: BTreeMap<String, AuthRecord>,
+    service_key: [u8; 32],
+    next_global_id: u64,
+    osd_down_since: BTreeMap<OsdId, u64>,
+    auto_out: BTreeSet<OsdId>,
+    config: ConfigDb,
+}
+
+impl From<MonStateV2> for MonState {
+    fn from(v: MonStateV2) -> MonState {
+        MonState {
+            initialized: v.initialized,
+            map: v.map,
+            auth: v.auth,
+            service_key: v.service_key,
+            next_global_id: v.next_global_id,
+            osd_down_since: v.osd_down_since,
+            auto_out: v.auto_out,
+            config: v.config,
+            scrub_errors: BTreeMap::new(),
+        }
+    }
 }
 
 /// [`MonState`] as stored before the config database existed (postcard is
@@ -99,35 +132,47 @@ impl From<MonStateV1> for MonState {
             osd_down_since: v.osd_down_since,
             auto_out: v.auto_out,
             config: ConfigDb::new(),
+            scrub_errors: BTreeMap::new(),
         }
     }
 }
 
-/// A stored record whose last field is a [`MonState`] in either layout.
+/// A stored record whose last field is a [`MonState`] in any of its
+/// layouts (postcard is not self-describing: older layouts are decoded
+/// explicitly, newest first).
 pub(crate) trait WithLegacyState: Sized {
-    /// The same record with the state in the old layout.
-    type Legacy: for<'a> Deserialize<'a>;
-    /// Convert the old form.
-    fn upgrade(old: Self::Legacy) -> Self;
+    /// The same record with the state as stored before scrub errors.
+    type V2: for<'a> Deserialize<'a>;
+    /// The same record with the state as stored before the config database.
+    type V1: for<'a> Deserialize<'a>;
+    /// Convert the V2 form.
+    fn from_v2(old: Self::V2) -> Self;
+    /// Convert the V1 form.
+    fn from_v1(old: Self::V1) -> Self;
 }
 
-/// Decode `bytes` as `T`, falling back to `T`'s layout from before the
-/// config database (a monitor upgraded in place keeps its state).
+/// Decode `bytes` as `T` in its current layout or an older one (a monitor
+/// upgraded in place keeps its state).
 pub(crate) fn decode_compat<T>(bytes: &[u8]) -> Result<T, postcard::Error>
 where
     T: WithLegacyState + for<'a> Deserialize<'a>,
 {
     match postcard::from_bytes::<T>(bytes) {
         Ok(v) => Ok(v),
-        Err(e) => postcard::from_bytes::<T::Legacy>(bytes)
-            .map(T::upgrade)
+        Err(e) => postcard::from_bytes::<T::V2>(bytes)
+            .map(T::from_v2)
+            .or_else(|_| postcard::from_bytes::<T::V1>(bytes).map(T::from_v1))
             .map_err(|_| e),
     }
 }
 
 impl WithLegacyState for MonState {
-    type Legacy = MonStateV1;
-    fn upgrade(old: MonStateV1) -> MonState {
+    type V2 = MonStateV2;
+    type V1 = MonStateV1;
+    fn from_v2(old: MonStateV2) -> MonState {
+        old.into()
+    }
+    fn from_v1(old: MonStateV1) -> MonState {
         old.into()
     }
 }
@@ -294,6 +339,8 @@ pub enum StateCmd {
         /// Canonical option name.
         name: String,
     },
+    /// A primary's deep scrub of a PG: its bad copies (0 clears the PG).
+    PgScrubbed(PgScrubErrors),
 }
 
 /// A refusal, with errno and message.
@@ -366,6 +413,7 @@ impl MonState {
             osd_down_since: BTreeMap::new(),
             auto_out: BTreeSet::new(),
             config: ConfigDb::new(),
+            scrub_errors: BTreeMap::new(),
         }
     }
 
@@ -438,6 +486,7 @@ impl MonState {
                     })?;
                 self.map.pools.remove(&id);
                 self.map.pg_history.retain(|pg, _| pg.pool != id);
+                self.scrub_errors.retain(|pg, _| pg.pool != id);
                 Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
             }
             StateCmd::PoolSet { name, var, val } => self.pool_set(name, var, val),
@@ -697,10 +746,26 @@ impl MonState {
                     epoch: self.map.epoch,
                 }))
             }
+            StateCmd::PgScrubbed(e) => {
+                let exists = self
+                    .map
+                    .pools
+                    .get(&e.pg.pool)
+                    .is_some_and(|p| e.pg.seed < p.pg_num);
+                if !exists {
+                    return Err(err(Errno::ENOENT, format!("pg {} does not exist", e.pg)));
+                }
+                if e.errors == 0 {
+                    self.scrub_errors.remove(&e.pg);
+                } else {
+                    self.scrub_errors.insert(e.pg, *e);
+                }
+                Ok(Applied::None)
+            }
         }
     }
 
-    /// The state in its stored form, from either layout.
+    /// The state in its stored form, from any of its layouts.
     pub fn decode(bytes: &[u8]) -> Result<MonState, postcard::Error> {
         decode_compat(bytes)
     }
@@ -1006,6 +1071,81 @@ mod tests {
         let back = MonState::decode(&old).expect("old layout");
         assert_eq!(back.auth, s.auth);
         assert!(back.config.is_empty());
+    }
+
+    #[test]
+    fn scrub_errors_are_kept_per_pg_and_the_v2_layout_loads() {
+        let mut s = boot();
+        s.apply(&pool("rbd")).expect("pool");
+        let id = s.map.pool_by_name("rbd").expect("rbd").id;
+        let e = |seed, errors| {
+            StateCmd::PgScrubbed(PgScrubErrors {
+                pg: PgId { pool: id, seed },
+                errors,
+                objects: 1,
+            })
+        };
+        s.apply(&e(3, 2)).expect("errors");
+        s.apply(&e(5, 1)).expect("errors");
+        assert_eq!(s.scrub_errors.len(), 2);
+        assert_eq!(s.scrub_errors[&PgId { pool: id, seed: 3 }].errors, 2);
+        // A clean scrub clears its PG; unknown PGs are refused.
+        s.apply(&e(5, 0)).expect("clean");
+        assert_eq!(s.scrub_errors.len(), 1);
+        assert_eq!(
+            s.apply(&e(8, 1)).expect_err("seed past pg_num").errno,
+            Errno::ENOENT.code()
+        );
+        let ghost = StateCmd::PgScrubbed(PgScrubErrors {
+            pg: PgId { pool: 99, seed: 0 },
+            errors: 1,
+            objects: 1,
+        });
+        assert_eq!(
+            s.apply(&ghost).expect_err("no pool").errno,
+            Errno::ENOENT.code()
+        );
+        let b = postcard::to_stdvec(&s).expect("enc");
+        assert_eq!(MonState::decode(&b).expect("dec"), s);
+
+        // A state written before scrub errors were kept (config database
+        // included) still loads, with none.
+        s.apply(&StateCmd::ConfigSet {
+            section: "global".into(),
+            name: "rbd_cache".into(),
+            value: "false".into(),
+        })
+        .expect("config");
+        #[derive(Serialize)]
+        struct V2<'a> {
+            initialized: bool,
+            map: &'a ClusterMap,
+            auth: &'a BTreeMap<String, AuthRecord>,
+            service_key: [u8; 32],
+            next_global_id: u64,
+            osd_down_since: &'a BTreeMap<OsdId, u64>,
+            auto_out: &'a BTreeSet<OsdId>,
+            config: &'a ConfigDb,
+        }
+        let v2 = postcard::to_stdvec(&V2 {
+            initialized: true,
+            map: &s.map,
+            auth: &s.auth,
+            service_key: s.service_key,
+            next_global_id: s.next_global_id,
+            osd_down_since: &s.osd_down_since,
+            auto_out: &s.auto_out,
+            config: &s.config,
+        })
+        .expect("enc");
+        let back = MonState::decode(&v2).expect("v2 layout");
+        assert_eq!(back.config, s.config);
+        assert_eq!(back.map, s.map);
+        assert!(back.scrub_errors.is_empty());
+        // Deleting the pool forgets its PGs.
+        s.apply(&StateCmd::PoolDelete { name: "rbd".into() })
+            .expect("delete");
+        assert!(s.scrub_errors.is_empty());
     }
 
     #[test]

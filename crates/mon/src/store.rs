@@ -82,22 +82,32 @@ struct SmRecord {
     state: MonState,
 }
 
-/// [`SmRecord`] as stored before the config database existed.
+/// [`SmRecord`] with the state in an older layout (see [`WithLegacyState`]).
 #[derive(Deserialize)]
-struct SmRecordV1 {
+struct SmRecordOld<S> {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
-    state: <MonState as WithLegacyState>::Legacy,
+    state: S,
+}
+
+impl<S> SmRecordOld<S> {
+    fn upgrade(self, f: impl FnOnce(S) -> MonState) -> SmRecord {
+        SmRecord {
+            last_applied: self.last_applied,
+            membership: self.membership,
+            state: f(self.state),
+        }
+    }
 }
 
 impl WithLegacyState for SmRecord {
-    type Legacy = SmRecordV1;
-    fn upgrade(old: SmRecordV1) -> SmRecord {
-        SmRecord {
-            last_applied: old.last_applied,
-            membership: old.membership,
-            state: MonState::upgrade(old.state),
-        }
+    type V2 = SmRecordOld<<MonState as WithLegacyState>::V2>;
+    type V1 = SmRecordOld<<MonState as WithLegacyState>::V1>;
+    fn from_v2(old: Self::V2) -> SmRecord {
+        old.upgrade(MonState::from_v2)
+    }
+    fn from_v1(old: Self::V1) -> SmRecord {
+        old.upgrade(MonState::from_v1)
     }
 }
 

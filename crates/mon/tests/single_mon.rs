@@ -443,7 +443,7 @@ async fn osd_boot_beacons_down_then_out() {
     assert_eq!(o.up_from, e0);
     // Beacons keep it up past the grace (2 s).
     for _ in 0..15 {
-        osd.osd_beacon(0, Vec::new()).await.expect("beacon");
+        osd.osd_beacon(0).await.expect("beacon");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(osd.map().osds[&0].up, "beaconing OSD stayed up");
@@ -767,15 +767,16 @@ async fn status(c: &MonClient) -> ClusterStatus {
     }
 }
 
-/// Scrub errors that a PG's primary reports with its beacons turn health
-/// to HEALTH_ERR (OSD_SCRUB_ERRORS, PG_DAMAGED naming the PG) until it
-/// reports none; reports about PGs the OSD is not primary for, or of
-/// unknown PGs, count for nothing; an oversized report is refused.
+/// Scrub errors a PG's primary reports turn health to HEALTH_ERR
+/// (OSD_SCRUB_ERRORS, PG_DAMAGED naming the PG) until a report with none;
+/// they are replicated state, so a restarted monitor still has them, and
+/// reports of PGs that do not exist are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scrub_errors_reported_by_primaries_make_health_err() {
+async fn scrub_errors_make_health_err_until_cleared_across_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mon, keyring) = single_mon(dir.path(), 2).await;
-    let addrs = vec![mon.addr().to_string()];
+    let addr = mon.addr().to_string();
+    let addrs = vec![addr.clone()];
     let admin = client(&addrs, &keyring, "client.admin").await;
     let osd0 = client(&addrs, &keyring, "osd.0").await;
     let osd1 = client(&addrs, &keyring, "osd.1").await;
@@ -794,34 +795,24 @@ async fn scrub_errors_reported_by_primaries_make_health_err() {
         application: Some("rbd".into()),
     };
     admin.command(create).await.expect("pool");
-    let map = admin.refresh_map().await.expect("map");
-    let pool = map.pool_by_name("rbd").expect("rbd").id;
-    let pgs = map.pool_pgs(pool).expect("pgs");
-    let led_by = |o: u32| {
-        pgs.iter()
-            .copied()
-            .find(|pg| map.pg_primary(*pg).expect("primary") == Some(o))
-            .expect("a pg led by that osd")
-    };
-    let (mine, theirs) = (led_by(0), led_by(1));
-    let st = status(&admin).await;
-    assert_eq!(st.health, Health::Ok, "{st:?}");
-    let report = |pg, errors| PgScrubErrors {
-        pg,
+    let pool = admin
+        .refresh_map()
+        .await
+        .expect("map")
+        .pool_by_name("rbd")
+        .expect("rbd")
+        .id;
+    let pg = |seed| quarry_map::PgId { pool, seed };
+    let report = |seed, errors| PgScrubErrors {
+        pg: pg(seed),
         errors,
         objects: 1,
     };
-    // osd.0 reports its own PG, one it does not lead and one of no pool.
-    let ghost = quarry_map::PgId { pool: 999, seed: 0 };
-    osd0.osd_beacon(
-        0,
-        vec![report(mine, 2), report(theirs, 5), report(ghost, 7)],
-    )
-    .await
-    .expect("beacon");
+    assert_eq!(status(&admin).await.health, Health::Ok);
+    osd0.pg_scrubbed(report(3, 2)).await.expect("report");
     let st = status(&admin).await;
     assert_eq!(st.health, Health::Err, "{st:?}");
-    assert_eq!(st.inconsistent, vec![report(mine, 2)]);
+    assert_eq!(st.inconsistent, vec![report(3, 2)]);
     let codes: Vec<&str> = st.checks.iter().map(|c| c.code.as_str()).collect();
     assert_eq!(codes, ["OSD_SCRUB_ERRORS", "PG_DAMAGED"], "{st:?}");
     assert_eq!(st.checks[0].summary, "2 scrub errors");
@@ -830,46 +821,68 @@ async fn scrub_errors_reported_by_primaries_make_health_err() {
         st.checks[1].summary,
         "Possible data damage: 1 pg inconsistent"
     );
-    assert_eq!(st.checks[1].detail.len(), 1, "{st:?}");
-    assert!(
-        st.checks[1].detail[0].starts_with(&format!("pg {mine} is active+clean+inconsistent")),
+    assert_eq!(
+        st.checks[1].detail,
+        [format!(
+            "pg {} is active+clean+inconsistent, acting []",
+            pg(3)
+        )],
         "{st:?}"
     );
-    // A report too large is refused and changes nothing.
-    let big: Vec<PgScrubErrors> = (0..20_000u32)
-        .map(|seed| report(quarry_map::PgId { pool, seed }, 1))
-        .collect();
-    let e = osd1.osd_beacon(1, big).await.expect_err("oversized report");
-    assert_eq!(e.errno(), Errno::EINVAL, "{e}");
-    assert_eq!(status(&admin).await.inconsistent, vec![report(mine, 2)]);
-    // osd.1 reports its PG too: both count. (Each OSD beacons again: the
-    // monitor marks an OSD silent for its grace, 2 s here, down.)
-    osd0.osd_beacon(0, vec![report(mine, 2)])
-        .await
-        .expect("beacon");
-    osd1.osd_beacon(1, vec![report(theirs, 1)])
-        .await
-        .expect("beacon");
+    // Another PG's primary reports too: both count.
+    osd1.pg_scrubbed(report(5, 1)).await.expect("report");
     let st = status(&admin).await;
-    let mut both = vec![report(mine, 2), report(theirs, 1)];
-    both.sort_by_key(|r| r.pg);
-    assert_eq!(st.inconsistent, both);
+    assert_eq!(st.inconsistent, vec![report(3, 2), report(5, 1)]);
     assert_eq!(st.checks[0].summary, "3 scrub errors", "{st:?}");
     assert_eq!(
         st.checks[1].summary,
         "Possible data damage: 2 pgs inconsistent"
     );
-    // An empty beacon (repaired) clears what that OSD reported.
-    osd0.osd_beacon(0, Vec::new()).await.expect("beacon");
-    osd1.osd_beacon(1, Vec::new()).await.expect("beacon");
-    let st = status(&admin).await;
-    assert_eq!(st.health, Health::Ok, "{st:?}");
-    assert!(st.inconsistent.is_empty() && st.checks.is_empty(), "{st:?}");
-    // Nobody reports for another OSD.
+    // PGs that do not exist are refused.
     let e = osd0
-        .osd_beacon(1, vec![report(theirs, 1)])
+        .pg_scrubbed(report(8, 1))
         .await
-        .expect_err("beacon for another osd");
-    assert!(matches!(e.errno(), Errno::EACCES | Errno::EPERM), "{e}");
+        .expect_err("seed past pg_num");
+    assert_eq!(e.errno(), Errno::ENOENT, "{e}");
+    let ghost = PgScrubErrors {
+        pg: quarry_map::PgId { pool: 999, seed: 0 },
+        errors: 1,
+        objects: 1,
+    };
+    assert_eq!(
+        osd0.pg_scrubbed(ghost).await.expect_err("no pool").errno(),
+        Errno::ENOENT
+    );
+    // The monitor restarts: the errors are still there.
+    drop((admin, osd0, osd1));
+    mon.shutdown().await;
+    let mut cfg = common::mon_cfg(
+        "a",
+        0,
+        dir.path(),
+        &[quarry_map::MonInfo {
+            name: "a".into(),
+            rank: 0,
+            addr: addr.clone(),
+        }],
+        &keyring,
+    );
+    cfg.keyring = None;
+    let mon = quarry_mon::start(cfg).await.expect("restart");
+    let admin = client(&addrs, &keyring, "client.admin").await;
+    let st = status(&admin).await;
+    assert_eq!(st.inconsistent, vec![report(3, 2), report(5, 1)], "{st:?}");
+    // Clean scrubs (or full repairs) clear them.
+    let osd0 = client(&addrs, &keyring, "osd.0").await;
+    osd0.pg_scrubbed(report(3, 0)).await.expect("clean");
+    osd0.pg_scrubbed(report(5, 0)).await.expect("clean");
+    let st = status(&admin).await;
+    assert!(st.inconsistent.is_empty(), "{st:?}");
+    assert!(
+        !st.checks
+            .iter()
+            .any(|c| c.code.contains("SCRUB") || c.code == "PG_DAMAGED"),
+        "{st:?}"
+    );
     mon.shutdown().await;
 }

@@ -734,14 +734,21 @@ impl MonClient {
         Ok(e)
     }
 
-    /// Tell the monitors this OSD is alive, with the PGs it is primary for
-    /// whose last deep scrub left errors.
-    pub async fn osd_beacon(
-        &self,
-        id: OsdId,
-        scrub: Vec<PgScrubErrors>,
-    ) -> Result<(), MonClientError> {
-        match self.inner.call(&Request::OsdBeacon { id, scrub }).await? {
+    /// Tell the monitors this OSD is alive.
+    pub async fn osd_beacon(&self, id: OsdId) -> Result<(), MonClientError> {
+        match self.inner.call(&Request::OsdBeacon { id }).await? {
+            Response::Ok => Ok(()),
+            other => Err(MonClientError::Protocol(format!(
+                "expected ok, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Record what a deep scrub of a PG (whose primary this OSD is) found:
+    /// the monitors keep PGs with bad copies for `ceph health` until a
+    /// report with none.
+    pub async fn pg_scrubbed(&self, report: PgScrubErrors) -> Result<(), MonClientError> {
+        match self.inner.call(&Request::PgScrubbed(report)).await? {
             Response::Ok => Ok(()),
             other => Err(MonClientError::Protocol(format!(
                 "expected ok, got {other:?}"

@@ -70,9 +70,6 @@ pub enum Request {
     OsdBeacon {
         /// Its id.
         id: OsdId,
-        /// PGs it is primary for whose last deep scrub left inconsistent
-        /// objects (empty when none: the monitors forget earlier reports).
-        scrub: Vec<PgScrubErrors>,
     },
     /// A PG went active with this acting set.
     PgActivated {
@@ -83,6 +80,9 @@ pub enum Request {
         /// Acting set, primary first.
         acting: Vec<OsdId>,
     },
+    /// A primary deep-scrubbed a PG: how many bad copies it found (0:
+    /// none, which clears the PG's scrub errors). Answered with `Ok`.
+    PgScrubbed(PgScrubErrors),
 }
 
 /// A monitor's answer (or push).

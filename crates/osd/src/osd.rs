@@ -396,8 +396,9 @@ struct Osd {
     inline_reads: AtomicU64,
     /// Per PG, what its last deep scrub here left inconsistent.
     scrub_results: Mutex<HashMap<PgId, quarry_client::wire::ScrubReport>>,
-    /// Send the next beacon now (a scrub changed what it reports).
-    beacon_now: tokio::sync::Notify,
+    /// Scrub summaries the monitors have not acknowledged yet (retried
+    /// with the beacons).
+    scrub_unreported: Mutex<HashMap<PgId, quarry_monc::PgScrubErrors>>,
 }
 
 /// Who is on the other end of a connection.
@@ -558,7 +559,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         handshake_timeout: cfg.handshake_timeout,
         inline_reads: AtomicU64::new(0),
         scrub_results: Mutex::new(HashMap::new()),
-        beacon_now: tokio::sync::Notify::new(),
+        scrub_unreported: Mutex::new(HashMap::new()),
     });
     // Serve before booting: peers may query us as soon as the map says up.
     let acceptor = osd.clone();
@@ -588,17 +589,15 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     let interval = cfg.beacon_interval;
     let mut booted = epoch;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = osd.beacon_now.notified() => {}
-        }
+        tokio::time::sleep(interval).await;
         // Receive buffers of large writes idle since the last beacons go
         // back to the kernel (an OSD at rest holds none).
         quarry_proto::bufpool::trim(interval * 2);
         release_free_heap();
-        if let Err(e) = osd.monc.osd_beacon(id, osd.scrub_errors()).await {
+        if let Err(e) = osd.monc.osd_beacon(id).await {
             tracing::warn!(osd = id, "beacon failed: {e}");
         }
+        osd.report_pending_scrubs().await;
         // Marked down while alive (its network was cut, or `ceph osd
         // down`): boot again, as Ceph's "wrongly marked me down", so the
         // monitors mark it up and its PGs peer and recover what it missed.

@@ -147,7 +147,7 @@ impl Osd {
             }
             report.objects += 1;
         }
-        self.note_scrub(pg, &report);
+        self.record_scrub(pg, &report).await;
         tracing::info!(
             osd = self.id,
             %pg,
@@ -278,32 +278,59 @@ impl Osd {
         }))
     }
 
-    /// Keep what a finished scrub of `pg` left inconsistent (for the
-    /// monitors' health checks) and report it with the next beacon, now.
-    fn note_scrub(&self, pg: PgId, report: &ScrubReport) {
-        let left = ScrubReport {
-            inconsistent: report
-                .inconsistent
-                .iter()
-                .filter(|o| !o.repaired)
-                .cloned()
-                .collect(),
-            ..report.clone()
+    /// Keep what a finished scrub of `pg` left inconsistent (for `rados
+    /// list-inconsistent-obj`) and tell the monitors how many bad copies
+    /// remain (for `ceph health`), before the scrub's caller hears of it; a
+    /// report the monitors did not take is retried with the beacons.
+    async fn record_scrub(&self, pg: PgId, report: &ScrubReport) {
+        let left: Vec<InconsistentObject> = report
+            .inconsistent
+            .iter()
+            .filter(|o| !o.repaired)
+            .cloned()
+            .collect();
+        let summary = PgScrubErrors {
+            pg,
+            errors: left.iter().map(|o| o.bad_copies.len().max(1) as u32).sum(),
+            objects: left.len() as u32,
         };
-        let changed = {
-            let mut r = super::lock(&self.scrub_results);
-            let had = r.get(&pg).is_some_and(|o| !o.inconsistent.is_empty());
-            let has = !left.inconsistent.is_empty();
-            r.insert(pg, left);
-            had || has
-        };
-        if changed {
-            self.beacon_now.notify_one();
+        super::lock(&self.scrub_results).insert(
+            pg,
+            ScrubReport {
+                inconsistent: left,
+                ..report.clone()
+            },
+        );
+        match self.monc.pg_scrubbed(summary).await {
+            Ok(()) => {
+                super::lock(&self.scrub_unreported).remove(&pg);
+            }
+            Err(e) => {
+                tracing::warn!(osd = self.id, %pg, "scrub result not recorded by the monitors (retried): {e}");
+                super::lock(&self.scrub_unreported).insert(pg, summary);
+            }
+        }
+    }
+
+    /// Send the monitors the scrub summaries they have not taken yet.
+    pub(super) async fn report_pending_scrubs(&self) {
+        let pending: Vec<PgScrubErrors> = super::lock(&self.scrub_unreported)
+            .values()
+            .copied()
+            .collect();
+        for summary in pending {
+            if self.monc.pg_scrubbed(summary).await.is_ok() {
+                let mut u = super::lock(&self.scrub_unreported);
+                // Unless a newer scrub replaced it meanwhile.
+                if u.get(&summary.pg) == Some(&summary) {
+                    u.remove(&summary.pg);
+                }
+            }
         }
     }
 
     /// What the last scrub of `pg` here left inconsistent (`ENOENT`: not
-    /// scrubbed since this OSD became its primary, or since it started).
+    /// scrubbed here since this OSD started).
     pub(super) fn last_scrub(&self, pg: PgId) -> WResult<ScrubReport> {
         super::lock(&self.scrub_results)
             .get(&pg)
@@ -314,37 +341,6 @@ impl Osd {
                     format!("No scrub information available for pg {pg}"),
                 )
             })
-    }
-
-    /// The PGs this OSD is the active primary for whose last scrub left
-    /// inconsistent objects; results of PGs it no longer leads are dropped
-    /// (their new primary scrubs them itself).
-    pub(super) fn scrub_errors(&self) -> Vec<PgScrubErrors> {
-        let pgs = super::lock(&self.pgs).clone();
-        let mut r = super::lock(&self.scrub_results);
-        r.retain(|pg, _| {
-            pgs.get(pg).is_some_and(|p| {
-                p.active
-                    .borrow()
-                    .as_ref()
-                    .is_some_and(|a| a.acting.first() == Some(&self.id))
-            })
-        });
-        let mut out: Vec<PgScrubErrors> = r
-            .iter()
-            .filter(|(_, rep)| !rep.inconsistent.is_empty())
-            .map(|(pg, rep)| PgScrubErrors {
-                pg: *pg,
-                errors: rep
-                    .inconsistent
-                    .iter()
-                    .map(|o| o.bad_copies.len().max(1) as u32)
-                    .sum(),
-                objects: rep.inconsistent.len() as u32,
-            })
-            .collect();
-        out.sort_by_key(|e| e.pg);
-        out
     }
 
     /// Deep-scrub each PG this OSD is the active primary for once per
