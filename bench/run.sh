@@ -74,6 +74,17 @@ if ! command -v fio >/dev/null || { [ $WANT_CEPH = 1 ] && ! have_ceph; }; then
   fi
 fi
 [ $WANT_CEPH = 1 ] || log "SKIPPED: Ceph ($CEPH_SKIP_REASON); Quarry and the machine's limit only"
+# The full run's report includes the latency plot (issue 7): Debian's
+# matplotlib, installed when missing and root (--quick never plots).
+if [ $QUICK = 0 ] && ! /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Debian's python3-matplotlib (for latency.png)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-matplotlib >&2 \
+      || log "apt-get install python3-matplotlib failed: the report will have no latency.png"
+  else
+    log "python3-matplotlib missing and not root: the report will have no latency.png"
+  fi
+fi
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 if command -v cargo >/dev/null && [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
