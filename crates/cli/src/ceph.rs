@@ -217,6 +217,18 @@ enum OsdCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Set an OSD flag: `noout` (no OSD is marked out while it is set:
+    /// maintenance), `nodown` (none is marked down), `noin` (a booting OSD
+    /// is not marked in).
+    Set {
+        /// The flag.
+        flag: String,
+    },
+    /// Clear an OSD flag.
+    Unset {
+        /// The flag.
+        flag: String,
+    },
     /// Mark OSDs in.
     In {
         /// OSD ids.
@@ -459,6 +471,8 @@ async fn dispatch(a: CephArgs) -> CmdResult {
             OsdCmd::Down { ids } => osd_mark(&ctx, "down", &ids).await,
             OsdCmd::Out { ids } => osd_mark(&ctx, "out", &ids).await,
             OsdCmd::In { ids } => osd_mark(&ctx, "in", &ids).await,
+            OsdCmd::Set { flag } => osd_flag(&ctx, &flag, true).await,
+            OsdCmd::Unset { flag } => osd_flag(&ctx, &flag, false).await,
             OsdCmd::Pool { cmd } => match cmd {
                 PoolCmd::Create {
                     name,
@@ -1135,15 +1149,23 @@ async fn osd_ls(ctx: &Ctx) -> CmdResult {
 
 async fn osd_stat(ctx: &Ctx) -> CmdResult {
     let map = ctx.map("osd stat").await?;
+    let flags = match ctx.command("osd stat", MonCommand::Status).await? {
+        MonReply::Status(s) => s.osd_flags,
+        _ => Vec::new(),
+    };
     let n = map.osds.len();
     let up = map.osds.values().filter(|o| o.up).count();
     let inn = map.osds.values().filter(|o| o.in_cluster).count();
     if ctx.json() {
         ctx.print_json(
-            &json!({"epoch": map.epoch, "num_osds": n, "num_up_osds": up, "num_in_osds": inn}),
+            &json!({"epoch": map.epoch, "num_osds": n, "num_up_osds": up,
+            "num_in_osds": inn, "flags": flags.join(",")}),
         );
     } else {
         println!("{n} osds: {up} up, {inn} in; epoch: e{}", map.epoch);
+        if !flags.is_empty() {
+            println!("flags {}", flags.join(","));
+        }
     }
     Ok(())
 }
@@ -1207,6 +1229,21 @@ async fn osd_mark(ctx: &Ctx, how: &str, ids: &[String]) -> CmdResult {
         ctx.command(&format!("osd {how}"), cmd).await?;
         eprintln!("marked {how} osd.{id}. ");
     }
+    Ok(())
+}
+
+/// `ceph osd set|unset FLAG`, with Ceph's confirmation on stderr.
+async fn osd_flag(ctx: &Ctx, flag: &str, set: bool) -> CmdResult {
+    let what = if set { "set" } else { "unset" };
+    ctx.command(
+        &format!("osd {what}"),
+        MonCommand::OsdFlag {
+            flag: flag.to_string(),
+            set,
+        },
+    )
+    .await?;
+    eprintln!("{flag} is {what}");
     Ok(())
 }
 

@@ -124,6 +124,22 @@ fn ceph_and_rbd_against_a_cluster() {
     assert!(s.contains("health: HEALTH_OK"), "{s}");
     assert!(s.contains("osd: 3 osds: 3 up, 3 in"), "{s}");
     assert_eq!(c.ok(&["ceph", "health"]), "HEALTH_OK\n");
+    // Maintenance flags: set, shown in health and `osd stat`, cleared.
+    let (code, out, err) = c.run(&["ceph", "osd", "set", "noout"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "", "noout is set\n")
+    );
+    assert_eq!(c.ok(&["ceph", "health"]), "HEALTH_WARN noout flag(s) set\n");
+    assert!(c.ok(&["ceph", "osd", "stat"]).ends_with("\nflags noout\n"));
+    let (code, _, err) = c.run(&["ceph", "osd", "unset", "noout"]);
+    assert_eq!((code, err.as_str()), (0, "noout is unset\n"));
+    assert_eq!(c.ok(&["ceph", "health"]), "HEALTH_OK\n");
+    c.fails(
+        &["ceph", "osd", "set", "norebalance"],
+        22,
+        "Error EINVAL: flag 'norebalance' is not supported (supported: noout, nodown, noin)\n",
+    );
     let st = c.json(&["ceph", "status", "--format", "json"]);
     assert_eq!(st["osdmap"]["num_up_osds"], 3);
     assert_eq!(c.ok(&["ceph", "osd", "ls"]), "0\n1\n2\n");

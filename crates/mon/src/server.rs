@@ -986,6 +986,16 @@ impl Mon {
                 self.require(s, MonAccess::Write)?;
                 reply(self.propose(StateCmd::OsdIn { id: *id }).await?)
             }
+            MonCommand::OsdFlag { flag, set } => {
+                self.require(s, MonAccess::Write)?;
+                reply(
+                    self.propose(StateCmd::OsdFlag {
+                        flag: flag.clone(),
+                        set: *set,
+                    })
+                    .await?,
+                )
+            }
             MonCommand::AuthGetOrCreate { entity, caps } => {
                 self.require_auth_admin(s, entity)?;
                 let c = caps_of(caps)?;
@@ -1244,6 +1254,18 @@ impl Mon {
             ));
         }
         // Scrub errors of PGs that still exist.
+        let osd_flags: Vec<String> = self
+            .shared
+            .read(|st| st.osd_flags.iter().cloned().collect());
+        if !osd_flags.is_empty() {
+            checks.push(check(
+                "OSDMAP_FLAGS",
+                Health::Warn,
+                format!("{} flag(s) set", osd_flags.join(",")),
+                osd_flags.len(),
+                Vec::new(),
+            ));
+        }
         let inconsistent: Vec<PgScrubErrors> = self.shared.read(|st| {
             st.scrub_errors
                 .values()
@@ -1352,6 +1374,7 @@ impl Mon {
             health,
             checks,
             inconsistent,
+            osd_flags,
             mons: map.mons.clone(),
             leader,
             quorum,
@@ -1448,6 +1471,12 @@ impl Mon {
             }
             let map = self.map();
             let now = Instant::now();
+            let (nodown, noout) = self.shared.read(|st| {
+                (
+                    st.osd_flags.contains("nodown"),
+                    st.osd_flags.contains("noout"),
+                )
+            });
             let mut to_down = Vec::new();
             if let Ok(mut d) = self.detector.lock() {
                 if !d.was_leader {
@@ -1462,7 +1491,7 @@ impl Mon {
                         d.last_beacon.insert(o.id, now);
                     }
                     let last = *d.last_beacon.entry(o.id).or_insert(now);
-                    if now.duration_since(last) > t.osd_heartbeat_grace {
+                    if now.duration_since(last) > t.osd_heartbeat_grace && !nodown {
                         to_down.push(o.id);
                     }
                 }
@@ -1487,6 +1516,9 @@ impl Mon {
             }
             let out_after = t.osd_down_out_interval.as_secs();
             let to_out: Vec<OsdId> = self.shared.read(|st| {
+                if noout {
+                    return Vec::new();
+                }
                 st.map
                     .osds
                     .values()

@@ -74,10 +74,17 @@ pub struct MonState {
     pub config: ConfigDb,
     /// PGs whose last deep scrub found bad copies, as their primaries
     /// reported them (cleared by a later clean scrub or a full repair).
-    /// Last field: states stored before it existed decode through
-    /// [`MonState::decode`].
     pub scrub_errors: BTreeMap<PgId, PgScrubErrors>,
+    /// OSD flags set by the operator (`ceph osd set noout`): see
+    /// [`OSD_FLAGS`]. With `scrub_errors`, the last fields: states stored
+    /// before them decode through [`MonState::decode`].
+    pub osd_flags: BTreeSet<String>,
 }
+
+/// The OSD flags the monitors honour: `noout` (the failure detector marks
+/// no OSD out), `nodown` (nor down), `noin` (a booting OSD is not marked
+/// in: neither a new one nor one the detector marked out).
+pub const OSD_FLAGS: [&str; 3] = ["noout", "nodown", "noin"];
 
 /// [`MonState`] as stored before scrub errors were kept (session 18).
 #[derive(Deserialize)]
@@ -104,6 +111,7 @@ impl From<MonStateV2> for MonState {
             auto_out: v.auto_out,
             config: v.config,
             scrub_errors: BTreeMap::new(),
+            osd_flags: BTreeSet::new(),
         }
     }
 }
@@ -133,6 +141,7 @@ impl From<MonStateV1> for MonState {
             auto_out: v.auto_out,
             config: ConfigDb::new(),
             scrub_errors: BTreeMap::new(),
+            osd_flags: BTreeSet::new(),
         }
     }
 }
@@ -341,6 +350,13 @@ pub enum StateCmd {
     },
     /// A primary's deep scrub of a PG: its bad copies (0 clears the PG).
     PgScrubbed(PgScrubErrors),
+    /// Set or clear an OSD flag (one of [`OSD_FLAGS`]).
+    OsdFlag {
+        /// The flag.
+        flag: String,
+        /// Set or clear.
+        set: bool,
+    },
 }
 
 /// A refusal, with errno and message.
@@ -414,6 +430,7 @@ impl MonState {
             auto_out: BTreeSet::new(),
             config: ConfigDb::new(),
             scrub_errors: BTreeMap::new(),
+            osd_flags: BTreeSet::new(),
         }
     }
 
@@ -528,13 +545,16 @@ impl MonState {
             }
             StateCmd::OsdBoot { id, addr, host } => {
                 let epoch = self.map.epoch + 1;
-                let auto_in = self.auto_out.remove(id);
+                // `noin`: nothing booting is marked in (an OSD the
+                // detector marked out comes in at a boot after the unset).
+                let noin = self.osd_flags.contains("noin");
+                let auto_in = !noin && self.auto_out.remove(id);
                 let o = self.map.osds.entry(*id).or_insert_with(|| OsdInfo {
                     id: *id,
                     addr: String::new(),
                     host: String::new(),
                     up: false,
-                    in_cluster: true,
+                    in_cluster: !noin,
                     weight: WEIGHT_ONE,
                     up_from: 0,
                     down_at: 0,
@@ -761,6 +781,25 @@ impl MonState {
                     self.scrub_errors.insert(e.pg, *e);
                 }
                 Ok(Applied::None)
+            }
+            StateCmd::OsdFlag { flag, set } => {
+                if !OSD_FLAGS.contains(&flag.as_str()) {
+                    return Err(err(
+                        Errno::EINVAL,
+                        format!(
+                            "flag '{flag}' is not supported (supported: {})",
+                            OSD_FLAGS.join(", ")
+                        ),
+                    ));
+                }
+                if *set {
+                    self.osd_flags.insert(flag.clone());
+                } else {
+                    self.osd_flags.remove(flag);
+                }
+                Ok(Applied::Reply(MonReply::Ok {
+                    epoch: self.map.epoch,
+                }))
             }
         }
     }
@@ -1146,6 +1185,54 @@ mod tests {
         s.apply(&StateCmd::PoolDelete { name: "rbd".into() })
             .expect("delete");
         assert!(s.scrub_errors.is_empty());
+    }
+
+    #[test]
+    fn osd_flags_are_kept_and_noin_keeps_booting_osds_out() {
+        let mut s = boot();
+        let flag = |f: &str, set| StateCmd::OsdFlag {
+            flag: f.into(),
+            set,
+        };
+        s.apply(&flag("noout", true)).expect("noout");
+        s.apply(&flag("noin", true)).expect("noin");
+        assert_eq!(
+            s.apply(&flag("norebalance", true))
+                .expect_err("unsupported")
+                .errno,
+            Errno::EINVAL.code()
+        );
+        assert_eq!(
+            s.osd_flags.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["noin", "noout"]
+        );
+        let boot = |id| StateCmd::OsdBoot {
+            id,
+            addr: "127.0.0.1:1".into(),
+            host: "h".into(),
+        };
+        // A new OSD boots up but not in; one the detector marked out stays out.
+        s.apply(&boot(0)).expect("boot");
+        assert!(s.map.osds[&0].up && !s.map.osds[&0].in_cluster);
+        s.apply(&flag("noin", false)).expect("unset");
+        s.apply(&boot(1)).expect("boot");
+        assert!(s.map.osds[&1].in_cluster);
+        s.apply(&StateCmd::OsdOut {
+            ids: vec![1],
+            auto: true,
+        })
+        .expect("out");
+        s.apply(&flag("noin", true)).expect("noin");
+        s.apply(&boot(1)).expect("reboot");
+        assert!(!s.map.osds[&1].in_cluster, "noin: stays out");
+        s.apply(&flag("noin", false)).expect("unset");
+        s.apply(&boot(1)).expect("reboot");
+        assert!(
+            s.map.osds[&1].in_cluster,
+            "auto-out comes in once noin is gone"
+        );
+        let b = postcard::to_stdvec(&s).expect("enc");
+        assert_eq!(MonState::decode(&b).expect("dec"), s);
     }
 
     #[test]

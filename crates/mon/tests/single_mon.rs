@@ -886,3 +886,64 @@ async fn scrub_errors_make_health_err_until_cleared_across_a_restart() {
     );
     mon.shutdown().await;
 }
+
+/// `ceph osd set nodown|noout`: the failure detector marks a silent OSD
+/// neither down nor out while the flag is set, and does once it is
+/// cleared; flags show in health as OSDMAP_FLAGS; unsupported flags are
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodown_and_noout_hold_the_failure_detector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mon, keyring) = single_mon(dir.path(), 1).await;
+    let addrs = vec![mon.addr().to_string()];
+    let admin = client(&addrs, &keyring, "client.admin").await;
+    let osd = client(&addrs, &keyring, "osd.0").await;
+    let flag = |flag: &str, set| MonCommand::OsdFlag {
+        flag: flag.into(),
+        set,
+    };
+    admin.command(flag("nodown", true)).await.expect("nodown");
+    admin.command(flag("noout", true)).await.expect("noout");
+    let e = admin
+        .command(flag("pause", true))
+        .await
+        .expect_err("unsupported flag");
+    assert_eq!(e.errno(), Errno::EINVAL, "{e}");
+    let st = status(&admin).await;
+    assert_eq!(st.osd_flags, ["nodown", "noout"]);
+    assert_eq!(st.health, Health::Warn, "{st:?}");
+    assert_eq!(st.checks[0].code, "OSDMAP_FLAGS");
+    assert_eq!(st.checks[0].summary, "nodown,noout flag(s) set");
+    osd.osd_boot(0, "127.0.0.1:6800".into(), "host-a".into())
+        .await
+        .expect("boot");
+    // Silent for twice the grace (2 s): still up.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        admin.refresh_map().await.expect("map").osds[&0].up,
+        "nodown"
+    );
+    admin.command(flag("nodown", false)).await.expect("unset");
+    let mut sub = admin.subscribe();
+    tokio::time::timeout(Duration::from_secs(15), sub.wait_for(|m| !m.osds[&0].up))
+        .await
+        .expect("marked down once nodown is cleared")
+        .expect("watch");
+    // Down for twice the out interval (3 s): still in.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        admin.refresh_map().await.expect("map").osds[&0].in_cluster,
+        "noout"
+    );
+    admin.command(flag("noout", false)).await.expect("unset");
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        sub.wait_for(|m| !m.osds[&0].in_cluster),
+    )
+    .await
+    .expect("marked out once noout is cleared")
+    .expect("watch");
+    let st = status(&admin).await;
+    assert!(st.osd_flags.is_empty(), "{st:?}");
+    mon.shutdown().await;
+}

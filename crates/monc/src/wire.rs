@@ -295,6 +295,13 @@ pub enum MonCommand {
         /// `global`, a type or an entity.
         who: String,
     },
+    /// Set (`set`) or clear an OSD map flag (`ceph osd set|unset noout`).
+    OsdFlag {
+        /// `noout`, `nodown` or `noin`.
+        flag: String,
+        /// Set or clear.
+        set: bool,
+    },
 }
 
 /// Replies to [`MonCommand`]s.
@@ -448,6 +455,8 @@ pub struct ClusterStatus {
     pub checks: Vec<HealthCheck>,
     /// PGs whose primary reports scrub errors (state `inconsistent`).
     pub inconsistent: Vec<PgScrubErrors>,
+    /// OSD flags set (`noout`, ...).
+    pub osd_flags: Vec<String>,
     /// Monitors in the map.
     pub mons: Vec<MonInfo>,
     /// Name of the leader, if known.
