@@ -133,6 +133,19 @@ enum PgCmd {
         /// PG id.
         pgid: String,
     },
+    /// List PGs: `ls [POOL_ID] [STATE...]` (states: active, clean,
+    /// undersized, inconsistent, unknown; a PG must have all of them).
+    Ls {
+        /// An optional pool id, then states.
+        args: Vec<String>,
+    },
+    /// List one pool's PGs: `ls-by-pool POOL [STATE...]`.
+    LsByPool {
+        /// Pool name.
+        pool: String,
+        /// States.
+        states: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -496,6 +509,14 @@ async fn dispatch(a: CephArgs) -> CmdResult {
         CephCmd::Pg { cmd } => match cmd {
             PgCmd::DeepScrub { pgid } | PgCmd::Scrub { pgid } => pg_scrub(&ctx, &pgid, false).await,
             PgCmd::Repair { pgid } => pg_scrub(&ctx, &pgid, true).await,
+            PgCmd::Ls { args } => {
+                let (pool, states) = match args.split_first() {
+                    Some((p, rest)) if p.parse::<i64>().is_ok() => (Some(p.as_str()), rest),
+                    _ => (None, &args[..]),
+                };
+                pg_ls(&ctx, pool, states).await
+            }
+            PgCmd::LsByPool { pool, states } => pg_ls(&ctx, Some(&pool), &states).await,
         },
     }
 }
@@ -877,19 +898,126 @@ fn pg_states(map: &ClusterMap, inconsistent: &[PgScrubErrors]) -> BTreeMap<Strin
     for p in map.pools.values() {
         for seed in 0..p.pg_num {
             let pg = quarry_map::PgId { pool: p.id, seed };
-            let mut state = match map.pg_history.get(&pg) {
-                Some(h) if h.acting.len() as u32 >= p.size => "active+clean",
-                Some(_) => "active+undersized",
-                None => "unknown",
-            }
-            .to_string();
-            if inconsistent.iter().any(|e| e.pg == pg) {
-                state.push_str("+inconsistent");
-            }
-            *out.entry(state).or_insert(0) += 1;
+            *out.entry(pg_state(map, pg, inconsistent)).or_insert(0) += 1;
         }
     }
     out
+}
+
+/// One PG's state as [`pg_states`] counts it.
+fn pg_state(map: &ClusterMap, pg: quarry_map::PgId, inconsistent: &[PgScrubErrors]) -> String {
+    let size = map.pools.get(&pg.pool).map_or(0, |p| p.size);
+    let mut state = match map.pg_history.get(&pg) {
+        Some(h) if h.acting.len() as u32 >= size => "active+clean",
+        Some(_) => "active+undersized",
+        None => "unknown",
+    }
+    .to_string();
+    if inconsistent.iter().any(|e| e.pg == pg) {
+        state.push_str("+inconsistent");
+    }
+    state
+}
+
+/// `ceph pg ls [POOL_ID] [STATE...]` / `ceph pg ls-by-pool POOL [STATE...]`:
+/// every PG (of one pool) whose state has all the given words, with its
+/// up and acting sets and its last deep scrub.
+async fn pg_ls(ctx: &Ctx, pool: Option<&str>, states: &[String]) -> CmdResult {
+    let map = ctx.map("pg ls").await?;
+    let pool_id = match pool {
+        None => None,
+        Some(p) => Some(
+            match p
+                .parse::<i64>()
+                .ok()
+                .filter(|id| map.pools.contains_key(id))
+            {
+                Some(id) => id,
+                None => map
+                    .pool_by_name(p)
+                    .map(|d| d.id)
+                    .ok_or_else(|| cerr(Errno::ENOENT, format!("pool '{p}' does not exist")))?,
+            },
+        ),
+    };
+    const KNOWN: [&str; 5] = ["active", "clean", "undersized", "inconsistent", "unknown"];
+    for st in states {
+        if !KNOWN.contains(&st.as_str()) {
+            return Err(cerr(
+                Errno::EINVAL,
+                format!("unknown pg state '{st}' (known: {})", KNOWN.join(", ")),
+            ));
+        }
+    }
+    let status = match ctx.command("pg ls", MonCommand::Status).await? {
+        MonReply::Status(s) => s,
+        other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+    };
+    let stamps: BTreeMap<quarry_map::PgId, u64> =
+        match ctx.command("pg ls", MonCommand::ScrubStamps).await? {
+            MonReply::ScrubStamps(v) => v.into_iter().collect(),
+            other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+        };
+    let mut rows = Vec::new();
+    for p in map
+        .pools
+        .values()
+        .filter(|p| pool_id.is_none_or(|id| id == p.id))
+    {
+        for seed in 0..p.pg_num {
+            let pg = quarry_map::PgId { pool: p.id, seed };
+            let state = pg_state(&map, pg, &status.inconsistent);
+            let words: Vec<&str> = state.split('+').collect();
+            if !states.iter().all(|s| words.contains(&s.as_str())) {
+                continue;
+            }
+            let up = map.pg_up_set(pg).unwrap_or_default();
+            let acting = map
+                .pg_history
+                .get(&pg)
+                .map(|h| h.acting.clone())
+                .unwrap_or_default();
+            rows.push((pg, state, up, acting, stamps.get(&pg).copied()));
+        }
+    }
+    if ctx.json() {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(pg, state, up, acting, stamp)| {
+                json!({"pgid": pg.to_string(), "state": state, "up": up, "acting": acting,
+                    "up_primary": up.first().map_or(-1, |&o| i64::from(o)),
+                    "acting_primary": acting.first().map_or(-1, |&o| i64::from(o)),
+                    "last_deep_scrub_stamp": stamp.map(crate::rbd::iso_utc)})
+            })
+            .collect();
+        ctx.print_json(&json!({"pg_ready": true, "pg_stats": v}));
+        return Ok(());
+    }
+    let set = |v: &[u32]| {
+        let ids: Vec<String> = v.iter().map(|o| o.to_string()).collect();
+        match v.first() {
+            Some(p) => format!("[{}]p{p}", ids.join(",")),
+            None => "[]p-1".to_string(),
+        }
+    };
+    let mut t = Table::new(&[
+        ("PG", Align::Left),
+        ("STATE", Align::Left),
+        ("UP", Align::Left),
+        ("ACTING", Align::Left),
+        ("DEEP_SCRUB_STAMP", Align::Left),
+    ]);
+    for (pg, state, up, acting, stamp) in &rows {
+        t.row(vec![
+            pg.to_string(),
+            state.clone(),
+            set(up),
+            set(acting),
+            stamp.map_or("-".to_string(), crate::rbd::iso_utc),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
 }
 
 /// Health as Ceph's JSON prints it: checks keyed by code.

@@ -604,6 +604,22 @@ async fn deep_scrub_finds_damaged_copies_and_repair_fixes_them() {
     let (_, out, _) = ceph(&cl, &["-s"]);
     assert!(out.contains("health: HEALTH_ERR"), "{out}");
     assert!(out.contains("1 active+clean+inconsistent"), "{out}");
+    // `ceph pg ls inconsistent` lists that PG alone, with its scrub stamp.
+    let (code, out, err) = ceph(&cl, &["pg", "ls", "inconsistent"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("PG ") && lines[0].contains("DEEP_SCRUB_STAMP"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{pgid} "))
+            && lines[1].contains(" active+clean+inconsistent ")
+            && lines[1].contains("[0,")
+            && !lines[1].ends_with(" -"),
+        "{out}"
+    );
     let (_, out, _) = ceph(&cl, &["health", "--format", "json"]);
     let h: serde_json::Value = serde_json::from_str(&out).expect("health json");
     assert_eq!(
@@ -672,6 +688,8 @@ async fn deep_scrub_finds_damaged_copies_and_repair_fixes_them() {
     wait_ceph(&cl, &["health"], |o| o == "HEALTH_OK\n");
     let (_, out, _) = tool(&cl, "rados", &["list-inconsistent-pg", "t"]);
     assert_eq!(out, "[]\n");
+    let (_, out, _) = ceph(&cl, &["pg", "ls", "inconsistent"]);
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
     let (_, out, _) = tool(&cl, "rados", &["list-inconsistent-obj", &pgid]);
     let j: serde_json::Value = serde_json::from_str(&out).expect("inconsistent json");
     assert_eq!(j["inconsistents"], serde_json::json!([]), "{out}");

@@ -135,6 +135,28 @@ fn ceph_and_rbd_against_a_cluster() {
     let (code, _, err) = c.run(&["ceph", "osd", "unset", "noout"]);
     assert_eq!((code, err.as_str()), (0, "noout is unset\n"));
     assert_eq!(c.ok(&["ceph", "health"]), "HEALTH_OK\n");
+    // PG listing: every PG of the pool, none scrubbed yet.
+    let pgs = c.json(&["ceph", "pg", "ls-by-pool", "data", "--format", "json"]);
+    let stats = pgs["pg_stats"].as_array().expect("pg_stats");
+    assert_eq!(stats.len(), 8, "{pgs}");
+    assert!(
+        stats.iter().all(|p| p["state"] == "active+clean"
+            && p["up"].as_array().is_some_and(|u| u.len() == 3)
+            && p["last_deep_scrub_stamp"].is_null()),
+        "{pgs}"
+    );
+    let (_, out, _) = c.run(&["ceph", "pg", "ls", "inconsistent"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    c.fails(
+        &["ceph", "pg", "ls", "peering"],
+        22,
+        "Error EINVAL: unknown pg state 'peering' (known: active, clean, undersized, inconsistent, unknown)\n",
+    );
+    c.fails(
+        &["ceph", "pg", "ls-by-pool", "nosuch"],
+        2,
+        "Error ENOENT: pool 'nosuch' does not exist\n",
+    );
     c.fails(
         &["ceph", "osd", "set", "norebalance"],
         22,

@@ -720,17 +720,13 @@ impl Mon {
             }
             Request::PgScrubbed(report) => {
                 self.require(s, MonAccess::OsdDaemon)?;
-                let known = self
-                    .shared
-                    .read(|st| st.scrub_errors.get(&report.pg).copied());
-                // Only a change is written (most scrubs find nothing).
-                let unchanged = match known {
-                    Some(k) => k == report,
-                    None => report.errors == 0,
-                };
-                if !unchanged {
-                    self.propose(StateCmd::PgScrubbed(report)).await?;
-                }
+                // Every scrub is written: its stamp schedules the next one
+                // (once per PG per osd_deep_scrub_interval, a week).
+                self.propose(StateCmd::PgScrubbed {
+                    report,
+                    now_unix: now_unix(),
+                })
+                .await?;
                 Ok(Response::Ok)
             }
             Request::PgActivated { pg, epoch, acting } => {
@@ -985,6 +981,12 @@ impl Mon {
             MonCommand::OsdIn { id } => {
                 self.require(s, MonAccess::Write)?;
                 reply(self.propose(StateCmd::OsdIn { id: *id }).await?)
+            }
+            MonCommand::ScrubStamps => {
+                self.require(s, MonAccess::Read)?;
+                Ok(MonReply::ScrubStamps(self.shared.read(|st| {
+                    st.scrub_stamps.iter().map(|(pg, t)| (*pg, *t)).collect()
+                })))
             }
             MonCommand::OsdFlag { flag, set } => {
                 self.require(s, MonAccess::Write)?;

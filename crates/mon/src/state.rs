@@ -75,9 +75,14 @@ pub struct MonState {
     /// PGs whose last deep scrub found bad copies, as their primaries
     /// reported them (cleared by a later clean scrub or a full repair).
     pub scrub_errors: BTreeMap<PgId, PgScrubErrors>,
+    /// When each PG's last deep scrub finished (unix seconds, the proposing
+    /// monitor's clock): primaries schedule the next one from it, across
+    /// their restarts and failovers.
+    pub scrub_stamps: BTreeMap<PgId, u64>,
     /// OSD flags set by the operator (`ceph osd set noout`): see
-    /// [`OSD_FLAGS`]. With `scrub_errors`, the last fields: states stored
-    /// before them decode through [`MonState::decode`].
+    /// [`OSD_FLAGS`]. With `scrub_errors` and `scrub_stamps`, the last
+    /// fields: states stored before them decode through
+    /// [`MonState::decode`].
     pub osd_flags: BTreeSet<String>,
 }
 
@@ -111,6 +116,7 @@ impl From<MonStateV2> for MonState {
             auto_out: v.auto_out,
             config: v.config,
             scrub_errors: BTreeMap::new(),
+            scrub_stamps: BTreeMap::new(),
             osd_flags: BTreeSet::new(),
         }
     }
@@ -141,6 +147,7 @@ impl From<MonStateV1> for MonState {
             auto_out: v.auto_out,
             config: ConfigDb::new(),
             scrub_errors: BTreeMap::new(),
+            scrub_stamps: BTreeMap::new(),
             osd_flags: BTreeSet::new(),
         }
     }
@@ -348,8 +355,14 @@ pub enum StateCmd {
         /// Canonical option name.
         name: String,
     },
-    /// A primary's deep scrub of a PG: its bad copies (0 clears the PG).
-    PgScrubbed(PgScrubErrors),
+    /// A primary's deep scrub of a PG: its bad copies (0 clears the PG),
+    /// and when it finished (the proposer's clock).
+    PgScrubbed {
+        /// What it found.
+        report: PgScrubErrors,
+        /// Unix seconds.
+        now_unix: u64,
+    },
     /// Set or clear an OSD flag (one of [`OSD_FLAGS`]).
     OsdFlag {
         /// The flag.
@@ -430,6 +443,7 @@ impl MonState {
             auto_out: BTreeSet::new(),
             config: ConfigDb::new(),
             scrub_errors: BTreeMap::new(),
+            scrub_stamps: BTreeMap::new(),
             osd_flags: BTreeSet::new(),
         }
     }
@@ -504,6 +518,7 @@ impl MonState {
                 self.map.pools.remove(&id);
                 self.map.pg_history.retain(|pg, _| pg.pool != id);
                 self.scrub_errors.retain(|pg, _| pg.pool != id);
+                self.scrub_stamps.retain(|pg, _| pg.pool != id);
                 Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
             }
             StateCmd::PoolSet { name, var, val } => self.pool_set(name, var, val),
@@ -766,7 +781,10 @@ impl MonState {
                     epoch: self.map.epoch,
                 }))
             }
-            StateCmd::PgScrubbed(e) => {
+            StateCmd::PgScrubbed {
+                report: e,
+                now_unix,
+            } => {
                 let exists = self
                     .map
                     .pools
@@ -780,6 +798,7 @@ impl MonState {
                 } else {
                     self.scrub_errors.insert(e.pg, *e);
                 }
+                self.scrub_stamps.insert(e.pg, *now_unix);
                 Ok(Applied::None)
             }
             StateCmd::OsdFlag { flag, set } => {
@@ -1117,12 +1136,13 @@ mod tests {
         let mut s = boot();
         s.apply(&pool("rbd")).expect("pool");
         let id = s.map.pool_by_name("rbd").expect("rbd").id;
-        let e = |seed, errors| {
-            StateCmd::PgScrubbed(PgScrubErrors {
+        let e = |seed, errors| StateCmd::PgScrubbed {
+            report: PgScrubErrors {
                 pg: PgId { pool: id, seed },
                 errors,
                 objects: 1,
-            })
+            },
+            now_unix: 1000 + u64::from(seed),
         };
         s.apply(&e(3, 2)).expect("errors");
         s.apply(&e(5, 1)).expect("errors");
@@ -1131,15 +1151,26 @@ mod tests {
         // A clean scrub clears its PG; unknown PGs are refused.
         s.apply(&e(5, 0)).expect("clean");
         assert_eq!(s.scrub_errors.len(), 1);
+        // Every scrub, clean or not, stamps its PG.
+        assert_eq!(
+            s.scrub_stamps
+                .iter()
+                .map(|(pg, t)| (pg.seed, *t))
+                .collect::<Vec<_>>(),
+            [(3, 1003), (5, 1005)]
+        );
         assert_eq!(
             s.apply(&e(8, 1)).expect_err("seed past pg_num").errno,
             Errno::ENOENT.code()
         );
-        let ghost = StateCmd::PgScrubbed(PgScrubErrors {
-            pg: PgId { pool: 99, seed: 0 },
-            errors: 1,
-            objects: 1,
-        });
+        let ghost = StateCmd::PgScrubbed {
+            report: PgScrubErrors {
+                pg: PgId { pool: 99, seed: 0 },
+                errors: 1,
+                objects: 1,
+            },
+            now_unix: 1,
+        };
         assert_eq!(
             s.apply(&ghost).expect_err("no pool").errno,
             Errno::ENOENT.code()
@@ -1184,7 +1215,7 @@ mod tests {
         // Deleting the pool forgets its PGs.
         s.apply(&StateCmd::PoolDelete { name: "rbd".into() })
             .expect("delete");
-        assert!(s.scrub_errors.is_empty());
+        assert!(s.scrub_errors.is_empty() && s.scrub_stamps.is_empty());
     }
 
     #[test]

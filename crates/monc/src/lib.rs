@@ -756,6 +756,16 @@ impl MonClient {
         }
     }
 
+    /// When each PG was last deep-scrubbed (unix seconds).
+    pub async fn scrub_stamps(&self) -> Result<Vec<(PgId, u64)>, MonClientError> {
+        match self.command(MonCommand::ScrubStamps).await? {
+            MonReply::ScrubStamps(v) => Ok(v),
+            other => Err(MonClientError::Protocol(format!(
+                "expected scrub stamps, got {other:?}"
+            ))),
+        }
+    }
+
     /// Record that a PG went active with `acting` at `epoch`.
     pub async fn pg_activated(
         &self,

@@ -302,6 +302,9 @@ pub enum MonCommand {
         /// Set or clear.
         set: bool,
     },
+    /// When each PG was last deep-scrubbed (`ceph pg ls`; OSDs schedule
+    /// their scrubs from it). Answered with [`MonReply::ScrubStamps`].
+    ScrubStamps,
 }
 
 /// Replies to [`MonCommand`]s.
@@ -349,6 +352,9 @@ pub enum MonReply {
     },
     /// Config database entries (`ConfigDump`, `ConfigGet`).
     Config(Vec<ConfigEntry>),
+    /// Per PG, when its last deep scrub finished (unix seconds, the
+    /// monitors' clock), for `ScrubStamps`.
+    ScrubStamps(Vec<(PgId, u64)>),
 }
 
 /// One value of the monitors' config database.

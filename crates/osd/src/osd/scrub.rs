@@ -97,6 +97,35 @@ fn copy_errors(osd: OsdId, c: &Copy, auth: Option<(OsdId, Option<ObjDigest>)>) -
     code.into_iter().map(str::to_string).collect()
 }
 
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// When a PG this OSD now leads is first due for a scheduled deep scrub:
+/// `every` after its last one (`stamp`, unix seconds, from the monitors),
+/// at once if that is past; a PG never scrubbed falls in the first round,
+/// `every` x (1 + `spread`) after this OSD started (`start`), so a new
+/// cluster's PGs are not all read back to back.
+fn first_due(
+    now: Instant,
+    now_unix: u64,
+    stamp: Option<u64>,
+    start: Instant,
+    every: Duration,
+    spread: f64,
+) -> Instant {
+    match stamp {
+        Some(t) => {
+            let since = Duration::from_secs(now_unix.saturating_sub(t));
+            now + every.saturating_sub(since)
+        }
+        None => start + every.mul_f64(1.0 + spread),
+    }
+}
+
 /// A fraction in [0, 0.5) fixed per (OSD, PG): where in the first round of
 /// scheduled scrubs this PG falls.
 fn spread(osd: OsdId, pg: PgId) -> f64 {
@@ -344,30 +373,60 @@ impl Osd {
     }
 
     /// Deep-scrub each PG this OSD is the active primary for once per
-    /// `every` (`osd_deep_scrub_interval`, counted from this process's
-    /// start: the stamps are not persisted), repairing what it finds if
-    /// `auto_repair` (`osd_scrub_auto_repair`). A scrub that fails (the PG
-    /// changed interval, a peer did not answer) is tried again next tick.
+    /// `every` (`osd_deep_scrub_interval`) after its last deep scrub, as
+    /// the monitors recorded it (whoever was primary then; see
+    /// [`first_due`]), repairing what it finds if `auto_repair`
+    /// (`osd_scrub_auto_repair`). A scrub that fails (the PG changed
+    /// interval, a peer did not answer) is tried again next tick.
     pub(super) async fn scrub_loop(self: Arc<Self>, every: Duration, auto_repair: bool) {
         let tick = (every / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
         let start = Instant::now();
-        // When each PG is next due. The first round is spread over
-        // [every, 1.5 x every] (Ceph's osd_scrub_interval_randomize_ratio
-        // 0.5), so a cluster's PGs are not all read back to back.
+        // When each PG is next due; the monitors' stamps, fetched whenever
+        // a PG without a due time appears (this OSD started or became its
+        // primary) and kept until the next such fetch.
         let mut due: HashMap<PgId, Instant> = HashMap::new();
+        let mut stamps: HashMap<PgId, u64> = HashMap::new();
         loop {
             tokio::time::sleep(tick).await;
             let pgs: Vec<(PgId, Arc<Pg>)> = super::lock(&self.pgs)
                 .iter()
                 .map(|(id, p)| (*id, p.clone()))
                 .collect();
+            let led = |p: &Pg| {
+                p.active
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|a| a.acting.first() == Some(&self.id))
+            };
+            // PGs no longer led here are forgotten (a later lead re-reads
+            // their stamp: another primary may have scrubbed them).
+            due.retain(|pg, _| pgs.iter().any(|(id, p)| id == pg && led(p)));
+            if pgs.iter().any(|(id, p)| led(p) && !due.contains_key(id)) {
+                match self.monc.scrub_stamps().await {
+                    Ok(v) => stamps = v.into_iter().collect(),
+                    Err(e) => {
+                        tracing::debug!(osd = self.id, "scrub stamps: {e}");
+                        continue;
+                    }
+                }
+            }
             for (pg, p) in pgs {
                 let Some(active) = p.active.borrow().clone() else {
                     continue;
                 };
-                let at = *due
-                    .entry(pg)
-                    .or_insert_with(|| start + every.mul_f64(1.0 + spread(self.id, pg)));
+                if active.acting.first() != Some(&self.id) {
+                    continue;
+                }
+                let at = *due.entry(pg).or_insert_with(|| {
+                    first_due(
+                        Instant::now(),
+                        unix_now(),
+                        stamps.get(&pg).copied(),
+                        start,
+                        every,
+                        spread(self.id, pg),
+                    )
+                });
                 if Instant::now() < at {
                     continue;
                 }
@@ -445,6 +504,23 @@ mod tests {
             spread(0, PgId { pool: 2, seed: 1 }),
             spread(1, PgId { pool: 2, seed: 1 })
         );
+    }
+
+    #[test]
+    fn scheduled_scrubs_follow_the_last_stamp_across_restarts() {
+        let start = Instant::now();
+        let now = start + Duration::from_secs(5);
+        let week = Duration::from_secs(7 * 86400);
+        // Scrubbed a day ago (by this OSD before a restart, or another
+        // primary): due six days from now, not a week after this start.
+        let t = first_due(now, 1_000_000, Some(1_000_000 - 86400), start, week, 0.2);
+        assert_eq!(t, now + Duration::from_secs(6 * 86400));
+        // Overdue: at once.
+        let t = first_due(now, 2_000_000, Some(1), start, week, 0.2);
+        assert_eq!(t, now);
+        // Never scrubbed: in the first round, spread after the start.
+        let t = first_due(now, 1_000_000, None, start, week, 0.25);
+        assert_eq!(t, start + week.mul_f64(1.25));
     }
 
     #[test]
