@@ -419,16 +419,8 @@ impl Ctx {
 
 /// Run `ceph`; returns the process exit code.
 pub fn run(a: CephArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ceph: cannot start runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = crate::tools::runtime("ceph") else {
+        return 1;
     };
     match rt.block_on(dispatch(a)) {
         Ok(()) => 0,

@@ -180,16 +180,8 @@ pub fn run(a: RadosArgs) -> i32 {
         eprintln!("rados: you must give an action. Try --help");
         return 1;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rados: cannot start runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = crate::tools::runtime("rados") else {
+        return 1;
     };
     match rt.block_on(dispatch(o)) {
         Ok(()) => 0,

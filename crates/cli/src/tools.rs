@@ -20,6 +20,22 @@ pub fn args() -> Vec<OsString> {
     args
 }
 
+/// The tools' runtime (two workers), or `None` after saying why not on
+/// stderr as `tool: ...`.
+pub fn runtime(tool: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("{tool}: cannot start runtime: {e}");
+            None
+        }
+    }
+}
+
 /// The first value of a clap error's context, `<>` and quotes stripped.
 fn context(e: &clap::Error, kind: ContextKind) -> Option<String> {
     let v = match e.get(kind)? {

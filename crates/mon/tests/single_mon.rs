@@ -13,6 +13,28 @@ use quarry_monc::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Start the single monitor `a` again on its data directory and address,
+/// without a keyring: everything comes from its store.
+async fn restart_single(
+    dir: &std::path::Path,
+    addr: &str,
+    keyring: &std::path::Path,
+) -> quarry_mon::MonHandle {
+    let mut cfg = common::mon_cfg(
+        "a",
+        0,
+        dir,
+        &[quarry_map::MonInfo {
+            name: "a".into(),
+            rank: 0,
+            addr: addr.to_string(),
+        }],
+        keyring,
+    );
+    cfg.keyring = None;
+    quarry_mon::start(cfg).await.expect("restart")
+}
+
 fn pool_create(name: &str) -> MonCommand {
     MonCommand::PoolCreate {
         name: name.into(),
@@ -300,20 +322,7 @@ async fn restart_keeps_state() {
     drop(admin);
     mon.shutdown().await;
 
-    // Same data directory and address, no keyring: everything comes from the store.
-    let mut cfg = common::mon_cfg(
-        "a",
-        0,
-        dir.path(),
-        &[quarry_map::MonInfo {
-            name: "a".into(),
-            rank: 0,
-            addr: addr.clone(),
-        }],
-        &keyring,
-    );
-    cfg.keyring = None;
-    let mon = quarry_mon::start(cfg).await.expect("restart");
+    let mon = restart_single(dir.path(), &addr, &keyring).await;
     let admin = client(&[addr], &keyring, "client.admin").await;
     let m = admin.map();
     assert!(m.epoch >= epoch, "epoch went back: {} < {epoch}", m.epoch);
@@ -856,19 +865,7 @@ async fn scrub_errors_make_health_err_until_cleared_across_a_restart() {
     // The monitor restarts: the errors are still there.
     drop((admin, osd0, osd1));
     mon.shutdown().await;
-    let mut cfg = common::mon_cfg(
-        "a",
-        0,
-        dir.path(),
-        &[quarry_map::MonInfo {
-            name: "a".into(),
-            rank: 0,
-            addr: addr.clone(),
-        }],
-        &keyring,
-    );
-    cfg.keyring = None;
-    let mon = quarry_mon::start(cfg).await.expect("restart");
+    let mon = restart_single(dir.path(), &addr, &keyring).await;
     let admin = client(&addrs, &keyring, "client.admin").await;
     let st = status(&admin).await;
     assert_eq!(st.inconsistent, vec![report(3, 2), report(5, 1)], "{st:?}");

@@ -957,16 +957,8 @@ enum PoolCmd {
 
 /// Run `rbd`; returns the process exit code.
 pub fn run(a: RbdArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rbd: cannot start runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = crate::tools::runtime("rbd") else {
+        return 1;
     };
     match rt.block_on(dispatch(a)) {
         Ok(()) => 0,
