@@ -13,7 +13,7 @@ use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, Rados, SnapContext};
 
 mod common;
 
-use common::{bounded, pid_alive, reap, Cluster, BIN};
+use common::{bounded, pid_alive, reap, wait_exit, Cluster, BIN};
 
 async fn write(c: &ClusterClient, pool: i64, name: &str, data: &[u8]) {
     let req =
@@ -1731,3 +1731,47 @@ async fn resend_racing_its_original_waits_for_it() {
 
 /// Bound on one raw op of [`resend_racing_its_original_waits_for_it`].
 const BOUND_OP: Duration = Duration::from_secs(60);
+
+/// A store that fails (here an injected ENOSPC, as on a full disk) stops
+/// its OSD, with the cause in its log, instead of leaving it up and
+/// holding its PGs: the monitors mark it down, its PGs peer without it,
+/// and every write the client makes completes and reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_store_stops_its_osd_and_io_goes_on() {
+    let cl = Cluster::up(3, 1);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "t").await;
+    wait_clean(&c).await;
+    cl.term("osd.2");
+    cl.start_osd_env(2, &[], &[("QUARRY_STORE_INJECT_FAIL_AFTER", "100")]);
+    wait_osd_up(&c, 2).await;
+    wait_clean(&c).await;
+    let pid = cl.pid("osd.2");
+    let data = |i: u32| format!("object {i} ").repeat(300).into_bytes();
+    for i in 0..200u32 {
+        write(&c, pool, &format!("o{i}"), &data(i)).await;
+    }
+    wait_exit(pid, "osd.2 with a failed store did not stop");
+    assert!(
+        count_in_log(&cl, "osd.2", "local store failed, stopping this OSD") > 0
+            && count_in_log(&cl, "osd.2", "No space left on device (injected)") > 0,
+        "the cause is not in osd.2's log"
+    );
+    bounded("osd.2 marked down", async {
+        while c
+            .monc()
+            .refresh_map()
+            .await
+            .expect("map")
+            .osds
+            .get(&2)
+            .is_some_and(|o| o.up)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    for i in 0..200u32 {
+        assert_eq!(read(&c, pool, &format!("o{i}")).await, data(i), "o{i}");
+    }
+}

@@ -208,6 +208,16 @@ pub enum OsdError {
         /// Cause.
         source: quarry_monc::MonClientError,
     },
+    /// The local store stopped after a storage failure (a full or failing
+    /// disk): the OSD stops so that the monitors mark it down and its PGs
+    /// go on without it.
+    #[error("osd.{id}: local store failed, stopping: {reason}")]
+    StoreFailed {
+        /// OSD id.
+        id: u32,
+        /// The store's failure.
+        reason: String,
+    },
     /// The listening socket could not be opened.
     #[error("osd.{id}: listen on {addr}: {source}")]
     Listen {
@@ -226,7 +236,7 @@ impl OsdError {
         match self {
             OsdError::Store { source, .. } => source.errno,
             OsdError::Mon { source, .. } => source.errno(),
-            OsdError::Listen { .. } => Errno::EIO,
+            OsdError::Listen { .. } | OsdError::StoreFailed { .. } => Errno::EIO,
         }
     }
 }

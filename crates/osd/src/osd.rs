@@ -97,7 +97,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| RadosError::io(format!("store task failed: {e}")))?
 }
 
+/// How often the OSD checks that its store's writer still runs.
+const STORE_WATCH: Duration = Duration::from_millis(200);
+
 /// Fault injection for tests (as Ceph's `ms_inject_*` options):
+/// `QUARRY_STORE_INJECT_FAIL_AFTER=N` makes the store fail as on a full
+/// disk once it has applied N batches.
+fn inject_store_failure() -> Option<u64> {
+    let n: u64 = std::env::var("QUARRY_STORE_INJECT_FAIL_AFTER")
+        .ok()?
+        .parse()
+        .ok()?;
+    tracing::warn!("fault injection: the store fails after {n} batches");
+    Some(n)
+}
+
+/// Fault injection for tests:
 /// `QUARRY_OSD_INJECT_MAP_DELAY_MS` makes the map loop wait that long before
 /// processing each map after the first, widening the window in which the
 /// monitor client already holds a map the PGs have not reacted to.
@@ -497,7 +512,11 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     }
     let id = cfg.id;
     let dir = cfg.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+    let opts = quarry_store::StoreOptions {
+        fail_after_batches: inject_store_failure(),
+        ..Default::default()
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, opts))
         .await
         .map_err(|e| OsdError::Store {
             id,
@@ -588,8 +607,28 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     }
     let interval = cfg.beacon_interval;
     let mut booted = epoch;
+    // A store whose writer stopped (full or failing disk) serves nothing:
+    // this OSD stops, as a Ceph OSD aborts on a store error, so that the
+    // monitors mark it down and its PGs peer without it instead of waiting
+    // on it for ever.
+    let store = osd.store.clone();
+    let failed = async move {
+        loop {
+            if let Some(reason) = store.failure() {
+                return reason;
+            }
+            tokio::time::sleep(STORE_WATCH).await;
+        }
+    };
+    tokio::pin!(failed);
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            reason = &mut failed => {
+                tracing::error!(osd = id, "local store failed, stopping this OSD: {reason}");
+                return Err(OsdError::StoreFailed { id, reason });
+            }
+        }
         // Receive buffers of large writes idle since the last beacons go
         // back to the kernel (an OSD at rest holds none).
         quarry_proto::bufpool::trim(interval * 2);

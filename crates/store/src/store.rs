@@ -119,12 +119,16 @@ const CACHE_BYTES: usize = 32 << 20;
 pub struct StoreOptions {
     /// Size after which the data log rolls to a new segment file.
     pub segment_bytes: u64,
+    /// Fault injection for tests: the writer fails as on a full disk
+    /// (`ENOSPC`) once it has applied this many batches.
+    pub fail_after_batches: Option<u64>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             segment_bytes: seglog::SEGMENT_BYTES,
+            fail_after_batches: None,
         }
     }
 }
@@ -270,6 +274,8 @@ struct Queue {
     shutdown: bool,
     /// Set if the writer stopped after a storage failure: submitters get EIO.
     dead: bool,
+    /// That failure, for the owner to report (see [`Store::failure`]).
+    failure: Option<String>,
 }
 
 /// What the writer's open transaction changed and redb readers can't see
@@ -685,6 +691,7 @@ impl Store {
             no_compact: HashSet::new(),
             pace: Pace::default(),
             stats: WriterStats::default(),
+            inject_fail_after: opts.fail_after_batches,
             chores: None,
         };
         let housekeeper = match &path {
@@ -755,7 +762,7 @@ impl Store {
                     .unwrap_or_else(|e| e.into_inner());
             }
             if q.dead || q.shutdown {
-                return Err(RadosError::io("local store writer is not running"));
+                return Err(not_running(&q));
             }
             q.jobs.push_back(Job {
                 kind,
@@ -779,7 +786,7 @@ impl Store {
                     .unwrap_or_else(|e| e.into_inner());
             }
             if q.dead || q.shutdown {
-                return Err(RadosError::io("local store writer is not running"));
+                return Err(not_running(&q));
             }
             q.jobs.push_back(Job {
                 kind,
@@ -800,7 +807,7 @@ impl Store {
         {
             let mut q = lock(&self.inner.queue);
             if q.dead || q.shutdown {
-                return Ok(Err(RadosError::io("local store writer is not running")));
+                return Ok(Err(not_running(&q)));
             }
             if q.jobs.len() >= QUEUE_CAPACITY {
                 return Err(kind);
@@ -863,6 +870,13 @@ impl Store {
     pub fn enqueue_logged_blocking(&self, req: OpRequest, l: Logged) -> Result<PendingOp> {
         self.enqueue_blocking(JobKind::Op(Box::new(req), l))
             .map(PendingOp)
+    }
+
+    /// The failure that stopped the writer, if one did: the store then
+    /// serves nothing more, and its owner should stop (reopening recovers
+    /// from the log once the cause is gone).
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.inner.queue).failure.clone()
     }
 
     /// Wait until every job queued before this call is durable (an empty
@@ -1357,6 +1371,9 @@ struct WriterState {
     pace: Pace,
     /// Writer timings and byte counters (reported at debug level).
     stats: WriterStats,
+    /// Batches left before an injected failure (tests only, see
+    /// [`StoreOptions::fail_after_batches`]).
+    inject_fail_after: Option<u64>,
     /// Work handed to the housekeeper thread (`None` in memory).
     chores: Option<mpsc::Sender<Chore>>,
 }
@@ -2016,6 +2033,15 @@ fn take_batch(inner: &Inner, deadline: Option<Instant>) -> Option<Vec<Job>> {
     Some(batch)
 }
 
+/// The error for a job submitted to a stopped writer (naming the failure
+/// that stopped it, if one did).
+fn not_running(q: &Queue) -> RadosError {
+    match &q.failure {
+        Some(f) => RadosError::io(format!("local store writer stopped after a failure: {f}")),
+        None => RadosError::io("local store writer is not running"),
+    }
+}
+
 fn writer_main(inner: Arc<Inner>, mut ws: WriterState) {
     loop {
         // With log housekeeping to do, don't sleep for ever: run it when idle.
@@ -2040,6 +2066,7 @@ fn writer_main(inner: Arc<Inner>, mut ws: WriterState) {
         };
         let mut q = lock(&inner.queue);
         q.dead = true;
+        q.failure = Some(err.to_string());
         for job in q.jobs.drain(..) {
             job.reply.send(fail(
                 &job.kind,
@@ -2207,6 +2234,15 @@ fn fill_txn(
             (large, all + b)
         });
         ws.stats.client_bytes += sweep_share.1;
+        if let Some(n) = ws.inject_fail_after.as_mut() {
+            if *n == 0 {
+                return Err(RadosError::new(
+                    quarry_common::Errno::ENOSPC,
+                    "data log: No space left on device (injected)",
+                ));
+            }
+            *n -= 1;
+        }
         let (answers, touched) = apply_batch(&mut t, &batch)?;
         let replies = batch.into_iter().map(|j| j.reply).zip(answers);
         let rec = match t.finish_record(ws.lsn + 1) {

@@ -63,7 +63,10 @@ fn overwrites_keep_the_store_bounded() {
     const SEG: u64 = 8 * MIB;
     const PASSES: u64 = 7;
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions { segment_bytes: SEG };
+    let opts = StoreOptions {
+        segment_bytes: SEG,
+        ..Default::default()
+    };
     let s = Store::open_with(dir.path(), opts).unwrap();
     let n = LIVE / CHUNK;
     let oid = |i: u64| ObjectId::new(1, format!("obj{}", i * CHUNK / (4 * MIB)));
@@ -164,7 +167,10 @@ fn a_sweep_over_a_fragmented_store_frees_segments_without_compaction() {
     const SEG: u64 = MIB;
     const OBJS: u64 = LIVE / (4 * MIB);
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions { segment_bytes: SEG };
+    let opts = StoreOptions {
+        segment_bytes: SEG,
+        ..Default::default()
+    };
     let s = Store::open_with(dir.path(), opts).unwrap();
     let oid = |i: u64| ObjectId::new(1, format!("rbd_data.{i:016x}"));
     let sweep = |s: &Store, pass: u64, from: u64, to: u64| {
@@ -394,6 +400,7 @@ fn reads_see_every_acknowledged_write_across_commits_and_compaction() {
             dir.path(),
             StoreOptions {
                 segment_bytes: 256 << 10,
+                ..Default::default()
             },
         )
         .unwrap(),
@@ -457,7 +464,10 @@ fn compaction_moves_only_verified_blocks_and_keeps_a_corrupt_ones_segment() {
     const K64: usize = 64 << 10;
     const PASSES: u64 = 40;
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions { segment_bytes: SEG };
+    let opts = StoreOptions {
+        segment_bytes: SEG,
+        ..Default::default()
+    };
     let s = Store::open_with(dir.path(), opts).unwrap();
     let victim = ObjectId::new(1, "victim");
     let keep = ObjectId::new(1, "keep");
@@ -565,7 +575,10 @@ fn a_dead_segment_left_behind_is_deleted_at_open() {
     // reopen: the data read is the newest, and the file goes away.
     const SEG: u64 = MIB;
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions { segment_bytes: SEG };
+    let opts = StoreOptions {
+        segment_bytes: SEG,
+        ..Default::default()
+    };
     let oid = ObjectId::new(1, "obj");
     let s = Store::open_with(dir.path(), opts).unwrap();
     write(&s, &oid, 0, chunk(0, 0, (2 * SEG) as usize));
@@ -695,6 +708,7 @@ fn zero_ahead_child() {
     };
     let opts = StoreOptions {
         segment_bytes: ZERO_SEG,
+        ..Default::default()
     };
     let s = Store::open_with(Path::new(&dir), opts).unwrap();
     for i in 0..ZERO_N {
@@ -721,6 +735,7 @@ fn zeros_written_ahead_of_the_log_never_touch_records() {
     assert!(segments(dir.path()).len() >= 3, "the log did not roll");
     let opts = StoreOptions {
         segment_bytes: ZERO_SEG,
+        ..Default::default()
     };
     let s = Store::open_with(dir.path(), opts).unwrap();
     for j in 0..ZERO_N {
@@ -785,6 +800,7 @@ fn reuse_child() {
     };
     let opts = StoreOptions {
         segment_bytes: REUSE_SEG,
+        ..Default::default()
     };
     let s = Store::open_with(Path::new(&dir), opts).unwrap();
     reuse_passes(&s, 0..REUSE_PASSES, true);
@@ -825,6 +841,7 @@ fn reused_segments_never_give_back_their_old_records() {
     }
     let opts = StoreOptions {
         segment_bytes: REUSE_SEG,
+        ..Default::default()
     };
     let s = Store::open_with(dir.path(), opts).unwrap();
     reuse_check(&s, REUSE_PASSES - 1);
@@ -842,4 +859,63 @@ fn reused_segments_never_give_back_their_old_records() {
     reuse_check(&s, 2 * REUSE_PASSES - 1);
     drop(s);
     usable_after(dir.path());
+}
+
+/// A writer that fails (injected ENOSPC, as a full disk gives) stops the
+/// store: the failing request gets an error, `failure()` names the cause,
+/// every later request fails with it, and reopening the directory keeps
+/// every write acknowledged before.
+#[test]
+fn a_failed_writer_stops_the_store_and_names_the_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StoreOptions {
+        fail_after_batches: Some(3),
+        ..Default::default()
+    };
+    let oid = |i: u32| ObjectId::new(1, format!("obj{i}"));
+    {
+        let s = Store::open_with(dir.path(), opts).expect("open");
+        assert_eq!(s.failure(), None);
+        let mut acked = 0;
+        let mut err = None;
+        for i in 0..10u32 {
+            match s
+                .apply(&OpRequest::new(oid(i)).op(Op::WriteFull(Bytes::from(vec![i as u8; 5000]))))
+            {
+                Ok(_) => acked += 1,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(acked, 3, "three batches, then the failure");
+        assert!(err.is_some());
+        // The writer records the failure just after the failing request's
+        // answer channel closes.
+        let mut why = s.failure();
+        for _ in 0..100 {
+            if why.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            why = s.failure();
+        }
+        let why = why.expect("the failure is kept");
+        assert!(why.contains("No space left on device"), "{why}");
+        let e = s
+            .apply(&OpRequest::new(oid(0)).op(Op::Read { off: 0, len: 0 }))
+            .expect_err("a stopped store serves nothing");
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+    }
+    let s = Store::open(dir.path()).expect("reopen");
+    for i in 0..3u32 {
+        assert_eq!(read(&s, &oid(i), 0, 0).expect("read"), vec![i as u8; 5000]);
+    }
+    assert_eq!(
+        read(&s, &oid(3), 0, 0)
+            .expect_err("never acknowledged")
+            .errno,
+        Errno::ENOENT
+    );
 }

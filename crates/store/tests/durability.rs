@@ -143,7 +143,14 @@ fn crash_child() {
         .map(|v| v.parse::<u64>().unwrap());
     let dir = std::path::Path::new(&dir);
     let s = Arc::new(match seg {
-        Some(segment_bytes) => Store::open_with(dir, StoreOptions { segment_bytes }).unwrap(),
+        Some(segment_bytes) => Store::open_with(
+            dir,
+            StoreOptions {
+                segment_bytes,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
         None => Store::open(dir).unwrap(),
     });
     let out = Arc::new(Mutex::new(std::io::stdout()));
@@ -258,7 +265,14 @@ fn acknowledged_writes_survive_sigkill_during_compaction() {
         .min()
         .unwrap();
     assert_ne!(first, "0000000000.qseg", "no segment was ever reclaimed");
-    let s = Store::open_with(dir.path(), StoreOptions { segment_bytes: seg }).unwrap();
+    let s = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            segment_bytes: seg,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     // Each slot holds its newest acknowledged write, or a newer one that
     // was durable but not yet acknowledged; never an older one or a mix.
     let mut newest = std::collections::HashMap::new();
@@ -447,6 +461,7 @@ fn ext_crash_child() {
         std::path::Path::new(&dir),
         StoreOptions {
             segment_bytes: 1 << 20,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -500,6 +515,7 @@ fn extents_survive_sigkill() {
         dir.path(),
         StoreOptions {
             segment_bytes: 1 << 20,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -584,6 +600,7 @@ fn full_overwrites_of_fragmented_objects_are_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
     let opts = || StoreOptions {
         segment_bytes: 1 << 20,
+        ..Default::default()
     };
     let s = Store::open_with(dir.path(), opts()).unwrap();
     let objs = 4u64;

@@ -193,6 +193,7 @@ fn open(mode: Mode, dir: &std::path::Path) -> Store {
             dir,
             StoreOptions {
                 segment_bytes: 16 << 10,
+                ..Default::default()
             },
         )
         .unwrap(),
