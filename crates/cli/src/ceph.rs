@@ -242,6 +242,17 @@ enum OsdCmd {
         /// The flag.
         flag: String,
     },
+    /// Set the full ratio: an OSD whose filesystem is fuller takes no
+    /// more writes that need space (default 0.95).
+    SetFullRatio {
+        /// A ratio in (0, 1].
+        ratio: String,
+    },
+    /// Set the nearfull ratio: HEALTH_WARN above it (default 0.85).
+    SetNearfullRatio {
+        /// A ratio in (0, 1].
+        ratio: String,
+    },
     /// Mark OSDs in.
     In {
         /// OSD ids.
@@ -478,6 +489,8 @@ async fn dispatch(a: CephArgs) -> CmdResult {
             OsdCmd::In { ids } => osd_mark(&ctx, "in", &ids).await,
             OsdCmd::Set { flag } => osd_flag(&ctx, &flag, true).await,
             OsdCmd::Unset { flag } => osd_flag(&ctx, &flag, false).await,
+            OsdCmd::SetFullRatio { ratio } => set_full_ratio(&ctx, &ratio, true).await,
+            OsdCmd::SetNearfullRatio { ratio } => set_full_ratio(&ctx, &ratio, false).await,
             OsdCmd::Pool { cmd } => match cmd {
                 PoolCmd::Create {
                     name,
@@ -1349,6 +1362,33 @@ async fn osd_mark(ctx: &Ctx, how: &str, ids: &[String]) -> CmdResult {
         ctx.command(&format!("osd {how}"), cmd).await?;
         eprintln!("marked {how} osd.{id}. ");
     }
+    Ok(())
+}
+
+/// `ceph osd set-full-ratio|set-nearfull-ratio R`.
+async fn set_full_ratio(ctx: &Ctx, ratio: &str, full: bool) -> CmdResult {
+    let r: f64 = ratio
+        .trim()
+        .parse()
+        .ok()
+        .filter(|r: &f64| *r > 0.0 && *r <= 1.0)
+        .ok_or_else(|| {
+            cerr(
+                Errno::EINVAL,
+                format!("invalid ratio '{ratio}': a number in (0, 1]"),
+            )
+        })?;
+    let milli = ((r * 1000.0).round() as u32).max(1);
+    let what = if full {
+        "set-full-ratio"
+    } else {
+        "set-nearfull-ratio"
+    };
+    ctx.command(
+        &format!("osd {what}"),
+        MonCommand::SetFullRatio { full, milli },
+    )
+    .await?;
     Ok(())
 }
 

@@ -1775,3 +1775,80 @@ async fn a_failed_store_stops_its_osd_and_io_goes_on() {
         assert_eq!(read(&c, pool, &format!("o{i}")).await, data(i), "o{i}");
     }
 }
+
+/// Full ratios (`ceph osd set-full-ratio|set-nearfull-ratio`): OSDs report
+/// their filesystem with each beacon; above the nearfull ratio health
+/// warns (OSD_NEARFULL), above the full one it errs (OSD_FULL) and PGs on
+/// full OSDs refuse writes that need space with ENOSPC while reads and
+/// deletes go on; lowering the fill below the ratio (here: raising the
+/// ratio) lets writes in again. Bad ratios are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_osds_refuse_writes_that_need_space_and_take_deletes() {
+    let cl = Cluster::up(3, 1);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "t").await;
+    wait_clean(&c).await;
+    write(&c, pool, "keep", b"kept").await;
+    write(&c, pool, "gone", b"to delete").await;
+    let (code, _, err) = ceph(&cl, &["osd", "set-full-ratio", "1.5"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            22,
+            "Error EINVAL: invalid ratio '1.5': a number in (0, 1]\n"
+        )
+    );
+    let (code, _, err) = ceph(&cl, &["osd", "set-nearfull-ratio", "0.99"]);
+    assert_eq!(code, 22, "{err}");
+    assert!(
+        err.contains("must not exceed the full ratio (0.95)"),
+        "{err}"
+    );
+    // This disk is more than 2 % used: every OSD is near full, then full.
+    let (code, _, err) = ceph(&cl, &["osd", "set-nearfull-ratio", "0.01"]);
+    assert_eq!(code, 0, "{err}");
+    wait_ceph(&cl, &["health"], |o| o.contains("3 nearfull osd(s)"));
+    let (code, _, err) = ceph(&cl, &["osd", "set-full-ratio", "0.02"]);
+    assert_eq!(code, 0, "{err}");
+    let detail = wait_ceph(&cl, &["health", "detail"], |o| {
+        o.starts_with("HEALTH_ERR 3 full osd(s)")
+    });
+    assert!(
+        detail.contains("[ERR] OSD_FULL: 3 full osd(s)\n    osd.0 is full ("),
+        "{detail}"
+    );
+    let put = |name: &str| {
+        OpRequest::new(ObjectId::new(pool, name)).op(Op::WriteFull(Bytes::from_static(b"more")))
+    };
+    // The OSDs learn it with their next beacon (1 s).
+    bounded("writes refused", async {
+        loop {
+            match c.operate(put("new")).await {
+                Err(e) if e.errno == quarry_common::Errno::ENOSPC => break,
+                Err(e) => panic!("unexpected error {e}"),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(read(&c, pool, "keep").await, b"kept");
+    bounded(
+        "delete",
+        c.operate(OpRequest::new(ObjectId::new(pool, "gone")).op(Op::Remove)),
+    )
+    .await
+    .expect("a full cluster still takes deletes");
+    // Back below the ratios: writes go in again.
+    for (cmd, r) in [("set-full-ratio", "0.99"), ("set-nearfull-ratio", "0.98")] {
+        let (code, _, err) = ceph(&cl, &["osd", cmd, r]);
+        assert_eq!(code, 0, "{err}");
+    }
+    bounded("writes accepted again", async {
+        while c.operate(put("new")).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert_eq!(read(&c, pool, "new").await, b"more");
+    wait_ceph(&cl, &["health"], |o| !o.contains("full"));
+}

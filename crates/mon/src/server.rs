@@ -116,6 +116,10 @@ pub struct Mon {
     gids: Mutex<(u64, u64)>,
     gid_lock: tokio::sync::Mutex<()>,
     detector: Mutex<Detector>,
+    /// Each OSD's last filesystem report: when, total and available bytes
+    /// (kept in memory, as Ceph's manager keeps OSD stats: the OSDs send
+    /// it with every beacon).
+    statfs: Mutex<HashMap<OsdId, (Instant, u64, u64)>>,
     pg_queue: Mutex<PgQueue>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -141,6 +145,7 @@ impl Mon {
             gids: Mutex::new((0, 0)),
             gid_lock: tokio::sync::Mutex::new(()),
             detector: Mutex::new(Detector::default()),
+            statfs: Mutex::new(HashMap::new()),
             pg_queue: Mutex::new(PgQueue::default()),
             shutdown,
         }
@@ -718,6 +723,32 @@ impl Mon {
                 self.beacon(id).await;
                 Ok(Response::Ok)
             }
+            Request::OsdStatfs {
+                id,
+                total_bytes,
+                avail_bytes,
+            } => {
+                self.osd_self(s, id)?;
+                if let Ok(mut m) = self.statfs.lock() {
+                    m.insert(
+                        id,
+                        (Instant::now(), total_bytes, avail_bytes.min(total_bytes)),
+                    );
+                }
+                let (nearfull_milli, full_milli) =
+                    self.shared.read(|st| (st.nearfull_milli, st.full_milli));
+                let full_osds = self
+                    .fill_levels(&self.map())
+                    .into_iter()
+                    .filter(|(_, used)| *used >= full_milli)
+                    .map(|(o, _)| o)
+                    .collect();
+                Ok(Response::Fullness(quarry_monc::Fullness {
+                    nearfull_milli,
+                    full_milli,
+                    full_osds,
+                }))
+            }
             Request::PgScrubbed(report) => {
                 self.require(s, MonAccess::OsdDaemon)?;
                 // Every scrub is written: its stamp schedules the next one
@@ -982,6 +1013,16 @@ impl Mon {
                 self.require(s, MonAccess::Write)?;
                 reply(self.propose(StateCmd::OsdIn { id: *id }).await?)
             }
+            MonCommand::SetFullRatio { full, milli } => {
+                self.require(s, MonAccess::Write)?;
+                reply(
+                    self.propose(StateCmd::SetFullRatio {
+                        full: *full,
+                        milli: *milli,
+                    })
+                    .await?,
+                )
+            }
             MonCommand::ScrubStamps => {
                 self.require(s, MonAccess::Read)?;
                 Ok(MonReply::ScrubStamps(self.shared.read(|st| {
@@ -1200,6 +1241,27 @@ impl Mon {
         }
     }
 
+    /// Per up OSD with a fresh filesystem report (within the heartbeat
+    /// grace), how full it is, per mille.
+    fn fill_levels(&self, map: &ClusterMap) -> Vec<(OsdId, u32)> {
+        let grace = self.effective_timings().osd_heartbeat_grace;
+        let Ok(m) = self.statfs.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<(OsdId, u32)> = m
+            .iter()
+            .filter(|(o, (at, total, _))| {
+                *total > 0 && at.elapsed() <= grace && map.osds.get(o).is_some_and(|i| i.up)
+            })
+            .map(|(o, (_, total, avail))| {
+                let used = total - avail;
+                (*o, (u128::from(used) * 1000 / u128::from(*total)) as u32)
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// `ceph -s` summary.
     pub(crate) fn status(&self) -> ClusterStatus {
         let map = self.map();
@@ -1256,6 +1318,38 @@ impl Mon {
             ));
         }
         // Scrub errors of PGs that still exist.
+        let (nearfull_milli, full_milli) =
+            self.shared.read(|st| (st.nearfull_milli, st.full_milli));
+        let levels = self.fill_levels(&map);
+        let pct = |u: u32| format!("{}.{}% used", u / 10, u % 10);
+        let full: Vec<String> = levels
+            .iter()
+            .filter(|(_, u)| *u >= full_milli)
+            .map(|(o, u)| format!("osd.{o} is full ({})", pct(*u)))
+            .collect();
+        let nearfull: Vec<String> = levels
+            .iter()
+            .filter(|(_, u)| *u >= nearfull_milli && *u < full_milli)
+            .map(|(o, u)| format!("osd.{o} is near full ({})", pct(*u)))
+            .collect();
+        if !full.is_empty() {
+            checks.push(check(
+                "OSD_FULL",
+                Health::Err,
+                format!("{} full osd(s)", full.len()),
+                full.len(),
+                full,
+            ));
+        }
+        if !nearfull.is_empty() {
+            checks.push(check(
+                "OSD_NEARFULL",
+                Health::Warn,
+                format!("{} nearfull osd(s)", nearfull.len()),
+                nearfull.len(),
+                nearfull,
+            ));
+        }
         let osd_flags: Vec<String> = self
             .shared
             .read(|st| st.osd_flags.iter().cloned().collect());

@@ -84,7 +84,18 @@ pub struct MonState {
     /// fields: states stored before them decode through
     /// [`MonState::decode`].
     pub osd_flags: BTreeSet<String>,
+    /// `nearfull_ratio` x 1000: an OSD whose filesystem is fuller is
+    /// HEALTH_WARN (Ceph's default 0.85).
+    pub nearfull_milli: u32,
+    /// `full_ratio` x 1000: an OSD whose filesystem is fuller takes no
+    /// more writes that need space (Ceph's default 0.95).
+    pub full_milli: u32,
 }
+
+/// Ceph's default `mon_osd_nearfull_ratio` (0.85), per mille.
+pub const NEARFULL_MILLI: u32 = 850;
+/// Ceph's default `mon_osd_full_ratio` (0.95), per mille.
+pub const FULL_MILLI: u32 = 950;
 
 /// The OSD flags the monitors honour: `noout` (the failure detector marks
 /// no OSD out), `nodown` (nor down), `noin` (a booting OSD is not marked
@@ -118,6 +129,8 @@ impl From<MonStateV2> for MonState {
             scrub_errors: BTreeMap::new(),
             scrub_stamps: BTreeMap::new(),
             osd_flags: BTreeSet::new(),
+            nearfull_milli: NEARFULL_MILLI,
+            full_milli: FULL_MILLI,
         }
     }
 }
@@ -149,6 +162,8 @@ impl From<MonStateV1> for MonState {
             scrub_errors: BTreeMap::new(),
             scrub_stamps: BTreeMap::new(),
             osd_flags: BTreeSet::new(),
+            nearfull_milli: NEARFULL_MILLI,
+            full_milli: FULL_MILLI,
         }
     }
 }
@@ -370,6 +385,13 @@ pub enum StateCmd {
         /// Set or clear.
         set: bool,
     },
+    /// Set the full (else the nearfull) ratio, per mille.
+    SetFullRatio {
+        /// Which.
+        full: bool,
+        /// 1..=1000.
+        milli: u32,
+    },
 }
 
 /// A refusal, with errno and message.
@@ -445,6 +467,8 @@ impl MonState {
             scrub_errors: BTreeMap::new(),
             scrub_stamps: BTreeMap::new(),
             osd_flags: BTreeSet::new(),
+            nearfull_milli: NEARFULL_MILLI,
+            full_milli: FULL_MILLI,
         }
     }
 
@@ -800,6 +824,31 @@ impl MonState {
                 }
                 self.scrub_stamps.insert(e.pg, *now_unix);
                 Ok(Applied::None)
+            }
+            StateCmd::SetFullRatio { full, milli } => {
+                let (nearfull, fullr) = if *full {
+                    (self.nearfull_milli, *milli)
+                } else {
+                    (*milli, self.full_milli)
+                };
+                if !(1..=1000).contains(milli) {
+                    return Err(err(Errno::EINVAL, "a ratio must be above 0 and at most 1"));
+                }
+                if nearfull > fullr {
+                    return Err(err(
+                        Errno::EINVAL,
+                        format!(
+                            "the nearfull ratio ({}) must not exceed the full ratio ({})",
+                            f64::from(nearfull) / 1000.0,
+                            f64::from(fullr) / 1000.0
+                        ),
+                    ));
+                }
+                self.nearfull_milli = nearfull;
+                self.full_milli = fullr;
+                Ok(Applied::Reply(MonReply::Ok {
+                    epoch: self.map.epoch,
+                }))
             }
             StateCmd::OsdFlag { flag, set } => {
                 if !OSD_FLAGS.contains(&flag.as_str()) {
@@ -1212,6 +1261,11 @@ mod tests {
         assert_eq!(back.config, s.config);
         assert_eq!(back.map, s.map);
         assert!(back.scrub_errors.is_empty());
+        assert_eq!(
+            (back.nearfull_milli, back.full_milli),
+            (NEARFULL_MILLI, FULL_MILLI),
+            "an older state gets Ceph's default ratios"
+        );
         // Deleting the pool forgets its PGs.
         s.apply(&StateCmd::PoolDelete { name: "rbd".into() })
             .expect("delete");
@@ -1262,6 +1316,30 @@ mod tests {
             s.map.osds[&1].in_cluster,
             "auto-out comes in once noin is gone"
         );
+        let b = postcard::to_stdvec(&s).expect("enc");
+        assert_eq!(MonState::decode(&b).expect("dec"), s);
+    }
+
+    #[test]
+    fn full_ratios_are_checked() {
+        let mut s = boot();
+        let set = |full, milli| StateCmd::SetFullRatio { full, milli };
+        assert_eq!((s.nearfull_milli, s.full_milli), (850, 950));
+        for bad in [
+            set(true, 0),
+            set(true, 1001),
+            set(false, 960),
+            set(true, 800),
+        ] {
+            assert_eq!(
+                s.apply(&bad).expect_err("refused").errno,
+                Errno::EINVAL.code(),
+                "{bad:?}"
+            );
+        }
+        s.apply(&set(false, 10)).expect("nearfull");
+        s.apply(&set(true, 20)).expect("full");
+        assert_eq!((s.nearfull_milli, s.full_milli), (10, 20));
         let b = postcard::to_stdvec(&s).expect("enc");
         assert_eq!(MonState::decode(&b).expect("dec"), s);
     }

@@ -30,7 +30,8 @@ use quarry_proto::{read_frame, write_frame, Frame, FrameError, FrameSigner, Role
 
 pub use conn::{Conn, ConnError};
 pub use wire::{
-    AuthEntry, ClusterStatus, ConfigEntry, Health, HealthCheck, MonCommand, MonReply, PgScrubErrors,
+    AuthEntry, ClusterStatus, ConfigEntry, Fullness, Health, HealthCheck, MonCommand, MonReply,
+    PgScrubErrors,
 };
 use wire::{Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE};
 
@@ -752,6 +753,27 @@ impl MonClient {
             Response::Ok => Ok(()),
             other => Err(MonClientError::Protocol(format!(
                 "expected ok, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Report this OSD's data filesystem; the answer says which OSDs are
+    /// full now.
+    pub async fn osd_statfs(
+        &self,
+        id: OsdId,
+        total_bytes: u64,
+        avail_bytes: u64,
+    ) -> Result<Fullness, MonClientError> {
+        let req = Request::OsdStatfs {
+            id,
+            total_bytes,
+            avail_bytes,
+        };
+        match self.inner.call(&req).await? {
+            Response::Fullness(f) => Ok(f),
+            other => Err(MonClientError::Protocol(format!(
+                "expected fullness, got {other:?}"
             ))),
         }
     }

@@ -83,6 +83,16 @@ pub enum Request {
     /// A primary deep-scrubbed a PG: how many bad copies it found (0:
     /// none, which clears the PG's scrub errors). Answered with `Ok`.
     PgScrubbed(PgScrubErrors),
+    /// An OSD's data filesystem (statvfs), sent with its beacons. Answered
+    /// with [`Response::Fullness`].
+    OsdStatfs {
+        /// Its id.
+        id: OsdId,
+        /// Filesystem size in bytes.
+        total_bytes: u64,
+        /// Bytes available to it.
+        avail_bytes: u64,
+    },
 }
 
 /// A monitor's answer (or push).
@@ -129,6 +139,21 @@ pub enum Response {
         /// Human-readable reason.
         message: String,
     },
+    /// Reply to `OsdStatfs`: the full ratios and the OSDs now full (their
+    /// PGs take no writes that need space).
+    Fullness(Fullness),
+}
+
+/// The cluster's full ratios (per mille of an OSD's filesystem used) and
+/// the OSDs at or above the full one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fullness {
+    /// `nearfull_ratio` x 1000 (HEALTH_WARN above it).
+    pub nearfull_milli: u32,
+    /// `full_ratio` x 1000 (writes refused above it).
+    pub full_milli: u32,
+    /// OSDs whose last report is at or above the full ratio.
+    pub full_osds: Vec<OsdId>,
 }
 
 /// A ticket on the wire: the session key is wrapped under the entity's
@@ -305,6 +330,13 @@ pub enum MonCommand {
     /// When each PG was last deep-scrubbed (`ceph pg ls`; OSDs schedule
     /// their scrubs from it). Answered with [`MonReply::ScrubStamps`].
     ScrubStamps,
+    /// `ceph osd set-full-ratio` / `set-nearfull-ratio`.
+    SetFullRatio {
+        /// The full ratio (else the nearfull one).
+        full: bool,
+        /// The ratio x 1000 (1..=1000).
+        milli: u32,
+    },
 }
 
 /// Replies to [`MonCommand`]s.

@@ -97,6 +97,62 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| RadosError::io(format!("store task failed: {e}")))?
 }
 
+/// Size and available bytes of the filesystem holding `dir`, as `df`
+/// counts them (size = used + available to unprivileged users, so the
+/// root reserve and blocks the filesystem never hands out do not count as
+/// used).
+fn fs_space(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs only writes the struct we pass; the path is a valid
+    // NUL-terminated string for the duration of the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * frsize;
+    let avail = st.f_bavail as u64 * frsize;
+    Ok((used + avail, avail))
+}
+
+impl Osd {
+    /// Report this OSD's filesystem to the monitors and keep which OSDs
+    /// they say are full.
+    async fn report_statfs(&self, dir: &std::path::Path) {
+        let (total, avail) = match fs_space(dir) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(osd = self.id, "statvfs {}: {e}", dir.display());
+                return;
+            }
+        };
+        match self.monc.osd_statfs(self.id, total, avail).await {
+            Ok(f) => {
+                let mut full = lock(&self.full_osds);
+                if *full != f.full_osds {
+                    tracing::warn!(osd = self.id, "full OSDs now {:?}", f.full_osds);
+                    *full = f.full_osds;
+                }
+            }
+            Err(e) => tracing::debug!(osd = self.id, "statfs report: {e}"),
+        }
+    }
+}
+
+/// Whether every op of `req` reads, guards or only gives space back (a
+/// full cluster still takes deletes, as Ceph's does).
+fn frees_space_only(req: &OpRequest) -> bool {
+    req.ops.iter().all(|o| {
+        !o.is_write()
+            || matches!(
+                o,
+                Op::Remove | Op::Zero { .. } | Op::OmapRmKeys(_) | Op::OmapClear | Op::RmXattr(_)
+            )
+    })
+}
+
 /// How often the OSD checks that its store's writer still runs.
 const STORE_WATCH: Duration = Duration::from_millis(200);
 
@@ -414,6 +470,9 @@ struct Osd {
     /// Scrub summaries the monitors have not acknowledged yet (retried
     /// with the beacons).
     scrub_unreported: Mutex<HashMap<PgId, quarry_monc::PgScrubErrors>>,
+    /// OSDs at or above the full ratio, as the monitors last said: a PG
+    /// with one in its acting set takes no write that needs space.
+    full_osds: Mutex<Vec<OsdId>>,
 }
 
 /// Who is on the other end of a connection.
@@ -579,6 +638,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         inline_reads: AtomicU64::new(0),
         scrub_results: Mutex::new(HashMap::new()),
         scrub_unreported: Mutex::new(HashMap::new()),
+        full_osds: Mutex::new(Vec::new()),
     });
     // Serve before booting: peers may query us as soon as the map says up.
     let acceptor = osd.clone();
@@ -637,6 +697,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
             tracing::warn!(osd = id, "beacon failed: {e}");
         }
         osd.report_pending_scrubs().await;
+        osd.report_statfs(&cfg.data_dir).await;
         // Marked down while alive (its network was cut, or `ceph osd
         // down`): boot again, as Ceph's "wrongly marked me down", so the
         // monitors mark it up and its PGs peer and recover what it missed.
@@ -1374,6 +1435,20 @@ impl Osd {
                 Claim::Run(r) => {
                     _running = Some(r);
                     break;
+                }
+            }
+        }
+        // A full member (the monitors' word, refreshed with each beacon)
+        // takes no write that needs space: ENOSPC, which QEMU's default
+        // `werror=enospc` answers by pausing the VM until space is freed.
+        {
+            let full = lock(&self.full_osds);
+            if let Some(f) = active.acting.iter().find(|o| full.contains(o)) {
+                if !frees_space_only(&sreq) {
+                    return Err(WireError::new(
+                        Errno::ENOSPC,
+                        format!("pg {pg}: osd.{f} is full (free space, add OSDs or raise the full ratio)"),
+                    ));
                 }
             }
         }
