@@ -209,6 +209,8 @@ enum OsdCmd {
     Ls,
     /// Summary of OSD states.
     Stat,
+    /// The OSD map: epoch, flags, full ratios, pools and OSDs.
+    Dump,
     /// Where an object lives: its PG and that PG's OSDs, primary first.
     Map {
         /// Pool name.
@@ -479,6 +481,7 @@ async fn dispatch(a: CephArgs) -> CmdResult {
             OsdCmd::Tree => osd_tree(&ctx).await,
             OsdCmd::Ls => osd_ls(&ctx).await,
             OsdCmd::Stat => osd_stat(&ctx).await,
+            OsdCmd::Dump => osd_dump(&ctx).await,
             OsdCmd::Map {
                 pool,
                 object,
@@ -1300,6 +1303,70 @@ async fn osd_stat(ctx: &Ctx) -> CmdResult {
             println!("flags {}", flags.join(","));
         }
     }
+    Ok(())
+}
+
+/// `ceph osd dump`: the map as Ceph prints it (the lines Quarry has:
+/// epoch, fsid, flags, ratios, pools, OSDs).
+async fn osd_dump(ctx: &Ctx) -> CmdResult {
+    let map = ctx.map("osd dump").await?;
+    let st = match ctx.command("osd dump", MonCommand::Status).await? {
+        MonReply::Status(s) => s,
+        other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+    };
+    let ratio = |m: u32| f64::from(m) / 1000.0;
+    if ctx.json() {
+        ctx.print_json(&json!({
+            "epoch": map.epoch, "fsid": map.fsid, "flags": st.osd_flags.join(","),
+            "full_ratio": ratio(st.full_milli), "nearfull_ratio": ratio(st.nearfull_milli),
+            "pools": map.pools.values().map(|p| json!({"pool": p.id, "pool_name": p.name,
+                "type": 1, "size": p.size, "min_size": p.min_size, "pg_num": p.pg_num,
+                "pg_placement_num": p.pg_num, "snap_seq": p.snap_seq,
+                "application_metadata": p.application.as_ref()
+                    .map(|a| json!({a.as_str(): {}})).unwrap_or(json!({}))})).collect::<Vec<_>>(),
+            "max_osd": map.osds.keys().next_back().map_or(0, |m| m + 1),
+            "osds": map.osds.values().map(|o| json!({"osd": o.id, "up": u8::from(o.up),
+                "in": u8::from(o.in_cluster), "weight": f64::from(o.weight) / f64::from(quarry_map::WEIGHT_ONE),
+                "up_from": o.up_from, "down_at": o.down_at, "public_addr": o.addr,
+                "host": o.host})).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    let mut s = String::new();
+    s += &format!("epoch {}\nfsid {}\n", map.epoch, map.fsid);
+    s += &format!("flags {}\n", st.osd_flags.join(","));
+    s += &format!("full_ratio {}\n", ratio(st.full_milli));
+    s += &format!("nearfull_ratio {}\n", ratio(st.nearfull_milli));
+    s.push('\n');
+    for p in map.pools.values() {
+        s += &format!(
+            "pool {} '{}' replicated size {} min_size {} pg_num {} pgp_num {} snap_seq {}",
+            p.id, p.name, p.size, p.min_size, p.pg_num, p.pg_num, p.snap_seq
+        );
+        if let Some(a) = &p.application {
+            s += &format!(" application {a}");
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    s += &format!(
+        "max_osd {}\n",
+        map.osds.keys().next_back().map_or(0, |m| m + 1)
+    );
+    for o in map.osds.values() {
+        s += &format!(
+            "osd.{} {} {} weight {} up_from {} down_at {} {} host {}\n",
+            o.id,
+            if o.up { "up  " } else { "down" },
+            if o.in_cluster { "in " } else { "out" },
+            f64::from(o.weight) / f64::from(quarry_map::WEIGHT_ONE),
+            o.up_from,
+            o.down_at,
+            o.addr,
+            o.host
+        );
+    }
+    print!("{s}");
     Ok(())
 }
 

@@ -132,6 +132,25 @@ fn ceph_and_rbd_against_a_cluster() {
     );
     assert_eq!(c.ok(&["ceph", "health"]), "HEALTH_WARN noout flag(s) set\n");
     assert!(c.ok(&["ceph", "osd", "stat"]).ends_with("\nflags noout\n"));
+    // `ceph osd dump` shows the flags and the full ratios as Ceph does.
+    let dump = c.ok(&["ceph", "osd", "dump"]);
+    assert!(
+        dump.contains("\nflags noout\nfull_ratio 0.95\nnearfull_ratio 0.85\n"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("\npool ") && dump.contains(" 'data' replicated size 3 "),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("\nmax_osd 3\nosd.0 up   in  weight 1 "),
+        "{dump}"
+    );
+    let j = c.json(&["ceph", "osd", "dump", "--format", "json"]);
+    assert_eq!(
+        (j["flags"].clone(), j["full_ratio"].clone()),
+        ("noout".into(), 0.95.into())
+    );
     let (code, _, err) = c.run(&["ceph", "osd", "unset", "noout"]);
     assert_eq!((code, err.as_str()), (0, "noout is unset\n"));
     assert_eq!(c.ok(&["ceph", "health"]), "HEALTH_OK\n");

@@ -1471,6 +1471,8 @@ impl Mon {
             checks,
             inconsistent,
             osd_flags,
+            nearfull_milli,
+            full_milli,
             mons: map.mons.clone(),
             leader,
             quorum,

@@ -495,6 +495,10 @@ pub struct ClusterStatus {
     pub inconsistent: Vec<PgScrubErrors>,
     /// OSD flags set (`noout`, ...).
     pub osd_flags: Vec<String>,
+    /// `nearfull_ratio` x 1000.
+    pub nearfull_milli: u32,
+    /// `full_ratio` x 1000.
+    pub full_milli: u32,
     /// Monitors in the map.
     pub mons: Vec<MonInfo>,
     /// Name of the leader, if known.
