@@ -1308,16 +1308,13 @@ impl Mon {
             .filter(|o| !o.up && o.in_cluster)
             .map(|o| format!("osd.{} (host {}) is down", o.id, o.host))
             .collect();
-        if !down_in.is_empty() {
-            checks.push(check(
-                "OSD_DOWN",
-                Health::Warn,
-                format!("{} osds down", down_in.len()),
-                down_in.len(),
-                down_in,
-            ));
-        }
-        // Scrub errors of PGs that still exist.
+        per_item(
+            &mut checks,
+            "OSD_DOWN",
+            Health::Warn,
+            |n| format!("{n} osds down"),
+            down_in,
+        );
         let (nearfull_milli, full_milli) =
             self.shared.read(|st| (st.nearfull_milli, st.full_milli));
         let levels = self.fill_levels(&map);
@@ -1332,24 +1329,20 @@ impl Mon {
             .filter(|(_, u)| *u >= nearfull_milli && *u < full_milli)
             .map(|(o, u)| format!("osd.{o} is near full ({})", pct(*u)))
             .collect();
-        if !full.is_empty() {
-            checks.push(check(
-                "OSD_FULL",
-                Health::Err,
-                format!("{} full osd(s)", full.len()),
-                full.len(),
-                full,
-            ));
-        }
-        if !nearfull.is_empty() {
-            checks.push(check(
-                "OSD_NEARFULL",
-                Health::Warn,
-                format!("{} nearfull osd(s)", nearfull.len()),
-                nearfull.len(),
-                nearfull,
-            ));
-        }
+        per_item(
+            &mut checks,
+            "OSD_FULL",
+            Health::Err,
+            |n| format!("{n} full osd(s)"),
+            full,
+        );
+        per_item(
+            &mut checks,
+            "OSD_NEARFULL",
+            Health::Warn,
+            |n| format!("{n} nearfull osd(s)"),
+            nearfull,
+        );
         let osd_flags: Vec<String> = self
             .shared
             .read(|st| st.osd_flags.iter().cloned().collect());
@@ -1362,6 +1355,7 @@ impl Mon {
                 Vec::new(),
             ));
         }
+        // Scrub errors of PGs that still exist.
         let inconsistent: Vec<PgScrubErrors> = self.shared.read(|st| {
             st.scrub_errors
                 .values()
@@ -1383,34 +1377,33 @@ impl Mon {
                 Vec::new(),
             ));
         }
-        if !inconsistent.is_empty() {
-            let n = inconsistent.len();
-            let detail = inconsistent
-                .iter()
-                .map(|e| {
-                    let acting = map
-                        .pg_history
-                        .get(&e.pg)
-                        .map(|h| h.acting.clone())
-                        .unwrap_or_default();
-                    format!(
-                        "pg {} is active+clean+inconsistent, acting {}",
-                        e.pg,
-                        osd_list(&acting)
-                    )
-                })
-                .collect();
-            checks.push(check(
-                "PG_DAMAGED",
-                Health::Err,
+        let damaged = inconsistent
+            .iter()
+            .map(|e| {
+                let acting = map
+                    .pg_history
+                    .get(&e.pg)
+                    .map(|h| h.acting.clone())
+                    .unwrap_or_default();
+                format!(
+                    "pg {} is active+clean+inconsistent, acting {}",
+                    e.pg,
+                    osd_list(&acting)
+                )
+            })
+            .collect();
+        per_item(
+            &mut checks,
+            "PG_DAMAGED",
+            Health::Err,
+            |n| {
                 format!(
                     "Possible data damage: {n} pg{} inconsistent",
                     if n == 1 { "" } else { "s" }
-                ),
-                n,
-                detail,
-            ));
-        }
+                )
+            },
+            damaged,
+        );
         let (mut inactive, mut degraded, mut num_pgs) = (Vec::new(), Vec::new(), 0u32);
         for pool in map.pools.values() {
             for seed in 0..pool.pg_num {
@@ -1436,27 +1429,20 @@ impl Mon {
                 }
             }
         }
-        if !inactive.is_empty() {
-            checks.push(check(
-                "PG_AVAILABILITY",
-                Health::Warn,
-                format!("Reduced data availability: {} pgs inactive", inactive.len()),
-                inactive.len(),
-                inactive,
-            ));
-        }
-        if !degraded.is_empty() {
-            checks.push(check(
-                "PG_DEGRADED",
-                Health::Warn,
-                format!(
-                    "Degraded data redundancy: {} pgs undersized",
-                    degraded.len()
-                ),
-                degraded.len(),
-                degraded,
-            ));
-        }
+        per_item(
+            &mut checks,
+            "PG_AVAILABILITY",
+            Health::Warn,
+            |n| format!("Reduced data availability: {n} pgs inactive"),
+            inactive,
+        );
+        per_item(
+            &mut checks,
+            "PG_DEGRADED",
+            Health::Warn,
+            |n| format!("Degraded data redundancy: {n} pgs undersized"),
+            degraded,
+        );
         // Most severe first, as Ceph lists them.
         checks.sort_by_key(|c| std::cmp::Reverse(severity_rank(c.severity)));
         let health = checks
@@ -1672,6 +1658,27 @@ fn severity_rank(h: Health) -> u8 {
         Health::Warn => 1,
         Health::Err => 2,
     }
+}
+
+/// Add a health check that counts the items of `detail` (one line each),
+/// unless there are none.
+fn per_item(
+    checks: &mut Vec<HealthCheck>,
+    code: &str,
+    severity: Health,
+    summary: impl FnOnce(usize) -> String,
+    detail: Vec<String>,
+) {
+    if detail.is_empty() {
+        return;
+    }
+    checks.push(HealthCheck {
+        code: code.to_string(),
+        severity,
+        summary: summary(detail.len()),
+        count: detail.len() as u32,
+        detail,
+    });
 }
 
 /// `[0,1,2]`, as Ceph prints an OSD set.

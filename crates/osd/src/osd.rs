@@ -156,14 +156,16 @@ fn frees_space_only(req: &OpRequest) -> bool {
 /// How often the OSD checks that its store's writer still runs.
 const STORE_WATCH: Duration = Duration::from_millis(200);
 
+/// A fault-injection variable's value, if set to a number.
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
 /// Fault injection for tests (as Ceph's `ms_inject_*` options):
 /// `QUARRY_STORE_INJECT_FAIL_AFTER=N` makes the store fail as on a full
 /// disk once it has applied N batches.
 fn inject_store_failure() -> Option<u64> {
-    let n: u64 = std::env::var("QUARRY_STORE_INJECT_FAIL_AFTER")
-        .ok()?
-        .parse()
-        .ok()?;
+    let n = env_u64("QUARRY_STORE_INJECT_FAIL_AFTER")?;
     tracing::warn!("fault injection: the store fails after {n} batches");
     Some(n)
 }
@@ -173,10 +175,7 @@ fn inject_store_failure() -> Option<u64> {
 /// processing each map after the first, widening the window in which the
 /// monitor client already holds a map the PGs have not reacted to.
 fn inject_map_delay() -> Option<Duration> {
-    let ms: u64 = std::env::var("QUARRY_OSD_INJECT_MAP_DELAY_MS")
-        .ok()?
-        .parse()
-        .ok()?;
+    let ms = env_u64("QUARRY_OSD_INJECT_MAP_DELAY_MS")?;
     tracing::warn!("fault injection: each map is processed {ms} ms late");
     Some(Duration::from_millis(ms))
 }
