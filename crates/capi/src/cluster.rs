@@ -148,7 +148,11 @@ impl Cluster {
             conf.get_bool("rbd_blocklist_on_break_lock"),
             conf.get_u64("rbd_blocklist_expire_seconds"),
         );
-        let engine = crate::rbd_adapter::engine(rados.clone(), fence);
+        // `rbd_move_to_trash_on_remove`: rbd_remove trashes instead (as librbd).
+        let trash_on_remove = conf
+            .get_bool("rbd_move_to_trash_on_remove")
+            .then(|| conf.get_u64("rbd_move_to_trash_on_remove_expire_seconds"));
+        let engine = crate::rbd_adapter::engine(rados.clone(), fence, trash_on_remove);
         *lock(&self.conn) = Some(Arc::new(Connection {
             rados,
             engine,

@@ -120,6 +120,8 @@ pub struct ParentInfo {
     pub snap_name: String,
     /// Bytes of the child backed by the parent.
     pub overlap: u64,
+    /// The parent image is in the trash.
+    pub in_trash: bool,
 }
 
 /// One extent reported by diff iteration.
@@ -188,6 +190,19 @@ pub trait ImageEngine: Send + Sync {
     async fn namespace_list(&self, io: &IoTarget) -> CResult<Vec<String>>;
     /// Pool-level config overrides (`rbd config pool set`): `(name, value)`.
     async fn pool_config(&self, io: &IoTarget) -> CResult<Vec<(String, String)>>;
+    /// Move image `name` to the trash, removable after `delay` seconds.
+    async fn trash_move(&self, io: &IoTarget, name: &str, delay: u64) -> CResult<()>;
+    /// The trash entry of image `id`.
+    async fn trash_get(&self, io: &IoTarget, id: &str) -> CResult<quarry_rbd::TrashEntry>;
+    /// Every trash entry, sorted by id.
+    async fn trash_list(&self, io: &IoTarget) -> CResult<Vec<quarry_rbd::TrashEntry>>;
+    /// Remove trashed image `id` (`force`: before its deferment ends).
+    async fn trash_remove(&self, io: &IoTarget, id: &str, force: bool) -> CResult<()>;
+    /// Restore trashed image `id` under `name` (its old name if empty).
+    async fn trash_restore(&self, io: &IoTarget, id: &str, name: &str) -> CResult<()>;
+    /// Remove user-trashed images expired at `expire_ts` (now if `None`);
+    /// the first image that could not go fails the call with its errno.
+    async fn trash_purge(&self, io: &IoTarget, expire_ts: Option<u64>) -> CResult<()>;
 }
 
 /// An open image.

@@ -663,7 +663,7 @@ pub unsafe extern "C" fn rbd_get_parent(
                 pool_namespace: c_strdup(&p.pool_namespace),
                 image_id: c_strdup(&p.image_id),
                 image_name: c_strdup(&p.image_name),
-                trash: false,
+                trash: p.in_trash,
             });
             snap.write(RbdSnapSpec {
                 id: p.snap_id,

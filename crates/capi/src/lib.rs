@@ -41,6 +41,7 @@ pub mod engine;
 pub mod ffi_lock;
 pub mod ffi_rados;
 pub mod ffi_rbd;
+pub mod ffi_trash;
 pub mod ffi_watch;
 pub mod image;
 mod net;

@@ -44,6 +44,9 @@ fn create_options(o: &CreateOpts) -> CResult<CreateOptions> {
 
 struct Engine {
     rbd: Rbd,
+    /// `rbd_move_to_trash_on_remove`: removal moves the image to the trash
+    /// with this deferment (seconds) instead.
+    trash_on_remove: Option<u64>,
 }
 
 #[async_trait]
@@ -54,7 +57,13 @@ impl ImageEngine for Engine {
     }
 
     async fn remove(&self, t: &IoTarget, name: &str) -> CResult<()> {
-        Ok(self.rbd.remove(&io(t), name).await?)
+        match self.trash_on_remove {
+            Some(delay) => {
+                self.rbd.trash_move(&io(t), name, delay).await?;
+                Ok(())
+            }
+            None => Ok(self.rbd.remove(&io(t), name).await?),
+        }
     }
 
     async fn rename(&self, t: &IoTarget, from: &str, to: &str) -> CResult<()> {
@@ -119,6 +128,35 @@ impl ImageEngine for Engine {
         let mut t = io(t);
         t.namespace = ns.to_string();
         Ok(self.rbd.namespace_remove(&t).await?)
+    }
+
+    async fn trash_move(&self, t: &IoTarget, name: &str, delay: u64) -> CResult<()> {
+        self.rbd.trash_move(&io(t), name, delay).await?;
+        Ok(())
+    }
+
+    async fn trash_get(&self, t: &IoTarget, id: &str) -> CResult<quarry_rbd::TrashEntry> {
+        Ok(self.rbd.trash_get(&io(t), id).await?)
+    }
+
+    async fn trash_list(&self, t: &IoTarget) -> CResult<Vec<quarry_rbd::TrashEntry>> {
+        Ok(self.rbd.trash_list(&io(t)).await?)
+    }
+
+    async fn trash_remove(&self, t: &IoTarget, id: &str, force: bool) -> CResult<()> {
+        Ok(self.rbd.trash_remove(&io(t), id, force).await?)
+    }
+
+    async fn trash_restore(&self, t: &IoTarget, id: &str, name: &str) -> CResult<()> {
+        Ok(self.rbd.trash_restore(&io(t), id, Some(name)).await?)
+    }
+
+    async fn trash_purge(&self, t: &IoTarget, expire_ts: Option<u64>) -> CResult<()> {
+        let r = self.rbd.trash_purge(&io(t), expire_ts).await?;
+        match r.kept.into_iter().next() {
+            None => Ok(()),
+            Some((_, e)) => Err(e.into()),
+        }
     }
 
     async fn namespace_list(&self, t: &IoTarget) -> CResult<Vec<String>> {
@@ -252,6 +290,7 @@ impl ImageBackend for Backend {
             snap_id: p.snap_id,
             snap_name: p.snap_name,
             overlap: p.overlap,
+            in_trash: p.in_trash,
         })
     }
 
@@ -368,8 +407,13 @@ impl ImageBackend for Backend {
 }
 
 /// The engine for a connection.
-pub fn engine(rados: Arc<dyn Rados>, fence: quarry_rbd::FencePolicy) -> Arc<dyn ImageEngine> {
+pub fn engine(
+    rados: Arc<dyn Rados>,
+    fence: quarry_rbd::FencePolicy,
+    trash_on_remove: Option<u64>,
+) -> Arc<dyn ImageEngine> {
     Arc::new(Engine {
         rbd: Rbd::with_fence_policy(rados, fence),
+        trash_on_remove,
     })
 }

@@ -179,12 +179,6 @@ unsupported_int!(
     rbd_snap_set_by_id,
     rbd_snap_set_limit,
     rbd_sparsify,
-    rbd_trash_get,
-    rbd_trash_list,
-    rbd_trash_move,
-    rbd_trash_purge,
-    rbd_trash_remove_with_progress,
-    rbd_trash_restore,
     rbd_unlock,
     rbd_update_features,
     rbd_watchers_list,
@@ -224,8 +218,6 @@ unsupported_void!(
     rbd_mirror_peer_site_list_cleanup,
     rbd_pool_stats_create,
     rbd_pool_stats_destroy,
-    rbd_trash_get_cleanup,
-    rbd_trash_list_cleanup,
     rbd_watchers_list_cleanup,
 );
 

@@ -12,3 +12,13 @@ fn c_program_against_real_headers() {
     assert!(ok, "abi_check failed:\n{out}\n{err}");
     assert!(out.contains("abi_check OK"), "{out}");
 }
+
+/// The trash calls OpenStack's drivers use, from C against the real headers.
+#[test]
+fn trash_calls_from_c() {
+    let env = common::Env::new(&["data"]);
+    let bin = env.compile("trash.c", "trash");
+    let (ok, out, err) = env.run(env.cmd(&bin).arg("data"));
+    assert!(ok, "trash failed:\n{out}\n{err}");
+    assert!(out.contains("trash OK"), "{out}");
+}

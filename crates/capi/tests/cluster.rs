@@ -23,6 +23,38 @@ fn qemu_fio_and_auth_on_a_cluster() {
     let c = Cluster::up();
     qemu_and_fio(&c);
     auth_errors_are_immediate_and_named(&c);
+    trash_from_c(&c);
+}
+
+/// tests/c/trash.c (the C ABI test of the trash calls) against the cluster:
+/// watches (an open image refuses the move) live on the OSDs here.
+fn trash_from_c(c: &Cluster) {
+    common::require("gcc");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/trash.c");
+    let bin = c.path().join("trash");
+    let o = std::process::Command::new("gcc")
+        .arg("-Wall")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .arg(format!("-L{}", c.lib_dir().display()))
+        .args(["-l:librbd.so.1", "-l:librados.so.2"])
+        .output()
+        .expect("gcc");
+    assert!(
+        o.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = c.cmd_path(&bin).arg("data").output().expect("run trash");
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(
+        o.status.success() && out.contains("trash OK"),
+        "{out}\n{err}"
+    );
 }
 
 fn qemu_and_fio(c: &Cluster) {

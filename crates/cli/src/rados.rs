@@ -892,16 +892,23 @@ async fn clearomap(ctx: &Ctx, objs: &[String]) -> R {
 
 async fn listwatchers(ctx: &Ctx, obj: &str) -> R {
     let (pname, pool) = ctx.pool().await?;
+    let failed = |e: &RadosError| {
+        ferr(
+            format_args!("error listing watchers {}", ctx.display(&pname, obj)),
+            e,
+        )
+    };
     let ws = ctx
         .rados()
         .list_watchers(&ctx.oid(pool, obj))
         .await
-        .map_err(|e| {
-            ferr(
-                format_args!("error listing watchers {}", ctx.display(&pname, obj)),
-                &e,
-            )
-        })?;
+        .map_err(|e| failed(&e))?;
+    if ws.is_empty() {
+        // No watchers, or no object: Ceph says ENOENT for the latter.
+        ctx.op(ctx.oid(pool, obj), vec![Op::Stat])
+            .await
+            .map_err(|e| failed(&e))?;
+    }
     let mut s = String::new();
     for w in ws {
         s += &format!(

@@ -857,3 +857,247 @@ fn deep_flatten_frees_the_golden_snapshot() {
         }
     }
 }
+
+/// Export `spec` and return its bytes.
+fn export_bytes(e: &Env, spec: &str, file: &str) -> Vec<u8> {
+    let out = e.path(file);
+    let _ = std::fs::remove_file(&out);
+    e.ok(&[
+        "rbd",
+        "export",
+        "--no-progress",
+        spec,
+        out.to_str().expect("utf8"),
+    ]);
+    std::fs::read(&out).expect("read export")
+}
+
+/// The id of the one trash entry named `name` in `pool`.
+fn trash_id(e: &Env, pool: &str, name: &str) -> String {
+    let v = e.json(&["rbd", "trash", "ls", "--format", "json", pool]);
+    let ids: Vec<String> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|x| x["name"] == name)
+        .map(|x| x["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "{v}");
+    ids[0].clone()
+}
+
+#[test]
+fn trash_moves_restores_removes_and_purges_images() {
+    let e = Env::new();
+    let src = e.path("src.raw");
+    let data = pattern_file(&src);
+    e.ok(&[
+        "rbd",
+        "import",
+        "--no-progress",
+        src.to_str().expect("utf8"),
+        "data/vm1",
+    ]);
+    e.ok(&["rbd", "create", "data/other", "--size", "1M"]);
+
+    // Moved: gone from the directory, listed in the trash, data kept.
+    e.ok(&["rbd", "trash", "mv", "data/vm1"]);
+    assert_eq!(e.ok(&["rbd", "ls", "data"]).stdout, "other\n");
+    let id = trash_id(&e, "data", "vm1");
+    assert_eq!(
+        e.ok(&["rbd", "trash", "ls", "data"]).stdout,
+        format!("{id} vm1\n")
+    );
+    e.fails(
+        &["rbd", "info", "data/vm1"],
+        2,
+        "rbd: error opening image vm1: (2) No such file or directory\n",
+    );
+    let long = e.ok(&["rbd", "trash", "ls", "-l", "data"]).stdout;
+    let lines: Vec<&str> = long.lines().collect();
+    assert_eq!(lines.len(), 2, "{long}");
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{long}"
+    );
+    assert!(
+        lines[1].starts_with(&id) && lines[1].contains(" USER ") && lines[1].contains("expired at"),
+        "{long}"
+    );
+
+    // Restore: onto a taken name is refused; under a new name the data is intact.
+    e.ok(&["rbd", "create", "data/vm1", "--size", "1M"]);
+    e.fails(
+        &["rbd", "trash", "restore", &format!("data/{id}")],
+        17,
+        "rbd: error: an image with the same name already exists, try again with with a different name\n",
+    );
+    e.ok(&[
+        "rbd",
+        "trash",
+        "restore",
+        "-p",
+        "data",
+        "--image-id",
+        &id,
+        "--image",
+        "vm1b",
+    ]);
+    assert_eq!(e.ok(&["rbd", "trash", "ls", "data"]).stdout, "");
+    assert_eq!(export_bytes(&e, "data/vm1b", "a.raw"), data);
+    e.fails(
+        &["rbd", "trash", "restore", &format!("data/{id}")],
+        2,
+        "rbd: error: image does not exist in trash\n",
+    );
+
+    // A deferment protects from rm and purge until it ends or --force.
+    e.ok(&["rbd", "trash", "mv", "data/vm1b", "--expires-at", "+1 day"]);
+    let st = e.json(&["rbd", "trash", "ls", "-l", "--format", "json", "data"]);
+    assert!(
+        st[0]["status"]
+            .as_str()
+            .expect("status")
+            .starts_with("protected until "),
+        "{st}"
+    );
+    e.fails(
+        &["rbd", "trash", "rm", &format!("data/{id}")],
+        1,
+        "rbd: Deferment time has not expired, please use --force if you really want to remove the image\n",
+    );
+    e.ok(&["rbd", "trash", "purge", "data"]);
+    assert_eq!(trash_id(&e, "data", "vm1b"), id);
+    e.ok(&[
+        "rbd",
+        "trash",
+        "purge",
+        "data",
+        "--expired-before",
+        "+2 days",
+    ]);
+    assert_eq!(e.ok(&["rbd", "trash", "ls", "data"]).stdout, "");
+    // Its data objects went with it.
+    let prefix = format!("rbd_data.{id}.");
+    let objs = e.ok(&["rados", "-p", "data", "ls"]).stdout;
+    assert!(!objs.contains(&prefix), "{objs}");
+
+    // Snapshots block removal (the entry stays); a clone keeps reading its
+    // trashed parent, which `rbd info` still names.
+    e.ok(&[
+        "rbd",
+        "import",
+        "--no-progress",
+        src.to_str().expect("utf8"),
+        "data/gold",
+    ]);
+    e.ok(&["rbd", "snap", "create", "data/gold@base"]);
+    e.ok(&["rbd", "snap", "protect", "data/gold@base"]);
+    e.ok(&["rbd", "clone", "data/gold@base", "data/vm2"]);
+    e.ok(&["rbd", "trash", "mv", "data/gold"]);
+    let gid = trash_id(&e, "data", "gold");
+    assert_eq!(export_bytes(&e, "data/vm2", "b.raw"), data);
+    let info = e.json(&["rbd", "info", "--format", "json", "data/vm2"]);
+    assert_eq!(info["parent"]["image"], "gold", "{info}");
+    assert_eq!(info["parent"]["trash"], true, "{info}");
+    let text = e.ok(&["rbd", "info", "data/vm2"]).stdout;
+    assert!(
+        text.contains(&format!("\tparent: data/gold@base (trash {gid})\n")),
+        "{text}"
+    );
+    e.fails(
+        &["rbd", "trash", "rm", "--force", &format!("data/{gid}")],
+        39,
+        "rbd: image has snapshots - these must be deleted with 'rbd snap purge' before the image can be removed.\n",
+    );
+    assert_eq!(trash_id(&e, "data", "gold"), gid);
+    e.ok(&["rbd", "rm", "--no-progress", "data/vm2"]);
+    e.ok(&["rbd", "trash", "restore", &format!("data/{gid}")]);
+    e.ok(&["rbd", "snap", "unprotect", "data/gold@base"]);
+    e.ok(&["rbd", "snap", "rm", "--no-progress", "data/gold@base"]);
+    e.ok(&["rbd", "trash", "mv", "data/gold"]);
+    e.ok(&[
+        "rbd",
+        "trash",
+        "rm",
+        "--no-progress",
+        &format!("data/{gid}"),
+    ]);
+
+    // A namespace with trashed images cannot be removed.
+    e.ok(&["rbd", "namespace", "create", "data/ns1"]);
+    e.ok(&["rbd", "create", "data/ns1/x", "--size", "1M"]);
+    e.ok(&["rbd", "trash", "mv", "data/ns1/x"]);
+    let xid = trash_id(&e, "data/ns1", "x");
+    assert_eq!(e.run(&["rbd", "namespace", "rm", "data/ns1"]).code, 16);
+    e.ok(&["rbd", "trash", "rm", &format!("data/ns1/{xid}")]);
+    e.ok(&["rbd", "namespace", "rm", "data/ns1"]);
+
+    // Bad input.
+    e.fails(
+        &["rbd", "trash", "mv", "data/nosuch"],
+        2,
+        "rbd: deferred delete error: (2) No such file or directory\n",
+    );
+    e.fails(
+        &["rbd", "trash", "rm", "data/0123nosuch"],
+        2,
+        "rbd: remove error: (2) No such file or directory\n",
+    );
+    e.fails(
+        &[
+            "rbd",
+            "trash",
+            "mv",
+            "data/other",
+            "--expires-at",
+            "2001-01-01",
+        ],
+        22,
+        "rbd: cannot use a date in the past as an expiration date\n",
+    );
+    let bad = e.run(&[
+        "rbd",
+        "trash",
+        "mv",
+        "data/other",
+        "--expires-at",
+        "soonish",
+    ]);
+    assert_eq!(bad.code, 22, "{}", bad.stderr);
+    assert!(
+        bad.stderr.starts_with("rbd: invalid date 'soonish': "),
+        "{}",
+        bad.stderr
+    );
+    e.fails(
+        &["rbd", "trash", "purge", "data", "--threshold", "0.5"],
+        95,
+        "rbd: --threshold is not supported by Quarry; use --expired-before\n",
+    );
+    e.fails(
+        &["rbd", "trash", "rm", "-p", "data"],
+        22,
+        "rbd: image id was not specified\n",
+    );
+    assert_eq!(e.ok(&["rbd", "ls", "data"]).stdout, "other\nvm1\n");
+
+    // rbd_move_to_trash_on_remove: `rbd rm` trashes, with the configured deferment.
+    let conf = e.path("ceph.conf");
+    let orig = std::fs::read_to_string(&conf).expect("read conf");
+    std::fs::write(
+        &conf,
+        format!("{orig}rbd_move_to_trash_on_remove = true\nrbd_move_to_trash_on_remove_expire_seconds = 3600\n"),
+    )
+    .expect("write conf");
+    e.ok(&["rbd", "rm", "--no-progress", "data/other"]);
+    assert_eq!(e.ok(&["rbd", "ls", "data"]).stdout, "vm1\n");
+    let oid = trash_id(&e, "data", "other");
+    assert_eq!(
+        e.run(&["rbd", "trash", "rm", &format!("data/{oid}")]).code,
+        1,
+        "still protected for an hour"
+    );
+    std::fs::write(&conf, orig).expect("restore conf");
+    e.ok(&["rbd", "trash", "rm", "--force", &format!("data/{oid}")]);
+}

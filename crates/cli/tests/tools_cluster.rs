@@ -943,6 +943,12 @@ fn rados_against_a_cluster() {
     assert_eq!(&got[..10], &data[..10]);
     ok(&["-p", "data", "truncate", "o1", "10"]);
     assert!(ok(&["-p", "data", "stat", "o1"]).ends_with(", size 10\n"));
+    // No watchers on an object prints nothing; a missing object is ENOENT.
+    assert_eq!(ok(&["-p", "data", "listwatchers", "o1"]), "");
+    fails(
+        &["-p", "data", "listwatchers", "nosuch"],
+        "error listing watchers data/nosuch: (2) No such file or directory\n",
+    );
 
     // Namespaces: ls shows the default one, -N another, --all both.
     ok(&[

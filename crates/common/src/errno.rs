@@ -60,6 +60,8 @@ pub enum Errno {
     ENOTCONN = 107,
     /// Key has been revoked / authentication failed (Ceph's EKEYREJECTED).
     EKEYREJECTED = 129,
+    /// Structure needs cleaning (an image half moved to the trash).
+    EUCLEAN = 117,
 }
 
 impl Errno {
@@ -102,6 +104,7 @@ impl Errno {
             110 => ETIMEDOUT,
             125 => ECANCELED,
             129 => EKEYREJECTED,
+            117 => EUCLEAN,
             _ => EIO,
         }
     }
@@ -135,6 +138,7 @@ impl Errno {
             ETIMEDOUT => "Connection timed out",
             ECANCELED => "Operation canceled",
             EKEYREJECTED => "Key was rejected by service",
+            EUCLEAN => "Structure needs cleaning",
         }
     }
 }

@@ -69,6 +69,23 @@ pub enum RbdError {
         /// The object.
         what: String,
     },
+    /// Not allowed yet: a trashed image's deferment has not expired (`EPERM`).
+    #[error("{what}: {why}")]
+    NotPermitted {
+        /// What was refused.
+        what: String,
+        /// Why.
+        why: String,
+    },
+    /// A multi-step change was interrupted half way (`EUCLEAN`), e.g. an
+    /// image not fully moved to the trash: repeat the step to finish it.
+    #[error("{what} is half done: {why}")]
+    Incomplete {
+        /// What is half done.
+        what: String,
+        /// What finishes it.
+        why: String,
+    },
     /// The image handle was closed (`ESHUTDOWN`).
     #[error("image {what} is closed")]
     Closed {
@@ -99,6 +116,8 @@ impl RbdError {
             RbdError::Corrupt { .. } => Errno::EIO,
             RbdError::Contention { .. } => Errno::EAGAIN,
             RbdError::Closed { .. } => Errno::ESHUTDOWN,
+            RbdError::NotPermitted { .. } => Errno::EPERM,
+            RbdError::Incomplete { .. } => Errno::EUCLEAN,
             RbdError::Rados { source, .. } => source.errno,
         }
     }

@@ -348,9 +348,13 @@ async fn open_parent(
     }
     let pool_name = rbd::pool_name(rados.as_ref(), spec.pool).await?;
     let io = IoCtx::new(spec.pool, pool_name, spec.namespace.clone());
-    let name = rbd::lookup_name(rados.as_ref(), &io, &spec.image_id)
-        .await?
-        .unwrap_or_else(|| spec.image_id.clone());
+    // A parent moved to the trash keeps serving its clones under its old name.
+    let name = match rbd::lookup_name(rados.as_ref(), &io, &spec.image_id).await? {
+        Some(n) => n,
+        None => crate::trash::trashed_name(rados.as_ref(), &io, &spec.image_id)
+            .await?
+            .unwrap_or_else(|| spec.image_id.clone()),
+    };
     let image = open(
         rados.clone(),
         io,
@@ -2024,6 +2028,15 @@ impl Image {
             .as_ref()
             .ok_or_else(|| RbdError::not_found(format!("parent of {}", self.inner.what(&v))))?;
         let pv = p.image.inner.view();
+        let pinner = &p.image.inner;
+        let in_trash = match rbd::lookup_name(pinner.rados.as_ref(), &pinner.io, &p.spec.image_id)
+            .await?
+        {
+            Some(_) => false,
+            None => crate::trash::trashed_name(pinner.rados.as_ref(), &pinner.io, &p.spec.image_id)
+                .await?
+                .is_some(),
+        };
         Ok(ParentInfo {
             pool_id: p.spec.pool,
             pool_name: p.image.inner.io.pool_name.clone(),
@@ -2033,6 +2046,7 @@ impl Image {
             snap_id: p.spec.snap_id,
             snap_name: pv.snap_name.clone().unwrap_or_default(),
             overlap: v.overlap(),
+            in_trash,
         })
     }
 

@@ -9,6 +9,8 @@ use crate::error::{RbdError, Result};
 pub(crate) const DIRECTORY: &str = "rbd_directory";
 /// Per-(pool, namespace) children index of the parents stored there.
 pub(crate) const CHILDREN: &str = "rbd_children";
+/// The trash of a pool/namespace: omap `id_<image id>` -> entry.
+pub(crate) const TRASH: &str = "rbd_trash";
 /// Pool-level namespace registry (default namespace): omap `name_<ns>`.
 pub(crate) const NAMESPACES: &str = "rbd_namespace";
 

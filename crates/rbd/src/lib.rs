@@ -73,6 +73,7 @@ mod lock;
 mod objmap;
 mod proxy;
 mod rbd;
+mod trash;
 
 pub use error::{RbdError, Result};
 pub use image::{Image, ImageCloser};
@@ -84,6 +85,7 @@ pub use layout::{
 pub use lock::{FencePolicy, LockOwner, PreReleaseHook};
 pub use objmap::{OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT, OBJECT_PENDING};
 pub use rbd::Rbd;
+pub use trash::{PurgeReport, TrashEntry, TrashSource, TrashState};
 
 use quarry_rados::{PoolId, SnapId};
 
@@ -288,6 +290,8 @@ pub struct ParentInfo {
     pub snap_name: String,
     /// Bytes of this image that read through to the parent.
     pub overlap: u64,
+    /// The parent image is in the trash (`rbd trash mv`).
+    pub in_trash: bool,
 }
 
 /// A clone of a snapshot ([`Rbd::children`]).

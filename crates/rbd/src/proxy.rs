@@ -156,6 +156,8 @@ impl From<&RbdError> for WireError {
             RbdError::Corrupt { what } => ("corrupt", what.clone(), String::new()),
             RbdError::Contention { what } => ("contention", what.clone(), String::new()),
             RbdError::Closed { what } => ("closed", what.clone(), String::new()),
+            RbdError::NotPermitted { what, why } => ("not_permitted", what.clone(), why.clone()),
+            RbdError::Incomplete { what, why } => ("incomplete", what.clone(), why.clone()),
             RbdError::Rados { context, source } => {
                 ("rados", context.clone(), source.context.clone())
             }
@@ -183,6 +185,8 @@ impl From<WireError> for RbdError {
             "corrupt" => RbdError::Corrupt { what: a },
             "contention" => RbdError::Contention { what: a },
             "closed" => RbdError::Closed { what: a },
+            "not_permitted" => RbdError::NotPermitted { what: a, why: b },
+            "incomplete" => RbdError::Incomplete { what: a, why: b },
             // "rados" and kinds of newer versions: the errno is what counts.
             _ => RbdError::Rados {
                 context: a,

@@ -74,7 +74,7 @@ fn child_key(parent: &ParentSpec, child: &ChildRef) -> String {
 }
 
 /// Read some omap keys with the object version (missing object = version 0, no keys).
-async fn omap_read(
+pub(crate) async fn omap_read(
     rados: &dyn Rados,
     oid: &ObjectId,
     keys: Vec<String>,
@@ -127,7 +127,12 @@ pub(crate) async fn omap_list(
 /// Change omap keys of `oid` atomically given the current values of `keys`:
 /// `f` returns (keys to set, keys to remove). Compare-and-swap on the
 /// object version, retried on races.
-async fn omap_cas<F>(rados: &dyn Rados, oid: &ObjectId, keys: Vec<String>, f: F) -> Result<()>
+pub(crate) async fn omap_cas<F>(
+    rados: &dyn Rados,
+    oid: &ObjectId,
+    keys: Vec<String>,
+    f: F,
+) -> Result<()>
 where
     F: FnMut(&BTreeMap<String, Bytes>) -> Result<(BTreeMap<String, Bytes>, Vec<String>)>,
 {
@@ -174,7 +179,7 @@ where
     })
 }
 
-fn utf8(v: &Bytes, what: &str) -> Result<String> {
+pub(crate) fn utf8(v: &Bytes, what: &str) -> Result<String> {
     String::from_utf8(v.to_vec()).map_err(|_| RbdError::corrupt(format!("{what} is not UTF-8")))
 }
 
@@ -205,6 +210,29 @@ pub(crate) async fn lookup_name(rados: &dyn Rados, io: &IoCtx, id: &str) -> Resu
     m.get(&key)
         .map(|v| utf8(v, &format!("directory entry of id {id}")))
         .transpose()
+}
+
+/// Take image `id` (named `name`) out of `io`'s directory; entries that
+/// already point elsewhere or are gone are left alone.
+pub(crate) async fn dir_unlink(rados: &dyn Rados, io: &IoCtx, name: &str, id: &str) -> Result<()> {
+    let nk = dir_name_key(name);
+    let ik = dir_id_key(id);
+    omap_cas(
+        rados,
+        &io.oid(DIRECTORY),
+        vec![nk.clone(), ik.clone()],
+        |m| {
+            let mut rm = vec![];
+            if m.get(&nk).map(|v| v.as_ref()) == Some(id.as_bytes()) {
+                rm.push(nk.clone());
+            }
+            if m.contains_key(&ik) {
+                rm.push(ik.clone());
+            }
+            Ok((BTreeMap::new(), rm))
+        },
+    )
+    .await
 }
 
 /// Children of snapshot `snap` of image `parent_id` stored in `io` (the
@@ -448,6 +476,9 @@ impl Rbd {
         if !self.list(io).await?.is_empty() {
             return Err(RbdError::busy(what, "it still holds images"));
         }
+        if !self.trash_list(io).await?.is_empty() {
+            return Err(RbdError::busy(what, "its trash still holds images"));
+        }
         let key = dir_name_key(&io.namespace);
         omap_cas(
             self.rados.as_ref(),
@@ -689,9 +720,20 @@ impl Rbd {
 
     /// Open an image by its id (see [`Rbd::open`]).
     pub async fn open_by_id(&self, io: &IoCtx, id: &str, opts: &OpenOptions) -> Result<Image> {
-        let name = lookup_name(self.rados.as_ref(), io, id)
-            .await?
-            .ok_or_else(|| RbdError::not_found(format!("image id {id} in {}", io.spec(""))))?;
+        // A trashed image opens by id too, under the name it had (as librbd).
+        let name = match lookup_name(self.rados.as_ref(), io, id).await? {
+            Some(n) => n,
+            None => match self.trash_get(io, id).await {
+                Ok(e) => e.name,
+                Err(RbdError::NotFound { .. }) => {
+                    return Err(RbdError::not_found(format!(
+                        "image id {id} in {}",
+                        io.spec("")
+                    )))
+                }
+                Err(e) => return Err(e),
+            },
+        };
         image::open(
             self.rados.clone(),
             io.clone(),
@@ -826,9 +868,18 @@ impl Rbd {
     /// `ENOTEMPTY` while it has snapshots, `EBUSY` while any client
     /// (including this one) has it open.
     pub async fn remove(&self, io: &IoCtx, name: &str) -> Result<()> {
+        let id = lookup_id(self.rados.as_ref(), io, name).await?;
+        self.remove_objects(io, &id, &io.spec(name)).await?;
+        dir_unlink(self.rados.as_ref(), io, name, &id).await
+    }
+
+    /// Remove the objects of image `id` (header last), as [`Rbd::remove`]
+    /// does, leaving its directory or trash entry to the caller. `spec`
+    /// names the image in errors. A missing header is a half-removed
+    /// image: nothing to do.
+    pub(crate) async fn remove_objects(&self, io: &IoCtx, id: &str, spec: &str) -> Result<()> {
         let rados = self.rados.as_ref();
-        let spec = io.spec(name);
-        let id = lookup_id(rados, io, name).await?;
+        let id = id.to_string();
         let header_oid = io.oid(layout::header_oid(&id));
         let map_oid = io.oid(layout::object_map_oid(&id, NOSNAP));
         // Header, watchers and head object map in one round trip (the map
@@ -908,24 +959,7 @@ impl Rbd {
             }
             remove_object(rados, header_oid).await?;
         }
-        let nk = dir_name_key(name);
-        let ik = dir_id_key(&id);
-        omap_cas(
-            rados,
-            &io.oid(DIRECTORY),
-            vec![nk.clone(), ik.clone()],
-            |m| {
-                let mut rm = vec![];
-                if m.get(&nk).map(|v| v.as_ref()) == Some(id.as_bytes()) {
-                    rm.push(nk.clone());
-                }
-                if m.contains_key(&ik) {
-                    rm.push(ik.clone());
-                }
-                Ok((BTreeMap::new(), rm))
-            },
-        )
-        .await
+        Ok(())
     }
 
     /// Rename an image inside its pool/namespace (`ENOENT`, `EEXIST`, `EINVAL`).

@@ -225,7 +225,7 @@ pub async fn info(ctx: &Ctx, image: &str) -> CmdResult {
         if let Some(p) = &parent {
             o["parent"] = json!({"pool": p.pool_name, "pool_namespace": p.namespace,
                 "image": p.image_name, "id": p.image_id, "snapshot": p.snap_name,
-                "trash": false, "overlap": p.overlap});
+                "trash": p.in_trash, "overlap": p.overlap});
         }
         ctx.print_json(&o);
         return Ok(());
@@ -255,7 +255,12 @@ pub async fn info(ctx: &Ctx, image: &str) -> CmdResult {
         s += &format!("\tprotected: {}\n", if p { "True" } else { "False" });
     }
     if let Some(p) = &parent {
-        s += &format!("\tparent: {}\n", parent_string(img.ioctx(), p));
+        let trash = if p.in_trash {
+            format!(" (trash {})", p.image_id)
+        } else {
+            String::new()
+        };
+        s += &format!("\tparent: {}{trash}\n", parent_string(img.ioctx(), p));
         s += &format!("\toverlap: {}\n", format_size(p.overlap));
     }
     print!("{s}");
@@ -423,7 +428,26 @@ pub async fn rm(ctx: &Ctx, image: &str) -> CmdResult {
         .await
         .map_err(|e| CmdError::rbd("delete error", &e))?;
     let p = Progress::new(ctx.g.progress(), "Removing image", 1);
-    match ctx.rbd.remove(&io, &spec.image).await {
+    // `rbd_move_to_trash_on_remove`: the image goes to the trash instead (as librbd).
+    let removed = if ctx
+        .conn
+        .config
+        .get_bool("rbd_move_to_trash_on_remove")
+        .unwrap_or(false)
+    {
+        let delay = ctx
+            .conn
+            .config
+            .get_u64("rbd_move_to_trash_on_remove_expire_seconds")
+            .unwrap_or(0);
+        ctx.rbd
+            .trash_move(&io, &spec.image, delay)
+            .await
+            .map(|_| ())
+    } else {
+        ctx.rbd.remove(&io, &spec.image).await
+    };
+    match removed {
         Ok(()) => {
             p.done();
             Ok(())

@@ -9,6 +9,7 @@
 mod admin;
 mod cmds;
 mod lock;
+mod trash;
 mod v2;
 mod xfer;
 
@@ -603,6 +604,11 @@ enum RbdCmd {
         #[command(flatten)]
         c: CreateArgs,
     },
+    /// Deferred removal: move images to the trash, list, restore, remove.
+    Trash {
+        #[command(subcommand)]
+        cmd: TrashCmd,
+    },
     /// Snapshot management.
     Snap {
         #[command(subcommand)]
@@ -840,6 +846,65 @@ enum ConfigOp {
 }
 
 #[derive(Subcommand, Debug)]
+enum TrashCmd {
+    /// Move an image to the trash.
+    #[command(visible_alias = "mv")]
+    Move {
+        /// Image spec.
+        image: String,
+        /// When it may be purged (a date `date --date` reads; default now).
+        #[arg(long = "expires-at")]
+        expires_at: Option<String>,
+    },
+    /// List trashed images.
+    #[command(visible_alias = "ls")]
+    List {
+        /// `pool[/namespace]`.
+        pool: Option<String>,
+        /// Images from all sources.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Long listing format.
+        #[arg(short = 'l', long)]
+        long: bool,
+    },
+    /// Remove a trashed image and its data.
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// `[pool/[namespace/]]image-id`.
+        image_id: Option<String>,
+        /// Image id.
+        #[arg(long = "image-id")]
+        id: Option<String>,
+        /// Remove even before its expiration time.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a trashed image.
+    Restore {
+        /// `[pool/[namespace/]]image-id`.
+        image_id: Option<String>,
+        /// Image id.
+        #[arg(long = "image-id")]
+        id: Option<String>,
+        /// Restore under this name instead of the old one.
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Remove every expired trashed image.
+    Purge {
+        /// `pool[/namespace]`.
+        pool: Option<String>,
+        /// Images that expired before this date (default now).
+        #[arg(long = "expired-before")]
+        expired_before: Option<String>,
+        /// Purge until the pool's usage is below this ratio (not supported).
+        #[arg(long)]
+        threshold: Option<f32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum SnapCmd {
     /// Create a snapshot.
     #[command(visible_alias = "add")]
@@ -1009,6 +1074,27 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
         Rm { image } => cmds::rm(ctx, &image).await,
         Mv { src, dest } => cmds::mv(ctx, &src, &dest).await,
         Cp { src, dest, c } => xfer::cp(ctx, &src, &dest, &c).await,
+        Trash { cmd } => match cmd {
+            TrashCmd::Move { image, expires_at } => {
+                trash::mv(ctx, &image, expires_at.as_deref()).await
+            }
+            TrashCmd::List { pool, all, long } => trash::ls(ctx, pool.as_deref(), long, all).await,
+            TrashCmd::Remove {
+                image_id,
+                id,
+                force,
+            } => trash::rm(ctx, image_id.as_deref(), id.as_deref(), force).await,
+            TrashCmd::Restore {
+                image_id,
+                id,
+                image,
+            } => trash::restore(ctx, image_id.as_deref(), id.as_deref(), image.as_deref()).await,
+            TrashCmd::Purge {
+                pool,
+                expired_before,
+                threshold,
+            } => trash::purge(ctx, pool.as_deref(), expired_before.as_deref(), threshold).await,
+        },
         Snap { cmd } => match cmd {
             SnapCmd::Create { spec } => cmds::snap_create(ctx, &spec).await,
             SnapCmd::Ls { image } => cmds::snap_ls(ctx, &image).await,

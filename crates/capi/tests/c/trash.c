@@ -1,0 +1,128 @@
+/* rbd_trash_* through Quarry's librbd, as OpenStack's drivers use them:
+ * move (refused while open), list (ERANGE sizing), get, remove before the
+ * deferment ends (EPERM), restore under a new name with the data intact,
+ * purge, and the errors for unknown ids and unsupported thresholds.
+ * Usage: trash POOL. Prints "trash OK" on success. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      fprintf(stderr, "line %d: ", __LINE__);              \
+      fprintf(stderr, __VA_ARGS__);                        \
+      fprintf(stderr, "\n");                               \
+      exit(1);                                             \
+    }                                                      \
+  } while (0)
+
+static int count_images(rados_ioctx_t io, const char *name) {
+  rbd_image_spec_t specs[16];
+  size_t n = 16;
+  int r = rbd_list2(io, specs, &n);
+  CHECK(r >= 0, "rbd_list2: %d", r);
+  int found = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(specs[i].name, name) == 0) found++;
+  rbd_image_spec_list_cleanup(specs, n);
+  return found;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) return 2;
+  rados_t c;
+  rados_ioctx_t io;
+  rbd_image_t img;
+  int order = 22;
+  char buf[4096], back[4096];
+  for (size_t i = 0; i < sizeof buf; i++) buf[i] = (char)(i * 7 + 1);
+
+  CHECK(rados_create(&c, NULL) == 0, "rados_create");
+  CHECK(rados_conf_read_file(c, NULL) == 0, "conf");
+  CHECK(rados_connect(c) == 0, "connect");
+  CHECK(rados_ioctx_create(c, argv[1], &io) == 0, "ioctx");
+
+  CHECK(rbd_create(io, "t", 8 << 20, &order) == 0, "create");
+  CHECK(rbd_open(io, "t", &img, NULL) == 0, "open");
+  CHECK(rbd_write(img, 4096, sizeof buf, buf) == (ssize_t)sizeof buf, "write");
+  int r = rbd_trash_move(io, "t", 3600);
+  CHECK(r == -EBUSY, "trash_move of an open image: %d", r);
+  CHECK(rbd_close(img) == 0, "close");
+
+  r = rbd_trash_move(io, "nosuch", 0);
+  CHECK(r == -ENOENT, "trash_move of a missing image: %d", r);
+  r = rbd_trash_move(io, "t", 3600);
+  CHECK(r == 0, "trash_move: %d", r);
+  CHECK(count_images(io, "t") == 0, "a trashed image is not listed");
+  r = rbd_open(io, "t", &img, NULL);
+  CHECK(r == -ENOENT, "open of a trashed image by name: %d", r);
+
+  size_t n = 0;
+  r = rbd_trash_list(io, NULL, &n);
+  CHECK(r == -ERANGE && n == 1, "trash_list sizing: %d n=%zu", r, n);
+  rbd_trash_image_info_t entries[1];
+  r = rbd_trash_list(io, entries, &n);
+  CHECK(r == 1 && n == 1, "trash_list: %d n=%zu", r, n);
+  CHECK(strcmp(entries[0].name, "t") == 0, "name %s", entries[0].name);
+  CHECK(entries[0].source == RBD_TRASH_IMAGE_SOURCE_USER, "source %d",
+        (int)entries[0].source);
+  CHECK(entries[0].deferment_end_time - entries[0].deletion_time == 3600,
+        "deferment %ld..%ld", (long)entries[0].deletion_time,
+        (long)entries[0].deferment_end_time);
+  char id[64];
+  snprintf(id, sizeof id, "%s", entries[0].id);
+  rbd_trash_list_cleanup(entries, n);
+
+  rbd_trash_image_info_t info;
+  r = rbd_trash_get(io, id, &info);
+  CHECK(r == 0 && strcmp(info.name, "t") == 0 && strcmp(info.id, id) == 0,
+        "trash_get: %d", r);
+  rbd_trash_get_cleanup(&info);
+  r = rbd_trash_get(io, "0000nosuchid", &info);
+  CHECK(r == -ENOENT, "trash_get of an unknown id: %d", r);
+
+  r = rbd_trash_remove(io, id, false);
+  CHECK(r == -EPERM, "trash_remove before the deferment ends: %d", r);
+  r = rbd_trash_purge(io, 0, -1);
+  CHECK(r == 0, "purge (nothing expired): %d", r);
+  n = 1;
+  CHECK(rbd_trash_list(io, entries, &n) == 1, "purge kept the protected image");
+  rbd_trash_list_cleanup(entries, n);
+
+  /* The old name is taken meanwhile: restore under another one. */
+  CHECK(rbd_create(io, "t", 1 << 20, &order) == 0, "re-create t");
+  r = rbd_trash_restore(io, id, NULL);
+  CHECK(r == -EEXIST, "restore onto a taken name: %d", r);
+  r = rbd_trash_restore(io, id, "t2");
+  CHECK(r == 0, "restore as t2: %d", r);
+  CHECK(count_images(io, "t2") == 1, "t2 is listed again");
+  CHECK(rbd_open(io, "t2", &img, NULL) == 0, "open t2");
+  CHECK(rbd_read(img, 4096, sizeof back, back) == (ssize_t)sizeof back, "read");
+  CHECK(memcmp(buf, back, sizeof buf) == 0, "restored data differs");
+  CHECK(rbd_close(img) == 0, "close t2");
+  r = rbd_trash_restore(io, id, NULL);
+  CHECK(r == -ENOENT, "second restore: %d", r);
+
+  CHECK(rbd_trash_move(io, "t2", 0) == 0, "trash_move t2");
+  r = rbd_trash_purge(io, 0, 0.5f);
+  CHECK(r == -EOPNOTSUPP, "purge by threshold: %d", r);
+  r = rbd_trash_purge(io, 0, -1);
+  CHECK(r == 0, "purge: %d", r);
+  n = 1;
+  r = rbd_trash_list(io, entries, &n);
+  CHECK(r == 0 && n == 0, "trash empty after purge: %d n=%zu", r, n);
+  r = rbd_trash_get(io, id, &info);
+  CHECK(r == -ENOENT, "purged image still in the trash: %d", r);
+  r = rbd_trash_remove(io, id, true);
+  CHECK(r == -ENOENT, "trash_remove of a purged image: %d", r);
+
+  CHECK(rbd_remove(io, "t") == 0, "remove t");
+  rados_ioctx_destroy(io);
+  rados_shutdown(c);
+  printf("trash OK\n");
+  return 0;
+}
