@@ -167,6 +167,14 @@ pub trait ImageEngine: Send + Sync {
         snap: Option<&str>,
         read_only: bool,
     ) -> CResult<Arc<dyn ImageBackend>>;
+    /// Open an image by id (a trashed one too), with its name.
+    async fn open_by_id(
+        &self,
+        io: &IoTarget,
+        id: &str,
+        snap: Option<&str>,
+        read_only: bool,
+    ) -> CResult<(Arc<dyn ImageBackend>, String)>;
     /// Image `(id, name)` pairs of a pool/namespace, sorted by name.
     async fn list(&self, io: &IoTarget) -> CResult<Vec<(String, String)>>;
     /// Clone `parent@snap` into `child` (in `cio`).

@@ -287,23 +287,39 @@ fn open_impl(
     snap: *const c_char,
     read_only: bool,
 ) -> CResult<i32> {
+    open_any(io, name, false, out, snap, read_only)
+}
+
+/// Open by name, or by id if `by_id` (`key` is then the image id).
+fn open_any(
+    io: IoCtxT,
+    key: *const c_char,
+    by_id: bool,
+    out: *mut ImageT,
+    snap: *const c_char,
+    read_only: bool,
+) -> CResult<i32> {
     // SAFETY: handle and C strings from the caller.
     let io = unsafe { ioctx(io) }?;
     // SAFETY: as above.
-    let name = unsafe { req_str(name) }?.to_string();
+    let key = unsafe { req_str(key) }?.to_string();
     // SAFETY: as above.
     let snap = unsafe { opt_str(snap) }?.map(str::to_string);
     nonnull(out)?;
     let engine = io.conn.engine.clone();
     let target = io.target();
     let ro = read_only || snap.is_some();
-    let (n, s) = (name.clone(), snap.clone());
-    let (backend, info, pool_cfg, image_cfg) = rt::block_on(async move {
-        let b = engine.open(&target, &n, s.as_deref(), ro).await?;
+    let s = snap.clone();
+    let (backend, name, info, pool_cfg, image_cfg) = rt::block_on(async move {
+        let (b, name) = if by_id {
+            engine.open_by_id(&target, &key, s.as_deref(), ro).await?
+        } else {
+            (engine.open(&target, &key, s.as_deref(), ro).await?, key)
+        };
         let info = b.info().await?;
         let pool_cfg = engine.pool_config(&target).await.unwrap_or_default();
         let image_cfg = b.image_config().await.unwrap_or_default();
-        Ok::<_, CError>((b, info, pool_cfg, image_cfg))
+        Ok::<_, CError>((b, name, info, pool_cfg, image_cfg))
     })?;
     let mut conf = lock(&io.cluster.conf).clone();
     apply_overrides(&mut conf, &pool_cfg, &image_cfg);
@@ -341,6 +357,28 @@ pub unsafe extern "C" fn rbd_open_read_only(
     snap_name: *const c_char,
 ) -> c_int {
     int(|| open_impl(io, name, image, snap_name, true))
+}
+
+/// Open an image by id (also one in the trash; at a snapshot → read-only).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_open_by_id(
+    io: IoCtxT,
+    id: *const c_char,
+    image: *mut ImageT,
+    snap_name: *const c_char,
+) -> c_int {
+    int(|| open_any(io, id, true, image, snap_name, false))
+}
+
+/// Open an image by id read-only.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_open_by_id_read_only(
+    io: IoCtxT,
+    id: *const c_char,
+    image: *mut ImageT,
+    snap_name: *const c_char,
+) -> c_int {
+    int(|| open_any(io, id, true, image, snap_name, true))
 }
 
 /// Open asynchronously: done synchronously, then the completion fires.

@@ -85,6 +85,22 @@ impl ImageEngine for Engine {
         Ok(Arc::new(Backend { img }))
     }
 
+    async fn open_by_id(
+        &self,
+        t: &IoTarget,
+        id: &str,
+        snap: Option<&str>,
+        read_only: bool,
+    ) -> CResult<(Arc<dyn ImageBackend>, String)> {
+        let opts = OpenOptions {
+            read_only,
+            snap: snap.map(|s| SnapSpec::Name(s.to_string())),
+        };
+        let img = self.rbd.open_by_id(&io(t), id, &opts).await?;
+        let name = img.name().to_string();
+        Ok((Arc::new(Backend { img }), name))
+    }
+
     async fn list(&self, t: &IoTarget) -> CResult<Vec<(String, String)>> {
         let mut v: Vec<(String, String)> = self
             .rbd

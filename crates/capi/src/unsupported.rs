@@ -160,8 +160,6 @@ unsupported_int!(
     rbd_mirror_site_name_get,
     rbd_mirror_site_name_set,
     rbd_mirror_uuid_get,
-    rbd_open_by_id,
-    rbd_open_by_id_read_only,
     rbd_pool_init,
     rbd_pool_metadata_get,
     rbd_pool_metadata_list,

@@ -85,6 +85,16 @@ int main(int argc, char **argv) {
   r = rbd_trash_get(io, "0000nosuchid", &info);
   CHECK(r == -ENOENT, "trash_get of an unknown id: %d", r);
 
+  /* A trashed image still opens by id (as `rbd trash ls -l` does). */
+  r = rbd_open_by_id_read_only(io, id, &img, NULL);
+  CHECK(r == 0, "open_by_id_read_only of a trashed image: %d", r);
+  memset(back, 0, sizeof back);
+  CHECK(rbd_read(img, 4096, sizeof back, back) == (ssize_t)sizeof back, "read by id");
+  CHECK(memcmp(buf, back, sizeof buf) == 0, "trashed data differs");
+  CHECK(rbd_close(img) == 0, "close by id");
+  r = rbd_open_by_id(io, "0000nosuchid", &img, NULL);
+  CHECK(r == -ENOENT, "open_by_id of an unknown id: %d", r);
+
   r = rbd_trash_remove(io, id, false);
   CHECK(r == -EPERM, "trash_remove before the deferment ends: %d", r);
   r = rbd_trash_purge(io, 0, -1);
