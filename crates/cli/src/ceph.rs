@@ -966,7 +966,7 @@ async fn pg_ls(ctx: &Ctx, pool: Option<&str>, states: &[String]) -> CmdResult {
             MonReply::ScrubStamps(v) => v.into_iter().collect(),
             other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
         };
-    let mut rows = Vec::new();
+    let mut rows: Vec<PgRow> = Vec::new();
     for p in map
         .pools
         .values()
@@ -988,13 +988,16 @@ async fn pg_ls(ctx: &Ctx, pool: Option<&str>, states: &[String]) -> CmdResult {
             rows.push((pg, state, up, acting, stamps.get(&pg).copied()));
         }
     }
+    let stats = pg_stats(ctx, &rows).await;
     if ctx.json() {
         let v: Vec<Value> = rows
             .iter()
-            .map(|(pg, state, up, acting, stamp)| {
+            .zip(&stats)
+            .map(|((pg, state, up, acting, stamp), st)| {
                 json!({"pgid": pg.to_string(), "state": state, "up": up, "acting": acting,
                     "up_primary": up.first().map_or(-1, |&o| i64::from(o)),
                     "acting_primary": acting.first().map_or(-1, |&o| i64::from(o)),
+                    "stat_sum": st.map(|s| json!({"num_objects": s.num_objects, "num_bytes": s.num_bytes})),
                     "last_deep_scrub_stamp": stamp.map(crate::rbd::iso_utc)})
             })
             .collect();
@@ -1010,14 +1013,18 @@ async fn pg_ls(ctx: &Ctx, pool: Option<&str>, states: &[String]) -> CmdResult {
     };
     let mut t = Table::new(&[
         ("PG", Align::Left),
+        ("OBJECTS", Align::Right),
+        ("BYTES", Align::Right),
         ("STATE", Align::Left),
         ("UP", Align::Left),
         ("ACTING", Align::Left),
         ("DEEP_SCRUB_STAMP", Align::Left),
     ]);
-    for (pg, state, up, acting, stamp) in &rows {
+    for ((pg, state, up, acting, stamp), st) in rows.iter().zip(&stats) {
         t.row(vec![
             pg.to_string(),
+            st.map_or("-".to_string(), |s| s.num_objects.to_string()),
+            st.map_or("-".to_string(), |s| s.num_bytes.to_string()),
             state.clone(),
             set(up),
             set(acting),
@@ -1026,6 +1033,36 @@ async fn pg_ls(ctx: &Ctx, pool: Option<&str>, states: &[String]) -> CmdResult {
     }
     print!("{}", t.render());
     Ok(())
+}
+
+/// A `ceph pg ls` row: PG, state, up set, acting set, last deep scrub.
+type PgRow = (quarry_map::PgId, String, Vec<u32>, Vec<u32>, Option<u64>);
+
+/// Objects and bytes of each listed PG, asked of its primary. A PG that is
+/// not active (no primary to answer) or does not answer within 5 s shows
+/// as unknown instead of holding up the listing.
+async fn pg_stats(ctx: &Ctx, rows: &[PgRow]) -> Vec<Option<quarry_rados::PoolStat>> {
+    use futures::StreamExt;
+    let asks = rows.iter().map(|(pg, state, ..)| {
+        let rados = Arc::clone(&ctx.rados);
+        let active = state.split('+').any(|w| w == "active");
+        let pg = *pg;
+        async move {
+            if !active {
+                return None;
+            }
+            let ask = rados.pg_stat(pg.pool, pg.seed);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), ask).await {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => {
+                    tracing::warn!(%pg, error = %e, "pg stat failed");
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    });
+    futures::stream::iter(asks).buffered(16).collect().await
 }
 
 /// Health as Ceph's JSON prints it: checks keyed by code.

@@ -164,6 +164,54 @@ fn ceph_and_rbd_against_a_cluster() {
             && p["last_deep_scrub_stamp"].is_null()),
         "{pgs}"
     );
+    // Each PG's objects and bytes, from its primary, add up to the pool's.
+    let probe = c.path().join("probe.bin");
+    std::fs::write(&probe, vec![7u8; 12345]).expect("write probe");
+    for name in ["probe1", "probe2"] {
+        c.ok(&[
+            "rados",
+            "-p",
+            "data",
+            "put",
+            name,
+            probe.to_str().expect("utf8"),
+        ]);
+    }
+    let pgs = c.json(&["ceph", "pg", "ls-by-pool", "data", "--format", "json"]);
+    let sum = |key: &str| -> u64 {
+        pgs["pg_stats"]
+            .as_array()
+            .expect("pg_stats")
+            .iter()
+            .map(|p| p["stat_sum"][key].as_u64().expect("stat_sum"))
+            .sum()
+    };
+    let df = c.json(&["ceph", "df", "--format", "json"]);
+    let data_pool = df["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .find(|p| p["name"] == "data")
+        .expect("data pool")
+        .clone();
+    assert_eq!(
+        (sum("num_objects"), sum("num_bytes")),
+        (
+            data_pool["stats"]["objects"].as_u64().expect("objects"),
+            data_pool["stats"]["stored"].as_u64().expect("stored")
+        ),
+        "{pgs}"
+    );
+    assert!(
+        sum("num_objects") >= 2 && sum("num_bytes") >= 2 * 12345,
+        "{pgs}"
+    );
+    let table = c.ok(&["ceph", "pg", "ls-by-pool", "data"]);
+    assert!(
+        table.starts_with("PG ") && table.contains(" OBJECTS ") && table.contains(" BYTES "),
+        "{table}"
+    );
+    assert!(table.lines().any(|l| l.contains(" 12345 ")), "{table}");
     let (_, out, _) = c.run(&["ceph", "pg", "ls", "inconsistent"]);
     assert_eq!(out.lines().count(), 1, "{out}");
     c.fails(

@@ -1036,26 +1036,30 @@ impl Rados for ClusterClient {
         // One request per PG keeps routing identical to ops (the PG's
         // primary answers), at the cost of pg_num round trips.
         for pg in pgs {
-            let (resp, _) = self
-                .pg_call(
-                    pg,
-                    |epoch| Request::PoolStat {
-                        epoch,
-                        pool,
-                        seeds: vec![pg.seed],
-                    },
-                    Bytes::new(),
-                )
-                .await?;
-            match resp {
-                Resp::Stat(s) => {
-                    total.num_objects += s.num_objects;
-                    total.num_bytes += s.num_bytes;
-                }
-                _ => return Err(unexpected("pool stat")),
-            }
+            let s = self.pg_stat(pool, pg.seed).await?;
+            total.num_objects += s.num_objects;
+            total.num_bytes += s.num_bytes;
         }
         Ok(total)
+    }
+
+    async fn pg_stat(&self, pool: PoolId, seed: u32) -> Result<PoolStat> {
+        let pg = PgId { pool, seed };
+        let (resp, _) = self
+            .pg_call(
+                pg,
+                |epoch| Request::PoolStat {
+                    epoch,
+                    pool,
+                    seeds: vec![seed],
+                },
+                Bytes::new(),
+            )
+            .await?;
+        match resp {
+            Resp::Stat(s) => Ok(s),
+            _ => Err(unexpected("pg stat")),
+        }
     }
 
     async fn snap_create(&self, pool: PoolId) -> Result<SnapId> {

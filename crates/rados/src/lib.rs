@@ -165,6 +165,14 @@ pub trait Rados: Send + Sync + 'static {
     async fn pool_list(&self) -> Result<Vec<PoolInfo>>;
     /// Space used by a pool.
     async fn pool_stat(&self, pool: PoolId) -> Result<PoolStat>;
+    /// Objects and bytes of one placement group (`pool`, `seed`), from its
+    /// primary (`ceph pg ls`). Only a cluster has placement groups.
+    async fn pg_stat(&self, pool: PoolId, seed: u32) -> Result<PoolStat> {
+        Err(RadosError::new(
+            quarry_common::Errno::EOPNOTSUPP,
+            format!("statistics of PG {pool}.{seed:x}: this object layer has no placement groups"),
+        ))
+    }
 
     /// Allocate a new self-managed snapshot id in `pool` (strictly greater
     /// than every id allocated before in that pool).
