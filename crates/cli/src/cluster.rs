@@ -992,6 +992,15 @@ mod mon_impl {
         cfg.timings.osd_down_out_interval =
             conf_secs(conf, "mon", "mon_osd_down_out_interval", 600.0);
         cfg.timings.handshake = conf_secs(conf, "mon", "ms_connection_ready_timeout", 10.0);
+        let percent = |key: &str, default: u32| {
+            conf.get("mon", key)
+                .or_else(|| conf.get("global", key))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .filter(|v| *v <= 100)
+                .unwrap_or(default)
+        };
+        cfg.data_avail_warn = percent("mon_data_avail_warn", 30);
+        cfg.data_avail_crit = percent("mon_data_avail_crit", 5);
         cfg.timings_from_file = ["osd_heartbeat_grace", "mon_osd_down_out_interval"]
             .into_iter()
             .filter(|k| {

@@ -8,6 +8,7 @@ pub use errno::Errno;
 pub mod blockcrc;
 pub mod conf;
 pub mod entity;
+pub mod fsspace;
 pub mod keyring;
 pub mod monhost;
 pub mod options;

@@ -96,6 +96,11 @@ pub struct MonConfig {
     /// the local conf file sets: they win over the config database, as in
     /// Ceph; the others follow `config set` while the monitor runs.
     pub timings_from_file: Vec<String>,
+    /// `mon_data_avail_warn`: below this percentage of free space on a
+    /// monitor's data filesystem, health warns (`MON_DISK_LOW`).
+    pub data_avail_warn: u32,
+    /// `mon_data_avail_crit`: below this, health errs (`MON_DISK_CRIT`).
+    pub data_avail_crit: u32,
 }
 
 impl MonConfig {
@@ -121,6 +126,8 @@ impl MonConfig {
             max_connections: 4096,
             snapshot_logs: 1000,
             timings_from_file: Vec::new(),
+            data_avail_warn: 30,
+            data_avail_crit: 5,
         }
     }
 }

@@ -421,6 +421,7 @@ pub async fn start(cfg: MonConfig) -> Result<MonHandle, MonError> {
         tokio::spawn(mon.clone().serve(listener)),
         tokio::spawn(mon.clone().bootstrap_loop()),
         tokio::spawn(mon.clone().failure_detector()),
+        tokio::spawn(mon.clone().disk_loop()),
     ];
     Ok(MonHandle {
         addr,
@@ -432,8 +433,26 @@ pub async fn start(cfg: MonConfig) -> Result<MonHandle, MonError> {
 }
 
 /// Run a monitor until it fails or its process ends.
+///
+/// If raft stops on its own (its store failed: a full disk, an I/O error)
+/// the monitor must not linger serving a state it can no longer change:
+/// clients and daemons would keep asking it and never see a new map.
+/// It stops serving and returns the error, so the process exits non-zero
+/// and they move to the other monitors; the store holds every committed
+/// entry, and a restart once the cause is fixed carries on from it.
 pub async fn run(cfg: MonConfig) -> Result<(), MonError> {
+    let name = cfg.name.clone();
     let h = start(cfg).await?;
-    h.wait().await;
-    Ok(())
+    let mut metrics = h.mon().raft.metrics();
+    let why = loop {
+        if let Err(fatal) = &metrics.borrow().running_state {
+            break fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            break "raft core ended".to_string();
+        }
+    };
+    tracing::error!("mon.{name}: raft stopped ({why}); this monitor stops serving");
+    h.shutdown().await;
+    Err(MonError::Raft(format!("stopped: {why}")))
 }

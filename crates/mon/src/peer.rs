@@ -52,6 +52,16 @@ pub enum PeerRequest {
         /// OSD id.
         id: OsdId,
     },
+    /// A monitor's free space on its data filesystem (sent to every
+    /// other monitor, so that any of them reports `MON_DISK_LOW`).
+    MonDisk {
+        /// Sender's rank.
+        rank: u64,
+        /// Filesystem size in bytes (df-style: used + available).
+        total: u64,
+        /// Bytes available.
+        avail: u64,
+    },
 }
 
 /// Answers between monitors.

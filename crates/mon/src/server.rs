@@ -120,6 +120,10 @@ pub struct Mon {
     /// (kept in memory, as Ceph's manager keeps OSD stats: the OSDs send
     /// it with every beacon).
     statfs: Mutex<HashMap<OsdId, (Instant, u64, u64)>>,
+    /// Each monitor's last report of its data filesystem, by rank: when,
+    /// total and available bytes (this one's measured here, the others'
+    /// sent by them: [`Mon::disk_loop`]).
+    mon_disk: Mutex<HashMap<u64, (Instant, u64, u64)>>,
     pg_queue: Mutex<PgQueue>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -146,6 +150,7 @@ impl Mon {
             gid_lock: tokio::sync::Mutex::new(()),
             detector: Mutex::new(Detector::default()),
             statfs: Mutex::new(HashMap::new()),
+            mon_disk: Mutex::new(HashMap::new()),
             pg_queue: Mutex::new(PgQueue::default()),
             shutdown,
         }
@@ -863,6 +868,103 @@ impl Mon {
                 }
                 PeerResponse::Ok
             }
+            PeerRequest::MonDisk { rank, total, avail } => {
+                self.record_mon_disk(rank, total, avail);
+                PeerResponse::Ok
+            }
+        }
+    }
+
+    fn record_mon_disk(&self, rank: u64, total: u64, avail: u64) {
+        if let Ok(mut m) = self.mon_disk.lock() {
+            m.insert(rank, (Instant::now(), total, avail.min(total)));
+        }
+    }
+
+    /// Every tick: measure this monitor's data filesystem and tell the
+    /// other monitors, so that whichever answers `ceph health` knows every
+    /// monitor's free space (Ceph's MON_DISK_LOW / MON_DISK_CRIT).
+    pub(crate) async fn disk_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let (total, avail) = match quarry_common::fsspace::fs_space(&self.cfg.data_dir) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(
+                        "mon.{}: statvfs {}: {e}",
+                        self.cfg.name,
+                        self.cfg.data_dir.display()
+                    );
+                    (0, 0)
+                }
+            };
+            if total > 0 {
+                self.record_mon_disk(self.cfg.rank, total, avail);
+                let t = self.cfg.timings.tick.max(Duration::from_millis(500));
+                for m in self.cfg.mons.iter().filter(|m| m.rank != self.cfg.rank) {
+                    let (peers, addr) = (self.peers.clone(), m.addr.clone());
+                    let req = PeerRequest::MonDisk {
+                        rank: self.cfg.rank,
+                        total,
+                        avail,
+                    };
+                    // Best effort: a monitor that is down hears it next time.
+                    tokio::spawn(async move {
+                        let _ = peers.call(&addr, &req, t).await;
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.timings.tick) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// MON_DISK_CRIT and MON_DISK_LOW from the monitors' recent reports.
+    fn mon_disk_checks(&self, map: &ClusterMap, checks: &mut Vec<HealthCheck>) {
+        let fresh = (self.cfg.timings.tick * 5).max(Duration::from_secs(10));
+        let Ok(m) = self.mon_disk.lock() else {
+            return;
+        };
+        let (mut crit, mut low) = (Vec::new(), Vec::new());
+        for mon in &map.mons {
+            let Some((at, total, avail)) = m.get(&mon.rank) else {
+                continue;
+            };
+            if *total == 0 || at.elapsed() > fresh {
+                continue;
+            }
+            let pct = (u128::from(*avail) * 100 / u128::from(*total)) as u32;
+            if pct < self.cfg.data_avail_crit {
+                crit.push((mon.name.clone(), pct));
+            } else if pct < self.cfg.data_avail_warn {
+                low.push((mon.name.clone(), pct));
+            }
+        }
+        for (code, severity, how, list) in [
+            ("MON_DISK_CRIT", Health::Err, "very low", crit),
+            ("MON_DISK_LOW", Health::Warn, "low", low),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+            let summary = if names.len() == 1 {
+                format!("mon {} is {how} on available space", names[0])
+            } else {
+                format!("mons {} are {how} on available space", names.join(","))
+            };
+            checks.push(HealthCheck {
+                code: code.to_string(),
+                severity,
+                summary,
+                count: list.len() as u32,
+                detail: list
+                    .iter()
+                    .map(|(n, pct)| format!("mon.{n} has {pct}% avail"))
+                    .collect(),
+            });
         }
     }
 
@@ -1302,6 +1404,7 @@ impl Mon {
                 Vec::new(),
             ));
         }
+        self.mon_disk_checks(&map, &mut checks);
         let down_in: Vec<String> = map
             .osds
             .values()

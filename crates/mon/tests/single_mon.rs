@@ -944,3 +944,157 @@ async fn nodown_and_noout_hold_the_failure_detector() {
     assert!(st.osd_flags.is_empty(), "{st:?}");
     mon.shutdown().await;
 }
+
+/// Fill `path` with zeros until the filesystem has at most `keep` bytes free.
+fn fill_to(path: &std::path::Path, fs: &std::path::Path, keep: u64) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open filler");
+    let chunk = vec![0u8; 64 << 10];
+    loop {
+        let (_, avail) = quarry_common::fsspace::fs_space(fs).expect("statvfs");
+        if avail <= keep {
+            return;
+        }
+        let n = (avail - keep).min(chunk.len() as u64) as usize;
+        match f.write_all(&chunk[..n]) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return,
+            Err(e) => panic!("filling: {e}"),
+        }
+    }
+}
+
+/// The health check `code` of the status, waiting up to 5 s for it.
+async fn wait_check(c: &MonClient, code: &str) -> quarry_monc::HealthCheck {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = status(c).await;
+        if let Some(ch) = st.checks.iter().find(|ch| ch.code == code) {
+            return ch.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no {code}: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A monitor's filling disk is reported (MON_DISK_LOW, then MON_DISK_CRIT);
+/// when a write finally fails, that command is refused (never acknowledged)
+/// and the monitor stops (`run` returns the error) instead of serving a
+/// state it can no longer change; restarted with space again, it has every
+/// acknowledged change. Needs root (mounts a small tmpfs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_then_stops_the_monitor_losing_no_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = dir.path().join("fs");
+    std::fs::create_dir(&fs).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&fs)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        println!("SKIPPED: needs root to mount a small tmpfs");
+        return;
+    }
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _umount = Umount(fs.clone());
+    let keyring = write_keyring(dir.path(), 0);
+    let mons = vec![quarry_map::MonInfo {
+        name: "a".into(),
+        rank: 0,
+        addr: format!("127.0.0.1:{}", free_port()),
+    }];
+    let cfg = mon_cfg("a", 0, &fs, &mons, &keyring);
+    let run = tokio::spawn(quarry_mon::run(cfg.clone()));
+    let addrs = vec![mons[0].addr.clone()];
+    let admin = client(&addrs, &keyring, "client.admin").await;
+    let st = status(&admin).await;
+    assert!(
+        !st.checks.iter().any(|c| c.code.starts_with("MON_DISK")),
+        "{st:?}"
+    );
+
+    let (total, _) = quarry_common::fsspace::fs_space(&fs).expect("statvfs");
+    let filler = fs.join("filler");
+    fill_to(&filler, &fs, total / 5);
+    let low = wait_check(&admin, "MON_DISK_LOW").await;
+    assert_eq!(low.severity, Health::Warn);
+    assert_eq!(low.summary, "mon a is low on available space");
+    assert_eq!(low.detail.len(), 1);
+    assert!(
+        low.detail[0].starts_with("mon.a has ") && low.detail[0].ends_with("% avail"),
+        "{low:?}"
+    );
+    fill_to(&filler, &fs, total / 50);
+    let crit = wait_check(&admin, "MON_DISK_CRIT").await;
+    assert_eq!(crit.summary, "mon a is very low on available space");
+    assert_eq!(status(&admin).await.health, Health::Err);
+
+    let set = |i: usize| MonCommand::ConfigSet {
+        who: format!("client.t{i}"),
+        name: "rbd_cache".into(),
+        value: "false".into(),
+    };
+    // Low on space, the monitor still works.
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        admin
+            .command(set(i))
+            .await
+            .expect("change while low on space");
+        acked.push(format!("client.t{i}"));
+    }
+    // Now nothing is left: changes go on until the store cannot grow.
+    fill_to(&filler, &fs, 0);
+    let mut refused = None;
+    for i in 20..20_000 {
+        match admin.command(set(i)).await {
+            Ok(_) => acked.push(format!("client.t{i}")),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a full disk must refuse a change at last");
+    let ended = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the monitor must stop once its store failed")
+        .expect("join");
+    let err = ended.expect_err("run must return the store's error");
+    assert!(
+        err.to_string().contains("No space left on device"),
+        "{err} (the refused command said: {refused})"
+    );
+
+    // Space again: the restarted monitor has every acknowledged change.
+    std::fs::remove_file(&filler).expect("rm filler");
+    let mut cfg2 = cfg;
+    cfg2.keyring = None;
+    let mon = quarry_mon::start(cfg2).await.expect("restart");
+    let admin = client(&addrs, &keyring, "client.admin").await;
+    let dump = match admin.command(MonCommand::ConfigDump).await {
+        Ok(MonReply::Config(v)) => v,
+        other => panic!("config dump: {other:?}"),
+    };
+    for name in &acked {
+        assert!(
+            dump.iter().any(|e| &e.section == name),
+            "acknowledged {name} lost ({} acknowledged)",
+            acked.len()
+        );
+    }
+    mon.shutdown().await;
+}

@@ -170,3 +170,58 @@ async fn lagging_monitor_catches_up_from_a_snapshot() {
         h.shutdown().await;
     }
 }
+
+/// Each monitor measures its data filesystem and tells the others, so the
+/// one a client asks reports every monitor's free space (here every disk
+/// counts as low: `mon_data_avail_warn` 100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_monitor_reports_every_monitors_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = write_keyring(dir.path(), 0);
+    let mons: Vec<MonInfo> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| MonInfo {
+            name: n.to_string(),
+            rank: i as u64,
+            addr: format!("127.0.0.1:{}", free_port()),
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for m in &mons {
+        let mut cfg = mon_cfg(&m.name, m.rank, dir.path(), &mons, &keyring);
+        cfg.data_avail_warn = 100;
+        cfg.data_avail_crit = 0;
+        handles.push(quarry_mon::start(cfg).await.expect("start"));
+    }
+    for m in &mons {
+        let c = client(std::slice::from_ref(&m.addr), &keyring, "client.admin").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = match c.command(MonCommand::Status).await.expect("status") {
+                MonReply::Status(s) => s,
+                other => panic!("{other:?}"),
+            };
+            let low = st.checks.iter().find(|ch| ch.code == "MON_DISK_LOW");
+            if let Some(low) = low.filter(|l| l.count == 3) {
+                assert_eq!(low.summary, "mons a,b,c are low on available space");
+                for (d, n) in low.detail.iter().zip(["a", "b", "c"]) {
+                    assert!(
+                        d.starts_with(&format!("mon.{n} has ")) && d.ends_with("% avail"),
+                        "{low:?}"
+                    );
+                }
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mon.{} never saw all three disks: {st:?}",
+                m.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for h in handles {
+        h.shutdown().await;
+    }
+}

@@ -97,31 +97,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| RadosError::io(format!("store task failed: {e}")))?
 }
 
-/// Size and available bytes of the filesystem holding `dir`, as `df`
-/// counts them (size = used + available to unprivileged users, so the
-/// root reserve and blocks the filesystem never hands out do not count as
-/// used).
-fn fs_space(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: statvfs only writes the struct we pass; the path is a valid
-    // NUL-terminated string for the duration of the call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as u64;
-    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * frsize;
-    let avail = st.f_bavail as u64 * frsize;
-    Ok((used + avail, avail))
-}
-
 impl Osd {
     /// Report this OSD's filesystem to the monitors and keep which OSDs
     /// they say are full.
     async fn report_statfs(&self, dir: &std::path::Path) {
-        let (total, avail) = match fs_space(dir) {
+        let (total, avail) = match quarry_common::fsspace::fs_space(dir) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(osd = self.id, "statvfs {}: {e}", dir.display());
