@@ -37,7 +37,7 @@ pub const KIND_PEER_RESPONSE: u8 = 11;
 pub const MON_ENTITY: &str = "mon.";
 
 /// Requests between monitors.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
     /// Raft append-entries.
     Append(AppendEntriesRequest<TypeConfig>),
@@ -51,6 +51,17 @@ pub enum PeerRequest {
     Beacon {
         /// OSD id.
         id: OsdId,
+    },
+    /// An OSD's filesystem report received by another monitor (each
+    /// monitor passes the reports it gets to the others, so that every one
+    /// knows which OSDs are full).
+    OsdStatfs {
+        /// OSD id.
+        id: OsdId,
+        /// Filesystem size in bytes (df-style).
+        total: u64,
+        /// Bytes available.
+        avail: u64,
     },
     /// A monitor's free space on its data filesystem (sent to every
     /// other monitor, so that any of them reports `MON_DISK_LOW`).

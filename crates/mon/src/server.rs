@@ -734,12 +734,14 @@ impl Mon {
                 avail_bytes,
             } => {
                 self.osd_self(s, id)?;
-                if let Ok(mut m) = self.statfs.lock() {
-                    m.insert(
-                        id,
-                        (Instant::now(), total_bytes, avail_bytes.min(total_bytes)),
-                    );
-                }
+                self.record_osd_statfs(id, total_bytes, avail_bytes);
+                // The other monitors learn it too: a primary attached to
+                // any of them must hear that this OSD is full.
+                self.tell_other_mons(PeerRequest::OsdStatfs {
+                    id,
+                    total: total_bytes,
+                    avail: avail_bytes,
+                });
                 let (nearfull_milli, full_milli) =
                     self.shared.read(|st| (st.nearfull_milli, st.full_milli));
                 let full_osds = self
@@ -872,6 +874,30 @@ impl Mon {
                 self.record_mon_disk(rank, total, avail);
                 PeerResponse::Ok
             }
+            PeerRequest::OsdStatfs { id, total, avail } => {
+                self.record_osd_statfs(id, total, avail);
+                PeerResponse::Ok
+            }
+        }
+    }
+
+    /// Send `req` to every other monitor, best effort and without waiting:
+    /// periodic reports, so one that is down hears the next one.
+    fn tell_other_mons(&self, req: PeerRequest) {
+        let t = self.cfg.timings.tick.max(Duration::from_millis(500));
+        for m in self.cfg.mons.iter().filter(|m| m.rank != self.cfg.rank) {
+            let (peers, addr, req) = (self.peers.clone(), m.addr.clone(), req.clone());
+            tokio::spawn(async move {
+                if let Err(e) = peers.call(&addr, &req, t).await {
+                    tracing::debug!("telling the monitor at {addr}: {e}");
+                }
+            });
+        }
+    }
+
+    fn record_osd_statfs(&self, id: OsdId, total: u64, avail: u64) {
+        if let Ok(mut m) = self.statfs.lock() {
+            m.insert(id, (Instant::now(), total, avail.min(total)));
         }
     }
 
@@ -900,19 +926,11 @@ impl Mon {
             };
             if total > 0 {
                 self.record_mon_disk(self.cfg.rank, total, avail);
-                let t = self.cfg.timings.tick.max(Duration::from_millis(500));
-                for m in self.cfg.mons.iter().filter(|m| m.rank != self.cfg.rank) {
-                    let (peers, addr) = (self.peers.clone(), m.addr.clone());
-                    let req = PeerRequest::MonDisk {
-                        rank: self.cfg.rank,
-                        total,
-                        avail,
-                    };
-                    // Best effort: a monitor that is down hears it next time.
-                    tokio::spawn(async move {
-                        let _ = peers.call(&addr, &req, t).await;
-                    });
-                }
+                self.tell_other_mons(PeerRequest::MonDisk {
+                    rank: self.cfg.rank,
+                    total,
+                    avail,
+                });
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.timings.tick) => {}

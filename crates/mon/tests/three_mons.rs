@@ -225,3 +225,68 @@ async fn every_monitor_reports_every_monitors_disk() {
         h.shutdown().await;
     }
 }
+
+/// An OSD's fullness reported to one monitor reaches the others: a client
+/// asking another monitor sees OSD_FULL, and an OSD attached to a third is
+/// told that OSD is full (so, as a primary, it refuses writes it would
+/// send there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_osd_reported_to_one_monitor_is_known_to_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = write_keyring(dir.path(), 2);
+    let mons: Vec<MonInfo> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| MonInfo {
+            name: n.to_string(),
+            rank: i as u64,
+            addr: format!("127.0.0.1:{}", free_port()),
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for m in &mons {
+        let cfg = mon_cfg(&m.name, m.rank, dir.path(), &mons, &keyring);
+        handles.push(quarry_mon::start(cfg).await.expect("start"));
+    }
+    let only = |i: usize| std::slice::from_ref(&mons[i].addr);
+    let osd0 = client(only(0), &keyring, "osd.0").await;
+    let osd1 = client(only(2), &keyring, "osd.1").await;
+    let admin_b = client(only(1), &keyring, "client.admin").await;
+    osd0.osd_boot(0, "127.0.0.1:6800".into(), "h0".into())
+        .await
+        .expect("boot 0");
+    osd1.osd_boot(1, "127.0.0.1:6801".into(), "h1".into())
+        .await
+        .expect("boot 1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // osd.0's disk is 99% used; osd.1's is empty.
+        osd0.osd_beacon(0).await.expect("beacon 0");
+        osd1.osd_beacon(1).await.expect("beacon 1");
+        osd0.osd_statfs(0, 1000 << 20, 10 << 20)
+            .await
+            .expect("statfs 0");
+        let told = osd1
+            .osd_statfs(1, 1000 << 20, 1000 << 20)
+            .await
+            .expect("statfs 1");
+        let st = match admin_b.command(MonCommand::Status).await.expect("status") {
+            MonReply::Status(s) => s,
+            other => panic!("{other:?}"),
+        };
+        let full = st.checks.iter().find(|c| c.code == "OSD_FULL");
+        if told.full_osds == vec![0] && full.is_some() {
+            let full = full.expect("checked");
+            assert_eq!(full.detail, vec!["osd.0 is full (99.0% used)".to_string()]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "told {told:?}, mon.b status {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for h in handles {
+        h.shutdown().await;
+    }
+}
