@@ -275,8 +275,7 @@ async fn a_full_osd_reported_to_one_monitor_is_known_to_all() {
             other => panic!("{other:?}"),
         };
         let full = st.checks.iter().find(|c| c.code == "OSD_FULL");
-        if told.full_osds == vec![0] && full.is_some() {
-            let full = full.expect("checked");
+        if let (true, Some(full)) = (told.full_osds == vec![0], full) {
             assert_eq!(full.detail, vec!["osd.0 is full (99.0% used)".to_string()]);
             break;
         }
