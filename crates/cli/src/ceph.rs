@@ -211,6 +211,8 @@ enum OsdCmd {
     Stat,
     /// The OSD map: epoch, flags, full ratios, pools and OSDs.
     Dump,
+    /// Space and PGs per OSD, from their latest filesystem reports.
+    Df,
     /// Where an object lives: its PG and that PG's OSDs, primary first.
     Map {
         /// Pool name.
@@ -482,6 +484,7 @@ async fn dispatch(a: CephArgs) -> CmdResult {
             OsdCmd::Ls => osd_ls(&ctx).await,
             OsdCmd::Stat => osd_stat(&ctx).await,
             OsdCmd::Dump => osd_dump(&ctx).await,
+            OsdCmd::Df => osd_df(&ctx).await,
             OsdCmd::Map {
                 pool,
                 object,
@@ -1238,6 +1241,124 @@ async fn df(ctx: &Ctx) -> CmdResult {
     }
     println!("--- POOLS ---");
     print!("{}", t.render());
+    Ok(())
+}
+
+/// `ceph osd df`: per OSD its filesystem size, use and free space (as its
+/// latest report to the monitors says; `-` if none is recent), the share
+/// of the average use (VAR) and how many PGs it serves.
+async fn osd_df(ctx: &Ctx) -> CmdResult {
+    let map = ctx.map("osd df").await?;
+    let usage: BTreeMap<quarry_map::OsdId, (u64, u64)> =
+        match ctx.command("osd df", MonCommand::OsdDf).await? {
+            MonReply::OsdUsage(v) => v.into_iter().map(|(o, t, a)| (o, (t, a.min(t)))).collect(),
+            other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+        };
+    let mut pgs: BTreeMap<quarry_map::OsdId, u32> = BTreeMap::new();
+    for p in map.pools.values() {
+        for seed in 0..p.pg_num {
+            let pg = quarry_map::PgId { pool: p.id, seed };
+            for o in map.pg_up_set(pg).unwrap_or_default() {
+                *pgs.entry(o).or_default() += 1;
+            }
+        }
+    }
+    let util = |(t, a): (u64, u64)| {
+        if t == 0 {
+            0.0
+        } else {
+            (t - a) as f64 * 100.0 / t as f64
+        }
+    };
+    let (total, avail) = usage
+        .values()
+        .fold((0u64, 0u64), |(t, a), (ut, ua)| (t + ut, a + ua));
+    let avg = util((total, avail));
+    let var = |u: f64| if avg > 0.0 { u / avg } else { 0.0 };
+    let vars: Vec<f64> = usage.values().map(|&x| var(util(x))).collect();
+    let min_var = vars.iter().copied().fold(f64::INFINITY, f64::min);
+    let max_var = vars.iter().copied().fold(0.0, f64::max);
+    let stddev = if usage.is_empty() {
+        0.0
+    } else {
+        let n = usage.len() as f64;
+        (usage
+            .values()
+            .map(|&x| (util(x) - avg).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt()
+    };
+    let min_var = if min_var.is_finite() { min_var } else { 0.0 };
+    if ctx.json() {
+        let nodes: Vec<Value> = map
+            .osds
+            .values()
+            .map(|o| {
+                let u = usage.get(&o.id).copied();
+                json!({"id": o.id, "name": format!("osd.{}", o.id), "type": "osd",
+                    "crush_weight": weight(o.weight),
+                    "reweight": if o.in_cluster {1.0} else {0.0},
+                    "kb": u.map(|(t, _)| t / 1024),
+                    "kb_used": u.map(|(t, a)| (t - a) / 1024),
+                    "kb_avail": u.map(|(_, a)| a / 1024),
+                    "utilization": u.map(util),
+                    "var": u.map(|x| var(util(x))),
+                    "pgs": pgs.get(&o.id).copied().unwrap_or(0),
+                    "status": if o.up {"up"} else {"down"}})
+            })
+            .collect();
+        ctx.print_json(&json!({"nodes": nodes, "summary": {
+            "total_kb": total / 1024, "total_kb_used": (total - avail) / 1024,
+            "total_kb_avail": avail / 1024, "average_utilization": avg,
+            "min_var": min_var, "max_var": max_var, "dev": stddev}}));
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("CLASS", Align::Left),
+        ("WEIGHT", Align::Right),
+        ("REWEIGHT", Align::Right),
+        ("SIZE", Align::Right),
+        ("RAW USE", Align::Right),
+        ("AVAIL", Align::Right),
+        ("%USE", Align::Right),
+        ("VAR", Align::Right),
+        ("PGS", Align::Right),
+        ("STATUS", Align::Left),
+    ]);
+    let dash = || "-".to_string();
+    for o in map.osds.values() {
+        let u = usage.get(&o.id).copied();
+        t.row(vec![
+            o.id.to_string(),
+            String::new(),
+            format!("{:.5}", weight(o.weight)),
+            format!("{:.5}", if o.in_cluster { 1.0 } else { 0.0 }),
+            u.map_or_else(dash, |(t, _)| format_size(t)),
+            u.map_or_else(dash, |(t, a)| format_size(t - a)),
+            u.map_or_else(dash, |(_, a)| format_size(a)),
+            u.map_or_else(dash, |x| format!("{:.2}", util(x))),
+            u.map_or_else(dash, |x| format!("{:.2}", var(util(x)))),
+            pgs.get(&o.id).copied().unwrap_or(0).to_string(),
+            if o.up { "up" } else { "down" }.to_string(),
+        ]);
+    }
+    t.row(vec![
+        String::new(),
+        String::new(),
+        String::new(),
+        "TOTAL".into(),
+        format_size(total),
+        format_size(total - avail),
+        format_size(avail),
+        format!("{avg:.2}"),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    print!("{}", t.render());
+    println!("MIN/MAX VAR: {min_var:.2}/{max_var:.2}  STDDEV: {stddev:.2}");
     Ok(())
 }
 

@@ -214,6 +214,47 @@ fn ceph_and_rbd_against_a_cluster() {
     assert!(table.lines().any(|l| l.contains(" 12345 ")), "{table}");
     let (_, out, _) = c.run(&["ceph", "pg", "ls", "inconsistent"]);
     assert_eq!(out.lines().count(), 1, "{out}");
+
+    // ceph osd df: every OSD's filesystem report and PG count. The three
+    // share one filesystem, so each uses the average (VAR 1).
+    let all_pgs = c.json(&["ceph", "pg", "ls", "--format", "json"]);
+    let placements: usize = all_pgs["pg_stats"]
+        .as_array()
+        .expect("pg_stats")
+        .iter()
+        .map(|p| p["up"].as_array().map_or(0, Vec::len))
+        .sum();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let df = loop {
+        let df = c.json(&["ceph", "osd", "df", "--format", "json"]);
+        let nodes = df["nodes"].as_array().expect("nodes");
+        if nodes.len() == 3 && nodes.iter().all(|n| n["kb"].is_u64()) {
+            break df;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reports: {df}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let nodes = df["nodes"].as_array().expect("nodes");
+    let pgs: u64 = nodes.iter().map(|n| n["pgs"].as_u64().expect("pgs")).sum();
+    assert_eq!(pgs as usize, placements, "{df}");
+    for n in nodes {
+        let kb = n["kb"].as_u64().expect("kb");
+        let used = n["kb_used"].as_u64().expect("kb_used");
+        let avail = n["kb_avail"].as_u64().expect("kb_avail");
+        assert!(kb > 0 && (used + avail).abs_diff(kb) <= 1, "{n}");
+        let var = n["var"].as_f64().expect("var");
+        assert!((var - 1.0).abs() < 0.05, "{df}");
+        assert_eq!(n["status"], "up");
+    }
+    let text = c.ok(&["ceph", "osd", "df"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("RAW USE") && lines[0].contains("PGS"),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines[4].contains("TOTAL"), "{text}");
+    assert!(lines[5].starts_with("MIN/MAX VAR: "), "{text}");
     c.fails(
         &["ceph", "pg", "ls", "peering"],
         22,

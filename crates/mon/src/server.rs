@@ -1143,6 +1143,21 @@ impl Mon {
                     .await?,
                 )
             }
+            MonCommand::OsdDf => {
+                self.require(s, MonAccess::Read)?;
+                let grace = self.effective_timings().osd_heartbeat_grace;
+                let m = self
+                    .statfs
+                    .lock()
+                    .map_err(|_| cmd_err(Errno::EIO, "statfs table poisoned"))?;
+                let mut v: Vec<(OsdId, u64, u64)> = m
+                    .iter()
+                    .filter(|(_, (at, _, _))| at.elapsed() <= grace)
+                    .map(|(o, (_, total, avail))| (*o, *total, *avail))
+                    .collect();
+                v.sort_unstable();
+                Ok(MonReply::OsdUsage(v))
+            }
             MonCommand::ScrubStamps => {
                 self.require(s, MonAccess::Read)?;
                 Ok(MonReply::ScrubStamps(self.shared.read(|st| {

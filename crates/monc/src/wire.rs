@@ -337,6 +337,9 @@ pub enum MonCommand {
         /// The ratio x 1000 (1..=1000).
         milli: u32,
     },
+    /// Each OSD's last filesystem report (`ceph osd df`). Answered with
+    /// [`MonReply::OsdUsage`].
+    OsdDf,
 }
 
 /// Replies to [`MonCommand`]s.
@@ -387,6 +390,9 @@ pub enum MonReply {
     /// Per PG, when its last deep scrub finished (unix seconds, the
     /// monitors' clock), for `ScrubStamps`.
     ScrubStamps(Vec<(PgId, u64)>),
+    /// Per OSD that reported recently: (id, filesystem bytes, bytes
+    /// available), for `OsdDf`.
+    OsdUsage(Vec<(OsdId, u64, u64)>),
 }
 
 /// One value of the monitors' config database.
