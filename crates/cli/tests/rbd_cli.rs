@@ -994,6 +994,35 @@ fn trash_moves_restores_removes_and_purges_images() {
     e.ok(&["rbd", "snap", "create", "data/gold@base"]);
     e.ok(&["rbd", "snap", "protect", "data/gold@base"]);
     e.ok(&["rbd", "clone", "data/gold@base", "data/vm2"]);
+    // A trashed clone is listed by `rbd children` only with --all.
+    e.ok(&["rbd", "clone", "data/gold@base", "data/vm3"]);
+    e.ok(&["rbd", "trash", "mv", "data/vm3"]);
+    let v3 = trash_id(&e, "data", "vm3");
+    assert_eq!(
+        e.ok(&["rbd", "children", "data/gold@base"]).stdout,
+        "data/vm2\n"
+    );
+    assert_eq!(e.ok(&["rbd", "children", "data/gold"]).stdout, "data/vm2\n");
+    assert_eq!(
+        e.ok(&["rbd", "children", "--all", "data/gold@base"]).stdout,
+        format!("data/vm2\ndata/vm3 (trash {v3})\n")
+    );
+    let cj = e.json(&[
+        "rbd",
+        "children",
+        "-a",
+        "--format",
+        "json",
+        "data/gold@base",
+    ]);
+    assert_eq!(cj[1]["trash"], true, "{cj}");
+    assert_eq!(cj[1]["id"], v3.as_str(), "{cj}");
+    assert_eq!(cj[0]["trash"], false, "{cj}");
+    e.ok(&["rbd", "trash", "rm", &format!("data/{v3}")]);
+    assert_eq!(
+        e.ok(&["rbd", "children", "--all", "data/gold@base"]).stdout,
+        "data/vm2\n"
+    );
     e.ok(&["rbd", "trash", "mv", "data/gold"]);
     let gid = trash_id(&e, "data", "gold");
     assert_eq!(export_bytes(&e, "data/vm2", "b.raw"), data);

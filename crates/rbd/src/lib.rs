@@ -305,8 +305,10 @@ pub struct ChildInfo {
     pub namespace: String,
     /// Child image id.
     pub image_id: String,
-    /// Child image name.
+    /// Child image name (the one it had, if it is in the trash).
     pub image_name: String,
+    /// The child is in the trash (`rbd trash mv`).
+    pub in_trash: bool,
 }
 
 /// One extent reported by [`Image::diff`].

@@ -1125,7 +1125,8 @@ impl Rbd {
     }
 }
 
-/// Children links resolved to names (links to vanished images are skipped).
+/// Children links resolved to names (links to vanished images are
+/// skipped; trashed children are listed, marked, under their old names).
 pub(crate) async fn resolve_children(
     rados: &dyn Rados,
     io: &IoCtx,
@@ -1140,15 +1141,21 @@ pub(crate) async fn resolve_children(
             Err(e) => return Err(e),
         };
         let cio = IoCtx::new(c.pool, pool_name.clone(), c.namespace.clone());
-        if let Some(image_name) = lookup_name(rados, &cio, &c.image_id).await? {
-            out.push(ChildInfo {
-                pool_id: c.pool,
-                pool_name,
-                namespace: c.namespace,
-                image_id: c.image_id,
-                image_name,
-            });
-        }
+        let (image_name, in_trash) = match lookup_name(rados, &cio, &c.image_id).await? {
+            Some(n) => (n, false),
+            None => match crate::trash::trashed_name(rados, &cio, &c.image_id).await? {
+                Some(n) => (n, true),
+                None => continue,
+            },
+        };
+        out.push(ChildInfo {
+            pool_id: c.pool,
+            pool_name,
+            namespace: c.namespace,
+            image_id: c.image_id,
+            image_name,
+            in_trash,
+        });
     }
     out.sort_by(|a, b| {
         (&a.pool_name, &a.namespace, &a.image_name).cmp(&(

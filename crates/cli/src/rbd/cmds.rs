@@ -750,12 +750,6 @@ pub async fn children(
     if let Some(s) = snap {
         spec.snap = Some(s.to_string());
     }
-    if spec.snap.is_none() && !all {
-        return Err(CmdError::new(
-            Errno::EINVAL,
-            "snapshot name was not specified",
-        ));
-    }
     let io = ctx.ioctx(&spec.pool, &spec.namespace).await?;
     // (io, image, snapshots to list) work queue; descendants follow every child's snapshots.
     let mut out = Vec::new();
@@ -780,7 +774,10 @@ pub async fn children(
                 .await
                 .map_err(|e| CmdError::rbd("listing children failed", &e))?;
             for k in kids {
-                if descendants {
+                if k.in_trash && !all {
+                    continue;
+                }
+                if descendants && !k.in_trash {
                     if let Ok(kio) = ctx.ioctx(&k.pool_name, &k.namespace).await {
                         queue.push((kio, k.image_name.clone(), None));
                     }
@@ -793,12 +790,23 @@ pub async fn children(
     if ctx.g.json() {
         let v: Vec<Value> = out
             .iter()
-            .map(|c| json!({"pool": c.pool_name, "pool_namespace": c.namespace, "image": c.image_name}))
+            .map(|c| {
+                let mut j = json!({"pool": c.pool_name, "pool_namespace": c.namespace, "image": c.image_name});
+                if all {
+                    j["id"] = json!(c.image_id);
+                    j["trash"] = json!(c.in_trash);
+                }
+                j
+            })
             .collect();
         ctx.print_json(&Value::Array(v));
     } else {
         for c in &out {
-            println!("{}", child_name(c));
+            if c.in_trash {
+                println!("{} (trash {})", child_name(c), c.image_id);
+            } else {
+                println!("{}", child_name(c));
+            }
         }
     }
     Ok(())

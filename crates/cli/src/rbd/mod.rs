@@ -625,12 +625,13 @@ enum RbdCmd {
     },
     /// List the clones of a snapshot.
     Children {
-        /// Image spec with `@snap` (or `--snap`).
+        /// Image spec with `@snap` (or `--snap`); without a snapshot, the
+        /// children of all its snapshots.
         image: String,
         /// Snapshot name.
         #[arg(long)]
         snap: Option<String>,
-        /// Also list clones of every snapshot of the image.
+        /// Also list children in the trash.
         #[arg(short = 'a', long)]
         all: bool,
         /// Also list grandchildren.
