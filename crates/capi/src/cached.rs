@@ -111,6 +111,9 @@ impl ImageBackend for CachedBackend {
     async fn parent(&self) -> CResult<ParentInfo> {
         self.inner.parent().await
     }
+    async fn children(&self, descendants: bool) -> CResult<Vec<quarry_rbd::ChildInfo>> {
+        self.inner.children(descendants).await
+    }
     async fn flatten(&self) -> CResult<()> {
         self.cache.sync().await?;
         self.inner.flatten().await

@@ -246,6 +246,9 @@ pub trait ImageBackend: Send + Sync {
     async fn snap_rename(&self, from: &str, to: &str) -> CResult<()>;
     /// Parent of a clone; `ENOENT` if none.
     async fn parent(&self) -> CResult<ParentInfo>;
+    /// Clones of this snapshot (of every snapshot at the head), or with
+    /// `descendants` their clones too, trashed ones marked.
+    async fn children(&self, descendants: bool) -> CResult<Vec<quarry_rbd::ChildInfo>>;
     /// Copy up everything from the parent and detach it.
     async fn flatten(&self) -> CResult<()>;
     /// Allocated/changed extents, increasing and non-overlapping, inside

@@ -713,6 +713,78 @@ pub unsafe extern "C" fn rbd_get_parent(
     })
 }
 
+fn linked_specs(
+    image: ImageT,
+    images: *mut RbdLinkedImageSpec,
+    max_images: *mut usize,
+    descendants: bool,
+) -> CResult<i32> {
+    // SAFETY: handle from the caller.
+    let img = unsafe { img_of(image) }?;
+    nonnull(max_images)?;
+    let b = img.backend.clone();
+    let list = rt::block_on(async move { b.children(descendants).await })?;
+    // SAFETY: non-null.
+    let have = unsafe { *max_images };
+    // SAFETY: non-null.
+    unsafe { *max_images = list.len() };
+    if have < list.len() || (images.is_null() && !list.is_empty()) {
+        return Err(Errno::ERANGE.into());
+    }
+    for (i, c) in list.iter().enumerate() {
+        // SAFETY: i < have slots.
+        unsafe {
+            images.add(i).write(RbdLinkedImageSpec {
+                pool_id: c.pool_id,
+                pool_name: c_strdup(&c.pool_name),
+                pool_namespace: c_strdup(&c.namespace),
+                image_id: c_strdup(&c.image_id),
+                image_name: c_strdup(&c.image_name),
+                trash: c.in_trash,
+            })
+        };
+    }
+    Ok(0)
+}
+
+/// Clones of the image's snapshot (of every snapshot at the head);
+/// `-ERANGE` with `*max_images` set when short.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_list_children3(
+    image: ImageT,
+    images: *mut RbdLinkedImageSpec,
+    max_images: *mut usize,
+) -> c_int {
+    int(|| linked_specs(image, images, max_images, false))
+}
+
+/// [`rbd_list_children3`] with the clones' clones, and so on.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_list_descendants(
+    image: ImageT,
+    images: *mut RbdLinkedImageSpec,
+    max_images: *mut usize,
+) -> c_int {
+    int(|| linked_specs(image, images, max_images, true))
+}
+
+/// Free the strings of `num` specs filled by [`rbd_list_children3`].
+#[no_mangle]
+pub unsafe extern "C" fn rbd_linked_image_spec_list_cleanup(
+    images: *mut RbdLinkedImageSpec,
+    num: usize,
+) {
+    guard((), || {
+        if images.is_null() {
+            return;
+        }
+        for i in 0..num {
+            // SAFETY: images has num entries filled by us.
+            unsafe { rbd_linked_image_spec_cleanup(images.add(i)) };
+        }
+    })
+}
+
 /// Free the strings of a linked image spec.
 #[no_mangle]
 pub unsafe extern "C" fn rbd_linked_image_spec_cleanup(spec: *mut RbdLinkedImageSpec) {

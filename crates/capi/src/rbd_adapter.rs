@@ -310,6 +310,14 @@ impl ImageBackend for Backend {
         })
     }
 
+    async fn children(&self, descendants: bool) -> CResult<Vec<quarry_rbd::ChildInfo>> {
+        Ok(if descendants {
+            self.img.descendants().await?
+        } else {
+            self.img.children().await?
+        })
+    }
+
     async fn flatten(&self) -> CResult<()> {
         Ok(self.img.flatten(|_, _| ()).await?)
     }

@@ -2050,21 +2050,38 @@ impl Image {
         })
     }
 
-    /// Clones of the snapshot this handle is at (`EINVAL` at the head, like librbd).
+    /// Clones of the snapshot this handle is at, or of every snapshot at
+    /// the head (librbd's `list_children`), trashed ones marked.
     pub async fn children(&self) -> Result<Vec<ChildInfo>> {
         let v = self.inner.view();
+        let rados = self.inner.rados.as_ref();
         if v.snap == NOSNAP {
-            return Err(RbdError::invalid(
-                "list children of a snapshot, not of the head",
-            ));
+            return rbd::children_of_all_snaps(rados, &self.inner.io, &self.inner.id).await;
         }
-        rbd::resolve_children(
-            self.inner.rados.as_ref(),
-            &self.inner.io,
-            &self.inner.id,
-            v.snap,
-        )
-        .await
+        rbd::resolve_children(rados, &self.inner.io, &self.inner.id, v.snap).await
+    }
+
+    /// Children, their children and so on (librbd's `list_descendants`).
+    pub async fn descendants(&self) -> Result<Vec<ChildInfo>> {
+        let rados = self.inner.rados.as_ref();
+        let mut out = self.children().await?;
+        let mut next = 0;
+        while next < out.len() {
+            let c = out[next].clone();
+            next += 1;
+            let io = crate::IoCtx::new(c.pool_id, c.pool_name.clone(), c.namespace.clone());
+            for g in rbd::children_of_all_snaps(rados, &io, &c.image_id).await? {
+                // A link cycle cannot be made by clone, but do not loop on one.
+                if !out
+                    .iter()
+                    .any(|o| o.pool_id == g.pool_id && o.image_id == g.image_id)
+                {
+                    out.push(g);
+                }
+            }
+        }
+        rbd::sort_children(&mut out);
+        Ok(out)
     }
 
     // ---------------------------------------------------------------- metadata

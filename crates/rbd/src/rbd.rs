@@ -1125,6 +1125,39 @@ impl Rbd {
     }
 }
 
+/// Sort children by pool, namespace and name (as librbd lists them).
+pub(crate) fn sort_children(v: &mut [ChildInfo]) {
+    v.sort_by(|a, b| {
+        (&a.pool_name, &a.namespace, &a.image_name).cmp(&(
+            &b.pool_name,
+            &b.namespace,
+            &b.image_name,
+        ))
+    });
+}
+
+/// Children of every snapshot of image `id` in `io` (none if the image
+/// vanished meanwhile), sorted by pool, namespace and name.
+pub(crate) async fn children_of_all_snaps(
+    rados: &dyn Rados,
+    io: &IoCtx,
+    id: &str,
+) -> Result<Vec<ChildInfo>> {
+    let what = format!("image id {id} in {}", io.spec(""));
+    let h = match crate::header::read_header(rados, &io.oid(layout::header_oid(id)), &what).await {
+        Ok(h) => h,
+        Err(RbdError::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for &snap in h.snaps.keys() {
+        out.extend(resolve_children(rados, io, id, snap).await?);
+    }
+    sort_children(&mut out);
+    out.dedup_by(|a, b| a.pool_id == b.pool_id && a.image_id == b.image_id);
+    Ok(out)
+}
+
 /// Children links resolved to names (links to vanished images are
 /// skipped; trashed children are listed, marked, under their old names).
 pub(crate) async fn resolve_children(
@@ -1157,12 +1190,6 @@ pub(crate) async fn resolve_children(
             in_trash,
         });
     }
-    out.sort_by(|a, b| {
-        (&a.pool_name, &a.namespace, &a.image_name).cmp(&(
-            &b.pool_name,
-            &b.namespace,
-            &b.image_name,
-        ))
-    });
+    sort_children(&mut out);
     Ok(out)
 }

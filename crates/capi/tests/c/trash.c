@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
   size_t n = 0;
   r = rbd_trash_list(io, NULL, &n);
   CHECK(r == -ERANGE && n == 1, "trash_list sizing: %d n=%zu", r, n);
-  rbd_trash_image_info_t entries[1];
+  rbd_trash_image_info_t entries[4];
   r = rbd_trash_list(io, entries, &n);
   CHECK(r == 1 && n == 1, "trash_list: %d n=%zu", r, n);
   CHECK(strcmp(entries[0].name, "t") == 0, "name %s", entries[0].name);
@@ -131,6 +131,49 @@ int main(int argc, char **argv) {
   CHECK(r == -ENOENT, "trash_remove of a purged image: %d", r);
 
   CHECK(rbd_remove(io, "t") == 0, "remove t");
+
+  /* Children and descendants, trashed clones marked. */
+  uint64_t features = RBD_FEATURE_LAYERING;
+  CHECK(rbd_create2(io, "p", 4 << 20, features, &order) == 0, "create p");
+  CHECK(rbd_open(io, "p", &img, NULL) == 0, "open p");
+  CHECK(rbd_snap_create(img, "s") == 0 && rbd_snap_protect(img, "s") == 0, "snap p");
+  CHECK(rbd_clone(io, "p", "s", io, "c1", features, &order) == 0, "clone c1");
+  CHECK(rbd_clone(io, "p", "s", io, "c2", features, &order) == 0, "clone c2");
+  rbd_image_t c1;
+  CHECK(rbd_open(io, "c1", &c1, NULL) == 0, "open c1");
+  CHECK(rbd_snap_create(c1, "s2") == 0 && rbd_snap_protect(c1, "s2") == 0, "snap c1");
+  CHECK(rbd_clone(io, "c1", "s2", io, "g1", features, &order) == 0, "clone g1");
+  CHECK(rbd_trash_move(io, "c2", 0) == 0, "trash c2");
+  rbd_linked_image_spec_t specs[4];
+  size_t ns = 0;
+  r = rbd_list_children3(img, specs, &ns);
+  CHECK(r == -ERANGE && ns == 2, "children sizing: %d %zu", r, ns);
+  ns = 4;
+  r = rbd_list_children3(img, specs, &ns);
+  CHECK(r == 0 && ns == 2, "children: %d %zu", r, ns);
+  CHECK(strcmp(specs[0].image_name, "c1") == 0 && !specs[0].trash, "child c1");
+  CHECK(strcmp(specs[1].image_name, "c2") == 0 && specs[1].trash, "trashed child c2");
+  CHECK(strcmp(specs[0].pool_name, argv[1]) == 0, "child pool %s", specs[0].pool_name);
+  rbd_linked_image_spec_list_cleanup(specs, ns);
+  ns = 4;
+  r = rbd_list_descendants(img, specs, &ns);
+  CHECK(r == 0 && ns == 3, "descendants: %d %zu", r, ns);
+  CHECK(strcmp(specs[2].image_name, "g1") == 0, "grandchild %s", specs[2].image_name);
+  rbd_linked_image_spec_list_cleanup(specs, ns);
+  /* Clean up: the trashed clone first, then the rest. */
+  n = 4;
+  CHECK(rbd_trash_list(io, entries, &n) == 1, "one trashed");
+  char cid[64];
+  snprintf(cid, sizeof cid, "%s", entries[0].id);
+  rbd_trash_list_cleanup(entries, n);
+  CHECK(rbd_trash_remove(io, cid, false) == 0, "trash rm c2");
+  CHECK(rbd_remove(io, "g1") == 0, "rm g1");
+  CHECK(rbd_snap_unprotect(c1, "s2") == 0 && rbd_snap_remove(c1, "s2") == 0, "c1 snap");
+  CHECK(rbd_close(c1) == 0, "close c1");
+  CHECK(rbd_remove(io, "c1") == 0, "rm c1");
+  CHECK(rbd_snap_unprotect(img, "s") == 0 && rbd_snap_remove(img, "s") == 0, "p snap");
+  CHECK(rbd_close(img) == 0, "close p");
+  CHECK(rbd_remove(io, "p") == 0, "rm p");
   rados_ioctx_destroy(io);
   rados_shutdown(c);
   printf("trash OK\n");
