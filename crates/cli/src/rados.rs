@@ -18,6 +18,9 @@ use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, PoolId, Rados, RadosError}
 use serde_json::{json, Value};
 
 use crate::ceph::CephFormat;
+
+#[path = "rados_bench.rs"]
+mod bench;
 use crate::rbd::{connect_with, iso_utc, print_json, Align, Table};
 
 /// Bytes per read or write op of `get` and `put` (Ceph's default op size).
@@ -62,6 +65,12 @@ OBJECT COMMANDS (-p POOL)
    rmomapkey <obj-name> <key>
    clearomap <obj-name> [obj-name2 ...]
    listwatchers <obj-name>          list the watchers of this object
+BENCHMARK (-p POOL)
+   bench <seconds> write|seq|rand [-t concurrent_operations] [-b op_size]
+                                    [--no-cleanup] [--run-name run_name]
+                                    write: objects of op_size (default 4 MiB);
+                                    seq/rand: read what write --no-cleanup left
+   cleanup [--run-name run_name]    remove what write --no-cleanup left
 SCRUB AND REPAIR
    list-inconsistent-pg <pool>      list inconsistent PGs in given pool
    list-inconsistent-obj <pgid>     list inconsistent objects in given PG
@@ -81,6 +90,14 @@ struct Opts {
     all: bool,
     format: Option<CephFormat>,
     offset: Option<u64>,
+    /// `bench`: ops in flight (`-t`).
+    concurrency: Option<usize>,
+    /// `bench write`: object size (`-b`).
+    block_size: Option<u64>,
+    /// `bench write`: keep the objects (and their metadata) for `seq`/`rand`.
+    no_cleanup: bool,
+    /// `bench`/`cleanup`: the metadata object's name.
+    run_name: Option<String>,
     help: bool,
     g: crate::rbd::Global,
     /// The command and its arguments.
@@ -147,6 +164,22 @@ fn parse(raw: &[String]) -> R<Opts> {
                         .map_err(|_| fail(format!("Invalid value for offset: '{v}'")))?,
                 );
             }
+            "-t" | "--concurrent-ios" => {
+                let v = value(name)?;
+                o.concurrency = Some(
+                    v.parse()
+                        .map_err(|_| fail(format!("Invalid value for concurrent-ios: '{v}'")))?,
+                );
+            }
+            "-b" | "--block-size" => {
+                let v = value(name)?;
+                o.block_size = Some(
+                    quarry_common::size::parse_size(&v, quarry_common::size::SizeUnit::Bytes)
+                        .map_err(|e| fail(format!("Invalid value for block-size: {e}")))?,
+                );
+            }
+            "--no-cleanup" => o.no_cleanup = true,
+            "--run-name" => o.run_name = Some(value(name)?),
             "-c" | "--conf" => o.g.conf = Some(value(name)?),
             "--id" | "--user" => o.g.id = Some(value(name)?),
             "-n" | "--name" => o.g.name = Some(value(name)?),
@@ -303,6 +336,15 @@ async fn dispatch(o: Opts) -> R {
             clearomap(&ctx, &args[1..]).await
         }
         "listwatchers" => listwatchers(&ctx, arg(&args, 1, "obj-name")?).await,
+        "bench" => {
+            bench::bench(
+                &ctx,
+                arg(&args, 1, "seconds")?,
+                arg(&args, 2, "write|seq|rand")?,
+            )
+            .await
+        }
+        "cleanup" => bench::cleanup(&ctx).await,
         "list-inconsistent-pg" => list_inconsistent_pg(&ctx, arg(&args, 1, "pool")?).await,
         "list-inconsistent-obj" => list_inconsistent_obj(&ctx, arg(&args, 1, "pgid")?).await,
         other => Err(fail(format!(

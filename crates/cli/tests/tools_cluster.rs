@@ -1032,6 +1032,74 @@ fn rados_against_a_cluster() {
     assert_eq!(&got[..10], &data[..10]);
     ok(&["-p", "data", "truncate", "o1", "10"]);
     assert!(ok(&["-p", "data", "stat", "o1"]).ends_with(", size 10\n"));
+    // rados bench: write (kept), seq and rand read it back, cleanup.
+    let count = |out: &str, key: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no '{key}' in {out}"))
+    };
+    let w = ok(&[
+        "-p",
+        "data",
+        "bench",
+        "1",
+        "write",
+        "-t",
+        "4",
+        "-b",
+        "64K",
+        "--no-cleanup",
+    ]);
+    assert!(
+        w.contains("Maintaining 4 concurrent writes of 65536 bytes"),
+        "{w}"
+    );
+    let written = count(&w, "Total writes made:");
+    assert!(written > 0, "{w}");
+    let listed = ok(&["-p", "data", "ls"]);
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.starts_with("benchmark_data_"))
+            .count() as u64,
+        written,
+        "{listed}"
+    );
+    let s = ok(&["-p", "data", "bench", "5", "seq"]);
+    assert_eq!(
+        count(&s, "Total reads made:"),
+        written,
+        "seq reads each object once: {s}"
+    );
+    let r = ok(&["-p", "data", "bench", "1", "rand", "-t", "2"]);
+    assert!(count(&r, "Total reads made:") > 0, "{r}");
+    let cl = ok(&["-p", "data", "cleanup"]);
+    assert_eq!(cl, format!("Removed {written} objects\n"));
+    assert!(!ok(&["-p", "data", "ls"]).contains("benchmark_"));
+    fails(
+        &["-p", "data", "bench", "1", "seq"],
+        "no benchmark metadata data/benchmark_last_metadata: run 'rados bench SECONDS write --no-cleanup' first\n",
+    );
+    // Without --no-cleanup the objects go at the end.
+    let w = ok(&["-p", "data", "bench", "1", "write", "-b", "4K"]);
+    assert!(
+        w.contains(&format!(
+            "Removed {} objects",
+            count(&w, "Total writes made:")
+        )),
+        "{w}"
+    );
+    assert!(!ok(&["-p", "data", "ls"]).contains("benchmark_"));
+    fails(
+        &["-p", "data", "bench", "1", "append"],
+        "rados bench: unknown mode 'append' (write, seq or rand)\n",
+    );
+    fails(
+        &["-p", "data", "bench", "0", "write"],
+        "rados bench: invalid number of seconds '0'\n",
+    );
+
     // No watchers on an object prints nothing; a missing object is ENOENT.
     assert_eq!(ok(&["-p", "data", "listwatchers", "o1"]), "");
     fails(
