@@ -333,6 +333,31 @@ fn ceph_and_rbd_against_a_cluster() {
         c.ok(&["ceph", "osd", "pool", "get", "p2", "pg_num"]),
         "pg_num: 8\n"
     );
+    // PGs are not split: a new pg_num is refused (objects would vanish
+    // from reach); the current one is accepted, and objects stay readable.
+    let probe = c.path().join("pgnum.bin");
+    std::fs::write(&probe, b"kept").expect("write");
+    for i in 0..16 {
+        c.ok(&[
+            "rados",
+            "-p",
+            "p2",
+            "put",
+            &format!("o{i}"),
+            probe.to_str().expect("utf8"),
+        ]);
+    }
+    let (code, _, err) = c.run(&["ceph", "osd", "pool", "set", "p2", "pg_num", "16"]);
+    assert_eq!(code, 95, "{err}");
+    assert!(
+        err.starts_with("Error EOPNOTSUPP: changing pg_num of pool 'p2' (now 8) is not supported"),
+        "{err}"
+    );
+    let (code, _, err) = c.run(&["ceph", "osd", "pool", "set", "p2", "pg_num", "8"]);
+    assert_eq!(code, 0, "{err}");
+    for i in 0..16 {
+        c.ok(&["rados", "-p", "p2", "stat", &format!("o{i}")]);
+    }
     let (code, _, err) = c.run(&["ceph", "osd", "pool", "get", "nosuch", "size"]);
     assert_eq!(
         (code, err.as_str()),

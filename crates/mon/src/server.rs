@@ -901,6 +901,31 @@ impl Mon {
         }
     }
 
+    /// Changing a pool's PG count would move objects to PGs that do not
+    /// hold them (OSDs do not split or merge PGs): every object whose PG
+    /// changes would read as absent, an RBD image's data as zeros. Refused
+    /// here, before the log, so that entries committed by older monitors
+    /// still replay as they did.
+    fn refuse_pg_num_change(&self, pool: &str, var: &str, val: &str) -> Result<(), CmdError> {
+        let map = self.map();
+        let Some(def) = map.pool_by_name(pool) else {
+            return Ok(()); // the state machine names the missing pool
+        };
+        if val.trim().parse::<u32>().ok() == Some(def.pg_num) {
+            return Ok(());
+        }
+        Err(cmd_err(
+            Errno::EOPNOTSUPP,
+            format!(
+                "changing {var} of pool '{pool}' (now {}) is not supported: PGs are not split or \
+                 merged, so objects would move to PGs that do not hold them. Create a pool with \
+                 the PG count it needs (ceph osd pool create NAME PG_NUM) and copy the images \
+                 into it (rbd cp, or rbd export | rbd import)",
+                def.pg_num
+            ),
+        ))
+    }
+
     fn record_mon_disk(&self, rank: u64, total: u64, avail: u64) {
         if let Ok(mut m) = self.mon_disk.lock() {
             m.insert(rank, (Instant::now(), total, avail.min(total)));
@@ -1063,6 +1088,9 @@ impl Mon {
             }
             MonCommand::PoolSet { name, var, val } => {
                 self.require(s, MonAccess::Write)?;
+                if matches!(var.as_str(), "pg_num" | "pgp_num") {
+                    self.refuse_pg_num_change(name, var, val)?;
+                }
                 reply(
                     self.propose(StateCmd::PoolSet {
                         name: name.clone(),
