@@ -1,0 +1,104 @@
+"""What OpenStack's Glance and Cinder RBD drivers do through Debian's
+python3-rbd/python3-rados, run against Quarry's librbd/librados (found
+through LD_LIBRARY_PATH): a golden image, its protected snapshot, a clone
+per volume, dependency checks with list_children, deferred deletion through
+the trash, opening by id, and the errors the drivers catch.
+Usage: openstack_flow.py POOL. Prints "python OK"."""
+import sys
+
+import rados
+import rbd
+
+pool = sys.argv[1]
+cluster = rados.Rados(conffile="")
+cluster.connect()
+io = cluster.open_ioctx(pool)
+r = rbd.RBD()
+feat = rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK
+
+# Glance: upload an image, snapshot and protect it.
+data = bytes((i * 7) % 251 for i in range(1 << 20))
+r.create(io, "glance-img", 8 << 20, old_format=False, features=feat)
+with rbd.Image(io, "glance-img") as img:
+    img.write(data, 0)
+    img.create_snap("snap")
+    img.protect_snap("snap")
+    assert img.is_protected_snap("snap")
+
+# Cinder: a volume per VM, cloned from the snapshot.
+for v in ("vol-1", "vol-2"):
+    r.clone(io, "glance-img", "snap", io, v, features=feat)
+assert sorted(r.list(io)) == ["glance-img", "vol-1", "vol-2"], r.list(io)
+with rbd.Image(io, "vol-1") as vol:
+    assert vol.read(0, len(data)) == data, "clone reads the parent's data"
+    assert vol.parent_info() == (pool, "glance-img", "snap"), vol.parent_info()
+
+# Deleting the image is refused while clones depend on it: drivers check
+# list_children first.
+with rbd.Image(io, "glance-img", snapshot="snap") as snap:
+    kids = sorted(snap.list_children())
+    assert kids == [(pool, "vol-1"), (pool, "vol-2")], kids
+
+# Deferred deletion: a volume goes to the trash, then out of the listing
+# but still listed (trash=True) as a child.
+r.trash_move(io, "vol-2", 0)
+assert sorted(r.list(io)) == ["glance-img", "vol-1"], r.list(io)
+entries = list(r.trash_list(io))
+assert [e["name"] for e in entries] == ["vol-2"], entries
+vid = entries[0]["id"]
+assert r.trash_get(io, vid)["name"] == "vol-2"
+with rbd.Image(io, "glance-img", snapshot="snap") as snap:
+    kids = {(k["image"], k["trash"]) for k in snap.list_children2()}
+    assert kids == {("vol-1", False), ("vol-2", True)}, kids
+# A trashed image still opens by id.
+with rbd.Image(io, image_id=vid, read_only=True) as v2:
+    assert v2.read(0, 4096) == data[:4096]
+
+# An open image cannot be trashed (the driver sees ImageBusy).
+with rbd.Image(io, "vol-1"):
+    try:
+        r.trash_move(io, "vol-1", 0)
+        raise AssertionError("trash_move of an open image succeeded")
+    except rbd.ImageBusy:
+        pass
+
+# Restore under a new name, then delete for good.
+r.trash_restore(io, vid, "vol-2b")
+assert "vol-2b" in r.list(io)
+r.trash_move(io, "vol-2b", 3600)
+try:
+    r.trash_remove(io, vid)
+    raise AssertionError("trash_remove before the deferment ended succeeded")
+except rbd.PermissionError:
+    pass
+r.trash_remove(io, vid, force=True)
+try:
+    r.trash_get(io, vid)
+    raise AssertionError("removed image still in the trash")
+except rbd.ImageNotFound:
+    pass
+
+# Errors the drivers catch by class.
+try:
+    rbd.Image(io, "nosuch")
+    raise AssertionError("opened a missing image")
+except rbd.ImageNotFound:
+    pass
+try:
+    r.remove(io, "glance-img")
+    raise AssertionError("removed an image with snapshots")
+except rbd.ImageHasSnapshots:
+    pass
+
+# Tear down as the drivers do: volume, then unprotect and remove.
+r.remove(io, "vol-1")
+with rbd.Image(io, "glance-img") as img:
+    with rbd.Image(io, "glance-img", snapshot="snap") as snap:
+        assert list(snap.list_children()) == []
+    img.unprotect_snap("snap")
+    img.remove_snap("snap")
+r.remove(io, "glance-img")
+assert r.list(io) == []
+io.close()
+cluster.shutdown()
+print("python OK")
