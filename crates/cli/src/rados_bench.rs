@@ -246,44 +246,13 @@ async fn write(ctx: &Ctx, pname: &str, pool: PoolId, secs: u64, conc: usize) -> 
     );
     println!("Object prefix: {prefix}");
     let data = Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-    let stats = Arc::new(Mutex::new(Stats::default()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let start = Instant::now();
-    let rep = tokio::spawn(reporter(stats.clone(), start, conc, size, stop_rx));
-    let deadline = start + Duration::from_secs(secs);
-    let mut inflight = FuturesUnordered::new();
-    let mut next = 0u64;
-    let mut failed = None;
-    loop {
-        while failed.is_none() && inflight.len() < conc && Instant::now() < deadline {
-            let oid = ctx.oid(pool, &object_name(&prefix, next));
-            next += 1;
-            lock(&stats).started += 1;
-            let op = ctx.op(oid, vec![Op::WriteFull(data.clone())]);
-            inflight.push(async move {
-                let t = Instant::now();
-                (op.await, t.elapsed().as_secs_f64())
-            });
-        }
-        let Some((r, lat)) = inflight.next().await else {
-            break;
-        };
-        match r {
-            Ok(_) => lock(&stats).done(size, lat),
-            Err(e) => {
-                lock(&stats).finished += 1;
-                failed.get_or_insert(e);
-            }
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let _ = stop_tx.send(true);
-    let per_sec = rep.await.unwrap_or_default();
-    if let Some(e) = failed {
-        return Err(ferr("error during benchmark", &e));
-    }
-    let written = lock(&stats).finished;
-    summary("writes", &lock(&stats), elapsed, size, size, per_sec);
+    let (stats, elapsed, per_sec) = drive(ctx, secs, conc, size, |i| {
+        let oid = ctx.oid(pool, &object_name(&prefix, i));
+        Some((oid, Op::WriteFull(data.clone())))
+    })
+    .await?;
+    let written = stats.finished;
+    summary("writes", &stats, elapsed, size, size, per_sec);
     if ctx.o.no_cleanup {
         let meta = Meta {
             prefix,
@@ -308,6 +277,67 @@ async fn write(ctx: &Ctx, pname: &str, pool: PoolId, secs: u64, conc: usize) -> 
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Keep `conc` ops from `next` in flight until `secs` have passed or it
+/// has none left, printing a line a second; returns the totals, the time
+/// taken and each second's bandwidth and IOPS, or the first op's error.
+async fn drive(
+    ctx: &Ctx,
+    secs: u64,
+    conc: usize,
+    op_bytes: u64,
+    mut next: impl FnMut(u64) -> Option<(quarry_rados::ObjectId, Op)>,
+) -> R<(Stats, f64, (Vec<f64>, Vec<f64>))> {
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let start = Instant::now();
+    let rep = tokio::spawn(reporter(stats.clone(), start, conc, op_bytes, stop_rx));
+    let deadline = start + Duration::from_secs(secs);
+    let mut inflight = FuturesUnordered::new();
+    let mut failed = None;
+    let mut issued = 0u64;
+    let mut exhausted = false;
+    loop {
+        while failed.is_none() && !exhausted && inflight.len() < conc && Instant::now() < deadline {
+            let Some((oid, op)) = next(issued) else {
+                exhausted = true;
+                break;
+            };
+            issued += 1;
+            lock(&stats).started += 1;
+            let op = ctx.op(oid, vec![op]);
+            inflight.push(async move {
+                let t = Instant::now();
+                (op.await, t.elapsed().as_secs_f64())
+            });
+        }
+        let Some((r, lat)) = inflight.next().await else {
+            break;
+        };
+        match r {
+            Ok(out) => {
+                // A read counts the bytes it got; a write, what it wrote.
+                let bytes = match out.first() {
+                    Some(OpOutput::Data(d)) => d.len() as u64,
+                    _ => op_bytes,
+                };
+                lock(&stats).done(bytes, lat);
+            }
+            Err(e) => {
+                lock(&stats).finished += 1;
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    let per_sec = rep.await.unwrap_or_default();
+    if let Some(e) = failed {
+        return Err(ferr("error during benchmark", &e));
+    }
+    let totals = std::mem::take(&mut *lock(&stats));
+    Ok((totals, elapsed, per_sec))
 }
 
 /// Remove `prefix`'s objects 0..count, `conc` at a time; returns how many
@@ -358,71 +388,30 @@ async fn read(ctx: &Ctx, pname: &str, pool: PoolId, secs: u64, conc: usize, rand
     if meta.objects == 0 {
         return Err(fail("rados bench: the write run left no objects to read"));
     }
-    let stats = Arc::new(Mutex::new(Stats::default()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let start = Instant::now();
-    let rep = tokio::spawn(reporter(
-        stats.clone(),
-        start,
-        conc,
-        meta.object_size,
-        stop_rx,
-    ));
-    let deadline = start + Duration::from_secs(secs);
     // xorshift: enough to spread reads; no cryptographic need.
-    let mut seed =
-        (start.elapsed().as_nanos() as u64) ^ 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
-    let mut pick = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    let mut inflight = FuturesUnordered::new();
-    let mut next = 0u64;
-    let mut failed = None;
-    loop {
-        while failed.is_none()
-            && inflight.len() < conc
-            && Instant::now() < deadline
-            && (random || next < meta.objects)
-        {
-            let n = if random { pick(meta.objects) } else { next };
-            next += 1;
-            lock(&stats).started += 1;
-            let oid = ctx.oid(pool, &object_name(&meta.prefix, n));
-            let op = ctx.op(oid, vec![Op::Read { off: 0, len: 0 }]);
-            inflight.push(async move {
-                let t = Instant::now();
-                (op.await, t.elapsed().as_secs_f64())
-            });
-        }
-        let Some((r, lat)) = inflight.next().await else {
-            break;
+    let mut seed = 0x9e37_79b9_7f4a_7c15
+        ^ u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let (stats, elapsed, per_sec) = drive(ctx, secs, conc, meta.object_size, |i| {
+        let n = if random {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % meta.objects
+        } else if i < meta.objects {
+            i
+        } else {
+            return None;
         };
-        match r {
-            Ok(out) => {
-                let got = match out.first() {
-                    Some(OpOutput::Data(d)) => d.len() as u64,
-                    _ => 0,
-                };
-                lock(&stats).done(got, lat);
-            }
-            Err(e) => {
-                lock(&stats).finished += 1;
-                failed.get_or_insert(e);
-            }
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let _ = stop_tx.send(true);
-    let per_sec = rep.await.unwrap_or_default();
-    if let Some(e) = failed {
-        return Err(ferr("error during benchmark", &e));
-    }
+        let oid = ctx.oid(pool, &object_name(&meta.prefix, n));
+        Some((oid, Op::Read { off: 0, len: 0 }))
+    })
+    .await?;
     summary(
         "reads",
-        &lock(&stats),
+        &stats,
         elapsed,
         meta.object_size,
         meta.object_size,

@@ -253,17 +253,10 @@ impl Rbd {
         .await;
         if let Err(e) = linked {
             // Leave the entry as it was; the error says why.
-            let _ = self
-                .trash_set_state(io, id, &[TrashState::Restoring], TrashState::Normal)
-                .await;
+            self.trash_revert(io, id, TrashState::Restoring).await;
             return Err(e);
         }
-        let req = OpRequest::new(io.oid(TRASH)).op(Op::OmapRmKeys(vec![key(id)]));
-        self.rados()
-            .operate(req)
-            .await
-            .ctx(|| format!("removing image id {id} from the trash"))?;
-        Ok(())
+        self.trash_unlink(io, id).await
     }
 
     /// Remove trashed image `id` and its data (`rbd_trash_remove`).
@@ -297,17 +290,33 @@ impl Rbd {
         )
         .await?;
         if let Err(e) = self.remove_objects(io, id, &io.spec(&entry.name)).await {
-            let _ = self
-                .trash_set_state(io, id, &[TrashState::Removing], TrashState::Normal)
-                .await;
+            self.trash_revert(io, id, TrashState::Removing).await;
             return Err(e);
         }
+        self.trash_unlink(io, id).await
+    }
+
+    /// Take entry `id` out of the trash (the last step of a restore or removal).
+    async fn trash_unlink(&self, io: &IoCtx, id: &str) -> Result<()> {
         let req = OpRequest::new(io.oid(TRASH)).op(Op::OmapRmKeys(vec![key(id)]));
         self.rados()
             .operate(req)
             .await
             .ctx(|| format!("removing image id {id} from the trash"))?;
         Ok(())
+    }
+
+    /// After a failed restore or removal, put entry `id` back from `from` to
+    /// `Normal`. The caller returns the step's own error; if this fails too
+    /// the entry stays in `from`, which repeating the command handles, and
+    /// the failure is logged.
+    async fn trash_revert(&self, io: &IoCtx, id: &str, from: TrashState) {
+        if let Err(e) = self
+            .trash_set_state(io, id, &[from], TrashState::Normal)
+            .await
+        {
+            tracing::warn!("trash entry of image id {id} stays {from:?}: {e}");
+        }
     }
 
     /// Remove every user-trashed image whose deferment ended at or before
