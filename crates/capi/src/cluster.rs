@@ -22,6 +22,10 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Connection {
     /// The object layer.
     pub rados: Arc<dyn Rados>,
+    /// The cluster client behind it, for monitor commands (none when embedded).
+    pub client: Option<Arc<quarry_client::ClusterClient>>,
+    /// The embedded store's directory (empty for a cluster).
+    pub embedded_dir: String,
     /// The image engine.
     pub engine: Arc<dyn ImageEngine>,
     /// Per-object ordering of `rados_aio_*` operations.
@@ -137,7 +141,7 @@ impl Cluster {
     /// `rados_connect`.
     pub fn connect(&self) -> CResult<()> {
         let conf = lock(&self.conf).clone();
-        let (rados, mon_values) = open_backend(&conf)?;
+        let (rados, mon_values, client) = open_backend(&conf)?;
         {
             let mut c = lock(&self.conf);
             // Below the file, environment and rados_conf_set levels.
@@ -153,8 +157,11 @@ impl Cluster {
             .get_bool("rbd_move_to_trash_on_remove")
             .then(|| conf.get_u64("rbd_move_to_trash_on_remove_expire_seconds"));
         let engine = crate::rbd_adapter::engine(rados.clone(), fence, trash_on_remove);
+        let embedded_dir = conf.get("quarry_embedded_dir").unwrap_or_default();
         *lock(&self.conn) = Some(Arc::new(Connection {
             rados,
+            client,
+            embedded_dir,
             engine,
             order: ObjectOrder::default(),
             watches: Mutex::new(HashMap::new()),
@@ -186,10 +193,10 @@ fn open_embedded(dir: &str) -> CResult<Arc<dyn Rados>> {
 }
 
 /// The object layer, and the monitors' config values (none when embedded).
-fn open_backend(conf: &Config) -> CResult<(Arc<dyn Rados>, crate::net::MonValues)> {
+fn open_backend(conf: &Config) -> CResult<crate::net::Backend> {
     let dir = conf.get("quarry_embedded_dir")?;
     if !dir.is_empty() {
-        return Ok((open_embedded(&dir)?, Vec::new()));
+        return Ok((open_embedded(&dir)?, Vec::new(), None));
     }
     let mon_host = conf.get("mon_host")?;
     if mon_host.trim().is_empty() {

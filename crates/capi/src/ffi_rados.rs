@@ -482,54 +482,35 @@ pub struct RadosPoolStat {
     pub compressed_bytes_alloc: u64,
 }
 
-/// Cluster-wide usage (sum over pools; capacity from the filesystem is not
-/// known to the object layer, so `kb_avail` is reported from statvfs of the
-/// embedded dir when available, else 0).
+/// Cluster-wide capacity: the OSDs' filesystems as their latest reports to
+/// the monitors give them (the embedded store's filesystem when embedded),
+/// raw used space, and the objects of every pool.
 #[no_mangle]
 pub unsafe extern "C" fn rados_cluster_stat(c: RadosT, out: *mut RadosClusterStat) -> c_int {
     int(|| {
         // SAFETY: handle from the caller.
         let c = unsafe { cluster(c) }?;
         nonnull(out)?;
-        let rados = c.connection()?.rados.clone();
-        let (bytes, objects) = rt::block_on(async move {
-            let mut b = 0u64;
+        let conn = c.connection()?;
+        let (total, avail, objects) = rt::block_on(async move {
+            let (total, avail) = crate::mon_command::capacity(&conn).await?;
             let mut o = 0u64;
-            for p in rados.pool_list().await? {
-                let s = rados.pool_stat(p.id).await?;
-                b += s.num_bytes;
-                o += s.num_objects;
+            for p in conn.rados.pool_list().await? {
+                o += conn.rados.pool_stat(p.id).await?.num_objects;
             }
-            Ok::<_, CError>((b, o))
+            Ok::<_, CError>((total, avail, o))
         })?;
-        let dir = lock(&c.conf).get("quarry_embedded_dir").unwrap_or_default();
-        let (total, avail) = statvfs_kb(if dir.is_empty() { "/" } else { &dir });
         // SAFETY: out non-null, points to caller's struct.
         unsafe {
             *out = RadosClusterStat {
-                kb: total,
-                kb_used: bytes / 1024,
-                kb_avail: avail,
+                kb: total / 1024,
+                kb_used: total.saturating_sub(avail) / 1024,
+                kb_avail: avail / 1024,
                 num_objects: objects,
             }
         };
         Ok(0)
     })
-}
-
-fn statvfs_kb(path: &str) -> (u64, u64) {
-    let Ok(cpath) = std::ffi::CString::new(path) else {
-        return (0, 0);
-    };
-    // SAFETY: zeroed statvfs is a valid out-buffer; cpath is NUL-terminated.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(cpath.as_ptr(), &mut st) != 0 {
-            return (0, 0);
-        }
-        let f = st.f_frsize;
-        (st.f_blocks * f / 1024, st.f_bavail * f / 1024)
-    }
 }
 
 /// Pool usage.
@@ -1299,17 +1280,57 @@ pub unsafe extern "C" fn rados_aio_write_op_operate(
 /// Monitor commands are not served by this library.
 #[no_mangle]
 pub unsafe extern "C" fn rados_mon_command(
-    _c: RadosT,
-    _cmd: *const *const c_char,
-    _cmdlen: usize,
+    c: RadosT,
+    cmd: *const *const c_char,
+    cmdlen: usize,
     _inbuf: *const c_char,
     _inbuflen: usize,
-    _outbuf: *mut *mut c_char,
-    _outbuflen: *mut usize,
-    _outs: *mut *mut c_char,
-    _outslen: *mut usize,
+    outbuf: *mut *mut c_char,
+    outbuflen: *mut usize,
+    outs: *mut *mut c_char,
+    outslen: *mut usize,
 ) -> c_int {
-    crate::util::NEG_ENOTSUP
+    // The status string goes back on failure too, as Ceph's does.
+    let give = |out: &[u8], status: &str| {
+        // SAFETY: each out-pointer is checked for NULL before the write.
+        unsafe {
+            if !outbuf.is_null() {
+                *outbuf = crate::util::malloc_copy(out);
+            }
+            if !outbuflen.is_null() {
+                *outbuflen = out.len();
+            }
+            if !outs.is_null() {
+                *outs = crate::util::malloc_copy(status.as_bytes());
+            }
+            if !outslen.is_null() {
+                *outslen = status.len();
+            }
+        }
+    };
+    let r = (|| -> CResult<(Vec<u8>, String)> {
+        // SAFETY: handle from the caller.
+        let c = unsafe { cluster(c) }?;
+        let conn = c.connection()?;
+        nonnull(cmd)?;
+        let mut text = String::new();
+        for i in 0..cmdlen {
+            // SAFETY: cmd holds cmdlen C strings.
+            let part = unsafe { req_str(*cmd.add(i)) }?;
+            text.push_str(part);
+        }
+        rt::block_on(async move { crate::mon_command::run(&conn, &text).await })
+    })();
+    match r {
+        Ok((out, status)) => {
+            give(&out, &status);
+            0
+        }
+        Err(e) => {
+            give(&[], &e.msg);
+            e.errno.negated()
+        }
+    }
 }
 
 /// Used by the tests: `NEG_EINVAL` re-exported to keep the constant live.

@@ -266,17 +266,7 @@ pub fn decode_reply(b: &[u8]) -> CResult<Decoded> {
     Ok((acks, timeouts))
 }
 
-/// Copy `bytes` into libc's heap (freed with `rados_buffer_free`).
-fn malloc_copy(bytes: &[u8]) -> *mut c_char {
-    // SAFETY: malloc of at least one byte, then a bounded copy.
-    unsafe {
-        let p = libc::malloc(bytes.len().max(1)).cast::<c_char>();
-        if !p.is_null() {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast::<u8>(), bytes.len());
-        }
-        p
-    }
-}
+use crate::util::malloc_copy;
 
 fn watch_common(
     io: IoCtxT,

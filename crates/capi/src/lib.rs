@@ -44,6 +44,7 @@ pub mod ffi_rbd;
 pub mod ffi_trash;
 pub mod ffi_watch;
 pub mod image;
+mod mon_command;
 mod net;
 pub mod opts;
 mod rbd_adapter;

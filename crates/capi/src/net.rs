@@ -80,11 +80,15 @@ fn find_key(conf: &Config) -> CResult<String> {
 /// The monitors' config database values for an entity: (option, value).
 pub type MonValues = Vec<(String, String)>;
 
+/// The object layer, the monitors' config values for this client, and the
+/// cluster client itself (none when embedded).
+pub type Backend = (Arc<dyn Rados>, MonValues, Option<Arc<ClusterClient>>);
+
 /// Connect to the cluster named by `mon_host` with the configured key.
 /// Also returns the monitors' config database values for this entity
 /// (name, value), which `rados_connect` applies at the monitor level;
 /// empty if the monitors cannot answer.
-pub fn connect(conf: &Config) -> CResult<(Arc<dyn Rados>, MonValues)> {
+pub fn connect(conf: &Config) -> CResult<Backend> {
     let addrs = mon_addrs(&conf.get("mon_host")?)?;
     if addrs.is_empty() {
         return Err(CError::new(Errno::ENOENT, "no monitor address"));
@@ -130,8 +134,8 @@ pub fn connect(conf: &Config) -> CResult<(Arc<dyn Rados>, MonValues)> {
         eprintln!("quarry: {e}");
         CError::from(e)
     })?;
-    let rados: Arc<dyn Rados> = client;
-    Ok((rados, mon_values))
+    let rados: Arc<dyn Rados> = client.clone();
+    Ok((rados, mon_values, Some(client)))
 }
 
 #[cfg(test)]

@@ -113,6 +113,18 @@ pub fn c_strdup(s: &str) -> *mut c_char {
     }
 }
 
+/// Copy `bytes` into libc's heap (freed with `rados_buffer_free`).
+pub fn malloc_copy(bytes: &[u8]) -> *mut c_char {
+    // SAFETY: malloc of at least one byte, then a bounded copy.
+    unsafe {
+        let p = libc::malloc(bytes.len().max(1)).cast::<c_char>();
+        if !p.is_null() {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast::<u8>(), bytes.len());
+        }
+        p
+    }
+}
+
 /// `free` a pointer from [`c_strdup`] (NULL is fine).
 ///
 /// # Safety

@@ -24,6 +24,40 @@ fn qemu_fio_and_auth_on_a_cluster() {
     qemu_and_fio(&c);
     auth_errors_are_immediate_and_named(&c);
     trash_from_c(&c);
+    python_on_cluster(&c);
+}
+
+/// tests/py/openstack_flow.py (python3-rbd, as OpenStack uses it) against
+/// the cluster, in a pool of its own: capacity comes from the OSDs' reports.
+fn python_on_cluster(c: &Cluster) {
+    let quarry = common::cluster::quarry_bin();
+    for args in [
+        &["ceph", "osd", "pool", "create", "py", "8"][..],
+        &["rbd", "pool", "init", "py"][..],
+    ] {
+        let o = c.cmd_path(&quarry).args(args).output().expect("run quarry");
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/openstack_flow.py");
+    let o = c
+        .cmd_path(std::path::Path::new("/usr/bin/python3"))
+        .arg(&script)
+        .arg("py")
+        .output()
+        .expect("run python3");
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(
+        o.status.success() && out.contains("python OK"),
+        "{out}\n{err}"
+    );
 }
 
 /// tests/c/trash.c (the C ABI test of the trash calls) against the cluster:

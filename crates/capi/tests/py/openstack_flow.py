@@ -90,6 +90,33 @@ try:
 except rbd.ImageHasSnapshots:
     pass
 
+# Capacity, as Nova (cluster stats) and Cinder (df, quotas) read it.
+import errno
+import json
+import time
+deadline = time.time() + 10
+st = cluster.get_cluster_stats()
+while st["kb"] == 0 and time.time() < deadline:
+    # A new cluster's OSDs report their disks with their first beacons.
+    time.sleep(0.2)
+    st = cluster.get_cluster_stats()
+assert st["kb"] > 0 and 0 < st["kb_avail"] <= st["kb"], st
+assert st["num_objects"] > 0, st
+ret, out, outs = cluster.mon_command(json.dumps({"prefix": "df", "format": "json"}), b"")
+assert ret == 0, (ret, outs)
+df = json.loads(out)
+stats = [p for p in df["pools"] if p["name"] == pool][0]["stats"]
+assert stats["stored"] >= len(data) and stats["objects"] > 0, stats
+assert stats["max_avail"] > 0 and stats["bytes_used"] >= stats["stored"], stats
+assert df["stats"]["total_bytes"] >= df["stats"]["total_avail_bytes"] > 0, df["stats"]
+q = json.dumps({"prefix": "osd pool get-quota", "pool": pool, "format": "json"})
+ret, out, outs = cluster.mon_command(q, b"")
+assert ret == 0 and json.loads(out)["quota_max_bytes"] == 0, (ret, out, outs)
+ret, out, outs = cluster.mon_command(json.dumps({"prefix": "osd pool ls"}), b"")
+assert ret == 0 and pool in json.loads(out), (ret, out)
+ret, out, outs = cluster.mon_command(json.dumps({"prefix": "no such command"}), b"")
+assert ret == -errno.EINVAL and "command not known" in outs, (ret, outs)
+
 # Tear down as the drivers do: volume, then unprotect and remove.
 r.remove(io, "vol-1")
 with rbd.Image(io, "glance-img") as img:

@@ -1,0 +1,127 @@
+//! `rados_mon_command`: the monitor commands clients send as JSON, the
+//! subset OpenStack's drivers use for capacity (Cinder's pool stats:
+//! `df`, `osd pool get-quota`; pool listings), and the cluster's capacity
+//! behind `rados_cluster_stat` (Nova reports it as the host's disk).
+
+use quarry_common::Errno;
+use quarry_monc::{MonCommand, MonReply};
+use serde_json::{json, Value};
+
+use crate::cluster::Connection;
+use crate::engine::{CError, CResult};
+
+/// Filesystem bytes and bytes available under the cluster's OSDs (their
+/// latest reports to the monitors), or under the embedded store.
+pub async fn capacity(conn: &Connection) -> CResult<(u64, u64)> {
+    match &conn.client {
+        Some(client) => match client.monc().command(MonCommand::OsdDf).await {
+            Ok(MonReply::OsdUsage(v)) => Ok(v
+                .iter()
+                .fold((0, 0), |(t, a), (_, ot, oa)| (t + ot, a + (*oa).min(*ot)))),
+            Ok(other) => Err(CError::new(
+                Errno::EIO,
+                format!("osd df: unexpected reply {other:?}"),
+            )),
+            Err(e) => Err(CError::new(e.errno(), format!("osd df: {e}"))),
+        },
+        None => {
+            let dir = if conn.embedded_dir.is_empty() {
+                "/"
+            } else {
+                conn.embedded_dir.as_str()
+            };
+            quarry_common::fsspace::fs_space(std::path::Path::new(dir))
+                .map_err(|e| CError::new(Errno::EIO, format!("statvfs {dir}: {e}")))
+        }
+    }
+}
+
+/// Replication size of each pool (1 when embedded: one copy).
+async fn pool_sizes(conn: &Connection) -> CResult<std::collections::BTreeMap<i64, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(client) = &conn.client {
+        let map = client.monc().map();
+        for p in map.pools.values() {
+            out.insert(p.id, u64::from(p.size.max(1)));
+        }
+    }
+    Ok(out)
+}
+
+/// Run one JSON command: `(output, status string)`; unknown commands are
+/// `EINVAL` with Ceph's words.
+pub async fn run(conn: &Connection, cmd: &str) -> CResult<(Vec<u8>, String)> {
+    let v: Value = serde_json::from_str(cmd)
+        .map_err(|e| CError::new(Errno::EINVAL, format!("command is not JSON: {e}")))?;
+    let prefix = v["prefix"].as_str().unwrap_or_default();
+    match prefix {
+        "df" => df(conn).await,
+        "osd pool get-quota" => {
+            let pool = v["pool"]
+                .as_str()
+                .ok_or_else(|| CError::new(Errno::EINVAL, "osd pool get-quota: no pool"))?;
+            let id = conn
+                .rados
+                .pool_lookup(pool)
+                .await
+                .map_err(|e| CError::new(e.errno, format!("unrecognized pool '{pool}'")))?;
+            // Quarry has no pool quotas: both limits are 0 (none), as Ceph
+            // reports a pool without quotas.
+            let out = json!({"pool_name": pool, "pool_id": id,
+                "quota_max_objects": 0, "quota_max_bytes": 0});
+            Ok((out.to_string().into_bytes(), String::new()))
+        }
+        "osd pool ls" | "osd lspools" => {
+            let pools = conn.rados.pool_list().await?;
+            let out = if prefix == "osd pool ls" {
+                json!(pools.iter().map(|p| p.name.clone()).collect::<Vec<_>>())
+            } else {
+                json!(pools
+                    .iter()
+                    .map(|p| json!({"poolnum": p.id, "poolname": p.name}))
+                    .collect::<Vec<_>>())
+            };
+            Ok((out.to_string().into_bytes(), String::new()))
+        }
+        other => Err(CError::new(
+            Errno::EINVAL,
+            format!("command not known: '{other}' (this library answers df, osd pool get-quota, osd pool ls, osd lspools)"),
+        )),
+    }
+}
+
+/// Ceph's `df` JSON: cluster totals and, per pool, what it stores, the raw
+/// bytes its copies use and what it can still take (`max_avail`: the free
+/// raw space divided by its replica count).
+async fn df(conn: &Connection) -> CResult<(Vec<u8>, String)> {
+    let (total, avail) = capacity(conn).await?;
+    let sizes = pool_sizes(conn).await?;
+    let mut pools = Vec::new();
+    for p in conn.rados.pool_list().await? {
+        let st = conn.rados.pool_stat(p.id).await?;
+        let size = sizes.get(&p.id).copied().unwrap_or(1);
+        let used = st.num_bytes.saturating_mul(size);
+        let max_avail = avail / size;
+        let percent_used = if used + max_avail == 0 {
+            0.0
+        } else {
+            used as f64 / (used + max_avail) as f64
+        };
+        pools.push(json!({"name": p.name, "id": p.id, "stats": {
+            "stored": st.num_bytes, "objects": st.num_objects, "kb_used": used.div_ceil(1024),
+            "bytes_used": used, "percent_used": percent_used, "max_avail": max_avail}}));
+    }
+    let used = total.saturating_sub(avail);
+    let ratio = if total == 0 {
+        0.0
+    } else {
+        used as f64 / total as f64
+    };
+    let out = json!({
+        "stats": {"total_bytes": total, "total_avail_bytes": avail, "total_used_bytes": used,
+            "total_used_raw_bytes": used, "total_used_raw_ratio": ratio},
+        "stats_by_class": {},
+        "pools": pools,
+    });
+    Ok((out.to_string().into_bytes(), String::new()))
+}
