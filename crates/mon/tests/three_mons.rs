@@ -19,11 +19,9 @@ fn pool(name: &str) -> MonCommand {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_mons_survive_leader_loss() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keyring = write_keyring(dir.path(), 1);
-    let mons: Vec<MonInfo> = ["a", "b", "c"]
+/// Monitors a, b, c (ranks 0-2) on fresh local ports.
+fn three_mon_infos() -> Vec<MonInfo> {
+    ["a", "b", "c"]
         .iter()
         .enumerate()
         .map(|(i, n)| MonInfo {
@@ -31,7 +29,14 @@ async fn three_mons_survive_leader_loss() {
             rank: i as u64,
             addr: format!("127.0.0.1:{}", free_port()),
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_mons_survive_leader_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = write_keyring(dir.path(), 1);
+    let mons = three_mon_infos();
     let mut handles = Vec::new();
     for m in &mons {
         let h = quarry_mon::start(mon_cfg(&m.name, m.rank, dir.path(), &mons, &keyring))
@@ -110,15 +115,7 @@ async fn three_mons_survive_leader_loss() {
 async fn lagging_monitor_catches_up_from_a_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keyring = write_keyring(dir.path(), 1);
-    let mons: Vec<MonInfo> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| MonInfo {
-            name: n.to_string(),
-            rank: i as u64,
-            addr: format!("127.0.0.1:{}", free_port()),
-        })
-        .collect();
+    let mons = three_mon_infos();
     let cfg_of = |i: usize| {
         let mut c = mon_cfg(&mons[i].name, mons[i].rank, dir.path(), &mons, &keyring);
         // Snapshot and trim the log often, so the lagging monitor cannot
@@ -178,15 +175,7 @@ async fn lagging_monitor_catches_up_from_a_snapshot() {
 async fn every_monitor_reports_every_monitors_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keyring = write_keyring(dir.path(), 0);
-    let mons: Vec<MonInfo> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| MonInfo {
-            name: n.to_string(),
-            rank: i as u64,
-            addr: format!("127.0.0.1:{}", free_port()),
-        })
-        .collect();
+    let mons = three_mon_infos();
     let mut handles = Vec::new();
     for m in &mons {
         let mut cfg = mon_cfg(&m.name, m.rank, dir.path(), &mons, &keyring);
@@ -234,15 +223,7 @@ async fn every_monitor_reports_every_monitors_disk() {
 async fn a_full_osd_reported_to_one_monitor_is_known_to_all() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keyring = write_keyring(dir.path(), 2);
-    let mons: Vec<MonInfo> = ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| MonInfo {
-            name: n.to_string(),
-            rank: i as u64,
-            addr: format!("127.0.0.1:{}", free_port()),
-        })
-        .collect();
+    let mons = three_mon_infos();
     let mut handles = Vec::new();
     for m in &mons {
         let cfg = mon_cfg(&m.name, m.rank, dir.path(), &mons, &keyring);

@@ -99,7 +99,7 @@ pub async fn create(ctx: &Ctx, image: &str, size: Option<&str>, c: &CreateArgs) 
         .map_err(|e| CmdError::rbd("create error", &e))
 }
 
-fn parent_string(io: &IoCtx, p: &quarry_rbd::ParentInfo) -> String {
+pub(super) fn parent_string(io: &IoCtx, p: &quarry_rbd::ParentInfo) -> String {
     let _ = io;
     if p.namespace.is_empty() {
         format!("{}/{}@{}", p.pool_name, p.image_name, p.snap_name)

@@ -145,16 +145,7 @@ pub async fn ls(ctx: &Ctx, pool: Option<&str>, long: bool, all: bool) -> CmdResu
         let st = status(e, now);
         let pstr = parent
             .as_ref()
-            .map(|p| {
-                if p.namespace.is_empty() {
-                    format!("{}/{}@{}", p.pool_name, p.image_name, p.snap_name)
-                } else {
-                    format!(
-                        "{}/{}/{}@{}",
-                        p.pool_name, p.namespace, p.image_name, p.snap_name
-                    )
-                }
-            })
+            .map(|p| super::cmds::parent_string(&io, p))
             .unwrap_or_default();
         t.row(vec![
             e.id.clone(),
