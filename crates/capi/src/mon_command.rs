@@ -65,10 +65,28 @@ pub async fn run(conn: &Connection, cmd: &str) -> CResult<(Vec<u8>, String)> {
                 .pool_lookup(pool)
                 .await
                 .map_err(|e| CError::new(e.errno, format!("unrecognized pool '{pool}'")))?;
-            // Quarry has no pool quotas: both limits are 0 (none), as Ceph
-            // reports a pool without quotas.
+            // The monitors keep the quotas; the embedded backend has none
+            // (0: no limit, as Ceph reports a pool without quotas).
+            let (max_objects, max_bytes) = match &conn.client {
+                Some(client) => {
+                    let cmd = quarry_monc::MonCommand::PoolGetQuota {
+                        name: pool.to_string(),
+                    };
+                    match client.monc().command(cmd).await {
+                        Ok(quarry_monc::MonReply::PoolQuota(q)) => (q.max_objects, q.max_bytes),
+                        Ok(other) => {
+                            return Err(CError::new(
+                                Errno::EIO,
+                                format!("osd pool get-quota: unexpected reply {other:?}"),
+                            ))
+                        }
+                        Err(e) => return Err(CError::new(e.errno(), e.to_string())),
+                    }
+                }
+                None => (0, 0),
+            };
             let out = json!({"pool_name": pool, "pool_id": id,
-                "quota_max_objects": 0, "quota_max_bytes": 0});
+                "quota_max_objects": max_objects, "quota_max_bytes": max_bytes});
             Ok((out.to_string().into_bytes(), String::new()))
         }
         "osd pool ls" | "osd lspools" => {

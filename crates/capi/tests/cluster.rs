@@ -28,12 +28,22 @@ fn qemu_fio_and_auth_on_a_cluster() {
 }
 
 /// tests/py/openstack_flow.py (python3-rbd, as OpenStack uses it) against
-/// the cluster, in a pool of its own: capacity comes from the OSDs' reports.
+/// the cluster, in a pool of its own: capacity comes from the OSDs' reports,
+/// the pool's byte quota (as Cinder reads it) from the monitors.
 fn python_on_cluster(c: &Cluster) {
     let quarry = common::cluster::quarry_bin();
     for args in [
         &["ceph", "osd", "pool", "create", "py", "8"][..],
         &["rbd", "pool", "init", "py"][..],
+        &[
+            "ceph",
+            "osd",
+            "pool",
+            "set-quota",
+            "py",
+            "max_bytes",
+            "100G",
+        ][..],
     ] {
         let o = c.cmd_path(&quarry).args(args).output().expect("run quarry");
         assert!(
@@ -48,6 +58,7 @@ fn python_on_cluster(c: &Cluster) {
         .cmd_path(std::path::Path::new("/usr/bin/python3"))
         .arg(&script)
         .arg("py")
+        .arg((100u64 << 30).to_string())
         .output()
         .expect("run python3");
     let (out, err) = (

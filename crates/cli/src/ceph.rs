@@ -342,6 +342,22 @@ enum PoolCmd {
         /// Value.
         val: String,
     },
+    /// Set a quota: `set-quota NAME max_objects|max_bytes N` (0 removes it).
+    SetQuota {
+        /// Pool name.
+        name: String,
+        /// `max_objects` or `max_bytes`.
+        field: String,
+        /// The limit (`max_bytes` takes sizes: `10G`). A negative one is
+        /// refused by the parser, not taken for an option.
+        #[arg(allow_hyphen_values = true)]
+        val: String,
+    },
+    /// Show a pool's quotas and its usage.
+    GetQuota {
+        /// Pool name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -511,6 +527,10 @@ async fn dispatch(a: CephArgs) -> CmdResult {
                 }
                 PoolCmd::Get { name, var } => pool_get(&ctx, &name, &var).await,
                 PoolCmd::Set { name, var, val } => pool_set(&ctx, &name, &var, &val).await,
+                PoolCmd::SetQuota { name, field, val } => {
+                    pool_set_quota(&ctx, &name, &field, &val).await
+                }
+                PoolCmd::GetQuota { name } => pool_get_quota(&ctx, &name).await,
             },
             OsdCmd::Blocklist { cmd } => blocklist(&ctx, cmd).await,
         },
@@ -1904,6 +1924,105 @@ async fn pool_set(ctx: &Ctx, name: &str, var: &str, val: &str) -> CmdResult {
     )
     .await?;
     eprintln!("set pool {} {var} to {val}", p.id);
+    Ok(())
+}
+
+/// A quota's value: `max_bytes` takes sizes (`10G`, `100MiB`), as Ceph's
+/// does; `max_objects` a count with an optional SI suffix (`10k`).
+fn quota_value(field: &str, val: &str) -> CmdResult<u64> {
+    let bad = |why: String| cerr(Errno::EINVAL, format!("error parsing value '{val}': {why}"));
+    match field {
+        "max_bytes" => quarry_common::size::parse_size(val, quarry_common::size::SizeUnit::Bytes)
+            .map_err(|e| bad(e.to_string())),
+        "max_objects" => {
+            let t = val.trim();
+            let (num, mult) = match t.char_indices().last() {
+                Some((i, c)) if "kMGTP".contains(c) => {
+                    let p = "kMGTP".find(c).unwrap_or(0) as u32 + 1;
+                    (&t[..i], 1000u64.pow(p))
+                }
+                _ => (t, 1),
+            };
+            num.parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(mult))
+                .ok_or_else(|| bad("not a whole number of objects".into()))
+        }
+        other => Err(cerr(
+            Errno::EINVAL,
+            format!("unrecognized field '{other}' (max_objects or max_bytes)"),
+        )),
+    }
+}
+
+/// Objects as Ceph's `si_u_t` prints a count: `10`, `1k`, `2M`.
+fn si_count(n: u64) -> String {
+    for (div, suffix) in [
+        (1_000_000_000_000, "T"),
+        (1_000_000_000, "G"),
+        (1_000_000, "M"),
+        (1000, "k"),
+    ] {
+        if n >= div && n.is_multiple_of(div) {
+            return format!("{}{suffix}", n / div);
+        }
+    }
+    n.to_string()
+}
+
+async fn pool_set_quota(ctx: &Ctx, name: &str, field: &str, val: &str) -> CmdResult {
+    let value = quota_value(field, val)?;
+    ctx.command(
+        "osd pool set-quota",
+        MonCommand::PoolSetQuota {
+            name: name.to_string(),
+            field: field.to_string(),
+            value,
+        },
+    )
+    .await?;
+    eprintln!("set-quota {field} = {value} for pool {name}");
+    Ok(())
+}
+
+async fn pool_get_quota(ctx: &Ctx, name: &str) -> CmdResult {
+    let q = match ctx
+        .command(
+            "osd pool get-quota",
+            MonCommand::PoolGetQuota {
+                name: name.to_string(),
+            },
+        )
+        .await?
+    {
+        MonReply::PoolQuota(q) => q,
+        other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+    };
+    if ctx.json() {
+        ctx.print_json(&json!({"pool_name": q.name, "pool_id": q.pool,
+            "quota_max_objects": q.max_objects, "quota_max_bytes": q.max_bytes,
+            "current_num_objects": q.objects, "current_num_bytes": q.bytes}));
+        return Ok(());
+    }
+    println!("quotas for pool '{}':", q.name);
+    if q.max_objects == 0 {
+        println!("  max objects: N/A");
+    } else {
+        println!(
+            "  max objects: {} objects  (current num objects: {} objects)",
+            si_count(q.max_objects),
+            q.objects
+        );
+    }
+    if q.max_bytes == 0 {
+        println!("  max bytes  : N/A");
+    } else {
+        println!(
+            "  max bytes  : {}  (current num bytes: {} bytes)",
+            format_size(q.max_bytes),
+            q.bytes
+        );
+    }
     Ok(())
 }
 

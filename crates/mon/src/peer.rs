@@ -62,6 +62,8 @@ pub enum PeerRequest {
         total: u64,
         /// Bytes available.
         avail: u64,
+        /// Usage of the pools whose PGs it leads.
+        pools: Vec<quarry_monc::PoolUsage>,
     },
     /// A monitor's free space on its data filesystem (sent to every
     /// other monitor, so that any of them reports `MON_DISK_LOW`).

@@ -25,12 +25,14 @@ use quarry_monc::wire::{
     Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE,
 };
 use quarry_monc::{
-    AuthEntry, ClusterStatus, ConfigEntry, Health, HealthCheck, MonCommand, MonReply, PgScrubErrors,
+    AuthEntry, ClusterStatus, ConfigEntry, Health, HealthCheck, MonCommand, MonReply,
+    PgScrubErrors, PoolQuotaInfo, PoolUsage,
 };
 use quarry_proto::{
     read_frame, read_frame_signed, write_frame, write_frame_signed, Frame, FrameError, FrameSigner,
     Role, SignPolicy,
 };
+use quarry_rados::PoolId;
 
 use crate::config::MonConfig;
 use crate::keyring::KeyringEntry;
@@ -120,6 +122,10 @@ pub struct Mon {
     /// (kept in memory, as Ceph's manager keeps OSD stats: the OSDs send
     /// it with every beacon).
     statfs: Mutex<HashMap<OsdId, (Instant, u64, u64)>>,
+    /// Each OSD's last report of the pools whose PGs it leads (sent with
+    /// its filesystem report): pool usage for the quotas, summed over the
+    /// up OSDs' fresh reports.
+    pool_usage: Mutex<HashMap<OsdId, (Instant, Vec<PoolUsage>)>>,
     /// Each monitor's last report of its data filesystem, by rank: when,
     /// total and available bytes (this one's measured here, the others'
     /// sent by them: [`Mon::disk_loop`]).
@@ -150,6 +156,7 @@ impl Mon {
             gid_lock: tokio::sync::Mutex::new(()),
             detector: Mutex::new(Detector::default()),
             statfs: Mutex::new(HashMap::new()),
+            pool_usage: Mutex::new(HashMap::new()),
             mon_disk: Mutex::new(HashMap::new()),
             pg_queue: Mutex::new(PgQueue::default()),
             shutdown,
@@ -732,15 +739,17 @@ impl Mon {
                 id,
                 total_bytes,
                 avail_bytes,
+                pools,
             } => {
                 self.osd_self(s, id)?;
-                self.record_osd_statfs(id, total_bytes, avail_bytes);
+                self.record_osd_statfs(id, total_bytes, avail_bytes, pools.clone());
                 // The other monitors learn it too: a primary attached to
-                // any of them must hear that this OSD is full.
+                // any of them must hear that this OSD (or a pool) is full.
                 self.tell_other_mons(PeerRequest::OsdStatfs {
                     id,
                     total: total_bytes,
                     avail: avail_bytes,
+                    pools,
                 });
                 let (nearfull_milli, full_milli) =
                     self.shared.read(|st| (st.nearfull_milli, st.full_milli));
@@ -750,10 +759,17 @@ impl Mon {
                     .filter(|(_, used)| *used >= full_milli)
                     .map(|(o, _)| o)
                     .collect();
+                let map = self.map();
+                let quota_full_pools = self
+                    .quota_full_pools(&map)
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
                 Ok(Response::Fullness(quarry_monc::Fullness {
                     nearfull_milli,
                     full_milli,
                     full_osds,
+                    quota_full_pools,
                 }))
             }
             Request::PgScrubbed(report) => {
@@ -874,8 +890,13 @@ impl Mon {
                 self.record_mon_disk(rank, total, avail);
                 PeerResponse::Ok
             }
-            PeerRequest::OsdStatfs { id, total, avail } => {
-                self.record_osd_statfs(id, total, avail);
+            PeerRequest::OsdStatfs {
+                id,
+                total,
+                avail,
+                pools,
+            } => {
+                self.record_osd_statfs(id, total, avail, pools);
                 PeerResponse::Ok
             }
         }
@@ -895,10 +916,60 @@ impl Mon {
         }
     }
 
-    fn record_osd_statfs(&self, id: OsdId, total: u64, avail: u64) {
+    fn record_osd_statfs(&self, id: OsdId, total: u64, avail: u64, pools: Vec<PoolUsage>) {
         if let Ok(mut m) = self.statfs.lock() {
             m.insert(id, (Instant::now(), total, avail.min(total)));
         }
+        if let Ok(mut m) = self.pool_usage.lock() {
+            m.insert(id, (Instant::now(), pools));
+        }
+    }
+
+    /// Each pool's objects and bytes: the sum of the up OSDs' fresh
+    /// reports (within the heartbeat grace), each counting the PGs it
+    /// leads. Approximate as Ceph's PG stats are: a PG whose primary just
+    /// changed may be counted twice or not at all until the next reports.
+    fn pool_usage(&self, map: &ClusterMap) -> BTreeMap<PoolId, (u64, u64)> {
+        let grace = self.effective_timings().osd_heartbeat_grace;
+        let mut out: BTreeMap<PoolId, (u64, u64)> = BTreeMap::new();
+        let Ok(m) = self.pool_usage.lock() else {
+            return out;
+        };
+        for (osd, (at, pools)) in m.iter() {
+            if at.elapsed() > grace || !map.osds.get(osd).is_some_and(|i| i.up) {
+                continue;
+            }
+            for u in pools.iter().filter(|u| map.pools.contains_key(&u.pool)) {
+                let e = out.entry(u.pool).or_default();
+                e.0 = e.0.saturating_add(u.objects);
+                e.1 = e.1.saturating_add(u.bytes);
+            }
+        }
+        out
+    }
+
+    /// Pools at or over a quota (Ceph's `FLAG_FULL_QUOTA`), each with the
+    /// quota it reached (`max_objects: 10`).
+    fn quota_full_pools(&self, map: &ClusterMap) -> Vec<(PoolId, String)> {
+        let quotas = self.shared.read(|st| st.pool_quotas.clone());
+        if quotas.is_empty() {
+            return Vec::new();
+        }
+        let usage = self.pool_usage(map);
+        quotas
+            .iter()
+            .filter(|(p, _)| map.pools.contains_key(p))
+            .filter_map(|(p, q)| {
+                let (objects, bytes) = usage.get(p).copied().unwrap_or_default();
+                if q.max_objects > 0 && objects >= q.max_objects {
+                    Some((*p, format!("max_objects: {}", q.max_objects)))
+                } else if q.max_bytes > 0 && bytes >= q.max_bytes {
+                    Some((*p, format!("max_bytes: {}", q.max_bytes)))
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Changing a pool's PG count would move objects to PGs that do not
@@ -1191,6 +1262,40 @@ impl Mon {
                 Ok(MonReply::ScrubStamps(self.shared.read(|st| {
                     st.scrub_stamps.iter().map(|(pg, t)| (*pg, *t)).collect()
                 })))
+            }
+            MonCommand::PoolSetQuota { name, field, value } => {
+                self.require(s, MonAccess::Write)?;
+                reply(
+                    self.propose(StateCmd::PoolQuota {
+                        name: name.clone(),
+                        field: field.clone(),
+                        value: *value,
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::PoolGetQuota { name } => {
+                self.require(s, MonAccess::Read)?;
+                let map = self.map();
+                let def = map
+                    .pool_by_name(name)
+                    .ok_or_else(|| cmd_err(Errno::ENOENT, format!("unrecognized pool '{name}'")))?;
+                let q = self
+                    .shared
+                    .read(|st| st.pool_quotas.get(&def.id).copied().unwrap_or_default());
+                let (objects, bytes) = self
+                    .pool_usage(&map)
+                    .get(&def.id)
+                    .copied()
+                    .unwrap_or_default();
+                Ok(MonReply::PoolQuota(PoolQuotaInfo {
+                    pool: def.id,
+                    name: def.name.clone(),
+                    max_objects: q.max_objects,
+                    max_bytes: q.max_bytes,
+                    objects,
+                    bytes,
+                }))
             }
             MonCommand::OsdFlag { flag, set } => {
                 self.require(s, MonAccess::Write)?;
@@ -1506,6 +1611,23 @@ impl Mon {
             Health::Warn,
             |n| format!("{n} nearfull osd(s)"),
             nearfull,
+        );
+        let quota_full: Vec<String> = self
+            .quota_full_pools(&map)
+            .into_iter()
+            .filter_map(|(p, why)| {
+                let name = &map.pools.get(&p)?.name;
+                Some(format!(
+                    "pool '{name}' is full (running out of quota: {why})"
+                ))
+            })
+            .collect();
+        per_item(
+            &mut checks,
+            "POOL_FULL",
+            Health::Warn,
+            |n| format!("{n} pool(s) full"),
+            quota_full,
         );
         let osd_flags: Vec<String> = self
             .shared

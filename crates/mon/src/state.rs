@@ -90,6 +90,59 @@ pub struct MonState {
     /// `full_ratio` x 1000: an OSD whose filesystem is fuller takes no
     /// more writes that need space (Ceph's default 0.95).
     pub full_milli: u32,
+    /// Pool quotas (`ceph osd pool set-quota`); a pool without any has no
+    /// entry. The last field: states stored before it decode through
+    /// [`MonStateV3`].
+    pub pool_quotas: BTreeMap<PoolId, PoolQuota>,
+}
+
+/// A pool's quotas, Ceph's `quota_max_objects` and `quota_max_bytes` (0: no
+/// limit). A pool at either is `POOL_FULL`: its writes that need space wait.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolQuota {
+    /// Most objects.
+    pub max_objects: u64,
+    /// Most bytes of data (one copy, as the pool's usage counts them).
+    pub max_bytes: u64,
+}
+
+/// [`MonState`] as stored before pool quotas (session 20).
+#[derive(Deserialize)]
+pub(crate) struct MonStateV3 {
+    initialized: bool,
+    map: ClusterMap,
+    auth: BTreeMap<String, AuthRecord>,
+    service_key: [u8; 32],
+    next_global_id: u64,
+    osd_down_since: BTreeMap<OsdId, u64>,
+    auto_out: BTreeSet<OsdId>,
+    config: ConfigDb,
+    scrub_errors: BTreeMap<PgId, PgScrubErrors>,
+    scrub_stamps: BTreeMap<PgId, u64>,
+    osd_flags: BTreeSet<String>,
+    nearfull_milli: u32,
+    full_milli: u32,
+}
+
+impl From<MonStateV3> for MonState {
+    fn from(v: MonStateV3) -> MonState {
+        MonState {
+            initialized: v.initialized,
+            map: v.map,
+            auth: v.auth,
+            service_key: v.service_key,
+            next_global_id: v.next_global_id,
+            osd_down_since: v.osd_down_since,
+            auto_out: v.auto_out,
+            config: v.config,
+            scrub_errors: v.scrub_errors,
+            scrub_stamps: v.scrub_stamps,
+            osd_flags: v.osd_flags,
+            nearfull_milli: v.nearfull_milli,
+            full_milli: v.full_milli,
+            pool_quotas: BTreeMap::new(),
+        }
+    }
 }
 
 /// Ceph's default `mon_osd_nearfull_ratio` (0.85), per mille.
@@ -131,6 +184,7 @@ impl From<MonStateV2> for MonState {
             osd_flags: BTreeSet::new(),
             nearfull_milli: NEARFULL_MILLI,
             full_milli: FULL_MILLI,
+            pool_quotas: BTreeMap::new(),
         }
     }
 }
@@ -164,6 +218,7 @@ impl From<MonStateV1> for MonState {
             osd_flags: BTreeSet::new(),
             nearfull_milli: NEARFULL_MILLI,
             full_milli: FULL_MILLI,
+            pool_quotas: BTreeMap::new(),
         }
     }
 }
@@ -172,10 +227,14 @@ impl From<MonStateV1> for MonState {
 /// layouts (postcard is not self-describing: older layouts are decoded
 /// explicitly, newest first).
 pub(crate) trait WithLegacyState: Sized {
+    /// The same record with the state as stored before pool quotas.
+    type V3: for<'a> Deserialize<'a>;
     /// The same record with the state as stored before scrub errors.
     type V2: for<'a> Deserialize<'a>;
     /// The same record with the state as stored before the config database.
     type V1: for<'a> Deserialize<'a>;
+    /// Convert the V3 form.
+    fn from_v3(old: Self::V3) -> Self;
     /// Convert the V2 form.
     fn from_v2(old: Self::V2) -> Self;
     /// Convert the V1 form.
@@ -190,16 +249,21 @@ where
 {
     match postcard::from_bytes::<T>(bytes) {
         Ok(v) => Ok(v),
-        Err(e) => postcard::from_bytes::<T::V2>(bytes)
-            .map(T::from_v2)
+        Err(e) => postcard::from_bytes::<T::V3>(bytes)
+            .map(T::from_v3)
+            .or_else(|_| postcard::from_bytes::<T::V2>(bytes).map(T::from_v2))
             .or_else(|_| postcard::from_bytes::<T::V1>(bytes).map(T::from_v1))
             .map_err(|_| e),
     }
 }
 
 impl WithLegacyState for MonState {
+    type V3 = MonStateV3;
     type V2 = MonStateV2;
     type V1 = MonStateV1;
+    fn from_v3(old: MonStateV3) -> MonState {
+        old.into()
+    }
     fn from_v2(old: MonStateV2) -> MonState {
         old.into()
     }
@@ -392,6 +456,15 @@ pub enum StateCmd {
         /// 1..=1000.
         milli: u32,
     },
+    /// Set one quota of a pool (`max_objects` or `max_bytes`; 0 removes it).
+    PoolQuota {
+        /// Pool name.
+        name: String,
+        /// `max_objects` or `max_bytes`.
+        field: String,
+        /// The limit.
+        value: u64,
+    },
 }
 
 /// A refusal, with errno and message.
@@ -469,6 +542,7 @@ impl MonState {
             osd_flags: BTreeSet::new(),
             nearfull_milli: NEARFULL_MILLI,
             full_milli: FULL_MILLI,
+            pool_quotas: BTreeMap::new(),
         }
     }
 
@@ -543,6 +617,7 @@ impl MonState {
                 self.map.pg_history.retain(|pg, _| pg.pool != id);
                 self.scrub_errors.retain(|pg, _| pg.pool != id);
                 self.scrub_stamps.retain(|pg, _| pg.pool != id);
+                self.pool_quotas.remove(&id);
                 Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
             }
             StateCmd::PoolSet { name, var, val } => self.pool_set(name, var, val),
@@ -846,6 +921,34 @@ impl MonState {
                 }
                 self.nearfull_milli = nearfull;
                 self.full_milli = fullr;
+                Ok(Applied::Reply(MonReply::Ok {
+                    epoch: self.map.epoch,
+                }))
+            }
+            StateCmd::PoolQuota { name, field, value } => {
+                let id = self
+                    .map
+                    .pool_by_name(name)
+                    .map(|p| p.id)
+                    .ok_or_else(|| err(Errno::ENOENT, format!("unrecognized pool '{name}'")))?;
+                let mut q = self.pool_quotas.get(&id).copied().unwrap_or_default();
+                match field.as_str() {
+                    "max_objects" => q.max_objects = *value,
+                    "max_bytes" => q.max_bytes = *value,
+                    other => {
+                        return Err(err(
+                            Errno::EINVAL,
+                            format!(
+                                "unrecognized quota field '{other}' (max_objects or max_bytes)"
+                            ),
+                        ))
+                    }
+                }
+                if q == PoolQuota::default() {
+                    self.pool_quotas.remove(&id);
+                } else {
+                    self.pool_quotas.insert(id, q);
+                }
                 Ok(Applied::Reply(MonReply::Ok {
                     epoch: self.map.epoch,
                 }))
@@ -1266,10 +1369,90 @@ mod tests {
             (NEARFULL_MILLI, FULL_MILLI),
             "an older state gets Ceph's default ratios"
         );
-        // Deleting the pool forgets its PGs.
+        // A state written before pool quotas (with scrub errors, flags and
+        // ratios) still loads, with no quotas.
+        s.apply(&StateCmd::OsdFlag {
+            flag: "noout".into(),
+            set: true,
+        })
+        .expect("flag");
+        #[derive(Serialize)]
+        struct V3<'a> {
+            initialized: bool,
+            map: &'a ClusterMap,
+            auth: &'a BTreeMap<String, AuthRecord>,
+            service_key: [u8; 32],
+            next_global_id: u64,
+            osd_down_since: &'a BTreeMap<OsdId, u64>,
+            auto_out: &'a BTreeSet<OsdId>,
+            config: &'a ConfigDb,
+            scrub_errors: &'a BTreeMap<PgId, PgScrubErrors>,
+            scrub_stamps: &'a BTreeMap<PgId, u64>,
+            osd_flags: &'a BTreeSet<String>,
+            nearfull_milli: u32,
+            full_milli: u32,
+        }
+        let v3 = postcard::to_stdvec(&V3 {
+            initialized: true,
+            map: &s.map,
+            auth: &s.auth,
+            service_key: s.service_key,
+            next_global_id: s.next_global_id,
+            osd_down_since: &s.osd_down_since,
+            auto_out: &s.auto_out,
+            config: &s.config,
+            scrub_errors: &s.scrub_errors,
+            scrub_stamps: &s.scrub_stamps,
+            osd_flags: &s.osd_flags,
+            nearfull_milli: 800,
+            full_milli: s.full_milli,
+        })
+        .expect("enc");
+        let back = MonState::decode(&v3).expect("v3 layout");
+        assert_eq!(back.scrub_errors, s.scrub_errors);
+        assert_eq!(back.osd_flags, s.osd_flags);
+        assert_eq!(back.nearfull_milli, 800);
+        assert!(back.pool_quotas.is_empty());
+        // Quotas: set, kept across encoding, one field at a time; both at
+        // 0 drop the entry; unknown pools and fields are refused.
+        let quota = |field: &str, value: u64| StateCmd::PoolQuota {
+            name: "rbd".into(),
+            field: field.into(),
+            value,
+        };
+        s.apply(&quota("max_objects", 10)).expect("quota");
+        s.apply(&quota("max_bytes", 1 << 30)).expect("quota");
+        let id = s.map.pool_by_name("rbd").expect("pool").id;
+        assert_eq!(
+            s.pool_quotas.get(&id),
+            Some(&PoolQuota {
+                max_objects: 10,
+                max_bytes: 1 << 30
+            })
+        );
+        let b = postcard::to_stdvec(&s).expect("enc");
+        assert_eq!(MonState::decode(&b).expect("dec"), s);
+        s.apply(&quota("max_objects", 0)).expect("quota");
+        s.apply(&quota("max_bytes", 0)).expect("quota");
+        assert!(s.pool_quotas.is_empty());
+        assert_eq!(
+            s.apply(&quota("max_files", 1)).expect_err("field").errno,
+            Errno::EINVAL.code()
+        );
+        let e = s
+            .apply(&StateCmd::PoolQuota {
+                name: "nope".into(),
+                field: "max_bytes".into(),
+                value: 1,
+            })
+            .expect_err("pool");
+        assert_eq!(e.errno, Errno::ENOENT.code());
+        s.apply(&quota("max_objects", 5)).expect("quota");
+        // Deleting the pool forgets its PGs and its quota.
         s.apply(&StateCmd::PoolDelete { name: "rbd".into() })
             .expect("delete");
         assert!(s.scrub_errors.is_empty() && s.scrub_stamps.is_empty());
+        assert!(s.pool_quotas.is_empty());
     }
 
     #[test]

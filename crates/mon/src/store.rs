@@ -101,8 +101,12 @@ impl<S> SmRecordOld<S> {
 }
 
 impl WithLegacyState for SmRecord {
+    type V3 = SmRecordOld<<MonState as WithLegacyState>::V3>;
     type V2 = SmRecordOld<<MonState as WithLegacyState>::V2>;
     type V1 = SmRecordOld<<MonState as WithLegacyState>::V1>;
+    fn from_v3(old: Self::V3) -> SmRecord {
+        old.upgrade(MonState::from_v3)
+    }
     fn from_v2(old: Self::V2) -> SmRecord {
         old.upgrade(MonState::from_v2)
     }

@@ -218,7 +218,9 @@ async fn every_monitor_reports_every_monitors_disk() {
 /// An OSD's fullness reported to one monitor reaches the others: a client
 /// asking another monitor sees OSD_FULL, and an OSD attached to a third is
 /// told that OSD is full (so, as a primary, it refuses writes it would
-/// send there).
+/// send there). Pool usage travels the same way: a pool whose primaries'
+/// reports (to two different monitors) add up to its quota is POOL_FULL
+/// at a third, and both OSDs are told; raising the quota clears it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_osd_reported_to_one_monitor_is_known_to_all() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -239,16 +241,67 @@ async fn a_full_osd_reported_to_one_monitor_is_known_to_all() {
     osd1.osd_boot(1, "127.0.0.1:6801".into(), "h1".into())
         .await
         .expect("boot 1");
+    let pool = match admin_b
+        .command(MonCommand::PoolCreate {
+            name: "q".into(),
+            pg_num: Some(8),
+            size: Some(2),
+            min_size: None,
+            application: None,
+        })
+        .await
+        .expect("pool")
+    {
+        MonReply::PoolCreated { pool, .. } => pool,
+        other => panic!("{other:?}"),
+    };
+    let quota = |field: &str, value: u64| MonCommand::PoolSetQuota {
+        name: "q".into(),
+        field: field.into(),
+        value,
+    };
+    admin_b
+        .command(quota("max_objects", 10))
+        .await
+        .expect("quota");
+    // Error paths: an unknown pool, an unknown field.
+    let e = admin_b
+        .command(MonCommand::PoolSetQuota {
+            name: "nope".into(),
+            field: "max_objects".into(),
+            value: 1,
+        })
+        .await
+        .expect_err("unknown pool");
+    assert!(e.to_string().contains("unrecognized pool 'nope'"), "{e}");
+    let e = admin_b
+        .command(quota("max_files", 1))
+        .await
+        .expect_err("unknown field");
+    assert!(
+        e.to_string()
+            .contains("unrecognized quota field 'max_files'"),
+        "{e}"
+    );
+    // Each OSD leads some of the pool's PGs: 6 + 4 objects together.
+    let usage = |objects: u64| {
+        vec![quarry_monc::PoolUsage {
+            pool,
+            objects,
+            bytes: objects << 12,
+        }]
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         // osd.0's disk is 99% used; osd.1's is empty.
         osd0.osd_beacon(0).await.expect("beacon 0");
         osd1.osd_beacon(1).await.expect("beacon 1");
-        osd0.osd_statfs(0, 1000 << 20, 10 << 20)
+        let told0 = osd0
+            .osd_statfs(0, 1000 << 20, 10 << 20, usage(6))
             .await
             .expect("statfs 0");
         let told = osd1
-            .osd_statfs(1, 1000 << 20, 1000 << 20)
+            .osd_statfs(1, 1000 << 20, 1000 << 20, usage(4))
             .await
             .expect("statfs 1");
         let st = match admin_b.command(MonCommand::Status).await.expect("status") {
@@ -256,8 +309,17 @@ async fn a_full_osd_reported_to_one_monitor_is_known_to_all() {
             other => panic!("{other:?}"),
         };
         let full = st.checks.iter().find(|c| c.code == "OSD_FULL");
-        if let (true, Some(full)) = (told.full_osds == vec![0], full) {
+        let pool_full = st.checks.iter().find(|c| c.code == "POOL_FULL");
+        let quota_told =
+            told.quota_full_pools == vec![pool] && told0.quota_full_pools == vec![pool];
+        if let (true, true, Some(full), Some(pool_full)) =
+            (told.full_osds == vec![0], quota_told, full, pool_full)
+        {
             assert_eq!(full.detail, vec!["osd.0 is full (99.0% used)".to_string()]);
+            assert_eq!(
+                pool_full.detail,
+                vec!["pool 'q' is full (running out of quota: max_objects: 10)".to_string()]
+            );
             break;
         }
         assert!(
@@ -266,6 +328,58 @@ async fn a_full_osd_reported_to_one_monitor_is_known_to_all() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every monitor sums the same reports.
+    for m in &mons {
+        let c = client(std::slice::from_ref(&m.addr), &keyring, "client.admin").await;
+        match c
+            .command(MonCommand::PoolGetQuota { name: "q".into() })
+            .await
+            .expect("get-quota")
+        {
+            MonReply::PoolQuota(q) => {
+                assert_eq!(
+                    (q.max_objects, q.max_bytes, q.objects, q.bytes),
+                    (10, 0, 10, 10 << 12),
+                    "mon.{}",
+                    m.name
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A higher quota (or fewer objects) clears it at the next reports.
+    admin_b
+        .command(quota("max_objects", 11))
+        .await
+        .expect("raise");
+    let told = osd1
+        .osd_statfs(1, 1000 << 20, 1000 << 20, usage(4))
+        .await
+        .expect("statfs 1");
+    assert!(told.quota_full_pools.is_empty(), "{told:?}");
+    admin_b
+        .command(quota("max_bytes", 40 << 10))
+        .await
+        .expect("bytes");
+    let told = osd1
+        .osd_statfs(1, 1000 << 20, 1000 << 20, usage(4))
+        .await
+        .expect("statfs 1");
+    assert_eq!(
+        told.quota_full_pools,
+        vec![pool],
+        "10 objects of 4 KiB reach 40 KiB"
+    );
+    // Removing the pool forgets its quota.
+    admin_b
+        .command(MonCommand::PoolDelete { name: "q".into() })
+        .await
+        .expect("delete");
+    let e = admin_b
+        .command(MonCommand::PoolGetQuota { name: "q".into() })
+        .await
+        .expect_err("gone");
+    assert!(e.to_string().contains("unrecognized pool 'q'"), "{e}");
     for h in handles {
         h.shutdown().await;
     }

@@ -31,7 +31,7 @@ use quarry_proto::{read_frame, write_frame, Frame, FrameError, FrameSigner, Role
 pub use conn::{Conn, ConnError};
 pub use wire::{
     AuthEntry, ClusterStatus, ConfigEntry, Fullness, Health, HealthCheck, MonCommand, MonReply,
-    PgScrubErrors,
+    PgScrubErrors, PoolQuotaInfo, PoolUsage,
 };
 use wire::{Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE};
 
@@ -757,18 +757,20 @@ impl MonClient {
         }
     }
 
-    /// Report this OSD's data filesystem; the answer says which OSDs are
-    /// full now.
+    /// Report this OSD's data filesystem and the usage of the pools whose
+    /// PGs it leads; the answer says which OSDs and pools are full now.
     pub async fn osd_statfs(
         &self,
         id: OsdId,
         total_bytes: u64,
         avail_bytes: u64,
+        pools: Vec<PoolUsage>,
     ) -> Result<Fullness, MonClientError> {
         let req = Request::OsdStatfs {
             id,
             total_bytes,
             avail_bytes,
+            pools,
         };
         match self.inner.call(&req).await? {
             Response::Fullness(f) => Ok(f),

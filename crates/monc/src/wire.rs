@@ -92,7 +92,39 @@ pub enum Request {
         total_bytes: u64,
         /// Bytes available to it.
         avail_bytes: u64,
+        /// Usage of the pools whose PGs it leads (as primary): objects and
+        /// bytes summed over those PGs, for the pools' quotas.
+        pools: Vec<PoolUsage>,
     },
+}
+
+/// Objects and logical bytes of one pool (one copy), as counted by the
+/// primaries of its PGs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolUsage {
+    /// The pool.
+    pub pool: PoolId,
+    /// Objects.
+    pub objects: u64,
+    /// Bytes of data (one copy).
+    pub bytes: u64,
+}
+
+/// A pool's quotas (0: none) and its usage as the monitors know it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolQuotaInfo {
+    /// Pool id.
+    pub pool: PoolId,
+    /// Pool name.
+    pub name: String,
+    /// Most objects (0: no limit).
+    pub max_objects: u64,
+    /// Most bytes (0: no limit).
+    pub max_bytes: u64,
+    /// Objects now (from the primaries' last reports).
+    pub objects: u64,
+    /// Bytes now.
+    pub bytes: u64,
 }
 
 /// A monitor's answer (or push).
@@ -154,6 +186,9 @@ pub struct Fullness {
     pub full_milli: u32,
     /// OSDs whose last report is at or above the full ratio.
     pub full_osds: Vec<OsdId>,
+    /// Pools at their quota (`POOL_FULL`): writes that need space wait
+    /// until the quota is raised or space is freed, as Ceph's do.
+    pub quota_full_pools: Vec<PoolId>,
 }
 
 /// A ticket on the wire: the session key is wrapped under the entity's
@@ -340,6 +375,20 @@ pub enum MonCommand {
     /// Each OSD's last filesystem report (`ceph osd df`). Answered with
     /// [`MonReply::OsdUsage`].
     OsdDf,
+    /// `osd pool set-quota NAME max_objects|max_bytes N` (0 removes it).
+    PoolSetQuota {
+        /// Pool name.
+        name: String,
+        /// `max_objects` or `max_bytes`.
+        field: String,
+        /// The limit (0: none).
+        value: u64,
+    },
+    /// `osd pool get-quota NAME`. Answered with [`MonReply::PoolQuota`].
+    PoolGetQuota {
+        /// Pool name.
+        name: String,
+    },
 }
 
 /// Replies to [`MonCommand`]s.
@@ -393,6 +442,8 @@ pub enum MonReply {
     /// Per OSD that reported recently: (id, filesystem bytes, bytes
     /// available), for `OsdDf`.
     OsdUsage(Vec<(OsdId, u64, u64)>),
+    /// A pool's quotas and usage, for `PoolGetQuota`.
+    PoolQuota(PoolQuotaInfo),
 }
 
 /// One value of the monitors' config database.

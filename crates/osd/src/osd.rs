@@ -108,15 +108,90 @@ impl Osd {
                 return;
             }
         };
-        match self.monc.osd_statfs(self.id, total, avail).await {
+        let pools = match self.led_pool_usage().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(osd = self.id, "pool usage for the report: {e}");
+                Vec::new()
+            }
+        };
+        match self.monc.osd_statfs(self.id, total, avail, pools).await {
             Ok(f) => {
-                let mut full = lock(&self.full_osds);
-                if *full != f.full_osds {
-                    tracing::warn!(osd = self.id, "full OSDs now {:?}", f.full_osds);
-                    *full = f.full_osds;
+                {
+                    let mut full = lock(&self.full_osds);
+                    if *full != f.full_osds {
+                        tracing::warn!(osd = self.id, "full OSDs now {:?}", f.full_osds);
+                        *full = f.full_osds;
+                    }
+                }
+                let mut q = lock(&self.quota_full);
+                if *q != f.quota_full_pools {
+                    tracing::warn!(
+                        osd = self.id,
+                        "pools at their quota now {:?}",
+                        f.quota_full_pools
+                    );
+                    *q = f.quota_full_pools;
+                    drop(q);
+                    self.quota_changed.notify_waiters();
                 }
             }
             Err(e) => tracing::debug!(osd = self.id, "statfs report: {e}"),
+        }
+    }
+
+    /// Objects and bytes per pool over the PGs this OSD leads as an active
+    /// primary (each PG is counted by its primary only).
+    async fn led_pool_usage(&self) -> quarry_rados::Result<Vec<quarry_monc::PoolUsage>> {
+        let led: Vec<PgId> = lock(&self.pgs)
+            .values()
+            .filter(|p| {
+                p.active
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|a| a.acting.first() == Some(&self.id))
+            })
+            .map(|p| p.id)
+            .collect();
+        if led.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self.store.clone();
+        blocking(move || {
+            let mut by_pool: BTreeMap<PoolId, quarry_monc::PoolUsage> = BTreeMap::new();
+            for pg in led {
+                let s = store.pool_stat(spool(pg))?;
+                let u = by_pool.entry(pg.pool).or_insert(quarry_monc::PoolUsage {
+                    pool: pg.pool,
+                    ..Default::default()
+                });
+                u.objects += s.num_objects;
+                u.bytes += s.num_bytes;
+            }
+            Ok(by_pool.into_values().collect())
+        })
+        .await
+    }
+
+    /// Hold a write that needs space while its pool is at its quota, as
+    /// Ceph's clients pause such writes until the pool's full flag clears
+    /// (the quota raised, or objects removed: deletes are not held).
+    async fn wait_for_quota(&self, pg: PgId) {
+        let mut logged = false;
+        loop {
+            let changed = self.quota_changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change between the two is
+            // not missed.
+            changed.as_mut().enable();
+            if !lock(&self.quota_full).contains(&pg.pool) {
+                return;
+            }
+            if !logged {
+                tracing::info!(osd = self.id, %pg, "pool at its quota: write held until it is not");
+                logged = true;
+            }
+            changed.await;
         }
     }
 }
@@ -452,6 +527,11 @@ struct Osd {
     /// OSDs at or above the full ratio, as the monitors last said: a PG
     /// with one in its acting set takes no write that needs space.
     full_osds: Mutex<Vec<OsdId>>,
+    /// Pools at their quota, as the monitors last said: their writes that
+    /// need space wait ([`Osd::wait_for_quota`]).
+    quota_full: Mutex<Vec<PoolId>>,
+    /// Woken whenever `quota_full` changes.
+    quota_changed: tokio::sync::Notify,
 }
 
 /// Who is on the other end of a connection.
@@ -618,6 +698,8 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         scrub_results: Mutex::new(HashMap::new()),
         scrub_unreported: Mutex::new(HashMap::new()),
         full_osds: Mutex::new(Vec::new()),
+        quota_full: Mutex::new(Vec::new()),
+        quota_changed: tokio::sync::Notify::new(),
     });
     // Serve before booting: peers may query us as soon as the map says up.
     let acceptor = osd.clone();
@@ -1430,6 +1512,9 @@ impl Osd {
                     ));
                 }
             }
+        }
+        if !frees_space_only(&sreq) {
+            self.wait_for_quota(pg).await;
         }
         // Pipeline: under the PG's lock only assign the version, queue the
         // op to the local store and queue the RepOps on the peer sockets

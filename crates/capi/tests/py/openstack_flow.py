@@ -3,13 +3,15 @@ python3-rbd/python3-rados, run against Quarry's librbd/librados (found
 through LD_LIBRARY_PATH): a golden image, its protected snapshot, a clone
 per volume, dependency checks with list_children, deferred deletion through
 the trash, opening by id, and the errors the drivers catch.
-Usage: openstack_flow.py POOL. Prints "python OK"."""
+Usage: openstack_flow.py POOL [QUOTA_MAX_BYTES]. Prints "python OK"."""
 import sys
 
 import rados
 import rbd
 
 pool = sys.argv[1]
+# The pool's byte quota, which Cinder reports as the backend's capacity.
+quota_max_bytes = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 cluster = rados.Rados(conffile="")
 cluster.connect()
 io = cluster.open_ioctx(pool)
@@ -111,7 +113,7 @@ assert stats["max_avail"] > 0 and stats["bytes_used"] >= stats["stored"], stats
 assert df["stats"]["total_bytes"] >= df["stats"]["total_avail_bytes"] > 0, df["stats"]
 q = json.dumps({"prefix": "osd pool get-quota", "pool": pool, "format": "json"})
 ret, out, outs = cluster.mon_command(q, b"")
-assert ret == 0 and json.loads(out)["quota_max_bytes"] == 0, (ret, out, outs)
+assert ret == 0 and json.loads(out)["quota_max_bytes"] == quota_max_bytes, (ret, out, outs)
 ret, out, outs = cluster.mon_command(json.dumps({"prefix": "osd pool ls"}), b"")
 assert ret == 0 and pool in json.loads(out), (ret, out)
 ret, out, outs = cluster.mon_command(json.dumps({"prefix": "no such command"}), b"")
