@@ -102,12 +102,8 @@ fn io_ctx(what: impl std::fmt::Display) -> impl Fn(std::io::Error) -> String {
 }
 
 fn runtime() -> R<tokio::runtime::Runtime> {
-    let n = std::env::var("QUARRY_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(n)
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(io_ctx("starting the async runtime"))
