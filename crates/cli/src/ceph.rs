@@ -1791,11 +1791,25 @@ async fn pool_ls(ctx: &Ctx, detail: bool) -> CmdResult {
                 MonReply::Pools(p) => p,
                 other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
             };
+            // Quotas (and whether a pool is at one) for the detailed forms.
+            let mut quotas = BTreeMap::new();
+            if detail {
+                for p in &pools {
+                    let cmd = MonCommand::PoolGetQuota {
+                        name: p.name.clone(),
+                    };
+                    if let MonReply::PoolQuota(q) = m.command(cmd).await.map_err(mon_err)? {
+                        quotas.insert(p.id, q);
+                    }
+                }
+            }
+            let quota = |id| quotas.get(&id).cloned().unwrap_or_default();
             if ctx.json() {
                 if detail {
                     let v: Vec<Value> = pools.iter().map(|p| json!({"pool_id": p.id, "pool_name": p.name,
                         "size": p.size, "min_size": p.min_size, "pg_num": p.pg_num, "pg_placement_num": p.pg_num,
                         "snap_seq": p.snap_seq,
+                        "quota_max_bytes": quota(p.id).max_bytes, "quota_max_objects": quota(p.id).max_objects,
                         "application_metadata": p.application.as_ref().map(|a| json!({a.as_str(): {}})).unwrap_or(json!({}))})).collect();
                     ctx.print_json(&Value::Array(v));
                 } else {
@@ -1810,8 +1824,25 @@ async fn pool_ls(ctx: &Ctx, detail: bool) -> CmdResult {
                         .as_ref()
                         .map(|a| format!(" application {a}"))
                         .unwrap_or_default();
+                    // Ceph's flag names and order (bit order); quotas only
+                    // when set.
+                    let q = quota(p.id);
+                    let at_quota = (q.max_objects > 0 && q.objects >= q.max_objects)
+                        || (q.max_bytes > 0 && q.bytes >= q.max_bytes);
+                    let flags = if at_quota {
+                        "hashpspool,full,full_quota,selfmanaged_snaps"
+                    } else {
+                        "hashpspool,selfmanaged_snaps"
+                    };
+                    let mut limits = String::new();
+                    if q.max_bytes > 0 {
+                        limits.push_str(&format!(" max_bytes {}", q.max_bytes));
+                    }
+                    if q.max_objects > 0 {
+                        limits.push_str(&format!(" max_objects {}", q.max_objects));
+                    }
                     println!(
-                        "pool {} '{}' replicated size {} min_size {} crush_rule 0 object_hash rjenkins pg_num {} pgp_num {} autoscale_mode off flags hashpspool,selfmanaged_snaps stripe_width 0{app}",
+                        "pool {} '{}' replicated size {} min_size {} crush_rule 0 object_hash rjenkins pg_num {} pgp_num {} autoscale_mode off flags {flags}{limits} stripe_width 0{app}",
                         p.id, p.name, p.size, p.min_size, p.pg_num, p.pg_num
                     );
                 } else {

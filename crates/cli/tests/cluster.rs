@@ -1500,8 +1500,7 @@ async fn divergent_entries_are_rewound() {
     })
     .await;
     for r in ["osd.1", "osd.2"] {
-        // SAFETY: signal to a daemon this test started.
-        unsafe { libc::kill(cl.pid(r), libc::SIGSTOP) };
+        cl.freeze(r);
     }
     std::fs::write(cl.path().join("diverge-go"), b"").expect("go file");
     bounded("osd.0 applied the writes alone", async {
@@ -1671,8 +1670,7 @@ async fn resend_racing_its_original_waits_for_it() {
     };
     let waits = || count_in_log(&cl, &format!("osd.{primary}"), "waiting for the original");
     let before = waits();
-    // SAFETY: signal to a daemon this test started.
-    unsafe { libc::kill(cl.pid(&format!("osd.{replica}")), libc::SIGSTOP) };
+    cl.freeze(&format!("osd.{replica}"));
     let originals: Vec<_> = ops.iter().map(|(tid, r)| send(&a, *tid, r)).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let resends: Vec<_> = ops.iter().map(|(tid, r)| send(&b, *tid, r)).collect();

@@ -1337,7 +1337,7 @@ fn pool_quotas_hold_writes_until_there_is_room() {
                 // Each OSD hears it in the answer to its next report (one
                 // beacon interval, 1 s here; Ceph's own quota test waits
                 // 30 s for its map to spread).
-                std::thread::sleep(std::time::Duration::from_millis(2500));
+                std::thread::sleep(std::time::Duration::from_millis(3000));
                 return h;
             }
             assert!(
@@ -1352,6 +1352,15 @@ fn pool_quotas_hold_writes_until_there_is_room() {
         c.ok(&["ceph", "osd", "pool", "get-quota", "q"]),
         "quotas for pool 'q':\n  max objects: 3 objects  (current num objects: 3 objects)\n  \
          max bytes  : 10 GiB  (current num bytes: 15000 bytes)\n"
+    );
+    let detail = c.ok(&["ceph", "osd", "pool", "ls", "detail"]);
+    assert!(
+        detail.contains(
+            "'q' replicated size 3 min_size 2 crush_rule 0 object_hash rjenkins pg_num 8 pgp_num 8 \
+             autoscale_mode off flags hashpspool,full,full_quota,selfmanaged_snaps \
+             max_bytes 10737418240 max_objects 3 stripe_width 0"
+        ),
+        "{detail}"
     );
     let j = c.json(&["ceph", "osd", "pool", "get-quota", "q", "--format", "json"]);
     assert_eq!(j["quota_max_objects"], 3);
@@ -1410,5 +1419,14 @@ fn pool_quotas_hold_writes_until_there_is_room() {
     assert_eq!(
         c.ok(&["ceph", "osd", "pool", "get-quota", "q"]),
         "quotas for pool 'q':\n  max objects: N/A\n  max bytes  : N/A\n"
+    );
+    let detail = c.ok(&["ceph", "osd", "pool", "ls", "detail"]);
+    let line = detail
+        .lines()
+        .find(|l| l.contains(" 'q' "))
+        .expect("pool q listed");
+    assert!(
+        line.ends_with("flags hashpspool,selfmanaged_snaps stripe_width 0"),
+        "{detail}"
     );
 }

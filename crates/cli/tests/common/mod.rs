@@ -127,6 +127,34 @@ impl Cluster {
         f.write_all(text.as_bytes()).expect("append to ceph.conf");
     }
 
+    /// SIGSTOP a daemon and wait until every one of its threads is
+    /// stopped: `kill` returns before the group stop reaches threads that
+    /// are running, which on a loaded machine may still read a socket and
+    /// apply a request for a while.
+    pub fn freeze(&self, name: &str) {
+        let pid = self.pid(name);
+        // SAFETY: signal to a daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("task list");
+            let running = tasks.filter_map(Result::ok).any(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // The state follows the command name's closing parenthesis.
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next());
+                !matches!(state, Some("T" | "t") | None)
+            });
+            if !running {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name} did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn pid(&self, name: &str) -> i32 {
         let p = self.path().join("run").join(format!("{name}.pid"));
         // The daemon rewrites the file the test wrote at spawn (truncate,
