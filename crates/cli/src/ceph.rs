@@ -358,6 +358,49 @@ enum PoolCmd {
         /// Pool name.
         name: String,
     },
+    /// Rename a pool: `rename OLD NEW`.
+    Rename {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+    /// A pool's application tag: `application enable|disable|get`.
+    Application {
+        #[command(subcommand)]
+        cmd: AppCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AppCmd {
+    /// Tag a pool with an application (`rbd`).
+    Enable {
+        /// Pool name.
+        pool: String,
+        /// Application.
+        app: String,
+        /// Replace another application already enabled.
+        #[arg(long = "yes-i-really-mean-it")]
+        yes: bool,
+    },
+    /// Remove a pool's application tag.
+    Disable {
+        /// Pool name.
+        pool: String,
+        /// Application.
+        app: String,
+        /// Confirm.
+        #[arg(long = "yes-i-really-mean-it")]
+        yes: bool,
+    },
+    /// Show a pool's applications (JSON).
+    Get {
+        /// Pool name.
+        pool: String,
+        /// One application: its keys.
+        app: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -531,6 +574,8 @@ async fn dispatch(a: CephArgs) -> CmdResult {
                     pool_set_quota(&ctx, &name, &field, &val).await
                 }
                 PoolCmd::GetQuota { name } => pool_get_quota(&ctx, &name).await,
+                PoolCmd::Rename { from, to } => pool_rename(&ctx, &from, &to).await,
+                PoolCmd::Application { cmd } => pool_application(&ctx, cmd).await,
             },
             OsdCmd::Blocklist { cmd } => blocklist(&ctx, cmd).await,
         },
@@ -2013,6 +2058,94 @@ async fn pool_set_quota(ctx: &Ctx, name: &str, field: &str, val: &str) -> CmdRes
     )
     .await?;
     eprintln!("set-quota {field} = {value} for pool {name}");
+    Ok(())
+}
+
+async fn pool_rename(ctx: &Ctx, from: &str, to: &str) -> CmdResult {
+    let cmd = MonCommand::PoolRename {
+        from: from.to_string(),
+        to: to.to_string(),
+    };
+    match ctx.command("osd pool rename", cmd).await? {
+        MonReply::Renamed { renamed: true, .. } => {
+            eprintln!("pool '{from}' renamed to '{to}'")
+        }
+        MonReply::Renamed { renamed: false, .. } => {
+            eprintln!("pool '{from}' does not exist; pool '{to}' does")
+        }
+        other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+    }
+    Ok(())
+}
+
+/// `osd pool application enable|disable|get`, Ceph's texts. A pool holds
+/// one application tag here (Ceph keeps a set; RBD pools have one).
+async fn pool_application(ctx: &Ctx, cmd: AppCmd) -> CmdResult {
+    let set = |pool: &str, app: &str| MonCommand::PoolSet {
+        name: pool.to_string(),
+        var: "application".into(),
+        val: app.to_string(),
+    };
+    match cmd {
+        AppCmd::Enable { pool, app, yes } => {
+            let current = pool_def(ctx, &pool).await?.application;
+            match current {
+                Some(a) if a == app => {
+                    eprintln!("application '{app}' already enabled on pool '{pool}'");
+                    return Ok(());
+                }
+                Some(_) if !yes => {
+                    return Err(cerr(
+                        Errno::EPERM,
+                        format!("Are you SURE? Pool '{pool}' already has an enabled application; pass --yes-i-really-mean-it to proceed anyway"),
+                    ))
+                }
+                _ => {}
+            }
+            if app.is_empty() || app.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(cerr(
+                    Errno::EINVAL,
+                    format!("invalid application name '{app}'"),
+                ));
+            }
+            ctx.command("osd pool application enable", set(&pool, &app))
+                .await?;
+            eprintln!("enabled application '{app}' on pool '{pool}'");
+        }
+        AppCmd::Disable { pool, app, yes } => {
+            if !yes {
+                return Err(cerr(
+                    Errno::EPERM,
+                    "Are you SURE? Disabling an application within a pool might result in loss of application functionality; pass --yes-i-really-mean-it to proceed anyway",
+                ));
+            }
+            if pool_def(ctx, &pool).await?.application.as_deref() != Some(app.as_str()) {
+                eprintln!("application '{app}' is not enabled on pool '{pool}'");
+                return Ok(());
+            }
+            ctx.command("osd pool application disable", set(&pool, ""))
+                .await?;
+            eprintln!("disable application '{app}' on pool '{pool}'");
+        }
+        AppCmd::Get { pool, app } => {
+            let current = pool_def(ctx, &pool).await?.application;
+            let v = match app {
+                None => match current {
+                    Some(a) => json!({ a: {} }),
+                    None => json!({}),
+                },
+                Some(a) if current.as_deref() == Some(a.as_str()) => json!({}),
+                Some(a) => {
+                    return Err(cerr(
+                        Errno::ENOENT,
+                        format!("application '{a}' is not enabled on pool '{pool}'"),
+                    ))
+                }
+            };
+            // Ceph prints this command's answer as JSON in any format.
+            crate::rbd::print_json(&v, ctx.format != CephFormat::Json);
+        }
+    }
     Ok(())
 }
 

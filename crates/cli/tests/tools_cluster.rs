@@ -1430,3 +1430,123 @@ fn pool_quotas_hold_writes_until_there_is_room() {
         "{detail}"
     );
 }
+
+/// `ceph osd pool rename` keeps a pool's images (they follow its id), and
+/// `osd pool application enable|disable|get` with Ceph's texts and guards.
+#[test]
+fn pool_rename_and_application_tags() {
+    let c = Cluster::up();
+    c.ok(&["ceph", "osd", "pool", "create", "tenant", "8"]);
+    c.ok(&["rbd", "pool", "init", "tenant"]);
+    c.ok(&["rbd", "create", "--size", "8M", "tenant/vm1"]);
+    c.ok(&[
+        "rbd",
+        "bench",
+        "--io-type",
+        "write",
+        "--io-total",
+        "1M",
+        "tenant/vm1",
+    ]);
+    let (code, out, err) = c.run(&["ceph", "osd", "pool", "rename", "tenant", "tenant2"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "", "pool 'tenant' renamed to 'tenant2'\n")
+    );
+    assert_eq!(c.ok(&["rbd", "ls", "tenant2"]), "vm1\n");
+    let du = c.ok(&["rbd", "du", "tenant2/vm1"]);
+    assert!(du.contains("vm1         8 MiB  4 MiB"), "{du}");
+    c.fails(
+        &["rbd", "ls", "tenant"],
+        2,
+        "rbd: error opening pool 'tenant': (2) No such file or directory\n\
+         rbd: listing images failed: (2) No such file or directory\n",
+    );
+    // Repeating it is not an error (as Ceph); the other cases are.
+    let (code, _, err) = c.run(&["ceph", "osd", "pool", "rename", "tenant", "tenant2"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (0, "pool 'tenant' does not exist; pool 'tenant2' does\n")
+    );
+    c.fails(
+        &["ceph", "osd", "pool", "rename", "nope", "nope2"],
+        2,
+        "Error ENOENT: unrecognized pool 'nope'\n",
+    );
+    c.fails(
+        &["ceph", "osd", "pool", "rename", "tenant2", "data"],
+        17,
+        "Error EEXIST: pool 'data' already exists\n",
+    );
+    c.fails(
+        &["ceph", "osd", "pool", "rename", "tenant2", "a/b"],
+        22,
+        "Error EINVAL: invalid pool name 'a/b': no '/', '@' or control characters\n",
+    );
+
+    // Application tags.
+    let get = |pool: &str| -> Value {
+        let out = c.ok(&["ceph", "osd", "pool", "application", "get", pool]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    assert_eq!(get("tenant2"), serde_json::json!({"rbd": {}}));
+    let app = |args: &[&str]| {
+        let mut v = vec!["ceph", "osd", "pool", "application"];
+        v.extend_from_slice(args);
+        c.run(&v)
+    };
+    assert_eq!(
+        app(&["enable", "tenant2", "rbd"]),
+        (
+            0,
+            String::new(),
+            "application 'rbd' already enabled on pool 'tenant2'\n".into()
+        )
+    );
+    assert_eq!(
+        app(&["enable", "tenant2", "rgw"]),
+        (
+            1,
+            String::new(),
+            "Error EPERM: Are you SURE? Pool 'tenant2' already has an enabled application; \
+             pass --yes-i-really-mean-it to proceed anyway\n"
+                .into()
+        )
+    );
+    assert_eq!(
+        app(&["disable", "tenant2", "rbd"]).0,
+        1,
+        "disabling needs --yes-i-really-mean-it"
+    );
+    assert_eq!(
+        app(&["disable", "tenant2", "rbd", "--yes-i-really-mean-it"]),
+        (
+            0,
+            String::new(),
+            "disable application 'rbd' on pool 'tenant2'\n".into()
+        )
+    );
+    assert_eq!(get("tenant2"), serde_json::json!({}));
+    let (code, _, err) = app(&["get", "tenant2", "rbd"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            2,
+            "Error ENOENT: application 'rbd' is not enabled on pool 'tenant2'\n"
+        )
+    );
+    assert_eq!(
+        app(&["enable", "tenant2", "rbd"]),
+        (
+            0,
+            String::new(),
+            "enabled application 'rbd' on pool 'tenant2'\n".into()
+        )
+    );
+    assert_eq!(get("tenant2"), serde_json::json!({"rbd": {}}));
+    c.fails(
+        &["ceph", "osd", "pool", "application", "get", "nope"],
+        2,
+        "Error ENOENT: unrecognized pool 'nope'\n",
+    );
+}

@@ -1274,6 +1274,16 @@ impl Mon {
                     .await?,
                 )
             }
+            MonCommand::PoolRename { from, to } => {
+                self.require(s, MonAccess::Write)?;
+                reply(
+                    self.propose(StateCmd::PoolRename {
+                        from: from.clone(),
+                        to: to.clone(),
+                    })
+                    .await?,
+                )
+            }
             MonCommand::PoolGetQuota { name } => {
                 self.require(s, MonAccess::Read)?;
                 let map = self.map();

@@ -456,6 +456,14 @@ pub enum StateCmd {
         /// 1..=1000.
         milli: u32,
     },
+    /// Rename a pool (`osd pool rename`); objects, PGs and quotas follow
+    /// its id.
+    PoolRename {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
     /// Set one quota of a pool (`max_objects` or `max_bytes`; 0 removes it).
     PoolQuota {
         /// Pool name.
@@ -923,6 +931,31 @@ impl MonState {
                 self.full_milli = fullr;
                 Ok(Applied::Reply(MonReply::Ok {
                     epoch: self.map.epoch,
+                }))
+            }
+            StateCmd::PoolRename { from, to } => {
+                let exists = |n: &str| self.map.pool_by_name(n).is_some();
+                match (exists(from), exists(to)) {
+                    // Done before (Ceph answers success here too).
+                    (false, true) => {
+                        return Ok(Applied::Reply(MonReply::Renamed {
+                            renamed: false,
+                            epoch: self.map.epoch,
+                        }))
+                    }
+                    (false, false) => {
+                        return Err(err(Errno::ENOENT, format!("unrecognized pool '{from}'")))
+                    }
+                    (true, true) => {
+                        return Err(err(Errno::EEXIST, format!("pool '{to}' already exists")))
+                    }
+                    (true, false) => {}
+                }
+                check_pool_name(to)?;
+                self.pool_mut_by_name(from)?.name = to.clone();
+                Ok(Applied::Reply(MonReply::Renamed {
+                    renamed: true,
+                    epoch: self.bump(),
                 }))
             }
             StateCmd::PoolQuota { name, field, value } => {

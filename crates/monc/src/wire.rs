@@ -389,6 +389,13 @@ pub enum MonCommand {
         /// Pool name.
         name: String,
     },
+    /// `osd pool rename FROM TO`. Answered with [`MonReply::Renamed`].
+    PoolRename {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
 }
 
 /// Replies to [`MonCommand`]s.
@@ -444,6 +451,14 @@ pub enum MonReply {
     OsdUsage(Vec<(OsdId, u64, u64)>),
     /// A pool's quotas and usage, for `PoolGetQuota`.
     PoolQuota(PoolQuotaInfo),
+    /// `PoolRename` done (`renamed`), or nothing to do because only the
+    /// new name exists (a repeated rename, as Ceph accepts it).
+    Renamed {
+        /// Whether this command renamed it.
+        renamed: bool,
+        /// Epoch that records it (or the current one).
+        epoch: Epoch,
+    },
 }
 
 /// One value of the monitors' config database.
