@@ -1397,6 +1397,16 @@ fn pool_quotas_hold_writes_until_there_is_room() {
     c.ok(&["rados", "-p", "q", "stat", "o4"]);
     wait_health(true);
 
+    // A held write whose client dies is dropped, not applied later.
+    let mut gone = held("o6");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        gone.try_wait().expect("try_wait").is_none(),
+        "o6 was not held"
+    );
+    gone.kill().expect("kill");
+    gone.wait().expect("reap");
+    std::thread::sleep(std::time::Duration::from_secs(2));
     // Raising the quota releases held writes too.
     let mut w = held("o5");
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -1413,7 +1423,11 @@ fn pool_quotas_hold_writes_until_there_is_room() {
     let listed = c.ok(&["rados", "-p", "q", "ls"]);
     let mut names: Vec<&str> = listed.lines().collect();
     names.sort_unstable();
-    assert_eq!(names, ["o2", "o3", "o4", "o5"]);
+    assert_eq!(
+        names,
+        ["o2", "o3", "o4", "o5"],
+        "o6's client died while it was held"
+    );
     c.ok(&["ceph", "osd", "pool", "set-quota", "q", "max_objects", "0"]);
     c.ok(&["ceph", "osd", "pool", "set-quota", "q", "max_bytes", "0"]);
     assert_eq!(

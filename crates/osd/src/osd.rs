@@ -175,8 +175,12 @@ impl Osd {
 
     /// Hold a write that needs space while its pool is at its quota, as
     /// Ceph's clients pause such writes until the pool's full flag clears
-    /// (the quota raised, or objects removed: deletes are not held).
-    async fn wait_for_quota(&self, pg: PgId) {
+    /// (the quota raised, or objects removed: deletes are not held). A held
+    /// write is let go when its connection closes (nobody waits for it) or
+    /// its PG's interval ends (the client resends into the new one), so
+    /// clients that retry cannot pile up held writes.
+    async fn wait_for_quota(&self, ctx: &ConnCtx, p: &Pg, active: &Active) -> WResult<()> {
+        let pg = p.id;
         let mut logged = false;
         loop {
             let changed = self.quota_changed.notified();
@@ -185,13 +189,27 @@ impl Osd {
             // not missed.
             changed.as_mut().enable();
             if !lock(&self.quota_full).contains(&pg.pool) {
-                return;
+                return Ok(());
+            }
+            if ctx.closed.load(Ordering::SeqCst) {
+                return Err(WireError::new(
+                    Errno::ENOTCONN,
+                    format!("pg {pg}: write held at the pool's quota; its connection closed"),
+                ));
+            }
+            if p.active.borrow().as_ref() != Some(active) {
+                return Err(WireError::retry(
+                    self.map().epoch + 1,
+                    format!("pg {pg} changed interval while its pool was at its quota"),
+                ));
             }
             if !logged {
                 tracing::info!(osd = self.id, %pg, "pool at its quota: write held until it is not");
                 logged = true;
             }
-            changed.await;
+            // Woken by a change of the list; the connection and interval
+            // are looked at again every second.
+            let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
         }
     }
 }
@@ -1514,7 +1532,7 @@ impl Osd {
             }
         }
         if !frees_space_only(&sreq) {
-            self.wait_for_quota(pg).await;
+            self.wait_for_quota(ctx, &p, &active).await?;
         }
         // Pipeline: under the PG's lock only assign the version, queue the
         // op to the local store and queue the RepOps on the peer sockets
