@@ -537,7 +537,14 @@ async fn dispatch(a: CephArgs) -> CmdResult {
     match cmd {
         CephCmd::Status => status(&ctx).await,
         CephCmd::Health { detail } => health(&ctx, detail.as_deref() == Some("detail")).await,
-        CephCmd::Df { .. } => df(&ctx).await,
+        CephCmd::Df { detail } => match detail.as_deref() {
+            None => df(&ctx, false).await,
+            Some("detail") => df(&ctx, true).await,
+            Some(other) => Err(cerr(
+                Errno::EINVAL,
+                format!("invalid argument '{other}' (ceph df [detail])"),
+            )),
+        },
         CephCmd::Osd { cmd } => match cmd {
             OsdCmd::Tree => osd_tree(&ctx).await,
             OsdCmd::Ls => osd_ls(&ctx).await,
@@ -1253,56 +1260,170 @@ async fn health(ctx: &Ctx, detail: bool) -> CmdResult {
     Ok(())
 }
 
-async fn df(ctx: &Ctx) -> CmdResult {
+/// One pool's row of `ceph df`.
+struct DfRow {
+    name: String,
+    id: i64,
+    pgs: u32,
+    stored: u64,
+    objects: u64,
+    used: u64,
+    max_avail: u64,
+    quota: quarry_monc::PoolQuotaInfo,
+}
+
+/// `ceph df [detail]`, Ceph's layout: raw storage from the OSDs' latest
+/// reports, then per pool what it stores, the raw bytes of its copies,
+/// %USED and MAX AVAIL (the free raw space over its replica count, capped
+/// by its byte quota); `detail` adds the quotas.
+async fn df(ctx: &Ctx, detail: bool) -> CmdResult {
     let pools = ctx
         .rados
         .pool_list()
         .await
         .map_err(|e| cerr(e.errno, e.to_string()))?;
     let map = ctx.monc.as_ref().map(|m| m.map());
+    // Raw capacity: the up OSDs' fresh filesystem reports.
+    let (mut raw_total, mut raw_avail) = (0u64, 0u64);
+    if let Some(m) = &ctx.monc {
+        if let MonReply::OsdUsage(v) = m.command(MonCommand::OsdDf).await.map_err(mon_err)? {
+            for (_, total, avail) in v {
+                raw_total += total;
+                raw_avail += avail.min(total);
+            }
+        }
+    }
     let mut rows = Vec::new();
     for p in &pools {
         let st = ctx.rados.pool_stat(p.id).await.unwrap_or_default();
         let def = map.as_ref().and_then(|m| m.pools.get(&p.id));
         let size = def.map_or(1, |d| d.size.max(1)) as u64;
-        let pgs = def.map_or(0, |d| d.pg_num);
-        rows.push((
-            p.name.clone(),
-            p.id,
-            pgs,
-            st.num_bytes,
-            st.num_objects,
-            st.num_bytes * size,
-        ));
+        let quota = match &ctx.monc {
+            Some(m) => match m
+                .command(MonCommand::PoolGetQuota {
+                    name: p.name.clone(),
+                })
+                .await
+                .map_err(mon_err)?
+            {
+                MonReply::PoolQuota(q) => q,
+                _ => Default::default(),
+            },
+            None => Default::default(),
+        };
+        let mut max_avail = raw_avail / size;
+        if quota.max_bytes > 0 {
+            max_avail = max_avail.min(quota.max_bytes.saturating_sub(st.num_bytes));
+        }
+        rows.push(DfRow {
+            name: p.name.clone(),
+            id: p.id,
+            pgs: def.map_or(0, |d| d.pg_num),
+            stored: st.num_bytes,
+            objects: st.num_objects,
+            used: st.num_bytes.saturating_mul(size),
+            max_avail,
+            quota,
+        });
     }
+    let ratio = |used: u64, of: u64| {
+        if of == 0 {
+            0.0
+        } else {
+            used as f64 / of as f64
+        }
+    };
+    let raw_used = raw_total - raw_avail;
     if ctx.json() {
         let v: Vec<Value> = rows
             .iter()
-            .map(|(n, id, _, stored, objs, used)| {
-                json!({"name": n, "id": id, "stats": {"stored": stored, "objects": objs, "bytes_used": used}})
+            .map(|r| {
+                let mut st = json!({"stored": r.stored, "objects": r.objects,
+                    "kb_used": r.used.div_ceil(1024), "bytes_used": r.used,
+                    "percent_used": ratio(r.used, r.used + r.max_avail), "max_avail": r.max_avail});
+                if detail {
+                    st["quota_objects"] = json!(r.quota.max_objects);
+                    st["quota_bytes"] = json!(r.quota.max_bytes);
+                }
+                json!({"name": r.name, "id": r.id, "stats": st})
             })
             .collect();
-        let total: u64 = rows.iter().map(|r| r.5).sum();
-        ctx.print_json(&json!({"stats": {"total_used_raw_bytes": total}, "pools": v}));
+        let stored_raw: u64 = rows.iter().map(|r| r.used).sum();
+        ctx.print_json(
+            &json!({"stats": {"total_bytes": raw_total, "total_avail_bytes": raw_avail,
+            "total_used_bytes": raw_used, "total_used_raw_bytes": raw_used,
+            "total_used_raw_ratio": ratio(raw_used, raw_total),
+            "total_stored_raw_bytes": stored_raw}, "pools": v}),
+        );
         return Ok(());
     }
-    let mut t = Table::new(&[
+    let pct = |r: f64| {
+        if r == 0.0 {
+            "0".to_string()
+        } else {
+            format!("{:.2}", r * 100.0)
+        }
+    };
+    if ctx.monc.is_some() {
+        let mut t = Table::new(&[
+            ("CLASS", Align::Left),
+            ("SIZE", Align::Right),
+            ("AVAIL", Align::Right),
+            ("USED", Align::Right),
+            ("RAW USED", Align::Right),
+            ("%RAW USED", Align::Right),
+        ]);
+        t.row(vec![
+            "TOTAL".into(),
+            format_size(raw_total),
+            format_size(raw_avail),
+            format_size(raw_used),
+            format_size(raw_used),
+            pct(ratio(raw_used, raw_total)),
+        ]);
+        println!("--- RAW STORAGE ---");
+        print!("{}", t.render());
+        println!(" ");
+    }
+    let mut cols = vec![
         ("POOL", Align::Left),
         ("ID", Align::Right),
         ("PGS", Align::Right),
         ("STORED", Align::Right),
         ("OBJECTS", Align::Right),
         ("USED", Align::Right),
-    ]);
-    for (n, id, pgs, stored, objs, used) in &rows {
-        t.row(vec![
-            n.clone(),
-            id.to_string(),
-            pgs.to_string(),
-            format_size(*stored),
-            objs.to_string(),
-            format_size(*used),
-        ]);
+        ("%USED", Align::Right),
+        ("MAX AVAIL", Align::Right),
+    ];
+    if detail {
+        cols.push(("QUOTA OBJECTS", Align::Right));
+        cols.push(("QUOTA BYTES", Align::Right));
+    }
+    let mut t = Table::new(&cols);
+    for r in &rows {
+        let mut row = vec![
+            r.name.clone(),
+            r.id.to_string(),
+            r.pgs.to_string(),
+            format_size(r.stored),
+            r.objects.to_string(),
+            format_size(r.used),
+            pct(ratio(r.used, r.used + r.max_avail)),
+            format_size(r.max_avail),
+        ];
+        if detail {
+            row.push(if r.quota.max_objects == 0 {
+                "N/A".into()
+            } else {
+                si_count(r.quota.max_objects)
+            });
+            row.push(if r.quota.max_bytes == 0 {
+                "N/A".into()
+            } else {
+                format_size(r.quota.max_bytes)
+            });
+        }
+        t.row(row);
     }
     println!("--- POOLS ---");
     print!("{}", t.render());

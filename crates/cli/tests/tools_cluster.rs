@@ -1366,6 +1366,41 @@ fn pool_quotas_hold_writes_until_there_is_room() {
     assert_eq!(j["quota_max_objects"], 3);
     assert_eq!(j["quota_max_bytes"], 10737418240u64);
     assert_eq!(j["current_num_objects"], 3);
+    // ceph df: raw storage from the OSDs, and per pool MAX AVAIL capped by
+    // the byte quota; `detail` shows the quotas.
+    let df = c.ok(&["ceph", "df", "detail"]);
+    assert!(df.starts_with("--- RAW STORAGE ---\nCLASS "), "{df}");
+    assert!(df.contains("\nTOTAL "), "{df}");
+    let row: Vec<&str> = df
+        .lines()
+        .find(|l| l.starts_with("q "))
+        .expect("pool q in ceph df")
+        .split_whitespace()
+        .collect();
+    // POOL ID PGS STORED(2) OBJECTS USED(2) %USED MAX AVAIL(2) QUOTA OBJECTS QUOTA BYTES(2)
+    assert_eq!(&row[row.len() - 3..], ["3", "10", "GiB"], "{df}");
+    assert_eq!(row[5], "3", "objects: {df}");
+    let j = c.json(&["ceph", "df", "detail", "--format", "json"]);
+    let q = j["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .find(|p| p["name"] == "q")
+        .expect("q")
+        .clone();
+    assert_eq!(q["stats"]["quota_objects"], 3);
+    assert_eq!(q["stats"]["quota_bytes"], 10737418240u64);
+    let max_avail = q["stats"]["max_avail"].as_u64().expect("max_avail");
+    assert!(max_avail <= 10737418240 - 15000, "{q}");
+    assert!(
+        j["stats"]["total_bytes"].as_u64().expect("total") > 0,
+        "{j}"
+    );
+    c.fails(
+        &["ceph", "df", "details"],
+        22,
+        "Error EINVAL: invalid argument 'details' (ceph df [detail])\n",
+    );
 
     // A write that needs space is held, not refused.
     let held = |name: &str| {
