@@ -2460,3 +2460,48 @@ async fn mon_stat(ctx: &Ctx) -> CmdResult {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_values_parse_as_cephs() {
+        assert_eq!(quota_value("max_bytes", "10G").expect("size"), 10 << 30);
+        assert_eq!(quota_value("max_bytes", "100").expect("bytes"), 100);
+        assert_eq!(quota_value("max_bytes", "0").expect("none"), 0);
+        assert_eq!(quota_value("max_objects", "1000").expect("count"), 1000);
+        assert_eq!(quota_value("max_objects", "10k").expect("si"), 10_000);
+        assert_eq!(quota_value("max_objects", "2M").expect("si"), 2_000_000);
+        for (field, bad) in [
+            ("max_bytes", "-1"),
+            ("max_bytes", "lots"),
+            ("max_bytes", "10KB"),
+            ("max_objects", "ten"),
+            ("max_objects", "1.5k"),
+            ("max_objects", "-3"),
+            ("max_objects", "20000P"),
+            ("max_objects", ""),
+        ] {
+            let e = quota_value(field, bad).expect_err(bad);
+            assert_eq!(e.code, Errno::EINVAL.code(), "{bad}");
+            assert!(
+                e.lines[0].starts_with(&format!("Error EINVAL: error parsing value '{bad}'")),
+                "{:?}",
+                e.lines
+            );
+        }
+        let e = quota_value("max_files", "1").expect_err("field");
+        assert_eq!(e.code, Errno::EINVAL.code());
+    }
+
+    #[test]
+    fn object_counts_print_as_cephs_si() {
+        assert_eq!(si_count(0), "0");
+        assert_eq!(si_count(10), "10");
+        assert_eq!(si_count(1000), "1k");
+        assert_eq!(si_count(1500), "1500");
+        assert_eq!(si_count(2_000_000), "2M");
+        assert_eq!(si_count(3_000_000_000_000), "3T");
+    }
+}
