@@ -159,8 +159,12 @@ impl Osd {
         let store = self.store.clone();
         blocking(move || {
             let mut by_pool: BTreeMap<PoolId, quarry_monc::PoolUsage> = BTreeMap::new();
-            for pg in led {
-                let s = store.pool_stat(spool(pg))?;
+            // The last commit's counters (<= 50 ms old): the report lags a
+            // beacon interval anyway, and waiting for the writer per PG
+            // under load would delay the next beacon.
+            let spools: Vec<PoolId> = led.iter().map(|pg| spool(*pg)).collect();
+            let stats = store.pool_stats_committed(&spools)?;
+            for (pg, s) in led.into_iter().zip(stats) {
                 let u = by_pool.entry(pg.pool).or_insert(quarry_monc::PoolUsage {
                     pool: pg.pool,
                     ..Default::default()

@@ -1116,6 +1116,16 @@ impl Store {
         pool_stat_in(&pools, pool)
     }
 
+    /// Counters of several pools as of the last commit of the metadata
+    /// (at most one commit interval behind what is durable): one read
+    /// transaction, never a round trip through the writer, so periodic
+    /// reports (pool quotas) cost no write batch.
+    pub fn pool_stats_committed(&self, pools: &[PoolId]) -> Result<Vec<PoolStat>> {
+        let txn = self.inner.db.begin_read().map_err(sio)?;
+        let table = txn.open_table(Tbl::Pools.def()).map_err(sio)?;
+        pools.iter().map(|p| pool_stat_in(&table, *p)).collect()
+    }
+
     /// Delete every object of a pool and its counters.
     pub fn remove_pool(&self, pool: PoolId) -> Result<()> {
         match self.submit_blocking(JobKind::RemovePool(pool))? {
