@@ -65,29 +65,42 @@ pub async fn run(conn: &Connection, cmd: &str) -> CResult<(Vec<u8>, String)> {
                 .pool_lookup(pool)
                 .await
                 .map_err(|e| CError::new(e.errno, format!("unrecognized pool '{pool}'")))?;
-            // The monitors keep the quotas; the embedded backend has none
-            // (0: no limit, as Ceph reports a pool without quotas).
-            let (max_objects, max_bytes) = match &conn.client {
-                Some(client) => {
-                    let cmd = quarry_monc::MonCommand::PoolGetQuota {
-                        name: pool.to_string(),
-                    };
-                    match client.monc().command(cmd).await {
-                        Ok(quarry_monc::MonReply::PoolQuota(q)) => (q.max_objects, q.max_bytes),
-                        Ok(other) => {
-                            return Err(CError::new(
-                                Errno::EIO,
-                                format!("osd pool get-quota: unexpected reply {other:?}"),
-                            ))
-                        }
-                        Err(e) => return Err(CError::new(e.errno(), e.to_string())),
-                    }
-                }
-                None => (0, 0),
-            };
+            let q = quota(conn, pool).await?;
             let out = json!({"pool_name": pool, "pool_id": id,
-                "quota_max_objects": max_objects, "quota_max_bytes": max_bytes});
+                "quota_max_objects": q.max_objects, "quota_max_bytes": q.max_bytes});
             Ok((out.to_string().into_bytes(), String::new()))
+        }
+        "osd pool set-quota" => {
+            let arg = |k: &str| {
+                v[k].as_str()
+                    .map(str::to_string)
+                    .or_else(|| v[k].as_u64().map(|n| n.to_string()))
+                    .ok_or_else(|| CError::new(Errno::EINVAL, format!("osd pool set-quota: no {k}")))
+            };
+            let (pool, field, val) = (arg("pool")?, arg("field")?, arg("val")?);
+            let value = match field.as_str() {
+                "max_bytes" => quarry_common::size::parse_size(&val, quarry_common::size::SizeUnit::Bytes)
+                    .map_err(|e| CError::new(Errno::EINVAL, format!("error parsing value '{val}': {e}")))?,
+                "max_objects" => val.trim().parse::<u64>().map_err(|_| {
+                    CError::new(Errno::EINVAL, format!("error parsing value '{val}': not a whole number of objects"))
+                })?,
+                other => {
+                    return Err(CError::new(
+                        Errno::EINVAL,
+                        format!("unrecognized field '{other}' (max_objects or max_bytes)"),
+                    ))
+                }
+            };
+            let client = conn.client.as_ref().ok_or_else(|| {
+                CError::new(Errno::EOPNOTSUPP, "osd pool set-quota needs a cluster (the embedded backend has no monitors)")
+            })?;
+            let cmd = quarry_monc::MonCommand::PoolSetQuota { name: pool.clone(), field: field.clone(), value };
+            client
+                .monc()
+                .command(cmd)
+                .await
+                .map_err(|e| CError::new(e.errno(), e.to_string()))?;
+            Ok((Vec::new(), format!("set-quota {field} = {value} for pool {pool}")))
         }
         "osd pool ls" | "osd lspools" => {
             let pools = conn.rados.pool_list().await?;
@@ -103,14 +116,33 @@ pub async fn run(conn: &Connection, cmd: &str) -> CResult<(Vec<u8>, String)> {
         }
         other => Err(CError::new(
             Errno::EINVAL,
-            format!("command not known: '{other}' (this library answers df, osd pool get-quota, osd pool ls, osd lspools)"),
+            format!("command not known: '{other}' (this library answers df, osd pool get-quota, osd pool set-quota, osd pool ls, osd lspools)"),
         )),
+    }
+}
+
+/// A pool's quotas as the monitors keep them; the embedded backend has
+/// none (0: no limit, as Ceph reports a pool without quotas).
+async fn quota(conn: &Connection, pool: &str) -> CResult<quarry_monc::PoolQuotaInfo> {
+    let Some(client) = &conn.client else {
+        return Ok(Default::default());
+    };
+    let cmd = quarry_monc::MonCommand::PoolGetQuota {
+        name: pool.to_string(),
+    };
+    match client.monc().command(cmd).await {
+        Ok(quarry_monc::MonReply::PoolQuota(q)) => Ok(q),
+        Ok(other) => Err(CError::new(
+            Errno::EIO,
+            format!("osd pool get-quota: unexpected reply {other:?}"),
+        )),
+        Err(e) => Err(CError::new(e.errno(), e.to_string())),
     }
 }
 
 /// Ceph's `df` JSON: cluster totals and, per pool, what it stores, the raw
 /// bytes its copies use and what it can still take (`max_avail`: the free
-/// raw space divided by its replica count).
+/// raw space divided by its replica count, capped by its byte quota).
 async fn df(conn: &Connection) -> CResult<(Vec<u8>, String)> {
     let (total, avail) = capacity(conn).await?;
     let sizes = pool_sizes(conn).await?;
@@ -119,7 +151,11 @@ async fn df(conn: &Connection) -> CResult<(Vec<u8>, String)> {
         let st = conn.rados.pool_stat(p.id).await?;
         let size = sizes.get(&p.id).copied().unwrap_or(1);
         let used = st.num_bytes.saturating_mul(size);
-        let max_avail = avail / size;
+        let mut max_avail = avail / size;
+        let q = quota(conn, &p.name).await?;
+        if q.max_bytes > 0 {
+            max_avail = max_avail.min(q.max_bytes.saturating_sub(st.num_bytes));
+        }
         let percent_used = if used + max_avail == 0 {
             0.0
         } else {

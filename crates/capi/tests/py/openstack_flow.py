@@ -114,6 +114,24 @@ assert df["stats"]["total_bytes"] >= df["stats"]["total_avail_bytes"] > 0, df["s
 q = json.dumps({"prefix": "osd pool get-quota", "pool": pool, "format": "json"})
 ret, out, outs = cluster.mon_command(q, b"")
 assert ret == 0 and json.loads(out)["quota_max_bytes"] == quota_max_bytes, (ret, out, outs)
+if quota_max_bytes:
+    # A byte quota caps the pool's max_avail, as Ceph's df does.
+    assert stats["max_avail"] <= quota_max_bytes - stats["stored"], stats
+    # Setting a quota through librados, as an operator's script would.
+    s = json.dumps({"prefix": "osd pool set-quota", "pool": pool, "field": "max_objects",
+                    "val": "100000"})
+    ret, out, outs = cluster.mon_command(s, b"")
+    assert ret == 0 and outs == "set-quota max_objects = 100000 for pool " + pool, (ret, outs)
+    ret, out, outs = cluster.mon_command(q, b"")
+    assert ret == 0 and json.loads(out)["quota_max_objects"] == 100000, (ret, out, outs)
+    s = json.dumps({"prefix": "osd pool set-quota", "pool": pool, "field": "max_files", "val": "1"})
+    ret, out, outs = cluster.mon_command(s, b"")
+    assert ret == -errno.EINVAL and "unrecognized field" in outs, (ret, outs)
+else:
+    # The embedded backend has no monitors to keep a quota.
+    s = json.dumps({"prefix": "osd pool set-quota", "pool": pool, "field": "max_bytes", "val": "1G"})
+    ret, out, outs = cluster.mon_command(s, b"")
+    assert ret == -errno.EOPNOTSUPP and "needs a cluster" in outs, (ret, outs)
 ret, out, outs = cluster.mon_command(json.dumps({"prefix": "osd pool ls"}), b"")
 assert ret == 0 and pool in json.loads(out), (ret, out)
 ret, out, outs = cluster.mon_command(json.dumps({"prefix": "no such command"}), b"")
