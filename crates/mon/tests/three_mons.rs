@@ -352,24 +352,35 @@ async fn a_full_osd_reported_to_one_monitor_is_known_to_all() {
         .command(quota("max_objects", 11))
         .await
         .expect("raise");
-    let told = osd1
-        .osd_statfs(1, 1000 << 20, 1000 << 20, usage(4))
-        .await
-        .expect("statfs 1");
-    assert!(told.quota_full_pools.is_empty(), "{told:?}");
+    // osd.1 asks mon.c, which applies the committed change a moment after
+    // mon.b answered: poll until it has.
+    let told_until = |want: Vec<i64>| {
+        let osd1 = &osd1;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let told = osd1
+                    .osd_statfs(1, 1000 << 20, 1000 << 20, usage(4))
+                    .await
+                    .expect("statfs 1");
+                if told.quota_full_pools == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{told:?}, want {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    told_until(Vec::new()).await;
     admin_b
         .command(quota("max_bytes", 40 << 10))
         .await
         .expect("bytes");
-    let told = osd1
-        .osd_statfs(1, 1000 << 20, 1000 << 20, usage(4))
-        .await
-        .expect("statfs 1");
-    assert_eq!(
-        told.quota_full_pools,
-        vec![pool],
-        "10 objects of 4 KiB reach 40 KiB"
-    );
+    // 10 objects of 4 KiB reach 40 KiB.
+    told_until(vec![pool]).await;
     // Removing the pool forgets its quota.
     admin_b
         .command(MonCommand::PoolDelete { name: "q".into() })
