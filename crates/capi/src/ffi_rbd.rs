@@ -381,6 +381,28 @@ pub unsafe extern "C" fn rbd_open_by_id_read_only(
     int(|| open_any(io, id, true, image, snap_name, true))
 }
 
+/// An asynchronous open: done synchronously, then the completion fires
+/// with 0 or the open's negative errno (the call itself returns 0, as
+/// librbd's does once the request is queued).
+fn aio_open_any(
+    io: IoCtxT,
+    key: *const c_char,
+    by_id: bool,
+    image: *mut ImageT,
+    snap_name: *const c_char,
+    read_only: bool,
+    c: CompT,
+) -> CResult<i32> {
+    nonnull(c)?;
+    let r = match open_any(io, key, by_id, image, snap_name, read_only) {
+        Ok(_) => 0,
+        Err(e) => e.errno.negated(),
+    };
+    // SAFETY: live completion handle.
+    unsafe { Completion::from_handle(c) }.finish(r as i64, None);
+    Ok(0)
+}
+
 /// Open asynchronously: done synchronously, then the completion fires.
 #[no_mangle]
 pub unsafe extern "C" fn rbd_aio_open(
@@ -390,16 +412,7 @@ pub unsafe extern "C" fn rbd_aio_open(
     snap_name: *const c_char,
     c: CompT,
 ) -> c_int {
-    int(|| {
-        nonnull(c)?;
-        let r = match open_impl(io, name, image, snap_name, false) {
-            Ok(_) => 0,
-            Err(e) => e.errno.negated(),
-        };
-        // SAFETY: live completion handle.
-        unsafe { Completion::from_handle(c) }.finish(r as i64, None);
-        Ok(0)
-    })
+    int(|| aio_open_any(io, name, false, image, snap_name, false, c))
 }
 
 /// Open read-only asynchronously.
@@ -411,16 +424,31 @@ pub unsafe extern "C" fn rbd_aio_open_read_only(
     snap_name: *const c_char,
     c: CompT,
 ) -> c_int {
-    int(|| {
-        nonnull(c)?;
-        let r = match open_impl(io, name, image, snap_name, true) {
-            Ok(_) => 0,
-            Err(e) => e.errno.negated(),
-        };
-        // SAFETY: live completion handle.
-        unsafe { Completion::from_handle(c) }.finish(r as i64, None);
-        Ok(0)
-    })
+    int(|| aio_open_any(io, name, false, image, snap_name, true, c))
+}
+
+/// Open by id asynchronously (also an image in the trash).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_open_by_id(
+    io: IoCtxT,
+    id: *const c_char,
+    image: *mut ImageT,
+    snap_name: *const c_char,
+    c: CompT,
+) -> c_int {
+    int(|| aio_open_any(io, id, true, image, snap_name, false, c))
+}
+
+/// Open by id read-only asynchronously.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_open_by_id_read_only(
+    io: IoCtxT,
+    id: *const c_char,
+    image: *mut ImageT,
+    snap_name: *const c_char,
+    c: CompT,
+) -> c_int {
+    int(|| aio_open_any(io, id, true, image, snap_name, true, c))
 }
 
 fn close_impl(p: ImageT) -> CResult<i32> {

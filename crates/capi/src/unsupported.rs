@@ -94,8 +94,6 @@ unsupported_int!(
     rbd_aio_mirror_image_create_snapshot,
     rbd_aio_mirror_image_get_info,
     rbd_aio_mirror_image_get_mode,
-    rbd_aio_open_by_id,
-    rbd_aio_open_by_id_read_only,
     rbd_break_lock,
     rbd_config_image_list,
     rbd_config_pool_list,

@@ -94,6 +94,28 @@ int main(int argc, char **argv) {
   CHECK(rbd_close(img) == 0, "close by id");
   r = rbd_open_by_id(io, "0000nosuchid", &img, NULL);
   CHECK(r == -ENOENT, "open_by_id of an unknown id: %d", r);
+  /* The asynchronous forms: the call queues, the completion tells. */
+  rbd_completion_t comp;
+  CHECK(rbd_aio_create_completion(NULL, NULL, &comp) == 0, "completion");
+  img = NULL;
+  r = rbd_aio_open_by_id_read_only(io, id, &img, NULL, comp);
+  CHECK(r == 0, "aio_open_by_id_read_only: %d", r);
+  CHECK(rbd_aio_wait_for_complete(comp) == 0, "wait");
+  r = (int)rbd_aio_get_return_value(comp);
+  CHECK(r == 0 && img != NULL, "aio_open_by_id_read_only completed with %d", r);
+  rbd_aio_release(comp);
+  memset(back, 0, sizeof back);
+  CHECK(rbd_read(img, 4096, sizeof back, back) == (ssize_t)sizeof back, "read by aio id");
+  CHECK(memcmp(buf, back, sizeof buf) == 0, "trashed data differs (aio open)");
+  CHECK(rbd_write(img, 0, sizeof buf, buf) == -EROFS, "a read-only aio open refuses writes");
+  CHECK(rbd_close(img) == 0, "close aio by id");
+  CHECK(rbd_aio_create_completion(NULL, NULL, &comp) == 0, "completion");
+  r = rbd_aio_open_by_id(io, "0000nosuchid", &img, NULL, comp);
+  CHECK(r == 0, "aio_open_by_id of an unknown id queues: %d", r);
+  CHECK(rbd_aio_wait_for_complete(comp) == 0, "wait");
+  r = (int)rbd_aio_get_return_value(comp);
+  CHECK(r == -ENOENT, "aio_open_by_id of an unknown id completed with %d", r);
+  rbd_aio_release(comp);
 
   r = rbd_trash_remove(io, id, false);
   CHECK(r == -EPERM, "trash_remove before the deferment ends: %d", r);
