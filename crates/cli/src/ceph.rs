@@ -964,18 +964,48 @@ async fn usage(ctx: &Ctx) -> (u64, u64) {
     let mut objs = 0;
     let mut bytes = 0;
     for p in ctx.rados.pool_list().await.unwrap_or_default() {
-        if let Ok(s) = ctx.rados.pool_stat(p.id).await {
-            objs += s.num_objects;
-            bytes += s.num_bytes;
-        }
+        let s = pool_usage(ctx, p.id, &p.name).await;
+        objs += s.num_objects;
+        bytes += s.num_bytes;
     }
     (objs, bytes)
 }
 
+/// How long a pool's PGs get to report their objects and bytes.
+const POOL_STAT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A pool's objects and bytes, asked of its PGs' primaries. A PG that
+/// is not active (fewer OSDs up than `min_size`) holds such a request
+/// until it is, so after [`POOL_STAT_WAIT`] the monitors' figures (the
+/// OSDs' last reports, at most a beacon interval old; Ceph's status and
+/// df always show reported figures) stand in: `ceph -s` and `ceph df`
+/// answer instead of hanging. Best effort: 0 for a pool gone meanwhile.
+async fn pool_usage(ctx: &Ctx, id: quarry_rados::PoolId, name: &str) -> quarry_rados::PoolStat {
+    match tokio::time::timeout(POOL_STAT_WAIT, ctx.rados.pool_stat(id)).await {
+        Ok(r) => r.unwrap_or_default(),
+        Err(_) => {
+            let Some(m) = &ctx.monc else {
+                return Default::default();
+            };
+            let asked = m.command(MonCommand::PoolGetQuota {
+                name: name.to_string(),
+            });
+            match asked.await {
+                Ok(MonReply::PoolQuota(q)) => quarry_rados::PoolStat {
+                    num_objects: q.objects,
+                    num_bytes: q.bytes,
+                },
+                _ => Default::default(),
+            }
+        }
+    }
+}
+
 /// PG states from the map: a PG with an activation record whose acting set
 /// is complete is `active+clean`, with fewer replicas `active+undersized`,
-/// without a record `unknown`; `+inconsistent` when its primary reports
-/// scrub errors.
+/// with fewer OSDs up than the pool's `min_size` `undersized+peered` (no
+/// I/O, as Ceph's), without a record `unknown`; `+inconsistent` when its
+/// primary reports scrub errors.
 fn pg_states(map: &ClusterMap, inconsistent: &[PgScrubErrors]) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
     for p in map.pools.values() {
@@ -989,8 +1019,16 @@ fn pg_states(map: &ClusterMap, inconsistent: &[PgScrubErrors]) -> BTreeMap<Strin
 
 /// One PG's state as [`pg_states`] counts it.
 fn pg_state(map: &ClusterMap, pg: quarry_map::PgId, inconsistent: &[PgScrubErrors]) -> String {
-    let size = map.pools.get(&pg.pool).map_or(0, |p| p.size);
+    let (size, min_size) = map
+        .pools
+        .get(&pg.pool)
+        .map_or((0, 0), |p| (p.size, p.min_size.max(1)));
+    // The activation record stays in the map after members go down; the
+    // up set tells whether the PG can still be active (the monitors' health
+    // check counts it the same way).
+    let up = map.pg_up_set(pg).map_or(0, |u| u.len() as u32);
     let mut state = match map.pg_history.get(&pg) {
+        Some(_) if up < min_size => "undersized+peered",
         Some(h) if h.acting.len() as u32 >= size => "active+clean",
         Some(_) => "active+undersized",
         None => "unknown",
@@ -1023,7 +1061,14 @@ async fn pg_ls(ctx: &Ctx, pool: Option<&str>, states: &[String]) -> CmdResult {
             },
         ),
     };
-    const KNOWN: [&str; 5] = ["active", "clean", "undersized", "inconsistent", "unknown"];
+    const KNOWN: [&str; 6] = [
+        "active",
+        "clean",
+        "undersized",
+        "peered",
+        "inconsistent",
+        "unknown",
+    ];
     for st in states {
         if !KNOWN.contains(&st.as_str()) {
             return Err(cerr(
@@ -1295,7 +1340,7 @@ async fn df(ctx: &Ctx, detail: bool) -> CmdResult {
     }
     let mut rows = Vec::new();
     for p in &pools {
-        let st = ctx.rados.pool_stat(p.id).await.unwrap_or_default();
+        let st = pool_usage(ctx, p.id, &p.name).await;
         let def = map.as_ref().and_then(|m| m.pools.get(&p.id));
         let size = def.map_or(1, |d| d.size.max(1)) as u64;
         let quota = match &ctx.monc {

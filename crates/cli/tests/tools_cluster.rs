@@ -258,7 +258,7 @@ fn ceph_and_rbd_against_a_cluster() {
     c.fails(
         &["ceph", "pg", "ls", "peering"],
         22,
-        "Error EINVAL: unknown pg state 'peering' (known: active, clean, undersized, inconsistent, unknown)\n",
+        "Error EINVAL: unknown pg state 'peering' (known: active, clean, undersized, peered, inconsistent, unknown)\n",
     );
     c.fails(
         &["ceph", "pg", "ls-by-pool", "nosuch"],
@@ -1598,4 +1598,88 @@ fn pool_rename_and_application_tags() {
         2,
         "Error ENOENT: unrecognized pool 'nope'\n",
     );
+}
+
+/// A pool's `min_size` raised above the OSDs that are up stops its I/O (its
+/// PGs are `undersized+peered`, as Ceph's), and lowering it again lets a
+/// write that waited meanwhile finish. Before, the PGs stayed active and
+/// `ceph -s` disagreed with `ceph health`.
+#[test]
+fn min_size_above_the_up_osds_stops_io_until_lowered() {
+    let c = Cluster::up();
+    c.ok(&["ceph", "osd", "pool", "create", "m", "8"]);
+    let file = c.path().join("m.bin");
+    std::fs::write(&file, vec![9u8; 3000]).expect("write");
+    let file = file.to_str().expect("utf8");
+    c.ok(&["rados", "-p", "m", "put", "before", file]);
+    // Three OSDs: size 4 leaves every PG undersized, min_size 4 inactive.
+    c.ok(&["ceph", "osd", "pool", "set", "m", "size", "4"]);
+    c.ok(&["ceph", "osd", "pool", "set", "m", "min_size", "4"]);
+    let wait_status = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let s = c.ok(&["ceph", "-s"]);
+            if s.contains(want) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "{want}: {s}");
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    // `ceph -s` and `ceph df` answer (from the OSDs' reports) although
+    // the pool's PGs take no requests.
+    let s = wait_status("8 undersized+peered");
+    assert!(
+        s.contains("Reduced data availability: 8 pgs inactive"),
+        "{s}"
+    );
+    let df = c.ok(&["ceph", "df"]);
+    let row: Vec<&str> = df
+        .lines()
+        .find(|l| l.starts_with("m "))
+        .expect("pool m in ceph df")
+        .split_whitespace()
+        .collect();
+    // POOL ID PGS STORED(2) OBJECTS ...
+    assert_eq!(row[5], "1", "objects: {df}");
+    let peered = c.ok(&["ceph", "pg", "ls-by-pool", "m", "peered"]);
+    assert_eq!(
+        peered
+            .lines()
+            .filter(|l| l.contains(" undersized+peered "))
+            .count(),
+        8,
+        "{peered}"
+    );
+    let mut w = Command::new(BIN)
+        .args(["rados", "-p", "m", "put", "during", file])
+        .env("CEPH_CONF", c.path().join("ceph.conf"))
+        .env("HOME", c.path())
+        .env_remove("CEPH_ARGS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rados put");
+    // Every OSD has the map (the status above came after it); the put
+    // must wait, not be served by a PG below its min_size.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        w.try_wait().expect("try_wait").is_none(),
+        "a write into PGs below min_size finished instead of waiting"
+    );
+    c.ok(&["ceph", "osd", "pool", "set", "m", "min_size", "3"]);
+    let out = w.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_status("8 active+undersized");
+    let got = c.path().join("m.out");
+    let got_s = got.to_str().expect("utf8");
+    c.ok(&["rados", "-p", "m", "get", "during", got_s]);
+    assert_eq!(std::fs::read(&got).expect("read"), vec![9u8; 3000]);
+    c.ok(&["rados", "-p", "m", "get", "before", got_s]);
+    assert_eq!(std::fs::read(&got).expect("read"), vec![9u8; 3000]);
 }

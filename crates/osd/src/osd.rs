@@ -140,16 +140,19 @@ impl Osd {
         }
     }
 
-    /// Objects and bytes per pool over the PGs this OSD leads as an active
-    /// primary (each PG is counted by its primary only).
+    /// Objects and bytes per pool over the PGs this OSD leads: as an active
+    /// primary, or as the primary the map names of a PG that cannot go
+    /// active (below `min_size`), whose figures `ceph -s`/`df` then show
+    /// (each PG is counted by its primary only).
     async fn led_pool_usage(&self) -> quarry_rados::Result<Vec<quarry_monc::PoolUsage>> {
+        let map = self.map();
         let led: Vec<PgId> = lock(&self.pgs)
             .values()
-            .filter(|p| {
-                p.active
-                    .borrow()
-                    .as_ref()
-                    .is_some_and(|a| a.acting.first() == Some(&self.id))
+            .filter(|p| match p.active.borrow().as_ref() {
+                Some(a) => a.acting.first() == Some(&self.id),
+                None => map
+                    .pg_up_set(p.id)
+                    .is_ok_and(|up| up.first() == Some(&self.id)),
             })
             .map(|p| p.id)
             .collect();
@@ -2278,8 +2281,12 @@ impl Osd {
                     let cur = p.active.borrow().clone();
                     // Booted again since it activated (it was marked down
                     // meanwhile and may have missed maps and writes): peer anew.
+                    // A min_size raised above the acting set ends the
+                    // interval too (as Ceph's): the PG stops serving I/O
+                    // until enough members are up.
+                    let below_min = (up.len() as u32) < def.min_size.max(1);
                     let needs = match &cur {
-                        Some(a) => a.acting != up || a.rebooted(map, self.id),
+                        Some(a) => a.acting != up || a.rebooted(map, self.id) || below_min,
                         None => lock(&p.peering_for).as_ref() != Some(&up),
                     };
                     if cur.as_ref().is_some_and(|a| a.rebooted(map, self.id)) {
