@@ -974,12 +974,14 @@ async fn usage(ctx: &Ctx) -> (u64, u64) {
 /// How long a pool's PGs get to report their objects and bytes.
 const POOL_STAT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A pool's objects and bytes, asked of its PGs' primaries. A PG that
-/// is not active (fewer OSDs up than `min_size`) holds such a request
-/// until it is, so after [`POOL_STAT_WAIT`] the monitors' figures (the
-/// OSDs' last reports, at most a beacon interval old; Ceph's status and
-/// df always show reported figures) stand in: `ceph -s` and `ceph df`
-/// answer instead of hanging. Best effort: 0 for a pool gone meanwhile.
+/// A pool's objects and bytes, asked of its PGs' primaries (the client
+/// answers from the monitors' figures itself when a PG is below
+/// `min_size`). A PG inactive for another reason (peering that waits for
+/// a down member) holds the request until it is active, so after
+/// [`POOL_STAT_WAIT`] the monitors' figures (the OSDs' last reports;
+/// Ceph's status and df always show reported figures) stand in: `ceph -s`
+/// and `ceph df` answer instead of hanging. Best effort: 0 for a pool
+/// gone meanwhile.
 async fn pool_usage(ctx: &Ctx, id: quarry_rados::PoolId, name: &str) -> quarry_rados::PoolStat {
     match tokio::time::timeout(POOL_STAT_WAIT, ctx.rados.pool_stat(id)).await {
         Ok(r) => r.unwrap_or_default(),

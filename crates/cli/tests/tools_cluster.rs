@@ -1633,15 +1633,34 @@ fn min_size_above_the_up_osds_stops_io_until_lowered() {
         s.contains("Reduced data availability: 8 pgs inactive"),
         "{s}"
     );
-    let df = c.ok(&["ceph", "df"]);
-    let row: Vec<&str> = df
-        .lines()
-        .find(|l| l.starts_with("m "))
-        .expect("pool m in ceph df")
-        .split_whitespace()
-        .collect();
-    // POOL ID PGS STORED(2) OBJECTS ...
-    assert_eq!(row[5], "1", "objects: {df}");
+    // The figures are the OSDs' reports: they count the object once the
+    // next report (a beacon interval, 1 s here) is in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let df = c.ok(&["ceph", "df"]);
+        let row: Vec<&str> = df
+            .lines()
+            .find(|l| l.starts_with("m "))
+            .expect("pool m in ceph df")
+            .split_whitespace()
+            .collect();
+        // POOL ID PGS STORED(2) OBJECTS ...
+        if row[5] == "1" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "objects: {df}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    // librados' pool stat (rados df) answers too.
+    let j = c.json(&["rados", "df", "--format", "json"]);
+    let m = j["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .find(|p| p["name"] == "m")
+        .expect("pool m in rados df")
+        .clone();
+    assert_eq!(m["num_objects"], 1, "{j}");
     let peered = c.ok(&["ceph", "pg", "ls-by-pool", "m", "peered"]);
     assert_eq!(
         peered

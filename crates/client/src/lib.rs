@@ -1032,6 +1032,29 @@ impl Rados for ClusterClient {
         let pgs = map
             .pool_pgs(pool)
             .map_err(|e| RadosError::new(e.errno(), e.to_string()))?;
+        // A PG with fewer OSDs up than the pool's min_size cannot go active
+        // and would hold its request until it can: the monitors' figures
+        // (the OSDs' last reports, a beacon interval old) stand in for the
+        // pool then, as Ceph's librados answers from reported stats.
+        if let Some(def) = map.pools.get(&pool) {
+            let min = def.min_size.max(1);
+            let inactive = pgs.iter().any(|pg| {
+                map.pg_up_set(*pg)
+                    .map_or(true, |up| (up.len() as u32) < min)
+            });
+            if inactive {
+                let asked = MonCommand::PoolGetQuota {
+                    name: def.name.clone(),
+                };
+                return match self.command(asked).await? {
+                    MonReply::PoolQuota(q) => Ok(PoolStat {
+                        num_objects: q.objects,
+                        num_bytes: q.bytes,
+                    }),
+                    _ => Err(unexpected("pool usage")),
+                };
+            }
+        }
         let mut total = PoolStat::default();
         // One request per PG keeps routing identical to ops (the PG's
         // primary answers), at the cost of pg_num round trips.
