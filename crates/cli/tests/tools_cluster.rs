@@ -34,18 +34,31 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// Run with the environment `. D/env` gives; (exit code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let o = Command::new(BIN)
-            .args(args)
+    /// A command with the environment `. D/env` gives.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .env("CEPH_CONF", self.path().join("ceph.conf"))
             // Never the machine's /etc/ceph or ~/.ceph: HOME is the cluster dir.
             .env("HOME", self.path())
             .env_remove("CEPH_ARGS")
             .env_remove("CEPH_KEYRING")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run quarry");
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Start a command in the background, its output captured.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Run with the environment `. D/env` gives; (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.command(args).output().expect("run quarry");
         (
             o.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -80,6 +93,18 @@ impl Drop for Cluster {
             .arg(self.path())
             .output();
     }
+}
+
+/// The entry named `name` of a JSON answer's `pools` array (`ceph df`,
+/// `rados df`), cloned.
+fn pool_entry(j: &Value, name: &str) -> Value {
+    j["pools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no pools array: {j}"))
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("pool {name} not listed: {j}"))
+        .clone()
 }
 
 #[test]
@@ -187,13 +212,7 @@ fn ceph_and_rbd_against_a_cluster() {
             .sum()
     };
     let df = c.json(&["ceph", "df", "--format", "json"]);
-    let data_pool = df["pools"]
-        .as_array()
-        .expect("pools")
-        .iter()
-        .find(|p| p["name"] == "data")
-        .expect("data pool")
-        .clone();
+    let data_pool = pool_entry(&df, "data");
     assert_eq!(
         (sum("num_objects"), sum("num_bytes")),
         (
@@ -1381,13 +1400,7 @@ fn pool_quotas_hold_writes_until_there_is_room() {
     assert_eq!(&row[row.len() - 3..], ["3", "10", "GiB"], "{df}");
     assert_eq!(row[5], "3", "objects: {df}");
     let j = c.json(&["ceph", "df", "detail", "--format", "json"]);
-    let q = j["pools"]
-        .as_array()
-        .expect("pools")
-        .iter()
-        .find(|p| p["name"] == "q")
-        .expect("q")
-        .clone();
+    let q = pool_entry(&j, "q");
     assert_eq!(q["stats"]["quota_objects"], 3);
     assert_eq!(q["stats"]["quota_bytes"], 10737418240u64);
     let max_avail = q["stats"]["max_avail"].as_u64().expect("max_avail");
@@ -1403,18 +1416,7 @@ fn pool_quotas_hold_writes_until_there_is_room() {
     );
 
     // A write that needs space is held, not refused.
-    let held = |name: &str| {
-        Command::new(BIN)
-            .args(["rados", "-p", "q", "put", name, file])
-            .env("CEPH_CONF", c.path().join("ceph.conf"))
-            .env("HOME", c.path())
-            .env_remove("CEPH_ARGS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rados put")
-    };
+    let held = |name: &str| c.spawn(&["rados", "-p", "q", "put", name, file]);
     let mut w = held("o4");
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(
@@ -1653,13 +1655,7 @@ fn min_size_above_the_up_osds_stops_io_until_lowered() {
     }
     // librados' pool stat (rados df) answers too.
     let j = c.json(&["rados", "df", "--format", "json"]);
-    let m = j["pools"]
-        .as_array()
-        .expect("pools")
-        .iter()
-        .find(|p| p["name"] == "m")
-        .expect("pool m in rados df")
-        .clone();
+    let m = pool_entry(&j, "m");
     assert_eq!(m["num_objects"], 1, "{j}");
     let peered = c.ok(&["ceph", "pg", "ls-by-pool", "m", "peered"]);
     assert_eq!(
@@ -1670,16 +1666,7 @@ fn min_size_above_the_up_osds_stops_io_until_lowered() {
         8,
         "{peered}"
     );
-    let mut w = Command::new(BIN)
-        .args(["rados", "-p", "m", "put", "during", file])
-        .env("CEPH_CONF", c.path().join("ceph.conf"))
-        .env("HOME", c.path())
-        .env_remove("CEPH_ARGS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rados put");
+    let mut w = c.spawn(&["rados", "-p", "m", "put", "during", file]);
     // Every OSD has the map (the status above came after it); the put
     // must wait, not be served by a PG below its min_size.
     std::thread::sleep(std::time::Duration::from_secs(3));
