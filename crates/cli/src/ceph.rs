@@ -964,43 +964,12 @@ async fn usage(ctx: &Ctx) -> (u64, u64) {
     let mut objs = 0;
     let mut bytes = 0;
     for p in ctx.rados.pool_list().await.unwrap_or_default() {
-        let s = pool_usage(ctx, p.id, &p.name).await;
-        objs += s.num_objects;
-        bytes += s.num_bytes;
-    }
-    (objs, bytes)
-}
-
-/// How long a pool's PGs get to report their objects and bytes.
-const POOL_STAT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A pool's objects and bytes, asked of its PGs' primaries (the client
-/// answers from the monitors' figures itself when a PG is below
-/// `min_size`). A PG inactive for another reason (peering that waits for
-/// a down member) holds the request until it is active, so after
-/// [`POOL_STAT_WAIT`] the monitors' figures (the OSDs' last reports;
-/// Ceph's status and df always show reported figures) stand in: `ceph -s`
-/// and `ceph df` answer instead of hanging. Best effort: 0 for a pool
-/// gone meanwhile.
-async fn pool_usage(ctx: &Ctx, id: quarry_rados::PoolId, name: &str) -> quarry_rados::PoolStat {
-    match tokio::time::timeout(POOL_STAT_WAIT, ctx.rados.pool_stat(id)).await {
-        Ok(r) => r.unwrap_or_default(),
-        Err(_) => {
-            let Some(m) = &ctx.monc else {
-                return Default::default();
-            };
-            let asked = m.command(MonCommand::PoolGetQuota {
-                name: name.to_string(),
-            });
-            match asked.await {
-                Ok(MonReply::PoolQuota(q)) => quarry_rados::PoolStat {
-                    num_objects: q.objects,
-                    num_bytes: q.bytes,
-                },
-                _ => Default::default(),
-            }
+        if let Ok(s) = ctx.rados.pool_stat(p.id).await {
+            objs += s.num_objects;
+            bytes += s.num_bytes;
         }
     }
+    (objs, bytes)
 }
 
 /// PG states from the map: a PG with an activation record whose acting set
@@ -1342,7 +1311,7 @@ async fn df(ctx: &Ctx, detail: bool) -> CmdResult {
     }
     let mut rows = Vec::new();
     for p in &pools {
-        let st = pool_usage(ctx, p.id, &p.name).await;
+        let st = ctx.rados.pool_stat(p.id).await.unwrap_or_default();
         let def = map.as_ref().and_then(|m| m.pools.get(&p.id));
         let size = def.map_or(1, |d| d.size.max(1)) as u64;
         let quota = match &ctx.monc {

@@ -40,6 +40,10 @@ use quarry_rados::{
 use tokio::sync::mpsc;
 
 use conn::{Conn, ConnError, EventSink};
+
+/// How long a pool's PGs get to answer a pool stat before the monitors'
+/// figures stand in (see `pool_stat`).
+const POOL_STAT_WAIT: Duration = Duration::from_secs(5);
 use wire::{Event, Request, Resp};
 
 /// Timeouts of a cluster client.
@@ -1032,38 +1036,48 @@ impl Rados for ClusterClient {
         let pgs = map
             .pool_pgs(pool)
             .map_err(|e| RadosError::new(e.errno(), e.to_string()))?;
-        // A PG with fewer OSDs up than the pool's min_size cannot go active
-        // and would hold its request until it can: the monitors' figures
-        // (the OSDs' last reports, a beacon interval old) stand in for the
-        // pool then, as Ceph's librados answers from reported stats.
-        if let Some(def) = map.pools.get(&pool) {
-            let min = def.min_size.max(1);
-            let inactive = pgs.iter().any(|pg| {
-                map.pg_up_set(*pg)
-                    .map_or(true, |up| (up.len() as u32) < min)
-            });
-            if inactive {
-                let asked = MonCommand::PoolGetQuota {
-                    name: def.name.clone(),
-                };
-                return match self.command(asked).await? {
-                    MonReply::PoolQuota(q) => Ok(PoolStat {
-                        num_objects: q.objects,
-                        num_bytes: q.bytes,
-                    }),
-                    _ => Err(unexpected("pool usage")),
-                };
+        let Some(def) = map.pools.get(&pool) else {
+            return Err(RadosError::new(
+                Errno::ENOENT,
+                format!("pool {pool} not in the map"),
+            ));
+        };
+        // A PG that is not active holds its request until it is: one with
+        // fewer OSDs up than min_size cannot be, and one whose peering waits
+        // for a down member may take long. The monitors' figures (the OSDs'
+        // last reports, a beacon interval old) stand in for the pool then,
+        // as Ceph's librados answers from reported stats.
+        let min = def.min_size.max(1);
+        let below_min = pgs.iter().any(|pg| {
+            map.pg_up_set(*pg)
+                .map_or(true, |up| (up.len() as u32) < min)
+        });
+        if !below_min {
+            // One request per PG keeps routing identical to ops (the PG's
+            // primary answers), at the cost of pg_num round trips.
+            let asked = async {
+                let mut total = PoolStat::default();
+                for pg in &pgs {
+                    let s = self.pg_stat(pool, pg.seed).await?;
+                    total.num_objects += s.num_objects;
+                    total.num_bytes += s.num_bytes;
+                }
+                Ok::<_, RadosError>(total)
+            };
+            if let Ok(r) = tokio::time::timeout(POOL_STAT_WAIT, asked).await {
+                return r;
             }
         }
-        let mut total = PoolStat::default();
-        // One request per PG keeps routing identical to ops (the PG's
-        // primary answers), at the cost of pg_num round trips.
-        for pg in pgs {
-            let s = self.pg_stat(pool, pg.seed).await?;
-            total.num_objects += s.num_objects;
-            total.num_bytes += s.num_bytes;
+        let asked = MonCommand::PoolGetQuota {
+            name: def.name.clone(),
+        };
+        match self.command(asked).await? {
+            MonReply::PoolQuota(q) => Ok(PoolStat {
+                num_objects: q.objects,
+                num_bytes: q.bytes,
+            }),
+            _ => Err(unexpected("pool usage")),
         }
-        Ok(total)
     }
 
     async fn pg_stat(&self, pool: PoolId, seed: u32) -> Result<PoolStat> {
