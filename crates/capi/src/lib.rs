@@ -38,6 +38,7 @@ pub mod cluster;
 pub mod completion;
 pub mod config;
 pub mod engine;
+pub mod ffi_app;
 pub mod ffi_lock;
 pub mod ffi_rados;
 pub mod ffi_rbd;

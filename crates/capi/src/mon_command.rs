@@ -1,10 +1,12 @@
 //! `rados_mon_command`: the monitor commands clients send as JSON, the
 //! subset OpenStack's drivers use for capacity (Cinder's pool stats:
-//! `df`, `osd pool get-quota`; pool listings), and the cluster's capacity
-//! behind `rados_cluster_stat` (Nova reports it as the host's disk).
+//! `df`, `osd pool get-quota`; pool listings), the `osd pool application`
+//! commands management tools send (Proxmox, Terraform providers), and the
+//! cluster's capacity behind `rados_cluster_stat` (Nova reports it as the
+//! host's disk).
 
 use quarry_common::Errno;
-use quarry_monc::{MonCommand, MonReply};
+use quarry_monc::{AppOp, MonCommand, MonReply};
 use serde_json::{json, Value};
 
 use crate::cluster::Connection;
@@ -114,10 +116,114 @@ pub async fn run(conn: &Connection, cmd: &str) -> CResult<(Vec<u8>, String)> {
             };
             Ok((out.to_string().into_bytes(), String::new()))
         }
+        "osd pool application enable"
+        | "osd pool application disable"
+        | "osd pool application set"
+        | "osd pool application rm" => pool_application(conn, prefix, &v).await,
+        "osd pool application get" => pool_application_get(conn, &v).await,
         other => Err(CError::new(
             Errno::EINVAL,
-            format!("command not known: '{other}' (this library answers df, osd pool get-quota, osd pool set-quota, osd pool ls, osd lspools)"),
+            format!("command not known: '{other}' (this library answers df, osd pool get-quota, osd pool set-quota, osd pool ls, osd lspools, osd pool application enable|disable|set|rm|get)"),
         )),
+    }
+}
+
+/// The monitors' client, or `EOPNOTSUPP` for the embedded backend.
+fn monc_of<'a>(
+    conn: &'a Connection,
+    what: &str,
+) -> CResult<&'a std::sync::Arc<quarry_monc::MonClient>> {
+    conn.client.as_ref().map(|c| c.monc()).ok_or_else(|| {
+        CError::new(
+            Errno::EOPNOTSUPP,
+            format!("{what} needs a cluster (the embedded backend has no monitors)"),
+        )
+    })
+}
+
+/// A string argument of a JSON command, or `EINVAL` naming it.
+fn str_arg<'a>(v: &'a Value, prefix: &str, k: &str) -> CResult<&'a str> {
+    v[k].as_str()
+        .ok_or_else(|| CError::new(Errno::EINVAL, format!("{prefix}: no {k}")))
+}
+
+/// `osd pool application enable|disable|set|rm`; the status string is
+/// Ceph's text from the monitors.
+async fn pool_application(
+    conn: &Connection,
+    prefix: &str,
+    v: &Value,
+) -> CResult<(Vec<u8>, String)> {
+    let pool = str_arg(v, prefix, "pool")?.to_string();
+    let app = str_arg(v, prefix, "app")?.to_string();
+    // Ceph's JSON form carries the flag as a boolean (or its name).
+    let force = v["yes_i_really_mean_it"].as_bool().unwrap_or(false)
+        || v["yes_i_really_mean_it"]
+            .as_str()
+            .is_some_and(|s| s == "true" || s == "--yes-i-really-mean-it");
+    let op = match prefix.rsplit(' ').next() {
+        Some("enable") => AppOp::Enable { app, force },
+        Some("disable") => AppOp::Disable { app, force },
+        Some("set") => AppOp::Set {
+            app,
+            key: str_arg(v, prefix, "key")?.to_string(),
+            value: str_arg(v, prefix, "value")?.to_string(),
+        },
+        _ => AppOp::Rm {
+            app,
+            key: str_arg(v, prefix, "key")?.to_string(),
+        },
+    };
+    let monc = monc_of(conn, prefix)?;
+    match monc.command(MonCommand::PoolApplication { pool, op }).await {
+        Ok(MonReply::Applied { message, .. }) => Ok((Vec::new(), message)),
+        Ok(other) => Err(CError::new(
+            Errno::EIO,
+            format!("{prefix}: unexpected reply {other:?}"),
+        )),
+        Err(e) => Err(CError::new(e.errno(), e.to_string())),
+    }
+}
+
+/// `osd pool application get POOL [APP [KEY]]`: JSON of the pool's
+/// applications or of one's keys; a key's value as plain text.
+async fn pool_application_get(conn: &Connection, v: &Value) -> CResult<(Vec<u8>, String)> {
+    let prefix = "osd pool application get";
+    let pool = str_arg(v, prefix, "pool")?.to_string();
+    let monc = monc_of(conn, prefix)?;
+    let apps = match monc
+        .command(MonCommand::PoolApplicationGet { pool: pool.clone() })
+        .await
+    {
+        Ok(MonReply::PoolApplications(a)) => a,
+        Ok(other) => {
+            return Err(CError::new(
+                Errno::EIO,
+                format!("{prefix}: unexpected reply {other:?}"),
+            ))
+        }
+        Err(e) => return Err(CError::new(e.errno(), e.to_string())),
+    };
+    let Some(app) = v["app"].as_str() else {
+        return Ok((json!(apps).to_string().into_bytes(), String::new()));
+    };
+    let keys = apps.get(app).ok_or_else(|| {
+        CError::new(
+            Errno::ENOENT,
+            format!("application '{app}' is not enabled on pool '{pool}'"),
+        )
+    })?;
+    match v["key"].as_str() {
+        None => Ok((json!(keys).to_string().into_bytes(), String::new())),
+        Some(k) => keys
+            .get(k)
+            .map(|val| (val.clone().into_bytes(), String::new()))
+            .ok_or_else(|| {
+                CError::new(
+                    Errno::ENOENT,
+                    format!("application '{app}' on pool '{pool}' does not have key '{k}'"),
+                )
+            }),
     }
 }
 

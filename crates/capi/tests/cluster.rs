@@ -25,6 +25,33 @@ fn qemu_fio_and_auth_on_a_cluster() {
     auth_errors_are_immediate_and_named(&c);
     trash_from_c(&c);
     python_on_cluster(&c);
+    pool_applications_from_python(&c);
+}
+
+/// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`
+/// and the `osd pool application` monitor commands, through the library,
+/// in the pool `py` (`rbd` enabled by `rbd pool init`).
+fn pool_applications_from_python(c: &Cluster) {
+    run_python(c, "pool_applications.py", &["py"], "applications OK");
+}
+
+/// Run tests/py/SCRIPT with ARGS under the cluster's environment; it must
+/// succeed and print `ok_line`.
+fn run_python(c: &Cluster, script: &str, args: &[&str], ok_line: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let o = c
+        .cmd_path(std::path::Path::new("/usr/bin/python3"))
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success() && out.contains(ok_line), "{out}\n{err}");
 }
 
 /// tests/py/openstack_flow.py (python3-rbd, as OpenStack uses it) against
@@ -52,23 +79,8 @@ fn python_on_cluster(c: &Cluster) {
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/openstack_flow.py");
-    let o = c
-        .cmd_path(std::path::Path::new("/usr/bin/python3"))
-        .arg(&script)
-        .arg("py")
-        .arg((100u64 << 30).to_string())
-        .output()
-        .expect("run python3");
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-    );
-    assert!(
-        o.status.success() && out.contains("python OK"),
-        "{out}\n{err}"
-    );
+    let quota = (100u64 << 30).to_string();
+    run_python(c, "openstack_flow.py", &["py", &quota], "python OK");
 }
 
 /// tests/c/trash.c (the C ABI test of the trash calls) against the cluster:

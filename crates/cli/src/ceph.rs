@@ -17,8 +17,10 @@ use quarry_common::size::format_size;
 use quarry_common::Errno;
 use quarry_map::ClusterMap;
 use quarry_monc::{
-    ConfigEntry, Health, HealthCheck, MonClient, MonCommand, MonReply, PgScrubErrors,
+    AppOp, ConfigEntry, Health, HealthCheck, MonClient, MonCommand, MonReply, PgScrubErrors,
+    PoolApplications,
 };
+use quarry_rados::PoolId;
 use serde_json::{json, Value};
 
 use crate::rbd::{connect_with, Align, CmdError, CmdResult, Table};
@@ -365,7 +367,8 @@ enum PoolCmd {
         /// New name.
         to: String,
     },
-    /// A pool's application tag: `application enable|disable|get`.
+    /// A pool's applications and their keys:
+    /// `application enable|disable|get|set|rm`.
     Application {
         #[command(subcommand)]
         cmd: AppCmd,
@@ -374,17 +377,17 @@ enum PoolCmd {
 
 #[derive(Subcommand, Debug)]
 enum AppCmd {
-    /// Tag a pool with an application (`rbd`).
+    /// Enable an application on a pool (`rbd`).
     Enable {
         /// Pool name.
         pool: String,
         /// Application.
         app: String,
-        /// Replace another application already enabled.
+        /// Enable it beside another application already enabled.
         #[arg(long = "yes-i-really-mean-it")]
         yes: bool,
     },
-    /// Remove a pool's application tag.
+    /// Disable an application on a pool, with its keys.
     Disable {
         /// Pool name.
         pool: String,
@@ -394,12 +397,35 @@ enum AppCmd {
         #[arg(long = "yes-i-really-mean-it")]
         yes: bool,
     },
-    /// Show a pool's applications (JSON).
+    /// Show a pool's applications (JSON), one application's keys, or one
+    /// key's value.
     Get {
-        /// Pool name.
-        pool: String,
+        /// Pool name (all pools when absent).
+        pool: Option<String>,
         /// One application: its keys.
         app: Option<String>,
+        /// One key: its value.
+        key: Option<String>,
+    },
+    /// Set a key of an application enabled on a pool.
+    Set {
+        /// Pool name.
+        pool: String,
+        /// Application.
+        app: String,
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Remove a key of an application enabled on a pool.
+    Rm {
+        /// Pool name.
+        pool: String,
+        /// Application.
+        app: String,
+        /// Key.
+        key: String,
     },
 }
 
@@ -1675,6 +1701,8 @@ async fn osd_dump(ctx: &Ctx) -> CmdResult {
         other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
     };
     let ratio = |m: u32| f64::from(m) / 1000.0;
+    let pools: Vec<quarry_map::PoolDef> = map.pools.values().cloned().collect();
+    let apps = pool_apps(ctx, &pools).await?;
     if ctx.json() {
         ctx.print_json(&json!({
             "epoch": map.epoch, "fsid": map.fsid, "flags": st.osd_flags.join(","),
@@ -1682,8 +1710,7 @@ async fn osd_dump(ctx: &Ctx) -> CmdResult {
             "pools": map.pools.values().map(|p| json!({"pool": p.id, "pool_name": p.name,
                 "type": 1, "size": p.size, "min_size": p.min_size, "pg_num": p.pg_num,
                 "pg_placement_num": p.pg_num, "snap_seq": p.snap_seq,
-                "application_metadata": p.application.as_ref()
-                    .map(|a| json!({a.as_str(): {}})).unwrap_or(json!({}))})).collect::<Vec<_>>(),
+                "application_metadata": apps_json(&apps, p.id)})).collect::<Vec<_>>(),
             "max_osd": map.osds.keys().next_back().map_or(0, |m| m + 1),
             "osds": map.osds.values().map(|o| json!({"osd": o.id, "up": u8::from(o.up),
                 "in": u8::from(o.in_cluster), "weight": f64::from(o.weight) / f64::from(quarry_map::WEIGHT_ONE),
@@ -1703,9 +1730,7 @@ async fn osd_dump(ctx: &Ctx) -> CmdResult {
             "pool {} '{}' replicated size {} min_size {} pg_num {} pgp_num {} snap_seq {}",
             p.id, p.name, p.size, p.min_size, p.pg_num, p.pg_num, p.snap_seq
         );
-        if let Some(a) = &p.application {
-            s += &format!(" application {a}");
-        }
+        s += &apps_text(&apps, p.id);
         s.push('\n');
     }
     s.push('\n');
@@ -1986,13 +2011,18 @@ async fn pool_ls(ctx: &Ctx, detail: bool) -> CmdResult {
                 }
             }
             let quota = |id| quotas.get(&id).cloned().unwrap_or_default();
+            let apps = if detail {
+                pool_apps(ctx, &pools).await?
+            } else {
+                BTreeMap::new()
+            };
             if ctx.json() {
                 if detail {
                     let v: Vec<Value> = pools.iter().map(|p| json!({"pool_id": p.id, "pool_name": p.name,
                         "size": p.size, "min_size": p.min_size, "pg_num": p.pg_num, "pg_placement_num": p.pg_num,
                         "snap_seq": p.snap_seq,
                         "quota_max_bytes": quota(p.id).max_bytes, "quota_max_objects": quota(p.id).max_objects,
-                        "application_metadata": p.application.as_ref().map(|a| json!({a.as_str(): {}})).unwrap_or(json!({}))})).collect();
+                        "application_metadata": apps_json(&apps, p.id)})).collect();
                     ctx.print_json(&Value::Array(v));
                 } else {
                     ctx.print_json(&json!(pools.iter().map(|p| &p.name).collect::<Vec<_>>()));
@@ -2001,11 +2031,7 @@ async fn pool_ls(ctx: &Ctx, detail: bool) -> CmdResult {
             }
             for p in &pools {
                 if detail {
-                    let app = p
-                        .application
-                        .as_ref()
-                        .map(|a| format!(" application {a}"))
-                        .unwrap_or_default();
+                    let app = apps_text(&apps, p.id);
                     // Ceph's flag names and order (bit order); quotas only
                     // when set.
                     let q = quota(p.id);
@@ -2215,75 +2241,128 @@ async fn pool_rename(ctx: &Ctx, from: &str, to: &str) -> CmdResult {
     Ok(())
 }
 
-/// `osd pool application enable|disable|get`, Ceph's texts. A pool holds
-/// one application tag here (Ceph keeps a set; RBD pools have one).
+/// `osd pool application enable|disable|get|set|rm`: the monitors apply
+/// Ceph's rules and return its texts (printed on stderr, as Ceph does).
 async fn pool_application(ctx: &Ctx, cmd: AppCmd) -> CmdResult {
-    let set = |pool: &str, app: &str| MonCommand::PoolSet {
-        name: pool.to_string(),
-        var: "application".into(),
-        val: app.to_string(),
+    let (pool, op) = match cmd {
+        AppCmd::Enable { pool, app, yes } => (pool, AppOp::Enable { app, force: yes }),
+        AppCmd::Disable { pool, app, yes } => (pool, AppOp::Disable { app, force: yes }),
+        AppCmd::Set {
+            pool,
+            app,
+            key,
+            value,
+        } => (pool, AppOp::Set { app, key, value }),
+        AppCmd::Rm { pool, app, key } => (pool, AppOp::Rm { app, key }),
+        AppCmd::Get { pool, app, key } => return pool_application_get(ctx, pool, app, key).await,
     };
-    match cmd {
-        AppCmd::Enable { pool, app, yes } => {
-            let current = pool_def(ctx, &pool).await?.application;
-            match current {
-                Some(a) if a == app => {
-                    eprintln!("application '{app}' already enabled on pool '{pool}'");
-                    return Ok(());
-                }
-                Some(_) if !yes => {
-                    return Err(cerr(
-                        Errno::EPERM,
-                        format!("Are you SURE? Pool '{pool}' already has an enabled application; pass --yes-i-really-mean-it to proceed anyway"),
-                    ))
-                }
-                _ => {}
-            }
-            if app.is_empty() || app.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(cerr(
-                    Errno::EINVAL,
-                    format!("invalid application name '{app}'"),
-                ));
-            }
-            ctx.command("osd pool application enable", set(&pool, &app))
-                .await?;
-            eprintln!("enabled application '{app}' on pool '{pool}'");
-        }
-        AppCmd::Disable { pool, app, yes } => {
-            if !yes {
-                return Err(cerr(
-                    Errno::EPERM,
-                    "Are you SURE? Disabling an application within a pool might result in loss of application functionality; pass --yes-i-really-mean-it to proceed anyway",
-                ));
-            }
-            if pool_def(ctx, &pool).await?.application.as_deref() != Some(app.as_str()) {
-                eprintln!("application '{app}' is not enabled on pool '{pool}'");
-                return Ok(());
-            }
-            ctx.command("osd pool application disable", set(&pool, ""))
-                .await?;
-            eprintln!("disable application '{app}' on pool '{pool}'");
-        }
-        AppCmd::Get { pool, app } => {
-            let current = pool_def(ctx, &pool).await?.application;
-            let v = match app {
-                None => match current {
-                    Some(a) => json!({ a: {} }),
-                    None => json!({}),
-                },
-                Some(a) if current.as_deref() == Some(a.as_str()) => json!({}),
-                Some(a) => {
-                    return Err(cerr(
-                        Errno::ENOENT,
-                        format!("application '{a}' is not enabled on pool '{pool}'"),
-                    ))
-                }
-            };
-            // Ceph prints this command's answer as JSON in any format.
-            crate::rbd::print_json(&v, ctx.format != CephFormat::Json);
+    match ctx
+        .command(
+            "osd pool application",
+            MonCommand::PoolApplication { pool, op },
+        )
+        .await?
+    {
+        MonReply::Applied { message, .. } => eprintln!("{message}"),
+        other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+    }
+    Ok(())
+}
+
+/// `osd pool application get [POOL [APP [KEY]]]`: JSON of every pool's
+/// applications, of one pool's, of one application's keys, or one key's
+/// value as plain text (Ceph's forms).
+async fn pool_application_get(
+    ctx: &Ctx,
+    pool: Option<String>,
+    app: Option<String>,
+    key: Option<String>,
+) -> CmdResult {
+    let plain = ctx.format != CephFormat::Json;
+    let Some(pool) = pool else {
+        let map = ctx.map("osd pool application get").await?;
+        let pools: Vec<quarry_map::PoolDef> = map.pools.values().cloned().collect();
+        let apps = pool_apps(ctx, &pools).await?;
+        let all: serde_json::Map<String, Value> = pools
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    json!(apps.get(&p.id).cloned().unwrap_or_default()),
+                )
+            })
+            .collect();
+        crate::rbd::print_json(&Value::Object(all), plain);
+        return Ok(());
+    };
+    let def = pool_def(ctx, &pool).await?;
+    let apps = pool_apps(ctx, std::slice::from_ref(&def))
+        .await?
+        .remove(&def.id)
+        .unwrap_or_default();
+    let Some(app) = app else {
+        // Ceph prints this command's answer as JSON in any format.
+        crate::rbd::print_json(&json!(apps), plain);
+        return Ok(());
+    };
+    let keys = apps.get(&app).ok_or_else(|| {
+        cerr(
+            Errno::ENOENT,
+            format!("application '{app}' is not enabled on pool '{pool}'"),
+        )
+    })?;
+    match key {
+        None => crate::rbd::print_json(&json!(keys), plain),
+        Some(k) => {
+            let v = keys.get(&k).ok_or_else(|| {
+                cerr(
+                    Errno::ENOENT,
+                    format!("application '{app}' on pool '{pool}' does not have key '{k}'"),
+                )
+            })?;
+            println!("{v}");
         }
     }
     Ok(())
+}
+
+/// The application metadata of `pools`, from the monitors (pools without
+/// any are absent).
+async fn pool_apps(
+    ctx: &Ctx,
+    pools: &[quarry_map::PoolDef],
+) -> CmdResult<BTreeMap<PoolId, PoolApplications>> {
+    let mut out = BTreeMap::new();
+    for p in pools.iter().filter(|p| p.application.is_some()) {
+        let cmd = MonCommand::PoolApplicationGet {
+            pool: p.name.clone(),
+        };
+        match ctx.command("osd pool application get", cmd).await? {
+            MonReply::PoolApplications(a) => {
+                out.insert(p.id, a);
+            }
+            other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// `application_metadata` as Ceph's JSON dumps show it.
+fn apps_json(apps: &BTreeMap<PoolId, PoolApplications>, id: PoolId) -> Value {
+    json!(apps.get(&id).cloned().unwrap_or_default())
+}
+
+/// ` application a,b` as Ceph's pool lines end (empty without any).
+fn apps_text(apps: &BTreeMap<PoolId, PoolApplications>, id: PoolId) -> String {
+    match apps.get(&id) {
+        Some(a) if !a.is_empty() => {
+            format!(
+                " application {}",
+                a.keys().cloned().collect::<Vec<_>>().join(",")
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 async fn pool_get_quota(ctx: &Ctx, name: &str) -> CmdResult {

@@ -66,6 +66,11 @@ pub struct UpArgs {
     /// Extra `key = value` lines for `[global]` of a new ceph.conf.
     #[arg(long = "conf-set", value_name = "KEY=VALUE")]
     pub conf_set: Vec<String>,
+    /// Start even without `libquarry_capi.so` beside the binary (only
+    /// Quarry's own `rbd`/`ceph`/`rados` will work: `D/env` then gives
+    /// QEMU and fio no librbd).
+    #[arg(long = "no-client-lib")]
+    pub no_client_lib: bool,
 }
 
 /// `quarry authtool` arguments (a subset of Ceph's `ceph-authtool`).
@@ -568,6 +573,18 @@ fn mon_ids(dir: &Path) -> Vec<String> {
 pub fn up(a: UpArgs) -> R<()> {
     let t0 = Instant::now();
     let dir = abs(&a.dir)?;
+    // Without Quarry's library, `D/env` would leave QEMU and fio loading the
+    // system's Ceph librbd, which retries its handshake with Quarry's
+    // monitors forever: refuse before starting anything.
+    let so = client_lib()?;
+    if so.is_none() && !a.no_client_lib {
+        let exe = std::env::current_exe().map_err(io_ctx("locate the quarry binary"))?;
+        return Err(format!(
+            "libquarry_capi.so not found next to {}: QEMU and fio started from {}/env would load the system's Ceph librbd and hang. Build it beside the binary (cargo build --release builds both), or pass --no-client-lib to start the cluster for Quarry's own tools only",
+            exe.display(),
+            dir.display()
+        ));
+    }
     for sub in ["run", "log", "bin", "lib"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(io_ctx(format!("create {sub}")))?;
     }
@@ -811,6 +828,15 @@ fn create_cluster(dir: &Path, osds: u32, mons: u32, extra: &[String]) -> R<()> {
     Ok(())
 }
 
+/// `libquarry_capi.so` beside the running binary, if it is there.
+fn client_lib() -> R<Option<PathBuf>> {
+    let exe = std::env::current_exe().map_err(io_ctx("locate the quarry binary"))?;
+    Ok(exe
+        .parent()
+        .map(|p| p.join("libquarry_capi.so"))
+        .filter(|p| p.exists()))
+}
+
 fn write_env(dir: &Path) -> R<()> {
     let exe = std::env::current_exe().map_err(io_ctx("locate the quarry binary"))?;
     let bin = dir.join("bin");
@@ -821,11 +847,7 @@ fn write_env(dir: &Path) -> R<()> {
             .map_err(io_ctx(format!("symlink {}", link.display())))?;
     }
     let lib = dir.join("lib");
-    let so = exe
-        .parent()
-        .map(|p| p.join("libquarry_capi.so"))
-        .filter(|p| p.exists());
-    match so {
+    match client_lib()? {
         Some(so) => {
             for name in ["librbd.so.1", "librados.so.2", "librbd.so", "librados.so"] {
                 let link = lib.join(name);
@@ -834,9 +856,11 @@ fn write_env(dir: &Path) -> R<()> {
                     .map_err(io_ctx(format!("symlink {}", link.display())))?;
             }
         }
+        // Only with --no-client-lib (checked at the start of `up`).
         None => eprintln!(
-            "quarry up: warning: libquarry_capi.so not found next to {}; build it (cargo build --release) for QEMU",
-            exe.display()
+            "quarry up: warning: libquarry_capi.so not found next to {}: {}/env gives QEMU and fio no librbd",
+            exe.display(),
+            dir.display()
         ),
     }
     let env = format!(

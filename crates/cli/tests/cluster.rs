@@ -375,7 +375,7 @@ async fn pool_min1(c: &ClusterClient, name: &str) -> i64 {
             pg_num: Some(8),
             size: Some(3),
             min_size: Some(1),
-            application: None,
+            application: Some("rbd".into()),
         })
         .await
         .expect("pool create");

@@ -1483,7 +1483,9 @@ fn pool_quotas_hold_writes_until_there_is_room() {
 }
 
 /// `ceph osd pool rename` keeps a pool's images (they follow its id), and
-/// `osd pool application enable|disable|get` with Ceph's texts and guards.
+/// `osd pool application enable|disable|get|set|rm` with Ceph's texts,
+/// guards and limits, several applications per pool, and the health
+/// warning for a used pool without one.
 #[test]
 fn pool_rename_and_application_tags() {
     let c = Cluster::up();
@@ -1600,6 +1602,154 @@ fn pool_rename_and_application_tags() {
         2,
         "Error ENOENT: unrecognized pool 'nope'\n",
     );
+
+    // Several applications (with the flag) and their keys, as Ceph keeps
+    // them; `rbd` stays enabled throughout.
+    let ok = |args: &[&str], want: &str| {
+        let (code, out, err) = app(args);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "", want),
+            "{args:?}"
+        );
+    };
+    ok(
+        &["enable", "tenant2", "rgw", "--yes-i-really-mean-it"],
+        "enabled application 'rgw' on pool 'tenant2'\n",
+    );
+    ok(
+        &["set", "tenant2", "rgw", "zone", "default"],
+        "set application 'rgw' key 'zone' to 'default' on pool 'tenant2'\n",
+    );
+    assert_eq!(
+        get("tenant2"),
+        serde_json::json!({"rbd": {}, "rgw": {"zone": "default"}})
+    );
+    assert_eq!(
+        c.ok(&[
+            "ceph",
+            "osd",
+            "pool",
+            "application",
+            "get",
+            "tenant2",
+            "rgw",
+            "zone"
+        ]),
+        "default\n"
+    );
+    let all = c.json(&["ceph", "osd", "pool", "application", "get"]);
+    assert_eq!(all["tenant2"]["rgw"]["zone"], "default", "{all}");
+    assert_eq!(all["data"], serde_json::json!({"rbd": {}}), "{all}");
+    let detail = c.ok(&["ceph", "osd", "pool", "ls", "detail"]);
+    assert!(
+        detail.contains("'tenant2' replicated size 3 ")
+            && detail.contains("stripe_width 0 application rbd,rgw\n"),
+        "{detail}"
+    );
+    let dump = c.json(&["ceph", "osd", "dump", "--format", "json"]);
+    let pools = dump["pools"].as_array().expect("pools");
+    let t = pools
+        .iter()
+        .find(|p| p["pool_name"] == "tenant2")
+        .expect("tenant2 in the dump");
+    assert_eq!(t["application_metadata"]["rgw"]["zone"], "default", "{t}");
+    // `rbd pool init` on a pool with rbd enabled is a no-op; it keeps rgw.
+    c.ok(&["rbd", "pool", "init", "tenant2"]);
+    assert_eq!(get("tenant2")["rgw"]["zone"], "default");
+    // Bad input: keys of an application not enabled, a missing key, Ceph's
+    // limits (128-byte values, 4 applications), reserved words.
+    let refused = |args: &[&str], code: i32, want: &str| {
+        let (got, _, err) = app(args);
+        assert_eq!((got, err.as_str()), (code, want), "{args:?}");
+    };
+    refused(
+        &["set", "tenant2", "cephfs", "k", "v"],
+        2,
+        "Error ENOENT: application 'cephfs' is not enabled on pool 'tenant2'\n",
+    );
+    refused(
+        &["get", "tenant2", "rgw", "nope"],
+        2,
+        "Error ENOENT: application 'rgw' on pool 'tenant2' does not have key 'nope'\n",
+    );
+    let long = "v".repeat(129);
+    refused(
+        &["set", "tenant2", "rgw", "k", &long],
+        22,
+        &format!("Error EINVAL: value '{long}' too long; max length 128\n"),
+    );
+    refused(
+        &["set", "tenant2", "rgw", "all", "v"],
+        22,
+        "Error EINVAL: key cannot be 'all'\n",
+    );
+    for a in ["a1", "a2"] {
+        app(&["enable", "tenant2", a, "--yes-i-really-mean-it"]);
+    }
+    refused(
+        &["enable", "tenant2", "a3", "--yes-i-really-mean-it"],
+        22,
+        "Error EINVAL: too many enabled applications on pool 'tenant2'; max 4\n",
+    );
+    for a in ["a1", "a2"] {
+        app(&["disable", "tenant2", a, "--yes-i-really-mean-it"]);
+    }
+    ok(
+        &["rm", "tenant2", "rgw", "zone"],
+        "removed application 'rgw' key 'zone' on pool 'tenant2'\n",
+    );
+    ok(
+        &["rm", "tenant2", "rgw", "zone"],
+        "application 'rgw' on pool 'tenant2' does not have key 'zone'\n",
+    );
+    // Disabling rbd leaves rgw; `rbd pool init` then wants --force.
+    ok(
+        &["disable", "tenant2", "rbd", "--yes-i-really-mean-it"],
+        "disable application 'rbd' on pool 'tenant2'\n",
+    );
+    assert_eq!(get("tenant2"), serde_json::json!({"rgw": {}}));
+    let (code, _, err) = c.run(&["rbd", "pool", "init", "tenant2"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("failed to enable rbd application"), "{err}");
+    c.ok(&["rbd", "pool", "init", "--force", "tenant2"]);
+    assert_eq!(get("tenant2"), serde_json::json!({"rbd": {}, "rgw": {}}));
+
+    // A pool holding objects with no application is a health warning
+    // (Ceph's POOL_APP_NOT_ENABLED) until one is enabled.
+    c.ok(&["ceph", "osd", "pool", "create", "bare", "8"]);
+    let file = c.path().join("obj.bin");
+    std::fs::write(&file, b"payload").expect("write");
+    c.ok(&[
+        "rados",
+        "-p",
+        "bare",
+        "put",
+        "o1",
+        file.to_str().expect("utf8"),
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let detail = loop {
+        let h = c.ok(&["ceph", "health", "detail"]);
+        if h.contains("POOL_APP_NOT_ENABLED") {
+            break h;
+        }
+        assert!(std::time::Instant::now() < deadline, "{h}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    assert!(
+        detail.starts_with("HEALTH_WARN application not enabled on 1 pool(s)\n")
+            && detail.contains(
+                "[WRN] POOL_APP_NOT_ENABLED: application not enabled on 1 pool(s)\n    \
+                 application not enabled on pool 'bare'\n    use 'ceph osd pool application enable"
+            ),
+        "{detail}"
+    );
+    ok(
+        &["enable", "bare", "myapp"],
+        "enabled application 'myapp' on pool 'bare'\n",
+    );
+    assert_eq!(c.ok(&["ceph", "health"]), "HEALTH_OK\n");
 }
 
 /// A pool's `min_size` raised above the OSDs that are up stops its I/O (its

@@ -1284,6 +1284,26 @@ impl Mon {
                     .await?,
                 )
             }
+            MonCommand::PoolApplication { pool, op } => {
+                self.require(s, MonAccess::Write)?;
+                reply(
+                    self.propose(StateCmd::PoolApplication {
+                        pool: pool.clone(),
+                        op: op.clone(),
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::PoolApplicationGet { pool } => {
+                self.require(s, MonAccess::Read)?;
+                let map = self.map();
+                let def = map
+                    .pool_by_name(pool)
+                    .ok_or_else(|| cmd_err(Errno::ENOENT, format!("unrecognized pool '{pool}'")))?;
+                Ok(MonReply::PoolApplications(self.shared.read(|st| {
+                    st.pool_apps.get(&def.id).cloned().unwrap_or_default()
+                })))
+            }
             MonCommand::PoolGetQuota { name } => {
                 self.require(s, MonAccess::Read)?;
                 let map = self.map();
@@ -1639,6 +1659,27 @@ impl Mon {
             |n| format!("{n} pool(s) full"),
             quota_full,
         );
+        // Pools holding objects with no application (Ceph's
+        // POOL_APP_NOT_ENABLED), from the OSDs' last usage reports.
+        let usage = self.pool_usage(&map);
+        let mut no_app: Vec<String> = map
+            .pools
+            .values()
+            .filter(|p| p.application.is_none())
+            .filter(|p| usage.get(&p.id).is_some_and(|(objects, _)| *objects > 0))
+            .map(|p| format!("application not enabled on pool '{}'", p.name))
+            .collect();
+        if !no_app.is_empty() {
+            let n = no_app.len();
+            no_app.push("use 'ceph osd pool application enable <pool-name> <app-name>', where <app-name> is 'cephfs', 'rbd', 'rgw', or freeform for custom applications.".to_string());
+            checks.push(check(
+                "POOL_APP_NOT_ENABLED",
+                Health::Warn,
+                format!("application not enabled on {n} pool(s)"),
+                n,
+                no_app,
+            ));
+        }
         let osd_flags: Vec<String> = self
             .shared
             .read(|st| st.osd_flags.iter().cloned().collect());

@@ -17,7 +17,7 @@ use quarry_common::Errno;
 use quarry_map::{
     ClusterMap, Epoch, FailureDomain, MonInfo, OsdId, OsdInfo, PgHistory, PgId, PoolDef, WEIGHT_ONE,
 };
-use quarry_monc::{AuthEntry, MonReply, PgScrubErrors};
+use quarry_monc::{AppOp, AuthEntry, MonReply, PgScrubErrors, PoolApplications};
 use quarry_rados::{PoolId, SnapId};
 
 /// Largest pool size accepted (Ceph's limit is also 10).
@@ -26,6 +26,12 @@ const MAX_POOL_SIZE: u32 = 10;
 const MAX_PG_NUM: u32 = 65_536;
 /// Longest pool name accepted.
 const MAX_POOL_NAME: usize = 255;
+/// Most applications enabled on one pool (Ceph's limit).
+const MAX_POOL_APPLICATIONS: usize = 4;
+/// Most keys of one application on one pool (Ceph's limit).
+const MAX_POOL_APPLICATION_KEYS: usize = 64;
+/// Longest application name, key or value (Ceph's limit).
+const MAX_POOL_APPLICATION_LENGTH: usize = 128;
 
 /// One entity of the auth database.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,9 +97,67 @@ pub struct MonState {
     /// more writes that need space (Ceph's default 0.95).
     pub full_milli: u32,
     /// Pool quotas (`ceph osd pool set-quota`); a pool without any has no
-    /// entry. The last field: states stored before it decode through
-    /// [`MonStateV3`].
+    /// entry. States stored before it decode through [`MonStateV3`].
     pub pool_quotas: BTreeMap<PoolId, PoolQuota>,
+    /// Each pool's application metadata (`ceph osd pool application`); a
+    /// pool with none has no entry. The map's `PoolDef::application` names
+    /// one of them (the one enabled first, while it stays), so the map's
+    /// wire layout did not change. The last field: states stored before
+    /// it decode through [`MonStateV4`].
+    pub pool_apps: BTreeMap<PoolId, PoolApplications>,
+}
+
+/// The application metadata a map's pools imply when no richer record
+/// exists (states stored before `pool_apps`): each tagged pool's tag.
+fn apps_from_map(map: &ClusterMap) -> BTreeMap<PoolId, PoolApplications> {
+    map.pools
+        .values()
+        .filter_map(|p| {
+            let app = p.application.clone()?;
+            Some((p.id, BTreeMap::from([(app, BTreeMap::new())])))
+        })
+        .collect()
+}
+
+/// [`MonState`] as stored before pool application metadata (session 22).
+#[derive(Deserialize)]
+pub(crate) struct MonStateV4 {
+    initialized: bool,
+    map: ClusterMap,
+    auth: BTreeMap<String, AuthRecord>,
+    service_key: [u8; 32],
+    next_global_id: u64,
+    osd_down_since: BTreeMap<OsdId, u64>,
+    auto_out: BTreeSet<OsdId>,
+    config: ConfigDb,
+    scrub_errors: BTreeMap<PgId, PgScrubErrors>,
+    scrub_stamps: BTreeMap<PgId, u64>,
+    osd_flags: BTreeSet<String>,
+    nearfull_milli: u32,
+    full_milli: u32,
+    pool_quotas: BTreeMap<PoolId, PoolQuota>,
+}
+
+impl From<MonStateV4> for MonState {
+    fn from(v: MonStateV4) -> MonState {
+        MonState {
+            pool_apps: apps_from_map(&v.map),
+            initialized: v.initialized,
+            map: v.map,
+            auth: v.auth,
+            service_key: v.service_key,
+            next_global_id: v.next_global_id,
+            osd_down_since: v.osd_down_since,
+            auto_out: v.auto_out,
+            config: v.config,
+            scrub_errors: v.scrub_errors,
+            scrub_stamps: v.scrub_stamps,
+            osd_flags: v.osd_flags,
+            nearfull_milli: v.nearfull_milli,
+            full_milli: v.full_milli,
+            pool_quotas: v.pool_quotas,
+        }
+    }
 }
 
 /// A pool's quotas, Ceph's `quota_max_objects` and `quota_max_bytes` (0: no
@@ -127,6 +191,7 @@ pub(crate) struct MonStateV3 {
 impl From<MonStateV3> for MonState {
     fn from(v: MonStateV3) -> MonState {
         MonState {
+            pool_apps: apps_from_map(&v.map),
             initialized: v.initialized,
             map: v.map,
             auth: v.auth,
@@ -171,6 +236,7 @@ pub(crate) struct MonStateV2 {
 impl From<MonStateV2> for MonState {
     fn from(v: MonStateV2) -> MonState {
         MonState {
+            pool_apps: apps_from_map(&v.map),
             initialized: v.initialized,
             map: v.map,
             auth: v.auth,
@@ -205,6 +271,7 @@ pub(crate) struct MonStateV1 {
 impl From<MonStateV1> for MonState {
     fn from(v: MonStateV1) -> MonState {
         MonState {
+            pool_apps: apps_from_map(&v.map),
             initialized: v.initialized,
             map: v.map,
             auth: v.auth,
@@ -227,12 +294,16 @@ impl From<MonStateV1> for MonState {
 /// layouts (postcard is not self-describing: older layouts are decoded
 /// explicitly, newest first).
 pub(crate) trait WithLegacyState: Sized {
+    /// The same record with the state as stored before pool applications.
+    type V4: for<'a> Deserialize<'a>;
     /// The same record with the state as stored before pool quotas.
     type V3: for<'a> Deserialize<'a>;
     /// The same record with the state as stored before scrub errors.
     type V2: for<'a> Deserialize<'a>;
     /// The same record with the state as stored before the config database.
     type V1: for<'a> Deserialize<'a>;
+    /// Convert the V4 form.
+    fn from_v4(old: Self::V4) -> Self;
     /// Convert the V3 form.
     fn from_v3(old: Self::V3) -> Self;
     /// Convert the V2 form.
@@ -249,8 +320,9 @@ where
 {
     match postcard::from_bytes::<T>(bytes) {
         Ok(v) => Ok(v),
-        Err(e) => postcard::from_bytes::<T::V3>(bytes)
-            .map(T::from_v3)
+        Err(e) => postcard::from_bytes::<T::V4>(bytes)
+            .map(T::from_v4)
+            .or_else(|_| postcard::from_bytes::<T::V3>(bytes).map(T::from_v3))
             .or_else(|_| postcard::from_bytes::<T::V2>(bytes).map(T::from_v2))
             .or_else(|_| postcard::from_bytes::<T::V1>(bytes).map(T::from_v1))
             .map_err(|_| e),
@@ -258,9 +330,13 @@ where
 }
 
 impl WithLegacyState for MonState {
+    type V4 = MonStateV4;
     type V3 = MonStateV3;
     type V2 = MonStateV2;
     type V1 = MonStateV1;
+    fn from_v4(old: MonStateV4) -> MonState {
+        old.into()
+    }
     fn from_v3(old: MonStateV3) -> MonState {
         old.into()
     }
@@ -473,6 +549,13 @@ pub enum StateCmd {
         /// The limit.
         value: u64,
     },
+    /// Change a pool's application metadata.
+    PoolApplication {
+        /// Pool name.
+        pool: String,
+        /// The change.
+        op: AppOp,
+    },
 }
 
 /// A refusal, with errno and message.
@@ -551,6 +634,7 @@ impl MonState {
             nearfull_milli: NEARFULL_MILLI,
             full_milli: FULL_MILLI,
             pool_quotas: BTreeMap::new(),
+            pool_apps: BTreeMap::new(),
         }
     }
 
@@ -626,9 +710,11 @@ impl MonState {
                 self.scrub_errors.retain(|pg, _| pg.pool != id);
                 self.scrub_stamps.retain(|pg, _| pg.pool != id);
                 self.pool_quotas.remove(&id);
+                self.pool_apps.remove(&id);
                 Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
             }
             StateCmd::PoolSet { name, var, val } => self.pool_set(name, var, val),
+            StateCmd::PoolApplication { pool, op } => self.pool_application(pool, op),
             StateCmd::SnapCreate { pool } => {
                 let p = self
                     .map
@@ -1044,6 +1130,10 @@ impl MonState {
                 application: p.application.clone(),
             },
         );
+        if let Some(app) = &p.application {
+            self.pool_apps
+                .insert(id, BTreeMap::from([(app.clone(), BTreeMap::new())]));
+        }
         Ok(Applied::Reply(MonReply::PoolCreated {
             pool: id,
             epoch: self.bump(),
@@ -1079,12 +1169,19 @@ impl MonState {
                 pool.pg_num = n;
             }
             "application" => {
+                // The one-tag form older clients send: the pool's only
+                // application afterwards (or none).
                 let v = val.trim();
-                pool.application = if v.is_empty() {
-                    None
+                let id = pool.id;
+                if v.is_empty() {
+                    pool.application = None;
+                    self.pool_apps.remove(&id);
                 } else {
-                    Some(v.to_string())
-                };
+                    check_app_word("application name", v)?;
+                    pool.application = Some(v.to_string());
+                    self.pool_apps
+                        .insert(id, BTreeMap::from([(v.to_string(), BTreeMap::new())]));
+                }
             }
             "failure_domain" | "crush_failure_domain" => {
                 pool.failure_domain = match val.trim() {
@@ -1107,6 +1204,136 @@ impl MonState {
         }
         Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
     }
+}
+
+impl MonState {
+    /// `osd pool application enable|disable|set|rm`, with Ceph's rules,
+    /// limits and texts; the no-ops (enabling an enabled application,
+    /// disabling one that is not, removing an absent key) succeed and
+    /// leave the epoch alone.
+    fn pool_application(&mut self, pool: &str, op: &AppOp) -> CmdResult {
+        let id = self
+            .map
+            .pool_by_name(pool)
+            .map(|p| p.id)
+            .ok_or_else(|| err(Errno::ENOENT, format!("unrecognized pool '{pool}'")))?;
+        let mut apps = self.pool_apps.get(&id).cloned().unwrap_or_default();
+        let not_enabled =
+            |app: &str| format!("application '{app}' is not enabled on pool '{pool}'");
+        let message = match op {
+            AppOp::Enable { app, force } => {
+                check_app_word("application name", app)?;
+                if apps.contains_key(app) {
+                    return Ok(self.app_reply(format!(
+                        "application '{app}' already enabled on pool '{pool}'"
+                    )));
+                }
+                if !apps.is_empty() && !force {
+                    return Err(err(Errno::EPERM, format!("Are you SURE? Pool '{pool}' already has an enabled application; pass --yes-i-really-mean-it to proceed anyway")));
+                }
+                if apps.len() >= MAX_POOL_APPLICATIONS {
+                    return Err(err(
+                        Errno::EINVAL,
+                        format!("too many enabled applications on pool '{pool}'; max {MAX_POOL_APPLICATIONS}"),
+                    ));
+                }
+                apps.insert(app.clone(), BTreeMap::new());
+                format!("enabled application '{app}' on pool '{pool}'")
+            }
+            AppOp::Disable { app, force } => {
+                if !force {
+                    return Err(err(Errno::EPERM, "Are you SURE? Disabling an application within a pool might result in loss of application functionality; pass --yes-i-really-mean-it to proceed anyway"));
+                }
+                if apps.remove(app).is_none() {
+                    return Ok(self.app_reply(not_enabled(app)));
+                }
+                format!("disable application '{app}' on pool '{pool}'")
+            }
+            AppOp::Set { app, key, value } => {
+                let keys = apps
+                    .get_mut(app)
+                    .ok_or_else(|| err(Errno::ENOENT, not_enabled(app)))?;
+                check_app_word("key", key)?;
+                if value == "all" {
+                    return Err(err(Errno::EINVAL, "value cannot be 'all'"));
+                }
+                if value.len() > MAX_POOL_APPLICATION_LENGTH {
+                    return Err(err(
+                        Errno::EINVAL,
+                        format!(
+                            "value '{value}' too long; max length {MAX_POOL_APPLICATION_LENGTH}"
+                        ),
+                    ));
+                }
+                if !keys.contains_key(key) && keys.len() >= MAX_POOL_APPLICATION_KEYS {
+                    return Err(err(
+                        Errno::EINVAL,
+                        format!("too many keys set for application '{app}' on pool '{pool}'; max {MAX_POOL_APPLICATION_KEYS}"),
+                    ));
+                }
+                keys.insert(key.clone(), value.clone());
+                format!("set application '{app}' key '{key}' to '{value}' on pool '{pool}'")
+            }
+            AppOp::Rm { app, key } => {
+                let keys = apps
+                    .get_mut(app)
+                    .ok_or_else(|| err(Errno::ENOENT, not_enabled(app)))?;
+                if keys.remove(key).is_none() {
+                    return Ok(self.app_reply(format!(
+                        "application '{app}' on pool '{pool}' does not have key '{key}'"
+                    )));
+                }
+                format!("removed application '{app}' key '{key}' on pool '{pool}'")
+            }
+        };
+        // The map's tag stays while its application does; else the first left.
+        let tag = match self.map.pools.get(&id).and_then(|p| p.application.clone()) {
+            Some(t) if apps.contains_key(&t) => Some(t),
+            _ => apps.keys().next().cloned(),
+        };
+        if let Some(p) = self.map.pools.get_mut(&id) {
+            p.application = tag;
+        }
+        if apps.is_empty() {
+            self.pool_apps.remove(&id);
+        } else {
+            self.pool_apps.insert(id, apps);
+        }
+        Ok(Applied::Reply(MonReply::Applied {
+            message,
+            epoch: self.bump(),
+        }))
+    }
+
+    /// A successful no-op's reply (the epoch unchanged).
+    fn app_reply(&self, message: String) -> Applied {
+        Applied::Reply(MonReply::Applied {
+            message,
+            epoch: self.map.epoch,
+        })
+    }
+}
+
+/// An application name or key: non-empty, not `all`, at most
+/// [`MAX_POOL_APPLICATION_LENGTH`] bytes, no whitespace or control
+/// characters.
+fn check_app_word(what: &str, w: &str) -> Result<(), CmdError> {
+    if w.is_empty() {
+        return Err(err(Errno::EINVAL, format!("{what} must be provided")));
+    }
+    if w == "all" {
+        return Err(err(Errno::EINVAL, format!("{what} cannot be 'all'")));
+    }
+    if w.len() > MAX_POOL_APPLICATION_LENGTH {
+        return Err(err(
+            Errno::EINVAL,
+            format!("{what} '{w}' too long; max length {MAX_POOL_APPLICATION_LENGTH}"),
+        ));
+    }
+    if w.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(Errno::EINVAL, format!("invalid {what} '{w}'")));
+    }
+    Ok(())
 }
 
 impl Default for MonState {
@@ -1486,6 +1713,190 @@ mod tests {
             .expect("delete");
         assert!(s.scrub_errors.is_empty() && s.scrub_stamps.is_empty());
         assert!(s.pool_quotas.is_empty());
+    }
+
+    #[test]
+    fn pool_applications_follow_cephs_rules_and_the_v4_layout_loads() {
+        let mut s = boot();
+        s.apply(&StateCmd::PoolCreate(PoolParams {
+            application: Some("rbd".into()),
+            ..match pool("vms") {
+                StateCmd::PoolCreate(p) => p,
+                _ => unreachable!("pool() builds a PoolCreate"),
+            }
+        }))
+        .expect("create");
+        let id = s.map.pool_by_name("vms").expect("pool").id;
+        assert_eq!(
+            s.pool_apps[&id],
+            BTreeMap::from([("rbd".to_string(), BTreeMap::new())])
+        );
+        // A state stored before `pool_apps` gets each pool's tag back.
+        #[derive(Serialize)]
+        struct V4<'a> {
+            initialized: bool,
+            map: &'a ClusterMap,
+            auth: &'a BTreeMap<String, AuthRecord>,
+            service_key: [u8; 32],
+            next_global_id: u64,
+            osd_down_since: &'a BTreeMap<OsdId, u64>,
+            auto_out: &'a BTreeSet<OsdId>,
+            config: &'a ConfigDb,
+            scrub_errors: &'a BTreeMap<PgId, PgScrubErrors>,
+            scrub_stamps: &'a BTreeMap<PgId, u64>,
+            osd_flags: &'a BTreeSet<String>,
+            nearfull_milli: u32,
+            full_milli: u32,
+            pool_quotas: &'a BTreeMap<PoolId, PoolQuota>,
+        }
+        let v4 = postcard::to_stdvec(&V4 {
+            initialized: true,
+            map: &s.map,
+            auth: &s.auth,
+            service_key: s.service_key,
+            next_global_id: s.next_global_id,
+            osd_down_since: &s.osd_down_since,
+            auto_out: &s.auto_out,
+            config: &s.config,
+            scrub_errors: &s.scrub_errors,
+            scrub_stamps: &s.scrub_stamps,
+            osd_flags: &s.osd_flags,
+            nearfull_milli: s.nearfull_milli,
+            full_milli: s.full_milli,
+            pool_quotas: &s.pool_quotas,
+        })
+        .expect("enc");
+        assert_eq!(MonState::decode(&v4).expect("v4 layout"), s);
+
+        let app = |op: AppOp| StateCmd::PoolApplication {
+            pool: "vms".into(),
+            op,
+        };
+        let enable = |a: &str, force| {
+            app(AppOp::Enable {
+                app: a.into(),
+                force,
+            })
+        };
+        let errno = |r: CmdResult| r.expect_err("refused").errno;
+        let message = |r: CmdResult| match r {
+            Ok(Applied::Reply(MonReply::Applied { message, .. })) => message,
+            other => panic!("{other:?}"),
+        };
+        // Enabling an enabled one is a no-op that leaves the epoch alone.
+        let e0 = s.map.epoch;
+        assert_eq!(
+            message(s.apply(&enable("rbd", false))),
+            "application 'rbd' already enabled on pool 'vms'"
+        );
+        assert_eq!(s.map.epoch, e0);
+        assert_eq!(errno(s.apply(&enable("rgw", false))), Errno::EPERM.code());
+        s.apply(&enable("rgw", true)).expect("forced");
+        assert!(s.map.epoch > e0);
+        s.apply(&app(AppOp::Set {
+            app: "rgw".into(),
+            key: "zone".into(),
+            value: "z1".into(),
+        }))
+        .expect("set");
+        assert_eq!(s.pool_apps[&id]["rgw"]["zone"], "z1");
+        // The map's tag stays on the first application while it lasts.
+        assert_eq!(s.map.pools[&id].application.as_deref(), Some("rbd"));
+        for a in ["a1", "a2"] {
+            s.apply(&enable(a, true)).expect("third and fourth");
+        }
+        assert_eq!(errno(s.apply(&enable("a3", true))), Errno::EINVAL.code());
+        for bad in ["", "all", "two words", &"x".repeat(129)] {
+            assert_eq!(
+                errno(s.apply(&enable(bad, true))),
+                Errno::EINVAL.code(),
+                "{bad:?}"
+            );
+        }
+        let set = |a: &str, k: &str, v: &str| {
+            app(AppOp::Set {
+                app: a.into(),
+                key: k.into(),
+                value: v.into(),
+            })
+        };
+        assert_eq!(
+            errno(s.apply(&set("cephfs", "k", "v"))),
+            Errno::ENOENT.code()
+        );
+        assert_eq!(
+            errno(s.apply(&set("rgw", "k", &"v".repeat(129)))),
+            Errno::EINVAL.code()
+        );
+        assert_eq!(
+            errno(s.apply(&set("rgw", "k", "all"))),
+            Errno::EINVAL.code()
+        );
+        for i in 1..64 {
+            s.apply(&set("a1", &format!("k{i}"), "v"))
+                .expect("keys up to 64");
+        }
+        s.apply(&set("a1", "k0", "v")).expect("the 64th key");
+        assert_eq!(errno(s.apply(&set("a1", "k64", "v"))), Errno::EINVAL.code());
+        s.apply(&set("a1", "k0", "w"))
+            .expect("overwriting is no new key");
+        // Disabling needs force; of one not enabled it is a no-op.
+        let disable = |a: &str, force| {
+            app(AppOp::Disable {
+                app: a.into(),
+                force,
+            })
+        };
+        assert_eq!(errno(s.apply(&disable("a1", false))), Errno::EPERM.code());
+        s.apply(&disable("a1", true)).expect("disable");
+        assert_eq!(
+            message(s.apply(&disable("a1", true))),
+            "application 'a1' is not enabled on pool 'vms'"
+        );
+        let rm = |k: &str| {
+            app(AppOp::Rm {
+                app: "rgw".into(),
+                key: k.into(),
+            })
+        };
+        s.apply(&rm("zone")).expect("rm");
+        assert_eq!(
+            message(s.apply(&rm("zone"))),
+            "application 'rgw' on pool 'vms' does not have key 'zone'"
+        );
+        // Kept across encoding.
+        let b = postcard::to_stdvec(&s).expect("enc");
+        assert_eq!(MonState::decode(&b).expect("dec"), s);
+        // Without rbd the tag moves to what is left; without any, none.
+        s.apply(&disable("rbd", true)).expect("disable rbd");
+        assert_eq!(s.map.pools[&id].application.as_deref(), Some("a2"));
+        for a in ["a2", "rgw"] {
+            s.apply(&disable(a, true)).expect("disable");
+        }
+        assert_eq!(s.map.pools[&id].application, None);
+        assert!(!s.pool_apps.contains_key(&id));
+        // The one-tag `pool set application` form replaces them all.
+        s.apply(&enable("x", false)).expect("enable");
+        s.apply(&StateCmd::PoolSet {
+            name: "vms".into(),
+            var: "application".into(),
+            val: "rbd".into(),
+        })
+        .expect("set");
+        assert_eq!(s.pool_apps[&id].keys().collect::<Vec<_>>(), ["rbd"]);
+        assert_eq!(
+            errno(s.apply(&StateCmd::PoolApplication {
+                pool: "nope".into(),
+                op: AppOp::Enable {
+                    app: "rbd".into(),
+                    force: false
+                },
+            })),
+            Errno::ENOENT.code()
+        );
+        s.apply(&StateCmd::PoolDelete { name: "vms".into() })
+            .expect("delete");
+        assert!(s.pool_apps.is_empty());
     }
 
     #[test]

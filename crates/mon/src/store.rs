@@ -101,9 +101,13 @@ impl<S> SmRecordOld<S> {
 }
 
 impl WithLegacyState for SmRecord {
+    type V4 = SmRecordOld<<MonState as WithLegacyState>::V4>;
     type V3 = SmRecordOld<<MonState as WithLegacyState>::V3>;
     type V2 = SmRecordOld<<MonState as WithLegacyState>::V2>;
     type V1 = SmRecordOld<<MonState as WithLegacyState>::V1>;
+    fn from_v4(old: Self::V4) -> SmRecord {
+        old.upgrade(MonState::from_v4)
+    }
     fn from_v3(old: Self::V3) -> SmRecord {
         old.upgrade(MonState::from_v3)
     }

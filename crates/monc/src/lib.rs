@@ -30,8 +30,8 @@ use quarry_proto::{read_frame, write_frame, Frame, FrameError, FrameSigner, Role
 
 pub use conn::{Conn, ConnError};
 pub use wire::{
-    AuthEntry, ClusterStatus, ConfigEntry, Fullness, Health, HealthCheck, MonCommand, MonReply,
-    PgScrubErrors, PoolQuotaInfo, PoolUsage,
+    AppOp, AuthEntry, ClusterStatus, ConfigEntry, Fullness, Health, HealthCheck, MonCommand,
+    MonReply, PgScrubErrors, PoolApplications, PoolQuotaInfo, PoolUsage,
 };
 use wire::{Request, Response, WireTicket, KIND_MAP_PUSH, KIND_REQUEST, KIND_RESPONSE};
 

@@ -396,6 +396,59 @@ pub enum MonCommand {
         /// New name.
         to: String,
     },
+    /// `osd pool application enable|disable|set|rm`. Answered with
+    /// [`MonReply::Applied`] (Ceph's status text, also for the no-ops).
+    PoolApplication {
+        /// Pool name.
+        pool: String,
+        /// The change.
+        op: AppOp,
+    },
+    /// A pool's applications and their keys (`osd pool application get`).
+    /// Answered with [`MonReply::PoolApplications`].
+    PoolApplicationGet {
+        /// Pool name.
+        pool: String,
+    },
+}
+
+/// A pool's application metadata: application name -> its keys and values
+/// (Ceph's `application_metadata`).
+pub type PoolApplications = BTreeMap<String, BTreeMap<String, String>>;
+
+/// A change to a pool's application metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppOp {
+    /// Enable an application (`force`: beside others already enabled).
+    Enable {
+        /// Application name.
+        app: String,
+        /// `--yes-i-really-mean-it`.
+        force: bool,
+    },
+    /// Disable an application and drop its keys (`force` required).
+    Disable {
+        /// Application name.
+        app: String,
+        /// `--yes-i-really-mean-it`.
+        force: bool,
+    },
+    /// Set one key of an enabled application.
+    Set {
+        /// Application name.
+        app: String,
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Remove one key of an enabled application.
+    Rm {
+        /// Application name.
+        app: String,
+        /// Key.
+        key: String,
+    },
 }
 
 /// Replies to [`MonCommand`]s.
@@ -459,6 +512,15 @@ pub enum MonReply {
         /// Epoch that records it (or the current one).
         epoch: Epoch,
     },
+    /// A command done, with the status text Ceph prints for it.
+    Applied {
+        /// What was done (or why nothing needed doing).
+        message: String,
+        /// Epoch that records it (or the current one).
+        epoch: Epoch,
+    },
+    /// A pool's application metadata, for `PoolApplicationGet`.
+    PoolApplications(PoolApplications),
 }
 
 /// One value of the monitors' config database.

@@ -929,20 +929,23 @@ pub async fn status(ctx: &Ctx, image: &str) -> CmdResult {
     Ok(())
 }
 
-/// `rbd pool init`: check the pool and tag it for RBD.
-pub async fn pool_init(ctx: &Ctx, pool: Option<&str>) -> CmdResult {
+/// `rbd pool init [--force]`: check the pool and enable the `rbd`
+/// application on it (beside another one only with `--force`, as Ceph).
+pub async fn pool_init(ctx: &Ctx, pool: Option<&str>, force: bool) -> CmdResult {
     let name = pool
         .map(str::to_string)
         .unwrap_or_else(|| ctx.g.default_pool());
     ctx.ioctx(&name, "").await?;
     if let Some(monc) = &ctx.conn.monc {
-        monc.command(quarry_monc::MonCommand::PoolSet {
-            name: name.clone(),
-            var: "application".into(),
-            val: "rbd".into(),
+        monc.command(quarry_monc::MonCommand::PoolApplication {
+            pool: name.clone(),
+            op: quarry_monc::AppOp::Enable {
+                app: "rbd".into(),
+                force,
+            },
         })
         .await
-        .map_err(|e| CmdError::errno("error enabling rbd application", e.errno()))?;
+        .map_err(|e| CmdError::errno("failed to enable rbd application", e.errno()))?;
     }
     Ok(())
 }

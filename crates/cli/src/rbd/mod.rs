@@ -1015,7 +1015,7 @@ enum PoolCmd {
     Init {
         /// Pool name.
         pool: Option<String>,
-        /// Accepted for compatibility.
+        /// Enable `rbd` even beside another application already enabled.
         #[arg(long)]
         force: bool,
     },
@@ -1183,7 +1183,7 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
             .await
         }
         Pool { cmd } => match cmd {
-            PoolCmd::Init { pool, force: _ } => cmds::pool_init(ctx, pool.as_deref()).await,
+            PoolCmd::Init { pool, force } => cmds::pool_init(ctx, pool.as_deref(), force).await,
         },
         Feature { cmd } => match cmd {
             FeatureCmd::Enable { image, features } => {
