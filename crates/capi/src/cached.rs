@@ -93,6 +93,15 @@ impl ImageBackend for CachedBackend {
     async fn snap_remove(&self, name: &str) -> CResult<()> {
         self.inner.snap_remove(name).await
     }
+    async fn snap_remove_by_id(&self, id: u64) -> CResult<()> {
+        self.inner.snap_remove_by_id(id).await
+    }
+    async fn update_features(&self, features: u64, enabled: bool) -> CResult<()> {
+        self.inner.update_features(features, enabled).await
+    }
+    async fn watchers(&self) -> CResult<Vec<(String, u64, u64)>> {
+        self.inner.watchers().await
+    }
     async fn snap_rollback(&self, name: &str) -> CResult<()> {
         self.cache.sync().await?;
         let r = self.inner.snap_rollback(name).await;

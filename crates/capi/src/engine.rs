@@ -236,6 +236,13 @@ pub trait ImageBackend: Send + Sync {
     async fn snap_create(&self, name: &str) -> CResult<()>;
     /// Remove a snapshot.
     async fn snap_remove(&self, name: &str) -> CResult<()>;
+    /// Remove a snapshot by id.
+    async fn snap_remove_by_id(&self, id: u64) -> CResult<()>;
+    /// Enable or disable mutable features (exclusive-lock, object-map,
+    /// fast-diff).
+    async fn update_features(&self, features: u64, enabled: bool) -> CResult<()>;
+    /// Clients that have the image open: (address, instance id, cookie).
+    async fn watchers(&self) -> CResult<Vec<(String, u64, u64)>>;
     /// Roll the head back to a snapshot.
     async fn snap_rollback(&self, name: &str) -> CResult<()>;
     /// Protect a snapshot (clone v1 parents).

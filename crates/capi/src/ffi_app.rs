@@ -264,3 +264,24 @@ pub unsafe extern "C" fn rados_application_metadata_list(
         Ok(0)
     })
 }
+
+/// `rbd_pool_init`: enable the `rbd` application on the pool (beside
+/// another one only with `force`), as `rbd pool init`. Nothing to tag on
+/// the embedded backend.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_pool_init(io: IoCtxT, force: bool) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let io = unsafe { ioctx(io) }?;
+        if io.conn.client.is_none() {
+            return Ok(0);
+        }
+        change(
+            io,
+            AppOp::Enable {
+                app: "rbd".into(),
+                force,
+            },
+        )
+    })
+}

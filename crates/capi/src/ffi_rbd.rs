@@ -107,7 +107,7 @@ pub struct RbdSnapSpec {
 ///
 /// # Safety
 /// `p` must be NULL or a live handle from `rbd_open*`.
-unsafe fn img_of<'a>(p: ImageT) -> CResult<&'a Arc<Image>> {
+pub(crate) unsafe fn img_of<'a>(p: ImageT) -> CResult<&'a Arc<Image>> {
     nonnull(p)?;
     // SAFETY: p is a live Box<Arc<Image>> per the caller's contract.
     Ok(unsafe { &*(p as *const Arc<Image>) })

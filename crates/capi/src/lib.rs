@@ -39,6 +39,8 @@ pub mod completion;
 pub mod config;
 pub mod engine;
 pub mod ffi_app;
+pub mod ffi_image_admin;
+pub mod ffi_list;
 pub mod ffi_lock;
 pub mod ffi_rados;
 pub mod ffi_rbd;

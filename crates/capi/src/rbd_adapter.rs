@@ -279,6 +279,24 @@ impl ImageBackend for Backend {
         Ok(self.img.snap_remove(name).await?)
     }
 
+    async fn snap_remove_by_id(&self, id: u64) -> CResult<()> {
+        Ok(self.img.snap_remove_by_id(id).await?)
+    }
+
+    async fn update_features(&self, features: u64, enabled: bool) -> CResult<()> {
+        Ok(self.img.update_features(features, enabled).await?)
+    }
+
+    async fn watchers(&self) -> CResult<Vec<(String, u64, u64)>> {
+        Ok(self
+            .img
+            .watchers()
+            .await?
+            .into_iter()
+            .map(|w| (w.addr, w.client, w.cookie))
+            .collect())
+    }
+
     async fn snap_rollback(&self, name: &str) -> CResult<()> {
         Ok(self.img.snap_rollback(name).await?)
     }

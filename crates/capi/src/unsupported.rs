@@ -69,8 +69,6 @@ unsupported_int!(
     rados_mon_command_target,
     rados_monitor_log,
     rados_monitor_log2,
-    rados_nobjects_list_next,
-    rados_nobjects_list_open,
     rados_omap_get_next,
     rados_osd_command,
     rados_pg_command,
@@ -150,7 +148,6 @@ unsupported_int!(
     rbd_mirror_site_name_get,
     rbd_mirror_site_name_set,
     rbd_mirror_uuid_get,
-    rbd_pool_init,
     rbd_pool_metadata_get,
     rbd_pool_metadata_list,
     rbd_pool_metadata_remove,
@@ -163,20 +160,16 @@ unsupported_int!(
     rbd_snap_get_trash_namespace,
     rbd_snap_group_namespace_cleanup,
     rbd_snap_mirror_namespace_cleanup,
-    rbd_snap_remove_by_id,
     rbd_snap_set_by_id,
     rbd_snap_set_limit,
     rbd_sparsify,
     rbd_unlock,
-    rbd_update_features,
-    rbd_watchers_list,
 );
 
 unsupported_void!(
     rados_getxattrs_end,
     rados_ioctx_locator_set_key,
     rados_ioctx_snap_set_read,
-    rados_nobjects_list_close,
     rados_omap_get_end,
     rados_read_op_cmpext,
     rados_read_op_omap_get_keys2,
@@ -205,7 +198,6 @@ unsupported_void!(
     rbd_mirror_peer_site_list_cleanup,
     rbd_pool_stats_create,
     rbd_pool_stats_destroy,
-    rbd_watchers_list_cleanup,
 );
 
 /// Not implemented in Quarry: returns -EOPNOTSUPP.

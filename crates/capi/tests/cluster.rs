@@ -17,7 +17,10 @@ impl Cluster {
     }
 }
 
-/// One cluster for both scenarios (starting clusters is the slow part).
+/// One cluster for every scenario (starting clusters is the slow part):
+/// QEMU and fio, auth errors, the trash from C, and python3-rbd/-rados
+/// scripts (tests/py: OpenStack's flow, pool applications, object
+/// listing, image administration).
 #[test]
 fn qemu_fio_and_auth_on_a_cluster() {
     let c = Cluster::up();
@@ -26,6 +29,8 @@ fn qemu_fio_and_auth_on_a_cluster() {
     trash_from_c(&c);
     python_on_cluster(&c);
     pool_applications_from_python(&c);
+    run_python(&c, "list_objects.py", &["py"], "listing OK");
+    run_python(&c, "image_admin.py", &["py"], "image admin OK");
 }
 
 /// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`

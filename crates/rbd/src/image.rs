@@ -1263,6 +1263,17 @@ impl Image {
             .await
     }
 
+    /// Clients that have this image open (watchers of its header),
+    /// this handle included (`rbd_watchers_list`).
+    pub async fn watchers(&self) -> Result<Vec<quarry_rados::Watcher>> {
+        let inner = &self.inner;
+        inner
+            .rados
+            .list_watchers(&inner.header_oid)
+            .await
+            .ctx(|| format!("listing watchers of {}", inner.spec()))
+    }
+
     /// Remove a snapshot by id (`rbd_snap_remove_by_id`).
     pub async fn snap_remove_by_id(&self, id: SnapId) -> Result<()> {
         self.snap_remove_spec(SnapSpec::Id(id)).await

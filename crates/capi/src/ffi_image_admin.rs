@@ -1,0 +1,121 @@
+//! Image administration calls beside the I/O path: feature updates,
+//! snapshot removal by id, the image's watchers (`rbd status`, python3-rbd's
+//! `Image.update_features`, `remove_snap_by_id`, `watchers_list`).
+//!
+//! # Safety
+//! Every export has the contract of its declaration in Ceph's `librbd.h`:
+//! handles are live, out pointers valid for the lengths passed. NULL
+//! pointers are refused with -EINVAL.
+#![allow(clippy::missing_safety_doc)]
+
+use std::ffi::{c_char, c_int};
+
+use quarry_common::Errno;
+
+use crate::ffi_rbd::{img_of, ImageT};
+use crate::rt;
+use crate::util::{c_free, c_strdup, guard, int, nonnull};
+
+/// `rbd_image_watcher_t`: one client that has the image open.
+#[repr(C)]
+pub struct RbdImageWatcher {
+    /// Its address (`strdup`ed; freed by `rbd_watchers_list_cleanup`).
+    pub addr: *mut c_char,
+    /// Its instance (global) id.
+    pub id: i64,
+    /// Its watch cookie.
+    pub cookie: u64,
+}
+
+/// Enable (`enabled` != 0) or disable features: exclusive-lock,
+/// object-map, fast-diff (others are `-EINVAL`, as their dependencies).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_update_features(image: ImageT, features: u64, enabled: u8) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        img.check_writable()?;
+        let b = img.backend.clone();
+        rt::block_on(async move { b.update_features(features, enabled != 0).await })?;
+        Ok(0)
+    })
+}
+
+/// Remove a snapshot by id (after in-flight writes complete).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_snap_remove_by_id(image: ImageT, snap_id: u64) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        img.check_writable()?;
+        let i2 = img.clone();
+        rt::block_on(async move {
+            let barrier = i2.writes.barrier();
+            i2.writes.wait_before(barrier).await;
+            i2.backend.snap_remove_by_id(snap_id).await
+        })?;
+        Ok(0)
+    })
+}
+
+/// The clients that have the image open (this handle included), into
+/// `watchers` of `*max_watchers` entries; `-ERANGE` with the count needed
+/// when it is too small.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_watchers_list(
+    image: ImageT,
+    watchers: *mut RbdImageWatcher,
+    max_watchers: *mut usize,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        nonnull(max_watchers)?;
+        let b = img.backend.clone();
+        let list = rt::block_on(async move { b.watchers().await })?;
+        // SAFETY: max_watchers non-null, from the caller.
+        let cap = unsafe { *max_watchers };
+        if list.len() > cap {
+            // SAFETY: as above.
+            unsafe { *max_watchers = list.len() };
+            return Err(Errno::ERANGE.into());
+        }
+        if !list.is_empty() {
+            nonnull(watchers)?;
+        }
+        for (i, (addr, id, cookie)) in list.iter().enumerate() {
+            // SAFETY: watchers holds cap >= list.len() entries.
+            unsafe {
+                watchers.add(i).write(RbdImageWatcher {
+                    addr: c_strdup(addr),
+                    id: i64::try_from(*id).unwrap_or(i64::MAX),
+                    cookie: *cookie,
+                });
+            }
+        }
+        // SAFETY: as above.
+        unsafe { *max_watchers = list.len() };
+        Ok(0)
+    })
+}
+
+/// Free the addresses `rbd_watchers_list` returned.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_watchers_list_cleanup(
+    watchers: *mut RbdImageWatcher,
+    num_watchers: usize,
+) {
+    guard((), || {
+        if watchers.is_null() {
+            return;
+        }
+        for i in 0..num_watchers {
+            // SAFETY: the caller passes back what rbd_watchers_list filled.
+            unsafe {
+                let w = &mut *watchers.add(i);
+                c_free(w.addr);
+                w.addr = std::ptr::null_mut();
+            }
+        }
+    })
+}

@@ -1,0 +1,69 @@
+"""python3-rbd's image administration calls against Quarry.
+
+Usage: image_admin.py POOL. Prints "image admin OK" when every check holds.
+"""
+import sys
+
+import rados
+import rbd
+
+
+def expect(exc, fn, *args):
+    """fn(*args) must raise exc."""
+    try:
+        fn(*args)
+    except exc:
+        return
+    raise AssertionError(f"{fn.__name__}{args} did not raise {exc.__name__}")
+
+
+def main():
+    pool = sys.argv[1]
+    with rados.Rados(conffile="") as cluster:
+        with cluster.open_ioctx(pool) as io:
+            rbd.RBD().pool_init(io, False)
+            name = "admin-img"
+            rbd.RBD().create(io, name, 8 << 20, old_format=False,
+                             features=rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK)
+            try:
+                with rbd.Image(io, name) as img:
+                    # Features: object-map (it needs exclusive-lock) and
+                    # fast-diff on and off; a fixed feature is refused.
+                    img.update_features(rbd.RBD_FEATURE_OBJECT_MAP, True)
+                    img.update_features(rbd.RBD_FEATURE_FAST_DIFF, True)
+                    want = (rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF)
+                    assert img.features() & want == want, hex(img.features())
+                    expect(rbd.InvalidArgument, img.update_features,
+                           rbd.RBD_FEATURE_EXCLUSIVE_LOCK, False)
+                    img.update_features(rbd.RBD_FEATURE_FAST_DIFF, False)
+                    img.update_features(rbd.RBD_FEATURE_OBJECT_MAP, False)
+                    assert img.features() & want == 0, hex(img.features())
+                    expect(rbd.InvalidArgument, img.update_features,
+                           rbd.RBD_FEATURE_LAYERING, False)
+                    # Snapshots removed by id.
+                    img.write(b"a" * 4096, 0)
+                    img.create_snap("s1")
+                    img.create_snap("s2")
+                    ids = {s["name"]: s["id"] for s in img.list_snaps()}
+                    img.remove_snap_by_id(ids["s1"])
+                    assert [s["name"] for s in img.list_snaps()] == ["s2"]
+                    expect(rbd.ImageNotFound, img.remove_snap_by_id, ids["s1"])
+                    img.remove_snap("s2")
+                    # Watchers: this handle, then a second one as well.
+                    w = list(img.watchers_list())
+                    assert len(w) == 1 and w[0]["addr"], w
+                    with rbd.Image(io, name) as other:
+                        w2 = list(other.watchers_list())
+                        assert len(w2) == 2, w2
+                        assert len({x["cookie"] for x in w2}) == 2, w2
+                    assert len(list(img.watchers_list())) == 1
+                with rbd.Image(io, name, read_only=True) as ro:
+                    expect(rbd.ReadOnlyImage, ro.update_features,
+                           rbd.RBD_FEATURE_OBJECT_MAP, True)
+            finally:
+                rbd.RBD().remove(io, name)
+    print("image admin OK")
+
+
+if __name__ == "__main__":
+    main()
