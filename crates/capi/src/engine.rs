@@ -84,6 +84,8 @@ pub struct ImageInfo {
     pub id: String,
     /// Image name.
     pub name: String,
+    /// When the image was created, nanoseconds since the epoch.
+    pub create_timestamp_ns: u64,
 }
 
 /// One snapshot.
@@ -196,6 +198,14 @@ pub trait ImageEngine: Send + Sync {
     async fn namespace_remove(&self, io: &IoTarget, ns: &str) -> CResult<()>;
     /// Namespaces of `io`'s pool, sorted.
     async fn namespace_list(&self, io: &IoTarget) -> CResult<Vec<String>>;
+    /// A pool's RBD metadata value (`rbd_pool_metadata_get`).
+    async fn pool_metadata_get(&self, io: &IoTarget, key: &str) -> CResult<String>;
+    /// Set a pool's RBD metadata key.
+    async fn pool_metadata_set(&self, io: &IoTarget, key: &str, value: &str) -> CResult<()>;
+    /// Remove a pool's RBD metadata key.
+    async fn pool_metadata_remove(&self, io: &IoTarget, key: &str) -> CResult<()>;
+    /// A pool's RBD metadata, by key.
+    async fn pool_metadata_list(&self, io: &IoTarget) -> CResult<Vec<(String, String)>>;
     /// Pool-level config overrides (`rbd config pool set`): `(name, value)`.
     async fn pool_config(&self, io: &IoTarget) -> CResult<Vec<(String, String)>>;
     /// Move image `name` to the trash, removable after `delay` seconds.

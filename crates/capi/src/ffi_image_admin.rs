@@ -1,6 +1,8 @@
-//! Image administration calls beside the I/O path: feature updates,
-//! snapshot removal by id, the image's watchers (`rbd status`, python3-rbd's
-//! `Image.update_features`, `remove_snap_by_id`, `watchers_list`).
+//! Image and pool administration calls beside the I/O path: feature
+//! updates, snapshot removal by id, the image's watchers and creation time,
+//! pool metadata (python3-rbd's `Image.update_features`,
+//! `remove_snap_by_id`, `watchers_list`, `create_timestamp`,
+//! `RBD.pool_metadata_*`).
 //!
 //! # Safety
 //! Every export has the contract of its declaration in Ceph's `librbd.h`:
@@ -12,9 +14,10 @@ use std::ffi::{c_char, c_int};
 
 use quarry_common::Errno;
 
-use crate::ffi_rbd::{img_of, ImageT};
+use crate::ffi_rados::{ioctx, IoCtxT};
+use crate::ffi_rbd::{fill_kv_list, img_of, ImageT};
 use crate::rt;
-use crate::util::{c_free, c_strdup, guard, int, nonnull};
+use crate::util::{c_free, c_strdup, copy_out, guard, int, nonnull, opt_str, req_str};
 
 /// `rbd_image_watcher_t`: one client that has the image open.
 #[repr(C)]
@@ -117,5 +120,116 @@ pub unsafe extern "C" fn rbd_watchers_list_cleanup(
                 w.addr = std::ptr::null_mut();
             }
         }
+    })
+}
+
+/// When the image was created.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_get_create_timestamp(
+    image: ImageT,
+    timestamp: *mut libc::timespec,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        nonnull(timestamp)?;
+        let b = img.backend.clone();
+        let ns = rt::block_on(async move { b.info().await })?.create_timestamp_ns;
+        // SAFETY: non-null, from the caller.
+        unsafe {
+            (*timestamp).tv_sec = (ns / 1_000_000_000) as libc::time_t;
+            (*timestamp).tv_nsec = (ns % 1_000_000_000) as libc::c_long;
+        }
+        Ok(0)
+    })
+}
+
+/// A pool's RBD metadata value (`-ENOENT` if unset; `-ERANGE` with the
+/// length needed, NUL included, if `value` is short).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_pool_metadata_get(
+    io: IoCtxT,
+    key: *const c_char,
+    value: *mut c_char,
+    val_len: *mut usize,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle and C string from the caller.
+        let io = unsafe { ioctx(io) }?;
+        // SAFETY: as above.
+        let key = unsafe { req_str(key) }?.to_string();
+        nonnull(val_len)?;
+        let (engine, t) = (io.conn.engine.clone(), io.target());
+        let v = rt::block_on(async move { engine.pool_metadata_get(&t, &key).await })?;
+        // SAFETY: non-null, from the caller.
+        let have = unsafe { *val_len };
+        // SAFETY: as above.
+        unsafe { *val_len = v.len() + 1 };
+        if have < v.len() + 1 {
+            return Err(Errno::ERANGE.into());
+        }
+        // SAFETY: value valid for have bytes.
+        unsafe { copy_out(&v, value, have) }?;
+        Ok(0)
+    })
+}
+
+/// Set a pool's RBD metadata key.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_pool_metadata_set(
+    io: IoCtxT,
+    key: *const c_char,
+    value: *const c_char,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle and C strings from the caller.
+        let io = unsafe { ioctx(io) }?;
+        // SAFETY: as above.
+        let key = unsafe { req_str(key) }?.to_string();
+        // SAFETY: as above.
+        let value = unsafe { req_str(value) }?.to_string();
+        let (engine, t) = (io.conn.engine.clone(), io.target());
+        rt::block_on(async move { engine.pool_metadata_set(&t, &key, &value).await })?;
+        Ok(0)
+    })
+}
+
+/// Remove a pool's RBD metadata key (`-ENOENT` if unset).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_pool_metadata_remove(io: IoCtxT, key: *const c_char) -> c_int {
+    int(|| {
+        // SAFETY: handle and C string from the caller.
+        let io = unsafe { ioctx(io) }?;
+        // SAFETY: as above.
+        let key = unsafe { req_str(key) }?.to_string();
+        let (engine, t) = (io.conn.engine.clone(), io.target());
+        rt::block_on(async move { engine.pool_metadata_remove(&t, &key).await })?;
+        Ok(0)
+    })
+}
+
+/// A pool's RBD metadata after `start` (at most `max`, 0 = all): keys and
+/// values as NUL-separated lists (`-ERANGE` with both lengths if short).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_pool_metadata_list(
+    io: IoCtxT,
+    start: *const c_char,
+    max: u64,
+    keys: *mut c_char,
+    key_len: *mut usize,
+    values: *mut c_char,
+    vals_len: *mut usize,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle and C string from the caller.
+        let io = unsafe { ioctx(io) }?;
+        // SAFETY: as above.
+        let start = unsafe { opt_str(start) }?.unwrap_or("").to_string();
+        nonnull(key_len)?;
+        nonnull(vals_len)?;
+        let (engine, t) = (io.conn.engine.clone(), io.target());
+        let all = rt::block_on(async move { engine.pool_metadata_list(&t).await })?;
+        // SAFETY: the caller's buffers, as this call's contract.
+        unsafe { fill_kv_list(&all, &start, max, keys, key_len, values, vals_len) }
     })
 }

@@ -2395,37 +2395,57 @@ pub unsafe extern "C" fn rbd_metadata_list(
         nonnull(vals_len)?;
         let b = img.backend.clone();
         let all = rt::block_on(async move { b.metadata_list().await })?;
-        let mut k = Vec::new();
-        let mut v = Vec::new();
-        for (key, val) in all
-            .iter()
-            .filter(|(key, _)| start.is_empty() || key.as_str() > start.as_str())
-            .take(if max == 0 { usize::MAX } else { max as usize })
-        {
-            k.extend_from_slice(key.as_bytes());
-            k.push(0);
-            v.extend_from_slice(val.as_bytes());
-            v.push(0);
-        }
-        // SAFETY: both length pointers non-null.
-        let (have_k, have_v) = unsafe { (*key_len, *vals_len) };
-        // SAFETY: as above.
-        unsafe {
-            *key_len = k.len();
-            *vals_len = v.len();
-        }
-        if have_k < k.len() || have_v < v.len() {
-            return Err(Errno::ERANGE.into());
-        }
-        for (src, dst) in [(&k, keys), (&v, values)] {
-            if !src.is_empty() {
-                nonnull(dst)?;
-                // SAFETY: dst has room for src.len() bytes (checked above).
-                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.cast::<u8>(), src.len()) };
-            }
-        }
-        Ok(0)
+        // SAFETY: the caller's buffers, as this call's contract.
+        unsafe { fill_kv_list(&all, &start, max, keys, key_len, values, vals_len) }
     })
+}
+
+/// The entries of `all` after `start` (at most `max`, 0 = all) as two
+/// NUL-separated lists into `keys`/`values`, whose capacities `*key_len`/
+/// `*vals_len` say; both lengths needed are written back, and `-ERANGE`
+/// returned if either is short (librbd's metadata listings).
+///
+/// # Safety
+/// `key_len`/`vals_len` non-null; the buffers valid for their lengths.
+pub(crate) unsafe fn fill_kv_list(
+    all: &[(String, String)],
+    start: &str,
+    max: u64,
+    keys: *mut c_char,
+    key_len: *mut usize,
+    values: *mut c_char,
+    vals_len: *mut usize,
+) -> CResult<i32> {
+    let mut k = Vec::new();
+    let mut v = Vec::new();
+    for (key, val) in all
+        .iter()
+        .filter(|(key, _)| start.is_empty() || key.as_str() > start)
+        .take(if max == 0 { usize::MAX } else { max as usize })
+    {
+        k.extend_from_slice(key.as_bytes());
+        k.push(0);
+        v.extend_from_slice(val.as_bytes());
+        v.push(0);
+    }
+    // SAFETY: both length pointers non-null (the caller's contract).
+    let (have_k, have_v) = unsafe { (*key_len, *vals_len) };
+    // SAFETY: as above.
+    unsafe {
+        *key_len = k.len();
+        *vals_len = v.len();
+    }
+    if have_k < k.len() || have_v < v.len() {
+        return Err(Errno::ERANGE.into());
+    }
+    for (src, dst) in [(&k, keys), (&v, values)] {
+        if !src.is_empty() {
+            nonnull(dst)?;
+            // SAFETY: dst has room for src.len() bytes (checked above).
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.cast::<u8>(), src.len()) };
+        }
+    }
+    Ok(0)
 }
 
 /// Namespace type of a snapshot: always user (0) in Quarry.

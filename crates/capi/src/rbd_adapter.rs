@@ -183,6 +183,32 @@ impl ImageEngine for Engine {
         Ok(v)
     }
 
+    async fn pool_metadata_get(&self, t: &IoTarget, key: &str) -> CResult<String> {
+        let v = self.rbd.pool_metadata_get(&io(t), key).await?;
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+
+    async fn pool_metadata_set(&self, t: &IoTarget, key: &str, value: &str) -> CResult<()> {
+        Ok(self
+            .rbd
+            .pool_metadata_set(&io(t), key, Bytes::copy_from_slice(value.as_bytes()))
+            .await?)
+    }
+
+    async fn pool_metadata_remove(&self, t: &IoTarget, key: &str) -> CResult<()> {
+        Ok(self.rbd.pool_metadata_remove(&io(t), key).await?)
+    }
+
+    async fn pool_metadata_list(&self, t: &IoTarget) -> CResult<Vec<(String, String)>> {
+        Ok(self
+            .rbd
+            .pool_metadata_list(&io(t))
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect())
+    }
+
     async fn pool_config(&self, t: &IoTarget) -> CResult<Vec<(String, String)>> {
         // `rbd config pool set` = pool metadata `conf_<option>`.
         Ok(self
@@ -219,6 +245,7 @@ impl ImageBackend for Backend {
             stripe_count: 1,
             id: s.id,
             name: s.name,
+            create_timestamp_ns: s.create_timestamp_ns,
         })
     }
 

@@ -30,7 +30,6 @@ macro_rules! unsupported_void {
 }
 
 unsupported_int!(
-    rbd_get_create_timestamp,
     rbd_snap_set,
     rados_aio_append,
     rados_aio_cmpext,
@@ -148,10 +147,6 @@ unsupported_int!(
     rbd_mirror_site_name_get,
     rbd_mirror_site_name_set,
     rbd_mirror_uuid_get,
-    rbd_pool_metadata_get,
-    rbd_pool_metadata_list,
-    rbd_pool_metadata_remove,
-    rbd_pool_metadata_set,
     rbd_pool_stats_get,
     rbd_pool_stats_option_add_uint64,
     rbd_rebuild_object_map,

@@ -2,6 +2,7 @@
 
 Usage: image_admin.py POOL. Prints "image admin OK" when every check holds.
 """
+import datetime
 import sys
 
 import rados
@@ -22,11 +23,30 @@ def main():
     with rados.Rados(conffile="") as cluster:
         with cluster.open_ioctx(pool) as io:
             rbd.RBD().pool_init(io, False)
+            # Pool metadata: set, read, list (past the binding's first
+            # buffer), remove; a per-pool config override is one of them.
+            r = rbd.RBD()
+            r.pool_metadata_set(io, "owner", "ops")
+            r.pool_metadata_set(io, "note", "n" * 300)
+            r.pool_metadata_set(io, "conf_rbd_cache", "false")
+            assert r.pool_metadata_get(io, "owner") == "ops"
+            assert r.pool_metadata_get(io, "note") == "n" * 300
+            listed = dict(r.pool_metadata_list(io))
+            assert {k: listed[k] for k in ("owner", "note", "conf_rbd_cache")} == {
+                "owner": "ops", "note": "n" * 300, "conf_rbd_cache": "false"}, listed
+            r.pool_metadata_remove(io, "owner")
+            expect(KeyError, r.pool_metadata_get, io, "owner")
+            expect(KeyError, r.pool_metadata_remove, io, "owner")
+            for k in ("note", "conf_rbd_cache"):
+                r.pool_metadata_remove(io, k)
             name = "admin-img"
             rbd.RBD().create(io, name, 8 << 20, old_format=False,
                              features=rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK)
             try:
                 with rbd.Image(io, name) as img:
+                    # Creation time: the header's, a moment ago.
+                    age = datetime.datetime.utcnow() - img.create_timestamp()
+                    assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=2), age
                     # Features: object-map (it needs exclusive-lock) and
                     # fast-diff on and off; a fixed feature is refused.
                     img.update_features(rbd.RBD_FEATURE_OBJECT_MAP, True)
