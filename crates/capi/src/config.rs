@@ -111,6 +111,27 @@ impl Config {
         self.inner.get(name).ok_or(Errno::ENOENT)
     }
 
+    /// Every `rbd_*` option with its effective value and librbd's source
+    /// (`rbd_config_source_t`: 0 config, 1 pool, 2 image), by name.
+    pub fn rbd_options(&self) -> Vec<(String, String, i32)> {
+        let mut out: Vec<(String, String, i32)> = opts::all_options()
+            .into_iter()
+            .filter(|d| d.name.starts_with("rbd_"))
+            .filter_map(|d| {
+                let (_, level) = self.inner.get_with_source(d.name).ok()?;
+                let value = self.inner.get(d.name)?;
+                let source = match level {
+                    opts::Level::Pool => 1,
+                    opts::Level::Image => 2,
+                    _ => 0,
+                };
+                Some((d.name.to_string(), value, source))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Effective bool (false if unknown or not a bool).
     pub fn get_bool(&self, name: &str) -> bool {
         self.inner.get_bool(name).unwrap_or(false)

@@ -14,6 +14,7 @@ use std::ffi::{c_char, c_int};
 
 use quarry_common::Errno;
 
+use crate::engine::{CError, CResult};
 use crate::ffi_rados::{ioctx, IoCtxT};
 use crate::ffi_rbd::{fill_kv_list, img_of, ImageT};
 use crate::rt;
@@ -232,4 +233,120 @@ pub unsafe extern "C" fn rbd_pool_metadata_list(
         // SAFETY: the caller's buffers, as this call's contract.
         unsafe { fill_kv_list(&all, &start, max, keys, key_len, values, vals_len) }
     })
+}
+
+/// `rbd_config_option_t`: one option, its value and where it comes from.
+#[repr(C)]
+pub struct RbdConfigOption {
+    /// Option name (`strdup`ed).
+    pub name: *mut c_char,
+    /// Effective value (`strdup`ed).
+    pub value: *mut c_char,
+    /// `rbd_config_source_t`: 0 config, 1 pool, 2 image.
+    pub source: c_int,
+}
+
+/// Write `rows` into `options` of `*max_options` entries (`-ERANGE` with
+/// the count needed when short).
+///
+/// # Safety
+/// `max_options` valid; `options` valid for `*max_options` entries.
+unsafe fn fill_options(
+    rows: &[(String, String, i32)],
+    options: *mut RbdConfigOption,
+    max_options: *mut c_int,
+) -> CResult<i32> {
+    nonnull(max_options)?;
+    let n = c_int::try_from(rows.len()).map_err(|_| CError::from(Errno::EOVERFLOW))?;
+    // SAFETY: non-null, from the caller.
+    let cap = unsafe { *max_options };
+    // SAFETY: as above.
+    unsafe { *max_options = n };
+    if cap < n {
+        return Err(Errno::ERANGE.into());
+    }
+    if n > 0 {
+        nonnull(options)?;
+    }
+    for (i, (name, value, source)) in rows.iter().enumerate() {
+        // SAFETY: options holds cap >= n entries.
+        unsafe {
+            options.add(i).write(RbdConfigOption {
+                name: c_strdup(name),
+                value: c_strdup(value),
+                source: *source,
+            });
+        }
+    }
+    Ok(0)
+}
+
+/// Free what `rbd_config_*_list` returned.
+///
+/// # Safety
+/// `options` NULL or as filled by `fill_options`, `n` entries.
+unsafe fn free_options(options: *mut RbdConfigOption, n: c_int) {
+    if options.is_null() {
+        return;
+    }
+    for i in 0..usize::try_from(n).unwrap_or(0) {
+        // SAFETY: the caller passes back what the list call filled.
+        unsafe {
+            let o = &mut *options.add(i);
+            c_free(o.name);
+            c_free(o.value);
+            o.name = std::ptr::null_mut();
+            o.value = std::ptr::null_mut();
+        }
+    }
+}
+
+/// Every `rbd_*` option as an image of this pool opened by this client
+/// would get it: the client's configuration, then the pool's overrides.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_config_pool_list(
+    io: IoCtxT,
+    options: *mut RbdConfigOption,
+    max_options: *mut c_int,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let io = unsafe { ioctx(io) }?;
+        let (engine, t) = (io.conn.engine.clone(), io.target());
+        let pool = rt::block_on(async move { engine.pool_config(&t).await })?;
+        let mut conf = crate::cluster::lock(&io.cluster.conf).clone();
+        crate::image::apply_overrides(&mut conf, &pool, &[]);
+        // SAFETY: the caller's buffers, as this call's contract.
+        unsafe { fill_options(&conf.rbd_options(), options, max_options) }
+    })
+}
+
+/// Free the strings `rbd_config_pool_list` returned.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_config_pool_list_cleanup(options: *mut RbdConfigOption, n: c_int) {
+    // SAFETY: the caller's contract.
+    guard((), || unsafe { free_options(options, n) })
+}
+
+/// Every `rbd_*` option as this image handle uses it (the client's
+/// configuration, then the pool's and the image's overrides, at open).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_config_image_list(
+    image: ImageT,
+    options: *mut RbdConfigOption,
+    max_options: *mut c_int,
+) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        // SAFETY: the caller's buffers, as this call's contract.
+        unsafe { fill_options(&img.conf.rbd_options(), options, max_options) }
+    })
+}
+
+/// Free the strings `rbd_config_image_list` returned.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_config_image_list_cleanup(options: *mut RbdConfigOption, n: c_int) {
+    // SAFETY: the caller's contract.
+    guard((), || unsafe { free_options(options, n) })
 }

@@ -234,6 +234,9 @@ pub struct Image {
     pub flushed: AtomicBool,
     /// First error of an early-acknowledged write, reported by the next flush.
     pub deferred_error: Mutex<Option<CError>>,
+    /// The configuration the handle was opened with (the client's, then
+    /// the pool's and the image's overrides): `rbd_config_image_list`.
+    pub conf: Config,
 }
 
 impl Image {
@@ -294,6 +297,7 @@ impl Image {
             dirty_budget,
             flushed: AtomicBool::new(false),
             deferred_error: Mutex::new(None),
+            conf: conf.clone(),
         }
     }
 

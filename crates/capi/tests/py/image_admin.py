@@ -34,6 +34,12 @@ def main():
             listed = dict(r.pool_metadata_list(io))
             assert {k: listed[k] for k in ("owner", "note", "conf_rbd_cache")} == {
                 "owner": "ops", "note": "n" * 300, "conf_rbd_cache": "false"}, listed
+            # The effective rbd_* options with their sources (0 config,
+            # 1 pool, 2 image), as an image of the pool would get them.
+            opts = {o["name"]: o for o in r.config_list(io)}
+            assert len(opts) > 20 and "rbd_cache" in opts, sorted(opts)
+            assert (opts["rbd_cache"]["value"], opts["rbd_cache"]["source"]) == ("false", 1), opts["rbd_cache"]
+            assert opts["rbd_cache_size"]["source"] == 0, opts["rbd_cache_size"]
             r.pool_metadata_remove(io, "owner")
             expect(KeyError, r.pool_metadata_get, io, "owner")
             expect(KeyError, r.pool_metadata_remove, io, "owner")
@@ -60,6 +66,14 @@ def main():
                     assert img.features() & want == 0, hex(img.features())
                     expect(rbd.InvalidArgument, img.update_features,
                            rbd.RBD_FEATURE_LAYERING, False)
+                    # The handle's options: the pool's override (set above,
+                    # removed since) was applied at open; an image override
+                    # shows in handles opened after it.
+                    img.metadata_set("conf_rbd_cache_size", "1048576")
+                    with rbd.Image(io, name) as fresh:
+                        o = {x["name"]: x for x in fresh.config_list()}
+                        assert (o["rbd_cache_size"]["value"], o["rbd_cache_size"]["source"]) == ("1048576", 2), o["rbd_cache_size"]
+                    img.metadata_remove("conf_rbd_cache_size")
                     # Snapshots removed by id.
                     img.write(b"a" * 4096, 0)
                     img.create_snap("s1")
