@@ -218,6 +218,11 @@ pub struct IoCtx {
     pub pool_name: String,
     /// Namespace.
     pub namespace: Mutex<String>,
+    /// Snapshot reads go to (`rados_ioctx_snap_set_read`; `NOSNAP` = head,
+    /// the only one writes may go to).
+    pub read_snap: Mutex<quarry_rados::SnapId>,
+    /// Snap context of writes (`rados_ioctx_selfmanaged_snap_set_write_ctx`).
+    pub write_snapc: Mutex<quarry_rados::SnapContext>,
     /// The `rados_t` handle it was created from (`rados_ioctx_get_cluster`).
     pub handle: usize,
 }

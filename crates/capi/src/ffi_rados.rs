@@ -246,6 +246,8 @@ pub unsafe extern "C" fn rados_ioctx_create(
             pool,
             pool_name: name,
             namespace: Mutex::new(String::new()),
+            read_snap: Mutex::new(quarry_rados::NOSNAP),
+            write_snapc: Mutex::new(quarry_rados::SnapContext::default()),
             handle,
         };
         // SAFETY: out is non-null caller storage.
@@ -274,6 +276,8 @@ pub unsafe extern "C" fn rados_ioctx_create2(c: RadosT, pool_id: i64, out: *mut 
             pool: p.id,
             pool_name: p.name,
             namespace: Mutex::new(String::new()),
+            read_snap: Mutex::new(quarry_rados::NOSNAP),
+            write_snapc: Mutex::new(quarry_rados::SnapContext::default()),
             handle: c as usize,
         };
         // SAFETY: out is non-null caller storage.
@@ -573,9 +577,29 @@ fn oid(io: &IoCtx, name: &str) -> ObjectId {
     ObjectId::with_namespace(io.pool, lock(&io.namespace).clone(), name)
 }
 
-fn run_ops(io: &IoCtx, name: &str, ops: Vec<Op>) -> CResult<Vec<OpOutput>> {
+/// A request on `name` with the ioctx's read snapshot and write snap
+/// context; `EROFS` for writes while reads go to a snapshot (librados).
+fn request(io: &IoCtx, name: &str, ops: Vec<Op>) -> CResult<OpRequest> {
     let mut req = OpRequest::new(oid(io, name));
     req.ops = ops;
+    let snap = *lock(&io.read_snap);
+    if req.is_write() {
+        if snap != quarry_rados::NOSNAP {
+            return Err(CError::new(
+                Errno::EROFS,
+                "writes go to the head: the ioctx reads a snapshot",
+            ));
+        }
+        req.snapc = lock(&io.write_snapc).clone();
+    } else {
+        req.snap = snap;
+    }
+    Ok(req)
+}
+
+/// Run `ops` on `name` and wait (the ioctx's snapshots applied).
+pub(crate) fn run_ops(io: &IoCtx, name: &str, ops: Vec<Op>) -> CResult<Vec<OpOutput>> {
+    let req = request(io, name, ops)?;
     let rados = io.conn.rados.clone();
     Ok(rt::block_on(async move { rados.operate(req).await })?.outputs)
 }
@@ -930,8 +954,7 @@ fn submit(
     nonnull(c)?;
     // SAFETY: live completion handle from the caller.
     let comp = unsafe { Completion::from_handle(c) };
-    let mut req = OpRequest::new(oid(io, name));
-    req.ops = ops;
+    let req = request(io, name, ops)?;
     let conn = io.conn.clone();
     let parts = conn.order.enter(&req.oid);
     let guard_comp = comp.clone();

@@ -44,6 +44,7 @@ pub mod ffi_list;
 pub mod ffi_lock;
 pub mod ffi_rados;
 pub mod ffi_rbd;
+pub mod ffi_snap;
 pub mod ffi_trash;
 pub mod ffi_watch;
 pub mod image;

@@ -50,10 +50,6 @@ unsupported_int!(
     rados_inconsistent_pg_list,
     rados_ioctx_pool_required_alignment2,
     rados_ioctx_pool_requires_alignment2,
-    rados_ioctx_selfmanaged_snap_create,
-    rados_ioctx_selfmanaged_snap_remove,
-    rados_ioctx_selfmanaged_snap_rollback,
-    rados_ioctx_selfmanaged_snap_set_write_ctx,
     rados_ioctx_snap_create,
     rados_ioctx_snap_get_name,
     rados_ioctx_snap_get_stamp,
@@ -162,7 +158,6 @@ unsupported_int!(
 unsupported_void!(
     rados_getxattrs_end,
     rados_ioctx_locator_set_key,
-    rados_ioctx_snap_set_read,
     rados_omap_get_end,
     rados_read_op_cmpext,
     rados_read_op_omap_get_keys2,

@@ -20,7 +20,7 @@ impl Cluster {
 /// One cluster for every scenario (starting clusters is the slow part):
 /// QEMU and fio, auth errors, the trash from C, and python3-rbd/-rados
 /// scripts (tests/py: OpenStack's flow, pool applications, object
-/// listing, image administration).
+/// listing, image administration, self-managed snapshots).
 #[test]
 fn qemu_fio_and_auth_on_a_cluster() {
     let c = Cluster::up();
@@ -31,6 +31,7 @@ fn qemu_fio_and_auth_on_a_cluster() {
     pool_applications_from_python(&c);
     run_python(&c, "list_objects.py", &["py"], "listing OK");
     run_python(&c, "image_admin.py", &["py"], "image admin OK");
+    run_python(&c, "self_managed_snaps.py", &["py"], "snapshots OK");
 }
 
 /// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`
