@@ -39,6 +39,7 @@ pub mod completion;
 pub mod config;
 pub mod engine;
 pub mod ffi_app;
+pub mod ffi_cluster_info;
 pub mod ffi_image_admin;
 pub mod ffi_list;
 pub mod ffi_lock;

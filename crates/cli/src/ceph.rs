@@ -78,6 +78,8 @@ pub struct CephArgs {
 enum CephCmd {
     /// Cluster status summary.
     Status,
+    /// The cluster's fsid.
+    Fsid,
     /// Cluster health (`detail` for one line per check).
     Health {
         /// `detail`.
@@ -562,6 +564,15 @@ async fn dispatch(a: CephArgs) -> CmdResult {
     };
     match cmd {
         CephCmd::Status => status(&ctx).await,
+        CephCmd::Fsid => {
+            let map = ctx.map("fsid").await?;
+            if ctx.json() {
+                ctx.print_json(&json!({ "fsid": map.fsid }));
+            } else {
+                println!("{}", map.fsid);
+            }
+            Ok(())
+        }
         CephCmd::Health { detail } => health(&ctx, detail.as_deref() == Some("detail")).await,
         CephCmd::Df { detail } => match detail.as_deref() {
             None => df(&ctx, false).await,

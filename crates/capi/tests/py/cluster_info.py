@@ -1,0 +1,54 @@
+"""python3-rados's cluster and pool facts against Quarry.
+
+Usage: cluster_info.py POOL FSID (FSID as `ceph fsid` printed it). Prints
+"cluster info OK" when every check holds.
+"""
+import ctypes
+import errno
+import sys
+
+import rados
+
+
+def main():
+    pool, fsid = sys.argv[1], sys.argv[2]
+    with rados.Rados(conffile="") as cluster:
+        # OpenStack compares this to the fsid in an image's location to
+        # decide whether it can clone instead of copying.
+        assert cluster.get_fsid() == fsid, (cluster.get_fsid(), fsid)
+        pid = cluster.pool_lookup(pool)
+        assert cluster.pool_reverse_lookup(pid) == pool
+        assert cluster.get_pool_base_tier(pid) == pid
+        # The binding turns the library's ENOENT into None.
+        for bad in (pid + 1000, -7):
+            assert cluster.pool_reverse_lookup(bad) is None, bad
+        try:
+            cluster.get_pool_base_tier(pid + 1000)
+            raise AssertionError("base tier of a missing pool")
+        except rados.ObjectNotFound:
+            pass
+        with cluster.open_ioctx(pool) as io:
+            assert io.alignment() is None, io.alignment()
+    c_calls(pool, fsid)
+    print("cluster info OK")
+
+
+def c_calls(pool, fsid):
+    """What the binding hides: the C calls' return values."""
+    lib = ctypes.CDLL("librados.so.2")
+    cl = ctypes.c_void_p()
+    assert lib.rados_create2(ctypes.byref(cl), b"ceph", b"client.admin", 0) == 0
+    assert lib.rados_conf_read_file(cl, None) == 0
+    assert lib.rados_connect(cl) == 0
+    buf = ctypes.create_string_buffer(64)
+    assert lib.rados_cluster_fsid(cl, buf, 64) == len(fsid)
+    assert buf.value.decode() == fsid
+    assert lib.rados_cluster_fsid(cl, buf, len(fsid)) == -errno.ERANGE
+    lib.rados_pool_reverse_lookup.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_char_p, ctypes.c_size_t]
+    assert lib.rados_pool_reverse_lookup(cl, 1 << 40, buf, 64) == -errno.ENOENT
+    lib.rados_shutdown(cl)
+
+
+if __name__ == "__main__":
+    main()
