@@ -48,6 +48,7 @@ pub mod ffi_rbd;
 pub mod ffi_snap;
 pub mod ffi_trash;
 pub mod ffi_watch;
+pub mod ffi_xattrs;
 pub mod image;
 mod mon_command;
 mod net;

@@ -44,8 +44,6 @@ unsupported_int!(
     rados_create_with_context,
     rados_exec,
     rados_getaddrs,
-    rados_getxattrs,
-    rados_getxattrs_next,
     rados_inconsistent_pg_list,
     rados_ioctx_snap_create,
     rados_ioctx_snap_get_name,
@@ -151,7 +149,6 @@ unsupported_int!(
 );
 
 unsupported_void!(
-    rados_getxattrs_end,
     rados_ioctx_locator_set_key,
     rados_omap_get_end,
     rados_read_op_cmpext,

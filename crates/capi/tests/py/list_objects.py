@@ -1,4 +1,4 @@
-"""python3-rados's Ioctx.list_objects() against Quarry.
+"""python3-rados's Ioctx.list_objects() and get_xattrs() against Quarry.
 
 Usage: list_objects.py POOL (a pool without other objects named lo-*).
 Prints "listing OK" when every check holds.
@@ -36,6 +36,16 @@ def main():
                     assert o.read() == b"xxx"
             io.remove_object("lo-0")
             assert names(io) == want[1:], names(io)
+            # Every xattr of an object at once (binary values kept).
+            io.set_xattr("lo-1", "user.a", b"1")
+            io.set_xattr("lo-1", "user.b", b"\x00\xffbin")
+            assert dict(io.get_xattrs("lo-1")) == {"user.a": b"1", "user.b": b"\x00\xffbin"}
+            assert dict(io.get_xattrs("lo-2")) == {}
+            try:
+                dict(io.get_xattrs("lo-missing"))
+                raise AssertionError("xattrs of a missing object")
+            except rados.ObjectNotFound:
+                pass
             # A listing abandoned part way is closed without error.
             it = io.list_objects()
             next(it)
