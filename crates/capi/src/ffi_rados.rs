@@ -1074,12 +1074,48 @@ pub unsafe extern "C" fn rados_aio_remove(io: IoCtxT, o: *const c_char, c: *mut 
 /// A compound write being built.
 #[derive(Default)]
 pub struct WriteOp {
-    ops: Vec<Op>,
+    pub(crate) ops: Vec<Op>,
+    /// Set when an op could not be added (bad arguments, or an op Quarry
+    /// does not support): the adders return nothing, so the operate call
+    /// reports it instead of applying the others as if all were there.
+    pub(crate) refused: Option<CError>,
+}
+
+impl WriteOp {
+    /// Remember the first refusal.
+    pub(crate) fn refuse(&mut self, e: CError) {
+        self.refused.get_or_insert(e);
+    }
+
+    /// The ops to apply, or the refusal.
+    fn to_apply(&self) -> CResult<Vec<Op>> {
+        match &self.refused {
+            Some(e) => Err(e.clone()),
+            None => Ok(self.ops.clone()),
+        }
+    }
+}
+
+/// Add the op `make` builds to the write op at `p` (nothing for a NULL
+/// handle); a failure to build it refuses the whole write op.
+///
+/// # Safety
+/// `p` must be NULL or a live handle from `rados_create_write_op`.
+pub(crate) unsafe fn add_op(p: *mut c_void, make: impl FnOnce() -> CResult<Op>) {
+    guard((), || {
+        // SAFETY: the caller's contract.
+        if let Some(w) = unsafe { wop(p) } {
+            match make() {
+                Ok(op) => w.ops.push(op),
+                Err(e) => w.refuse(e),
+            }
+        }
+    })
 }
 
 /// # Safety
 /// `p` must be NULL or a live handle from `rados_create_write_op`.
-unsafe fn wop<'a>(p: *mut c_void) -> Option<&'a mut WriteOp> {
+pub(crate) unsafe fn wop<'a>(p: *mut c_void) -> Option<&'a mut WriteOp> {
     if p.is_null() {
         None
     } else {
@@ -1130,12 +1166,15 @@ pub unsafe extern "C" fn rados_write_op_write(
     len: usize,
     off: u64,
 ) {
-    guard((), || {
-        // SAFETY: live write op and buffer.
-        if let (Some(w), Ok(data)) = (unsafe { wop(op) }, unsafe { bytes_from(buf, len) }) {
-            w.ops.push(Op::Write { off, data });
-        }
-    })
+    // SAFETY: live write op and buffer, per the caller.
+    unsafe {
+        add_op(op, || {
+            Ok(Op::Write {
+                off,
+                data: bytes_from(buf, len)?,
+            })
+        })
+    }
 }
 
 /// Add: replace the data.
@@ -1145,12 +1184,8 @@ pub unsafe extern "C" fn rados_write_op_write_full(
     buf: *const c_char,
     len: usize,
 ) {
-    guard((), || {
-        // SAFETY: live write op and buffer.
-        if let (Some(w), Ok(data)) = (unsafe { wop(op) }, unsafe { bytes_from(buf, len) }) {
-            w.ops.push(Op::WriteFull(data));
-        }
-    })
+    // SAFETY: live write op and buffer, per the caller.
+    unsafe { add_op(op, || Ok(Op::WriteFull(bytes_from(buf, len)?))) }
 }
 
 /// Add: create (exclusive if `exclusive != 0`).
@@ -1222,29 +1257,22 @@ pub unsafe extern "C" fn rados_write_op_setxattr(
     value: *const c_char,
     len: usize,
 ) {
-    guard((), || {
-        // SAFETY: live write op, C string and buffer.
-        let (Some(w), Ok(name), Ok(data)) =
-            (unsafe { wop(op) }, unsafe { req_str(name) }, unsafe {
-                bytes_from(value, len)
-            })
-        else {
-            return;
-        };
-        w.ops.push(Op::SetXattr(name.to_string(), data));
-    })
+    // SAFETY: live write op, C string and buffer, per the caller.
+    unsafe {
+        add_op(op, || {
+            Ok(Op::SetXattr(
+                req_str(name)?.to_string(),
+                bytes_from(value, len)?,
+            ))
+        })
+    }
 }
 
 /// Add: remove an xattr.
 #[no_mangle]
 pub unsafe extern "C" fn rados_write_op_rmxattr(op: *mut c_void, name: *const c_char) {
-    guard((), || {
-        // SAFETY: live write op and C string.
-        let (Some(w), Ok(name)) = (unsafe { wop(op) }, unsafe { req_str(name) }) else {
-            return;
-        };
-        w.ops.push(Op::RmXattr(name.to_string()));
-    })
+    // SAFETY: live write op and C string, per the caller.
+    unsafe { add_op(op, || Ok(Op::RmXattr(req_str(name)?.to_string()))) }
 }
 
 /// Add: clear the omap.
@@ -1274,7 +1302,7 @@ pub unsafe extern "C" fn rados_write_op_operate(
         let io = unsafe { ioctx(io) }?;
         // SAFETY: as above.
         let name = unsafe { req_str(o) }?;
-        run_ops(io, name, w.ops.clone())?;
+        run_ops(io, name, w.to_apply()?)?;
         Ok(0)
     })
 }
@@ -1296,7 +1324,7 @@ pub unsafe extern "C" fn rados_aio_write_op_operate(
         let io = unsafe { ioctx(io) }?;
         // SAFETY: as above.
         let name = unsafe { req_str(o) }?;
-        submit(io, name, c, w.ops.clone(), None)
+        submit(io, name, c, w.to_apply()?, None)
     })
 }
 

@@ -7,7 +7,7 @@
 //! stubs take no parameters (the System V x86_64 ABI lets a caller pass
 //! arguments a callee ignores).
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_int;
 
 use crate::util::NEG_ENOTSUP;
 
@@ -59,14 +59,12 @@ unsupported_int!(
     rados_mon_command_target,
     rados_monitor_log,
     rados_monitor_log2,
-    rados_omap_get_next,
     rados_osd_command,
     rados_pg_command,
     rados_ping_monitor,
     rados_pool_create_with_all,
     rados_pool_create_with_auid,
     rados_pool_create_with_crush_rule,
-    rados_read_op_operate,
     rados_service_register,
     rados_service_update_status,
     rados_unlock,
@@ -150,23 +148,8 @@ unsupported_int!(
 
 unsupported_void!(
     rados_ioctx_locator_set_key,
-    rados_omap_get_end,
-    rados_read_op_cmpext,
-    rados_read_op_omap_get_keys2,
-    rados_read_op_omap_get_vals2,
-    rados_read_op_omap_get_vals_by_keys,
-    rados_read_op_set_flags,
-    rados_release_read_op,
     rados_set_pool_full_try,
     rados_unset_pool_full_try,
-    rados_write_op_append,
-    rados_write_op_cmpext,
-    rados_write_op_exec,
-    rados_write_op_omap_cmp,
-    rados_write_op_omap_rm_keys,
-    rados_write_op_omap_rm_range2,
-    rados_write_op_omap_set,
-    rados_write_op_writesame,
     rbd_migration_status_cleanup,
     rbd_mirror_image_get_info_cleanup,
     rbd_mirror_image_global_status_cleanup,
@@ -182,12 +165,6 @@ unsupported_void!(
 #[no_mangle]
 pub extern "C" fn rbd_list_lockers() -> isize {
     NEG_ENOTSUP as isize
-}
-
-/// Not implemented in Quarry: no read ops, returns NULL.
-#[no_mangle]
-pub extern "C" fn rados_create_read_op() -> *mut c_void {
-    std::ptr::null_mut()
 }
 
 /// Versions are not tracked per ioctx: returns 0.

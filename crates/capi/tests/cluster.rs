@@ -20,7 +20,8 @@ impl Cluster {
 /// One cluster for every scenario (starting clusters is the slow part):
 /// QEMU and fio, auth errors, the trash from C, and python3-rbd/-rados
 /// scripts (tests/py: OpenStack's flow, pool applications, object
-/// listing, image administration, self-managed snapshots).
+/// listing and xattrs, image administration, self-managed snapshots,
+/// cluster facts, omap through compound operations).
 #[test]
 fn qemu_fio_and_auth_on_a_cluster() {
     let c = Cluster::up();
@@ -32,6 +33,7 @@ fn qemu_fio_and_auth_on_a_cluster() {
     run_python(&c, "list_objects.py", &["py"], "listing OK");
     run_python(&c, "image_admin.py", &["py"], "image admin OK");
     run_python(&c, "self_managed_snaps.py", &["py"], "snapshots OK");
+    run_python(&c, "omap.py", &["py"], "omap OK");
 }
 
 /// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`

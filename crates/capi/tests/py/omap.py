@@ -1,0 +1,72 @@
+"""python3-rados's omap calls (compound write and read ops) against Quarry.
+
+Usage: omap.py POOL. Prints "omap OK" when every check holds.
+"""
+import errno
+import sys
+
+import rados
+
+
+def vals(io, oid, start="", prefix="", limit=100):
+    """(dict of the omap entries, more) through a read op."""
+    with rados.ReadOpCtx() as op:
+        it, ret = io.get_omap_vals(op, start, prefix, limit)
+        io.operate_read_op(op, oid)
+        assert ret == 0, ret
+        return dict(it)
+
+
+def main():
+    pool = sys.argv[1]
+    with rados.Rados(conffile="") as cluster:
+        with cluster.open_ioctx(pool) as io:
+            io.write_full("om", b"data")
+            with rados.WriteOpCtx() as op:
+                io.set_omap(op, ("a1", "a2", "b1"), (b"x", b"\x00y", b""))
+                io.operate_write_op(op, "om")
+            assert vals(io, "om") == {"a1": b"x", "a2": b"\x00y", "b1": b""}, vals(io, "om")
+            # Filters: after a key, a prefix, a count.
+            assert list(vals(io, "om", start="a1")) == ["a2", "b1"]
+            assert list(vals(io, "om", prefix="a")) == ["a1", "a2"]
+            assert list(vals(io, "om", limit=1)) == ["a1"]
+            with rados.ReadOpCtx() as op:
+                it, ret = io.get_omap_keys(op, "", 10)
+                io.operate_read_op(op, "om")
+                assert [k for k, _ in it] == ["a1", "a2", "b1"]
+            with rados.ReadOpCtx() as op:
+                it, ret = io.get_omap_vals_by_keys(op, ("a2", "zz"))
+                io.operate_read_op(op, "om")
+                assert dict(it) == {"a2": b"\x00y"}
+            with rados.WriteOpCtx() as op:
+                io.remove_omap_keys(op, ("a1", "missing"))
+                io.operate_write_op(op, "om")
+            assert vals(io, "om") == {"a2": b"\x00y", "b1": b""}
+            with rados.WriteOpCtx() as op:
+                io.clear_omap(op)
+                io.operate_write_op(op, "om")
+            assert vals(io, "om") == {}
+            assert io.read("om") == b"data"
+            # A missing object: the read op fails, naming it.
+            try:
+                vals(io, "om-missing")
+                raise AssertionError("omap of a missing object")
+            except rados.ObjectNotFound:
+                pass
+            # An op Quarry does not support refuses the whole write op:
+            # the omap keys set beside it are not applied.
+            with rados.WriteOpCtx() as op:
+                io.set_omap(op, ("c1",), (b"1",))
+                io.remove_omap_range2(op, "a", "b")
+                try:
+                    io.operate_write_op(op, "om")
+                    raise AssertionError("unsupported op applied")
+                except rados.Error as e:
+                    assert e.errno == errno.EOPNOTSUPP, e
+            assert vals(io, "om") == {}
+            io.remove_object("om")
+    print("omap OK")
+
+
+if __name__ == "__main__":
+    main()
