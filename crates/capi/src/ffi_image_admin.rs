@@ -18,7 +18,7 @@ use crate::engine::{CError, CResult};
 use crate::ffi_rados::{ioctx, IoCtxT};
 use crate::ffi_rbd::{fill_kv_list, img_of, ImageT};
 use crate::rt;
-use crate::util::{c_free, c_strdup, copy_out, guard, int, nonnull, opt_str, req_str};
+use crate::util::{c_free, c_strdup, copy_out_len, guard, int, nonnull, opt_str, req_str};
 
 /// `rbd_image_watcher_t`: one client that has the image open.
 #[repr(C)]
@@ -162,15 +162,8 @@ pub unsafe extern "C" fn rbd_pool_metadata_get(
         nonnull(val_len)?;
         let (engine, t) = (io.conn.engine.clone(), io.target());
         let v = rt::block_on(async move { engine.pool_metadata_get(&t, &key).await })?;
-        // SAFETY: non-null, from the caller.
-        let have = unsafe { *val_len };
-        // SAFETY: as above.
-        unsafe { *val_len = v.len() + 1 };
-        if have < v.len() + 1 {
-            return Err(Errno::ERANGE.into());
-        }
-        // SAFETY: value valid for have bytes.
-        unsafe { copy_out(&v, value, have) }?;
+        // SAFETY: value valid for *val_len bytes, per the caller.
+        unsafe { copy_out_len(&v, value, val_len) }?;
         Ok(0)
     })
 }

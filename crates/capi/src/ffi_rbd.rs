@@ -21,7 +21,8 @@ use crate::ffi_rados::{ioctx, IoCtxT};
 use crate::image::{apply_overrides, Image};
 use crate::rt;
 use crate::util::{
-    c_free, c_strdup, copy_out, guard, int, nonnull, opt_str, req_str, ssize, NEG_EIO, NEG_ENOTSUP,
+    c_free, c_strdup, copy_out, copy_out_len, guard, int, nonnull, opt_str, req_str, ssize,
+    NEG_EIO, NEG_ENOTSUP,
 };
 
 /// `rbd_image_t`.
@@ -631,15 +632,8 @@ pub unsafe extern "C" fn rbd_get_name(image: ImageT, name: *mut c_char, len: *mu
         let img = unsafe { img_of(image) }?;
         nonnull(len)?;
         let n = img.name.clone();
-        // SAFETY: len non-null.
-        let have = unsafe { *len };
-        // SAFETY: len non-null.
-        unsafe { *len = n.len() + 1 };
-        if have < n.len() + 1 {
-            return Err(Errno::ERANGE.into());
-        }
-        // SAFETY: name valid for have bytes.
-        unsafe { copy_out(&n, name, have) }?;
+        // SAFETY: name valid for *len bytes, per the caller.
+        unsafe { copy_out_len(&n, name, len) }?;
         Ok(0)
     })
 }
@@ -1865,15 +1859,8 @@ pub unsafe extern "C" fn rbd_snap_get_name(
             .into_iter()
             .find(|s| s.id == id)
             .ok_or(Errno::ENOENT)?;
-        // SAFETY: non-null.
-        let have = unsafe { *len };
-        // SAFETY: non-null.
-        unsafe { *len = s.name.len() + 1 };
-        if have < s.name.len() + 1 {
-            return Err(Errno::ERANGE.into());
-        }
-        // SAFETY: name valid for have bytes.
-        unsafe { copy_out(&s.name, name, have) }?;
+        // SAFETY: name valid for *len bytes, per the caller.
+        unsafe { copy_out_len(&s.name, name, len) }?;
         Ok(0)
     })
 }
@@ -2327,15 +2314,8 @@ pub unsafe extern "C" fn rbd_metadata_get(
         nonnull(len)?;
         let b = img.backend.clone();
         let v = rt::block_on(async move { b.metadata_get(&key).await })?;
-        // SAFETY: non-null.
-        let have = unsafe { *len };
-        // SAFETY: non-null.
-        unsafe { *len = v.len() + 1 };
-        if have < v.len() + 1 {
-            return Err(Errno::ERANGE.into());
-        }
-        // SAFETY: value valid for have bytes.
-        unsafe { copy_out(&v, value, have) }?;
+        // SAFETY: value valid for *len bytes, per the caller.
+        unsafe { copy_out_len(&v, value, len) }?;
         Ok(0)
     })
 }

@@ -98,6 +98,25 @@ pub unsafe fn copy_out(s: &str, buf: *mut c_char, len: usize) -> Result<(), CErr
     Ok(())
 }
 
+/// Copy `s` NUL-terminated into `buf`, whose capacity `*len` says; the
+/// length needed (NUL included) is written back to `*len` either way, and
+/// `ERANGE` returned if it did not fit (librbd's string-with-length form).
+///
+/// # Safety
+/// `len` valid; `buf` NULL or valid for `*len` bytes.
+pub unsafe fn copy_out_len(s: &str, buf: *mut c_char, len: *mut usize) -> Result<(), CError> {
+    nonnull(len)?;
+    // SAFETY: non-null, per the caller.
+    let have = unsafe { *len };
+    // SAFETY: as above.
+    unsafe { *len = s.len() + 1 };
+    if have < s.len() + 1 {
+        return Err(Errno::ERANGE.into());
+    }
+    // SAFETY: buf valid for have bytes, per the caller.
+    unsafe { copy_out(s, buf, have) }
+}
+
 /// `strdup` into libc's heap (freed by the C side or our `*_cleanup`).
 pub fn c_strdup(s: &str) -> *mut c_char {
     let clean: String = s.chars().filter(|&c| c != '\0').collect();

@@ -7,15 +7,7 @@ import sys
 
 import rados
 import rbd
-
-
-def expect(exc, fn, *args):
-    """fn(*args) must raise exc."""
-    try:
-        fn(*args)
-    except exc:
-        return
-    raise AssertionError(f"{fn.__name__}{args} did not raise {exc.__name__}")
+from qtest import expect
 
 
 def main():

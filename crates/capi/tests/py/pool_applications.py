@@ -8,15 +8,7 @@ import json
 import sys
 
 import rados
-
-
-def expect(exc, fn, *args, **kwargs):
-    """fn(*args) must raise exc."""
-    try:
-        fn(*args, **kwargs)
-    except exc:
-        return
-    raise AssertionError(f"{fn.__name__}{args} did not raise {exc.__name__}")
+from qtest import expect
 
 
 def main():
