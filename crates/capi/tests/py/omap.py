@@ -2,6 +2,7 @@
 
 Usage: omap.py POOL. Prints "omap OK" when every check holds.
 """
+import ctypes
 import errno
 import sys
 
@@ -65,7 +66,36 @@ def main():
                     assert e.errno == errno.EOPNOTSUPP, e
             assert vals(io, "om") == {}
             io.remove_object("om")
+    bad_write_op_arguments(pool)
     print("omap OK")
+
+
+def bad_write_op_arguments(pool):
+    """An adder given a NULL buffer with a length refuses its write op
+    (EINVAL at operate) and nothing of the op is applied."""
+    lib = ctypes.CDLL("librados.so.2")
+    lib.rados_create_write_op.restype = ctypes.c_void_p
+    lib.rados_write_op_write_full.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    lib.rados_write_op_write.argtypes = [
+        ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64]
+    lib.rados_write_op_operate.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
+    lib.rados_release_write_op.argtypes = [ctypes.c_void_p]
+    cl = ctypes.c_void_p()
+    assert lib.rados_create2(ctypes.byref(cl), b"ceph", b"client.admin", 0) == 0
+    assert lib.rados_conf_read_file(cl, None) == 0
+    assert lib.rados_connect(cl) == 0
+    io = ctypes.c_void_p()
+    assert lib.rados_ioctx_create(cl, pool.encode(), ctypes.byref(io)) == 0
+    op = lib.rados_create_write_op()
+    lib.rados_write_op_write_full(op, b"fresh", 5)
+    lib.rados_write_op_write(op, None, 10, 0)
+    assert lib.rados_write_op_operate(op, io, b"om-bad", None, 0) == -errno.EINVAL
+    lib.rados_release_write_op(op)
+    buf = ctypes.create_string_buffer(8)
+    assert lib.rados_read(io, b"om-bad", buf, 8, ctypes.c_uint64(0)) == -errno.ENOENT
+    lib.rados_ioctx_destroy(io)
+    lib.rados_shutdown(cl)
 
 
 if __name__ == "__main__":
