@@ -6,7 +6,7 @@
 //! host's disk).
 
 use quarry_common::Errno;
-use quarry_monc::{AppOp, MonCommand, MonReply};
+use quarry_monc::{report, AppOp, MonCommand, MonReply};
 use serde_json::{json, Value};
 
 use crate::cluster::Connection;
@@ -121,9 +121,10 @@ pub async fn run(conn: &Connection, cmd: &str) -> CResult<(Vec<u8>, String)> {
         | "osd pool application set"
         | "osd pool application rm" => pool_application(conn, prefix, &v).await,
         "osd pool application get" => pool_application_get(conn, &v).await,
+        "status" | "health" => status(conn, prefix, &v).await,
         other => Err(CError::new(
             Errno::EINVAL,
-            format!("command not known: '{other}' (this library answers df, osd pool get-quota, osd pool set-quota, osd pool ls, osd lspools, osd pool application enable|disable|set|rm|get)"),
+            format!("command not known: '{other}' (this library answers df, osd pool get-quota, osd pool set-quota, osd pool ls, osd lspools, osd pool application enable|disable|set|rm|get, status, health)"),
         )),
     }
 }
@@ -145,6 +146,55 @@ fn monc_of<'a>(
 fn str_arg<'a>(v: &'a Value, prefix: &str, k: &str) -> CResult<&'a str> {
     v[k].as_str()
         .ok_or_else(|| CError::new(Errno::EINVAL, format!("{prefix}: no {k}")))
+}
+
+/// `status` (JSON only) and `health [detail]` (JSON or Ceph's text), as
+/// `ceph` prints them: the same builders (`quarry_monc::report`).
+async fn status(conn: &Connection, prefix: &str, v: &Value) -> CResult<(Vec<u8>, String)> {
+    let json_out = v["format"].as_str().is_some_and(|f| f.starts_with("json"));
+    let monc = monc_of(conn, prefix)?;
+    let st = match monc.command(MonCommand::Status).await {
+        Ok(MonReply::Status(s)) => s,
+        Ok(other) => {
+            return Err(CError::new(
+                Errno::EIO,
+                format!("{prefix}: unexpected reply {other:?}"),
+            ))
+        }
+        Err(e) => return Err(CError::new(e.errno(), e.to_string())),
+    };
+    if prefix == "health" {
+        let detail = v["detail"].as_str() == Some("detail");
+        let health = st.health.to_string();
+        let out = if json_out {
+            report::health_json(&health, &st.checks, detail).to_string()
+        } else {
+            report::health_text(&health, &st.checks, detail)
+        };
+        return Ok((out.into_bytes(), String::new()));
+    }
+    if !json_out {
+        return Err(CError::new(
+            Errno::EINVAL,
+            "status: this library answers it in JSON only (pass \"format\": \"json\")",
+        ));
+    }
+    let map = monc
+        .refresh_map()
+        .await
+        .map_err(|e| CError::new(e.errno(), e.to_string()))?;
+    let (mut objects, mut bytes) = (0u64, 0u64);
+    for p in conn.rados.pool_list().await? {
+        let s = conn.rados.pool_stat(p.id).await?;
+        objects += s.num_objects;
+        bytes += s.num_bytes;
+    }
+    Ok((
+        report::status_json(&st, &map, objects, bytes)
+            .to_string()
+            .into_bytes(),
+        String::new(),
+    ))
 }
 
 /// `osd pool application enable|disable|set|rm`; the status string is

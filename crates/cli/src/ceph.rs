@@ -16,10 +16,8 @@ use quarry_common::options::{find_option, mondb, Config, Level};
 use quarry_common::size::format_size;
 use quarry_common::Errno;
 use quarry_map::ClusterMap;
-use quarry_monc::{
-    AppOp, ConfigEntry, Health, HealthCheck, MonClient, MonCommand, MonReply, PgScrubErrors,
-    PoolApplications,
-};
+use quarry_monc::report::{self, health_json, pg_state, pg_states};
+use quarry_monc::{AppOp, ConfigEntry, MonClient, MonCommand, MonReply, PoolApplications};
 use quarry_rados::PoolId;
 use serde_json::{json, Value};
 
@@ -1009,45 +1007,6 @@ async fn usage(ctx: &Ctx) -> (u64, u64) {
     (objs, bytes)
 }
 
-/// PG states from the map: a PG with an activation record whose acting set
-/// is complete is `active+clean`, with fewer replicas `active+undersized`,
-/// with fewer OSDs up than the pool's `min_size` `undersized+peered` (no
-/// I/O, as Ceph's), without a record `unknown`; `+inconsistent` when its
-/// primary reports scrub errors.
-fn pg_states(map: &ClusterMap, inconsistent: &[PgScrubErrors]) -> BTreeMap<String, u32> {
-    let mut out = BTreeMap::new();
-    for p in map.pools.values() {
-        for seed in 0..p.pg_num {
-            let pg = quarry_map::PgId { pool: p.id, seed };
-            *out.entry(pg_state(map, pg, inconsistent)).or_insert(0) += 1;
-        }
-    }
-    out
-}
-
-/// One PG's state as [`pg_states`] counts it.
-fn pg_state(map: &ClusterMap, pg: quarry_map::PgId, inconsistent: &[PgScrubErrors]) -> String {
-    let (size, min_size) = map
-        .pools
-        .get(&pg.pool)
-        .map_or((0, 0), |p| (p.size, p.min_size.max(1)));
-    // The activation record stays in the map after members go down; the
-    // up set tells whether the PG can still be active (the monitors' health
-    // check counts it the same way).
-    let up = map.pg_up_set(pg).map_or(0, |u| u.len() as u32);
-    let mut state = match map.pg_history.get(&pg) {
-        Some(_) if up < min_size => "undersized+peered",
-        Some(h) if h.acting.len() as u32 >= size => "active+clean",
-        Some(_) => "active+undersized",
-        None => "unknown",
-    }
-    .to_string();
-    if inconsistent.iter().any(|e| e.pg == pg) {
-        state.push_str("+inconsistent");
-    }
-    state
-}
-
 /// `ceph pg ls [POOL_ID] [STATE...]` / `ceph pg ls-by-pool POOL [STATE...]`:
 /// every PG (of one pool) whose state has all the given words, with its
 /// up and acting sets and its last deep scrub.
@@ -1193,28 +1152,6 @@ async fn pg_stats(ctx: &Ctx, rows: &[PgRow]) -> Vec<Option<quarry_rados::PoolSta
     futures::stream::iter(asks).buffered(16).collect().await
 }
 
-/// Health as Ceph's JSON prints it: checks keyed by code.
-fn health_json(health: &str, checks: &[HealthCheck], detail: bool) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    for c in checks {
-        let mut v = json!({
-            "severity": c.severity.to_string(),
-            "summary": {"message": c.summary, "count": c.count},
-            "muted": false,
-        });
-        if detail {
-            v["detail"] = c
-                .detail
-                .iter()
-                .map(|d| json!({"message": d}))
-                .collect::<Vec<_>>()
-                .into();
-        }
-        m.insert(c.code.clone(), v);
-    }
-    json!({"status": health, "checks": m, "mutes": []})
-}
-
 async fn status(ctx: &Ctx) -> CmdResult {
     let (objs, bytes) = usage(ctx).await;
     let Some(monc) = &ctx.monc else {
@@ -1240,17 +1177,7 @@ async fn status(ctx: &Ctx) -> CmdResult {
     let map = monc.map();
     let pgs = pg_states(&map, &st.inconsistent);
     if ctx.json() {
-        ctx.print_json(&json!({
-            "fsid": st.fsid,
-            "health": health_json(&st.health.to_string(), &st.checks, false),
-            "quorum_names": st.quorum,
-            "monmap": {"num_mons": st.mons.len()},
-            "osdmap": {"epoch": st.epoch, "num_osds": st.num_osds,
-                "num_up_osds": st.num_up_osds, "num_in_osds": st.num_in_osds},
-            "pgmap": {"num_pools": st.num_pools, "num_pgs": st.num_pgs,
-                "num_objects": objs, "data_bytes": bytes,
-                "pgs_by_state": pgs.iter().map(|(k, v)| json!({"state_name": k, "count": v})).collect::<Vec<_>>()},
-        }));
+        ctx.print_json(&report::status_json(&st, &map, objs, bytes));
         return Ok(());
     }
     let mut s = String::new();
@@ -1292,24 +1219,7 @@ async fn health(ctx: &Ctx, detail: bool) -> CmdResult {
         ctx.print_json(&health_json(&h, &checks, detail));
         return Ok(());
     }
-    let summaries: Vec<&str> = checks.iter().map(|c| c.summary.as_str()).collect();
-    if checks.is_empty() {
-        println!("{h}");
-    } else {
-        println!("{h} {}", summaries.join("; "));
-    }
-    if detail {
-        for c in &checks {
-            let sev = match c.severity {
-                Health::Err => "ERR",
-                _ => "WRN",
-            };
-            println!("[{sev}] {}: {}", c.code, c.summary);
-            for d in &c.detail {
-                println!("    {d}");
-            }
-        }
-    }
+    print!("{}", report::health_text(&h, &checks, detail));
     Ok(())
 }
 

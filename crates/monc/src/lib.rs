@@ -14,6 +14,7 @@
 //! that cannot be reached fail with ETIMEDOUT after `timeout`.
 
 pub mod conn;
+pub mod report;
 pub mod wire;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -5,6 +5,7 @@ Usage: cluster_info.py POOL FSID (FSID as `ceph fsid` printed it). Prints
 """
 import ctypes
 import errno
+import json
 import sys
 
 import rados
@@ -29,6 +30,22 @@ def main():
             pass
         with cluster.open_ioctx(pool) as io:
             assert io.alignment() is None, io.alignment()
+        # Status and health through the monitor-command interface, as
+        # monitoring tools ask for them.
+        ret, out, _ = cluster.mon_command(json.dumps({"prefix": "status", "format": "json"}), b"")
+        assert ret == 0, ret
+        st = json.loads(out)
+        assert st["fsid"] == fsid, st
+        assert (st["osdmap"]["num_osds"], st["osdmap"]["num_up_osds"]) == (3, 3), st["osdmap"]
+        assert st["health"]["status"].startswith("HEALTH_"), st["health"]
+        assert sum(s["count"] for s in st["pgmap"]["pgs_by_state"]) == st["pgmap"]["num_pgs"], st
+        ret, out, _ = cluster.mon_command(json.dumps({"prefix": "health"}), b"")
+        assert ret == 0 and out.decode().startswith(st["health"]["status"]), (ret, out)
+        ret, out, _ = cluster.mon_command(
+            json.dumps({"prefix": "health", "detail": "detail", "format": "json"}), b"")
+        assert ret == 0 and json.loads(out)["status"] == st["health"]["status"], (ret, out)
+        ret, _, status = cluster.mon_command(json.dumps({"prefix": "status"}), b"")
+        assert ret == -errno.EINVAL and "JSON only" in status, (ret, status)
     c_calls(pool, fsid)
     print("cluster info OK")
 
