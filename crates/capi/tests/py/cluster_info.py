@@ -9,6 +9,7 @@ import json
 import sys
 
 import rados
+from qtest import c_connect, c_close
 
 
 def main():
@@ -52,11 +53,7 @@ def main():
 
 def c_calls(pool, fsid):
     """What the binding hides: the C calls' return values."""
-    lib = ctypes.CDLL("librados.so.2")
-    cl = ctypes.c_void_p()
-    assert lib.rados_create2(ctypes.byref(cl), b"ceph", b"client.admin", 0) == 0
-    assert lib.rados_conf_read_file(cl, None) == 0
-    assert lib.rados_connect(cl) == 0
+    lib, cl, io = c_connect(None)
     buf = ctypes.create_string_buffer(64)
     assert lib.rados_cluster_fsid(cl, buf, 64) == len(fsid)
     assert buf.value.decode() == fsid
@@ -64,7 +61,7 @@ def c_calls(pool, fsid):
     lib.rados_pool_reverse_lookup.argtypes = [
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_char_p, ctypes.c_size_t]
     assert lib.rados_pool_reverse_lookup(cl, 1 << 40, buf, 64) == -errno.ENOENT
-    lib.rados_shutdown(cl)
+    c_close(lib, cl, io)
 
 
 if __name__ == "__main__":

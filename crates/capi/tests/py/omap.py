@@ -7,6 +7,7 @@ import errno
 import sys
 
 import rados
+from qtest import c_connect, c_close
 
 
 def vals(io, oid, start="", prefix="", limit=100):
@@ -73,7 +74,7 @@ def main():
 def bad_write_op_arguments(pool):
     """An adder given a NULL buffer with a length refuses its write op
     (EINVAL at operate) and nothing of the op is applied."""
-    lib = ctypes.CDLL("librados.so.2")
+    lib, cl, io = c_connect(pool)
     lib.rados_create_write_op.restype = ctypes.c_void_p
     lib.rados_write_op_write_full.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
     lib.rados_write_op_write.argtypes = [
@@ -81,12 +82,6 @@ def bad_write_op_arguments(pool):
     lib.rados_write_op_operate.argtypes = [
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
     lib.rados_release_write_op.argtypes = [ctypes.c_void_p]
-    cl = ctypes.c_void_p()
-    assert lib.rados_create2(ctypes.byref(cl), b"ceph", b"client.admin", 0) == 0
-    assert lib.rados_conf_read_file(cl, None) == 0
-    assert lib.rados_connect(cl) == 0
-    io = ctypes.c_void_p()
-    assert lib.rados_ioctx_create(cl, pool.encode(), ctypes.byref(io)) == 0
     op = lib.rados_create_write_op()
     lib.rados_write_op_write_full(op, b"fresh", 5)
     lib.rados_write_op_write(op, None, 10, 0)
@@ -94,8 +89,7 @@ def bad_write_op_arguments(pool):
     lib.rados_release_write_op(op)
     buf = ctypes.create_string_buffer(8)
     assert lib.rados_read(io, b"om-bad", buf, 8, ctypes.c_uint64(0)) == -errno.ENOENT
-    lib.rados_ioctx_destroy(io)
-    lib.rados_shutdown(cl)
+    c_close(lib, cl, io)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import errno
 import sys
 
 import rados
+from qtest import c_connect, c_close
 
 
 def main():
@@ -62,22 +63,15 @@ def main():
 def bad_snap_contexts(pool):
     """Snap contexts the binding never builds, through the C call itself:
     ids not descending, an id above seq, a negative count."""
-    lib = ctypes.CDLL("librados.so.2")
+    lib, cl, io = c_connect(pool)
     lib.rados_ioctx_selfmanaged_snap_set_write_ctx.argtypes = [
         ctypes.c_void_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
-    cl = ctypes.c_void_p()
-    assert lib.rados_create2(ctypes.byref(cl), b"ceph", b"client.admin", 0) == 0
-    assert lib.rados_conf_read_file(cl, None) == 0
-    assert lib.rados_connect(cl) == 0
-    io = ctypes.c_void_p()
-    assert lib.rados_ioctx_create(cl, pool.encode(), ctypes.byref(io)) == 0
     set_ctx = lib.rados_ioctx_selfmanaged_snap_set_write_ctx
     assert set_ctx(io, 5, (ctypes.c_uint64 * 2)(1, 5), 2) == -errno.EINVAL
     assert set_ctx(io, 5, (ctypes.c_uint64 * 1)(9), 1) == -errno.EINVAL
     assert set_ctx(io, 5, None, -1) == -errno.EINVAL
     assert set_ctx(io, 5, (ctypes.c_uint64 * 2)(5, 1), 2) == 0
-    lib.rados_ioctx_destroy(io)
-    lib.rados_shutdown(cl)
+    c_close(lib, cl, io)
 
 
 if __name__ == "__main__":
