@@ -24,8 +24,9 @@
 //!   thread appends the batch's physical redo to a preallocated write-ahead
 //!   log, fdatasyncs once (for every batch queued meanwhile) and answers
 //!   everyone, while the writer applies the next batch. The redb transaction
-//!   stays open for up to 50 ms across batches and is then committed
-//!   non-durably, after the syncer drained (reads of
+//!   stays open for up to 500 ms across batches (50 ms once a read was
+//!   routed to the writer) and is then committed non-durably, after the
+//!   syncer drained (reads of
 //!   objects it changed are served by the writer meanwhile). redb is made
 //!   durable on its own at checkpoints (log full, big batches, close);
 //!   recovery replays the log past the last checkpoint.
