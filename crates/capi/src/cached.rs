@@ -186,6 +186,18 @@ impl ImageBackend for CachedBackend {
     async fn lock_break(&self, owner: &str) -> CResult<()> {
         self.inner.lock_break(owner).await
     }
+    async fn advisory_lock(&self, cookie: &str, tag: Option<&str>) -> CResult<()> {
+        self.inner.advisory_lock(cookie, tag).await
+    }
+    async fn advisory_unlock(&self, cookie: &str) -> CResult<()> {
+        self.inner.advisory_unlock(cookie).await
+    }
+    async fn break_lock(&self, client: &str, cookie: &str) -> CResult<()> {
+        self.inner.break_lock(client, cookie).await
+    }
+    async fn list_lockers(&self) -> CResult<quarry_rbd::ImageLocks> {
+        self.inner.list_lockers().await
+    }
     fn set_pre_release_hook(&self, hook: PreReleaseHook) {
         // Before the lock goes to another client: the caller's hook, then
         // dirty data written back and clean data dropped (the next owner

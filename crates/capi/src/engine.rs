@@ -302,6 +302,15 @@ pub trait ImageBackend: Send + Sync {
     async fn lock_owners(&self) -> CResult<Vec<String>>;
     /// `rbd_lock_break(EXCLUSIVE, owner)`.
     async fn lock_break(&self, owner: &str) -> CResult<()>;
+    /// `rbd_lock_exclusive` (`tag` `None`) / `rbd_lock_shared`: the
+    /// advisory lock.
+    async fn advisory_lock(&self, cookie: &str, tag: Option<&str>) -> CResult<()>;
+    /// `rbd_unlock`: release this client's advisory lock under `cookie`.
+    async fn advisory_unlock(&self, cookie: &str) -> CResult<()>;
+    /// `rbd_break_lock`: remove the lock `client` holds under `cookie`.
+    async fn break_lock(&self, client: &str, cookie: &str) -> CResult<()>;
+    /// `rbd_list_lockers`: the image's lock holders.
+    async fn list_lockers(&self) -> CResult<quarry_rbd::ImageLocks>;
     /// Run `hook` before the exclusive lock is handed to another client
     /// (the writes this handle acknowledged must be on the cluster first).
     fn set_pre_release_hook(&self, hook: PreReleaseHook);

@@ -38,6 +38,7 @@ pub mod cluster;
 pub mod completion;
 pub mod config;
 pub mod engine;
+pub mod ffi_advisory;
 pub mod ffi_app;
 pub mod ffi_cluster_info;
 pub mod ffi_image_admin;

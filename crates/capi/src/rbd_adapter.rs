@@ -462,6 +462,26 @@ impl ImageBackend for Backend {
         Ok(self.img.lock_break(owner).await?)
     }
 
+    async fn advisory_lock(&self, cookie: &str, tag: Option<&str>) -> CResult<()> {
+        match tag {
+            Some(t) => self.img.lock_shared(cookie, t).await?,
+            None => self.img.lock_exclusive(cookie).await?,
+        }
+        Ok(())
+    }
+
+    async fn advisory_unlock(&self, cookie: &str) -> CResult<()> {
+        Ok(self.img.unlock(cookie).await?)
+    }
+
+    async fn break_lock(&self, client: &str, cookie: &str) -> CResult<()> {
+        Ok(self.img.break_lock(client, cookie).await?)
+    }
+
+    async fn list_lockers(&self) -> CResult<quarry_rbd::ImageLocks> {
+        Ok(self.img.list_lockers().await?)
+    }
+
     fn set_pre_release_hook(&self, hook: crate::engine::PreReleaseHook) {
         self.img.set_pre_release_hook(Arc::new(move || {
             let fut = hook();

@@ -52,8 +52,6 @@ unsupported_int!(
     rados_ioctx_snap_lookup,
     rados_ioctx_snap_remove,
     rados_ioctx_snap_rollback,
-    rados_lock_exclusive,
-    rados_lock_shared,
     rados_mgr_command,
     rados_mgr_command_target,
     rados_mon_command_target,
@@ -67,12 +65,10 @@ unsupported_int!(
     rados_pool_create_with_crush_rule,
     rados_service_register,
     rados_service_update_status,
-    rados_unlock,
     rados_writesame,
     rbd_aio_mirror_image_create_snapshot,
     rbd_aio_mirror_image_get_info,
     rbd_aio_mirror_image_get_mode,
-    rbd_break_lock,
     rbd_copy3,
     rbd_deep_copy,
     rbd_features_from_string,
@@ -96,8 +92,6 @@ unsupported_int!(
     rbd_group_snap_remove,
     rbd_group_snap_rename,
     rbd_group_snap_rollback,
-    rbd_lock_exclusive,
-    rbd_lock_shared,
     rbd_migration_abort_with_progress,
     rbd_migration_commit_with_progress,
     rbd_migration_execute_with_progress,
@@ -143,7 +137,6 @@ unsupported_int!(
     rbd_snap_set_by_id,
     rbd_snap_set_limit,
     rbd_sparsify,
-    rbd_unlock,
 );
 
 unsupported_void!(
@@ -160,12 +153,6 @@ unsupported_void!(
     rbd_pool_stats_create,
     rbd_pool_stats_destroy,
 );
-
-/// Not implemented in Quarry: returns -EOPNOTSUPP.
-#[no_mangle]
-pub extern "C" fn rbd_list_lockers() -> isize {
-    NEG_ENOTSUP as isize
-}
 
 /// Versions are not tracked per ioctx: returns 0.
 #[no_mangle]

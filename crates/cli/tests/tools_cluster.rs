@@ -823,6 +823,85 @@ fn rbd_features_namespaces_and_config_against_a_cluster() {
     let err = qemu_io("rbd:data/vm");
     assert!(err.contains("rbd_cache=true"), "{err}");
     c.ok(&["rbd", "config", "pool", "rm", "data", "rbd_cache_max_dirty"]);
+    advisory_locks(&c);
+}
+
+/// `rbd lock add|ls|rm`: Ceph's texts and exit codes; a lock outlives the
+/// command that took it, keeps writers out of an image with exclusive-lock,
+/// and `rbd lock rm` breaks it by the id and locker `rbd lock ls` shows.
+fn advisory_locks(c: &Cluster) {
+    c.ok(&["rbd", "create", "data/lk", "--size", "8M"]);
+    assert_eq!(c.ok(&["rbd", "lock", "ls", "data/lk"]), "");
+    c.ok(&["rbd", "lock", "add", "data/lk", "maint"]);
+    let out = c.ok(&["rbd", "lock", "ls", "data/lk"]);
+    assert!(
+        out.starts_with("There is 1 exclusive lock on this image.\nLocker "),
+        "{out}"
+    );
+    let locks = c.json(&["rbd", "lock", "ls", "data/lk", "--format", "json"]);
+    assert_eq!(locks[0]["id"], "maint", "{locks}");
+    let locker = locks[0]["locker"].as_str().expect("locker").to_string();
+    assert!(locker.starts_with("client."), "{locker}");
+    c.fails(
+        &["rbd", "lock", "add", "data/lk", "other"],
+        16,
+        "rbd: lock is already held by someone else\n",
+    );
+    c.fails(
+        &["rbd", "lock", "add", "--shared", "t", "data/lk", "other"],
+        16,
+        "rbd: lock is already held by someone else with a different tag\n",
+    );
+    // Writers wait for nobody: the image's exclusive lock can't be taken.
+    let (code, _, err) = c.run(&[
+        "rbd",
+        "bench",
+        "--io-type",
+        "write",
+        "--io-total",
+        "64K",
+        "data/lk",
+    ]);
+    assert_eq!(code, 16, "{err}");
+    c.fails(
+        &["rbd", "lock", "rm", "data/lk", "nope", &locker],
+        2,
+        "rbd: releasing lock failed: (2) No such file or directory\n",
+    );
+    c.ok(&["rbd", "lock", "rm", "data/lk", "maint", &locker]);
+    assert_eq!(c.ok(&["rbd", "lock", "ls", "data/lk"]), "");
+    c.ok(&[
+        "rbd",
+        "bench",
+        "--io-type",
+        "write",
+        "--io-total",
+        "64K",
+        "data/lk",
+    ]);
+    // Shared locks: one tag; listed with it.
+    c.ok(&["rbd", "lock", "add", "--shared", "grp", "data/lk", "a"]);
+    c.ok(&["rbd", "lock", "add", "--shared", "grp", "data/lk", "b"]);
+    let out = c.ok(&["rbd", "lock", "ls", "data/lk"]);
+    assert!(
+        out.starts_with("There are 2 shared locks on this image.\nLock tag: grp\n"),
+        "{out}"
+    );
+    for l in c
+        .json(&["rbd", "lock", "ls", "data/lk", "--format", "json"])
+        .as_array()
+        .expect("array")
+    {
+        c.ok(&[
+            "rbd",
+            "lock",
+            "rm",
+            "data/lk",
+            l["id"].as_str().expect("id"),
+            l["locker"].as_str().expect("locker"),
+        ]);
+    }
+    c.ok(&["rbd", "rm", "data/lk"]);
 }
 
 /// Run qemu-io on `spec` with Quarry's library (as `. D/env` sets it up);

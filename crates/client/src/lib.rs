@@ -978,6 +978,21 @@ impl Rados for ClusterClient {
         self.monc.global_id()
     }
 
+    /// The local address of a connection to an OSD (what the OSDs see).
+    fn client_addr(&self) -> Option<String> {
+        let ip = lock(&self.conns)
+            .values()
+            .find_map(|(_, _, c)| c.local_ip())?;
+        Some(
+            quarry_map::ClientAddr {
+                ip,
+                port: 0,
+                nonce: self.monc.global_id(),
+            }
+            .to_string(),
+        )
+    }
+
     async fn pool_create(&self, name: &str) -> Result<PoolId> {
         match self
             .command(MonCommand::PoolCreate {

@@ -11,6 +11,7 @@
 
 mod error;
 pub mod notify;
+pub mod objlock;
 mod op;
 
 pub use error::{RadosError, Result};
@@ -154,6 +155,12 @@ pub const NOTIFY_PAYLOAD_MAX: usize = 1 << 20;
 pub trait Rados: Send + Sync + 'static {
     /// A unique id of this client instance (Ceph's global id).
     fn instance_id(&self) -> u64;
+
+    /// This client's address as daemons print it (`ip:0/<instance id>`),
+    /// if known (lock holders record it, see [`objlock`]).
+    fn client_addr(&self) -> Option<String> {
+        None
+    }
 
     /// Create a pool. `EEXIST` if the name is taken, `EINVAL` for a bad name.
     async fn pool_create(&self, name: &str) -> Result<PoolId>;

@@ -63,6 +63,7 @@
 //! async locks; steady-state writes to an object already marked `EXISTS`
 //! cost exactly one object-layer op.
 
+mod advisory;
 mod diff;
 mod error;
 mod header;
@@ -75,6 +76,7 @@ mod proxy;
 mod rbd;
 mod trash;
 
+pub use advisory::{ImageLocker, ImageLocks};
 pub use error::{RbdError, Result};
 pub use image::{Image, ImageCloser};
 pub use layout::{

@@ -43,6 +43,7 @@ use quarry_rados::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::advisory::ADVISORY_LOCK;
 use crate::error::{RadosContext, RbdError, Result};
 use crate::header::{self, Header};
 use crate::image::{Image, Inner};
@@ -200,6 +201,9 @@ fn what(inner: &Inner) -> String {
 /// proves the header unchanged too), and the object's watchers.
 pub(crate) struct LockProbe {
     rec: Option<LockRecord>,
+    /// A holder of the advisory lock (`advisory.rs`), which keeps the
+    /// exclusive lock from being taken.
+    advisory: Option<String>,
     version: u64,
     header: Header,
     watchers: Vec<Watcher>,
@@ -228,8 +232,15 @@ async fn probe(inner: &Inner) -> Result<LockProbe> {
     );
     let (header, attrs) = h?;
     let watchers = w.ctx(|| format!("listing watchers of {what}"))?;
+    let advisory = quarry_rados::objlock::from_xattrs(&attrs, &inner.header_oid, ADVISORY_LOCK)
+        .map_err(|e| RbdError::rados(format!("reading the advisory lock of {what}"), e))?
+        .lockers
+        .into_iter()
+        .next()
+        .map(|l| l.entity);
     Ok(LockProbe {
         rec: record_from_xattrs(&attrs, &what)?,
+        advisory,
         version: header.version,
         header,
         watchers,
@@ -237,7 +248,10 @@ async fn probe(inner: &Inner) -> Result<LockProbe> {
 }
 
 /// The lock record among a header's xattrs.
-fn record_from_xattrs(m: &BTreeMap<String, Bytes>, what: &str) -> Result<Option<LockRecord>> {
+pub(crate) fn record_from_xattrs(
+    m: &BTreeMap<String, Bytes>,
+    what: &str,
+) -> Result<Option<LockRecord>> {
     m.get(LOCK_XATTR)
         .map(|b| {
             serde_json::from_slice(b).map_err(|e| RbdError::Corrupt {
@@ -375,9 +389,9 @@ async fn fence(
     if rec.client == rados.instance_id() {
         return Ok(());
     }
+    let owner = format!("client.{}", rec.client);
     if !policy.blocklist {
-        tracing::warn!(%what, owner = rec.client, "breaking the lock without blocklisting its owner (rbd_blocklist_on_break_lock = false)");
-        return Ok(());
+        return fence_addr(rados, what, &owner, "", policy).await;
     }
     let watch_addr = rados
         .list_watchers(header)
@@ -387,25 +401,39 @@ async fn fence(
         .find(|w| w.client == rec.client && w.cookie == rec.cookie)
         .map(|w| w.addr);
     let addr = watch_addr.unwrap_or_else(|| rec.addr.clone());
+    fence_addr(rados, what, &owner, &addr, policy).await
+}
+
+/// Blocklist `owner` (a lock holder, `client.<id>`) at `addr` before its
+/// lock on `what` is broken, as `policy` says; an unknown (empty) address
+/// is only logged.
+pub(crate) async fn fence_addr(
+    rados: &dyn Rados,
+    what: &str,
+    owner: &str,
+    addr: &str,
+    policy: FencePolicy,
+) -> Result<()> {
+    if !policy.blocklist {
+        tracing::warn!(%what, %owner, "breaking the lock without blocklisting its owner (rbd_blocklist_on_break_lock = false)");
+        return Ok(());
+    }
     if addr.is_empty() {
-        tracing::warn!(%what, owner = rec.client, "lock owner's address unknown: not blocklisted");
+        tracing::warn!(%what, %owner, "lock owner's address unknown: not blocklisted");
         return Ok(());
     }
     match rados
-        .blocklist_add(&addr, policy.expire.unwrap_or(BLOCKLIST_EXPIRE))
+        .blocklist_add(addr, policy.expire.unwrap_or(BLOCKLIST_EXPIRE))
         .await
     {
         Ok(()) => {
-            tracing::info!(%what, owner = rec.client, %addr, "blocklisted the lock owner");
+            tracing::info!(%what, %owner, %addr, "blocklisted the lock owner");
             Ok(())
         }
         // Embedded backend: one process, nobody else to fence.
         Err(e) if e.errno == Errno::EOPNOTSUPP => Ok(()),
         Err(e) => Err(RbdError::rados(
-            format!(
-                "blocklisting client.{} ({addr}), owner of the lock of {what}",
-                rec.client
-            ),
+            format!("blocklisting {owner} ({addr}), owner of the lock of {what}"),
             e,
         )),
     }
@@ -504,8 +532,19 @@ impl Inner {
                 rec,
                 version,
                 header,
+                advisory,
                 ..
             } = p;
+            if let (true, Some(holder)) = (take, advisory) {
+                // As in Ceph, where both are one lock: writes fail while
+                // someone holds the image with `rbd lock add`.
+                return Err(RbdError::busy(
+                    what(self),
+                    format!(
+                        "it is locked by {holder} (rbd lock ls shows it; rbd lock rm breaks it)"
+                    ),
+                ));
+            }
             if take {
                 if let Some(old) = rec.as_ref().filter(|r| !self.is_me(r)) {
                     tracing::info!(

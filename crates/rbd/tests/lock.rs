@@ -615,3 +615,212 @@ async fn a_resent_proxied_request_runs_once() {
         .expect("the owner answered");
     assert_eq!(&ack.payload[..], br#"{"result":"unknown"}"#);
 }
+
+/// Advisory locks (`rbd lock add`, `rbd_lock_exclusive|shared`) follow
+/// `cls_lock`'s rules and keep the exclusive-lock feature's lock out (and
+/// are kept out by it), as in Ceph where both are one lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_locks_follow_cls_lock_rules() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    let rbd_b = Rbd::new(e.emb.client());
+    let b = open_rw(&rbd_b, &e.io, "img").await;
+    let ea = format!("client.{}", e.rados.instance_id());
+    let eb = format!("client.{}", rbd_b.rados().instance_id());
+
+    a.lock_exclusive("x").await.unwrap();
+    let l = a.list_lockers().await.unwrap();
+    assert!(l.exclusive);
+    assert_eq!(l.tag, "");
+    assert_eq!(
+        l.lockers,
+        vec![ImageLocker {
+            client: ea.clone(),
+            cookie: "x".into(),
+            addr: format!("127.0.0.1:0/{}", e.rados.instance_id()),
+        }]
+    );
+    assert_eq!(errno(a.lock_exclusive("x").await), Errno::EEXIST);
+    assert_eq!(errno(a.lock_shared("y", "t").await), Errno::EBUSY);
+    assert_eq!(errno(b.lock_exclusive("y").await), Errno::EBUSY);
+    // Only the holder unlocks; anyone breaks.
+    assert_eq!(errno(b.unlock("x").await), Errno::ENOENT);
+    assert_eq!(errno(b.break_lock(&ea, "nope").await), Errno::ENOENT);
+    // While it is held nobody can take the exclusive lock: writes fail.
+    assert_eq!(
+        errno(bounded("write", b.write(0, pattern(4096, 1))).await),
+        Errno::EBUSY
+    );
+    b.break_lock(&ea, "x").await.unwrap();
+    assert!(b.list_lockers().await.unwrap().lockers.is_empty());
+    bounded("write", b.write(0, pattern(4096, 1)))
+        .await
+        .unwrap();
+
+    // The exclusive lock's owner is listed as librbd does and keeps
+    // advisory lockers out; breaking it by its listed id works.
+    let l = a.list_lockers().await.unwrap();
+    assert!(l.exclusive);
+    assert_eq!(l.tag, "internal");
+    assert_eq!(l.lockers.len(), 1);
+    assert_eq!(l.lockers[0].client, eb);
+    assert!(l.lockers[0].cookie.starts_with("auto "), "{l:?}");
+    assert_eq!(errno(a.lock_exclusive("z").await), Errno::EBUSY);
+    assert_eq!(errno(a.lock_shared("z", "t").await), Errno::EBUSY);
+    assert_eq!(errno(a.break_lock(&eb, "auto 999999").await), Errno::ENOENT);
+    a.break_lock(&eb, &l.lockers[0].cookie).await.unwrap();
+    assert!(a.list_lockers().await.unwrap().lockers.is_empty());
+
+    // Shared: one tag for all holders, no exclusive holder beside them.
+    a.lock_shared("s1", "t").await.unwrap();
+    b.lock_shared("s2", "t").await.unwrap();
+    assert_eq!(errno(b.lock_shared("s3", "u").await), Errno::EBUSY);
+    assert_eq!(errno(b.lock_exclusive("e").await), Errno::EBUSY);
+    let l = b.list_lockers().await.unwrap();
+    assert!(!l.exclusive);
+    assert_eq!(l.tag, "t");
+    let mut holders: Vec<_> = l
+        .lockers
+        .iter()
+        .map(|h| (h.client.clone(), h.cookie.clone()))
+        .collect();
+    holders.sort();
+    let mut want = vec![
+        (ea.clone(), "s1".to_string()),
+        (eb.clone(), "s2".to_string()),
+    ];
+    want.sort();
+    assert_eq!(holders, want);
+    a.unlock("s1").await.unwrap();
+    b.unlock("s2").await.unwrap();
+    assert_eq!(errno(a.unlock("s1").await), Errno::ENOENT);
+    assert!(a.list_lockers().await.unwrap().lockers.is_empty());
+    bounded("write", a.write(0, pattern(4096, 2)))
+        .await
+        .unwrap();
+}
+
+/// Without the exclusive-lock feature an advisory lock is only advisory:
+/// other clients still write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_lock_without_exclusive_lock_feature_does_not_block_writes() {
+    let e = env().await;
+    let opts = CreateOptions {
+        features: Some(FEATURE_LAYERING),
+        ..CreateOptions::default()
+    };
+    e.rbd.create(&e.io, "img", 8 * MIB, &opts).await.unwrap();
+    let a = open_rw(&e.rbd, &e.io, "img").await;
+    let rbd_b = Rbd::new(e.emb.client());
+    let b = open_rw(&rbd_b, &e.io, "img").await;
+    a.lock_exclusive("mine").await.unwrap();
+    bounded("write", b.write(0, pattern(4096, 3)))
+        .await
+        .unwrap();
+    assert_eq!(a.read(0, 4096).await.unwrap(), pattern(4096, 3));
+    assert_eq!(a.list_lockers().await.unwrap().lockers.len(), 1);
+}
+
+/// Object locks (`rados_lock_*`): created objects, renewal flags,
+/// expiry, bad names and corrupt records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_locks() {
+    use quarry_rados::objlock::{self, LockRequest, FLAG_MAY_RENEW, FLAG_MUST_RENEW};
+    let e = env().await;
+    let c2 = e.emb.client();
+    let oid = ObjectId::new(e.io.pool_id, "lockme");
+    let req = |cookie, flags, duration| LockRequest {
+        exclusive: true,
+        cookie,
+        tag: "",
+        description: "held for a test",
+        duration,
+        flags,
+        create: true,
+    };
+    let no_guard = |_: &std::collections::BTreeMap<String, Bytes>| Ok(());
+    // The object is created by the lock, as cls_lock does.
+    objlock::lock(e.rados.as_ref(), &oid, "l", &req("c", 0, None), no_guard)
+        .await
+        .unwrap();
+    e.rados
+        .operate(OpRequest::new(oid.clone()).op(Op::Stat))
+        .await
+        .unwrap();
+    let info = objlock::info(e.rados.as_ref(), &oid, "l").await.unwrap();
+    assert_eq!(info.lockers[0].description, "held for a test");
+    // Another lock name on the same object is independent.
+    objlock::lock(c2.as_ref(), &oid, "other", &req("c", 0, None), no_guard)
+        .await
+        .unwrap();
+    let r = objlock::lock(c2.as_ref(), &oid, "l", &req("c", 0, None), no_guard).await;
+    assert_eq!(r.unwrap_err().errno, Errno::EBUSY);
+    let r = objlock::lock(e.rados.as_ref(), &oid, "l", &req("c", 0, None), no_guard).await;
+    assert_eq!(r.unwrap_err().errno, Errno::EEXIST);
+    objlock::lock(
+        e.rados.as_ref(),
+        &oid,
+        "l",
+        &req("c", FLAG_MAY_RENEW, None),
+        no_guard,
+    )
+    .await
+    .unwrap();
+    let r = objlock::lock(
+        c2.as_ref(),
+        &oid,
+        "l",
+        &req("d", FLAG_MUST_RENEW, None),
+        no_guard,
+    )
+    .await;
+    assert_eq!(r.unwrap_err().errno, Errno::ENOENT);
+    // Renewed with a duration: it expires.
+    objlock::lock(
+        e.rados.as_ref(),
+        &oid,
+        "l",
+        &req("c", FLAG_MUST_RENEW, Some(Duration::from_millis(300))),
+        no_guard,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(objlock::info(c2.as_ref(), &oid, "l")
+        .await
+        .unwrap()
+        .lockers
+        .is_empty());
+    objlock::lock(c2.as_ref(), &oid, "l", &req("d", 0, None), no_guard)
+        .await
+        .unwrap();
+    // Unlock is the holder's own; an absent object holds no lock.
+    let me = objlock::entity_of(e.rados.as_ref());
+    let r = objlock::remove(e.rados.as_ref(), &oid, "l", &me, "d").await;
+    assert_eq!(r.unwrap_err().errno, Errno::ENOENT);
+    let absent = ObjectId::new(e.io.pool_id, "absent");
+    let r = objlock::remove(e.rados.as_ref(), &absent, "l", &me, "d").await;
+    assert_eq!(r.unwrap_err().errno, Errno::ENOENT);
+    let mut no_create = req("c", 0, None);
+    no_create.create = false;
+    let r = objlock::lock(e.rados.as_ref(), &absent, "l", &no_create, no_guard).await;
+    assert_eq!(r.unwrap_err().errno, Errno::ENOENT);
+    // Bad input: empty name; a record that does not decode is EIO, named.
+    let r = objlock::lock(e.rados.as_ref(), &oid, "", &req("c", 0, None), no_guard).await;
+    assert_eq!(r.unwrap_err().errno, Errno::EINVAL);
+    e.rados
+        .operate(
+            OpRequest::new(oid.clone()).op(Op::SetXattr("lock.bad".into(), Bytes::from("{no"))),
+        )
+        .await
+        .unwrap();
+    let err = objlock::info(e.rados.as_ref(), &oid, "bad")
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno, Errno::EIO);
+    assert!(err.context.contains("lockme"), "{err}");
+}

@@ -518,6 +518,9 @@ macro_rules! rados_impl {
                 let _ = &$s;
                 $id
             }
+            fn client_addr(&self) -> Option<String> {
+                Some(format!("127.0.0.1:0/{}", self.instance_id()))
+            }
             async fn pool_create(&self, name: &str) -> Result<PoolId> {
                 let $s = self;
                 $emb.do_pool_create(name).await

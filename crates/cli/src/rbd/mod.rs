@@ -957,18 +957,29 @@ enum SnapCmd {
 
 #[derive(Subcommand, Debug)]
 enum LockCmd {
-    /// Show the holder of the exclusive lock.
+    /// Show locks held on an image.
     #[command(visible_alias = "ls")]
     List {
         /// Image spec.
         image: String,
     },
-    /// Break the lock held by LOCKER (as `rbd lock ls` shows it).
+    /// Take a lock on an image (advisory).
+    Add {
+        /// Image spec.
+        image: String,
+        /// Unique lock id.
+        lock_id: String,
+        /// Shared lock tag (an exclusive lock without it).
+        #[arg(long, value_name = "TAG")]
+        shared: Option<String>,
+    },
+    /// Release a lock on an image: the one LOCKER holds under LOCK_ID (as
+    /// `rbd lock ls` shows them).
     #[command(visible_alias = "rm")]
     Remove {
         /// Image spec.
         image: String,
-        /// Lock id (`auto <n>`).
+        /// Lock id (`auto <n>` for the exclusive-lock feature's lock).
         lock_id: String,
         /// Locker (`client.<id>`).
         locker: String,
@@ -1156,6 +1167,11 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
         },
         Lock { cmd } => match cmd {
             LockCmd::List { image } => lock::ls(ctx, &image).await,
+            LockCmd::Add {
+                image,
+                lock_id,
+                shared,
+            } => lock::add(ctx, &image, &lock_id, shared.as_deref()).await,
             LockCmd::Remove {
                 image,
                 lock_id,
