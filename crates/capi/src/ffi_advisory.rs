@@ -22,8 +22,7 @@ use quarry_rados::ObjectId;
 
 use crate::engine::{CError, CResult};
 use crate::ffi_rados::{ioctx, IoCtxT};
-use crate::ffi_rbd::ImageT;
-use crate::image::Image;
+use crate::ffi_rbd::{img_of, ImageT};
 use crate::rt;
 use crate::util::{copy_out, int, nonnull, opt_str, req_str, ssize};
 
@@ -32,16 +31,6 @@ use crate::util::{copy_out, int, nonnull, opt_str, req_str, ssize};
 pub struct Timeval {
     tv_sec: libc::time_t,
     tv_usec: libc::suseconds_t,
-}
-
-/// Borrow the image behind a handle.
-///
-/// # Safety
-/// `p` must be NULL or a live handle from `rbd_open*`.
-unsafe fn img_of<'a>(p: ImageT) -> CResult<&'a std::sync::Arc<Image>> {
-    nonnull(p)?;
-    // SAFETY: p is a live Box<Arc<Image>> per the caller's contract.
-    Ok(unsafe { &*(p as *const std::sync::Arc<Image>) })
 }
 
 /// A lock's duration: NULL or zero is "until unlocked".

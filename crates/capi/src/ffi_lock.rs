@@ -8,7 +8,7 @@ use std::sync::Arc;
 use quarry_common::Errno;
 
 use crate::engine::{CError, CResult};
-use crate::ffi_rbd::ImageT;
+use crate::ffi_rbd::{img_of, ImageT};
 use crate::image::Image;
 use crate::rt;
 use crate::util::{c_free, c_strdup, guard, int, nonnull, req_str};
@@ -17,16 +17,6 @@ use crate::util::{c_free, c_strdup, guard, int, nonnull, req_str};
 pub const RBD_LOCK_MODE_EXCLUSIVE: c_int = 0;
 /// `RBD_LOCK_MODE_SHARED` (not supported by librbd's managed lock either).
 pub const RBD_LOCK_MODE_SHARED: c_int = 1;
-
-/// Borrow the image behind a handle.
-///
-/// # Safety
-/// `p` must be NULL or a live handle from `rbd_open*`.
-unsafe fn img_of<'a>(p: ImageT) -> CResult<&'a Arc<Image>> {
-    nonnull(p)?;
-    // SAFETY: p is a live Box<Arc<Image>> per the caller's contract.
-    Ok(unsafe { &*(p as *const Arc<Image>) })
-}
 
 /// Before the exclusive lock goes to another client, wait for every write
 /// this handle accepted (some are acknowledged early: write-around).
