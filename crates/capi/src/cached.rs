@@ -163,6 +163,14 @@ impl ImageBackend for CachedBackend {
         self.inner.refresh().await?;
         r
     }
+    async fn set_snap(&self, snap: Option<quarry_rbd::SnapSpec>) -> CResult<()> {
+        // Dirty data goes to the head first; what is cached belongs to the
+        // old view, so it is dropped again once the new one is in place
+        // (reads may have filled it meanwhile).
+        self.cache.invalidate().await?;
+        self.inner.set_snap(snap).await?;
+        self.cache.invalidate().await
+    }
     async fn close(&self) -> CResult<()> {
         let r = self.cache.close().await;
         if std::env::var_os("QUARRY_LOG_CACHE").is_some() {

@@ -290,6 +290,9 @@ pub trait ImageBackend: Send + Sync {
     async fn metadata_list(&self) -> CResult<Vec<(String, String)>>;
     /// Re-read the header and object map (`rbd_invalidate_cache`).
     async fn refresh(&self) -> CResult<()>;
+    /// `rbd_snap_set`/`rbd_snap_set_by_id`: read a snapshot from now on
+    /// (`None`: the head again).
+    async fn set_snap(&self, snap: Option<quarry_rbd::SnapSpec>) -> CResult<()>;
     /// Release watches/locks; the handle is not used afterwards.
     async fn close(&self) -> CResult<()>;
     /// `rbd_lock_acquire(EXCLUSIVE)`: take the exclusive lock and keep it.

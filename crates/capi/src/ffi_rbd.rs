@@ -1757,6 +1757,60 @@ pub unsafe extern "C" fn rbd_snap_rollback(image: ImageT, snap: *const c_char) -
     })
 }
 
+/// Switch the handle to the snapshot named `snap` (NULL: back to the head),
+/// as librbd: reads then see the snapshot and its size, writes are refused
+/// with `-EROFS` until the head is set again; `-ENOENT` for an unknown
+/// snapshot (the handle stays where it was). In-flight writes finish first.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_snap_set(image: ImageT, snap: *const c_char) -> c_int {
+    int(|| {
+        // SAFETY: handle and C string (or NULL) from the caller.
+        let img = unsafe { img_of(image) }?;
+        // SAFETY: as above.
+        let spec = unsafe { opt_str(snap) }?.map(|s| quarry_rbd::SnapSpec::Name(s.to_string()));
+        set_snap(img, spec)
+    })
+}
+
+/// [`rbd_snap_set`] by snapshot id (`CEPH_NOSNAP`: back to the head).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_snap_set_by_id(image: ImageT, snap_id: u64) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        let spec = (snap_id != quarry_rados::NOSNAP).then_some(quarry_rbd::SnapSpec::Id(snap_id));
+        set_snap(img, spec)
+    })
+}
+
+fn set_snap(img: &Arc<Image>, spec: Option<quarry_rbd::SnapSpec>) -> CResult<i32> {
+    use std::sync::atomic::Ordering;
+    let to_snap = spec.is_some();
+    // Refuse writes before the view changes (a write cached for write-back
+    // after it would fail at the snapshot once acknowledged); allow them
+    // again only once the head is back.
+    let was = if to_snap {
+        img.at_snap.swap(true, Ordering::AcqRel)
+    } else {
+        img.at_snap.load(Ordering::Acquire)
+    };
+    let i2 = img.clone();
+    let r = rt::block_on(async move {
+        let barrier = i2.writes.barrier();
+        i2.writes.wait_before(barrier).await;
+        i2.backend.set_snap(spec).await
+    });
+    match r {
+        Ok(()) => img.at_snap.store(to_snap, Ordering::Release),
+        Err(e) => {
+            img.at_snap.store(was, Ordering::Release);
+            return Err(e);
+        }
+    }
+    info_of(img)?;
+    Ok(0)
+}
+
 /// Rename a snapshot.
 #[no_mangle]
 pub unsafe extern "C" fn rbd_snap_rename(

@@ -227,6 +227,9 @@ pub struct Image {
     pub name: String,
     /// Snapshot name as opened.
     pub snap: Option<String>,
+    /// Switched to a snapshot by `rbd_snap_set` (writes refused until it
+    /// is switched back to the head).
+    pub at_snap: AtomicBool,
     /// Write-around: bytes that may be acknowledged before they are
     /// durable (`rbd_cache_max_dirty`); `None` = acknowledge when durable.
     pub dirty_budget: Option<Arc<Semaphore>>,
@@ -294,6 +297,7 @@ impl Image {
             cache,
             name: name.to_string(),
             snap: snap.map(str::to_string),
+            at_snap: AtomicBool::new(false),
             dirty_budget,
             flushed: AtomicBool::new(false),
             deferred_error: Mutex::new(None),
@@ -356,10 +360,15 @@ impl Image {
         }
     }
 
-    /// `EROFS` for read-only handles.
+    /// `EROFS` for read-only handles and handles reading a snapshot.
     pub fn check_writable(&self) -> CResult<()> {
         if self.read_only {
             Err(CError::new(Errno::EROFS, "image is read-only"))
+        } else if self.at_snap.load(Ordering::Acquire) {
+            Err(CError::new(
+                Errno::EROFS,
+                "image handle reads a snapshot (rbd_snap_set): writes go to the head",
+            ))
         } else {
             Ok(())
         }

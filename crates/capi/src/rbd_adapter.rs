@@ -432,6 +432,10 @@ impl ImageBackend for Backend {
         Ok(self.img.invalidate_cache().await?)
     }
 
+    async fn set_snap(&self, snap: Option<quarry_rbd::SnapSpec>) -> CResult<()> {
+        Ok(self.img.set_snap(snap).await?)
+    }
+
     async fn close(&self) -> CResult<()> {
         Ok(self.img.close().await?)
     }

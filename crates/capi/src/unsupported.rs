@@ -30,7 +30,6 @@ macro_rules! unsupported_void {
 }
 
 unsupported_int!(
-    rbd_snap_set,
     rados_aio_append,
     rados_aio_cmpext,
     rados_aio_exec,
@@ -134,7 +133,6 @@ unsupported_int!(
     rbd_snap_get_trash_namespace,
     rbd_snap_group_namespace_cleanup,
     rbd_snap_mirror_namespace_cleanup,
-    rbd_snap_set_by_id,
     rbd_snap_set_limit,
     rbd_sparsify,
 );

@@ -35,6 +35,7 @@ fn qemu_fio_and_auth_on_a_cluster() {
     run_python(&c, "self_managed_snaps.py", &["py"], "snapshots OK");
     run_python(&c, "omap.py", &["py"], "omap OK");
     run_python(&c, "advisory_locks.py", &["py"], "locks OK");
+    run_python(&c, "snap_set.py", &["py"], "snap set OK");
 }
 
 /// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`
