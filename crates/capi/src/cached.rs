@@ -171,6 +171,9 @@ impl ImageBackend for CachedBackend {
         self.inner.set_snap(snap).await?;
         self.cache.invalidate().await
     }
+    fn set_timestamp_intervals(&self, t: quarry_rbd::TimestampIntervals) {
+        self.inner.set_timestamp_intervals(t);
+    }
     async fn close(&self) -> CResult<()> {
         let r = self.cache.close().await;
         if std::env::var_os("QUARRY_LOG_CACHE").is_some() {

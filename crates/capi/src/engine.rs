@@ -86,6 +86,10 @@ pub struct ImageInfo {
     pub name: String,
     /// When the image was created, nanoseconds since the epoch.
     pub create_timestamp_ns: u64,
+    /// Last recorded read, ns since the Unix epoch.
+    pub access_timestamp_ns: u64,
+    /// Last recorded write, ns since the Unix epoch.
+    pub modify_timestamp_ns: u64,
 }
 
 /// One snapshot.
@@ -293,6 +297,8 @@ pub trait ImageBackend: Send + Sync {
     /// `rbd_snap_set`/`rbd_snap_set_by_id`: read a snapshot from now on
     /// (`None`: the head again).
     async fn set_snap(&self, snap: Option<quarry_rbd::SnapSpec>) -> CResult<()>;
+    /// How often reads and writes are recorded in the image timestamps.
+    fn set_timestamp_intervals(&self, t: quarry_rbd::TimestampIntervals);
     /// Release watches/locks; the handle is not used afterwards.
     async fn close(&self) -> CResult<()>;
     /// `rbd_lock_acquire(EXCLUSIVE)`: take the exclusive lock and keep it.

@@ -130,12 +130,44 @@ pub unsafe extern "C" fn rbd_get_create_timestamp(
     image: ImageT,
     timestamp: *mut libc::timespec,
 ) -> c_int {
+    // SAFETY: the caller's handle and out pointer.
+    unsafe { timestamp_of(image, timestamp, |i| i.create_timestamp_ns) }
+}
+
+/// When the image was last read, as recorded (librbd records it at most
+/// once a minute per client; an image never read since creation: its
+/// creation time).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_get_access_timestamp(
+    image: ImageT,
+    timestamp: *mut libc::timespec,
+) -> c_int {
+    // SAFETY: the caller's handle and out pointer.
+    unsafe { timestamp_of(image, timestamp, |i| i.access_timestamp_ns) }
+}
+
+/// When the image was last written, as recorded (as the access time).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_get_modify_timestamp(
+    image: ImageT,
+    timestamp: *mut libc::timespec,
+) -> c_int {
+    // SAFETY: the caller's handle and out pointer.
+    unsafe { timestamp_of(image, timestamp, |i| i.modify_timestamp_ns) }
+}
+
+/// One of the image's timestamps into a `struct timespec`.
+unsafe fn timestamp_of(
+    image: ImageT,
+    timestamp: *mut libc::timespec,
+    which: fn(&crate::engine::ImageInfo) -> u64,
+) -> c_int {
     int(|| {
         // SAFETY: handle from the caller.
         let img = unsafe { img_of(image) }?;
         nonnull(timestamp)?;
         let b = img.backend.clone();
-        let ns = rt::block_on(async move { b.info().await })?.create_timestamp_ns;
+        let ns = which(&rt::block_on(async move { b.info().await })?);
         // SAFETY: non-null, from the caller.
         unsafe {
             (*timestamp).tv_sec = (ns / 1_000_000_000) as libc::time_t;

@@ -324,6 +324,10 @@ fn open_any(
     })?;
     let mut conf = lock(&io.cluster.conf).clone();
     apply_overrides(&mut conf, &pool_cfg, &image_cfg);
+    backend.set_timestamp_intervals(quarry_rbd::TimestampIntervals::from_options(
+        conf.get_u64("rbd_atime_update_interval"),
+        conf.get_u64("rbd_mtime_update_interval"),
+    ));
     let img = Arc::new(Image::new(
         backend,
         ro,

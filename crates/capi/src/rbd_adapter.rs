@@ -246,6 +246,8 @@ impl ImageBackend for Backend {
             id: s.id,
             name: s.name,
             create_timestamp_ns: s.create_timestamp_ns,
+            access_timestamp_ns: s.access_timestamp_ns,
+            modify_timestamp_ns: s.modify_timestamp_ns,
         })
     }
 
@@ -434,6 +436,10 @@ impl ImageBackend for Backend {
 
     async fn set_snap(&self, snap: Option<quarry_rbd::SnapSpec>) -> CResult<()> {
         Ok(self.img.set_snap(snap).await?)
+    }
+
+    fn set_timestamp_intervals(&self, t: quarry_rbd::TimestampIntervals) {
+        self.img.set_timestamp_intervals(t);
     }
 
     async fn close(&self) -> CResult<()> {

@@ -2,6 +2,10 @@
 //!
 //! Layout (omap key → value):
 //! * `size`, `features`, `flags`, `snap_seq`, `create_timestamp`: u64 little endian
+//! * `access_timestamp`, `modify_timestamp`: u64 little endian ns, as
+//!   `create_timestamp` (set with it; then moved forward by I/O at most
+//!   once a minute per handle, see `Inner::touch`; absent in headers
+//!   made before session 23, which read as the creation time)
 //! * `order`: one byte
 //! * `object_prefix`: UTF-8 `rbd_data.<id>`
 //! * `parent`: JSON [`ParentSpec`] (absent for non-clones and after flatten)
@@ -32,6 +36,8 @@ pub(crate) const KEY_FLAGS: &str = "flags";
 pub(crate) const KEY_PREFIX: &str = "object_prefix";
 pub(crate) const KEY_SNAP_SEQ: &str = "snap_seq";
 pub(crate) const KEY_CREATE_TS: &str = "create_timestamp";
+pub(crate) const KEY_ACCESS_TS: &str = "access_timestamp";
+pub(crate) const KEY_MODIFY_TS: &str = "modify_timestamp";
 pub(crate) const KEY_PARENT: &str = "parent";
 pub(crate) const SNAP_PREFIX: &str = "snapshot_";
 pub(crate) const METADATA_PREFIX: &str = "metadata_";
@@ -105,6 +111,10 @@ pub(crate) struct Header {
     pub object_prefix: String,
     pub snap_seq: SnapId,
     pub create_ts_ns: u64,
+    /// Last read (as recorded, see [`KEY_ACCESS_TS`]).
+    pub access_ts_ns: u64,
+    /// Last write (as recorded, see [`KEY_MODIFY_TS`]).
+    pub modify_ts_ns: u64,
     pub parent: Option<ParentSpec>,
     pub snaps: BTreeMap<SnapId, SnapRecord>,
 }
@@ -147,6 +157,8 @@ impl Header {
         m.insert(KEY_PREFIX.into(), Bytes::from(self.object_prefix.clone()));
         m.insert(KEY_SNAP_SEQ.into(), u64_val(self.snap_seq));
         m.insert(KEY_CREATE_TS.into(), u64_val(self.create_ts_ns));
+        m.insert(KEY_ACCESS_TS.into(), u64_val(self.access_ts_ns));
+        m.insert(KEY_MODIFY_TS.into(), u64_val(self.modify_ts_ns));
         if let Some(p) = &self.parent {
             m.insert(KEY_PARENT.into(), json_val(p));
         }
@@ -186,6 +198,8 @@ impl Header {
             }
             snaps.insert(s.id, s);
         }
+        let opt_u64 = |k: &str| map.get(k).map(|_| get_u64(map, k, oid)).transpose();
+        let create_ts_ns = opt_u64(KEY_CREATE_TS)?.unwrap_or(0);
         let h = Header {
             version,
             size: get_u64(map, KEY_SIZE, oid)?,
@@ -198,11 +212,9 @@ impl Header {
                 .unwrap_or(0),
             object_prefix,
             snap_seq: get_u64(map, KEY_SNAP_SEQ, oid)?,
-            create_ts_ns: map
-                .get(KEY_CREATE_TS)
-                .map(|_| get_u64(map, KEY_CREATE_TS, oid))
-                .transpose()?
-                .unwrap_or(0),
+            create_ts_ns,
+            access_ts_ns: opt_u64(KEY_ACCESS_TS)?.unwrap_or(create_ts_ns),
+            modify_ts_ns: opt_u64(KEY_MODIFY_TS)?.unwrap_or(create_ts_ns),
             parent,
             snaps,
         };
@@ -253,6 +265,8 @@ fn all_fixed_keys() -> Vec<String> {
         KEY_PREFIX,
         KEY_SNAP_SEQ,
         KEY_CREATE_TS,
+        KEY_ACCESS_TS,
+        KEY_MODIFY_TS,
         KEY_PARENT,
     ]
     .iter()
@@ -424,6 +438,8 @@ mod tests {
             object_prefix: "rbd_data.abc".into(),
             snap_seq: 4,
             create_ts_ns: 99,
+            access_ts_ns: 100,
+            modify_ts_ns: 101,
             parent: Some(ParentSpec {
                 pool: 1,
                 namespace: "ns".into(),
@@ -447,6 +463,19 @@ mod tests {
                 snaps: vec![4]
             }
         );
+    }
+
+    #[test]
+    fn headers_without_access_or_modify_time_read_the_creation_time() {
+        let mut m = sample().encode();
+        m.remove(KEY_ACCESS_TS);
+        m.remove(KEY_MODIFY_TS);
+        let h = Header::decode(3, &m, "x").unwrap();
+        assert_eq!((h.access_ts_ns, h.modify_ts_ns), (99, 99));
+        // A value of the wrong length is corruption, named.
+        m.insert(KEY_MODIFY_TS.into(), Bytes::from_static(b"abc"));
+        let e = Header::decode(3, &m, "x").unwrap_err().to_string();
+        assert!(e.contains("modify_timestamp"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! serialized by striped async locks (see `io.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -117,6 +117,47 @@ pub(crate) struct Inner {
     pub lock: crate::lock::LockState,
     /// Proxied operations: ids of our own, and those run for others.
     pub proxy: crate::proxy::ProxyState,
+    /// The access and modify timestamps this handle last recorded or read
+    /// (ns since the epoch; see [`Inner::touch`]).
+    atime_ns: AtomicU64,
+    mtime_ns: AtomicU64,
+    /// [`TimestampIntervals`] in ns: access, modify.
+    ts_every_ns: [AtomicU64; 2],
+}
+
+/// Least time between two access (modify) timestamps one handle records:
+/// librbd's `rbd_atime_update_interval` (`rbd_mtime_update_interval`),
+/// 60 s by default; zero records none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampIntervals {
+    /// Between two recorded reads.
+    pub access: std::time::Duration,
+    /// Between two recorded writes.
+    pub modify: std::time::Duration,
+}
+
+impl Default for TimestampIntervals {
+    fn default() -> Self {
+        TimestampIntervals {
+            access: std::time::Duration::from_secs(60),
+            modify: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// A duration in ns, saturated.
+fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl TimestampIntervals {
+    /// From the two options' values in seconds.
+    pub fn from_options(atime_secs: u64, mtime_secs: u64) -> Self {
+        TimestampIntervals {
+            access: std::time::Duration::from_secs(atime_secs),
+            modify: std::time::Duration::from_secs(mtime_secs),
+        }
+    }
 }
 
 impl Inner {
@@ -131,6 +172,74 @@ impl Inner {
 
     pub fn spec(&self) -> String {
         self.io.spec(&self.name)
+    }
+
+    /// Record a read (`modify` false) or a write in the header's access
+    /// or modify timestamp, as librbd does: at most once per interval
+    /// ([`TimestampIntervals`]) per handle, without waiting for it (a
+    /// failure is only logged: the I/O itself succeeded). Read-only
+    /// handles and snapshot views record nothing.
+    pub fn touch(&self, view: &View, modify: bool) {
+        let (slot, every) = if modify {
+            (&self.mtime_ns, &self.ts_every_ns[1])
+        } else {
+            (&self.atime_ns, &self.ts_every_ns[0])
+        };
+        let every = every.load(Ordering::Relaxed);
+        if self.read_only || view.snap != NOSNAP || every == 0 {
+            return;
+        }
+        let now = crate::now_ns();
+        let last = slot.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < every
+            || slot
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key = if modify {
+            header::KEY_MODIFY_TS
+        } else {
+            header::KEY_ACCESS_TS
+        };
+        let vals = std::collections::BTreeMap::from([(
+            key.to_string(),
+            bytes::Bytes::copy_from_slice(&now.to_le_bytes()),
+        )]);
+        let req = OpRequest::new(self.header_oid.clone())
+            .op(Op::AssertExists)
+            .op(Op::OmapSetVals(vals));
+        let rados = self.rados.clone();
+        let what = self.spec();
+        rt.spawn(async move {
+            if let Err(e) = rados.operate(req).await {
+                tracing::debug!(image = %what, %key, error = %e, "recording the timestamp failed");
+            }
+        });
+    }
+
+    /// Change how often this handle records I/O in the timestamps (the
+    /// C library applies the image's own configuration after opening).
+    pub fn set_timestamp_intervals(&self, t: TimestampIntervals) {
+        self.ts_every_ns[0].store(duration_ns(t.access), Ordering::Relaxed);
+        self.ts_every_ns[1].store(duration_ns(t.modify), Ordering::Relaxed);
+    }
+
+    /// The access and modify timestamps as this handle knows them: the
+    /// header's as last read, or what it recorded since, if later.
+    pub fn timestamps(&self, view: &View) -> (u64, u64) {
+        (
+            view.header
+                .access_ts_ns
+                .max(self.atime_ns.load(Ordering::Relaxed)),
+            view.header
+                .modify_ts_ns
+                .max(self.mtime_ns.load(Ordering::Relaxed)),
+        )
     }
 
     pub fn what(&self, view: &View) -> String {
@@ -366,6 +475,7 @@ async fn open_parent(
             watch: false,
             // Read-only: never takes (or breaks) a lock.
             fence: crate::lock::FencePolicy::default(),
+            timestamps: TimestampIntervals::default(),
         },
     )
     .await?;
@@ -439,6 +549,8 @@ pub(crate) struct HandleMode {
     pub watch: bool,
     /// What breaking another owner's lock does to it.
     pub fence: crate::lock::FencePolicy,
+    /// How often I/O is recorded in the header's timestamps.
+    pub timestamps: TimestampIntervals,
 }
 
 /// Open image `id` (boxed: opening a clone opens its parent recursively).
@@ -454,6 +566,7 @@ pub(crate) fn open(
         read_only,
         watch,
         fence,
+        timestamps,
     } = mode;
     async move {
         let header_oid = io.oid(layout::header_oid(&id));
@@ -507,6 +620,7 @@ pub(crate) fn open(
             }
         };
         let cookie = cookie?;
+        let (access_ts_ns, modify_ts_ns) = (view.header.access_ts_ns, view.header.modify_ts_ns);
         let inner = Arc::new(Inner {
             rados,
             io,
@@ -526,6 +640,12 @@ pub(crate) fn open(
                 ..Default::default()
             },
             proxy: Default::default(),
+            atime_ns: AtomicU64::new(access_ts_ns),
+            mtime_ns: AtomicU64::new(modify_ts_ns),
+            ts_every_ns: [
+                AtomicU64::new(duration_ns(timestamps.access)),
+                AtomicU64::new(duration_ns(timestamps.modify)),
+            ],
         });
         let _ = slot.set(Arc::downgrade(&inner));
         Ok(Image {
@@ -679,6 +799,13 @@ impl Image {
         f
     }
 
+    /// How often this handle records reads and writes in the image's
+    /// access and modify timestamps (`rbd_atime_update_interval`,
+    /// `rbd_mtime_update_interval`; zero: never).
+    pub fn set_timestamp_intervals(&self, t: TimestampIntervals) {
+        self.inner.set_timestamp_intervals(t);
+    }
+
     /// `rbd_stat`: geometry and names of the current view (no I/O).
     pub fn stat(&self) -> ImageInfo {
         let v = self.inner.view();
@@ -699,6 +826,8 @@ impl Image {
             flags: self.flags(),
             snapshot_count: v.header.snaps.len() as u64,
             create_timestamp_ns: v.header.create_ts_ns,
+            access_timestamp_ns: self.inner.timestamps(&v).0,
+            modify_timestamp_ns: self.inner.timestamps(&v).1,
         }
     }
 

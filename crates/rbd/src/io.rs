@@ -733,6 +733,7 @@ impl Image {
         if len == 0 {
             return Ok(Bytes::new());
         }
+        inner.touch(&view, false);
         read_range(inner.clone(), view, off, len).await
     }
 
@@ -747,6 +748,7 @@ impl Image {
         if len == 0 {
             return Ok(0);
         }
+        inner.touch(&view, true);
         mutate_range(inner, &view, off, len, Some(data.slice(..len as usize))).await?;
         Ok(len)
     }
@@ -764,6 +766,7 @@ impl Image {
         if len == 0 {
             return Ok(0);
         }
+        inner.touch(&view, true);
         mutate_range(inner, &view, off, len, None).await?;
         Ok(len)
     }
@@ -787,6 +790,7 @@ impl Image {
         if len == 0 {
             return Ok(0);
         }
+        inner.touch(&view, true);
         let exts = map_extents(view.order(), off, len);
         futures::stream::iter(
             exts.into_iter()

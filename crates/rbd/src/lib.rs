@@ -78,7 +78,7 @@ mod trash;
 
 pub use advisory::{ImageLocker, ImageLocks};
 pub use error::{RbdError, Result};
-pub use image::{Image, ImageCloser};
+pub use image::{Image, ImageCloser, TimestampIntervals};
 pub use layout::{
     validate_image_name, validate_namespace_name, validate_snap_name, DEFAULT_ORDER,
     MAX_IMAGE_NAME_LEN, MAX_IMAGE_SIZE, MAX_NAMESPACE_LEN, MAX_OBJECT_MAP_OBJECTS, MAX_ORDER,
@@ -256,6 +256,10 @@ pub struct ImageInfo {
     pub snapshot_count: u64,
     /// Creation time, ns since the Unix epoch.
     pub create_timestamp_ns: u64,
+    /// Last read recorded (at most a minute late per client), ns.
+    pub access_timestamp_ns: u64,
+    /// Last write recorded (at most a minute late per client), ns.
+    pub modify_timestamp_ns: u64,
 }
 
 /// One snapshot of [`Image::snap_list`].

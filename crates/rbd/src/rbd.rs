@@ -41,6 +41,7 @@ const CAS_RETRIES_MAX: u32 = 100;
 pub struct Rbd {
     rados: Arc<dyn Rados>,
     fence: crate::lock::FencePolicy,
+    timestamps: crate::image::TimestampIntervals,
 }
 
 impl std::fmt::Debug for Rbd {
@@ -383,6 +384,7 @@ impl Rbd {
         Rbd {
             rados,
             fence: Default::default(),
+            timestamps: Default::default(),
         }
     }
 
@@ -390,7 +392,18 @@ impl Rbd {
     /// as `fence` says (`rbd_blocklist_on_break_lock`,
     /// `rbd_blocklist_expire_seconds`).
     pub fn with_fence_policy(rados: Arc<dyn Rados>, fence: crate::lock::FencePolicy) -> Self {
-        Rbd { rados, fence }
+        Rbd {
+            rados,
+            fence,
+            timestamps: Default::default(),
+        }
+    }
+
+    /// This engine, its handles recording I/O in the image timestamps as
+    /// `t` says (`rbd_atime_update_interval`, `rbd_mtime_update_interval`).
+    pub fn with_timestamp_intervals(mut self, t: crate::image::TimestampIntervals) -> Self {
+        self.timestamps = t;
+        self
     }
 
     /// The object-layer client.
@@ -551,6 +564,7 @@ impl Rbd {
     ) -> Result<()> {
         let rados = self.rados.as_ref();
         let spec = io.spec(name);
+        let now = crate::now_ns();
         let header = Header {
             version: 0,
             size,
@@ -559,7 +573,9 @@ impl Rbd {
             flags: 0,
             object_prefix: layout::data_prefix(id),
             snap_seq: 0,
-            create_ts_ns: crate::now_ns(),
+            create_ts_ns: now,
+            access_ts_ns: now,
+            modify_ts_ns: now,
             parent: parent.clone(),
             snaps: BTreeMap::new(),
         };
@@ -713,6 +729,7 @@ impl Rbd {
                 read_only: opts.read_only || opts.snap.is_some(),
                 watch: true,
                 fence: self.fence,
+                timestamps: self.timestamps,
             },
         )
         .await
@@ -744,6 +761,7 @@ impl Rbd {
                 read_only: opts.read_only || opts.snap.is_some(),
                 watch: true,
                 fence: self.fence,
+                timestamps: self.timestamps,
             },
         )
         .await

@@ -1038,3 +1038,100 @@ async fn a_one_object_write_waits_for_its_reply_without_waking_itself() {
         assert_eq!(img.read(off, len as u64).await.unwrap(), data);
     }
 }
+
+/// Access and modify timestamps: set at creation, moved forward by reads
+/// and writes at most once per interval per handle (recorded in the
+/// header without waiting), never by read-only handles, snapshot views,
+/// or with an interval of zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_and_modify_timestamps_follow_io() {
+    let e = env().await;
+    let second = std::time::Duration::from_secs(1);
+    let rbd = Rbd::new(e.rados.clone()).with_timestamp_intervals(TimestampIntervals {
+        access: second,
+        modify: second,
+    });
+    rbd.create(&e.io, "ts", MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let rw = OpenOptions {
+        read_only: false,
+        snap: None,
+    };
+    let img = rbd.open(&e.io, "ts", &rw).await.unwrap();
+    let s0 = img.stat();
+    assert_eq!(s0.access_timestamp_ns, s0.create_timestamp_ns);
+    assert_eq!(s0.modify_timestamp_ns, s0.create_timestamp_ns);
+    img.snap_create("before").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // A read-only handle and a snapshot view record nothing.
+    let ro = rbd
+        .open(
+            &e.io,
+            "ts",
+            &OpenOptions {
+                read_only: true,
+                snap: None,
+            },
+        )
+        .await
+        .unwrap();
+    ro.read(0, 512).await.unwrap();
+    let at_snap = rbd
+        .open(
+            &e.io,
+            "ts",
+            &OpenOptions {
+                read_only: true,
+                snap: Some(SnapSpec::Name("before".into())),
+            },
+        )
+        .await
+        .unwrap();
+    at_snap.read(0, 512).await.unwrap();
+    // Nor does a handle with the intervals at zero.
+    let off = Rbd::new(e.rados.clone()).with_timestamp_intervals(TimestampIntervals {
+        access: std::time::Duration::ZERO,
+        modify: std::time::Duration::ZERO,
+    });
+    let quiet = off.open(&e.io, "ts", &rw).await.unwrap();
+    quiet.write(0, pattern(512, 1)).await.unwrap();
+    quiet.read(0, 512).await.unwrap();
+    quiet.close().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let fresh = rbd.open(&e.io, "ts", &rw).await.unwrap().stat();
+    assert_eq!(fresh.access_timestamp_ns, s0.create_timestamp_ns);
+    assert_eq!(fresh.modify_timestamp_ns, s0.create_timestamp_ns);
+
+    // A write moves the modify time, a read the access time: the handle
+    // knows at once, another handle once the header has it.
+    img.write(0, pattern(512, 2)).await.unwrap();
+    let s1 = img.stat();
+    assert!(
+        s1.modify_timestamp_ns >= s0.create_timestamp_ns + 1_000_000_000,
+        "{s1:?}"
+    );
+    assert_eq!(s1.access_timestamp_ns, s0.create_timestamp_ns);
+    img.read(0, 512).await.unwrap();
+    let s2 = img.stat();
+    assert!(s2.access_timestamp_ns >= s1.modify_timestamp_ns, "{s2:?}");
+    // Within the interval nothing more is recorded.
+    img.write(0, pattern(512, 3)).await.unwrap();
+    assert_eq!(img.stat().modify_timestamp_ns, s1.modify_timestamp_ns);
+    let mut seen = None;
+    for _ in 0..50 {
+        let other = rbd.open(&e.io, "ts", &rw).await.unwrap().stat();
+        if other.modify_timestamp_ns == s1.modify_timestamp_ns
+            && other.access_timestamp_ns == s2.access_timestamp_ns
+        {
+            seen = Some(other);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.is_some(),
+        "the header never got the handle's timestamps"
+    );
+}

@@ -88,7 +88,40 @@ def main():
                            rbd.RBD_FEATURE_OBJECT_MAP, True)
             finally:
                 rbd.RBD().remove(io, name)
+    timestamps(pool)
     print("image admin OK")
+
+
+def timestamps(pool):
+    """Access and modify timestamps move with reads and writes (recorded
+    at most once per rbd_atime/mtime_update_interval, here 1 s)."""
+    import time
+    with rados.Rados(conffile="") as cluster:
+        cluster.conf_set("rbd_atime_update_interval", "1")
+        cluster.conf_set("rbd_mtime_update_interval", "1")
+        with cluster.open_ioctx(pool) as io:
+            rbd.RBD().create(io, "ts-img", 1 << 20)
+            try:
+                with rbd.Image(io, "ts-img") as img:
+                    c = img.create_timestamp()
+                    assert img.access_timestamp() == c and img.modify_timestamp() == c
+                    time.sleep(1.2)
+                    img.write(b"x" * 512, 0)
+                    assert img.modify_timestamp() > c, (img.modify_timestamp(), c)
+                    img.read(0, 512)
+                    assert img.access_timestamp() >= img.modify_timestamp()
+                    m, a = img.modify_timestamp(), img.access_timestamp()
+                # Another handle reads them from the header (written
+                # without waiting: give it a moment).
+                for _ in range(50):
+                    with rbd.Image(io, "ts-img", read_only=True) as ro:
+                        if (ro.modify_timestamp(), ro.access_timestamp()) == (m, a):
+                            break
+                    time.sleep(0.1)
+                else:
+                    raise AssertionError("the header never got the timestamps")
+            finally:
+                rbd.RBD().remove(io, "ts-img")
 
 
 if __name__ == "__main__":

@@ -209,6 +209,7 @@ pub async fn info(ctx: &Ctx, image: &str) -> CmdResult {
         None => None,
     };
     let ts = ctime(st.create_timestamp_ns);
+    let (ats, mts) = (ctime(st.access_timestamp_ns), ctime(st.modify_timestamp_ns));
     if ctx.g.json() {
         let mut o = json!({
             "name": spec.image, "id": st.id, "size": st.size, "objects": st.num_objs,
@@ -217,7 +218,7 @@ pub async fn info(ctx: &Ctx, image: &str) -> CmdResult {
             "block_name_prefix": st.block_name_prefix, "format": 2,
             "features": feature_names(st.features), "op_features": [],
             "flags": flag_names(st.flags),
-            "create_timestamp": ts, "access_timestamp": ts, "modify_timestamp": ts,
+            "create_timestamp": ts, "access_timestamp": ats, "modify_timestamp": mts,
         });
         if let Some(p) = protected {
             o["protected"] = json!(if p { "true" } else { "false" });
@@ -249,8 +250,8 @@ pub async fn info(ctx: &Ctx, image: &str) -> CmdResult {
     s += "\top_features: \n";
     s += &format!("\tflags: {}\n", flag_names(st.flags).join(", "));
     s += &format!("\tcreate_timestamp: {ts}\n");
-    s += &format!("\taccess_timestamp: {ts}\n");
-    s += &format!("\tmodify_timestamp: {ts}\n");
+    s += &format!("\taccess_timestamp: {ats}\n");
+    s += &format!("\tmodify_timestamp: {mts}\n");
     if let Some(p) = protected {
         s += &format!("\tprotected: {}\n", if p { "True" } else { "False" });
     }

@@ -1060,7 +1060,16 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
             .unwrap_or(0),
     );
     let ctx = Ctx {
-        rbd: Rbd::with_fence_policy(Arc::clone(&conn.rados), fence),
+        rbd: Rbd::with_fence_policy(Arc::clone(&conn.rados), fence).with_timestamp_intervals(
+            quarry_rbd::TimestampIntervals::from_options(
+                conn.config
+                    .get_u64("rbd_atime_update_interval")
+                    .unwrap_or(60),
+                conn.config
+                    .get_u64("rbd_mtime_update_interval")
+                    .unwrap_or(60),
+            ),
+        ),
         g: a.g,
         conn,
         opened: Default::default(),
