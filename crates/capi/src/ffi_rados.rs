@@ -579,7 +579,7 @@ fn oid(io: &IoCtx, name: &str) -> ObjectId {
 
 /// A request on `name` with the ioctx's read snapshot and write snap
 /// context; `EROFS` for writes while reads go to a snapshot (librados).
-fn request(io: &IoCtx, name: &str, ops: Vec<Op>) -> CResult<OpRequest> {
+pub(crate) fn request(io: &IoCtx, name: &str, ops: Vec<Op>) -> CResult<OpRequest> {
     let mut req = OpRequest::new(oid(io, name));
     req.ops = ops;
     let snap = *lock(&io.read_snap);
@@ -606,7 +606,7 @@ pub(crate) fn run_ops(io: &IoCtx, name: &str, ops: Vec<Op>) -> CResult<Vec<OpOut
 
 /// # Safety
 /// `buf` must be valid for `len` bytes (or len 0).
-unsafe fn bytes_from(buf: *const c_char, len: usize) -> CResult<Bytes> {
+pub(crate) unsafe fn bytes_from(buf: *const c_char, len: usize) -> CResult<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
     }
@@ -654,34 +654,6 @@ pub unsafe extern "C" fn rados_write_full(
         // SAFETY: as above.
         let data = unsafe { bytes_from(buf, len) }?;
         run_ops(io, name, vec![Op::WriteFull(data)])?;
-        Ok(0)
-    })
-}
-
-/// Append to an object.
-#[no_mangle]
-pub unsafe extern "C" fn rados_append(
-    io: IoCtxT,
-    o: *const c_char,
-    buf: *const c_char,
-    len: usize,
-) -> c_int {
-    int(|| {
-        // SAFETY: handle, C string and buffer from the caller.
-        let io = unsafe { ioctx(io) }?;
-        // SAFETY: as above.
-        let name = unsafe { req_str(o) }?;
-        // SAFETY: as above.
-        let data = unsafe { bytes_from(buf, len) }?;
-        let size = match run_ops(io, name, vec![Op::Stat]) {
-            Ok(out) => match out.first() {
-                Some(OpOutput::Stat(s)) => s.size,
-                _ => 0,
-            },
-            Err(e) if e.errno == Errno::ENOENT => 0,
-            Err(e) => return Err(e),
-        };
-        run_ops(io, name, vec![Op::Write { off: size, data }])?;
         Ok(0)
     })
 }
@@ -944,7 +916,7 @@ pub unsafe extern "C" fn rados_aio_flush(io: IoCtxT) -> c_int {
     })
 }
 
-fn submit(
+pub(crate) fn submit(
     io: &IoCtx,
     name: &str,
     c: *mut c_void,

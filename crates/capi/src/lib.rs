@@ -44,6 +44,7 @@ pub mod ffi_cluster_info;
 pub mod ffi_image_admin;
 pub mod ffi_list;
 pub mod ffi_lock;
+pub mod ffi_objops;
 pub mod ffi_omap;
 pub mod ffi_rados;
 pub mod ffi_rbd;

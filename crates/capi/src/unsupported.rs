@@ -30,15 +30,8 @@ macro_rules! unsupported_void {
 }
 
 unsupported_int!(
-    rados_aio_append,
-    rados_aio_cmpext,
     rados_aio_exec,
     rados_aio_read_op_operate,
-    rados_aio_rmxattr,
-    rados_aio_setxattr,
-    rados_aio_stat,
-    rados_aio_writesame,
-    rados_cmpext,
     rados_conf_parse_argv_remainder,
     rados_create_with_context,
     rados_exec,
@@ -64,7 +57,6 @@ unsupported_int!(
     rados_pool_create_with_crush_rule,
     rados_service_register,
     rados_service_update_status,
-    rados_writesame,
     rbd_aio_mirror_image_create_snapshot,
     rbd_aio_mirror_image_get_info,
     rbd_aio_mirror_image_get_mode,

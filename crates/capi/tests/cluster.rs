@@ -36,6 +36,7 @@ fn qemu_fio_and_auth_on_a_cluster() {
     run_python(&c, "omap.py", &["py"], "omap OK");
     run_python(&c, "advisory_locks.py", &["py"], "locks OK");
     run_python(&c, "snap_set.py", &["py"], "snap set OK");
+    run_python(&c, "object_ops.py", &["py"], "object ops OK");
 }
 
 /// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`
