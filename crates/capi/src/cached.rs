@@ -127,6 +127,12 @@ impl ImageBackend for CachedBackend {
         self.cache.sync().await?;
         self.inner.flatten().await
     }
+    fn snap_limit(&self) -> CResult<u64> {
+        self.inner.snap_limit()
+    }
+    async fn set_snap_limit(&self, limit: u64) -> CResult<()> {
+        self.inner.set_snap_limit(limit).await
+    }
     async fn diff(
         &self,
         fromsnap: Option<&str>,

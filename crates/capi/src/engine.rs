@@ -272,6 +272,10 @@ pub trait ImageBackend: Send + Sync {
     async fn children(&self, descendants: bool) -> CResult<Vec<quarry_rbd::ChildInfo>>;
     /// Copy up everything from the parent and detach it.
     async fn flatten(&self) -> CResult<()>;
+    /// The snapshot limit (`u64::MAX`: none).
+    fn snap_limit(&self) -> CResult<u64>;
+    /// Set the snapshot limit (`u64::MAX` removes it).
+    async fn set_snap_limit(&self, limit: u64) -> CResult<()>;
     /// Allocated/changed extents, increasing and non-overlapping, inside
     /// `[off, off+len)`.
     async fn diff(

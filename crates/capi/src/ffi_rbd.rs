@@ -1947,15 +1947,30 @@ pub unsafe extern "C" fn rbd_snap_get_timestamp(
     })
 }
 
-/// No snapshot limit.
+/// The image's snapshot limit (`UINT64_MAX`: none).
 #[no_mangle]
 pub unsafe extern "C" fn rbd_snap_get_limit(image: ImageT, limit: *mut u64) -> c_int {
     int(|| {
         // SAFETY: handle from the caller.
-        unsafe { img_of(image) }?;
+        let img = unsafe { img_of(image) }?;
         nonnull(limit)?;
+        let l = img.backend.snap_limit()?;
         // SAFETY: non-null.
-        unsafe { *limit = u64::MAX };
+        unsafe { *limit = l };
+        Ok(0)
+    })
+}
+
+/// Set the image's snapshot limit (`UINT64_MAX` removes it; `-ERANGE`
+/// below the current count).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_snap_set_limit(image: ImageT, limit: u64) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        img.check_writable()?;
+        let b = img.backend.clone();
+        rt::block_on(async move { b.set_snap_limit(limit).await })?;
         Ok(0)
     })
 }

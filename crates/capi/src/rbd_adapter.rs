@@ -369,6 +369,14 @@ impl ImageBackend for Backend {
         Ok(self.img.flatten(|_, _| ()).await?)
     }
 
+    fn snap_limit(&self) -> CResult<u64> {
+        Ok(self.img.snap_limit())
+    }
+
+    async fn set_snap_limit(&self, limit: u64) -> CResult<()> {
+        Ok(self.img.set_snap_limit(limit).await?)
+    }
+
     async fn diff(
         &self,
         fromsnap: Option<&str>,

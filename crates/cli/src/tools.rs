@@ -86,7 +86,11 @@ pub fn usage_error(tool: &str, e: &clap::Error) -> i32 {
                 K::MissingRequiredArgument | K::MissingSubcommand | K::TooFewValues => {
                     let what = arg
                         .map(|a| {
-                            a.trim_start_matches('-')
+                            // `--limit <LIMIT>`: the option's name only.
+                            a.split(' ')
+                                .next()
+                                .unwrap_or_default()
+                                .trim_start_matches('-')
                                 .to_lowercase()
                                 .replace(['_', '-'], " ")
                         })

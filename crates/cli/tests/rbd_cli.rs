@@ -391,6 +391,28 @@ fn snapshots_clones_metadata_status_du() {
     e.ok(&["rbd", "snap", "purge", "--no-progress", "data/img1"]);
     assert_eq!(e.ok(&["rbd", "snap", "ls", "data/img1"]).stdout, "");
 
+    // Snapshot limits, with Ceph's texts and exit codes.
+    e.ok(&["rbd", "snap", "create", "data/img1@l1"]);
+    e.ok(&["rbd", "snap", "limit", "set", "--limit", "1", "data/img1"]);
+    e.fails(
+        &["rbd", "snap", "create", "data/img1@l2"],
+        122,
+        "rbd: failed to create snapshot: (122) Disk quota exceeded\n",
+    );
+    e.fails(
+        &["rbd", "snap", "limit", "set", "--limit", "0", "data/img1"],
+        34,
+        "rbd: setting snapshot limit failed: (34) Numerical result out of range\n",
+    );
+    e.fails(
+        &["rbd", "snap", "limit", "set", "data/img1"],
+        22,
+        "rbd: limit was not specified\n",
+    );
+    e.ok(&["rbd", "snap", "limit", "clear", "data/img1"]);
+    e.ok(&["rbd", "snap", "create", "data/img1@l2"]);
+    e.ok(&["rbd", "snap", "purge", "--no-progress", "data/img1"]);
+
     // image-meta.
     e.ok(&[
         "rbd",

@@ -62,6 +62,8 @@ pub enum Errno {
     EKEYREJECTED = 129,
     /// Structure needs cleaning (an image half moved to the trash).
     EUCLEAN = 117,
+    /// Disk quota exceeded (an image's snapshot limit reached).
+    EDQUOT = 122,
 }
 
 impl Errno {
@@ -105,6 +107,7 @@ impl Errno {
             125 => ECANCELED,
             129 => EKEYREJECTED,
             117 => EUCLEAN,
+            122 => EDQUOT,
             _ => EIO,
         }
     }
@@ -139,6 +142,7 @@ impl Errno {
             ECANCELED => "Operation canceled",
             EKEYREJECTED => "Key was rejected by service",
             EUCLEAN => "Structure needs cleaning",
+            EDQUOT => "Disk quota exceeded",
         }
     }
 }

@@ -6,6 +6,8 @@
 //!   `create_timestamp` (set with it; then moved forward by I/O at most
 //!   once a minute per handle, see `Inner::touch`; absent in headers
 //!   made before session 23, which read as the creation time)
+//! * `snap_limit`: u64 little endian, the most snapshots the image may
+//!   have (absent: no limit), as librbd's `snap_limit` key
 //! * `order`: one byte
 //! * `object_prefix`: UTF-8 `rbd_data.<id>`
 //! * `parent`: JSON [`ParentSpec`] (absent for non-clones and after flatten)
@@ -39,6 +41,7 @@ pub(crate) const KEY_CREATE_TS: &str = "create_timestamp";
 pub(crate) const KEY_ACCESS_TS: &str = "access_timestamp";
 pub(crate) const KEY_MODIFY_TS: &str = "modify_timestamp";
 pub(crate) const KEY_PARENT: &str = "parent";
+pub(crate) const KEY_SNAP_LIMIT: &str = "snap_limit";
 pub(crate) const SNAP_PREFIX: &str = "snapshot_";
 pub(crate) const METADATA_PREFIX: &str = "metadata_";
 
@@ -115,6 +118,8 @@ pub(crate) struct Header {
     pub access_ts_ns: u64,
     /// Last write (as recorded, see [`KEY_MODIFY_TS`]).
     pub modify_ts_ns: u64,
+    /// The most snapshots allowed (`rbd snap limit set`); `None`: no limit.
+    pub snap_limit: Option<u64>,
     pub parent: Option<ParentSpec>,
     pub snaps: BTreeMap<SnapId, SnapRecord>,
 }
@@ -161,6 +166,9 @@ impl Header {
         m.insert(KEY_MODIFY_TS.into(), u64_val(self.modify_ts_ns));
         if let Some(p) = &self.parent {
             m.insert(KEY_PARENT.into(), json_val(p));
+        }
+        if let Some(l) = self.snap_limit {
+            m.insert(KEY_SNAP_LIMIT.into(), u64_val(l));
         }
         for s in self.snaps.values() {
             m.insert(snap_key(s.id), json_val(s));
@@ -215,6 +223,7 @@ impl Header {
             create_ts_ns,
             access_ts_ns: opt_u64(KEY_ACCESS_TS)?.unwrap_or(create_ts_ns),
             modify_ts_ns: opt_u64(KEY_MODIFY_TS)?.unwrap_or(create_ts_ns),
+            snap_limit: opt_u64(KEY_SNAP_LIMIT)?,
             parent,
             snaps,
         };
@@ -268,6 +277,7 @@ fn all_fixed_keys() -> Vec<String> {
         KEY_ACCESS_TS,
         KEY_MODIFY_TS,
         KEY_PARENT,
+        KEY_SNAP_LIMIT,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -440,6 +450,7 @@ mod tests {
             create_ts_ns: 99,
             access_ts_ns: 100,
             modify_ts_ns: 101,
+            snap_limit: Some(7),
             parent: Some(ParentSpec {
                 pool: 1,
                 namespace: "ns".into(),
@@ -476,6 +487,17 @@ mod tests {
         m.insert(KEY_MODIFY_TS.into(), Bytes::from_static(b"abc"));
         let e = Header::decode(3, &m, "x").unwrap_err().to_string();
         assert!(e.contains("modify_timestamp"), "{e}");
+    }
+
+    #[test]
+    fn snapshot_limit_is_optional_and_checked() {
+        let mut m = sample().encode();
+        assert_eq!(Header::decode(3, &m, "x").unwrap().snap_limit, Some(7));
+        m.remove(KEY_SNAP_LIMIT);
+        assert_eq!(Header::decode(3, &m, "x").unwrap().snap_limit, None);
+        m.insert(KEY_SNAP_LIMIT.into(), Bytes::from_static(b"\x01"));
+        let e = Header::decode(3, &m, "x").unwrap_err().to_string();
+        assert!(e.contains("snap_limit"), "{e}");
     }
 
     #[test]

@@ -785,6 +785,43 @@ impl Image {
         self.inner.view().header.features
     }
 
+    /// The most snapshots the image may have (`u64::MAX`: no limit), as
+    /// this handle last read the header.
+    pub fn snap_limit(&self) -> u64 {
+        self.inner.view().header.snap_limit.unwrap_or(u64::MAX)
+    }
+
+    /// Limit the image's snapshots to `limit` (`u64::MAX` removes the
+    /// limit), as `rbd snap limit set|clear`: `ERANGE` when the image
+    /// already has more, `EROFS` on a read-only handle. A snapshot beyond
+    /// the limit then fails with `EDQUOT`.
+    pub async fn set_snap_limit(&self, limit: u64) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_writable(&inner.view())?;
+        let spec = inner.spec();
+        inner
+            .update(|h| {
+                if limit == u64::MAX {
+                    h.snap_limit = None;
+                    return Ok(());
+                }
+                let n = h.snaps.len() as u64;
+                if n > limit {
+                    return Err(RbdError::rados(
+                        format!("setting the snapshot limit of {spec}"),
+                        quarry_rados::RadosError::new(
+                            Errno::ERANGE,
+                            format!("the image has {n} snapshots, more than {limit}"),
+                        ),
+                    ));
+                }
+                h.snap_limit = Some(limit);
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Flag bits: the stored flags plus `OBJECT_MAP_INVALID`/`FAST_DIFF_INVALID`
     /// when the object map of this view could not be loaded.
     pub fn flags(&self) -> u64 {
@@ -1269,6 +1306,16 @@ impl Image {
             };
             if h.snap_by_name(name).is_some() {
                 return fail(RbdError::exists(what.clone())).await;
+            }
+            if let Some(limit) = h.snap_limit.filter(|&l| h.snaps.len() as u64 >= l) {
+                return fail(RbdError::rados(
+                    what.clone(),
+                    quarry_rados::RadosError::new(
+                        Errno::EDQUOT,
+                        format!("the image's snapshot limit of {limit} is reached"),
+                    ),
+                ))
+                .await;
             }
             // Another client may record a newer snap id first; then ours is
             // stale (objects written under the newer snap context would not

@@ -576,6 +576,7 @@ impl Rbd {
             create_ts_ns: now,
             access_ts_ns: now,
             modify_ts_ns: now,
+            snap_limit: None,
             parent: parent.clone(),
             snaps: BTreeMap::new(),
         };

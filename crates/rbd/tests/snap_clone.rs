@@ -1372,3 +1372,55 @@ async fn snapshot_whose_map_copy_failed_keeps_diffs_complete() {
     // The data of both snapshots' epochs reads back.
     assert_eq!(img.read(4 * MIB, 4096).await.unwrap(), pattern(4096, 2));
 }
+
+/// `rbd snap limit`: a snapshot past the limit fails with EDQUOT and
+/// changes nothing; a limit below the current count is ERANGE; clearing
+/// it (u64::MAX) lifts it; the limit is stored in the header, so another
+/// handle enforces it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_limit_is_enforced_and_stored() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "img", 8 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = open(&e, &e.io, "img").await;
+    assert_eq!(img.snap_limit(), u64::MAX);
+    img.snap_create("a").await.unwrap();
+    img.snap_create("b").await.unwrap();
+    assert_eq!(errno(img.set_snap_limit(1).await), Errno::ERANGE);
+    assert_eq!(img.snap_limit(), u64::MAX);
+    img.set_snap_limit(2).await.unwrap();
+    assert_eq!(img.snap_limit(), 2);
+    assert_eq!(errno(img.snap_create("c").await), Errno::EDQUOT);
+    assert_eq!(img.snap_list().await.unwrap().len(), 2);
+
+    // Another handle reads the limit from the header and is held to it.
+    let other = open(&e, &e.io, "img").await;
+    assert_eq!(other.snap_limit(), 2);
+    assert_eq!(errno(other.snap_create("c").await), Errno::EDQUOT);
+
+    // Room again after a removal; then cleared altogether.
+    img.snap_remove("a").await.unwrap();
+    img.snap_create("c").await.unwrap();
+    assert_eq!(errno(img.snap_create("d").await), Errno::EDQUOT);
+    img.set_snap_limit(u64::MAX).await.unwrap();
+    assert_eq!(img.snap_limit(), u64::MAX);
+    img.snap_create("d").await.unwrap();
+    assert_eq!(img.snap_list().await.unwrap().len(), 3);
+
+    // A read-only handle cannot change it.
+    let ro = e
+        .rbd
+        .open(
+            &e.io,
+            "img",
+            &OpenOptions {
+                read_only: true,
+                snap: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(errno(ro.set_snap_limit(5).await), Errno::EROFS);
+}

@@ -89,7 +89,38 @@ def main():
             finally:
                 rbd.RBD().remove(io, name)
     timestamps(pool)
+    snap_limit(pool)
     print("image admin OK")
+
+
+def snap_limit(pool):
+    """Image.set_snap_limit / get_snap_limit: a snapshot past the limit
+    is EDQUOT, a limit below the count ERANGE, UINT64_MAX removes it."""
+    import errno
+    with rados.Rados(conffile="") as cluster, cluster.open_ioctx(pool) as io:
+        rbd.RBD().create(io, "limit-img", 1 << 20)
+        try:
+            with rbd.Image(io, "limit-img") as img:
+                assert img.get_snap_limit() == (1 << 64) - 1
+                img.create_snap("a")
+                img.set_snap_limit(1)
+                assert img.get_snap_limit() == 1
+                try:
+                    img.create_snap("b")
+                    raise AssertionError("a snapshot past the limit was taken")
+                except rbd.Error as e:
+                    assert e.errno == errno.EDQUOT, e
+                try:
+                    img.set_snap_limit(0)
+                    raise AssertionError("a limit below the count was taken")
+                except rbd.Error as e:
+                    assert e.errno == errno.ERANGE, e
+                img.set_snap_limit((1 << 64) - 1)
+                img.create_snap("b")
+                for s in ("a", "b"):
+                    img.remove_snap(s)
+        finally:
+            rbd.RBD().remove(io, "limit-img")
 
 
 def timestamps(pool):

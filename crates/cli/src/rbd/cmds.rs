@@ -651,6 +651,23 @@ pub async fn snap_unprotect(ctx: &Ctx, s: &str) -> CmdResult {
 }
 
 /// `rbd snap purge`.
+/// `rbd snap limit set --limit N` (`Some`) / `rbd snap limit clear`.
+pub async fn snap_limit(ctx: &Ctx, image: &str, limit: Option<u64>) -> CmdResult {
+    let spec = ctx.spec(image)?;
+    let img = open_head(ctx, &spec).await?;
+    img.set_snap_limit(limit.unwrap_or(u64::MAX))
+        .await
+        .map_err(|e| {
+            let what = if limit.is_some() {
+                "setting snapshot limit failed"
+            } else {
+                "clearing snapshot limit failed"
+            };
+            CmdError::rbd(what, &e)
+        })?;
+    Ok(())
+}
+
 pub async fn snap_purge(ctx: &Ctx, image: &str) -> CmdResult {
     let spec = ctx.spec(image)?;
     let img = open_head(ctx, &spec).await?;

@@ -953,6 +953,29 @@ enum SnapCmd {
         /// `image@newsnap` or just the new name.
         dest: String,
     },
+    /// Limit how many snapshots an image may have.
+    Limit {
+        #[command(subcommand)]
+        cmd: SnapLimitCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapLimitCmd {
+    /// Set the most snapshots the image may have (creating one more fails
+    /// with "Disk quota exceeded").
+    Set {
+        /// Maximum snapshot count.
+        #[arg(long)]
+        limit: u64,
+        /// Image spec.
+        image: String,
+    },
+    /// Remove the snapshot limit.
+    Clear {
+        /// Image spec.
+        image: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1125,6 +1148,12 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
             SnapCmd::Unprotect { spec } => cmds::snap_unprotect(ctx, &spec).await,
             SnapCmd::Purge { image } => cmds::snap_purge(ctx, &image).await,
             SnapCmd::Rename { src, dest } => cmds::snap_rename(ctx, &src, &dest).await,
+            SnapCmd::Limit {
+                cmd: SnapLimitCmd::Set { limit, image },
+            } => cmds::snap_limit(ctx, &image, Some(limit)).await,
+            SnapCmd::Limit {
+                cmd: SnapLimitCmd::Clear { image },
+            } => cmds::snap_limit(ctx, &image, None).await,
         },
         Clone { parent, child, c } => cmds::clone(ctx, &parent, &child, &c).await,
         Children {
