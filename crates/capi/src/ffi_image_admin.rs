@@ -12,6 +12,7 @@
 
 use std::ffi::{c_char, c_int};
 
+use quarry_common::options::{parse_features, RBD_FEATURE_NAMES};
 use quarry_common::Errno;
 
 use crate::engine::{CError, CResult};
@@ -374,4 +375,51 @@ pub unsafe extern "C" fn rbd_config_image_list(
 pub unsafe extern "C" fn rbd_config_image_list_cleanup(options: *mut RbdConfigOption, n: c_int) {
     // SAFETY: the caller's contract.
     guard((), || unsafe { free_options(options, n) })
+}
+
+/// The feature names of `features`, comma-separated in bit order
+/// (`layering,exclusive-lock`), into `buf` of `*size` bytes; `*size`
+/// becomes the length needed with the NUL (`-ERANGE` if short). An
+/// unknown bit is `-EINVAL`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_features_to_string(
+    features: u64,
+    buf: *mut c_char,
+    size: *mut usize,
+) -> c_int {
+    int(|| {
+        let known = RBD_FEATURE_NAMES.iter().fold(0u64, |a, (_, b)| a | b);
+        if features & !known != 0 {
+            return Err(CError::new(
+                Errno::EINVAL,
+                format!("unknown feature bits {:#x}", features & !known),
+            ));
+        }
+        let names: Vec<&str> = RBD_FEATURE_NAMES
+            .iter()
+            .filter(|(_, b)| features & b != 0)
+            .map(|(n, _)| *n)
+            .collect();
+        // SAFETY: buffer and size from the caller.
+        unsafe { copy_out_len(&names.join(","), buf, size) }?;
+        Ok(0)
+    })
+}
+
+/// Feature bits from a comma-separated list of names (or a number);
+/// `-EINVAL` for an unknown name.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_features_from_string(
+    names: *const c_char,
+    features: *mut u64,
+) -> c_int {
+    int(|| {
+        // SAFETY: C string from the caller.
+        let s = unsafe { req_str(names) }?;
+        nonnull(features)?;
+        let bits = parse_features(s).map_err(|e| CError::new(Errno::EINVAL, e))?;
+        // SAFETY: non-null out-pointer.
+        unsafe { *features = bits };
+        Ok(0)
+    })
 }

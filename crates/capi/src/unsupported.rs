@@ -62,8 +62,6 @@ unsupported_int!(
     rbd_aio_mirror_image_get_mode,
     rbd_copy3,
     rbd_deep_copy,
-    rbd_features_from_string,
-    rbd_features_to_string,
     rbd_get_group,
     rbd_get_migration_source_spec,
     rbd_group_create,

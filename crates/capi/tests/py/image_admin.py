@@ -90,7 +90,21 @@ def main():
                 rbd.RBD().remove(io, name)
     timestamps(pool)
     snap_limit(pool)
+    feature_strings()
     print("image admin OK")
+
+
+def feature_strings():
+    """RBD.features_to_string / features_from_string (names in bit
+    order, comma-separated; unknown names or bits are EINVAL)."""
+    r = rbd.RBD()
+    both = rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK
+    assert r.features_to_string(both) == "layering,exclusive-lock", r.features_to_string(both)
+    assert r.features_to_string(0) == ""
+    assert r.features_from_string("exclusive-lock,layering") == both
+    assert r.features_from_string("5") == both
+    expect(rbd.InvalidArgument, r.features_from_string, "layering,bogus")
+    expect(rbd.InvalidArgument, r.features_to_string, 1 << 40)
 
 
 def snap_limit(pool):
