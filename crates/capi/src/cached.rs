@@ -127,6 +127,12 @@ impl ImageBackend for CachedBackend {
         self.cache.sync().await?;
         self.inner.flatten().await
     }
+    async fn sparsify(&self, sparse_size: u64) -> CResult<()> {
+        // Dirty cached data first, so the zeros found are the current ones
+        // (sparsify changes no byte: the cache stays valid).
+        self.cache.sync().await?;
+        self.inner.sparsify(sparse_size).await
+    }
     fn snap_limit(&self) -> CResult<u64> {
         self.inner.snap_limit()
     }

@@ -272,6 +272,9 @@ pub trait ImageBackend: Send + Sync {
     async fn children(&self, descendants: bool) -> CResult<Vec<quarry_rbd::ChildInfo>>;
     /// Copy up everything from the parent and detach it.
     async fn flatten(&self) -> CResult<()>;
+    /// Deallocate zeroed data in chunks of `sparse_size` (see
+    /// `quarry_rbd::Image::sparsify`).
+    async fn sparsify(&self, sparse_size: u64) -> CResult<()>;
     /// The snapshot limit (`u64::MAX`: none).
     fn snap_limit(&self) -> CResult<u64>;
     /// Set the snapshot limit (`u64::MAX` removes it).

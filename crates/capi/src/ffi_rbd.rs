@@ -2006,6 +2006,39 @@ pub unsafe extern "C" fn rbd_flatten_with_progress(
     r
 }
 
+/// Deallocate the image's zeroed data in chunks of `sparse_size` bytes (a
+/// power of two, at least 4096; `-EINVAL` otherwise); reads are unchanged.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_sparsify(image: ImageT, sparse_size: usize) -> c_int {
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        img.check_writable()?;
+        let b = img.backend.clone();
+        rt::block_on(async move { b.sparsify(sparse_size as u64).await })?;
+        Ok(0)
+    })
+}
+
+/// [`rbd_sparsify`] with a progress callback (called once, at the end).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_sparsify_with_progress(
+    image: ImageT,
+    sparse_size: usize,
+    cb: Option<unsafe extern "C" fn(u64, u64, *mut c_void) -> c_int>,
+    cbdata: *mut c_void,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    let r = unsafe { rbd_sparsify(image, sparse_size) };
+    if r == 0 {
+        if let Some(cb) = cb {
+            // SAFETY: user callback.
+            unsafe { cb(1, 1, cbdata) };
+        }
+    }
+    r
+}
+
 /// Report allocated (or changed since `fromsnap`) extents in increasing,
 /// non-overlapping order; a negative callback return stops and is returned.
 #[no_mangle]

@@ -369,6 +369,10 @@ impl ImageBackend for Backend {
         Ok(self.img.flatten(|_, _| ()).await?)
     }
 
+    async fn sparsify(&self, sparse_size: u64) -> CResult<()> {
+        Ok(self.img.sparsify(sparse_size, |_, _| ()).await?)
+    }
+
     fn snap_limit(&self) -> CResult<u64> {
         Ok(self.img.snap_limit())
     }

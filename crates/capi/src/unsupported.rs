@@ -121,7 +121,6 @@ unsupported_int!(
     rbd_snap_get_trash_namespace,
     rbd_snap_group_namespace_cleanup,
     rbd_snap_mirror_namespace_cleanup,
-    rbd_sparsify,
 );
 
 unsupported_void!(

@@ -410,6 +410,32 @@ fn snapshots_clones_metadata_status_du() {
         "rbd: limit was not specified\n",
     );
     e.ok(&["rbd", "snap", "limit", "clear", "data/img1"]);
+    e.ok(&["rbd", "sparsify", "--no-progress", "data/img1"]);
+    e.ok(&[
+        "rbd",
+        "sparsify",
+        "--no-progress",
+        "--sparse-size",
+        "64K",
+        "data/img1",
+    ]);
+    e.fails(
+        &[
+            "rbd",
+            "sparsify",
+            "--no-progress",
+            "--sparse-size",
+            "1000",
+            "data/img1",
+        ],
+        22,
+        "rbd: sparsify error: (22) Invalid argument\n",
+    );
+    e.fails(
+        &["rbd", "sparsify", "--sparse-size", "lots", "data/img1"],
+        1,
+        "rbd: the argument for option '--sparse-size' is invalid\n",
+    );
     e.ok(&["rbd", "snap", "create", "data/img1@l2"]);
     e.ok(&["rbd", "snap", "purge", "--no-progress", "data/img1"]);
 

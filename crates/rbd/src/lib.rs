@@ -74,6 +74,7 @@ mod lock;
 mod objmap;
 mod proxy;
 mod rbd;
+mod sparsify;
 mod trash;
 
 pub use advisory::{ImageLocker, ImageLocks};

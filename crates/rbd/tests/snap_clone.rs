@@ -1424,3 +1424,134 @@ async fn snapshot_limit_is_enforced_and_stored() {
         .unwrap();
     assert_eq!(errno(ro.set_snap_limit(5).await), Errno::EROFS);
 }
+
+/// `rbd sparsify`: zeroed chunks and all-zero objects give their space
+/// back; the image, its snapshot and a clone over a parent read exactly
+/// what they read before (a clone's all-zero object stays, empty, so the
+/// parent's data does not show through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparsify_frees_zeros_and_changes_no_byte() {
+    let e = env().await;
+    e.rbd
+        .create(&e.io, "sp", 12 * MIB, &CreateOptions::default())
+        .await
+        .unwrap();
+    let img = open(&e, &e.io, "sp").await;
+    let mut want = pattern((12 * MIB) as usize, 5).to_vec();
+    // Object 0: data, a zeroed MiB, data; object 1: all zeros, written.
+    want[MIB as usize..(2 * MIB) as usize].fill(0);
+    want[(4 * MIB) as usize..(8 * MIB) as usize].fill(0);
+    img.write(0, bytes::Bytes::from(want.clone()))
+        .await
+        .unwrap();
+    let used = e.rados.pool_stat(e.io.pool_id).await.unwrap().num_bytes;
+
+    assert_eq!(errno(img.sparsify(1000, |_, _| {}).await), Errno::EINVAL);
+    assert_eq!(errno(img.sparsify(2048, |_, _| {}).await), Errno::EINVAL);
+    let mut calls = Vec::new();
+    img.sparsify(4096, |d, t| calls.push((d, t))).await.unwrap();
+    assert_eq!(calls.last(), Some(&(3, 3)));
+    assert_eq!(img.read(0, 12 * MIB).await.unwrap().as_ref(), &want[..]);
+    let objs = data_objects(e.rados.as_ref(), e.io.pool_id, img.id()).await;
+    assert!(
+        !objs.iter().any(|o| o.ends_with(&format!("{:016x}", 1))),
+        "the all-zero object stayed: {objs:?}"
+    );
+    let after = e.rados.pool_stat(e.io.pool_id).await.unwrap().num_bytes;
+    assert!(
+        after + 5 * MIB <= used,
+        "sparsify freed too little: {used} -> {after} bytes"
+    );
+
+    // With a snapshot: the head's new zeros go, the snapshot keeps its data.
+    let snap_data = want.clone();
+    img.snap_create("before").await.unwrap();
+    want[(8 * MIB) as usize..(9 * MIB) as usize].fill(0);
+    img.write(8 * MIB, bytes::Bytes::from(vec![0u8; MIB as usize]))
+        .await
+        .unwrap();
+    img.sparsify(65536, |_, _| {}).await.unwrap();
+    assert_eq!(img.read(0, 12 * MIB).await.unwrap().as_ref(), &want[..]);
+    let at = e
+        .rbd
+        .open(
+            &e.io,
+            "sp",
+            &OpenOptions {
+                read_only: true,
+                snap: Some(SnapSpec::Name("before".into())),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(at.read(0, 12 * MIB).await.unwrap().as_ref(), &snap_data[..]);
+    assert_eq!(errno(at.sparsify(4096, |_, _| {}).await), Errno::EROFS);
+
+    // A clone whose first object was overwritten with zeros: the object
+    // stays (empty), the parent's bytes do not come back.
+    img.snap_protect("before").await.unwrap();
+    e.rbd
+        .clone(
+            &e.io,
+            "sp",
+            "before",
+            &e.io,
+            "spc",
+            &CreateOptions::default(),
+        )
+        .await
+        .unwrap();
+    let child = open(&e, &e.io, "spc").await;
+    child
+        .write(0, bytes::Bytes::from(vec![0u8; (4 * MIB) as usize]))
+        .await
+        .unwrap();
+    child.sparsify(4096, |_, _| {}).await.unwrap();
+    let got = child.read(0, 12 * MIB).await.unwrap();
+    assert!(got[..(4 * MIB) as usize].iter().all(|&b| b == 0));
+    assert_eq!(&got[(4 * MIB) as usize..], &snap_data[(4 * MIB) as usize..]);
+    let cobjs = data_objects(e.rados.as_ref(), e.io.pool_id, child.id()).await;
+    assert_eq!(cobjs.len(), 1, "{cobjs:?}");
+}
+
+/// Writes racing a sparsify are never undone: each object's zeroing is
+/// guarded by the version sparsify read, so an object written in between
+/// is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparsify_never_undoes_a_racing_write() {
+    let e = env().await;
+    let opts = CreateOptions {
+        order: 20,
+        ..CreateOptions::default()
+    };
+    e.rbd.create(&e.io, "race", 16 * MIB, &opts).await.unwrap();
+    let img = Arc::new(open(&e, &e.io, "race").await);
+    let mut model = vec![0u8; (16 * MIB) as usize];
+    img.write(0, bytes::Bytes::from(model.clone()))
+        .await
+        .unwrap();
+    for round in 0..3u8 {
+        let writer = {
+            let img = img.clone();
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for i in 0..64u64 {
+                    let off = (i * 257 + u64::from(round) * 4099) % 4096 * 4096;
+                    let block = pattern(4096, round * 64 + i as u8 + 1);
+                    img.write(off, block.clone()).await.unwrap();
+                    done.push((off, block));
+                }
+                done
+            })
+        };
+        img.sparsify(4096, |_, _| {}).await.unwrap();
+        for (off, block) in writer.await.unwrap() {
+            model[off as usize..off as usize + 4096].copy_from_slice(&block);
+        }
+        let got = img.read(0, 16 * MIB).await.unwrap();
+        assert!(
+            got.as_ref() == &model[..],
+            "round {round}: a write was undone"
+        );
+    }
+}

@@ -91,7 +91,26 @@ def main():
     timestamps(pool)
     snap_limit(pool)
     feature_strings()
+    sparsify(pool)
     print("image admin OK")
+
+
+def sparsify(pool):
+    """Image.sparsify: zeroed data gives its space back, reads unchanged;
+    a sparse size that is not a power of two >= 4096 is EINVAL."""
+    with rados.Rados(conffile="") as cluster, cluster.open_ioctx(pool) as io:
+        rbd.RBD().create(io, "sparse-img", 8 << 20)
+        try:
+            with rbd.Image(io, "sparse-img") as img:
+                data = b"d" * 4096 + b"\0" * (1 << 20) + b"e" * 4096
+                img.write(data, 0)
+                img.write(b"\0" * (4 << 20), 4 << 20)
+                img.sparsify(4096)
+                assert img.read(0, len(data)) == data
+                assert img.read(4 << 20, 4 << 20) == b"\0" * (4 << 20)
+                expect(rbd.InvalidArgument, img.sparsify, 1000)
+        finally:
+            rbd.RBD().remove(io, "sparse-img")
 
 
 def feature_strings():

@@ -855,6 +855,32 @@ pub async fn flatten(ctx: &Ctx, image: &str) -> CmdResult {
     }
 }
 
+/// `rbd sparsify [--sparse-size SIZE]`.
+pub async fn sparsify(ctx: &Ctx, image: &str, sparse_size: &str) -> CmdResult {
+    let size = size_arg("--sparse-size", sparse_size, SizeUnit::Bytes)?;
+    let spec = ctx.spec(image)?;
+    let img = ctx.open(&spec, false).await?;
+    let p = Progress::new(ctx.g.progress(), "Image sparsify", 1);
+    let r = img
+        .sparsify(size, |done, total| {
+            if let Some(b) = &p.bar {
+                b.set_length(total.max(1));
+            }
+            p.set(done);
+        })
+        .await;
+    match r {
+        Ok(()) => {
+            p.done();
+            Ok(())
+        }
+        Err(e) => {
+            p.failed();
+            Err(CmdError::rbd("sparsify error", &e))
+        }
+    }
+}
+
 /// `rbd image-meta get`.
 pub async fn meta_get(ctx: &Ctx, image: &str, key: &str) -> CmdResult {
     let spec = ctx.spec(image)?;

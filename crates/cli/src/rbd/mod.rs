@@ -643,6 +643,14 @@ enum RbdCmd {
         /// Image spec.
         image: String,
     },
+    /// Give back the space of zeroed data (what the image reads is unchanged).
+    Sparsify {
+        /// Chunk size checked for zeros (a power of two, at least 4K).
+        #[arg(long, default_value = "4K")]
+        sparse_size: String,
+        /// Image spec.
+        image: String,
+    },
     /// Import a raw file (or `-` for stdin) as a new image.
     Import {
         /// Source path or `-`.
@@ -1163,6 +1171,7 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
             descendants,
         } => cmds::children(ctx, &image, snap.as_deref(), all, descendants).await,
         Flatten { image } => cmds::flatten(ctx, &image).await,
+        Sparsify { image, sparse_size } => cmds::sparsify(ctx, &image, &sparse_size).await,
         Import {
             path,
             dest,
