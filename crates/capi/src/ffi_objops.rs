@@ -30,7 +30,7 @@ const MAX_ERRNO: i64 = 4095;
 
 /// Largest append, writesame data or write length librados takes
 /// (`UINT_MAX / 2`); larger ones are `E2BIG`.
-const MAX_LEN: usize = (u32::MAX / 2) as usize;
+pub(crate) const MAX_LEN: usize = (u32::MAX / 2) as usize;
 
 /// How often an append retries when the object changed between reading
 /// its size and writing after it.
@@ -90,7 +90,7 @@ async fn append(
 /// The bytes writesame writes: `data` repeated to `write_len` bytes, which
 /// must be a positive multiple of its length (`EINVAL`), both at most
 /// [`MAX_LEN`] (`E2BIG`), as librados checks.
-fn same_data(data: &[u8], write_len: usize) -> CResult<Bytes> {
+pub(crate) fn same_data(data: &[u8], write_len: usize) -> CResult<Bytes> {
     if data.len() > MAX_LEN || write_len > MAX_LEN {
         return Err(CError::new(
             Errno::E2BIG,
@@ -116,7 +116,7 @@ fn same_data(data: &[u8], write_len: usize) -> CResult<Bytes> {
 /// The cmpext result for `cmp` against the object bytes `got` read at the
 /// same offset (shorter at the object's end, where the rest reads as
 /// zeros): 0, or `-MAX_ERRNO - i` for the first differing byte `i`.
-fn cmpext_result(cmp: &[u8], got: &[u8]) -> i64 {
+pub(crate) fn cmpext_result(cmp: &[u8], got: &[u8]) -> i64 {
     cmp.iter()
         .enumerate()
         .find(|&(i, &b)| got.get(i).copied().unwrap_or(0) != b)

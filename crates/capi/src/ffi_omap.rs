@@ -20,7 +20,7 @@ use quarry_common::Errno;
 use quarry_rados::{Op, OpOutput};
 
 use crate::engine::{CError, CResult};
-use crate::ffi_rados::{add_op, ioctx, run_ops, wop, IoCtxT};
+use crate::ffi_rados::{add_op, bytes_from, ioctx, run_ops, wop, IoCtxT};
 use crate::util::{guard, int, nonnull, req_str};
 
 /// `count` C strings from `ptrs`.
@@ -185,8 +185,30 @@ refused_write_op!(
     rados_write_op_exec: "object class calls (exec)",
     rados_write_op_omap_cmp: "omap comparison",
     rados_write_op_omap_rm_range2: "omap range removal",
-    rados_write_op_writesame: "writesame in a write op",
 );
+
+/// Add: `buf` (`data_len` bytes) repeated over `write_len` bytes at
+/// `off` (a plain write of the expanded bytes; lengths as
+/// `rados_writesame`, a bad one refuses the write op).
+#[no_mangle]
+pub unsafe extern "C" fn rados_write_op_writesame(
+    op: *mut c_void,
+    buf: *const c_char,
+    data_len: usize,
+    write_len: usize,
+    off: u64,
+) {
+    // SAFETY: live write op and buffer, per the caller.
+    unsafe {
+        add_op(op, || {
+            let pattern = bytes_from(buf, data_len.min(crate::ffi_objops::MAX_LEN + 1))?;
+            Ok(Op::Write {
+                off,
+                data: crate::ffi_objops::same_data(&pattern, write_len)?,
+            })
+        })
+    }
+}
 
 /// Where one read op's results go when the read op is applied.
 enum ReadOut {
@@ -198,6 +220,9 @@ enum ReadOut {
         more: *mut u8,
         prval: *mut c_int,
     },
+    /// `cmpext`: the bytes read are compared with these after the read;
+    /// a difference fails the whole read op with `-4095 - i`.
+    CmpExt { cmp: Bytes, prval: *mut c_int },
 }
 
 /// A new, empty iterator for an omap read, handed out through `out`.
@@ -277,18 +302,31 @@ pub unsafe extern "C" fn rados_release_read_op(op: *mut c_void) {
 #[no_mangle]
 pub unsafe extern "C" fn rados_read_op_set_flags(_op: *mut c_void, _flags: c_int) {}
 
-/// Not supported: refuses the read op.
+/// Add: compare `cmp_len` bytes at `off` with `cmp_buf` (see
+/// `rados_cmpext`); `*prval` gets 0 or the mismatch value, which a
+/// mismatch also makes the read op's result.
 #[no_mangle]
-pub unsafe extern "C" fn rados_read_op_cmpext(op: *mut c_void) {
-    guard((), || {
-        // SAFETY: live read op, per the caller.
-        if let Some(r) = unsafe { rop(op) } {
-            r.refused.get_or_insert(CError::new(
-                Errno::EOPNOTSUPP,
-                "cmpext in a read op is not supported",
-            ));
-        }
-    })
+pub unsafe extern "C" fn rados_read_op_cmpext(
+    op: *mut c_void,
+    cmp_buf: *const c_char,
+    cmp_len: usize,
+    off: u64,
+    prval: *mut c_int,
+) {
+    // SAFETY: live read op and buffer, per the caller.
+    unsafe {
+        add_read(op, || {
+            let cmp = bytes_from(cmp_buf, cmp_len)?;
+            if cmp.is_empty() {
+                return Err(CError::new(Errno::EINVAL, "cmpext of zero bytes"));
+            }
+            let read = Op::Read {
+                off,
+                len: cmp.len() as u64,
+            };
+            Ok((read, ReadOut::CmpExt { cmp, prval }))
+        })
+    }
 }
 
 /// Add: omap entries after `start_after` whose keys start with
@@ -395,8 +433,28 @@ pub unsafe extern "C" fn rados_read_op_operate(
             return Err(e.clone());
         }
         let result = run_ops(io, name, r.ops.clone());
+        let mut mismatch = None;
         for (i, out) in r.outs.iter().enumerate() {
-            let ReadOut::Omap { iter, more, prval } = *out;
+            let (iter, more, prval) = match out {
+                ReadOut::Omap { iter, more, prval } => (*iter, *more, *prval),
+                ReadOut::CmpExt { cmp, prval } => {
+                    let rv = match &result {
+                        Ok(outs) => match outs.get(i) {
+                            Some(OpOutput::Data(d)) => crate::ffi_objops::cmpext_result(cmp, d),
+                            _ => Errno::EIO.negated() as i64,
+                        },
+                        Err(e) => e.errno.negated() as i64,
+                    };
+                    if rv != 0 && result.is_ok() {
+                        mismatch.get_or_insert(rv);
+                    }
+                    if !prval.is_null() {
+                        // SAFETY: given with the op, valid until now.
+                        unsafe { **prval = rv as c_int };
+                    }
+                    continue;
+                }
+            };
             let (entries, was_cut, rv) = match &result {
                 Ok(outs) => match outs.get(i) {
                     Some(OpOutput::Omap(m, cut)) => (m.clone(), *cut, 0),
@@ -420,7 +478,7 @@ pub unsafe extern "C" fn rados_read_op_operate(
             }
         }
         result?;
-        Ok(0)
+        Ok(mismatch.map_or(0, |m| m as c_int))
     })
 }
 

@@ -1,5 +1,6 @@
-"""python3-rados's append, writesame, cmpext and asynchronous stat,
-append, setxattr, rmxattr, writesame and cmpext against Quarry, plus the
+"""python3-rados's append, writesame, cmpext (also in read and write
+ops) and asynchronous stat, append, setxattr, rmxattr, writesame and
+cmpext against Quarry, plus the
 bad-input paths through ctypes: concurrent appends never overwrite each
 other, a cmpext mismatch names the first differing byte (-4095 - i), a
 ragged writesame is EINVAL, a missing object is ENOENT.
@@ -110,6 +111,31 @@ def async_calls(io):
     assert wait(io.aio_cmpext("as-missing", b"a", 0)) == -errno.ENOENT
 
 
+def compound_ops(io):
+    """cmpext in a read op, writesame in a write op."""
+    io.write_full("cx", b"hello world")
+    with rados.ReadOpCtx() as op:
+        op.cmpext(b"hello", 0)
+        io.operate_read_op(op, "cx")
+    with rados.ReadOpCtx() as op:
+        op.cmpext(b"help", 0)
+        try:
+            io.operate_read_op(op, "cx")
+            raise AssertionError("a mismatching cmpext passed")
+        except rados.ExtendMismatch as e:
+            assert e.errno == MAX_ERRNO + 3, e.errno
+    with rados.WriteOpCtx() as op:
+        op.writesame(b"ab", 6, 1)
+        io.operate_write_op(op, "cx")
+    assert io.read("cx") == b"habababorld", io.read("cx")
+    # A ragged writesame refuses its whole write op: nothing is written.
+    with rados.WriteOpCtx() as op:
+        op.write(b"Z", 0)
+        op.writesame(b"ab", 5, 1)
+        expect(rados.InvalidArgumentError, io.operate_write_op, op, "cx")
+    assert io.read("cx") == b"habababorld"
+
+
 def bad_input(pool):
     lib, cl, io = c_connect(pool)
     try:
@@ -148,6 +174,7 @@ def main():
         with cluster.open_ioctx(pool) as io:
             sync_calls(io)
             async_calls(io)
+            compound_ops(io)
         concurrent_appends(cluster, pool)
     bad_input(pool)
     print("object ops OK")
