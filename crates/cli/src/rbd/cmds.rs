@@ -843,16 +843,7 @@ pub async fn flatten(ctx: &Ctx, image: &str) -> CmdResult {
             p.set(done);
         })
         .await;
-    match r {
-        Ok(()) => {
-            p.done();
-            Ok(())
-        }
-        Err(e) => {
-            p.failed();
-            Err(CmdError::rbd("flatten error", &e))
-        }
-    }
+    p.finish(r.map_err(|e| CmdError::rbd("flatten error", &e)))
 }
 
 /// `rbd sparsify [--sparse-size SIZE]`.
@@ -869,16 +860,7 @@ pub async fn sparsify(ctx: &Ctx, image: &str, sparse_size: &str) -> CmdResult {
             p.set(done);
         })
         .await;
-    match r {
-        Ok(()) => {
-            p.done();
-            Ok(())
-        }
-        Err(e) => {
-            p.failed();
-            Err(CmdError::rbd("sparsify error", &e))
-        }
-    }
+    p.finish(r.map_err(|e| CmdError::rbd("sparsify error", &e)))
 }
 
 /// `rbd image-meta get`.

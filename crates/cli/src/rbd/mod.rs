@@ -453,6 +453,15 @@ impl Progress {
             eprintln!("{}: {}% complete...failed.", b.message(), percent(b));
         }
     }
+
+    /// Finish by the outcome of `r` (`done` or `failed`), passing it on.
+    pub fn finish<T>(&self, r: CmdResult<T>) -> CmdResult<T> {
+        match &r {
+            Ok(_) => self.done(),
+            Err(_) => self.failed(),
+        }
+        r
+    }
 }
 
 fn percent(b: &indicatif::ProgressBar) -> u64 {

@@ -187,16 +187,7 @@ pub async fn export(ctx: &Ctx, spec: &quarry_common::spec::ImageSpec, path: &str
         w.flush().map_err(&e)
     }
     .await;
-    match r {
-        Ok(()) => {
-            p.done();
-            Ok(())
-        }
-        Err(e) => {
-            p.failed();
-            Err(e)
-        }
-    }
+    p.finish(r)
 }
 
 fn bad(why: &str) -> CmdError {

@@ -107,16 +107,7 @@ pub async fn export(ctx: &Ctx, image: &str, path: &str, format: Option<u32>) -> 
     } else {
         export_file(&img, &ext, size, path, &p).await
     };
-    match r {
-        Ok(()) => {
-            p.done();
-            Ok(())
-        }
-        Err(e) => {
-            p.failed();
-            Err(e)
-        }
-    }
+    p.finish(r)
 }
 
 async fn export_file(
@@ -452,16 +443,7 @@ pub async fn export_diff(
         Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
     };
     let r = write_diff(&img, &spec.snap, from, size, &ext, &mut out, &p).await;
-    match r {
-        Ok(()) => {
-            p.done();
-            Ok(())
-        }
-        Err(e) => {
-            p.failed();
-            Err(e)
-        }
-    }
+    p.finish(r)
 }
 
 /// The image spec without its snapshot (to reach the head).
