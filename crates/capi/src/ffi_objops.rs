@@ -30,7 +30,7 @@ const MAX_ERRNO: i64 = 4095;
 
 /// Largest append, writesame data or write length librados takes
 /// (`UINT_MAX / 2`); larger ones are `E2BIG`.
-pub(crate) const MAX_LEN: usize = (u32::MAX / 2) as usize;
+const MAX_LEN: usize = (u32::MAX / 2) as usize;
 
 /// How often an append retries when the object changed between reading
 /// its size and writing after it.
@@ -90,7 +90,7 @@ async fn append(
 /// The bytes writesame writes: `data` repeated to `write_len` bytes, which
 /// must be a positive multiple of its length (`EINVAL`), both at most
 /// [`MAX_LEN`] (`E2BIG`), as librados checks.
-pub(crate) fn same_data(data: &[u8], write_len: usize) -> CResult<Bytes> {
+fn same_data(data: &[u8], write_len: usize) -> CResult<Bytes> {
     if data.len() > MAX_LEN || write_len > MAX_LEN {
         return Err(CError::new(
             Errno::E2BIG,
@@ -111,6 +111,22 @@ pub(crate) fn same_data(data: &[u8], write_len: usize) -> CResult<Bytes> {
         out.extend_from_slice(data);
     }
     Ok(out.freeze())
+}
+
+/// [`same_data`] of the caller's `data_len` bytes at `buf`.
+///
+/// # Safety
+/// `buf` must be valid for `data_len` bytes (or NULL: `EINVAL`).
+pub(crate) unsafe fn same_data_from(
+    buf: *const c_char,
+    data_len: usize,
+    write_len: usize,
+) -> CResult<Bytes> {
+    // Copy no more than one byte past the limit: enough for same_data to
+    // refuse an oversized pattern with E2BIG without copying all of it.
+    // SAFETY: the caller's contract (a shorter prefix of a valid buffer).
+    let pattern = unsafe { bytes_from(buf, data_len.min(MAX_LEN + 1)) }?;
+    same_data(&pattern, write_len)
 }
 
 /// The cmpext result for `cmp` against the object bytes `got` read at the
@@ -233,8 +249,7 @@ pub unsafe extern "C" fn rados_writesame(
         // SAFETY: as above.
         let name = unsafe { req_str(o) }?;
         // SAFETY: as above.
-        let data = unsafe { bytes_from(buf, data_len.min(MAX_LEN + 1)) }?;
-        let data = same_data(&data, write_len)?;
+        let data = unsafe { same_data_from(buf, data_len, write_len) }?;
         crate::ffi_rados::run_ops(io, name, vec![Op::Write { off, data }])?;
         Ok(0)
     })
@@ -257,8 +272,7 @@ pub unsafe extern "C" fn rados_aio_writesame(
         // SAFETY: as above.
         let name = unsafe { req_str(o) }?;
         // SAFETY: as above.
-        let data = unsafe { bytes_from(buf, data_len.min(MAX_LEN + 1)) }?;
-        let data = same_data(&data, write_len)?;
+        let data = unsafe { same_data_from(buf, data_len, write_len) }?;
         submit(io, name, c, vec![Op::Write { off, data }], None)
     })
 }

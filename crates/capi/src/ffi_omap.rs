@@ -201,10 +201,9 @@ pub unsafe extern "C" fn rados_write_op_writesame(
     // SAFETY: live write op and buffer, per the caller.
     unsafe {
         add_op(op, || {
-            let pattern = bytes_from(buf, data_len.min(crate::ffi_objops::MAX_LEN + 1))?;
             Ok(Op::Write {
                 off,
-                data: crate::ffi_objops::same_data(&pattern, write_len)?,
+                data: crate::ffi_objops::same_data_from(buf, data_len, write_len)?,
             })
         })
     }
