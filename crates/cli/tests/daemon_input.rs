@@ -3,6 +3,7 @@
 //! valid header checksum), unknown message types and clients that connect
 //! and go silent. Each such connection is dropped, the daemon keeps serving
 //! everyone else and does not grow its memory by the lengths it was told.
+//! The OSD takes each case on TCP and on its local Unix socket.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use quarry_proto::stream::Stream;
 use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, Rados};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,14 +49,27 @@ fn header(kind: u8, body_len: u32, data_len: u32) -> Vec<u8> {
     h.to_vec()
 }
 
-/// Send `bytes`, then wait (bounded) until the daemon closes the connection.
-async fn dropped_after(addr: &str, what: &str, bytes: &[u8]) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let _ = s.write_all(bytes).await;
-    closes(&mut s, &format!("{what} to {addr}")).await;
+/// A connection to `addr` over TCP, or (`unix`) over the OSD's local Unix
+/// socket (see `quarry_proto::stream`).
+async fn connect(addr: &str, unix: bool) -> Stream {
+    match unix {
+        true => Stream::Unix(
+            quarry_proto::stream::connect_local(addr)
+                .await
+                .expect("connect unix"),
+        ),
+        false => Stream::Tcp(TcpStream::connect(addr).await.expect("connect")),
+    }
 }
 
-async fn closes(s: &mut TcpStream, what: &str) {
+/// Send `bytes`, then wait (bounded) until the daemon closes the connection.
+async fn dropped_after(addr: &str, unix: bool, what: &str, bytes: &[u8]) {
+    let mut s = connect(addr, unix).await;
+    let _ = s.write_all(bytes).await;
+    closes(&mut s, &format!("{what} to {addr} (unix: {unix})")).await;
+}
+
+async fn closes<S: tokio::io::AsyncRead + Unpin>(s: &mut S, what: &str) {
     let mut buf = [0u8; 4096];
     let r = tokio::time::timeout(Duration::from_secs(40), async {
         loop {
@@ -108,17 +123,30 @@ async fn bad_frames_and_silent_clients_to_monitor_and_osd() {
     let osd = c.monc().refresh_map().await.expect("map").osds[&0]
         .addr
         .clone();
+    // This client reached the OSD through its Unix socket (one network
+    // namespace): the OSD's end of that connection carries the name.
+    let name = format!("@quarry-osd/{osd}");
+    let table = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    let states: Vec<&str> = table
+        .lines()
+        .filter(|l| l.ends_with(&name))
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    assert!(
+        states.contains(&"01") && states.contains(&"03"),
+        "{name}: no listener or no connection through it: {states:?}"
+    );
     let pids = [cl.pid("mon.a"), cl.pid("osd.0")];
     let rss0: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
 
     let mut rng = quarry_fsx::Prng::new(5);
     let mut n = 0;
-    for addr in [&mon, &osd] {
+    for (addr, unix) in [(&mon, false), (&osd, false), (&osd, true)] {
         // Silent clients (no byte at all, and half a header) held open
         // while the daemon serves others.
         let mut silent = Vec::new();
         for i in 0..20 {
-            let mut s = TcpStream::connect(addr.as_str()).await.expect("connect");
+            let mut s = connect(addr, unix).await;
             if i % 2 == 1 {
                 s.write_all(&header(1, 10, 0)[..18]).await.expect("write");
             }
@@ -147,7 +175,7 @@ async fn bad_frames_and_silent_clients_to_monitor_and_osd() {
             .into_iter()
             .map(|(what, bytes)| {
                 let addr = addr.clone();
-                tokio::spawn(async move { dropped_after(&addr, what, &bytes).await })
+                tokio::spawn(async move { dropped_after(&addr, unix, what, &bytes).await })
             })
             .collect();
         n += 1;

@@ -18,10 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use quarry_auth::Ticket;
 use quarry_common::Errno;
+use quarry_proto::stream::{Stream, WriteHalf};
 use quarry_proto::{
     read_frame, read_frame_signed, write_frame, Frame, FrameError, FrameSigner, Role, SignPolicy,
 };
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
@@ -119,7 +120,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// in the order their senders took it.
 struct Out {
     /// `None` once the connection is closed.
-    sock: Option<Arc<OwnedWriteHalf>>,
+    sock: Option<Arc<WriteHalf>>,
     /// Encoded frames not written yet (the first possibly in part).
     queue: VecDeque<Bytes>,
     queued: usize,
@@ -220,7 +221,11 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-async fn expect_frame(s: &mut TcpStream, addr: &str, kind: u8) -> Result<Frame, ConnError> {
+async fn expect_frame<S: AsyncRead + Unpin>(
+    s: &mut S,
+    addr: &str,
+    kind: u8,
+) -> Result<Frame, ConnError> {
     let f = read_frame(s).await.map_err(|e| match e {
         FrameError::Closed => ConnError::Auth {
             addr: addr.to_string(),
@@ -264,7 +269,11 @@ fn sysctl_first(path: &str) -> Option<usize> {
 /// autotuning allows (`2 x min(SEND_BUF, wmem_max)` above `tcp_wmem`'s
 /// max); otherwise leave autotuning alone, since a set size also stops it
 /// (with the stock `wmem_max` of 208 KiB a set size would shrink the buffer).
-fn widen_send_buffer(s: &TcpStream) {
+fn widen_send_buffer(s: &Stream) {
+    let Stream::Tcp(s) = s else {
+        // A Unix socket's buffer is no TCP window: left at its default.
+        return;
+    };
     static GRANTED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let want = GRANTED.get_or_init(|| {
         let wmem_max = sysctl_first("/proc/sys/net/core/wmem_max")?;
@@ -285,7 +294,11 @@ fn widen_send_buffer(s: &TcpStream) {
 /// The signers (sending, receiving) of a connection whose frames are signed.
 type Signers = Option<(FrameSigner, FrameSigner)>;
 
-async fn handshake(s: &mut TcpStream, addr: &str, ticket: &Ticket) -> Result<Signers, ConnError> {
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    addr: &str,
+    ticket: &Ticket,
+) -> Result<Signers, ConnError> {
     let cn = quarry_auth::random_nonce();
     let policy = SignPolicy::global();
     let hello = Hello {
@@ -392,13 +405,22 @@ impl Conn {
         events: Option<EventSink>,
     ) -> Result<Arc<Conn>, ConnError> {
         let fut = async {
-            let mut s = TcpStream::connect(addr)
-                .await
-                .map_err(|source| ConnError::Connect {
-                    addr: addr.to_string(),
-                    source,
-                })?;
-            let _ = s.set_nodelay(true);
+            // The OSD's Unix socket if it is in this network namespace
+            // (see `quarry_proto::stream`), else TCP.
+            let local = match quarry_proto::stream::local_enabled() {
+                true => quarry_proto::stream::connect_local(addr).await.ok(),
+                false => None,
+            };
+            let mut s = match local {
+                Some(u) => Stream::Unix(u),
+                None => Stream::Tcp(TcpStream::connect(addr).await.map_err(|source| {
+                    ConnError::Connect {
+                        addr: addr.to_string(),
+                        source,
+                    }
+                })?),
+            };
+            s.set_nodelay();
             widen_send_buffer(&s);
             let signers = handshake(&mut s, addr, ticket).await?;
             Ok::<_, ConnError>((s, signers))
@@ -409,13 +431,18 @@ impl Conn {
         Ok(Self::start(s, addr.to_string(), events, signers))
     }
 
-    fn start(s: TcpStream, addr: String, events: Option<EventSink>, signers: Signers) -> Arc<Conn> {
+    fn start(s: Stream, addr: String, events: Option<EventSink>, signers: Signers) -> Arc<Conn> {
         let (wsig, mut rsig) = match signers {
             Some((w, r)) => (Some(w), Some(r)),
             None => (None, None),
         };
         let raddr = addr.clone();
-        let local_ip = s.local_addr().ok().map(|a| a.ip());
+        let local_ip = match &s {
+            Stream::Tcp(t) => t.local_addr().ok().map(|a| a.ip()),
+            // In the OSD's namespace: a TCP connection to its address
+            // would have come from that same address.
+            Stream::Unix(_) => addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()),
+        };
         use std::os::fd::AsFd;
         let sock = s.as_fd().try_clone_to_owned().ok();
         let (rd, wr) = s.into_split();

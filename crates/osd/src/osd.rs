@@ -15,6 +15,7 @@ use quarry_client::wire::{
 use quarry_common::Errno;
 use quarry_map::{ClusterMap, Epoch, OsdId, PgId};
 use quarry_monc::{MonClient, MonClientConfig};
+use quarry_proto::stream::Stream;
 use quarry_proto::{
     read_frame, read_frame_signed, write_frame, write_frame_signed, Frame, FrameSigner, Role,
     SignPolicy,
@@ -25,7 +26,7 @@ use quarry_rados::{
 };
 use quarry_store::Store;
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::pglog::{self, PgMeta};
@@ -729,6 +730,20 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     // Serve before booting: peers may query us as soon as the map says up.
     let acceptor = osd.clone();
     tokio::spawn(async move { acceptor.accept_loop(listener).await });
+    // Clients and peers in this network namespace connect here instead
+    // (see `quarry_proto::stream`); without it they all use TCP.
+    match quarry_proto::stream::bind_local(&addr) {
+        Ok(l) => {
+            let acceptor = osd.clone();
+            let ip = addr
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.ip().to_canonical());
+            let name = format!("unix:{addr}");
+            tokio::spawn(async move { acceptor.accept_local_loop(l, name, ip).await });
+        }
+        Err(e) => tracing::warn!(osd = id, %addr, "no local Unix socket (TCP only): {e}"),
+    }
     let epoch = monc
         .osd_boot(id, addr.clone(), cfg.host.clone())
         .await
@@ -913,7 +928,10 @@ impl Osd {
             match listener.accept().await {
                 Ok((s, peer)) => {
                     let me = self.clone();
-                    tokio::spawn(async move { me.serve_conn(s, peer.to_string()).await });
+                    let ip = Some(peer.ip().to_canonical());
+                    tokio::spawn(async move {
+                        me.serve_conn(Stream::Tcp(s), peer.to_string(), ip).await
+                    });
                 }
                 Err(e) => {
                     // Out of fds and the like: back off instead of spinning.
@@ -924,9 +942,35 @@ impl Osd {
         }
     }
 
-    async fn handshake(
+    /// Accept on the OSD's abstract Unix socket. Such a peer is in this
+    /// network namespace: it is given the IP of the advertised address,
+    /// which its TCP connection would have come from (blocklist entries
+    /// name it).
+    async fn accept_local_loop(
+        self: Arc<Self>,
+        listener: UnixListener,
+        name: String,
+        ip: Option<std::net::IpAddr>,
+    ) {
+        loop {
+            match listener.accept().await {
+                Ok((s, _)) => {
+                    let me = self.clone();
+                    let name = name.clone();
+                    tokio::spawn(async move { me.serve_conn(Stream::Unix(s), name, ip).await });
+                }
+                Err(e) => {
+                    // Out of fds and the like: back off instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn handshake<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         &self,
-        s: &mut TcpStream,
+        s: &mut S,
     ) -> Result<(Claims, Option<(FrameSigner, FrameSigner)>), String> {
         let f = match read_frame(s).await {
             Ok(f) => f,
@@ -1004,8 +1048,13 @@ impl Osd {
         Ok((claims, signers))
     }
 
-    async fn serve_conn(self: Arc<Self>, mut s: TcpStream, peer: String) {
-        let _ = s.set_nodelay(true);
+    async fn serve_conn(
+        self: Arc<Self>,
+        mut s: Stream,
+        peer: String,
+        ip: Option<std::net::IpAddr>,
+    ) {
+        s.set_nodelay();
         let (claims, signers) =
             match tokio::time::timeout(self.handshake_timeout, self.handshake(&mut s)).await {
                 Ok(Ok(c)) => c,
@@ -1030,10 +1079,7 @@ impl Osd {
         let ctx = Arc::new(ConnCtx {
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             claims,
-            ip: peer
-                .parse::<std::net::SocketAddr>()
-                .ok()
-                .map(|a| a.ip().to_canonical()),
+            ip,
             addr: peer.clone(),
             events: tx.downgrade(),
             closed: std::sync::atomic::AtomicBool::new(false),

@@ -24,6 +24,7 @@ use quarry_common::Errno;
 
 pub mod bufpool;
 pub mod sign;
+pub mod stream;
 pub use sign::{is_daemon_entity, FrameSigner, Role, SignPolicy, SIG_LEN};
 
 /// Frame magic: "QRY1" little-endian.
