@@ -397,6 +397,10 @@ done
 log "loopback TCP round trip"
 "$WORK/bin/pingpong" 64 $((QUICK ? 5000 : 50000)) >"$RAW/pingpong-64.json" || die "pingpong"
 "$WORK/bin/pingpong" 4096 $((QUICK ? 5000 : 50000)) >"$RAW/pingpong-4096.json" || die "pingpong"
+# The same over an abstract Unix socket: how Quarry's clients reach an OSD
+# in their network namespace (Ceph's use TCP).
+"$WORK/bin/pingpong" 64 $((QUICK ? 5000 : 50000)) unix >"$RAW/pingpong-unix-64.json" || die "pingpong unix"
+"$WORK/bin/pingpong" 4096 $((QUICK ? 5000 : 50000)) unix >"$RAW/pingpong-unix-4096.json" || die "pingpong unix"
 
 # ---------------------------------------------------------------- control plane
 for s in $SYSTEMS; do

@@ -1,14 +1,18 @@
 /* Loopback round trip over 127.0.0.1 TCP (TCP_NODELAY): the floor under any
- * networked storage request on this machine. A child echoes every message;
- * the parent times N round trips of SIZE bytes.
- * usage: pingpong SIZE N     prints one JSON object. */
+ * networked storage request on this machine; with "unix", over an abstract
+ * Unix socket instead (the path Quarry's clients take to an OSD in their
+ * network namespace). A child echoes every message; the parent times N
+ * round trips of SIZE bytes.
+ * usage: pingpong SIZE N [unix]     prints one JSON object. */
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,8 +39,9 @@ static int cmp_d(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: pingpong SIZE N\n");
+  int unix_sock = argc == 4 && strcmp(argv[3], "unix") == 0;
+  if (argc != 3 && !unix_sock) {
+    fprintf(stderr, "usage: pingpong SIZE N [unix]\n");
     return 2;
   }
   long size = atol(argv[1]), n = atol(argv[2]);
@@ -44,12 +49,19 @@ int main(int argc, char **argv) {
     fprintf(stderr, "pingpong: SIZE 1..16M, N 1..10M\n");
     return 2;
   }
-  int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  int one = 1;
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t al = sizeof a;
-  if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 1) ||
-      getsockname(ls, (struct sockaddr *)&a, &al)) {
+  /* Abstract name (leading NUL), unique per process. */
+  struct sockaddr_un u = {.sun_family = AF_UNIX};
+  int ul = snprintf(u.sun_path + 1, sizeof u.sun_path - 1, "quarry-pingpong-%d", (int)getpid());
+  socklen_t usz = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + ul);
+  struct sockaddr *sa = unix_sock ? (struct sockaddr *)&u : (struct sockaddr *)&a;
+  socklen_t salen = unix_sock ? usz : sizeof a;
+  int ls = socket(unix_sock ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
+  if (ls < 0 || bind(ls, sa, salen) || listen(ls, 1) ||
+      (!unix_sock && getsockname(ls, (struct sockaddr *)&a, &al))) {
     perror("pingpong: listen");
     return 1;
   }
@@ -59,17 +71,17 @@ int main(int argc, char **argv) {
   pid_t child = fork();
   if (child == 0) {
     int c = accept(ls, NULL, NULL);
-    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (!unix_sock) setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     while (full(c, buf, size, 0) == 0 && full(c, buf, size, 1) == 0) {
     }
     _exit(0);
   }
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a)) {
+  int s = socket(unix_sock ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
+  if (s < 0 || connect(s, sa, salen)) {
     perror("pingpong: connect");
     return 1;
   }
-  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (!unix_sock) setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   double *rt = calloc(n, sizeof *rt);
   if (!rt) return 1;
   for (long i = 0; i < n + n / 10; i++) { /* first n/10: warm-up, not recorded */
@@ -85,7 +97,8 @@ int main(int argc, char **argv) {
   double sum = 0;
   for (long i = 0; i < n; i++) sum += rt[i];
   qsort(rt, n, sizeof *rt, cmp_d);
-  printf("{\"size\": %ld, \"n\": %ld, \"mean_us\": %.2f, \"p50_us\": %.2f, \"p99_us\": %.2f}\n", size,
-         n, sum / n, rt[n / 2], rt[(long)(n * 0.99)]);
+  printf("{\"transport\": \"%s\", \"size\": %ld, \"n\": %ld, \"mean_us\": %.2f, \"p50_us\": %.2f, "
+         "\"p99_us\": %.2f}\n",
+         unix_sock ? "unix" : "tcp", size, n, sum / n, rt[n / 2], rt[(long)(n * 0.99)]);
   return 0;
 }
