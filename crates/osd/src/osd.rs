@@ -700,6 +700,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
             source,
         })?
         .to_string();
+    let listening = addr.clone();
     let addr = match (cfg.public_addr, addr.parse::<std::net::SocketAddr>()) {
         (Some((ip, port)), Ok(local)) => {
             std::net::SocketAddr::new(ip, port.unwrap_or(local.port())).to_string()
@@ -731,9 +732,17 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
     let acceptor = osd.clone();
     tokio::spawn(async move { acceptor.accept_loop(listener).await });
     // Clients and peers in this network namespace connect here instead
-    // (see `quarry_proto::stream`); without it they all use TCP.
-    match quarry_proto::stream::bind_local(&addr) {
-        Ok(l) => {
+    // (see `quarry_proto::stream`); without it they all use TCP. Not when
+    // the OSD advertises another address than its own (`public_addr`: a
+    // NAT or proxy the operator put in the path, which a local socket
+    // named by that address would bypass).
+    let local = match addr == listening {
+        true => Some(quarry_proto::stream::bind_local(&addr)),
+        false => None,
+    };
+    match local {
+        None => {}
+        Some(Ok(l)) => {
             let acceptor = osd.clone();
             let ip = addr
                 .parse::<std::net::SocketAddr>()
@@ -742,7 +751,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
             let name = format!("unix:{addr}");
             tokio::spawn(async move { acceptor.accept_local_loop(l, name, ip).await });
         }
-        Err(e) => tracing::warn!(osd = id, %addr, "no local Unix socket (TCP only): {e}"),
+        Some(Err(e)) => tracing::warn!(osd = id, %addr, "no local Unix socket (TCP only): {e}"),
     }
     let epoch = monc
         .osd_boot(id, addr.clone(), cfg.host.clone())
