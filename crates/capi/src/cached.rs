@@ -133,6 +133,17 @@ impl ImageBackend for CachedBackend {
         self.cache.sync().await?;
         self.inner.sparsify(sparse_size).await
     }
+    async fn copy_to(
+        &self,
+        io: &crate::engine::IoTarget,
+        dest: &str,
+        opts: &quarry_rbd::CopyOptions,
+        deep: bool,
+    ) -> CResult<()> {
+        // The copy reads through the image: cached writes first.
+        self.cache.sync().await?;
+        self.inner.copy_to(io, dest, opts, deep).await
+    }
     fn snap_limit(&self) -> CResult<u64> {
         self.inner.snap_limit()
     }

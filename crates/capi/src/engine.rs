@@ -275,6 +275,16 @@ pub trait ImageBackend: Send + Sync {
     /// Deallocate zeroed data in chunks of `sparse_size` (see
     /// `quarry_rbd::Image::sparsify`).
     async fn sparsify(&self, sparse_size: u64) -> CResult<()>;
+    /// Copy this view into a new image `dest` in `io` (`rbd_copy*`), or
+    /// with every snapshot when `deep` (`rbd_deep_copy`; see
+    /// `quarry_rbd::Rbd::deep_copy`).
+    async fn copy_to(
+        &self,
+        io: &IoTarget,
+        dest: &str,
+        opts: &quarry_rbd::CopyOptions,
+        deep: bool,
+    ) -> CResult<()>;
     /// The snapshot limit (`u64::MAX`: none).
     fn snap_limit(&self) -> CResult<u64>;
     /// Set the snapshot limit (`u64::MAX` removes it).

@@ -161,7 +161,7 @@ pub(crate) fn create_impl(
         ord = conf.get_u64("rbd_default_order") as c_int;
     }
     if !(12..=25).contains(&ord) {
-        return Err(CError::new(Errno::from_code(33), "order out of range"));
+        return Err(CError::new(Errno::EDOM, "order out of range"));
     }
     let features = match features {
         Some(f) => f,
@@ -2232,7 +2232,7 @@ pub(crate) fn clone_impl(
         unsafe { *c_order }
     };
     if order != 0 && !(12..=25).contains(&order) {
-        return Err(CError::new(Errno::from_code(33), "order out of range"));
+        return Err(CError::new(Errno::EDOM, "order out of range"));
     }
     let opts = CreateOpts {
         size: 0,

@@ -82,7 +82,10 @@ impl ImageEngine for Engine {
             snap: snap.map(|s| SnapSpec::Name(s.to_string())),
         };
         let img = self.rbd.open(&io(t), name, &opts).await?;
-        Ok(Arc::new(Backend { img }))
+        Ok(Arc::new(Backend {
+            img,
+            rbd: Clone::clone(&self.rbd),
+        }))
     }
 
     async fn open_by_id(
@@ -98,7 +101,13 @@ impl ImageEngine for Engine {
         };
         let img = self.rbd.open_by_id(&io(t), id, &opts).await?;
         let name = img.name().to_string();
-        Ok((Arc::new(Backend { img }), name))
+        Ok((
+            Arc::new(Backend {
+                img,
+                rbd: Clone::clone(&self.rbd),
+            }),
+            name,
+        ))
     }
 
     async fn list(&self, t: &IoTarget) -> CResult<Vec<(String, String)>> {
@@ -226,6 +235,8 @@ impl ImageEngine for Engine {
 
 struct Backend {
     img: Image,
+    /// The engine's entry point (copies create images).
+    rbd: Rbd,
 }
 
 /// Image metadata keys that carry per-image config overrides.
@@ -371,6 +382,26 @@ impl ImageBackend for Backend {
 
     async fn sparsify(&self, sparse_size: u64) -> CResult<()> {
         Ok(self.img.sparsify(sparse_size, |_, _| ()).await?)
+    }
+
+    async fn copy_to(
+        &self,
+        t: &IoTarget,
+        dest: &str,
+        opts: &quarry_rbd::CopyOptions,
+        deep: bool,
+    ) -> CResult<()> {
+        let dio = io(t);
+        if deep {
+            self.rbd
+                .deep_copy(&self.img, &dio, dest, opts, |_, _| ())
+                .await?;
+        } else {
+            self.rbd
+                .copy(&self.img, &dio, dest, opts, |_, _| ())
+                .await?;
+        }
+        Ok(())
     }
 
     fn snap_limit(&self) -> CResult<u64> {

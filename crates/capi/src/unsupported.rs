@@ -60,8 +60,6 @@ unsupported_int!(
     rbd_aio_mirror_image_create_snapshot,
     rbd_aio_mirror_image_get_info,
     rbd_aio_mirror_image_get_mode,
-    rbd_copy3,
-    rbd_deep_copy,
     rbd_get_group,
     rbd_get_migration_source_spec,
     rbd_group_create,

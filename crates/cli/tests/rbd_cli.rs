@@ -588,6 +588,74 @@ fn export_import_roundtrip_sparse_and_stdio_and_cp() {
         (o.code, o.stderr.as_str()),
         (17, "rbd: copy failed: (17) File exists\n")
     );
+
+    // deep cp: the snapshot comes along, with its own content; a clone's
+    // deep copy is a clone of the same parent unless --flatten.
+    e.ok(&[
+        "rbd",
+        "resize",
+        "--allow-shrink",
+        "--size",
+        "1M",
+        "data/imp",
+    ]);
+    e.ok(&[
+        "rbd",
+        "deep",
+        "cp",
+        "--no-progress",
+        "data/imp",
+        "data/deep",
+    ]);
+    assert!(e
+        .ok(&["rbd", "snap", "ls", "data/deep"])
+        .stdout
+        .contains(" s "));
+    assert_eq!(export_bytes(&e, "data/deep@s", "deep-s.raw"), data);
+    assert_eq!(
+        export_bytes(&e, "data/deep", "deep.raw"),
+        export_bytes(&e, "data/imp", "imp.raw")
+    );
+    e.ok(&["rbd", "snap", "protect", "data/imp@s"]);
+    e.ok(&["rbd", "clone", "data/imp@s", "data/kid"]);
+    e.ok(&[
+        "rbd",
+        "deep",
+        "copy",
+        "--no-progress",
+        "data/kid",
+        "data/kid2",
+    ]);
+    assert!(e
+        .ok(&["rbd", "info", "data/kid2"])
+        .stdout
+        .contains("parent: data/imp@s"));
+    e.ok(&[
+        "rbd",
+        "deep",
+        "cp",
+        "--no-progress",
+        "--flatten",
+        "data/kid",
+        "data/kid3",
+    ]);
+    assert!(!e
+        .ok(&["rbd", "info", "data/kid3"])
+        .stdout
+        .contains("parent:"));
+    assert_eq!(export_bytes(&e, "data/kid3", "kid3.raw"), data);
+    let o = e.run(&[
+        "rbd",
+        "deep",
+        "cp",
+        "--no-progress",
+        "data/kid",
+        "data/kid2",
+    ]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (17, "rbd: deep copy failed: (17) File exists\n")
+    );
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub enum Errno {
     ENOSPC = 28,
     /// Read-only file system (snapshot or read-only image).
     EROFS = 30,
+    /// Numerical argument out of domain (an image order out of range).
+    EDOM = 33,
     /// Numerical result out of range.
     ERANGE = 34,
     /// File name too long.
@@ -95,6 +97,7 @@ impl Errno {
             27 => EFBIG,
             28 => ENOSPC,
             30 => EROFS,
+            33 => EDOM,
             34 => ERANGE,
             36 => ENAMETOOLONG,
             39 => ENOTEMPTY,
@@ -130,6 +133,7 @@ impl Errno {
             EFBIG => "File too large",
             ENOSPC => "No space left on device",
             EROFS => "Read-only file system",
+            EDOM => "Numerical argument out of domain",
             ERANGE => "Numerical result out of range",
             ENAMETOOLONG => "File name too long",
             ENOTEMPTY => "Directory not empty",

@@ -64,6 +64,7 @@
 //! cost exactly one object-layer op.
 
 mod advisory;
+mod copy;
 mod diff;
 mod error;
 mod header;
@@ -78,6 +79,7 @@ mod sparsify;
 mod trash;
 
 pub use advisory::{ImageLocker, ImageLocks};
+pub use copy::CopyOptions;
 pub use error::{RbdError, Result};
 pub use image::{Image, ImageCloser, TimestampIntervals};
 pub use layout::{

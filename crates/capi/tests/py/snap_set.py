@@ -59,9 +59,15 @@ def main():
     with rados.Rados(conffile="") as cluster:
         check(cluster, pool, "snapset-plain")
     # The write-back cache from the first write (no flush needed first).
-    with rados.Rados(conffile="") as cluster:
-        cluster.conf_set("rbd_cache", "true")
-        cluster.conf_set("rbd_cache_writethrough_until_flush", "false")
+    # (rbd_cache_policy is a start-up option: given before connecting; the
+    # default, writearound, would send writes straight to the cluster.)
+    conf = {
+        "rbd_cache": "true",
+        "rbd_cache_policy": "writeback",
+        "rbd_cache_writethrough_until_flush": "false",
+        "rbd_cache_max_dirty_age": "60",
+    }
+    with rados.Rados(conffile="", conf=conf) as cluster:
         check(cluster, pool, "snapset-cached")
     print("snap set OK")
 

@@ -431,6 +431,13 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
+    /// Set the total.
+    pub fn set_length(&self, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total.max(1));
+        }
+    }
+
     /// Set the position.
     pub fn set(&self, done: u64) {
         if let Some(b) = &self.bar {
@@ -612,6 +619,11 @@ enum RbdCmd {
         dest: String,
         #[command(flatten)]
         c: CreateArgs,
+    },
+    /// Deep copy: an image with all its snapshots (`rbd deep cp`).
+    Deep {
+        #[command(subcommand)]
+        cmd: DeepCmd,
     },
     /// Deferred removal: move images to the trash, list, restore, remove.
     Trash {
@@ -860,6 +872,24 @@ enum ConfigOp {
     List {
         /// Pool or image spec.
         target: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeepCmd {
+    /// Copy an image (or an image up to one of its snapshots) with its
+    /// snapshots; a clone's copy is a clone of the same parent snapshot.
+    #[command(visible_alias = "copy")]
+    Cp {
+        /// Source image spec (`@snap`: the snapshots up to this one).
+        src: String,
+        /// Destination image spec.
+        dest: String,
+        /// Copy a clone's parent data instead of keeping it a clone.
+        #[arg(long)]
+        flatten: bool,
+        #[command(flatten)]
+        c: CreateArgs,
     },
 }
 
@@ -1134,7 +1164,16 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
         } => cmds::resize(ctx, &image, &size, allow_shrink).await,
         Rm { image } => cmds::rm(ctx, &image).await,
         Mv { src, dest } => cmds::mv(ctx, &src, &dest).await,
-        Cp { src, dest, c } => xfer::cp(ctx, &src, &dest, &c).await,
+        Cp { src, dest, c } => xfer::cp(ctx, &src, &dest, &c, None).await,
+        Deep {
+            cmd:
+                DeepCmd::Cp {
+                    src,
+                    dest,
+                    flatten,
+                    c,
+                },
+        } => xfer::cp(ctx, &src, &dest, &c, Some(flatten)).await,
         Trash { cmd } => match cmd {
             TrashCmd::Move { image, expires_at } => {
                 trash::mv(ctx, &image, expires_at.as_deref()).await

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quarry_common::size::{format_size, SizeUnit};
 use quarry_common::Errno;
-use quarry_rbd::{DiffOptions, Image};
+use quarry_rbd::{CopyOptions, DiffOptions, Image};
 use serde_json::{json, Value};
 
 use super::cmds::{create_opts, dest_spec};
@@ -318,53 +318,46 @@ async fn import_data(img: &Image, r: &mut dyn Read, known: Option<u64>, p: &Prog
         .map_err(|e| CmdError::rbd("import failed", &e))
 }
 
-/// `rbd cp`.
-pub async fn cp(ctx: &Ctx, src: &str, dest: &str, c: &CreateArgs) -> CmdResult {
+/// `rbd cp`, and `rbd deep cp` when `deep` is `Some(flatten)`.
+pub async fn cp(ctx: &Ctx, src: &str, dest: &str, c: &CreateArgs, deep: Option<bool>) -> CmdResult {
     let s = ctx.spec(src)?;
     let d = dest_spec(ctx, &s, dest)?;
     let src_img = ctx.open(&s, true).await?;
-    let mut opts = create_opts(ctx, c, "copy failed")?;
-    if opts.order == 0 {
-        opts.order = src_img.stat().order;
-    }
-    if opts.features.is_none() {
-        opts.features = Some(src_img.features());
-    }
+    let what = if deep.is_some() {
+        "deep copy failed"
+    } else {
+        "copy failed"
+    };
+    let co = create_opts(ctx, c, what)?;
+    let opts = CopyOptions {
+        order: co.order,
+        features: co.features,
+        flatten: deep.unwrap_or(false),
+    };
     let dio = ctx.ioctx(&d.pool, &d.namespace).await?;
-    ctx.rbd
-        .create(&dio, &d.image, src_img.size(), &opts)
-        .await
-        .map_err(|e| CmdError::rbd("copy failed", &e))?;
-    let dst = ctx.open_in(&dio, &d.image, None, false).await?;
-    let ext = data_extents(&src_img, None)
-        .await
-        .map_err(|e| CmdError::rbd("copy failed", &e))?;
-    let p = Progress::new(ctx.g.progress(), "Image copy", src_img.size());
-    for (off, len, exists) in ext {
-        if !exists {
-            continue;
+    let label = if deep.is_some() {
+        "Image deep copy"
+    } else {
+        "Image copy"
+    };
+    let p = Progress::new(ctx.g.progress(), label, src_img.size());
+    let progress = |done: u64, total: u64| {
+        p.set_length(total);
+        p.set(done);
+    };
+    let r = match deep {
+        None => {
+            ctx.rbd
+                .copy(&src_img, &dio, &d.image, &opts, progress)
+                .await
         }
-        let mut o = off;
-        while o < off + len {
-            let n = CHUNK.min(off + len - o);
-            let r = async {
-                let data = src_img.read(o, n).await?;
-                write_sparse(&dst, o, &data).await
-            }
-            .await;
-            if let Err(e) = r {
-                p.failed();
-                return Err(CmdError::rbd("copy failed", &e));
-            }
-            o += n;
-            p.set(o);
+        Some(_) => {
+            ctx.rbd
+                .deep_copy(&src_img, &dio, &d.image, &opts, progress)
+                .await
         }
-    }
-    dst.flush()
-        .await
-        .map_err(|e| CmdError::rbd("copy failed", &e))?;
-    p.done();
-    Ok(())
+    };
+    p.finish(r.map_err(|e| CmdError::rbd(what, &e)))
 }
 
 /// `rbd diff`.
