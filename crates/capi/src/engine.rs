@@ -210,6 +210,9 @@ pub trait ImageEngine: Send + Sync {
     async fn pool_metadata_remove(&self, io: &IoTarget, key: &str) -> CResult<()>;
     /// A pool's RBD metadata, by key.
     async fn pool_metadata_list(&self, io: &IoTarget) -> CResult<Vec<(String, String)>>;
+    /// Image counts, snapshots and provisioned bytes of a pool/namespace
+    /// (`rbd_pool_stats_get`).
+    async fn pool_stats(&self, io: &IoTarget) -> CResult<quarry_rbd::PoolStats>;
     /// Pool-level config overrides (`rbd config pool set`): `(name, value)`.
     async fn pool_config(&self, io: &IoTarget) -> CResult<Vec<(String, String)>>;
     /// Move image `name` to the trash, removable after `delay` seconds.

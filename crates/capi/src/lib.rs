@@ -47,6 +47,7 @@ pub mod ffi_list;
 pub mod ffi_lock;
 pub mod ffi_objops;
 pub mod ffi_omap;
+pub mod ffi_pool_stats;
 pub mod ffi_rados;
 pub mod ffi_rbd;
 pub mod ffi_snap;

@@ -51,6 +51,10 @@ struct Engine {
 
 #[async_trait]
 impl ImageEngine for Engine {
+    async fn pool_stats(&self, t: &IoTarget) -> CResult<quarry_rbd::PoolStats> {
+        Ok(self.rbd.pool_stats(&io(t)).await?)
+    }
+
     async fn create(&self, t: &IoTarget, name: &str, opts: &CreateOpts) -> CResult<()> {
         let o = create_options(opts)?;
         Ok(self.rbd.create(&io(t), name, opts.size, &o).await?)

@@ -111,8 +111,6 @@ unsupported_int!(
     rbd_mirror_site_name_get,
     rbd_mirror_site_name_set,
     rbd_mirror_uuid_get,
-    rbd_pool_stats_get,
-    rbd_pool_stats_option_add_uint64,
     rbd_rebuild_object_map,
     rbd_snap_get_group_namespace,
     rbd_snap_get_mirror_namespace,
@@ -132,8 +130,6 @@ unsupported_void!(
     rbd_mirror_image_info_list_cleanup,
     rbd_mirror_image_instance_id_list_cleanup,
     rbd_mirror_peer_site_list_cleanup,
-    rbd_pool_stats_create,
-    rbd_pool_stats_destroy,
 );
 
 /// Versions are not tracked per ioctx: returns 0.

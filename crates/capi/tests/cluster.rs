@@ -38,6 +38,7 @@ fn qemu_fio_and_auth_on_a_cluster() {
     run_python(&c, "snap_set.py", &["py"], "snap set OK");
     run_python(&c, "object_ops.py", &["py"], "object ops OK");
     run_python(&c, "copy.py", &["py"], "copy OK");
+    run_python(&c, "pool_stats.py", &["py"], "pool stats OK");
 }
 
 /// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`

@@ -1029,6 +1029,15 @@ fn trash_moves_restores_removes_and_purges_images() {
         2,
         "rbd: error opening image vm1: (2) No such file or directory\n",
     );
+    // `rbd pool stats` counts it apart (Ceph's lines and JSON).
+    assert_eq!(
+        e.ok(&["rbd", "pool", "stats", "data"]).stdout,
+        "Total Images: 1 (1 in trash)\nTotal Snapshots: 0 (0 in trash)\n\
+         Provisioned Size: 1 MiB (5.0 MiB in trash)\n"
+    );
+    let j = e.json(&["rbd", "pool", "stats", "data", "--format", "json"]);
+    assert_eq!(j["images"]["count"], 1);
+    assert_eq!(j["trash"]["provisioned_bytes"], data.len() as u64);
     let long = e.ok(&["rbd", "trash", "ls", "-l", "data"]).stdout;
     let lines: Vec<&str> = long.lines().collect();
     assert_eq!(lines.len(), 2, "{long}");

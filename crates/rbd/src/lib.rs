@@ -73,6 +73,7 @@ mod io;
 mod layout;
 mod lock;
 mod objmap;
+mod poolstats;
 mod proxy;
 mod rbd;
 mod sparsify;
@@ -89,6 +90,7 @@ pub use layout::{
 };
 pub use lock::{FencePolicy, LockOwner, PreReleaseHook};
 pub use objmap::{OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT, OBJECT_PENDING};
+pub use poolstats::{ImageTotals, PoolStats};
 pub use rbd::Rbd;
 pub use trash::{PurgeReport, TrashEntry, TrashSource, TrashState};
 

@@ -957,6 +957,47 @@ pub async fn status(ctx: &Ctx, image: &str) -> CmdResult {
 
 /// `rbd pool init [--force]`: check the pool and enable the `rbd`
 /// application on it (beside another one only with `--force`, as Ceph).
+/// `rbd pool stats`: Ceph's lines (or JSON), sizes as the most each image
+/// may hold (its size or a larger snapshot's).
+pub async fn pool_stats(ctx: &Ctx, pool: Option<&str>) -> CmdResult {
+    let ps = ctx.pool_spec(pool)?;
+    let io = ctx.ioctx(&ps.pool, &ps.namespace).await?;
+    let st = ctx
+        .rbd
+        .pool_stats(&io)
+        .await
+        .map_err(|e| CmdError::rbd("failed to query pool stats", &e))?;
+    let (i, t) = (st.images, st.trash);
+    if ctx.g.json() {
+        ctx.print_json(&json!({
+            "images": {"count": i.count, "provisioned_bytes": i.max_provisioned_bytes,
+                       "snap_count": i.snapshots},
+            "trash": {"count": t.count, "provisioned_bytes": t.max_provisioned_bytes,
+                      "snap_count": t.snapshots},
+        }));
+        return Ok(());
+    }
+    let in_trash = |v: String| {
+        if t.count > 0 {
+            format!(" ({v} in trash)")
+        } else {
+            String::new()
+        }
+    };
+    println!("Total Images: {}{}", i.count, in_trash(t.count.to_string()));
+    println!(
+        "Total Snapshots: {}{}",
+        i.snapshots,
+        in_trash(t.snapshots.to_string())
+    );
+    println!(
+        "Provisioned Size: {}{}",
+        format_size(i.max_provisioned_bytes),
+        in_trash(format_size(t.max_provisioned_bytes))
+    );
+    Ok(())
+}
+
 pub async fn pool_init(ctx: &Ctx, pool: Option<&str>, force: bool) -> CmdResult {
     let name = pool
         .map(str::to_string)

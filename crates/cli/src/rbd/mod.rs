@@ -1100,6 +1100,11 @@ enum PoolCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Display pool statistics: images, snapshots, provisioned size.
+    Stats {
+        /// Pool spec (`pool[/namespace]`).
+        pool: Option<String>,
+    },
 }
 
 /// Run `rbd`; returns the process exit code.
@@ -1295,6 +1300,7 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
         }
         Pool { cmd } => match cmd {
             PoolCmd::Init { pool, force } => cmds::pool_init(ctx, pool.as_deref(), force).await,
+            PoolCmd::Stats { pool } => cmds::pool_stats(ctx, pool.as_deref()).await,
         },
         Feature { cmd } => match cmd {
             FeatureCmd::Enable { image, features } => {
