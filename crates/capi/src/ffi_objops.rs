@@ -30,7 +30,7 @@ const MAX_ERRNO: i64 = 4095;
 
 /// Largest append, writesame data or write length librados takes
 /// (`UINT_MAX / 2`); larger ones are `E2BIG`.
-const MAX_LEN: usize = (u32::MAX / 2) as usize;
+pub(crate) const MAX_LEN: usize = (u32::MAX / 2) as usize;
 
 /// How often an append retries when the object changed between reading
 /// its size and writing after it.

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use quarry_common::Errno;
 use quarry_rados::{Op, OpOutput};
 
+use crate::deferred_ops::{Deferred, Prval};
 use crate::engine::{CError, CResult};
 use crate::ffi_rados::{add_op, bytes_from, ioctx, run_ops, wop, IoCtxT};
 use crate::util::{guard, int, nonnull, req_str};
@@ -180,12 +181,71 @@ macro_rules! refused_write_op {
 }
 
 refused_write_op!(
-    rados_write_op_append: "append in a write op",
-    rados_write_op_cmpext: "cmpext in a write op",
     rados_write_op_exec: "object class calls (exec)",
     rados_write_op_omap_cmp: "omap comparison",
     rados_write_op_omap_rm_range2: "omap range removal",
 );
+
+/// Add a step resolved at operate time (`deferred_ops`); a bad one
+/// refuses the write op.
+unsafe fn add_step(op: *mut c_void, make: impl FnOnce() -> CResult<Deferred>) {
+    guard((), || {
+        // SAFETY: live write op, per the caller.
+        if let Some(w) = unsafe { wop(op) } {
+            match make() {
+                Ok(s) => {
+                    let at = w.ops.len();
+                    w.steps.push((at, s));
+                }
+                Err(e) => w.refuse(e),
+            }
+        }
+    })
+}
+
+/// Add: append `len` bytes at the object's end as it is when this step
+/// runs (after the write op's earlier steps).
+#[no_mangle]
+pub unsafe extern "C" fn rados_write_op_append(op: *mut c_void, buf: *const c_char, len: usize) {
+    // SAFETY: live write op and buffer, per the caller.
+    unsafe {
+        add_step(op, || {
+            if len > crate::ffi_objops::MAX_LEN {
+                return Err(CError::new(
+                    Errno::E2BIG,
+                    format!(
+                        "append of {len} bytes: at most {}",
+                        crate::ffi_objops::MAX_LEN
+                    ),
+                ));
+            }
+            Ok(Deferred::Append(bytes_from(buf, len)?))
+        })
+    }
+}
+
+/// Add: compare `cmp_len` bytes at `off` with `cmp_buf` before anything
+/// is written; a difference at byte `i` fails the write op with
+/// `-4095 - i` (also in `*prval`, which gets 0 on a match).
+#[no_mangle]
+pub unsafe extern "C" fn rados_write_op_cmpext(
+    op: *mut c_void,
+    cmp_buf: *const c_char,
+    cmp_len: usize,
+    off: u64,
+    prval: *mut c_int,
+) {
+    // SAFETY: live write op and buffer, per the caller.
+    unsafe {
+        add_step(op, || {
+            Ok(Deferred::CmpExt {
+                off,
+                cmp: bytes_from(cmp_buf, cmp_len)?,
+                prval: Prval(prval),
+            })
+        })
+    }
+}
 
 /// Add: `buf` (`data_len` bytes) repeated over `write_len` bytes at
 /// `off` (a plain write of the expanded bytes; lengths as

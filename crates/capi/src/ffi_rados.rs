@@ -923,10 +923,47 @@ pub(crate) fn submit(
     ops: Vec<Op>,
     on_read: Option<(usize, usize)>,
 ) -> CResult<i32> {
+    let req = request(io, name, ops)?;
+    submit_with(io, req, c, on_read, |rados, req| async move {
+        rados
+            .operate(req)
+            .await
+            .map(|r| r.outputs)
+            .map_err(|e| e.errno.negated() as i64)
+    })
+}
+
+/// [`submit`] for a write op with appends or cmpexts (`deferred_ops`).
+fn submit_deferred(
+    io: &IoCtx,
+    name: &str,
+    c: *mut c_void,
+    ops: Vec<Op>,
+    steps: crate::deferred_ops::Steps,
+) -> CResult<i32> {
+    let template = request(io, name, vec![Op::Create { exclusive: false }])?;
+    submit_with(io, template, c, None, move |rados, template| {
+        crate::deferred_ops::operate(rados, template, ops, steps)
+    })
+}
+
+/// Run `run(rados, req)` in the background in the object's submission
+/// order and finish completion `c` with its result (for a read with
+/// `on_read = (buf, len)`, its bytes copied there and their count).
+fn submit_with<F, Fut>(
+    io: &IoCtx,
+    req: OpRequest,
+    c: *mut c_void,
+    on_read: Option<(usize, usize)>,
+    run: F,
+) -> CResult<i32>
+where
+    F: FnOnce(Arc<dyn quarry_rados::Rados>, OpRequest) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<OpOutput>, i64>> + Send + 'static,
+{
     nonnull(c)?;
     // SAFETY: live completion handle from the caller.
     let comp = unsafe { Completion::from_handle(c) };
-    let req = request(io, name, ops)?;
     let conn = io.conn.clone();
     let parts = conn.order.enter(&req.oid);
     let guard_comp = comp.clone();
@@ -935,10 +972,10 @@ pub(crate) fn submit(
         async move {
             let mut slot = conn.order.slot(req.oid.clone(), parts);
             slot.ready().await;
-            let r = conn.rados.operate(req).await;
+            let r = run(conn.rados.clone(), req).await;
             drop(slot);
             let ret = match r {
-                Ok(reply) => match (on_read, reply.outputs.into_iter().next()) {
+                Ok(outputs) => match (on_read, outputs.into_iter().next()) {
                     (Some((buf, len)), Some(OpOutput::Data(d))) => {
                         let n = d.len().min(len);
                         // SAFETY: the caller keeps buf valid for len bytes until
@@ -948,7 +985,7 @@ pub(crate) fn submit(
                     }
                     _ => 0,
                 },
-                Err(e) => e.errno.negated() as i64,
+                Err(r) => r,
             };
             comp.finish(ret, None);
         },
@@ -1047,6 +1084,9 @@ pub unsafe extern "C" fn rados_aio_remove(io: IoCtxT, o: *const c_char, c: *mut 
 #[derive(Default)]
 pub struct WriteOp {
     pub(crate) ops: Vec<Op>,
+    /// Appends and cmpexts, resolved against the object at operate time
+    /// (`deferred_ops`).
+    pub(crate) steps: crate::deferred_ops::Steps,
     /// Set when an op could not be added (bad arguments, or an op Quarry
     /// does not support): the adders return nothing, so the operate call
     /// reports it instead of applying the others as if all were there.
@@ -1065,6 +1105,13 @@ impl WriteOp {
             Some(e) => Err(e.clone()),
             None => Ok(self.ops.clone()),
         }
+    }
+
+    /// The deferred steps, moved out for one operate call (a write op is
+    /// applied once; librados releases it after).
+    fn take_steps(&mut self) -> CResult<crate::deferred_ops::Steps> {
+        crate::deferred_ops::check(&self.ops, &self.steps)?;
+        Ok(std::mem::take(&mut self.steps))
     }
 }
 
@@ -1274,8 +1321,18 @@ pub unsafe extern "C" fn rados_write_op_operate(
         let io = unsafe { ioctx(io) }?;
         // SAFETY: as above.
         let name = unsafe { req_str(o) }?;
-        run_ops(io, name, w.to_apply()?)?;
-        Ok(0)
+        let ops = w.to_apply()?;
+        if w.steps.is_empty() {
+            run_ops(io, name, ops)?;
+            return Ok(0);
+        }
+        let steps = w.take_steps()?;
+        let template = request(io, name, vec![Op::Create { exclusive: false }])?;
+        let rados = io.conn.rados.clone();
+        match rt::block_on(crate::deferred_ops::operate(rados, template, ops, steps)) {
+            Ok(_) => Ok(0),
+            Err(r) => Ok(i32::try_from(r).unwrap_or(i32::MIN)),
+        }
     })
 }
 
@@ -1296,7 +1353,12 @@ pub unsafe extern "C" fn rados_aio_write_op_operate(
         let io = unsafe { ioctx(io) }?;
         // SAFETY: as above.
         let name = unsafe { req_str(o) }?;
-        submit(io, name, c, w.to_apply()?, None)
+        let ops = w.to_apply()?;
+        if w.steps.is_empty() {
+            return submit(io, name, c, ops, None);
+        }
+        let steps = w.take_steps()?;
+        submit_deferred(io, name, c, ops, steps)
     })
 }
 

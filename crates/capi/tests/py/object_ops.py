@@ -135,6 +135,90 @@ def compound_ops(io):
         expect(rados.InvalidArgumentError, io.operate_write_op, op, "cx")
     assert io.read("cx") == b"habababorld"
 
+    # append and cmpext in write ops, resolved against the object.
+    for o in ("wa", "oplog"):
+        try:
+            io.remove_object(o)
+        except rados.ObjectNotFound:
+            pass
+    with rados.WriteOpCtx() as op:
+        op.append(b"AB")
+        op.append(b"CD")
+        io.operate_write_op(op, "wa")
+    assert io.read("wa") == b"ABCD", io.read("wa")
+    with rados.WriteOpCtx() as op:
+        op.write_full(b"xy")
+        op.append(b"z")
+        op.truncate(5)
+        op.append(b"!")
+        io.operate_write_op(op, "wa")
+    assert io.read("wa") == b"xyz\0\0!", io.read("wa")
+    with rados.WriteOpCtx() as op:
+        op.cmpext(b"xyz", 0)
+        op.write(b"XY", 0)
+        op.append(b"?")
+        io.operate_write_op(op, "wa")
+    assert io.read("wa") == b"XYz\0\0!?", io.read("wa")
+    # A mismatch fails the whole write op, naming the byte; nothing written.
+    with rados.WriteOpCtx() as op:
+        op.cmpext(b"XYq", 0)
+        op.append(b"never")
+        try:
+            io.operate_write_op(op, "wa")
+            raise AssertionError("a mismatching cmpext let a write op through")
+        except rados.ExtendMismatch as e:
+            assert e.errno == MAX_ERRNO + 2, e.errno
+    assert io.read("wa") == b"XYz\0\0!?"
+    # A cmpext after a data change is refused, not compared wrongly.
+    with rados.WriteOpCtx() as op:
+        op.write(b"Q", 0)
+        op.cmpext(b"Q", 0)
+        try:
+            io.operate_write_op(op, "wa")
+            raise AssertionError("a cmpext after a write was applied")
+        except rados.Error as e:
+            assert e.errno == errno.EOPNOTSUPP, e
+    assert io.read("wa") == b"XYz\0\0!?"
+    # A cmpext on a missing object: ENOENT, as rados_cmpext.
+    with rados.WriteOpCtx() as op:
+        op.cmpext(b"a", 0)
+        op.append(b"a")
+        expect(rados.ObjectNotFound, io.operate_write_op, op, "wa-missing")
+    # Asynchronously too.
+    done = []
+    with rados.WriteOpCtx() as op:
+        op.append(b"+")
+        comp = io.operate_aio_write_op(op, "wa", oncomplete=lambda c: done.append(c.get_return_value()))
+        comp.wait_for_complete()
+    assert io.read("wa") == b"XYz\0\0!?+", io.read("wa")
+
+
+def concurrent_op_appends(cluster, pool):
+    """Three clients append 30 records each through write ops at once:
+    none is lost or overwritten."""
+    errors = []
+
+    def appender(k):
+        try:
+            with rados.Rados(conffile="") as c, c.open_ioctx(pool) as io:
+                for i in range(30):
+                    with rados.WriteOpCtx() as op:
+                        op.append(b"<%d.%02d>" % (k, i))
+                        io.operate_write_op(op, "oplog")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=appender, args=(k,)) for k in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    with cluster.open_ioctx(pool) as io:
+        data = io.read("oplog", 1 << 20)
+        recs = sorted(data.decode().strip("<>").split("><"))
+        assert recs == sorted("%d.%02d" % (k, i) for k in range(3) for i in range(30)), data
+
 
 def bad_input(pool):
     lib, cl, io = c_connect(pool)
@@ -160,6 +244,24 @@ def bad_input(pool):
                        ctypes.c_size_t, ctypes.c_uint64]
         assert ce(io, b"cmp-missing", b"a", 1, 0) == -errno.ENOENT
         assert ce(io, b"cmp", None, 1, 0) == -errno.EINVAL
+        # A bad append refuses its write op: nothing applied.
+        lib.rados_create_write_op.restype = ctypes.c_void_p
+        lib.rados_create_write_op.argtypes = []
+        wop = ctypes.c_void_p(lib.rados_create_write_op())
+        wa = lib.rados_write_op_append
+        wa.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        wo = lib.rados_write_op_operate
+        wo.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p,
+                       ctypes.c_void_p, ctypes.c_int]
+        wa(wop, b"abc", 3)
+        wa(wop, None, 3)
+        assert wo(wop, io, b"bad", None, 0) == -errno.EINVAL
+        lib.rados_release_write_op.argtypes = [ctypes.c_void_p]
+        lib.rados_release_write_op(wop)
+        wop = ctypes.c_void_p(lib.rados_create_write_op())
+        wa(wop, b"abc", 1 << 32)
+        assert wo(wop, io, b"bad", None, 0) == -errno.E2BIG
+        lib.rados_release_write_op(wop)
         # Nothing was written by the refused calls.
         r = lib.rados_stat
         r.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p]
@@ -176,6 +278,7 @@ def main():
             async_calls(io)
             compound_ops(io)
         concurrent_appends(cluster, pool)
+        concurrent_op_appends(cluster, pool)
     bad_input(pool)
     print("object ops OK")
 
