@@ -21,7 +21,8 @@ use quarry_rados::{Op, OpOutput};
 
 use crate::deferred_ops::{Deferred, Prval};
 use crate::engine::{CError, CResult};
-use crate::ffi_rados::{add_op, bytes_from, ioctx, run_ops, wop, IoCtxT};
+use crate::ffi_rados::{add_op, bytes_from, ioctx, wop, IoCtxT};
+use crate::rt;
 use crate::util::{guard, int, nonnull, req_str};
 
 /// `count` C strings from `ptrs`.
@@ -270,6 +271,7 @@ pub unsafe extern "C" fn rados_write_op_writesame(
 }
 
 /// Where one read op's results go when the read op is applied.
+#[derive(Clone)]
 enum ReadOut {
     /// `omap_get_vals2` / `omap_get_keys2` / `omap_get_vals_by_keys`: the
     /// iterator was handed out when the op was added (librados does the
@@ -473,6 +475,64 @@ pub unsafe extern "C" fn rados_read_op_omap_get_vals_by_keys(
     }
 }
 
+/// Hand a compound read's `result` to its outputs (iterators, `more`
+/// flags, `prval`s); returns the read op's result: 0, the first cmpext
+/// mismatch, or the failure's negative errno.
+///
+/// # Safety
+/// The pointers in `outs` were given with the ops and are still valid.
+unsafe fn finish_read(outs: &[ReadOut], result: &quarry_rados::Result<Vec<OpOutput>>) -> i64 {
+    let mut mismatch = None;
+    for (i, out) in outs.iter().enumerate() {
+        let (iter, more, prval) = match out {
+            ReadOut::Omap { iter, more, prval } => (*iter, *more, *prval),
+            ReadOut::CmpExt { cmp, prval } => {
+                let rv = match result {
+                    Ok(outs) => match outs.get(i) {
+                        Some(OpOutput::Data(d)) => crate::ffi_objops::cmpext_result(cmp, d),
+                        _ => Errno::EIO.negated() as i64,
+                    },
+                    Err(e) => e.errno.negated() as i64,
+                };
+                if rv != 0 && result.is_ok() {
+                    mismatch.get_or_insert(rv);
+                }
+                if !prval.is_null() {
+                    // SAFETY: given with the op, valid until now.
+                    unsafe { **prval = rv as c_int };
+                }
+                continue;
+            }
+        };
+        let (entries, was_cut, rv) = match result {
+            Ok(outs) => match outs.get(i) {
+                Some(OpOutput::Omap(m, cut)) => (m.clone(), *cut, 0),
+                _ => (BTreeMap::new(), false, Errno::EIO.negated()),
+            },
+            Err(e) => (BTreeMap::new(), false, e.errno.negated()),
+        };
+        // SAFETY: the iterator handed out with the op is live until the
+        // caller ends it (after the operate call or its completion); the
+        // other out pointers were given with the op and stay valid until
+        // then.
+        unsafe {
+            let it = &mut *iter;
+            it.total = entries.len();
+            it.entries = entries.into_iter().collect::<Vec<_>>().into_iter();
+            if !more.is_null() {
+                *more = u8::from(was_cut);
+            }
+            if !prval.is_null() {
+                *prval = rv;
+            }
+        }
+    }
+    match result {
+        Err(e) => e.errno.negated() as i64,
+        Ok(_) => mismatch.unwrap_or(0),
+    }
+}
+
 /// Apply a compound read: each op's iterator and return value are set.
 #[no_mangle]
 pub unsafe extern "C" fn rados_read_op_operate(
@@ -491,53 +551,66 @@ pub unsafe extern "C" fn rados_read_op_operate(
         if let Some(e) = &r.refused {
             return Err(e.clone());
         }
-        let result = run_ops(io, name, r.ops.clone());
-        let mut mismatch = None;
-        for (i, out) in r.outs.iter().enumerate() {
-            let (iter, more, prval) = match out {
-                ReadOut::Omap { iter, more, prval } => (*iter, *more, *prval),
-                ReadOut::CmpExt { cmp, prval } => {
-                    let rv = match &result {
-                        Ok(outs) => match outs.get(i) {
-                            Some(OpOutput::Data(d)) => crate::ffi_objops::cmpext_result(cmp, d),
-                            _ => Errno::EIO.negated() as i64,
-                        },
-                        Err(e) => e.errno.negated() as i64,
-                    };
-                    if rv != 0 && result.is_ok() {
-                        mismatch.get_or_insert(rv);
-                    }
-                    if !prval.is_null() {
-                        // SAFETY: given with the op, valid until now.
-                        unsafe { **prval = rv as c_int };
-                    }
-                    continue;
-                }
-            };
-            let (entries, was_cut, rv) = match &result {
-                Ok(outs) => match outs.get(i) {
-                    Some(OpOutput::Omap(m, cut)) => (m.clone(), *cut, 0),
-                    _ => (BTreeMap::new(), false, Errno::EIO.negated()),
-                },
-                Err(e) => (BTreeMap::new(), false, e.errno.negated()),
-            };
-            // SAFETY: the iterator handed out with the op is live until
-            // the caller ends it (after this call); the other out pointers
-            // were given with the op and stay valid until now.
-            unsafe {
-                let it = &mut *iter;
-                it.total = entries.len();
-                it.entries = entries.into_iter().collect::<Vec<_>>().into_iter();
-                if !more.is_null() {
-                    *more = u8::from(was_cut);
-                }
-                if !prval.is_null() {
-                    *prval = rv;
-                }
-            }
+        let req = crate::ffi_rados::request(io, name, r.ops.clone())?;
+        let rados = io.conn.rados.clone();
+        let result = rt::block_on(async move { rados.operate(req).await }).map(|r| r.outputs);
+        // SAFETY: the out pointers came with the ops, valid until now.
+        let v = unsafe { finish_read(&r.outs, &result) };
+        Ok(i32::try_from(v).unwrap_or(i32::MIN))
+    })
+}
+
+/// A read op's outputs, carried to its completion.
+struct Outs(Vec<ReadOut>);
+
+// SAFETY: the pointers inside are only used when the operation completes,
+// which librados callers must wait for before freeing what they point to.
+unsafe impl Send for Outs {}
+
+impl Outs {
+    /// [`finish_read`] on these outputs.
+    ///
+    /// # Safety
+    /// As `finish_read`.
+    unsafe fn finish(&self, result: &quarry_rados::Result<Vec<OpOutput>>) -> i64 {
+        // SAFETY: forwarded contract.
+        unsafe { finish_read(&self.0, result) }
+    }
+}
+
+/// Apply a compound read asynchronously: the outputs are set, then the
+/// completion fires with the read op's result (python3-rados
+/// `Ioctx.operate_aio_read_op`).
+#[no_mangle]
+pub unsafe extern "C" fn rados_aio_read_op_operate(
+    op: *mut c_void,
+    io: IoCtxT,
+    c: *mut c_void,
+    oid: *const c_char,
+    _flags: c_int,
+) -> c_int {
+    int(|| {
+        // SAFETY: live read op, handle and C string, per the caller.
+        let r = unsafe { rop(op) }.ok_or(Errno::EINVAL)?;
+        // SAFETY: as above.
+        let io = unsafe { ioctx(io) }?;
+        // SAFETY: as above.
+        let name = unsafe { req_str(oid) }?;
+        if let Some(e) = &r.refused {
+            return Err(e.clone());
         }
-        result?;
-        Ok(mismatch.map_or(0, |m| m as c_int))
+        let req = crate::ffi_rados::request(io, name, r.ops.clone())?;
+        let outs = Outs(r.outs.clone());
+        crate::ffi_rados::submit_with(io, req, c, None, move |rados, req| async move {
+            let result = rados.operate(req).await.map(|r| r.outputs);
+            // SAFETY: see `Outs`.
+            let v = unsafe { outs.finish(&result) };
+            if v < 0 {
+                Err(v)
+            } else {
+                Ok(Vec::new())
+            }
+        })
     })
 }
 

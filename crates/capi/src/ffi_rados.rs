@@ -950,7 +950,7 @@ fn submit_deferred(
 /// Run `run(rados, req)` in the background in the object's submission
 /// order and finish completion `c` with its result (for a read with
 /// `on_read = (buf, len)`, its bytes copied there and their count).
-fn submit_with<F, Fut>(
+pub(crate) fn submit_with<F, Fut>(
     io: &IoCtx,
     req: OpRequest,
     c: *mut c_void,

@@ -31,7 +31,6 @@ macro_rules! unsupported_void {
 
 unsupported_int!(
     rados_aio_exec,
-    rados_aio_read_op_operate,
     rados_conf_parse_argv_remainder,
     rados_create_with_context,
     rados_exec,

@@ -40,6 +40,26 @@ def main():
                 it, ret = io.get_omap_vals_by_keys(op, ("a2", "zz"))
                 io.operate_read_op(op, "om")
                 assert dict(it) == {"a2": b"\x00y"}
+            # Asynchronously (rados_aio_read_op_operate): the iterator is
+            # filled before the completion fires.
+            with rados.ReadOpCtx() as op:
+                it, ret = io.get_omap_vals(op, "", "a", 10)
+                got = []
+                comp = io.operate_aio_read_op(
+                    op, "om", oncomplete=lambda c: got.append(c.get_return_value()))
+                comp.wait_for_complete_and_cb()
+                assert got == [0], got
+                assert dict(it) == {"a1": b"x", "a2": b"\x00y"}
+            with rados.ReadOpCtx() as op:
+                op.cmpext(b"dat!", 0)
+                comp = io.operate_aio_read_op(op, "om")
+                comp.wait_for_complete()
+                assert comp.get_return_value() == -4095 - 3, comp.get_return_value()
+            with rados.ReadOpCtx() as op:
+                it, ret = io.get_omap_vals(op, "", "", 10)
+                comp = io.operate_aio_read_op(op, "om-missing")
+                comp.wait_for_complete()
+                assert comp.get_return_value() == -2, comp.get_return_value()
             with rados.WriteOpCtx() as op:
                 io.remove_omap_keys(op, ("a1", "missing"))
                 io.operate_write_op(op, "om")
