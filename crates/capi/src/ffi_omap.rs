@@ -17,7 +17,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 
 use bytes::Bytes;
 use quarry_common::Errno;
-use quarry_rados::{Op, OpOutput};
+use quarry_rados::{Op, OpOutput, OpRequest};
 
 use crate::deferred_ops::{Deferred, Prval};
 use crate::engine::{CError, CResult};
@@ -533,6 +533,33 @@ unsafe fn finish_read(outs: &[ReadOut], result: &quarry_rados::Result<Vec<OpOutp
     }
 }
 
+/// The read op, ioctx and request of an operate call (a refused read op
+/// is refused here).
+///
+/// # Safety
+/// Live read op and ioctx handles and a C string, per the caller.
+unsafe fn read_request<'a>(
+    op: *mut c_void,
+    io: IoCtxT,
+    oid: *const c_char,
+) -> CResult<(
+    &'a ReadOp,
+    &'a std::sync::Arc<crate::cluster::IoCtx>,
+    OpRequest,
+)> {
+    // SAFETY: forwarded contract.
+    let r = unsafe { rop(op) }.ok_or(Errno::EINVAL)?;
+    // SAFETY: as above.
+    let io = unsafe { ioctx(io) }?;
+    // SAFETY: as above.
+    let name = unsafe { req_str(oid) }?;
+    if let Some(e) = &r.refused {
+        return Err(e.clone());
+    }
+    let req = crate::ffi_rados::request(io, name, r.ops.clone())?;
+    Ok((r, io, req))
+}
+
 /// Apply a compound read: each op's iterator and return value are set.
 #[no_mangle]
 pub unsafe extern "C" fn rados_read_op_operate(
@@ -542,16 +569,8 @@ pub unsafe extern "C" fn rados_read_op_operate(
     _flags: c_int,
 ) -> c_int {
     int(|| {
-        // SAFETY: live read op, handle and C string, per the caller.
-        let r = unsafe { rop(op) }.ok_or(Errno::EINVAL)?;
-        // SAFETY: as above.
-        let io = unsafe { ioctx(io) }?;
-        // SAFETY: as above.
-        let name = unsafe { req_str(oid) }?;
-        if let Some(e) = &r.refused {
-            return Err(e.clone());
-        }
-        let req = crate::ffi_rados::request(io, name, r.ops.clone())?;
+        // SAFETY: the caller's contract.
+        let (r, io, req) = unsafe { read_request(op, io, oid) }?;
         let rados = io.conn.rados.clone();
         let result = rt::block_on(async move { rados.operate(req).await }).map(|r| r.outputs);
         // SAFETY: the out pointers came with the ops, valid until now.
@@ -590,16 +609,8 @@ pub unsafe extern "C" fn rados_aio_read_op_operate(
     _flags: c_int,
 ) -> c_int {
     int(|| {
-        // SAFETY: live read op, handle and C string, per the caller.
-        let r = unsafe { rop(op) }.ok_or(Errno::EINVAL)?;
-        // SAFETY: as above.
-        let io = unsafe { ioctx(io) }?;
-        // SAFETY: as above.
-        let name = unsafe { req_str(oid) }?;
-        if let Some(e) = &r.refused {
-            return Err(e.clone());
-        }
-        let req = crate::ffi_rados::request(io, name, r.ops.clone())?;
+        // SAFETY: the caller's contract.
+        let (r, io, req) = unsafe { read_request(op, io, oid) }?;
         let outs = Outs(r.outs.clone());
         crate::ffi_rados::submit_with(io, req, c, None, move |rados, req| async move {
             let result = rados.operate(req).await.map(|r| r.outputs);

@@ -13,7 +13,7 @@ import sys
 
 import rados
 import rbd
-from qtest import expect
+from qtest import c_close, c_connect, expect
 
 MIB = 1 << 20
 SIZE = 16 * MIB
@@ -109,13 +109,7 @@ def check(cluster, pool, tag):
 def c_errors(pool):
     """NULL handles and names: EINVAL from the C calls, no crash."""
     lib = ctypes.CDLL("librbd.so.1")
-    rl = ctypes.CDLL("librados.so.2")
-    cl = ctypes.c_void_p()
-    assert rl.rados_create2(ctypes.byref(cl), b"ceph", b"client.admin", 0) == 0
-    assert rl.rados_conf_read_file(cl, None) == 0
-    assert rl.rados_connect(cl) == 0
-    io = ctypes.c_void_p()
-    assert rl.rados_ioctx_create(cl, pool.encode(), ctypes.byref(io)) == 0
+    rl, cl, io = c_connect(pool)
     EINVAL = -22
     assert lib.rbd_copy(None, io, b"x") == EINVAL
     assert lib.rbd_deep_copy(None, io, b"x", None) == EINVAL
@@ -133,8 +127,7 @@ def c_errors(pool):
     assert lib.rbd_close(img) == 0
     for n in (b"c-null2", b"c-null"):
         assert lib.rbd_remove(io, n) == 0
-    rl.rados_ioctx_destroy(io)
-    rl.rados_shutdown(cl)
+    c_close(rl, cl, io)
 
 
 def main():

@@ -11,6 +11,7 @@ import sys
 
 import rados
 import rbd
+from qtest import c_close, c_connect
 
 MIB = 1 << 20
 NS = "stats"
@@ -63,13 +64,7 @@ def main():
 
 def c_errors(pool):
     lib = ctypes.CDLL("librbd.so.1")
-    rl = ctypes.CDLL("librados.so.2")
-    cl = ctypes.c_void_p()
-    assert rl.rados_create2(ctypes.byref(cl), b"ceph", b"client.admin", 0) == 0
-    assert rl.rados_conf_read_file(cl, None) == 0
-    assert rl.rados_connect(cl) == 0
-    io = ctypes.c_void_p()
-    assert rl.rados_ioctx_create(cl, pool.encode(), ctypes.byref(io)) == 0
+    rl, cl, io = c_connect(pool)
     rl.rados_ioctx_set_namespace(io, NS.encode())
     st = ctypes.c_void_p()
     lib.rbd_pool_stats_create(ctypes.byref(st))
@@ -87,8 +82,7 @@ def c_errors(pool):
     assert lib.rbd_pool_stats_get(io, None) == -22
     lib.rbd_pool_stats_destroy(st)
     lib.rbd_pool_stats_destroy(None)
-    rl.rados_ioctx_destroy(io)
-    rl.rados_shutdown(cl)
+    c_close(rl, cl, io)
 
 
 if __name__ == "__main__":
