@@ -137,6 +137,92 @@ fn create_info_ls_resize_mv_rm_and_errors() {
         "--object-size",
         "1M",
     ]);
+    // Ceph's other creation options: a shared image has no single-writer
+    // features; thick provisioning allocates every block; default striping
+    // is accepted, any other is refused, as are data pools; snapshot
+    // creation takes the quiesce flags (no hooks to run here).
+    e.ok(&[
+        "rbd",
+        "create",
+        "data/shared",
+        "--size",
+        "8M",
+        "--image-shared",
+    ]);
+    let j = e.json(&["rbd", "info", "data/shared", "--format", "json"]);
+    assert_eq!(
+        j["features"],
+        serde_json::json!(["layering", "deep-flatten"]),
+        "{j}"
+    );
+    e.ok(&[
+        "rbd",
+        "create",
+        "data/thick",
+        "--size",
+        "8M",
+        "--thick-provision",
+        "--no-progress",
+    ]);
+    let j = e.json(&["rbd", "du", "data/thick", "--format", "json"]);
+    assert_eq!(j["images"][0]["used_size"], 8 << 20, "{j}");
+    e.ok(&[
+        "rbd",
+        "create",
+        "data/plain",
+        "--size",
+        "8M",
+        "--stripe-unit",
+        "4M",
+        "--stripe-count",
+        "1",
+    ]);
+    let o = e.run(&[
+        "rbd",
+        "create",
+        "data/fancy",
+        "--size",
+        "8M",
+        "--stripe-unit",
+        "64K",
+        "--stripe-count",
+        "4",
+    ]);
+    assert_eq!(o.code, 22, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("fancy striping is not supported"),
+        "{}",
+        o.stderr
+    );
+    let o = e.run(&[
+        "rbd",
+        "create",
+        "data/dp",
+        "--size",
+        "8M",
+        "--data-pool",
+        "rbd",
+    ]);
+    assert_eq!(o.code, 95, "{}", o.stderr);
+    assert!(!e.ok(&["rbd", "ls", "data"]).stdout.contains("fancy"));
+    e.ok(&["rbd", "snap", "create", "--skip-quiesce", "data/shared@s"]);
+    e.ok(&[
+        "rbd",
+        "snap",
+        "create",
+        "--ignore-quiesce-error",
+        "data/shared@t",
+    ]);
+    for i in ["shared", "thick", "plain"] {
+        e.ok(&[
+            "rbd",
+            "snap",
+            "purge",
+            "--no-progress",
+            &format!("data/{i}"),
+        ]);
+        e.ok(&["rbd", "rm", "--no-progress", &format!("data/{i}")]);
+    }
     let info = e.ok(&["rbd", "info", "data/img1"]).stdout;
     assert!(info.starts_with("rbd image 'img1':\n\tsize 1 GiB in 256 objects\n\torder 22 (4 MiB objects)\n\tsnapshot_count: 0\n"), "{info}");
     assert!(info

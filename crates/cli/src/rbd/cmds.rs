@@ -66,6 +66,24 @@ pub fn create_opts(ctx: &Ctx, c: &CreateArgs, what: &str) -> CmdResult<CreateOpt
             ),
         ));
     }
+    if c.data_pool.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(CmdError::new(
+            Errno::EOPNOTSUPP,
+            "separate data pools are not supported",
+        ));
+    }
+    // Striping is accepted only as the default one (unit = object size).
+    let obj = 1u64 << if order == 0 { 22 } else { order };
+    let su = match &c.stripe_unit {
+        Some(v) => size_arg("--stripe-unit", v, SizeUnit::Bytes)?,
+        None => obj,
+    };
+    if su != obj || c.stripe_count.is_some_and(|n| n != 1) {
+        return Err(CmdError::new(
+            Errno::EINVAL,
+            "fancy striping is not supported: the stripe unit must be the object size and the stripe count 1",
+        ));
+    }
     let features = if c.image_feature.is_empty() {
         // `rbd_default_features` from the conf file, environment or the
         // monitors' config database, as Ceph's rbd tool reads it.
@@ -81,11 +99,27 @@ pub fn create_opts(ctx: &Ctx, c: &CreateArgs, what: &str) -> CmdResult<CreateOpt
         }
         Some(bits)
     };
+    // As Ceph's tool: a shared image drops what assumes a single writer.
+    let features = if c.image_shared {
+        let single_writer = quarry_rbd::FEATURE_EXCLUSIVE_LOCK
+            | quarry_rbd::FEATURE_OBJECT_MAP
+            | quarry_rbd::FEATURE_FAST_DIFF
+            | quarry_rbd::FEATURE_JOURNALING;
+        Some(features.unwrap_or(quarry_rbd::FEATURES_DEFAULT) & !single_writer)
+    } else {
+        features
+    };
     Ok(CreateOptions { order, features })
 }
 
-/// `rbd create`.
-pub async fn create(ctx: &Ctx, image: &str, size: Option<&str>, c: &CreateArgs) -> CmdResult {
+/// `rbd create [--thick-provision]`.
+pub async fn create(
+    ctx: &Ctx,
+    image: &str,
+    size: Option<&str>,
+    thick: bool,
+    c: &CreateArgs,
+) -> CmdResult {
     let spec = ctx.spec(image)?;
     let Some(size) = size else {
         return Err(CmdError::new(Errno::EINVAL, "must specify --size <M/G/T>"));
@@ -96,7 +130,31 @@ pub async fn create(ctx: &Ctx, image: &str, size: Option<&str>, c: &CreateArgs) 
     ctx.rbd
         .create(&io, &spec.image, size, &opts)
         .await
-        .map_err(|e| CmdError::rbd("create error", &e))
+        .map_err(|e| CmdError::rbd("create error", &e))?;
+    if !thick {
+        return Ok(());
+    }
+    // Zeros written object by object, with Ceph's progress label.
+    let img = ctx.open_in(&io, &spec.image, None, false).await?;
+    let p = Progress::new(ctx.g.progress(), "Thick provisioning", size);
+    let step = 4u64 << 20;
+    let mut off = 0;
+    while off < size {
+        let n = step.min(size - off);
+        if let Err(e) = img
+            .write_zeroes(off, n, quarry_rbd::WRITE_ZEROES_FLAG_THICK_PROVISION)
+            .await
+        {
+            p.failed();
+            return Err(CmdError::rbd("thick provisioning failed", &e));
+        }
+        off += n;
+        p.set(off);
+    }
+    p.done();
+    img.close()
+        .await
+        .map_err(|e| CmdError::rbd("thick provisioning failed", &e))
 }
 
 pub(super) fn parent_string(io: &IoCtx, p: &quarry_rbd::ParentInfo) -> String {

@@ -548,6 +548,18 @@ pub struct CreateArgs {
     /// Image format (only 2 is supported).
     #[arg(long)]
     pub image_format: Option<u32>,
+    /// Shared image: exclusive-lock, object-map and fast-diff disabled.
+    #[arg(long)]
+    pub image_shared: bool,
+    /// Stripe unit in B/K/M (only the object size: no fancy striping).
+    #[arg(long)]
+    pub stripe_unit: Option<String>,
+    /// Stripe count (only 1: no fancy striping).
+    #[arg(long)]
+    pub stripe_count: Option<u64>,
+    /// Separate data pool (not supported: refused).
+    #[arg(long)]
+    pub data_pool: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -559,6 +571,9 @@ enum RbdCmd {
         /// Image size (default unit MiB; K/M/G/T suffixes).
         #[arg(short = 's', long, allow_hyphen_values = true)]
         size: Option<String>,
+        /// Write zeros over the whole image (every block allocated).
+        #[arg(long)]
+        thick_provision: bool,
         #[command(flatten)]
         c: CreateArgs,
     },
@@ -959,6 +974,12 @@ enum SnapCmd {
     Create {
         /// `image@snap`.
         spec: String,
+        /// Accepted: Quarry has no quiesce hooks to skip.
+        #[arg(long)]
+        skip_quiesce: bool,
+        /// Accepted: Quarry has no quiesce hooks to fail.
+        #[arg(long)]
+        ignore_quiesce_error: bool,
     },
     /// List snapshots.
     #[command(visible_alias = "list")]
@@ -1158,7 +1179,12 @@ async fn dispatch(a: RbdArgs) -> CmdResult {
 async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
     use RbdCmd::*;
     match cmd {
-        Create { image, size, c } => cmds::create(ctx, &image, size.as_deref(), &c).await,
+        Create {
+            image,
+            size,
+            thick_provision,
+            c,
+        } => cmds::create(ctx, &image, size.as_deref(), thick_provision, &c).await,
         Ls { pool, long } => cmds::ls(ctx, pool.as_deref(), long).await,
         Info { image } => cmds::info(ctx, &image).await,
         Du { image, from_snap } => cmds::du(ctx, image.as_deref(), from_snap.as_deref()).await,
@@ -1201,7 +1227,7 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
             } => trash::purge(ctx, pool.as_deref(), expired_before.as_deref(), threshold).await,
         },
         Snap { cmd } => match cmd {
-            SnapCmd::Create { spec } => cmds::snap_create(ctx, &spec).await,
+            SnapCmd::Create { spec, .. } => cmds::snap_create(ctx, &spec).await,
             SnapCmd::Ls { image } => cmds::snap_ls(ctx, &image).await,
             SnapCmd::Rm { spec } => cmds::snap_rm(ctx, &spec).await,
             SnapCmd::Rollback { spec } => cmds::snap_rollback(ctx, &spec).await,
