@@ -12,8 +12,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::rbd::Rbd;
 use crate::{
-    CreateOptions, DiffExtent, DiffOptions, Image, IoCtx, OpenOptions, PoolRef, RbdError, Result,
-    SnapInfo, SnapSpec,
+    CreateOptions, DiffExtent, DiffOptions, Image, IoCtx, OpenOptions, ParentInfo, PoolRef,
+    RbdError, Result, SnapInfo, SnapSpec,
 };
 
 /// Bytes per read/write request of a copy.
@@ -75,6 +75,14 @@ async fn write_sparse(dst: &Image, off: u64, data: Bytes, dst_may_hold: bool) ->
     Ok(())
 }
 
+impl Image {
+    /// Write `data` at `off`, leaving all-zero 4 KiB blocks unwritten, so
+    /// holes in the source stay holes (`rbd import`, copies).
+    pub async fn write_sparse(&self, off: u64, data: Bytes) -> Result<()> {
+        write_sparse(self, off, data, false).await
+    }
+}
+
 /// Make `dst` read what `src` reads in each extent: data extents are read
 /// and written (zeros skipped or discarded, see [`write_sparse`]), extents
 /// without data discarded where `dst` may hold something. `progress` gets
@@ -128,13 +136,18 @@ async fn copy_metadata(src: &Image, dst: &Image) -> Result<()> {
     Ok(())
 }
 
-/// The parent overlap of a view, 0 without a parent.
-async fn overlap_of(img: &Image) -> Result<u64> {
+/// The parent of a view, `None` without one.
+async fn parent_of(img: &Image) -> Result<Option<ParentInfo>> {
     match img.parent_info().await {
-        Ok(p) => Ok(p.overlap),
-        Err(RbdError::NotFound { .. }) => Ok(0),
+        Ok(p) => Ok(Some(p)),
+        Err(RbdError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The parent overlap of a view, 0 without a parent.
+async fn overlap_of(img: &Image) -> Result<u64> {
+    Ok(parent_of(img).await?.map_or(0, |p| p.overlap))
 }
 
 /// Close `img`, keeping the first error of `r` and the close.
@@ -235,11 +248,7 @@ impl Rbd {
             None => None,
         };
         let first_view = first.as_ref().unwrap_or(src);
-        let parent = match first_view.parent_info().await {
-            Ok(p) if !opts.flatten => Some(p),
-            Ok(_) | Err(RbdError::NotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
+        let parent = parent_of(first_view).await?.filter(|_| !opts.flatten);
         let first_size = first_view.size();
         if let Some(f) = first {
             f.close().await?;
@@ -323,21 +332,12 @@ impl Rbd {
             // The source's head was flattened after its oldest snapshot:
             // its own objects now hold the parent's data, so the copy's do
             // too, and only the link is left to cut.
-            if is_clone && end.is_none() && !has_parent(src).await? {
+            if is_clone && end.is_none() && parent_of(src).await?.is_none() {
                 dst.flatten(|_, _| {}).await?;
             }
             dst.flush().await
         }
         .await;
         close_after(dst, r).await
-    }
-}
-
-/// Whether a view reads through to a parent.
-async fn has_parent(img: &Image) -> Result<bool> {
-    match img.parent_info().await {
-        Ok(_) => Ok(true),
-        Err(RbdError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e),
     }
 }

@@ -25,7 +25,7 @@ use super::{size_arg, Align, CmdError, CmdResult, CreateArgs, Ctx, Progress, Tab
 
 /// Bytes moved per engine call (one default object).
 const CHUNK: u64 = 4 << 20;
-/// Granularity of zero detection when writing sparsely.
+/// Granularity of the holes an export leaves in its file.
 const SPARSE_BLOCK: usize = 4096;
 /// The banner of Ceph's incremental diff stream.
 pub const DIFF_BANNER: &[u8] = b"rbd diff v1\n";
@@ -35,32 +35,6 @@ const MAX_DIFF_NAME: u32 = 4096;
 fn io_err(what: &str, e: &std::io::Error) -> CmdError {
     let errno = e.raw_os_error().map(Errno::from_code).unwrap_or(Errno::EIO);
     CmdError::errno(what, errno)
-}
-
-/// Write `data` at `off`, skipping 4 KiB blocks of zeros so that holes in
-/// the source stay holes in the image.
-async fn write_sparse(img: &Image, off: u64, data: &Bytes) -> quarry_rbd::Result<()> {
-    let mut i = 0;
-    while i < data.len() {
-        // Find the next non-zero block, then the run of non-zero blocks.
-        let is_zero = |s: usize| {
-            let e = (s + SPARSE_BLOCK).min(data.len());
-            data[s..e].iter().all(|&b| b == 0)
-        };
-        while i < data.len() && is_zero(i) {
-            i += SPARSE_BLOCK;
-        }
-        let start = i;
-        while i < data.len() && !is_zero(i) {
-            i += SPARSE_BLOCK;
-        }
-        let end = i.min(data.len());
-        if end > start {
-            img.write(off + start as u64, data.slice(start..end))
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 /// Data extents of an image view (parent data included), merged.
@@ -299,7 +273,7 @@ async fn import_data(img: &Image, r: &mut dyn Read, known: Option<u64>, p: &Prog
                 .map_err(|e| CmdError::rbd("import failed", &e))?;
         }
         let data = Bytes::copy_from_slice(&buf[..n]);
-        write_sparse(img, off, &data)
+        img.write_sparse(off, data)
             .await
             .map_err(|e| CmdError::rbd("import failed", &e))?;
         off += n as u64;
