@@ -265,6 +265,29 @@ enum OsdCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Placement weights.
+    Crush {
+        #[command(subcommand)]
+        cmd: CrushCmd,
+    },
+    /// Remove down OSDs from the map (they keep their keys: one that
+    /// boots again comes back, with weight 1).
+    Rm {
+        /// OSD ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove a down OSD from the map and delete its key (`osd.N`).
+    Purge {
+        /// OSD id (not `id`: that is the global `--id`).
+        osd: String,
+        /// Confirm.
+        #[arg(long = "yes-i-really-mean-it")]
+        yes: bool,
+        /// Accepted, as Ceph's (the OSD must still be down).
+        #[arg(long)]
+        force: bool,
+    },
     /// Pools.
     Pool {
         #[command(subcommand)]
@@ -275,6 +298,18 @@ enum OsdCmd {
     Blocklist {
         #[command(subcommand)]
         cmd: BlocklistCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CrushCmd {
+    /// Set an OSD's placement weight (Ceph's convention: its capacity in
+    /// TiB; 0 drains it). Placement moves data only to or from it.
+    Reweight {
+        /// `osd.N`.
+        name: String,
+        /// Weight, 0 to 65535.
+        weight: String,
     },
 }
 
@@ -594,6 +629,20 @@ async fn dispatch(a: CephArgs) -> CmdResult {
             OsdCmd::Down { ids } => osd_mark(&ctx, "down", &ids).await,
             OsdCmd::Out { ids } => osd_mark(&ctx, "out", &ids).await,
             OsdCmd::In { ids } => osd_mark(&ctx, "in", &ids).await,
+            OsdCmd::Crush {
+                cmd: CrushCmd::Reweight { name, weight },
+            } => crush_reweight(&ctx, &name, &weight).await,
+            OsdCmd::Rm { ids } => osd_remove(&ctx, &ids, false).await,
+            OsdCmd::Purge { osd, yes, force: _ } => {
+                if yes {
+                    osd_remove(&ctx, std::slice::from_ref(&osd), true).await
+                } else {
+                    Err(cerr(
+                        Errno::EPERM,
+                        "Are you SURE? Purging deletes the OSD's key and its place in the map for good. Pass --yes-i-really-mean-it if you really do.",
+                    ))
+                }
+            }
             OsdCmd::Set { flag } => osd_flag(&ctx, &flag, true).await,
             OsdCmd::Unset { flag } => osd_flag(&ctx, &flag, false).await,
             OsdCmd::SetFullRatio { ratio } => set_full_ratio(&ctx, &ratio, true).await,
@@ -1734,6 +1783,61 @@ async fn osd_mark(ctx: &Ctx, how: &str, ids: &[String]) -> CmdResult {
         };
         ctx.command(&format!("osd {how}"), cmd).await?;
         eprintln!("marked {how} osd.{id}. ");
+    }
+    Ok(())
+}
+
+/// `ceph osd crush reweight osd.N W`.
+async fn crush_reweight(ctx: &Ctx, name: &str, weight: &str) -> CmdResult {
+    let id = osd_id(name)?;
+    let w = parse_weight(weight)?;
+    ctx.command(
+        "osd crush reweight",
+        MonCommand::OsdCrushReweight { id, weight: w },
+    )
+    .await?;
+    eprintln!(
+        "reweighted item id {id} name 'osd.{id}' to {} in crush map",
+        weight.trim()
+    );
+    Ok(())
+}
+
+/// A weight in Ceph's units (1.0 = `WEIGHT_ONE`), 0 to 65535.
+fn parse_weight(s: &str) -> CmdResult<u32> {
+    let max = f64::from(quarry_map::MAX_OSD_WEIGHT / quarry_map::WEIGHT_ONE);
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|w| w.is_finite() && (0.0..=max).contains(w))
+        .map(|w| (w * f64::from(quarry_map::WEIGHT_ONE)).round() as u32)
+        .ok_or_else(|| {
+            cerr(
+                Errno::EINVAL,
+                format!("invalid weight '{s}': a number from 0 to {max}"),
+            )
+        })
+}
+
+/// `ceph osd rm N...` and `ceph osd purge N`.
+async fn osd_remove(ctx: &Ctx, ids: &[String], purge: bool) -> CmdResult {
+    let ids = ids
+        .iter()
+        .map(|s| osd_id(s))
+        .collect::<CmdResult<Vec<_>>>()?;
+    let map = ctx.map("osd rm").await?;
+    let cmd = MonCommand::OsdRemove {
+        ids: ids.clone(),
+        purge,
+    };
+    ctx.command(if purge { "osd purge" } else { "osd rm" }, cmd)
+        .await?;
+    for id in ids {
+        match (purge, map.osds.contains_key(&id)) {
+            (_, false) => eprintln!("osd.{id} does not exist. "),
+            (true, true) => eprintln!("purged osd.{id}"),
+            (false, true) => eprintln!("removed osd.{id}"),
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quarry_client::{ClientTimeouts, ClusterClient};
+use quarry_common::Errno;
 use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, Rados, SnapContext};
 
 mod common;
@@ -404,6 +405,151 @@ async fn mark_out_rereplicates_to_another_osd() {
     for i in 0..40 {
         assert_eq!(
             read(&c, pool, &format!("m{i}")).await,
+            format!("val-{i}").as_bytes()
+        );
+    }
+}
+
+/// Wait until the map says `osd` is down (`true`) or gone from it.
+async fn wait_osd_down(c: &ClusterClient, osd: u32) {
+    bounded(&format!("osd.{osd} down"), async {
+        while c
+            .monc()
+            .refresh_map()
+            .await
+            .expect("map")
+            .osds
+            .get(&osd)
+            .is_some_and(|o| o.up)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
+/// An operator drains an OSD with `ceph osd crush reweight osd.3 0`, then
+/// takes it out of the cluster for good: `osd rm` refuses while it is up,
+/// a removed OSD that still has its key boots back in, and `osd purge`
+/// deletes the key too, after which it cannot join. The data stays whole
+/// on the others (one survivor serves every object at the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
+    let cl = Cluster::up(4, 1);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "t").await;
+    wait_clean(&c).await;
+    for i in 0..40 {
+        write(&c, pool, &format!("w{i}"), format!("val-{i}").as_bytes()).await;
+    }
+    let holds = |map: &quarry_map::ClusterMap, osd| {
+        map.pool_pgs(pool)
+            .expect("pgs")
+            .into_iter()
+            .filter(|&pg| map.pg_up_set(pg).expect("up").contains(&osd))
+            .count()
+    };
+    let map = c.monc().refresh_map().await.expect("map");
+    assert!(
+        holds(&map, 3) > 0,
+        "osd.3 holds no PG of 8 with size 3 of 4"
+    );
+
+    let (rc, _, err) = ceph(&cl, &["osd", "crush", "reweight", "osd.3", "0"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        err.contains("reweighted item id 3 name 'osd.3' to 0"),
+        "{err}"
+    );
+    for bad in ["-1", "65536", "x", "nan"] {
+        let (rc, _, err) = ceph(&cl, &["osd", "crush", "reweight", "osd.3", bad]);
+        assert_ne!(rc, 0, "weight {bad} accepted");
+        assert!(
+            err.contains("invalid") || err.contains("unexpected"),
+            "{bad}: {err}"
+        );
+    }
+    let (rc, _, err) = ceph(&cl, &["osd", "crush", "reweight", "osd.9", "1"]);
+    assert_eq!(rc, Errno::ENOENT.code(), "{err}");
+    let tree = wait_ceph(&cl, &["osd", "tree"], |o| o.contains("osd.3"));
+    let row = tree
+        .lines()
+        .find(|l| l.contains("osd.3"))
+        .expect("osd.3 row");
+    assert!(row.contains("0.00000"), "tree shows the weight: {row}");
+    wait_clean(&c).await;
+    let map = c.monc().refresh_map().await.expect("map");
+    assert_eq!(holds(&map, 3), 0, "osd.3 still maps PGs at weight 0");
+    assert!(map.osds[&3].up && map.osds[&3].in_cluster);
+
+    // Removal: refused while up, and nothing changes.
+    let (rc, _, err) = ceph(&cl, &["osd", "rm", "3"]);
+    assert_eq!(rc, Errno::EBUSY.code(), "{err}");
+    assert!(err.contains("still up"), "{err}");
+    cl.kill9("osd.3");
+    wait_osd_down(&c, 3).await;
+    // `rm` keeps the key: the OSD boots back in, at weight 1.
+    let (rc, _, err) = ceph(&cl, &["osd", "rm", "osd.3"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(err.contains("removed osd.3"), "{err}");
+    assert!(!c
+        .monc()
+        .refresh_map()
+        .await
+        .expect("map")
+        .osds
+        .contains_key(&3));
+    cl.start_osd(3);
+    wait_osd_up(&c, 3).await;
+    let map = c.monc().refresh_map().await.expect("map");
+    assert_eq!(map.osds[&3].weight, quarry_map::WEIGHT_ONE);
+    wait_clean(&c).await;
+    cl.kill9("osd.3");
+    wait_osd_down(&c, 3).await;
+    // `purge` asks for confirmation, then deletes the key as well.
+    let (rc, _, err) = ceph(&cl, &["osd", "purge", "3"]);
+    assert_eq!(rc, Errno::EPERM.code(), "{err}");
+    assert!(c
+        .monc()
+        .refresh_map()
+        .await
+        .expect("map")
+        .osds
+        .contains_key(&3));
+    let (rc, _, err) = ceph(&cl, &["osd", "purge", "3", "--yes-i-really-mean-it"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(err.contains("purged osd.3"), "{err}");
+    let (rc, _, err) = ceph(&cl, &["auth", "get", "osd.3"]);
+    assert_eq!(
+        rc,
+        Errno::ENOENT.code(),
+        "osd.3's key survived the purge: {err}"
+    );
+    let (rc, out, _) = ceph(&cl, &["osd", "ls"]);
+    assert_eq!(rc, 0);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "1", "2"]);
+    // A purged OSD cannot come back: its daemon is refused and exits.
+    cl.start_osd(3);
+    wait_exit(cl.pid("osd.3"), "purged osd.3 kept running");
+    let log = std::fs::read_to_string(cl.path().join("log").join("osd.3.log")).expect("log");
+    assert!(
+        log.contains("authentication error"),
+        "osd.3's refusal: {log}"
+    );
+    assert!(!c
+        .monc()
+        .refresh_map()
+        .await
+        .expect("map")
+        .osds
+        .contains_key(&3));
+    wait_clean(&c).await;
+    wait_ceph(&cl, &["health"], |o| o.starts_with("HEALTH_OK"));
+    cl.kill9("osd.0");
+    cl.kill9("osd.1");
+    for i in 0..40 {
+        assert_eq!(
+            read(&c, pool, &format!("w{i}")).await,
             format!("val-{i}").as_bytes()
         );
     }

@@ -26,6 +26,8 @@ pub type Epoch = u64;
 
 /// Weight unit: 1.0 = 0x10000, as CRUSH's fixed point.
 pub const WEIGHT_ONE: u32 = 0x10000;
+/// Largest OSD weight (65535.0, what the 16.16 fixed point holds).
+pub const MAX_OSD_WEIGHT: u32 = u16::MAX as u32 * WEIGHT_ONE;
 
 /// Where replicas of a placement group must differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

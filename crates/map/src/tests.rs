@@ -106,6 +106,44 @@ fn down_osd_leaves_up_set_but_stays_mapped_until_out() {
 }
 
 #[test]
+fn weights_share_primaries_and_a_reweight_moves_only_its_own() {
+    let mut m = map_with(&[("h", 4)], 1, FailureDomain::Osd);
+    m.pools.get_mut(&1).expect("pool").pg_num = 1024;
+    let pgs = m.pool_pgs(1).expect("pool");
+    let count = |m: &ClusterMap| {
+        let mut c = [0u32; 4];
+        for &pg in &pgs {
+            c[m.pg_primary(pg).expect("pool").expect("primary") as usize] += 1;
+        }
+        c
+    };
+    let before: Vec<_> = pgs
+        .iter()
+        .map(|&pg| m.pg_primary(pg).expect("pool"))
+        .collect();
+    // osd.3 at 3.0 beside three at 1.0: about half of the PGs.
+    m.osds.get_mut(&3).expect("osd").weight = 3 * WEIGHT_ONE;
+    let c = count(&m);
+    assert!((430..=600).contains(&c[3]), "weight 3 of 6 got {c:?}");
+    for (pg, was) in pgs.iter().zip(&before) {
+        let now = m.pg_primary(*pg).expect("pool");
+        // Raising osd.3's weight only moves PGs to it.
+        assert!(
+            now == *was || now == Some(3),
+            "pg {pg} moved {was:?} -> {now:?}"
+        );
+    }
+    // Weight 0 drains it: every PG elsewhere, and a host of zero-weight
+    // OSDs is no candidate.
+    m.osds.get_mut(&3).expect("osd").weight = 0;
+    assert_eq!(count(&m)[3], 0);
+    for osd in 0..3 {
+        m.osds.get_mut(&osd).expect("osd").weight = 0;
+    }
+    assert_eq!(m.pg_primary(pgs[0]).expect("pool"), None);
+}
+
+#[test]
 fn object_pg_is_stable_and_namespaced() {
     let m = map_with(&[("h", 3)], 3, FailureDomain::Osd);
     let a = m

@@ -1294,6 +1294,34 @@ impl Mon {
                     .await?,
                 )
             }
+            MonCommand::OsdCrushReweight { id, weight } => {
+                self.require(s, MonAccess::Write)?;
+                reply(
+                    self.propose(StateCmd::OsdWeight {
+                        id: *id,
+                        weight: *weight,
+                    })
+                    .await?,
+                )
+            }
+            MonCommand::OsdRemove { ids, purge } => {
+                // Purge deletes keys: it needs what `auth del` needs.
+                self.require(
+                    s,
+                    if *purge {
+                        MonAccess::AuthAdmin
+                    } else {
+                        MonAccess::Write
+                    },
+                )?;
+                reply(
+                    self.propose(StateCmd::OsdRemove {
+                        ids: ids.clone(),
+                        purge: *purge,
+                    })
+                    .await?,
+                )
+            }
             MonCommand::PoolApplicationGet { pool } => {
                 self.require(s, MonAccess::Read)?;
                 let map = self.map();

@@ -15,7 +15,8 @@ use quarry_common::entity::EntityName;
 use quarry_common::options::mondb::ConfigDb;
 use quarry_common::Errno;
 use quarry_map::{
-    ClusterMap, Epoch, FailureDomain, MonInfo, OsdId, OsdInfo, PgHistory, PgId, PoolDef, WEIGHT_ONE,
+    ClusterMap, Epoch, FailureDomain, MonInfo, OsdId, OsdInfo, PgHistory, PgId, PoolDef,
+    MAX_OSD_WEIGHT, WEIGHT_ONE,
 };
 use quarry_monc::{AppOp, AuthEntry, MonReply, PgScrubErrors, PoolApplications};
 use quarry_rados::{PoolId, SnapId};
@@ -556,6 +557,22 @@ pub enum StateCmd {
         /// The change.
         op: AppOp,
     },
+    /// Set an OSD's placement weight (`osd crush reweight`). Appended after
+    /// the others: a variant's place is its tag in the stored log.
+    OsdWeight {
+        /// Id.
+        id: OsdId,
+        /// Units of `WEIGHT_ONE`, at most [`MAX_OSD_WEIGHT`].
+        weight: u32,
+    },
+    /// Remove down OSDs from the map (`osd rm`); `purge` also deletes each
+    /// one's `osd.N` entity (`osd purge`).
+    OsdRemove {
+        /// Ids.
+        ids: Vec<OsdId>,
+        /// Delete the entities too.
+        purge: bool,
+    },
 }
 
 /// A refusal, with errno and message.
@@ -1071,6 +1088,60 @@ impl MonState {
                 Ok(Applied::Reply(MonReply::Ok {
                     epoch: self.map.epoch,
                 }))
+            }
+            StateCmd::OsdWeight { id, weight } => {
+                if *weight > MAX_OSD_WEIGHT {
+                    return Err(err(
+                        Errno::EINVAL,
+                        format!(
+                            "weight {} of osd.{id} out of range 0..={}",
+                            f64::from(*weight) / f64::from(WEIGHT_ONE),
+                            MAX_OSD_WEIGHT / WEIGHT_ONE
+                        ),
+                    ));
+                }
+                let o = self.map.osds.get_mut(id).ok_or_else(|| {
+                    err(
+                        Errno::ENOENT,
+                        format!("device 'osd.{id}' does not appear in the crush map"),
+                    )
+                })?;
+                if o.weight == *weight {
+                    return Ok(Applied::Reply(MonReply::Ok {
+                        epoch: self.map.epoch,
+                    }));
+                }
+                o.weight = *weight;
+                Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
+            }
+            StateCmd::OsdRemove { ids, purge } => {
+                // All or none: check every id before changing anything.
+                for id in ids {
+                    match self.map.osds.get(id) {
+                        // Already gone: a retried request must succeed.
+                        None => {}
+                        Some(o) if o.up => {
+                            return Err(err(
+                                Errno::EBUSY,
+                                format!("osd.{id} is still up; it must be down before removal"),
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let mut changed = false;
+                for id in ids {
+                    if self.map.osds.remove(id).is_some() {
+                        changed = true;
+                    }
+                    self.osd_down_since.remove(id);
+                    self.auto_out.remove(id);
+                    if *purge {
+                        self.auth.remove(&format!("osd.{id}"));
+                    }
+                }
+                let epoch = if changed { self.bump() } else { self.map.epoch };
+                Ok(Applied::Reply(MonReply::Ok { epoch }))
             }
             StateCmd::OsdFlag { flag, set } => {
                 if !OSD_FLAGS.contains(&flag.as_str()) {
@@ -1897,6 +1968,75 @@ mod tests {
         s.apply(&StateCmd::PoolDelete { name: "vms".into() })
             .expect("delete");
         assert!(s.pool_apps.is_empty());
+    }
+
+    #[test]
+    fn osd_weights_and_removal() {
+        let mut s = boot();
+        let boot = |id| StateCmd::OsdBoot {
+            id,
+            addr: format!("127.0.0.1:{}", 6800 + id),
+            host: "h".into(),
+        };
+        for id in 0..3 {
+            s.apply(&boot(id)).expect("boot");
+            s.apply(&StateCmd::AuthAdd {
+                entity: format!("osd.{id}"),
+                key: Secret::generate(id.into()).to_base64(),
+                caps: EntityCaps::admin(),
+            })
+            .expect("osd key");
+        }
+        let weight = |id, weight| StateCmd::OsdWeight { id, weight };
+        let e0 = s.map.epoch;
+        s.apply(&weight(1, 2 * WEIGHT_ONE)).expect("reweight");
+        assert_eq!(s.map.osds[&1].weight, 2 * WEIGHT_ONE);
+        assert_eq!(s.map.epoch, e0 + 1, "a new weight is a new map");
+        s.apply(&weight(1, 2 * WEIGHT_ONE)).expect("same weight");
+        assert_eq!(s.map.epoch, e0 + 1, "the same weight changes nothing");
+        s.apply(&weight(1, MAX_OSD_WEIGHT)).expect("largest weight");
+        let code = |r: CmdResult| r.expect_err("refused").errno;
+        assert_eq!(
+            code(s.apply(&weight(1, MAX_OSD_WEIGHT + 1))),
+            Errno::EINVAL.code()
+        );
+        assert_eq!(code(s.apply(&weight(9, 0))), Errno::ENOENT.code());
+        // A weight survives the OSD's restart.
+        s.apply(&boot(1)).expect("reboot");
+        assert_eq!(s.map.osds[&1].weight, MAX_OSD_WEIGHT);
+
+        let remove = |ids: Vec<OsdId>, purge| StateCmd::OsdRemove { ids, purge };
+        // Up OSDs stay, all of them, even beside a down one.
+        s.apply(&StateCmd::OsdDown {
+            ids: vec![2],
+            now_unix: 5,
+        })
+        .expect("down");
+        let e1 = s.map.epoch;
+        assert_eq!(
+            code(s.apply(&remove(vec![2, 0], false))),
+            Errno::EBUSY.code()
+        );
+        assert!(s.map.osds.contains_key(&2) && s.map.epoch == e1);
+        // `rm` keeps the key: the OSD may boot again (weight 1 then).
+        s.apply(&remove(vec![2], false)).expect("rm");
+        assert!(!s.map.osds.contains_key(&2) && s.map.epoch == e1 + 1);
+        assert!(!s.osd_down_since.contains_key(&2));
+        assert!(s.auth.contains_key("osd.2"));
+        s.apply(&remove(vec![2], false))
+            .expect("rm again is a no-op");
+        assert_eq!(s.map.epoch, e1 + 1);
+        s.apply(&boot(2)).expect("boot after rm");
+        assert_eq!(s.map.osds[&2].weight, WEIGHT_ONE);
+        // `purge` deletes the key too.
+        s.apply(&StateCmd::OsdDown {
+            ids: vec![2],
+            now_unix: 6,
+        })
+        .expect("down");
+        s.apply(&remove(vec![2], true)).expect("purge");
+        assert!(!s.map.osds.contains_key(&2) && !s.auth.contains_key("osd.2"));
+        assert!(s.auth.contains_key("osd.0") && s.map.osds.contains_key(&0));
     }
 
     #[test]

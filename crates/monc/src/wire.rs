@@ -410,6 +410,21 @@ pub enum MonCommand {
         /// Pool name.
         pool: String,
     },
+    /// `osd crush reweight osd.N W`: an OSD's placement weight.
+    OsdCrushReweight {
+        /// OSD id.
+        id: OsdId,
+        /// New weight in units of `quarry_map::WEIGHT_ONE`.
+        weight: u32,
+    },
+    /// `osd rm N...` (`purge`: `osd purge N`, which also deletes the
+    /// OSD's key): take down OSDs out of the map for good.
+    OsdRemove {
+        /// OSD ids.
+        ids: Vec<OsdId>,
+        /// Delete each one's `osd.N` entity too.
+        purge: bool,
+    },
 }
 
 /// A pool's application metadata: application name -> its keys and values
