@@ -277,6 +277,20 @@ enum OsdCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Whether stopping these OSDs leaves every PG active (at least
+    /// `min_size` members up); `EBUSY` if not.
+    OkToStop {
+        /// OSD ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Whether these OSDs hold nothing the cluster still needs: no PG maps
+    /// to them and every PG is clean; `EBUSY` if not.
+    SafeToDestroy {
+        /// OSD ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
     /// Remove a down OSD from the map and delete its key (`osd.N`).
     Purge {
         /// OSD id (not `id`: that is the global `--id`).
@@ -633,6 +647,8 @@ async fn dispatch(a: CephArgs) -> CmdResult {
                 cmd: CrushCmd::Reweight { name, weight },
             } => crush_reweight(&ctx, &name, &weight).await,
             OsdCmd::Rm { ids } => osd_remove(&ctx, &ids, false).await,
+            OsdCmd::OkToStop { ids } => osd_ok_to_stop(&ctx, &ids).await,
+            OsdCmd::SafeToDestroy { ids } => osd_safe_to_destroy(&ctx, &ids).await,
             OsdCmd::Purge { osd, yes, force: _ } => {
                 if yes {
                     osd_remove(&ctx, std::slice::from_ref(&osd), true).await
@@ -1817,6 +1833,108 @@ fn parse_weight(s: &str) -> CmdResult<u32> {
                 format!("invalid weight '{s}': a number from 0 to {max}"),
             )
         })
+}
+
+/// Parse OSD ids that must exist in `map`.
+fn existing_osds(map: &ClusterMap, ids: &[String]) -> CmdResult<Vec<quarry_map::OsdId>> {
+    ids.iter()
+        .map(|s| {
+            let id = osd_id(s)?;
+            if map.osds.contains_key(&id) {
+                Ok(id)
+            } else {
+                Err(cerr(Errno::ENOENT, format!("osd.{id} does not exist")))
+            }
+        })
+        .collect()
+}
+
+/// Every PG of the map.
+fn all_pgs(map: &ClusterMap) -> impl Iterator<Item = quarry_map::PgId> + '_ {
+    map.pools
+        .values()
+        .flat_map(|p| (0..p.pg_num).map(|seed| quarry_map::PgId { pool: p.id, seed }))
+}
+
+fn id_list(ids: &[quarry_map::OsdId]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `ceph osd ok-to-stop N...`: from the map alone, whether every PG these
+/// OSDs serve stays active (its up set keeps `min_size` members) without them.
+async fn osd_ok_to_stop(ctx: &Ctx, ids: &[String]) -> CmdResult {
+    let map = ctx.map("osd ok-to-stop").await?;
+    let ids = existing_osds(&map, ids)?;
+    let (mut degraded, mut unavailable) = (0u32, 0u32);
+    for pg in all_pgs(&map) {
+        let up = map
+            .pg_up_set(pg)
+            .map_err(|e| cerr(e.errno(), e.to_string()))?;
+        if !up.iter().any(|o| ids.contains(o)) {
+            continue;
+        }
+        let min = map.pools.get(&pg.pool).map_or(1, |p| p.min_size.max(1));
+        let left = up.iter().filter(|o| !ids.contains(o)).count() as u32;
+        if left < min || !map.pg_history.contains_key(&pg) {
+            unavailable += 1;
+        } else {
+            degraded += 1;
+        }
+    }
+    if unavailable > 0 {
+        return Err(cerr(
+            Errno::EBUSY,
+            format!("{unavailable} PGs are already too degraded, would become too degraded or might become unavailable"),
+        ));
+    }
+    println!(
+        "OSD(s) {} are ok to stop without reducing availability, provided there are no other concurrent failures or interventions.\n{degraded} PGs are likely to be degraded (but remain available) as a result.",
+        id_list(&ids)
+    );
+    Ok(())
+}
+
+/// `ceph osd safe-to-destroy N...`: no PG maps to these OSDs or was last
+/// active on them, and every PG is clean (its copies are all elsewhere).
+async fn osd_safe_to_destroy(ctx: &Ctx, ids: &[String]) -> CmdResult {
+    let map = ctx.map("osd safe-to-destroy").await?;
+    let ids = existing_osds(&map, ids)?;
+    let (mut mapped, mut unclean) = (0u32, 0u32);
+    for pg in all_pgs(&map) {
+        let raw = map
+            .pg_raw_set(pg)
+            .map_err(|e| cerr(e.errno(), e.to_string()))?;
+        let acting = map.pg_history.get(&pg).map(|h| h.acting.as_slice());
+        if raw
+            .iter()
+            .chain(acting.unwrap_or_default())
+            .any(|o| ids.contains(o))
+        {
+            mapped += 1;
+        } else if report::pg_state(&map, pg, &[]) != "active+clean"
+            || acting != Some(map.pg_up_set(pg).unwrap_or_default().as_slice())
+        {
+            unclean += 1;
+        }
+    }
+    let list = id_list(&ids);
+    if mapped > 0 {
+        return Err(cerr(
+            Errno::EBUSY,
+            format!("OSD(s) {list} have {mapped} pgs currently mapped to them"),
+        ));
+    }
+    if unclean > 0 {
+        return Err(cerr(
+            Errno::EBUSY,
+            format!("OSD(s) {list}: {unclean} pgs are not active+clean yet, so their data may not be fully copied elsewhere"),
+        ));
+    }
+    println!("OSD(s) {list} are safe to destroy without reducing data durability.");
+    Ok(())
 }
 
 /// `ceph osd rm N...` and `ceph osd purge N`.

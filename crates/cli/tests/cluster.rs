@@ -454,6 +454,18 @@ async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
         holds(&map, 3) > 0,
         "osd.3 holds no PG of 8 with size 3 of 4"
     );
+    // Before the drain: stopping osd.3 keeps every PG active (min_size 1),
+    // destroying it would lose copies.
+    let (rc, out, err) = ceph(&cl, &["osd", "ok-to-stop", "3"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("OSD(s) 3 are ok to stop"), "{out}");
+    let (rc, _, err) = ceph(&cl, &["osd", "safe-to-destroy", "osd.3"]);
+    assert_eq!(rc, Errno::EBUSY.code(), "{err}");
+    assert!(err.contains("pgs currently mapped"), "{err}");
+    let (rc, _, err) = ceph(&cl, &["osd", "ok-to-stop", "0", "1", "2", "3"]);
+    assert_eq!(rc, Errno::EBUSY.code(), "stopping every OSD is ok? {err}");
+    let (rc, _, err) = ceph(&cl, &["osd", "safe-to-destroy", "9"]);
+    assert_eq!(rc, Errno::ENOENT.code(), "{err}");
 
     let (rc, _, err) = ceph(&cl, &["osd", "crush", "reweight", "osd.3", "0"]);
     assert_eq!(rc, 0, "{err}");
@@ -481,6 +493,12 @@ async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
     let map = c.monc().refresh_map().await.expect("map");
     assert_eq!(holds(&map, 3), 0, "osd.3 still maps PGs at weight 0");
     assert!(map.osds[&3].up && map.osds[&3].in_cluster);
+    // Drained: nothing maps to it and every PG is clean without it.
+    let (rc, out, err) = ceph(&cl, &["osd", "safe-to-destroy", "3"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("are safe to destroy"), "{out}");
+    let (rc, _, err) = ceph(&cl, &["osd", "ok-to-stop", "0", "1", "2"]);
+    assert_eq!(rc, Errno::EBUSY.code(), "{err}");
 
     // Removal: refused while up, and nothing changes.
     let (rc, _, err) = ceph(&cl, &["osd", "rm", "3"]);
