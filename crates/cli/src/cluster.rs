@@ -412,6 +412,8 @@ pub fn osd(a: OsdArgs) -> R<()> {
             scrub_auto_repair: opts
                 .raw("osd_scrub_auto_repair")
                 .is_some_and(|v| quarry_common::options::parse_bool(&v) == Ok(true)),
+            initial_weight: initial_weight(opts.raw("osd_crush_initial_weight"))
+                .map_err(|e| format!("{entity}: {e}"))?,
         };
         tokio::select! {
             r = quarry_osd::run(cfg) => r.map_err(|e| e.to_string()),
@@ -422,6 +424,24 @@ pub fn osd(a: OsdArgs) -> R<()> {
     // closes its database cleanly (no recovery scan at the next start).
     rt.shutdown_timeout(Duration::from_secs(5));
     r
+}
+
+/// `osd_crush_initial_weight`: a weight (0 to 65535, Ceph's units) for
+/// a new OSD; negative (Ceph's default, -1, means "its capacity in TiB")
+/// or unset leaves Quarry's default, 1.0, so an OSD added to an older
+/// cluster weighs what its peers do.
+fn initial_weight(v: Option<String>) -> R<Option<u32>> {
+    let Some(v) = v else { return Ok(None) };
+    let max = f64::from(quarry_map::MAX_OSD_WEIGHT / quarry_map::WEIGHT_ONE);
+    match v.trim().parse::<f64>() {
+        Ok(w) if w.is_finite() && w < 0.0 => Ok(None),
+        Ok(w) if w.is_finite() && w <= max => {
+            Ok(Some((w * f64::from(quarry_map::WEIGHT_ONE)).round() as u32))
+        }
+        _ => Err(format!(
+            "osd_crush_initial_weight = {v}: not a weight (0 to {max}, or negative for the default)"
+        )),
+    }
 }
 
 /// `quarry authtool KEYRING [--create-keyring] --gen-key -n NAME [--cap SVC CAPS]...`:
@@ -1086,5 +1106,24 @@ mod mon_impl {
         runtime()?
             .block_on(quarry_mon::run(cfg))
             .map_err(|e| format!("mon.{id}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::initial_weight;
+
+    #[test]
+    fn initial_weight_is_a_weight_or_the_default() {
+        let w = |v: &str| initial_weight(Some(v.to_string()));
+        assert_eq!(initial_weight(None), Ok(None));
+        assert_eq!(w("-1"), Ok(None), "Ceph's default leaves Quarry's");
+        assert_eq!(w("0"), Ok(Some(0)));
+        assert_eq!(w(" 2.5 "), Ok(Some(5 * quarry_map::WEIGHT_ONE / 2)));
+        assert_eq!(w("65535"), Ok(Some(quarry_map::MAX_OSD_WEIGHT)));
+        for bad in ["65536", "inf", "NaN", "x", ""] {
+            let e = w(bad).expect_err(bad);
+            assert!(e.contains("not a weight"), "{bad}: {e}");
+        }
     }
 }

@@ -506,7 +506,7 @@ async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
     assert!(err.contains("still up"), "{err}");
     cl.kill9("osd.3");
     wait_osd_down(&c, 3).await;
-    // `rm` keeps the key: the OSD boots back in, at weight 1.
+    // `rm` keeps the key: the OSD boots back in, as a new OSD.
     let (rc, _, err) = ceph(&cl, &["osd", "rm", "osd.3"]);
     assert_eq!(rc, 0, "{err}");
     assert!(err.contains("removed osd.3"), "{err}");
@@ -517,10 +517,32 @@ async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
         .expect("map")
         .osds
         .contains_key(&3));
+    // Its conf decides the weight it comes back with: an
+    // `osd_crush_initial_weight` out of range stops it at start (one that
+    // is no number at all is skipped with a warning, as every malformed
+    // option of the file), a good one is its weight.
+    cl.append_conf("[osd.3]\n\tosd_crush_initial_weight = 70000\n");
+    cl.start_osd(3);
+    wait_exit(cl.pid("osd.3"), "osd.3 ran with a malformed initial weight");
+    let log = std::fs::read_to_string(cl.path().join("log").join("osd.3.log")).expect("log");
+    assert!(
+        log.contains("osd_crush_initial_weight = 70000: not a weight"),
+        "osd.3's refusal: {log}"
+    );
+    assert!(!c
+        .monc()
+        .refresh_map()
+        .await
+        .expect("map")
+        .osds
+        .contains_key(&3));
+    let conf = cl.path().join("ceph.conf");
+    let text = std::fs::read_to_string(&conf).expect("conf");
+    std::fs::write(&conf, text.replace("= 70000", "= 0.5")).expect("conf");
     cl.start_osd(3);
     wait_osd_up(&c, 3).await;
     let map = c.monc().refresh_map().await.expect("map");
-    assert_eq!(map.osds[&3].weight, quarry_map::WEIGHT_ONE);
+    assert_eq!(map.osds[&3].weight, quarry_map::WEIGHT_ONE / 2);
     wait_clean(&c).await;
     cl.kill9("osd.3");
     wait_osd_down(&c, 3).await;

@@ -713,7 +713,12 @@ impl Mon {
                     wrapped: handshake::wrap_session_key(&s.secret, &s.entity, &nonce, &sn, &key),
                 })
             }
-            Request::OsdBoot { id, addr, host } => {
+            Request::OsdBoot {
+                id,
+                addr,
+                host,
+                initial_weight,
+            } => {
                 self.osd_self(s, id)?;
                 if addr.is_empty() || addr.len() > 256 || host.is_empty() || host.len() > 256 {
                     return Err(cmd_err(
@@ -725,7 +730,18 @@ impl Mon {
                     "mon.{}: osd.{id} boots at {addr} on host {host}",
                     self.cfg.name
                 );
-                match self.propose(StateCmd::OsdBoot { id, addr, host }).await? {
+                // The plain entry unless a weight for a new OSD comes
+                // with it (older logs hold only the plain one).
+                let cmd = match initial_weight {
+                    Some(weight) => StateCmd::OsdBootWeighted {
+                        id,
+                        addr,
+                        host,
+                        weight,
+                    },
+                    None => StateCmd::OsdBoot { id, addr, host },
+                };
+                match self.propose(cmd).await? {
                     Applied::Epoch(e) => Ok(Response::Epoch(e)),
                     other => Err(cmd_err(Errno::EIO, format!("unexpected result {other:?}"))),
                 }

@@ -573,6 +573,18 @@ pub enum StateCmd {
         /// Delete the entities too.
         purge: bool,
     },
+    /// [`StateCmd::OsdBoot`] of an OSD with `osd_crush_initial_weight`
+    /// set: `weight` is its weight if the map has no entry for it yet.
+    OsdBootWeighted {
+        /// Id.
+        id: OsdId,
+        /// `ip:port`.
+        addr: String,
+        /// Host.
+        host: String,
+        /// Units of `WEIGHT_ONE`, at most `MAX_OSD_WEIGHT`.
+        weight: u32,
+    },
 }
 
 /// A refusal, with errno and message.
@@ -768,31 +780,15 @@ impl MonState {
                     }
                 }
             }
-            StateCmd::OsdBoot { id, addr, host } => {
-                let epoch = self.map.epoch + 1;
-                // `noin`: nothing booting is marked in (an OSD the
-                // detector marked out comes in at a boot after the unset).
-                let noin = self.osd_flags.contains("noin");
-                let auto_in = !noin && self.auto_out.remove(id);
-                let o = self.map.osds.entry(*id).or_insert_with(|| OsdInfo {
-                    id: *id,
-                    addr: String::new(),
-                    host: String::new(),
-                    up: false,
-                    in_cluster: !noin,
-                    weight: WEIGHT_ONE,
-                    up_from: 0,
-                    down_at: 0,
-                });
-                o.addr = addr.clone();
-                o.host = host.clone();
-                o.up = true;
-                o.up_from = epoch;
-                if auto_in {
-                    o.in_cluster = true;
-                }
-                self.osd_down_since.remove(id);
-                Ok(Applied::Epoch(self.bump()))
+            StateCmd::OsdBoot { id, addr, host } => Ok(self.osd_boot(*id, addr, host, WEIGHT_ONE)),
+            StateCmd::OsdBootWeighted {
+                id,
+                addr,
+                host,
+                weight,
+            } => {
+                check_weight(*id, *weight)?;
+                Ok(self.osd_boot(*id, addr, host, *weight))
             }
             StateCmd::OsdDown { ids, now_unix } => {
                 for id in ids {
@@ -1090,16 +1086,7 @@ impl MonState {
                 }))
             }
             StateCmd::OsdWeight { id, weight } => {
-                if *weight > MAX_OSD_WEIGHT {
-                    return Err(err(
-                        Errno::EINVAL,
-                        format!(
-                            "weight {} of osd.{id} out of range 0..={}",
-                            f64::from(*weight) / f64::from(WEIGHT_ONE),
-                            MAX_OSD_WEIGHT / WEIGHT_ONE
-                        ),
-                    ));
-                }
+                check_weight(*id, *weight)?;
                 let o = self.map.osds.get_mut(id).ok_or_else(|| {
                     err(
                         Errno::ENOENT,
@@ -1163,6 +1150,34 @@ impl MonState {
                 }))
             }
         }
+    }
+
+    /// An OSD boots at `addr` on `host`; `weight` if it is new to the map.
+    fn osd_boot(&mut self, id: OsdId, addr: &str, host: &str, weight: u32) -> Applied {
+        let epoch = self.map.epoch + 1;
+        // `noin`: nothing booting is marked in (an OSD the
+        // detector marked out comes in at a boot after the unset).
+        let noin = self.osd_flags.contains("noin");
+        let auto_in = !noin && self.auto_out.remove(&id);
+        let o = self.map.osds.entry(id).or_insert_with(|| OsdInfo {
+            id,
+            addr: String::new(),
+            host: String::new(),
+            up: false,
+            in_cluster: !noin,
+            weight,
+            up_from: 0,
+            down_at: 0,
+        });
+        o.addr = addr.to_string();
+        o.host = host.to_string();
+        o.up = true;
+        o.up_from = epoch;
+        if auto_in {
+            o.in_cluster = true;
+        }
+        self.osd_down_since.remove(&id);
+        Applied::Epoch(self.bump())
     }
 
     /// The state in its stored form, from any of its layouts.
@@ -1424,6 +1439,20 @@ fn check_size(size: u32, min_size: u32) -> Result<(), CmdError> {
         return Err(err(
             Errno::EINVAL,
             format!("pool min_size must be between 1 and size ({size})"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_weight(id: OsdId, weight: u32) -> Result<(), CmdError> {
+    if weight > MAX_OSD_WEIGHT {
+        return Err(err(
+            Errno::EINVAL,
+            format!(
+                "weight {} of osd.{id} out of range 0..={}",
+                f64::from(weight) / f64::from(WEIGHT_ONE),
+                MAX_OSD_WEIGHT / WEIGHT_ONE
+            ),
         ));
     }
     Ok(())
@@ -2001,9 +2030,24 @@ mod tests {
             Errno::EINVAL.code()
         );
         assert_eq!(code(s.apply(&weight(9, 0))), Errno::ENOENT.code());
-        // A weight survives the OSD's restart.
+        // A weight survives the OSD's restart, also one naming an initial weight.
         s.apply(&boot(1)).expect("reboot");
         assert_eq!(s.map.osds[&1].weight, MAX_OSD_WEIGHT);
+        let weighted = |id, weight| StateCmd::OsdBootWeighted {
+            id,
+            addr: "127.0.0.1:7000".into(),
+            host: "h2".into(),
+            weight,
+        };
+        s.apply(&weighted(1, 0)).expect("reboot with a weight");
+        assert_eq!(s.map.osds[&1].weight, MAX_OSD_WEIGHT);
+        assert_eq!(
+            code(s.apply(&weighted(5, MAX_OSD_WEIGHT + 1))),
+            Errno::EINVAL.code()
+        );
+        assert!(!s.map.osds.contains_key(&5));
+        s.apply(&weighted(5, 0)).expect("new OSD at weight 0");
+        assert!(s.map.osds[&5].up && s.map.osds[&5].weight == 0);
 
         let remove = |ids: Vec<OsdId>, purge| StateCmd::OsdRemove { ids, purge };
         // Up OSDs stay, all of them, even beside a down one.

@@ -245,7 +245,7 @@ async fn auth_commands_and_subscriptions() {
     assert_eq!(e.errno(), Errno::EACCES);
     // An OSD may only boot as itself.
     let e = osd
-        .osd_boot(1, "127.0.0.1:7000".into(), "h".into())
+        .osd_boot(1, "127.0.0.1:7000".into(), "h".into(), None)
         .await
         .expect_err("osd.0 booting as osd.1");
     assert_eq!(e.errno(), Errno::EACCES);
@@ -443,7 +443,7 @@ async fn osd_boot_beacons_down_then_out() {
     let addrs = vec![mon.addr().to_string()];
     let osd = client(&addrs, &keyring, "osd.0").await;
     let e0 = osd
-        .osd_boot(0, "127.0.0.1:6800".into(), "host-a".into())
+        .osd_boot(0, "127.0.0.1:6800".into(), "host-a".into(), None)
         .await
         .expect("boot");
     let m = osd.map();
@@ -471,7 +471,7 @@ async fn osd_boot_beacons_down_then_out() {
     .expect("watch");
     // Booting again brings it up and (auto-)in with a new up_from.
     let e1 = osd
-        .osd_boot(0, "127.0.0.1:6801".into(), "host-a".into())
+        .osd_boot(0, "127.0.0.1:6801".into(), "host-a".into(), None)
         .await
         .expect("reboot");
     let m = osd.map();
@@ -506,7 +506,7 @@ async fn osd_boot_beacons_down_then_out() {
         .command(MonCommand::OsdOut { id: 0 })
         .await
         .expect("out");
-    osd.osd_boot(0, "127.0.0.1:6801".into(), "host-a".into())
+    osd.osd_boot(0, "127.0.0.1:6801".into(), "host-a".into(), None)
         .await
         .expect("boot");
     assert!(!osd.map().osds[&0].in_cluster);
@@ -744,7 +744,7 @@ async fn down_out_interval_follows_the_config_database() {
             .await
             .expect("config set");
         let osd = client(&addrs, &keyring, "osd.0").await;
-        osd.osd_boot(0, "127.0.0.1:6800".into(), "host-a".into())
+        osd.osd_boot(0, "127.0.0.1:6800".into(), "host-a".into(), None)
             .await
             .expect("boot");
         // Silent: down after the grace (2 s), then out after 1 s from the
@@ -789,10 +789,10 @@ async fn scrub_errors_make_health_err_until_cleared_across_a_restart() {
     let admin = client(&addrs, &keyring, "client.admin").await;
     let osd0 = client(&addrs, &keyring, "osd.0").await;
     let osd1 = client(&addrs, &keyring, "osd.1").await;
-    osd0.osd_boot(0, "127.0.0.1:6800".into(), "host-a".into())
+    osd0.osd_boot(0, "127.0.0.1:6800".into(), "host-a".into(), None)
         .await
         .expect("boot 0");
-    osd1.osd_boot(1, "127.0.0.1:6801".into(), "host-b".into())
+    osd1.osd_boot(1, "127.0.0.1:6801".into(), "host-b".into(), None)
         .await
         .expect("boot 1");
     // Size 2 on two OSDs: no other check fires.
@@ -911,7 +911,7 @@ async fn nodown_and_noout_hold_the_failure_detector() {
     assert_eq!(st.health, Health::Warn, "{st:?}");
     assert_eq!(st.checks[0].code, "OSDMAP_FLAGS");
     assert_eq!(st.checks[0].summary, "nodown,noout flag(s) set");
-    osd.osd_boot(0, "127.0.0.1:6800".into(), "host-a".into())
+    osd.osd_boot(0, "127.0.0.1:6800".into(), "host-a".into(), None)
         .await
         .expect("boot");
     // Silent for twice the grace (2 s): still up.

@@ -235,10 +235,10 @@ async fn a_full_osd_reported_to_one_monitor_is_known_to_all() {
     let osd0 = client(only(0), &keyring, "osd.0").await;
     let osd1 = client(only(2), &keyring, "osd.1").await;
     let admin_b = client(only(1), &keyring, "client.admin").await;
-    osd0.osd_boot(0, "127.0.0.1:6800".into(), "h0".into())
+    osd0.osd_boot(0, "127.0.0.1:6800".into(), "h0".into(), None)
         .await
         .expect("boot 0");
-    osd1.osd_boot(1, "127.0.0.1:6801".into(), "h1".into())
+    osd1.osd_boot(1, "127.0.0.1:6801".into(), "h1".into(), None)
         .await
         .expect("boot 1");
     let pool = match admin_b

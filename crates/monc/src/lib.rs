@@ -722,15 +722,22 @@ impl MonClient {
         }
     }
 
-    /// Report this OSD up at `addr` on `host`; returns the epoch marking it up.
+    /// Report this OSD up at `addr` on `host` (`initial_weight`: its weight
+    /// if the map has no entry for it yet); returns the epoch marking it up.
     pub async fn osd_boot(
         &self,
         id: OsdId,
         addr: String,
         host: String,
+        initial_weight: Option<u32>,
     ) -> Result<Epoch, MonClientError> {
         let e = self
-            .epoch_call(&Request::OsdBoot { id, addr, host })
+            .epoch_call(&Request::OsdBoot {
+                id,
+                addr,
+                host,
+                initial_weight,
+            })
             .await?;
         let _ = self.wait_for_epoch(e).await;
         Ok(e)

@@ -65,6 +65,9 @@ pub enum Request {
         addr: String,
         /// Host name (failure domain).
         host: String,
+        /// `osd_crush_initial_weight` when set: the weight of an OSD the
+        /// monitors have no entry for yet (units of `WEIGHT_ONE`).
+        initial_weight: Option<u32>,
     },
     /// An OSD is alive.
     OsdBeacon {

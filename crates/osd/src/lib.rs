@@ -185,6 +185,9 @@ pub struct OsdConfig {
     pub deep_scrub_interval: Duration,
     /// `osd_scrub_auto_repair`: periodic scrubs also repair what they find.
     pub scrub_auto_repair: bool,
+    /// `osd_crush_initial_weight` when set (not negative): the placement
+    /// weight the monitors give this OSD at its first boot (else 1.0).
+    pub initial_weight: Option<u32>,
 }
 
 /// Why the OSD stopped.

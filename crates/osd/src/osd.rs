@@ -754,7 +754,7 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
         Some(Err(e)) => tracing::warn!(osd = id, %addr, "no local Unix socket (TCP only): {e}"),
     }
     let epoch = monc
-        .osd_boot(id, addr.clone(), cfg.host.clone())
+        .osd_boot(id, addr.clone(), cfg.host.clone(), cfg.initial_weight)
         .await
         .map_err(|source| OsdError::Mon { id, source })?;
     tracing::info!(osd = id, %addr, epoch, "booted");
@@ -818,7 +818,11 @@ pub async fn run(cfg: OsdConfig) -> Result<(), OsdError> {
                 epoch = map.epoch,
                 "marked down while alive; booting again"
             );
-            match osd.monc.osd_boot(id, addr.clone(), cfg.host.clone()).await {
+            match osd
+                .monc
+                .osd_boot(id, addr.clone(), cfg.host.clone(), cfg.initial_weight)
+                .await
+            {
                 Ok(e) => booted = e,
                 Err(e) => tracing::warn!(osd = id, "boot failed: {e}"),
             }
