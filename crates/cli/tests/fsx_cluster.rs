@@ -57,3 +57,75 @@ async fn fsx_on_a_three_osd_cluster() {
         }
     }
 }
+
+/// The same model test while an operator reweights OSDs under it: each
+/// change remaps PGs (peering, then backfill to the new members) while
+/// images are written, snapshotted and cloned; every read still matches
+/// the model. Ends with osd.3 drained and every PG clean without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsx_while_osd_weights_change() {
+    use quarry_map::WEIGHT_ONE;
+    use quarry_monc::MonCommand;
+    let cl = Cluster::up(4, 1);
+    let c = cl.client().await;
+    let seed = fsx_seeds(&[34])[0];
+    let pool = format!("fsx{seed}");
+    pool_create(&c, &pool, 2).await;
+    wait_clean(&c).await;
+    let rados: Arc<dyn Rados> = c.clone();
+    let cfg = FsxConfig {
+        seed,
+        ops: 4000,
+        max_size: 3 << 20,
+        ..FsxConfig::default()
+    };
+    let pool_name = pool.clone();
+    let run = tokio::spawn(async move { quarry_fsx::run_on(cfg, rados, &pool_name).await });
+    let steps = [
+        (3, 0),
+        (0, 3 * WEIGHT_ONE),
+        (3, 2 * WEIGHT_ONE),
+        (0, WEIGHT_ONE),
+        (3, 0),
+    ];
+    let mut during = 0;
+    for (osd, weight) in steps {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        if run.is_finished() {
+            break;
+        }
+        during += 1;
+        eprintln!(
+            "osd.{osd} -> weight {}",
+            f64::from(weight) / f64::from(WEIGHT_ONE)
+        );
+        c.monc()
+            .command(MonCommand::OsdCrushReweight { id: osd, weight })
+            .await
+            .expect("reweight");
+    }
+    let report = fsx_ok(
+        tokio::time::timeout(std::time::Duration::from_secs(300), run)
+            .await
+            .expect("fsx did not finish within 300 s")
+            .expect("fsx task"),
+    );
+    eprintln!("{:?}; {during} weight changes during the run", report.counts);
+    assert!(during >= 3, "only {during} weight changes happened during the run");
+    // Whatever step the run ended at, finish the drain.
+    c.monc()
+        .command(MonCommand::OsdCrushReweight { id: 3, weight: 0 })
+        .await
+        .expect("reweight");
+    wait_clean(&c).await;
+    let map = c.monc().refresh_map().await.expect("map");
+    for pg in map
+        .pool_pgs(map.pool_by_name(&pool).expect("pool").id)
+        .expect("pgs")
+    {
+        assert!(
+            !map.pg_up_set(pg).expect("up").contains(&3),
+            "{pg} on osd.3"
+        );
+    }
+}
