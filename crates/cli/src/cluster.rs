@@ -57,7 +57,8 @@ pub struct UpArgs {
     /// Cluster directory (created if absent).
     #[arg(long)]
     pub dir: PathBuf,
-    /// Number of OSDs (first start only; default 3).
+    /// Number of OSDs (default 3). On an existing cluster, more than it has
+    /// adds OSDs (keys, directories); fewer is refused.
     #[arg(long)]
     pub osds: Option<u32>,
     /// Number of monitors (first start only; default 1).
@@ -615,7 +616,18 @@ pub fn up(a: UpArgs) -> R<()> {
         create_cluster(&dir, osds, mons, &a.conf_set)?;
     }
     let conf = load_conf(&dir)?;
-    let osds = osd_count(&dir);
+    let have = osd_count(&dir);
+    let want = if fresh {
+        have
+    } else {
+        a.osds.map_or(have, |n| n.max(1))
+    };
+    if want < have {
+        return Err(format!(
+            "{} holds {have} OSDs: --osds {want} would not remove any (retire one with `ceph osd purge`, then delete its directory)",
+            dir.display()
+        ));
+    }
     let mons = mon_ids(&dir);
     for id in &mons {
         spawn_daemon(
@@ -630,28 +642,48 @@ pub fn up(a: UpArgs) -> R<()> {
             ],
         )?;
     }
-    let mut started = Vec::new();
-    for n in 0..osds {
-        let fresh_start = spawn_daemon(
-            &dir,
-            &format!("osd.{n}"),
-            &[
-                "osd".into(),
-                "--id".into(),
-                n.to_string(),
-                "--dir".into(),
-                dir.display().to_string(),
-            ],
-        )?;
-        if fresh_start {
-            started.push(n);
-        }
-    }
     let addrs = mon_addrs(&conf)?;
     let secret = keyring_secret(&dir.join("ceph.client.admin.keyring"), "client.admin")?;
     let rt = runtime()?;
-    rt.block_on(async {
+    let osds = rt.block_on(async {
         let monc = connect_admin(&addrs, secret).await?;
+        for n in have..want {
+            add_osd(&dir, &monc, n).await?;
+        }
+        // A purged OSD's directory stays (its data is the operator's to
+        // delete); its daemon would be refused, so it is not started.
+        let keys: std::collections::BTreeSet<String> =
+            match monc.command(MonCommand::AuthList).await {
+                Ok(MonReply::Auth(v)) => v.into_iter().map(|e| e.entity).collect(),
+                Ok(other) => return Err(format!("auth list: unexpected reply {other:?}")),
+                Err(e) => return Err(format!("auth list: {e}")),
+            };
+        let mut started = Vec::new();
+        let mut osds = 0;
+        for n in 0..want {
+            if !keys.contains(&format!("osd.{n}")) {
+                eprintln!(
+                    "quarry up: osd.{n} is not started: the cluster has no key for it (purged); delete {}/osd.{n} to free its space",
+                    dir.display()
+                );
+                continue;
+            }
+            osds += 1;
+            let fresh_start = spawn_daemon(
+                &dir,
+                &format!("osd.{n}"),
+                &[
+                    "osd".into(),
+                    "--id".into(),
+                    n.to_string(),
+                    "--dir".into(),
+                    dir.display().to_string(),
+                ],
+            )?;
+            if fresh_start {
+                started.push(n);
+            }
+        }
         // The persisted map may still show restarted OSDs up from their
         // previous run: wait for boots newer than this epoch.
         let e0 = monc.refresh_map().await.map_err(|e| e.to_string())?.epoch;
@@ -676,7 +708,8 @@ pub fn up(a: UpArgs) -> R<()> {
                 }
             }
         }
-        wait_ready(&monc, osds, &started, e0, Duration::from_secs(120)).await
+        wait_ready(&monc, osds, &started, e0, Duration::from_secs(120)).await?;
+        Ok::<u32, String>(osds)
     })?;
     write_env(&dir)?;
     println!(
@@ -685,6 +718,61 @@ pub fn up(a: UpArgs) -> R<()> {
         mons.len()
     );
     println!("  . {}/env", dir.display());
+    Ok(())
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Add `osd.n` to a running cluster: its key (the keyring's, else the
+/// monitors', else a new one) registered with the monitors and written to
+/// `D/keyring`, and its data directory.
+async fn add_osd(dir: &Path, monc: &MonClient, n: u32) -> R<()> {
+    let entity = format!("osd.{n}");
+    let keyring = dir.join("keyring");
+    let in_keyring = keyring_secret(&keyring, &entity).ok();
+    let key = match &in_keyring {
+        Some(k) => k.to_base64(),
+        None => match monc
+            .command(MonCommand::AuthGet {
+                entity: entity.clone(),
+            })
+            .await
+        {
+            Ok(MonReply::Auth(v)) if !v.is_empty() => v[0].key.clone(),
+            _ => Secret::generate(unix_now()).to_base64(),
+        },
+    };
+    let caps = [("mon", "profile osd"), ("osd", "allow *")];
+    monc.command(MonCommand::AuthAdd {
+        entity: entity.clone(),
+        key: Some(key.clone()),
+        caps: caps
+            .iter()
+            .map(|(s, c)| (s.to_string(), c.to_string()))
+            .collect(),
+    })
+    .await
+    .map_err(|e| format!("add {entity}: {e}"))?;
+    if in_keyring.is_none() {
+        let mut text = std::fs::read_to_string(&keyring)
+            .map_err(io_ctx(format!("read {}", keyring.display())))?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let _ = write!(text, "[{entity}]\n\tkey = {key}\n");
+        for (svc, c) in caps {
+            let _ = writeln!(text, "\tcaps {svc} = \"{c}\"");
+        }
+        write_private(&keyring, &text)?;
+    }
+    std::fs::create_dir_all(dir.join(&entity)).map_err(io_ctx(format!("create {entity} dir")))?;
+    eprintln!("quarry up: added {entity}");
     Ok(())
 }
 

@@ -259,6 +259,50 @@ async fn up_twice_keeps_data_and_down_stops_everything() {
     let env = std::fs::read_to_string(cl.path().join("env")).expect("env");
     assert!(env.contains("CEPH_CONF="));
     assert!(env.contains("LD_LIBRARY_PATH="));
+
+    // `--osds` on an existing cluster adds OSDs (never removes one), and a
+    // purged OSD's leftover directory does not stop the next `up`.
+    let up = |osds: Option<u32>| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("up").arg("--dir").arg(cl.path());
+        if let Some(n) = osds {
+            cmd.args(["--osds", &n.to_string()]);
+        }
+        let o = cmd.output().expect("run quarry up");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (rc, err) = up(Some(3));
+    assert_eq!(rc, 0, "{err}");
+    assert!(err.contains("added osd.2"), "{err}");
+    assert!(pid_alive(cl.pid("osd.2")), "osd.2 not running");
+    wait_osd_up(&c, 2).await;
+    let kr = cl.path().join("keyring");
+    assert_eq!(
+        std::fs::metadata(&kr)
+            .expect("keyring")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(std::fs::read_to_string(&kr)
+        .expect("keyring")
+        .contains("[osd.2]"));
+    let (rc, err) = up(Some(1));
+    assert_ne!(rc, 0);
+    assert!(err.contains("would not remove any"), "{err}");
+    assert!(pid_alive(cl.pid("osd.2")), "a refused up stopped osd.2");
+    cl.kill9("osd.2");
+    wait_osd_down(&c, 2).await;
+    let (rc, _, err) = ceph(&cl, &["osd", "purge", "2", "--yes-i-really-mean-it"]);
+    assert_eq!(rc, 0, "{err}");
+    let (rc, err) = up(None);
+    assert_eq!(rc, 0, "{err}");
+    assert!(err.contains("osd.2 is not started"), "{err}");
+    assert_eq!(read(&c, pool, "keep").await, b"durable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,8 +110,14 @@ async fn fsx_while_osd_weights_change() {
             .expect("fsx did not finish within 300 s")
             .expect("fsx task"),
     );
-    eprintln!("{:?}; {during} weight changes during the run", report.counts);
-    assert!(during >= 3, "only {during} weight changes happened during the run");
+    eprintln!(
+        "{:?}; {during} weight changes during the run",
+        report.counts
+    );
+    assert!(
+        during >= 3,
+        "only {during} weight changes happened during the run"
+    );
     // Whatever step the run ended at, finish the drain.
     c.monc()
         .command(MonCommand::OsdCrushReweight { id: 3, weight: 0 })
