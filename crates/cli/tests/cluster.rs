@@ -472,6 +472,24 @@ async fn wait_osd_down(c: &ClusterClient, osd: u32) {
     .await;
 }
 
+/// Whether the monitors' map has an entry for `osd`.
+async fn in_map(c: &ClusterClient, osd: u32) -> bool {
+    let map = c.monc().refresh_map().await.expect("map");
+    map.osds.contains_key(&osd)
+}
+
+/// Start `osd.n` and check it exits at start, its log saying `why`.
+fn refused_at_start(cl: &Cluster, n: u32, why: &str) {
+    cl.start_osd(n);
+    wait_exit(
+        cl.pid(&format!("osd.{n}")),
+        &format!("osd.{n} kept running"),
+    );
+    let log =
+        std::fs::read_to_string(cl.path().join("log").join(format!("osd.{n}.log"))).expect("log");
+    assert!(log.contains(why), "osd.{n}'s refusal is not '{why}': {log}");
+}
+
 /// An operator drains an OSD with `ceph osd crush reweight osd.3 0`, then
 /// takes it out of the cluster for good: `osd rm` refuses while it is up,
 /// a removed OSD that still has its key boots back in, and `osd purge`
@@ -554,32 +572,14 @@ async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
     let (rc, _, err) = ceph(&cl, &["osd", "rm", "osd.3"]);
     assert_eq!(rc, 0, "{err}");
     assert!(err.contains("removed osd.3"), "{err}");
-    assert!(!c
-        .monc()
-        .refresh_map()
-        .await
-        .expect("map")
-        .osds
-        .contains_key(&3));
+    assert!(!in_map(&c, 3).await);
     // Its conf decides the weight it comes back with: an
     // `osd_crush_initial_weight` out of range stops it at start (one that
     // is no number at all is skipped with a warning, as every malformed
     // option of the file), a good one is its weight.
     cl.append_conf("[osd.3]\n\tosd_crush_initial_weight = 70000\n");
-    cl.start_osd(3);
-    wait_exit(cl.pid("osd.3"), "osd.3 ran with a malformed initial weight");
-    let log = std::fs::read_to_string(cl.path().join("log").join("osd.3.log")).expect("log");
-    assert!(
-        log.contains("osd_crush_initial_weight = 70000: not a weight"),
-        "osd.3's refusal: {log}"
-    );
-    assert!(!c
-        .monc()
-        .refresh_map()
-        .await
-        .expect("map")
-        .osds
-        .contains_key(&3));
+    refused_at_start(&cl, 3, "osd_crush_initial_weight = 70000: not a weight");
+    assert!(!in_map(&c, 3).await);
     let conf = cl.path().join("ceph.conf");
     let text = std::fs::read_to_string(&conf).expect("conf");
     std::fs::write(&conf, text.replace("= 70000", "= 0.5")).expect("conf");
@@ -593,13 +593,7 @@ async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
     // `purge` asks for confirmation, then deletes the key as well.
     let (rc, _, err) = ceph(&cl, &["osd", "purge", "3"]);
     assert_eq!(rc, Errno::EPERM.code(), "{err}");
-    assert!(c
-        .monc()
-        .refresh_map()
-        .await
-        .expect("map")
-        .osds
-        .contains_key(&3));
+    assert!(in_map(&c, 3).await);
     let (rc, _, err) = ceph(&cl, &["osd", "purge", "3", "--yes-i-really-mean-it"]);
     assert_eq!(rc, 0, "{err}");
     assert!(err.contains("purged osd.3"), "{err}");
@@ -613,20 +607,8 @@ async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
     assert_eq!(rc, 0);
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "1", "2"]);
     // A purged OSD cannot come back: its daemon is refused and exits.
-    cl.start_osd(3);
-    wait_exit(cl.pid("osd.3"), "purged osd.3 kept running");
-    let log = std::fs::read_to_string(cl.path().join("log").join("osd.3.log")).expect("log");
-    assert!(
-        log.contains("authentication error"),
-        "osd.3's refusal: {log}"
-    );
-    assert!(!c
-        .monc()
-        .refresh_map()
-        .await
-        .expect("map")
-        .osds
-        .contains_key(&3));
+    refused_at_start(&cl, 3, "authentication error");
+    assert!(!in_map(&c, 3).await);
     wait_clean(&c).await;
     wait_ceph(&cl, &["health"], |o| o.starts_with("HEALTH_OK"));
     cl.kill9("osd.0");
