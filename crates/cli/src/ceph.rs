@@ -265,6 +265,14 @@ enum OsdCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Ceph's 0-1 override weight: not supported (refused with what to
+    /// use instead).
+    Reweight {
+        /// OSD id.
+        osd: String,
+        /// Override weight.
+        weight: String,
+    },
     /// Placement weights.
     Crush {
         #[command(subcommand)]
@@ -647,6 +655,10 @@ async fn dispatch(a: CephArgs) -> CmdResult {
                 cmd: CrushCmd::Reweight { name, weight },
             } => crush_reweight(&ctx, &name, &weight).await,
             OsdCmd::Rm { ids } => osd_remove(&ctx, &ids, false).await,
+            OsdCmd::Reweight { osd, weight: _ } => Err(cerr(
+                Errno::EOPNOTSUPP,
+                format!("osd reweight (the 0-1 override) is not supported: set the placement weight with `ceph osd crush reweight osd.{} W`, or take the OSD out with `ceph osd out`", osd.strip_prefix("osd.").unwrap_or(&osd)),
+            )),
             OsdCmd::OkToStop { ids } => osd_ok_to_stop(&ctx, &ids).await,
             OsdCmd::SafeToDestroy { ids } => osd_safe_to_destroy(&ctx, &ids).await,
             OsdCmd::Purge { osd, yes, force: _ } => {

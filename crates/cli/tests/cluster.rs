@@ -545,6 +545,10 @@ async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
     }
     let (rc, _, err) = ceph(&cl, &["osd", "crush", "reweight", "osd.9", "1"]);
     assert_eq!(rc, Errno::ENOENT.code(), "{err}");
+    // Ceph's override weight is refused, saying what to use.
+    let (rc, _, err) = ceph(&cl, &["osd", "reweight", "2", "0.5"]);
+    assert_eq!(rc, Errno::EOPNOTSUPP.code(), "{err}");
+    assert!(err.contains("ceph osd crush reweight osd.2"), "{err}");
     let tree = wait_ceph(&cl, &["osd", "tree"], |o| o.contains("osd.3"));
     let row = tree
         .lines()
