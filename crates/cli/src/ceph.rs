@@ -299,6 +299,15 @@ enum OsdCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Declare a down OSD's data gone for good: PGs that wait for it go on
+    /// with the newest copies the others hold (writes only it had are lost).
+    Lost {
+        /// OSD id.
+        osd: String,
+        /// Confirm.
+        #[arg(long = "yes-i-really-mean-it")]
+        yes: bool,
+    },
     /// Remove a down OSD from the map and delete its key (`osd.N`).
     Purge {
         /// OSD id (not `id`: that is the global `--id`).
@@ -655,6 +664,7 @@ async fn dispatch(a: CephArgs) -> CmdResult {
                 cmd: CrushCmd::Reweight { name, weight },
             } => crush_reweight(&ctx, &name, &weight).await,
             OsdCmd::Rm { ids } => osd_remove(&ctx, &ids, false).await,
+            OsdCmd::Lost { osd, yes } => osd_lost(&ctx, &osd, yes).await,
             OsdCmd::Reweight { osd, weight: _ } => Err(cerr(
                 Errno::EOPNOTSUPP,
                 format!("osd reweight (the 0-1 override) is not supported: set the placement weight with `ceph osd crush reweight osd.{} W`, or take the OSD out with `ceph osd out`", osd.strip_prefix("osd.").unwrap_or(&osd)),
@@ -1946,6 +1956,23 @@ async fn osd_safe_to_destroy(ctx: &Ctx, ids: &[String]) -> CmdResult {
         ));
     }
     println!("OSD(s) {list} are safe to destroy without reducing data durability.");
+    Ok(())
+}
+
+/// `ceph osd lost N --yes-i-really-mean-it`.
+async fn osd_lost(ctx: &Ctx, osd: &str, yes: bool) -> CmdResult {
+    let id = osd_id(osd)?;
+    if !yes {
+        return Err(cerr(
+            Errno::EPERM,
+            format!("Are you SURE? Marking osd.{id} lost gives up every write only it holds. Pass --yes-i-really-mean-it if you really do."),
+        ));
+    }
+    let epoch = match ctx.command("osd lost", MonCommand::OsdLost { id }).await? {
+        MonReply::Ok { epoch } => epoch,
+        other => return Err(cerr(Errno::EIO, format!("unexpected reply {other:?}"))),
+    };
+    eprintln!("marked osd lost in epoch {epoch}");
     Ok(())
 }
 

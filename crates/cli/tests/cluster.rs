@@ -625,6 +625,57 @@ async fn crush_reweight_drains_an_osd_and_purge_removes_it() {
     }
 }
 
+/// Every OSD that held a PG's newest data is gone for good: the PG waits
+/// (reads block, never return stale data) and the OSD cannot be removed,
+/// until the operator declares it lost; then the PG goes on with the
+/// newest copies left (the writes only the lost OSD had are gone, as the
+/// operator accepted) and the OSD may be purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osd_lost_lets_pgs_waiting_for_a_dead_osd_go_on() {
+    let cl = Cluster::up(3, 1);
+    let c = cl.client().await;
+    let pool = pool_min1(&c, "t").await;
+    wait_clean(&c).await;
+    for i in 0..8 {
+        write(&c, pool, &format!("o{i}"), b"before").await;
+    }
+    cl.kill9("osd.0");
+    cl.kill9("osd.1");
+    wait_osd_down(&c, 0).await;
+    wait_osd_down(&c, 1).await;
+    // osd.2 alone (min_size 1) takes the newer writes.
+    for i in 0..8 {
+        write(&c, pool, &format!("o{i}"), b"only on osd.2").await;
+    }
+    cl.kill9("osd.2");
+    wait_osd_down(&c, 2).await;
+    cl.start_osd(0);
+    cl.start_osd(1);
+    wait_osd_up(&c, 0).await;
+    wait_osd_up(&c, 1).await;
+    // The PGs wait for osd.2: a read blocks rather than return "before".
+    let req = OpRequest::new(ObjectId::new(pool, "o0")).op(Op::Read { off: 0, len: 0 });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), c.operate(req))
+            .await
+            .is_err(),
+        "a PG whose newest copy is on a down OSD served a read"
+    );
+    let (rc, _, err) = ceph(&cl, &["osd", "purge", "2", "--yes-i-really-mean-it"]);
+    assert_eq!(rc, Errno::EBUSY.code(), "{err}");
+    assert!(err.contains("ceph osd lost"), "{err}");
+    let (rc, _, err) = ceph(&cl, &["osd", "lost", "2"]);
+    assert_eq!(rc, Errno::EPERM.code(), "{err}");
+    let (rc, _, err) = ceph(&cl, &["osd", "lost", "2", "--yes-i-really-mean-it"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(err.contains("marked osd lost in epoch"), "{err}");
+    for i in 0..8 {
+        assert_eq!(read(&c, pool, &format!("o{i}")).await, b"before");
+    }
+    let (rc, _, err) = ceph(&cl, &["osd", "purge", "2", "--yes-i-really-mean-it"]);
+    assert_eq!(rc, 0, "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_copy_is_detected_and_repaired() {
     let cl = Cluster::up(3, 1);

@@ -1338,6 +1338,10 @@ impl Mon {
                     .await?,
                 )
             }
+            MonCommand::OsdLost { id } => {
+                self.require(s, MonAccess::Write)?;
+                reply(self.propose(StateCmd::OsdLost { id: *id }).await?)
+            }
             MonCommand::PoolApplicationGet { pool } => {
                 self.require(s, MonAccess::Read)?;
                 let map = self.map();

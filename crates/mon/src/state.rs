@@ -585,6 +585,12 @@ pub enum StateCmd {
         /// Units of `WEIGHT_ONE`, at most `MAX_OSD_WEIGHT`.
         weight: u32,
     },
+    /// A down OSD's data is gone for good (`osd lost`): it leaves every
+    /// PG's recorded acting set, so peering stops waiting for it.
+    OsdLost {
+        /// Id.
+        id: OsdId,
+    },
 }
 
 /// A refusal, with errno and message.
@@ -1116,6 +1122,21 @@ impl MonState {
                         Some(_) => {}
                     }
                 }
+                // A PG whose last acting set holds only these OSDs would
+                // wait for them forever once they are gone.
+                let last_copy = self.map.pg_history.iter().find(|(_, h)| {
+                    h.acting.iter().all(|o| ids.contains(o))
+                        && h.acting.iter().any(|o| self.map.osds.contains_key(o))
+                });
+                if let Some((pg, h)) = last_copy {
+                    return Err(err(
+                        Errno::EBUSY,
+                        format!(
+                            "pg {pg} was last active on {:?} only: removing them would leave it waiting for them forever; if their data is gone, `ceph osd lost` them first",
+                            h.acting
+                        ),
+                    ));
+                }
                 let mut changed = false;
                 for id in ids {
                     if self.map.osds.remove(id).is_some() {
@@ -1129,6 +1150,27 @@ impl MonState {
                 }
                 let epoch = if changed { self.bump() } else { self.map.epoch };
                 Ok(Applied::Reply(MonReply::Ok { epoch }))
+            }
+            StateCmd::OsdLost { id } => {
+                match self.map.osds.get(id) {
+                    None => {
+                        return Err(err(Errno::ENOENT, format!("osd.{id} does not exist")));
+                    }
+                    Some(o) if o.up => {
+                        return Err(err(
+                            Errno::EBUSY,
+                            format!("osd.{id} is not down; it must be down to be marked lost"),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                // A PG left with no recorded members peers from its up set
+                // as a new one does: its newest surviving copies win.
+                self.map.pg_history.retain(|_, h| {
+                    h.acting.retain(|o| o != id);
+                    !h.acting.is_empty()
+                });
+                Ok(Applied::Reply(MonReply::Ok { epoch: self.bump() }))
             }
             StateCmd::OsdFlag { flag, set } => {
                 if !OSD_FLAGS.contains(&flag.as_str()) {
@@ -2081,6 +2123,53 @@ mod tests {
         s.apply(&remove(vec![2], true)).expect("purge");
         assert!(!s.map.osds.contains_key(&2) && !s.auth.contains_key("osd.2"));
         assert!(s.auth.contains_key("osd.0") && s.map.osds.contains_key(&0));
+    }
+
+    #[test]
+    fn a_lost_osd_leaves_pg_histories_and_only_then_may_go() {
+        let mut s = boot();
+        s.apply(&pool("p")).expect("pool");
+        for id in 0..3 {
+            s.apply(&StateCmd::OsdBoot {
+                id,
+                addr: format!("127.0.0.1:{}", 6800 + id),
+                host: "h".into(),
+            })
+            .expect("boot");
+        }
+        let pid = s.map.pool_by_name("p").expect("pool").id;
+        let pg = |seed| PgId { pool: pid, seed };
+        s.apply(&StateCmd::PgActivated {
+            items: vec![
+                (pg(0), s.map.epoch, vec![2]),
+                (pg(1), s.map.epoch, vec![2, 0]),
+            ],
+        })
+        .expect("activated");
+        let code = |r: CmdResult| r.expect_err("refused").errno;
+        let lost = |id| StateCmd::OsdLost { id };
+        assert_eq!(code(s.apply(&lost(2))), Errno::EBUSY.code(), "up");
+        assert_eq!(code(s.apply(&lost(7))), Errno::ENOENT.code());
+        s.apply(&StateCmd::OsdDown {
+            ids: vec![2],
+            now_unix: 1,
+        })
+        .expect("down");
+        // pg 0 was last active on osd.2 alone: removing it would strand it.
+        let rm = StateCmd::OsdRemove {
+            ids: vec![2],
+            purge: false,
+        };
+        let e = s.apply(&rm).expect_err("last copy");
+        assert_eq!(e.errno, Errno::EBUSY.code());
+        assert!(e.message.contains("osd lost"), "{}", e.message);
+        assert!(s.map.osds.contains_key(&2));
+        let e0 = s.map.epoch;
+        s.apply(&lost(2)).expect("lost");
+        assert_eq!(s.map.epoch, e0 + 1);
+        assert!(!s.map.pg_history.contains_key(&pg(0)), "no member left");
+        assert_eq!(s.map.pg_history[&pg(1)].acting, vec![0]);
+        s.apply(&rm).expect("rm after lost");
     }
 
     #[test]

@@ -428,6 +428,12 @@ pub enum MonCommand {
         /// Delete each one's `osd.N` entity too.
         purge: bool,
     },
+    /// `osd lost N`: a down OSD's data is gone for good; PGs waiting for
+    /// it go on without it.
+    OsdLost {
+        /// OSD id.
+        id: OsdId,
+    },
 }
 
 /// A pool's application metadata: application name -> its keys and values
