@@ -374,22 +374,29 @@ async fn wrong_key_refused_and_bad_frames_dropped() {
     assert!(pid_alive(cl.pid("osd.0")));
 }
 
-/// Wait until the map says `osd` is up.
-async fn wait_osd_up(c: &ClusterClient, osd: u32) {
-    bounded(&format!("osd.{osd} up"), async {
-        while !c
-            .monc()
-            .refresh_map()
-            .await
-            .expect("map")
-            .osds
-            .get(&osd)
-            .is_some_and(|o| o.up)
-        {
+/// Wait until the map says `osd` is up (`up`), else down or gone.
+async fn wait_osd(c: &ClusterClient, osd: u32, up: bool) {
+    let what = format!("osd.{osd} {}", if up { "up" } else { "down" });
+    bounded(&what, async {
+        loop {
+            let map = c.monc().refresh_map().await.expect("map");
+            if map.osds.get(&osd).is_some_and(|o| o.up) == up {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await;
+}
+
+/// Wait until the map says `osd` is up.
+async fn wait_osd_up(c: &ClusterClient, osd: u32) {
+    wait_osd(c, osd, true).await
+}
+
+/// Wait until the map says `osd` is down or has no entry for it.
+async fn wait_osd_down(c: &ClusterClient, osd: u32) {
+    wait_osd(c, osd, false).await
 }
 
 /// Wait until every PG's recorded acting set equals its up set.
@@ -452,24 +459,6 @@ async fn mark_out_rereplicates_to_another_osd() {
             format!("val-{i}").as_bytes()
         );
     }
-}
-
-/// Wait until the map says `osd` is down (`true`) or gone from it.
-async fn wait_osd_down(c: &ClusterClient, osd: u32) {
-    bounded(&format!("osd.{osd} down"), async {
-        while c
-            .monc()
-            .refresh_map()
-            .await
-            .expect("map")
-            .osds
-            .get(&osd)
-            .is_some_and(|o| o.up)
-        {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
 }
 
 /// Whether the monitors' map has an entry for `osd`.
