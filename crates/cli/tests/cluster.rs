@@ -650,6 +650,24 @@ async fn osd_lost_lets_pgs_waiting_for_a_dead_osd_go_on() {
             .is_err(),
         "a PG whose newest copy is on a down OSD served a read"
     );
+    // The operator sees why: the PGs are down, waiting for osd.2.
+    let detail = wait_ceph(&cl, &["health", "detail"], |o| {
+        o.contains("waiting for [2]")
+    });
+    assert!(
+        detail.contains("pg ")
+            && detail.contains("is down, waiting for [2]")
+            && detail.contains("ceph osd lost"),
+        "{detail}"
+    );
+    let (_, status, _) = ceph(&cl, &["-s"]);
+    // Pool t's 8 PGs were all last active on osd.2 alone.
+    assert!(
+        status
+            .lines()
+            .any(|l| l.trim().trim_start_matches("pgs:").trim() == "8 down"),
+        "ceph -s does not show 8 down PGs: {status}"
+    );
     let (rc, _, err) = ceph(&cl, &["osd", "purge", "2", "--yes-i-really-mean-it"]);
     assert_eq!(rc, Errno::EBUSY.code(), "{err}");
     assert!(err.contains("ceph osd lost"), "{err}");
@@ -661,6 +679,8 @@ async fn osd_lost_lets_pgs_waiting_for_a_dead_osd_go_on() {
     for i in 0..8 {
         assert_eq!(read(&c, pool, &format!("o{i}")).await, b"before");
     }
+    let (_, detail, _) = ceph(&cl, &["health", "detail"]);
+    assert!(!detail.contains("waiting for"), "{detail}");
     let (rc, _, err) = ceph(&cl, &["osd", "purge", "2", "--yes-i-really-mean-it"]);
     assert_eq!(rc, 0, "{err}");
 }

@@ -1799,7 +1799,13 @@ impl Mon {
                 };
                 let up = map.pg_up_set(pg).unwrap_or_default();
                 let n = up.len() as u32;
-                if n < pool.min_size {
+                let last = map.pg_history.get(&pg).map(|h| &h.acting);
+                if let Some(last) = last.filter(|a| !a.iter().any(|o| up.contains(o))) {
+                    inactive.push(format!(
+                        "pg {pg} is down, waiting for {} (its last acting set; `ceph osd lost` them if they are gone for good)",
+                        osd_list(last)
+                    ));
+                } else if n < pool.min_size {
                     inactive.push(format!(
                         "pg {pg} is inactive, {n} of {} copies up {}",
                         pool.size,

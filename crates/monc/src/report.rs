@@ -99,8 +99,12 @@ pub fn pg_state(map: &ClusterMap, pg: quarry_map::PgId, inconsistent: &[PgScrubE
     // The activation record stays in the map after members go down; the
     // up set tells whether the PG can still be active (the monitors' health
     // check counts it the same way).
-    let up = map.pg_up_set(pg).map_or(0, |u| u.len() as u32);
+    let up_set = map.pg_up_set(pg).unwrap_or_default();
+    let up = up_set.len() as u32;
     let mut state = match map.pg_history.get(&pg) {
+        // Every member of its last acting set is down: peering waits for
+        // one of them (or for `ceph osd lost`), as Ceph's `down`.
+        Some(h) if !h.acting.iter().any(|o| up_set.contains(o)) => "down",
         Some(_) if up < min_size => "undersized+peered",
         Some(h) if h.acting.len() as u32 >= size => "active+clean",
         Some(_) => "active+undersized",
