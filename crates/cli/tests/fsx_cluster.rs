@@ -10,21 +10,31 @@ use common::*;
 use quarry_fsx::FsxConfig;
 use quarry_rados::Rados;
 
+/// A fresh pool `fsx<seed>` (min_size 2) with every PG clean, and a model
+/// run of `ops` operations on images up to 3 MiB in it.
+async fn fsx_setup(
+    c: &Arc<quarry_client::ClusterClient>,
+    seed: u64,
+    ops: u64,
+) -> (String, Arc<dyn Rados>, FsxConfig) {
+    let pool = format!("fsx{seed}");
+    pool_create(c, &pool, 2).await;
+    wait_clean(c).await;
+    let cfg = FsxConfig {
+        seed,
+        ops,
+        max_size: 3 << 20,
+        ..FsxConfig::default()
+    };
+    (pool, c.clone(), cfg)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsx_on_a_three_osd_cluster() {
     let cl = Cluster::up(3, 1);
     let c = cl.client().await;
     for seed in fsx_seeds(&[21]) {
-        let pool = format!("fsx{seed}");
-        pool_create(&c, &pool, 2).await;
-        wait_clean(&c).await;
-        let rados: Arc<dyn Rados> = c.clone();
-        let cfg = FsxConfig {
-            seed,
-            ops: 1200,
-            max_size: 3 << 20,
-            ..FsxConfig::default()
-        };
+        let (pool, rados, cfg) = fsx_setup(&c, seed, 1200).await;
         eprintln!("fsx on the cluster: seed {seed}, {} ops", cfg.ops);
         let t = std::time::Instant::now();
         let report = fsx_ok(
@@ -69,16 +79,7 @@ async fn fsx_while_osd_weights_change() {
     let cl = Cluster::up(4, 1);
     let c = cl.client().await;
     let seed = fsx_seeds(&[34])[0];
-    let pool = format!("fsx{seed}");
-    pool_create(&c, &pool, 2).await;
-    wait_clean(&c).await;
-    let rados: Arc<dyn Rados> = c.clone();
-    let cfg = FsxConfig {
-        seed,
-        ops: 4000,
-        max_size: 3 << 20,
-        ..FsxConfig::default()
-    };
+    let (pool, rados, cfg) = fsx_setup(&c, seed, 4000).await;
     let pool_name = pool.clone();
     let run = tokio::spawn(async move { quarry_fsx::run_on(cfg, rados, &pool_name).await });
     let steps = [

@@ -18,6 +18,16 @@ from qtest import c_close, c_connect, expect
 MAX_ERRNO = 4095
 
 
+def run_clients(target, n, errors):
+    """Run target(0..n) on n threads at once; none may have failed."""
+    ts = [threading.Thread(target=target, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+
+
 def wait(comp):
     comp.wait_for_complete()
     return comp.get_return_value()
@@ -67,12 +77,7 @@ def concurrent_appends(cluster, pool):
         except Exception as e:  # reported below
             errors.append(e)
 
-    ts = [threading.Thread(target=appender, args=(k,)) for k in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors, errors
+    run_clients(appender, 4, errors)
     with cluster.open_ioctx(pool) as io:
         data = io.read("log", 1 << 20)
     recs = data.replace(b">", b">\n").split()
@@ -208,12 +213,7 @@ def concurrent_op_appends(cluster, pool):
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    ts = [threading.Thread(target=appender, args=(k,)) for k in range(3)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors, errors
+    run_clients(appender, 3, errors)
     with cluster.open_ioctx(pool) as io:
         data = io.read("oplog", 1 << 20)
         recs = sorted(data.decode().strip("<>").split("><"))
