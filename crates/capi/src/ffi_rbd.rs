@@ -2556,35 +2556,163 @@ pub unsafe extern "C" fn rbd_snap_get_namespace_type(
 
 // ---- deliberately unsupported ----
 
-/// LUKS encryption is not implemented: -EOPNOTSUPP (QEMU prints
-/// "Operation not supported").
+// ---- encryption (see crypto.rs) ----
+
+/// librbd's `rbd_encryption_luks1_format_options_t` and `..._luks2_...`.
+#[repr(C)]
+struct LuksFormatOptions {
+    alg: c_int,
+    passphrase: *const c_char,
+    passphrase_size: usize,
+}
+
+/// librbd's `rbd_encryption_luks_format_options_t` (load either version).
+#[repr(C)]
+struct LuksAnyOptions {
+    passphrase: *const c_char,
+    passphrase_size: usize,
+}
+
+/// librbd's `rbd_encryption_spec_t`.
+#[repr(C)]
+struct EncryptionSpec {
+    format: c_int,
+    opts: *mut c_void,
+    opts_size: usize,
+}
+
+/// `RBD_ENCRYPTION_FORMAT_LUKS1/LUKS2/LUKS` as (version or either, the
+/// passphrase, the algorithm of a new header).
+type EncryptionArgs = (Option<quarry_luks::Format>, Vec<u8>, quarry_luks::Alg);
+
+/// Read an options struct of `format` (`EINVAL` on a size mismatch, an
+/// unknown format or algorithm, as librbd).
+///
+/// # Safety
+/// `opts` points to `opts_size` readable bytes.
+unsafe fn encryption_args(
+    format: c_int,
+    opts: *const c_void,
+    opts_size: usize,
+) -> CResult<EncryptionArgs> {
+    nonnull(opts)?;
+    let bad = |what: &str| CError::new(Errno::EINVAL, format!("encryption options: {what}"));
+    let pass = |p: *const c_char, n: usize| -> CResult<Vec<u8>> {
+        if n > 0 {
+            nonnull(p)?;
+            // SAFETY: the caller's passphrase of n bytes.
+            Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) }.to_vec())
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    match format {
+        0 | 1 => {
+            if opts_size != std::mem::size_of::<LuksFormatOptions>() {
+                return Err(bad("wrong size for the luks1/luks2 options"));
+            }
+            // SAFETY: size checked; the caller's struct.
+            let o = unsafe { &*opts.cast::<LuksFormatOptions>() };
+            let alg = match o.alg {
+                0 => quarry_luks::Alg::Aes128,
+                1 => quarry_luks::Alg::Aes256,
+                _ => return Err(bad("unknown algorithm")),
+            };
+            let f = if format == 0 {
+                quarry_luks::Format::Luks1
+            } else {
+                quarry_luks::Format::Luks2
+            };
+            Ok((Some(f), pass(o.passphrase, o.passphrase_size)?, alg))
+        }
+        2 => {
+            if opts_size != std::mem::size_of::<LuksAnyOptions>() {
+                return Err(bad("wrong size for the luks options"));
+            }
+            // SAFETY: size checked; the caller's struct.
+            let o = unsafe { &*opts.cast::<LuksAnyOptions>() };
+            Ok((
+                None,
+                pass(o.passphrase, o.passphrase_size)?,
+                quarry_luks::Alg::Aes256,
+            ))
+        }
+        _ => Err(bad("unknown format")),
+    }
+}
+
+/// Write a LUKS1 or LUKS2 header at the start of the image and encrypt
+/// this handle's I/O with it from now on (librbd 16: the size becomes the
+/// data area's; `rbd_resize` still takes the raw size).
 #[no_mangle]
 pub unsafe extern "C" fn rbd_encryption_format(
-    _image: ImageT,
-    _format: c_int,
-    _opts: *mut c_void,
-    _opts_size: usize,
+    image: ImageT,
+    format: c_int,
+    opts: *mut c_void,
+    opts_size: usize,
 ) -> c_int {
-    NEG_ENOTSUP
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        img.check_writable()?;
+        // SAFETY: the caller's options.
+        let (f, pass, alg) = unsafe { encryption_args(format, opts, opts_size) }?;
+        let Some(f) = f else {
+            return Err(CError::new(
+                Errno::EINVAL,
+                "encryption format needs luks1 or luks2, not either",
+            ));
+        };
+        let c = img.crypto.clone();
+        rt::block_on(async move { c.format(f, alg, pass).await })?;
+        info_of(img)?;
+        Ok(0)
+    })
 }
 
-/// LUKS encryption is not implemented: -EOPNOTSUPP.
+/// Unlock the image's LUKS header with a passphrase and encrypt this
+/// handle's I/O with it (`EPERM`: wrong passphrase; `EINVAL`: no such
+/// header; `EEXIST`: already loaded).
 #[no_mangle]
 pub unsafe extern "C" fn rbd_encryption_load(
-    _image: ImageT,
-    _format: c_int,
-    _opts: *mut c_void,
-    _opts_size: usize,
+    image: ImageT,
+    format: c_int,
+    opts: *mut c_void,
+    opts_size: usize,
 ) -> c_int {
-    NEG_ENOTSUP
+    int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        // SAFETY: the caller's options.
+        let (f, pass, _) = unsafe { encryption_args(format, opts, opts_size) }?;
+        let c = img.crypto.clone();
+        rt::block_on(async move { c.load(f, pass).await })?;
+        info_of(img)?;
+        Ok(0)
+    })
 }
 
-/// Layered LUKS encryption is not implemented: -EOPNOTSUPP.
+/// `rbd_encryption_load` from specs; one spec (the image and its ancestors
+/// share one header and key). Several (a clone with its own key over its
+/// parent's) is layered encryption, not implemented: -EOPNOTSUPP.
 #[no_mangle]
 pub unsafe extern "C" fn rbd_encryption_load2(
-    _image: ImageT,
-    _specs: *const c_void,
-    _count: usize,
+    image: ImageT,
+    specs: *const c_void,
+    count: usize,
 ) -> c_int {
-    NEG_ENOTSUP
+    if count != 1 {
+        return if count == 0 {
+            -libc::EINVAL
+        } else {
+            NEG_ENOTSUP
+        };
+    }
+    if specs.is_null() {
+        return -libc::EINVAL;
+    }
+    // SAFETY: one spec from the caller.
+    let s = unsafe { &*specs.cast::<EncryptionSpec>() };
+    // SAFETY: forwarded contract.
+    unsafe { rbd_encryption_load(image, s.format, s.opts, s.opts_size) }
 }

@@ -15,6 +15,7 @@ use crate::cached::CachedBackend;
 use crate::cluster::lock;
 use crate::completion::EventQueue;
 use crate::config::{Config, Level};
+use crate::crypto::CryptoBackend;
 use crate::engine::{CError, CResult, ImageBackend};
 
 /// Effective RBD cache settings of an open image (Ceph's option names).
@@ -213,6 +214,8 @@ impl WriteTracker {
 pub struct Image {
     /// The engine's handle.
     pub backend: Arc<dyn ImageBackend>,
+    /// The encryption layer inside `backend` (format and load go to it).
+    pub crypto: Arc<CryptoBackend>,
     /// Opened read-only (snapshot or `rbd_open_read_only`).
     pub read_only: bool,
     /// Size as last seen (refreshed by stat/resize/rollback/invalidate).
@@ -266,6 +269,9 @@ impl Image {
             Some(cfg) => Arc::new(CachedBackend::new(backend, cfg)),
             None => backend,
         };
+        // Encryption above the cache: the cache holds what is on the disk.
+        let crypto = Arc::new(CryptoBackend::new(backend));
+        let backend: Arc<dyn ImageBackend> = crypto.clone();
         if std::env::var_os("QUARRY_LOG_CACHE").is_some()
             || std::env::var_os("QUARRY_DEBUG").is_some()
         {
@@ -290,6 +296,7 @@ impl Image {
         }
         Image {
             backend,
+            crypto,
             read_only,
             size: AtomicU64::new(size),
             events: Arc::new(EventQueue::default()),

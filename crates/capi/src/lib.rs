@@ -37,6 +37,7 @@ pub mod cached;
 pub mod cluster;
 pub mod completion;
 pub mod config;
+pub mod crypto;
 mod deferred_ops;
 pub mod engine;
 pub mod ffi_advisory;

@@ -374,7 +374,15 @@ int main(int argc, char **argv) {
   rbd_image_spec_list_cleanup(specs, nspecs);
 
   int enc = rbd_encryption_load(img, RBD_ENCRYPTION_FORMAT_LUKS1, NULL, 0);
-  CHECK(enc == -EOPNOTSUPP, "encryption load %d", enc);
+  CHECK(enc == -EINVAL, "encryption load without options %d", enc);
+  rbd_encryption_luks1_format_options_t luks1 = {
+      RBD_ENCRYPTION_ALGORITHM_AES256, "pass", 4};
+  enc = rbd_encryption_load(img, RBD_ENCRYPTION_FORMAT_LUKS1, &luks1,
+                            sizeof(luks1) - 1);
+  CHECK(enc == -EINVAL, "encryption load, options of the wrong size %d", enc);
+  enc = rbd_encryption_load(img, RBD_ENCRYPTION_FORMAT_LUKS1, &luks1,
+                            sizeof(luks1));
+  CHECK(enc == -EINVAL, "encryption load of an image without header %d", enc);
 
   bool exists = true;
   EQ(rbd_namespace_exists(io, "nons", &exists), 0);
