@@ -16,10 +16,11 @@ SUDO=""
 # busybox-static (fstrim included), cpio and e2fsprogs build the test guest;
 # python3-rbd/python3-rados are the bindings OpenStack's drivers use.
 # cryptsetup-bin (with libcryptsetup12, which Quarry's librbd loads for LUKS
-# image encryption, as Ceph's does) checks and makes LUKS headers in tests.
+# image encryption, as Ceph's does) checks and makes LUKS headers in tests;
+# python3-cryptography decrypts a LUKS2 sector independently.
 need_pkgs() {
   for p in build-essential pkg-config fio librbd-dev librados-dev qemu-block-extra qemu-system-x86 qemu-utils \
-           busybox-static cpio e2fsprogs openssl gzip binutils python3-rbd python3-rados cryptsetup-bin; do
+           busybox-static cpio e2fsprogs openssl gzip binutils python3-rbd python3-rados cryptsetup-bin python3-cryptography; do
     dpkg -s "$p" >/dev/null 2>&1 || return 0
   done
   case "$(qemu-img --version 2>/dev/null | head -1)" in
@@ -33,7 +34,7 @@ if need_pkgs; then
   QD=$(apt-cache policy qemu-system-data | awk '/Candidate/{print $2}')
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --allow-downgrades --no-install-recommends \
     build-essential pkg-config fio librbd-dev librados-dev busybox-static cpio e2fsprogs openssl gzip binutils \
-    python3-rbd python3-rados cryptsetup-bin \
+    python3-rbd python3-rados cryptsetup-bin python3-cryptography \
     "qemu-utils=$QV" "qemu-block-extra=$QV" "qemu-system-x86=$QV" "qemu-system-common=$QV" "qemu-system-data=$QD"
   $SUDO apt-mark hold qemu-utils qemu-block-extra qemu-system-x86 qemu-system-common qemu-system-data >/dev/null
 fi

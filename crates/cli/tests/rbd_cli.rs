@@ -1341,3 +1341,98 @@ fn trash_moves_restores_removes_and_purges_images() {
     std::fs::write(&conf, orig).expect("restore conf");
     e.ok(&["rbd", "trash", "rm", "--force", &format!("data/{oid}")]);
 }
+
+/// cryptsetup on an exported raw image: its `luksDump`, and whether
+/// `passphrase` opens a key slot (`--test-passphrase` needs no device
+/// mapper).
+fn cryptsetup_check(raw: &Path, passphrase: &[u8], dir: &Path) -> (String, bool) {
+    let cs = ["/usr/sbin/cryptsetup", "/sbin/cryptsetup"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("cryptsetup (Debian package cryptsetup-bin) is needed by this test");
+    let dump = Command::new(cs)
+        .arg("luksDump")
+        .arg(raw)
+        .output()
+        .expect("cryptsetup luksDump");
+    let key = dir.join("cs-key");
+    std::fs::write(&key, passphrase).expect("key file");
+    let opens = Command::new(cs)
+        .args(["open", "--test-passphrase", "--key-file"])
+        .arg(&key)
+        .arg(raw)
+        .status()
+        .expect("cryptsetup open")
+        .success();
+    (String::from_utf8_lossy(&dump.stdout).into_owned(), opens)
+}
+
+#[test]
+fn encryption_format_writes_headers_cryptsetup_opens() {
+    let e = Env::new();
+    let pass = e.path("passphrase.txt");
+    // One trailing newline is not part of the passphrase, as in Ceph.
+    std::fs::write(&pass, "s3cret pass\n").expect("passphrase");
+    let p = pass.to_str().expect("utf8");
+    for (luks, alg, version, bits) in [
+        ("luks1", None, "Version:       \t1", "MK bits:       \t512"),
+        ("luks2", Some("aes-128"), "Version:       \t2", "256 bits"),
+    ] {
+        let spec = format!("data/{luks}");
+        e.ok(&["rbd", "create", "--size", "32M", &spec]);
+        let mut args = vec!["rbd", "encryption", "format", &spec, luks, p];
+        if let Some(a) = alg {
+            args.extend(["--cipher-alg", a]);
+        }
+        e.ok(&args);
+        let raw = e.path(&format!("{luks}.raw"));
+        export_bytes(&e, &spec, &format!("{luks}.raw"));
+        let (dump, opens) = cryptsetup_check(&raw, b"s3cret pass", e.dir.path());
+        assert!(dump.contains(version), "{dump}");
+        assert!(dump.contains("xts-plain64"), "{dump}");
+        assert!(dump.contains(bits), "{dump}");
+        assert!(opens, "cryptsetup refused the passphrase of {luks}");
+        let (_, opens) = cryptsetup_check(&raw, b"s3cret pass\n", e.dir.path());
+        assert!(!opens, "the newline became part of the {luks} passphrase");
+    }
+    e.ok(&["rbd", "create", "--size", "4M", "data/tiny"]);
+    e.fails(
+        &["rbd", "encryption", "format", "data/tiny", "luks1", p],
+        28,
+        "rbd: encryption format error: (28) No space left on device\nrbd: image is too small: encryption needs more than 4194304 bytes\n",
+    );
+    e.fails(
+        &["rbd", "encryption", "format", "data/luks1", "luks3", p],
+        22,
+        "rbd: invalid encryption format: luks3 (luks1 or luks2)\n",
+    );
+    e.fails(
+        &[
+            "rbd",
+            "encryption",
+            "format",
+            "data/luks1",
+            "luks1",
+            p,
+            "--cipher-alg",
+            "des",
+        ],
+        22,
+        "rbd: invalid cipher algorithm: des (aes-128 or aes-256)\n",
+    );
+    let o = e.run(&[
+        "rbd",
+        "encryption",
+        "format",
+        "data/luks1",
+        "luks1",
+        "/nonexistent",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .starts_with("rbd: error reading passphrase file /nonexistent"),
+        "{}",
+        o.stderr
+    );
+}

@@ -921,6 +921,64 @@ pub async fn sparsify(ctx: &Ctx, image: &str, sparse_size: &str) -> CmdResult {
     p.finish(r.map_err(|e| CmdError::rbd("sparsify error", &e)))
 }
 
+/// `rbd encryption format`: a LUKS header at the image's start, as
+/// librbd's `rbd_encryption_format` writes it (see `quarry-luks`).
+pub async fn encryption_format(
+    ctx: &Ctx,
+    image: &str,
+    format: &str,
+    passphrase_file: &str,
+    cipher_alg: Option<&str>,
+) -> CmdResult {
+    let fmt = match format {
+        "luks1" => quarry_luks::Format::Luks1,
+        "luks2" => quarry_luks::Format::Luks2,
+        _ => {
+            return Err(CmdError::new(
+                Errno::EINVAL,
+                format!("invalid encryption format: {format} (luks1 or luks2)"),
+            ))
+        }
+    };
+    let alg = match cipher_alg.unwrap_or("aes-256") {
+        "aes-128" => quarry_luks::Alg::Aes128,
+        "aes-256" => quarry_luks::Alg::Aes256,
+        a => {
+            return Err(CmdError::new(
+                Errno::EINVAL,
+                format!("invalid cipher algorithm: {a} (aes-128 or aes-256)"),
+            ))
+        }
+    };
+    let mut pass = std::fs::read(passphrase_file).map_err(|e| {
+        CmdError::new(
+            Errno::from_code(e.raw_os_error().unwrap_or(libc::EIO)),
+            format!("error reading passphrase file {passphrase_file}: {e}"),
+        )
+    })?;
+    if pass.last() == Some(&b'\n') {
+        pass.pop();
+    }
+    let spec = ctx.spec(image)?;
+    let img = open_head(ctx, &spec).await?;
+    let st = img.stat();
+    let (object_size, size) = (st.obj_size, st.size);
+    let made = tokio::task::spawn_blocking(move || {
+        quarry_luks::format(fmt, alg, &pass, object_size, size)
+    })
+    .await
+    .map_err(|e| CmdError::new(Errno::EIO, format!("encryption format error: {e}")))?;
+    let (header, _) = made.map_err(|e| {
+        CmdError::errno("encryption format error", Errno::from_code(e.errno())).then(e.to_string())
+    })?;
+    img.write(0, bytes::Bytes::from(header))
+        .await
+        .map_err(|e| CmdError::rbd("encryption format error", &e))?;
+    img.flush()
+        .await
+        .map_err(|e| CmdError::rbd("encryption format error", &e))
+}
+
 /// `rbd image-meta get`.
 pub async fn meta_get(ctx: &Ctx, image: &str, key: &str) -> CmdResult {
     let spec = ctx.spec(image)?;

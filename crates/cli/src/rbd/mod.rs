@@ -743,6 +743,11 @@ enum RbdCmd {
         #[arg(long)]
         whole_object: bool,
     },
+    /// LUKS encryption of an image (`rbd encryption format`).
+    Encryption {
+        #[command(subcommand)]
+        cmd: EncryptionCmd,
+    },
     /// Image metadata (key/value pairs).
     ImageMeta {
         #[command(subcommand)]
@@ -1077,6 +1082,26 @@ enum LockCmd {
     },
 }
 
+/// `rbd encryption ...`.
+#[derive(Subcommand, Debug)]
+enum EncryptionCmd {
+    /// Write a LUKS header (one key slot opened by the passphrase) at the
+    /// start of the image; the data after it is what a client that loads
+    /// the encryption reads and writes.
+    Format {
+        /// Image spec.
+        image: String,
+        /// luks1 or luks2 (not `format`: that is the global `--format`).
+        #[arg(value_name = "FORMAT")]
+        luks: String,
+        /// File holding the passphrase (one trailing newline is dropped).
+        passphrase_file: String,
+        /// aes-128 or aes-256 (default).
+        #[arg(long)]
+        cipher_alg: Option<String>,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 enum MetaCmd {
     /// Get a value.
@@ -1285,6 +1310,18 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
             from_snap,
             whole_object,
         } => xfer::diff(ctx, &image, from_snap.as_deref(), whole_object).await,
+        Encryption {
+            cmd:
+                EncryptionCmd::Format {
+                    image,
+                    luks,
+                    passphrase_file,
+                    cipher_alg,
+                },
+        } => {
+            cmds::encryption_format(ctx, &image, &luks, &passphrase_file, cipher_alg.as_deref())
+                .await
+        }
         ImageMeta { cmd } => match cmd {
             MetaCmd::Get { image, key } => cmds::meta_get(ctx, &image, &key).await,
             MetaCmd::Set { image, key, value } => cmds::meta_set(ctx, &image, &key, &value).await,
