@@ -2583,7 +2583,11 @@ struct EncryptionSpec {
 
 /// `RBD_ENCRYPTION_FORMAT_LUKS1/LUKS2/LUKS` as (version or either, the
 /// passphrase, the algorithm of a new header).
-type EncryptionArgs = (Option<quarry_luks::Format>, Vec<u8>, quarry_luks::Alg);
+type EncryptionArgs = (
+    Option<quarry_luks::Format>,
+    Vec<u8>,
+    Option<quarry_luks::Alg>,
+);
 
 /// Read an options struct of `format` (`EINVAL` on a size mismatch, an
 /// unknown format or algorithm, as librbd).
@@ -2613,10 +2617,12 @@ unsafe fn encryption_args(
             }
             // SAFETY: size checked; the caller's struct.
             let o = unsafe { &*opts.cast::<LuksFormatOptions>() };
+            // Only a format reads the algorithm (librbd's load ignores it,
+            // and python3-rbd leaves it unset there).
             let alg = match o.alg {
-                0 => quarry_luks::Alg::Aes128,
-                1 => quarry_luks::Alg::Aes256,
-                _ => return Err(bad("unknown algorithm")),
+                0 => Some(quarry_luks::Alg::Aes128),
+                1 => Some(quarry_luks::Alg::Aes256),
+                _ => None,
             };
             let f = if format == 0 {
                 quarry_luks::Format::Luks1
@@ -2631,11 +2637,7 @@ unsafe fn encryption_args(
             }
             // SAFETY: size checked; the caller's struct.
             let o = unsafe { &*opts.cast::<LuksAnyOptions>() };
-            Ok((
-                None,
-                pass(o.passphrase, o.passphrase_size)?,
-                quarry_luks::Alg::Aes256,
-            ))
+            Ok((None, pass(o.passphrase, o.passphrase_size)?, None))
         }
         _ => Err(bad("unknown format")),
     }
@@ -2661,6 +2663,12 @@ pub unsafe extern "C" fn rbd_encryption_format(
             return Err(CError::new(
                 Errno::EINVAL,
                 "encryption format needs luks1 or luks2, not either",
+            ));
+        };
+        let Some(alg) = alg else {
+            return Err(CError::new(
+                Errno::EINVAL,
+                "encryption options: unknown algorithm",
             ));
         };
         let c = img.crypto.clone();

@@ -21,7 +21,8 @@ impl Cluster {
 /// QEMU and fio, auth errors, the trash from C, and python3-rbd/-rados
 /// scripts (tests/py: OpenStack's flow, pool applications, object
 /// listing and xattrs, image administration, self-managed snapshots,
-/// cluster facts, omap through compound operations).
+/// cluster facts, omap through compound operations, LUKS encryption of a
+/// golden image and its clone).
 #[test]
 fn qemu_fio_and_auth_on_a_cluster() {
     let c = Cluster::up();
@@ -39,6 +40,7 @@ fn qemu_fio_and_auth_on_a_cluster() {
     run_python(&c, "object_ops.py", &["py"], "object ops OK");
     run_python(&c, "copy.py", &["py"], "copy OK");
     run_python(&c, "pool_stats.py", &["py"], "pool stats OK");
+    run_python(&c, "encryption.py", &["py"], "encryption OK");
 }
 
 /// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`
