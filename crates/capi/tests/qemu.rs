@@ -717,6 +717,66 @@ fn luks_images_through_qemu_as_librbd_formats_them() {
             }
         }
     }
+    // A raw golden image converted into a new encrypted one: QEMU opens
+    // the target with its key; a new image reads zeros where nothing was
+    // written, so --target-is-zero keeps the copy thin and exact.
+    let src = dir.join("golden.raw");
+    let sname = src.to_str().unwrap();
+    ok(qemu_img(&env, &["create", "-f", "raw", sname, "32M"]));
+    ok(qemu_io(
+        &env,
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x5a 0 1M",
+            "-c",
+            "write -P 0x6b 20M 3M",
+            sname,
+        ],
+    ));
+    ok(qemu_img(
+        &env,
+        &[
+            "create",
+            "-f",
+            "raw",
+            "--object",
+            SECRET,
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=sec0",
+            "rbd:data/converted",
+            "32M",
+        ],
+    ));
+    let target = enc_opts("converted", "luks");
+    ok(qemu_img(
+        &env,
+        &[
+            "convert",
+            "-n",
+            "--target-is-zero",
+            "-f",
+            "raw",
+            "--object",
+            SECRET,
+            "--target-image-opts",
+            sname,
+            &target,
+        ],
+    ));
+    let same = ok(qemu_img(
+        &env,
+        &[
+            "compare",
+            "--object",
+            SECRET,
+            "--image-opts",
+            &format!("driver=file,filename={sname}"),
+            &target,
+        ],
+    ));
+    assert!(same.contains("Images are identical."), "{same}");
     // The reverse: a LUKS image made by cryptsetup and written through
     // QEMU's own LUKS driver, copied into the pool raw, opens through
     // librbd with its passphrase.

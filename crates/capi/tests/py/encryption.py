@@ -37,6 +37,17 @@ def check(cluster, pool, tag):
             assert img.read(3990, 1020) == b"g" * 10 + b"h" * 1000 + b"g" * 10
             # Never written: zeros, not decrypted garbage.
             assert img.read(8 * MIB, 4096) == bytes(4096)
+            # Eight 512-byte writes into one 4 KiB sector, all in flight at
+            # once: each is a read-modify-write of that sector, and none
+            # may write back another's old bytes.
+            at = 16 * MIB
+            parts = [bytes([0x30 + i]) * 512 for i in range(8)]
+            comps = [img.aio_write(p, at + i * 512, lambda c: None)
+                     for i, p in enumerate(parts)]
+            for c in comps:
+                c.wait_for_complete_and_cb()
+                assert c.get_return_value() == 0, c.get_return_value()
+            assert img.read(at, 4096) == b"".join(parts)
             img.flush()
             img.create_snap("base")
             img.protect_snap("base")
@@ -72,10 +83,39 @@ def check(cluster, pool, tag):
         rbd.RBD().remove(io, gold)
 
 
+def damaged_headers(cluster, pool):
+    """A header without its magic is no LUKS header (EINVAL); damaged key
+    material opens nothing (EPERM); neither hangs or crashes."""
+    name = "damaged"
+    with cluster.open_ioctx(pool) as io:
+        rbd.RBD().create(io, name, 16 * MIB)
+        with rbd.Image(io, name) as img:
+            img.encryption_format(rbd.RBD_ENCRYPTION_FORMAT_LUKS1, PASS)
+        with rbd.Image(io, name) as img:
+            # LUKS1 key slot 0's material starts at sector 8.
+            img.write(b"\xff" * 4096, 4096)
+        with rbd.Image(io, name) as img:
+            expect(rbd.PermissionError, img.encryption_load,
+                   rbd.RBD_ENCRYPTION_FORMAT_LUKS1, PASS)
+        with rbd.Image(io, name) as img:
+            img.write(bytes(512), 0)
+        with rbd.Image(io, name) as img:
+            expect(rbd.InvalidArgument, img.encryption_load,
+                   rbd.RBD_ENCRYPTION_FORMAT_LUKS1, PASS)
+        # An image smaller than a header cannot be formatted.
+        rbd.RBD().create(io, "tiny", 1 * MIB)
+        with rbd.Image(io, "tiny") as img:
+            expect(rbd.NoSpace, img.encryption_format,
+                   rbd.RBD_ENCRYPTION_FORMAT_LUKS1, PASS)
+        rbd.RBD().remove(io, "tiny")
+        rbd.RBD().remove(io, name)
+
+
 def main():
     pool = sys.argv[1]
     with rados.Rados(conffile="") as cluster:
         check(cluster, pool, "plain")
+        damaged_headers(cluster, pool)
     conf = {
         "rbd_cache": "true",
         "rbd_cache_policy": "writeback",
