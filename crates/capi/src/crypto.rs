@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use quarry_common::Errno;
 use quarry_luks::{Crypto, LuksError};
+use zeroize::Zeroizing;
 
 use crate::engine::{
     CError, CResult, DiffExtent, ImageBackend, ImageInfo, IoTarget, ParentInfo, PreReleaseHook,
@@ -65,7 +66,7 @@ impl CryptoBackend {
         &self,
         format: quarry_luks::Format,
         alg: quarry_luks::Alg,
-        passphrase: Vec<u8>,
+        passphrase: Zeroizing<Vec<u8>>,
     ) -> CResult<()> {
         if self.crypto().is_some() {
             return Err(CError::new(Errno::EEXIST, "encryption is already loaded"));
@@ -87,7 +88,7 @@ impl CryptoBackend {
     pub async fn load(
         &self,
         want: Option<quarry_luks::Format>,
-        passphrase: Vec<u8>,
+        passphrase: Zeroizing<Vec<u8>>,
     ) -> CResult<()> {
         if self.crypto().is_some() {
             return Err(CError::new(Errno::EEXIST, "encryption is already loaded"));

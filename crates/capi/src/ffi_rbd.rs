@@ -861,7 +861,9 @@ fn sync_resize(img: &Arc<Image>, size: u64, allow_shrink: bool) -> CResult<i32> 
         }
         b.resize(size).await
     })?;
-    img.set_size(size);
+    // `size` is raw; with encryption loaded the handle's size is the data
+    // area's, which the backend's info reports.
+    info_of(img)?;
     Ok(0)
 }
 
@@ -2558,6 +2560,8 @@ pub unsafe extern "C" fn rbd_snap_get_namespace_type(
 
 // ---- encryption (see crypto.rs) ----
 
+use zeroize::Zeroizing;
+
 /// librbd's `rbd_encryption_luks1_format_options_t` and `..._luks2_...`.
 #[repr(C)]
 struct LuksFormatOptions {
@@ -2585,7 +2589,7 @@ struct EncryptionSpec {
 /// passphrase, the algorithm of a new header).
 type EncryptionArgs = (
     Option<quarry_luks::Format>,
-    Vec<u8>,
+    Zeroizing<Vec<u8>>,
     Option<quarry_luks::Alg>,
 );
 
@@ -2601,13 +2605,14 @@ unsafe fn encryption_args(
 ) -> CResult<EncryptionArgs> {
     nonnull(opts)?;
     let bad = |what: &str| CError::new(Errno::EINVAL, format!("encryption options: {what}"));
-    let pass = |p: *const c_char, n: usize| -> CResult<Vec<u8>> {
+    let pass = |p: *const c_char, n: usize| -> CResult<Zeroizing<Vec<u8>>> {
         if n > 0 {
             nonnull(p)?;
             // SAFETY: the caller's passphrase of n bytes.
-            Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) }.to_vec())
+            let b = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) };
+            Ok(Zeroizing::new(b.to_vec()))
         } else {
-            Ok(Vec::new())
+            Ok(Zeroizing::new(Vec::new()))
         }
     };
     match format {

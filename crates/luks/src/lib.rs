@@ -22,6 +22,7 @@ use std::sync::OnceLock;
 use aes::cipher::KeyInit;
 use aes::{Aes128, Aes256};
 use xts_mode::Xts128;
+use zeroize::Zeroizing;
 
 /// Bytes of the start of an image read to find the header's extent:
 /// LUKS1's fixed header and LUKS2's two binary headers with their JSON
@@ -430,7 +431,7 @@ pub fn format(
     image_size: u64,
 ) -> Result<(Vec<u8>, Crypto)> {
     let dev = Device::new(&[], 4096)?;
-    let mut key = vec![0u8; alg.key_bytes()];
+    let mut key = Zeroizing::new(vec![0u8; alg.key_bytes()]);
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
     let align = (object_size / 512) as usize;
     let mut p1 = ParamsLuks1 {
@@ -487,7 +488,6 @@ pub fn format(
     f.read_to_end(&mut header)?;
     header.truncate(offset as usize);
     let crypto = Crypto::new(format, offset, format.sector_size() as u64, &key)?;
-    key.fill(0);
     Ok((header, crypto))
 }
 
@@ -527,7 +527,7 @@ pub fn load(header: &[u8], want: Option<Format>, passphrase: &[u8]) -> Result<Cr
     }
     // SAFETY: live context.
     let sector = unsafe { (dev.api.sector_size)(dev.cd) };
-    let mut key = vec![0u8; 64];
+    let mut key = Zeroizing::new(vec![0u8; 64]);
     let mut len = key.len();
     // SAFETY: live context; key buffer of `len` bytes; passphrase buffer.
     let r = unsafe {
@@ -544,14 +544,12 @@ pub fn load(header: &[u8], want: Option<Format>, passphrase: &[u8]) -> Result<Cr
         return Err(LuksError::WrongPassphrase);
     }
     check("crypt_volume_key_get", r)?;
-    let crypto = Crypto::new(
+    Crypto::new(
         format,
         dev.data_offset(),
         u64::try_from(sector).unwrap_or(0),
         &key[..len.min(key.len())],
-    );
-    key.fill(0);
-    crypto
+    )
 }
 
 #[cfg(test)]
@@ -594,6 +592,56 @@ mod tests {
         assert!(Crypto::new(Format::Luks1, 4096, 512, &[0u8; 48]).is_err());
         assert!(Crypto::new(Format::Luks1, 4096, 1000, &[0u8; 32]).is_err());
         assert!(Crypto::new(Format::Luks1, 0, 512, &[0u8; 32]).is_err());
+    }
+
+    /// Format through libcryptsetup, find the header's length from its
+    /// start, unlock it: the same key (same ciphertext); a wrong
+    /// passphrase, the other version, no header and a too small image are
+    /// refused with librbd's errnos.
+    fn format_then_load(f: Format, alg: Alg) {
+        let (header, made) = format(f, alg, b"pw", 4 << 20, 64 << 20).expect("format");
+        assert_eq!(header.len() as u64, made.data_offset());
+        assert_eq!(
+            made.data_offset() % (4 << 20),
+            0,
+            "aligned to the object size"
+        );
+        let first = &header[..PROBE_BYTES as usize];
+        assert_eq!(
+            header_len(first, Some(f)).expect("probe"),
+            made.data_offset()
+        );
+        assert_eq!(header_len(first, None).expect("probe"), made.data_offset());
+        let other = match f {
+            Format::Luks1 => Format::Luks2,
+            Format::Luks2 => Format::Luks1,
+        };
+        let e = header_len(first, Some(other)).expect_err("other version");
+        assert_eq!(e.errno(), libc::EINVAL, "{e}");
+        let loaded = load(&header, None, b"pw").expect("load");
+        assert_eq!(loaded.format(), f);
+        assert_eq!(loaded.sector_size(), f.sector_size() as u64);
+        let (mut a, mut b) = (vec![1u8; 8192], vec![1u8; 8192]);
+        made.encrypt(&mut a, 4096);
+        loaded.encrypt(&mut b, 4096);
+        assert_eq!(a, b, "the loaded key is the formatted one");
+        assert_ne!(a, vec![1u8; 8192]);
+        let e = load(&header, Some(f), b"px").expect_err("wrong passphrase");
+        assert_eq!(e.errno(), libc::EPERM, "{e}");
+        let e = header_len(&[0u8; 4096], None).expect_err("no header");
+        assert_eq!(e.errno(), libc::EINVAL, "{e}");
+        let e = format(f, alg, b"pw", 4 << 20, 4 << 20).expect_err("too small");
+        assert_eq!(e.errno(), libc::ENOSPC, "{e}");
+    }
+
+    #[test]
+    fn luks1_formats_and_loads_through_libcryptsetup() {
+        format_then_load(Format::Luks1, Alg::Aes256);
+    }
+
+    #[test]
+    fn luks2_formats_and_loads_through_libcryptsetup() {
+        format_then_load(Format::Luks2, Alg::Aes128);
     }
 
     fn hex(s: &str) -> Vec<u8> {

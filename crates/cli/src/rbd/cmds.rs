@@ -950,12 +950,12 @@ pub async fn encryption_format(
             ))
         }
     };
-    let mut pass = std::fs::read(passphrase_file).map_err(|e| {
+    let mut pass = zeroize::Zeroizing::new(std::fs::read(passphrase_file).map_err(|e| {
         CmdError::new(
             Errno::from_code(e.raw_os_error().unwrap_or(libc::EIO)),
             format!("error reading passphrase file {passphrase_file}: {e}"),
         )
-    })?;
+    })?);
     if pass.last() == Some(&b'\n') {
         pass.pop();
     }
