@@ -529,6 +529,24 @@ fn enc_opts(image: &str, format: &str) -> String {
     format!("driver=rbd,pool=data,image={image},encrypt.format={format},encrypt.key-secret=sec0")
 }
 
+/// `qemu-img create` of an encrypted rbd image in `data`.
+fn create_encrypted(env: &Env, image: &str, format: &str, size: &str) {
+    ok(qemu_img(
+        env,
+        &[
+            "create",
+            "-f",
+            "raw",
+            "--object",
+            SECRET,
+            "-o",
+            &format!("encrypt.format={format},encrypt.key-secret=sec0"),
+            &format!("rbd:data/{image}"),
+            size,
+        ],
+    ));
+}
+
 /// qemu-io commands on an encrypted rbd image (or a LUKS file).
 fn enc_io(env: &Env, opts: &str, cmds: &[&str]) -> (bool, String, String) {
     let mut args = vec!["--object", SECRET, "--image-opts", opts];
@@ -614,20 +632,7 @@ fn luks_images_through_qemu_as_librbd_formats_them() {
     for (format, image) in [("luks", "enc1"), ("luks2", "enc2")] {
         // qemu-img's create path: rbd_create, rbd_encryption_format, then
         // a raw resize so that the data area is the size asked for.
-        ok(qemu_img(
-            &env,
-            &[
-                "create",
-                "-f",
-                "raw",
-                "--object",
-                SECRET,
-                "-o",
-                &format!("encrypt.format={format},encrypt.key-secret=sec0"),
-                &format!("rbd:data/{image}"),
-                "64M",
-            ],
-        ));
+        create_encrypted(&env, image, format, "64M");
         let info = ok(qemu_img(
             &env,
             &[
@@ -735,20 +740,7 @@ fn luks_images_through_qemu_as_librbd_formats_them() {
             sname,
         ],
     ));
-    ok(qemu_img(
-        &env,
-        &[
-            "create",
-            "-f",
-            "raw",
-            "--object",
-            SECRET,
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=sec0",
-            "rbd:data/converted",
-            "32M",
-        ],
-    ));
+    create_encrypted(&env, "converted", "luks", "32M");
     let target = enc_opts("converted", "luks");
     ok(qemu_img(
         &env,
