@@ -13,6 +13,8 @@
 //! read it: an image written here opens with `cryptsetup` or
 //! `qemu-img --image-opts driver=luks` after `rbd export`, and the reverse.
 
+mod xts;
+
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -21,7 +23,7 @@ use std::sync::OnceLock;
 
 use aes::cipher::KeyInit;
 use aes::{Aes128, Aes256};
-use xts_mode::Xts128;
+use xts::Xts;
 use zeroize::Zeroizing;
 
 /// Bytes of the start of an image read to find the header's extent:
@@ -314,8 +316,8 @@ unsafe fn cstr(p: *const c_char) -> Option<String> {
 
 /// The data cipher of an unlocked image.
 enum Cipher {
-    A128(Box<Xts128<Aes128>>),
-    A256(Box<Xts128<Aes256>>),
+    A128(Box<Xts<Aes128>>),
+    A256(Box<Xts<Aes256>>),
 }
 
 /// An unlocked image: where its data starts and how its sectors are
@@ -343,11 +345,11 @@ impl Crypto {
         let half = key.len() / 2;
         let (k1, k2) = key.split_at(half);
         let cipher = match key.len() {
-            32 => Cipher::A128(Box::new(Xts128::new(
+            32 => Cipher::A128(Box::new(Xts::new(
                 Aes128::new_from_slice(k1).map_err(|e| LuksError::Unsupported(e.to_string()))?,
                 Aes128::new_from_slice(k2).map_err(|e| LuksError::Unsupported(e.to_string()))?,
             ))),
-            64 => Cipher::A256(Box::new(Xts128::new(
+            64 => Cipher::A256(Box::new(Xts::new(
                 Aes256::new_from_slice(k1).map_err(|e| LuksError::Unsupported(e.to_string()))?,
                 Aes256::new_from_slice(k2).map_err(|e| LuksError::Unsupported(e.to_string()))?,
             ))),
@@ -382,24 +384,21 @@ impl Crypto {
         self.sector
     }
 
-    fn each_sector(&self, buf: &mut [u8], off: u64, f: impl Fn(&mut [u8], [u8; 16])) {
+    fn each_sector(&self, buf: &mut [u8], off: u64, f: impl Fn(&mut [u8], u64)) {
         debug_assert!(
             off.is_multiple_of(self.sector) && (buf.len() as u64).is_multiple_of(self.sector),
             "crypt of an unaligned range"
         );
         for (i, s) in buf.chunks_mut(self.sector as usize).enumerate() {
-            let iv = (off + i as u64 * self.sector) / IV_UNIT;
-            let mut tweak = [0u8; 16];
-            tweak[..8].copy_from_slice(&iv.to_le_bytes());
-            f(s, tweak);
+            f(s, (off + i as u64 * self.sector) / IV_UNIT);
         }
     }
 
     /// Encrypt whole sectors in place; `off` is the offset in the data area.
     pub fn encrypt(&self, buf: &mut [u8], off: u64) {
         match &self.cipher {
-            Cipher::A128(x) => self.each_sector(buf, off, |s, t| x.encrypt_sector(s, t)),
-            Cipher::A256(x) => self.each_sector(buf, off, |s, t| x.encrypt_sector(s, t)),
+            Cipher::A128(x) => self.each_sector(buf, off, |s, iv| x.crypt_sector(s, iv, true)),
+            Cipher::A256(x) => self.each_sector(buf, off, |s, iv| x.crypt_sector(s, iv, true)),
         }
     }
 
@@ -410,8 +409,8 @@ impl Crypto {
         let dec = |s: &mut [u8], t| {
             if s.iter().any(|&b| b != 0) {
                 match &self.cipher {
-                    Cipher::A128(x) => x.decrypt_sector(s, t),
-                    Cipher::A256(x) => x.decrypt_sector(s, t),
+                    Cipher::A128(x) => x.crypt_sector(s, t, false),
+                    Cipher::A256(x) => x.crypt_sector(s, t, false),
                 }
             }
         };
