@@ -28,7 +28,7 @@ impl<C: BlockEncrypt + BlockDecrypt + BlockSizeUser<BlockSize = U16>> Xts<C> {
     pub(crate) fn crypt_sector(&self, sector: &mut [u8], iv: u64, encrypt: bool) {
         let n = sector.len() / 16;
         debug_assert!(
-            sector.len() % 16 == 0 && n <= MAX_BLOCKS,
+            sector.len().is_multiple_of(16) && n <= MAX_BLOCKS,
             "sector of {} bytes",
             sector.len()
         );
