@@ -125,8 +125,10 @@ impl CryptoBackend {
         let (a, b) = Self::widen(c, off, len);
         let raw = self.inner.read(c.data_offset() + a, b - a).await?;
         let mut buf = BytesMut::zeroed((b - a) as usize);
-        // A short read past the raw end reads as zeros (holes).
-        buf[..raw.len()].copy_from_slice(&raw);
+        // A short read past the raw end reads as zeros (holes); never
+        // more than asked for, whatever the layer below returned.
+        let n = raw.len().min(buf.len());
+        buf[..n].copy_from_slice(&raw[..n]);
         c.decrypt(&mut buf, a);
         let start = (off - a) as usize;
         Ok(buf.freeze().slice(start..start + len as usize))
