@@ -228,6 +228,34 @@ pub trait ImageEngine: Send + Sync {
     /// Remove user-trashed images expired at `expire_ts` (now if `None`);
     /// the first image that could not go fails the call with its errno.
     async fn trash_purge(&self, io: &IoTarget, expire_ts: Option<u64>) -> CResult<()>;
+    /// Start a live migration of `src` to `dst` (`order` 0 / `features`
+    /// `None`: the source's).
+    async fn migration_prepare(
+        &self,
+        sio: &IoTarget,
+        src: &str,
+        dio: &IoTarget,
+        dst: &str,
+        order: u8,
+        features: Option<u64>,
+    ) -> CResult<()>;
+    /// Copy a migration's data (`progress(done, total)` per object).
+    async fn migration_execute(
+        &self,
+        io: &IoTarget,
+        name: &str,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> CResult<()>;
+    /// Finish a migration (removes the source).
+    async fn migration_commit(&self, io: &IoTarget, name: &str) -> CResult<()>;
+    /// Undo a migration (removes the destination).
+    async fn migration_abort(&self, io: &IoTarget, name: &str) -> CResult<()>;
+    /// A migration's record, found through either end's name.
+    async fn migration_status(
+        &self,
+        io: &IoTarget,
+        name: &str,
+    ) -> CResult<quarry_rbd::MigrationSpec>;
 }
 
 /// An open image.

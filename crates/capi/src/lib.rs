@@ -47,6 +47,7 @@ pub mod ffi_copy;
 pub mod ffi_image_admin;
 pub mod ffi_list;
 pub mod ffi_lock;
+pub mod ffi_migration;
 pub mod ffi_objops;
 pub mod ffi_omap;
 pub mod ffi_pool_stats;

@@ -188,6 +188,50 @@ impl ImageEngine for Engine {
         }
     }
 
+    async fn migration_prepare(
+        &self,
+        sio: &IoTarget,
+        src: &str,
+        dio: &IoTarget,
+        dst: &str,
+        order: u8,
+        features: Option<u64>,
+    ) -> CResult<()> {
+        let o = CreateOptions { order, features };
+        Ok(self
+            .rbd
+            .migration_prepare(&io(sio), src, &io(dio), dst, &o)
+            .await?)
+    }
+
+    async fn migration_execute(
+        &self,
+        t: &IoTarget,
+        name: &str,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> CResult<()> {
+        Ok(self
+            .rbd
+            .migration_execute(&io(t), name, progress)
+            .await?)
+    }
+
+    async fn migration_commit(&self, t: &IoTarget, name: &str) -> CResult<()> {
+        Ok(self.rbd.migration_commit(&io(t), name).await?)
+    }
+
+    async fn migration_abort(&self, t: &IoTarget, name: &str) -> CResult<()> {
+        Ok(self.rbd.migration_abort(&io(t), name).await?)
+    }
+
+    async fn migration_status(
+        &self,
+        t: &IoTarget,
+        name: &str,
+    ) -> CResult<quarry_rbd::MigrationSpec> {
+        Ok(self.rbd.migration_status(&io(t), name).await?)
+    }
+
     async fn namespace_list(&self, t: &IoTarget) -> CResult<Vec<String>> {
         let mut t = io(t);
         t.namespace = String::new();

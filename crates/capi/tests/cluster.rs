@@ -22,7 +22,7 @@ impl Cluster {
 /// scripts (tests/py: OpenStack's flow, pool applications, object
 /// listing and xattrs, image administration, self-managed snapshots,
 /// cluster facts, omap through compound operations, LUKS encryption of a
-/// golden image and its clone).
+/// golden image and its clone, live migration of a clone between pools).
 #[test]
 fn qemu_fio_and_auth_on_a_cluster() {
     let c = Cluster::up();
@@ -41,6 +41,7 @@ fn qemu_fio_and_auth_on_a_cluster() {
     run_python(&c, "copy.py", &["py"], "copy OK");
     run_python(&c, "pool_stats.py", &["py"], "pool stats OK");
     run_python(&c, "encryption.py", &["py"], "encryption OK");
+    run_python(&c, "migration.py", &["py", "data"], "migration OK");
 }
 
 /// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`

@@ -1436,3 +1436,100 @@ fn encryption_format_writes_headers_cryptsetup_opens() {
         o.stderr
     );
 }
+
+#[test]
+fn migration_moves_images_between_pools_and_aborts_back() {
+    let e = Env::new();
+    e.ok(&["ceph", "osd", "pool", "create", "fast"]);
+    e.ok(&["rbd", "pool", "init", "fast"]);
+    let src = e.path("src.raw");
+    let data = pattern_file(&src);
+    let s = src.to_str().expect("utf8");
+    e.ok(&["rbd", "import", "--no-progress", s, "data/vm1"]);
+    e.fails(
+        &["rbd", "migration", "execute", "data/vm1"],
+        22,
+        "rbd: executing migration failed: (22) Invalid argument\n\
+         rbd: invalid argument: image data/vm1 is not being migrated\n",
+    );
+    e.ok(&["rbd", "snap", "create", "data/vm1@s"]);
+    let o = e.run(&["rbd", "migration", "prepare", "data/vm1", "fast/vm1"]);
+    assert_eq!(o.code, 95, "{}", o.stderr);
+    assert!(o.stderr.contains("has 1 snapshot(s)"), "{}", o.stderr);
+    e.ok(&["rbd", "snap", "rm", "--no-progress", "data/vm1@s"]);
+
+    // Prepared: the source is hidden, the destination reads its data.
+    e.ok(&[
+        "rbd",
+        "migration",
+        "prepare",
+        "data/vm1",
+        "fast/vm1",
+        "--object-size",
+        "1M",
+    ]);
+    assert_eq!(e.ok(&["rbd", "ls", "data"]).stdout, "");
+    assert_eq!(e.ok(&["rbd", "ls", "fast"]).stdout, "vm1\n");
+    assert_eq!(e.ok(&["rbd", "trash", "ls", "data"]).stdout, "");
+    let v = e.json(&[
+        "rbd", "trash", "ls", "--all", "--long", "--format", "json", "data",
+    ]);
+    assert_eq!(v[0]["source"], "MIGRATION", "{v}");
+    let sid = v[0]["id"].as_str().expect("id").to_string();
+    let st = e.ok(&["rbd", "status", "fast/vm1"]).stdout;
+    assert!(
+        st.contains(&format!("\tsource: data/vm1 ({sid})\n")) && st.contains("\tstate: prepared\n"),
+        "{st}"
+    );
+    let j = e.json(&["rbd", "status", "--format", "json", "fast/vm1"]);
+    assert_eq!(j["migration"]["dest_pool_name"], "fast", "{j}");
+    assert_eq!(export_bytes(&e, "fast/vm1", "during.raw"), data);
+    e.fails(
+        &["rbd", "trash", "rm", &format!("data/{sid}")],
+        16,
+        "rbd: error: image is the source of a live migration\n\
+         rbd: Use 'rbd migration commit' or 'rbd migration abort' on it instead.\n",
+    );
+    e.fails(
+        &["rbd", "migration", "commit", "fast/vm1"],
+        22,
+        "rbd: committing migration failed: (22) Invalid argument\n\
+         rbd: invalid argument: migration of data/vm1 to fast/vm1 is prepared: \
+         run `rbd migration execute` first\n",
+    );
+    let o = e.run(&["rbd", "migration", "prepare", "data/vm1", "fast/again"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+
+    // Executed (by the source's name), committed: one image, in the new pool.
+    e.ok(&["rbd", "migration", "execute", "--no-progress", "data/vm1"]);
+    assert!(e
+        .ok(&["rbd", "status", "fast/vm1"])
+        .stdout
+        .contains("\tstate: executed\n"));
+    e.ok(&["rbd", "migration", "commit", "--no-progress", "fast/vm1"]);
+    assert!(!e
+        .ok(&["rbd", "status", "fast/vm1"])
+        .stdout
+        .contains("Migration"));
+    assert_eq!(e.ok(&["rbd", "trash", "ls", "--all", "data"]).stdout, "");
+    let info = e.json(&["rbd", "info", "--format", "json", "fast/vm1"]);
+    assert_eq!(info["order"], 20, "{info}");
+    assert!(info.get("parent").is_none(), "{info}");
+    assert_eq!(export_bytes(&e, "fast/vm1", "after.raw"), data);
+
+    // Aborted: the destination goes, the source is back as it was.
+    e.ok(&["rbd", "migration", "prepare", "fast/vm1", "data/back"]);
+    e.ok(&[
+        "rbd",
+        "resize",
+        "--size",
+        "1M",
+        "--allow-shrink",
+        "--no-progress",
+        "data/back",
+    ]);
+    e.ok(&["rbd", "migration", "abort", "--no-progress", "data/back"]);
+    assert_eq!(e.ok(&["rbd", "ls", "data"]).stdout, "");
+    assert_eq!(e.ok(&["rbd", "ls", "fast"]).stdout, "vm1\n");
+    assert_eq!(export_bytes(&e, "fast/vm1", "aborted.raw"), data);
+}

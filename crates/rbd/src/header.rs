@@ -10,7 +10,11 @@
 //!   have (absent: no limit), as librbd's `snap_limit` key
 //! * `order`: one byte
 //! * `object_prefix`: UTF-8 `rbd_data.<id>`
-//! * `parent`: JSON [`ParentSpec`] (absent for non-clones and after flatten)
+//! * `parent`: JSON [`ParentSpec`] (absent for non-clones and after flatten;
+//!   a migration's destination reads through its source's head: snap id
+//!   `NOSNAP`)
+//! * `migration`: JSON [`crate::MigrationSpec`], on both images of a live
+//!   migration until it is committed or aborted
 //! * `snapshot_<id as %016x>`: JSON [`SnapRecord`]
 //! * `metadata_<key>`: user metadata, raw bytes (not loaded with the header)
 //!
@@ -42,6 +46,7 @@ pub(crate) const KEY_ACCESS_TS: &str = "access_timestamp";
 pub(crate) const KEY_MODIFY_TS: &str = "modify_timestamp";
 pub(crate) const KEY_PARENT: &str = "parent";
 pub(crate) const KEY_SNAP_LIMIT: &str = "snap_limit";
+pub(crate) const KEY_MIGRATION: &str = "migration";
 pub(crate) const SNAP_PREFIX: &str = "snapshot_";
 pub(crate) const METADATA_PREFIX: &str = "metadata_";
 
@@ -121,6 +126,8 @@ pub(crate) struct Header {
     /// The most snapshots allowed (`rbd snap limit set`); `None`: no limit.
     pub snap_limit: Option<u64>,
     pub parent: Option<ParentSpec>,
+    /// The live migration this image takes part in, if any.
+    pub migration: Option<crate::MigrationSpec>,
     pub snaps: BTreeMap<SnapId, SnapRecord>,
 }
 
@@ -170,6 +177,9 @@ impl Header {
         if let Some(l) = self.snap_limit {
             m.insert(KEY_SNAP_LIMIT.into(), u64_val(l));
         }
+        if let Some(mg) = &self.migration {
+            m.insert(KEY_MIGRATION.into(), json_val(mg));
+        }
         for s in self.snaps.values() {
             m.insert(snap_key(s.id), json_val(s));
         }
@@ -191,6 +201,10 @@ impl Header {
         let parent = map
             .get(KEY_PARENT)
             .map(|v| get_json::<ParentSpec>(v, KEY_PARENT, oid))
+            .transpose()?;
+        let migration = map
+            .get(KEY_MIGRATION)
+            .map(|v| get_json::<crate::MigrationSpec>(v, KEY_MIGRATION, oid))
             .transpose()?;
         let mut snaps = BTreeMap::new();
         for (k, v) in map.range(SNAP_PREFIX.to_string()..) {
@@ -225,6 +239,7 @@ impl Header {
             modify_ts_ns: opt_u64(KEY_MODIFY_TS)?.unwrap_or(create_ts_ns),
             snap_limit: opt_u64(KEY_SNAP_LIMIT)?,
             parent,
+            migration,
             snaps,
         };
         if h.snaps
@@ -278,6 +293,7 @@ fn all_fixed_keys() -> Vec<String> {
         KEY_MODIFY_TS,
         KEY_PARENT,
         KEY_SNAP_LIMIT,
+        KEY_MIGRATION,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -451,6 +467,7 @@ mod tests {
             access_ts_ns: 100,
             modify_ts_ns: 101,
             snap_limit: Some(7),
+            migration: None,
             parent: Some(ParentSpec {
                 pool: 1,
                 namespace: "ns".into(),

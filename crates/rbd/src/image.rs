@@ -469,7 +469,8 @@ async fn open_parent(
         io,
         spec.image_id.clone(),
         name,
-        Some(SnapSpec::Id(spec.snap_id)),
+        // A migration's destination reads its source's head.
+        (spec.snap_id != NOSNAP).then_some(SnapSpec::Id(spec.snap_id)),
         HandleMode {
             read_only: true,
             watch: false,
@@ -2213,6 +2214,9 @@ impl Image {
         let p = v
             .parent
             .as_ref()
+            // A migration's source is not a parent users see (librbd
+            // reports none either).
+            .filter(|p| p.spec.snap_id != NOSNAP)
             .ok_or_else(|| RbdError::not_found(format!("parent of {}", self.inner.what(&v))))?;
         let pv = p.image.inner.view();
         let pinner = &p.image.inner;

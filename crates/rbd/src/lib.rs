@@ -72,6 +72,7 @@ mod image;
 mod io;
 mod layout;
 mod lock;
+mod migration;
 mod objmap;
 mod poolstats;
 mod proxy;
@@ -89,6 +90,7 @@ pub use layout::{
     MAX_SNAP_NAME_LEN, MIN_ORDER,
 };
 pub use lock::{FencePolicy, LockOwner, PreReleaseHook};
+pub use migration::{MigrationEnd, MigrationRole, MigrationSpec, MigrationState};
 pub use objmap::{OBJECT_EXISTS, OBJECT_EXISTS_CLEAN, OBJECT_NONEXISTENT, OBJECT_PENDING};
 pub use poolstats::{ImageTotals, PoolStats};
 pub use rbd::Rbd;

@@ -288,7 +288,7 @@ pub(crate) async fn remove_object(rados: &dyn Rados, oid: ObjectId) -> Result<()
     }
 }
 
-fn validate_features(features: u64) -> Result<u64> {
+pub(crate) fn validate_features(features: u64) -> Result<u64> {
     if features & !FEATURES_ALL != 0 {
         return Err(RbdError::invalid(format!(
             "unknown or internal feature bits {:#x}",
@@ -337,7 +337,7 @@ pub(crate) fn validate_geometry(size: u64, order: u8, features: u64) -> Result<(
 
 /// The directory keys a create needs free (name and id), read with the
 /// directory's version; `EEXIST` if either is taken.
-async fn read_dir_for_create(
+pub(crate) async fn read_dir_for_create(
     rados: &dyn Rados,
     io: &IoCtx,
     name: &str,
@@ -372,7 +372,7 @@ fn check_free_for_create(
     Ok(())
 }
 
-fn new_image_id() -> String {
+pub(crate) fn new_image_id() -> String {
     // 12 hex digits like librbd's ids; 48 random bits make collisions
     // negligible, and the exclusive header create catches the rest.
     format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
@@ -449,7 +449,7 @@ impl Rbd {
         Ok(m.contains_key(&key))
     }
 
-    async fn check_namespace(&self, io: &IoCtx) -> Result<()> {
+    pub(crate) async fn check_namespace(&self, io: &IoCtx) -> Result<()> {
         if io.namespace.is_empty() || self.namespace_exists(io).await? {
             Ok(())
         } else {
@@ -538,7 +538,7 @@ impl Rbd {
         self.check_namespace(io).await?;
         let id = new_image_id();
         let dir = read_dir_for_create(self.rados.as_ref(), io, name, &id).await?;
-        self.create_internal(io, name, &id, dir, size, order, features, None, None)
+        self.create_internal(io, name, &id, dir, size, order, features, None, None, None)
             .await
     }
 
@@ -550,7 +550,7 @@ impl Rbd {
     /// concurrently with the directory update (after the child link is
     /// durable); if it fails the new image is removed again.
     #[allow(clippy::too_many_arguments)]
-    async fn create_internal(
+    pub(crate) async fn create_internal(
         &self,
         io: &IoCtx,
         name: &str,
@@ -561,6 +561,7 @@ impl Rbd {
         features: u64,
         parent: Option<ParentSpec>,
         recheck: Option<BoxFuture<'_, Result<()>>>,
+        migration: Option<crate::MigrationSpec>,
     ) -> Result<()> {
         let rados = self.rados.as_ref();
         let spec = io.spec(name);
@@ -578,6 +579,7 @@ impl Rbd {
             modify_ts_ns: now,
             snap_limit: None,
             parent: parent.clone(),
+            migration,
             snaps: BTreeMap::new(),
         };
         let header_oid = io.oid(layout::header_oid(id));
@@ -1122,6 +1124,7 @@ impl Rbd {
             features,
             Some(parent),
             Some(recheck),
+            None,
         )
         .await
     }

@@ -29,6 +29,9 @@ const TRASH_PREFIX: &str = "id_";
 pub enum TrashSource {
     /// A user (`rbd trash mv`, `rbd_trash_move`): `RBD_TRASH_IMAGE_SOURCE_USER` (0).
     User,
+    /// A live migration's source, hidden until the migration is committed
+    /// or aborted: `RBD_TRASH_IMAGE_SOURCE_MIGRATION` (2).
+    Migration,
 }
 
 impl TrashSource {
@@ -36,6 +39,7 @@ impl TrashSource {
     pub fn code(self) -> i32 {
         match self {
             TrashSource::User => 0,
+            TrashSource::Migration => 2,
         }
     }
 
@@ -43,6 +47,7 @@ impl TrashSource {
     pub fn label(self) -> &'static str {
         match self {
             TrashSource::User => "USER",
+            TrashSource::Migration => "MIGRATION",
         }
     }
 }
@@ -117,6 +122,18 @@ pub(crate) async fn trashed_name(
         .transpose()
 }
 
+/// A migration's source leaves the trash only through `rbd migration
+/// commit` (removed) or `abort` (restored): `EBUSY` otherwise.
+fn refuse_migration_source(io: &IoCtx, e: &TrashEntry) -> Result<()> {
+    if e.source == TrashSource::Migration {
+        return Err(RbdError::busy(
+            format!("image {} (id {}) in the trash", io.spec(&e.name), e.id),
+            "it is the source of a live migration; commit or abort the migration instead",
+        ));
+    }
+    Ok(())
+}
+
 /// What one [`Rbd::trash_purge`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PurgeReport {
@@ -132,6 +149,18 @@ impl Rbd {
     /// (`rbd_trash_move`). Returns its id. `ENOENT` if absent, `EBUSY`
     /// while a client has it open. Repeating an interrupted move finishes it.
     pub async fn trash_move(&self, io: &IoCtx, name: &str, delay_secs: u64) -> Result<String> {
+        self.trash_move_as(io, name, delay_secs, TrashSource::User)
+            .await
+    }
+
+    /// [`Rbd::trash_move`] recording who moved it.
+    pub(crate) async fn trash_move_as(
+        &self,
+        io: &IoCtx,
+        name: &str,
+        delay_secs: u64,
+        source: TrashSource,
+    ) -> Result<String> {
         let rados = self.rados().as_ref();
         let spec = io.spec(name);
         let id = match lookup_id(rados, io, name).await {
@@ -172,7 +201,7 @@ impl Rbd {
         let mut entry = TrashEntry {
             id: id.clone(),
             name: name.to_string(),
-            source: TrashSource::User,
+            source,
             deletion_time: now,
             deferment_end_time: now.saturating_add(delay_secs),
             state: TrashState::Moving,
@@ -220,8 +249,21 @@ impl Rbd {
     /// it had) (`rbd_trash_restore`). `ENOENT` if not in the trash,
     /// `EEXIST` if the name is taken, `EBUSY` while it is being removed.
     pub async fn trash_restore(&self, io: &IoCtx, id: &str, new_name: Option<&str>) -> Result<()> {
-        let rados = self.rados().as_ref();
         let entry = self.trash_get(io, id).await?;
+        refuse_migration_source(io, &entry)?;
+        self.trash_restore_entry(io, entry, new_name).await
+    }
+
+    /// [`Rbd::trash_restore`] of an entry already read (a migration's
+    /// abort restores its source this way).
+    pub(crate) async fn trash_restore_entry(
+        &self,
+        io: &IoCtx,
+        entry: TrashEntry,
+        new_name: Option<&str>,
+    ) -> Result<()> {
+        let rados = self.rados().as_ref();
+        let id = entry.id.as_str();
         let name = match new_name {
             Some(n) if !n.is_empty() => n.to_string(),
             _ => entry.name.clone(),
@@ -265,6 +307,19 @@ impl Rbd {
     /// if it was not fully moved to the trash.
     pub async fn trash_remove(&self, io: &IoCtx, id: &str, force: bool) -> Result<()> {
         let entry = self.trash_get(io, id).await?;
+        refuse_migration_source(io, &entry)?;
+        self.trash_remove_entry(io, entry, force).await
+    }
+
+    /// [`Rbd::trash_remove`] of an entry already read (a migration's
+    /// commit removes its source this way).
+    pub(crate) async fn trash_remove_entry(
+        &self,
+        io: &IoCtx,
+        entry: TrashEntry,
+        force: bool,
+    ) -> Result<()> {
+        let id = entry.id.as_str();
         let what = format!("image {} (id {id}) in the trash", io.spec(&entry.name));
         if !force && unix_now() < entry.deferment_end_time {
             return Err(RbdError::NotPermitted {

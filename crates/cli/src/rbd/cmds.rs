@@ -1051,12 +1051,41 @@ pub async fn status(ctx: &Ctx, image: &str) -> CmdResult {
         .watchers(&io, &spec.image)
         .await
         .map_err(|e| CmdError::rbd(&format!("error opening image {}", spec.image), &e))?;
+    let migration = match ctx.rbd.migration_status(&io, &spec.image).await {
+        Ok(m) => Some(m),
+        Err(quarry_rbd::RbdError::Invalid { .. }) => None,
+        Err(e) => return Err(CmdError::rbd("getting migration status failed", &e)),
+    };
+    let end = |e: &quarry_rbd::MigrationEnd| {
+        let ns = if e.namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", e.namespace)
+        };
+        format!("{}/{ns}{} ({})", e.pool_name, e.name, e.id)
+    };
     if ctx.g.json() {
         let v: Vec<Value> = w
             .iter()
             .map(|w| json!({"address": w.addr, "client": w.client, "cookie": w.cookie}))
             .collect();
-        ctx.print_json(&json!({"watchers": v}));
+        let mut out = json!({"watchers": v});
+        if let Some(m) = &migration {
+            out["migration"] = json!({
+                "source_pool_name": m.source.pool_name,
+                "source_pool_namespace": m.source.namespace,
+                "source_image_name": m.source.name,
+                "source_image_id": m.source.id,
+                "dest_pool_name": m.dest.pool_name,
+                "dest_pool_namespace": m.dest.namespace,
+                "dest_image_name": m.dest.name,
+                "dest_image_id": m.dest.id,
+                "state": m.state.label(),
+                "state_description": "",
+            });
+        }
+        ctx.print_json(&out);
+        return Ok(());
     } else if w.is_empty() {
         println!("Watchers: none");
     } else {
@@ -1067,6 +1096,12 @@ pub async fn status(ctx: &Ctx, image: &str) -> CmdResult {
                 w.addr, w.client, w.cookie
             );
         }
+    }
+    if let Some(m) = &migration {
+        println!("Migration:");
+        println!("\tsource: {}", end(&m.source));
+        println!("\tdestination: {}", end(&m.dest));
+        println!("\tstate: {}", m.state.label());
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 mod admin;
 mod cmds;
 mod lock;
+mod migration;
 mod trash;
 mod v2;
 mod xfer;
@@ -645,6 +646,11 @@ enum RbdCmd {
         #[command(subcommand)]
         cmd: TrashCmd,
     },
+    /// Live migration of an image to another pool, namespace or name.
+    Migration {
+        #[command(subcommand)]
+        cmd: MigrationCmd,
+    },
     /// Snapshot management.
     Snap {
         #[command(subcommand)]
@@ -910,6 +916,37 @@ enum DeepCmd {
         flatten: bool,
         #[command(flatten)]
         c: CreateArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrationCmd {
+    /// Create the destination (usable at once) and hide the source.
+    Prepare {
+        /// Source image spec.
+        src: String,
+        /// Destination image spec (default: the source's name).
+        dest: Option<String>,
+        /// Destination pool.
+        #[arg(long)]
+        dest_pool: Option<String>,
+        #[command(flatten)]
+        c: CreateArgs,
+    },
+    /// Copy every object of the source into the destination.
+    Execute {
+        /// Image spec (either end).
+        image: String,
+    },
+    /// Finish an executed migration: remove the source.
+    Commit {
+        /// Image spec (either end).
+        image: String,
+    },
+    /// Undo a migration: remove the destination, restore the source.
+    Abort {
+        /// Image spec (either end).
+        image: String,
     },
 }
 
@@ -1250,6 +1287,17 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
                 expired_before,
                 threshold,
             } => trash::purge(ctx, pool.as_deref(), expired_before.as_deref(), threshold).await,
+        },
+        Migration { cmd } => match cmd {
+            MigrationCmd::Prepare {
+                src,
+                dest,
+                dest_pool,
+                c,
+            } => migration::prepare(ctx, &src, dest.as_deref(), dest_pool.as_deref(), &c).await,
+            MigrationCmd::Execute { image } => migration::execute(ctx, &image).await,
+            MigrationCmd::Commit { image } => migration::commit(ctx, &image).await,
+            MigrationCmd::Abort { image } => migration::abort(ctx, &image).await,
         },
         Snap { cmd } => match cmd {
             SnapCmd::Create { spec, .. } => cmds::snap_create(ctx, &spec).await,

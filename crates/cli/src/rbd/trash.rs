@@ -182,6 +182,9 @@ pub async fn rm(ctx: &Ctx, pos: Option<&str>, opt: Option<&str>, force: bool) ->
         }
         Err(e) => {
             p.failed();
+            if let Some(err) = migration_source(ctx, &io, &id, &e).await {
+                return Err(err);
+            }
             Err(match e.errno() {
                 Errno::ENOTEMPTY => CmdError::new(
                     Errno::ENOTEMPTY,
@@ -200,6 +203,22 @@ pub async fn rm(ctx: &Ctx, pos: Option<&str>, opt: Option<&str>, force: bool) ->
     }
 }
 
+/// The error for an `EBUSY` about a live migration's source (which leaves
+/// the trash only through `rbd migration commit` or `abort`).
+async fn migration_source(ctx: &Ctx, io: &IoCtx, id: &str, e: &RbdError) -> Option<CmdError> {
+    if e.errno() != Errno::EBUSY {
+        return None;
+    }
+    let entry = ctx.rbd.trash_get(io, id).await.ok()?;
+    (entry.source == quarry_rbd::TrashSource::Migration).then(|| {
+        CmdError::new(
+            Errno::EBUSY,
+            "error: image is the source of a live migration",
+        )
+        .then("Use 'rbd migration commit' or 'rbd migration abort' on it instead.")
+    })
+}
+
 /// `rbd trash restore [--image NAME] [POOL/[NAMESPACE/]]ID`.
 pub async fn restore(
     ctx: &Ctx,
@@ -208,10 +227,13 @@ pub async fn restore(
     name: Option<&str>,
 ) -> CmdResult {
     let (io, id) = id_target(ctx, pos, opt).await?;
-    ctx.rbd
-        .trash_restore(&io, &id, name)
-        .await
-        .map_err(|e| match e.errno() {
+    let r = ctx.rbd.trash_restore(&io, &id, name).await;
+    if let Err(e) = &r {
+        if let Some(err) = migration_source(ctx, &io, &id, e).await {
+            return Err(err);
+        }
+    }
+    r.map_err(|e| match e.errno() {
             Errno::ENOENT => CmdError::new(Errno::ENOENT, "error: image does not exist in trash"),
             Errno::EEXIST => CmdError::new(
                 Errno::EEXIST,

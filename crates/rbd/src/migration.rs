@@ -1,0 +1,445 @@
+//! Live migration of an image to another pool, namespace or name
+//! (`rbd migration prepare|execute|commit|abort`, librbd's
+//! `rbd_migration_*`).
+//!
+//! How it maps onto clones: `prepare` hides the source in its pool's trash
+//! (source `MIGRATION`) and creates the destination as a clone of the
+//! source's *head* (a parent link with snap id `NOSNAP`), so the
+//! destination serves reads at once (objects it does not have yet read
+//! through to the source) and its writes copy up what they touch.
+//! `execute` is a flatten of the destination (every object copied up, then
+//! the parent link dropped; proxied to the handle owning the exclusive
+//! lock if a VM has the image open). `commit` removes the source, `abort`
+//! removes the destination and puts the source back under its name. Both
+//! headers carry a [`MigrationSpec`] until then.
+//!
+//! The source must not be open (clients move to the destination: `EBUSY`
+//! otherwise) and must have no snapshots (their history would not follow
+//! the data: `EOPNOTSUPP`, where librbd deep-copies them). A source that
+//! is itself a clone is read through its own parent, so the destination
+//! ends up flat.
+
+use quarry_rados::NOSNAP;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{RbdError, Result};
+use crate::header::{read_header, update_header, ParentSpec};
+use crate::rbd::{lookup_id, read_dir_for_create, validate_features, validate_geometry};
+use crate::trash::TrashSource;
+use crate::{layout, CreateOptions, IoCtx, OpenOptions, Rbd, FEATURE_LAYERING};
+
+/// Which end of a migration an image is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MigrationRole {
+    /// The image being moved (in the trash meanwhile).
+    Source,
+    /// The image it moves to (listed under its new name).
+    Destination,
+}
+
+/// Where a migration stands (`rbd_image_migration_state_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MigrationState {
+    /// Prepared: the destination reads through to the source.
+    Prepared,
+    /// `execute` is copying (or was interrupted: run it again).
+    Executing,
+    /// Every object copied: ready to commit.
+    Executed,
+}
+
+impl MigrationState {
+    /// librbd's number for it.
+    pub fn code(self) -> i32 {
+        match self {
+            MigrationState::Prepared => 2,
+            MigrationState::Executing => 3,
+            MigrationState::Executed => 4,
+        }
+    }
+
+    /// What `rbd status` prints.
+    pub fn label(self) -> &'static str {
+        match self {
+            MigrationState::Prepared => "prepared",
+            MigrationState::Executing => "executing",
+            MigrationState::Executed => "executed",
+        }
+    }
+}
+
+/// One end of a migration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationEnd {
+    /// Pool id.
+    pub pool_id: quarry_rados::PoolId,
+    /// Pool name when the migration was prepared.
+    pub pool_name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Image name.
+    pub name: String,
+    /// Image id.
+    pub id: String,
+}
+
+impl MigrationEnd {
+    fn ioctx(&self) -> IoCtx {
+        IoCtx::new(self.pool_id, self.pool_name.clone(), self.namespace.clone())
+    }
+
+    fn spec(&self) -> String {
+        self.ioctx().spec(&self.name)
+    }
+}
+
+/// A live migration as both images' headers record it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationSpec {
+    /// Which end the image holding this record is.
+    pub role: MigrationRole,
+    /// The image moved.
+    pub source: MigrationEnd,
+    /// Where it moves to.
+    pub dest: MigrationEnd,
+    /// Where it stands.
+    pub state: MigrationState,
+}
+
+impl Rbd {
+    /// Start moving image `src_name` of `src_io` to `dst_name` in `dst_io`
+    /// (`rbd_migration_prepare`): the destination can be opened and used
+    /// at once. `EBUSY` while the source is open or already migrating,
+    /// `EOPNOTSUPP` if it has snapshots, `EEXIST` if the destination name
+    /// is taken, `ENOENT` if the source does not exist.
+    pub async fn migration_prepare(
+        &self,
+        src_io: &IoCtx,
+        src_name: &str,
+        dst_io: &IoCtx,
+        dst_name: &str,
+        opts: &CreateOptions,
+    ) -> Result<()> {
+        layout::validate_image_name(dst_name)?;
+        let rados = self.rados().clone();
+        let sspec = src_io.spec(src_name);
+        let sid = lookup_id(rados.as_ref(), src_io, src_name).await?;
+        let soid = src_io.oid(layout::header_oid(&sid));
+        let what = format!("image {sspec}");
+        let sh = read_header(rados.as_ref(), &soid, &what).await?;
+        if sh.migration.is_some() {
+            return Err(RbdError::busy(what, "it is already being migrated"));
+        }
+        if !sh.snaps.is_empty() {
+            return Err(RbdError::Unsupported {
+                what: format!(
+                    "migrating {sspec}: it has {} snapshot(s), which Quarry does not move; \
+                     remove them (or export and import the image) first",
+                    sh.snaps.len()
+                ),
+            });
+        }
+        // The same name in the same pool is allowed (to change the object
+        // size or features): the source leaves the directory first.
+        let same_name = src_io.pool_id == dst_io.pool_id
+            && src_io.namespace == dst_io.namespace
+            && src_name == dst_name;
+        let watchers = rados
+            .list_watchers(&soid)
+            .await
+            .map_err(|e| RbdError::rados(format!("listing watchers of {sspec}"), e))?;
+        if !watchers.is_empty() {
+            return Err(RbdError::busy(
+                what,
+                format!(
+                    "it is open by {} client(s); stop them before preparing a migration",
+                    watchers.len()
+                ),
+            ));
+        }
+        let features = validate_features(opts.features.unwrap_or(sh.features))?;
+        if features & FEATURE_LAYERING == 0 {
+            return Err(RbdError::invalid(
+                "a migration destination needs the layering feature",
+            ));
+        }
+        let order = if opts.order == 0 {
+            sh.order
+        } else {
+            opts.order
+        };
+        validate_geometry(sh.size, order, features)?;
+        self.check_namespace(dst_io).await?;
+        let did = crate::rbd::new_image_id();
+        if !same_name {
+            // Refused before anything changes; read again after the move.
+            read_dir_for_create(rados.as_ref(), dst_io, dst_name, &did).await?;
+        }
+        let mut spec = MigrationSpec {
+            role: MigrationRole::Source,
+            source: MigrationEnd {
+                pool_id: src_io.pool_id,
+                pool_name: src_io.pool_name.clone(),
+                namespace: src_io.namespace.clone(),
+                name: src_name.to_string(),
+                id: sid.clone(),
+            },
+            dest: MigrationEnd {
+                pool_id: dst_io.pool_id,
+                pool_name: dst_io.pool_name.clone(),
+                namespace: dst_io.namespace.clone(),
+                name: dst_name.to_string(),
+                id: did.clone(),
+            },
+            state: MigrationState::Prepared,
+        };
+        // Source marked first, then hidden: an interrupted prepare leaves a
+        // source that `rbd migration abort` (or a new prepare after it)
+        // can find by its record; nothing is deleted before the
+        // destination exists.
+        let rec = spec.clone();
+        update_header(&rados, &soid, &what, |h| {
+            if h.migration.as_ref().is_some_and(|m| *m != rec) {
+                return Err(RbdError::busy(what.clone(), "it is already being migrated"));
+            }
+            if !h.snaps.is_empty() {
+                return Err(RbdError::busy(
+                    what.clone(),
+                    "a snapshot was taken meanwhile",
+                ));
+            }
+            h.migration = Some(rec.clone());
+            Ok(())
+        })
+        .await?;
+        let undo_mark = || async {
+            let _ = update_header(&rados, &soid, &what, |h| {
+                h.migration = None;
+                Ok(())
+            })
+            .await;
+        };
+        if let Err(e) = self
+            .trash_move_as(src_io, src_name, 0, TrashSource::Migration)
+            .await
+        {
+            undo_mark().await;
+            return Err(e);
+        }
+        spec.role = MigrationRole::Destination;
+        let parent = ParentSpec {
+            pool: src_io.pool_id,
+            namespace: src_io.namespace.clone(),
+            image_id: sid.clone(),
+            snap_id: NOSNAP,
+            overlap: sh.size,
+        };
+        let made = async {
+            let dir = read_dir_for_create(rados.as_ref(), dst_io, dst_name, &did).await?;
+            self.create_internal(
+                dst_io,
+                dst_name,
+                &did,
+                dir,
+                sh.size,
+                order,
+                features,
+                Some(parent),
+                None,
+                Some(spec),
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = made {
+            // Put the source back as it was.
+            if let Ok(entry) = self.trash_get(src_io, &sid).await {
+                if let Err(err) = self.trash_restore_entry(src_io, entry, None).await {
+                    tracing::warn!("migration of {sspec}: restoring the source failed: {err}");
+                }
+            }
+            undo_mark().await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The migration record of image `name` (either end: the destination
+    /// by its name, the source by its old name while it is in the trash).
+    pub async fn migration_status(&self, io: &IoCtx, name: &str) -> Result<MigrationSpec> {
+        let rados = self.rados().as_ref();
+        let id = match lookup_id(rados, io, name).await {
+            Ok(id) => id,
+            Err(RbdError::NotFound { .. }) => self
+                .trash_list(io)
+                .await?
+                .into_iter()
+                .find(|e| e.source == TrashSource::Migration && e.name == name)
+                .map(|e| e.id)
+                .ok_or_else(|| RbdError::not_found(format!("image {}", io.spec(name))))?,
+            Err(e) => return Err(e),
+        };
+        let h = read_header(
+            rados,
+            &io.oid(layout::header_oid(&id)),
+            &format!("image {}", io.spec(name)),
+        )
+        .await?;
+        h.migration.ok_or_else(|| {
+            RbdError::invalid(format!("image {} is not being migrated", io.spec(name)))
+        })
+    }
+
+    /// The record as the destination's header holds it (its state is kept
+    /// there), found through either end's name.
+    async fn migration_dest(&self, io: &IoCtx, name: &str) -> Result<MigrationSpec> {
+        let m = self.migration_status(io, name).await?;
+        if m.role == MigrationRole::Destination {
+            return Ok(m);
+        }
+        let dio = m.dest.ioctx();
+        let what = format!("image {}", m.dest.spec());
+        match read_header(
+            self.rados().as_ref(),
+            &dio.oid(layout::header_oid(&m.dest.id)),
+            &what,
+        )
+        .await
+        {
+            Ok(h) => h
+                .migration
+                .ok_or_else(|| RbdError::invalid(format!("{what} is not being migrated"))),
+            // An interrupted prepare (or abort): the source's record is all
+            // there is; abort finishes from it.
+            Err(RbdError::NotFound { .. }) => Ok(MigrationSpec {
+                role: MigrationRole::Destination,
+                ..m
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_dest_state(&self, m: &MigrationSpec, state: MigrationState) -> Result<()> {
+        let io = m.dest.ioctx();
+        let what = format!("image {}", m.dest.spec());
+        update_header(
+            self.rados(),
+            &io.oid(layout::header_oid(&m.dest.id)),
+            &what,
+            |h| match h.migration.as_mut() {
+                Some(r) => {
+                    r.state = state;
+                    Ok(())
+                }
+                None => Err(RbdError::invalid(format!("{what} is not being migrated"))),
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Copy every object of the source into the destination
+    /// (`rbd_migration_execute`); `progress(done, total)` after each
+    /// object. Repeating an interrupted execute finishes it.
+    pub async fn migration_execute<F>(&self, io: &IoCtx, name: &str, progress: F) -> Result<()>
+    where
+        F: FnMut(u64, u64) + Send,
+    {
+        let m = self.migration_dest(io, name).await?;
+        if m.state == MigrationState::Executed {
+            return Ok(());
+        }
+        self.set_dest_state(&m, MigrationState::Executing).await?;
+        let dio = m.dest.ioctx();
+        let img = self
+            .open_by_id(&dio, &m.dest.id, &OpenOptions::default())
+            .await?;
+        // No parent left: an interrupted execute copied everything already.
+        let linked = read_header(
+            self.rados().as_ref(),
+            &dio.oid(layout::header_oid(&m.dest.id)),
+            &format!("image {}", m.dest.spec()),
+        )
+        .await
+        .map(|h| h.parent.is_some());
+        let flat = match linked {
+            Ok(true) => img.flatten(progress).await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let closed = img.close().await;
+        flat?;
+        closed?;
+        self.set_dest_state(&m, MigrationState::Executed).await
+    }
+
+    /// Finish a migration after `execute` (`rbd_migration_commit`): the
+    /// source is deleted and the destination becomes an ordinary image.
+    /// `EINVAL` before every object was copied.
+    pub async fn migration_commit(&self, io: &IoCtx, name: &str) -> Result<()> {
+        let m = self.migration_dest(io, name).await?;
+        if m.state != MigrationState::Executed {
+            return Err(RbdError::invalid(format!(
+                "migration of {} to {} is {}: run `rbd migration execute` first",
+                m.source.spec(),
+                m.dest.spec(),
+                m.state.label()
+            )));
+        }
+        let sio = m.source.ioctx();
+        match self.trash_get(&sio, &m.source.id).await {
+            Ok(entry) => self.trash_remove_entry(&sio, entry, true).await?,
+            // Removed by an interrupted commit.
+            Err(RbdError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let dio = m.dest.ioctx();
+        let what = format!("image {}", m.dest.spec());
+        update_header(
+            self.rados(),
+            &dio.oid(layout::header_oid(&m.dest.id)),
+            &what,
+            |h| {
+                h.migration = None;
+                Ok(())
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Undo a migration (`rbd_migration_abort`): the destination and every
+    /// write made to it are deleted, the source is back under its name.
+    /// `EBUSY` while the destination is open.
+    pub async fn migration_abort(&self, io: &IoCtx, name: &str) -> Result<()> {
+        let m = self.migration_dest(io, name).await?;
+        let dio = m.dest.ioctx();
+        let sio = m.source.ioctx();
+        match lookup_id(self.rados().as_ref(), &dio, &m.dest.name).await {
+            Ok(id) if id == m.dest.id => self.remove(&dio, &m.dest.name).await?,
+            Ok(_) | Err(RbdError::NotFound { .. }) => {
+                // Removed by an interrupted abort (or never made): only
+                // its leftover objects, if any.
+                self.remove_objects(&dio, &m.dest.id, &m.dest.spec())
+                    .await?;
+            }
+            Err(e) => return Err(e),
+        }
+        let soid = sio.oid(layout::header_oid(&m.source.id));
+        let what = format!("image {}", m.source.spec());
+        update_header(self.rados(), &soid, &what, |h| {
+            h.migration = None;
+            Ok(())
+        })
+        .await?;
+        match self.trash_get(&sio, &m.source.id).await {
+            Ok(entry) => {
+                self.trash_restore_entry(&sio, entry, Some(&m.source.name))
+                    .await
+            }
+            // Restored by an interrupted abort.
+            Err(RbdError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
