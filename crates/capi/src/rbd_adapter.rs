@@ -210,10 +210,7 @@ impl ImageEngine for Engine {
         name: &str,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> CResult<()> {
-        Ok(self
-            .rbd
-            .migration_execute(&io(t), name, progress)
-            .await?)
+        Ok(self.rbd.migration_execute(&io(t), name, progress).await?)
     }
 
     async fn migration_commit(&self, t: &IoTarget, name: &str) -> CResult<()> {
