@@ -15,7 +15,7 @@ use crate::engine::CError;
 use crate::ffi_rados::{ioctx, IoCtxT};
 use crate::opts::{options, resolve};
 use crate::rt;
-use crate::util::{c_free, c_strdup, guard, int, nonnull, req_str};
+use crate::util::{c_free, c_strdup, guard, int, nonnull, progress_done, req_str};
 
 /// Progress callback (`librbd_progress_fn_t`).
 type ProgressFn = Option<unsafe extern "C" fn(u64, u64, *mut c_void) -> c_int>;
@@ -43,18 +43,6 @@ pub struct RbdMigrationStatus {
     pub state: c_int,
     /// Words for the state (malloc'd).
     pub state_description: *mut c_char,
-}
-
-/// Call the user's progress callback once, at the end (as the other
-/// `*_with_progress` calls of this library do).
-fn done(r: c_int, cb: ProgressFn, cbdata: *mut c_void) -> c_int {
-    if r == 0 {
-        if let Some(cb) = cb {
-            // SAFETY: user callback with the user's data.
-            unsafe { cb(1, 1, cbdata) };
-        }
-    }
-    r
 }
 
 /// Start moving image `name` of `io` to `dest_name` of `dest_io`; the
@@ -142,8 +130,8 @@ pub unsafe extern "C" fn rbd_migration_execute_with_progress(
     cb: ProgressFn,
     cbdata: *mut c_void,
 ) -> c_int {
-    // SAFETY: forwarded contract.
-    done(unsafe { rbd_migration_execute(io, name) }, cb, cbdata)
+    // SAFETY: forwarded contract; the caller's callback and data.
+    unsafe { progress_done(rbd_migration_execute(io, name), cb, cbdata) }
 }
 
 /// Finish an executed migration: the source is removed.
@@ -165,8 +153,8 @@ pub unsafe extern "C" fn rbd_migration_commit_with_progress(
     cb: ProgressFn,
     cbdata: *mut c_void,
 ) -> c_int {
-    // SAFETY: forwarded contract.
-    done(unsafe { rbd_migration_commit(io, name) }, cb, cbdata)
+    // SAFETY: forwarded contract; the caller's callback and data.
+    unsafe { progress_done(rbd_migration_commit(io, name), cb, cbdata) }
 }
 
 /// Undo a migration: the destination is removed, the source restored.
@@ -188,8 +176,8 @@ pub unsafe extern "C" fn rbd_migration_abort_with_progress(
     cb: ProgressFn,
     cbdata: *mut c_void,
 ) -> c_int {
-    // SAFETY: forwarded contract.
-    done(unsafe { rbd_migration_abort(io, name) }, cb, cbdata)
+    // SAFETY: forwarded contract; the caller's callback and data.
+    unsafe { progress_done(rbd_migration_abort(io, name), cb, cbdata) }
 }
 
 /// The migration image `name` takes part in (`-EINVAL` if none);

@@ -255,13 +255,8 @@ pub unsafe extern "C" fn rbd_remove_with_progress(
 ) -> c_int {
     // SAFETY: forwarded contract.
     let r = unsafe { rbd_remove(io, name) };
-    if r == 0 {
-        if let Some(cb) = cb {
-            // SAFETY: user callback with user data.
-            unsafe { cb(1, 1, cbdata) };
-        }
-    }
-    r
+    // SAFETY: the caller's callback and data.
+    unsafe { crate::util::progress_done(r, cb, cbdata) }
 }
 
 /// Rename an image.
@@ -891,13 +886,8 @@ pub unsafe extern "C" fn rbd_resize2(
         let img = unsafe { img_of(image) }?;
         sync_resize(img, size, allow_shrink)
     });
-    if r == 0 {
-        if let Some(cb) = cb {
-            // SAFETY: user callback.
-            unsafe { cb(1, 1, cbdata) };
-        }
-    }
-    r
+    // SAFETY: the caller's callback and data.
+    unsafe { crate::util::progress_done(r, cb, cbdata) }
 }
 
 /// Resize with a progress callback.
@@ -1999,13 +1989,8 @@ pub unsafe extern "C" fn rbd_flatten_with_progress(
 ) -> c_int {
     // SAFETY: forwarded contract.
     let r = unsafe { rbd_flatten(image) };
-    if r == 0 {
-        if let Some(cb) = cb {
-            // SAFETY: user callback.
-            unsafe { cb(1, 1, cbdata) };
-        }
-    }
-    r
+    // SAFETY: the caller's callback and data.
+    unsafe { crate::util::progress_done(r, cb, cbdata) }
 }
 
 /// Deallocate the image's zeroed data in chunks of `sparse_size` bytes (a
@@ -2032,13 +2017,8 @@ pub unsafe extern "C" fn rbd_sparsify_with_progress(
 ) -> c_int {
     // SAFETY: forwarded contract.
     let r = unsafe { rbd_sparsify(image, sparse_size) };
-    if r == 0 {
-        if let Some(cb) = cb {
-            // SAFETY: user callback.
-            unsafe { cb(1, 1, cbdata) };
-        }
-    }
-    r
+    // SAFETY: the caller's callback and data.
+    unsafe { crate::util::progress_done(r, cb, cbdata) }
 }
 
 /// Report allocated (or changed since `fromsnap`) extents in increasing,

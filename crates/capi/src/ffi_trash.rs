@@ -184,13 +184,8 @@ pub unsafe extern "C" fn rbd_trash_purge_with_progress(
         rt::block_on(async move { engine.trash_purge(&target, ts).await })?;
         Ok(0)
     });
-    if r == 0 {
-        if let Some(cb) = cb {
-            // SAFETY: user callback with user data.
-            unsafe { cb(1, 1, cbdata) };
-        }
-    }
-    r
+    // SAFETY: the caller's callback and data.
+    unsafe { crate::util::progress_done(r, cb, cbdata) }
 }
 
 /// Remove trashed image `id` and its data (`-EPERM` before its deferment
@@ -220,13 +215,8 @@ pub unsafe extern "C" fn rbd_trash_remove_with_progress(
         rt::block_on(async move { engine.trash_remove(&target, &id, force).await })?;
         Ok(0)
     });
-    if r == 0 {
-        if let Some(cb) = cb {
-            // SAFETY: user callback with user data.
-            unsafe { cb(1, 1, cbdata) };
-        }
-    }
-    r
+    // SAFETY: the caller's callback and data.
+    unsafe { crate::util::progress_done(r, cb, cbdata) }
 }
 
 /// Put trashed image `id` back under `name` (its old name if NULL or empty).

@@ -1,6 +1,6 @@
 //! Small helpers shared by the exports: panic guards, C strings, errno.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use quarry_common::Errno;
@@ -160,4 +160,24 @@ pub fn nonnull<T>(p: *const T) -> Result<(), CError> {
     } else {
         Ok(())
     }
+}
+
+/// The result of a `*_with_progress` call: on success the user's progress
+/// callback is called once, at the end (the work is not reported per step).
+///
+/// # Safety
+/// `cb`, if set, must be callable with `cbdata` (the C caller's contract).
+pub unsafe fn progress_done(
+    r: c_int,
+    cb: Option<unsafe extern "C" fn(u64, u64, *mut c_void) -> c_int>,
+    cbdata: *mut c_void,
+) -> c_int {
+    if r == 0 {
+        if let Some(cb) = cb {
+            // SAFETY: the user's callback with the user's data, as the
+            // caller's contract says.
+            unsafe { cb(1, 1, cbdata) };
+        }
+    }
+    r
 }

@@ -297,18 +297,10 @@ impl Rbd {
         if m.role == MigrationRole::Destination {
             return Ok(m);
         }
-        let dio = m.dest.ioctx();
-        let what = format!("image {}", m.dest.spec());
-        match read_header(
-            self.rados().as_ref(),
-            &dio.oid(layout::header_oid(&m.dest.id)),
-            &what,
-        )
-        .await
-        {
-            Ok(h) => h
-                .migration
-                .ok_or_else(|| RbdError::invalid(format!("{what} is not being migrated"))),
+        match self.end_header(&m.dest).await {
+            Ok(h) => h.migration.ok_or_else(|| {
+                RbdError::invalid(format!("image {} is not being migrated", m.dest.spec()))
+            }),
             // An interrupted prepare (or abort): the source's record is all
             // there is; abort finishes from it.
             Err(RbdError::NotFound { .. }) => Ok(MigrationSpec {
@@ -319,23 +311,43 @@ impl Rbd {
         }
     }
 
-    async fn set_dest_state(&self, m: &MigrationSpec, state: MigrationState) -> Result<()> {
-        let io = m.dest.ioctx();
-        let what = format!("image {}", m.dest.spec());
+    /// The header of one end.
+    async fn end_header(&self, end: &MigrationEnd) -> Result<crate::header::Header> {
+        let io = end.ioctx();
+        read_header(
+            self.rados().as_ref(),
+            &io.oid(layout::header_oid(&end.id)),
+            &format!("image {}", end.spec()),
+        )
+        .await
+    }
+
+    /// Change one end's migration record by compare-and-swap.
+    async fn update_record<F>(&self, end: &MigrationEnd, mut f: F) -> Result<()>
+    where
+        F: FnMut(&mut Option<MigrationSpec>, &str) -> Result<()>,
+    {
+        let io = end.ioctx();
+        let what = format!("image {}", end.spec());
         update_header(
             self.rados(),
-            &io.oid(layout::header_oid(&m.dest.id)),
+            &io.oid(layout::header_oid(&end.id)),
             &what,
-            |h| match h.migration.as_mut() {
-                Some(r) => {
-                    r.state = state;
-                    Ok(())
-                }
-                None => Err(RbdError::invalid(format!("{what} is not being migrated"))),
-            },
+            |h| f(&mut h.migration, &what),
         )
         .await
         .map(|_| ())
+    }
+
+    async fn set_dest_state(&self, m: &MigrationSpec, state: MigrationState) -> Result<()> {
+        self.update_record(&m.dest, |rec, what| match rec.as_mut() {
+            Some(r) => {
+                r.state = state;
+                Ok(())
+            }
+            None => Err(RbdError::invalid(format!("{what} is not being migrated"))),
+        })
+        .await
     }
 
     /// Copy every object of the source into the destination
@@ -355,13 +367,7 @@ impl Rbd {
             .open_by_id(&dio, &m.dest.id, &OpenOptions::default())
             .await?;
         // No parent left: an interrupted execute copied everything already.
-        let linked = read_header(
-            self.rados().as_ref(),
-            &dio.oid(layout::header_oid(&m.dest.id)),
-            &format!("image {}", m.dest.spec()),
-        )
-        .await
-        .map(|h| h.parent.is_some());
+        let linked = self.end_header(&m.dest).await.map(|h| h.parent.is_some());
         let flat = match linked {
             Ok(true) => img.flatten(progress).await,
             Ok(false) => Ok(()),
@@ -393,19 +399,11 @@ impl Rbd {
             Err(RbdError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        let dio = m.dest.ioctx();
-        let what = format!("image {}", m.dest.spec());
-        update_header(
-            self.rados(),
-            &dio.oid(layout::header_oid(&m.dest.id)),
-            &what,
-            |h| {
-                h.migration = None;
-                Ok(())
-            },
-        )
+        self.update_record(&m.dest, |rec, _| {
+            *rec = None;
+            Ok(())
+        })
         .await
-        .map(|_| ())
     }
 
     /// Undo a migration (`rbd_migration_abort`): the destination and every
@@ -425,10 +423,8 @@ impl Rbd {
             }
             Err(e) => return Err(e),
         }
-        let soid = sio.oid(layout::header_oid(&m.source.id));
-        let what = format!("image {}", m.source.spec());
-        update_header(self.rados(), &soid, &what, |h| {
-            h.migration = None;
+        self.update_record(&m.source, |rec, _| {
+            *rec = None;
             Ok(())
         })
         .await?;
