@@ -969,9 +969,7 @@ impl Image {
                 break Err(e);
             }
             // Flatten may run long: bounded only while its owner answers.
-            if started.elapsed() > crate::proxy::OP_TIMEOUT
-                && !(last_in_progress && op == ProxyOp::Flatten)
-            {
+            if started.elapsed() > crate::proxy::OP_TIMEOUT && !(last_in_progress && op.is_long()) {
                 break Err(crate::proxy::timed_out(&what, last_owner));
             }
             last_in_progress = false;
@@ -1009,9 +1007,7 @@ impl Image {
                             break r;
                         }
                         ProxyAnswer::InProgress => {
-                            if op != ProxyOp::Flatten
-                                && started.elapsed() > crate::proxy::OP_TIMEOUT
-                            {
+                            if !op.is_long() && started.elapsed() > crate::proxy::OP_TIMEOUT {
                                 break Err(crate::proxy::timed_out(&what, Some(client)));
                             }
                             last_in_progress = true;
@@ -1137,6 +1133,10 @@ impl Image {
             ProxyOp::SnapUnprotect { name } => self.snap_unprotect_here(name).await.map(|()| 0),
             ProxyOp::Resize { size } => self.resize_here(*size).await.map(|()| 0),
             ProxyOp::Flatten => self.flatten_here(&mut *progress).await.map(|()| 0),
+            ProxyOp::MigrationExecute => self
+                .migration_execute_here(&mut *progress)
+                .await
+                .map(|()| 0),
             ProxyOp::UpdateFeatures { features, enabled } => self
                 .update_features_here(*features, *enabled)
                 .await
@@ -2083,7 +2083,7 @@ impl Image {
             let (vr, snaps) = (&v, &snaps);
             let mut s = futures::stream::iter((0..total).map(|o| async move {
                 if o < head_objs {
-                    crate::io::copy_up_if_absent(inner, vr, o).await?;
+                    crate::io::copy_up_if_absent(inner, vr, o, false).await?;
                 }
                 let checks: Vec<crate::io::SnapCheck<'_>> = snaps
                     .iter()
@@ -2126,6 +2126,107 @@ impl Image {
             rbd::set_child_link(inner.rados.as_ref(), &pspec, &self.child_ref(), false).await?;
         }
         Ok(())
+    }
+
+    /// A live migration's copy, run by the exclusive-lock owner: see
+    /// [`Self::migration_execute_here`].
+    pub(crate) async fn migration_execute<F>(&self, mut progress: F) -> Result<()>
+    where
+        F: FnMut(u64, u64) + Send,
+    {
+        self.run_op(ProxyOp::MigrationExecute, &mut progress)
+            .await?;
+        Ok(())
+    }
+
+    /// Copy a migration's data from its source (the parent link with snap
+    /// id `NOSNAP`). When the source is itself a clone and no snapshot of
+    /// this image reads through the source, only the objects the source
+    /// has are copied and the link then moves to the source's own parent
+    /// (so a migrated clone stays a clone of its golden image, as with
+    /// librbd); otherwise this is a flatten. Nothing to do once the source
+    /// link is gone (an interrupted execute finished).
+    async fn migration_execute_here<F>(&self, mut progress: F) -> Result<()>
+    where
+        F: FnMut(u64, u64) + Send,
+    {
+        let inner = &self.inner;
+        let v = {
+            let _g = inner.gate.write().await;
+            inner.reload().await?
+        };
+        inner.check_writable(&v)?;
+        let Some(src) = v.parent.as_ref().filter(|p| p.spec.snap_id == NOSNAP) else {
+            return Ok(());
+        };
+        let pspec = src.spec.clone();
+        let grand = src
+            .image
+            .inner
+            .view()
+            .parent
+            .as_ref()
+            .map(|l| l.spec.clone());
+        let snapped = v
+            .header
+            .snaps
+            .values()
+            .any(|s| s.parent.as_ref().is_some_and(|p| p.same_source(&pspec)));
+        let Some(grand) = grand.filter(|_| !snapped) else {
+            return self.flatten_here(progress).await;
+        };
+        let total = num_objects(v.overlap(), v.order());
+        {
+            let _g = inner.gate.read().await;
+            let (vr, sinner) = (&v, &src.image.inner);
+            let mut done = 0u64;
+            progress(0, total);
+            let mut s = futures::stream::iter((0..total).map(|o| async move {
+                // Where the source has no object it reads its parent (or
+                // zeros past the overlap), as this image will once relinked.
+                let probe = OpRequest::new(sinner.data_oid(o)).op(Op::Stat);
+                match inner.rados.operate(probe).await {
+                    Ok(_) => crate::io::copy_up_if_absent(inner, vr, o, true).await,
+                    Err(e) if e.errno == quarry_common::Errno::ENOENT => Ok(()),
+                    Err(e) => Err(RbdError::rados(
+                        format!("probing object {o} of {}", sinner.what(&sinner.view())),
+                        e,
+                    )),
+                }
+            }))
+            .buffer_unordered(PARALLEL_OPS_MAX / 4);
+            while let Some(r) = s.next().await {
+                r?;
+                done += 1;
+                progress(done, total);
+            }
+        }
+        let child = self.child_ref();
+        // Registered before the header names it, so the golden snapshot
+        // never has an unlisted child.
+        rbd::set_child_link(inner.rados.as_ref(), &grand, &child, true).await?;
+        let _g = inner.gate.write().await;
+        inner
+            .update(|h| {
+                let cur = h
+                    .parent
+                    .as_ref()
+                    .filter(|p| p.same_source(&pspec))
+                    .map(|p| p.overlap)
+                    .ok_or_else(|| {
+                        RbdError::busy(
+                            format!("image {}", inner.spec()),
+                            "its parent changed during the migration's copy",
+                        )
+                    })?;
+                h.parent = Some(ParentSpec {
+                    overlap: grand.overlap.min(cur),
+                    ..grand.clone()
+                });
+                Ok(())
+            })
+            .await?;
+        rbd::set_child_link(inner.rados.as_ref(), &pspec, &child, false).await
     }
 
     /// See [`Self::update_features_here`]; the image's other open handles re-read

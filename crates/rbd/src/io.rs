@@ -434,12 +434,19 @@ async fn copy_up_data(
     }
 }
 
-/// Flatten step: copy one object up unless it exists or the parent has only zeros there.
+/// Flatten step: copy one object up unless it exists or the parent has only zeros there
+/// (`keep_zeros`: zeros too, for a parent link that will be replaced by
+/// another whose data may differ there).
 /// The object map is not asked: `EXISTS` is stored before the object is
 /// created, so after a failed copy-up (or an interrupted flatten) it names
 /// an absent object, and skipping it would detach the parent from data
 /// never copied.
-pub(crate) async fn copy_up_if_absent(inner: &Inner, view: &View, objno: u64) -> Result<()> {
+pub(crate) async fn copy_up_if_absent(
+    inner: &Inner,
+    view: &View,
+    objno: u64,
+    keep_zeros: bool,
+) -> Result<()> {
     let start = objno << view.order();
     let end = (start + view.obj_size()).min(view.overlap());
     if end <= start {
@@ -457,7 +464,7 @@ pub(crate) async fn copy_up_if_absent(inner: &Inner, view: &View, objno: u64) ->
         }
     }
     let pdata = read_parent(view, start, end - start).await?;
-    if pdata.iter().all(|&b| b == 0) {
+    if !keep_zeros && pdata.iter().all(|&b| b == 0) {
         // Nothing to copy: once detached, the absent object reads as zeros too.
         return Ok(());
     }

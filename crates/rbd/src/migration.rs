@@ -366,15 +366,11 @@ impl Rbd {
         let img = self
             .open_by_id(&dio, &m.dest.id, &OpenOptions::default())
             .await?;
-        // No parent left: an interrupted execute copied everything already.
-        let linked = self.end_header(&m.dest).await.map(|h| h.parent.is_some());
-        let flat = match linked {
-            Ok(true) => img.flatten(progress).await,
-            Ok(false) => Ok(()),
-            Err(e) => Err(e),
-        };
+        // (Does nothing once the source link is gone: an interrupted
+        // execute copied everything already.)
+        let copied = img.migration_execute(progress).await;
         let closed = img.close().await;
-        flat?;
+        copied?;
         closed?;
         self.set_dest_state(&m, MigrationState::Executed).await
     }

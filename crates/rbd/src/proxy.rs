@@ -81,6 +81,8 @@ pub(crate) enum ProxyOp {
         size: u64,
     },
     Flatten,
+    /// A live migration's copy (see `migration.rs`).
+    MigrationExecute,
     UpdateFeatures {
         features: u64,
         enabled: bool,
@@ -98,6 +100,7 @@ impl ProxyOp {
             ProxyOp::SnapUnprotect { .. } => "snap_unprotect",
             ProxyOp::Resize { .. } => "resize",
             ProxyOp::Flatten => "flatten",
+            ProxyOp::MigrationExecute => "migration_execute",
             ProxyOp::UpdateFeatures { .. } => "update_features",
         }
     }
@@ -113,8 +116,14 @@ impl ProxyOp {
                 | "snap_unprotect"
                 | "resize"
                 | "flatten"
+                | "migration_execute"
                 | "update_features"
         )
+    }
+
+    /// Copies a whole image: bounded by time only while its owner answers.
+    pub fn is_long(&self) -> bool {
+        matches!(self, ProxyOp::Flatten | ProxyOp::MigrationExecute)
     }
 
     pub fn snap_remove(spec: &SnapSpec) -> ProxyOp {
@@ -374,6 +383,7 @@ mod tests {
             ProxyOp::SnapUnprotect { name: "s".into() },
             ProxyOp::Resize { size: 1 << 20 },
             ProxyOp::Flatten,
+            ProxyOp::MigrationExecute,
             ProxyOp::UpdateFeatures {
                 features: 8,
                 enabled: true,

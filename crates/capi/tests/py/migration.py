@@ -152,10 +152,24 @@ def move_a_running_disk(cluster, src_pool, dst_pool):
         r.migration_commit(dio, "mg-vm2")
         expect(rbd.InvalidArgument, r.migration_status, dio, "mg-vm2")
         expect(rbd.ImageNotFound, r.trash_get, sio, src_id)
+        # Still a thin clone of the golden image: only the objects the VM
+        # wrote (0: before and during, 1: the write across the boundary,
+        # 4: the thread's) were copied.
         with rbd.Image(dio, "mg-vm2") as img:
             assert img.read(0, SIZE) == bytes(want)
-            expect(rbd.ImageNotFound, img.parent_info)
-        # The golden snapshot has no child left: it can be unprotected.
+            assert img.parent_info()[:3] == (src_pool, "mg-gold", "base"), img.parent_info()
+            prefix = img.block_name_prefix() + "."
+        objs = sorted(o.key for o in dio.list_objects() if o.key.startswith(prefix))
+        assert [o[len(prefix):] for o in objs] == [
+            "%016x" % n for n in (0, 1, 4)], objs
+        with rbd.Image(sio, "mg-gold") as g:
+            kids = [(c["pool"], c["image"]) for c in g.list_children2()]
+            assert kids == [(dst_pool, "mg-vm2")], kids
+            expect(rbd.ImageBusy, g.unprotect_snap, "base")
+        # Flattened, it lets the golden snapshot go.
+        with rbd.Image(dio, "mg-vm2") as img:
+            img.flatten()
+            assert img.read(0, SIZE) == bytes(want)
         with rbd.Image(sio, "mg-gold") as g:
             assert list(g.list_children2()) == [], list(g.list_children2())
             g.unprotect_snap("base")
