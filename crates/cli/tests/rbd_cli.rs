@@ -1499,6 +1499,13 @@ fn migration_moves_images_between_pools_and_aborts_back() {
     );
     let o = e.run(&["rbd", "migration", "prepare", "data/vm1", "fast/again"]);
     assert_eq!(o.code, 2, "{}", o.stderr);
+    // Removing either end would strand the other.
+    e.fails(
+        &["rbd", "rm", "--no-progress", "fast/vm1"],
+        16,
+        "rbd: error: image is being migrated\n\
+         rbd: Use 'rbd migration abort' (or 'rbd migration commit') on it instead.\n",
+    );
 
     // Executed (by the source's name), committed: one image, in the new pool.
     e.ok(&["rbd", "migration", "execute", "--no-progress", "data/vm1"]);
@@ -1517,8 +1524,10 @@ fn migration_moves_images_between_pools_and_aborts_back() {
     assert!(info.get("parent").is_none(), "{info}");
     assert_eq!(export_bytes(&e, "fast/vm1", "after.raw"), data);
 
-    // Aborted: the destination goes, the source is back as it was.
-    e.ok(&["rbd", "migration", "prepare", "fast/vm1", "data/back"]);
+    // Aborted (the destination renamed meanwhile): the destination goes,
+    // the source is back as it was.
+    e.ok(&["rbd", "migration", "prepare", "fast/vm1", "data/back0"]);
+    e.ok(&["rbd", "rename", "data/back0", "data/back"]);
     e.ok(&[
         "rbd",
         "resize",

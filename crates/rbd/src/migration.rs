@@ -390,7 +390,7 @@ impl Rbd {
         }
         let sio = m.source.ioctx();
         match self.trash_get(&sio, &m.source.id).await {
-            Ok(entry) => self.trash_remove_entry(&sio, entry, true).await?,
+            Ok(entry) => self.trash_remove_entry(&sio, entry, true, true).await?,
             // Removed by an interrupted commit.
             Err(RbdError::NotFound { .. }) => {}
             Err(e) => return Err(e),
@@ -409,15 +409,22 @@ impl Rbd {
         let m = self.migration_dest(io, name).await?;
         let dio = m.dest.ioctx();
         let sio = m.source.ioctx();
-        match lookup_id(self.rados().as_ref(), &dio, &m.dest.name).await {
-            Ok(id) if id == m.dest.id => self.remove(&dio, &m.dest.name).await?,
-            Ok(_) | Err(RbdError::NotFound { .. }) => {
-                // Removed by an interrupted abort (or never made): only
-                // its leftover objects, if any.
-                self.remove_objects(&dio, &m.dest.id, &m.dest.spec())
-                    .await?;
+        // Found by id: it may have been renamed (or moved to the trash)
+        // since; gone already after an interrupted abort.
+        let rados = self.rados().clone();
+        let spec = m.dest.spec();
+        match crate::rbd::lookup_name(rados.as_ref(), &dio, &m.dest.id).await? {
+            Some(n) => {
+                self.remove_objects(&dio, &m.dest.id, &spec, true).await?;
+                crate::rbd::dir_unlink(rados.as_ref(), &dio, &n, &m.dest.id).await?;
             }
-            Err(e) => return Err(e),
+            None => match self.trash_get(&dio, &m.dest.id).await {
+                Ok(entry) => self.trash_remove_entry(&dio, entry, true, true).await?,
+                Err(RbdError::NotFound { .. }) => {
+                    self.remove_objects(&dio, &m.dest.id, &spec, true).await?
+                }
+                Err(e) => return Err(e),
+            },
         }
         self.update_record(&m.source, |rec, _| {
             *rec = None;

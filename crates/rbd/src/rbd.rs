@@ -890,15 +890,23 @@ impl Rbd {
     /// (including this one) has it open.
     pub async fn remove(&self, io: &IoCtx, name: &str) -> Result<()> {
         let id = lookup_id(self.rados.as_ref(), io, name).await?;
-        self.remove_objects(io, &id, &io.spec(name)).await?;
+        self.remove_objects(io, &id, &io.spec(name), false).await?;
         dir_unlink(self.rados.as_ref(), io, name, &id).await
     }
 
     /// Remove the objects of image `id` (header last), as [`Rbd::remove`]
     /// does, leaving its directory or trash entry to the caller. `spec`
     /// names the image in errors. A missing header is a half-removed
-    /// image: nothing to do.
-    pub(crate) async fn remove_objects(&self, io: &IoCtx, id: &str, spec: &str) -> Result<()> {
+    /// image: nothing to do. An image in a live migration is refused
+    /// (`EBUSY`: its other end would be left behind) unless
+    /// `migration_step` (commit and abort remove one end themselves).
+    pub(crate) async fn remove_objects(
+        &self,
+        io: &IoCtx,
+        id: &str,
+        spec: &str,
+        migration_step: bool,
+    ) -> Result<()> {
         let rados = self.rados.as_ref();
         let id = id.to_string();
         let header_oid = io.oid(layout::header_oid(&id));
@@ -919,6 +927,13 @@ impl Rbd {
             Err(e) => return Err(e),
         };
         if let Some(h) = &header {
+            if h.migration.is_some() && !migration_step {
+                return Err(RbdError::busy(
+                    format!("image {spec}"),
+                    "it takes part in a live migration; run `rbd migration abort` or \
+                     `rbd migration commit` on it instead",
+                ));
+            }
             if !h.snaps.is_empty() {
                 return Err(RbdError::NotEmpty {
                     what: format!("image {spec}"),

@@ -308,7 +308,7 @@ impl Rbd {
     pub async fn trash_remove(&self, io: &IoCtx, id: &str, force: bool) -> Result<()> {
         let entry = self.trash_get(io, id).await?;
         refuse_migration_source(io, &entry)?;
-        self.trash_remove_entry(io, entry, force).await
+        self.trash_remove_entry(io, entry, force, false).await
     }
 
     /// [`Rbd::trash_remove`] of an entry already read (a migration's
@@ -318,6 +318,7 @@ impl Rbd {
         io: &IoCtx,
         entry: TrashEntry,
         force: bool,
+        migration_step: bool,
     ) -> Result<()> {
         let id = entry.id.as_str();
         let what = format!("image {} (id {id}) in the trash", io.spec(&entry.name));
@@ -344,7 +345,10 @@ impl Rbd {
             TrashState::Removing,
         )
         .await?;
-        if let Err(e) = self.remove_objects(io, id, &io.spec(&entry.name)).await {
+        if let Err(e) = self
+            .remove_objects(io, id, &io.spec(&entry.name), migration_step)
+            .await
+        {
             self.trash_revert(io, id, TrashState::Removing).await;
             return Err(e);
         }

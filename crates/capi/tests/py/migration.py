@@ -118,6 +118,8 @@ def move_a_running_disk(cluster, src_pool, dst_pool):
         expect(rbd.ImageBusy, r.trash_remove, sio, src_id, True)
         expect(rbd.ImageBusy, r.trash_restore, sio, src_id, "mg-vm")
         expect(rbd.InvalidArgument, r.migration_commit, dio, "mg-vm2")
+        # Removing the destination would strand the hidden source.
+        expect(rbd.ImageBusy, r.remove, dio, "mg-vm2")
 
         with rbd.Image(dio, "mg-vm2") as img:
             assert img.size() == SIZE

@@ -513,6 +513,14 @@ pub async fn rm(ctx: &Ctx, image: &str) -> CmdResult {
         }
         Err(e) => {
             p.failed();
+            if e.errno() == Errno::EBUSY && ctx.rbd.migration_status(&io, &spec.image).await.is_ok()
+            {
+                return Err(
+                    CmdError::new(Errno::EBUSY, "error: image is being migrated").then(
+                        "Use 'rbd migration abort' (or 'rbd migration commit') on it instead.",
+                    ),
+                );
+            }
             Err(match e.errno() {
                 Errno::ENOTEMPTY => CmdError::new(
                     Errno::ENOTEMPTY,
