@@ -42,6 +42,63 @@ fn qemu_fio_and_auth_on_a_cluster() {
     run_python(&c, "pool_stats.py", &["py"], "pool stats OK");
     run_python(&c, "encryption.py", &["py"], "encryption OK");
     run_python(&c, "migration.py", &["py", "data"], "migration OK");
+    migration_under_qemu(&c);
+}
+
+/// `rbd migration` with QEMU's tools on both sides: data written by
+/// qemu-io before `prepare` reads back through the destination, a write
+/// there survives `execute` and `commit`, and the source name is gone.
+fn migration_under_qemu(c: &Cluster) {
+    let quarry = common::cluster::quarry_bin();
+    let rbd = |args: &[&str]| {
+        let o = c
+            .cmd_path(&quarry)
+            .arg("rbd")
+            .args(args)
+            .output()
+            .expect("rbd");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "rbd {args:?}: {err}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let qemu_io = |spec: &str, cmds: &[&str]| {
+        let mut args = vec!["-f", "raw"];
+        for c in cmds {
+            args.extend(["-c", c]);
+        }
+        args.push(spec);
+        let (ok, out, err) = c.run("qemu-io", &args);
+        assert!(ok && !out.contains("fail"), "{cmds:?}: {out}{err}");
+    };
+    let (ok, _, err) = c.run("qemu-img", &["create", "-f", "raw", "rbd:rbd/mq", "64M"]);
+    assert!(ok, "{err}");
+    qemu_io(
+        "rbd:rbd/mq",
+        &["write -P 0x5a 0 6M", "write -P 0x5b 40M 1M"],
+    );
+    rbd(&["migration", "prepare", "rbd/mq", "data/mq"]);
+    qemu_io(
+        "rbd:data/mq",
+        &[
+            "read -P 0x5a 0 6M",
+            "read -P 0x5b 40M 1M",
+            "write -P 0x5c 5M 8k",
+        ],
+    );
+    rbd(&["migration", "execute", "--no-progress", "data/mq"]);
+    rbd(&["migration", "commit", "--no-progress", "data/mq"]);
+    assert!(!rbd(&["ls", "rbd"]).lines().any(|l| l == "mq"));
+    qemu_io(
+        "rbd:data/mq",
+        &[
+            "read -P 0x5a 0 5M",
+            "read -P 0x5c 5M 8k",
+            "read -P 0x5a 5128k 1016k",
+            "read -P 0x5b 40M 1M",
+            "read -P 0 41M 23M",
+        ],
+    );
+    rbd(&["rm", "--no-progress", "data/mq"]);
 }
 
 /// tests/py/pool_applications.py: python3-rados's `Ioctx.application_*`
