@@ -212,12 +212,17 @@ impl Rbd {
             Ok(())
         })
         .await?;
+        // After a failed step: the step's own error is returned; if this
+        // fails too, `rbd migration abort` finishes it (logged).
         let undo_mark = || async {
-            let _ = update_header(&rados, &soid, &what, |h| {
+            let r = update_header(&rados, &soid, &what, |h| {
                 h.migration = None;
                 Ok(())
             })
             .await;
+            if let Err(e) = r {
+                tracing::warn!("migration of {sspec}: clearing the source's record failed: {e}");
+            }
         };
         if let Err(e) = self
             .trash_move_as(src_io, src_name, 0, TrashSource::Migration)
