@@ -1528,6 +1528,15 @@ fn migration_moves_images_between_pools_and_aborts_back() {
     // the source is back as it was.
     e.ok(&["rbd", "migration", "prepare", "fast/vm1", "data/back0"]);
     e.ok(&["rbd", "rename", "data/back0", "data/back"]);
+    // Another image took the source's name: refused before anything goes.
+    e.ok(&["rbd", "create", "--size", "1M", "fast/vm1"]);
+    e.fails(
+        &["rbd", "migration", "abort", "--no-progress", "data/back"],
+        17,
+        "rbd: aborting migration failed: (17) File exists\n\
+         rbd: another image named fast/vm1 (the source goes back under that name) already exists\n",
+    );
+    e.ok(&["rbd", "rm", "--no-progress", "fast/vm1"]);
     e.ok(&[
         "rbd",
         "resize",

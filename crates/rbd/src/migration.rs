@@ -414,6 +414,18 @@ impl Rbd {
         let m = self.migration_dest(io, name).await?;
         let dio = m.dest.ioctx();
         let sio = m.source.ioctx();
+        // The source goes back under its name: refused before anything is
+        // removed if another image took that name meanwhile.
+        match lookup_id(self.rados().as_ref(), &sio, &m.source.name).await {
+            Ok(id) if id != m.source.id => {
+                return Err(RbdError::exists(format!(
+                    "another image named {} (the source goes back under that name)",
+                    m.source.spec()
+                )))
+            }
+            Ok(_) | Err(RbdError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
         // Found by id: it may have been renamed (or moved to the trash)
         // since; gone already after an interrupted abort.
         let rados = self.rados().clone();

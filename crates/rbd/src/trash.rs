@@ -122,18 +122,6 @@ pub(crate) async fn trashed_name(
         .transpose()
 }
 
-/// A migration's source leaves the trash only through `rbd migration
-/// commit` (removed) or `abort` (restored): `EBUSY` otherwise.
-fn refuse_migration_source(io: &IoCtx, e: &TrashEntry) -> Result<()> {
-    if e.source == TrashSource::Migration {
-        return Err(RbdError::busy(
-            format!("image {} (id {}) in the trash", io.spec(&e.name), e.id),
-            "it is the source of a live migration; commit or abort the migration instead",
-        ));
-    }
-    Ok(())
-}
-
 /// What one [`Rbd::trash_purge`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PurgeReport {
@@ -250,7 +238,7 @@ impl Rbd {
     /// `EEXIST` if the name is taken, `EBUSY` while it is being removed.
     pub async fn trash_restore(&self, io: &IoCtx, id: &str, new_name: Option<&str>) -> Result<()> {
         let entry = self.trash_get(io, id).await?;
-        refuse_migration_source(io, &entry)?;
+        self.refuse_migration_source(io, &entry).await?;
         self.trash_restore_entry(io, entry, new_name).await
     }
 
@@ -307,7 +295,7 @@ impl Rbd {
     /// if it was not fully moved to the trash.
     pub async fn trash_remove(&self, io: &IoCtx, id: &str, force: bool) -> Result<()> {
         let entry = self.trash_get(io, id).await?;
-        refuse_migration_source(io, &entry)?;
+        self.refuse_migration_source(io, &entry).await?;
         self.trash_remove_entry(io, entry, force, false).await
     }
 
@@ -353,6 +341,26 @@ impl Rbd {
             return Err(e);
         }
         self.trash_unlink(io, id).await
+    }
+
+    /// A migration's source leaves the trash only through `rbd migration
+    /// commit` (removed) or `abort` (restored): `EBUSY` while its header
+    /// still records the migration. Once the record is gone (an abort that
+    /// could not restore it), the entry is an ordinary one.
+    async fn refuse_migration_source(&self, io: &IoCtx, e: &TrashEntry) -> Result<()> {
+        if e.source != TrashSource::Migration {
+            return Ok(());
+        }
+        let what = format!("image {} (id {}) in the trash", io.spec(&e.name), e.id);
+        let oid = io.oid(crate::layout::header_oid(&e.id));
+        match crate::header::read_header(self.rados().as_ref(), &oid, &what).await {
+            Ok(h) if h.migration.is_some() => Err(RbdError::busy(
+                what,
+                "it is the source of a live migration; commit or abort the migration instead",
+            )),
+            Ok(_) | Err(RbdError::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 
     /// Take entry `id` out of the trash (the last step of a restore or removal).
