@@ -1016,7 +1016,8 @@ async fn a_full_disk_is_reported_then_stops_the_monitor_losing_no_commit() {
         rank: 0,
         addr: format!("127.0.0.1:{}", free_port()),
     }];
-    let cfg = mon_cfg("a", 0, &fs, &mons, &keyring);
+    let mut cfg = mon_cfg("a", 0, &fs, &mons, &keyring);
+    cfg.data_avail_warn = 30;
     let run = tokio::spawn(quarry_mon::run(cfg.clone()));
     let addrs = vec![mons[0].addr.clone()];
     let admin = client(&addrs, &keyring, "client.admin").await;
