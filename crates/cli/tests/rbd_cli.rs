@@ -1551,3 +1551,153 @@ fn migration_moves_images_between_pools_and_aborts_back() {
     assert_eq!(e.ok(&["rbd", "ls", "fast"]).stdout, "vm1\n");
     assert_eq!(export_bytes(&e, "fast/vm1", "aborted.raw"), data);
 }
+
+/// Consistency groups through `rbd group`: members, a group snapshot that
+/// every member has (hidden from `rbd snap ls` but for `--all`, kept by
+/// `snap purge`), rollback of every member, rename, a member leaving with
+/// its snapshot, and removal of the group freeing its images.
+#[test]
+fn groups_snapshot_and_roll_back_their_images_together() {
+    let e = Env::new();
+    let src = e.path("src.raw");
+    let data = pattern_file(&src);
+    let s = src.to_str().expect("utf8");
+    e.ok(&["rbd", "import", "--no-progress", s, "data/os"]);
+    e.ok(&["rbd", "import", "--no-progress", s, "data/db"]);
+    e.ok(&["rbd", "group", "create", "data/g1"]);
+    e.fails(
+        &["rbd", "group", "create", "data/g1"],
+        17,
+        "rbd: create error: (17) File exists\n",
+    );
+    e.fails(
+        &["rbd", "group", "create", "data/bad@x"],
+        22,
+        "rbd: snapshot name specified for a command that doesn't use it\n",
+    );
+    assert_eq!(e.ok(&["rbd", "group", "ls", "data"]).stdout, "g1\n");
+    assert_eq!(
+        e.json(&["rbd", "group", "ls", "--format", "json", "data"]),
+        serde_json::json!(["g1"])
+    );
+    e.ok(&["rbd", "group", "image", "add", "data/g1", "data/os"]);
+    e.ok(&["rbd", "group", "image", "add", "data/g1", "data/db"]);
+    e.fails(
+        &["rbd", "group", "image", "add", "data/g1", "data/db"],
+        17,
+        "rbd: add image error: (17) File exists\n",
+    );
+    assert_eq!(
+        e.ok(&["rbd", "group", "image", "ls", "data/g1"]).stdout,
+        "data/db \ndata/os \n"
+    );
+    e.fails(
+        &["rbd", "rm", "--no-progress", "data/os"],
+        31,
+        "rbd: error: image belongs to a group\n\
+         rbd: Remove the image from the group and try again.\n",
+    );
+
+    e.ok(&["rbd", "group", "snap", "create", "data/g1@s1"]);
+    e.fails(
+        &["rbd", "group", "snap", "create", "data/g1@s1"],
+        17,
+        "rbd: failed to create group snapshot: (17) File exists\n",
+    );
+    e.fails(
+        &["rbd", "group", "snap", "create", "data/g1"],
+        22,
+        "rbd: group snapshot name was not specified\n",
+    );
+    let ls = e.ok(&["rbd", "group", "snap", "ls", "data/g1"]).stdout;
+    assert_eq!(ls, "NAME  STATUS  \ns1    complete\n", "{ls}");
+    assert_eq!(
+        e.json(&["rbd", "group", "snap", "ls", "--format", "json", "data/g1"]),
+        serde_json::json!([{"snapshot": "s1", "state": "complete"}])
+    );
+    // The members' snapshots: in the group namespace, not the user's.
+    assert_eq!(e.ok(&["rbd", "snap", "ls", "data/os"]).stdout, "");
+    let all = e.ok(&["rbd", "snap", "ls", "--all", "data/os"]).stdout;
+    assert!(
+        all.contains(" .group.") && all.contains("NAMESPACE"),
+        "{all}"
+    );
+    assert!(all.trim_end().ends_with("group"), "{all}");
+    e.ok(&["rbd", "snap", "purge", "--no-progress", "data/os"]);
+    assert_eq!(
+        e.ok(&["rbd", "snap", "ls", "--all", "data/os"])
+            .stdout
+            .lines()
+            .count(),
+        2
+    );
+
+    // Both change; the group rolls back as one.
+    for img in ["data/os", "data/db"] {
+        e.ok(&[
+            "rbd",
+            "bench",
+            "--io-type",
+            "write",
+            "--io-size",
+            "64K",
+            "--io-total",
+            "1M",
+            "--io-pattern",
+            "seq",
+            img,
+        ]);
+        assert_ne!(export_bytes(&e, img, "changed.raw"), data);
+    }
+    e.ok(&[
+        "rbd",
+        "group",
+        "snap",
+        "rollback",
+        "--no-progress",
+        "data/g1@s1",
+    ]);
+    assert_eq!(export_bytes(&e, "data/os", "os.raw"), data);
+    assert_eq!(export_bytes(&e, "data/db", "db.raw"), data);
+
+    e.ok(&["rbd", "group", "snap", "rename", "data/g1@s1", "before"]);
+    e.ok(&["rbd", "group", "rename", "data/g1", "vm"]);
+    assert_eq!(e.ok(&["rbd", "group", "ls", "data"]).stdout, "vm\n");
+    e.fails(
+        &["rbd", "group", "snap", "rm", "data/g1@before"],
+        2,
+        "rbd: failed to remove group snapshot: (2) No such file or directory\n",
+    );
+
+    // A member leaves: its snapshot of the group's goes with it, the group
+    // snapshot is incomplete and cannot be rolled back to.
+    e.ok(&["rbd", "group", "image", "rm", "data/vm", "data/db"]);
+    assert_eq!(e.ok(&["rbd", "snap", "ls", "--all", "data/db"]).stdout, "");
+    assert_eq!(
+        e.ok(&["rbd", "group", "image", "ls", "data/vm"]).stdout,
+        "data/os \n"
+    );
+    let ls = e.ok(&["rbd", "group", "snap", "ls", "data/vm"]).stdout;
+    assert!(ls.contains("before  incomplete"), "{ls}");
+    let o = e.run(&[
+        "rbd",
+        "group",
+        "snap",
+        "rollback",
+        "--no-progress",
+        "data/vm@before",
+    ]);
+    assert_eq!(o.code, 22, "{}", o.stderr);
+    e.ok(&["rbd", "rm", "--no-progress", "data/db"]);
+
+    // Removing the group removes its snapshots and frees its images.
+    e.ok(&["rbd", "group", "rm", "data/vm"]);
+    assert_eq!(e.ok(&["rbd", "group", "ls", "data"]).stdout, "");
+    assert_eq!(e.ok(&["rbd", "snap", "ls", "--all", "data/os"]).stdout, "");
+    e.ok(&["rbd", "rm", "--no-progress", "data/os"]);
+    e.fails(
+        &["rbd", "group", "rm", "data/vm"],
+        2,
+        "rbd: remove error: (2) No such file or directory\n",
+    );
+}

@@ -38,6 +38,8 @@ pub enum Errno {
     ENOSPC = 28,
     /// Read-only file system (snapshot or read-only image).
     EROFS = 30,
+    /// Too many links (an image that belongs to a group cannot be removed).
+    EMLINK = 31,
     /// Numerical argument out of domain (an image order out of range).
     EDOM = 33,
     /// Numerical result out of range.
@@ -97,6 +99,7 @@ impl Errno {
             27 => EFBIG,
             28 => ENOSPC,
             30 => EROFS,
+            31 => EMLINK,
             33 => EDOM,
             34 => ERANGE,
             36 => ENAMETOOLONG,
@@ -133,6 +136,7 @@ impl Errno {
             EFBIG => "File too large",
             ENOSPC => "No space left on device",
             EROFS => "Read-only file system",
+            EMLINK => "Too many links",
             EDOM => "Numerical argument out of domain",
             ERANGE => "Numerical result out of range",
             ENAMETOOLONG => "File name too long",

@@ -86,6 +86,15 @@ pub enum RbdError {
         /// What finishes it.
         why: String,
     },
+    /// The image belongs to a consistency group (`EMLINK`, as librbd):
+    /// remove it from the group first.
+    #[error("{what} belongs to group {group}")]
+    InGroup {
+        /// The image.
+        what: String,
+        /// The group's name (or id when the name is unknown).
+        group: String,
+    },
     /// The image handle was closed (`ESHUTDOWN`).
     #[error("image {what} is closed")]
     Closed {
@@ -116,6 +125,7 @@ impl RbdError {
             RbdError::Corrupt { .. } => Errno::EIO,
             RbdError::Contention { .. } => Errno::EAGAIN,
             RbdError::Closed { .. } => Errno::ESHUTDOWN,
+            RbdError::InGroup { .. } => Errno::EMLINK,
             RbdError::NotPermitted { .. } => Errno::EPERM,
             RbdError::Incomplete { .. } => Errno::EUCLEAN,
             RbdError::Rados { source, .. } => source.errno,

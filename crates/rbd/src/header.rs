@@ -15,6 +15,8 @@
 //!   `NOSNAP`)
 //! * `migration`: JSON [`crate::MigrationSpec`], on both images of a live
 //!   migration until it is committed or aborted
+//! * `group`: JSON [`crate::GroupRef`], the consistency group the image
+//!   belongs to (absent: none)
 //! * `snapshot_<id as %016x>`: JSON [`SnapRecord`]
 //! * `metadata_<key>`: user metadata, raw bytes (not loaded with the header)
 //!
@@ -47,6 +49,7 @@ pub(crate) const KEY_MODIFY_TS: &str = "modify_timestamp";
 pub(crate) const KEY_PARENT: &str = "parent";
 pub(crate) const KEY_SNAP_LIMIT: &str = "snap_limit";
 pub(crate) const KEY_MIGRATION: &str = "migration";
+pub(crate) const KEY_GROUP: &str = "group";
 pub(crate) const SNAP_PREFIX: &str = "snapshot_";
 pub(crate) const METADATA_PREFIX: &str = "metadata_";
 
@@ -105,6 +108,10 @@ pub(crate) struct SnapRecord {
     pub protection: Protection,
     /// The parent link as it was when taken (clones).
     pub parent: Option<ParentSpec>,
+    /// Set for a snapshot taken as part of a group snapshot (librbd's
+    /// group snapshot namespace): not addressable by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::GroupSnapNamespace>,
 }
 
 /// The decoded header plus the object version it was read at.
@@ -128,6 +135,8 @@ pub(crate) struct Header {
     pub parent: Option<ParentSpec>,
     /// The live migration this image takes part in, if any.
     pub migration: Option<crate::MigrationSpec>,
+    /// The consistency group the image belongs to, if any.
+    pub group: Option<crate::GroupRef>,
     pub snaps: BTreeMap<SnapId, SnapRecord>,
 }
 
@@ -180,6 +189,9 @@ impl Header {
         if let Some(mg) = &self.migration {
             m.insert(KEY_MIGRATION.into(), json_val(mg));
         }
+        if let Some(g) = &self.group {
+            m.insert(KEY_GROUP.into(), json_val(g));
+        }
         for s in self.snaps.values() {
             m.insert(snap_key(s.id), json_val(s));
         }
@@ -205,6 +217,10 @@ impl Header {
         let migration = map
             .get(KEY_MIGRATION)
             .map(|v| get_json::<crate::MigrationSpec>(v, KEY_MIGRATION, oid))
+            .transpose()?;
+        let group = map
+            .get(KEY_GROUP)
+            .map(|v| get_json::<crate::GroupRef>(v, KEY_GROUP, oid))
             .transpose()?;
         let mut snaps = BTreeMap::new();
         for (k, v) in map.range(SNAP_PREFIX.to_string()..) {
@@ -240,6 +256,7 @@ impl Header {
             snap_limit: opt_u64(KEY_SNAP_LIMIT)?,
             parent,
             migration,
+            group,
             snaps,
         };
         if h.snaps
@@ -264,9 +281,12 @@ impl Header {
         snapc
     }
 
-    /// Look a snapshot up by name.
+    /// Look a user snapshot up by name (group snapshots' image snapshots
+    /// are reached by id only, as in librbd).
     pub fn snap_by_name(&self, name: &str) -> Option<&SnapRecord> {
-        self.snaps.values().find(|s| s.name == name)
+        self.snaps
+            .values()
+            .find(|s| s.name == name && s.group.is_none())
     }
 
     /// Whether the head or any snapshot still reads through `parent`.
@@ -294,6 +314,7 @@ fn all_fixed_keys() -> Vec<String> {
         KEY_PARENT,
         KEY_SNAP_LIMIT,
         KEY_MIGRATION,
+        KEY_GROUP,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -453,6 +474,7 @@ mod tests {
                 timestamp_ns: 5,
                 protection: Protection::Protected,
                 parent: None,
+                group: None,
             },
         );
         Header {
@@ -468,6 +490,7 @@ mod tests {
             modify_ts_ns: 101,
             snap_limit: Some(7),
             migration: None,
+            group: None,
             parent: Some(ParentSpec {
                 pool: 1,
                 namespace: "ns".into(),

@@ -746,6 +746,7 @@ fn snap_info(s: &SnapRecord) -> SnapInfo {
         size: s.size,
         timestamp_ns: s.timestamp_ns,
         protected: s.protection != Protection::Unprotected,
+        group: s.group.clone(),
     }
 }
 
@@ -1165,6 +1166,39 @@ impl Image {
             .collect())
     }
 
+    /// The consistency group this image belongs to, read fresh.
+    pub async fn group(&self) -> Result<Option<crate::GroupRef>> {
+        Ok(self.fresh_header().await?.group)
+    }
+
+    /// Take the exclusive lock as a write would (its owner is asked to hand
+    /// it over) and keep it until the guard drops: a request for it is
+    /// answered, and the hand-over waits for the guard (the requester's
+    /// writes wait meanwhile). `None` when the image has no lock to take.
+    pub(crate) async fn hold_lock(&self) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        let inner = &self.inner;
+        inner.check_writable(&inner.view())?;
+        loop {
+            inner.check_open()?;
+            if !inner.lock_required() {
+                return Ok(None);
+            }
+            if !inner.owned.load(Ordering::Acquire) {
+                inner.acquire_lock(true, false).await?;
+            }
+            let g = inner.lock.op.lock().await;
+            if inner.owned.load(Ordering::Acquire) {
+                return Ok(Some(g));
+            }
+        }
+    }
+
+    /// Tell the image's other open handles that its header changed (see
+    /// `Inner::notify_header_update`).
+    pub(crate) async fn notify_header_changed(&self) {
+        self.inner.notify_header_update().await
+    }
+
     /// One snapshot by name, read fresh (`ENOENT`).
     pub async fn snap_info(&self, name: &str) -> Result<SnapInfo> {
         self.fresh_header()
@@ -1210,15 +1244,31 @@ impl Image {
     /// taken); released if the snapshot fails before it could use it.
     async fn snap_create_here(&self, name: &str, pre_id: Option<PreId>) -> Result<SnapId> {
         let mut pre_id = pre_id;
-        let r = self.snap_create_inner(name, &mut pre_id).await;
+        let r = self.snap_create_inner(name, &mut pre_id, None).await;
         if let Some(p) = pre_id {
             p.release(&*self.inner.rados, self.inner.io.pool_id).await;
         }
         r
     }
 
+    /// A group snapshot's image snapshot, taken by a handle that owns the
+    /// exclusive lock (or an image without the feature): see `group.rs`.
+    pub(crate) async fn snap_create_grouped(
+        &self,
+        name: &str,
+        group: crate::GroupSnapNamespace,
+    ) -> Result<SnapId> {
+        self.snap_create_inner(name, &mut None, Some(group)).await
+    }
+
     /// [`Self::snap_create_here`]; takes `pre_id` once it is in use.
-    async fn snap_create_inner(&self, name: &str, pre_id: &mut Option<PreId>) -> Result<SnapId> {
+    /// `group`: the snapshot belongs to that group snapshot.
+    async fn snap_create_inner(
+        &self,
+        name: &str,
+        pre_id: &mut Option<PreId>,
+        group: Option<crate::GroupSnapNamespace>,
+    ) -> Result<SnapId> {
         layout::validate_snap_name(name)?;
         let inner = &self.inner;
         let _g = inner.gate.write().await;
@@ -1340,6 +1390,7 @@ impl Image {
                     timestamp_ns: crate::now_ns(),
                     protection: Protection::Unprotected,
                     parent: h.parent.clone(),
+                    group: group.clone(),
                 },
             );
             nh.snap_seq = id;
@@ -1799,6 +1850,17 @@ impl Image {
     /// owner to hand it over, as a write does) and holds it throughout, so
     /// no other client writes the head, or its object map, meanwhile.
     pub async fn snap_rollback(&self, name: &str) -> Result<()> {
+        self.snap_rollback_spec(&SnapSpec::Name(name.to_string()))
+            .await
+    }
+
+    /// [`Self::snap_rollback`] to a snapshot given by id (group snapshots'
+    /// image snapshots have no user name).
+    pub async fn snap_rollback_by_id(&self, id: SnapId) -> Result<()> {
+        self.snap_rollback_spec(&SnapSpec::Id(id)).await
+    }
+
+    async fn snap_rollback_spec(&self, spec: &SnapSpec) -> Result<()> {
         let inner = &self.inner;
         inner.check_writable(&inner.view())?;
         loop {
@@ -1818,7 +1880,7 @@ impl Image {
             if inner.lock_required() && !inner.owned.load(Ordering::Acquire) {
                 continue;
             }
-            self.snap_rollback_here(name).await?;
+            self.snap_rollback_here(spec).await?;
             break;
         }
         inner.notify_header_update().await;
@@ -1827,15 +1889,22 @@ impl Image {
 
     /// Roll the head back to a snapshot: per-object rollback (objects
     /// created after it are removed), size restored. `EROFS`, `ENOENT`.
-    async fn snap_rollback_here(&self, name: &str) -> Result<()> {
+    async fn snap_rollback_here(&self, spec: &SnapSpec) -> Result<()> {
         let inner = &self.inner;
         let _g = inner.gate.write().await;
         let v = inner.reload().await?;
         inner.check_writable(&v)?;
-        let what = format!("snapshot {}@{name}", inner.spec());
-        let rec = v
-            .header
-            .snap_by_name(name)
+        let (what, rec) = match spec {
+            SnapSpec::Name(name) => (
+                format!("snapshot {}@{name}", inner.spec()),
+                v.header.snap_by_name(name),
+            ),
+            SnapSpec::Id(id) => (
+                format!("snapshot id {id} of {}", inner.spec()),
+                v.header.snaps.get(id),
+            ),
+        };
+        let rec = rec
             .ok_or_else(|| RbdError::not_found(what.clone()))?
             .clone();
         let rados = inner.rados.as_ref();

@@ -67,6 +67,7 @@ mod advisory;
 mod copy;
 mod diff;
 mod error;
+mod group;
 mod header;
 mod image;
 mod io;
@@ -83,6 +84,9 @@ mod trash;
 pub use advisory::{ImageLocker, ImageLocks};
 pub use copy::CopyOptions;
 pub use error::{RbdError, Result};
+pub use group::{
+    GroupImageInfo, GroupImageState, GroupRef, GroupSnapInfo, GroupSnapNamespace, GroupSnapState,
+};
 pub use image::{Image, ImageCloser, TimestampIntervals};
 pub use layout::{
     validate_image_name, validate_namespace_name, validate_snap_name, DEFAULT_ORDER,
@@ -282,6 +286,9 @@ pub struct SnapInfo {
     pub timestamp_ns: u64,
     /// Whether protected (cloneable, not removable).
     pub protected: bool,
+    /// The group snapshot it belongs to (librbd's group namespace); `None`
+    /// for a user snapshot.
+    pub group: Option<GroupSnapNamespace>,
 }
 
 /// Where a clone's data comes from ([`Image::parent_info`]).

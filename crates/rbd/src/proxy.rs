@@ -167,6 +167,7 @@ impl From<&RbdError> for WireError {
             RbdError::Closed { what } => ("closed", what.clone(), String::new()),
             RbdError::NotPermitted { what, why } => ("not_permitted", what.clone(), why.clone()),
             RbdError::Incomplete { what, why } => ("incomplete", what.clone(), why.clone()),
+            RbdError::InGroup { what, group } => ("in_group", what.clone(), group.clone()),
             RbdError::Rados { context, source } => {
                 ("rados", context.clone(), source.context.clone())
             }
@@ -196,6 +197,7 @@ impl From<WireError> for RbdError {
             "closed" => RbdError::Closed { what: a },
             "not_permitted" => RbdError::NotPermitted { what: a, why: b },
             "incomplete" => RbdError::Incomplete { what: a, why: b },
+            "in_group" => RbdError::InGroup { what: a, group: b },
             // "rados" and kinds of newer versions: the errno is what counts.
             _ => RbdError::Rados {
                 context: a,

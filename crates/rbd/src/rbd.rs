@@ -580,6 +580,7 @@ impl Rbd {
             snap_limit: None,
             parent: parent.clone(),
             migration,
+            group: None,
             snaps: BTreeMap::new(),
         };
         let header_oid = io.oid(layout::header_oid(id));
@@ -933,6 +934,12 @@ impl Rbd {
                     "it takes part in a live migration; run `rbd migration abort` or \
                      `rbd migration commit` on it instead",
                 ));
+            }
+            if let Some(g) = &h.group {
+                return Err(RbdError::InGroup {
+                    what: format!("image {spec}"),
+                    group: g.group_id.clone(),
+                });
             }
             if !h.snaps.is_empty() {
                 return Err(RbdError::NotEmpty {

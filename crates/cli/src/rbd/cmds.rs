@@ -522,6 +522,8 @@ pub async fn rm(ctx: &Ctx, image: &str) -> CmdResult {
                 );
             }
             Err(match e.errno() {
+                Errno::EMLINK => CmdError::new(Errno::EMLINK, "error: image belongs to a group")
+                    .then("Remove the image from the group and try again."),
                 Errno::ENOTEMPTY => CmdError::new(
                     Errno::ENOTEMPTY,
                     "image has snapshots - these must be deleted with 'rbd snap purge' before the image can be removed.",
@@ -602,20 +604,29 @@ pub async fn snap_create(ctx: &Ctx, s: &str) -> CmdResult {
 }
 
 /// `rbd snap ls`.
-pub async fn snap_ls(ctx: &Ctx, image: &str) -> CmdResult {
+pub async fn snap_ls(ctx: &Ctx, image: &str, all: bool) -> CmdResult {
     let spec = ctx.spec(image)?;
     let img = open_head(ctx, &spec).await?;
-    let snaps = img
+    let mut snaps = img
         .snap_list()
         .await
         .map_err(|e| CmdError::rbd("failed to list snapshots", &e))?;
+    // Snapshots of other namespaces (groups') only with --all, as Ceph.
+    if !all {
+        snaps.retain(|s| s.group.is_none());
+    }
+    let namespace = |s: &quarry_rbd::SnapInfo| if s.group.is_some() { "group" } else { "user" };
     if ctx.g.json() {
         let v: Vec<Value> = snaps
             .iter()
             .map(|s| {
-                json!({"id": s.id, "name": s.name, "size": s.size,
+                let mut v = json!({"id": s.id, "name": s.name, "size": s.size,
                 "protected": if s.protected {"true"} else {"false"},
-                "timestamp": ctime(s.timestamp_ns)})
+                "timestamp": ctime(s.timestamp_ns)});
+                if all {
+                    v["namespace"] = json!({"type": namespace(s)});
+                }
+                v
             })
             .collect();
         ctx.print_json(&Value::Array(v));
@@ -624,15 +635,19 @@ pub async fn snap_ls(ctx: &Ctx, image: &str) -> CmdResult {
     if snaps.is_empty() {
         return Ok(());
     }
-    let mut t = Table::new(&[
+    let mut cols = vec![
         ("SNAPID", Align::Right),
         ("NAME", Align::Left),
         ("SIZE", Align::Right),
         ("PROTECTED", Align::Left),
         ("TIMESTAMP", Align::Left),
-    ]);
+    ];
+    if all {
+        cols.push(("NAMESPACE", Align::Left));
+    }
+    let mut t = Table::new(&cols);
     for s in &snaps {
-        t.row(vec![
+        let mut row = vec![
             s.id.to_string(),
             s.name.clone(),
             format_size(s.size),
@@ -642,7 +657,11 @@ pub async fn snap_ls(ctx: &Ctx, image: &str) -> CmdResult {
                 String::new()
             },
             ctime(s.timestamp_ns),
-        ]);
+        ];
+        if all {
+            row.push(namespace(s).to_string());
+        }
+        t.row(row);
     }
     print!("{}", t.render());
     Ok(())
@@ -737,10 +756,12 @@ pub async fn snap_limit(ctx: &Ctx, image: &str, limit: Option<u64>) -> CmdResult
 pub async fn snap_purge(ctx: &Ctx, image: &str) -> CmdResult {
     let spec = ctx.spec(image)?;
     let img = open_head(ctx, &spec).await?;
-    let snaps = img
+    let mut snaps = img
         .snap_list()
         .await
         .map_err(|e| CmdError::rbd("removing snaps failed", &e))?;
+    // Group snapshots belong to their group (`rbd group snap rm`).
+    snaps.retain(|s| s.group.is_none());
     let p = Progress::new(
         ctx.g.progress(),
         "Removing all snapshots",

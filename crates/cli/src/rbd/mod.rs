@@ -8,6 +8,7 @@
 
 mod admin;
 mod cmds;
+mod group;
 mod lock;
 mod migration;
 mod trash;
@@ -804,6 +805,11 @@ enum RbdCmd {
         #[command(subcommand)]
         cmd: NamespaceCmd,
     },
+    /// Consistency groups: images snapshotted together.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
     /// Per-pool and per-image librbd option overrides.
     Config {
         #[command(subcommand)]
@@ -828,6 +834,108 @@ enum FeatureCmd {
         /// Feature names.
         #[arg(required = true)]
         features: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCmd {
+    /// Create a group (`[pool/[namespace/]]group`).
+    Create {
+        /// Group spec.
+        group: String,
+    },
+    /// Delete a group: its snapshots go, its images leave it.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Group spec.
+        group: String,
+    },
+    /// List the groups of a pool.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// `pool[/namespace]`.
+        pool: Option<String>,
+    },
+    /// Rename a group within its pool and namespace.
+    Rename {
+        /// Group spec.
+        src: String,
+        /// New group spec.
+        dest: String,
+    },
+    /// The images of a group.
+    Image {
+        #[command(subcommand)]
+        cmd: GroupImageCmd,
+    },
+    /// Snapshots of a group (crash-consistent across its images).
+    Snap {
+        #[command(subcommand)]
+        cmd: GroupSnapCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupImageCmd {
+    /// Add an image to a group.
+    Add {
+        /// Group spec.
+        group: String,
+        /// Image spec.
+        image: String,
+    },
+    /// Remove an image from a group.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Group spec.
+        group: String,
+        /// Image spec.
+        image: String,
+    },
+    /// List the images of a group.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Group spec.
+        group: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupSnapCmd {
+    /// Snapshot every image of a group at one point in time.
+    Create {
+        /// `group@snap`.
+        spec: String,
+        /// Accepted: Quarry has no quiesce hooks to skip.
+        #[arg(long)]
+        skip_quiesce: bool,
+        /// Accepted: Quarry has no quiesce hooks to fail.
+        #[arg(long)]
+        ignore_quiesce_error: bool,
+    },
+    /// Remove a group snapshot (and its image snapshots).
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// `group@snap`.
+        spec: String,
+    },
+    /// Rename a group snapshot.
+    Rename {
+        /// `group@snap`.
+        spec: String,
+        /// New snapshot name.
+        dest: String,
+    },
+    /// List the snapshots of a group.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Group spec.
+        group: String,
+    },
+    /// Roll every image of the group back to a group snapshot.
+    Rollback {
+        /// `group@snap`.
+        spec: String,
     },
 }
 
@@ -1028,6 +1136,9 @@ enum SnapCmd {
     Ls {
         /// Image spec.
         image: String,
+        /// Also the snapshots of other namespaces (group snapshots').
+        #[arg(short = 'a', long)]
+        all: bool,
     },
     /// Delete a snapshot.
     #[command(visible_alias = "remove")]
@@ -1301,7 +1412,7 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
         },
         Snap { cmd } => match cmd {
             SnapCmd::Create { spec, .. } => cmds::snap_create(ctx, &spec).await,
-            SnapCmd::Ls { image } => cmds::snap_ls(ctx, &image).await,
+            SnapCmd::Ls { image, all } => cmds::snap_ls(ctx, &image, all).await,
             SnapCmd::Rm { spec } => cmds::snap_rm(ctx, &spec).await,
             SnapCmd::Rollback { spec } => cmds::snap_rollback(ctx, &spec).await,
             SnapCmd::Protect { spec } => cmds::snap_protect(ctx, &spec).await,
@@ -1420,6 +1531,26 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
             FeatureCmd::Disable { image, features } => {
                 admin::feature(ctx, &image, &features, false).await
             }
+        },
+        Group { cmd } => match cmd {
+            GroupCmd::Create { group } => group::create(ctx, &group).await,
+            GroupCmd::Rm { group } => group::remove(ctx, &group).await,
+            GroupCmd::Ls { pool } => group::list(ctx, pool.as_deref()).await,
+            GroupCmd::Rename { src, dest } => group::rename(ctx, &src, &dest).await,
+            GroupCmd::Image { cmd } => match cmd {
+                GroupImageCmd::Add { group, image } => group::image_add(ctx, &group, &image).await,
+                GroupImageCmd::Rm { group, image } => {
+                    group::image_remove(ctx, &group, &image).await
+                }
+                GroupImageCmd::Ls { group } => group::image_list(ctx, &group).await,
+            },
+            GroupCmd::Snap { cmd } => match cmd {
+                GroupSnapCmd::Create { spec, .. } => group::snap_create(ctx, &spec).await,
+                GroupSnapCmd::Rm { spec } => group::snap_remove(ctx, &spec).await,
+                GroupSnapCmd::Rename { spec, dest } => group::snap_rename(ctx, &spec, &dest).await,
+                GroupSnapCmd::Ls { group } => group::snap_list(ctx, &group).await,
+                GroupSnapCmd::Rollback { spec } => group::snap_rollback(ctx, &spec).await,
+            },
         },
         Namespace { cmd } => match cmd {
             NamespaceCmd::Create { spec } => admin::namespace_create(ctx, spec.as_deref()).await,
