@@ -1597,6 +1597,13 @@ fn groups_snapshot_and_roll_back_their_images_together() {
         "rbd: error: image belongs to a group\n\
          rbd: Remove the image from the group and try again.\n",
     );
+    e.fails(
+        &["rbd", "migration", "prepare", "data/os", "data/os2"],
+        16,
+        "rbd: preparing migration failed: (16) Device or resource busy\n\
+         rbd: image data/os is busy: it belongs to a consistency group; \
+         remove it from the group first\n",
+    );
 
     e.ok(&["rbd", "group", "snap", "create", "data/g1@s1"]);
     e.fails(

@@ -130,6 +130,14 @@ impl Rbd {
         if sh.migration.is_some() {
             return Err(RbdError::busy(what, "it is already being migrated"));
         }
+        if sh.group.is_some() {
+            // Its group would lose track of it (and commit could not
+            // remove the source).
+            return Err(RbdError::busy(
+                what,
+                "it belongs to a consistency group; remove it from the group first",
+            ));
+        }
         if !sh.snaps.is_empty() {
             return Err(RbdError::Unsupported {
                 what: format!(
@@ -201,6 +209,12 @@ impl Rbd {
         update_header(&rados, &soid, &what, |h| {
             if h.migration.as_ref().is_some_and(|m| *m != rec) {
                 return Err(RbdError::busy(what.clone(), "it is already being migrated"));
+            }
+            if h.group.is_some() {
+                return Err(RbdError::busy(
+                    what.clone(),
+                    "it was added to a consistency group meanwhile",
+                ));
             }
             if !h.snaps.is_empty() {
                 return Err(RbdError::busy(
