@@ -648,15 +648,29 @@ impl Rbd {
             Ok((BTreeMap::from([(sk.clone(), json(&rec))]), vec![]))
         })
         .await?;
-        let images = self.open_members(gio, &members).await?;
         let ns = GroupSnapNamespace {
             pool: gio.pool_id,
             group_id: gid.clone(),
             snap_id: snap_id.clone(),
         };
-        let taken = take_member_snaps(&images, &ns).await;
-        close_all(&images).await;
-        let taken = taken?;
+        let taken = match self.open_members(gio, &members).await {
+            Ok(images) => {
+                let t = take_member_snaps(&images, &ns).await;
+                close_all(&images).await;
+                t
+            }
+            Err(e) => Err(e),
+        };
+        let taken = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                // Undo (as librbd): the name stays free for a retry.
+                if let Err(u) = self.group_snap_remove_record(gio, &gid, &rec, &what).await {
+                    tracing::warn!("{what}: removing the failed snapshot {snap}: {u}");
+                }
+                return Err(e);
+            }
+        };
         rec.snaps = members
             .iter()
             .zip(taken)

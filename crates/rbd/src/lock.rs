@@ -55,6 +55,11 @@ use crate::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP};
 pub(crate) const LOCK_XATTR: &str = "lock.rbd_lock";
 /// How long a requester waits for the owner's answer to one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a handle that handed the lock over on request leaves it to
+/// the requester (which looks every [`RETRY_PAUSE`]) before asking for it
+/// back: without it a handle that writes without pause took the lock back
+/// at once every time, and the requester never got it.
+const HANDOVER_GRACE: Duration = Duration::from_millis(100);
 /// Bound on taking the lock from a live owner that does not let go.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a header change waits for the image's other open handles to
@@ -190,6 +195,9 @@ pub(crate) struct LockState {
     pub hook: std::sync::Mutex<Option<PreReleaseHook>>,
     /// What breaking another owner's lock does to that owner.
     pub fence: FencePolicy,
+    /// When this handle last handed the lock over on request (see
+    /// [`HANDOVER_GRACE`]).
+    pub handed_over: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 fn what(inner: &Inner) -> String {
@@ -492,6 +500,22 @@ impl Inner {
         let _op = self.lock.op.lock().await;
         if self.owned.load(Ordering::Acquire) {
             return Ok(());
+        }
+        let handed = self
+            .lock
+            .handed_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(at) = handed {
+            // Fairness: the requester takes it first (or the grace ends).
+            while tokio::time::Instant::now() < at + HANDOVER_GRACE {
+                let (rec, _) = read_record(self).await?;
+                if rec.is_some_and(|r| !self.is_me(&r)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
         tracing::debug!(image = %self.spec(), cookie = ?self.watch_cookie(), "acquiring the exclusive lock");
         let mut me = self.my_record(managed).ok_or_else(|| {
@@ -848,8 +872,17 @@ impl Inner {
             .notify_ack(&ev.oid, ev.notify_id, ev.cookie, Bytes::from(ans))
             .await;
         if release {
-            if let Err(e) = self.release_lock().await {
-                tracing::warn!(image = %self.spec(), "could not release the exclusive lock: {e}");
+            match self.release_lock().await {
+                Ok(()) => {
+                    *self
+                        .lock
+                        .handed_over
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(image = %self.spec(), "could not release the exclusive lock: {e}")
+                }
             }
         }
     }
