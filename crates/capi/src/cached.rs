@@ -85,6 +85,15 @@ impl ImageBackend for CachedBackend {
     async fn snap_list(&self) -> CResult<Vec<SnapInfo>> {
         self.inner.snap_list().await
     }
+    async fn group(&self) -> CResult<Option<(quarry_rados::PoolId, String)>> {
+        self.inner.group().await
+    }
+    async fn snap_group_namespace(
+        &self,
+        snap_id: u64,
+    ) -> CResult<(quarry_rados::PoolId, String, String)> {
+        self.inner.snap_group_namespace(snap_id).await
+    }
     async fn snap_create(&self, name: &str) -> CResult<()> {
         // The snapshot must hold every write acknowledged before it.
         self.cache.sync().await?;

@@ -260,6 +260,15 @@ impl ImageBackend for CryptoBackend {
     async fn snap_list(&self) -> CResult<Vec<SnapInfo>> {
         self.inner.snap_list().await
     }
+    async fn group(&self) -> CResult<Option<(quarry_rados::PoolId, String)>> {
+        self.inner.group().await
+    }
+    async fn snap_group_namespace(
+        &self,
+        snap_id: u64,
+    ) -> CResult<(quarry_rados::PoolId, String, String)> {
+        self.inner.snap_group_namespace(snap_id).await
+    }
     async fn snap_create(&self, name: &str) -> CResult<()> {
         self.inner.snap_create(name).await
     }

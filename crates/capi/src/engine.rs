@@ -105,6 +105,8 @@ pub struct SnapInfo {
     pub protected: bool,
     /// Creation time, seconds since the epoch.
     pub timestamp: u64,
+    /// The group snapshot it belongs to (group namespace), if any.
+    pub group: Option<quarry_rbd::GroupSnapNamespace>,
 }
 
 /// Where a clone's data comes from.
@@ -256,6 +258,56 @@ pub trait ImageEngine: Send + Sync {
         io: &IoTarget,
         name: &str,
     ) -> CResult<quarry_rbd::MigrationSpec>;
+    /// Create consistency group `name` (`EEXIST`).
+    async fn group_create(&self, io: &IoTarget, name: &str) -> CResult<()>;
+    /// Remove a group: its snapshots, its members' links, the group.
+    async fn group_remove(&self, io: &IoTarget, name: &str) -> CResult<()>;
+    /// Group names of a pool/namespace, sorted.
+    async fn group_list(&self, io: &IoTarget) -> CResult<Vec<String>>;
+    /// Rename a group.
+    async fn group_rename(&self, io: &IoTarget, src: &str, dst: &str) -> CResult<()>;
+    /// Image `image` of `iio` joins group `group` of `gio`.
+    async fn group_image_add(
+        &self,
+        gio: &IoTarget,
+        group: &str,
+        iio: &IoTarget,
+        image: &str,
+    ) -> CResult<()>;
+    /// Image `image` of `iio` leaves group `group` of `gio`.
+    async fn group_image_remove(
+        &self,
+        gio: &IoTarget,
+        group: &str,
+        iio: &IoTarget,
+        image: &str,
+    ) -> CResult<()>;
+    /// A group's members.
+    async fn group_image_list(
+        &self,
+        gio: &IoTarget,
+        group: &str,
+    ) -> CResult<Vec<quarry_rbd::GroupImageInfo>>;
+    /// A crash-consistent snapshot of every member.
+    async fn group_snap_create(&self, gio: &IoTarget, group: &str, snap: &str) -> CResult<()>;
+    /// Remove a group snapshot (and its member snapshots).
+    async fn group_snap_remove(&self, gio: &IoTarget, group: &str, snap: &str) -> CResult<()>;
+    /// Rename a group snapshot.
+    async fn group_snap_rename(
+        &self,
+        gio: &IoTarget,
+        group: &str,
+        src: &str,
+        dst: &str,
+    ) -> CResult<()>;
+    /// Roll every member back to a group snapshot.
+    async fn group_snap_rollback(&self, gio: &IoTarget, group: &str, snap: &str) -> CResult<()>;
+    /// A group's snapshots, oldest first.
+    async fn group_snap_list(
+        &self,
+        gio: &IoTarget,
+        group: &str,
+    ) -> CResult<Vec<quarry_rbd::GroupSnapInfo>>;
 }
 
 /// An open image.
@@ -371,6 +423,12 @@ pub trait ImageBackend: Send + Sync {
     /// Run `hook` before the exclusive lock is handed to another client
     /// (the writes this handle acknowledged must be on the cluster first).
     fn set_pre_release_hook(&self, hook: PreReleaseHook);
+    /// `rbd_get_group`: the image's group as (group pool id, group name).
+    async fn group(&self) -> CResult<Option<(PoolId, String)>>;
+    /// `rbd_snap_get_group_namespace`: (group pool id, group name, group
+    /// snapshot name) of a group snapshot's image snapshot (`EINVAL` for
+    /// another snapshot, `ENOENT` for a missing id).
+    async fn snap_group_namespace(&self, snap_id: u64) -> CResult<(PoolId, String, String)>;
 }
 
 /// See [`ImageBackend::set_pre_release_hook`].

@@ -2516,7 +2516,8 @@ pub(crate) unsafe fn fill_kv_list(
     Ok(0)
 }
 
-/// Namespace type of a snapshot: always user (0) in Quarry.
+/// Namespace type of a snapshot: user (0), or group (1) for a group
+/// snapshot's image snapshot.
 #[no_mangle]
 pub unsafe extern "C" fn rbd_snap_get_namespace_type(
     image: ImageT,
@@ -2527,11 +2528,13 @@ pub unsafe extern "C" fn rbd_snap_get_namespace_type(
         // SAFETY: handle from the caller.
         let img = unsafe { img_of(image) }?;
         nonnull(ty)?;
-        if !snaps_of(img)?.iter().any(|s| s.id == snap_id) {
+        let snaps = snaps_of(img)?;
+        let Some(s) = snaps.iter().find(|s| s.id == snap_id) else {
             return Err(Errno::ENOENT.into());
-        }
+        };
+        let t = if s.group.is_some() { 1 } else { 0 };
         // SAFETY: non-null.
-        unsafe { *ty = 0 };
+        unsafe { *ty = t };
         Ok(0)
     })
 }

@@ -44,6 +44,7 @@ pub mod ffi_advisory;
 pub mod ffi_app;
 pub mod ffi_cluster_info;
 pub mod ffi_copy;
+pub mod ffi_group;
 pub mod ffi_image_admin;
 pub mod ffi_list;
 pub mod ffi_lock;

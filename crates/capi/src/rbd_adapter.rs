@@ -229,6 +229,86 @@ impl ImageEngine for Engine {
         Ok(self.rbd.migration_status(&io(t), name).await?)
     }
 
+    async fn group_create(&self, t: &IoTarget, name: &str) -> CResult<()> {
+        Ok(self.rbd.group_create(&io(t), name).await?)
+    }
+
+    async fn group_remove(&self, t: &IoTarget, name: &str) -> CResult<()> {
+        Ok(self.rbd.group_remove(&io(t), name).await?)
+    }
+
+    async fn group_list(&self, t: &IoTarget) -> CResult<Vec<String>> {
+        Ok(self.rbd.group_list(&io(t)).await?)
+    }
+
+    async fn group_rename(&self, t: &IoTarget, src: &str, dst: &str) -> CResult<()> {
+        Ok(self.rbd.group_rename(&io(t), src, dst).await?)
+    }
+
+    async fn group_image_add(
+        &self,
+        gt: &IoTarget,
+        group: &str,
+        it: &IoTarget,
+        image: &str,
+    ) -> CResult<()> {
+        Ok(self
+            .rbd
+            .group_image_add(&io(gt), group, &io(it), image)
+            .await?)
+    }
+
+    async fn group_image_remove(
+        &self,
+        gt: &IoTarget,
+        group: &str,
+        it: &IoTarget,
+        image: &str,
+    ) -> CResult<()> {
+        Ok(self
+            .rbd
+            .group_image_remove(&io(gt), group, &io(it), image)
+            .await?)
+    }
+
+    async fn group_image_list(
+        &self,
+        gt: &IoTarget,
+        group: &str,
+    ) -> CResult<Vec<quarry_rbd::GroupImageInfo>> {
+        Ok(self.rbd.group_image_list(&io(gt), group).await?)
+    }
+
+    async fn group_snap_create(&self, gt: &IoTarget, group: &str, snap: &str) -> CResult<()> {
+        Ok(self.rbd.group_snap_create(&io(gt), group, snap).await?)
+    }
+
+    async fn group_snap_remove(&self, gt: &IoTarget, group: &str, snap: &str) -> CResult<()> {
+        Ok(self.rbd.group_snap_remove(&io(gt), group, snap).await?)
+    }
+
+    async fn group_snap_rename(
+        &self,
+        gt: &IoTarget,
+        group: &str,
+        src: &str,
+        dst: &str,
+    ) -> CResult<()> {
+        Ok(self.rbd.group_snap_rename(&io(gt), group, src, dst).await?)
+    }
+
+    async fn group_snap_rollback(&self, gt: &IoTarget, group: &str, snap: &str) -> CResult<()> {
+        Ok(self.rbd.group_snap_rollback(&io(gt), group, snap).await?)
+    }
+
+    async fn group_snap_list(
+        &self,
+        gt: &IoTarget,
+        group: &str,
+    ) -> CResult<Vec<quarry_rbd::GroupSnapInfo>> {
+        Ok(self.rbd.group_snap_list(&io(gt), group).await?)
+    }
+
     async fn namespace_list(&self, t: &IoTarget) -> CResult<Vec<String>> {
         let mut t = io(t);
         t.namespace = String::new();
@@ -351,6 +431,7 @@ impl ImageBackend for Backend {
                 name: s.name,
                 protected: s.protected,
                 timestamp: s.timestamp_ns / 1_000_000_000,
+                group: s.group,
             })
             .collect())
     }
@@ -578,6 +659,40 @@ impl ImageBackend for Backend {
 
     async fn list_lockers(&self) -> CResult<quarry_rbd::ImageLocks> {
         Ok(self.img.list_lockers().await?)
+    }
+
+    async fn group(&self) -> CResult<Option<(PoolId, String)>> {
+        Ok(self.rbd.image_group(self.img.ioctx(), &self.img).await?)
+    }
+
+    async fn snap_group_namespace(&self, snap_id: u64) -> CResult<(PoolId, String, String)> {
+        let snaps = self.img.snap_list().await?;
+        let s = snaps
+            .into_iter()
+            .find(|s| s.id == snap_id)
+            .ok_or_else(|| CError::new(Errno::ENOENT, format!("no snapshot with id {snap_id}")))?;
+        let ns = s.group.ok_or_else(|| {
+            CError::new(
+                Errno::EINVAL,
+                format!("snapshot {} is not a group snapshot", s.name),
+            )
+        })?;
+        // The group lives in the image's namespace, in its own pool.
+        let gio = self.rbd.ioctx(ns.pool, &self.img.ioctx().namespace).await?;
+        let group = self.rbd.group_name(&gio, &ns.group_id).await?;
+        let snap = self
+            .rbd
+            .group_snap_list(&gio, &group)
+            .await?
+            .into_iter()
+            .find(|g| g.id == ns.snap_id)
+            .ok_or_else(|| {
+                CError::new(
+                    Errno::ENOENT,
+                    format!("group snapshot id {} of group {group}", ns.snap_id),
+                )
+            })?;
+        Ok((ns.pool, group, snap.name))
     }
 
     fn set_pre_release_hook(&self, hook: crate::engine::PreReleaseHook) {

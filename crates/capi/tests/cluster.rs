@@ -22,7 +22,8 @@ impl Cluster {
 /// scripts (tests/py: OpenStack's flow, pool applications, object
 /// listing and xattrs, image administration, self-managed snapshots,
 /// cluster facts, omap through compound operations, LUKS encryption of a
-/// golden image and its clone, live migration of a clone between pools).
+/// golden image and its clone, live migration of a clone between pools,
+/// consistency groups: crash-consistent snapshots of a VM's two disks).
 #[test]
 fn qemu_fio_and_auth_on_a_cluster() {
     let c = Cluster::up();
@@ -42,6 +43,7 @@ fn qemu_fio_and_auth_on_a_cluster() {
     run_python(&c, "pool_stats.py", &["py"], "pool stats OK");
     run_python(&c, "encryption.py", &["py"], "encryption OK");
     run_python(&c, "migration.py", &["py", "data"], "migration OK");
+    run_python(&c, "group.py", &["py"], "group OK");
     migration_under_qemu(&c);
 }
 

@@ -89,6 +89,14 @@ int main(int argc, char **argv) {
   EQ(sizeof(rbd_linked_image_spec_t), 48);
   EQ(offsetof(rbd_linked_image_spec_t, trash), 40);
   EQ(sizeof(rbd_snap_spec_t), 24);
+  EQ(sizeof(rbd_group_info_t), 16);
+  EQ(offsetof(rbd_group_info_t, pool), 8);
+  EQ(sizeof(rbd_group_image_info_t), 24);
+  EQ(offsetof(rbd_group_image_info_t, state), 16);
+  EQ(sizeof(rbd_group_snap_info_t), 16);
+  EQ(offsetof(rbd_group_snap_info_t, state), 8);
+  EQ(sizeof(rbd_snap_group_namespace_t), 24);
+  EQ(offsetof(rbd_snap_group_namespace_t, group_snap_name), 16);
   EQ(sizeof(struct rados_pool_stat_t), 16 * 8);
   EQ(sizeof(struct rados_cluster_stat_t), 32);
 
@@ -383,6 +391,101 @@ int main(int argc, char **argv) {
   enc = rbd_encryption_load(img, RBD_ENCRYPTION_FORMAT_LUKS1, &luks1,
                             sizeof(luks1));
   CHECK(enc == -EINVAL, "encryption load of an image without header %d", enc);
+
+  /* ---- consistency groups ---- */
+  {
+    int64_t pool_id = rados_ioctx_get_id(io);
+    EQ(rbd_group_create(io, NULL), -EINVAL);
+    EQ(rbd_group_create(io, "abig"), 0);
+    EQ(rbd_group_create(io, "abig"), -EEXIST);
+    char gnames[16];
+    size_t gsize = 1;
+    EQ(rbd_group_list(io, gnames, &gsize), -ERANGE);
+    EQ(gsize, 5);
+    gsize = sizeof gnames;
+    EQ(rbd_group_list(io, gnames, &gsize), 5);
+    CHECK(strcmp(gnames, "abig") == 0, "group list %s", gnames);
+
+    rbd_group_info_t gi;
+    EQ(rbd_get_group(img, &gi, sizeof gi - 1), -ERANGE);
+    EQ(rbd_get_group(img, NULL, sizeof gi), -EINVAL);
+    EQ(rbd_get_group(img, &gi, sizeof gi), 0);
+    CHECK(gi.pool == -1 && gi.name && gi.name[0] == 0, "not in a group");
+    rbd_group_info_cleanup(&gi, sizeof gi);
+    EQ(rbd_group_image_add(io, "abig", io, "abi1"), 0);
+    EQ(rbd_group_image_add(io, "abig", io, "abi1"), -EEXIST);
+    EQ(rbd_get_group(img, &gi, sizeof gi), 0);
+    CHECK(gi.pool == pool_id && strcmp(gi.name, "abig") == 0, "group %s", gi.name);
+    rbd_group_info_cleanup(&gi, sizeof gi);
+
+    rbd_group_image_info_t gim[2];
+    size_t ng = 0;
+    EQ(rbd_group_image_list(io, "abig", gim, sizeof gim[0], &ng), -ERANGE);
+    EQ(ng, 1);
+    ng = 2;
+    EQ(rbd_group_image_list(io, "abig", gim, sizeof gim[0] + 1, &ng), -ERANGE);
+    ng = 2;
+    EQ(rbd_group_image_list(io, "abig", gim, sizeof gim[0], &ng), 0);
+    EQ(ng, 1);
+    CHECK(strcmp(gim[0].name, "abi1") == 0 && gim[0].pool == pool_id &&
+              gim[0].state == RBD_GROUP_IMAGE_STATE_ATTACHED,
+          "group image %s", gim[0].name);
+    rbd_group_image_list_cleanup(gim, sizeof gim[0], ng);
+
+    EQ(rbd_group_snap_create2(io, "abig", "gs", 1 << 7), -EINVAL);
+    EQ(rbd_group_snap_create2(io, "abig", "gs", RBD_SNAP_CREATE_SKIP_QUIESCE), 0);
+    EQ(rbd_group_snap_create2(io, "abig", "gs", 0), -EEXIST);
+    rbd_group_snap_info_t gsn[2];
+    size_t nsn = 2;
+    EQ(rbd_group_snap_list(io, "abig", gsn, sizeof gsn[0] - 1, &nsn), -ERANGE);
+    nsn = 2;
+    EQ(rbd_group_snap_list(io, "abig", gsn, sizeof gsn[0], &nsn), 0);
+    EQ(nsn, 1);
+    CHECK(strcmp(gsn[0].name, "gs") == 0 && gsn[0].state == RBD_GROUP_SNAP_STATE_COMPLETE,
+          "group snap %s %d", gsn[0].name, (int)gsn[0].state);
+    rbd_group_snap_list_cleanup(gsn, sizeof gsn[0], nsn);
+
+    /* The image's snapshot of it, in the group namespace. */
+    rbd_snap_info_t sl[16];
+    int maxs = 16, groups = 0;
+    uint64_t gsid = 0;
+    int n = rbd_snap_list(img, sl, &maxs);
+    CHECK(n > 0, "snap list %d", n);
+    for (int i = 0; i < n; i++) {
+      rbd_snap_namespace_type_t t = -1;
+      EQ(rbd_snap_get_namespace_type(img, sl[i].id, &t), 0);
+      if (t == RBD_SNAP_NAMESPACE_TYPE_GROUP) {
+        groups++;
+        gsid = sl[i].id;
+      } else {
+        EQ(t, RBD_SNAP_NAMESPACE_TYPE_USER);
+        rbd_snap_group_namespace_t un;
+        EQ(rbd_snap_get_group_namespace(img, sl[i].id, &un, sizeof un), -EINVAL);
+      }
+    }
+    if (n > 0) rbd_snap_list_end(sl);
+    EQ(groups, 1);
+    rbd_snap_group_namespace_t gns;
+    EQ(rbd_snap_get_group_namespace(img, gsid, &gns, sizeof gns - 1), -ERANGE);
+    EQ(rbd_snap_get_group_namespace(img, 1ull << 60, &gns, sizeof gns), -ENOENT);
+    EQ(rbd_snap_get_group_namespace(img, gsid, &gns, sizeof gns), 0);
+    CHECK(gns.group_pool == pool_id && strcmp(gns.group_name, "abig") == 0 &&
+              strcmp(gns.group_snap_name, "gs") == 0,
+          "group namespace %s@%s", gns.group_name, gns.group_snap_name);
+    rbd_snap_group_namespace_cleanup(&gns, sizeof gns);
+
+    EQ(rbd_group_snap_rename(io, "abig", "gs", "gs2"), 0);
+    EQ(rbd_group_snap_rollback(io, "abig", "gs"), -ENOENT);
+    EQ(rbd_group_snap_remove(io, "abig", "gs2"), 0);
+    EQ(rbd_group_snap_remove(io, "abig", "gs2"), -ENOENT);
+    EQ(rbd_group_rename(io, "abig", "abig2"), 0);
+    EQ(rbd_group_image_remove(io, "abig2", io, "abi1"), 0);
+    EQ(rbd_group_image_remove(io, "abig2", io, "abi1"), -ENOENT);
+    EQ(rbd_group_remove(io, "abig2"), 0);
+    EQ(rbd_group_remove(io, "abig2"), -ENOENT);
+    gsize = sizeof gnames;
+    EQ(rbd_group_list(io, gnames, &gsize), 0);
+  }
 
   bool exists = true;
   EQ(rbd_namespace_exists(io, "nons", &exists), 0);
