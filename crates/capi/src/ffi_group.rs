@@ -18,7 +18,7 @@ use crate::engine::{CError, CResult, ImageEngine, IoTarget};
 use crate::ffi_rados::{ioctx, IoCtxT};
 use crate::ffi_rbd::{img_of, ImageT};
 use crate::rt;
-use crate::util::{c_free, c_strdup, guard, int, nonnull, req_str};
+use crate::util::{array_out, c_free, c_strdup, guard, int, names_out, nonnull, req_str};
 
 /// `RBD_SNAP_CREATE_SKIP_QUIESCE`.
 const SNAP_CREATE_SKIP_QUIESCE: u32 = 1 << 0;
@@ -130,23 +130,9 @@ pub unsafe extern "C" fn rbd_group_list(io: IoCtxT, names: *mut c_char, size: *m
         nonnull(size)?;
         // SAFETY: forwarded contract.
         let list = unsafe { with_group(io, &[], |e, t, _| async move { e.group_list(&t).await }) }?;
-        let mut out = Vec::new();
-        for n in &list {
-            out.extend_from_slice(n.as_bytes());
-            out.push(0);
-        }
-        // SAFETY: non-null.
-        let have = unsafe { *size };
-        // SAFETY: non-null.
-        unsafe { *size = out.len() };
-        if have < out.len() || (names.is_null() && !out.is_empty()) {
-            return Err(Errno::ERANGE.into());
-        }
-        if !out.is_empty() {
-            // SAFETY: names has have >= out.len() bytes.
-            unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), names.cast::<u8>(), out.len()) };
-        }
-        i32::try_from(out.len()).map_err(|_| Errno::ERANGE.into())
+        // SAFETY: the caller's buffer and size.
+        let used = unsafe { names_out(list.iter().map(String::as_str), names, size) }?;
+        i32::try_from(used).map_err(|_| Errno::ERANGE.into())
     })
 }
 
@@ -274,27 +260,17 @@ pub unsafe extern "C" fn rbd_group_image_list(
                 e.group_image_list(&t, &a[0]).await
             })
         }?;
-        // SAFETY: non-null.
-        let have = unsafe { *num_entries };
-        // SAFETY: non-null.
-        unsafe { *num_entries = list.len() };
-        if have < list.len() || (images.is_null() && !list.is_empty()) {
-            return Err(Errno::ERANGE.into());
-        }
-        for (i, m) in list.iter().enumerate() {
-            let state = match m.state {
-                GroupImageState::Attached => 0,
-                GroupImageState::Incomplete => 1,
-            };
-            // SAFETY: i < have slots.
-            unsafe {
-                images.add(i).write(RbdGroupImageInfo {
-                    name: c_strdup(&m.name),
-                    pool: m.pool_id,
-                    state,
-                })
-            };
-        }
+        // SAFETY: the caller's array and count.
+        unsafe {
+            array_out(&list, images, num_entries, |m| RbdGroupImageInfo {
+                name: c_strdup(&m.name),
+                pool: m.pool_id,
+                state: match m.state {
+                    GroupImageState::Attached => 0,
+                    GroupImageState::Incomplete => 1,
+                },
+            })
+        }?;
         Ok(0)
     })
 }
@@ -424,26 +400,16 @@ pub unsafe extern "C" fn rbd_group_snap_list(
                 e.group_snap_list(&t, &a[0]).await
             })
         }?;
-        // SAFETY: non-null.
-        let have = unsafe { *num_entries };
-        // SAFETY: non-null.
-        unsafe { *num_entries = list.len() };
-        if have < list.len() || (snaps.is_null() && !list.is_empty()) {
-            return Err(Errno::ERANGE.into());
-        }
-        for (i, s) in list.iter().enumerate() {
-            let state = match s.state {
-                GroupSnapState::Incomplete => 0,
-                GroupSnapState::Complete => 1,
-            };
-            // SAFETY: i < have slots.
-            unsafe {
-                snaps.add(i).write(RbdGroupSnapInfo {
-                    name: c_strdup(&s.name),
-                    state,
-                })
-            };
-        }
+        // SAFETY: the caller's array and count.
+        unsafe {
+            array_out(&list, snaps, num_entries, |s| RbdGroupSnapInfo {
+                name: c_strdup(&s.name),
+                state: match s.state {
+                    GroupSnapState::Incomplete => 0,
+                    GroupSnapState::Complete => 1,
+                },
+            })
+        }?;
         Ok(0)
     })
 }

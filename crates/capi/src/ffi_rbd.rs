@@ -21,8 +21,8 @@ use crate::ffi_rados::{ioctx, IoCtxT};
 use crate::image::{apply_overrides, Image};
 use crate::rt;
 use crate::util::{
-    c_free, c_strdup, copy_out, copy_out_len, guard, int, nonnull, opt_str, req_str, ssize,
-    NEG_EIO, NEG_ENOTSUP,
+    array_out, c_free, c_strdup, copy_out, copy_out_len, guard, int, names_out, nonnull, opt_str,
+    req_str, ssize, NEG_EIO, NEG_ENOTSUP,
 };
 
 /// `rbd_image_t`.
@@ -745,26 +745,17 @@ fn linked_specs(
     nonnull(max_images)?;
     let b = img.backend.clone();
     let list = rt::block_on(async move { b.children(descendants).await })?;
-    // SAFETY: non-null.
-    let have = unsafe { *max_images };
-    // SAFETY: non-null.
-    unsafe { *max_images = list.len() };
-    if have < list.len() || (images.is_null() && !list.is_empty()) {
-        return Err(Errno::ERANGE.into());
-    }
-    for (i, c) in list.iter().enumerate() {
-        // SAFETY: i < have slots.
-        unsafe {
-            images.add(i).write(RbdLinkedImageSpec {
-                pool_id: c.pool_id,
-                pool_name: c_strdup(&c.pool_name),
-                pool_namespace: c_strdup(&c.namespace),
-                image_id: c_strdup(&c.image_id),
-                image_name: c_strdup(&c.image_name),
-                trash: c.in_trash,
-            })
-        };
-    }
+    // SAFETY: the caller's array and count.
+    unsafe {
+        array_out(&list, images, max_images, |c| RbdLinkedImageSpec {
+            pool_id: c.pool_id,
+            pool_name: c_strdup(&c.pool_name),
+            pool_namespace: c_strdup(&c.namespace),
+            image_id: c_strdup(&c.image_id),
+            image_name: c_strdup(&c.image_name),
+            trash: c.in_trash,
+        })
+    }?;
     Ok(0)
 }
 
@@ -2108,23 +2099,9 @@ pub unsafe extern "C" fn rbd_list(io: IoCtxT, names: *mut c_char, size: *mut usi
     int(|| {
         nonnull(size)?;
         let list = list_of(io)?;
-        let mut out = Vec::new();
-        for (_, n) in &list {
-            out.extend_from_slice(n.as_bytes());
-            out.push(0);
-        }
-        // SAFETY: non-null.
-        let have = unsafe { *size };
-        // SAFETY: non-null.
-        unsafe { *size = out.len() };
-        if have < out.len() || (names.is_null() && !out.is_empty()) {
-            return Err(Errno::ERANGE.into());
-        }
-        if !out.is_empty() {
-            // SAFETY: names has have >= out.len() bytes.
-            unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), names.cast::<u8>(), out.len()) };
-        }
-        Ok(out.len() as i32)
+        // SAFETY: the caller's buffer and size.
+        let used = unsafe { names_out(list.iter().map(|(_, n)| n.as_str()), names, size) }?;
+        Ok(i32::try_from(used).unwrap_or(i32::MAX))
     })
 }
 
@@ -2138,22 +2115,13 @@ pub unsafe extern "C" fn rbd_list2(
     int(|| {
         nonnull(max_images)?;
         let list = list_of(io)?;
-        // SAFETY: non-null.
-        let have = unsafe { *max_images };
-        // SAFETY: non-null.
-        unsafe { *max_images = list.len() };
-        if have < list.len() || (images.is_null() && !list.is_empty()) {
-            return Err(Errno::ERANGE.into());
-        }
-        for (i, (id, name)) in list.iter().enumerate() {
-            // SAFETY: i < have entries.
-            unsafe {
-                images.add(i).write(RbdImageSpec {
-                    id: c_strdup(id),
-                    name: c_strdup(name),
-                })
-            };
-        }
+        // SAFETY: the caller's array and count.
+        unsafe {
+            array_out(&list, images, max_images, |(id, name)| RbdImageSpec {
+                id: c_strdup(id),
+                name: c_strdup(name),
+            })
+        }?;
         Ok(0)
     })
 }

@@ -13,7 +13,7 @@ use quarry_common::Errno;
 use crate::engine::CError;
 use crate::ffi_rados::{ioctx, IoCtxT};
 use crate::rt;
-use crate::util::{c_free, c_strdup, guard, int, nonnull, opt_str, req_str};
+use crate::util::{array_out, c_free, c_strdup, guard, int, nonnull, opt_str, req_str};
 
 /// `rbd_trash_image_info_t`.
 #[repr(C)]
@@ -114,17 +114,8 @@ pub unsafe extern "C" fn rbd_trash_list(
         let engine = io.conn.engine.clone();
         let target = io.target();
         let list = rt::block_on(async move { engine.trash_list(&target).await })?;
-        // SAFETY: non-null.
-        let have = unsafe { *num_entries };
-        // SAFETY: non-null.
-        unsafe { *num_entries = list.len() };
-        if have < list.len() || (entries.is_null() && !list.is_empty()) {
-            return Err(Errno::ERANGE.into());
-        }
-        for (i, e) in list.iter().enumerate() {
-            // SAFETY: i < have slots.
-            unsafe { entries.add(i).write(to_c(e)) };
-        }
+        // SAFETY: the caller's array and count.
+        unsafe { array_out(&list, entries, num_entries, to_c) }?;
         Ok(c_int::try_from(list.len()).unwrap_or(c_int::MAX))
     })
 }

@@ -153,6 +153,64 @@ pub unsafe fn c_free(p: *mut c_char) {
     unsafe { libc::free(p.cast()) }
 }
 
+/// Write `names` NUL-separated into `buf` (room for `*size` bytes), as
+/// librbd's name lists: `*size` is set to the bytes needed, `-ERANGE` when
+/// short (or `buf` is NULL). Returns the bytes used.
+///
+/// # Safety
+/// `size` must be NULL or valid; `buf` NULL or `*size` writable bytes.
+pub unsafe fn names_out<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    buf: *mut c_char,
+    size: *mut usize,
+) -> Result<usize, CError> {
+    nonnull(size)?;
+    let mut out = Vec::new();
+    for n in names {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+    }
+    // SAFETY: non-null, per the caller's contract.
+    let have = unsafe { *size };
+    // SAFETY: as above.
+    unsafe { *size = out.len() };
+    if have < out.len() || (buf.is_null() && !out.is_empty()) {
+        return Err(Errno::ERANGE.into());
+    }
+    if !out.is_empty() {
+        // SAFETY: buf has have >= out.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), buf.cast::<u8>(), out.len()) };
+    }
+    Ok(out.len())
+}
+
+/// Fill the C array `out` (room for `*count` entries) with `f` of each
+/// item, as librbd's struct lists: `*count` is set to the entries needed,
+/// `-ERANGE` when short (or `out` is NULL).
+///
+/// # Safety
+/// `count` must be NULL or valid; `out` NULL or `*count` writable entries.
+pub unsafe fn array_out<E, T>(
+    items: &[E],
+    out: *mut T,
+    count: *mut usize,
+    f: impl Fn(&E) -> T,
+) -> Result<(), CError> {
+    nonnull(count)?;
+    // SAFETY: non-null, per the caller's contract.
+    let have = unsafe { *count };
+    // SAFETY: as above.
+    unsafe { *count = items.len() };
+    if have < items.len() || (out.is_null() && !items.is_empty()) {
+        return Err(Errno::ERANGE.into());
+    }
+    for (i, e) in items.iter().enumerate() {
+        // SAFETY: i < have slots.
+        unsafe { out.add(i).write(f(e)) };
+    }
+    Ok(())
+}
+
 /// Check an out-pointer, EINVAL if NULL.
 pub fn nonnull<T>(p: *const T) -> Result<(), CError> {
     if p.is_null() {
