@@ -27,7 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{RbdError, Result};
 use crate::header::update_header;
-use crate::rbd::{lookup_id, lookup_name, omap_cas, omap_list, omap_read, remove_object, utf8};
+use crate::layout::{dir_id_key, dir_name_key};
+use crate::rbd::{
+    dir_unlink_from, lookup_id, lookup_name, omap_cas, omap_list, omap_read, remove_object, utf8,
+};
 use crate::{Image, IoCtx, OpenOptions, Rbd};
 use quarry_rados::{Op, OpRequest, PoolId, SnapId};
 
@@ -130,14 +133,6 @@ pub struct GroupSnapInfo {
     pub state: GroupSnapState,
 }
 
-fn name_key(name: &str) -> String {
-    format!("name_{name}")
-}
-
-fn id_key(id: &str) -> String {
-    format!("id_{id}")
-}
-
 fn header_oid(id: &str) -> String {
     format!("rbd_group_header.{id}")
 }
@@ -191,7 +186,7 @@ impl Rbd {
 
     /// The id of group `name` (`ENOENT`).
     pub async fn group_id(&self, io: &IoCtx, name: &str) -> Result<String> {
-        let key = name_key(name);
+        let key = dir_name_key(name);
         let (_, m) = omap_read(
             self.rados().as_ref(),
             &io.oid(GROUP_DIRECTORY),
@@ -251,7 +246,7 @@ impl Rbd {
             .operate(req)
             .await
             .map_err(|e| RbdError::rados(format!("creating the header of {what}"), e))?;
-        let (nk, ik) = (name_key(name), id_key(&id));
+        let (nk, ik) = (dir_name_key(name), dir_id_key(&id));
         let r = omap_cas(
             rados,
             &io.oid(GROUP_DIRECTORY),
@@ -287,7 +282,7 @@ impl Rbd {
     /// `rbd group rename` within the pool/namespace (`ENOENT`, `EEXIST`).
     pub async fn group_rename(&self, io: &IoCtx, src: &str, dst: &str) -> Result<()> {
         validate_group_name(dst)?;
-        let (sk, dk) = (name_key(src), name_key(dst));
+        let (sk, dk) = (dir_name_key(src), dir_name_key(dst));
         omap_cas(
             self.rados().as_ref(),
             &io.oid(GROUP_DIRECTORY),
@@ -306,7 +301,7 @@ impl Rbd {
                 Ok((
                     BTreeMap::from([
                         (dk.clone(), Bytes::from(id.clone())),
-                        (id_key(&id), Bytes::from(dst.to_string())),
+                        (dir_id_key(&id), Bytes::from(dst.to_string())),
                     ]),
                     vec![sk.clone()],
                 ))
@@ -329,23 +324,7 @@ impl Rbd {
         }
         let rados = self.rados().as_ref();
         remove_object(rados, io.oid(header_oid(&id))).await?;
-        let (nk, ik) = (name_key(name), id_key(&id));
-        omap_cas(
-            rados,
-            &io.oid(GROUP_DIRECTORY),
-            vec![nk.clone(), ik.clone()],
-            |m| {
-                let mut rm = vec![];
-                if m.get(&nk).map(|v| v.as_ref()) == Some(id.as_bytes()) {
-                    rm.push(nk.clone());
-                }
-                if m.contains_key(&ik) {
-                    rm.push(ik.clone());
-                }
-                Ok((BTreeMap::new(), rm))
-            },
-        )
-        .await
+        dir_unlink_from(rados, &io.oid(GROUP_DIRECTORY), name, &id).await
     }
 
     /// The IoCtx of a member's pool (the group's namespace).
@@ -395,6 +374,23 @@ impl Rbd {
         .await
     }
 
+    /// The group's description and id and the image's id for adding or
+    /// removing a member (`EINVAL` across namespaces, `ENOENT`).
+    async fn member_ids(
+        &self,
+        gio: &IoCtx,
+        group: &str,
+        iio: &IoCtx,
+        image: &str,
+    ) -> Result<(String, String, String)> {
+        if gio.namespace != iio.namespace {
+            return Err(RbdError::invalid("group and image namespace must match"));
+        }
+        let gid = self.group_id(gio, group).await?;
+        let image_id = lookup_id(self.rados().as_ref(), iio, image).await?;
+        Ok((Self::group_what(gio, group), gid, image_id))
+    }
+
     /// `rbd group image add`: image `image` of `iio` joins group `group`
     /// of `gio` (same namespace; `EEXIST` if it is in a group already).
     pub async fn group_image_add(
@@ -404,12 +400,7 @@ impl Rbd {
         iio: &IoCtx,
         image: &str,
     ) -> Result<()> {
-        if gio.namespace != iio.namespace {
-            return Err(RbdError::invalid("group and image namespace must match"));
-        }
-        let what = Self::group_what(gio, group);
-        let gid = self.group_id(gio, group).await?;
-        let image_id = lookup_id(self.rados().as_ref(), iio, image).await?;
+        let (what, gid, image_id) = self.member_ids(gio, group, iio, image).await?;
         let key = image_key(iio.pool_id, &image_id);
         // Incomplete first: an interrupted add is visible and removable.
         let rec = GroupImageRecord {
@@ -479,12 +470,7 @@ impl Rbd {
         iio: &IoCtx,
         image: &str,
     ) -> Result<()> {
-        if gio.namespace != iio.namespace {
-            return Err(RbdError::invalid("group and image namespace must match"));
-        }
-        let what = Self::group_what(gio, group);
-        let gid = self.group_id(gio, group).await?;
-        let image_id = lookup_id(self.rados().as_ref(), iio, image).await?;
+        let (what, gid, image_id) = self.member_ids(gio, group, iio, image).await?;
         let h = self.group_header(gio, &gid, &what).await?;
         let key = image_key(iio.pool_id, &image_id);
         let rec =
@@ -545,7 +531,7 @@ impl Rbd {
             return Ok(None);
         };
         let gio = self.member_io(io, g.pool).await?;
-        let key = id_key(&g.group_id);
+        let key = dir_id_key(&g.group_id);
         let (_, m) = omap_read(
             self.rados().as_ref(),
             &gio.oid(GROUP_DIRECTORY),
@@ -561,7 +547,7 @@ impl Rbd {
 
     /// The name of group `id` in `io`'s pool/namespace (`ENOENT`).
     pub async fn group_name(&self, io: &IoCtx, id: &str) -> Result<String> {
-        let key = id_key(id);
+        let key = dir_id_key(id);
         let (_, m) = omap_read(
             self.rados().as_ref(),
             &io.oid(GROUP_DIRECTORY),

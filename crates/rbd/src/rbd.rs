@@ -216,23 +216,29 @@ pub(crate) async fn lookup_name(rados: &dyn Rados, io: &IoCtx, id: &str) -> Resu
 /// Take image `id` (named `name`) out of `io`'s directory; entries that
 /// already point elsewhere or are gone are left alone.
 pub(crate) async fn dir_unlink(rados: &dyn Rados, io: &IoCtx, name: &str, id: &str) -> Result<()> {
+    dir_unlink_from(rados, &io.oid(DIRECTORY), name, id).await
+}
+
+/// [`dir_unlink`] from directory object `dir` (image or group directory:
+/// the same `name_`/`id_` keys).
+pub(crate) async fn dir_unlink_from(
+    rados: &dyn Rados,
+    dir: &ObjectId,
+    name: &str,
+    id: &str,
+) -> Result<()> {
     let nk = dir_name_key(name);
     let ik = dir_id_key(id);
-    omap_cas(
-        rados,
-        &io.oid(DIRECTORY),
-        vec![nk.clone(), ik.clone()],
-        |m| {
-            let mut rm = vec![];
-            if m.get(&nk).map(|v| v.as_ref()) == Some(id.as_bytes()) {
-                rm.push(nk.clone());
-            }
-            if m.contains_key(&ik) {
-                rm.push(ik.clone());
-            }
-            Ok((BTreeMap::new(), rm))
-        },
-    )
+    omap_cas(rados, dir, vec![nk.clone(), ik.clone()], |m| {
+        let mut rm = vec![];
+        if m.get(&nk).map(|v| v.as_ref()) == Some(id.as_bytes()) {
+            rm.push(nk.clone());
+        }
+        if m.contains_key(&ik) {
+            rm.push(ik.clone());
+        }
+        Ok((BTreeMap::new(), rm))
+    })
     .await
 }
 
