@@ -136,6 +136,11 @@ impl ImageBackend for CachedBackend {
         self.cache.sync().await?;
         self.inner.flatten().await
     }
+    async fn rebuild_object_map(&self) -> CResult<()> {
+        // Written-back data first: the map is made from what exists.
+        self.cache.sync().await?;
+        self.inner.rebuild_object_map().await
+    }
     async fn sparsify(&self, sparse_size: u64) -> CResult<()> {
         // Dirty cached data first, so the zeros found are the current ones
         // (sparsify changes no byte: the cache stays valid).

@@ -305,6 +305,9 @@ impl ImageBackend for CryptoBackend {
     async fn flatten(&self) -> CResult<()> {
         self.inner.flatten().await
     }
+    async fn rebuild_object_map(&self) -> CResult<()> {
+        self.inner.rebuild_object_map().await
+    }
     async fn sparsify(&self, sparse_size: u64) -> CResult<()> {
         self.inner.sparsify(sparse_size).await
     }

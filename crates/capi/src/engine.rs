@@ -355,6 +355,8 @@ pub trait ImageBackend: Send + Sync {
     async fn children(&self, descendants: bool) -> CResult<Vec<quarry_rbd::ChildInfo>>;
     /// Copy up everything from the parent and detach it.
     async fn flatten(&self) -> CResult<()>;
+    /// Make the head's object map again from the objects that exist.
+    async fn rebuild_object_map(&self) -> CResult<()>;
     /// Deallocate zeroed data in chunks of `sparse_size` (see
     /// `quarry_rbd::Image::sparsify`).
     async fn sparsify(&self, sparse_size: u64) -> CResult<()>;

@@ -1971,6 +1971,27 @@ pub unsafe extern "C" fn rbd_flatten(image: ImageT) -> c_int {
     })
 }
 
+/// Make the head's object map again from the objects that exist (for a
+/// lost or damaged map); `-EINVAL` without the object-map feature. The
+/// progress callback is called once, at the end.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_rebuild_object_map(
+    image: ImageT,
+    cb: Option<unsafe extern "C" fn(u64, u64, *mut c_void) -> c_int>,
+    cbdata: *mut c_void,
+) -> c_int {
+    let r = int(|| {
+        // SAFETY: handle from the caller.
+        let img = unsafe { img_of(image) }?;
+        img.check_writable()?;
+        let b = img.backend.clone();
+        rt::block_on(async move { b.rebuild_object_map().await })?;
+        Ok(0)
+    });
+    // SAFETY: the caller's callback and data.
+    unsafe { crate::util::progress_done(r, cb, cbdata) }
+}
+
 /// Flatten with a progress callback (called once at the end).
 #[no_mangle]
 pub unsafe extern "C" fn rbd_flatten_with_progress(

@@ -506,6 +506,10 @@ impl ImageBackend for Backend {
         Ok(self.img.flatten(|_, _| ()).await?)
     }
 
+    async fn rebuild_object_map(&self) -> CResult<()> {
+        Ok(self.img.rebuild_object_map().await?)
+    }
+
     async fn sparsify(&self, sparse_size: u64) -> CResult<()> {
         Ok(self.img.sparsify(sparse_size, |_, _| ()).await?)
     }

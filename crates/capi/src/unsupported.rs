@@ -89,7 +89,6 @@ unsupported_int!(
     rbd_mirror_site_name_get,
     rbd_mirror_site_name_set,
     rbd_mirror_uuid_get,
-    rbd_rebuild_object_map,
     rbd_snap_get_mirror_namespace,
     rbd_snap_get_trash_namespace,
     rbd_snap_mirror_namespace_cleanup,

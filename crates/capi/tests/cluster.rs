@@ -23,7 +23,8 @@ impl Cluster {
 /// listing and xattrs, image administration, self-managed snapshots,
 /// cluster facts, omap through compound operations, LUKS encryption of a
 /// golden image and its clone, live migration of a clone between pools,
-/// consistency groups: crash-consistent snapshots of a VM's two disks).
+/// consistency groups: crash-consistent snapshots of a VM's two disks,
+/// an object map rebuilt through the lock owner).
 #[test]
 fn qemu_fio_and_auth_on_a_cluster() {
     let c = Cluster::up();
@@ -44,6 +45,7 @@ fn qemu_fio_and_auth_on_a_cluster() {
     run_python(&c, "encryption.py", &["py"], "encryption OK");
     run_python(&c, "migration.py", &["py", "data"], "migration OK");
     run_python(&c, "group.py", &["py"], "group OK");
+    run_python(&c, "object_map.py", &["py"], "object map OK");
     migration_under_qemu(&c);
 }
 

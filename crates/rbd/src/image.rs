@@ -1138,6 +1138,7 @@ impl Image {
                 .migration_execute_here(&mut *progress)
                 .await
                 .map(|()| 0),
+            ProxyOp::RebuildObjectMap => self.rebuild_object_map_here().await.map(|()| 0),
             ProxyOp::UpdateFeatures { features, enabled } => self
                 .update_features_here(*features, *enabled)
                 .await
@@ -2341,21 +2342,7 @@ impl Image {
         }
         let rados = inner.rados.as_ref();
         if new & FEATURE_OBJECT_MAP != 0 && old & FEATURE_OBJECT_MAP == 0 {
-            let prefix = format!("{}.", layout::data_prefix(&inner.id));
-            let listed = rados
-                .list_objects(inner.io.pool_id, Some(&inner.io.namespace))
-                .await
-                .ctx(|| format!("listing objects of {}", inner.spec()))?;
-            let mut states = vec![OBJECT_NONEXISTENT; num_objects(v.size, v.order()) as usize];
-            for o in listed {
-                let Some(hex) = o.name.strip_prefix(&prefix) else {
-                    continue;
-                };
-                match u64::from_str_radix(hex, 16) {
-                    Ok(n) if (n as usize) < states.len() => states[n as usize] = OBJECT_EXISTS,
-                    _ => {}
-                }
-            }
+            let states = self.listed_object_states(v.size, v.order()).await?;
             objmap::store_all(rados, &v.map_oid, states).await?;
         }
         if new & FEATURE_OBJECT_MAP == 0 && old & FEATURE_OBJECT_MAP != 0 {
@@ -2376,6 +2363,93 @@ impl Image {
             })
             .await?;
         Ok(())
+    }
+
+    /// The head's object states from the data objects that exist (a
+    /// listing of the pool): `EXISTS` for each, `NONEXISTENT` elsewhere.
+    async fn listed_object_states(&self, size: u64, order: u8) -> Result<Vec<u8>> {
+        let inner = &self.inner;
+        let prefix = format!("{}.", layout::data_prefix(&inner.id));
+        let listed = inner
+            .rados
+            .list_objects(inner.io.pool_id, Some(&inner.io.namespace))
+            .await
+            .ctx(|| format!("listing objects of {}", inner.spec()))?;
+        let mut states = vec![OBJECT_NONEXISTENT; num_objects(size, order) as usize];
+        for o in listed {
+            let Some(hex) = o.name.strip_prefix(&prefix) else {
+                continue;
+            };
+            match u64::from_str_radix(hex, 16) {
+                Ok(n) if (n as usize) < states.len() => states[n as usize] = OBJECT_EXISTS,
+                _ => {}
+            }
+        }
+        Ok(states)
+    }
+
+    /// `rbd object-map rebuild` (`rbd_rebuild_object_map`): the head's
+    /// object map made again from the objects that exist, through the
+    /// exclusive-lock owner; for a map that was lost or damaged (the image
+    /// then reads every object and diffs list them, `rbd info` shows
+    /// `object map invalid`). `EINVAL` without the object-map feature.
+    pub async fn rebuild_object_map(&self) -> Result<()> {
+        self.run_op(ProxyOp::RebuildObjectMap, &mut |_, _| {})
+            .await?;
+        Ok(())
+    }
+
+    async fn rebuild_object_map_here(&self) -> Result<()> {
+        let inner = &self.inner;
+        let _g = inner.gate.write().await;
+        let v = inner.reload().await?;
+        inner.check_writable(&v)?;
+        if v.header.features & FEATURE_OBJECT_MAP == 0 {
+            return Err(RbdError::invalid(format!(
+                "image {} does not have the object-map feature",
+                inner.spec()
+            )));
+        }
+        let states = self.listed_object_states(v.size, v.order()).await?;
+        objmap::store_all(inner.rados.as_ref(), &v.map_oid, states).await?;
+        inner.reload_fresh().await
+    }
+
+    /// `rbd object-map check`: compare the stored head map with the
+    /// objects that exist. Returns how many existing objects it calls
+    /// absent (reads of them would return zeros or the parent's data: the
+    /// map must be rebuilt) and how many absent ones it calls present
+    /// (harmless, only slower); `None` if the map is missing or damaged.
+    /// `EINVAL` without the object-map feature.
+    pub async fn check_object_map(&self) -> Result<Option<(u64, u64)>> {
+        let inner = &self.inner;
+        let h = self.fresh_header().await?;
+        if h.features & FEATURE_OBJECT_MAP == 0 {
+            return Err(RbdError::invalid(format!(
+                "image {} does not have the object-map feature",
+                inner.spec()
+            )));
+        }
+        let head_map = inner.map_oid(NOSNAP);
+        let (listed, stored) = futures::join!(
+            self.listed_object_states(h.size, h.order),
+            objmap::load(inner.rados.as_ref(), &head_map)
+        );
+        let listed = listed?;
+        let stored = objmap::ObjectMap::from_bytes(stored?.as_deref());
+        if !stored.is_valid() {
+            return Ok(None);
+        }
+        let (mut missing, mut extra) = (0, 0);
+        for (objno, &st) in listed.iter().enumerate() {
+            let said = stored.get(objno as u64).unwrap_or(OBJECT_NONEXISTENT);
+            match (st == OBJECT_EXISTS, objmap::may_exist(said)) {
+                (true, false) => missing += 1,
+                (false, true) => extra += 1,
+                _ => {}
+            }
+        }
+        Ok(Some((missing, extra)))
     }
 
     /// Where this clone's data comes from (`ENOENT` if not a clone).

@@ -83,6 +83,8 @@ pub(crate) enum ProxyOp {
     Flatten,
     /// A live migration's copy (see `migration.rs`).
     MigrationExecute,
+    /// `rbd object-map rebuild`.
+    RebuildObjectMap,
     UpdateFeatures {
         features: u64,
         enabled: bool,
@@ -101,6 +103,7 @@ impl ProxyOp {
             ProxyOp::Resize { .. } => "resize",
             ProxyOp::Flatten => "flatten",
             ProxyOp::MigrationExecute => "migration_execute",
+            ProxyOp::RebuildObjectMap => "rebuild_object_map",
             ProxyOp::UpdateFeatures { .. } => "update_features",
         }
     }
@@ -117,6 +120,7 @@ impl ProxyOp {
                 | "resize"
                 | "flatten"
                 | "migration_execute"
+                | "rebuild_object_map"
                 | "update_features"
         )
     }
@@ -386,6 +390,7 @@ mod tests {
             ProxyOp::Resize { size: 1 << 20 },
             ProxyOp::Flatten,
             ProxyOp::MigrationExecute,
+            ProxyOp::RebuildObjectMap,
             ProxyOp::UpdateFeatures {
                 features: 8,
                 enabled: true,

@@ -9,7 +9,7 @@ use quarry_common::spec::ImageSpec;
 use quarry_common::Errno;
 use serde_json::{json, Value};
 
-use super::{Align, CmdError, CmdResult, Ctx, Table};
+use super::{Align, CmdError, CmdResult, Ctx, Progress, Table};
 
 /// Metadata key prefix under which librbd keeps config overrides (pool
 /// metadata on `rbd_info`, image metadata in the header), as Ceph does.
@@ -101,6 +101,43 @@ pub async fn feature(ctx: &Ctx, image: &str, names: &[String], enable: bool) -> 
         CmdError::new(e.errno(), e.to_string())
             .then(format!("failed to update image features: {}", e.errno()))
     })
+}
+
+/// `rbd object-map rebuild IMAGE`: the head's object map made again from
+/// the objects that exist.
+pub async fn object_map_rebuild(ctx: &Ctx, image: &str) -> CmdResult {
+    let spec = head_spec(ctx, image)?;
+    let img = ctx.open(&spec, false).await?;
+    let p = Progress::new(ctx.g.progress(), "Object Map Rebuild", 1);
+    let r = img
+        .rebuild_object_map()
+        .await
+        .map_err(|e| CmdError::rbd("rebuilding object map failed", &e).then(e.to_string()));
+    p.finish(r)
+}
+
+/// `rbd object-map check IMAGE`: fails (`EINVAL`, with what is wrong)
+/// when the stored map is damaged or calls an existing object absent.
+pub async fn object_map_check(ctx: &Ctx, image: &str) -> CmdResult {
+    let spec = head_spec(ctx, image)?;
+    let img = ctx.open(&spec, true).await?;
+    let p = Progress::new(ctx.g.progress(), "Object Map Check", 1);
+    let r = match img.check_object_map().await {
+        Ok(Some((0, _))) => Ok(()),
+        Ok(Some((missing, _))) => Err(CmdError::new(
+            Errno::EINVAL,
+            format!(
+                "object map is invalid: {missing} existing object(s) marked absent; \
+                 run 'rbd object-map rebuild {image}'"
+            ),
+        )),
+        Ok(None) => Err(CmdError::new(
+            Errno::EINVAL,
+            format!("object map is missing or damaged; run 'rbd object-map rebuild {image}'"),
+        )),
+        Err(e) => Err(CmdError::rbd("checking object map failed", &e).then(e.to_string())),
+    };
+    p.finish(r)
 }
 
 /// `rbd namespace create|rm` target: `POOL/NS` or `--pool P --namespace NS`.

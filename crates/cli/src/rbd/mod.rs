@@ -795,6 +795,12 @@ enum RbdCmd {
         #[command(subcommand)]
         cmd: PoolCmd,
     },
+    /// Rebuild or check an image's object map.
+    #[command(name = "object-map")]
+    ObjectMap {
+        #[command(subcommand)]
+        cmd: ObjectMapCmd,
+    },
     /// Enable or disable image features.
     Feature {
         #[command(subcommand)]
@@ -814,6 +820,20 @@ enum RbdCmd {
     Config {
         #[command(subcommand)]
         cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ObjectMapCmd {
+    /// Make the object map again from the objects that exist.
+    Rebuild {
+        /// Image spec.
+        image: String,
+    },
+    /// Verify the object map against the objects that exist.
+    Check {
+        /// Image spec.
+        image: String,
     },
 }
 
@@ -1523,6 +1543,10 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
         Pool { cmd } => match cmd {
             PoolCmd::Init { pool, force } => cmds::pool_init(ctx, pool.as_deref(), force).await,
             PoolCmd::Stats { pool } => cmds::pool_stats(ctx, pool.as_deref()).await,
+        },
+        ObjectMap { cmd } => match cmd {
+            ObjectMapCmd::Rebuild { image } => admin::object_map_rebuild(ctx, &image).await,
+            ObjectMapCmd::Check { image } => admin::object_map_check(ctx, &image).await,
         },
         Feature { cmd } => match cmd {
             FeatureCmd::Enable { image, features } => {
