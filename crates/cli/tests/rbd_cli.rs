@@ -1598,6 +1598,11 @@ fn groups_snapshot_and_roll_back_their_images_together() {
          rbd: Remove the image from the group and try again.\n",
     );
     e.fails(
+        &["rbd", "trash", "mv", "data/os"],
+        31,
+        "rbd: deferred delete error: (31) Too many links\n",
+    );
+    e.fails(
         &["rbd", "migration", "prepare", "data/os", "data/os2"],
         16,
         "rbd: preparing migration failed: (16) Device or resource busy\n\

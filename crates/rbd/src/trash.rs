@@ -173,6 +173,20 @@ impl Rbd {
             Err(e) => return Err(e),
         };
         let header_oid = io.oid(layout::header_oid(&id));
+        // A group member cannot be removed (EMLINK), so it is not deferred
+        // for removal either: refused now rather than at purge time.
+        match crate::header::read_header(rados, &header_oid, &format!("image {spec}")).await {
+            Ok(h) => {
+                if let Some(g) = h.group {
+                    return Err(RbdError::InGroup {
+                        what: format!("image {spec}"),
+                        group: g.group_id,
+                    });
+                }
+            }
+            Err(RbdError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
         match rados.list_watchers(&header_oid).await {
             Ok(w) if !w.is_empty() => {
                 return Err(RbdError::busy(
