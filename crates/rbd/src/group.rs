@@ -869,15 +869,45 @@ async fn close_all(images: &[Image]) {
 /// in `images`' order.
 async fn take_member_snaps(images: &[Image], ns: &GroupSnapNamespace) -> Result<Vec<SnapId>> {
     let name = member_snap_name(ns);
+    // Snap ids are allocated while the locks are taken.
+    let mut pre_ids: Vec<_> = images.iter().map(|i| Some(i.start_snap_id())).collect();
     let mut holds = Vec::with_capacity(images.len());
+    let mut held = Ok(());
     for img in images {
-        holds.push(img.hold_lock().await?);
+        match img.hold_lock().await {
+            Ok(h) => holds.push(h),
+            Err(e) => {
+                held = Err(e);
+                break;
+            }
+        }
     }
-    let mut ids = Vec::with_capacity(images.len());
-    for img in images {
-        ids.push(img.snap_create_grouped(&name, ns.clone()).await?);
-    }
+    // With every lock held, the members' snapshots are independent: taken
+    // together (the members' writers wait meanwhile).
+    let taken: Result<Vec<SnapId>> = match held {
+        Ok(()) => {
+            let snaps = images.iter().zip(pre_ids.iter_mut()).map(|(img, pre)| {
+                let pre = pre.take();
+                let name = &name;
+                async move {
+                    match pre {
+                        Some(p) => img.snap_create_grouped(name, ns.clone(), p).await,
+                        None => Err(RbdError::invalid("no snap id for a group member")),
+                    }
+                }
+            });
+            futures::future::join_all(snaps).await.into_iter().collect()
+        }
+        Err(e) => Err(e),
+    };
     drop(holds);
+    // Ids not used (the locks could not be taken) go back to the monitor.
+    for (img, pre) in images.iter().zip(pre_ids) {
+        if let Some(p) = pre {
+            img.release_snap_id(p).await;
+        }
+    }
+    let ids = taken?;
     for img in images {
         img.notify_header_changed().await;
     }

@@ -1252,14 +1252,33 @@ impl Image {
         r
     }
 
+    /// Start allocating a snap id for a snapshot of this image (see
+    /// [`Self::snap_create_grouped`]).
+    pub(crate) fn start_snap_id(&self) -> PreId {
+        PreId::start(self.inner.rados.clone(), self.inner.io.pool_id)
+    }
+
+    /// Give back a snap id from [`Self::start_snap_id`] unused.
+    pub(crate) async fn release_snap_id(&self, p: PreId) {
+        p.release(&*self.inner.rados, self.inner.io.pool_id).await
+    }
+
     /// A group snapshot's image snapshot, taken by a handle that owns the
-    /// exclusive lock (or an image without the feature): see `group.rs`.
+    /// exclusive lock (or an image without the feature), with a snap id
+    /// allocated beforehand (so the monitor's round trip is not spent
+    /// while the members' writes wait): see `group.rs`.
     pub(crate) async fn snap_create_grouped(
         &self,
         name: &str,
         group: crate::GroupSnapNamespace,
+        pre_id: PreId,
     ) -> Result<SnapId> {
-        self.snap_create_inner(name, &mut None, Some(group)).await
+        let mut pre_id = Some(pre_id);
+        let r = self.snap_create_inner(name, &mut pre_id, Some(group)).await;
+        if let Some(p) = pre_id {
+            p.release(&*self.inner.rados, self.inner.io.pool_id).await;
+        }
+        r
     }
 
     /// [`Self::snap_create_here`]; takes `pre_id` once it is in use.

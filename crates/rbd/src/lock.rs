@@ -60,6 +60,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// back: without it a handle that writes without pause took the lock back
 /// at once every time, and the requester never got it.
 const HANDOVER_GRACE: Duration = Duration::from_millis(100);
+/// How often a hand-over in progress is looked at (by the requester for
+/// the record to go, by the releaser for the requester to take it).
+const HANDOVER_POLL: Duration = Duration::from_millis(2);
 /// Bound on taking the lock from a live owner that does not let go.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a header change waits for the image's other open handles to
@@ -514,7 +517,7 @@ impl Inner {
                 if rec.is_some_and(|r| !self.is_me(&r)) {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(HANDOVER_POLL).await;
             }
         }
         tracing::debug!(image = %self.spec(), cookie = ?self.watch_cookie(), "acquiring the exclusive lock");
@@ -679,7 +682,17 @@ impl Inner {
                     owner.client
                 )));
             }
-            tokio::time::sleep(RETRY_PAUSE).await;
+            // The owner lets go at once (or when its operation ends): look
+            // again every HANDOVER_POLL, so a hand-over costs a few ms
+            // rather than a whole pause; the request is repeated every
+            // RETRY_PAUSE.
+            let until = tokio::time::Instant::now() + RETRY_PAUSE;
+            while tokio::time::Instant::now() < until {
+                tokio::time::sleep(HANDOVER_POLL).await;
+                if read_record(self).await?.0.is_none() {
+                    break;
+                }
+            }
         }
     }
 
