@@ -1712,6 +1712,22 @@ fn groups_snapshot_and_roll_back_their_images_together() {
         2,
         "rbd: remove error: (2) No such file or directory\n",
     );
+
+    // An image linked to a group that no longer exists (a `group rm`
+    // racing a `group image add`) is not held by it.
+    e.ok(&["rbd", "create", "--size", "1M", "data/orphan"]);
+    e.ok(&["rbd", "group", "create", "data/gone"]);
+    e.ok(&["rbd", "group", "image", "add", "data/gone", "data/orphan"]);
+    let keys = e
+        .ok(&["rados", "-p", "data", "listomapkeys", "rbd_group_directory"])
+        .stdout;
+    let gid = keys
+        .lines()
+        .find_map(|k| k.strip_prefix("id_"))
+        .expect("group id")
+        .to_string();
+    e.ok(&["rados", "-p", "data", "rm", &format!("rbd_group_header.{gid}")]);
+    e.ok(&["rbd", "rm", "--no-progress", "data/orphan"]);
 }
 
 /// `rbd object-map check|rebuild`: a lost map (the image reads every

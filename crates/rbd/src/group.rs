@@ -173,6 +173,27 @@ fn validate_group_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether the group `g` an image's header names (in the image's
+/// namespace `ns`) still exists: an image linked to a group removed
+/// meanwhile (a race of `group rm` with `group image add`) is not held by
+/// it.
+pub(crate) async fn group_exists(
+    rados: &dyn quarry_rados::Rados,
+    ns: &str,
+    g: &GroupRef,
+) -> Result<bool> {
+    let oid =
+        quarry_rados::ObjectId::with_namespace(g.pool, ns.to_string(), header_oid(&g.group_id));
+    match rados.operate(OpRequest::new(oid).op(Op::Stat)).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.errno == quarry_common::Errno::ENOENT => Ok(false),
+        Err(e) => Err(RbdError::rados(
+            format!("looking up group id {}", g.group_id),
+            e,
+        )),
+    }
+}
+
 /// A group's header, decoded.
 struct GroupHeader {
     images: BTreeMap<String, GroupImageRecord>,

@@ -683,12 +683,18 @@ impl Inner {
                 )));
             }
             // The owner lets go at once (or when its operation ends): look
-            // again every HANDOVER_POLL, so a hand-over costs a few ms
-            // rather than a whole pause; the request is repeated every
-            // RETRY_PAUSE.
+            // again after HANDOVER_POLL, then at doubling intervals (a long
+            // operation of the owner costs a few reads per request, not
+            // hundreds), so a hand-over costs a few ms rather than a whole
+            // pause; the request is repeated every RETRY_PAUSE.
             let until = tokio::time::Instant::now() + RETRY_PAUSE;
+            let mut poll = HANDOVER_POLL;
             while tokio::time::Instant::now() < until {
-                tokio::time::sleep(HANDOVER_POLL).await;
+                tokio::time::sleep(
+                    poll.min(until.saturating_duration_since(tokio::time::Instant::now())),
+                )
+                .await;
+                poll *= 2;
                 if read_record(self).await?.0.is_none() {
                     break;
                 }

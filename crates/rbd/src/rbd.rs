@@ -933,6 +933,10 @@ impl Rbd {
             Err(RbdError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
+        let group_live = match header.as_ref().and_then(|h| h.group.as_ref()) {
+            Some(g) => crate::group::group_exists(rados, &io.namespace, g).await?,
+            None => false,
+        };
         if let Some(h) = &header {
             if h.migration.is_some() && !migration_step {
                 return Err(RbdError::busy(
@@ -941,7 +945,7 @@ impl Rbd {
                      `rbd migration commit` on it instead",
                 ));
             }
-            if let Some(g) = &h.group {
+            if let Some(g) = h.group.as_ref().filter(|_| group_live) {
                 return Err(RbdError::InGroup {
                     what: format!("image {spec}"),
                     group: g.group_id.clone(),

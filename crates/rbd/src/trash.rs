@@ -177,7 +177,11 @@ impl Rbd {
         // for removal either: refused now rather than at purge time.
         match crate::header::read_header(rados, &header_oid, &format!("image {spec}")).await {
             Ok(h) => {
-                if let Some(g) = h.group {
+                let live = match &h.group {
+                    Some(g) => crate::group::group_exists(rados, &io.namespace, g).await?,
+                    None => false,
+                };
+                if let Some(g) = h.group.filter(|_| live) {
                     return Err(RbdError::InGroup {
                         what: format!("image {spec}"),
                         group: g.group_id,
