@@ -1726,7 +1726,13 @@ fn groups_snapshot_and_roll_back_their_images_together() {
         .find_map(|k| k.strip_prefix("id_"))
         .expect("group id")
         .to_string();
-    e.ok(&["rados", "-p", "data", "rm", &format!("rbd_group_header.{gid}")]);
+    e.ok(&[
+        "rados",
+        "-p",
+        "data",
+        "rm",
+        &format!("rbd_group_header.{gid}"),
+    ]);
     e.ok(&["rbd", "rm", "--no-progress", "data/orphan"]);
 }
 
