@@ -1453,9 +1453,16 @@ fn migration_moves_images_between_pools_and_aborts_back() {
          rbd: invalid argument: image data/vm1 is not being migrated\n",
     );
     e.ok(&["rbd", "snap", "create", "data/vm1@s"]);
-    let o = e.run(&["rbd", "migration", "prepare", "data/vm1", "fast/vm1"]);
-    assert_eq!(o.code, 95, "{}", o.stderr);
-    assert!(o.stderr.contains("has 1 snapshot(s)"), "{}", o.stderr);
+    e.ok(&["rbd", "snap", "protect", "data/vm1@s"]);
+    e.ok(&["rbd", "clone", "data/vm1@s", "data/kid"]);
+    e.fails(
+        &["rbd", "migration", "prepare", "data/vm1", "fast/vm1"],
+        16,
+        "rbd: preparing migration failed: (16) Device or resource busy\n\
+         rbd: image data/vm1 is busy: its snapshot s has 1 clone(s); flatten or remove them first\n",
+    );
+    e.ok(&["rbd", "rm", "--no-progress", "data/kid"]);
+    e.ok(&["rbd", "snap", "unprotect", "data/vm1@s"]);
     e.ok(&["rbd", "snap", "rm", "--no-progress", "data/vm1@s"]);
 
     // Prepared: the source is hidden, the destination reads its data.
@@ -1556,6 +1563,174 @@ fn migration_moves_images_between_pools_and_aborts_back() {
 /// every member has (hidden from `rbd snap ls` but for `--all`, kept by
 /// `snap purge`), rollback of every member, rename, a member leaving with
 /// its snapshot, and removal of the group freeing its images.
+/// Write `data` at `off` of image `spec` (an `rbd diff v1` stream with one
+/// write record, through `rbd import-diff`).
+fn write_at(e: &Env, spec: &str, off: u64, data: &[u8]) {
+    let size = e.json(&["rbd", "info", "--format", "json", spec])["size"]
+        .as_u64()
+        .expect("size");
+    let mut d = b"rbd diff v1\n".to_vec();
+    d.push(b's');
+    d.extend_from_slice(&size.to_le_bytes());
+    d.push(b'w');
+    d.extend_from_slice(&off.to_le_bytes());
+    d.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    d.extend_from_slice(data);
+    d.push(b'e');
+    let p = e.path("write.diff");
+    std::fs::write(&p, d).expect("write diff");
+    e.ok(&[
+        "rbd",
+        "import-diff",
+        "--no-progress",
+        p.to_str().expect("utf8"),
+        spec,
+    ]);
+}
+
+#[test]
+fn migration_moves_snapshots_with_the_image() {
+    const MIB: usize = 1 << 20;
+    let e = Env::new();
+    e.ok(&["ceph", "osd", "pool", "create", "fast"]);
+    e.ok(&["rbd", "pool", "init", "fast"]);
+    e.ok(&["rbd", "create", "--size", "8M", "data/vm"]);
+    let mut want = vec![0u8; 8 * MIB];
+    let put = |e: &Env, want: &mut Vec<u8>, off: usize, len: usize, b: u8| {
+        write_at(e, "data/vm", off as u64, &vec![b; len]);
+        want[off..off + len].fill(b);
+    };
+    put(&e, &mut want, 0, 6 * MIB, 1);
+    e.ok(&["rbd", "snap", "create", "data/vm@one"]);
+    let one = want.clone();
+    put(&e, &mut want, 3 * MIB, 5 * MIB, 2);
+    e.ok(&["rbd", "snap", "create", "data/vm@two"]);
+    e.ok(&["rbd", "snap", "protect", "data/vm@two"]);
+    let two = want.clone();
+    put(&e, &mut want, MIB, 4096, 3);
+
+    // Moved with smaller objects: the snapshots follow, readable at once.
+    e.ok(&[
+        "rbd",
+        "migration",
+        "prepare",
+        "--object-size",
+        "1M",
+        "data/vm",
+        "fast/vm",
+    ]);
+    let snaps = e.json(&["rbd", "snap", "ls", "--format", "json", "fast/vm"]);
+    let names: Vec<(&str, &str)> = snaps
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().expect("name"),
+                s["protected"].as_str().expect("protected"),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("one", "false"), ("two", "true")], "{snaps}");
+    assert_eq!(export_bytes(&e, "fast/vm@one", "p1.raw"), one);
+    assert_eq!(export_bytes(&e, "fast/vm@two", "p2.raw"), two);
+    assert_eq!(export_bytes(&e, "fast/vm", "ph.raw"), want);
+    // A write copies its object up above the object's history.
+    write_at(&e, "fast/vm", 3 * MIB as u64, &[4u8; 4096]);
+    want[3 * MIB..3 * MIB + 4096].fill(4);
+    e.ok(&["rbd", "snap", "create", "fast/vm@three"]);
+    let three = want.clone();
+    write_at(&e, "fast/vm", 7 * MIB as u64, &[5u8; 4096]);
+    want[7 * MIB..7 * MIB + 4096].fill(5);
+    assert_eq!(export_bytes(&e, "fast/vm@one", "w1.raw"), one);
+    assert_eq!(export_bytes(&e, "fast/vm@two", "w2.raw"), two);
+    assert_eq!(export_bytes(&e, "fast/vm@three", "w3.raw"), three);
+    e.ok(&["rbd", "migration", "execute", "--no-progress", "fast/vm"]);
+    e.ok(&["rbd", "migration", "commit", "--no-progress", "fast/vm"]);
+    assert_eq!(e.ok(&["rbd", "ls", "data"]).stdout, "");
+    assert_eq!(e.ok(&["rbd", "trash", "ls", "--all", "data"]).stdout, "");
+    let info = e.ok(&["rbd", "info", "fast/vm"]).stdout;
+    assert!(
+        info.contains("order 20 (1 MiB objects)") && !info.contains("parent"),
+        "{info}"
+    );
+    for (snap, bytes) in [("one", &one), ("two", &two), ("three", &three)] {
+        assert_eq!(
+            &export_bytes(&e, &format!("fast/vm@{snap}"), &format!("c-{snap}.raw")),
+            bytes,
+            "{snap}"
+        );
+    }
+    assert_eq!(export_bytes(&e, "fast/vm", "ch.raw"), want);
+    // The history is the image's own now: rollback works.
+    e.ok(&["rbd", "snap", "rollback", "--no-progress", "fast/vm@one"]);
+    assert_eq!(export_bytes(&e, "fast/vm", "rolled.raw"), one);
+
+    // A VM disk cloned from a golden image, with a snapshot of its own:
+    // the snapshot moves (as a full copy), the head stays a thin clone.
+    e.ok(&["rbd", "create", "--size", "8M", "data/gold"]);
+    write_at(&e, "data/gold", 0, &vec![8u8; 8 * MIB]);
+    e.ok(&["rbd", "snap", "create", "data/gold@base"]);
+    e.ok(&["rbd", "snap", "protect", "data/gold@base"]);
+    e.ok(&["rbd", "clone", "data/gold@base", "data/c"]);
+    write_at(&e, "data/c", 5 * MIB as u64, &[9u8; 4096]);
+    e.ok(&["rbd", "snap", "create", "data/c@backup"]);
+    let backup = export_bytes(&e, "data/c", "c1.raw");
+    write_at(&e, "data/c", MIB as u64, &[10u8; 4096]);
+    let c_head = export_bytes(&e, "data/c", "c2.raw");
+    e.ok(&["rbd", "migration", "prepare", "data/c", "fast/c"]);
+    e.ok(&["rbd", "migration", "execute", "--no-progress", "fast/c"]);
+    e.ok(&["rbd", "migration", "commit", "--no-progress", "fast/c"]);
+    assert_eq!(export_bytes(&e, "fast/c@backup", "c3.raw"), backup);
+    assert_eq!(export_bytes(&e, "fast/c", "c4.raw"), c_head);
+    let info = e.ok(&["rbd", "info", "fast/c"]).stdout;
+    assert!(info.contains("parent: data/gold@base"), "{info}");
+    assert_eq!(
+        e.ok(&["rbd", "children", "data/gold@base"]).stdout,
+        "fast/c\n"
+    );
+
+    // Without deep-flatten, a snapshot taken during the move and then
+    // written past would still read the source: execute says so and keeps
+    // the source rather than lose that snapshot's data.
+    e.ok(&["rbd", "create", "--size", "8M", "data/b"]);
+    write_at(&e, "data/b", 0, &vec![6u8; 8 * MIB]);
+    e.ok(&["rbd", "snap", "create", "data/b@s"]);
+    let b = export_bytes(&e, "data/b", "b.raw");
+    e.ok(&[
+        "rbd",
+        "migration",
+        "prepare",
+        "--image-feature",
+        "layering",
+        "data/b",
+        "fast/b",
+    ]);
+    e.ok(&["rbd", "snap", "create", "fast/b@d"]);
+    write_at(&e, "fast/b", 6 * MIB as u64, &[7u8; 4096]);
+    e.fails(
+        &["rbd", "migration", "execute", "--no-progress", "fast/b"],
+        16,
+        "rbd: executing migration failed: (16) Device or resource busy\n\
+         rbd: image fast/b is busy: snapshot(s) d of the destination still read data of the \
+         source that could not be copied under them; the source is kept (remove those \
+         snapshots and run execute again, or abort)\n",
+    );
+    e.fails(
+        &["rbd", "migration", "commit", "--no-progress", "fast/b"],
+        22,
+        "rbd: committing migration failed: (22) Invalid argument\n\
+         rbd: invalid argument: migration of data/b to fast/b is executing: \
+         run `rbd migration execute` first\n",
+    );
+    assert_eq!(export_bytes(&e, "fast/b@d", "bd.raw"), b);
+    assert_eq!(export_bytes(&e, "fast/b@s", "bs.raw"), b);
+    e.ok(&["rbd", "migration", "abort", "--no-progress", "fast/b"]);
+    assert_eq!(e.ok(&["rbd", "ls", "fast"]).stdout, "c\nvm\n");
+    assert_eq!(export_bytes(&e, "data/b@s", "bs2.raw"), b);
+    assert_eq!(export_bytes(&e, "data/b", "bh.raw"), b);
+}
+
 #[test]
 fn groups_snapshot_and_roll_back_their_images_together() {
     let e = Env::new();

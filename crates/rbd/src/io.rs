@@ -268,7 +268,7 @@ async fn operate_ops(
 }
 
 /// Split a buffer into runs of non-zero blocks (offsets relative to it).
-fn nonzero_runs(data: &Bytes) -> Vec<(u64, Bytes)> {
+pub(crate) fn nonzero_runs(data: &Bytes) -> Vec<(u64, Bytes)> {
     let mut runs = Vec::new();
     let mut start: Option<usize> = None;
     let mut pos = 0;
@@ -315,27 +315,49 @@ pub(crate) fn snap_parent_len(
     }
 }
 
-/// Whether a copy-up of `objno` is deep (deep-flatten): the parent's data
-/// is created with an EMPTY snap context, i.e. "before" every snapshot, so
-/// each snapshot reads it from the object (the next write with the
-/// image's snap context clones it for them) instead of through the parent.
-/// Only when every snapshot reads exactly the bytes the head copies up
-/// from the same parent: a snapshot that reads fewer (taken before a
-/// shrink, or with no parent) would otherwise see data it never had, so
-/// such an object is copied up the old way and that snapshot keeps its
-/// parent reference (flatten then leaves it linked).
-fn copy_up_is_deep(view: &View, objno: u64, head_len: u64) -> bool {
-    let Some(p) = &view.parent else {
-        return false;
+/// Whether a copy-up of `objno` is deep (deep-flatten), and under which
+/// snap context: the parent's data is created "before" the newest run of
+/// snapshots that each read exactly the bytes the head copies up from the
+/// same parent, so they read it from the object (the next write with the
+/// image's snap context clones it for them) instead of through the
+/// parent. The snapshots older than that run are in the context: the
+/// object stays absent at them (it has no head now), so they read what
+/// they read before (their own clone, their own parent link, or zeros).
+/// Usually the run is every snapshot (an empty context); a migration's
+/// copied snapshots (no parent) come before it. A newest snapshot that
+/// reads fewer bytes (taken before a shrink, or with no parent) would see
+/// data it never had: then the copy-up is the old way and the snapshots
+/// keep their parent reference (flatten then leaves them linked).
+fn copy_up_deep_snapc(view: &View, objno: u64, head_len: u64) -> Option<SnapContext> {
+    let p = view.parent.as_ref()?;
+    if view.snap != NOSNAP || view.header.features & FEATURE_DEEP_FLATTEN == 0 {
+        return None;
+    }
+    let reads = |s: &crate::header::SnapRecord| {
+        snap_parent_len(view.order(), objno, s, &p.spec) == head_len
     };
-    view.snap == NOSNAP
-        && view.header.features & FEATURE_DEEP_FLATTEN != 0
-        && !view.header.snaps.is_empty()
-        && view
-            .header
-            .snaps
-            .values()
-            .all(|s| snap_parent_len(view.order(), objno, s, &p.spec) == head_len)
+    let run = view
+        .header
+        .snaps
+        .values()
+        .rev()
+        .take_while(|s| reads(s))
+        .count();
+    if run == 0 {
+        return None;
+    }
+    let older: Vec<SnapId> = view
+        .header
+        .snaps
+        .keys()
+        .take(view.header.snaps.len() - run)
+        .rev()
+        .copied()
+        .collect();
+    Some(SnapContext {
+        seq: older.first().copied().unwrap_or(0),
+        snaps: older,
+    })
 }
 
 /// Before a deep copy-up: mark the object existing in every snapshot's
@@ -362,7 +384,7 @@ async fn mark_exists_in_snap_maps(inner: &Inner, view: &View, objno: u64) -> Res
 
 /// Copy object `objno` up from the parent and apply `extra` in the same
 /// compound op. If someone else created it first, apply `extra` alone.
-/// Deep copy-up (see [`copy_up_is_deep`]) takes two ops instead: the
+/// Deep copy-up (see [`copy_up_deep_snapc`]) takes two ops instead: the
 /// parent's data with an empty snap context, then `extra` with the
 /// image's. A crash between them leaves an object holding exactly the
 /// parent's bytes, which is what head and snapshots read before.
@@ -391,11 +413,16 @@ async fn copy_up_data(
     debug_assert_eq!(pdata.len() as u64, end.saturating_sub(start));
     let runs = nonzero_runs(&pdata);
     // All zeros: snapshots read zeros through the parent as from nothing.
-    if !runs.is_empty() && copy_up_is_deep(view, objno, end.saturating_sub(start)) {
+    let deep = if runs.is_empty() {
+        None
+    } else {
+        copy_up_deep_snapc(view, objno, end.saturating_sub(start))
+    };
+    if let Some(snapc) = deep {
         mark_exists_in_snap_maps(inner, view, objno).await?;
         let mut ops = vec![Op::Create { exclusive: true }];
         ops.extend(runs.into_iter().map(|(off, data)| Op::Write { off, data }));
-        let mut req = OpRequest::new(inner.data_oid(objno)).with_snapc(SnapContext::default());
+        let mut req = OpRequest::new(inner.data_oid(objno)).with_snapc(snapc);
         req.ops = ops;
         match inner.rados.operate(req).await {
             Ok(_) => {}

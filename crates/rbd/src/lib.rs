@@ -69,6 +69,7 @@ mod diff;
 mod error;
 mod group;
 mod header;
+mod history;
 mod image;
 mod io;
 mod layout;

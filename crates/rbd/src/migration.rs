@@ -14,19 +14,39 @@
 //! headers carry a [`MigrationSpec`] until then.
 //!
 //! The source must not be open (clients move to the destination: `EBUSY`
-//! otherwise) and must have no snapshots (their history would not follow
-//! the data: `EOPNOTSUPP`, where librbd deep-copies them). A source that
-//! is itself a clone is read through its own parent, so the destination
-//! ends up flat.
+//! otherwise). Its snapshots move with it: `prepare` copies their data
+//! into the destination's objects as the same snapshots (new ids, same
+//! names, sizes, times and protection; see `history.rs`) before the
+//! destination exists, so only the head is copied live; a snapshot with
+//! clones is refused (`EBUSY`: librbd would relink the clones). A source
+//! that is itself a clone stays one: `execute` copies only the objects the
+//! source has and relinks the head to the source's parent (its snapshots'
+//! copies are flat); if a snapshot taken on the destination meanwhile
+//! still reads the source afterwards, `execute` fails rather than let
+//! `commit` remove data that snapshot needs.
 
 use quarry_rados::NOSNAP;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RbdError, Result};
-use crate::header::{read_header, update_header, ParentSpec};
+use std::collections::BTreeMap;
+
+use quarry_rados::SnapId;
+
+use crate::header::{read_header, update_header, ParentSpec, SnapRecord};
 use crate::rbd::{lookup_id, read_dir_for_create, validate_features, validate_geometry};
 use crate::trash::TrashSource;
 use crate::{layout, CreateOptions, IoCtx, OpenOptions, Rbd, FEATURE_LAYERING};
+
+/// Close snapshot handles, logging failures (nothing was written through
+/// them).
+async fn close_all(images: Vec<crate::Image>) {
+    for img in images {
+        if let Err(e) = img.close().await {
+            tracing::warn!("migration: closing a source snapshot: {e}");
+        }
+    }
+}
 
 /// Which end of a migration an image is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,15 +158,30 @@ impl Rbd {
                 "it belongs to a consistency group; remove it from the group first",
             ));
         }
-        if !sh.snaps.is_empty() {
+        if let Some(s) = sh.snaps.values().find(|s| s.group.is_some()) {
             return Err(RbdError::Unsupported {
                 what: format!(
-                    "migrating {sspec}: it has {} snapshot(s), which Quarry does not move; \
-                     remove them (or export and import the image) first",
-                    sh.snaps.len()
+                    "migrating {sspec}: its snapshot {} belongs to a group snapshot",
+                    s.name
                 ),
             });
         }
+        for s in sh.snaps.values() {
+            // Their clones would have to follow (librbd relinks them);
+            // Quarry does not yet.
+            let kids = crate::rbd::list_children(rados.as_ref(), src_io, &sid, s.id).await?;
+            if !kids.is_empty() {
+                return Err(RbdError::busy(
+                    what,
+                    format!(
+                        "its snapshot {} has {} clone(s); flatten or remove them first",
+                        s.name,
+                        kids.len()
+                    ),
+                ));
+            }
+        }
+        let snap_ids: Vec<SnapId> = sh.snaps.keys().copied().collect();
         // The same name in the same pool is allowed (to change the object
         // size or features): the source leaves the directory first.
         let same_name = src_io.pool_id == dst_io.pool_id
@@ -216,10 +251,10 @@ impl Rbd {
                     "it was added to a consistency group meanwhile",
                 ));
             }
-            if !h.snaps.is_empty() {
+            if !h.snaps.keys().copied().eq(snap_ids.iter().copied()) {
                 return Err(RbdError::busy(
                     what.clone(),
-                    "a snapshot was taken meanwhile",
+                    "its snapshots changed meanwhile",
                 ));
             }
             h.migration = Some(rec.clone());
@@ -254,20 +289,37 @@ impl Rbd {
             overlap: sh.size,
         };
         let made = async {
-            let dir = read_dir_for_create(rados.as_ref(), dst_io, dst_name, &did).await?;
-            self.create_internal(
-                dst_io,
-                dst_name,
-                &did,
-                dir,
-                sh.size,
-                order,
-                features,
-                Some(parent),
-                None,
-                Some(spec),
-            )
-            .await
+            let snaps = self
+                .dest_snaps(dst_io, &did, order, src_io, &sid, &sh)
+                .await?;
+            let ids: Vec<SnapId> = snaps.keys().copied().collect();
+            let created = async {
+                let dir = read_dir_for_create(rados.as_ref(), dst_io, dst_name, &did).await?;
+                self.create_internal(
+                    dst_io,
+                    dst_name,
+                    &did,
+                    dir,
+                    sh.size,
+                    order,
+                    features,
+                    Some(parent),
+                    None,
+                    Some(spec),
+                    snaps,
+                )
+                .await
+            }
+            .await;
+            if created.is_err() {
+                // The history copied under them goes with the ids.
+                for id in ids {
+                    if let Err(e) = rados.snap_remove(dst_io.pool_id, id).await {
+                        tracing::warn!("migration of {sspec}: giving back snap id {id}: {e}");
+                    }
+                }
+            }
+            created
         }
         .await;
         if let Err(e) = made {
@@ -281,6 +333,118 @@ impl Rbd {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The destination's snapshots for a source with snapshots: the same
+    /// names, sizes, times and protection, new ids from the destination's
+    /// pool (ascending as the source's), their data copied into the
+    /// destination's objects (see `history.rs`) before it exists. On
+    /// failure the ids are given back (the pool then drops whatever was
+    /// written under them).
+    async fn dest_snaps(
+        &self,
+        dst_io: &IoCtx,
+        did: &str,
+        order: u8,
+        src_io: &IoCtx,
+        sid: &str,
+        sh: &crate::header::Header,
+    ) -> Result<BTreeMap<SnapId, SnapRecord>> {
+        let rados = self.rados().as_ref();
+        let mut out = BTreeMap::new();
+        let r = self
+            .dest_snaps_inner(dst_io, did, order, src_io, sid, sh, &mut out)
+            .await;
+        if r.is_err() {
+            for &id in out.keys() {
+                if let Err(e) = rados.snap_remove(dst_io.pool_id, id).await {
+                    tracing::warn!("migration: giving back snap id {id}: {e}");
+                }
+            }
+        }
+        r.map(|_| out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn dest_snaps_inner(
+        &self,
+        dst_io: &IoCtx,
+        did: &str,
+        order: u8,
+        src_io: &IoCtx,
+        sid: &str,
+        sh: &crate::header::Header,
+        out: &mut BTreeMap<SnapId, SnapRecord>,
+    ) -> Result<()> {
+        let rados = self.rados().as_ref();
+        // Ascending source ids give ascending destination ids: the order
+        // of the history is kept.
+        for s in sh.snaps.values() {
+            let id = rados
+                .snap_create(dst_io.pool_id)
+                .await
+                .map_err(|e| RbdError::rados("allocating a snap id for the destination", e))?;
+            out.insert(
+                id,
+                SnapRecord {
+                    id,
+                    name: s.name.clone(),
+                    size: s.size,
+                    timestamp_ns: s.timestamp_ns,
+                    protection: s.protection,
+                    // Its data is its own (copied by `copy_history`).
+                    parent: None,
+                    group: None,
+                },
+            );
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let mut sources = Vec::with_capacity(sh.snaps.len());
+        for s in sh.snaps.values() {
+            let opts = OpenOptions {
+                read_only: true,
+                snap: Some(crate::SnapSpec::Id(s.id)),
+            };
+            match self.open_by_id(src_io, sid, &opts).await {
+                Ok(img) => sources.push(img),
+                Err(e) => {
+                    close_all(sources).await;
+                    return Err(e);
+                }
+            }
+        }
+        let ids: Vec<SnapId> = out.keys().copied().collect();
+        let copied = crate::history::copy_history(rados, dst_io, did, order, &sources, &ids).await;
+        close_all(sources).await;
+        copied
+    }
+
+    /// Remove every snapshot of image `id` (unprotected first): one end
+    /// of a migration about to be removed with its history (the source
+    /// after `execute` copied it, the destination on `abort`). `EBUSY` if
+    /// a snapshot has clones.
+    async fn purge_snaps(&self, io: &IoCtx, id: &str) -> Result<()> {
+        let img = match self.open_by_id(io, id, &OpenOptions::default()).await {
+            Ok(img) => img,
+            // Removed by an interrupted step.
+            Err(RbdError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let purged = async {
+            for s in img.snap_list().await? {
+                if s.protected {
+                    img.snap_unprotect(&s.name).await?;
+                }
+                img.snap_remove_by_id(s.id).await?;
+            }
+            Ok::<(), RbdError>(())
+        }
+        .await;
+        let closed = img.close().await;
+        purged?;
+        closed
     }
 
     /// The migration record of image `name` (either end: the destination
@@ -391,6 +555,30 @@ impl Rbd {
         let closed = img.close().await;
         copied?;
         closed?;
+        // Commit removes the source: nothing may still read it.
+        let h = self.end_header(&m.dest).await?;
+        let reads_source = |p: &ParentSpec| {
+            p.pool == m.source.pool_id
+                && p.namespace == m.source.namespace
+                && p.image_id == m.source.id
+        };
+        let still: Vec<&str> = h
+            .snaps
+            .values()
+            .filter(|s| s.parent.as_ref().is_some_and(reads_source))
+            .map(|s| s.name.as_str())
+            .collect();
+        if h.parent.as_ref().is_some_and(reads_source) || !still.is_empty() {
+            return Err(RbdError::busy(
+                format!("image {}", m.dest.spec()),
+                format!(
+                    "snapshot(s) {} of the destination still read data of the source \
+                     that could not be copied under them; the source is kept \
+                     (remove those snapshots and run execute again, or abort)",
+                    still.join(", ")
+                ),
+            ));
+        }
         self.set_dest_state(&m, MigrationState::Executed).await
     }
 
@@ -409,7 +597,11 @@ impl Rbd {
         }
         let sio = m.source.ioctx();
         match self.trash_get(&sio, &m.source.id).await {
-            Ok(entry) => self.trash_remove_entry(&sio, entry, true, true).await?,
+            Ok(entry) => {
+                // Copied with their history by `execute`.
+                self.purge_snaps(&sio, &m.source.id).await?;
+                self.trash_remove_entry(&sio, entry, true, true).await?
+            }
             // Removed by an interrupted commit.
             Err(RbdError::NotFound { .. }) => {}
             Err(e) => return Err(e),
@@ -446,11 +638,15 @@ impl Rbd {
         let spec = m.dest.spec();
         match crate::rbd::lookup_name(rados.as_ref(), &dio, &m.dest.id).await? {
             Some(n) => {
+                self.purge_snaps(&dio, &m.dest.id).await?;
                 self.remove_objects(&dio, &m.dest.id, &spec, true).await?;
                 crate::rbd::dir_unlink(rados.as_ref(), &dio, &n, &m.dest.id).await?;
             }
             None => match self.trash_get(&dio, &m.dest.id).await {
-                Ok(entry) => self.trash_remove_entry(&dio, entry, true, true).await?,
+                Ok(entry) => {
+                    self.purge_snaps(&dio, &m.dest.id).await?;
+                    self.trash_remove_entry(&dio, entry, true, true).await?
+                }
                 Err(RbdError::NotFound { .. }) => {
                     self.remove_objects(&dio, &m.dest.id, &spec, true).await?
                 }

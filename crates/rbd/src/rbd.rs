@@ -544,8 +544,20 @@ impl Rbd {
         self.check_namespace(io).await?;
         let id = new_image_id();
         let dir = read_dir_for_create(self.rados.as_ref(), io, name, &id).await?;
-        self.create_internal(io, name, &id, dir, size, order, features, None, None, None)
-            .await
+        self.create_internal(
+            io,
+            name,
+            &id,
+            dir,
+            size,
+            order,
+            features,
+            None,
+            None,
+            None,
+            BTreeMap::new(),
+        )
+        .await
     }
 
     /// Create the objects of a new image whose name and id `dir` (the
@@ -568,10 +580,20 @@ impl Rbd {
         parent: Option<ParentSpec>,
         recheck: Option<BoxFuture<'_, Result<()>>>,
         migration: Option<crate::MigrationSpec>,
+        snaps: BTreeMap<SnapId, crate::header::SnapRecord>,
     ) -> Result<()> {
         let rados = self.rados.as_ref();
         let spec = io.spec(name);
         let now = crate::now_ns();
+        // Every parent link of the new header: the head's and (a migration
+        // destination's) its snapshots'; each is a child link.
+        let mut parents: Vec<ParentSpec> = parent.iter().cloned().collect();
+        for p in snaps.values().filter_map(|s| s.parent.as_ref()) {
+            if !parents.iter().any(|q| q.same_source(p)) {
+                parents.push(p.clone());
+            }
+        }
+        let snap_seq = snaps.keys().next_back().copied().unwrap_or(0);
         let header = Header {
             version: 0,
             size,
@@ -579,7 +601,7 @@ impl Rbd {
             features,
             flags: 0,
             object_prefix: layout::data_prefix(id),
-            snap_seq: 0,
+            snap_seq,
             create_ts_ns: now,
             access_ts_ns: now,
             modify_ts_ns: now,
@@ -587,7 +609,7 @@ impl Rbd {
             parent: parent.clone(),
             migration,
             group: None,
-            snaps: BTreeMap::new(),
+            snaps,
         };
         let header_oid = io.oid(layout::header_oid(id));
         let map_oid = io.oid(layout::object_map_oid(id, NOSNAP));
@@ -618,10 +640,10 @@ impl Rbd {
             Ok(true)
         };
         let link = async {
-            match &parent {
-                Some(p) => set_child_link(rados, p, &child, true).await.map(|_| true),
-                None => Ok(false),
+            for p in &parents {
+                set_child_link(rados, p, &child, true).await?;
             }
+            Ok::<bool, RbdError>(!parents.is_empty())
         };
         let (mut hr, mut mr, lr) = futures::join!(create_header, create_map, link);
         // An exclusive create re-executed after its reply was lost (an op
@@ -647,7 +669,7 @@ impl Rbd {
             // Best effort: the undo failing leaves orphans only a later
             // remove can clear.
             if link {
-                if let Some(p) = &parent {
+                for p in &parents {
                     let _ = set_child_link(rados, p, &child, false).await;
                 }
             }
@@ -1157,6 +1179,7 @@ impl Rbd {
             Some(parent),
             Some(recheck),
             None,
+            BTreeMap::new(),
         )
         .await
     }

@@ -3,9 +3,12 @@ of a golden image) moves to another pool while a handle keeps using the
 destination: reads fall through to the source until `execute` copies
 everything (proxied to the handle that owns the exclusive lock, with
 writes in flight), `commit` removes the source and its link to the golden
-snapshot; `abort` brings the source back untouched. Refusals: an open
-source, snapshots, a taken name, commit before execute, removing the
-hidden source from the trash.
+snapshot; `abort` brings the source back untouched. An image with
+snapshots moves with its history: each snapshot reads the same before,
+during (also after writes to the destination) and after the move, with
+`execute` running through a handle that keeps writing. Refusals: an open
+source, a snapshot with clones, a taken name, commit before execute,
+removing the hidden source from the trash.
 
 Usage: migration.py SRC_POOL DST_POOL. Prints "migration OK".
 """
@@ -187,22 +190,112 @@ def abort_restores_the_source(cluster, src_pool, dst_pool):
         with rbd.Image(sio, "mg-b") as b:
             b.write(fill(MIB, 0x58), 0)
             b.create_snap("s")
-        expect(rbd.OperationNotSupported, r.migration_prepare, sio, "mg-b", dio, "mg-b")
-        with rbd.Image(sio, "mg-b") as b:
-            b.remove_snap("s")
         expect(rbd.ImageNotFound, r.migration_prepare, sio, "nothing", dio, "x")
-        # Same name in another pool, smaller objects.
+        # Same name in another pool, smaller objects, with its snapshot.
         r.migration_prepare(sio, "mg-b", dio, "mg-b", order=20)
         with rbd.Image(dio, "mg-b") as d:
             assert d.stat()["order"] == 20
+            assert [x["name"] for x in d.list_snaps()] == ["s"]
             d.write(fill(MIB, 0x59), 0)
+        with rbd.Image(dio, "mg-b", snapshot="s") as d:
+            assert d.read(0, MIB) == fill(MIB, 0x58)
         r.migration_abort(dio, "mg-b")
         assert "mg-b" not in r.list(dio)
         expect(rbd.InvalidArgument, r.migration_status, sio, "mg-b")
         with rbd.Image(sio, "mg-b") as b:
             assert b.read(0, MIB) == fill(MIB, 0x58)
             assert b.stat()["order"] == 22
+            assert [x["name"] for x in b.list_snaps()] == ["s"]
+            b.remove_snap("s")
         r.remove(sio, "mg-b")
+
+
+def history_moves_with_the_image(cluster, src_pool, dst_pool):
+    """Three snapshots (one protected, one after a shrink and a grow)
+    move with the image; the destination is written and snapshotted
+    during the move and `execute` runs while its handle keeps writing."""
+    r = rbd.RBD()
+    size = 12 * MIB
+    with cluster.open_ioctx(src_pool) as sio, cluster.open_ioctx(dst_pool) as dio:
+        r.create(sio, "mg-h", size, old_format=False)
+        views = {}
+        with rbd.Image(sio, "mg-h") as h:
+            want = bytearray(size)
+
+            def put(off, data):
+                h.write(data, off)
+                want[off:off + len(data)] = data
+
+            put(0, fill(6 * MIB, 0x31))
+            h.create_snap("h1")
+            views["h1"] = bytes(want)
+            put(3 * MIB, fill(6 * MIB, 0x32))
+            h.discard(0, MIB)
+            want[0:MIB] = bytes(MIB)
+            h.create_snap("h2")
+            h.protect_snap("h2")
+            views["h2"] = bytes(want)
+            h.resize(6 * MIB)
+            h.resize(size)
+            want[6 * MIB:] = bytes(size - 6 * MIB)
+            put(10 * MIB, fill(MIB, 0x33))
+            h.create_snap("h3")
+            views["h3"] = bytes(want)
+            put(MIB, fill(MIB, 0x34))
+            head = bytearray(want)
+            # A snapshot with a clone cannot move (its clone would have to).
+            r.clone(sio, "mg-h", "h2", sio, "mg-h-kid")
+        expect(rbd.ImageBusy, r.migration_prepare, sio, "mg-h", dio, "mg-h2")
+        r.remove(sio, "mg-h-kid")
+        r.migration_prepare(sio, "mg-h", dio, "mg-h2")
+
+        def check(img_name, names):
+            for n in names:
+                with rbd.Image(dio, img_name, snapshot=n) as s:
+                    assert s.read(0, s.size()) == views[n][:s.size()], n
+
+        with rbd.Image(dio, "mg-h2") as img:
+            snaps = [(x["name"], x["size"]) for x in img.list_snaps()]
+            assert snaps == [("h1", size), ("h2", size), ("h3", size)], snaps
+            assert img.is_protected_snap("h2")
+            check("mg-h2", ["h1", "h2", "h3"])
+            assert img.read(0, size) == bytes(head)
+            # A write copies its object up above its history.
+            img.write(fill(4096, 0x41), 4 * MIB)
+            head[4 * MIB:4 * MIB + 4096] = fill(4096, 0x41)
+            img.create_snap("d1")
+            views["d1"] = bytes(head)
+            check("mg-h2", ["h1", "h2", "h3", "d1"])
+            stop = threading.Event()
+            written = []
+
+            def writer():
+                i = 0
+                while not stop.is_set() and i < 400:
+                    off = (i * 7 % 12) * MIB + (i % 64) * 4096
+                    img.write(fill(4096, i % 200 + 1), off)
+                    written.append((off, i % 200 + 1))
+                    i += 1
+
+            t = threading.Thread(target=writer)
+            t.start()
+            r.migration_execute(dio, "mg-h2")
+            stop.set()
+            t.join()
+            for off, b in written:
+                head[off:off + 4096] = fill(4096, b)
+            assert img.read(0, size) == bytes(head)
+            check("mg-h2", ["h1", "h2", "h3", "d1"])
+        r.migration_commit(dio, "mg-h2")
+        expect(rbd.ImageNotFound, rbd.Image, sio, "mg-h")
+        with rbd.Image(dio, "mg-h2") as img:
+            expect(rbd.ImageNotFound, img.parent_info)
+            assert img.read(0, size) == bytes(head)
+            check("mg-h2", ["h1", "h2", "h3", "d1"])
+            img.unprotect_snap("h2")
+            for n in ["h1", "h2", "h3", "d1"]:
+                img.remove_snap(n)
+        r.remove(dio, "mg-h2")
 
 
 def main():
@@ -210,6 +303,7 @@ def main():
     with rados.Rados(conffile="") as cluster:
         move_a_running_disk(cluster, src_pool, dst_pool)
         abort_restores_the_source(cluster, src_pool, dst_pool)
+        history_moves_with_the_image(cluster, src_pool, dst_pool)
     print("migration OK")
 
 
