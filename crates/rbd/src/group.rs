@@ -29,7 +29,7 @@ use crate::error::{RbdError, Result};
 use crate::header::update_header;
 use crate::layout::{dir_id_key, dir_name_key};
 use crate::rbd::{
-    dir_unlink_from, lookup_id, lookup_name, omap_cas, omap_list, omap_read, remove_object, utf8,
+    dir_lookup, dir_unlink_from, lookup_id, lookup_name, omap_cas, omap_list, remove_object, utf8,
 };
 use crate::{Image, IoCtx, OpenOptions, Rbd};
 use quarry_rados::{Op, OpRequest, PoolId, SnapId};
@@ -207,17 +207,15 @@ impl Rbd {
 
     /// The id of group `name` (`ENOENT`).
     pub async fn group_id(&self, io: &IoCtx, name: &str) -> Result<String> {
-        let key = dir_name_key(name);
-        let (_, m) = omap_read(
+        let what = format!("group directory entry of {name}");
+        dir_lookup(
             self.rados().as_ref(),
             &io.oid(GROUP_DIRECTORY),
-            vec![key.clone()],
+            dir_name_key(name),
+            &what,
         )
-        .await?;
-        match m.get(&key) {
-            Some(v) => utf8(v, &format!("group directory entry of {name}")),
-            None => Err(RbdError::not_found(Self::group_what(io, name))),
-        }
+        .await?
+        .ok_or_else(|| RbdError::not_found(Self::group_what(io, name)))
     }
 
     async fn group_header(&self, io: &IoCtx, id: &str, what: &str) -> Result<GroupHeader> {
@@ -552,33 +550,25 @@ impl Rbd {
             return Ok(None);
         };
         let gio = self.member_io(io, g.pool).await?;
-        let key = dir_id_key(&g.group_id);
-        let (_, m) = omap_read(
-            self.rados().as_ref(),
-            &gio.oid(GROUP_DIRECTORY),
-            vec![key.clone()],
-        )
-        .await?;
-        let name = match m.get(&key) {
-            Some(v) => utf8(v, "group directory entry")?,
-            None => g.group_id.clone(),
+        let name = match self.group_name(&gio, &g.group_id).await {
+            Ok(n) => n,
+            // A link to a group removed meanwhile: named by its id.
+            Err(RbdError::NotFound { .. }) => g.group_id.clone(),
+            Err(e) => return Err(e),
         };
         Ok(Some((g.pool, name)))
     }
 
     /// The name of group `id` in `io`'s pool/namespace (`ENOENT`).
     pub async fn group_name(&self, io: &IoCtx, id: &str) -> Result<String> {
-        let key = dir_id_key(id);
-        let (_, m) = omap_read(
+        dir_lookup(
             self.rados().as_ref(),
             &io.oid(GROUP_DIRECTORY),
-            vec![key.clone()],
+            dir_id_key(id),
+            "group directory entry",
         )
-        .await?;
-        match m.get(&key) {
-            Some(v) => utf8(v, "group directory entry"),
-            None => Err(RbdError::not_found(format!("group id {id}"))),
-        }
+        .await?
+        .ok_or_else(|| RbdError::not_found(format!("group id {id}")))
     }
 
     /// `rbd group snap ls`: the group's snapshots, oldest first.

@@ -194,23 +194,31 @@ pub(crate) async fn pool_name(rados: &dyn Rados, id: PoolId) -> Result<String> {
         .ok_or_else(|| RbdError::not_found(format!("pool {id}")))
 }
 
+/// The value of `key` in directory object `dir` (an image or group
+/// directory: `name_<name>` -> id, `id_<id>` -> name), if set; `what`
+/// names the entry in errors.
+pub(crate) async fn dir_lookup(
+    rados: &dyn Rados,
+    dir: &ObjectId,
+    key: String,
+    what: &str,
+) -> Result<Option<String>> {
+    let (_, m) = omap_read(rados, dir, vec![key.clone()]).await?;
+    m.get(&key).map(|v| utf8(v, what)).transpose()
+}
+
 /// Image id of `name` in `io`'s directory.
 pub(crate) async fn lookup_id(rados: &dyn Rados, io: &IoCtx, name: &str) -> Result<String> {
-    let key = dir_name_key(name);
-    let (_, m) = omap_read(rados, &io.oid(DIRECTORY), vec![key.clone()]).await?;
-    match m.get(&key) {
-        Some(v) => utf8(v, &format!("directory entry of {}", io.spec(name))),
-        None => Err(RbdError::not_found(format!("image {}", io.spec(name)))),
-    }
+    let what = format!("directory entry of {}", io.spec(name));
+    dir_lookup(rados, &io.oid(DIRECTORY), dir_name_key(name), &what)
+        .await?
+        .ok_or_else(|| RbdError::not_found(format!("image {}", io.spec(name))))
 }
 
 /// Image name of `id` in `io`'s directory, if listed.
 pub(crate) async fn lookup_name(rados: &dyn Rados, io: &IoCtx, id: &str) -> Result<Option<String>> {
-    let key = dir_id_key(id);
-    let (_, m) = omap_read(rados, &io.oid(DIRECTORY), vec![key.clone()]).await?;
-    m.get(&key)
-        .map(|v| utf8(v, &format!("directory entry of id {id}")))
-        .transpose()
+    let what = format!("directory entry of id {id}");
+    dir_lookup(rados, &io.oid(DIRECTORY), dir_id_key(id), &what).await
 }
 
 /// Take image `id` (named `name`) out of `io`'s directory; entries that
