@@ -104,6 +104,10 @@ pub fn usage_error(tool: &str, e: &clap::Error) -> i32 {
                         .unwrap_or_else(|| "argument".to_string());
                     (22, format!("rbd: {what} was not specified"))
                 }
+                // A word that is not an option is a positional too many.
+                K::UnknownArgument if arg.as_deref().is_some_and(|a| !a.starts_with('-')) => {
+                    (1, "rbd: too many arguments".to_string())
+                }
                 K::UnknownArgument => (
                     1,
                     format!("rbd: unrecognised option '{}'", arg.unwrap_or_default()),

@@ -4,12 +4,14 @@
 //! Layout: this module holds the argument grammar, the shared helpers
 //! (connection, specs, errors, tables, progress) and the dispatch; `cmds`
 //! implements the image/snapshot/metadata commands, `xfer` the data-moving
-//! ones (import/export, diffs, bench).
+//! ones (import/export, diffs, bench), `mergediff` `rbd merge-diff` (local
+//! files only: it runs without connecting).
 
 mod admin;
 mod cmds;
 mod group;
 mod lock;
+mod mergediff;
 mod migration;
 mod trash;
 mod v2;
@@ -739,6 +741,21 @@ enum RbdCmd {
         /// Image spec.
         image: String,
     },
+    /// Merge two diff exports together (A→B and B→C into A→C); no cluster needed.
+    MergeDiff {
+        /// Path to the first diff (or `-` for stdin).
+        #[arg(value_name = "diff1-path")]
+        first_diff: Option<String>,
+        /// Path to the second diff.
+        #[arg(value_name = "diff2-path")]
+        second_diff: Option<String>,
+        /// Path to the merged diff (or `-` for stdout).
+        #[arg(value_name = "path-name")]
+        path_name: Option<String>,
+        /// Path to the merged diff (or `-` for stdout); wins over `path-name`.
+        #[arg(long = "path", value_name = "PATH")]
+        path: Option<String>,
+    },
     /// List extents that differ between two points in time.
     Diff {
         /// Image spec (`@snap` allowed).
@@ -1338,6 +1355,22 @@ pub fn run(a: RbdArgs) -> i32 {
 }
 
 async fn dispatch(a: RbdArgs) -> CmdResult {
+    if let RbdCmd::MergeDiff {
+        first_diff,
+        second_diff,
+        path_name,
+        path,
+    } = &a.cmd
+    {
+        // Files only: no configuration, no connection (as Ceph's tool).
+        return mergediff::merge_diff(
+            a.g.progress(),
+            first_diff.as_deref(),
+            second_diff.as_deref(),
+            path_name.as_deref(),
+            path.as_deref(),
+        );
+    }
     let req = a.g.config_request()?;
     let conn = connect_with(&req, "rbd").await?;
     let fence = quarry_rbd::FencePolicy::from_options(
@@ -1484,6 +1517,18 @@ async fn run_cmd(ctx: &Ctx, cmd: RbdCmd) -> CmdResult {
             whole_object,
         } => xfer::export_diff(ctx, &image, &path, from_snap.as_deref(), whole_object).await,
         ImportDiff { path, image } => xfer::import_diff(ctx, &path, &image).await,
+        MergeDiff {
+            first_diff,
+            second_diff,
+            path_name,
+            path,
+        } => mergediff::merge_diff(
+            ctx.g.progress(),
+            first_diff.as_deref(),
+            second_diff.as_deref(),
+            path_name.as_deref(),
+            path.as_deref(),
+        ),
         Diff {
             image,
             from_snap,

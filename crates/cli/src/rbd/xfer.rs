@@ -7,7 +7,8 @@
 //! then records, each a one-byte tag: `f` + le32 length + from-snapshot
 //! name, `t` + le32 length + to-snapshot name, `s` + le64 image size,
 //! `w` + le64 offset + le64 length + data, `z` + le64 offset + le64 length
-//! (zeroed), and `e` (end).
+//! (zeroed), and `e` (end). The record codec (`diff_read_*`,
+//! `diff_*_record`) is shared with `mergediff` (`rbd merge-diff`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,13 +25,96 @@ use super::cmds::{create_opts, dest_spec};
 use super::{size_arg, Align, CmdError, CmdResult, CreateArgs, Ctx, Progress, Table};
 
 /// Bytes moved per engine call (one default object).
-const CHUNK: u64 = 4 << 20;
+pub(super) const CHUNK: u64 = 4 << 20;
 /// Granularity of the holes an export leaves in its file.
 const SPARSE_BLOCK: usize = 4096;
 /// The banner of Ceph's incremental diff stream.
 pub const DIFF_BANNER: &[u8] = b"rbd diff v1\n";
 /// Longest snapshot name accepted from a diff stream (bounds allocation).
 const MAX_DIFF_NAME: u32 = 4096;
+
+/// `rbd diff v1` record tags (shared by export-diff, import-diff and
+/// merge-diff): start snapshot name.
+pub(super) const DIFF_FROM_SNAP: u8 = b'f';
+/// End snapshot name record.
+pub(super) const DIFF_TO_SNAP: u8 = b't';
+/// Image size record.
+pub(super) const DIFF_IMAGE_SIZE: u8 = b's';
+/// Data extent record.
+pub(super) const DIFF_WRITE: u8 = b'w';
+/// Zeroed extent record.
+pub(super) const DIFF_ZERO: u8 = b'z';
+/// End of the stream.
+pub(super) const DIFF_END: u8 = b'e';
+
+/// Why a diff stream could not be read; each command words it its own way.
+#[derive(Debug)]
+pub(super) enum DiffReadError {
+    /// The stream ended inside a record.
+    Truncated,
+    /// A snapshot name longer than [`MAX_DIFF_NAME`].
+    NameTooLong,
+    /// The read itself failed.
+    Io(std::io::Error),
+}
+
+/// Fill `buf` from a diff stream.
+pub(super) fn diff_read_exact(r: &mut dyn Read, buf: &mut [u8]) -> Result<(), DiffReadError> {
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            DiffReadError::Truncated
+        } else {
+            DiffReadError::Io(e)
+        }
+    })
+}
+
+/// A little-endian u64 of a diff stream.
+pub(super) fn diff_read_u64(r: &mut dyn Read) -> Result<u64, DiffReadError> {
+    let mut b = [0u8; 8];
+    diff_read_exact(r, &mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// The payload of an `f`/`t` record (le32 length, then the name's bytes),
+/// its length bounded before anything is allocated.
+pub(super) fn diff_read_name(r: &mut dyn Read) -> Result<Vec<u8>, DiffReadError> {
+    let mut b = [0u8; 4];
+    diff_read_exact(r, &mut b)?;
+    let n = u32::from_le_bytes(b);
+    if n > MAX_DIFF_NAME {
+        return Err(DiffReadError::NameTooLong);
+    }
+    let mut v = vec![0u8; n as usize];
+    diff_read_exact(r, &mut v)?;
+    Ok(v)
+}
+
+/// An `f`/`t` record.
+pub(super) fn diff_name_record(tag: u8, name: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + name.len());
+    v.push(tag);
+    v.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    v.extend_from_slice(name);
+    v
+}
+
+/// An `s` record.
+pub(super) fn diff_size_record(size: u64) -> [u8; 9] {
+    let mut v = [0u8; 9];
+    v[0] = DIFF_IMAGE_SIZE;
+    v[1..].copy_from_slice(&size.to_le_bytes());
+    v
+}
+
+/// The header of a `w` or `z` record (a `w` record's data follows it).
+pub(super) fn diff_extent_record(tag: u8, off: u64, len: u64) -> [u8; 17] {
+    let mut v = [0u8; 17];
+    v[0] = tag;
+    v[1..9].copy_from_slice(&off.to_le_bytes());
+    v[9..].copy_from_slice(&len.to_le_bytes());
+    v
+}
 
 fn io_err(what: &str, e: &std::io::Error) -> CmdError {
     let errno = e.raw_os_error().map(Errno::from_code).unwrap_or(Errno::EIO);
@@ -435,27 +519,19 @@ async fn write_diff(
 ) -> CmdResult {
     let ioe = |e: std::io::Error| io_err("export-diff error", &e);
     w.write_all(DIFF_BANNER).map_err(ioe)?;
-    let name_rec = |tag: u8, name: &str| {
-        let mut v = vec![tag];
-        v.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        v.extend_from_slice(name.as_bytes());
-        v
-    };
     if let Some(f) = from {
-        w.write_all(&name_rec(b'f', f)).map_err(ioe)?;
+        w.write_all(&diff_name_record(DIFF_FROM_SNAP, f.as_bytes()))
+            .map_err(ioe)?;
     }
     if let Some(t) = to {
-        w.write_all(&name_rec(b't', t)).map_err(ioe)?;
+        w.write_all(&diff_name_record(DIFF_TO_SNAP, t.as_bytes()))
+            .map_err(ioe)?;
     }
-    let mut rec = vec![b's'];
-    rec.extend_from_slice(&size.to_le_bytes());
-    w.write_all(&rec).map_err(ioe)?;
+    w.write_all(&diff_size_record(size)).map_err(ioe)?;
     for &(off, len, exists) in ext {
         if !exists {
-            let mut rec = vec![b'z'];
-            rec.extend_from_slice(&off.to_le_bytes());
-            rec.extend_from_slice(&len.to_le_bytes());
-            w.write_all(&rec).map_err(ioe)?;
+            w.write_all(&diff_extent_record(DIFF_ZERO, off, len))
+                .map_err(ioe)?;
             continue;
         }
         let mut o = off;
@@ -465,16 +541,14 @@ async fn write_diff(
                 .read(o, n)
                 .await
                 .map_err(|e| CmdError::rbd("export-diff error", &e))?;
-            let mut rec = vec![b'w'];
-            rec.extend_from_slice(&o.to_le_bytes());
-            rec.extend_from_slice(&(data.len() as u64).to_le_bytes());
-            w.write_all(&rec).map_err(ioe)?;
+            w.write_all(&diff_extent_record(DIFF_WRITE, o, data.len() as u64))
+                .map_err(ioe)?;
             w.write_all(&data).map_err(ioe)?;
             o += n;
             p.set(o);
         }
     }
-    w.write_all(b"e").map_err(ioe)?;
+    w.write_all(&[DIFF_END]).map_err(ioe)?;
     w.flush().map_err(ioe)
 }
 
@@ -482,31 +556,25 @@ fn bad_stream(why: &str) -> CmdError {
     CmdError::new(Errno::EINVAL, format!("import-diff failed: {why}"))
 }
 
+/// import-diff's words for a stream it cannot read.
+fn import_stream_err(e: DiffReadError) -> CmdError {
+    match e {
+        DiffReadError::Truncated => bad_stream("truncated diff stream"),
+        DiffReadError::NameTooLong => bad_stream("snapshot name too long"),
+        DiffReadError::Io(e) => io_err("import-diff failed", &e),
+    }
+}
+
 fn read_exact(r: &mut dyn Read, buf: &mut [u8]) -> CmdResult {
-    r.read_exact(buf).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            bad_stream("truncated diff stream")
-        } else {
-            io_err("import-diff failed", &e)
-        }
-    })
+    diff_read_exact(r, buf).map_err(import_stream_err)
 }
 
 fn read_u64(r: &mut dyn Read) -> CmdResult<u64> {
-    let mut b = [0u8; 8];
-    read_exact(r, &mut b)?;
-    Ok(u64::from_le_bytes(b))
+    diff_read_u64(r).map_err(import_stream_err)
 }
 
 fn read_name(r: &mut dyn Read) -> CmdResult<String> {
-    let mut b = [0u8; 4];
-    read_exact(r, &mut b)?;
-    let n = u32::from_le_bytes(b);
-    if n > MAX_DIFF_NAME {
-        return Err(bad_stream("snapshot name too long"));
-    }
-    let mut v = vec![0u8; n as usize];
-    read_exact(r, &mut v)?;
+    let v = diff_read_name(r).map_err(import_stream_err)?;
     String::from_utf8(v).map_err(|_| bad_stream("snapshot name is not UTF-8"))
 }
 
@@ -535,7 +603,7 @@ pub async fn import_diff(ctx: &Ctx, path: &str, image: &str) -> CmdResult {
         let mut tag = [0u8; 1];
         read_exact(&mut r, &mut tag)?;
         match tag[0] {
-            b'f' => {
+            DIFF_FROM_SNAP => {
                 let from = read_name(&mut r)?;
                 if !img.snap_exists(&from).await.unwrap_or(false) {
                     return Err(CmdError::new(
@@ -545,7 +613,7 @@ pub async fn import_diff(ctx: &Ctx, path: &str, image: &str) -> CmdResult {
                     .then(format!("import-diff failed: {}", Errno::ENOENT)));
                 }
             }
-            b't' => {
+            DIFF_TO_SNAP => {
                 let t = read_name(&mut r)?;
                 if img.snap_exists(&t).await.unwrap_or(false) {
                     return Err(CmdError::new(
@@ -556,7 +624,7 @@ pub async fn import_diff(ctx: &Ctx, path: &str, image: &str) -> CmdResult {
                 }
                 to = Some(t);
             }
-            b's' => {
+            DIFF_IMAGE_SIZE => {
                 let size = read_u64(&mut r)?;
                 if size != img.size() {
                     img.resize(size)
@@ -564,7 +632,7 @@ pub async fn import_diff(ctx: &Ctx, path: &str, image: &str) -> CmdResult {
                         .map_err(|e| CmdError::rbd("import-diff failed", &e))?;
                 }
             }
-            b'w' => {
+            DIFF_WRITE => {
                 let off = read_u64(&mut r)?;
                 let mut len = read_u64(&mut r)?;
                 let mut o = off;
@@ -581,14 +649,14 @@ pub async fn import_diff(ctx: &Ctx, path: &str, image: &str) -> CmdResult {
                     p.set(o);
                 }
             }
-            b'z' => {
+            DIFF_ZERO => {
                 let off = read_u64(&mut r)?;
                 let len = read_u64(&mut r)?;
                 img.discard(off, len)
                     .await
                     .map_err(|e| CmdError::rbd("import-diff failed", &e))?;
             }
-            b'e' => break,
+            DIFF_END => break,
             t => return Err(bad_stream(&format!("unknown record tag 0x{t:02x}"))),
         }
     }
