@@ -88,6 +88,14 @@ pub const QUEUE_CAPACITY: usize = 256;
 pub const MAX_BATCH: usize = 128;
 /// Most payload bytes in one batch (bounds its memory and its log record).
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
+/// A batch stops adding jobs to its record past this many bytes; the rest
+/// wait for the next record. Payload bytes bound a batch only loosely: a
+/// small write's clone-on-first-write copies its whole object into the
+/// record, and 4 KiB writes to 75 freshly snapshotted 4 MiB objects made
+/// one record exceed `seglog::MAX_RECORD` and stopped every OSD at once
+/// (session 31). Leaves room under that limit for the one job that
+/// crosses it.
+const RECORD_SOFT_MAX: usize = 64 << 20;
 /// How long one redb transaction stays open collecting batches. redb's
 /// commit costs as much CPU as the writes it commits (tree finalization,
 /// page checksums, freed-page bookkeeping, a pwrite per dirty page):
@@ -2291,6 +2299,14 @@ fn fill_txn(
             deadline = deadline.min(opened + COMMIT_INTERVAL);
         }
         let (answers, touched) = apply_batch(&mut t, &batch)?;
+        let rest = batch.split_off(answers.len());
+        if !rest.is_empty() {
+            // The record is full: they go first in the next one, in order.
+            let mut q = lock(&inner.queue);
+            for j in rest.into_iter().rev() {
+                q.jobs.push_front(j);
+            }
+        }
         let replies = batch.into_iter().map(|j| j.reply).zip(answers);
         let rec = match t.finish_record(ws.lsn + 1) {
             Some((pos, buf)) => {
@@ -2359,6 +2375,8 @@ fn fill_txn(
 
 /// Apply one batch to the open tables: the answers, and what changed.
 /// Errors are storage failures (fatal); requests' own failures are answers.
+/// Stops once the record holds [`RECORD_SOFT_MAX`] bytes: the answers then
+/// cover only the jobs applied, a prefix of `batch`.
 fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pending)> {
     let mut answers = Vec::with_capacity(batch.len());
     let mut touched = Pending::default();
@@ -2440,6 +2458,9 @@ fn apply_batch(t: &mut WTables<'_>, batch: &[Job]) -> Result<(Vec<Answer>, Pendi
             JobKind::SysScan(prefix) => Answer::Pairs(sys_scan_in(t.table(Tbl::Sys), prefix)),
         };
         answers.push(a);
+        if t.record_len() >= RECORD_SOFT_MAX {
+            break;
+        }
     }
     counters.write(t)?;
     Ok((answers, touched))

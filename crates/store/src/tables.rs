@@ -215,6 +215,11 @@ impl<'t> WTables<'t> {
 
     /// Seal the record being built with `lsn`: (its position, its bytes),
     /// or `None` if the batch changed nothing. Starts no new record.
+    /// Bytes of data the open record holds so far (0 without one).
+    pub fn record_len(&self) -> usize {
+        self.rec.as_ref().map_or(0, |r| r.buf.len())
+    }
+
     pub fn finish_record(&mut self, lsn: u64) -> Option<(Pos, seglog::RecordBuf)> {
         let redo = self.take_redo();
         let mut rec = self.rec.take()?;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use quarry_common::Errno;
-use quarry_rados::{ObjectId, Op, OpOutput, OpRequest};
+use quarry_rados::{ObjectId, Op, OpOutput, OpRequest, SnapContext, NOSNAP};
 use quarry_store::{Embedded, Store, StoreOptions};
 
 fn pattern(i: u64) -> Vec<u8> {
@@ -661,6 +661,79 @@ fn full_overwrites_of_fragmented_objects_are_reclaimed() {
         assert!(
             read(&s, &oid, 0, 4 << 20).unwrap() == full(o, 3),
             "object {o} after reopen"
+        );
+    }
+}
+
+/// Small writes that each clone a whole large object (the first write
+/// after a snapshot) must never make one batch's log record too large:
+/// 80 objects of 4 MiB, then 80 concurrent 4 KiB writes under a newer snap
+/// context. Before the record size bounded a batch, the writer put them
+/// in one record of ~320 MiB, over the log's record limit, and stopped
+/// (every OSD of a PG at once). Every write must succeed, every object
+/// read back the new bytes at the head and the old ones at the snapshot,
+/// and the store must reopen with all of it.
+#[test]
+fn clone_heavy_batches_stay_under_the_record_limit() {
+    const OBJ: usize = 4 << 20;
+    const N: usize = 80;
+    let dir = tempfile::tempdir().unwrap();
+    let old = Bytes::from(vec![0x5a; OBJ]);
+    {
+        let s = Arc::new(Store::open(dir.path()).unwrap());
+        for i in 0..N {
+            s.apply(
+                &OpRequest::new(ObjectId::new(1, format!("obj{i}"))).op(Op::WriteFull(old.clone())),
+            )
+            .unwrap();
+        }
+        let sc = SnapContext {
+            seq: 7,
+            snaps: vec![7],
+        };
+        let threads: Vec<_> = (0..N)
+            .map(|i| {
+                let s = s.clone();
+                let sc = sc.clone();
+                std::thread::spawn(move || {
+                    s.apply(
+                        &OpRequest::new(ObjectId::new(1, format!("obj{i}")))
+                            .with_snapc(sc)
+                            .op(Op::Write {
+                                off: 0,
+                                data: Bytes::from(vec![i as u8; 4096]),
+                            }),
+                    )
+                    .map(|_| ())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().expect("write after the snapshot");
+        }
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let read_at = |name: &str, snap: u64| -> Vec<u8> {
+        let r = s
+            .apply(
+                &OpRequest::new(ObjectId::new(1, name))
+                    .at_snap(snap)
+                    .op(Op::Read { off: 0, len: 0 }),
+            )
+            .unwrap();
+        match &r.outputs[0] {
+            OpOutput::Data(d) => d.to_vec(),
+            o => panic!("unexpected {o:?}"),
+        }
+    };
+    for i in 0..N {
+        let head = read_at(&format!("obj{i}"), NOSNAP);
+        assert_eq!(&head[..4096], &vec![i as u8; 4096][..], "obj{i} head");
+        assert_eq!(&head[4096..], &old[4096..], "obj{i} head tail");
+        assert_eq!(
+            read_at(&format!("obj{i}"), 7),
+            old,
+            "obj{i} at the snapshot"
         );
     }
 }
