@@ -61,9 +61,16 @@ async fn build_object(
 ) -> Result<()> {
     debug_assert_eq!(ids.len(), contents.len());
     let mut exists = false;
+    let mut last: Option<&Bytes> = None;
     // One step per snapshot, then the head's removal under every snapshot.
     for i in 0..=ids.len() {
         let data = contents.get(i).and_then(|c| c.as_ref());
+        if i < ids.len() && data == last {
+            // Unchanged since the previous snapshot: the clone the next
+            // write makes serves both.
+            continue;
+        }
+        last = data;
         let ops = content_ops(data, exists);
         if ops.is_empty() {
             continue;
