@@ -1127,11 +1127,14 @@ fn copy_prefix(
 }
 
 /// Copy the extents of instance `from` (blocks below `limit`) to the
-/// empty instance `to`: the bytes are copied into the data log (each index
-/// entry owns its bytes, which is what lets compaction find every live
-/// block from the record that holds it), keeping each block's stored
-/// checksum (so a corrupted block stays detectably corrupted). Returns the
-/// data bytes copied.
+/// empty instance `to` by reference: `to`'s index entries point at the
+/// same bytes of the data log (a snapshot's clone or a rollback costs one
+/// index entry per extent, not a copy of the object). Every instance of an
+/// object keeps each block at its block index, which is what lets
+/// compaction find all of a record's users from its redo (see
+/// `store::compact_step`); each entry counts in its segment's live bytes,
+/// so a segment is deleted only once no instance points into it. Returns
+/// the data bytes the new entries cover.
 fn copy_extents(t: &mut WTables<'_>, from: &[u8], to: &[u8], limit: u64) -> FlushResult<u64> {
     let ents = extent::overlapping(t.table(Tbl::Data), from, 0, limit)?;
     let mut bytes = 0u64;
@@ -1141,8 +1144,8 @@ fn copy_extents(t: &mut WTables<'_>, from: &[u8], to: &[u8], limit: u64) -> Flus
         } else {
             p
         };
-        let d = t.read_at(p.seg, p.off, p.bytes() as usize)?;
-        bytes += t.put_extent(&codec::block_key(to, s), &d, p.last, p.crcs)?;
+        bytes += p.bytes();
+        t.put(Tbl::Data, &codec::block_key(to, s), &p.encode())?;
     }
     Ok(bytes)
 }

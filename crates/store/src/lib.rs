@@ -31,8 +31,9 @@
 //!   durable on its own at checkpoints (log full, big batches, close);
 //!   recovery replays the log past the last checkpoint.
 //! * **Snapshots**: object-granular copy-on-write as RADOS does it: the
-//!   first write after a snapshot copies the head (blocks, omap, xattrs) to a
-//!   clone labelled with the new snaps; clones track their overlap with the
+//!   first write after a snapshot makes the head's blocks, omap and xattrs
+//!   a clone labelled with the new snaps (blocks by reference: the clone's
+//!   index entries point at the head's bytes in the data log, no copy); clones track their overlap with the
 //!   next newer instance; trimming drops snap ids from labels and deletes
 //!   clones no snapshot needs.
 //!

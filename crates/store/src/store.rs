@@ -1809,9 +1809,11 @@ fn delete_dead_segments(inner: &Inner, ws: &mut WriterState) -> Result<()> {
 
 /// One step of compaction: copy the live blocks of the next records of the
 /// segment being compacted into the record being built (through `t`, so
-/// the moves are logged and atomic like any write). A block is live if its
-/// index entry still points at it; each index entry owns its bytes (clones
-/// copy them), so the record that wrote a block names its only user.
+/// the moves are logged and atomic like any write). A block is live if an
+/// index entry still points at it: the record that wrote it names its
+/// object and block indices, and the instances of that object (head and
+/// clones, which take extents by reference) are its only possible users.
+/// Entries sharing an extent are moved together and stay shared.
 fn compact_step(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) -> Result<()> {
     let started = Instant::now();
     let before = ws.stats.compact_bytes;
@@ -1885,6 +1887,8 @@ fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) 
         .map_err(|e| RadosError::io(format!("data log: {e}")))?;
     let (mut copied, mut scanned) = (0u64, 0u64);
     let mut end = seglog::at_end(&f, off, len);
+    // Instances of each object met in this step's records.
+    let mut instances: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
     while !end && copied < COMPACT_COPY_BYTES && scanned < COMPACT_SCAN_BYTES {
         // Only the header and redo are read first: the redo names the
         // extents the record wrote, the index says which of them still
@@ -1914,8 +1918,10 @@ fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) 
         for e in entries {
             // Every extent (or trimmed piece of one) pointing into this
             // record lies inside the range of blocks of a `data` put of the
-            // record, under the same key prefix (see `extent`): look those
-            // blocks up and move what still points here.
+            // record, at the same block indices, in some instance of the
+            // same object: the put's own, or a clone or head that took the
+            // extent by reference (`exec::copy_extents`). Look those blocks
+            // up in every instance and move what still points here.
             let Redo::Put(Tbl::Data, k, v) = e else {
                 continue;
             };
@@ -1923,37 +1929,73 @@ fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) 
                 continue;
             };
             // A put naming blocks of another record (the trimmed piece of an
-            // older extent, re-logged when a write split it) owns nothing
-            // here: skip its index lookup.
+            // older extent, re-logged when a write split it, or an extent
+            // taken by reference) owns nothing here: skip its index lookup.
             if p.seg != id || p.off < data_at || p.off >= data_end {
                 continue;
             }
-            let Some(first) = codec::block_index(k, k.len().saturating_sub(8)) else {
+            let Some(okey_len) = k.len().checked_sub(16) else {
                 continue;
             };
-            let ikey = &k[..k.len() - 8];
-            let (lo, hi) = (p.off, p.off + p.bytes());
-            let cur = extent::overlapping(t.table(Tbl::Data), ikey, first, first + p.blocks())?;
-            for (s, c) in cur {
-                if c.seg != id
-                    || c.off < lo
-                    || c.off >= hi
-                    || c.off < data_at
-                    || c.off + c.bytes() > data_end
-                {
-                    continue;
+            let Some(first) = codec::block_index(k, k.len() - 8) else {
+                continue;
+            };
+            let okey = &k[..okey_len];
+            let insts = match instances.get(okey) {
+                Some(v) => v,
+                None => {
+                    let v = object_instances(t.table(Tbl::Data), okey)?;
+                    instances.entry(okey.to_vec()).or_insert(v)
                 }
-                live.insert(codec::block_key(ikey, s), c);
+            };
+            let (lo, hi) = (p.off, p.off + p.bytes());
+            for ikey in insts {
+                let cur = extent::overlapping(t.table(Tbl::Data), ikey, first, first + p.blocks())?;
+                for (s, c) in cur {
+                    if c.seg != id
+                        || c.off < lo
+                        || c.off >= hi
+                        || c.off < data_at
+                        || c.off + c.bytes() > data_end
+                    {
+                        continue;
+                    }
+                    live.insert(codec::block_key(ikey, s), c);
+                }
             }
         }
+        // Entries naming the very same bytes (a clone and the head it was
+        // taken from) are moved once and stay shared.
+        let mut first_of: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+        let mut aliases: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        live.retain(|k, c| match first_of.entry((c.off, c.bytes())) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                aliases.push((k.clone(), o.get().clone()));
+                false
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(k.clone());
+                true
+            }
+        });
         let Some(moved) = read_live(&f, live) else {
             give_up(ws, id, off);
             return Ok(());
         };
+        let mut moved_to: HashMap<Vec<u8>, ExtPtr> = HashMap::new();
         for (k, c, blocks, raw) in moved {
             copied += c.bytes();
             ws.stats.compact_bytes += c.bytes();
-            t.put_extent_blocks(&k, &blocks, &raw, c.last, c.crcs)?;
+            let to = t.put_extent_blocks(&k, &blocks, &raw, c.last, c.crcs)?;
+            if !aliases.is_empty() {
+                moved_to.insert(k, to);
+            }
+        }
+        for (k, first) in aliases {
+            let to = moved_to
+                .get(&first)
+                .ok_or_else(|| RadosError::io("local store: compaction lost a shared extent"))?;
+            t.put(Tbl::Data, &k, &to.encode())?;
         }
         scanned += h.len;
         off += h.len;
@@ -1970,6 +2012,41 @@ fn compact_step_inner(t: &mut WTables<'_>, inner: &Inner, ws: &mut WriterState) 
         ws.compact = Some((id, off, next_lsn));
     }
     Ok(())
+}
+
+/// The instance keys (head and clones) of object `okey` that hold data:
+/// one index seek per instance, skipping over each one's blocks.
+fn object_instances<D: exec::RTable>(data: &D, okey: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let end = codec::prefix_end(okey);
+    let mut from = okey.to_vec();
+    loop {
+        let next = {
+            let mut r = match &end {
+                Some(e) => data.range::<&[u8]>(from.as_slice()..e.as_slice()),
+                None => data.range::<&[u8]>(from.as_slice()..),
+            }
+            .map_err(exec::sio)?;
+            match r.next() {
+                Some(item) => Some(item.map_err(exec::sio)?.0.value().to_vec()),
+                None => None,
+            }
+        };
+        let Some(k) = next else {
+            return Ok(out);
+        };
+        let inst = k
+            .get(okey.len()..okey.len() + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .filter(|_| k.len() == okey.len() + 16)
+            .ok_or_else(extent::corrupt_entry)?;
+        out.push(codec::inst_key(okey, inst));
+        let Some(n) = inst.checked_add(1) else {
+            return Ok(out);
+        };
+        from = codec::inst_key(okey, n);
+    }
 }
 
 /// Compaction cannot read segment `id` at `off` (no record there, or a

@@ -290,12 +290,15 @@ impl<'t> WTables<'t> {
             last = b.len() as u32;
         }
         let direct = self.direct;
-        self.put_extent_parts(key, Parts::Shared(blocks, &raw), last, crcs, direct)
+        let (len, old, _) =
+            self.put_extent_parts(key, Parts::Shared(blocks, &raw), last, crcs, direct)?;
+        Ok((len, old))
     }
 
     /// Store an extent of existing blocks (compaction's moves) without
     /// copying them into the record: `blocks` with each one's plain
     /// crc32c, keeping the stored checksums `crcs` (checked by the caller).
+    /// Returns the new index entry.
     pub fn put_extent_blocks(
         &mut self,
         key: &[u8],
@@ -303,11 +306,11 @@ impl<'t> WTables<'t> {
         raw: &[u32],
         last: u32,
         crcs: Vec<u32>,
-    ) -> Result<u64> {
+    ) -> Result<ExtPtr> {
         debug_assert_eq!(blocks.len(), raw.len());
         Ok(self
             .put_extent_parts(key, Parts::Shared(blocks, raw), last, crcs, false)?
-            .0)
+            .2)
     }
 
     /// Store an extent whose bytes are `data` with the given checksums
@@ -332,7 +335,7 @@ impl<'t> WTables<'t> {
         last: u32,
         crcs: Vec<u32>,
         direct: bool,
-    ) -> Result<(u64, Option<Vec<u8>>)> {
+    ) -> Result<(u64, Option<Vec<u8>>, ExtPtr)> {
         let rec = self
             .rec
             .as_mut()
@@ -373,7 +376,7 @@ impl<'t> WTables<'t> {
             crcs,
         };
         let (old, _) = self.put_old(Tbl::Data, key, &p.encode())?;
-        Ok((len, old))
+        Ok((len, old, p))
     }
 
     /// Store fresh blocks of an extent of `len` bytes into the record and
