@@ -940,7 +940,7 @@ fn clones_share_the_heads_blocks_and_compaction_moves_them_once() {
     let s = Store::open_with(dir.path(), opts).unwrap();
     let n = 64 * MIB / CHUNK;
     let place = |i: u64| -> (ObjectId, u64) {
-        let (name, j) = if i % 8 == 0 {
+        let (name, j) = if i.is_multiple_of(8) {
             ("vm", i / 8)
         } else {
             ("tmp", i - i / 8 - 1)
@@ -1000,7 +1000,7 @@ fn clones_share_the_heads_blocks_and_compaction_moves_them_once() {
         "compaction copied {moved} bytes (six or seven segments of 1 MiB of shared blocks expected)"
     );
     let verify = |s: &Store| {
-        for i in (0..n).filter(|i| i % 8 == 0) {
+        for i in (0..n).filter(|i| i.is_multiple_of(8)) {
             let (o, off) = place(i);
             let mut want = chunk(0, i, CHUNK as usize);
             let snap = s
