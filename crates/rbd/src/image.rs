@@ -2672,7 +2672,9 @@ impl PreId {
     }
 }
 
-async fn release_snap_id(rados: &dyn Rados, pool: quarry_rados::PoolId, id: SnapId) {
+/// Give an allocated snap id back to its pool (logged, not returned: the
+/// caller is already failing or cleaning up).
+pub(crate) async fn release_snap_id(rados: &dyn Rados, pool: quarry_rados::PoolId, id: SnapId) {
     if let Err(e) = rados.snap_remove(pool, id).await {
         tracing::warn!(pool, snap = id, "releasing an unused snap id: {e}");
     }

@@ -314,9 +314,7 @@ impl Rbd {
             if created.is_err() {
                 // The history copied under them goes with the ids.
                 for id in ids {
-                    if let Err(e) = rados.snap_remove(dst_io.pool_id, id).await {
-                        tracing::warn!("migration of {sspec}: giving back snap id {id}: {e}");
-                    }
+                    crate::image::release_snap_id(rados, dst_io.pool_id, id).await;
                 }
             }
             created
@@ -357,9 +355,7 @@ impl Rbd {
             .await;
         if r.is_err() {
             for &id in out.keys() {
-                if let Err(e) = rados.snap_remove(dst_io.pool_id, id).await {
-                    tracing::warn!("migration: giving back snap id {id}: {e}");
-                }
+                crate::image::release_snap_id(rados, dst_io.pool_id, id).await;
             }
         }
         r.map(|_| out)
