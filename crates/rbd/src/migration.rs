@@ -314,7 +314,7 @@ impl Rbd {
             if created.is_err() {
                 // The history copied under them goes with the ids.
                 for id in ids {
-                    crate::image::release_snap_id(rados, dst_io.pool_id, id).await;
+                    crate::image::release_snap_id(rados.as_ref(), dst_io.pool_id, id).await;
                 }
             }
             created
