@@ -1908,6 +1908,23 @@ fn groups_snapshot_and_roll_back_their_images_together() {
         "rm",
         &format!("rbd_group_header.{gid}"),
     ]);
+    // Nor does the stale link keep it out of a live migration or of
+    // another group: both clear it.
+    e.ok(&["rbd", "migration", "prepare", "data/orphan", "data/moved"]);
+    e.ok(&["rbd", "migration", "abort", "--no-progress", "data/moved"]);
+    e.ok(&["rbd", "group", "create", "data/next"]);
+    e.ok(&["rbd", "group", "image", "add", "data/next", "data/orphan"]);
+    assert_eq!(
+        e.ok(&["rbd", "group", "image", "ls", "data/next"]).stdout,
+        "data/orphan \n"
+    );
+    e.fails(
+        &["rbd", "rm", "--no-progress", "data/orphan"],
+        31,
+        "rbd: error: image belongs to a group\n\
+         rbd: Remove the image from the group and try again.\n",
+    );
+    e.ok(&["rbd", "group", "image", "rm", "data/next", "data/orphan"]);
     e.ok(&["rbd", "rm", "--no-progress", "data/orphan"]);
 }
 

@@ -354,6 +354,49 @@ impl Rbd {
         self.ioctx(pool, &group_io.namespace).await
     }
 
+    /// Clear image `image_id`'s link to a group if the link is stale: the
+    /// group is gone or does not list the image (an interrupted `group rm`,
+    /// or a group header removed by hand). A member is recorded in its
+    /// group before its header is linked and unlinked before its record
+    /// goes, so a link whose record is missing holds nothing. Returns
+    /// whether the image still belongs to a group.
+    pub(crate) async fn clear_stale_group_link(
+        &self,
+        iio: &IoCtx,
+        image_id: &str,
+        what: &str,
+    ) -> Result<bool> {
+        let hoid = iio.oid(crate::layout::header_oid(image_id));
+        let h = crate::header::read_header(self.rados().as_ref(), &hoid, what).await?;
+        let Some(g) = h.group else {
+            return Ok(false);
+        };
+        let gio = self.member_io(iio, g.pool).await?;
+        let member = match self
+            .group_header(&gio, &g.group_id, &format!("group id {}", g.group_id))
+            .await
+        {
+            Ok(gh) => gh.images.contains_key(&image_key(iio.pool_id, image_id)),
+            Err(RbdError::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        if member {
+            return Ok(true);
+        }
+        tracing::info!(
+            "{what}: clearing its link to group id {}, which does not list it",
+            g.group_id
+        );
+        let h = update_header(self.rados(), &hoid, what, |h| {
+            if h.group.as_ref() == Some(&g) {
+                h.group = None;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(h.group.is_some())
+    }
+
     /// Take a member out: its header's group link, then its record.
     async fn group_detach(
         &self,
@@ -443,21 +486,29 @@ impl Rbd {
         };
         let hoid = iio.oid(crate::layout::header_oid(&image_id));
         let image_what = format!("image {}", iio.spec(image));
-        let linked = update_header(self.rados(), &hoid, &image_what, |h| match &h.group {
-            Some(g) if *g == link => Ok(()),
-            Some(_) => Err(RbdError::exists(format!(
-                "{image_what} is in another group already;"
-            ))),
-            None if h.migration.is_some() => Err(RbdError::busy(
-                image_what.clone(),
-                "it takes part in a live migration",
-            )),
-            None => {
-                h.group = Some(link.clone());
-                Ok(())
-            }
-        })
-        .await;
+        // A stale link to another group must not keep the image out.
+        let cleared = self
+            .clear_stale_group_link(iio, &image_id, &image_what)
+            .await;
+        let linked = match cleared {
+            Err(e) => Err(e),
+            Ok(_) => update_header(self.rados(), &hoid, &image_what, |h| match &h.group {
+                Some(g) if *g == link => Ok(()),
+                Some(_) => Err(RbdError::exists(format!(
+                    "{image_what} is in another group already;"
+                ))),
+                None if h.migration.is_some() => Err(RbdError::busy(
+                    image_what.clone(),
+                    "it takes part in a live migration",
+                )),
+                None => {
+                    h.group = Some(link.clone());
+                    Ok(())
+                }
+            })
+            .await
+            .map(|_| ()),
+        };
         if let Err(e) = linked {
             let undo = self
                 .group_update(gio, &gid, vec![key.clone()], |_| {

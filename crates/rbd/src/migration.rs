@@ -146,9 +146,13 @@ impl Rbd {
         let sid = lookup_id(rados.as_ref(), src_io, src_name).await?;
         let soid = src_io.oid(layout::header_oid(&sid));
         let what = format!("image {sspec}");
-        let sh = read_header(rados.as_ref(), &soid, &what).await?;
+        let mut sh = read_header(rados.as_ref(), &soid, &what).await?;
         if sh.migration.is_some() {
             return Err(RbdError::busy(what, "it is already being migrated"));
+        }
+        if sh.group.is_some() && !self.clear_stale_group_link(src_io, &sid, &what).await? {
+            // The link was stale and is gone.
+            sh = read_header(rados.as_ref(), &soid, &what).await?;
         }
         if sh.group.is_some() {
             // Its group would lose track of it (and commit could not
