@@ -16,6 +16,8 @@
 //! terminated), so "every key starting with the object key" is exactly the
 //! object's entries.
 
+use std::collections::HashMap;
+
 use quarry_rados::{RadosError, Result};
 use redb::ReadableTable;
 
@@ -245,24 +247,62 @@ pub fn wipe(
 }
 
 /// Write a parsed export's entries under `okey` (after [`wipe`]).
-/// Adjacent full blocks of one instance become one extent again.
+/// Adjacent full blocks of one instance become one extent again, and a
+/// block whose bytes equal the previous instance's at the same index (a
+/// clone and the head it was taken from, see `exec::copy_extents`) points
+/// at that instance's copy instead of being appended again, so a
+/// recovered replica shares what its source shared.
 pub fn install(t: &mut WTables<'_>, okey: &[u8], p: &Parsed<'_>) -> Result<()> {
-    /// Blocks waiting to be written as one extent.
-    struct Run {
+    /// Where an installed block lies, with its checksum and bytes.
+    type Loc<'a> = (u32, u64, u32, &'a [u8]);
+    /// Blocks waiting to be written as one extent: fresh bytes, or a run of
+    /// the previous instance's blocks lying back to back at (seg, off).
+    struct Run<'a> {
         ikey: Vec<u8>,
         first: u64,
-        data: Vec<u8>,
+        blocks: Vec<&'a [u8]>,
         crcs: Vec<u32>,
-        last: u32,
+        shared: Option<(u32, u64)>,
     }
-    fn put(t: &mut WTables<'_>, r: Run) -> Result<()> {
+    impl Run<'_> {
+        fn last(&self) -> u32 {
+            self.blocks.last().map_or(0, |b| b.len() as u32)
+        }
+    }
+    fn put<'a>(t: &mut WTables<'_>, r: Run<'a>, locs: &mut HashMap<u64, Loc<'a>>) -> Result<()> {
         let n = r.crcs.len() as u64;
+        let last = r.last();
         // `parse` allows repeated keys: never let two extents overlap.
         t.punch(&r.ikey, r.first, r.first + n)?;
-        t.put_extent(&codec::block_key(&r.ikey, r.first), &r.data, r.last, r.crcs)?;
+        let key = codec::block_key(&r.ikey, r.first);
+        let (seg, off) = match r.shared {
+            Some((seg, off)) => {
+                let e = ExtPtr {
+                    seg,
+                    off,
+                    last,
+                    crcs: r.crcs.clone(),
+                };
+                t.put(Tbl::Data, &key, &e.encode())?;
+                (seg, off)
+            }
+            None => {
+                let data = r.blocks.concat();
+                let e = t.put_extent(&key, &data, last, r.crcs.clone())?;
+                (e.seg, e.off)
+            }
+        };
+        for (i, (b, crc)) in r.blocks.iter().zip(&r.crcs).enumerate() {
+            let at = off + i as u64 * BLOCK_SIZE;
+            locs.insert(r.first + i as u64, (seg, at, *crc, *b));
+        }
         Ok(())
     }
-    let mut run: Option<Run> = None;
+    let mut run: Option<Run<'_>> = None;
+    // Blocks of the instance being installed, and of the one before it.
+    let mut locs: HashMap<u64, Loc<'_>> = HashMap::new();
+    let mut prev: HashMap<u64, Loc<'_>> = HashMap::new();
+    let mut inst: Vec<u8> = Vec::new();
     let mut key = Vec::with_capacity(okey.len() + 32);
     for (which, suffix, val) in &p.entries {
         key.clear();
@@ -277,32 +317,51 @@ pub fn install(t: &mut WTables<'_>, okey: &[u8], p: &Parsed<'_>) -> Result<()> {
             .ok_or_else(|| RadosError::io("malformed data key in an export"))?;
         let ikey = &key[..key.len() - 8];
         let crc = u32::from_le_bytes([val[0], val[1], val[2], val[3]]);
-        let d = &val[4..];
+        let d: &[u8] = &val[4..];
+        // The same bytes at the same index in the previous instance.
+        let same = prev
+            .get(&blk)
+            .filter(|&&(_, _, c, b)| c == crc && b == d)
+            .map(|&(seg, off, _, _)| (seg, off));
         if let Some(r) = run.as_mut() {
-            if r.ikey == ikey
-                && r.first + r.crcs.len() as u64 == blk
-                && r.last as u64 == BLOCK_SIZE
-                && (r.crcs.len() as u64) < extent::MAX_EXTENT_BLOCKS
-            {
-                r.data.extend_from_slice(d);
+            let n = r.crcs.len() as u64;
+            let follows = r.ikey == ikey
+                && r.first + n == blk
+                && r.last() as u64 == BLOCK_SIZE
+                && n < extent::MAX_EXTENT_BLOCKS;
+            let fits = match (r.shared, same) {
+                (None, None) => true,
+                (Some((seg, off)), Some((s2, o2))) => s2 == seg && o2 == off + n * BLOCK_SIZE,
+                _ => false,
+            };
+            if follows && fits {
+                r.blocks.push(d);
                 r.crcs.push(crc);
-                r.last = d.len() as u32;
                 continue;
             }
         }
         if let Some(r) = run.take() {
-            put(t, r)?;
+            put(t, r, &mut locs)?;
         }
+        if inst != ikey {
+            prev = std::mem::take(&mut locs);
+            inst = ikey.to_vec();
+        }
+        // Recomputed: a new instance shares with the one just finished.
+        let same = prev
+            .get(&blk)
+            .filter(|&&(_, _, c, b)| c == crc && b == d)
+            .map(|&(seg, off, _, _)| (seg, off));
         run = Some(Run {
             ikey: ikey.to_vec(),
             first: blk,
-            data: d.to_vec(),
+            blocks: vec![d],
             crcs: vec![crc],
-            last: d.len() as u32,
+            shared: same,
         });
     }
     if let Some(r) = run {
-        put(t, r)?;
+        put(t, r, &mut locs)?;
     }
     Ok(())
 }

@@ -314,18 +314,18 @@ impl<'t> WTables<'t> {
     }
 
     /// Store an extent whose bytes are `data` with the given checksums
-    /// (copies and compaction keep a block's stored checksum, so a
-    /// corrupted block stays detectably corrupted). Returns the bytes.
+    /// (imports keep a block's stored checksum, so a corrupted block stays
+    /// detectably corrupted). Returns the new index entry.
     pub fn put_extent(
         &mut self,
         key: &[u8],
         data: &[u8],
         last: u32,
         crcs: Vec<u32>,
-    ) -> Result<u64> {
+    ) -> Result<ExtPtr> {
         Ok(self
             .put_extent_parts(key, Parts::Copy(data), last, crcs, false)?
-            .0)
+            .2)
     }
 
     fn put_extent_parts(
