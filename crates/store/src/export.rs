@@ -298,6 +298,12 @@ pub fn install(t: &mut WTables<'_>, okey: &[u8], p: &Parsed<'_>) -> Result<()> {
         }
         Ok(())
     }
+    /// Where `prev` (an instance's blocks) holds the same bytes at `blk`.
+    fn same_in(prev: &HashMap<u64, Loc<'_>>, blk: u64, crc: u32, d: &[u8]) -> Option<(u32, u64)> {
+        prev.get(&blk)
+            .filter(|&&(_, _, c, b)| c == crc && b == d)
+            .map(|&(seg, off, _, _)| (seg, off))
+    }
     let mut run: Option<Run<'_>> = None;
     // Blocks of the instance being installed, and of the one before it.
     let mut locs: HashMap<u64, Loc<'_>> = HashMap::new();
@@ -318,11 +324,7 @@ pub fn install(t: &mut WTables<'_>, okey: &[u8], p: &Parsed<'_>) -> Result<()> {
         let ikey = &key[..key.len() - 8];
         let crc = u32::from_le_bytes([val[0], val[1], val[2], val[3]]);
         let d: &[u8] = &val[4..];
-        // The same bytes at the same index in the previous instance.
-        let same = prev
-            .get(&blk)
-            .filter(|&&(_, _, c, b)| c == crc && b == d)
-            .map(|&(seg, off, _, _)| (seg, off));
+        let same = same_in(&prev, blk, crc, d);
         if let Some(r) = run.as_mut() {
             let n = r.crcs.len() as u64;
             let follows = r.ikey == ikey
@@ -347,11 +349,8 @@ pub fn install(t: &mut WTables<'_>, okey: &[u8], p: &Parsed<'_>) -> Result<()> {
             prev = std::mem::take(&mut locs);
             inst = ikey.to_vec();
         }
-        // Recomputed: a new instance shares with the one just finished.
-        let same = prev
-            .get(&blk)
-            .filter(|&&(_, _, c, b)| c == crc && b == d)
-            .map(|&(seg, off, _, _)| (seg, off));
+        // Again: a new instance shares with the one just finished.
+        let same = same_in(&prev, blk, crc, d);
         run = Some(Run {
             ikey: ikey.to_vec(),
             first: blk,
