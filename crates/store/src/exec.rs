@@ -960,10 +960,36 @@ fn remove_head(rec: &mut ObjRecord, hd: &mut DataState, ho: &mut OmapState) {
     newest_overlap_sub(rec, 0, u64::MAX);
 }
 
+/// Most ranges a clone's overlap list keeps. The list is a hint (a diff
+/// reports its complement as changed), so dropping a range only makes
+/// diffs report more; without a bound, random small writes after a
+/// snapshot split it into up to one range per 4 KiB block, and every write
+/// to the object re-encodes its record with the whole list.
+pub const MAX_OVERLAP_RANGES: usize = 64;
+
 /// A head change in `[off, off+len)`: the newest clone no longer matches there.
 fn newest_overlap_sub(rec: &mut ObjRecord, off: u64, len: u64) {
     if let Some(c) = rec.clones.last_mut() {
         subtract(&mut c.overlap, off, len);
+        cap_overlap(&mut c.overlap, MAX_OVERLAP_RANGES);
+    }
+}
+
+/// Drop the shortest ranges of a sorted extent list until at most `max`
+/// remain (what is left is still a subset of the unchanged bytes).
+pub fn cap_overlap(ov: &mut Vec<(u64, u64)>, max: usize) {
+    while ov.len() > max {
+        let shortest = ov
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, r)| r.1)
+            .map(|(i, _)| i);
+        match shortest {
+            Some(i) => {
+                ov.remove(i);
+            }
+            None => break,
+        }
     }
 }
 
@@ -1361,6 +1387,7 @@ pub fn trim_object(
         if i > 0 {
             let older = &mut rec.clones[i - 1];
             older.overlap = intersect(&older.overlap, &c.overlap);
+            cap_overlap(&mut older.overlap, MAX_OVERLAP_RANGES);
         }
     }
     if rec.head.is_none() && rec.clones.is_empty() {
@@ -1389,6 +1416,11 @@ mod tests {
             intersect(&[(0, 10), (20, 10)], &[(5, 20)]),
             vec![(5, 5), (20, 5)]
         );
+        let mut v = vec![(0, 4), (10, 1), (20, 3), (30, 2)];
+        cap_overlap(&mut v, 2);
+        assert_eq!(v, vec![(0, 4), (20, 3)]);
+        cap_overlap(&mut v, 5);
+        assert_eq!(v, vec![(0, 4), (20, 3)]);
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod tables;
 
 pub use codec::BLOCK_SIZE;
 pub use embedded::Embedded;
-pub use exec::MAX_OBJECT_SIZE;
+pub use exec::{MAX_OBJECT_SIZE, MAX_OVERLAP_RANGES};
 pub use export::{digest as export_digest, ExportDigest};
 pub use store::{
     CachedRead, Logged, PendingOp, Store, StoreOptions, StoreUsage, SysUpdates, MAX_BATCH,

@@ -161,6 +161,34 @@ fn compound_atomicity() {
 }
 
 #[test]
+fn scattered_writes_after_a_snapshot_keep_a_bounded_true_overlap() {
+    let s = Store::open_memory().unwrap();
+    let obj = 4usize << 20;
+    write(&s, "o", 0, &vec![1u8; obj], &snapc(0, &[]));
+    // Every third 4 KiB block rewritten after snapshot 1: 342 changed
+    // ranges, each leaving a gap of two unchanged blocks.
+    for blk in (0..obj / 4096).step_by(3) {
+        write(&s, "o", (blk * 4096) as u64, &[2u8; 4096], &snapc(1, &[1]));
+    }
+    let r = s
+        .apply(&OpRequest::new(oid("o")).op(Op::ListSnaps))
+        .unwrap();
+    let OpOutput::Snaps(ss) = &r.outputs[0] else {
+        panic!()
+    };
+    let ov = &ss.clones[0].overlap;
+    assert_eq!(ov.len(), quarry_store::MAX_OVERLAP_RANGES);
+    let snap = read_at(&s, "o", 1).unwrap();
+    let head = read_at(&s, "o", NOSNAP).unwrap();
+    assert_eq!(snap, vec![1u8; obj]);
+    // What the overlap still claims is really identical in both.
+    for &(o, l) in ov {
+        let (o, e) = (o as usize, (o + l) as usize);
+        assert_eq!(snap[o..e], head[o..e], "overlap ({o}, {l}) differs");
+    }
+}
+
+#[test]
 fn snapshots_clone_on_write() {
     let s = Store::open_memory().unwrap();
     write(&s, "o", 0, &[1u8; 8192], &snapc(0, &[]));
