@@ -345,12 +345,14 @@ pub fn install(t: &mut WTables<'_>, okey: &[u8], p: &Parsed<'_>) -> Result<()> {
         if let Some(r) = run.take() {
             put(t, r, &mut locs)?;
         }
-        if inst != ikey {
+        let same = if inst != ikey {
             prev = std::mem::take(&mut locs);
             inst = ikey.to_vec();
-        }
-        // Again: a new instance shares with the one just finished.
-        let same = same_in(&prev, blk, crc, d);
+            // A new instance shares with the one just finished.
+            same_in(&prev, blk, crc, d)
+        } else {
+            same
+        };
         run = Some(Run {
             ikey: ikey.to_vec(),
             first: blk,
