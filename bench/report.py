@@ -18,6 +18,7 @@ RBD_JOBS = [
     "seqwrite-4m-qd4",
     "seqread-4m-qd4",
     "randrw-64k-qd16",
+    "randwrite-4k-qd32-after-snap",
 ]
 DURABLE_JOBS = [
     "randwrite-4k-qd1-fdatasync",
@@ -29,6 +30,7 @@ DURABLE_JOBS = [
 DURABLE_OF = {
     "randwrite-4k-qd1": "randwrite-4k-qd1-fdatasync",
     "randwrite-4k-qd32": "randwrite-4k-qd32-fdatasync",
+    "randwrite-4k-qd32-after-snap": "randwrite-4k-qd32-fdatasync",
     "seqwrite-4m-qd4": "seqwrite-4m-qd4-fdatasync",
 }
 MIB = 1 << 20

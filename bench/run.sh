@@ -386,6 +386,11 @@ for pass in $(seq "$PASSES"); do
   done
 done
 rm -f "$WORK/limit/bench.dat"
+# Random writes right after a snapshot of the image (see jobs.fio).
+for s in $SYSTEMS; do
+  in_env "$s" rbd snap create data/bench@after-passes >&2 || die "$s: rbd snap create data/bench@after-passes"
+  run_fio "$s" randwrite-4k-qd32-after-snap p1
+done
 
 for s in $SYSTEMS; do
   sleep "$SETTLE"
