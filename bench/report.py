@@ -391,9 +391,6 @@ def main():
     w(f"- {machine.get('fio')}; Ceph {machine.get('ceph_pkg')} (Debian); fio's rbd engine loaded "
       + ", ".join(f"{s}: `{p}`" for s, p in libpath.items()) + " (read from fio's /proc/PID/maps during the runs: "
       + ", ".join(f"{s} {v['verified']} of {v['runs']} runs" for s, v in lib_checked.items()) + ")")
-    warmed = machine.get("memory_warmed_gib", 0)
-    w(f"- memory: {warmed} GiB touched once before the runs (a fresh VM's first-touch faults; see `bench/README.md`)"
-      if warmed else "- memory: not touched before the runs (`--quick` or `BENCH_WARM_MEM=0`)")
     w(f"- load average at start {machine.get('loadavg_start')}, at end {end.get('loadavg_end')}. The machine is shared "
       "with other work (builds, tests) and noisy: the `busy` column shows how many cores the whole machine used "
       "during each rbd job; compare ratios from one run, not absolute figures across runs.")

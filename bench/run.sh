@@ -162,26 +162,6 @@ free_gib() { df -P -B1G "$WORK" | awk 'NR==2{print $4}'; }
   || die "need ~$need_gib GiB free in $WORK for a $BENCH_SIZE image ($(free_gib) GiB free): use --work elsewhere or a smaller BENCH_SIZE"
 MIN_FREE_GIB=${BENCH_MIN_FREE_GIB:-3}
 
-# Touch the machine's free memory once before measuring: on a freshly
-# booted VM every page the guest touches for the first time costs the host a
-# fault (13 us per 4 KiB page measured here), and the first system to grow
-# the page cache would pay it (Quarry's store writes through the page cache,
-# BlueStore and the limit's jobs with O_DIRECT). Full runs only (~70 s for
-# 20 GiB here); BENCH_WARM_MEM=0 skips it.
-WARM_GIB=0
-if [ "${BENCH_WARM_MEM:-$((1 - QUICK))}" = 1 ]; then
-  # All but 3 GiB of what is available, at most 32 GiB.
-  WARM_GIB=$(awk '/MemAvailable/{g=int($2/1048576)-3; if (g>32) g=32; if (g<0) g=0; print g}' /proc/meminfo)
-  if [ "$WARM_GIB" -gt 0 ]; then
-    log "touching ${WARM_GIB} GiB of free memory once (first-touch cost of a fresh VM; BENCH_WARM_MEM=0 skips)"
-    t0=$(now)
-    python3 -c 'import sys; b = bytearray(int(sys.argv[1]) << 30); b[::4096] = b"\x01" * len(range(0, len(b), 4096))' "$WARM_GIB" \
-      || die "touching ${WARM_GIB} GiB of memory"
-    log "memory touched in $(ms_since "$t0") ms"
-  fi
-fi
-export BENCH_WARM_GIB=$WARM_GIB
-
 cc -O2 -Wall -o "$WORK/bin/cplane" "$HERE/src/cplane.c" -lrbd -lrados || die "building bench/src/cplane.c"
 cc -O2 -Wall -o "$WORK/bin/pingpong" "$HERE/src/pingpong.c" || die "building bench/src/pingpong.c"
 
@@ -211,7 +191,6 @@ m = {
   "ramp_s": os.environ.get("BENCH_RAMP"),
   "size": os.environ.get("BENCH_SIZE"),
   "passes": os.environ.get("BENCH_PASSES_USED"),
-  "memory_warmed_gib": int(os.environ.get("BENCH_WARM_GIB", "0")),
 }
 json.dump(m, open(sys.argv[1], "w"), indent=1)
 EOF
